@@ -1,0 +1,183 @@
+"""``fit``: train an HJ transport map between two sample sets in one call."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from . import registry
+from .costs import Cost
+from .hjmap import HJMap
+from .objective import HJObjective, ObjectiveConfig
+from .sampling import CollocationSampler
+from .training import TrainConfig, make_accelerator, train
+
+
+def check_samples(x: Any, name: str, dim: int | None = None) -> torch.Tensor:
+    """Validate one sample set: a finite (n, d) float tensor with n >= 2."""
+    x = torch.as_tensor(x)
+    if not (x.is_floating_point() or x.dtype in (torch.int32, torch.int64, torch.uint8)):
+        raise ValueError(f"{name} must be numeric, got dtype {x.dtype}.")
+    x = x.float()
+    if x.ndim != 2:
+        raise ValueError(f"{name} must have shape (n, d), got {tuple(x.shape)}.")
+    if x.shape[0] < 2:
+        raise ValueError(f"{name} needs at least 2 samples, got {x.shape[0]}.")
+    if x.shape[1] < 1:
+        raise ValueError(f"{name} has zero features.")
+    if dim is not None and x.shape[1] != dim:
+        raise ValueError(
+            f"Source and target must have the same dimension: got {dim} and {x.shape[1]} ({name})."
+        )
+    bad = ~torch.isfinite(x).all(1)
+    if bad.any():
+        raise ValueError(
+            f"{name} contains NaN or Inf in {int(bad.sum())} of {len(x)} rows "
+            f"(first at row {int(bad.nonzero()[0])}); clean or drop them first."
+        )
+    return x
+
+
+def check_labels(k: Any, n: int, name: str) -> torch.Tensor:
+    k = torch.as_tensor(k)
+    if k.ndim != 1 or len(k) != n:
+        raise ValueError(f"{name} must be a 1-D tensor of {n} class labels, got shape {tuple(k.shape)}.")
+    if k.is_floating_point() and not torch.equal(k, k.round()):
+        raise ValueError(f"{name} must hold integer class labels.")
+    k = k.long()
+    if (k < 0).any():
+        raise ValueError(f"{name} holds negative class labels; use 0..K-1.")
+    return k
+
+
+def default_head_kwargs(dim: int) -> dict[str, Any]:
+    width = 64 if dim <= 4 else 128 if dim <= 16 else 256
+    return {"width": width, "depth": 3, "activation": "silu", "quadratic": True}
+
+
+def fit(
+    x_source: Any,
+    y_target: Any,
+    cost: str | Cost = "quadratic",
+    labels: tuple[Any, Any] | None = None,
+    *,
+    head: str | None = None,
+    head_kwargs: dict[str, Any] | None = None,
+    conditional: bool = False,
+    t_f: float = 1.0,
+    steps: int = 3000,
+    time_budget: float | None = None,
+    batch_size: int = 512,
+    lr: float = 1e-3,
+    lambda_mmd: float | str = "auto",
+    mmd: str = "energy",
+    backward_mmd: bool = True,
+    sampler: CollocationSampler | None = None,
+    n_colloc: int | None = None,
+    seed: int = 0,
+    output_dir: str | None = None,
+    resume: bool = False,
+    progress: bool = False,
+    accelerator: Any = None,
+    class_names: list | None = None,
+    target_class_names: list | None = None,
+    encoder: dict | None = None,
+    return_history: bool = False,
+) -> HJMap | tuple[HJMap, dict[str, Any]]:
+    """Learn the optimal transport map from samples ``x_source`` (n, d) to ``y_target`` (m, d).
+
+    ``cost``: a registered cost name or a :class:`Cost` (``hjt.get_cost("pnorm", p=3)``).
+    ``labels=(ls, lt)`` makes the transport class-conditional: class ``k`` goes to class ``k``;
+    by default with one shared potential and class-wise MMD (the paper), or with a conditional
+    head (``conditional=True``). ``lambda_mmd="auto"`` adapts the MMD weight (see objective.py).
+    """
+    xs = check_samples(x_source, "x_source")
+    yt = check_samples(y_target, "y_target", dim=xs.shape[1])
+    if not float(t_f) > 0:
+        raise ValueError(f"t_f must be > 0, got {t_f}.")
+    dim = xs.shape[1]
+    if isinstance(cost, Cost):
+        cost_name = next(
+            (n for n, p in registry.plugins("cost").items() if isinstance(cost, p.obj)), None
+        )
+        if cost_name is None:
+            raise ValueError(f"{cost!r} is not an instance of a registered cost plugin.")
+        cost_kwargs = cost.config()
+    else:
+        cost_name, cost_kwargs = str(cost), {}
+        registry.create("cost", cost_name)  # fail early on unknown names
+    ks = kt = None
+    num_classes = None
+    if labels is not None:
+        ks = check_labels(labels[0], len(xs), "labels[0] (source)")
+        kt = check_labels(labels[1], len(yt), "labels[1] (target)")
+        num_classes = int(max(ks.max(), kt.max())) + 1
+        missing = sorted(set(range(num_classes)) - set(ks.tolist()) & set(range(num_classes)))
+        missing = sorted(set(ks.tolist()) ^ set(kt.tolist()))
+        if missing:
+            raise ValueError(f"Classes {missing} appear on only one side; every class needs both.")
+    head = head or ("conditional" if conditional else "mlp")
+    hk = {**default_head_kwargs(dim), **(head_kwargs or {})}
+    hjmap = HJMap(
+        dim, cost=cost_name, cost_kwargs=cost_kwargs, head=head, head_kwargs=hk, t_f=t_f,
+        num_classes=num_classes, class_names=class_names,
+        target_class_names=target_class_names, encoder=encoder,
+    )
+    # Standardise by one common similarity transform (OT maps of homogeneous costs commute
+    # with it), so that defaults work whatever the units of the data.
+    both = torch.cat([xs, yt])
+    shift = both.mean(0)
+    scale = float(((both - shift) ** 2).sum(1).mean().sqrt() / dim**0.5) or 1.0
+    hjmap.set_normalization(shift, scale)
+    zs, zt = (xs - shift) / scale, (yt - shift) / scale
+    obj = HJObjective(
+        hjmap,
+        ObjectiveConfig(
+            lambda_mmd=lambda_mmd, mmd=mmd, backward_mmd=backward_mmd,
+            classwise=labels is not None and not hjmap.conditional,
+            n_colloc=n_colloc or batch_size,
+        ),
+        sampler,
+    )
+    batch_fn = make_batch_fn(zs, zt, ks, kt, batch_size, seed)
+    acc = accelerator or make_accelerator()
+    result = train(
+        obj, batch_fn,
+        TrainConfig(
+            steps=steps, time_budget=time_budget, lr=lr, seed=seed, output_dir=output_dir,
+            resume=resume, progress=progress, checkpoint_every=max(steps // 4, 1) if output_dir else 0,
+        ),
+        accelerator=acc,
+        after_step=lambda o, logs: o.update_lambda(logs.get("ratio", float("nan"))),
+        save_fn=lambda o, folder: o.map.save_pretrained(folder),
+        parameters=list(hjmap.parameters()),
+    )
+    hjmap = acc.unwrap_model(obj).map if accelerator is not None else obj.map
+    hjmap.eval()
+    return (hjmap, result) if return_history else hjmap
+
+
+def make_batch_fn(zs, zt, ks, kt, batch_size: int, seed: int):
+    """Random minibatches seeded by (seed, step, rank). With labels, each batch is balanced
+    over classes and sources and targets are sorted alike (source i and target i share a class)."""
+    if ks is not None:
+        classes = sorted(set(ks.tolist()))
+        src_idx = [torch.nonzero(ks == k)[:, 0] for k in classes]
+        tgt_idx = [torch.nonzero(kt == k)[:, 0] for k in classes]
+        per = max(batch_size // len(classes), 2)
+
+    def batch_fn(step: int, rank: int) -> dict[str, Any]:
+        g = torch.Generator().manual_seed(seed * 1_000_003 + rank * 7_919 + step)
+        if ks is None:
+            i = torch.randint(len(zs), (min(batch_size, len(zs)),), generator=g)
+            j = torch.randint(len(zt), (min(batch_size, len(zt)),), generator=g)
+            return {"xs": zs[i], "yt": zt[j], "generator_seed": int(torch.randint(2**31, (1,), generator=g))}
+        i = torch.cat([s[torch.randint(len(s), (per,), generator=g)] for s in src_idx])
+        j = torch.cat([t[torch.randint(len(t), (per,), generator=g)] for t in tgt_idx])
+        return {
+            "xs": zs[i], "yt": zt[j], "ks": ks[i], "kt": kt[j],
+            "generator_seed": int(torch.randint(2**31, (1,), generator=g)),
+        }
+
+    return batch_fn

@@ -1,0 +1,146 @@
+"""The ``hjtranslate`` command: train, evaluate, plugins, env, push, translate, app."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .tasks import load_task
+
+    metrics = load_task(args.task).run(args)
+    if metrics is not None and args.print_metrics:
+        print(json.dumps(metrics, indent=2, default=str))
+    return 0
+
+
+def _cmd_plugins(args: argparse.Namespace) -> int:
+    from . import registry
+
+    for kind in registry.GROUPS:
+        print(f"{kind}s ({registry.GROUPS[kind]}):")
+        for name, plugin in sorted(registry.plugins(kind).items()):
+            print(f"  {name:<12} {plugin.target:<50} [{plugin.package}]")
+    return 0
+
+
+def _cmd_env(args: argparse.Namespace) -> int:
+    import importlib.metadata as md
+    import platform
+
+    import torch
+
+    print(f"hjtranslate {__version__}")
+    print(f"python {platform.python_version()} on {platform.platform()}")
+    for pkg in ("torch", "torchvision", "accelerate", "diffusers", "huggingface_hub", "timm",
+                "gradio", "pot", "torchmetrics", "safetensors", "numpy"):
+        try:
+            print(f"{pkg} {md.version(pkg)}")
+        except md.PackageNotFoundError:
+            print(f"{pkg} not installed")
+    print(f"cuda available: {torch.cuda.is_available()}; threads: {torch.get_num_threads()}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .tasks.common import evaluate_folder
+
+    print(json.dumps(evaluate_folder(args), indent=2, default=str))
+    return 0
+
+
+def _lazy(module: str, func: str):
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+
+        return importlib.import_module(module).__dict__[func](args) or 0
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .tasks import TASKS, load_task
+
+    parser = argparse.ArgumentParser(
+        prog="hjtranslate",
+        description="Optimal transport maps with Hamilton-Jacobi characteristic flows.",
+    )
+    parser.add_argument("--version", action="version", version=f"hjtranslate {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    train = sub.add_parser("train", help="train a task (see `hjtranslate train -h`)")
+    tsub = train.add_subparsers(dest="task", metavar="TASK")
+    tsub.required = True
+    for name, (_, help_text) in TASKS.items():
+        p = tsub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--print-metrics", action="store_true", help="print the metrics JSON")
+        # Each task's options come from its own module; a task whose optional dependency is
+        # missing still lists itself and explains at run time.
+        try:
+            load_task(name).add_arguments(p)
+        except ImportError as exc:
+            p.set_defaults(_import_error=str(exc))
+        p.set_defaults(func=_cmd_train)
+
+    ev = sub.add_parser("evaluate", help="evaluate a trained map folder on a task's data")
+    ev.add_argument("folder", help="output folder of `hjtranslate train` (or a map folder)")
+    ev.add_argument("--n", type=int, default=4000, help="samples to evaluate on")
+    ev.set_defaults(func=_cmd_evaluate)
+
+    sub.add_parser("plugins", help="list costs, encoders and heads with their packages").set_defaults(
+        func=_cmd_plugins
+    )
+    sub.add_parser("env", help="versions, for bug reports").set_defaults(func=_cmd_env)
+
+    push = sub.add_parser("push", help="publish a saved map or pipeline folder to the Hub")
+    push.add_argument("folder")
+    push.add_argument("--repo-id", required=True, help="user/name")
+    push.add_argument("--private", action="store_true")
+    push.add_argument("--revision", default=None, help="branch to push to")
+    push.set_defaults(func=_lazy("hjtranslate.hub", "cmd_push"))
+
+    tr = sub.add_parser("translate", help="translate images with a pipeline folder or Hub id")
+    tr.add_argument("--model", default=None, help="folder or Hub id (default: shipped model)")
+    tr.add_argument("--input", required=True, help="an image file or a folder of images")
+    tr.add_argument("--class", dest="klass", type=int, default=None,
+                    help="source class (default: detected by the judge)")
+    tr.add_argument("--direction", choices=["forward", "backward"], default="forward")
+    tr.add_argument("--morph-steps", type=int, default=0)
+    tr.add_argument("--out", required=True, help="output folder")
+    tr.set_defaults(func=_lazy("hjtranslate.hub", "cmd_translate"))
+
+    app = sub.add_parser("app", help="start the Gradio translation app")
+    app.add_argument("--model", default=None, help="folder or Hub id (default: shipped model)")
+    app.add_argument("--host", default="127.0.0.1")
+    app.add_argument("--port", type=int, default=7860)
+    app.add_argument("--share", action="store_true", help="ask Gradio for a public share link")
+    app.set_defaults(func=_lazy("hjtranslate.app_launcher", "cmd_app"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .hjmap import CheckpointError
+    from .registry import PluginError
+    from .training import TrainingError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "_import_error", None):
+        print(f"error: task {args.task!r} needs a missing package: {args._import_error}",
+              file=sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, PluginError, TrainingError, CheckpointError, FileNotFoundError,
+            NotADirectoryError, PermissionError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: the last checkpoint is kept; continue with --resume.", file=sys.stderr)
+        return 130

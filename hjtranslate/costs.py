@@ -1,0 +1,48 @@
+"""The cost interface: a strictly convex Lagrangian ``L`` and its Legendre dual ``H``.
+
+``c(x, y) = t_f * L((y - x) / t_f)``. A cost plugin subclasses :class:`Cost` and implements
+``lagrangian``, ``hamiltonian`` and ``grad_hamiltonian`` (all batched over the last axis).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+class Cost:
+    """Base class of every cost plugin."""
+
+    name: str = "cost"
+    #: degree of homogeneity of ``L`` (``L(s v) = s**degree L(v)``), used to rescale costs.
+    degree: float = 2.0
+
+    def lagrangian(self, v: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def hamiltonian(self, p: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def grad_hamiltonian(self, p: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def action(self, p: torch.Tensor) -> torch.Tensor:
+        """``p . grad H(p) - H(p)`` (equal to ``L(grad H(p))``): the running cost along a
+        characteristic with momentum ``p``."""
+        return (p * self.grad_hamiltonian(p)).sum(-1) - self.hamiltonian(p)
+
+    def cost(self, x: torch.Tensor, y: torch.Tensor, t_f: float = 1.0) -> torch.Tensor:
+        return t_f * self.lagrangian((y - x) / t_f)
+
+    def pairwise(self, x: torch.Tensor, y: torch.Tensor, t_f: float = 1.0) -> torch.Tensor:
+        """Cost matrix ``C[i, j] = c(x_i, y_j)``."""
+        return t_f * self.lagrangian((y[None, :, :] - x[:, None, :]) / t_f)
+
+    def config(self) -> dict[str, Any]:
+        """The keyword arguments that rebuild this cost (stored in checkpoints)."""
+        return {}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v}" for k, v in self.config().items())
+        return f"{type(self).__name__}({args})"

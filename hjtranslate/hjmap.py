@@ -1,0 +1,372 @@
+"""The trained transport map: one potential ``u(x, t)`` and the closed-form maps it defines.
+
+Saving and loading use ``huggingface_hub.ModelHubMixin`` rather than diffusers' ``ModelMixin``:
+the map is a small ``nn.Module`` whose constructor arguments are its config, and the mixin gives
+``save_pretrained`` / ``from_pretrained`` / ``push_to_hub`` (local folders, Hub ids, revisions,
+cache, offline mode) without importing diffusers (8-10 s) in the core. Loading is ours: strict,
+safetensors only, with clear errors for missing, corrupt or foreign files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from huggingface_hub import ModelHubMixin
+from torch import nn
+
+from . import __version__, registry
+from .costs import Cost
+from .heads import PotentialHead
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded: missing, corrupt, foreign or too new."""
+
+
+def _version_tuple(v: str) -> tuple[int, ...]:
+    out = []
+    for part in v.split(".")[:3]:
+        digits = "".join(ch for ch in part if ch.isdigit())
+        out.append(int(digits or 0))
+    return tuple(out)
+
+
+class HJMap(
+    nn.Module,
+    ModelHubMixin,
+    library_name="hjtranslate",
+    tags=["optimal-transport", "hamilton-jacobi", "hjtranslate"],
+    repo_url="https://github.com/hjtranslate/hjtranslate",
+):
+    """Optimal transport map ``T(x) = x + t_f grad H(grad_x u(x, 0))`` and its inverse.
+
+    Inputs are in data units; internally they are standardised by ``(x - shift) / scale`` (a
+    common similarity transform, under which OT maps for homogeneous costs are equivariant).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        cost: str = "quadratic",
+        cost_kwargs: dict | None = None,
+        head: str = "mlp",
+        head_kwargs: dict | None = None,
+        t_f: float = 1.0,
+        num_classes: int | None = None,
+        class_names: list | None = None,
+        target_class_names: list | None = None,
+        encoder: dict | None = None,
+        plugin_packages: dict | None = None,
+        metrics: dict | None = None,
+        hjtranslate_version: str = __version__,
+    ) -> None:
+        super().__init__()
+        if int(dim) < 1:
+            raise ValueError(f"dim must be a positive integer, got {dim!r}.")
+        if not float(t_f) > 0:
+            raise ValueError(f"t_f (the time horizon) must be > 0, got {t_f!r}.")
+        self.dim = int(dim)
+        self.t_f = float(t_f)
+        self.num_classes = None if num_classes is None else int(num_classes)
+        self.class_names = class_names
+        self.target_class_names = target_class_names
+        self.encoder_config = encoder
+        self.metrics = metrics or {}
+        self.cost_name, self.cost_kwargs = cost, dict(cost_kwargs or {})
+        self.head_name = head
+        self.cost: Cost = registry.create("cost", cost, **self.cost_kwargs)
+        head_kwargs = dict(head_kwargs or {})
+        head_kwargs["dim"] = self.dim
+        head_cls = registry.resolve("head", head).obj
+        if getattr(head_cls, "conditional", False):
+            if self.num_classes is None:
+                raise ValueError(f"The conditional head {head!r} needs num_classes.")
+            head_kwargs["num_classes"] = self.num_classes
+        self.head: PotentialHead = head_cls(**head_kwargs)
+        self.register_buffer("shift", torch.zeros(self.dim))
+        self.register_buffer("scale", torch.ones(()))
+        self.plugin_packages = plugin_packages or {
+            "cost": registry.resolve("cost", cost).package,
+            "head": registry.resolve("head", head).package,
+        }
+
+    # -- configuration -------------------------------------------------------------------
+    @property
+    def conditional(self) -> bool:
+        return bool(getattr(self.head, "conditional", False))
+
+    def config_dict(self) -> dict[str, Any]:
+        head_kwargs = {
+            k: v for k, v in self.head.head_config.items() if k not in ("dim", "num_classes")
+        }
+        return {
+            "dim": self.dim,
+            "cost": self.cost_name,
+            "cost_kwargs": self.cost.config(),
+            "head": self.head_name,
+            "head_kwargs": head_kwargs,
+            "t_f": self.t_f,
+            "num_classes": self.num_classes,
+            "class_names": self.class_names,
+            "target_class_names": self.target_class_names,
+            "encoder": self.encoder_config,
+            "plugin_packages": self.plugin_packages,
+            "metrics": self.metrics,
+            "hjtranslate_version": __version__,
+        }
+
+    def set_normalization(self, shift: torch.Tensor, scale: float | torch.Tensor) -> None:
+        self.shift.copy_(torch.as_tensor(shift, dtype=self.shift.dtype).reshape(self.dim))
+        self.scale.copy_(torch.as_tensor(scale, dtype=self.scale.dtype))
+
+    # -- potential and maps (standardised coordinates) ----------------------------------
+    def _labels(self, k: Any, n: int, device: torch.device) -> torch.Tensor | None:
+        if not self.conditional:
+            return None
+        if k is None:
+            raise ValueError(
+                "This map has a class-conditional head: pass the class of each sample (k=...)."
+            )
+        k = torch.as_tensor(k, device=device).long().reshape(-1)
+        if k.numel() == 1:
+            k = k.expand(n)
+        if k.numel() != n:
+            raise ValueError(f"Got {k.numel()} class labels for {n} samples.")
+        if n and (int(k.min()) < 0 or int(k.max()) >= (self.num_classes or 0)):
+            raise ValueError(
+                f"Class labels must lie in 0..{(self.num_classes or 0) - 1}, got "
+                f"{int(k.min())}..{int(k.max())}."
+            )
+        return k
+
+    def potential(self, z: torch.Tensor, t: float | torch.Tensor, k: Any = None) -> torch.Tensor:
+        """``u(z, t)`` in standardised coordinates."""
+        t = torch.as_tensor(t, dtype=z.dtype, device=z.device).reshape(-1, 1)
+        return self.head(z, t.expand(z.shape[0], 1), self._labels(k, z.shape[0], z.device))
+
+    def momentum(
+        self, z: torch.Tensor, t: float | torch.Tensor, k: Any = None, create_graph: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(u(z, t), grad_z u(z, t))`` in standardised coordinates."""
+        with torch.enable_grad():
+            if not z.requires_grad:
+                z = z.detach().requires_grad_(True)
+            u = self.potential(z, t, k)
+            (p,) = torch.autograd.grad(u.sum(), z, create_graph=create_graph)
+        return u, p
+
+    def velocity(
+        self, z: torch.Tensor, t: float, k: Any = None, create_graph: bool = False
+    ) -> torch.Tensor:
+        return self.cost.grad_hamiltonian(self.momentum(z, t, k, create_graph)[1])
+
+    def _check(self, x: torch.Tensor, what: str) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            x = torch.as_tensor(x)
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(
+                f"{what} must have shape (n, {self.dim}); got {tuple(x.shape)}. "
+                f"This map was trained in dimension {self.dim}."
+            )
+        if not torch.isfinite(x).all():
+            raise ValueError(f"{what} contains NaN or Inf values.")
+        return x.to(self.shift.device, self.shift.dtype)
+
+    def _map(self, x: torch.Tensor, k: Any, t0: float, sign: float, what: str, grad: bool):
+        x = self._check(x, what)
+        z = (x - self.shift) / self.scale
+        v = self.velocity(z, t0, k, create_graph=grad)
+        out = x + sign * self.t_f * self.scale * v
+        return out if grad else out.detach()
+
+    def forward(self, x: torch.Tensor, k: Any = None, create_graph: bool = False) -> torch.Tensor:
+        """Forward map ``T(x) = x + t_f grad H(grad_x u(x, 0))`` (source to target)."""
+        return self._map(x, k, 0.0, 1.0, "x", create_graph)
+
+    def backward(self, y: torch.Tensor, k: Any = None, create_graph: bool = False) -> torch.Tensor:
+        """Backward map ``T^-1(y) = y - t_f grad H(grad_y u(y, t_f))`` (target to source)."""
+        return self._map(y, k, self.t_f, -1.0, "y", create_graph)
+
+    def interpolate(
+        self, x: torch.Tensor, ts: Sequence[float] | torch.Tensor, k: Any = None
+    ) -> torch.Tensor:
+        """Displacement interpolation ``x(t) = x + t grad H(grad_x u(x, 0))``: shape
+        ``(len(ts), n, dim)``. ``ts`` are times in ``[0, t_f]``."""
+        x = self._check(x, "x")
+        ts = torch.as_tensor(ts, dtype=x.dtype, device=x.device).reshape(-1)
+        if ((ts < 0) | (ts > self.t_f + 1e-9)).any():
+            raise ValueError(f"Interpolation times must lie in [0, t_f={self.t_f}].")
+        z = (x - self.shift) / self.scale
+        v = self.velocity(z, 0.0, k).detach()
+        return x[None] + ts[:, None, None] * self.scale * v[None]
+
+    def transport_cost(self, x: torch.Tensor, k: Any = None) -> torch.Tensor:
+        """Per-sample cost ``c(x, T(x))`` in data units."""
+        return self.cost.cost(x, self.forward(x, k), self.t_f)
+
+    # -- saving and loading ----------------------------------------------------------------
+    def _save_pretrained(self, save_directory: Path) -> None:
+        from safetensors.torch import save_file
+
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, str(save_directory / WEIGHTS_NAME), metadata={"format": "pt"})
+        text = json.dumps(self.config_dict(), sort_keys=True, indent=2)
+        (save_directory / CONFIG_NAME).write_text(text + "\n")
+
+    def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> str | None:  # type: ignore[override]
+        """Write ``config.json``, ``model.safetensors`` and a model card into a folder."""
+        self._hub_mixin_config = self.config_dict()
+        from .modelcard import write_model_card
+
+        save_directory = Path(save_directory)
+        save_directory.mkdir(parents=True, exist_ok=True)
+        self._save_pretrained(save_directory)
+        write_model_card(save_directory, self.config_dict())
+        if kwargs.pop("push_to_hub", False):
+            repo_id = kwargs.pop("repo_id", None) or save_directory.name
+            return self.push_to_hub(repo_id, **kwargs)
+        return None
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:  # type: ignore[override]
+        self._hub_mixin_config = self.config_dict()
+        return super().push_to_hub(repo_id, **kwargs)
+
+    @classmethod
+    def _from_pretrained(  # type: ignore[override]
+        cls,
+        *,
+        model_id: str,
+        revision: str | None,
+        cache_dir: str | Path | None,
+        force_download: bool,
+        local_files_only: bool,
+        token: str | bool | None,
+        map_location: str = "cpu",
+        **model_kwargs: Any,
+    ) -> HJMap:
+        weights = resolve_file(
+            model_id, WEIGHTS_NAME, revision=revision, cache_dir=cache_dir,
+            force_download=force_download, local_files_only=local_files_only, token=token,
+        )
+        model_kwargs.pop("config", None)
+        return cls.from_config_and_weights(model_kwargs, weights, map_location)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> HJMap:  # type: ignore[override]
+        """Load a map from a local folder or a Hub repo id (``revision=``, ``cache_dir=``,
+        ``local_files_only=``, ``HF_HUB_OFFLINE=1`` work as in huggingface_hub)."""
+        model_id = str(pretrained_model_name_or_path)
+        config_file = resolve_file(
+            model_id, CONFIG_NAME, **{k: kwargs.get(k) for k in _HUB_KW if k in kwargs}
+        )
+        try:
+            config = json.loads(Path(config_file).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"{config_file} is not a readable JSON config: {exc}") from None
+        weights = resolve_file(
+            model_id, WEIGHTS_NAME, **{k: kwargs.get(k) for k in _HUB_KW if k in kwargs}
+        )
+        return cls.from_config_and_weights(config, weights, kwargs.get("map_location", "cpu"))
+
+    @classmethod
+    def from_config_and_weights(
+        cls, config: dict[str, Any], weights: str | Path, map_location: str = "cpu"
+    ) -> HJMap:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        saved = str(config.get("hjtranslate_version", "0"))
+        if _version_tuple(saved) > _version_tuple(__version__):
+            raise CheckpointError(
+                f"This checkpoint was written by hjtranslate {saved}, newer than the installed "
+                f"{__version__}. Upgrade with: pip install -U 'hjtranslate>={saved}'."
+            )
+        packages = config.get("plugin_packages") or {}
+        for kind in ("cost", "head"):
+            name = config.get(kind, "quadratic" if kind == "cost" else "mlp")
+            if name not in registry.plugins(kind):
+                pkg = str(packages.get(kind, "")).split(" ")[0] or None
+                raise CheckpointError(registry.missing_plugin_message(kind, name, pkg))
+        known = set(cls.__init__.__code__.co_varnames)
+        kwargs = {k: v for k, v in config.items() if k in known and k != "self"}
+        try:
+            model = cls(**kwargs)
+        except TypeError as exc:
+            raise CheckpointError(f"The config does not describe an HJMap: {exc}") from None
+        try:
+            state = load_file(str(weights), device=str(map_location))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(
+                f"{weights} is not a valid safetensors file ({exc}); it may be truncated or "
+                "corrupted. Download or save it again."
+            ) from None
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise CheckpointError(
+                f"The weights in {weights} do not match the architecture in its config.json "
+                f"(strict loading): {str(exc).splitlines()[0]} ..."
+            ) from None
+        return model.to(map_location).eval()
+
+
+_HUB_KW = ("revision", "cache_dir", "force_download", "local_files_only", "token")
+
+
+def resolve_file(model_id: str, filename: str, subfolder: str | None = None, **hub_kwargs: Any) -> str:
+    """Path of ``filename`` in a local folder or a Hub repo (downloaded to the cache)."""
+    if os.path.isdir(model_id):
+        path = Path(model_id, subfolder or "", filename)
+        if not path.is_file():
+            pickles = [
+                p.name for p in Path(model_id, subfolder or "").glob("*")
+                if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+            ]
+            if filename.endswith(".safetensors") and pickles:
+                raise CheckpointError(
+                    f"{path.parent} holds only pickle checkpoints ({', '.join(pickles)}); "
+                    "hjtranslate loads safetensors only, since unpickling can run arbitrary code. "
+                    "Convert the weights with safetensors.torch.save_file."
+                )
+            raise CheckpointError(f"{path} is missing: is {model_id} a saved hjtranslate map?")
+        return str(path)
+    if os.path.sep in model_id and not model_id.count("/") == 1 or model_id.startswith("."):
+        raise CheckpointError(f"No such folder: {model_id}")
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    hub_kwargs = {k: v for k, v in hub_kwargs.items() if v is not None}
+    try:
+        return hf_hub_download(model_id, filename, subfolder=subfolder, **hub_kwargs)
+    except RepositoryNotFoundError:
+        raise CheckpointError(
+            f"{model_id!r} is neither a local folder nor a Hub repository that exists "
+            "(or you lack access to it)."
+        ) from None
+    except RevisionNotFoundError:
+        raise CheckpointError(
+            f"Revision {hub_kwargs.get('revision')!r} does not exist in {model_id!r}."
+        ) from None
+    except EntryNotFoundError:
+        raise CheckpointError(f"{model_id!r} has no file {filename!r}.") from None
+    except LocalEntryNotFoundError:
+        raise CheckpointError(
+            f"{filename} of {model_id!r} is not in the local cache and the Hub cannot be reached "
+            "(offline mode?). Download it once while online, or pass a local folder."
+        ) from None
+    except HfHubHTTPError as exc:
+        raise CheckpointError(f"Could not download {filename} of {model_id!r}: {exc}") from None

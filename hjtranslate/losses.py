@@ -1,0 +1,90 @@
+"""Loss terms: the implicit HJ residual (method.md section 3) and MMD between samples."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from .costs import Cost
+
+
+def _pdist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    # sqrt with a floor: the gradient of |x - y| at x = y would be NaN.
+    d2 = (a[:, None, :] - b[None, :, :]).pow(2).sum(-1)
+    return torch.sqrt(d2 + 1e-12)
+
+
+def energy_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Squared energy distance ``2E|X-Y| - E|X-X'| - E|Y-Y'|`` (V-statistic): the MMD of the
+    kernel ``k(x, y) = -|x - y|``. Between two independent samples of one law its expectation
+    is ``E|X-X'| (1/n + 1/m)`` (see :func:`energy_floor`)."""
+    return 2 * _pdist(x, y).mean() - _pdist(x, x).mean() - _pdist(y, y).mean()
+
+
+def energy_floor(y: torch.Tensor, n: int) -> torch.Tensor:
+    """Expected V-statistic energy distance between ``n`` samples of the law of ``y`` and ``y``
+    itself (``m = len(y)``): ``E|Y-Y'| (1/n + 1/m)``, estimated from ``y``."""
+    m = y.shape[0]
+    mean_dist = _pdist(y, y).sum() / max(m * (m - 1), 1)
+    return mean_dist * (1.0 / n + 1.0 / m)
+
+
+def gaussian_mmd(
+    x: torch.Tensor, y: torch.Tensor, bandwidths: tuple[float, ...] = (0.1, 0.5, 1.0, 2.0, 5.0)
+) -> torch.Tensor:
+    """Squared MMD with a sum of Gaussian kernels; bandwidths are relative to the median
+    pairwise distance of ``y``."""
+    dxx, dyy, dxy = _pdist(x, x) ** 2, _pdist(y, y) ** 2, _pdist(x, y) ** 2
+    med = dyy.detach().median().clamp_min(1e-12)
+    total = x.new_zeros(())
+    for h in bandwidths:
+        s = h * h * med
+        total = total + torch.exp(-dxx / s).mean() + torch.exp(-dyy / s).mean()
+        total = total - 2 * torch.exp(-dxy / s).mean()
+    return total
+
+
+MMDS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "energy": energy_distance,
+    "gaussian": gaussian_mmd,
+}
+
+
+def get_mmd(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    if name not in MMDS:
+        raise ValueError(f"Unknown MMD kernel {name!r}; choose one of {sorted(MMDS)}.")
+    return MMDS[name]
+
+
+def classwise(
+    mmd: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    x: torch.Tensor, kx: torch.Tensor, y: torch.Tensor, ky: torch.Tensor, num_classes: int,
+) -> torch.Tensor:
+    """``(1/K) sum_k MMD(x[kx == k], y[ky == k])`` over the classes present in both."""
+    terms = []
+    for k in range(num_classes):
+        xs, ys = x[kx == k], y[ky == k]
+        if len(xs) > 1 and len(ys) > 1:
+            terms.append(mmd(xs, ys))
+    if not terms:
+        raise ValueError("No class has at least two samples on both sides of this batch.")
+    return torch.stack(terms).mean()
+
+
+def implicit_hj_residual(
+    potential: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    cost: Cost,
+    x: torch.Tensor,
+    t: torch.Tensor,
+) -> torch.Tensor:
+    """Residual of the implicit solution formula (the paper's eq. 9) at points ``(x, t)``:
+    ``u(x, t) - u(x - t gradH(p), 0) - t (p . gradH(p) - H(p))`` with ``p = grad_x u(x, t)``.
+    Differentiable in the network parameters (``create_graph=True``)."""
+    x = x.detach().requires_grad_(True)
+    t = t.reshape(-1, 1)
+    u = potential(x, t)
+    (p,) = torch.autograd.grad(u.sum(), x, create_graph=True)
+    v = cost.grad_hamiltonian(p)
+    u0 = potential(x - t * v, torch.zeros_like(t))
+    return u - u0 - t[:, 0] * cost.action(p)

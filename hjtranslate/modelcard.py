@@ -1,0 +1,53 @@
+"""Model cards (README.md with YAML metadata) written next to every saved map."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def write_model_card(folder: Path, config: dict[str, Any], extra: str = "") -> Path:
+    """Write ``README.md`` with Hub metadata and the metrics stored in the config."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    metrics = config.get("metrics") or {}
+    encoder = config.get("encoder") or {}
+    datasets = list(encoder.get("datasets", [])) if isinstance(encoder, dict) else []
+    data = ModelCardData(
+        library_name="hjtranslate",
+        license="apache-2.0",
+        tags=["optimal-transport", "hamilton-jacobi", "image-to-image", "hjtranslate"],
+        datasets=datasets or None,
+        metrics=sorted(k for k, v in metrics.items() if isinstance(v, (int, float))) or None,
+    )
+    lines = [
+        "---", data.to_yaml(), "---", "",
+        "# Hamilton-Jacobi optimal transport map", "",
+        "A transport map trained with [hjtranslate](https://github.com/hjtranslate/hjtranslate) "
+        "(Park, Liu, Zhou, Osher 2025: Hamilton-Jacobi characteristic flows).", "",
+        "```python",
+        "import hjtranslate as hjt",
+        f"m = hjt.HJMap.from_pretrained({str(folder.name)!r})",
+        "y = m.forward(x); x_back = m.backward(y)",
+        "```", "",
+        f"- dimension: {config.get('dim')}; cost: {config.get('cost')} "
+        f"{json.dumps(config.get('cost_kwargs') or {})}; head: {config.get('head')}; "
+        f"t_f: {config.get('t_f')}",
+    ]
+    if config.get("num_classes"):
+        lines.append(f"- classes: {config.get('num_classes')}")
+    if metrics:
+        lines += ["", "## Metrics", "", "| metric | value |", "|---|---|"]
+        for key in sorted(metrics):
+            value = metrics[key]
+            if isinstance(value, float):
+                value = f"{value:.6g}"
+            lines.append(f"| {key} | {value} |")
+    if extra:
+        lines += ["", extra]
+    text = "\n".join(lines) + "\n"
+    ModelCard(text)  # validates the YAML header
+    path = folder / "README.md"
+    path.write_text(text)
+    return path

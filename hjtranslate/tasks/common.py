@@ -1,0 +1,131 @@
+"""What every map-training task shares: options, the accelerate run, and the output folder
+(``map/`` loadable with ``from_pretrained``, ``config.json``, ``metrics.json``, PNGs)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..api import fit
+from ..hjmap import HJMap
+from ..training import make_accelerator
+
+
+def add_map_arguments(p: argparse.ArgumentParser, steps: int = 3000, batch_size: int = 512) -> None:
+    p.add_argument("--output-dir", default=None, help="where to write the run (default: runs/TASK)")
+    p.add_argument("--steps", type=int, default=steps)
+    p.add_argument("--time-budget", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--batch-size", type=int, default=batch_size)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cost", default="quadratic", help="a cost plugin (see `hjtranslate plugins`)")
+    p.add_argument("--p", type=float, default=None, help="exponent of the pnorm / lp costs")
+    p.add_argument("--head", default=None, help="a head plugin (default: mlp)")
+    p.add_argument("--width", type=int, default=None)
+    p.add_argument("--depth", type=int, default=None)
+    p.add_argument("--lambda", dest="lambda_mmd", default="auto",
+                   help="MMD weight: 'auto' (adaptive, default) or a number")
+    p.add_argument("--mmd", default="energy", choices=["energy", "gaussian"])
+    p.add_argument("--no-backward-mmd", action="store_true")
+    p.add_argument("--t-f", type=float, default=1.0)
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def output_dir(args: argparse.Namespace, task: str) -> Path:
+    return Path(args.output_dir or Path("runs") / task)
+
+
+def fit_from_args(
+    args: argparse.Namespace, xs: torch.Tensor, yt: torch.Tensor, task: str,
+    labels: tuple[torch.Tensor, torch.Tensor] | None = None, **kwargs: Any,
+) -> tuple[HJMap, dict[str, Any], Any]:
+    """Train through accelerate (one or many processes) with the CLI options."""
+    from .. import registry
+
+    cost_kwargs = {"p": args.p} if args.p is not None else {}
+    cost = registry.create("cost", args.cost, **cost_kwargs)
+    head_kwargs = {k: getattr(args, k) for k in ("width", "depth") if getattr(args, k, None)}
+    head_kwargs.update(kwargs.pop("head_kwargs", {}))
+    out = output_dir(args, task)
+    acc = make_accelerator()
+    if acc.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(
+            {"task": task, **{k: v for k, v in vars(args).items() if k != "func"},
+             "num_processes": acc.num_processes}, indent=2, sort_keys=True, default=str))
+    m, result = fit(
+        xs, yt, cost=cost, labels=labels, head=args.head, head_kwargs=head_kwargs or None,
+        t_f=args.t_f, steps=args.steps, time_budget=args.time_budget, batch_size=args.batch_size,
+        lr=args.lr, lambda_mmd=args.lambda_mmd, mmd=args.mmd,
+        backward_mmd=not args.no_backward_mmd, seed=args.seed,
+        output_dir=str(out), resume=args.resume, progress=not args.no_progress,
+        accelerator=acc, return_history=True, **kwargs,
+    )
+    return m, result, acc
+
+
+def write_outputs(out: Path, m: HJMap, metrics: dict[str, Any], acc: Any) -> None:
+    """Save the final map and metrics (rank 0 only); the map folder appears complete or not
+    at all (written to a temporary folder, then renamed)."""
+    if not acc.is_main_process:
+        return
+    m.metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str)) and v is not None}
+    tmp = out / "map.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    m.save_pretrained(tmp)
+    shutil.rmtree(out / "map", ignore_errors=True)
+    os.replace(tmp, out / "map")
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True, default=str))
+    print(f"Wrote {out / 'map'} and {out / 'metrics.json'}")
+
+
+def plot_2d(path: Path, x: torch.Tensor, y: torch.Tensor, pushed: torch.Tensor, title: str,
+            n_lines: int = 300) -> None:
+    """Source, target, pushed samples and straight transport segments."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 6), dpi=110)
+    k = min(n_lines, len(x))
+    segs = torch.stack([x[:k], pushed[:k]], 1).numpy()
+    from matplotlib.collections import LineCollection
+
+    ax.add_collection(LineCollection(segs, colors="0.6", linewidths=0.5, alpha=0.6))
+    ax.scatter(*x.T.numpy(), s=2, c="tab:blue", alpha=0.4, label="source")
+    ax.scatter(*y.T.numpy(), s=2, c="tab:orange", alpha=0.4, label="target")
+    ax.scatter(*pushed.T.numpy(), s=2, c="tab:green", alpha=0.4, label="T(source)")
+    ax.legend(loc="upper right", markerscale=4)
+    ax.set_title(title)
+    ax.set_aspect("equal")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def evaluate_folder(args: argparse.Namespace) -> dict[str, Any]:
+    """``hjtranslate evaluate FOLDER``: re-run a task's evaluation from its saved config."""
+    folder = Path(args.folder)
+    cfg_path = folder / "config.json"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{cfg_path} is missing: pass the output folder of `hjtranslate train`.")
+    cfg = json.loads(cfg_path.read_text())
+    from . import load_task
+
+    task = load_task(cfg["task"])
+    if not hasattr(task, "evaluate"):
+        raise ValueError(f"Task {cfg['task']!r} has no stand-alone evaluation.")
+    m = HJMap.from_pretrained(folder / "map")
+    t0 = time.perf_counter()
+    metrics = task.evaluate(m, argparse.Namespace(**cfg), n=args.n)
+    metrics["eval_seconds"] = time.perf_counter() - t0
+    return metrics

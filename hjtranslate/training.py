@@ -1,0 +1,209 @@
+"""One accelerate training loop for every task.
+
+The model passed in computes its whole objective in ``forward(**batch)`` and returns a dict
+with ``"loss"`` plus scalar terms to log. Checkpoints (``accelerate`` state: safetensors weights,
+optimizer, step) are written to a temporary folder and renamed into place, so a kill never leaves
+a half-written checkpoint; ``resume=True`` continues from the latest one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (diverged, misconfigured launch); the message says why."""
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 2000
+    time_budget: float | None = None  # seconds; stops early, all ranks together
+    lr: float = 1e-3
+    lr_final: float = 1e-5  # cosine decay to this learning rate
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    seed: int = 0
+    output_dir: str | None = None
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    resume: bool = False
+    log_every: int = 10
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if int(self.steps) < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}.")
+        if self.time_budget is not None and not self.time_budget > 0:
+            raise ValueError(f"time_budget must be a positive number of seconds, got {self.time_budget}.")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}.")
+
+
+def make_accelerator(cpu: bool | None = None, **kwargs: Any):
+    """An ``Accelerator`` that also gives several gloo processes on a CPU-only machine, and
+    refuses a launch that would silently train the same model several times."""
+    from accelerate import Accelerator
+
+    if cpu is None:
+        cpu = not torch.cuda.is_available()
+    acc = Accelerator(cpu=cpu, **kwargs)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and acc.num_processes == 1:
+        raise TrainingError(
+            f"WORLD_SIZE={world} but accelerate sees one process: every process would train "
+            "alone and duplicate the work. Launch with `accelerate launch --multi_gpu "
+            "--num_processes N ...` (on a CPU machine hjtranslate builds Accelerator(cpu=True), "
+            "which makes that use gloo)."
+        )
+    return acc
+
+
+def _checkpoints(root: Path) -> list[Path]:
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp"))
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path | None:
+    found = _checkpoints(Path(output_dir) / "checkpoints")
+    return found[-1] if found else None
+
+
+def train(
+    model: nn.Module,
+    batch_fn: Callable[[int, int], dict[str, Any]],
+    config: TrainConfig,
+    accelerator=None,
+    after_step: Callable[[nn.Module, dict[str, float]], None] | None = None,
+    save_fn: Callable[[nn.Module, Path], None] | None = None,
+    parameters: list[nn.Parameter] | None = None,
+) -> dict[str, Any]:
+    """Train ``model`` for ``config.steps`` steps.
+
+    ``batch_fn(step, rank)`` returns the keyword arguments of ``model.forward`` for this step
+    and process (seeded by step and rank, so a resumed run sees the batches it would have seen).
+    ``after_step(model, logs)`` runs on every rank with all-reduced logs (e.g. to adapt lambda).
+    ``save_fn(model, folder)`` writes a loadable model (``save_pretrained``) beside each checkpoint.
+    """
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+
+    acc = accelerator or make_accelerator()
+    set_seed(config.seed)
+    params = parameters if parameters is not None else [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    ratio = config.lr_final / config.lr
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: ratio + (1 - ratio) * 0.5 * (1 + math.cos(math.pi * min(s / config.steps, 1.0)))
+    )
+    model, opt, sched = acc.prepare(model, opt, sched)
+    inner = acc.unwrap_model(model)
+
+    out = Path(config.output_dir) if config.output_dir else None
+    start_step = 0
+    history: list[dict[str, float]] = []
+    if config.resume and out is not None:
+        last = latest_checkpoint(out)
+        if last is not None:
+            acc.load_state(str(last))
+            state = json.loads((last / "trainer_state.json").read_text())
+            start_step, history = int(state["step"]), state.get("history", [])
+            acc.print(f"Resuming from {last} (step {start_step}).")
+        else:
+            acc.print(f"--resume: no checkpoint in {out / 'checkpoints'}; starting afresh.")
+
+    def checkpoint(step: int) -> None:
+        root = out / "checkpoints"
+        final = root / f"step-{step:07d}"
+        tmp = root / f"step-{step:07d}.tmp"
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp))
+        if acc.is_main_process:
+            if save_fn is not None:
+                save_fn(inner, tmp / "model")
+            (tmp / "trainer_state.json").write_text(
+                json.dumps({"step": step, "history": history, "config": asdict(config)}, default=str)
+            )
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+            for old in _checkpoints(root)[: -config.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+        acc.wait_for_everyone()
+
+    bar = tqdm(
+        total=config.steps, initial=start_step, disable=not (config.progress and acc.is_main_process),
+        dynamic_ncols=True, desc="train",
+    )
+    t0 = time.perf_counter()
+    step = start_step
+    logs: dict[str, float] = {}
+    model.train()
+    while step < config.steps:
+        batch = batch_fn(step, acc.process_index)
+        batch = {k: (v.to(acc.device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+        with acc.accumulate(model):
+            terms = model(**batch)
+            loss = terms["loss"]
+            # One all-reduce carries the logs, a non-finite flag and the time-budget decision.
+            names = sorted(k for k, v in terms.items() if torch.is_tensor(v) and v.numel() == 1)
+            vec = torch.stack([terms[k].detach().double().reshape(()) for k in names])
+            over = config.time_budget is not None and time.perf_counter() - t0 > config.time_budget
+            flags = torch.tensor([0.0 if torch.isfinite(loss) else 1.0, float(over)], dtype=torch.float64)
+            packed = acc.reduce(torch.cat([vec, flags]).to(acc.device), reduction="sum")
+            packed = packed.cpu()
+            nproc = acc.num_processes
+            if packed[-2] > 0:
+                bar.close()
+                last = latest_checkpoint(out) if out else None
+                keep = f" The last good checkpoint is kept: {last}." if last else ""
+                raise TrainingError(
+                    f"The loss became NaN/Inf at step {step} "
+                    f"({', '.join(f'{k}={float(terms[k]):.4g}' for k in names)}).{keep} "
+                    "Lower the learning rate (--lr), tighten --grad-clip, or check the data."
+                )
+            logs = {k: float(packed[i]) / nproc for i, k in enumerate(names)}
+            acc.backward(loss)
+            if config.grad_clip and acc.sync_gradients:
+                acc.clip_grad_norm_(model.parameters(), config.grad_clip)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+        if after_step is not None:
+            after_step(inner, logs)
+        step += 1
+        if step % config.log_every == 0 or step == config.steps:
+            history.append({"step": step, **logs})
+            bar.set_postfix({k: f"{v:.3g}" for k, v in logs.items() if k != "loss"}, refresh=False)
+        bar.update(1)
+        if out is not None and config.checkpoint_every and step % config.checkpoint_every == 0:
+            checkpoint(step)
+        if packed[-1] > 0:
+            acc.print(f"Time budget of {config.time_budget:.0f} s reached at step {step}.")
+            break
+    bar.close()
+    if out is not None and (not config.checkpoint_every or step % config.checkpoint_every):
+        checkpoint(step)
+    model.eval()
+    return {
+        "steps": step,
+        "seconds": time.perf_counter() - t0,
+        "final": logs,
+        "history": history,
+        "num_processes": acc.num_processes,
+    }

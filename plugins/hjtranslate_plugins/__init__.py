@@ -1,0 +1,1 @@
+"""Built-in plugins of hjtranslate, registered through entry points in pyproject.toml."""
