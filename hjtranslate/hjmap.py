@@ -229,7 +229,8 @@ class HJMap(
         save_directory = Path(save_directory)
         save_directory.mkdir(parents=True, exist_ok=True)
         self._save_pretrained(save_directory)
-        write_model_card(save_directory, self.config_dict())
+        card_kwargs = kwargs.pop("model_card_kwargs", None) or {}
+        write_model_card(save_directory, self.config_dict(), repo_id=card_kwargs.get("repo_id"))
         if kwargs.pop("push_to_hub", False):
             repo_id = kwargs.pop("repo_id", None) or save_directory.name
             return self.push_to_hub(repo_id, **kwargs)
@@ -237,6 +238,8 @@ class HJMap(
 
     def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:  # type: ignore[override]
         self._hub_mixin_config = self.config_dict()
+        card = kwargs.get("model_card_kwargs") or {}
+        kwargs["model_card_kwargs"] = {"repo_id": repo_id, **card}
         return super().push_to_hub(repo_id, **kwargs)
 
     @classmethod
@@ -361,12 +364,12 @@ def resolve_file(model_id: str, filename: str, subfolder: str | None = None, **h
         raise CheckpointError(
             f"Revision {hub_kwargs.get('revision')!r} does not exist in {model_id!r}."
         ) from None
-    except EntryNotFoundError:
-        raise CheckpointError(f"{model_id!r} has no file {filename!r}.") from None
-    except LocalEntryNotFoundError:
+    except LocalEntryNotFoundError:  # a subclass of EntryNotFoundError: catch it first
         raise CheckpointError(
             f"{filename} of {model_id!r} is not in the local cache and the Hub cannot be reached "
             "(offline mode?). Download it once while online, or pass a local folder."
         ) from None
+    except EntryNotFoundError:
+        raise CheckpointError(f"{model_id!r} has no file {filename!r}.") from None
     except HfHubHTTPError as exc:
         raise CheckpointError(f"Could not download {filename} of {model_id!r}: {exc}") from None

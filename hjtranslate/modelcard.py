@@ -7,8 +7,11 @@ from pathlib import Path
 from typing import Any
 
 
-def write_model_card(folder: Path, config: dict[str, Any], extra: str = "") -> Path:
-    """Write ``README.md`` with Hub metadata and the metrics stored in the config."""
+def write_model_card(
+    folder: Path, config: dict[str, Any], extra: str = "", repo_id: str | None = None
+) -> Path:
+    """Write ``README.md`` with Hub metadata and the metrics stored in the config; the usage
+    snippet loads ``repo_id`` (when pushed to the Hub) or else the folder's name."""
     from huggingface_hub import ModelCard, ModelCardData
 
     metrics = config.get("metrics") or {}
@@ -28,7 +31,7 @@ def write_model_card(folder: Path, config: dict[str, Any], extra: str = "") -> P
         "(Park, Liu, Zhou, Osher 2025: Hamilton-Jacobi characteristic flows).", "",
         "```python",
         "import hjtranslate as hjt",
-        f"m = hjt.HJMap.from_pretrained({str(folder.name)!r})",
+        f"m = hjt.HJMap.from_pretrained({str(repo_id or folder.name)!r})",
         "y = m.forward(x); x_back = m.backward(y)",
         "```", "",
         f"- dimension: {config.get('dim')}; cost: {config.get('cost')} "
