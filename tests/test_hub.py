@@ -1,0 +1,390 @@
+"""Publishing to and loading from the Hub with the real huggingface_hub client, against the
+loopback Hub of ``tests/hub_server.py`` (``HF_ENDPOINT`` is set in ``conftest.py``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+from huggingface_hub import HfApi, constants
+from safetensors.torch import load_file, save_file
+
+from hjtranslate import CheckpointError, HJMap, registry
+from hjtranslate.cli import main
+
+TOKEN = os.environ["HF_TOKEN"]  # the dummy token of conftest.py
+
+
+def tiny_map(seed: int = 0, **kwargs) -> HJMap:
+    torch.manual_seed(seed)
+    kwargs.setdefault("head_kwargs", {"width": 8, "depth": 2})
+    m = HJMap(dim=kwargs.pop("dim", 2), **kwargs)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0, 0.5)
+    m.set_normalization(torch.randn(m.dim), 1.0 + torch.rand(()))
+    return m.eval()
+
+
+def labels(m: HJMap, n: int):
+    return torch.arange(n) % m.num_classes if m.conditional else None
+
+
+def assert_same_maps(a: HJMap, b: HJMap, n: int = 16) -> None:
+    x = torch.randn(n, a.dim, generator=torch.Generator().manual_seed(1))
+    k = labels(a, n)
+    assert not b.training
+    assert b.config_dict() == a.config_dict()
+    torch.testing.assert_close(b.forward(x, k), a.forward(x, k), rtol=0, atol=0)
+    torch.testing.assert_close(b.backward(x, k), a.backward(x, k), rtol=0, atol=0)
+
+
+def assert_no_token(*texts: str) -> None:
+    for text in texts:
+        assert TOKEN not in text
+        assert TOKEN[3:15] not in text  # not even a fragment
+
+
+@pytest.fixture
+def hub(hub_server, hf_cache):
+    """The loopback Hub with a fresh download cache."""
+    return hub_server
+
+
+# -- publish and load ---------------------------------------------------------------------
+def test_push_to_hub_and_from_pretrained(hub, capsys, caplog):
+    caplog.set_level(logging.DEBUG)
+    m = tiny_map()
+    url = m.push_to_hub("user/tiny")
+    assert url.startswith(f"{hub.url}/user/tiny/commit/")
+    files = hub.files("user/tiny")
+    assert {"config.json", "model.safetensors", "README.md"} <= set(files)
+    # default upload modes of the Hub: weights through LFS, the small text files inline
+    modes = {u["path"]: u["mode"] for u in hub.uploads}
+    assert modes == {"model.safetensors": "lfs", "config.json": "regular", "README.md": "regular"}
+    assert json.loads(files["config.json"])["dim"] == 2
+    assert b"library_name: hjtranslate" in files["README.md"]
+
+    loaded = HJMap.from_pretrained("user/tiny")
+    assert_same_maps(m, loaded)
+    torch.testing.assert_close(loaded.shift, m.shift)
+    # the client sent the dummy token, and it was printed or logged nowhere
+    assert hub.auth_headers and set(hub.auth_headers) == {f"Bearer {TOKEN}"}
+    out = capsys.readouterr()
+    assert_no_token(out.out, out.err, caplog.text)
+
+
+@pytest.mark.parametrize("mode", ["regular", "lfs", "size"])
+def test_upload_modes(hub, tmp_path, mode):
+    """Files inline in the commit ("regular"), all through LFS with a sha256-checked upload
+    ("lfs"), or through LFS by size only (the Hub's 10 MB rule, with a small threshold)."""
+    m = tiny_map(head_kwargs={"width": 32, "depth": 3})
+    if mode == "size":
+        hub.lfs_suffixes, hub.lfs_threshold = (), 4096
+    else:
+        hub.upload_mode = mode
+    m.push_to_hub("user/modes")
+    modes = {u["path"]: u["mode"] for u in hub.uploads}
+    local = tmp_path / "local"
+    m.save_pretrained(local)
+    size = (local / "model.safetensors").stat().st_size
+    assert size > 4096
+    expected = {"regular": "regular", "lfs": "lfs", "size": "lfs"}[mode]
+    assert modes["model.safetensors"] == expected
+    assert modes["config.json"] == ("lfs" if mode == "lfs" else "regular")
+    on_hub = hub.files("user/modes")
+    for name in ("config.json", "model.safetensors"):
+        assert on_hub[name] == (local / name).read_bytes()
+    assert b"HJMap.from_pretrained('user/modes')" in on_hub["README.md"]
+    assert_same_maps(m, HJMap.from_pretrained("user/modes"))
+
+
+def test_revisions_commit_sha_tag_and_branch(hub):
+    api = HfApi()
+    first, second = tiny_map(seed=1), tiny_map(seed=2)
+    sha1 = first.push_to_hub("user/rev").rsplit("/", 1)[-1]
+    api.create_tag("user/rev", tag="v1")
+    sha2 = second.push_to_hub("user/rev").rsplit("/", 1)[-1]
+    assert sha1 != sha2 and len(sha1) == 40
+    api.create_branch("user/rev", branch="dev", revision=sha1)
+    third = tiny_map(seed=3)
+    third.push_to_hub("user/rev", branch="dev")
+
+    assert_same_maps(second, HJMap.from_pretrained("user/rev"))
+    assert_same_maps(second, HJMap.from_pretrained("user/rev", revision="main"))
+    assert_same_maps(first, HJMap.from_pretrained("user/rev", revision=sha1))
+    assert_same_maps(first, HJMap.from_pretrained("user/rev", revision="v1"))
+    assert_same_maps(third, HJMap.from_pretrained("user/rev", revision="dev"))
+    with pytest.raises(CheckpointError, match="Revision 'nope' does not exist"):
+        HJMap.from_pretrained("user/rev", revision="nope")
+
+
+# -- offline and cache ----------------------------------------------------------------------
+def test_offline_loading_from_cache(hub, monkeypatch):
+    m = tiny_map()
+    m.push_to_hub("user/off")
+    HJMap.from_pretrained("user/off")  # fills the cache
+    hub.delete_repo("user/off")
+    n_requests = len(hub.requests)
+
+    # local_files_only works at any time
+    assert_same_maps(m, HJMap.from_pretrained("user/off", local_files_only=True))
+    # HF_HUB_OFFLINE is read at import: in-process, patch the constant, not the environment
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert_same_maps(m, HJMap.from_pretrained("user/off"))
+    assert len(hub.requests) == n_requests  # the Hub was never asked
+
+    # online, with the repo gone: huggingface_hub falls back to the cached snapshot on any HTTP
+    # error except a missing revision or file (measured with huggingface_hub 2.4)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    assert_same_maps(m, HJMap.from_pretrained("user/off"))
+    assert len(hub.requests) > n_requests
+
+
+def test_refusing_hub_falls_back_to_cache(hub):
+    m = tiny_map()
+    m.push_to_hub("user/refuse")
+    HJMap.from_pretrained("user/refuse")
+    hub.refuse = True  # every request answered 403: the client uses the cached snapshot
+    assert_same_maps(m, HJMap.from_pretrained("user/refuse"))
+    with pytest.raises(CheckpointError, match="user/never-cached"):
+        HJMap.from_pretrained("user/never-cached")
+
+
+def test_offline_without_cache_is_a_clear_error(hub, monkeypatch):
+    tiny_map().push_to_hub("user/uncached")
+    with pytest.raises(CheckpointError, match="not in the local cache"):
+        HJMap.from_pretrained("user/uncached", local_files_only=True)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(CheckpointError, match="not in the local cache"):
+        HJMap.from_pretrained("user/uncached")
+
+
+def test_hf_hub_offline_env_in_a_fresh_process(hub, hf_cache, tmp_path):
+    """``HF_HUB_OFFLINE=1`` set before import (the way users set it) loads from the cache."""
+    m = tiny_map()
+    m.push_to_hub("user/env-off")
+    HJMap.from_pretrained("user/env-off")
+    hub.refuse = True
+    n_requests = len(hub.requests)
+    x = torch.randn(4, 2)
+    torch.save({"x": x, "y": m.forward(x)}, tmp_path / "io.pt")
+    code = (
+        "import sys, torch, hjtranslate as h\n"
+        "d = torch.load(sys.argv[1])\n"
+        "m = h.HJMap.from_pretrained('user/env-off')\n"
+        "torch.testing.assert_close(m.forward(d['x']), d['y'], rtol=0, atol=0)\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(hf_cache)}
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "io.pt")], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
+    assert len(hub.requests) == n_requests
+    assert_no_token(proc.stdout, proc.stderr)
+
+
+# -- broken or foreign checkpoints --------------------------------------------------------
+def test_missing_repo_and_missing_file(hub):
+    with pytest.raises(CheckpointError, match="neither a local folder nor a Hub repository"):
+        HJMap.from_pretrained("user/does-not-exist")
+    api = HfApi()
+    api.create_repo("user/config-only")
+    api.upload_file(path_or_fileobj=b'{"dim": 2}', path_in_repo="config.json",
+                    repo_id="user/config-only")
+    with pytest.raises(CheckpointError, match="has no file 'model.safetensors'"):
+        HJMap.from_pretrained("user/config-only")
+    with pytest.raises(CheckpointError, match="No such folder"):
+        HJMap.from_pretrained("./no/such/folder")
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated", "garbage", "empty"])
+def test_damaged_weights(tmp_path, damage):
+    folder = tmp_path / "m"
+    tiny_map().save_pretrained(folder)
+    weights = folder / "model.safetensors"
+    data = weights.read_bytes()
+    if damage == "missing":
+        weights.unlink()
+    elif damage == "truncated":
+        weights.write_bytes(data[: len(data) - 40])
+    elif damage == "garbage":
+        weights.write_bytes(b"\x00\xff" * 300)
+    else:
+        weights.write_bytes(b"")
+    match = "model.safetensors is missing" if damage == "missing" else "not a valid safetensors"
+    with pytest.raises(CheckpointError, match=match):
+        HJMap.from_pretrained(folder)
+
+
+def test_truncated_weights_on_the_hub(hub, tmp_path):
+    """Downloads are checked by size only: a truncated upload is caught when loading."""
+    folder = tmp_path / "m"
+    tiny_map().save_pretrained(folder)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-16])
+    HfApi().create_repo("user/truncated")
+    HfApi().upload_folder(repo_id="user/truncated", folder_path=folder)
+    with pytest.raises(CheckpointError, match="truncated or corrupted"):
+        HJMap.from_pretrained("user/truncated")
+
+
+def test_unreadable_config(tmp_path):
+    folder = tmp_path / "m"
+    tiny_map().save_pretrained(folder)
+    (folder / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="not a readable JSON config"):
+        HJMap.from_pretrained(folder)
+
+
+def test_config_from_a_newer_version(tmp_path):
+    folder = tmp_path / "m"
+    tiny_map().save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["hjtranslate_version"] = "99.0.0"
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"hjtranslate 99\.0\.0, newer than"):
+        HJMap.from_pretrained(folder)
+
+
+def test_pickle_only_folder_is_refused(tmp_path):
+    folder = tmp_path / "m"
+    tiny_map().save_pretrained(folder)
+    m = HJMap.from_pretrained(folder)
+    (folder / "model.safetensors").unlink()
+    torch.save(m.state_dict(), folder / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match=r"only pickle checkpoints \(pytorch_model\.bin\)"):
+        HJMap.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("kind", ["cost", "head"])
+def test_config_naming_a_missing_plugin(tmp_path, kind):
+    folder = tmp_path / "m"
+    tiny_map().save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    config[kind] = "fancy"
+    config["plugin_packages"][kind] = "hjt-fancy-plugins 1.2.0"
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=rf"{kind} plugin 'fancy'.*hjt-fancy-plugins"):
+        HJMap.from_pretrained(folder)
+
+
+# -- hjtranslate push -------------------------------------------------------------------------
+def test_cli_push_end_to_end(hub, tmp_path, capsys, caplog):
+    caplog.set_level(logging.DEBUG)
+    folder = tmp_path / "saved"
+    m = tiny_map()
+    m.save_pretrained(folder)
+    assert main(["push", str(folder), "--repo-id", "user/cli-map"]) == 0
+    out = capsys.readouterr()
+    sha = hub.repo("user/cli-map").branches["main"]
+    assert f"{hub.url}/user/cli-map/commit/{sha}" in out.out
+    on_hub = hub.files("user/cli-map")
+    for p in folder.iterdir():
+        assert on_hub[p.name] == p.read_bytes()
+    assert not hub.repo("user/cli-map").private
+    # one commit on top of the repo's initial one
+    assert len(HfApi().list_repo_commits("user/cli-map")) == 2
+
+    # a second push to a new branch of a private repo
+    m2 = tiny_map(seed=5)
+    m2.save_pretrained(folder)
+    args = ["push", str(folder), "--repo-id", "user/cli-private", "--private", "--revision", "dev"]
+    assert main(args) == 0
+    out2 = capsys.readouterr()
+    repo = hub.repo("user/cli-private")
+    assert repo.private and set(repo.branches) == {"main", "dev"}
+    assert "model.safetensors" not in hub.files("user/cli-private", "main")
+    assert_same_maps(m2, HJMap.from_pretrained("user/cli-private", revision="dev"))
+    assert_no_token(out.out, out.err, out2.out, out2.err, caplog.text)
+    assert set(hub.auth_headers) == {f"Bearer {TOKEN}"}
+
+
+def test_cli_push_pipeline_folder(hub, tmp_path, capsys):
+    folder = tmp_path / "pipe"
+    tiny_map().save_pretrained(folder / "map")
+    (folder / "hjtranslate_pipeline.json").write_text('{"map": "map"}\n')
+    assert main(["push", str(folder), "--repo-id", "user/pipe"]) == 0
+    assert {"hjtranslate_pipeline.json", "map/config.json", "map/model.safetensors"} <= set(
+        hub.files("user/pipe")
+    )
+    assert_same_maps(HJMap.from_pretrained(folder / "map"), tiny_map())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_cli_push_errors(hub, tmp_path, capsys, monkeypatch):
+    folder = tmp_path / "saved"
+    tiny_map().save_pretrained(folder)
+
+    def push(*argv: str) -> str:
+        assert main(["push", *argv]) == 2
+        out = capsys.readouterr()
+        assert_no_token(out.out, out.err)
+        return out.err
+
+    assert "No such folder" in push(str(tmp_path / "nope"), "--repo-id", "user/x")
+    assert "Invalid --repo-id" in push(str(folder), "--repo-id", "not a/repo id")
+    assert "expected 'user/name'" in push(str(folder), "--repo-id", "noslash")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "neither a saved map" in push(str(empty), "--repo-id", "user/x")
+    torch.save({"w": torch.zeros(2)}, folder / "extra.pt")
+    assert "pickle files (extra.pt)" in push(str(folder), "--repo-id", "user/x")
+    (folder / "extra.pt").unlink()
+    assert hub.repos == {}  # nothing was created on the Hub
+
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{_free_port()}")
+    err = push(str(folder), "--repo-id", "user/x")
+    assert "Could not publish" in err and "127.0.0.1" in err
+
+
+def test_translate_is_pending_until_the_pipeline_exists():
+    from hjtranslate import hub as hub_module
+
+    try:
+        import hjtranslate.pipeline  # noqa: F401
+    except ModuleNotFoundError:
+        with pytest.raises(NotImplementedError, match="pipeline pending"):
+            hub_module.cmd_translate(None)
+    else:
+        pytest.skip("hjtranslate.pipeline exists: translate is tested with the pipeline")
+
+
+# -- every registered cost and head ---------------------------------------------------------
+COST_KWARGS = {"pnorm": {"p": 3.0}, "lp": {"p": 1.5}}
+
+
+@pytest.mark.parametrize("head", sorted(registry.plugins("head")))
+@pytest.mark.parametrize("cost", sorted(registry.plugins("cost")))
+def test_roundtrip_every_cost_and_head(tmp_path, cost, head):
+    conditional = getattr(registry.resolve("head", head).obj, "conditional", False)
+    m = tiny_map(cost=cost, cost_kwargs=COST_KWARGS.get(cost),
+                 head=head, num_classes=3 if conditional else None)
+    folder = tmp_path / "m"
+    m.save_pretrained(folder)
+    loaded = HJMap.from_pretrained(folder)
+    assert type(loaded.cost) is type(m.cost) and type(loaded.head) is type(m.head)
+    assert_same_maps(m, loaded)
+
+    # strict loading: an unexpected tensor or a missing one is refused
+    weights = folder / "model.safetensors"
+    state = load_file(weights)
+    save_file({**state, "head.extra": torch.zeros(1)}, weights)
+    with pytest.raises(CheckpointError, match="strict loading"):
+        HJMap.from_pretrained(folder)
+    state.pop(sorted(state)[0])
+    save_file(state, weights)
+    with pytest.raises(CheckpointError, match="strict loading"):
+        HJMap.from_pretrained(folder)
