@@ -1,0 +1,216 @@
+"""MNIST and Fashion-MNIST as uint8 tensors, read from local IDX files (no network at run time).
+
+Where the files are looked for, first match wins:
+
+1. the ``data_dir`` argument (``--data-dir`` on the command line);
+2. the environment variable ``HJT_DATA_DIR``;
+3. the user cache folder ``~/.cache/hjtranslate/datasets`` (``$XDG_CACHE_HOME`` honoured);
+4. for Fashion-MNIST only, the Debian/Ubuntu package ``dataset-fashion-mnist``
+   (``apt-get install dataset-fashion-mnist``).
+
+Inside a folder, each dataset may be laid out as
+
+- ``mnist/`` and ``fashion-mnist/`` subfolders with the four IDX files
+  (``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``,
+  ``t10k-labels-idx1-ubyte``), gzip-compressed (``.gz``) or plain;
+- torchvision's layout, ``MNIST/raw/`` and ``FashionMNIST/raw/``;
+- the four files directly in the folder given (only when it is passed explicitly).
+
+Parsed tensors are cached in memory per (file path, size, mtime). ``download=True`` fetches the
+files through torchvision into the cache folder, for machines with internet access.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DATASETS: dict[str, dict[str, list[str]]] = {
+    # dataset name -> folder names to try (ours first, then torchvision's `<Class>/raw`)
+    "mnist": {"folders": ["mnist", "MNIST/raw"]},
+    "fashion-mnist": {"folders": ["fashion-mnist", "FashionMNIST/raw", "fashion_mnist"]},
+}
+SPLITS = {"train": "train", "test": "t10k"}
+SIZES = {"train": 60000, "test": 10000}
+ENV_VAR = "HJT_DATA_DIR"
+
+# Debian's `dataset-fashion-mnist` package. `apt-cache show` gives no file list and this machine
+# cannot fetch the .deb, so these paths are a guess from the package name (Debian's data
+# packages install under /usr/share/<package>); `dpkg -L dataset-fashion-mnist` tells the truth.
+DEBIAN_FASHION_DIRS = [
+    Path("/usr/share/dataset-fashion-mnist"),
+    Path("/usr/share/dataset-fashion-mnist/data/fashion"),
+    Path("/usr/share/fashion-mnist"),
+]
+
+_cache: dict[tuple[str, int, float], np.ndarray] = {}
+
+
+def file_names(split: str) -> tuple[str, str]:
+    """The IDX file names (without ``.gz``) of one split's images and labels."""
+    if split not in SPLITS:
+        raise ValueError(f"Unknown split {split!r}; use 'train' or 'test'.")
+    prefix = SPLITS[split]
+    return f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "hjtranslate" / "datasets"
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """The folder that holds the datasets: ``data_dir``, else ``$HJT_DATA_DIR``, else the user
+    cache folder. An explicitly given folder must exist."""
+    if data_dir is not None:
+        path = Path(data_dir).expanduser()
+        if not path.is_dir():
+            raise FileNotFoundError(f"Data folder {str(path)!r} (from --data-dir) does not exist.")
+        return path
+    env = os.environ.get(ENV_VAR)
+    if env:
+        path = Path(env).expanduser()
+        if not path.is_dir():
+            raise FileNotFoundError(f"Data folder {str(path)!r} (from ${ENV_VAR}) does not exist.")
+        return path
+    return default_cache_dir()
+
+
+def _check_name(name: str) -> str:
+    key = name.lower().replace("_", "-")
+    if key == "fashionmnist":
+        key = "fashion-mnist"
+    if key not in DATASETS:
+        raise ValueError(f"Unknown dataset {name!r}; available: {', '.join(DATASETS)}.")
+    return key
+
+
+def _find(folder: Path, stem: str) -> Path | None:
+    for candidate in (folder / f"{stem}.gz", folder / stem):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _candidate_folders(name: str, root: Path, explicit: bool) -> list[Path]:
+    folders = [root / sub for sub in DATASETS[name]["folders"]]
+    if explicit:
+        folders.append(root)
+    if name == "fashion-mnist":
+        folders += DEBIAN_FASHION_DIRS
+    return folders
+
+
+def _read_idx(path: Path, ndim: int, count: int | None = None) -> np.ndarray:
+    """Parse an IDX file of unsigned bytes (``.gz`` or plain), checking its header and size."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime)
+    if key in _cache:
+        return _cache[key]
+    hint = (
+        "Replace it with an intact copy (the files are those of torchvision / "
+        "http://yann.lecun.com/exdb/mnist/ and https://github.com/zalandoresearch/fashion-mnist)."
+    )
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as f:
+                raw = f.read()
+        else:
+            raw = path.read_bytes()
+    except (OSError, EOFError, zlib.error) as exc:
+        raise ValueError(f"Cannot read {path}: it is not a valid gzip file ({exc}). {hint}") from exc
+    if len(raw) < 4 + 4 * ndim:
+        raise ValueError(f"{path} is truncated: {len(raw)} bytes, shorter than its header. {hint}")
+    magic = int.from_bytes(raw[:4], "big")
+    expected = 0x0800 + ndim  # 0x00 0x00, type 0x08 = unsigned byte, number of dimensions
+    if magic != expected:
+        raise ValueError(
+            f"{path} is not an IDX file of {ndim}-d unsigned bytes (magic number {magic:#010x}, "
+            f"expected {expected:#010x}). {hint}"
+        )
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    n_bytes = int(np.prod(dims))
+    payload = raw[4 + 4 * ndim:]
+    if len(payload) != n_bytes:
+        raise ValueError(
+            f"{path} is truncated or corrupt: its header announces shape {tuple(dims)} "
+            f"({n_bytes} bytes) but it holds {len(payload)} bytes of data. {hint}"
+        )
+    if count is not None and dims[0] != count:
+        raise ValueError(f"{path} holds {dims[0]} items, expected {count}. {hint}")
+    array = np.frombuffer(payload, dtype=np.uint8).reshape(dims)
+    _cache[key] = array
+    return array
+
+
+def _download(name: str, root: Path) -> None:
+    """Fetch the files with torchvision (needs internet) into torchvision's layout under root."""
+    from torchvision import datasets
+
+    cls = datasets.MNIST if name == "mnist" else datasets.FashionMNIST
+    for train in (True, False):
+        cls(str(root), train=train, download=True)
+
+
+def load_dataset(
+    name: str,
+    split: str = "train",
+    data_dir: str | os.PathLike | None = None,
+    download: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images ``(n, 28, 28)`` uint8 and labels ``(n,)`` int64 of ``name`` ('mnist' or
+    'fashion-mnist'), split 'train' (60,000) or 'test' (10,000).
+
+    ``download=True`` lets torchvision download missing files into the data folder (online
+    machines only); by default nothing is downloaded and a missing file is an error that says
+    which files to put where.
+    """
+    key = _check_name(name)
+    images_stem, labels_stem = file_names(split)
+    root = resolve_data_dir(data_dir)
+    explicit = data_dir is not None or bool(os.environ.get(ENV_VAR))
+    folders = _candidate_folders(key, root, explicit)
+
+    def locate() -> tuple[Path, Path] | None:
+        for folder in folders:
+            images, labels = _find(folder, images_stem), _find(folder, labels_stem)
+            if images is not None and labels is not None:
+                return images, labels
+        return None
+
+    found = locate()
+    if found is None and download:
+        _download(key, root)
+        found = locate()
+    if found is None:
+        sub = DATASETS[key]["folders"][0]
+        extra = (
+            " On Debian/Ubuntu, `apt-get install dataset-fashion-mnist` also provides them."
+            if key == "fashion-mnist" else ""
+        )
+        raise FileNotFoundError(
+            f"{key} ({split}) not found. Looked in: {', '.join(str(f) for f in folders)}. "
+            f"Put the files {images_stem}.gz and {labels_stem}.gz (gzip or uncompressed) in "
+            f"{root / sub} -- or choose the folder with --data-dir or ${ENV_VAR}, holding "
+            f"mnist/ and fashion-mnist/ subfolders. With internet access, "
+            f"load_dataset(..., download=True) fetches them through torchvision.{extra}"
+        )
+    images_path, labels_path = found
+    images = _read_idx(images_path, 3, SIZES[split])
+    labels = _read_idx(labels_path, 1, SIZES[split])
+    if images.shape[1:] != (28, 28):
+        raise ValueError(f"{images_path} holds images of shape {images.shape[1:]}, expected 28x28.")
+    if labels.max() > 9:
+        raise ValueError(f"{labels_path} holds labels above 9; the file is corrupt.")
+    return torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64))
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 ``(n, 28, 28)`` -> float ``(n, 1, 28, 28)`` in [0, 1]."""
+    x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+    return x.unsqueeze(1) if x.dim() == 3 else x

@@ -1,0 +1,108 @@
+"""MNIST / Fashion-MNIST loading from local IDX files (hjtranslate.data)."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from hjtranslate import data
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+         "t10k-labels-idx1-ubyte"]
+
+
+@pytest.fixture
+def shared_data(monkeypatch: pytest.MonkeyPatch) -> Path:
+    if not (SHARED / "mnist").is_dir():
+        pytest.skip(f"datasets not found in {SHARED}")
+    monkeypatch.setenv("HJT_DATA_DIR", str(SHARED))
+    return SHARED
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion-mnist"])
+@pytest.mark.parametrize("split,n", [("train", 60000), ("test", 10000)])
+def test_load_both_datasets(shared_data: Path, name: str, split: str, n: int) -> None:
+    x, y = data.load_dataset(name, split)
+    assert x.shape == (n, 28, 28) and x.dtype == torch.uint8
+    assert y.shape == (n,) and y.dtype == torch.int64
+    assert set(y.unique().tolist()) == set(range(10))
+    assert 20 < x.float().mean() < 100  # grey images, not all-zero or noise
+
+
+def test_known_first_labels(shared_data: Path) -> None:
+    assert data.load_dataset("mnist", "test")[1][:5].tolist() == [7, 2, 1, 0, 4]
+    assert data.load_dataset("fashion-mnist", "test")[1][:5].tolist() == [9, 2, 1, 1, 6]
+
+
+def test_argument_beats_env(shared_data: Path, tmp_path: Path) -> None:
+    assert data.resolve_data_dir() == shared_data
+    assert data.resolve_data_dir(tmp_path) == tmp_path
+    with pytest.raises(FileNotFoundError, match="--data-dir"):
+        data.resolve_data_dir(tmp_path / "nope")
+
+
+def test_plain_idx_and_torchvision_layout(shared_data: Path, tmp_path: Path) -> None:
+    plain = tmp_path / "plain" / "mnist"
+    plain.mkdir(parents=True)
+    for stem in FILES[2:]:
+        with gzip.open(shared_data / "mnist" / f"{stem}.gz") as f:
+            (plain / stem).write_bytes(f.read())
+    ref_x, ref_y = data.load_dataset("mnist", "test")
+    x, y = data.load_dataset("mnist", "test", data_dir=tmp_path / "plain")
+    assert torch.equal(x, ref_x) and torch.equal(y, ref_y)
+
+    raw = tmp_path / "tv" / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for stem in FILES[2:]:
+        shutil.copy(shared_data / "fashion-mnist" / f"{stem}.gz", raw)
+    x, _ = data.load_dataset("fashion-mnist", "test", data_dir=tmp_path / "tv")
+    assert torch.equal(x, data.load_dataset("fashion-mnist", "test")[0])
+
+
+def _folder_with(tmp_path: Path, images_bytes: bytes) -> Path:
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    (folder / "t10k-images-idx3-ubyte.gz").write_bytes(images_bytes)
+    shutil.copy(SHARED / "mnist" / "t10k-labels-idx1-ubyte.gz", folder)
+    return tmp_path
+
+
+def test_truncated_gzip_is_a_clear_error(shared_data: Path, tmp_path: Path) -> None:
+    good = (shared_data / "mnist" / "t10k-images-idx3-ubyte.gz").read_bytes()
+    root = _folder_with(tmp_path, good[: len(good) // 3])
+    with pytest.raises(ValueError, match="t10k-images-idx3-ubyte.gz.*(gzip|truncated)"):
+        data.load_dataset("mnist", "test", data_dir=root)
+
+
+def test_short_payload_and_bad_magic(shared_data: Path, tmp_path: Path) -> None:
+    with gzip.open(shared_data / "mnist" / "t10k-images-idx3-ubyte.gz") as f:
+        content = f.read()
+    root = _folder_with(tmp_path, gzip.compress(content[:-500]))
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        data.load_dataset("mnist", "test", data_dir=root)
+    bad_magic = gzip.compress(b"\x00\x00\x09\x03" + content[4:])
+    (root / "mnist" / "t10k-images-idx3-ubyte.gz").write_bytes(bad_magic)
+    with pytest.raises(ValueError, match="magic number"):
+        data.load_dataset("mnist", "test", data_dir=root)
+
+
+def test_missing_files_are_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HJT_DATA_DIR", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="t10k-images-idx3-ubyte.gz") as err:
+        data.load_dataset("mnist", "test")
+    assert str(tmp_path / "mnist") in str(err.value) and "download=True" in str(err.value)
+    with pytest.raises(FileNotFoundError, match="HJT_DATA_DIR"):
+        monkeypatch.setenv("HJT_DATA_DIR", str(tmp_path / "missing"))
+        data.load_dataset("fashion-mnist", "train")
+
+
+def test_unknown_names() -> None:
+    with pytest.raises(ValueError, match="Unknown dataset"):
+        data.load_dataset("cifar10", "train")
+    with pytest.raises(ValueError, match="Unknown split"):
+        data.load_dataset("mnist", "valid")
