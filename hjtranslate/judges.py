@@ -1,0 +1,179 @@
+"""Judges: timm classifiers of MNIST and Fashion-MNIST that score translated images.
+
+A judge folder holds ``model.safetensors``, ``config.json`` (the timm architecture name and
+keyword arguments, the input normalisation, the class names) and a model card. ``load_judge``
+takes a folder or one of the shipped names, ``"mnist"`` and ``"fashion-mnist"``
+(``<repo>/models/judge-<name>``). Images are float ``(n, 1, 28, 28)`` (or ``(n, 28, 28)``) in
+[0, 1]; uint8 images are divided by 255.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+CLASSES = {
+    "mnist": [str(i) for i in range(10)],
+    "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                      "Sneaker", "Bag", "Ankle boot"],
+}
+# The architecture used by `hjtranslate train judges`: a narrow ResNet-10-T (1.3M parameters),
+# whose stride-4 stem leaves 7x7 maps at 28x28 input; fast enough to train on a CPU in minutes.
+DEFAULT_ARCH = "resnet10t"
+DEFAULT_KWARGS: dict[str, Any] = {"channels": [32, 64, 128, 256]}
+
+
+def models_dir() -> Path:
+    import hjtranslate
+
+    return Path(hjtranslate.__file__).resolve().parents[1] / "models"
+
+
+def build_classifier(arch: str = DEFAULT_ARCH, **kwargs: Any) -> nn.Module:
+    """A randomly initialised one-channel, ten-class timm model."""
+    import timm
+
+    kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in kwargs.items() if v is not None}
+    kwargs.setdefault("num_classes", 10)
+    kwargs.setdefault("in_chans", 1)
+    try:
+        return timm.create_model(arch, pretrained=False, **kwargs)
+    except RuntimeError as exc:  # timm raises RuntimeError for unknown model names
+        raise ValueError(f"Cannot build timm model {arch!r}: {exc}") from exc
+
+
+def _as_images(images: torch.Tensor) -> torch.Tensor:
+    x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+    if x.dim() == 3:
+        x = x.unsqueeze(1)
+    if x.dim() != 4 or x.shape[1] != 1 or tuple(x.shape[-2:]) != (28, 28):
+        raise ValueError(
+            f"Judges take grey 28x28 images shaped (n, 1, 28, 28) or (n, 28, 28), got "
+            f"{tuple(images.shape)}."
+        )
+    return x
+
+
+class Judge(nn.Module):
+    """A classifier with its input normalisation; ``predict``, ``features``, ``accuracy``."""
+
+    def __init__(self, model: nn.Module, config: dict[str, Any], batch_size: int = 1000) -> None:
+        super().__init__()
+        self.model = model
+        self.config = dict(config)
+        norm = self.config.get("normalize", {"mean": 0.5, "std": 0.5})
+        self.mean, self.std = float(norm["mean"]), float(norm["std"])
+        self.batch_size = batch_size
+        self.classes = list(self.config.get("classes", [str(i) for i in range(10)]))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of images already in [0, 1], ``(n, 1, 28, 28)`` (no checks; for training)."""
+        return self.model((x - self.mean) / self.std)
+
+    def _batched(self, images: torch.Tensor, fn) -> torch.Tensor:
+        x = _as_images(images)
+        out = [fn(x[i: i + self.batch_size].to(self.device)) for i in range(0, len(x), self.batch_size)]
+        return torch.cat(out) if out else torch.zeros(0)
+
+    @torch.no_grad()
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        return self._batched(images, self.forward)
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predicted labels ``(n,)`` and their softmax probabilities ``(n,)``."""
+        conf, labels = self.logits(images).softmax(-1).max(-1)
+        return labels, conf
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """Penultimate features ``(n, f)`` (the pooled input of the classifier layer)."""
+
+        def fn(x: torch.Tensor) -> torch.Tensor:
+            feats = self.model.forward_features((x - self.mean) / self.std)
+            return self.model.forward_head(feats, pre_logits=True)
+
+        return self._batched(images, fn)
+
+    @torch.no_grad()
+    def accuracy(self, images: torch.Tensor, labels: torch.Tensor) -> float:
+        pred, _ = self.predict(images)
+        return float((pred.cpu() == labels.cpu()).float().mean())
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        save_file(state, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
+        (folder / CONFIG_FILE).write_text(json.dumps(self.config, indent=2, sort_keys=True) + "\n")
+        return folder
+
+
+def load_judge(name_or_path: str | Path, device: str | torch.device = "cpu") -> Judge:
+    """A judge from a folder, or a shipped one by name: ``"mnist"`` or ``"fashion-mnist"``."""
+    from safetensors.torch import load_file
+
+    key = str(name_or_path)
+    folder = models_dir() / f"judge-{key}" if key in CLASSES else Path(key).expanduser()
+    if not (folder / CONFIG_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
+        raise FileNotFoundError(
+            f"No judge in {folder} (it needs {CONFIG_FILE} and {WEIGHTS_FILE}). Pass a judge "
+            f"folder or one of {', '.join(CLASSES)}; train the shipped ones with "
+            "`hjtranslate train judges`."
+        )
+    config = json.loads((folder / CONFIG_FILE).read_text())
+    model = build_classifier(config["architecture"], **config.get("model_kwargs", {}))
+    try:
+        model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)), strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[:3]
+        raise ValueError(
+            f"The weights in {folder / WEIGHTS_FILE} do not fit {config['architecture']} "
+            f"{config.get('model_kwargs', {})} of its {CONFIG_FILE}: {' '.join(first)}"
+        ) from exc
+    judge = Judge(model, config).to(device).eval()
+    for p in judge.parameters():
+        p.requires_grad_(False)
+    return judge
+
+
+class _JudgeFeatures(nn.Module):
+    """Adapter: torchmetrics' FID calls ``feature(images) -> (n, f)``."""
+
+    def __init__(self, judge: Judge) -> None:
+        super().__init__()
+        self.judge = judge
+        with torch.no_grad():
+            self.num_features = int(judge.features(torch.zeros(1, 1, 28, 28)).shape[1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.judge.features(x).double()
+
+
+def frechet_distance(judge: Judge, real_images: torch.Tensor, fake_images: torch.Tensor,
+                     batch_size: int = 1000) -> float:
+    """Frechet distance between the judge's penultimate features of two image sets, computed by
+    torchmetrics' ``FrechetInceptionDistance`` with the judge as its feature extractor."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    real, fake = _as_images(real_images), _as_images(fake_images)
+    if len(real) < 2 or len(fake) < 2:
+        raise ValueError("The Frechet distance needs at least 2 real and 2 fake images.")
+    metric = FrechetInceptionDistance(feature=_JudgeFeatures(judge), normalize=True,
+                                      input_img_size=(1, 28, 28))
+    for images, is_real in ((real, True), (fake, False)):
+        for i in range(0, len(images), batch_size):
+            metric.update(images[i: i + batch_size], real=is_real)
+    return float(metric.compute())

@@ -1,0 +1,175 @@
+"""``hjtranslate train judges``: one timm classifier per dataset, to score translations.
+
+Each judge (default: a narrow ``resnet10t``, see ``hjtranslate.judges``) trains with
+cross-entropy through the shared accelerate loop on its training set (random 2-pixel shifts as
+augmentation), then is saved as ``model.safetensors`` + ``config.json`` + a model card with its
+accuracy on the full test set into ``<output-root>/judge-<dataset>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..data import load_dataset, to_float
+from ..judges import CLASSES, DEFAULT_ARCH, DEFAULT_KWARGS, Judge, build_classifier
+
+DATASET_NAMES = ("mnist", "fashion-mnist")
+
+
+class ClassifierObjective(nn.Module):
+    def __init__(self, judge: Judge, label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.judge = judge
+        self.label_smoothing = label_smoothing
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        logits = self.judge(x)
+        loss = nn.functional.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+        return {"loss": loss, "acc": (logits.argmax(-1) == y).float().mean().detach()}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", default=None, help="datasets folder (default: $HJT_DATA_DIR, "
+                   "then ~/.cache/hjtranslate/datasets)")
+    p.add_argument("--output-root", default="models",
+                   help="judges go to <output-root>/judge-mnist and judge-fashion-mnist")
+    p.add_argument("--datasets", default="mnist,fashion-mnist", help="comma-separated")
+    p.add_argument("--arch", default=DEFAULT_ARCH, help="timm model name")
+    p.add_argument("--model-kwargs", default=json.dumps(DEFAULT_KWARGS),
+                   help="JSON keyword arguments of timm.create_model")
+    p.add_argument("--steps", type=int, default=900)
+    p.add_argument("--time-budget", type=float, default=None, help="seconds per judge")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--shift", type=int, default=2, help="random translation augmentation, pixels")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--checkpoint-every", type=int, default=300)
+    p.add_argument("--keep-checkpoints", action="store_true")
+
+
+def random_shift(x: torch.Tensor, shift: int, g: torch.Generator) -> torch.Tensor:
+    """Translate each image by up to ``shift`` pixels (zero padding)."""
+    if shift <= 0:
+        return x
+    n, size = x.shape[0], x.shape[-1]
+    padded = nn.functional.pad(x, (shift,) * 4)
+    dx, dy = (torch.randint(0, 2 * shift + 1, (2, n), generator=g)).tolist()
+    return torch.stack([padded[i, :, dy[i]: dy[i] + size, dx[i]: dx[i] + size] for i in range(n)])
+
+
+def write_card(folder: Path, info: dict[str, Any]) -> Path:
+    from huggingface_hub import ModelCard, ModelCardData
+
+    ds = "mnist" if info["dataset"] == "mnist" else "zalando-datasets/fashion_mnist"
+    data = ModelCardData(library_name="timm", license="apache-2.0", datasets=[ds],
+                         tags=["image-classification", "timm", info["dataset"], "hjtranslate"],
+                         metrics=["accuracy"])
+    text = f"""---
+{data.to_yaml()}
+---
+
+# {info['dataset']} judge (hjtranslate)
+
+A `timm` `{info['arch']}` ({json.dumps(info['model_kwargs'])}; {info['parameters']:,}
+parameters; 1 input channel, 10 classes) that classifies 28x28 {info['dataset']} images.
+hjtranslate uses it to score translated images (class accuracy, and a Frechet distance on
+its penultimate features).
+
+**Test accuracy: {100 * info['test_accuracy']:.2f} %** on the full {info['dataset']} test set
+(10,000 images).
+
+- input: grey images in [0, 1], normalised as (x - 0.5) / 0.5;
+- training: {info['steps']} steps of batch {info['batch_size']} (Adam, lr {info['lr']}, cosine
+  decay; random shifts of up to {info['shift']} pixels), {info['seconds']:.0f} s on
+  {info['device']}, seed {info['seed']}.
+
+```bash
+{info['command']}
+```
+
+```python
+from hjtranslate.judges import load_judge
+judge = load_judge("{info['folder']}")
+labels, confidences = judge.predict(images)   # (n, 1, 28, 28) in [0, 1]
+```
+"""
+    ModelCard(text)
+    path = folder / "README.md"
+    path.write_text(text)
+    return path
+
+
+def train_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    from accelerate.utils import set_seed
+
+    from ..training import TrainConfig, make_accelerator, train
+
+    images, labels = load_dataset(name, "train", args.data_dir)
+    test_x, test_y = load_dataset(name, "test", args.data_dir)
+    out = Path(args.output_root) / f"judge-{name}"
+    try:
+        model_kwargs = json.loads(args.model_kwargs)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--model-kwargs is not valid JSON: {exc}") from exc
+    acc = make_accelerator()
+    set_seed(args.seed)
+    config = {
+        "architecture": args.arch, "model_kwargs": model_kwargs, "dataset": name,
+        "classes": CLASSES[name], "normalize": {"mean": 0.5, "std": 0.5},
+        "image_size": [1, 28, 28],
+    }
+    judge = Judge(build_classifier(args.arch, **model_kwargs), config)
+    objective = ClassifierObjective(judge, args.label_smoothing)
+    n = images.shape[0]
+
+    def batch_fn(step: int, rank: int) -> dict[str, torch.Tensor]:
+        g = torch.Generator().manual_seed(args.seed * 1_000_003 + step * 7919 + rank)
+        idx = torch.randint(0, n, (args.batch_size,), generator=g)
+        return {"x": random_shift(to_float(images[idx]), args.shift, g), "y": labels[idx]}
+
+    tc = TrainConfig(steps=args.steps, time_budget=args.time_budget, lr=args.lr, seed=args.seed,
+                     output_dir=str(out), checkpoint_every=args.checkpoint_every,
+                     resume=args.resume)
+    result = train(objective, batch_fn, tc, acc,
+                   save_fn=lambda m, folder: m.judge.save_pretrained(folder))
+    if not acc.is_main_process:
+        return {}
+    judge = acc.unwrap_model(objective).judge.eval()
+    test_acc = judge.accuracy(test_x, test_y)
+    config["test_accuracy"] = test_acc
+    judge.config = config
+    judge.save_pretrained(out)
+    info = {
+        "dataset": name, "arch": args.arch, "model_kwargs": model_kwargs,
+        "parameters": sum(p.numel() for p in judge.parameters()), "test_accuracy": test_acc,
+        "steps": result["steps"], "batch_size": args.batch_size, "lr": args.lr,
+        "shift": args.shift, "seconds": result["seconds"], "seed": args.seed,
+        "device": f"{acc.num_processes} x {acc.device.type} process(es), "
+                  f"{torch.get_num_threads()} thread(s)",
+        "folder": name if Path(args.output_root).resolve() == Path("models").resolve() else str(out),
+        "command": "hjtranslate train judges " + shlex.join(sys.argv[3:])
+        if sys.argv[1:3] == ["train", "judges"] else "hjtranslate train judges",
+    }
+    write_card(out, info)
+    if not args.keep_checkpoints:
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    return {"test_accuracy": test_acc, "seconds": result["seconds"], "steps": result["steps"]}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    names = [s.strip() for s in str(args.datasets).split(",") if s.strip()]
+    for name in names:
+        if name not in DATASET_NAMES:
+            raise ValueError(f"Unknown dataset {name!r} in --datasets; use {', '.join(DATASET_NAMES)}.")
+    return {name: train_one(name, args) for name in names}

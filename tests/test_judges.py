@@ -1,0 +1,77 @@
+"""Judges (hjtranslate.judges): save/load, scoring, Frechet distance, the shipped classifiers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from hjtranslate.judges import Judge, build_classifier, frechet_distance, load_judge, models_dir
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+@pytest.fixture
+def shared_data(monkeypatch: pytest.MonkeyPatch) -> Path:
+    if not (SHARED / "mnist").is_dir():
+        pytest.skip(f"datasets not found in {SHARED}")
+    monkeypatch.setenv("HJT_DATA_DIR", str(SHARED))
+    return SHARED
+
+
+def tiny_judge() -> Judge:
+    torch.manual_seed(0)
+    kwargs = {"channels": [8, 8, 16, 16], "stem_width": 8}
+    config = {"architecture": "resnet10t", "model_kwargs": kwargs, "dataset": "mnist",
+              "normalize": {"mean": 0.5, "std": 0.5}}
+    return Judge(build_classifier("resnet10t", **kwargs), config).eval()
+
+
+def test_save_load_round_trip(tmp_path: Path) -> None:
+    judge = tiny_judge()
+    x = torch.rand(5, 1, 28, 28)
+    judge.save_pretrained(tmp_path)
+    again = load_judge(tmp_path)
+    assert not again.training
+    labels, conf = again.predict(x)
+    assert labels.shape == conf.shape == (5,) and bool(((conf > 0) & (conf <= 1)).all())
+    assert torch.allclose(again.logits(x), judge.logits(x), atol=1e-5)
+    assert again.features(x).shape == (5, 16)
+    assert again.accuracy(x, labels) == 1.0
+
+
+def test_strict_loading_and_errors(tmp_path: Path) -> None:
+    judge = tiny_judge()
+    judge.config["model_kwargs"] = {"channels": [8, 8, 16, 32], "stem_width": 8}
+    judge.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="do not fit"):
+        load_judge(tmp_path)
+    with pytest.raises(FileNotFoundError, match="hjtranslate train judges"):
+        load_judge(tmp_path / "nothing")
+    with pytest.raises(ValueError, match="28x28"):
+        tiny_judge().predict(torch.rand(2, 1, 32, 32))
+
+
+def test_frechet_distance_with_tiny_judge() -> None:
+    judge = tiny_judge()
+    torch.manual_seed(1)
+    a, b = torch.rand(200, 1, 28, 28), torch.rand(200, 1, 28, 28)
+    same = frechet_distance(judge, a, b)
+    other = frechet_distance(judge, a, torch.zeros(200, 1, 28, 28) + 0.1 * b)
+    assert 0 <= same < other
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion-mnist"])
+def test_shipped_judges(shared_data: Path, name: str) -> None:
+    from hjtranslate.data import load_dataset, to_float
+
+    if not (models_dir() / f"judge-{name}" / "config.json").is_file():
+        pytest.skip("shipped judge not trained yet (hjtranslate train judges)")
+    judge = load_judge(name)
+    x, y = load_dataset(name, "test")
+    x, y = to_float(x[:500]), y[:500]
+    assert judge.accuracy(x, y) > 0.95
+    fd_same = frechet_distance(judge, x[:250], x[250:])
+    fd_noise = frechet_distance(judge, x[:250], torch.rand(250, 1, 28, 28))
+    assert fd_same < fd_noise
