@@ -1,0 +1,261 @@
+"""The ``vae`` encoder: images to flat, standardised latents of a diffusers ``AutoencoderKL``.
+
+``encode`` returns the posterior *mean* (no sampling, so it is deterministic), flattened to
+``(n, C*H*W)`` and standardised per dimension, ``(mean - shift) / scale``; ``decode`` inverts
+that and returns images in [0, 1], ``(n, 1, 28, 28)``. ``shift`` and ``scale`` are read from
+``latent_stats.json`` beside the VAE's weights (written by ``hjtranslate train vae``).
+
+Image geometry. Inputs are grey 28x28 images, float in [0, 1] (uint8 is divided by 255), shaped
+``(n, 1, 28, 28)`` or ``(n, 28, 28)``. The VAE sees them in [-1, 1] (the diffusers convention).
+
+- The shipped VAE (``sample_size`` 32, one channel; ``"input_transform": "pad"`` in
+  ``latent_stats.json``) gets the 28x28 image padded by 2 black pixels on each side; decoding
+  crops the centre back.
+- Any other VAE (e.g. a Stable-Diffusion VAE from the Hub: 3 channels, ``sample_size`` 512 or
+  so) gets the image resized bilinearly to ``sample_size`` and the grey channel repeated into
+  each input channel; decoding averages the output channels (the grey value) and resizes back to
+  28x28 with antialiasing. Without ``latent_stats.json`` such a VAE uses ``shift = 0`` and
+  ``scale = 1 / config.scaling_factor`` (the diffusers latent scaling).
+
+Colour input (``(n, 3, 28, 28)``) is converted to grey with the ITU-R BT.601 luma rule
+``0.299 R + 0.587 G + 0.114 B``; any other shape is an error.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+import hjtranslate
+from hjtranslate.encoders import Encoder
+
+IMAGE_SIZE = 28
+STATS_FILE = "latent_stats.json"
+LUMA = (0.299, 0.587, 0.114)
+
+
+def default_vae_path() -> Path:
+    """The VAE shipped with the repository: ``<repo>/models/vae``."""
+    return Path(hjtranslate.__file__).resolve().parents[1] / "models" / "vae"
+
+
+def as_grey_images(images: torch.Tensor) -> torch.Tensor:
+    """Check and convert images to float ``(n, 1, 28, 28)`` in [0, 1]."""
+    if not torch.is_tensor(images):
+        raise ValueError(f"Expected a torch tensor of images, got {type(images).__name__}.")
+    x = images
+    if x.dtype == torch.uint8:
+        x = x.float() / 255.0
+    elif not x.is_floating_point():
+        raise ValueError(f"Images must be float in [0, 1] or uint8, got dtype {x.dtype}.")
+    if x.dim() == 3:
+        x = x.unsqueeze(1)
+    if x.dim() != 4:
+        raise ValueError(
+            f"Images must be shaped (n, 28, 28) or (n, 1, 28, 28), got {tuple(images.shape)}."
+        )
+    if x.shape[1] == 3:
+        w = torch.tensor(LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        x = (x * w).sum(1, keepdim=True)
+    elif x.shape[1] != 1:
+        raise ValueError(
+            f"Images must have 1 (grey) or 3 (RGB, converted to grey) channels, got "
+            f"{x.shape[1]} in shape {tuple(images.shape)}."
+        )
+    if tuple(x.shape[-2:]) != (IMAGE_SIZE, IMAGE_SIZE):
+        raise ValueError(
+            f"Images must be {IMAGE_SIZE}x{IMAGE_SIZE} (MNIST / Fashion-MNIST size), got "
+            f"{tuple(x.shape[-2:])}. Resize them first, e.g. with "
+            f"torch.nn.functional.interpolate(x, size=({IMAGE_SIZE}, {IMAGE_SIZE}), "
+            "mode='bilinear', antialias=True)."
+        )
+    return x
+
+
+def to_vae_input(x01: torch.Tensor, sample_size: int, in_channels: int, transform: str) -> torch.Tensor:
+    """Grey ``(n, 1, 28, 28)`` in [0, 1] -> the VAE's input in [-1, 1]."""
+    x = x01 * 2.0 - 1.0
+    if transform == "pad":
+        p = (sample_size - IMAGE_SIZE) // 2
+        q = sample_size - IMAGE_SIZE - p
+        x = F.pad(x, (p, q, p, q), value=-1.0)
+    elif sample_size != IMAGE_SIZE:
+        x = F.interpolate(x, size=(sample_size, sample_size), mode="bilinear", align_corners=False)
+    if in_channels != 1:
+        x = x.repeat(1, in_channels, 1, 1)
+    return x
+
+
+def from_vae_output(y: torch.Tensor, transform: str) -> torch.Tensor:
+    """The VAE's output in [-1, 1] -> grey ``(n, 1, 28, 28)`` in [0, 1]."""
+    if y.shape[1] != 1:
+        y = y.mean(1, keepdim=True)
+    size = y.shape[-1]
+    if transform == "pad":
+        p = (size - IMAGE_SIZE) // 2
+        y = y[..., p: p + IMAGE_SIZE, p: p + IMAGE_SIZE]
+    elif size != IMAGE_SIZE:
+        y = F.interpolate(y, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", antialias=True,
+                          align_corners=False)
+    return ((y + 1.0) / 2.0).clamp(0.0, 1.0)
+
+
+class VAEEncoder(Encoder):
+    """A diffusers ``AutoencoderKL`` as an hjtranslate encoder (see the module docstring).
+
+    ``pretrained``: a local folder or a Hub id (default: the shipped ``models/vae``);
+    ``hub_kwargs`` go to ``AutoencoderKL.from_pretrained`` (``subfolder``, ``revision``, ...).
+    ``vae=`` takes an already built ``AutoencoderKL`` instead (tests, training).
+    """
+
+    name = "vae"
+
+    def __init__(
+        self,
+        pretrained: str | Path | None = None,
+        device: str | torch.device = "cpu",
+        batch_size: int = 512,
+        vae: Any = None,
+        latent_stats: dict[str, Any] | None = None,
+        **hub_kwargs: Any,
+    ) -> None:
+        from diffusers import AutoencoderKL
+
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        self.device = torch.device(device)
+        self.batch_size = int(batch_size)
+        self._loaded = vae is None  # from a folder / the Hub, not an object handed in
+        if vae is None:
+            source: str | Path = pretrained if pretrained is not None else default_vae_path()
+            local = Path(source).expanduser()
+            if pretrained is None and not (local / "config.json").is_file():
+                raise FileNotFoundError(
+                    f"The shipped VAE is missing: no config.json in {local}. Train it with "
+                    "`hjtranslate train vae` (writes models/vae), or pass pretrained= a folder "
+                    "or Hub id of a diffusers AutoencoderKL."
+                )
+            if local.exists() and not (local / "config.json").is_file():
+                raise FileNotFoundError(
+                    f"{local} holds no config.json: not a diffusers AutoencoderKL folder "
+                    "(save one with save_pretrained, or train one with `hjtranslate train vae`)."
+                )
+            vae = AutoencoderKL.from_pretrained(str(local) if local.exists() else str(source),
+                                                **hub_kwargs)
+            if latent_stats is None and local.is_dir() and (local / STATS_FILE).is_file():
+                latent_stats = json.loads((local / STATS_FILE).read_text())
+        self.pretrained = None if pretrained is None else str(pretrained)
+        self.vae = vae.to(self.device).eval()
+        for p in self.vae.parameters():
+            p.requires_grad_(False)
+        cfg = self.vae.config
+        self.sample_size = int(cfg.sample_size if isinstance(cfg.sample_size, int)
+                               else cfg.sample_size[0])
+        self.in_channels = int(cfg.in_channels)
+        with torch.no_grad():
+            probe = torch.zeros(1, self.in_channels, self.sample_size, self.sample_size,
+                                device=self.device)
+            self.latent_shape = tuple(self.vae.encode(probe).latent_dist.mean.shape[1:])
+        self.latent_dim = int(torch.tensor(self.latent_shape).prod())
+        self.set_latent_stats(latent_stats)
+
+    # -- latent standardisation ---------------------------------------------------------------
+    def set_latent_stats(self, stats: dict[str, Any] | None) -> None:
+        """Use ``stats`` (``shift``, ``scale`` lists of length latent_dim, optional
+        ``input_transform``); ``None`` means the diffusers scaling without a shift."""
+        if stats is None:
+            if self._loaded:
+                warnings.warn(
+                    f"No {STATS_FILE} beside the VAE: latents are scaled by "
+                    "config.scaling_factor only (not standardised per dimension).",
+                    RuntimeWarning, stacklevel=3,
+                )
+            sf = float(getattr(self.vae.config, "scaling_factor", 1.0) or 1.0)
+            shift = torch.zeros(self.latent_dim)
+            scale = torch.full((self.latent_dim,), 1.0 / sf)
+            transform = "resize"
+        else:
+            shift = torch.as_tensor(stats["shift"], dtype=torch.float32).flatten()
+            scale = torch.as_tensor(stats["scale"], dtype=torch.float32).flatten()
+            if shift.numel() != self.latent_dim or scale.numel() != self.latent_dim:
+                raise ValueError(
+                    f"{STATS_FILE} has {shift.numel()} shifts and {scale.numel()} scales but the "
+                    f"VAE's latent has {self.latent_dim} dimensions {self.latent_shape}: it "
+                    "belongs to another VAE. Recompute it (VAEEncoder.fit_latent_stats)."
+                )
+            if not bool((scale > 0).all()):
+                raise ValueError(f"{STATS_FILE} holds non-positive scales.")
+            transform = stats.get("input_transform", "resize")
+        if transform not in ("pad", "resize"):
+            raise ValueError(f"Unknown input_transform {transform!r}; use 'pad' or 'resize'.")
+        if transform == "pad" and self.sample_size < IMAGE_SIZE:
+            raise ValueError(f"input_transform 'pad' needs sample_size >= {IMAGE_SIZE}.")
+        self.transform = transform
+        self.shift = shift.to(self.device)
+        self.scale = scale.to(self.device)
+        self.latent_stats = stats
+
+    @torch.no_grad()
+    def raw_latents(self, images: torch.Tensor) -> torch.Tensor:
+        """Flat posterior means, not standardised."""
+        x = as_grey_images(images)
+        out = []
+        for i in range(0, x.shape[0], self.batch_size):
+            xb = to_vae_input(x[i: i + self.batch_size].to(self.device), self.sample_size,
+                              self.in_channels, self.transform)
+            out.append(self.vae.encode(xb).latent_dist.mean.flatten(1))
+        if not out:
+            return torch.zeros(0, self.latent_dim, device=self.device)
+        return torch.cat(out)
+
+    def fit_latent_stats(self, images: torch.Tensor, transform: str | None = None) -> dict[str, Any]:
+        """Per-dimension mean and standard deviation of the posterior means of ``images``;
+        sets them and returns the dict that ``latent_stats.json`` holds."""
+        if transform is not None:
+            self.transform = transform
+        m = self.raw_latents(images).double()
+        stats = {
+            "shift": m.mean(0).tolist(),
+            "scale": m.std(0).clamp_min(1e-6).tolist(),
+            "input_transform": self.transform,
+            "latent_shape": list(self.latent_shape),
+            "num_images": int(m.shape[0]),
+        }
+        self.set_latent_stats(stats)
+        return stats
+
+    def save_latent_stats(self, folder: str | Path) -> Path:
+        if self.latent_stats is None:
+            raise ValueError("No latent stats to save; call fit_latent_stats first.")
+        path = Path(folder) / STATS_FILE
+        path.write_text(json.dumps(self.latent_stats, indent=2, sort_keys=True) + "\n")
+        return path
+
+    # -- the Encoder interface ----------------------------------------------------------------
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Images -> standardised flat latents ``(n, latent_dim)``."""
+        return (self.raw_latents(images) - self.shift) / self.scale
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Flat latents ``(n, latent_dim)`` -> images ``(n, 1, 28, 28)`` in [0, 1]."""
+        if z.dim() != 2 or z.shape[1] != self.latent_dim:
+            raise ValueError(
+                f"Latents must be shaped (n, {self.latent_dim}), got {tuple(z.shape)}."
+            )
+        out = []
+        for i in range(0, z.shape[0], self.batch_size):
+            zb = z[i: i + self.batch_size].to(self.device, torch.float32) * self.scale + self.shift
+            y = self.vae.decode(zb.view(-1, *self.latent_shape)).sample
+            out.append(from_vae_output(y, self.transform))
+        if not out:
+            return torch.zeros(0, 1, IMAGE_SIZE, IMAGE_SIZE, device=self.device)
+        return torch.cat(out)
+
+    def config(self) -> dict[str, Any]:
+        return {"pretrained": self.pretrained, "latent_dim": self.latent_dim}

@@ -1,0 +1,104 @@
+"""The ``vae`` encoder (hjtranslate_plugins.vae) with a tiny AutoencoderKL and the shipped one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hjtranslate_plugins.vae import VAEEncoder, default_vae_path
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+@pytest.fixture
+def shared_data(monkeypatch: pytest.MonkeyPatch) -> Path:
+    if not (SHARED / "mnist").is_dir():
+        pytest.skip(f"datasets not found in {SHARED}")
+    monkeypatch.setenv("HJT_DATA_DIR", str(SHARED))
+    return SHARED
+
+
+def tiny_vae(in_channels: int = 1, sample_size: int = 32):
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    return AutoencoderKL(
+        in_channels=in_channels, out_channels=in_channels, latent_channels=4,
+        sample_size=sample_size, block_out_channels=[8, 16], norm_num_groups=4,
+        down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
+        layers_per_block=1,
+    ).eval()
+
+
+def test_tiny_shapes_stats_and_save_load(tmp_path: Path) -> None:
+    enc = VAEEncoder(vae=tiny_vae(), batch_size=3)
+    images = torch.rand(7, 1, 28, 28)
+    z = enc.encode(images)
+    assert enc.latent_shape == (4, 16, 16) and z.shape == (7, enc.latent_dim) == (7, 1024)
+    out = enc.decode(z)
+    assert out.shape == (7, 1, 28, 28) and out.min() >= 0 and out.max() <= 1
+    assert torch.allclose(enc.encode(images.squeeze(1)), z)          # (n, 28, 28) accepted
+    u8 = (images * 255).round().to(torch.uint8)
+    assert torch.allclose(enc.encode(u8), enc.encode(u8.float() / 255), atol=1e-5)
+
+    stats = enc.fit_latent_stats(torch.rand(50, 1, 28, 28), transform="pad")
+    zs = enc.encode(torch.rand(50, 1, 28, 28))
+    assert abs(float(zs.mean())) < 0.5 and 0.5 < float(zs.std()) < 1.5
+    assert stats["input_transform"] == "pad" and len(stats["scale"]) == enc.latent_dim
+
+    enc.vae.save_pretrained(tmp_path)
+    enc.save_latent_stats(tmp_path)
+    again = VAEEncoder(str(tmp_path))
+    assert again.transform == "pad"
+    assert torch.allclose(again.encode(images), enc.encode(images), atol=1e-5)
+    assert again.config() == {"pretrained": str(tmp_path), "latent_dim": 1024}
+    assert torch.allclose(again.decode(z[:2]), enc.decode(z[:2]), atol=1e-5)
+
+
+def test_rgb_to_grey_and_bad_inputs() -> None:
+    enc = VAEEncoder(vae=tiny_vae())
+    grey = torch.rand(2, 1, 28, 28)
+    assert torch.allclose(enc.encode(grey.repeat(1, 3, 1, 1)), enc.encode(grey), atol=1e-5)
+    with pytest.raises(ValueError, match="28x28"):
+        enc.encode(torch.rand(2, 1, 32, 32))
+    with pytest.raises(ValueError, match="channels"):
+        enc.encode(torch.rand(2, 2, 28, 28))
+    with pytest.raises(ValueError, match="shaped"):
+        enc.encode(torch.rand(28, 28))
+    with pytest.raises(ValueError, match=r"\(n, 1024\)"):
+        enc.decode(torch.zeros(2, 64))
+
+
+def test_sd_style_vae_is_resized_and_repeated() -> None:
+    enc = VAEEncoder(vae=tiny_vae(in_channels=3, sample_size=48))
+    assert enc.transform == "resize" and enc.latent_shape == (4, 24, 24)
+    z = enc.encode(torch.rand(2, 1, 28, 28))
+    assert enc.decode(z).shape == (2, 1, 28, 28)
+
+
+def test_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        VAEEncoder(str(tmp_path))
+
+
+def test_registered_as_plugin() -> None:
+    from hjtranslate import registry
+
+    assert registry.plugins("encoder")["vae"].obj is VAEEncoder
+
+
+@pytest.mark.skipif(not (default_vae_path() / "config.json").is_file(),
+                    reason="shipped VAE not trained yet (hjtranslate train vae)")
+@pytest.mark.parametrize("name,max_mse", [("mnist", 0.02), ("fashion-mnist", 0.02)])
+def test_shipped_vae_round_trip(shared_data: Path, name: str, max_mse: float) -> None:
+    from hjtranslate.data import load_dataset, to_float
+
+    enc = VAEEncoder()
+    assert enc.latent_dim == 64 and enc.transform == "pad"
+    x = to_float(load_dataset(name, "test")[0][:64])
+    z = enc.encode(x)
+    assert z.shape == (64, 64)
+    assert abs(float(z.mean())) < 0.5 and 0.5 < float(z.std()) < 1.5   # standardised
+    mse = float(((enc.decode(z) - x) ** 2).mean())
+    assert mse < max_mse, f"{name}: reconstruction MSE {mse:.4f}"
