@@ -135,7 +135,7 @@ def fit(
         hjmap,
         ObjectiveConfig(
             lambda_mmd=lambda_mmd, mmd=mmd, backward_mmd=backward_mmd,
-            classwise=labels is not None and not hjmap.conditional,
+            classwise=labels is not None,
             n_colloc=n_colloc or batch_size,
         ),
         sampler,

@@ -105,11 +105,13 @@ def train(
     set_seed(config.seed)
     params = parameters if parameters is not None else [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    ratio = config.lr_final / config.lr
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: ratio + (1 - ratio) * 0.5 * (1 + math.cos(math.pi * min(s / config.steps, 1.0)))
-    )
-    model, opt, sched = acc.prepare(model, opt, sched)
+
+    def lr_at(progress: float) -> float:
+        # Cosine decay over the run; progress counts steps or, with a time budget, time too.
+        cos = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+        return config.lr_final + (config.lr - config.lr_final) * cos
+
+    model, opt = acc.prepare(model, opt)
     inner = acc.unwrap_model(model)
 
     out = Path(config.output_dir) if config.output_dir else None
@@ -163,11 +165,17 @@ def train(
             # One all-reduce carries the logs, a non-finite flag and the time-budget decision.
             names = sorted(k for k, v in terms.items() if torch.is_tensor(v) and v.numel() == 1)
             vec = torch.stack([terms[k].detach().double().reshape(()) for k in names])
-            over = config.time_budget is not None and time.perf_counter() - t0 > config.time_budget
-            flags = torch.tensor([0.0 if torch.isfinite(loss) else 1.0, float(over)], dtype=torch.float64)
+            elapsed = time.perf_counter() - t0
+            flags = torch.tensor([0.0 if torch.isfinite(loss) else 1.0, elapsed], dtype=torch.float64)
             packed = acc.reduce(torch.cat([vec, flags]).to(acc.device), reduction="sum")
             packed = packed.cpu()
             nproc = acc.num_processes
+            # Every rank derives the same schedule and stop decision from the reduced clock.
+            progress = step / config.steps
+            if config.time_budget is not None:
+                progress = max(progress, float(packed[-1]) / nproc / config.time_budget)
+            for group in opt.param_groups:
+                group["lr"] = lr_at(progress)
             if packed[-2] > 0:
                 bar.close()
                 last = latest_checkpoint(out) if out else None
@@ -182,7 +190,6 @@ def train(
             if config.grad_clip and acc.sync_gradients:
                 acc.clip_grad_norm_(model.parameters(), config.grad_clip)
             opt.step()
-            sched.step()
             opt.zero_grad(set_to_none=True)
         if after_step is not None:
             after_step(inner, logs)
@@ -193,7 +200,7 @@ def train(
         bar.update(1)
         if out is not None and config.checkpoint_every and step % config.checkpoint_every == 0:
             checkpoint(step)
-        if packed[-1] > 0:
+        if progress >= 1.0 and config.time_budget is not None and step < config.steps:
             acc.print(f"Time budget of {config.time_budget:.0f} s reached at step {step}.")
             break
     bar.close()

@@ -8,8 +8,12 @@ import torch
 
 from hjtranslate.costs import Cost
 
-# Smoothing inside |p| so that grad H and its derivatives stay finite at p = 0.
-_EPS = 1e-12
+
+
+def _eps(a: torch.Tensor) -> float:
+    # Smoothing inside |p| so that grad H and its derivatives stay finite at p = 0; machine
+    # epsilon squared keeps it far below anything the identities can see.
+    return torch.finfo(a.dtype).eps ** 2
 
 
 def _check_p(p: float) -> float:
@@ -55,7 +59,7 @@ class PNormCost(Cost):
         self.degree = self.p
 
     def _norm(self, a: torch.Tensor) -> torch.Tensor:
-        return torch.sqrt((a * a).sum(-1) + _EPS)
+        return torch.sqrt((a * a).sum(-1) + _eps(a))
 
     def lagrangian(self, v: torch.Tensor) -> torch.Tensor:
         return self._norm(v) ** self.p / self.p
@@ -82,7 +86,7 @@ class SeparableLpCost(Cost):
 
     @staticmethod
     def _abs(a: torch.Tensor) -> torch.Tensor:
-        return torch.sqrt(a * a + _EPS)
+        return torch.sqrt(a * a + _eps(a))
 
     def lagrangian(self, v: torch.Tensor) -> torch.Tensor:
         return (self._abs(v) ** self.p).sum(-1) / self.p

@@ -1,0 +1,166 @@
+"""The HJ loss, the maps, saving and loading, bad input."""
+
+import pytest
+import torch
+
+import hjtranslate as hjt
+from hjtranslate.losses import energy_distance, energy_floor, implicit_hj_residual
+
+
+def test_implicit_formula_vanishes_on_a_closed_form_solution():
+    # Quadratic H, u0(x) = a|x|^2/2: u(x, t) = a|x|^2 / (2 (1 + a t)) solves u_t + |u_x|^2/2 = 0.
+    cost = hjt.get_cost("quadratic")
+    a = 0.7
+
+    def u(x, t):
+        return a * (x * x).sum(-1) / (2 * (1 + a * t[:, 0]))
+
+    x = torch.randn(64, 3, dtype=torch.float64)
+    t = torch.rand(64, 1, dtype=torch.float64)
+    assert implicit_hj_residual(u, cost, x, t).abs().max() < 1e-12
+
+    def wrong(x, t):  # the initial data frozen in time is not a solution
+        return a * (x * x).sum(-1) / 2
+
+    assert implicit_hj_residual(wrong, cost, x, t).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("p", [1.5, 3.0])
+def test_implicit_formula_for_pnorm_with_linear_data(p):
+    # u(x, t) = b.x - t H(b) solves u_t + H(u_x) = 0 for any H.
+    cost = hjt.get_cost("pnorm", p=p)
+    b = torch.tensor([0.3, -1.2], dtype=torch.float64)
+
+    def u(x, t):
+        return x @ b - t[:, 0] * cost.hamiltonian(b[None])[0]
+
+    x, t = torch.randn(32, 2, dtype=torch.float64), torch.rand(32, 1, dtype=torch.float64)
+    assert implicit_hj_residual(u, cost, x, t).abs().max() < 1e-10
+
+
+def test_energy_floor_matches_two_independent_samples():
+    g = torch.Generator().manual_seed(0)
+    vals, floors = [], []
+    for _ in range(200):
+        x, y = torch.randn(64, 3, generator=g), torch.randn(64, 3, generator=g)
+        vals.append(float(energy_distance(x, y)))
+        floors.append(float(energy_floor(y, 64)))
+    mean, floor = sum(vals) / len(vals), sum(floors) / len(floors)
+    assert abs(mean / floor - 1) < 0.1
+    shifted = float(energy_distance(torch.randn(64, 3, generator=g) + 1, torch.randn(64, 3, generator=g)))
+    assert shifted > 5 * floor
+
+
+def tiny_map(**kw):
+    kw.setdefault("head_kwargs", {"width": 16, "depth": 2})
+    m = hjt.HJMap(dim=kw.pop("dim", 2), **kw)
+    torch.manual_seed(0)
+    for prm in m.parameters():
+        prm.data.normal_(0, 0.3)
+    return m
+
+
+def test_maps_shapes_and_interpolation_endpoints():
+    m = tiny_map()
+    x = torch.randn(10, 2)
+    y = m.forward(x)
+    frames = m.interpolate(x, torch.linspace(0, 1, 5))
+    assert y.shape == (10, 2) and frames.shape == (5, 10, 2)
+    torch.testing.assert_close(frames[0], x)
+    torch.testing.assert_close(frames[-1], y)
+    assert m.backward(y).shape == (10, 2)
+    with torch.no_grad():  # maps work under no_grad (they differentiate u internally)
+        torch.testing.assert_close(m.forward(x), y)
+
+
+def test_gradcheck_of_the_maps():
+    m = tiny_map(cost="pnorm", cost_kwargs={"p": 3.0}).double()
+    x = torch.randn(4, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda z: m.forward(z, create_graph=True), (x,))
+    assert torch.autograd.gradcheck(lambda z: m.backward(z, create_graph=True), (x,))
+
+
+def test_save_load_round_trip(tmp_path):
+    m = tiny_map(cost="lp", cost_kwargs={"p": 3.0}, t_f=2.0)
+    m.set_normalization(torch.tensor([1.0, -2.0]), 3.0)
+    m.save_pretrained(tmp_path)
+    assert {"config.json", "model.safetensors", "README.md"} <= {p.name for p in tmp_path.iterdir()}
+    m2 = hjt.HJMap.from_pretrained(tmp_path)
+    assert not m2.training and m2.t_f == 2.0 and m2.cost.p == 3.0
+    x = torch.randn(8, 2)
+    torch.testing.assert_close(m2.forward(x), m.forward(x))
+    torch.testing.assert_close(m2.backward(x), m.backward(x))
+    assert "library_name: hjtranslate" in (tmp_path / "README.md").read_text()
+
+
+def test_conditional_map_needs_labels():
+    m = tiny_map(head="conditional", num_classes=3, head_kwargs={"width": 8, "depth": 2, "embed_dim": 4})
+    x = torch.randn(6, 2)
+    assert m.forward(x, k=torch.tensor([0, 1, 2, 0, 1, 2])).shape == (6, 2)
+    assert m.forward(x, k=1).shape == (6, 2)
+    with pytest.raises(ValueError, match="class"):
+        m.forward(x)
+    with pytest.raises(ValueError, match="0..2"):
+        m.forward(x, k=5)
+
+
+def test_map_rejects_bad_input():
+    m = tiny_map()
+    with pytest.raises(ValueError, match=r"shape \(n, 2\)"):
+        m.forward(torch.randn(5, 3))
+    with pytest.raises(ValueError, match="NaN"):
+        m.forward(torch.tensor([[0.0, float("nan")]]))
+    with pytest.raises(ValueError, match="t_f"):
+        hjt.HJMap(dim=2, t_f=0.0)
+    with pytest.raises(hjt.PluginError, match="Available costs: .*quadratic"):
+        hjt.HJMap(dim=2, cost="nope")
+
+
+def _two_gaussians(n=2000, d=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, d, generator=g), 0.5 * torch.randn(n, d, generator=g) + torch.tensor([3.0] * d)
+
+
+def test_fit_transports_a_shifted_gaussian():
+    x, y = _two_gaussians()
+    m = hjt.fit(x, y, steps=300, batch_size=256, seed=0)
+    pushed = m.forward(x[:500])
+    # The OT map is y = 3 + x / 2: check the mean and the spread of the pushed samples.
+    torch.testing.assert_close(pushed.mean(0), torch.tensor([3.0, 3.0]), atol=0.15, rtol=0)
+    assert abs(float(pushed.std(0).mean()) - 0.5) < 0.15
+    from hjtranslate.metrics import evaluate_map
+
+    ev = evaluate_map(m, x[:500], y[:1000], exact_n=300)
+    assert 0.9 < ev["cost_ratio"] < 1.1 and ev["monotone_share"] > 0.9
+
+
+@pytest.mark.parametrize("conditional", [False, True])
+def test_class_conditional_fit(conditional):
+    g = torch.Generator().manual_seed(1)
+    ks = torch.randint(0, 2, (600,), generator=g)
+    kt = torch.randint(0, 2, (600,), generator=g)
+    x = torch.randn(600, 2, generator=g) + 4 * ks[:, None]
+    y = torch.randn(600, 2, generator=g) - 4 * kt[:, None]  # class 1 goes the other way
+    m = hjt.fit(x, y, labels=(ks, kt), conditional=conditional, steps=150, batch_size=128)
+    assert m.conditional == conditional and m.num_classes == 2
+    k1 = ks == 1
+    pushed = m.forward(x[k1], k=1 if conditional else None)
+    assert float(pushed.mean(0).sum()) < -3  # class 1 lands near (-4, -4), not near (0, 0)
+
+
+@pytest.mark.parametrize(
+    "xs,yt,kwargs,match",
+    [
+        (torch.randn(10, 2), torch.randn(10, 3), {}, "same dimension"),
+        (torch.randn(10), torch.randn(10, 1), {}, r"shape \(n, d\)"),
+        (torch.randn(1, 2), torch.randn(10, 2), {}, "at least 2"),
+        (torch.full((5, 2), float("inf")), torch.randn(10, 2), {}, "NaN or Inf"),
+        (torch.randn(10, 2), torch.randn(10, 2), {"t_f": -1.0}, "t_f"),
+        (torch.randn(10, 2), torch.randn(10, 2), {"cost": "wasserstein9"}, "Available costs"),
+        (torch.randn(10, 2), torch.randn(10, 2), {"lambda_mmd": -3.0}, "lambda"),
+        (torch.randn(10, 2), torch.randn(10, 2), {"labels": (torch.zeros(10), torch.ones(10))}, "one side"),
+    ],
+)
+def test_fit_rejects_bad_input(xs, yt, kwargs, match):
+    with pytest.raises((ValueError, hjt.PluginError), match=match):
+        hjt.fit(xs, yt, steps=1, **kwargs)
