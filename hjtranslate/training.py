@@ -182,7 +182,7 @@ def train(
                 keep = f" The last good checkpoint is kept: {last}." if last else ""
                 raise TrainingError(
                     f"The loss became NaN/Inf at step {step} "
-                    f"({', '.join(f'{k}={float(terms[k]):.4g}' for k in names)}).{keep} "
+                    f"({', '.join(f'{k}={float(terms[k].detach()):.4g}' for k in names)}).{keep} "
                     "Lower the learning rate (--lr), tighten --grad-clip, or check the data."
                 )
             logs = {k: float(packed[i]) / nproc for i, k in enumerate(names)}
@@ -208,9 +208,21 @@ def train(
         checkpoint(step)
     model.eval()
     return {
+        "ranks_in_sync": _ranks_in_sync(acc, inner),
         "steps": step,
         "seconds": time.perf_counter() - t0,
         "final": logs,
         "history": history,
         "num_processes": acc.num_processes,
     }
+
+
+def _ranks_in_sync(acc, model: nn.Module) -> bool:
+    """Whether every process ends with the same weights (a cheap checksum all-gather)."""
+    if acc.num_processes == 1:
+        return True
+    with torch.no_grad():
+        flat = torch.cat([p.detach().double().reshape(-1) for p in model.parameters()])
+        sums = torch.stack([flat.sum(), (flat * flat).sum(), (flat * torch.arange(len(flat), dtype=flat.dtype)).sum()])
+    gathered = acc.gather(sums[None].to(acc.device)).cpu()
+    return bool(torch.allclose(gathered, gathered[:1].expand_as(gathered), rtol=0, atol=0))

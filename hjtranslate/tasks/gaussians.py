@@ -69,7 +69,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     m, result, acc = fit_from_args(args, x, y, "gaussians")
     metrics: dict[str, Any] = {"train_seconds": time.perf_counter() - t0, "steps": result["steps"],
-                               "num_processes": result["num_processes"], **result["final"]}
+                               "num_processes": result["num_processes"],
+                               "ranks_in_sync": result["ranks_in_sync"], **result["final"]}
     if acc.is_main_process:
         metrics.update(evaluate(m, args))
     write_outputs(output_dir(args, "gaussians"), m, metrics, acc)

@@ -1,0 +1,106 @@
+"""Entry-point discovery, exercised the way a third-party package would use it."""
+
+import sys
+import textwrap
+import warnings
+from importlib.metadata import EntryPoint
+
+import pytest
+import torch
+
+import hjtranslate as hjt
+from hjtranslate import registry
+from hjtranslate.cli import main
+
+THIRD_PARTY = textwrap.dedent('''
+    import torch
+    from hjtranslate.costs import Cost
+
+    class QuarticCost(Cost):
+        """L(v) = sum v_i^4 / 4, from a package hjtranslate knows nothing about."""
+        name = "quartic"
+        degree = 4.0
+
+        def lagrangian(self, v):
+            return (v ** 4).sum(-1) / 4
+
+        def hamiltonian(self, p):
+            return (p.abs() ** (4 / 3)).sum(-1) * 3 / 4
+
+        def grad_hamiltonian(self, p):
+            return torch.sign(p) * p.abs() ** (1 / 3)
+''')
+
+
+@pytest.fixture
+def fake_entry_points(tmp_path, monkeypatch):
+    """Replace the entry points of one group by the real ones plus extra fake ones."""
+    (tmp_path / "thirdparty_ot.py").write_text(THIRD_PARTY)
+    (tmp_path / "broken_ot.py").write_text("raise ImportError('needs libfoo')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    real = registry.entry_points
+
+    def install(group, extra):
+        def fake(*, group: str):
+            eps = list(real(group=group))
+            return eps + [EntryPoint(n, v, group) for n, v in extra] if group == g else eps
+
+        g = group
+        monkeypatch.setattr(registry, "entry_points", fake)
+        registry.clear_cache()
+
+    yield install
+    registry.clear_cache()
+    sys.modules.pop("thirdparty_ot", None)
+
+
+def test_builtins_are_discovered_through_entry_points():
+    assert {"quadratic", "pnorm", "lp"} <= set(registry.plugins("cost"))
+    assert {"mlp", "conditional"} <= set(registry.plugins("head"))
+    assert {"identity", "vae"} <= set(registry.plugins("encoder"))
+    assert registry.plugins("cost")["pnorm"].package.startswith("hjtranslate")
+
+
+def test_third_party_cost_trains_without_touching_the_engine(fake_entry_points):
+    fake_entry_points("hjtranslate.costs", [("quartic", "thirdparty_ot:QuarticCost")])
+    cost = hjt.get_cost("quartic")
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(400, 2, generator=g), torch.randn(400, 2, generator=g) + 2
+    m = hjt.fit(x, y, cost="quartic", steps=60, batch_size=128)
+    assert m.cost_name == "quartic" and type(m.cost).__name__ == type(cost).__name__
+    assert float(m.forward(x).mean()) > 1.0  # moved towards the target
+
+
+def test_broken_plugin_is_named_and_skipped(fake_entry_points):
+    fake_entry_points("hjtranslate.costs", [("broken", "broken_ot:Cost")])
+    with pytest.warns(RuntimeWarning, match="broken.*failed to import.*needs libfoo"):
+        table = registry.plugins("cost")
+    assert "broken" not in table and "quadratic" in table
+
+
+def test_two_plugins_with_one_name_is_an_error(fake_entry_points):
+    fake_entry_points("hjtranslate.costs", [("quadratic", "thirdparty_ot:QuarticCost")])
+    with pytest.raises(registry.PluginError, match="Two cost plugins are named 'quadratic'"):
+        registry.plugins("cost")
+
+
+def test_runtime_registration_and_unknown_names():
+    registry.register("cost", "quad2", type(hjt.get_cost("quadratic")))
+    try:
+        assert "quad2" in registry.plugins("cost")
+        with pytest.raises(registry.PluginError, match="already registered"):
+            registry.register("cost", "quad2", object)
+    finally:
+        registry.unregister("cost", "quad2")
+    with pytest.raises(registry.PluginError, match="Available heads: conditional, mlp"):
+        hjt.get_head("transformer", dim=2)
+
+
+def test_plugins_command_lists_packages(capsys):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    for name in ("quadratic", "pnorm", "mlp", "conditional", "identity", "vae"):
+        assert name in out
+    assert "hjtranslate 0.1.0" in out

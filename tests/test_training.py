@@ -1,0 +1,89 @@
+"""The accelerate loop: checkpoints, resume, the NaN guard, several processes."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import hjtranslate as hjt
+from hjtranslate.training import TrainConfig, TrainingError, latest_checkpoint, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _data():
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(300, 2, generator=g), torch.randn(300, 2, generator=g) + 1
+
+
+def test_checkpoints_are_atomic_and_resume_continues(tmp_path):
+    import shutil
+
+    x, y = _data()
+    m_full = hjt.fit(x, y, steps=30, batch_size=64, output_dir=str(tmp_path))
+    ckpts = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert ckpts == ["step-0000028", "step-0000030"]  # every steps//4, the last two kept
+    last = latest_checkpoint(tmp_path)
+    assert (last / "model.safetensors").is_file() and (last / "model" / "config.json").is_file()
+    hjt.HJMap.from_pretrained(last / "model")  # every checkpoint is loadable
+    # Pretend the run was killed after step 28 (the step-30 checkpoint never finished: only
+    # its temporary folder exists) and resume: the result equals the uninterrupted run.
+    os.replace(last, tmp_path / "checkpoints" / "step-0000030.tmp")
+    m_res, res = hjt.fit(x, y, steps=30, batch_size=64, output_dir=str(tmp_path), resume=True,
+                         return_history=True)
+    assert res["steps"] == 30 and res["history"][-1]["step"] == 30
+    torch.testing.assert_close(m_res.forward(x[:10]), m_full.forward(x[:10]))
+    assert not (tmp_path / "checkpoints" / "step-0000030.tmp").exists()
+    shutil.rmtree(tmp_path)
+
+
+class _Exploding(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(1))
+
+    def forward(self, step):
+        loss = (self.w ** 2).sum() * (float("nan") if step >= 7 else 1.0)
+        return {"loss": loss, "term": loss.detach()}
+
+
+def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    model = _Exploding()
+    cfg = TrainConfig(steps=20, checkpoint_every=5, output_dir=str(tmp_path), progress=False)
+    with pytest.raises(TrainingError, match=r"NaN/Inf at step 7.*step-0000005"):
+        train(model, lambda step, rank: {"step": step}, cfg)
+    assert latest_checkpoint(tmp_path).name == "step-0000005"
+
+
+def test_world_size_without_processes_refuses_to_start(tmp_path):
+    # A plain Accelerator() under `accelerate launch --multi_gpu` on a CPU machine: each process
+    # sees WORLD_SIZE=2 but believes it is alone, so both would train the same model.
+    script = tmp_path / "train.py"
+    script.write_text("from hjtranslate.training import make_accelerator\nmake_accelerator(cpu=False)\n")
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--main_process_port", "0", str(script)]
+    env = {k: v for k, v in os.environ.items() if k != "ACCELERATE_USE_CPU"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode != 0 and "duplicate the work" in proc.stderr
+
+
+def test_two_cpu_processes_train_one_model(tmp_path):
+    """accelerate launch --multi_gpu --num_processes 2 on the CPU: two gloo ranks, identical
+    weights at the end, and only rank 0 writes."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--main_process_port", "0", "-m", "hjtranslate", "train", "gaussians", "--dim", "2",
+           "--steps", "30", "--n", "2000", "--batch-size", "128", "--output-dir", str(out),
+           "--no-progress"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_processes"] == 2 and metrics["ranks_in_sync"] is True
+    assert proc.stdout.count("Wrote ") == 1  # one writer
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "config.json", "map", "metrics.json"]
