@@ -62,8 +62,9 @@ def test_frechet_distance_with_tiny_judge() -> None:
     assert 0 <= same < other
 
 
-@pytest.mark.parametrize("name", ["mnist", "fashion-mnist"])
-def test_shipped_judges(shared_data: Path, name: str) -> None:
+# The shipped judges score 99.0 % (MNIST) and 91.1 % (Fashion-MNIST) on the full test sets.
+@pytest.mark.parametrize("name,min_accuracy", [("mnist", 0.97), ("fashion-mnist", 0.88)])
+def test_shipped_judges(shared_data: Path, name: str, min_accuracy: float) -> None:
     from hjtranslate.data import load_dataset, to_float
 
     if not (models_dir() / f"judge-{name}" / "config.json").is_file():
@@ -71,7 +72,7 @@ def test_shipped_judges(shared_data: Path, name: str) -> None:
     judge = load_judge(name)
     x, y = load_dataset(name, "test")
     x, y = to_float(x[:500]), y[:500]
-    assert judge.accuracy(x, y) > 0.95
+    assert judge.accuracy(x, y) > min_accuracy
     fd_same = frechet_distance(judge, x[:250], x[250:])
     fd_noise = frechet_distance(judge, x[:250], torch.rand(250, 1, 28, 28))
     assert fd_same < fd_noise
