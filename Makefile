@@ -1,0 +1,19 @@
+# Each target sets itself up from a fresh clone (scripts/setup.sh creates .venv once).
+.PHONY: setup train test lint app bench
+
+setup:
+	bash scripts/setup.sh
+
+# The main job: class-conditional digits -> clothing transport (add ACCELERATE_ARGS to scale out,
+# e.g. ACCELERATE_ARGS="--multi_gpu --num_processes 2 --main_process_port 0").
+train: setup
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} .venv/bin/accelerate launch $(ACCELERATE_ARGS) hjtranslate train digits-to-fashion $(ARGS)
+
+test: setup
+	.venv/bin/python -m pytest -q $(ARGS)
+
+lint: setup
+	.venv/bin/ruff check hjtranslate plugins apps tests benchmarks
+
+app: setup
+	.venv/bin/hjtranslate app $(ARGS)
