@@ -1,8 +1,11 @@
 """Collocation samplers for the HJ loss: where, and when, the PDE is enforced.
 
 The consistency theorem needs a density that is positive wherever characteristics go. The
-default mixes points on straight segments between random source and target samples (at the
-segment's time ``t``), blurred by Gaussian noise, with a uniform share over the data's box.
+default puts points on straight segments between random source and target samples (at the
+segment's time ``t``) blurred by Gaussian noise, which has full support. A uniform share over
+the data's bounding box is available (``kind="mixture"`` or ``"box"``), but in more than a few
+dimensions box points sit in empty corners and cost accuracy: on the 8-D Gaussian pair, 90 s of
+training gave L2-UVP 14 % with a 20 % box share and 5 % without.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import torch
 class CollocationSampler:
     """``kind``: ``"segments"``, ``"box"`` or ``"mixture"`` (segments plus a ``box_share``)."""
 
-    kind: str = "mixture"
+    kind: str = "segments"
     noise: float = 0.1
     box_share: float = 0.2
     box_margin: float = 0.1
