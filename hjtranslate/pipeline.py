@@ -1,0 +1,952 @@
+"""``TranslationPipeline``: the VAE, the transport map and (optionally) two judges, as one folder.
+
+Like a diffusers pipeline, a saved pipeline is a folder of parts plus an index::
+
+    hjtranslate_pipeline.json   {"_class_name": "TranslationPipeline", "vae": "vae", "map": "map",
+                                 "judge_source": "judge_source" | null, "judge_target": ... | null,
+                                 "source_dataset", "target_dataset", "source_class_names", ...}
+    vae/                        a diffusers AutoencoderKL folder with latent_stats.json
+    map/                        an HJMap folder (config.json, model.safetensors)
+    judge_source/, judge_target/  judge folders as ``hjtranslate.judges.load_judge`` reads them
+    README.md                   a model card with Hub metadata
+
+Translation: images -> VAE latents (``VAEEncoder.encode``) -> ``map.forward(z, k)`` (or
+``map.backward`` for target -> source) -> ``VAEEncoder.decode``. Class ``k`` goes to class ``k``.
+
+Input conversion rules (``TranslationPipeline.preprocess``; each change is reported in
+``TranslationOutput.notes``):
+
+1. Types. A PIL image, a path to an image file, a numpy array, a torch tensor, or a list of
+   these (each item then one image). Arrays: numpy ``(H, W)`` and ``(H, W, C)`` (C in 1, 2, 3, 4:
+   grey, grey+alpha, RGB, RGBA) are one image, ``(N, H, W)`` and ``(N, H, W, C)`` a batch; torch
+   tensors follow the torch layout: ``(H, W)`` one image, ``(N, H, W)`` a batch of grey images
+   (as ``VAEEncoder`` and the judges take them), ``(N, C, H, W)`` a batch; a list item tensor
+   ``(C, H, W)`` is one image. uint8 and other integer arrays are on the 0..255 scale, floats
+   must lie in [0, 1] (else ``ValueError``), bools are 0/1.
+2. Colour. RGB becomes grey by the ITU-R BT.601 luma ``0.299 R + 0.587 G + 0.114 B`` (as PIL's
+   ``convert("L")`` and the VAE). Transparency: the image is composited onto white if its
+   visible strokes are dark (mean luma under 0.5, weighted by alpha), else onto black, so the
+   strokes survive either way. 16-bit PIL images are scaled by 65535.
+3. Polarity. MNIST and Fashion-MNIST are light on dark. If the mean of the image's border
+   (the outer ``max(1, min(H, W) // 14)`` pixels) exceeds 0.5, the image is inverted.
+4. Size. A non-square image is padded to a square with its (post-inversion) border value,
+   keeping the aspect ratio; then it is resized to 28x28 (bilinear with antialiasing).
+
+No cropping or centring by mass (the MNIST preprocessing) is done: centre the drawing yourself
+for the best results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import shutil
+import sys
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import __version__
+from .hjmap import CheckpointError, HJMap, _version_tuple
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
+
+INDEX_FILE = "hjtranslate_pipeline.json"
+CLASS_NAME = "TranslationPipeline"
+IMAGE_SIZE = 28
+LUMA = (0.299, 0.587, 0.114)
+VAE_STATS_FILE = "latent_stats.json"
+#: files that unpickle on load: never copied into a pipeline folder
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+#: what ``from_pretrained`` downloads from a Hub repo (the same patterns online and offline)
+HUB_PATTERNS = ["*.json", "*.safetensors", "*.md"]
+#: dataset names on the Hub, for the model card's ``datasets`` metadata
+HUB_DATASETS = {"mnist": "mnist", "fashion-mnist": "zalando-datasets/fashion_mnist"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
+                  ".pgm", ".pbm", ".pnm"}
+
+
+def default_model_path() -> Path:
+    """The pipeline shipped with the repository: ``<repo>/models/digits-to-fashion``."""
+    import hjtranslate
+
+    return Path(hjtranslate.__file__).resolve().parents[1] / "models" / "digits-to-fashion"
+
+
+@dataclass
+class TranslationOutput:
+    """What ``TranslationPipeline.__call__`` returns, one entry per input image.
+
+    ``images``: translations, 28x28 grey PIL images. ``frames``: with ``morph_steps=N``, N
+    decoded frames per image from the input (t=0) to the translation (t=t_f). ``source_classes``
+    / ``target_classes``: the class of each input and of its translation (identical: class k goes
+    to class k). ``confidences``: the probability that the target-side judge gives the target
+    class on each translation (``None`` without that judge). ``detection_confidences``: the
+    source-side judge's probability of each detected class (``None`` when classes were given).
+    ``notes``: per image, the conversions applied to it (see the module docstring).
+    ``latents``: the translations' latents ``(n, latent_dim)``, on the pipeline's device.
+    """
+
+    images: list[PILImage]
+    source_classes: list[int]
+    target_classes: list[int]
+    confidences: list[float] | None = None
+    frames: list[list[PILImage]] | None = None
+    detection_confidences: list[float] | None = None
+    notes: list[list[str]] = field(default_factory=list)
+    latents: torch.Tensor | None = None
+
+
+# -- input conversion ---------------------------------------------------------------------------
+def _to_float01(a: np.ndarray, what: str) -> np.ndarray:
+    if a.dtype == np.bool_:
+        return a.astype(np.float32)
+    if np.issubdtype(a.dtype, np.integer):
+        if a.size and (a.min() < 0 or a.max() > 255):
+            raise ValueError(
+                f"{what}: integer pixel values must lie in 0..255, got {a.min()}..{a.max()}."
+            )
+        return a.astype(np.float32) / 255.0
+    if np.issubdtype(a.dtype, np.floating):
+        a = a.astype(np.float32)
+        if not np.isfinite(a).all():
+            raise ValueError(f"{what} contains NaN or Inf values.")
+        if a.size and (a.min() < -1e-3 or a.max() > 1 + 1e-3):
+            raise ValueError(
+                f"{what}: float pixel values must lie in [0, 1], got {a.min():.3g}..{a.max():.3g}"
+                " (divide 0..255 values by 255, or pass uint8)."
+            )
+        return np.clip(a, 0.0, 1.0)
+    raise ValueError(f"{what}: unsupported pixel type {a.dtype}.")
+
+
+def _grey_from_channels(a: np.ndarray, notes: list[str]) -> np.ndarray:
+    """``(H, W, C)`` float in [0, 1] with C in 1..4 -> ``(H, W)`` grey."""
+    c = a.shape[2]
+    if c == 1:
+        return a[..., 0]
+    colour, alpha = (a[..., :3], a[..., 3]) if c == 4 else (a[..., :1], a[..., 1]) if c == 2 else (a, None)
+    if colour.shape[2] == 3:
+        grey = colour @ np.asarray(LUMA, dtype=np.float32)
+        notes.append("converted colour to grey (BT.601 luma)")
+    else:
+        grey = colour[..., 0]
+    if alpha is not None and alpha.size and alpha.min() < 1.0:
+        weight = float(alpha.sum())
+        strokes = float((grey * alpha).sum() / weight) if weight > 0 else 0.0
+        background = 1.0 if strokes < 0.5 else 0.0
+        grey = alpha * grey + (1.0 - alpha) * background
+        notes.append(
+            f"composited transparency onto {'white' if background else 'black'} "
+            f"({'dark' if background else 'light'} strokes)"
+        )
+    return grey
+
+
+def _pil_to_array(img: Any, notes: list[str]) -> np.ndarray:
+    """A PIL image -> ``(H, W)`` or ``(H, W, C)`` float in [0, 1]."""
+    mode = img.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
+        notes.append(f"scaled 16-bit image (mode {mode}) by 1/65535")
+        return np.asarray(img, dtype=np.float32) / 65535.0
+    if mode in ("I", "F"):
+        a = np.asarray(img, dtype=np.float32)
+        peak = 1.0 if a.size and a.max() <= 1.0 else 255.0 if a.max() <= 255 else 65535.0
+        notes.append(f"scaled mode-{mode} image by 1/{peak:g}")
+        return np.clip(a / peak, 0.0, 1.0)
+    has_alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
+        mode == "P" and "transparency" in img.info
+    )
+    if has_alpha:
+        img = img.convert("LA" if mode in ("LA", "La") else "RGBA")
+    elif mode not in ("L", "RGB"):
+        img = img.convert("RGB" if mode not in ("1",) else "L")
+    return np.asarray(img).astype(np.float32) / 255.0
+
+
+def _open_image(path: str | Path):
+    from PIL import Image, UnidentifiedImageError
+
+    p = Path(path)
+    errors = (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError)
+    if not p.is_file():
+        raise FileNotFoundError(f"No such image file: {p}")
+    try:
+        with Image.open(p) as img:
+            img.load()
+            return img.copy()
+    except errors as exc:
+        raise ValueError(f"{p} is not a readable image ({type(exc).__name__}: {exc}).") from None
+
+
+def _as_array(item: Any, notes: list[str], single: bool, what: str) -> list[np.ndarray]:
+    """One input (or a batch when ``single`` is False) -> list of ``(H, W[, C])`` float arrays."""
+    from PIL import Image
+
+    if isinstance(item, (str, Path)):
+        item = _open_image(item)
+    if isinstance(item, Image.Image):
+        return [_pil_to_array(item, notes)]
+    if torch.is_tensor(item):
+        t = item.detach().cpu()
+        if t.dim() == 2:
+            return [_to_float01(t.numpy(), what)]
+        if t.dim() == 3 and single:  # (C, H, W)
+            if t.shape[0] not in (1, 2, 3, 4):
+                raise ValueError(f"{what}: a tensor image must be (C, H, W) with C <= 4, got "
+                                 f"{tuple(t.shape)}.")
+            return [_to_float01(t.permute(1, 2, 0).numpy(), what)]
+        if t.dim() == 3:  # (N, H, W)
+            a = _to_float01(t.numpy(), what)
+            return list(a)
+        if t.dim() == 4 and not single:  # (N, C, H, W)
+            if t.shape[1] not in (1, 2, 3, 4):
+                raise ValueError(f"{what}: tensors must be (N, C, H, W) with C in 1..4, got "
+                                 f"{tuple(t.shape)}.")
+            a = _to_float01(t.permute(0, 2, 3, 1).numpy(), what)
+            return list(a)
+        raise ValueError(
+            f"{what}: cannot read a tensor of shape {tuple(t.shape)} as images; use (H, W), "
+            "(N, H, W) or (N, C, H, W)" + ("" if not single else " or, in a list, (C, H, W)") + "."
+        )
+    if isinstance(item, np.ndarray):
+        a = item
+        if a.ndim == 2:
+            return [_to_float01(a, what)]
+        if a.ndim == 3 and a.shape[2] in (1, 2, 3, 4):  # (H, W, C)
+            return [_to_float01(a, what)]
+        if a.ndim == 3 and not single:  # (N, H, W)
+            return list(_to_float01(a, what))
+        if a.ndim == 4 and not single and a.shape[3] in (1, 2, 3, 4):  # (N, H, W, C)
+            return list(_to_float01(a, what))
+        raise ValueError(
+            f"{what}: cannot read an array of shape {a.shape} as images; use (H, W), (H, W, C), "
+            "(N, H, W) or (N, H, W, C) with C in 1..4."
+        )
+    raise ValueError(
+        f"{what}: expected a PIL image, a file path, a numpy array or a torch tensor, got "
+        f"{type(item).__name__}."
+    )
+
+
+def _normalise(a: np.ndarray, notes: list[str]) -> torch.Tensor:
+    """``(H, W[, C])`` float in [0, 1] -> ``(28, 28)`` light-on-dark grey (rules 2-4)."""
+    if a.ndim == 3:
+        a = _grey_from_channels(a, notes)
+    h, w = a.shape
+    if h < 1 or w < 1:
+        raise ValueError(f"Empty image of size {w}x{h}.")
+    x = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+    b = max(1, min(h, w) // 14)
+    border = torch.cat([x[:b].flatten(), x[-b:].flatten(), x[:, :b].flatten(), x[:, -b:].flatten()])
+    level = float(border.mean())
+    if level > 0.5:
+        x = 1.0 - x
+        level = 1.0 - level
+        notes.append(f"inverted (light background, border mean {1 - level:.2f}; MNIST is light on dark)")
+    if h != w:
+        s = max(h, w)
+        top, left = (s - h) // 2, (s - w) // 2
+        x = F.pad(x[None, None], (left, s - w - left, top, s - h - top), value=level)[0, 0]
+        notes.append(f"padded {w}x{h} to {s}x{s}")
+    if x.shape[0] != IMAGE_SIZE:
+        s = x.shape[0]
+        x = F.interpolate(x[None, None], size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear",
+                          antialias=True, align_corners=False)[0, 0].clamp(0.0, 1.0)
+        notes.append(f"resized {s}x{s} to {IMAGE_SIZE}x{IMAGE_SIZE}")
+    return x
+
+
+def preprocess(images: Any) -> tuple[torch.Tensor, list[list[str]]]:
+    """Any supported input -> ``(n, 1, 28, 28)`` float in [0, 1] and per-image notes."""
+    if isinstance(images, (list, tuple)):
+        items = [(item, True, f"image {i}") for i, item in enumerate(images)]
+    else:
+        items = [(images, False, "images")]
+    out: list[torch.Tensor] = []
+    notes: list[list[str]] = []
+    for item, single, what in items:
+        shared: list[str] = []
+        arrays = _as_array(item, shared, single, what)
+        for a in arrays:
+            own = list(shared)
+            out.append(_normalise(a, own))
+            notes.append(own)
+    if not out:
+        raise ValueError("No images given.")
+    return torch.stack(out)[:, None], notes
+
+
+def to_pil(x: torch.Tensor) -> list:
+    """``(n, 1, 28, 28)`` in [0, 1] -> grey PIL images."""
+    from PIL import Image
+
+    arr = (x.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    return [Image.fromarray(a[0]) for a in arr]  # 2-D uint8: mode "L"
+
+
+# -- loading helpers ----------------------------------------------------------------------------
+def _subpath(root: Path, name: Any, key: str) -> Path:
+    """A part's folder named in the index; refuses names that leave the pipeline folder."""
+    if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts:
+        raise CheckpointError(f"{INDEX_FILE}: {key!r} must be a subfolder name, got {name!r}.")
+    return root / name
+
+
+def _check_vae_folder(folder: Path, what: str) -> None:
+    if not (folder / "config.json").is_file():
+        raise CheckpointError(
+            f"{what}: {folder} holds no config.json; expected a diffusers AutoencoderKL folder."
+        )
+    if not (folder / VAE_STATS_FILE).is_file():
+        raise CheckpointError(
+            f"{what}: {folder} holds no {VAE_STATS_FILE}: the map works in the VAE's "
+            "standardised latents, so the pipeline needs the statistics it was trained with "
+            "(VAEEncoder.fit_latent_stats / save_latent_stats)."
+        )
+
+
+def _hub_snapshot(repo_id: str, revision: str | None, cache_dir: Any, local_files_only: bool,
+                  token: Any) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+    from huggingface_hub.utils import HFValidationError
+
+    try:
+        return Path(snapshot_download(
+            repo_id, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only,
+            token=token, allow_patterns=HUB_PATTERNS,
+        ))
+    except HFValidationError:
+        raise CheckpointError(
+            f"{repo_id!r} is neither a local folder nor a valid Hub repo id."
+        ) from None
+    except RepositoryNotFoundError:
+        raise CheckpointError(
+            f"{repo_id!r} is neither a local folder nor a Hub repository that exists "
+            "(or you lack access to it)."
+        ) from None
+    except RevisionNotFoundError:
+        raise CheckpointError(f"Revision {revision!r} does not exist in {repo_id!r}.") from None
+    except LocalEntryNotFoundError:
+        raise CheckpointError(
+            f"{repo_id!r} is not in the local cache and the Hub cannot be reached (offline "
+            "mode?). Download it once while online, or pass a local folder."
+        ) from None
+    except HfHubHTTPError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"Could not download {repo_id!r}: {first}") from None
+
+
+def _resolve_folder(name_or_path: str | Path, what: str, **hub: Any) -> Path:
+    """A local folder, or a Hub id downloaded into the cache."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    text = str(name_or_path)
+    if path.exists():
+        raise CheckpointError(f"{what}: {text} is a file, not a folder.")
+    if text.count("/") != 1 or text.startswith((".", "/", "~")) or os.path.sep != "/" and os.path.sep in text:
+        raise CheckpointError(f"{what}: no such folder: {text}")
+    return _hub_snapshot(text, **hub)
+
+
+def _copy_part(src: Path, dst: Path) -> None:
+    """Copy a part's folder, following symlinks (Hub cache), skipping pickles and hidden files."""
+
+    def ignore(folder: str, names: list[str]) -> list[str]:
+        return [n for n in names if n.startswith(".") or n.lower().endswith(PICKLE_SUFFIXES)]
+
+    shutil.copytree(src, dst, ignore=ignore)
+
+
+def _flat_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in (metrics or {}).items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flat_metrics(value, name + "/"))
+        elif isinstance(value, (bool, int, float, str)) or value is None:
+            out[name] = value
+    return out
+
+
+class TranslationPipeline:
+    """Translate images between two datasets through a VAE's latent space (see the module
+    docstring). Build one with :meth:`from_components` or :meth:`from_pretrained`."""
+
+    def __init__(
+        self,
+        vae: Any,
+        map: HJMap,
+        judge_source: Any = None,
+        judge_target: Any = None,
+        source_dataset: str = "mnist",
+        target_dataset: str = "fashion-mnist",
+        source_class_names: list[str] | None = None,
+        target_class_names: list[str] | None = None,
+        sources: dict[str, Path | None] | None = None,
+    ) -> None:
+        from .judges import CLASSES
+
+        if not isinstance(map, HJMap):
+            raise TypeError(f"map must be an HJMap, got {type(map).__name__}.")
+        if map.dim != vae.latent_dim:
+            raise CheckpointError(
+                f"The map works in dimension {map.dim} but the VAE's latent has {vae.latent_dim} "
+                f"dimensions {tuple(vae.latent_shape)}: they do not belong together (train the "
+                "map on this VAE's latents)."
+            )
+        self.vae, self.map = vae, map.eval()
+        self.judge_source, self.judge_target = judge_source, judge_target
+        self.source_dataset, self.target_dataset = str(source_dataset), str(target_dataset)
+
+        def names(given: Any, from_map: Any, dataset: str, judge: Any) -> list[str] | None:
+            for cand in (given, from_map, CLASSES.get(dataset), getattr(judge, "classes", None)):
+                if cand:
+                    return [str(c) for c in cand]
+            return None
+
+        self.source_class_names = names(source_class_names, map.class_names, self.source_dataset,
+                                        judge_source)
+        self.target_class_names = names(target_class_names, map.target_class_names,
+                                        self.target_dataset, judge_target)
+        k = self.num_classes
+        for side, lst in (("source", self.source_class_names), ("target", self.target_class_names)):
+            if k is not None and lst is not None and len(lst) < k:
+                raise ValueError(f"{side}_class_names has {len(lst)} names for {k} classes.")
+        #: folders the parts were loaded from (copied by save_pretrained to keep their cards)
+        self._sources = dict(sources or {})
+
+    # -- properties ------------------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int | None:
+        """K: class labels are 0..K-1 (the map's classes, else the class names' count)."""
+        if self.map.num_classes:
+            return int(self.map.num_classes)
+        for lst in (getattr(self, "source_class_names", None),
+                    getattr(self, "target_class_names", None)):
+            if lst:
+                return len(lst)
+        return None
+
+    @property
+    def device(self) -> torch.device:
+        return self.map.shift.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.map.shift.dtype
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.source_dataset} -> {self.target_dataset}, "
+            f"latent_dim={self.map.dim}, classes={self.num_classes}, "
+            f"conditional={self.map.conditional}, judges=("
+            f"{'source' if self.judge_source is not None else '-'}, "
+            f"{'target' if self.judge_target is not None else '-'}), device={self.device})"
+        )
+
+    # -- construction ----------------------------------------------------------------------------
+    @classmethod
+    def from_components(
+        cls,
+        vae: str | Path,
+        map: HJMap | str | Path,
+        judge_source: str | Path | None = None,
+        judge_target: str | Path | None = None,
+        source_dataset: str = "mnist",
+        target_dataset: str = "fashion-mnist",
+        source_class_names: list[str] | None = None,
+        target_class_names: list[str] | None = None,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> TranslationPipeline:
+        """Bundle parts: ``vae`` an AutoencoderKL folder (or Hub id) with ``latent_stats.json``;
+        ``map`` an :class:`HJMap` or its folder / Hub id; judges a judge folder, a shipped
+        judge's name (``"mnist"``, ``"fashion-mnist"``), a ``Judge`` or ``None``."""
+        from hjtranslate_plugins.vae import VAEEncoder
+
+        from .judges import CLASSES, Judge, load_judge, models_dir
+
+        vae_dir = _resolve_folder(vae, "vae", revision=None, cache_dir=None,
+                                  local_files_only=False, token=None)
+        _check_vae_folder(vae_dir, "vae")
+        encoder = VAEEncoder(str(vae_dir), device=device)
+        map_dir: Path | None = None
+        if not isinstance(map, HJMap):
+            map_dir = Path(map) if Path(map).is_dir() else None
+            map = HJMap.from_pretrained(map, map_location=str(device))
+        map = map.to(device=device, dtype=dtype).eval()
+
+        sources: dict[str, Path | None] = {"vae": vae_dir}
+        judges: dict[str, Any] = {}
+        for key, judge in (("judge_source", judge_source), ("judge_target", judge_target)):
+            if judge is None or isinstance(judge, Judge):
+                judges[key], sources[key] = judge, None
+                if judge is not None:
+                    judges[key] = judge.to(device).eval()
+                continue
+            folder = models_dir() / f"judge-{judge}" if str(judge) in CLASSES else Path(judge)
+            judges[key], sources[key] = load_judge(folder, device=device), folder
+        sources["map"] = map_dir
+        return cls(encoder, map, judges["judge_source"], judges["judge_target"], source_dataset,
+                   target_dataset, source_class_names, target_class_names, sources=sources)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        folder_or_hub_id: str | Path,
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> TranslationPipeline:
+        """Load a saved pipeline from a folder or a Hub repo id (``revision``, ``cache_dir``,
+        ``local_files_only``, ``token`` and ``HF_HUB_OFFLINE=1`` work as in huggingface_hub).
+        ``dtype`` is the map's; the VAE and judges compute in float32 (as ``VAEEncoder`` and
+        the judges require)."""
+        from hjtranslate_plugins.vae import VAEEncoder
+
+        from .judges import load_judge
+
+        root = _resolve_folder(folder_or_hub_id, "pipeline", revision=revision,
+                               cache_dir=cache_dir, local_files_only=local_files_only, token=token)
+        index_file = root / INDEX_FILE
+        if not index_file.is_file():
+            hint = (" It looks like a bare HJMap folder: load it with HJMap.from_pretrained."
+                    if (root / "config.json").is_file() else "")
+            raise CheckpointError(
+                f"{folder_or_hub_id} has no {INDEX_FILE}: not a saved TranslationPipeline.{hint}"
+            )
+        try:
+            index = json.loads(index_file.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"{index_file} is not readable JSON: {exc}") from None
+        if not isinstance(index, dict) or index.get("_class_name") != CLASS_NAME:
+            raise CheckpointError(
+                f"{index_file} does not describe a {CLASS_NAME} (_class_name is "
+                f"{index.get('_class_name') if isinstance(index, dict) else None!r})."
+            )
+        saved = str(index.get("_hjtranslate_version", "0"))
+        if _version_tuple(saved) > _version_tuple(__version__):
+            raise CheckpointError(
+                f"This pipeline was written by hjtranslate {saved}, newer than the installed "
+                f"{__version__}. Upgrade with: pip install -U 'hjtranslate>={saved}'."
+            )
+        parts: dict[str, Path | None] = {}
+        for key in ("vae", "map", "judge_source", "judge_target"):
+            name = index.get(key)
+            if name is None:
+                if key in ("vae", "map"):
+                    raise CheckpointError(f"{index_file} names no {key!r} subfolder.")
+                parts[key] = None
+                continue
+            folder = _subpath(root, name, key)
+            if not folder.is_dir():
+                raise CheckpointError(
+                    f"The {key} subfolder {name!r} named in {INDEX_FILE} is missing from "
+                    f"{folder_or_hub_id}."
+                )
+            parts[key] = folder
+        assert parts["vae"] is not None and parts["map"] is not None
+        _check_vae_folder(parts["vae"], "vae")
+        encoder = VAEEncoder(str(parts["vae"]), device=device)
+        hjmap = HJMap.from_pretrained(parts["map"], map_location=str(device))
+        hjmap = hjmap.to(device=device, dtype=dtype).eval()
+        judges: dict[str, Any] = {}
+        for key in ("judge_source", "judge_target"):
+            folder = parts[key]
+            if folder is None:
+                judges[key] = None
+                continue
+            try:
+                judges[key] = load_judge(folder, device=device)
+            except (FileNotFoundError, ValueError) as exc:
+                raise CheckpointError(f"The {key} subfolder cannot be loaded: {exc}") from None
+        return cls(
+            encoder, hjmap, judges["judge_source"], judges["judge_target"],
+            index.get("source_dataset", "mnist"), index.get("target_dataset", "fashion-mnist"),
+            index.get("source_class_names"), index.get("target_class_names"), sources=parts,
+        )
+
+    # -- saving and publishing ------------------------------------------------------------------
+    def index(self) -> dict[str, Any]:
+        """The content of ``hjtranslate_pipeline.json``."""
+        return {
+            "_class_name": CLASS_NAME,
+            "_hjtranslate_version": __version__,
+            "vae": "vae",
+            "map": "map",
+            "judge_source": "judge_source" if self.judge_source is not None else None,
+            "judge_target": "judge_target" if self.judge_target is not None else None,
+            "source_dataset": self.source_dataset,
+            "target_dataset": self.target_dataset,
+            "source_class_names": self.source_class_names,
+            "target_class_names": self.target_class_names,
+        }
+
+    def save_pretrained(self, folder: str | Path, repo_id: str | None = None) -> Path:
+        """Write the pipeline folder atomically: everything goes into a temporary sibling folder,
+        which then replaces ``folder`` by two renames (a failure leaves ``folder`` as it was).
+        ``repo_id`` only changes the model card's usage snippet."""
+        folder = Path(folder).expanduser()
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        if folder.exists() and not folder.is_dir():
+            raise NotADirectoryError(f"{folder} exists and is not a folder.")
+        tmp = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
+        try:
+            tmp.mkdir()
+            self._write_parts(tmp, repo_id or folder.name)
+            old = None
+            if folder.exists():
+                old = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
+                folder.rename(old)
+            tmp.rename(folder)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return folder
+
+    def _write_parts(self, out: Path, name: str) -> None:
+        vae_src = self._sources.get("vae")
+        if vae_src is not None and Path(vae_src).is_dir():
+            _copy_part(Path(vae_src), out / "vae")
+        else:
+            self.vae.vae.save_pretrained(str(out / "vae"))
+            self.vae.save_latent_stats(out / "vae")
+        hjmap = self.map
+        if hjmap.shift.dtype != torch.float32 or hjmap.shift.device.type != "cpu":
+            hjmap = copy.deepcopy(hjmap).to("cpu", torch.float32)
+        hjmap.save_pretrained(out / "map")
+        for key in ("judge_source", "judge_target"):
+            judge = getattr(self, key)
+            if judge is None:
+                continue
+            src = self._sources.get(key)
+            if src is not None and Path(src).is_dir():
+                _copy_part(Path(src), out / key)
+            else:
+                judge.save_pretrained(out / key)
+        text = json.dumps(self.index(), indent=2, sort_keys=True) + "\n"
+        (out / INDEX_FILE).write_text(text)
+        self._write_model_card(out, name)
+
+    def _write_model_card(self, out: Path, name: str) -> Path:
+        from huggingface_hub import ModelCard, ModelCardData
+
+        metrics = _flat_metrics(self.map.metrics)
+        numeric = sorted(k for k, v in metrics.items()
+                         if isinstance(v, (int, float)) and not isinstance(v, bool))
+        datasets = [HUB_DATASETS.get(d, d) for d in (self.source_dataset, self.target_dataset)]
+        data = ModelCardData(
+            library_name="hjtranslate",
+            license="apache-2.0",
+            pipeline_tag="image-to-image",
+            tags=["optimal-transport", "hamilton-jacobi", "image-to-image", "hjtranslate",
+                  self.source_dataset, self.target_dataset],
+            datasets=list(dict.fromkeys(datasets)),
+            metrics=numeric or None,
+        )
+        pairs = []
+        if self.source_class_names and self.target_class_names:
+            pairs = [f"| {k} | {s} | {t} |" for k, (s, t) in
+                     enumerate(zip(self.source_class_names, self.target_class_names, strict=False))]
+        lines = [
+            "---", data.to_yaml(), "---", "",
+            f"# {self.source_dataset} -> {self.target_dataset} translation pipeline", "",
+            "A [hjtranslate](https://github.com/hjtranslate/hjtranslate) pipeline: a VAE "
+            f"(`vae/`), a Hamilton-Jacobi optimal transport map in its {self.map.dim}-dimensional "
+            "latent space (`map/`)"
+            + (" and judge classifiers (`judge_source/`, `judge_target/`)"
+               if self.judge_source is not None or self.judge_target is not None else "")
+            + f". Class k of {self.source_dataset} is translated to class k of "
+            f"{self.target_dataset}, and back.", "",
+            "```python",
+            "from hjtranslate.pipeline import TranslationPipeline",
+            f"pipe = TranslationPipeline.from_pretrained({name!r})",
+            "out = pipe(images, classes=None)  # classes detected by the judge when None",
+            "out.images[0].save('translated.png')",
+            "back = pipe(out.images, classes=out.target_classes, direction='backward')",
+            "```", "",
+            "Command line: `hjtranslate translate --model " + name + " --input IMG_OR_FOLDER "
+            "--out DIR [--morph-steps 8]`.", "",
+            f"- map: cost {self.map.cost_name}, head {self.map.head_name} "
+            f"({'class-conditional' if self.map.conditional else 'shared'}), t_f {self.map.t_f}",
+        ]
+        if pairs:
+            lines += ["", "## Classes", "", f"| k | {self.source_dataset} | {self.target_dataset} |",
+                      "|---|---|---|", *pairs]
+        if metrics:
+            lines += ["", "## Metrics", "", "| metric | value |", "|---|---|"]
+            for key in sorted(metrics):
+                value = metrics[key]
+                lines.append(f"| {key} | {f'{value:.6g}' if isinstance(value, float) else value} |")
+        text = "\n".join(lines) + "\n"
+        ModelCard(text)  # validates the YAML header
+        path = out / "README.md"
+        path.write_text(text)
+        return path
+
+    def push_to_hub(self, repo_id: str, private: bool = False, revision: str | None = None,
+                    commit_message: str | None = None):
+        """Save into a temporary folder and upload it as one commit (creating the repo, and the
+        branch ``revision``, if needed). Returns the ``CommitInfo`` (a str: the commit URL)."""
+        import tempfile
+
+        from .hub import push_folder
+
+        with tempfile.TemporaryDirectory(prefix="hjt-pipeline-") as tmp:
+            folder = self.save_pretrained(Path(tmp) / "pipeline", repo_id=repo_id)
+            return push_folder(
+                folder, repo_id, private=private, revision=revision,
+                commit_message=commit_message or "Upload hjtranslate TranslationPipeline",
+            )
+
+    # -- use ---------------------------------------------------------------------------------
+    @staticmethod
+    def preprocess(images: Any) -> tuple[torch.Tensor, list[list[str]]]:
+        """Images of any supported kind -> ``(n, 1, 28, 28)`` in [0, 1] and per-image notes."""
+        return preprocess(images)
+
+    def _judge(self, side: str):
+        if side not in ("source", "target"):
+            raise ValueError(f"side must be 'source' or 'target', got {side!r}.")
+        return self.judge_source if side == "source" else self.judge_target
+
+    @torch.no_grad()
+    def _probabilities(self, judge: Any, x: torch.Tensor) -> torch.Tensor:
+        return judge.logits(x).float().softmax(-1).cpu()
+
+    def classify(self, images: Any, side: str = "source") -> tuple[list[int], list[float]]:
+        """Labels and confidences (softmax probabilities) of the ``side`` judge
+        (``"source"``: ``judge_source``, ``"target"``: ``judge_target``)."""
+        judge = self._judge(side)
+        if judge is None:
+            raise ValueError(f"This pipeline bundles no {side}-side judge (judge_{side}).")
+        conf, labels = self._probabilities(judge, preprocess(images)[0]).max(-1)
+        return labels.tolist(), conf.tolist()
+
+    def _classes(self, classes: Any, n: int) -> list[int]:
+        if isinstance(classes, torch.Tensor):
+            classes = classes.reshape(-1).tolist()
+        elif isinstance(classes, np.ndarray):
+            classes = classes.reshape(-1).tolist()
+        if isinstance(classes, (int, np.integer)) and not isinstance(classes, bool):
+            classes = [int(classes)] * n
+        if not isinstance(classes, (list, tuple)):
+            raise ValueError(f"classes must be an int or a list of {n} ints, got {classes!r}.")
+        if len(classes) != n:
+            raise ValueError(f"Got {len(classes)} classes for {n} images.")
+        out = []
+        for c in classes:
+            if isinstance(c, bool) or not isinstance(c, (int, np.integer)) and not (
+                isinstance(c, float) and c.is_integer()
+            ):
+                raise ValueError(f"Classes must be integers, got {c!r}.")
+            out.append(int(c))
+        k = self.num_classes
+        bad = [c for c in out if c < 0 or (k is not None and c >= k)]
+        if bad:
+            span = f"0..{k - 1}" if k is not None else ">= 0"
+            raise ValueError(f"Class {bad[0]} is out of range: classes must lie in {span}.")
+        return out
+
+    def __call__(
+        self,
+        images: Any,
+        classes: int | Sequence[int] | None = None,
+        direction: str = "forward",
+        morph_steps: int = 0,
+        batch_size: int = 256,
+    ) -> TranslationOutput:
+        """Translate ``images`` (source -> target with ``direction="forward"``, target -> source
+        with ``"backward"``). ``classes``: an int for all images, one per image, or ``None`` to
+        let the input side's judge detect them. ``morph_steps=N`` (0, or >= 2) also returns N
+        frames per image from the input (t=0) to the translation (t=t_f)."""
+        if direction not in ("forward", "backward"):
+            raise ValueError(f"direction must be 'forward' or 'backward', got {direction!r}.")
+        if isinstance(morph_steps, bool) or not isinstance(morph_steps, int) or morph_steps < 0 \
+                or morph_steps == 1:
+            raise ValueError(f"morph_steps must be 0 (no frames) or an int >= 2, got {morph_steps!r}.")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+        x, notes = preprocess(images)
+        n = x.shape[0]
+        in_side, out_side = ("source", "target") if direction == "forward" else ("target", "source")
+        detection = None
+        if classes is None:
+            judge = self._judge(in_side)
+            if judge is None:
+                raise ValueError(
+                    f"classes=None, but this pipeline bundles no {in_side}-side judge "
+                    f"(judge_{in_side}) to detect them: pass classes= (an int, or one per image)."
+                )
+            else:
+                conf, lab = self._probabilities(judge, x).max(-1)
+                labels, detection = lab.tolist(), conf.tolist()
+                k = self.num_classes
+                if k is not None and max(labels) >= k:
+                    raise ValueError(
+                        f"The {in_side}-side judge predicted class {max(labels)}, outside the "
+                        f"map's 0..{k - 1}: pass classes= explicitly."
+                    )
+        else:
+            labels = self._classes(classes, n)
+
+        step = self.map.forward if direction == "forward" else self.map.backward
+        outs, frames_latents = [], []
+        ts = None
+        if morph_steps:
+            ts = torch.linspace(0.0, self.map.t_f, morph_steps, dtype=self.dtype, device=self.device)
+        for i in range(0, n, batch_size):
+            xb = x[i: i + batch_size]
+            kb = torch.tensor(labels[i: i + batch_size], device=self.device)
+            z = self.vae.encode(xb).to(self.device, self.dtype)
+            y = step(z, kb)
+            outs.append(y.detach())
+            if ts is not None:
+                if direction == "forward":  # x(t) = x + t grad H(grad u(x, 0))
+                    path = self.map.interpolate(z, ts, kb)
+                else:  # the characteristic through y, a straight line from y back to T^-1(y)
+                    s = (ts / self.map.t_f)[:, None, None]
+                    path = z[None] + s * (y.detach() - z)[None]
+                frames_latents.append(path.detach())
+        latents = torch.cat(outs)
+        decoded = torch.cat([self.vae.decode(latents[i: i + batch_size])
+                             for i in range(0, n, batch_size)]).cpu()
+        frames = None
+        if frames_latents:
+            path = torch.cat(frames_latents, dim=1)  # (T, n, d)
+            flat = path.reshape(-1, path.shape[-1])
+            dec = torch.cat([self.vae.decode(flat[i: i + batch_size])
+                             for i in range(0, len(flat), batch_size)]).cpu()
+            dec = dec.reshape(morph_steps, n, 1, IMAGE_SIZE, IMAGE_SIZE)
+            frames = [to_pil(dec[:, j]) for j in range(n)]
+        confidences = None
+        out_judge = self._judge(out_side)
+        if out_judge is not None:
+            probs = self._probabilities(out_judge, decoded)
+            k_idx = torch.tensor(labels).clamp_max(probs.shape[1] - 1)
+            confidences = probs[torch.arange(n), k_idx].tolist()
+        return TranslationOutput(
+            images=to_pil(decoded), source_classes=list(labels), target_classes=list(labels),
+            confidences=confidences, frames=frames, detection_confidences=detection, notes=notes,
+            latents=latents,
+        )
+
+
+# -- the `hjtranslate translate` command -------------------------------------------------------
+def _collect_inputs(path: Path) -> tuple[list[tuple[Path, Any]], list[dict[str, str]]]:
+    """Images of a file or a folder (not recursive, sorted by name), and the skipped files."""
+    if not path.exists():
+        raise FileNotFoundError(f"--input {path}: no such file or folder.")
+    if path.is_file():
+        return [(path, _open_image(path))], []
+    files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    images, skipped = [], []
+    for p in files:
+        try:
+            images.append((p, _open_image(p)))
+        except ValueError as exc:
+            skipped.append({"input": str(p), "reason": str(exc)})
+    if not images:
+        detail = f" ({len(skipped)} files skipped: not images)" if skipped else ""
+        raise ValueError(f"--input {path}: the folder holds no images{detail}.")
+    return images, skipped
+
+
+def _strip(frames: list) -> Any:
+    from PIL import Image
+
+    strip = Image.new("L", (IMAGE_SIZE * len(frames), IMAGE_SIZE))
+    for i, frame in enumerate(frames):
+        strip.paste(frame, (IMAGE_SIZE * i, 0))
+    return strip
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    """``hjtranslate translate --model ID_OR_FOLDER --input IMG_OR_FOLDER [--class K]
+    [--direction forward|backward] [--morph-steps N] --out DIR``."""
+    model = args.model
+    if model is None:
+        model = default_model_path()
+        if not (model / INDEX_FILE).is_file():
+            raise FileNotFoundError(
+                f"The shipped pipeline {model} is missing: train it (digits-to-fashion) or pass "
+                "--model a pipeline folder or Hub id."
+            )
+    inputs, skipped = _collect_inputs(Path(args.input).expanduser())
+    out_dir = Path(args.out).expanduser()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"--out {out_dir} exists and is not a folder.")
+    pipe = TranslationPipeline.from_pretrained(model)
+    morph_steps = int(getattr(args, "morph_steps", 0) or 0)
+    result = pipe([img for _, img in inputs], classes=args.klass, direction=args.direction,
+                  morph_steps=morph_steps)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    in_names, out_names = ((pipe.source_class_names, pipe.target_class_names)
+                           if args.direction == "forward"
+                           else (pipe.target_class_names, pipe.source_class_names))
+    used: set[str] = set()
+    items = []
+    for i, (path, _) in enumerate(inputs):
+        stem = path.stem if path.stem not in used else f"{path.stem}_{path.suffix.lstrip('.')}"
+        while stem in used:
+            stem = f"{stem}_{i}"
+        used.add(stem)
+        target = out_dir / f"{stem}_{args.direction}.png"
+        result.images[i].save(target)
+        morph = None
+        if result.frames is not None:
+            morph = out_dir / f"{stem}_{args.direction}_morph.png"
+            _strip(result.frames[i]).save(morph)
+        k_in, k_out = result.source_classes[i], result.target_classes[i]
+        items.append({
+            "input": str(path),
+            "output": str(target),
+            "morph": None if morph is None else str(morph),
+            "input_class": k_in,
+            "input_class_name": in_names[k_in] if in_names and k_in < len(in_names) else None,
+            "output_class": k_out,
+            "output_class_name": out_names[k_out] if out_names and k_out < len(out_names) else None,
+            "class_detected": args.klass is None,
+            "detection_confidence": (None if result.detection_confidences is None
+                                     else result.detection_confidences[i]),
+            "confidence": None if result.confidences is None else result.confidences[i],
+            "notes": result.notes[i],
+        })
+        conf = "" if result.confidences is None else f" (judge {result.confidences[i]:.2f})"
+        print(f"{path.name}: class {k_in} -> {target.name}{conf}")
+    report = {
+        "model": str(model),
+        "direction": args.direction,
+        "source_dataset": pipe.source_dataset,
+        "target_dataset": pipe.target_dataset,
+        "morph_steps": morph_steps,
+        "items": items,
+        "skipped": skipped,
+    }
+    (out_dir / "translations.json").write_text(json.dumps(report, indent=2) + "\n")
+    for s in skipped:
+        print(f"skipped {s['input']}: {s['reason']}", file=sys.stderr)
+    print(f"Wrote {len(items)} translations to {out_dir} (translations.json)")
+    return 0
