@@ -1,0 +1,456 @@
+"""TranslationPipeline: the shipped VAE and judges with small maps trained for a few steps on real
+MNIST / Fashion-MNIST latents; folders, the loopback Hub, offline loading, inputs, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from huggingface_hub import HfApi, ModelCard, constants
+from PIL import Image
+
+from hjtranslate import CheckpointError, HJMap, fit
+from hjtranslate.cli import main
+from hjtranslate.pipeline import INDEX_FILE, TranslationOutput, TranslationPipeline
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = REPO / "models"
+SHARED = REPO.parent / "shared" / "datasets"
+N_TRAIN = 200
+
+pytestmark = pytest.mark.skipif(
+    not all((MODELS / d / "config.json").is_file() for d in ("vae", "judge-mnist", "judge-fashion-mnist")),
+    reason="the shipped models/vae and judges are needed",
+)
+
+
+@pytest.fixture(scope="module")
+def data():
+    """(digits, digit labels, clothes, clothes labels): the first test images, uint8."""
+    from hjtranslate.data import load_dataset
+
+    if not (SHARED / "mnist").is_dir():
+        pytest.skip(f"datasets not found in {SHARED}")
+    xs, ls = load_dataset("mnist", "test", data_dir=SHARED)
+    xt, lt = load_dataset("fashion-mnist", "test", data_dir=SHARED)
+    return xs[:N_TRAIN], ls[:N_TRAIN], xt[:N_TRAIN], lt[:N_TRAIN]
+
+
+@pytest.fixture(scope="module")
+def pipes(data):
+    """Two pipelines on the shipped VAE and judges: a conditional head and a shared potential,
+    each fitted for 20 steps on the VAE latents of 200 digits and 200 clothes."""
+    xs, ls, xt, lt = data
+    base = TranslationPipeline.from_components(
+        MODELS / "vae", HJMap(64, head="conditional", num_classes=10), "mnist", "fashion-mnist"
+    )
+    zs, zt = base.vae.encode(xs), base.vae.encode(xt)
+    out = {}
+    for mode in ("conditional", "shared"):
+        m = fit(zs, zt, labels=(ls, lt), conditional=mode == "conditional", steps=20,
+                batch_size=128, head_kwargs={"width": 64, "depth": 2}, seed=0)
+        m.metrics = {"judge_accuracy": 0.25, "fid": {"forward": 12.5}, "note": "tiny"}
+        out[mode] = TranslationPipeline.from_components(
+            MODELS / "vae", m, MODELS / "judge-mnist", "fashion-mnist"
+        )
+    return out
+
+
+@pytest.fixture(scope="module")
+def saved(pipes, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("saved") / "pipe"
+    pipes["conditional"].save_pretrained(folder)
+    return folder
+
+
+def assert_same_outputs(a: TranslationOutput, b: TranslationOutput) -> None:
+    torch.testing.assert_close(a.latents, b.latents, rtol=0, atol=0)
+    assert [np.asarray(i).tobytes() for i in a.images] == [np.asarray(i).tobytes() for i in b.images]
+    assert a.source_classes == b.source_classes and a.target_classes == b.target_classes
+    assert a.confidences == b.confidences
+
+
+def same_pipelines(a: TranslationPipeline, b: TranslationPipeline, data) -> None:
+    xs, ls, xt, lt = data
+    for images, k, direction in ((xs[:6], ls[:6], "forward"), (xt[:6], lt[:6], "backward")):
+        assert_same_outputs(a(images, k.tolist(), direction), b(images, k.tolist(), direction))
+    assert_same_outputs(a(xs[:4]), b(xs[:4]))  # detected classes
+
+
+# -- folders --------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["conditional", "shared"])
+def test_save_load_round_trip(pipes, data, tmp_path, mode):
+    pipe = pipes[mode]
+    folder = pipe.save_pretrained(tmp_path / "pipe")
+    names = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
+    assert {INDEX_FILE, "README.md", "vae/config.json", "vae/latent_stats.json",
+            "vae/diffusion_pytorch_model.safetensors", "map/config.json", "map/model.safetensors",
+            "judge_source/model.safetensors", "judge_target/config.json"} <= names
+    index = json.loads((folder / INDEX_FILE).read_text())
+    assert index["_class_name"] == "TranslationPipeline" and index["vae"] == "vae"
+    assert index["source_dataset"] == "mnist" and index["target_dataset"] == "fashion-mnist"
+    assert index["target_class_names"][9] == "Ankle boot" and len(index["source_class_names"]) == 10
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.library_name == "hjtranslate" and "hjtranslate" in card.data.tags
+    assert card.data.datasets == ["mnist", "zalando-datasets/fashion_mnist"]
+    assert card.data.metrics == ["fid/forward", "judge_accuracy"]
+    assert "TranslationPipeline.from_pretrained('pipe')" in card.text
+
+    loaded = TranslationPipeline.from_pretrained(folder)
+    assert loaded.map.conditional == (mode == "conditional") and not loaded.map.training
+    same_pipelines(pipe, loaded, data)
+    a, b = pipe(data[0][:3], morph_steps=3), loaded(data[0][:3], morph_steps=3)
+    assert [[np.asarray(f).tobytes() for f in fs] for fs in a.frames] == \
+        [[np.asarray(f).tobytes() for f in fs] for fs in b.frames]
+
+    # saving again over the folder it was loaded from: atomic replace, no temporary leftovers
+    loaded.map.metrics = {"judge_accuracy": 0.5}
+    loaded.save_pretrained(folder)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]
+    again = TranslationPipeline.from_pretrained(folder)
+    assert again.map.metrics == {"judge_accuracy": 0.5}
+    same_pipelines(pipe, again, data)
+
+
+def test_float64_map_and_device_arguments(pipes, data, tmp_path):
+    p64 = TranslationPipeline.from_pretrained(pipes["conditional"].save_pretrained(tmp_path / "p"),
+                                              dtype=torch.float64, device="cpu")
+    assert p64.dtype == torch.float64 and p64.device.type == "cpu"
+    a, b = pipes["conditional"](data[0][:4], data[1][:4].tolist()), p64(data[0][:4], data[1][:4].tolist())
+    assert b.latents.dtype == torch.float64
+    torch.testing.assert_close(b.latents.float(), a.latents, rtol=1e-4, atol=1e-4)
+    p64.save_pretrained(tmp_path / "again")  # weights are written in float32
+    assert TranslationPipeline.from_pretrained(tmp_path / "again").dtype == torch.float32
+
+
+# -- inputs ---------------------------------------------------------------------------------
+def test_input_kinds_give_the_same_translation(pipes, data):
+    pipe = pipes["conditional"]
+    x, k = data[0][:3], data[1][:3].tolist()
+    ref = pipe(x, k)  # uint8 tensor (n, 28, 28)
+    assert len(ref.images) == 3 and all(i.size == (28, 28) and i.mode == "L" for i in ref.images)
+    assert ref.notes == [[], [], []]
+    pil = [Image.fromarray(a.numpy()) for a in x]
+    variants = {
+        "PIL list": pil,
+        "numpy (n, 28, 28)": x.numpy(),
+        "numpy (n, 28, 28, 1)": x.numpy()[..., None],
+        "float tensor (n, 1, 28, 28)": x.float()[:, None] / 255,
+        "list of mixed": [pil[0], x[1].numpy(), x[2].float()[None] / 255],
+    }
+    for name, images in variants.items():
+        out = pipe(images, k)
+        torch.testing.assert_close(out.latents, ref.latents, rtol=0, atol=1e-5, msg=name)
+    one = pipe(pil[0], k[0])  # a single PIL image
+    assert len(one.images) == 1 and one.source_classes == [k[0]]
+    torch.testing.assert_close(one.latents, ref.latents[:1], rtol=0, atol=1e-5)
+
+
+def test_colour_size_and_polarity_conversions(pipes, data):
+    pipe = pipes["conditional"]
+    digit = Image.fromarray(data[0][0].numpy())
+    k = int(data[1][0])
+    ref = pipe(digit, k)
+
+    rgb = Image.merge("RGB", [digit] * 3).resize((64, 64), Image.BILINEAR)
+    out = pipe(rgb)  # class detected on the converted image
+    assert out.notes[0] == ["converted colour to grey (BT.601 luma)", "resized 64x64 to 28x28"]
+    assert out.source_classes == [k] and out.images[0].size == (28, 28)
+
+    light = Image.fromarray(255 - data[0][0].numpy())  # dark ink on white paper
+    out = pipe(light, k)
+    assert len(out.notes[0]) == 1 and out.notes[0][0].startswith("inverted")
+    torch.testing.assert_close(out.latents, ref.latents, rtol=0, atol=1e-4)
+    assert pipe(light).source_classes == [k]
+
+    wide = np.zeros((28, 40), np.uint8)
+    wide[:, 6:34] = data[0][0].numpy()
+    out = pipe(wide, k)
+    assert out.notes[0] == ["padded 40x28 to 40x40", "resized 40x40 to 28x28"]
+
+    rgba = np.zeros((28, 28, 4), np.uint8)
+    rgba[..., 3] = data[0][0].numpy()  # black strokes on a transparent background
+    out = pipe(Image.fromarray(rgba), k)
+    assert out.notes[0][:2] == ["converted colour to grey (BT.601 luma)",
+                                "composited transparency onto white (dark strokes)"]
+    assert len(out.notes[0]) == 3 and out.notes[0][2].startswith("inverted")
+    torch.testing.assert_close(out.latents, ref.latents, rtol=0, atol=1e-4)
+    rgba[..., :3] = 255  # white strokes on a transparent background
+    out = pipe(Image.fromarray(rgba), k)
+    assert out.notes[0][1:] == ["composited transparency onto black (light strokes)"]
+    torch.testing.assert_close(out.latents, ref.latents, rtol=0, atol=1e-4)
+
+
+def test_morph_frames(pipes, data):
+    pipe = pipes["conditional"]
+    for direction, x, k in (("forward", data[0][:2], data[1][:2]), ("backward", data[2][:2], data[3][:2])):
+        out = pipe(x, k.tolist(), direction=direction, morph_steps=5)
+        assert len(out.frames) == 2 and all(len(f) == 5 for f in out.frames)
+        assert all(f.size == (28, 28) and f.mode == "L" for fs in out.frames for f in fs)
+        for j in range(2):  # the last frame is the translation; the first the input's reconstruction
+            assert np.array_equal(np.asarray(out.frames[j][-1]), np.asarray(out.images[j]))
+            recon = pipe.vae.decode(pipe.vae.encode(x[j: j + 1]))[0, 0]
+            first = torch.from_numpy(np.asarray(out.frames[j][0]).astype(np.float32) / 255)
+            assert (first - recon).abs().max() < 0.01
+    assert pipe(data[0][:2], 1).frames is None
+    for bad in (1, -2, 2.5):
+        with pytest.raises(ValueError, match="morph_steps must be 0"):
+            pipe(data[0][:2], 1, morph_steps=bad)
+
+
+def test_class_detection_and_classify(pipes, data):
+    pipe = pipes["shared"]
+    xs, ls, xt, lt = data
+    out = pipe(xs[:10])
+    assert out.source_classes == ls[:10].tolist() == out.target_classes
+    assert len(out.detection_confidences) == 10 and min(out.detection_confidences) > 0.5
+    assert len(out.confidences) == 10 and all(0 <= c <= 1 for c in out.confidences)
+    back = pipe(xt[:10], direction="backward")  # clothes scored by the target-side judge
+    assert sum(a == b for a, b in zip(back.source_classes, lt[:10].tolist(), strict=True)) >= 8
+    labels, conf = pipe.classify(xs[:10], side="source")
+    assert labels == ls[:10].tolist() and len(conf) == 10
+    labels, _ = pipe.classify([Image.fromarray(a.numpy()) for a in xt[:10]], side="target")
+    assert sum(a == b for a, b in zip(labels, lt[:10].tolist(), strict=True)) >= 8
+    given = pipe(xs[:3], classes=5)
+    assert given.source_classes == [5, 5, 5] and given.detection_confidences is None
+
+
+# -- errors -----------------------------------------------------------------------------------
+def test_bad_inputs(pipes, data):
+    pipe = pipes["conditional"]
+    x = data[0][:2]
+    with pytest.raises(ValueError, match=r"Class 12 is out of range: classes must lie in 0\.\.9"):
+        pipe(x, 12)
+    with pytest.raises(ValueError, match="out of range"):
+        pipe(x, [1, -1])
+    with pytest.raises(ValueError, match="Got 3 classes for 2 images"):
+        pipe(x, [1, 2, 3])
+    with pytest.raises(ValueError, match="direction must be"):
+        pipe(x, 1, direction="sideways")
+    with pytest.raises(ValueError, match=r"must lie in \[0, 1\]"):
+        pipe(x.float(), 1)
+    with pytest.raises(ValueError, match="expected a PIL image"):
+        pipe([object()], 1)
+    with pytest.raises(ValueError, match="No images given"):
+        pipe([], 1)
+    with pytest.raises(ValueError, match="cannot read a tensor of shape"):
+        pipe(torch.zeros(1, 1, 1, 28, 28), 1)
+    with pytest.raises(ValueError, match="side must be"):
+        pipe.classify(x, side="left")
+
+
+def test_no_judge_needs_classes(pipes, data, tmp_path):
+    pipe = TranslationPipeline.from_components(MODELS / "vae", pipes["conditional"].map)
+    assert pipe.judge_source is None and pipe.judge_target is None
+    with pytest.raises(ValueError, match="no source-side judge.*pass classes="):
+        pipe(data[0][:2])
+    with pytest.raises(ValueError, match="no target-side judge"):
+        pipe(data[2][:2], direction="backward")
+    with pytest.raises(ValueError, match="bundles no source-side judge"):
+        pipe.classify(data[0][:2])
+    out = pipe(data[0][:2], data[1][:2].tolist())
+    assert out.confidences is None and out.detection_confidences is None
+    folder = pipe.save_pretrained(tmp_path / "nojudge")
+    index = json.loads((folder / INDEX_FILE).read_text())
+    assert index["judge_source"] is None and not (folder / "judge_source").exists()
+    loaded = TranslationPipeline.from_pretrained(folder)
+    assert_same_outputs(out, loaded(data[0][:2], data[1][:2].tolist()))
+
+
+def test_latent_size_mismatch(saved, tmp_path):
+    with pytest.raises(CheckpointError, match="dimension 8 but the VAE's latent has 64"):
+        TranslationPipeline.from_components(MODELS / "vae", HJMap(8))
+    folder = tmp_path / "pipe"
+    import shutil
+
+    shutil.copytree(saved, folder)
+    shutil.rmtree(folder / "map")
+    HJMap(8, head="conditional", num_classes=10).save_pretrained(folder / "map")
+    with pytest.raises(CheckpointError, match="dimension 8 but the VAE's latent has 64"):
+        TranslationPipeline.from_pretrained(folder)
+
+
+def test_broken_folders(saved, tmp_path):
+    import shutil
+
+    def broken(name: str) -> Path:
+        folder = tmp_path / name
+        shutil.copytree(saved, folder)
+        return folder
+
+    def edit_index(folder: Path, **changes) -> None:
+        index = json.loads((folder / INDEX_FILE).read_text())
+        (folder / INDEX_FILE).write_text(json.dumps({**index, **changes}))
+
+    f = broken("no-map")
+    shutil.rmtree(f / "map")
+    with pytest.raises(CheckpointError, match="map subfolder 'map' named in hjtranslate_pipeline"):
+        TranslationPipeline.from_pretrained(f)
+    f = broken("no-judge")
+    shutil.rmtree(f / "judge_target")
+    with pytest.raises(CheckpointError, match="judge_target subfolder 'judge_target'.*is missing"):
+        TranslationPipeline.from_pretrained(f)
+    f = broken("no-stats")
+    (f / "vae" / "latent_stats.json").unlink()
+    with pytest.raises(CheckpointError, match="no latent_stats.json"):
+        TranslationPipeline.from_pretrained(f)
+    f = broken("no-index")
+    (f / INDEX_FILE).unlink()
+    with pytest.raises(CheckpointError, match="has no hjtranslate_pipeline.json"):
+        TranslationPipeline.from_pretrained(f)
+    with pytest.raises(CheckpointError, match="bare HJMap folder"):
+        TranslationPipeline.from_pretrained(saved / "map")
+    f = broken("escape")
+    edit_index(f, map="../elsewhere")
+    with pytest.raises(CheckpointError, match="'map' must be a subfolder name"):
+        TranslationPipeline.from_pretrained(f)
+    f = broken("newer")
+    edit_index(f, _hjtranslate_version="99.0")
+    with pytest.raises(CheckpointError, match="newer than the installed"):
+        TranslationPipeline.from_pretrained(f)
+    f = broken("foreign")
+    edit_index(f, _class_name="StableDiffusionPipeline")
+    with pytest.raises(CheckpointError, match="does not describe a TranslationPipeline"):
+        TranslationPipeline.from_pretrained(f)
+    with pytest.raises(CheckpointError, match="no such folder"):
+        TranslationPipeline.from_pretrained(tmp_path / "nothing" / "here")
+
+
+# -- the Hub --------------------------------------------------------------------------------
+def test_push_to_hub_load_and_offline(pipes, data, hub_server, hf_cache, monkeypatch):
+    pipe = pipes["conditional"]
+    url = pipe.push_to_hub("user/digits-to-fashion")
+    assert url.startswith(f"{hub_server.url}/user/digits-to-fashion/commit/")
+    files = hub_server.files("user/digits-to-fashion")
+    assert {INDEX_FILE, "README.md", "vae/latent_stats.json", "map/model.safetensors",
+            "judge_source/model.safetensors", "judge_target/model.safetensors"} <= set(files)
+    assert b"library_name: hjtranslate" in files["README.md"]
+    assert b"from_pretrained('user/digits-to-fashion')" in files["README.md"]
+    assert len(HfApi().list_repo_commits("user/digits-to-fashion")) == 2  # creation + one upload
+
+    loaded = TranslationPipeline.from_pretrained("user/digits-to-fashion")
+    same_pipelines(pipe, loaded, data)
+
+    n_requests = len(hub_server.requests)
+    assert_same_outputs(pipe(data[0][:4]),
+                        TranslationPipeline.from_pretrained("user/digits-to-fashion",
+                                                            local_files_only=True)(data[0][:4]))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert_same_outputs(pipe(data[0][:4]),
+                        TranslationPipeline.from_pretrained("user/digits-to-fashion")(data[0][:4]))
+    assert len(hub_server.requests) == n_requests  # the Hub was never asked
+    with pytest.raises(CheckpointError, match="not in the local cache"):
+        TranslationPipeline.from_pretrained("user/never-pushed")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+
+    with pytest.raises(CheckpointError, match="neither a local folder nor a Hub repository"):
+        TranslationPipeline.from_pretrained("user/does-not-exist")
+    # a second version on a branch; main keeps the first
+    other = pipes["shared"]
+    other.push_to_hub("user/digits-to-fashion", revision="dev")
+    assert not TranslationPipeline.from_pretrained("user/digits-to-fashion", revision="dev").map.conditional
+    assert TranslationPipeline.from_pretrained("user/digits-to-fashion").map.conditional
+    with pytest.raises(CheckpointError, match="Revision 'nope' does not exist"):
+        TranslationPipeline.from_pretrained("user/digits-to-fashion", revision="nope")
+
+
+def test_hf_hub_offline_env_in_a_fresh_process(pipes, data, hub_server, hf_cache, tmp_path):
+    pipes["shared"].push_to_hub("user/env-off")
+    TranslationPipeline.from_pretrained("user/env-off")  # fills the cache
+    hub_server.refuse = True
+    x = data[0][:3]
+    torch.save({"x": x, "z": pipes["shared"](x).latents}, tmp_path / "io.pt")
+    code = (
+        "import sys, torch\n"
+        "from hjtranslate.pipeline import TranslationPipeline\n"
+        "d = torch.load(sys.argv[1])\n"
+        "p = TranslationPipeline.from_pretrained('user/env-off')\n"
+        "torch.testing.assert_close(p(d['x']).latents, d['z'], rtol=0, atol=0)\n"
+        "print('ok')\n"
+    )
+    n_requests = len(hub_server.requests)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(hf_cache), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "io.pt")], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok" and len(hub_server.requests) == n_requests
+
+
+# -- the command line ----------------------------------------------------------------------
+@pytest.fixture
+def inputs(data, tmp_path):
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(data[0][i].numpy()).save(folder / f"digit{i}.png")
+    return folder
+
+
+def test_cli_translate_folder(saved, data, inputs, tmp_path, capsys):
+    (inputs / "readme.txt").write_text("not an image")
+    out = tmp_path / "out"
+    args = ["translate", "--model", str(saved), "--input", str(inputs), "--out", str(out),
+            "--morph-steps", "4"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "readme.txt" in captured.err and "Traceback" not in captured.err
+    report = json.loads((out / "translations.json").read_text())
+    assert report["direction"] == "forward" and len(report["items"]) == 3
+    assert report["skipped"][0]["input"].endswith("readme.txt")
+    for i, item in enumerate(report["items"]):
+        assert item["input"].endswith(f"digit{i}.png")
+        assert item["input_class"] == int(data[1][i]) == item["output_class"]
+        assert item["class_detected"] and 0 <= item["confidence"] <= 1
+        assert item["output_class_name"] == ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                             "Sandal", "Shirt", "Sneaker", "Bag",
+                                             "Ankle boot"][item["output_class"]]
+        assert Image.open(item["output"]).size == (28, 28)
+        assert Image.open(item["morph"]).size == (28 * 4, 28)
+
+    # one file, a given class, backward
+    assert main(["translate", "--model", str(saved), "--input", str(inputs / "digit0.png"),
+                 "--class", "3", "--direction", "backward", "--out", str(tmp_path / "o2")]) == 0
+    report = json.loads((tmp_path / "o2" / "translations.json").read_text())
+    assert [i["input_class"] for i in report["items"]] == [3]
+    assert report["items"][0]["morph"] is None and not report["items"][0]["class_detected"]
+    assert Path(report["items"][0]["output"]).name == "digit0_backward.png"
+
+
+def test_cli_translate_errors(saved, inputs, tmp_path, capsys, monkeypatch):
+    def fails(*argv: str) -> str:
+        assert main(["translate", "--model", str(saved), *argv, "--out", str(tmp_path / "o")]) == 2
+        return capsys.readouterr().err
+
+    assert "no such file or folder" in fails("--input", str(tmp_path / "missing.png"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "holds no images" in fails("--input", str(empty))
+    assert "out of range" in fails("--input", str(inputs), "--class", "12")
+    (empty / "a.txt").write_text("x")
+    assert "1 files skipped" in fails("--input", str(empty))
+
+    import hjtranslate.pipeline as pipeline_module
+
+    monkeypatch.setattr(pipeline_module, "default_model_path", lambda: tmp_path / "no-model")
+    assert main(["translate", "--input", str(inputs), "--out", str(tmp_path / "o")]) == 2
+    assert "shipped pipeline" in capsys.readouterr().err
+
+
+def test_cli_non_image_file_has_no_traceback(saved, tmp_path):
+    bad = tmp_path / "notes.png"
+    bad.write_text("this is text, not a PNG")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "hjtranslate", "translate", "--model", str(saved), "--input",
+         str(bad), "--out", str(tmp_path / "o")],
+        capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "notes.png is not a readable image" in proc.stderr
