@@ -1,0 +1,57 @@
+"""The digits-to-fashion task end to end on a tiny budget (real data, shipped VAE and judges)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hjtranslate.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "datasets"
+pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason="needs ../shared/datasets")
+
+
+@pytest.fixture(autouse=True)
+def _env(tmp_path, monkeypatch):
+    monkeypatch.setenv("HJT_DATA_DIR", str(DATA))
+    monkeypatch.setenv("HJT_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.mark.parametrize("mode", ["shared", "conditional"])
+def test_tiny_run_writes_map_metrics_and_grids(tmp_path, mode):
+    out = tmp_path / "run"
+    assert main(["train", "digits-to-fashion", "--mode", mode, "--train-per-class", "20",
+                 "--eval-n", "200", "--steps", "5", "--batch-size", "100", "--width", "32",
+                 "--output-dir", str(out), "--no-progress"]) == 0
+    names = {p.name for p in out.iterdir()}
+    assert {"map", "metrics.json", "config.json", "grid_forward.png", "grid_backward.png"} <= names
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("accuracy_forward", "accuracy_backward", "fd_forward", "fd_forward_floor",
+                "cost_ratio_per_class", "duality_gap_max", "round_trip_rel_error"):
+        assert key in metrics
+    assert len(metrics["cost_ratio_per_class"]) == 10
+    from PIL import Image
+
+    grid = Image.open(out / "grid_forward.png")
+    assert grid.size[1] > 10 * 28  # one row per class
+    from hjtranslate import HJMap
+
+    m = HJMap.from_pretrained(out / "map")
+    assert m.dim == 64 and m.conditional == (mode == "conditional") and m.num_classes == 10
+    assert m.encoder_config["name"] == "vae"
+
+
+def test_missing_data_is_a_clear_error_and_leaves_no_complete_looking_folder(tmp_path):
+    out = tmp_path / "run"
+    (tmp_path / "empty").mkdir()
+    env = {**os.environ, "HJT_DATA_DIR": str(tmp_path / "empty"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "hjtranslate", "train", "digits-to-fashion",
+                           "--output-dir", str(out), "--steps", "2"], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "train-images-idx3-ubyte" in proc.stderr
+    assert not (out / "map").exists() and not (out / "metrics.json").exists()
