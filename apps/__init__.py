@@ -1,0 +1,1 @@
+"""hjtranslate's apps, installed as ``hjtranslate_apps``."""
