@@ -76,6 +76,7 @@ def fit(
     sampler: CollocationSampler | None = None,
     n_colloc: int | None = None,
     seed: int = 0,
+    ema_decay: float | None = None,
     output_dir: str | None = None,
     resume: bool = False,
     progress: bool = False,
@@ -147,6 +148,7 @@ def fit(
         TrainConfig(
             steps=steps, time_budget=time_budget, lr=lr, seed=seed, output_dir=output_dir,
             resume=resume, progress=progress, checkpoint_every=max(steps // 4, 1) if output_dir else 0,
+            ema_decay=ema_decay,
         ),
         accelerator=acc,
         after_step=lambda o, logs: o.update_lambda(logs.get("ratio", float("nan"))),

@@ -41,6 +41,7 @@ class TrainConfig:
     resume: bool = False
     log_every: int = 10
     progress: bool = True
+    ema_decay: float | None = None  # Polyak averaging of the weights (e.g. 0.999 for long runs)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -113,6 +114,9 @@ def train(
 
     model, opt = acc.prepare(model, opt)
     inner = acc.unwrap_model(model)
+    ema = WeightAverage(params, config.ema_decay) if config.ema_decay else None
+    if ema is not None:
+        acc.register_for_checkpointing(ema)
 
     out = Path(config.output_dir) if config.output_dir else None
     start_step = 0
@@ -191,6 +195,8 @@ def train(
                 acc.clip_grad_norm_(model.parameters(), config.grad_clip)
             opt.step()
             opt.zero_grad(set_to_none=True)
+        if ema is not None:
+            ema.update()
         if after_step is not None:
             after_step(inner, logs)
         step += 1
@@ -206,6 +212,8 @@ def train(
     bar.close()
     if out is not None and (not config.checkpoint_every or step % config.checkpoint_every):
         checkpoint(step)
+    if ema is not None:
+        ema.copy_to_params()
     model.eval()
     return {
         "ranks_in_sync": _ranks_in_sync(acc, inner),
@@ -215,6 +223,41 @@ def train(
         "history": history,
         "num_processes": acc.num_processes,
     }
+
+
+class WeightAverage:
+    """Exponential moving average of parameters (Polyak averaging, as diffusers' ``EMAModel``).
+    Minibatch MMD gradients are noisy; the average of the last ~1/(1-decay) steps is a markedly
+    more precise map than the last iterate on long runs (on a 60 s 2-D run it was worse: it
+    still averages early iterates). Checkpointed with the run, so resume is exact."""
+
+    def __init__(self, params: list[nn.Parameter], decay: float) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"ema_decay must lie in (0, 1), got {decay}.")
+        self.params = params
+        self.decay = decay
+        self.shadow = [p.detach().clone() for p in params]
+        self.num_updates = 0
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.num_updates += 1
+        d = min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
+        for s, p in zip(self.shadow, self.params, strict=True):
+            s.lerp_(p.detach(), 1 - d)
+
+    @torch.no_grad()
+    def copy_to_params(self) -> None:
+        for s, p in zip(self.shadow, self.params, strict=True):
+            p.copy_(s)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"shadow": [s.clone() for s in self.shadow], "num_updates": self.num_updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for s, v in zip(self.shadow, state["shadow"], strict=True):
+            s.copy_(v)
+        self.num_updates = int(state["num_updates"])
 
 
 def _ranks_in_sync(acc, model: nn.Module) -> bool:

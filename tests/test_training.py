@@ -21,11 +21,12 @@ def _data():
     return torch.randn(300, 2, generator=g), torch.randn(300, 2, generator=g) + 1
 
 
-def test_checkpoints_are_atomic_and_resume_continues(tmp_path):
+@pytest.mark.parametrize("ema_decay", [None, 0.9])
+def test_checkpoints_are_atomic_and_resume_continues(tmp_path, ema_decay):
     import shutil
 
     x, y = _data()
-    m_full = hjt.fit(x, y, steps=30, batch_size=64, output_dir=str(tmp_path))
+    m_full = hjt.fit(x, y, steps=30, batch_size=64, output_dir=str(tmp_path), ema_decay=ema_decay)
     ckpts = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert ckpts == ["step-0000028", "step-0000030"]  # every steps//4, the last two kept
     last = latest_checkpoint(tmp_path)
@@ -35,7 +36,7 @@ def test_checkpoints_are_atomic_and_resume_continues(tmp_path):
     # its temporary folder exists) and resume: the result equals the uninterrupted run.
     os.replace(last, tmp_path / "checkpoints" / "step-0000030.tmp")
     m_res, res = hjt.fit(x, y, steps=30, batch_size=64, output_dir=str(tmp_path), resume=True,
-                         return_history=True)
+                         return_history=True, ema_decay=ema_decay)
     assert res["steps"] == 30 and res["history"][-1]["step"] == 30
     torch.testing.assert_close(m_res.forward(x[:10]), m_full.forward(x[:10]))
     assert not (tmp_path / "checkpoints" / "step-0000030.tmp").exists()
