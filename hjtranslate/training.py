@@ -266,6 +266,7 @@ def _ranks_in_sync(acc, model: nn.Module) -> bool:
         return True
     with torch.no_grad():
         flat = torch.cat([p.detach().double().reshape(-1) for p in model.parameters()])
-        sums = torch.stack([flat.sum(), (flat * flat).sum(), (flat * torch.arange(len(flat), dtype=flat.dtype)).sum()])
+        ramp = torch.arange(len(flat), dtype=flat.dtype)
+        sums = torch.stack([flat.sum(), (flat * flat).sum(), (flat * ramp).sum()])
     gathered = acc.gather(sums[None].to(acc.device)).cpu()
     return bool(torch.allclose(gathered, gathered[:1].expand_as(gathered), rtol=0, atol=0))
