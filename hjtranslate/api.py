@@ -114,7 +114,6 @@ def fit(
         ks = check_labels(labels[0], len(xs), "labels[0] (source)")
         kt = check_labels(labels[1], len(yt), "labels[1] (target)")
         num_classes = int(max(ks.max(), kt.max())) + 1
-        missing = sorted(set(range(num_classes)) - set(ks.tolist()) & set(range(num_classes)))
         missing = sorted(set(ks.tolist()) ^ set(kt.tolist()))
         if missing:
             raise ValueError(f"Classes {missing} appear on only one side; every class needs both.")
@@ -155,8 +154,7 @@ def fit(
         save_fn=lambda o, folder: o.map.save_pretrained(folder),
         parameters=list(hjmap.parameters()),
     )
-    hjmap = acc.unwrap_model(obj).map if accelerator is not None else obj.map
-    hjmap.eval()
+    hjmap.eval()  # trained in place (accelerate wraps, but does not copy, the module)
     return (hjmap, result) if return_history else hjmap
 
 
