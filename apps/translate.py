@@ -1,0 +1,423 @@
+"""The hjtranslate Gradio app: translate a digit into a piece of clothing of the same class (and
+back) with a ``TranslationPipeline``, and watch the morph along the Hamilton-Jacobi
+characteristic.
+
+Start it with ``hjtranslate app [--model FOLDER_OR_HUB_ID] [--host H] [--port P] [--share]``, or
+build it yourself::
+
+    from hjtranslate_apps.translate import LAUNCH_KWARGS, build_demo
+    demo = build_demo("models/digits-to-fashion")  # a folder, a Hub id, a pipeline, or None
+    demo.launch(server_name="127.0.0.1", **LAUNCH_KWARGS)
+
+Endpoints (``gradio_client.Client(url).predict(..., api_name=...)``):
+
+``/translate`` (image file, source class, direction)
+    -> (translation PNG, morph strip PNG, morph GIF, report Markdown)
+``/translate_drawing`` (Sketchpad value, source class, direction) -> the same four outputs
+``/grid`` (direction) -> a gallery of the ten class pairs (test-set examples and translations)
+
+``source class`` is ``"auto"`` (detected by the input side's judge) or ``"0"`` .. ``"9"``;
+``direction`` is ``"forward"`` (digits -> clothes) or ``"backward"`` (clothes -> digits).
+Bad input (a blank image, a file that is not an image, more than 10 MB or 4096 pixels on a
+side) raises ``gr.Error`` with a message for people; other sizes and colour modes are converted
+(``TranslationPipeline.preprocess``) and the conversions are listed in the report.
+
+Output images are written, with unique names, into Gradio's cache folder (cleaned by
+``delete_cache``) rather than handed over as PIL images: Gradio saves PIL outputs at a path
+named by their content hash and writes them in place, so concurrent requests with identical
+outputs could read each other's half-written files.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from hjtranslate.pipeline import INDEX_FILE, TranslationPipeline, default_model_path
+
+EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
+#: display size of the translation (nearest-neighbour upscaling of the 28x28 output)
+DISPLAY_SIZE = 168
+#: size of one frame in the morph strip and of each half of a grid pair
+FRAME_SIZE = 84
+#: frames of the morph, t = 0 .. t_f evenly spaced
+MORPH_STEPS = 8
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+MAX_SIDE = 4096
+#: a preprocessed 28x28 image whose pixel range (0..1) is below this counts as blank
+BLANK_RANGE = 0.1
+CONCURRENCY_LIMIT = 2
+#: keyword arguments for ``demo.launch`` (besides host, port and share)
+LAUNCH_KWARGS: dict[str, Any] = {"max_file_size": "10mb"}
+#: how the app names the datasets: (plural for the direction switch, prefix for one class)
+SIDE_WORDS = {"mnist": ("digits", "digit "), "fashion-mnist": ("clothes", "")}
+EXAMPLE_GLOBS = {"mnist": "digit_{k}.png", "fashion-mnist": "clothes_{k}_*.png"}
+MISSING_MODEL_HELP = (
+    "Produce it with `hjtranslate train digits-to-fashion --export models/digits-to-fashion`, "
+    "or pass a pipeline folder or Hub id (`hjtranslate app --model ...`)."
+)
+NOT_AN_IMAGE = (
+    "This file is not an image the app can read. Upload a PNG, JPEG, GIF, BMP, WebP or TIFF "
+    "picture of a digit or a piece of clothing."
+)
+
+
+def load_pipeline(pipeline_or_path: TranslationPipeline | str | os.PathLike | None = None
+                  ) -> TranslationPipeline:
+    """A pipeline as is, a folder or Hub id loaded, or (``None``) the shipped
+    ``models/digits-to-fashion`` (``FileNotFoundError`` saying how to produce it if missing)."""
+    if isinstance(pipeline_or_path, TranslationPipeline):
+        return pipeline_or_path
+    if pipeline_or_path is None:
+        folder = default_model_path()
+        if not (folder / INDEX_FILE).is_file():
+            raise FileNotFoundError(
+                f"The app's default pipeline {folder} is missing. {MISSING_MODEL_HELP}"
+            )
+        return TranslationPipeline.from_pretrained(folder)
+    return TranslationPipeline.from_pretrained(pipeline_or_path)
+
+
+# -- images ---------------------------------------------------------------------------------
+def _upscale(img: Image.Image, size: int) -> Image.Image:
+    return img.convert("L").resize((size, size), Image.Resampling.NEAREST)
+
+
+def _strip(frames: list[Image.Image], size: int = FRAME_SIZE) -> Image.Image:
+    strip = Image.new("L", (size * len(frames), size))
+    for i, frame in enumerate(frames):
+        strip.paste(_upscale(frame, size), (size * i, 0))
+    return strip
+
+
+def _pair(left: Image.Image, right: Image.Image, size: int = FRAME_SIZE, gap: int = 8) -> Image.Image:
+    pair = Image.new("L", (2 * size + gap, size), color=128)
+    pair.paste(_upscale(left, size), (0, 0))
+    pair.paste(_upscale(right, size), (size + gap, 0))
+    return pair
+
+
+class _Outputs:
+    """Writes one request's output files into a fresh folder of Gradio's cache."""
+
+    def __init__(self, cache_dir: str | os.PathLike) -> None:
+        self.folder = Path(cache_dir) / "hjtranslate" / uuid.uuid4().hex
+        self.folder.mkdir(parents=True)
+
+    def png(self, img: Image.Image, name: str) -> str:
+        path = self.folder / f"{name}.png"
+        img.save(path, format="PNG")
+        return str(path)
+
+    def gif(self, frames: list[Image.Image], name: str, hold_ms: int = 700, step_ms: int = 120) -> str:
+        path = self.folder / f"{name}.gif"
+        big = [_upscale(f, DISPLAY_SIZE) for f in frames]
+        durations = [hold_ms] + [step_ms] * (len(big) - 2) + [hold_ms]
+        big[0].save(path, format="GIF", save_all=True, append_images=big[1:], duration=durations,
+                    loop=0)
+        return str(path)
+
+
+def read_upload(path: str | os.PathLike | None) -> tuple[Image.Image, list[str]]:
+    """An uploaded file -> a PIL image, refusing (``gr.Error``) what is not a readable image of
+    at most 10 MB and 4096 pixels on a side."""
+    if path is None:
+        raise gr.Error("No image yet: upload one, pick an example, or draw in the Draw tab.")
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+    except OSError:
+        raise gr.Error("The uploaded file could not be found on the server: upload it again.") from None
+    if size > MAX_UPLOAD_BYTES:
+        raise gr.Error(f"The file is {size / 2**20:.1f} MB; the limit is "
+                       f"{MAX_UPLOAD_BYTES // 2**20} MB. Upload a smaller image.")
+    notes: list[str] = []
+    try:
+        with Image.open(p) as img:
+            w, h = img.size
+            if max(w, h) > MAX_SIDE:
+                raise gr.Error(f"The image is {w}x{h} pixels; the limit is {MAX_SIDE} pixels on a "
+                               "side. Downscale it first (the app works at 28x28 anyway).")
+            frames = getattr(img, "n_frames", 1)
+            img.load()
+            out = img.copy()
+    except gr.Error:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError,
+            ValueError, EOFError):
+        raise gr.Error(NOT_AN_IMAGE) from None
+    if frames > 1:
+        notes.append(f"used the first of {frames} frames")
+    rotated = ImageOps.exif_transpose(out)
+    if rotated is not None and rotated.size != out.size:
+        notes.append("rotated upright (EXIF orientation)")
+        out = rotated
+    return out, notes
+
+
+def _raw_path_preprocess(component: gr.Image):
+    """Replaces ``gr.Image.preprocess`` (type "filepath") so that the uploaded file reaches the
+    app unopened: Gradio's own preprocessing opens it with PIL and fails with a traceback-like
+    message on a file that is not an image; :func:`read_upload` says what is wrong instead."""
+    original = component.preprocess
+
+    def preprocess(payload: Any) -> Any:
+        if payload is None:
+            return None
+        if getattr(payload, "path", None):
+            return payload.path
+        try:
+            return original(payload)
+        except Exception:
+            raise gr.Error(NOT_AN_IMAGE) from None
+
+    return preprocess
+
+
+def _safe_preprocess(component: gr.components.Component, message: str):
+    original = component.preprocess
+
+    def preprocess(payload: Any) -> Any:
+        try:
+            return original(payload)
+        except gr.Error:
+            raise
+        except Exception:
+            raise gr.Error(message) from None
+
+    return preprocess
+
+
+# -- the app --------------------------------------------------------------------------------
+class Translator:
+    """The app's functions around one pipeline. The queue runs two requests at a time on the
+    same pipeline: inference only reads the modules (grad mode is per thread), so no lock."""
+
+    def __init__(self, pipe: TranslationPipeline) -> None:
+        self.pipe = pipe
+        self.k = pipe.num_classes or 10
+        self.names = {
+            "source": [f"{self._prefix(pipe.source_dataset)}{n}" for n in pipe.source_class_names or
+                       [str(k) for k in range(self.k)]],
+            "target": [f"{self._prefix(pipe.target_dataset)}{n}" for n in pipe.target_class_names or
+                       [str(k) for k in range(self.k)]],
+        }
+        self.plural = {side: SIDE_WORDS.get(ds, (ds, ""))[0] for side, ds in
+                       (("source", pipe.source_dataset), ("target", pipe.target_dataset))}
+        self.cache_dir: str | None = None
+
+    @staticmethod
+    def _prefix(dataset: str) -> str:
+        return SIDE_WORDS.get(dataset, ("", ""))[1]
+
+    # choices shown in the UI
+    def direction_choices(self) -> list[tuple[str, str]]:
+        s, t = self.plural["source"], self.plural["target"]
+        return [(f"{s} → {t}", "forward"), (f"{t} → {s}", "backward")]
+
+    def class_choices(self) -> list[tuple[str, str]]:
+        return [("auto (detect with the judge)", "auto")] + [
+            (f"{k}: {self.names['source'][k]} ↔ {self.names['target'][k]}", str(k))
+            for k in range(self.k)
+        ]
+
+    # argument checks
+    def _direction(self, direction: Any) -> tuple[str, str, str]:
+        if direction not in ("forward", "backward"):
+            raise gr.Error(f"Unknown direction {direction!r}: use 'forward' "
+                           f"({self.direction_choices()[0][0]}) or 'backward'.")
+        sides = ("source", "target") if direction == "forward" else ("target", "source")
+        return direction, *sides
+
+    def _klass(self, klass: Any) -> int | None:
+        if klass is None or str(klass).strip().lower() in ("", "auto"):
+            return None
+        try:
+            k = int(str(klass).split(":")[0].strip())
+        except ValueError:
+            raise gr.Error(f"Unknown class {klass!r}: pick 'auto' or a class 0..{self.k - 1}.") from None
+        if not 0 <= k < self.k:
+            raise gr.Error(f"Class {k} is out of range: pick 'auto' or a class 0..{self.k - 1}.")
+        return k
+
+    def _outputs(self) -> _Outputs:
+        if self.cache_dir is None:
+            from gradio.utils import get_upload_folder
+
+            self.cache_dir = get_upload_folder()
+        return _Outputs(self.cache_dir)
+
+    # the work
+    def translate_image(self, img: Image.Image, klass: Any, direction: Any,
+                        notes: list[str], blank_message: str) -> tuple[str, str, str, str]:
+        direction, in_side, out_side = self._direction(direction)
+        given = self._klass(klass)
+        try:
+            x, conv = self.pipe.preprocess(img)
+        except ValueError as exc:
+            raise gr.Error(f"The image cannot be used: {exc}") from None
+        notes = notes + conv[0]
+        if float(x.max() - x.min()) < BLANK_RANGE:
+            raise gr.Error(blank_message)
+        judge = self.pipe.judge_source if in_side == "source" else self.pipe.judge_target
+        if given is None and judge is None:
+            raise gr.Error(f"This model has no judge for {self.plural[in_side]}: pick the class "
+                           "yourself.")
+        with torch.no_grad():
+            detected = self.pipe.classify(x, side=in_side) if judge is not None else None
+            k = given if given is not None else int(detected[0][0])
+            out = self.pipe(x, classes=k, direction=direction, morph_steps=MORPH_STEPS)
+        files = self._outputs()
+        translation = files.png(_upscale(out.images[0], DISPLAY_SIZE), "translation")
+        frames = out.frames[0] if out.frames else [out.images[0]]
+        strip = files.png(_strip(frames), "morph")
+        gif = files.gif(frames, "morph")
+        src, dst = self.names[in_side][k], self.names[out_side][k]
+        lines = [f"### {src} → {dst}", ""]
+        if given is None:
+            lines.append(f"- Source class **{src}**, detected by the {self.plural[in_side]} judge "
+                         f"with {detected[1][0]:.0%} confidence.")
+        else:
+            lines.append(f"- Source class **{src}**, chosen by you"
+                         + (f" (the judge says {self.names[in_side][detected[0][0]]}, "
+                            f"{detected[1][0]:.0%})." if detected else "."))
+        if out.confidences is not None:
+            lines.append(f"- The {self.plural[out_side]} judge sees {dst} in the translation with "
+                         f"{out.confidences[0]:.0%} confidence.")
+        lines.append(f"- Morph: {len(frames)} frames along the characteristic, t = 0 … 1 "
+                     "(decoded from the latent path).")
+        if notes:
+            lines.append("- Input converted: " + "; ".join(notes) + ".")
+        return translation, strip, gif, "\n".join(lines)
+
+    def translate_upload(self, path: str | None, klass: Any = "auto", direction: Any = "forward"):
+        img, notes = read_upload(path)
+        return self.translate_image(img, klass, direction, notes,
+                                    "The image is blank (one flat colour): nothing to translate.")
+
+    def translate_drawing(self, value: Any, klass: Any = "auto", direction: Any = "forward"):
+        blank = ("The canvas is blank: draw a digit (or a piece of clothing) first, big and "
+                 "centred, then translate.")
+        img = value.get("composite") if isinstance(value, dict) else value
+        if img is None:
+            raise gr.Error(blank)
+        if not isinstance(img, Image.Image):
+            img = Image.fromarray(np.asarray(img))
+        if max(img.size) > MAX_SIDE:
+            raise gr.Error(f"The drawing is {img.size[0]}x{img.size[1]} pixels; the limit is "
+                           f"{MAX_SIDE} pixels on a side.")
+        return self.translate_image(img, klass, direction, [], blank)
+
+    def example_paths(self, side: str) -> list[Path]:
+        dataset = self.pipe.source_dataset if side == "source" else self.pipe.target_dataset
+        pattern = EXAMPLE_GLOBS.get(dataset)
+        if pattern is None:
+            return []
+        found = [sorted(EXAMPLES_DIR.glob(pattern.format(k=k))) for k in range(self.k)]
+        return [f[0] for f in found] if all(found) else []
+
+    def grid(self, direction: Any = "forward") -> list[tuple[str, str]]:
+        direction, in_side, out_side = self._direction(direction)
+        paths = self.example_paths(in_side)
+        if not paths:
+            raise gr.Error(f"No examples of {self.plural[in_side]} ship with the app for this "
+                           "model: the grid needs one per class.")
+        inputs = [Image.open(p).convert("L") for p in paths]
+        with torch.no_grad():
+            out = self.pipe(inputs, classes=list(range(len(inputs))), direction=direction)
+        files = self._outputs()
+        return [
+            (files.png(_pair(src, dst), f"pair_{k}"),
+             f"{self.names[in_side][k]} → {self.names[out_side][k]}")
+            for k, (src, dst) in enumerate(zip(inputs, out.images, strict=True))
+        ]
+
+
+def build_demo(pipeline_or_path: TranslationPipeline | str | os.PathLike | None = None) -> gr.Blocks:
+    """The app as a ``gr.Blocks`` with its queue set (two requests at a time). Launch it with
+    ``demo.launch(server_name=..., server_port=..., **LAUNCH_KWARGS)``."""
+    app = Translator(load_pipeline(pipeline_or_path))
+    s, t = app.plural["source"], app.plural["target"]
+    with gr.Blocks(title="hjtranslate: digits ↔ clothes", delete_cache=(1800, 3600)) as demo:
+        gr.Markdown(
+            f"# hjtranslate: {s} ↔ {t}\n"
+            f"Class *k* of {s} goes to class *k* of {t} (digit 3 → Dress) along an optimal "
+            "transport map learnt with Hamilton-Jacobi characteristics in a VAE latent space. "
+            "Draw, upload or pick an example; the source class is detected by a judge unless you "
+            "choose it."
+        )
+        with gr.Row():
+            with gr.Column(scale=1):
+                with gr.Tabs():
+                    with gr.Tab("Upload or example", id="upload"):
+                        upload = gr.Image(label="Input image", type="filepath",
+                                          sources=["upload", "clipboard"], height=280,
+                                          elem_id="upload")
+                        upload_btn = gr.Button("Translate", variant="primary", elem_id="translate")
+                    with gr.Tab("Draw", id="draw"):
+                        sketch = gr.Sketchpad(label="Draw here (dark on light, big and centred)",
+                                              type="pil", image_mode="L", canvas_size=(280, 280),
+                                              fixed_canvas=True, layers=False,
+                                              brush=gr.Brush(colors=["#000000"],
+                                                             color_mode="fixed", default_size=12),
+                                              elem_id="sketch")
+                        sketch_btn = gr.Button("Translate drawing", variant="primary",
+                                               elem_id="translate-drawing")
+                direction = gr.Radio(app.direction_choices(), value="forward", label="Direction",
+                                     elem_id="direction")
+                klass = gr.Dropdown(app.class_choices(), value="auto", label="Source class",
+                                    elem_id="source-class")
+            with gr.Column(scale=1):
+                report = gr.Markdown("Translate something to see the class pairing here.",
+                                     label="Report", elem_id="report")
+                with gr.Row():
+                    translation = gr.Image(label="Translation", type="filepath", format="png",
+                                           height=DISPLAY_SIZE + 40, interactive=False,
+                                           elem_id="translation")
+                    gif = gr.Image(label="Morph (animated)", type="filepath", interactive=False,
+                                   height=DISPLAY_SIZE + 40, elem_id="morph-gif")
+                strip = gr.Image(label="Morph strip", type="filepath", format="png",
+                                 interactive=False, elem_id="morph-strip")
+        with gr.Row():  # test-set examples; picking one also sets the direction
+            for side, value in (("source", "forward"), ("target", "backward")):
+                paths = app.example_paths(side)
+                if not paths:
+                    continue
+                with gr.Column(min_width=240):
+                    ex = gr.Examples([[str(p)] for p in paths], inputs=[upload],
+                                     label=f"Test-set {app.plural[side]}",
+                                     examples_per_page=len(paths))
+                    ex.dataset.click(lambda v=value: v, None, direction, api_visibility="private",
+                                     queue=False)
+        with gr.Accordion("All ten class pairs", open=True):
+            grid_btn = gr.Button("Show all ten pairs (current direction)", elem_id="grid-button")
+            gallery = gr.Gallery(label="Input → translation", columns=5, format="png",
+                                 height="auto", object_fit="contain", elem_id="grid")
+
+        app.cache_dir = translation.GRADIO_CACHE  # outputs go where Gradio serves from
+        upload.preprocess = _raw_path_preprocess(upload)
+        sketch.preprocess = _safe_preprocess(
+            sketch, "The drawing could not be read: clear the canvas and draw again.")
+        outputs = [translation, strip, gif, report]
+        upload_btn.click(app.translate_upload, [upload, klass, direction], outputs,
+                         api_name="translate")
+        sketch_btn.click(app.translate_drawing, [sketch, klass, direction], outputs,
+                         api_name="translate_drawing")
+        grid_btn.click(app.grid, [direction], [gallery], api_name="grid")
+    demo.translator = app  # for tests and scripts
+    demo.queue(default_concurrency_limit=CONCURRENCY_LIMIT)
+    return demo
+
+
+if __name__ == "__main__":  # python -m hjtranslate_apps.translate [MODEL]
+    import sys
+
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    build_demo(sys.argv[1] if len(sys.argv) > 1 else None).launch(**LAUNCH_KWARGS)
