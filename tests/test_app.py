@@ -1,0 +1,289 @@
+"""The Gradio app (``apps/translate.py``) served on loopback and called through gradio_client:
+every endpoint with good and bad input, the ``hjtranslate app`` launcher, and (slow) a load run.
+
+The pipeline is small but real: the shipped VAE and judges and a map fitted for 20 steps
+(``benchmarks/app_load.py:tiny_pipeline``); the shipped ``models/digits-to-fashion`` is not used.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = REPO / "models"
+EXAMPLES = REPO / "apps" / "examples"
+SHARED = REPO.parent / "shared" / "datasets"
+CLOTHES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+           "Bag", "Ankle boot"]
+
+pytestmark = pytest.mark.skipif(
+    not all((MODELS / d / "config.json").is_file() for d in ("vae", "judge-mnist", "judge-fashion-mnist"))
+    or not (SHARED / "mnist").is_dir(),
+    reason="the shipped models/vae and judges and the datasets in ../shared/datasets are needed",
+)
+
+
+def _load_benchmark():
+    spec = importlib.util.spec_from_file_location("app_load", REPO / "benchmarks" / "app_load.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+app_load = _load_benchmark()
+_BUILT: dict[str, Path] = {}
+
+
+def tiny_pipeline_folder(tmp_path_factory) -> Path:
+    """Built once per test session, shared by test_app.py and test_app_browser.py."""
+    if "folder" not in _BUILT:
+        _BUILT["folder"] = app_load.tiny_pipeline(tmp_path_factory.mktemp("app-pipe") / "pipe")
+    return _BUILT["folder"]
+
+
+@pytest.fixture(scope="module")
+def pipe_folder(tmp_path_factory):
+    os.environ.setdefault("HJT_DATA_DIR", str(SHARED))
+    return tiny_pipeline_folder(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def served(pipe_folder, tmp_path_factory):
+    """(demo, url): the app on 127.0.0.1 with its own Gradio cache folder, offline."""
+    saved = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "GRADIO_TEMP_DIR")}
+    os.environ["HF_HUB_OFFLINE"] = "1"  # else every Client() waits for the Hub
+    os.environ["GRADIO_TEMP_DIR"] = str(tmp_path_factory.mktemp("gradio-cache"))
+    from hjtranslate_apps.translate import LAUNCH_KWARGS, build_demo
+
+    demo = build_demo(str(pipe_folder))
+    port = app_load.free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                **LAUNCH_KWARGS)
+    try:
+        yield demo, f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture(scope="module")
+def client(served):
+    from gradio_client import Client
+
+    return Client(served[1], verbose=False)
+
+
+def translate(client, path, klass="auto", direction="forward"):
+    from gradio_client import handle_file
+
+    return client.predict(handle_file(str(path)), klass, direction, api_name="/translate")
+
+
+def app_error(call) -> str:
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError) as info:
+        call()
+    message = str(info.value)
+    assert "Traceback" not in message and "Error(" not in message
+    return message
+
+
+def check_outputs(result, frames: int = 8):
+    translation, strip, gif, report = result
+    with Image.open(translation) as img:
+        assert img.format == "PNG" and img.size == (168, 168) and img.mode == "L"
+        assert np.asarray(img).std() > 1  # not a flat image
+    with Image.open(strip) as img:
+        assert img.format == "PNG" and img.size == (84 * frames, 84)
+    with Image.open(gif) as img:
+        assert img.format == "GIF" and img.size == (168, 168) and img.n_frames == frames
+    return report
+
+
+# -- /translate -----------------------------------------------------------------------------
+def test_api_lists_the_three_endpoints(client):
+    names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert {"/translate", "/translate_drawing", "/grid"} <= names
+
+
+def test_translate_detects_the_digit(client):
+    report = check_outputs(translate(client, EXAMPLES / "digit_3.png"))
+    assert report.startswith("### digit 3 → Dress")
+    assert "detected by the digits judge with" in report
+    assert "clothes judge sees Dress" in report and "Input converted" not in report
+
+
+def test_class_override_and_backward(client):
+    report = check_outputs(translate(client, EXAMPLES / "clothes_3_dress.png", "5", "backward"))
+    assert report.startswith("### Sandal → digit 5")
+    assert "chosen by you (the judge says Dress" in report
+    report = check_outputs(translate(client, EXAMPLES / "clothes_7_sneaker.png", "auto", "backward"))
+    assert report.startswith("### Sneaker → digit 7")
+
+
+def test_big_rgb_upload_is_converted_with_a_note(client, tmp_path):
+    digit = Image.open(EXAMPLES / "digit_4.png").resize((700, 700), Image.Resampling.BILINEAR)
+    canvas = Image.new("RGB", (1000, 700), (255, 255, 255))  # dark ink on white, landscape
+    canvas.paste(Image.merge("RGB", [Image.eval(digit, lambda v: 255 - v)] * 3), (150, 0))
+    path = tmp_path / "big.jpg"
+    canvas.save(path, quality=90)
+    report = check_outputs(translate(client, path))
+    assert report.startswith("### digit 4 → Coat")
+    notes = report.split("Input converted: ")[1]
+    for note in ("converted colour to grey", "inverted", "padded 1000x700 to 1000x1000",
+                 "resized 1000x1000 to 28x28"):
+        assert note in notes
+
+
+def test_blank_non_image_and_oversized_uploads(client, tmp_path):
+    blank = tmp_path / "blank.png"
+    Image.new("L", (200, 200), 255).save(blank)
+    assert "blank" in app_error(lambda: translate(client, blank))
+
+    text = tmp_path / "notes.png"
+    text.write_text("this is text, not a picture")
+    assert "not an image the app can read" in app_error(lambda: translate(client, text))
+
+    wide = tmp_path / "wide.png"
+    Image.new("L", (5000, 40), 0).save(wide)
+    assert "5000x40 pixels; the limit is 4096" in app_error(lambda: translate(client, wide))
+
+
+def test_upload_over_10_mb_is_refused(served, client, tmp_path):
+    """Gradio refuses the upload itself (``max_file_size``: the client checks before sending,
+    the server answers 413); the app says so too when called directly with such a file."""
+    import gradio as gr
+    import httpx
+    from hjtranslate_apps.translate import read_upload
+
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\0" * (10 * 2**20 + 1))
+    with pytest.raises(ValueError, match="exceeds the maximum file size of 10485760 bytes"):
+        translate(client, big)
+    with big.open("rb") as f:
+        response = httpx.post(f"{served[1]}gradio_api/upload", files={"files": ("big.png", f)},
+                              timeout=30)
+    assert response.status_code == 413 and "maximum" in response.text.lower()
+
+    with pytest.raises(gr.Error, match="10.0 MB; the limit is 10 MB"):
+        read_upload(big)
+
+
+def test_bad_class_and_direction(client):
+    path = EXAMPLES / "digit_1.png"
+    # Gradio checks a Dropdown's and a Radio's value against their choices itself
+    assert "12 is not in the list of choices" in app_error(lambda: translate(client, path, "12"))
+    message = app_error(lambda: translate(client, path, "auto", "sideways"))
+    assert "sideways" in message and "not in the list of choices: ['forward', 'backward']" in message
+
+
+# -- /translate_drawing ---------------------------------------------------------------------
+def sketch_value(tmp_path, draw: bool):
+    from gradio_client import handle_file
+    from PIL import ImageDraw
+
+    img = Image.new("RGB", (280, 280), "white")
+    if draw:  # a thick "1"
+        ImageDraw.Draw(img).line([(150, 50), (140, 230)], fill="black", width=24)
+    path = tmp_path / f"sketch_{draw}.png"
+    img.save(path)
+    return {"background": handle_file(str(path)), "layers": [], "composite": handle_file(str(path)),
+            "id": None}
+
+
+def test_drawing(client, tmp_path):
+    result = client.predict(sketch_value(tmp_path, True), "auto", "forward",
+                            api_name="/translate_drawing")
+    report = check_outputs(result)
+    assert report.startswith("### digit 1 → Trouser")
+    assert "inverted" in report and "resized 280x280 to 28x28" in report
+    result = client.predict(sketch_value(tmp_path, True), "8", "forward",
+                            api_name="/translate_drawing")
+    assert check_outputs(result).startswith("### digit 8 → Bag")
+    message = app_error(lambda: client.predict(sketch_value(tmp_path, False), "auto", "forward",
+                                               api_name="/translate_drawing"))
+    assert "canvas is blank" in message
+
+
+# -- /grid ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+def test_grid_of_ten_pairs(client, direction):
+    items = client.predict(direction, api_name="/grid")
+    assert len(items) == 10
+    for k, item in enumerate(items):
+        digit, clothes = f"digit {k}", CLOTHES[k]
+        pair = (digit, clothes) if direction == "forward" else (clothes, digit)
+        assert item["caption"] == f"{pair[0]} → {pair[1]}"
+        with Image.open(item["image"]) as img:
+            assert img.format == "PNG" and img.size == (2 * 84 + 8, 84)
+
+
+# -- serving --------------------------------------------------------------------------------
+def test_queue_and_files_served(served):
+    demo, url = served
+    assert demo._queue.default_concurrency_limit == 2
+    assert not demo.share and not demo.allowed_paths
+    for path in (REPO / "README.md", REPO / "apps" / "translate.py", Path("/etc/passwd")):
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(f"{url}gradio_api/file={path}", timeout=10)
+        assert info.value.code in (403, 404)
+
+
+# -- the launcher ---------------------------------------------------------------------------
+def test_cmd_app(pipe_folder, monkeypatch, capsys, tmp_path):
+    import gradio as gr
+
+    import hjtranslate.pipeline as pipeline_module
+    from hjtranslate.cli import main
+
+    launched = []
+    monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kw: launched.append((self, kw)))
+    assert main(["app", "--model", str(pipe_folder), "--port", "7999"]) == 0
+    demo, kwargs = launched[-1]
+    assert kwargs["server_name"] == "127.0.0.1" and kwargs["server_port"] == 7999
+    assert kwargs["share"] is False and kwargs["max_file_size"] == "10mb"
+    assert {"/translate", "/translate_drawing", "/grid"} <= {
+        f"/{d.api_name}" for d in demo.fns.values()}
+    assert main(["app", "--model", str(pipe_folder), "--host", "0.0.0.0", "--share"]) == 0
+    assert launched[-1][1]["share"] is True and launched[-1][1]["server_name"] == "0.0.0.0"
+
+    monkeypatch.setattr(pipeline_module, "default_model_path", lambda: tmp_path / "no-model")
+    capsys.readouterr()
+    assert main(["app"]) == 2
+    err = capsys.readouterr().err
+    assert "hjtranslate train digits-to-fashion --export models/digits-to-fashion" in err
+    assert "Traceback" not in err
+    assert main(["app", "--model", str(tmp_path / "nothing")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+
+
+def test_build_demo_default_model_missing(monkeypatch, tmp_path):
+    import hjtranslate_apps.translate as app_module
+
+    monkeypatch.setattr(app_module, "default_model_path", lambda: tmp_path / "no-model")
+    with pytest.raises(FileNotFoundError, match="hjtranslate train digits-to-fashion --export"):
+        app_module.build_demo()
+
+
+# -- load -----------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_load_50_concurrent_requests(served, tmp_path):
+    inputs = app_load.make_inputs(tmp_path / "inputs", 50)
+    summary = app_load.run_load(served[1], inputs)
+    print(json.dumps(summary))
+    assert summary["errors"] == 0, summary["error_messages"]
+    assert summary["requests"] == 50 and summary["median_s"] > 0
