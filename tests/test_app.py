@@ -287,3 +287,16 @@ def test_load_50_concurrent_requests(served, tmp_path):
     print(json.dumps(summary))
     assert summary["errors"] == 0, summary["error_messages"]
     assert summary["requests"] == 50 and summary["median_s"] > 0
+
+
+def test_inputs_must_be_uploads(served):
+    """The upload's preprocessing is replaced (to word errors for people), but Gradio still
+    refuses an input naming a server file that was not uploaded."""
+    import httpx
+
+    url = served[1]
+    payload = {"data": [{"path": str(EXAMPLES / "digit_3.png"), "meta": {"_type": "gradio.FileData"}},
+                        "auto", "forward"]}
+    event = httpx.post(f"{url}gradio_api/call/translate", json=payload, timeout=30).json()
+    stream = httpx.get(f"{url}gradio_api/call/translate/{event['event_id']}", timeout=30).text
+    assert "event: error" in stream and "→" not in stream
