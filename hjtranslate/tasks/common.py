@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,9 @@ def write_outputs(out: Path, m: HJMap, metrics: dict[str, Any], acc: Any) -> Non
     at all (written to a temporary folder, then renamed)."""
     if not acc.is_main_process:
         return
+    # The card of every saved map records how it was made.
+    metrics.setdefault("command", "hjtranslate " + " ".join(sys.argv[1:]))
+    metrics.setdefault("date", time.strftime("%Y-%m-%d"))
     m.metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str)) and v is not None}
     tmp = out / "map.tmp"
     shutil.rmtree(tmp, ignore_errors=True)

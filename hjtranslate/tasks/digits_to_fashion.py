@@ -140,7 +140,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                  "datasets": ["mnist", "fashion_mnist"]},
     )
     metrics: dict[str, Any] = {
-        "mode": args.mode, "preset": args.preset, "train_seconds": time.perf_counter() - t0,
+        "mode": args.mode, "preset": args.preset, "seed": args.seed,
+        "train_seconds": time.perf_counter() - t0,
         "steps": result["steps"], "num_processes": result["num_processes"],
         "ranks_in_sync": result["ranks_in_sync"], **{f"train_{k}": v for k, v in result["final"].items()},
     }
