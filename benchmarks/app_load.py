@@ -16,6 +16,7 @@ size. Latency is per request, from the call to its outputs downloaded. Prints an
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -79,6 +80,30 @@ def make_inputs(folder: str | os.PathLike, n: int = 50, offset: int = 1000) -> l
     return paths
 
 
+@contextlib.contextmanager
+def serve(model: str, gradio_temp: str | os.PathLike):
+    """The app on 127.0.0.1 (a free port), offline, with its own Gradio cache; yields
+    ``(demo, url)`` and restores the environment afterwards."""
+    saved = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "GRADIO_TEMP_DIR")}
+    os.environ["HF_HUB_OFFLINE"] = "1"  # else every Client() waits for the Hub
+    os.environ["GRADIO_TEMP_DIR"] = str(gradio_temp)
+    from hjtranslate_apps.translate import LAUNCH_KWARGS, build_demo
+
+    demo = build_demo(model)
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                **LAUNCH_KWARGS)
+    try:
+        yield demo, f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -137,13 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a loopback client needs nothing from the Hub
     os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 
-    from hjtranslate_apps.translate import CONCURRENCY_LIMIT, LAUNCH_KWARGS, build_demo
+    from hjtranslate_apps.translate import CONCURRENCY_LIMIT
 
     from hjtranslate.pipeline import INDEX_FILE, default_model_path
 
     load_before = round(os.getloadavg()[0], 2)  # the machine may be shared
     with tempfile.TemporaryDirectory(prefix="hjt-app-load-") as tmp:
-        os.environ["GRADIO_TEMP_DIR"] = str(Path(tmp) / "gradio")
         model = args.model
         if model is None and not args.tiny and (default_model_path() / INDEX_FILE).is_file():
             model = str(default_model_path())
@@ -154,15 +178,9 @@ def main(argv: list[str] | None = None) -> int:
             label = "tiny (shipped VAE and judges, map fitted 20 steps)"
         else:
             label = model
-        demo = build_demo(model)
-        port = free_port()
-        demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
-                    quiet=True, **LAUNCH_KWARGS)
-        try:
+        with serve(model, Path(tmp) / "gradio") as (_, url):
             inputs = make_inputs(Path(tmp) / "inputs", args.requests)
-            summary = run_load(f"http://127.0.0.1:{port}/", inputs)
-        finally:
-            demo.close()
+            summary = run_load(url, inputs)
     report = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "model": label,

@@ -42,9 +42,9 @@ os.environ.update({
 })
 for _var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_TOKEN_PATH", "HUGGING_FACE_HUB_TOKEN"):
     os.environ.pop(_var, None)
-_DATA = _HERE.parents[1] / "shared" / "datasets"
-if _DATA.is_dir():
-    os.environ.setdefault("HJT_DATA_DIR", str(_DATA))
+SHARED = _HERE.parents[1] / "shared" / "datasets"
+if SHARED.is_dir():
+    os.environ.setdefault("HJT_DATA_DIR", str(SHARED))
 
 import pytest  # noqa: E402
 
@@ -74,3 +74,12 @@ def hf_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     return cache
+
+
+@pytest.fixture
+def shared_data(monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The datasets beside the repository (``../shared/datasets``); skips without them."""
+    if not (SHARED / "mnist").is_dir():
+        pytest.skip(f"datasets not found in {SHARED}")
+    monkeypatch.setenv("HJT_DATA_DIR", str(SHARED))
+    return SHARED

@@ -59,24 +59,8 @@ def pipe_folder(tmp_path_factory):
 @pytest.fixture(scope="module")
 def served(pipe_folder, tmp_path_factory):
     """(demo, url): the app on 127.0.0.1 with its own Gradio cache folder, offline."""
-    saved = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "GRADIO_TEMP_DIR")}
-    os.environ["HF_HUB_OFFLINE"] = "1"  # else every Client() waits for the Hub
-    os.environ["GRADIO_TEMP_DIR"] = str(tmp_path_factory.mktemp("gradio-cache"))
-    from hjtranslate_apps.translate import LAUNCH_KWARGS, build_demo
-
-    demo = build_demo(str(pipe_folder))
-    port = app_load.free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                **LAUNCH_KWARGS)
-    try:
-        yield demo, f"http://127.0.0.1:{port}/"
-    finally:
-        demo.close()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with app_load.serve(str(pipe_folder), tmp_path_factory.mktemp("gradio-cache")) as served_app:
+        yield served_app
 
 
 @pytest.fixture(scope="module")

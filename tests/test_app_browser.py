@@ -54,11 +54,6 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
-    saved = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "GRADIO_TEMP_DIR")}
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["GRADIO_TEMP_DIR"] = str(tmp_path_factory.mktemp("gradio-cache-browser"))
-    from hjtranslate_apps.translate import LAUNCH_KWARGS, build_demo
-
     from hjtranslate.pipeline import INDEX_FILE, default_model_path
 
     shipped = default_model_path()
@@ -67,19 +62,8 @@ def app_url(tmp_path_factory):
     else:
         os.environ.setdefault("HJT_DATA_DIR", str(REPO.parent / "shared" / "datasets"))
         model = str(tiny_pipeline_folder(tmp_path_factory))
-    demo = build_demo(model)
-    port = app_load.free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                **LAUNCH_KWARGS)
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        demo.close()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with app_load.serve(model, tmp_path_factory.mktemp("gradio-cache-browser")) as (_, url):
+        yield url
 
 
 @pytest.fixture(scope="module")

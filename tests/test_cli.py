@@ -45,7 +45,8 @@ def test_pnorm_cost_from_the_cli(tmp_path):
     "args,message",
     [
         (["train", "toy2d", "--source", "donut"], "Unknown 2-D dataset 'donut'. Available: swissroll"),
-        (["train", "gaussians", "--cost", "hinge"], "Unknown cost 'hinge'. Available costs: lp, pnorm, quadratic"),
+        (["train", "gaussians", "--cost", "hinge"],
+         "Unknown cost 'hinge'. Available costs: lp, pnorm, quadratic"),
         (["train", "gaussians", "--head", "resnet"], "Available heads: conditional, mlp"),
         (["train", "gaussians", "--cost", "pnorm", "--p", "0.5"], "must be finite and > 1"),
         (["train", "gaussians", "--t-f", "0"], "t_f must be > 0"),

@@ -16,14 +16,6 @@ FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3
          "t10k-labels-idx1-ubyte"]
 
 
-@pytest.fixture
-def shared_data(monkeypatch: pytest.MonkeyPatch) -> Path:
-    if not (SHARED / "mnist").is_dir():
-        pytest.skip(f"datasets not found in {SHARED}")
-    monkeypatch.setenv("HJT_DATA_DIR", str(SHARED))
-    return SHARED
-
-
 @pytest.mark.parametrize("name", ["mnist", "fashion-mnist"])
 @pytest.mark.parametrize("split,n", [("train", 60000), ("test", 10000)])
 def test_load_both_datasets(shared_data: Path, name: str, split: str, n: int) -> None:

@@ -12,14 +12,6 @@ from hjtranslate.judges import Judge, build_classifier, frechet_distance, load_j
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
 
-@pytest.fixture
-def shared_data(monkeypatch: pytest.MonkeyPatch) -> Path:
-    if not (SHARED / "mnist").is_dir():
-        pytest.skip(f"datasets not found in {SHARED}")
-    monkeypatch.setenv("HJT_DATA_DIR", str(SHARED))
-    return SHARED
-
-
 def tiny_judge() -> Judge:
     torch.manual_seed(0)
     kwargs = {"channels": [8, 8, 16, 16], "stem_width": 8}

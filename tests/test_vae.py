@@ -11,14 +11,6 @@ from hjtranslate_plugins.vae import VAEEncoder, default_vae_path
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
 
-@pytest.fixture
-def shared_data(monkeypatch: pytest.MonkeyPatch) -> Path:
-    if not (SHARED / "mnist").is_dir():
-        pytest.skip(f"datasets not found in {SHARED}")
-    monkeypatch.setenv("HJT_DATA_DIR", str(SHARED))
-    return SHARED
-
-
 def tiny_vae(in_channels: int = 1, sample_size: int = 32):
     from diffusers import AutoencoderKL
 
