@@ -9,7 +9,6 @@ import torch
 from hjtranslate.costs import Cost
 
 
-
 def _eps(a: torch.Tensor) -> float:
     # Smoothing inside |p| so that grad H and its derivatives stay finite at p = 0; machine
     # epsilon squared keeps it far below anything the identities can see.
