@@ -1,0 +1,82 @@
+"""The color-transfer task: outputs, the colour-histogram metrics, and clear input errors."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hjtranslate.cli import main
+from hjtranslate.tasks.color_transfer import (
+    colour_histogram,
+    histogram_emd,
+    histogram_intersection,
+    load_image,
+)
+
+
+def _save(path, arr):
+    Image.fromarray(arr).save(path)
+    return str(path)
+
+
+@pytest.fixture()
+def images(tmp_path):
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:32, 0:32] / 31.0
+    warm = np.stack([0.6 + 0.4 * xx, 0.3 + 0.3 * yy, 0.1 + 0.1 * xx * yy], -1)
+    cool = np.stack([0.1 + 0.2 * yy, 0.3 + 0.3 * xx, 0.5 + 0.5 * yy], -1)
+    warm = np.clip(warm + 0.03 * rng.standard_normal(warm.shape), 0, 1)
+    cool = np.clip(cool + 0.03 * rng.standard_normal(cool.shape), 0, 1)
+    return (_save(tmp_path / "warm.png", (warm * 255).astype(np.uint8)),
+            _save(tmp_path / "cool.png", (cool * 255).astype(np.uint8)))
+
+
+def test_task_writes_images_map_and_metrics(images, tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "color-transfer", "--source", images[0], "--target", images[1],
+                 "--steps", "30", "--pixels", "500", "--batch-size", "128", "--bins", "8",
+                 "--output-dir", str(out), "--no-progress"]) == 0
+    names = {p.name for p in out.iterdir()}
+    assert {"source_recoloured.png", "target_recoloured.png", "panel.png", "map", "metrics.json",
+            "config.json"} <= names
+    assert Image.open(out / "source_recoloured.png").size == (32, 32)
+    m = json.loads((out / "metrics.json").read_text())
+    for d in ("forward", "backward", "before"):
+        assert m[f"emd_{d}"] >= 0 and 0 <= m[f"intersection_{d}"] <= 1
+    assert m["train_pixels"] == [500, 500]
+    cfg = json.loads((out / "map" / "config.json").read_text())
+    assert cfg["dim"] == 3 and cfg["encoder"]["name"] == "identity"
+
+
+def test_histogram_metrics_on_known_cases():
+    rng = np.random.default_rng(1)
+    px = rng.random((2000, 3))
+    h = colour_histogram(px, bins=4)
+    assert h.shape == (64,) and h.sum() == pytest.approx(1.0)
+    assert histogram_emd(h, h, 4) == pytest.approx(0.0, abs=1e-12)
+    assert histogram_intersection(h, h) == pytest.approx(1.0)
+    dark = colour_histogram(np.full((10, 3), 0.1), bins=4)  # bin 0, centre 1/8
+    light = colour_histogram(np.full((10, 3), 0.9), bins=4)  # bin 3, centre 7/8
+    assert histogram_intersection(dark, light) == 0.0
+    # one point mass to another: squared Euclidean distance of the bin centres, 3 * (3/4)^2
+    assert histogram_emd(dark, light, 4) == pytest.approx(3 * 0.75**2)
+    assert histogram_emd(dark, light, 4, ground="euclidean") == pytest.approx(3**0.5 * 0.75)
+
+
+def test_greyscale_is_converted_with_a_note(tmp_path, capsys):
+    path = _save(tmp_path / "grey.png", np.full((8, 8), 128, np.uint8))
+    img = load_image(path)
+    assert img.shape == (8, 8, 3) and np.allclose(img[..., 0], img[..., 2])
+    assert "greyscale" in capsys.readouterr().err
+
+
+def test_missing_and_unreadable_files_give_clear_errors(images, tmp_path, capsys):
+    assert main(["train", "color-transfer", "--source", str(tmp_path / "nope.png"),
+                 "--target", images[1], "--output-dir", str(tmp_path / "o")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    assert main(["train", "color-transfer", "--source", images[0], "--target", str(bad),
+                 "--output-dir", str(tmp_path / "o")]) == 2
+    assert "not a readable image" in capsys.readouterr().err
