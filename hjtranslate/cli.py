@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--direction", choices=["forward", "backward"], default="forward")
     tr.add_argument("--morph-steps", type=int, default=0)
     tr.add_argument("--out", required=True, help="output folder")
-    tr.set_defaults(func=_lazy("hjtranslate.hub", "cmd_translate"))
+    tr.set_defaults(func=_lazy("hjtranslate.pipeline", "cmd_translate"))
 
     app = sub.add_parser("app", help="start the Gradio translation app")
     app.add_argument("--model", default=None, help="folder or Hub id (default: shipped model)")

@@ -101,21 +101,3 @@ def cmd_push(args: argparse.Namespace) -> int:
     print(f"Pushed {args.folder} to {info.repo_url.repo_id}: {info.commit_url}")
     return 0
 
-
-def cmd_translate(args: argparse.Namespace) -> int:
-    """``hjtranslate translate``: delegated to :mod:`hjtranslate.pipeline` once it exists."""
-    import importlib
-
-    try:
-        pipeline = importlib.import_module(f"{__package__}.pipeline")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"{__package__}.pipeline":
-            raise
-        raise NotImplementedError(
-            "`hjtranslate translate` needs hjtranslate.pipeline: pipeline pending."
-        ) from None
-    if not hasattr(pipeline, "cmd_translate"):
-        raise NotImplementedError(
-            "hjtranslate.pipeline has no cmd_translate yet: pipeline pending."
-        )
-    return pipeline.cmd_translate(args)

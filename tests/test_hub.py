@@ -350,18 +350,6 @@ def test_cli_push_errors(hub, tmp_path, capsys, monkeypatch):
     assert "Could not publish" in err and "127.0.0.1" in err
 
 
-def test_translate_is_pending_until_the_pipeline_exists():
-    from hjtranslate import hub as hub_module
-
-    try:
-        import hjtranslate.pipeline  # noqa: F401
-    except ModuleNotFoundError:
-        with pytest.raises(NotImplementedError, match="pipeline pending"):
-            hub_module.cmd_translate(None)
-    else:
-        pytest.skip("hjtranslate.pipeline exists: translate is tested with the pipeline")
-
-
 # -- every registered cost and head ---------------------------------------------------------
 COST_KWARGS = {"pnorm": {"p": 3.0}, "lp": {"p": 1.5}}
 
