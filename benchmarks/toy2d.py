@@ -3,7 +3,7 @@ samples, and the energy distance of pushed samples to the target beside that of 
 independent target samples of the same size (the floor). One `hjtranslate train toy2d` run per
 pair; the run's own evaluation gives the figures.
 
-    python benchmarks/toy2d.py --time-budget 150
+    python benchmarks/toy2d.py --steps 6000
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ PAIRS = [("swissroll", "moons"), ("8gaussians", "circles"), ("gaussian", "checke
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--time-budget", type=float, default=150.0, help="seconds per pair")
+    ap.add_argument("--time-budget", type=float, default=0.0,
+                    help="seconds per pair (0: none, --steps rules)")
+    ap.add_argument("--steps", type=int, default=6000)
     ap.add_argument("--out", default="benchmarks/results/toy2d.json")
     ap.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more train options")
     args = ap.parse_args()
@@ -32,7 +34,8 @@ def main() -> None:
     for src, tgt in PAIRS:
         run_dir = Path("runs/bench") / f"toy2d-{src}-{tgt}"
         cmd = [sys.executable, "-m", "hjtranslate", "train", "toy2d", "--source", src, "--target", tgt,
-               "--time-budget", str(args.time_budget), "--steps", "100000",
+               *(["--time-budget", str(args.time_budget)] if args.time_budget else []),
+               "--steps", str(args.steps),
                "--output-dir", str(run_dir), "--no-progress", *args.extra]
         t0 = time.perf_counter()
         subprocess.run(cmd, check=True)
