@@ -9,6 +9,7 @@ safetensors only, with clear errors for missing, corrupt or foreign files.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from collections.abc import Sequence
@@ -298,8 +299,8 @@ class HJMap(
             if name not in registry.plugins(kind):
                 pkg = str(packages.get(kind, "")).split(" ")[0] or None
                 raise CheckpointError(registry.missing_plugin_message(kind, name, pkg))
-        known = set(cls.__init__.__code__.co_varnames)
-        kwargs = {k: v for k, v in config.items() if k in known and k != "self"}
+        known = set(inspect.signature(cls.__init__).parameters) - {"self"}
+        kwargs = {k: v for k, v in config.items() if k in known}
         try:
             model = cls(**kwargs)
         except TypeError as exc:
