@@ -136,8 +136,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         args, zs, zt, "digits-to-fashion", labels=(ks, kt),
         conditional=args.mode == "conditional",
         class_names=MNIST_CLASSES, target_class_names=FASHION_CLASSES,
-        encoder={"name": "vae", "pretrained": args.vae or "models/vae", "latent_dim": enc.latent_dim,
-                 "datasets": ["mnist", "fashion_mnist"]},
+        encoder=encoder_record(enc, args.vae),
     )
     metrics: dict[str, Any] = {
         "mode": args.mode, "preset": args.preset, "seed": args.seed,
@@ -154,6 +153,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         export_pipeline(out / "map", args, Path(args.export))
     acc.end_training()
     return metrics
+
+
+def encoder_record(enc, vae: str | None) -> dict[str, Any]:
+    """What the map's config.json records of its encoder: the VAE and its latent scale/shift."""
+    stats = enc.latent_stats or {}
+    return {"name": "vae", "pretrained": vae or "models/vae", "latent_dim": enc.latent_dim,
+            "latent_shift": stats.get("shift"), "latent_scale": stats.get("scale"),
+            "input_transform": stats.get("input_transform"), "datasets": ["mnist", "fashion_mnist"]}
 
 
 def _labels_only(data_dir: str | None, name: str):
