@@ -1,6 +1,11 @@
 # Each target sets itself up from a fresh clone (scripts/setup.sh creates .venv once).
 .PHONY: setup train test lint app bench
 
+# The datasets beside a checkout (../shared/datasets) unless HJT_DATA_DIR says otherwise; with
+# neither, pass ARGS=--download on a machine that is online.
+HJT_DATA_DIR ?= $(if $(wildcard ../shared/datasets),$(abspath ../shared/datasets),)
+export HJT_DATA_DIR
+
 setup:
 	bash scripts/setup.sh
 

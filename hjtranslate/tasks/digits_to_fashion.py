@@ -45,6 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=["shared", "conditional"], default="conditional",
                    help="shared potential with class-wise MMD (the paper) or a conditional head")
     p.add_argument("--data-dir", default=None, help="MNIST / Fashion-MNIST folder (or $HJT_DATA_DIR)")
+    p.add_argument("--download", action="store_true",
+                   help="let torchvision download missing MNIST / Fashion-MNIST files (online)")
     p.add_argument("--vae", default=None, help="VAE folder or Hub id (default: models/vae)")
     p.add_argument("--train-per-class", type=int, default=None, help="training images per class and side")
     p.add_argument("--eval-n", type=int, default=10000, help="test images per side to evaluate on")
@@ -121,6 +123,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     enc = VAEEncoder(args.vae, device=acc.device)
     # Encode once (rank 0 first, the others read its cache).
     with acc.main_process_first():
+        if getattr(args, "download", False):
+            from ..data import load_dataset
+
+            for name in ("mnist", "fashion-mnist"):
+                for split in ("train", "test"):
+                    load_dataset(name, split, args.data_dir, download=True)
         _, ls_img = _labels_only(args.data_dir, "mnist")
         _, lt_img = _labels_only(args.data_dir, "fashion-mnist")
         i_s = balanced_subset(ls_img, args.train_per_class, seed=args.seed)
