@@ -171,8 +171,10 @@ def frechet_distance(judge: Judge, real_images: torch.Tensor, fake_images: torch
     real, fake = _as_images(real_images), _as_images(fake_images)
     if len(real) < 2 or len(fake) < 2:
         raise ValueError("The Frechet distance needs at least 2 real and 2 fake images.")
+    # sync_on_compute=False: evaluation runs on one process of a multi-process job, and a
+    # cross-process sync there would wait for ranks that are not computing it.
     metric = FrechetInceptionDistance(feature=_JudgeFeatures(judge), normalize=True,
-                                      input_img_size=(1, 28, 28))
+                                      input_img_size=(1, 28, 28), sync_on_compute=False)
     for images, is_real in ((real, True), (fake, False)):
         for i in range(0, len(images), batch_size):
             metric.update(images[i: i + batch_size], real=is_real)

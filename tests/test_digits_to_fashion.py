@@ -55,3 +55,18 @@ def test_missing_data_is_a_clear_error_and_leaves_no_complete_looking_folder(tmp
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "train-images-idx3-ubyte" in proc.stderr
     assert not (out / "map").exists() and not (out / "metrics.json").exists()
+
+
+def test_two_cpu_processes_from_the_repo_root(tmp_path):
+    """`accelerate launch --multi_gpu --num_processes 2 ... hjtranslate train digits-to-fashion`
+    as typed from the repository root: two gloo ranks in sync, evaluation on rank 0 only."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--main_process_port", "0", "hjtranslate", "train", "digits-to-fashion",
+           "--train-per-class", "20", "--eval-n", "100", "--steps", "6", "--batch-size", "100",
+           "--width", "32", "--output-dir", str(out), "--no-progress"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_processes"] == 2 and metrics["ranks_in_sync"] is True
