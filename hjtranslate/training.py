@@ -140,6 +140,8 @@ def train(
             tmp.mkdir(parents=True)
         acc.wait_for_everyone()
         acc.save_state(str(tmp))
+        # Every rank writes its RNG state into tmp: rename only once all have finished.
+        acc.wait_for_everyone()
         if acc.is_main_process:
             if save_fn is not None:
                 save_fn(inner, tmp / "model")
