@@ -115,6 +115,7 @@ def _cache_dir() -> Path:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from hjtranslate_plugins.vae import VAEEncoder
 
+    from ..data import load_dataset
     from ..training import make_accelerator
 
     _apply_preset(args)
@@ -124,13 +125,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     # Encode once (rank 0 first, the others read its cache).
     with acc.main_process_first():
         if getattr(args, "download", False):
-            from ..data import load_dataset
-
             for name in ("mnist", "fashion-mnist"):
                 for split in ("train", "test"):
                     load_dataset(name, split, args.data_dir, download=True)
-        _, ls_img = _labels_only(args.data_dir, "mnist")
-        _, lt_img = _labels_only(args.data_dir, "fashion-mnist")
+        _, ls_img = load_dataset("mnist", "train", args.data_dir)
+        _, lt_img = load_dataset("fashion-mnist", "train", args.data_dir)
         i_s = balanced_subset(ls_img, args.train_per_class, seed=args.seed)
         i_t = balanced_subset(lt_img, args.train_per_class, seed=args.seed + 1)
         _, zs, ks = encoded(enc, "mnist", "train", args.data_dir, i_s, _cache_dir())
@@ -169,12 +168,6 @@ def encoder_record(enc, vae: str | None) -> dict[str, Any]:
     return {"name": "vae", "pretrained": vae or "models/vae", "latent_dim": enc.latent_dim,
             "latent_shift": stats.get("shift"), "latent_scale": stats.get("scale"),
             "input_transform": stats.get("input_transform"), "datasets": ["mnist", "fashion_mnist"]}
-
-
-def _labels_only(data_dir: str | None, name: str):
-    from ..data import load_dataset
-
-    return load_dataset(name, "train", data_dir)
 
 
 def evaluate(m, args: argparse.Namespace, n: int = 10000) -> dict[str, Any]:
