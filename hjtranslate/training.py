@@ -53,6 +53,15 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr}.")
 
 
+def finish_run(acc: Any) -> None:
+    """End a run on every rank together: wait until all ranks (rank 0 evaluates and writes while
+    the others idle) are done, then destroy the process group. A rank that tears its gloo group
+    down and exits while a peer still holds it can abort with "terminate called without an
+    active exception" (seen in CI)."""
+    acc.wait_for_everyone()
+    acc.end_training()
+
+
 def make_accelerator(cpu: bool | None = None, **kwargs: Any):
     """An ``Accelerator`` that also gives several gloo processes on a CPU-only machine, and
     refuses a launch that would silently train the same model several times."""

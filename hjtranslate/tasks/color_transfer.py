@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..training import finish_run
 from .common import add_map_arguments, fit_from_args, output_dir, write_outputs
 
 DEFAULT_BINS = 16
@@ -233,5 +234,5 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
            f"intersection {metrics['intersection_before']:.3f} -> "
            f"{metrics['intersection_forward']:.3f}")
     write_outputs(out, m, metrics, acc)
-    acc.end_training()
+    finish_run(acc)
     return metrics

@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from hjtranslate_plugins.vae import VAEEncoder
 
     from ..data import load_dataset
-    from ..training import make_accelerator
+    from ..training import finish_run, make_accelerator
 
     _apply_preset(args)
     out = output_dir(args, "digits-to-fashion")
@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     write_outputs(out, m, metrics, acc)
     if acc.is_main_process and args.export:
         export_pipeline(out / "map", args, Path(args.export))
-    acc.end_training()
+    finish_run(acc)
     return metrics
 
 
@@ -199,6 +199,10 @@ def evaluate_translation(m, enc, args: argparse.Namespace, out: Path | None) -> 
         "accuracy_backward": judge_m.accuracy(bwd_img, kt),
         "judge_accuracy_real_fashion": judge_f.accuracy(xt_img, kt),
         "judge_accuracy_real_mnist": judge_m.accuracy(xs_img, ks),
+        # Translations are VAE decodes: the judge's accuracy on VAE reconstructions of real test
+        # images is the ceiling a perfect latent map could reach through this VAE.
+        "judge_accuracy_reconstructed_fashion": judge_f.accuracy(rec_t, kt),
+        "judge_accuracy_reconstructed_mnist": judge_m.accuracy(rec_s, ks),
         "fd_forward": frechet_distance(judge_f, xt_img, fwd_img),
         "fd_forward_floor": frechet_distance(judge_f, xt_img, rec_t),
         "fd_backward": frechet_distance(judge_m, xs_img, bwd_img),

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from ..metrics import cosine_similarity, evaluate_map, gaussian_ot_map, l2_uvp
+from ..training import finish_run
 from .common import add_map_arguments, fit_from_args, output_dir, write_outputs
 
 
@@ -74,5 +75,5 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if acc.is_main_process:
         metrics.update(evaluate(m, args))
     write_outputs(output_dir(args, "gaussians"), m, metrics, acc)
-    acc.end_training()
+    finish_run(acc)
     return metrics

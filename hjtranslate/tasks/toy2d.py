@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from ..metrics import evaluate_map
+from ..training import finish_run
 from .common import add_map_arguments, fit_from_args, output_dir, plot_2d, write_outputs
 
 
@@ -107,5 +108,5 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 f"{args.source} -> {args.target} ({args.cost}); cost ratio "
                 f"{metrics['cost_ratio']:.3f}")
     write_outputs(out, m, metrics, acc)
-    acc.end_training()
+    finish_run(acc)
     return metrics
