@@ -51,9 +51,13 @@ def check_labels(k: Any, n: int, name: str) -> torch.Tensor:
     return k
 
 
-def default_head_kwargs(dim: int) -> dict[str, Any]:
+def default_head_kwargs(dim: int, cost_name: str = "quadratic", t_f: float = 1.0) -> dict[str, Any]:
+    """Head settings of :func:`fit`. For the quadratic cost the quadratic part of the potential
+    is the exact Hopf-Lax solution (zero HJ residual by construction); for other costs it is
+    the affine-in-time quadratic the network corrects."""
     width = 64 if dim <= 4 else 128 if dim <= 16 else 256
-    return {"width": width, "depth": 3, "activation": "silu", "quadratic": True}
+    quadratic: bool | str = "hopf_lax" if cost_name == "quadratic" else True
+    return {"width": width, "depth": 3, "activation": "silu", "quadratic": quadratic, "t_max": float(t_f)}
 
 
 def fit(
@@ -118,7 +122,7 @@ def fit(
         if missing:
             raise ValueError(f"Classes {missing} appear on only one side; every class needs both.")
     head = head or ("conditional" if conditional else "mlp")
-    hk = {**default_head_kwargs(dim), **(head_kwargs or {})}
+    hk = {**default_head_kwargs(dim, cost_name, t_f), **(head_kwargs or {})}
     hjmap = HJMap(
         dim, cost=cost_name, cost_kwargs=cost_kwargs, head=head, head_kwargs=hk, t_f=t_f,
         num_classes=num_classes, class_names=class_names,

@@ -8,7 +8,9 @@ Choosing lambda. The paper tunes it by hand. By default we treat the match as a 
 V-statistic takes between two independent batches of the *same* law (known in closed form, so
 the constraint asks for a match at the statistical resolution of the batch and no tighter), and
 adapt lambda as a Lagrange multiplier by multiplicative dual ascent (as in GECO, Rezende &
-Viola 2018). The HJ term then shapes the map wherever the data no longer discriminates.
+Viola 2018). With the backward match the floor is the mean of both sides' floors (the backward
+match compares pulled-back targets with sources, so its floor is the source's). The HJ term
+then shapes the map wherever the data no longer discriminates.
 """
 
 from __future__ import annotations
@@ -123,17 +125,25 @@ class HJObjective(nn.Module):
             terms["cycle"] = cycle
         lam = self.log_lambda.exp().to(hj.dtype)
         with torch.no_grad():
-            if self.config.classwise and ks is not None:
-                floor = torch.stack([
-                    energy_floor(yt[kt == k], int((ks == k).sum()))
-                    for k in torch.unique(kt) if (kt == k).sum() > 1 and (ks == k).sum() > 1
-                ]).mean()
-            else:
-                floor = energy_floor(yt, len(xs))
+            floor = self._floor(yt, kt, xs, ks)
+            if self.config.backward_mmd:
+                # The backward match lives on the source side: its floor is the source's.
+                floor = 0.5 * (floor + self._floor(xs, ks, yt, kt))
         terms["loss"] = hj + self.config.cycle_weight * cycle + lam * match
         terms["ratio"] = (match.detach() / floor.clamp_min(1e-12))
         terms["lambda"] = lam.detach()
         return terms
+
+    def _floor(self, ref: torch.Tensor, kref: torch.Tensor | None, other: torch.Tensor,
+               kother: torch.Tensor | None) -> torch.Tensor:
+        """Expected match between ``len(other)`` samples of the law of ``ref`` and ``ref``
+        (class-wise, averaged over classes, when the match is)."""
+        if self.config.classwise and kref is not None and kother is not None:
+            return torch.stack([
+                energy_floor(ref[kref == k], int((kother == k).sum()))
+                for k in torch.unique(kref) if (kref == k).sum() > 1 and (kother == k).sum() > 1
+            ]).mean()
+        return energy_floor(ref, len(other))
 
     @torch.no_grad()
     def update_lambda(self, ratio: float) -> None:

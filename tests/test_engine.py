@@ -25,6 +25,38 @@ def test_implicit_formula_vanishes_on_a_closed_form_solution():
     assert implicit_hj_residual(wrong, cost, x, t).abs().max() > 1e-2
 
 
+@pytest.mark.parametrize("head", ["mlp", "conditional"])
+def test_hopf_lax_quadratic_solves_hj_and_gives_an_exact_affine_map(head):
+    """The head's Hopf-Lax quadratic part has zero HJ residual for any parameters, its forward
+    map is the affine monotone map x -> (I + t_f A) x + t_f b, and the backward map inverts it."""
+    t_f = 2.0
+    kwargs = {"width": 8, "depth": 2, "quadratic": "hopf_lax", "t_max": t_f}
+    if head == "conditional":
+        kwargs["embed_dim"] = 4
+    m = hjt.HJMap(dim=3, head=head, head_kwargs=kwargs, t_f=t_f,
+                  num_classes=2 if head == "conditional" else None).double()
+    torch.manual_seed(0)
+    quad = m.head.quadratic
+    with torch.no_grad():
+        for p in m.head.parameters():
+            p.zero_()  # the network part is then constant: u is the quadratic part alone
+        quad.skew.normal_()
+        quad.log_mu.normal_(0, 0.5)
+        quad.b.normal_()
+    k = torch.zeros(64, dtype=torch.long) if head == "conditional" else None
+    x = torch.randn(64, 3, dtype=torch.float64)
+    t = torch.rand(64, 1, dtype=torch.float64) * t_f
+    residual = implicit_hj_residual(lambda z, s: m.head(z, s, k), m.cost, x, t)
+    assert residual.abs().max() < 1e-10
+    q = torch.linalg.matrix_exp(quad.skew - quad.skew.T)
+    a = q @ torch.diag(torch.expm1(quad.log_mu) / t_f) @ q.T
+    y = m.forward(x, k)
+    torch.testing.assert_close(y, x + t_f * (x @ a + quad.b))
+    torch.testing.assert_close(m.backward(y, k), x)
+    with pytest.raises(ValueError, match="hopf_lax"):
+        hjt.HJMap(dim=2, head_kwargs={"quadratic": "cubic"})
+
+
 @pytest.mark.parametrize("p", [1.5, 3.0])
 def test_implicit_formula_for_pnorm_with_linear_data(p):
     # u(x, t) = b.x - t H(b) solves u_t + H(u_x) = 0 for any H.
@@ -164,3 +196,28 @@ def test_class_conditional_fit(conditional):
 def test_fit_rejects_bad_input(xs, yt, kwargs, match):
     with pytest.raises((ValueError, hjt.PluginError), match=match):
         hjt.fit(xs, yt, steps=1, **kwargs)
+
+
+@pytest.mark.parametrize("classwise", [False, True])
+def test_lambda_constraint_is_calibrated_at_the_exact_map(classwise):
+    """At the exact OT map the match sits at its statistical floor (ratio near 1), also with the
+    backward match and a source 3x wider than the target: each side's match is measured against
+    its own side's floor."""
+    import math
+
+    from hjtranslate.objective import HJObjective, ObjectiveConfig
+
+    m = hjt.HJMap(dim=2, head_kwargs={"width": 8, "depth": 2, "quadratic": "hopf_lax"}).double()
+    with torch.no_grad():
+        for p in m.head.parameters():
+            p.zero_()
+        m.head.quadratic.log_mu.fill_(math.log(1 / 3))  # T(x) = x / 3
+    obj = HJObjective(m, ObjectiveConfig(classwise=classwise, n_colloc=64)).double()
+    g = torch.Generator().manual_seed(0)
+    ratios = []
+    for _ in range(200):  # one batch ratio is noisy (relative sd about 0.5)
+        xs = 3 * torch.randn(256, 2, generator=g, dtype=torch.float64)
+        yt = torch.randn(256, 2, generator=g, dtype=torch.float64)
+        k = torch.arange(256) % 2 if classwise else None
+        ratios.append(float(obj(xs, yt, k, k)["ratio"]))
+    assert 0.85 < sum(ratios) / len(ratios) < 1.15

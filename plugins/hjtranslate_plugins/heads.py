@@ -1,7 +1,14 @@
 """Built-in potential heads: an MLP ``u(x, t)`` and a class-conditional ``u(x, t; k)`` (FiLM).
 
-Both can add a quadratic term ``x^T A(t) x / 2`` (``quadratic=True``): optimal potentials
-between Gaussian-like measures are quadratic in ``x``, so the network only learns the rest.
+Both can add a quadratic term to the network (optimal potentials between Gaussian-like measures
+are quadratic in ``x``, so the network only learns the rest):
+
+- ``quadratic=True`` (or ``"affine"``): ``x^T (A0 + t A1) x / 2 + (b0 + t b1) . x``, free in ``t``;
+- ``quadratic="hopf_lax"``: the exact solution of ``u_t + |grad u|^2 / 2 = 0`` (the quadratic
+  cost) from a quadratic ``u(x, 0)``, given by the Hopf-Lax formula. With it, the HJ residual of
+  the quadratic part is zero by construction and every affine monotone map (the OT maps between
+  Gaussians) is represented exactly, so the HJ loss and the distribution match no longer pull
+  against each other there. ``t_max`` (the map's ``t_f``) bounds the times it must stay valid for.
 """
 
 from __future__ import annotations
@@ -39,6 +46,43 @@ class _Quadratic(nn.Module):
         return quad + (x * self.b[0]).sum(-1) + t[:, 0] * (x * self.b[1]).sum(-1)
 
 
+class _HopfLaxQuadratic(nn.Module):
+    """``u(x, t) = min_y u0(y) + |x - y|^2 / (2 t)`` for ``u0(y) = y^T A y / 2 + b . y``.
+
+    ``A = Q diag(lam) Q^T`` with ``Q = exp(S - S^T)`` (orthogonal) and ``lam = (exp(s) - 1) / t_max``,
+    so ``I + t A`` stays positive definite for ``t <= t_max`` (the minimiser is unique, the map
+    ``y -> y + t (A y + b)`` monotone). In the eigenbasis, with ``mu = 1 + t lam``, the minimiser is
+    ``y = (Q^T x - t Q^T b) / mu`` and ``u = lam y^2 / 2 + b y + t (lam y + b)^2 / 2`` per coordinate.
+    All parameters start at zero: ``u = 0``, the identity map."""
+
+    def __init__(self, dim: int, t_max: float = 1.0) -> None:
+        super().__init__()
+        if not float(t_max) > 0:
+            raise ValueError(f"t_max must be > 0, got {t_max!r}.")
+        self.t_max = float(t_max)
+        self.skew = nn.Parameter(torch.zeros(dim, dim))
+        self.log_mu = nn.Parameter(torch.zeros(dim))
+        self.b = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        q = torch.linalg.matrix_exp(self.skew - self.skew.T)
+        lam = torch.expm1(self.log_mu) / self.t_max
+        xr, br = x @ q, q.T @ self.b
+        y = (xr - t * br) / (1 + t * lam)
+        grad0 = lam * y + br  # grad u0(y), the momentum carried along the characteristic
+        return (0.5 * lam * y * y + br * y + 0.5 * t * grad0 * grad0).sum(-1)
+
+
+def _quadratic_term(kind: bool | str, dim: int, t_max: float) -> nn.Module | None:
+    if kind in (False, None, "none"):
+        return None
+    if kind in (True, "affine"):
+        return _Quadratic(dim)
+    if kind == "hopf_lax":
+        return _HopfLaxQuadratic(dim, t_max)
+    raise ValueError(f"quadratic must be False, True / 'affine' or 'hopf_lax'; got {kind!r}.")
+
+
 class MLPHead(PotentialHead):
     """``u(x, t)``: a residual MLP on ``[x, t]`` with smooth activations."""
 
@@ -48,20 +92,21 @@ class MLPHead(PotentialHead):
         width: int = 128,
         depth: int = 3,
         activation: str = "silu",
-        quadratic: bool = False,
+        quadratic: bool | str = False,
+        t_max: float = 1.0,
     ) -> None:
         super().__init__()
         if int(dim) < 1:
             raise ValueError(f"dim must be a positive integer, got {dim!r}.")
         self.head_config = {
             "dim": int(dim), "width": int(width), "depth": int(depth),
-            "activation": activation, "quadratic": bool(quadratic),
+            "activation": activation, "quadratic": quadratic, "t_max": float(t_max),
         }
         self.inp = nn.Linear(dim + 1, width)
         self.hidden = nn.ModuleList(nn.Linear(width, width) for _ in range(depth - 1))
         self.out = nn.Linear(width, 1)
         self.act = _activation(activation)
-        self.quadratic = _Quadratic(dim) if quadratic else None
+        self.quadratic = _quadratic_term(quadratic, dim, t_max)
 
     def features(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return torch.cat([x, t], dim=-1)
@@ -93,7 +138,8 @@ class ConditionalHead(PotentialHead):
         depth: int = 3,
         activation: str = "silu",
         embed_dim: int = 64,
-        quadratic: bool = False,
+        quadratic: bool | str = False,
+        t_max: float = 1.0,
     ) -> None:
         super().__init__()
         if int(num_classes) < 1:
@@ -101,7 +147,7 @@ class ConditionalHead(PotentialHead):
         self.head_config = {
             "dim": int(dim), "num_classes": int(num_classes), "width": int(width),
             "depth": int(depth), "activation": activation, "embed_dim": int(embed_dim),
-            "quadratic": bool(quadratic),
+            "quadratic": quadratic, "t_max": float(t_max),
         }
         self.num_classes = int(num_classes)
         self.embed = nn.Embedding(num_classes, embed_dim)
@@ -113,7 +159,7 @@ class ConditionalHead(PotentialHead):
             nn.init.zeros_(film.bias)
         self.out = nn.Linear(width, 1)
         self.act = _activation(activation)
-        self.quadratic = _Quadratic(dim) if quadratic else None
+        self.quadratic = _quadratic_term(quadratic, dim, t_max)
 
     def forward(
         self, x: torch.Tensor, t: torch.Tensor, k: torch.Tensor | None = None

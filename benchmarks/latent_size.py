@@ -1,0 +1,100 @@
+"""Which VAE latent is best for transport? Train the digits-to-fashion map in the latent of each
+given VAE with the same settings, and tabulate reconstruction quality, the judges' accuracy on
+VAE reconstructions (the ceiling any latent map can reach through that VAE) and the accuracy
+and Frechet distances the map reaches.
+
+    hjtranslate train vae --output-dir runs/vae64 --latent-size 4 --latent-channels 4 ...
+    hjtranslate train vae --output-dir runs/vae128 --latent-size 8 --latent-channels 2 ...
+    python benchmarks/latent_size.py --vaes runs/vae64 runs/vae128 --jobs 2
+
+With ``--jobs 2`` the runs share the machine, so each sees the same contention.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+KEYS = ("accuracy_forward", "accuracy_backward", "judge_accuracy_reconstructed_fashion",
+        "judge_accuracy_reconstructed_mnist", "fd_forward_over_floor", "fd_backward_over_floor",
+        "cost_ratio_max_deviation", "duality_gap_max", "round_trip_rel_error", "steps", "train_seconds")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--vaes", nargs="+", required=True, help="VAE folders (hjtranslate train vae outputs)")
+    ap.add_argument("--jobs", type=int, default=1, help="runs at once (each with one torch thread)")
+    ap.add_argument("--out", default="benchmarks/results/latent_size.json")
+    ap.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more train options")
+    args = ap.parse_args()
+    for vae in args.vaes:
+        if not (Path(vae) / "config.json").is_file():
+            sys.exit(f"error: {vae} is not a VAE folder (no config.json); train one with "
+                     "`hjtranslate train vae --output-dir FOLDER`.")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    pending = list(args.vaes)
+    running: list[tuple[str, list[str], subprocess.Popen, float]] = []
+    results: dict = {}
+    while pending or running:
+        while pending and len(running) < args.jobs:
+            vae = pending.pop(0)
+            run_dir = Path("runs/bench") / f"latent-{Path(vae).name}"
+            cmd = [sys.executable, "-m", "hjtranslate", "train", "digits-to-fashion", "--vae", vae,
+                   "--output-dir", str(run_dir), "--no-progress", *args.extra]
+            running.append((vae, cmd, subprocess.Popen(cmd, env=env), time.perf_counter()))
+        time.sleep(2)
+        for item in list(running):
+            vae, cmd, proc, t0 = item
+            if proc.poll() is None:
+                continue
+            running.remove(item)
+            if proc.returncode:
+                sys.exit(f"error: {' '.join(cmd)} exited with {proc.returncode}")
+            results[vae] = collect(vae, cmd, t0)
+            print(f"{vae}: {results[vae]}", flush=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, sort_keys=True))
+    print(table(results))
+
+
+def collect(vae: str, cmd: list[str], t0: float) -> dict:
+    run_dir = Path(cmd[cmd.index("--output-dir") + 1])
+    m = json.loads((run_dir / "metrics.json").read_text())
+    v = json.loads((Path(vae) / "training_metrics.json").read_text())
+    return {
+        "latent_dim": v["latent_dim"], "latent_shape": v["latent_shape"],
+        "vae_steps": v.get("steps"), "vae_command": v.get("command"),
+        "psnr_mnist": v["metrics"]["mnist"]["psnr"], "psnr_fashion": v["metrics"]["fashion-mnist"]["psnr"],
+        **{k: m[k] for k in KEYS},
+        "wall_seconds": time.perf_counter() - t0, "command": " ".join(cmd[1:]),
+        "date": datetime.date.today().isoformat(),
+        "machine": f"{platform.machine()} ({os.cpu_count()} cores)",
+    }
+
+
+def table(results: dict) -> str:
+    lines = ["| latent | PSNR mnist / fashion (dB) | judge on reconstructions mnist / fashion | "
+             "map accuracy fwd / bwd | FD / floor fwd / bwd | map steps |",
+             "|---|---|---|---|---|---|"]
+    for r in results.values():
+        shape = "x".join(str(s) for s in r["latent_shape"])
+        lines.append(
+            f"| {r['latent_dim']} ({shape}) | {r['psnr_mnist']:.2f} / {r['psnr_fashion']:.2f} | "
+            f"{r['judge_accuracy_reconstructed_mnist']:.2%} / "
+            f"{r['judge_accuracy_reconstructed_fashion']:.2%} | "
+            f"{r['accuracy_forward']:.2%} / {r['accuracy_backward']:.2%} | "
+            f"{r['fd_forward_over_floor']:.2f} / {r['fd_backward_over_floor']:.2f} | {r['steps']} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
