@@ -40,18 +40,19 @@ def test_hopf_lax_quadratic_solves_hj_and_gives_an_exact_affine_map(head):
     with torch.no_grad():
         for p in m.head.parameters():
             p.zero_()  # the network part is then constant: u is the quadratic part alone
-        quad.skew.normal_()
-        quad.log_mu.normal_(0, 0.5)
-        quad.b.normal_()
+        quad.skew.normal_(0, 0.1)
+        quad.log_mu.normal_(0, 0.05)
+        quad.b.normal_(0, 0.1)
     k = torch.zeros(64, dtype=torch.long) if head == "conditional" else None
     x = torch.randn(64, 3, dtype=torch.float64)
     t = torch.rand(64, 1, dtype=torch.float64) * t_f
     residual = implicit_hj_residual(lambda z, s: m.head(z, s, k), m.cost, x, t)
     assert residual.abs().max() < 1e-10
-    q = torch.linalg.matrix_exp(quad.skew - quad.skew.T)
-    a = q @ torch.diag(torch.expm1(quad.log_mu) / t_f) @ q.T
+    skew, log_mu, b = (quad.gain * p for p in (quad.skew, quad.log_mu, quad.b))
+    q = torch.linalg.matrix_exp(skew - skew.T)
+    a = q @ torch.diag(torch.expm1(log_mu) / t_f) @ q.T
     y = m.forward(x, k)
-    torch.testing.assert_close(y, x + t_f * (x @ a + quad.b))
+    torch.testing.assert_close(y, x + t_f * (x @ a + b))
     torch.testing.assert_close(m.backward(y, k), x)
     with pytest.raises(ValueError, match="hopf_lax"):
         hjt.HJMap(dim=2, head_kwargs={"quadratic": "cubic"})
@@ -211,7 +212,7 @@ def test_lambda_constraint_is_calibrated_at_the_exact_map(classwise):
     with torch.no_grad():
         for p in m.head.parameters():
             p.zero_()
-        m.head.quadratic.log_mu.fill_(math.log(1 / 3))  # T(x) = x / 3
+        m.head.quadratic.log_mu.fill_(math.log(1 / 3) / m.head.quadratic.gain)  # T(x) = x / 3
     obj = HJObjective(m, ObjectiveConfig(classwise=classwise, n_colloc=64)).double()
     g = torch.Generator().manual_seed(0)
     ratios = []

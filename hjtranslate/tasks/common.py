@@ -34,6 +34,8 @@ def add_map_arguments(p: argparse.ArgumentParser, steps: int = 3000, batch_size:
     p.add_argument("--quadratic", default=None, choices=["none", "affine", "hopf_lax"],
                    help="quadratic part of the potential (default: hopf_lax for the quadratic cost, "
                    "else affine)")
+    p.add_argument("--quadratic-gain", type=float, default=None,
+                   help="the hopf_lax quadratic learns this many times faster than the network (default 10)")
     p.add_argument("--lambda", dest="lambda_mmd", default="auto",
                    help="MMD weight: 'auto' (adaptive, default) or a number")
     p.add_argument("--mmd", default="energy", choices=["energy", "gaussian"])
@@ -57,6 +59,8 @@ def fit_from_args(
     cost_kwargs = {"p": args.p} if args.p is not None else {}
     cost = registry.create("cost", args.cost, **cost_kwargs)
     head_kwargs = {k: getattr(args, k) for k in ("width", "depth") if getattr(args, k, None)}
+    if getattr(args, "quadratic_gain", None):
+        head_kwargs["quadratic_gain"] = args.quadratic_gain
     if getattr(args, "quadratic", None):
         head_kwargs["quadratic"] = {"none": False, "affine": True}.get(args.quadratic, args.quadratic)
     head_kwargs.update(kwargs.pop("head_kwargs", {}))

@@ -8,7 +8,8 @@ are quadratic in ``x``, so the network only learns the rest):
   cost) from a quadratic ``u(x, 0)``, given by the Hopf-Lax formula. With it, the HJ residual of
   the quadratic part is zero by construction and every affine monotone map (the OT maps between
   Gaussians) is represented exactly, so the HJ loss and the distribution match no longer pull
-  against each other there. ``t_max`` (the map's ``t_f``) bounds the times it must stay valid for.
+  against each other there. ``t_max`` (the map's ``t_f``) bounds the times it must stay valid for;
+  its parameters learn ``quadratic_gain`` times faster than the network's.
 """
 
 from __future__ import annotations
@@ -53,33 +54,43 @@ class _HopfLaxQuadratic(nn.Module):
     so ``I + t A`` stays positive definite for ``t <= t_max`` (the minimiser is unique, the map
     ``y -> y + t (A y + b)`` monotone). In the eigenbasis, with ``mu = 1 + t lam``, the minimiser is
     ``y = (Q^T x - t Q^T b) / mu`` and ``u = lam y^2 / 2 + b y + t (lam y + b)^2 / 2`` per coordinate.
-    All parameters start at zero: ``u = 0``, the identity map."""
+    All parameters start at zero: ``u = 0``, the identity map.
 
-    def __init__(self, dim: int, t_max: float = 1.0) -> None:
+    The parameters are stored divided by ``gain``: Adam moves each by about the learning rate per
+    step, and these few parameters carry the whole affine part of the map (a mean shift of
+    several units), so they get a ``gain`` times larger step than the network's weights. With
+    the network's rate they could not travel far enough (2-D Gaussians, 3,000 steps, lr 1e-3:
+    L2-UVP 32 % at gain 1, 0.03 % at gain 10)."""
+
+    def __init__(self, dim: int, t_max: float = 1.0, gain: float = 10.0) -> None:
         super().__init__()
         if not float(t_max) > 0:
             raise ValueError(f"t_max must be > 0, got {t_max!r}.")
+        if not float(gain) > 0:
+            raise ValueError(f"quadratic_gain must be > 0, got {gain!r}.")
         self.t_max = float(t_max)
+        self.gain = float(gain)
         self.skew = nn.Parameter(torch.zeros(dim, dim))
         self.log_mu = nn.Parameter(torch.zeros(dim))
         self.b = nn.Parameter(torch.zeros(dim))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        q = torch.linalg.matrix_exp(self.skew - self.skew.T)
-        lam = torch.expm1(self.log_mu) / self.t_max
-        xr, br = x @ q, q.T @ self.b
+        skew, log_mu, b = self.gain * self.skew, self.gain * self.log_mu, self.gain * self.b
+        q = torch.linalg.matrix_exp(skew - skew.T)
+        lam = torch.expm1(log_mu) / self.t_max
+        xr, br = x @ q, q.T @ b
         y = (xr - t * br) / (1 + t * lam)
         grad0 = lam * y + br  # grad u0(y), the momentum carried along the characteristic
         return (0.5 * lam * y * y + br * y + 0.5 * t * grad0 * grad0).sum(-1)
 
 
-def _quadratic_term(kind: bool | str, dim: int, t_max: float) -> nn.Module | None:
+def _quadratic_term(kind: bool | str, dim: int, t_max: float, gain: float) -> nn.Module | None:
     if kind in (False, None, "none"):
         return None
     if kind in (True, "affine"):
         return _Quadratic(dim)
     if kind == "hopf_lax":
-        return _HopfLaxQuadratic(dim, t_max)
+        return _HopfLaxQuadratic(dim, t_max, gain)
     raise ValueError(f"quadratic must be False, True / 'affine' or 'hopf_lax'; got {kind!r}.")
 
 
@@ -94,6 +105,7 @@ class MLPHead(PotentialHead):
         activation: str = "silu",
         quadratic: bool | str = False,
         t_max: float = 1.0,
+        quadratic_gain: float = 10.0,
     ) -> None:
         super().__init__()
         if int(dim) < 1:
@@ -101,12 +113,13 @@ class MLPHead(PotentialHead):
         self.head_config = {
             "dim": int(dim), "width": int(width), "depth": int(depth),
             "activation": activation, "quadratic": quadratic, "t_max": float(t_max),
+            "quadratic_gain": float(quadratic_gain),
         }
         self.inp = nn.Linear(dim + 1, width)
         self.hidden = nn.ModuleList(nn.Linear(width, width) for _ in range(depth - 1))
         self.out = nn.Linear(width, 1)
         self.act = _activation(activation)
-        self.quadratic = _quadratic_term(quadratic, dim, t_max)
+        self.quadratic = _quadratic_term(quadratic, dim, t_max, quadratic_gain)
 
     def features(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return torch.cat([x, t], dim=-1)
@@ -140,6 +153,7 @@ class ConditionalHead(PotentialHead):
         embed_dim: int = 64,
         quadratic: bool | str = False,
         t_max: float = 1.0,
+        quadratic_gain: float = 10.0,
     ) -> None:
         super().__init__()
         if int(num_classes) < 1:
@@ -148,6 +162,7 @@ class ConditionalHead(PotentialHead):
             "dim": int(dim), "num_classes": int(num_classes), "width": int(width),
             "depth": int(depth), "activation": activation, "embed_dim": int(embed_dim),
             "quadratic": quadratic, "t_max": float(t_max),
+            "quadratic_gain": float(quadratic_gain),
         }
         self.num_classes = int(num_classes)
         self.embed = nn.Embedding(num_classes, embed_dim)
@@ -159,7 +174,7 @@ class ConditionalHead(PotentialHead):
             nn.init.zeros_(film.bias)
         self.out = nn.Linear(width, 1)
         self.act = _activation(activation)
-        self.quadratic = _quadratic_term(quadratic, dim, t_max)
+        self.quadratic = _quadratic_term(quadratic, dim, t_max, quadratic_gain)
 
     def forward(
         self, x: torch.Tensor, t: torch.Tensor, k: torch.Tensor | None = None
