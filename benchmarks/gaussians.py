@@ -2,6 +2,7 @@
 dimension, forward and backward UVP with wall time, beside the paper's rows.
 
     python benchmarks/gaussians.py --dims 2 4 8 16 32 64 --time-budget 840
+    python benchmarks/gaussians.py --out benchmarks/results/gaussians-affine.json --extra --head affine
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def main() -> None:
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.exists() else {}
     for d in args.dims:
-        run_dir = Path("runs/bench") / f"gaussians-d{d}"
+        run_dir = Path("runs/bench") / f"{out.stem}-d{d}"
         budget = ["--time-budget", str(args.time_budget)] if args.time_budget else []
         cmd = [sys.executable, "-m", "hjtranslate", "train", "gaussians", "--dim", str(d), *budget,
                "--steps", str(args.steps), "--output-dir", str(run_dir), "--no-progress", *args.extra]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -122,7 +123,11 @@ def fit(
         if missing:
             raise ValueError(f"Classes {missing} appear on only one side; every class needs both.")
     head = head or ("conditional" if conditional else "mlp")
-    hk = {**default_head_kwargs(dim, cost_name, t_f), **(head_kwargs or {})}
+    # Defaults go to the heads that take them (a third-party head may have other arguments).
+    heads = registry.plugins("head")
+    accepted = inspect.signature(heads[head].obj.__init__).parameters if head in heads else {}
+    defaults = {k: v for k, v in default_head_kwargs(dim, cost_name, t_f).items() if k in accepted}
+    hk = {**defaults, **(head_kwargs or {})}
     hjmap = HJMap(
         dim, cost=cost_name, cost_kwargs=cost_kwargs, head=head, head_kwargs=hk, t_f=t_f,
         num_classes=num_classes, class_names=class_names,

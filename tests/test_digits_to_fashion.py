@@ -70,3 +70,22 @@ def test_two_cpu_processes_from_the_repo_root(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["num_processes"] == 2 and metrics["ranks_in_sync"] is True
+
+
+def test_preset_time_budget_only_applies_to_the_preset_step_count():
+    import argparse
+
+    from hjtranslate.tasks.digits_to_fashion import PRESETS, _apply_preset, add_arguments
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+
+    def applied(*argv):
+        args = p.parse_args(list(argv))
+        _apply_preset(args)
+        return args.steps, args.time_budget
+
+    assert applied() == (PRESETS["cpu"]["steps"], PRESETS["cpu"]["time_budget"])
+    assert applied("--steps", "300") == (300, None)
+    assert applied("--steps", "300", "--time-budget", "60") == (300, 60.0)
+    assert applied("--preset", "gpu") == (PRESETS["gpu"]["steps"], None)

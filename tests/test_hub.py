@@ -352,14 +352,17 @@ def test_cli_push_errors(hub, tmp_path, capsys, monkeypatch):
 
 # -- every registered cost and head ---------------------------------------------------------
 COST_KWARGS = {"pnorm": {"p": 3.0}, "lp": {"p": 1.5}}
+HEAD_KWARGS = {"mlp": {"width": 8, "depth": 2, "quadratic": "hopf_lax", "quadratic_gain": 2.0},
+               "affine": {"quadratic_gain": 2.0}}
 
 
 @pytest.mark.parametrize("head", sorted(registry.plugins("head")))
 @pytest.mark.parametrize("cost", sorted(registry.plugins("cost")))
 def test_roundtrip_every_cost_and_head(tmp_path, cost, head):
     conditional = getattr(registry.resolve("head", head).obj, "conditional", False)
-    m = tiny_map(cost=cost, cost_kwargs=COST_KWARGS.get(cost),
-                 head=head, num_classes=3 if conditional else None)
+    m = tiny_map(cost=cost, cost_kwargs=COST_KWARGS.get(cost), head=head,
+                 head_kwargs=HEAD_KWARGS.get(head, {"width": 8, "depth": 2}),
+                 num_classes=3 if conditional else None)
     folder = tmp_path / "m"
     m.save_pretrained(folder)
     loaded = HJMap.from_pretrained(folder)

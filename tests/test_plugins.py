@@ -92,7 +92,7 @@ def test_runtime_registration_and_unknown_names():
             registry.register("cost", "quad2", object)
     finally:
         registry.unregister("cost", "quad2")
-    with pytest.raises(registry.PluginError, match="Available heads: conditional, mlp"):
+    with pytest.raises(registry.PluginError, match="Available heads: affine, conditional, mlp"):
         hjt.get_head("transformer", dim=2)
 
 

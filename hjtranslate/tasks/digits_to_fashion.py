@@ -59,8 +59,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _apply_preset(args: argparse.Namespace) -> None:
     preset = PRESETS[args.preset]
     for key, value in preset.items():
-        if getattr(args, key, None) is None:
+        if key != "time_budget" and getattr(args, key, None) is None:
             setattr(args, key, value)
+    # The preset's time budget belongs to its step count: `--steps N` alone runs N steps.
     if getattr(args, "time_budget", None) is None and args.steps == PRESETS[args.preset]["steps"]:
         args.time_budget = preset["time_budget"]
     if args.train_per_class < 2:

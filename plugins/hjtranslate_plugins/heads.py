@@ -1,4 +1,5 @@
-"""Built-in potential heads: an MLP ``u(x, t)`` and a class-conditional ``u(x, t; k)`` (FiLM).
+"""Built-in potential heads: an MLP ``u(x, t)``, a class-conditional ``u(x, t; k)`` (FiLM) and
+an affine-map head (the Hopf-Lax quadratic alone).
 
 Both can add a quadratic term to the network (optimal potentials between Gaussian-like measures
 are quadratic in ``x``, so the network only learns the rest):
@@ -200,3 +201,22 @@ class ConditionalHead(PotentialHead):
         if self.quadratic is not None:
             u = u + self.quadratic(x, t)
         return u
+
+
+class AffineHead(PotentialHead):
+    """``u(x, t)``: the Hopf-Lax quadratic alone, so ``T(x) = (I + t_f A) x + t_f b`` with ``I + t_f A``
+    symmetric positive definite: the family of quadratic-cost OT maps between Gaussians (and of
+    the linear Monge-Kantorovich colour transfer). Exact HJ solutions by construction; for the
+    quadratic cost only. Few parameters: ``dim (dim + 2)``."""
+
+    def __init__(self, dim: int, t_max: float = 1.0, quadratic_gain: float = 10.0) -> None:
+        super().__init__()
+        if int(dim) < 1:
+            raise ValueError(f"dim must be a positive integer, got {dim!r}.")
+        self.head_config = {"dim": int(dim), "t_max": float(t_max), "quadratic_gain": float(quadratic_gain)}
+        self.quadratic = _HopfLaxQuadratic(int(dim), t_max, quadratic_gain)
+
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor, k: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return self.quadratic(x, t.reshape(-1, 1).expand(x.shape[0], 1))
