@@ -47,7 +47,7 @@ def test_pnorm_cost_from_the_cli(tmp_path):
         (["train", "toy2d", "--source", "donut"], "Unknown 2-D dataset 'donut'. Available: swissroll"),
         (["train", "gaussians", "--cost", "hinge"],
          "Unknown cost 'hinge'. Available costs: lp, pnorm, quadratic"),
-        (["train", "gaussians", "--head", "resnet"], "Available heads: conditional, mlp"),
+        (["train", "gaussians", "--head", "resnet"], "Available heads: affine, conditional, mlp"),
         (["train", "gaussians", "--cost", "pnorm", "--p", "0.5"], "must be finite and > 1"),
         (["train", "gaussians", "--t-f", "0"], "t_f must be > 0"),
         (["train", "gaussians", "--dim", "0"], "--dim must be >= 1"),
