@@ -40,7 +40,7 @@ def main() -> None:
                      "`hjtranslate train vae --output-dir FOLDER`.")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     pending = list(args.vaes)
-    running: list[tuple[str, list[str], subprocess.Popen, float]] = []
+    running: list[tuple[str, Path, list[str], subprocess.Popen, float]] = []
     results: dict = {}
     while pending or running:
         while pending and len(running) < args.jobs:
@@ -48,16 +48,16 @@ def main() -> None:
             run_dir = Path("runs/bench") / f"latent-{Path(vae).name}"
             cmd = [sys.executable, "-m", "hjtranslate", "train", "digits-to-fashion", "--vae", vae,
                    "--output-dir", str(run_dir), "--no-progress", *args.extra]
-            running.append((vae, cmd, subprocess.Popen(cmd, env=env), time.perf_counter()))
+            running.append((vae, run_dir, cmd, subprocess.Popen(cmd, env=env), time.perf_counter()))
         time.sleep(2)
         for item in list(running):
-            vae, cmd, proc, t0 = item
+            vae, run_dir, cmd, proc, t0 = item
             if proc.poll() is None:
                 continue
             running.remove(item)
             if proc.returncode:
                 sys.exit(f"error: {' '.join(cmd)} exited with {proc.returncode}")
-            results[vae] = collect(vae, cmd, t0)
+            results[vae] = collect(vae, run_dir, cmd, t0)
             print(f"{vae}: {results[vae]}", flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -65,8 +65,7 @@ def main() -> None:
     print(table(results))
 
 
-def collect(vae: str, cmd: list[str], t0: float) -> dict:
-    run_dir = Path(cmd[cmd.index("--output-dir") + 1])
+def collect(vae: str, run_dir: Path, cmd: list[str], t0: float) -> dict:
     m = json.loads((run_dir / "metrics.json").read_text())
     v = json.loads((Path(vae) / "training_metrics.json").read_text())
     return {

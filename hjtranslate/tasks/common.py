@@ -58,11 +58,10 @@ def fit_from_args(
 
     cost_kwargs = {"p": args.p} if args.p is not None else {}
     cost = registry.create("cost", args.cost, **cost_kwargs)
-    head_kwargs = {k: getattr(args, k) for k in ("width", "depth") if getattr(args, k, None)}
-    if getattr(args, "quadratic_gain", None):
-        head_kwargs["quadratic_gain"] = args.quadratic_gain
-    if getattr(args, "quadratic", None):
-        head_kwargs["quadratic"] = {"none": False, "affine": True}.get(args.quadratic, args.quadratic)
+    # Options left unset keep the head's (or fit's) defaults; the heads take "none" / "affine" /
+    # "hopf_lax" for `quadratic` as given.
+    head_kwargs = {k: getattr(args, k) for k in ("width", "depth", "quadratic", "quadratic_gain")
+                   if getattr(args, k, None)}
     head_kwargs.update(kwargs.pop("head_kwargs", {}))
     out = output_dir(args, task)
     acc = make_accelerator()
