@@ -57,7 +57,7 @@ def default_head_kwargs(dim: int, cost_name: str = "quadratic", t_f: float = 1.0
     is the exact Hopf-Lax solution (zero HJ residual by construction); for other costs it is
     the affine-in-time quadratic the network corrects."""
     width = 64 if dim <= 4 else 128 if dim <= 16 else 256
-    quadratic: bool | str = "hopf_lax" if cost_name == "quadratic" else True
+    quadratic: bool | str = "hopf_lax_spd" if cost_name == "quadratic" else True
     return {"width": width, "depth": 3, "activation": "silu", "quadratic": quadratic, "t_max": float(t_f)}
 
 
@@ -81,6 +81,7 @@ def fit(
     sampler: CollocationSampler | None = None,
     n_colloc: int | None = None,
     seed: int = 0,
+    warm_start: bool = True,
     ema_decay: float | None = None,
     output_dir: str | None = None,
     resume: bool = False,
@@ -97,6 +98,9 @@ def fit(
     ``labels=(ls, lt)`` makes the transport class-conditional: class ``k`` goes to class ``k``;
     by default with one shared potential and class-wise MMD (the paper), or with a conditional
     head (``conditional=True``). ``lambda_mmd="auto"`` adapts the MMD weight (see objective.py).
+    ``warm_start``: for a head with a ``hopf_lax_spd`` quadratic part (the quadratic cost's
+    default), start from the OT map between Gaussians fitted to both sample sets (see
+    :func:`linear_warm_start`); training then learns the rest.
     """
     xs = check_samples(x_source, "x_source")
     yt = check_samples(y_target, "y_target", dim=xs.shape[1])
@@ -140,6 +144,8 @@ def fit(
     scale = float(((both - shift) ** 2).sum(1).mean().sqrt() / dim**0.5) or 1.0
     hjmap.set_normalization(shift, scale)
     zs, zt = (xs - shift) / scale, (yt - shift) / scale
+    if warm_start and not resume:
+        linear_warm_start(hjmap, zs, zt)
     obj = HJObjective(
         hjmap,
         ObjectiveConfig(
@@ -165,6 +171,35 @@ def fit(
     )
     hjmap.eval()  # trained in place (accelerate wraps, but does not copy, the module)
     return (hjmap, result) if return_history else hjmap
+
+
+def linear_warm_start(hjmap: HJMap, zs: torch.Tensor, zt: torch.Tensor) -> bool:
+    """Set the head's ``hopf_lax_spd`` quadratic part (if it has one) to the quadratic-cost OT
+    map between the Gaussians with the samples' means and covariances (the linear
+    Monge-Kantorovich map, exact between Gaussians), in standardised coordinates. Returns
+    whether it did. Measured on the Gaussian pairs, it saves most of the training steps; the
+    network and the match term then learn what is not affine."""
+    # Duck-typed, so that a third-party head can take part: a ``quadratic`` submodule with
+    # ``set_affine_map(matrix, offset)``.
+    quad = getattr(hjmap.head, "quadratic", None)
+    if not callable(getattr(quad, "set_affine_map", None)):
+        return False
+    from .metrics import gaussian_ot_map
+
+    d = zs.shape[1]
+    z0, z1 = zs.double(), zt.double()
+
+    def moments(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        c = torch.cov(z.T).reshape(d, d) if len(z) > 1 else torch.zeros(d, d, dtype=z.dtype)
+        # A ridge keeps degenerate data (colours of a flat image, a 1-D line) invertible.
+        ridge = 1e-4 * float(c.trace()) / d + 1e-8
+        return z.mean(0), c + ridge * torch.eye(d, dtype=z.dtype)
+
+    m0, s0 = moments(z0)
+    m1, s1 = moments(z1)
+    a, _ = gaussian_ot_map(m0, s0, m1, s1)
+    quad.set_affine_map(a, m1 - a @ m0)  # T(x) = a x + (m1 - a m0)
+    return True
 
 
 def make_batch_fn(zs, zt, ks, kt, batch_size: int, seed: int):

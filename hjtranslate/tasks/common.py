@@ -40,6 +40,9 @@ def add_map_arguments(p: argparse.ArgumentParser, steps: int = 3000, batch_size:
                    help="MMD weight: 'auto' (adaptive, default) or a number")
     p.add_argument("--mmd", default="energy", choices=["energy", "gaussian"])
     p.add_argument("--no-backward-mmd", action="store_true")
+    p.add_argument("--no-warm-start", action="store_true",
+                   help="start the quadratic part at the identity map, not at the OT map between "
+                   "Gaussians fitted to the data")
     p.add_argument("--t-f", type=float, default=1.0)
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument("--no-progress", action="store_true")
@@ -75,6 +78,7 @@ def fit_from_args(
         t_f=args.t_f, steps=args.steps, time_budget=args.time_budget, batch_size=args.batch_size,
         lr=args.lr, lambda_mmd=args.lambda_mmd, mmd=args.mmd,
         backward_mmd=not args.no_backward_mmd, seed=args.seed,
+        warm_start=not getattr(args, "no_warm_start", False),
         output_dir=str(out), resume=args.resume, progress=not args.no_progress,
         accelerator=acc, return_history=True, **kwargs,
     )
