@@ -170,6 +170,10 @@ class MLPHead(PotentialHead):
         self.inp = nn.Linear(dim + 1, width)
         self.hidden = nn.ModuleList(nn.Linear(width, width) for _ in range(depth - 1))
         self.out = nn.Linear(width, 1)
+        if quadratic not in (False, None, "none"):
+            # The quadratic part carries the start (a warm-started affine map): the network
+            # begins as zero and learns only the correction, instead of a random distortion.
+            nn.init.zeros_(self.out.weight)
         self.act = _activation(activation)
         self.quadratic = _quadratic_term(quadratic, dim, t_max, quadratic_gain)
 
@@ -225,6 +229,10 @@ class ConditionalHead(PotentialHead):
             nn.init.zeros_(film.weight)
             nn.init.zeros_(film.bias)
         self.out = nn.Linear(width, 1)
+        if quadratic not in (False, None, "none"):
+            # The quadratic part carries the start (a warm-started affine map): the network
+            # begins as zero and learns only the correction, instead of a random distortion.
+            nn.init.zeros_(self.out.weight)
         self.act = _activation(activation)
         self.quadratic = _quadratic_term(quadratic, dim, t_max, quadratic_gain)
 
