@@ -11,6 +11,11 @@ are quadratic in ``x``, so the network only learns the rest):
   Gaussians) is represented exactly, so the HJ loss and the distribution match no longer pull
   against each other there. ``t_max`` (the map's ``t_f``) bounds the times it must stay valid for;
   its parameters learn ``quadratic_gain`` times faster than the network's.
+- ``quadratic="hopf_lax_spd"`` (``fit``'s default for the quadratic cost): the same solution with
+  ``I + t_max A = exp(S)``, ``S`` symmetric. Better conditioned than ``hopf_lax``'s eigenbasis
+  (which gets no gradient while its eigenvalues are equal, as at the start), and it can start
+  from any affine monotone map: ``fit`` starts it at the OT map between Gaussians fitted to the
+  data (its warm start), and the network, whose output layer then starts at zero, learns the rest.
 """
 
 from __future__ import annotations
@@ -268,7 +273,8 @@ class AffineHead(PotentialHead):
     """``u(x, t)``: the Hopf-Lax quadratic alone, so ``T(x) = (I + t_f A) x + t_f b`` with ``I + t_f A``
     symmetric positive definite: the family of quadratic-cost OT maps between Gaussians (and of
     the linear Monge-Kantorovich colour transfer). Exact HJ solutions by construction; for the
-    quadratic cost only. Few parameters: ``dim (dim + 2)``."""
+    quadratic cost only. Few parameters: ``dim (dim + 2)``. ``quadratic="hopf_lax_spd"`` (what
+    ``fit`` asks for) is the better-conditioned form; ``"hopf_lax"`` loads earlier maps."""
 
     def __init__(self, dim: int, t_max: float = 1.0, quadratic_gain: float = 10.0,
                  quadratic: str = "hopf_lax") -> None:
@@ -276,9 +282,12 @@ class AffineHead(PotentialHead):
         if int(dim) < 1:
             raise ValueError(f"dim must be a positive integer, got {dim!r}.")
         if quadratic not in ("hopf_lax", "hopf_lax_spd"):
-            raise ValueError(f"The affine head's quadratic is 'hopf_lax' or 'hopf_lax_spd'; got {quadratic!r}.")
-        self.head_config = {"dim": int(dim), "t_max": float(t_max), "quadratic_gain": float(quadratic_gain),
-                            "quadratic": quadratic}
+            raise ValueError(
+                f"The affine head is the Hopf-Lax quadratic of the quadratic cost: quadratic must be "
+                f"'hopf_lax' or 'hopf_lax_spd', got {quadratic!r}."
+            )
+        self.head_config = {"dim": int(dim), "t_max": float(t_max),
+                            "quadratic_gain": float(quadratic_gain), "quadratic": quadratic}
         self.quadratic = _quadratic_term(quadratic, int(dim), t_max, quadratic_gain)
 
     def forward(
