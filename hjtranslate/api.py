@@ -144,7 +144,7 @@ def fit(
     scale = float(((both - shift) ** 2).sum(1).mean().sqrt() / dim**0.5) or 1.0
     hjmap.set_normalization(shift, scale)
     zs, zt = (xs - shift) / scale, (yt - shift) / scale
-    if warm_start and not resume:
+    if warm_start:  # a resumed run then loads its checkpoint over it
         linear_warm_start(hjmap, zs, zt)
     obj = HJObjective(
         hjmap,
