@@ -132,6 +132,8 @@ def fit(
     accepted = inspect.signature(heads[head].obj.__init__).parameters if head in heads else {}
     defaults = {k: v for k, v in default_head_kwargs(dim, cost_name, t_f).items() if k in accepted}
     hk = {**defaults, **(head_kwargs or {})}
+    if resume and output_dir and "quadratic" not in (head_kwargs or {}):
+        hk.update(_resumed_quadratic(output_dir))
     hjmap = HJMap(
         dim, cost=cost_name, cost_kwargs=cost_kwargs, head=head, head_kwargs=hk, t_f=t_f,
         num_classes=num_classes, class_names=class_names,
@@ -173,6 +175,21 @@ def fit(
     return (hjmap, result) if return_history else hjmap
 
 
+def _resumed_quadratic(output_dir: str) -> dict[str, Any]:
+    """The quadratic kind of the run being resumed (runs started before ``hopf_lax_spd`` became
+    the default hold ``hopf_lax`` weights)."""
+    import json
+
+    from .training import latest_checkpoint
+
+    last = latest_checkpoint(output_dir)
+    config = last / "model" / "config.json" if last else None
+    if config is None or not config.is_file():
+        return {}
+    saved = json.loads(config.read_text()).get("head_kwargs", {})
+    return {"quadratic": saved["quadratic"]} if "quadratic" in saved else {}
+
+
 def linear_warm_start(hjmap: HJMap, zs: torch.Tensor, zt: torch.Tensor) -> bool:
     """Set the head's ``hopf_lax_spd`` quadratic part (if it has one) to the quadratic-cost OT
     map between the Gaussians with the samples' means and covariances (the linear
@@ -184,16 +201,20 @@ def linear_warm_start(hjmap: HJMap, zs: torch.Tensor, zt: torch.Tensor) -> bool:
     quad = getattr(hjmap.head, "quadratic", None)
     if not callable(getattr(quad, "set_affine_map", None)):
         return False
+    # The Gaussian map is the quadratic cost's, and the part reaches it at t_max: at t_f only
+    # when the two agree.
+    if hjmap.cost_name != "quadratic" or abs(float(getattr(quad, "t_max", hjmap.t_f)) - hjmap.t_f) > 1e-12:
+        return False
     from .metrics import gaussian_ot_map
 
     d = zs.shape[1]
     z0, z1 = zs.double(), zt.double()
 
     def moments(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        c = torch.cov(z.T).reshape(d, d) if len(z) > 1 else torch.zeros(d, d, dtype=z.dtype)
+        c = torch.cov(z.T).reshape(d, d)
         # A ridge keeps degenerate data (colours of a flat image, a 1-D line) invertible.
         ridge = 1e-4 * float(c.trace()) / d + 1e-8
-        return z.mean(0), c + ridge * torch.eye(d, dtype=z.dtype)
+        return z.mean(0), c + ridge * torch.eye(d, dtype=z.dtype, device=z.device)
 
     m0, s0 = moments(z0)
     m1, s1 = moments(z1)

@@ -82,6 +82,12 @@ def test_spd_hopf_lax_quadratic_solves_hj_and_gives_an_exact_affine_map(head):
     t = torch.rand(64, 1, dtype=torch.float64) * t_f
     residual = implicit_hj_residual(lambda z, s: m.head(z, s, k), m.cost, x, t)
     assert residual.abs().max() < 1e-10
+    # The PDE itself, u_t + |grad u|^2 / 2 = 0, at one time shared by the batch (its own branch).
+    ts = torch.full((64, 1), 0.7, dtype=torch.float64, requires_grad=True)
+    xs = x.clone().requires_grad_(True)
+    u = quad(xs, ts)
+    u_t, u_x = torch.autograd.grad(u.sum(), (ts, xs))
+    torch.testing.assert_close(u_t[:, 0], -0.5 * (u_x * u_x).sum(-1))
     s = quad.gain * 0.5 * (quad.sym + quad.sym.T)
     y = m.forward(x, k)
     torch.testing.assert_close(y, x @ torch.linalg.matrix_exp(s) + t_f * quad.gain * quad.b)

@@ -31,8 +31,8 @@ def add_map_arguments(p: argparse.ArgumentParser, steps: int = 3000, batch_size:
     p.add_argument("--head", default=None, help="a head plugin (default: mlp)")
     p.add_argument("--width", type=int, default=None)
     p.add_argument("--depth", type=int, default=None)
-    p.add_argument("--quadratic", default=None, choices=["none", "affine", "hopf_lax"],
-                   help="quadratic part of the potential (default: hopf_lax for the quadratic cost, "
+    p.add_argument("--quadratic", default=None, choices=["none", "affine", "hopf_lax", "hopf_lax_spd"],
+                   help="quadratic part of the potential (default: hopf_lax_spd for the quadratic cost, "
                    "else affine)")
     p.add_argument("--quadratic-gain", type=float, default=None,
                    help="the hopf_lax quadratic learns this many times faster than the network (default 10)")
@@ -62,7 +62,7 @@ def fit_from_args(
     cost_kwargs = {"p": args.p} if args.p is not None else {}
     cost = registry.create("cost", args.cost, **cost_kwargs)
     # Options left unset keep the head's (or fit's) defaults; the heads take "none" / "affine" /
-    # "hopf_lax" for `quadratic` as given.
+    # "hopf_lax" / "hopf_lax_spd" for `quadratic` as given.
     head_kwargs = {k: getattr(args, k) for k in ("width", "depth", "quadratic", "quadratic_gain")
                    if getattr(args, k, None)}
     head_kwargs.update(kwargs.pop("head_kwargs", {}))

@@ -113,13 +113,16 @@ class _HopfLaxSPD(nn.Module):
         self.b = nn.Parameter(torch.zeros(dim))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        s = self.gain * 0.5 * (self.sym + self.sym.T)
-        b = self.gain * self.b
+        s = (self.gain * 0.5 * (self.sym + self.sym.T)).to(x.dtype)
+        b = (self.gain * self.b).to(x.dtype)
         eye = torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
         a = (torch.linalg.matrix_exp(s) - eye) / self.t_max
-        t = t.reshape(-1, 1)
+        a = 0.5 * (a + a.T)  # symmetric to round-off, as used below
+        t = t.reshape(-1, 1).to(x.dtype)
         rhs = x - t * b
-        if bool((t == t[:1]).all()):  # one time for the whole batch: one solve
+        # One time for the whole batch (the maps): one solve. Not when u is differentiated in
+        # t (the shared value would hide each sample's own time from autograd).
+        if not (t.requires_grad and torch.is_grad_enabled()) and bool((t == t[:1]).all()):
             y = torch.linalg.solve(eye + t[0, 0] * a, rhs.T).T
         else:
             y = torch.linalg.solve(eye + t[:, :, None] * a, rhs.unsqueeze(-1)).squeeze(-1)
@@ -148,7 +151,9 @@ def _quadratic_term(kind: bool | str, dim: int, t_max: float, gain: float) -> nn
         return _HopfLaxQuadratic(dim, t_max, gain)
     if kind == "hopf_lax_spd":
         return _HopfLaxSPD(dim, t_max, gain)
-    raise ValueError(f"quadratic must be False, True / 'affine' or 'hopf_lax'; got {kind!r}.")
+    raise ValueError(
+        f"quadratic must be False, True / 'affine', 'hopf_lax' or 'hopf_lax_spd'; got {kind!r}."
+    )
 
 
 class MLPHead(PotentialHead):
