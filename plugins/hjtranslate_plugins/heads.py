@@ -180,9 +180,9 @@ class MLPHead(PotentialHead):
         self.inp = nn.Linear(dim + 1, width)
         self.hidden = nn.ModuleList(nn.Linear(width, width) for _ in range(depth - 1))
         self.out = nn.Linear(width, 1)
-        if quadratic in ("hopf_lax", "hopf_lax_spd"):
-            # The quadratic part carries the start (a warm-started affine map): the network
-            # begins as zero and learns only the correction, instead of a random distortion.
+        if quadratic == "hopf_lax_spd":
+            # The quadratic part carries the start (``fit`` warm-starts it at an affine map): the
+            # network begins as zero and learns only the correction, not a random distortion.
             # (Not for other costs: u = 0 there can put grad H at its singular point p = 0.)
             nn.init.zeros_(self.out.weight)
         self.act = _activation(activation)
@@ -240,9 +240,9 @@ class ConditionalHead(PotentialHead):
             nn.init.zeros_(film.weight)
             nn.init.zeros_(film.bias)
         self.out = nn.Linear(width, 1)
-        if quadratic in ("hopf_lax", "hopf_lax_spd"):
-            # The quadratic part carries the start (a warm-started affine map): the network
-            # begins as zero and learns only the correction, instead of a random distortion.
+        if quadratic == "hopf_lax_spd":
+            # The quadratic part carries the start (``fit`` warm-starts it at an affine map): the
+            # network begins as zero and learns only the correction, not a random distortion.
             # (Not for other costs: u = 0 there can put grad H at its singular point p = 0.)
             nn.init.zeros_(self.out.weight)
         self.act = _activation(activation)
