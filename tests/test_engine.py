@@ -25,45 +25,9 @@ def test_implicit_formula_vanishes_on_a_closed_form_solution():
     assert implicit_hj_residual(wrong, cost, x, t).abs().max() > 1e-2
 
 
-@pytest.mark.parametrize("head", ["mlp", "conditional"])
-def test_hopf_lax_quadratic_solves_hj_and_gives_an_exact_affine_map(head):
-    """The head's Hopf-Lax quadratic part has zero HJ residual for any parameters, its forward
-    map is the affine monotone map x -> (I + t_f A) x + t_f b, and the backward map inverts it."""
-    t_f = 2.0
-    kwargs = {"width": 8, "depth": 2, "quadratic": "hopf_lax", "t_max": t_f}
-    if head == "conditional":
-        kwargs["embed_dim"] = 4
-    m = hjt.HJMap(dim=3, head=head, head_kwargs=kwargs, t_f=t_f,
-                  num_classes=2 if head == "conditional" else None).double()
-    torch.manual_seed(0)
-    quad = m.head.quadratic
-    with torch.no_grad():
-        for p in m.head.parameters():
-            p.zero_()  # the network part is then constant: u is the quadratic part alone
-        quad.skew.normal_(0, 0.1)
-        quad.log_mu.normal_(0, 0.05)
-        quad.b.normal_(0, 0.1)
-    k = torch.zeros(64, dtype=torch.long) if head == "conditional" else None
-    x = torch.randn(64, 3, dtype=torch.float64)
-    t = torch.rand(64, 1, dtype=torch.float64) * t_f
-    residual = implicit_hj_residual(lambda z, s: m.head(z, s, k), m.cost, x, t)
-    assert residual.abs().max() < 1e-10
-    skew, log_mu, b = (quad.gain * p for p in (quad.skew, quad.log_mu, quad.b))
-    q = torch.linalg.matrix_exp(skew - skew.T)
-    a = q @ torch.diag(torch.expm1(log_mu) / t_f) @ q.T
-    y = m.forward(x, k)
-    torch.testing.assert_close(y, x + t_f * (x @ a + b))
-    torch.testing.assert_close(m.backward(y, k), x)
-    with pytest.raises(ValueError, match="hopf_lax"):
-        hjt.HJMap(dim=2, head_kwargs={"quadratic": "cubic"})
-
-
-@pytest.mark.parametrize("head", ["mlp", "conditional", "affine"])
-def test_spd_hopf_lax_quadratic_solves_hj_and_gives_an_exact_affine_map(head):
-    """The ``hopf_lax_spd`` part (``I + t_f A = exp(S)``): zero HJ residual at per-sample times,
-    forward map ``exp(S) x + t_f b``, backward map its inverse."""
-    t_f = 1.5
-    kwargs = {"quadratic": "hopf_lax_spd", "t_max": t_f}
+def _quadratic_only_map(head: str, quadratic: str, t_f: float):
+    """A float64 3-D map whose network part is zero (constant), so u is its quadratic part."""
+    kwargs = {"quadratic": quadratic, "t_max": t_f}
     if head != "affine":
         kwargs.update(width=8, depth=2)
     if head == "conditional":
@@ -71,27 +35,52 @@ def test_spd_hopf_lax_quadratic_solves_hj_and_gives_an_exact_affine_map(head):
     m = hjt.HJMap(dim=3, head=head, head_kwargs=kwargs, t_f=t_f,
                   num_classes=2 if head == "conditional" else None).double()
     torch.manual_seed(0)
-    quad = m.head.quadratic
     with torch.no_grad():
         for p in m.head.parameters():
             p.zero_()
-        quad.sym.normal_(0, 0.05)
-        quad.b.normal_(0, 0.1)
+    return m, m.head.quadratic
+
+
+def _affine_matrix(quad, t_f: float) -> torch.Tensor:
+    """``I + t_f A`` of a Hopf-Lax part, from its parameters."""
+    if hasattr(quad, "sym"):  # hopf_lax_spd: exp(S)
+        return torch.linalg.matrix_exp(quad.gain * 0.5 * (quad.sym + quad.sym.T))
+    skew, log_mu = quad.gain * quad.skew, quad.gain * quad.log_mu  # hopf_lax: Q diag(mu) Q^T
+    q = torch.linalg.matrix_exp(skew - skew.T)
+    return q @ torch.diag(torch.exp(log_mu)) @ q.T
+
+
+@pytest.mark.parametrize("quadratic,head", [
+    ("hopf_lax", "mlp"), ("hopf_lax", "conditional"),
+    ("hopf_lax_spd", "mlp"), ("hopf_lax_spd", "conditional"), ("hopf_lax_spd", "affine"),
+])
+def test_hopf_lax_quadratic_solves_hj_and_gives_an_exact_affine_map(quadratic, head):
+    """The head's Hopf-Lax quadratic part has zero HJ residual for any parameters (at per-sample
+    times, and at one time shared by the batch), its forward map is the affine monotone map
+    x -> (I + t_f A) x + t_f b, and the backward map inverts it."""
+    t_f = 1.5
+    m, quad = _quadratic_only_map(head, quadratic, t_f)
+    with torch.no_grad():
+        for p in quad.parameters():
+            p.normal_(0, 0.05)
     k = torch.zeros(64, dtype=torch.long) if head == "conditional" else None
     x = torch.randn(64, 3, dtype=torch.float64)
     t = torch.rand(64, 1, dtype=torch.float64) * t_f
     residual = implicit_hj_residual(lambda z, s: m.head(z, s, k), m.cost, x, t)
     assert residual.abs().max() < 1e-10
-    # The PDE itself, u_t + |grad u|^2 / 2 = 0, at one time shared by the batch (its own branch).
+    # The PDE itself, u_t + |grad u|^2 / 2 = 0, at one time shared by the batch.
     ts = torch.full((64, 1), 0.7, dtype=torch.float64, requires_grad=True)
     xs = x.clone().requires_grad_(True)
-    u = quad(xs, ts)
-    u_t, u_x = torch.autograd.grad(u.sum(), (ts, xs))
+    u_t, u_x = torch.autograd.grad(quad(xs, ts).sum(), (ts, xs))
     torch.testing.assert_close(u_t[:, 0], -0.5 * (u_x * u_x).sum(-1))
-    s = quad.gain * 0.5 * (quad.sym + quad.sym.T)
     y = m.forward(x, k)
-    torch.testing.assert_close(y, x @ torch.linalg.matrix_exp(s) + t_f * quad.gain * quad.b)
+    torch.testing.assert_close(y, x @ _affine_matrix(quad, t_f) + t_f * quad.gain * quad.b)
     torch.testing.assert_close(m.backward(y, k), x)
+
+
+def test_unknown_quadratic_is_a_clear_error():
+    with pytest.raises(ValueError, match="hopf_lax_spd"):
+        hjt.HJMap(dim=2, head_kwargs={"quadratic": "cubic"})
 
 
 def test_warm_start_is_the_gaussian_map_of_the_sample_moments():

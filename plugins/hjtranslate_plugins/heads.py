@@ -53,7 +53,22 @@ class _Quadratic(nn.Module):
         return quad + (x * self.b[0]).sum(-1) + t[:, 0] * (x * self.b[1]).sum(-1)
 
 
-class _HopfLaxQuadratic(nn.Module):
+class _HopfLaxPart(nn.Module):
+    """What both Hopf-Lax quadratics share: the time bound ``t_max``, the learning-rate ``gain``
+    and the linear coefficient ``b`` (stored divided by ``gain``)."""
+
+    def __init__(self, dim: int, t_max: float, gain: float) -> None:
+        super().__init__()
+        if not float(t_max) > 0:
+            raise ValueError(f"t_max must be > 0, got {t_max!r}.")
+        if not float(gain) > 0:
+            raise ValueError(f"quadratic_gain must be > 0, got {gain!r}.")
+        self.t_max = float(t_max)
+        self.gain = float(gain)
+        self.b = nn.Parameter(torch.zeros(dim))
+
+
+class _HopfLaxQuadratic(_HopfLaxPart):
     """``u(x, t) = min_y u0(y) + |x - y|^2 / (2 t)`` for ``u0(y) = y^T A y / 2 + b . y``.
 
     ``A = Q diag(lam) Q^T`` with ``Q = exp(S - S^T)`` (orthogonal) and ``lam = (exp(s) - 1) / t_max``,
@@ -69,16 +84,9 @@ class _HopfLaxQuadratic(nn.Module):
     L2-UVP 32 % at gain 1, 0.03 % at gain 10)."""
 
     def __init__(self, dim: int, t_max: float = 1.0, gain: float = 10.0) -> None:
-        super().__init__()
-        if not float(t_max) > 0:
-            raise ValueError(f"t_max must be > 0, got {t_max!r}.")
-        if not float(gain) > 0:
-            raise ValueError(f"quadratic_gain must be > 0, got {gain!r}.")
-        self.t_max = float(t_max)
-        self.gain = float(gain)
+        super().__init__(dim, t_max, gain)
         self.skew = nn.Parameter(torch.zeros(dim, dim))
         self.log_mu = nn.Parameter(torch.zeros(dim))
-        self.b = nn.Parameter(torch.zeros(dim))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         skew, log_mu, b = self.gain * self.skew, self.gain * self.log_mu, self.gain * self.b
@@ -90,7 +98,7 @@ class _HopfLaxQuadratic(nn.Module):
         return (0.5 * lam * y * y + br * y + 0.5 * t * grad0 * grad0).sum(-1)
 
 
-class _HopfLaxSPD(nn.Module):
+class _HopfLaxSPD(_HopfLaxPart):
     """The Hopf-Lax quadratic of :class:`_HopfLaxQuadratic` with ``I + t_max A = exp(S)`` for a
     symmetric ``S``: then ``I + t A = (1 - t / t_max) I + (t / t_max) exp(S)`` is positive definite
     for every ``t`` in ``[0, t_max]`` (a convex combination of two such matrices), and ``u`` is
@@ -102,15 +110,8 @@ class _HopfLaxSPD(nn.Module):
     16-D Gaussian pair, 1,000 steps: see BENCHMARKS.md)."""
 
     def __init__(self, dim: int, t_max: float = 1.0, gain: float = 10.0) -> None:
-        super().__init__()
-        if not float(t_max) > 0:
-            raise ValueError(f"t_max must be > 0, got {t_max!r}.")
-        if not float(gain) > 0:
-            raise ValueError(f"quadratic_gain must be > 0, got {gain!r}.")
-        self.t_max = float(t_max)
-        self.gain = float(gain)
+        super().__init__(dim, t_max, gain)
         self.sym = nn.Parameter(torch.zeros(dim, dim))
-        self.b = nn.Parameter(torch.zeros(dim))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         s = (self.gain * 0.5 * (self.sym + self.sym.T)).to(x.dtype)
