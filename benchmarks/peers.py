@@ -296,7 +296,7 @@ def table_cfm(args: argparse.Namespace) -> None:
           + "energy |", "|---|---|---|---|---|" + ("---|" if args.table == "gaussians" else "") + "---|"]
     for r in rows:
         for meth, curve, npar in (("HJ (ours)", r["hj_curve"], r["hj_params"]),
-                                  ("HJ (ours), cold start", r.get("hj_cold_curve", []), r["hj_params"]),
+                                  ("HJ (ours), cold start", r["hj_cold_curve"], r["hj_params"]),
                                   ("OT-CFM", r["cfm_curve"], r["cfm_params"])):
             for c in curve:
                 uvp = f"{c['uvp']:.3f} | " if "uvp" in c else ""

@@ -78,7 +78,7 @@ def fit_from_args(
         t_f=args.t_f, steps=args.steps, time_budget=args.time_budget, batch_size=args.batch_size,
         lr=args.lr, lambda_mmd=args.lambda_mmd, mmd=args.mmd,
         backward_mmd=not args.no_backward_mmd, seed=args.seed,
-        warm_start=not getattr(args, "no_warm_start", False),
+        warm_start=not args.no_warm_start,
         output_dir=str(out), resume=args.resume, progress=not args.no_progress,
         accelerator=acc, return_history=True, **kwargs,
     )

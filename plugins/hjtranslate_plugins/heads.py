@@ -157,6 +157,17 @@ def _quadratic_term(kind: bool | str, dim: int, t_max: float, gain: float) -> nn
     )
 
 
+def _output_layer(width: int, quadratic: bool | str) -> nn.Linear:
+    """The network's last layer. Beside a ``hopf_lax_spd`` part it starts at zero: that part
+    carries the start (``fit`` warm-starts it at an affine map) and the network learns only the
+    correction, not a random distortion. (Not for other costs: u = 0 there can put grad H at
+    its singular point p = 0.)"""
+    out = nn.Linear(width, 1)
+    if quadratic == "hopf_lax_spd":
+        nn.init.zeros_(out.weight)
+    return out
+
+
 class MLPHead(PotentialHead):
     """``u(x, t)``: a residual MLP on ``[x, t]`` with smooth activations."""
 
@@ -180,12 +191,7 @@ class MLPHead(PotentialHead):
         }
         self.inp = nn.Linear(dim + 1, width)
         self.hidden = nn.ModuleList(nn.Linear(width, width) for _ in range(depth - 1))
-        self.out = nn.Linear(width, 1)
-        if quadratic == "hopf_lax_spd":
-            # The quadratic part carries the start (``fit`` warm-starts it at an affine map): the
-            # network begins as zero and learns only the correction, not a random distortion.
-            # (Not for other costs: u = 0 there can put grad H at its singular point p = 0.)
-            nn.init.zeros_(self.out.weight)
+        self.out = _output_layer(width, quadratic)
         self.act = _activation(activation)
         self.quadratic = _quadratic_term(quadratic, dim, t_max, quadratic_gain)
 
@@ -240,12 +246,7 @@ class ConditionalHead(PotentialHead):
         for film in self.film:  # start as the unconditional MLP
             nn.init.zeros_(film.weight)
             nn.init.zeros_(film.bias)
-        self.out = nn.Linear(width, 1)
-        if quadratic == "hopf_lax_spd":
-            # The quadratic part carries the start (``fit`` warm-starts it at an affine map): the
-            # network begins as zero and learns only the correction, not a random distortion.
-            # (Not for other costs: u = 0 there can put grad H at its singular point p = 0.)
-            nn.init.zeros_(self.out.weight)
+        self.out = _output_layer(width, quadratic)
         self.act = _activation(activation)
         self.quadratic = _quadratic_term(quadratic, dim, t_max, quadratic_gain)
 
