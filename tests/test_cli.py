@@ -26,7 +26,8 @@ def test_toy2d_run_writes_everything(tmp_path):
     assert {"config.json", "metrics.json", "transport.png", "map", "checkpoints"} <= {
         p.name for p in out.iterdir()}
     metrics = json.loads((out / "metrics.json").read_text())
-    for key in ("cost_ratio", "energy_forward", "energy_target_vs_target", "duality_gap", "monotone_share"):
+    for key in ("cost_ratio", "cost_ratio_extrapolated", "energy_forward", "energy_floor_forward",
+                "duality_gap", "monotone_share"):
         assert key in metrics
     config = json.loads((out / "config.json").read_text())
     assert config["source"] == "8gaussians" and config["steps"] == 40
