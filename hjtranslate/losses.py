@@ -32,11 +32,14 @@ def energy_floor(y: torch.Tensor, n: int) -> torch.Tensor:
     return mean_dist * (1.0 / n + 1.0 / m)
 
 
+BANDWIDTHS = (0.1, 0.5, 1.0, 2.0, 5.0)
+
+
 def gaussian_mmd(
-    x: torch.Tensor, y: torch.Tensor, bandwidths: tuple[float, ...] = (0.1, 0.5, 1.0, 2.0, 5.0)
+    x: torch.Tensor, y: torch.Tensor, bandwidths: tuple[float, ...] = BANDWIDTHS
 ) -> torch.Tensor:
-    """Squared MMD with a sum of Gaussian kernels; bandwidths are relative to the median
-    pairwise distance of ``y``."""
+    """Squared MMD (V-statistic) with a sum of Gaussian kernels; bandwidths are relative to the
+    median pairwise distance of ``y``."""
     dxx, dyy, dxy = _pdist(x, x) ** 2, _pdist(y, y) ** 2, _pdist(x, y) ** 2
     med = dyy.detach().median().clamp_min(1e-12)
     total = x.new_zeros(())
@@ -47,9 +50,27 @@ def gaussian_mmd(
     return total
 
 
+def gaussian_floor(y: torch.Tensor, n: int, bandwidths: tuple[float, ...] = BANDWIDTHS) -> torch.Tensor:
+    """What :func:`energy_floor` is for :func:`gaussian_mmd`: ``(1/n + 1/m) (k(0) - E k(Y, Y'))``
+    (the expected V-statistic between two independent samples of one law, for any kernel)."""
+    m = y.shape[0]
+    dyy = _pdist(y, y) ** 2
+    med = dyy.median().clamp_min(1e-12)
+    off = ~torch.eye(m, dtype=torch.bool, device=y.device)
+    gap = sum(1 - torch.exp(-dyy[off] / (h * h * med)).mean() for h in bandwidths)
+    return gap * (1.0 / n + 1.0 / m)
+
+
 MMDS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "energy": energy_distance,
     "gaussian": gaussian_mmd,
+}
+
+
+# Each MMD's floor (see energy_floor): the adaptive lambda asks the match to reach it.
+FLOORS: dict[str, Callable[[torch.Tensor, int], torch.Tensor]] = {
+    "energy": energy_floor,
+    "gaussian": gaussian_floor,
 }
 
 

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .hjmap import HJMap
-from .losses import classwise, energy_floor, get_mmd, implicit_hj_residual
+from .losses import FLOORS, classwise, get_mmd, implicit_hj_residual
 from .sampling import CollocationSampler
 
 
@@ -67,6 +67,7 @@ class HJObjective(nn.Module):
         self.config = config
         self.sampler = sampler or CollocationSampler()
         self.mmd = get_mmd(config.mmd)
+        self.mmd_floor = FLOORS[config.mmd]
         lam = config.lambda_init if config.lambda_mmd == "auto" else float(config.lambda_mmd)
         self.register_buffer("log_lambda", torch.tensor(math.log(lam), dtype=torch.float64))
         self.register_buffer("ratio_ema", torch.tensor(-1.0, dtype=torch.float64))
@@ -140,10 +141,10 @@ class HJObjective(nn.Module):
         (class-wise, averaged over classes, when the match is)."""
         if self.config.classwise and kref is not None and kother is not None:
             return torch.stack([
-                energy_floor(ref[kref == k], int((kother == k).sum()))
+                self.mmd_floor(ref[kref == k], int((kother == k).sum()))
                 for k in torch.unique(kref) if (kref == k).sum() > 1 and (kother == k).sum() > 1
             ]).mean()
-        return energy_floor(ref, len(other))
+        return self.mmd_floor(ref, len(other))
 
     @torch.no_grad()
     def update_lambda(self, ratio: float) -> None:

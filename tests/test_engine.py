@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import hjtranslate as hjt
-from hjtranslate.losses import energy_distance, energy_floor, implicit_hj_residual
+from hjtranslate.losses import FLOORS, MMDS, implicit_hj_residual
 
 
 def test_implicit_formula_vanishes_on_a_closed_form_solution():
@@ -120,16 +120,18 @@ def test_implicit_formula_for_pnorm_with_linear_data(p):
     assert implicit_hj_residual(u, cost, x, t).abs().max() < 1e-10
 
 
-def test_energy_floor_matches_two_independent_samples():
+@pytest.mark.parametrize("kind", ["energy", "gaussian"])
+def test_mmd_floor_matches_two_independent_samples(kind):
+    mmd, mmd_floor = MMDS[kind], FLOORS[kind]
     g = torch.Generator().manual_seed(0)
     vals, floors = [], []
     for _ in range(200):
         x, y = torch.randn(64, 3, generator=g), torch.randn(64, 3, generator=g)
-        vals.append(float(energy_distance(x, y)))
-        floors.append(float(energy_floor(y, 64)))
+        vals.append(float(mmd(x, y)))
+        floors.append(float(mmd_floor(y, 64)))
     mean, floor = sum(vals) / len(vals), sum(floors) / len(floors)
     assert abs(mean / floor - 1) < 0.1
-    shifted = float(energy_distance(torch.randn(64, 3, generator=g) + 1, torch.randn(64, 3, generator=g)))
+    shifted = float(mmd(torch.randn(64, 3, generator=g) + 1, torch.randn(64, 3, generator=g)))
     assert shifted > 5 * floor
 
 
