@@ -147,7 +147,7 @@ def fit(
     hjmap.set_normalization(shift, scale)
     zs, zt = (xs - shift) / scale, (yt - shift) / scale
     if warm_start:  # a resumed run then loads its checkpoint over it
-        linear_warm_start(hjmap, zs, zt)
+        linear_warm_start(hjmap, zs, zt, ks, kt)
     obj = HJObjective(
         hjmap,
         ObjectiveConfig(
@@ -190,16 +190,20 @@ def _resumed_quadratic(output_dir: str) -> dict[str, Any]:
     return {"quadratic": saved["quadratic"]} if "quadratic" in saved else {}
 
 
-def linear_warm_start(hjmap: HJMap, zs: torch.Tensor, zt: torch.Tensor) -> bool:
+def linear_warm_start(hjmap: HJMap, zs: torch.Tensor, zt: torch.Tensor,
+                      ks: torch.Tensor | None = None, kt: torch.Tensor | None = None) -> bool:
     """Set the head's ``hopf_lax_spd`` quadratic part (if it has one) to the quadratic-cost OT
     map between the Gaussians with the samples' means and covariances (the linear
     Monge-Kantorovich map, exact between Gaussians), in standardised coordinates. Returns
     whether it did. Measured on the Gaussian pairs, it saves most of the training steps; the
-    network and the match term then learn what is not affine."""
+    network and the match term then learn what is not affine. A part with one map per class
+    (``hopf_lax_per_class``) gets class ``k``'s map from the class-``k`` samples
+    (``ks``, ``kt``)."""
     # Duck-typed, so that a third-party head can take part: a ``quadratic`` submodule with
-    # ``set_affine_map(matrix, offset)``.
+    # ``set_affine_map(matrix, offset)`` (or ``set_affine_maps(matrices, offsets)``, per class).
     quad = getattr(hjmap.head, "quadratic", None)
-    if not callable(getattr(quad, "set_affine_map", None)):
+    per_class = callable(getattr(quad, "set_affine_maps", None))
+    if not (callable(getattr(quad, "set_affine_map", None)) or (per_class and ks is not None)):
         return False
     # The Gaussian map is the quadratic cost's, and the part reaches it at t_max: at t_f only
     # when the two agree.
@@ -216,10 +220,19 @@ def linear_warm_start(hjmap: HJMap, zs: torch.Tensor, zt: torch.Tensor) -> bool:
         ridge = 1e-4 * float(c.trace()) / d + 1e-8
         return z.mean(0), c + ridge * torch.eye(d, dtype=z.dtype, device=z.device)
 
-    m0, s0 = moments(z0)
-    m1, s1 = moments(z1)
-    a, _ = gaussian_ot_map(m0, s0, m1, s1)
-    quad.set_affine_map(a, m1 - a @ m0)  # T(x) = a x + (m1 - a m0)
+    def gaussian_map(z0: torch.Tensor, z1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        (m0, s0), (m1, s1) = moments(z0), moments(z1)
+        a, _ = gaussian_ot_map(m0, s0, m1, s1)
+        return a, m1 - a @ m0  # T(x) = a x + (m1 - a m0)
+
+    if not per_class:
+        quad.set_affine_map(*gaussian_map(z0, z1))
+        return True
+    # A class with fewer than two samples on a side has no covariance: it takes the pooled map.
+    pooled = gaussian_map(z0, z1)
+    maps = [gaussian_map(z0[ks == k], z1[kt == k]) if min((ks == k).sum(), (kt == k).sum()) > 1
+            else pooled for k in range(quad.b.shape[0])]
+    quad.set_affine_maps(torch.stack([a for a, _ in maps]), torch.stack([b for _, b in maps]))
     return True
 
 

@@ -41,18 +41,26 @@ def _quadratic_only_map(head: str, quadratic: str, t_f: float):
     return m, m.head.quadratic
 
 
-def _affine_matrix(quad, t_f: float) -> torch.Tensor:
-    """``I + t_f A`` of a Hopf-Lax part, from its parameters."""
+def _affine_map(quad, t_f: float, x: torch.Tensor, k: torch.Tensor | None) -> torch.Tensor:
+    """``(I + t_f A) x + t_f b`` of a Hopf-Lax part, from its parameters (class ``k``'s)."""
     if hasattr(quad, "sym"):  # hopf_lax_spd: exp(S)
-        return torch.linalg.matrix_exp(quad.gain * 0.5 * (quad.sym + quad.sym.T))
-    skew, log_mu = quad.gain * quad.skew, quad.gain * quad.log_mu  # hopf_lax: Q diag(mu) Q^T
-    q = torch.linalg.matrix_exp(skew - skew.T)
-    return q @ torch.diag(torch.exp(log_mu)) @ q.T
+        e = torch.linalg.matrix_exp(quad.gain * 0.5 * (quad.sym + quad.sym.T))
+        return x @ e + t_f * quad.gain * quad.b
+    skew, log_mu = quad.gain * quad.skew, quad.gain * quad.log_mu  # Q diag(mu) Q^T
+    skew = skew - skew.transpose(-1, -2)
+    if skew.ndim == 3:  # hopf_lax_per_class: Q_k = Q0_k cayley(W_k - W_k^T), one map per class
+        eye = torch.eye(skew.shape[-1], dtype=skew.dtype)
+        q = quad.q0 @ torch.linalg.solve(eye - skew, eye + skew)
+        m = q @ torch.diag_embed(torch.exp(log_mu)) @ q.transpose(1, 2)
+        return torch.einsum("nij,nj->ni", m[k], x) + t_f * quad.gain * quad.b[k]
+    q = torch.linalg.matrix_exp(skew)
+    return x @ (q @ torch.diag(torch.exp(log_mu)) @ q.T) + t_f * quad.gain * quad.b
 
 
 @pytest.mark.parametrize("quadratic,head", [
     ("hopf_lax", "mlp"), ("hopf_lax", "conditional"),
     ("hopf_lax_spd", "mlp"), ("hopf_lax_spd", "conditional"), ("hopf_lax_spd", "affine"),
+    ("hopf_lax_per_class", "conditional"),
 ])
 def test_hopf_lax_quadratic_solves_hj_and_gives_an_exact_affine_map(quadratic, head):
     """The head's Hopf-Lax quadratic part has zero HJ residual for any parameters (at per-sample
@@ -63,7 +71,9 @@ def test_hopf_lax_quadratic_solves_hj_and_gives_an_exact_affine_map(quadratic, h
     with torch.no_grad():
         for p in quad.parameters():
             p.normal_(0, 0.05)
-    k = torch.zeros(64, dtype=torch.long) if head == "conditional" else None
+    if hasattr(quad, "q0"):  # any orthogonal start basis per class
+        quad.q0.copy_(torch.linalg.qr(torch.randn(quad.q0.shape, dtype=torch.float64))[0])
+    k = torch.arange(64) % 2 if head == "conditional" else None
     x = torch.randn(64, 3, dtype=torch.float64)
     t = torch.rand(64, 1, dtype=torch.float64) * t_f
     residual = implicit_hj_residual(lambda z, s: m.head(z, s, k), m.cost, x, t)
@@ -71,10 +81,10 @@ def test_hopf_lax_quadratic_solves_hj_and_gives_an_exact_affine_map(quadratic, h
     # The PDE itself, u_t + |grad u|^2 / 2 = 0, at one time shared by the batch.
     ts = torch.full((64, 1), 0.7, dtype=torch.float64, requires_grad=True)
     xs = x.clone().requires_grad_(True)
-    u_t, u_x = torch.autograd.grad(quad(xs, ts).sum(), (ts, xs))
+    u_t, u_x = torch.autograd.grad((quad(xs, ts, k) if hasattr(quad, "q0") else quad(xs, ts)).sum(), (ts, xs))
     torch.testing.assert_close(u_t[:, 0], -0.5 * (u_x * u_x).sum(-1))
     y = m.forward(x, k)
-    torch.testing.assert_close(y, x @ _affine_matrix(quad, t_f) + t_f * quad.gain * quad.b)
+    torch.testing.assert_close(y, _affine_map(quad, t_f, x, k))
     torch.testing.assert_close(m.backward(y, k), x)
 
 
@@ -105,6 +115,35 @@ def test_warm_start_is_the_gaussian_map_of_the_sample_moments():
     assert (cold.forward(x).double() - true(x.double())).pow(2).sum(1).mean() / s1.trace() > 0.1
     # Heads without such a part are left alone.
     assert not linear_warm_start(hjt.HJMap(dim=4, head_kwargs={"quadratic": "hopf_lax"}), z0, z1)
+
+
+def test_per_class_warm_start_gives_each_class_its_gaussian_map():
+    """With ``hopf_lax_per_class`` every class starts at the Gaussian OT map between its own
+    samples (one pooled map cannot be right for classes that move differently)."""
+    from hjtranslate.api import linear_warm_start
+    from hjtranslate.metrics import gaussian_ot_map
+
+    g = torch.Generator().manual_seed(1)
+    d, n, parts, true = 3, 30000, [], []
+    for c in range(3):
+        a0, a1 = torch.randn(d, d, generator=g), torch.randn(d, d, generator=g)
+        s0, s1 = a0 @ a0.T / 3 + 0.2 * torch.eye(d), a1 @ a1.T / 3 + 0.2 * torch.eye(d)
+        m0, m1 = 3 * torch.randn(d, generator=g), 3 * torch.randn(d, generator=g)
+        parts.append((m0 + torch.randn(n, d, generator=g) @ torch.linalg.cholesky(s0).T,
+                      m1 + torch.randn(n, d, generator=g) @ torch.linalg.cholesky(s1).T,
+                      torch.full((n,), c)))
+        true.append((gaussian_ot_map(m0.double(), s0.double(), m1.double(), s1.double())[1], s1))
+    z0, z1, k = (torch.cat(p) for p in zip(*parts, strict=True))
+    kwargs = {"quadratic": "hopf_lax_per_class", "width": 8, "depth": 2, "embed_dim": 4}
+    m = hjt.HJMap(dim=d, head="conditional", head_kwargs=kwargs, num_classes=3)
+    assert not linear_warm_start(m, z0, z1)  # no labels: nothing to start a class from
+    assert linear_warm_start(m, z0, z1, k, k)
+    for c, (t, s1) in enumerate(true):
+        x = z0[k == c][:2000]
+        err = (m.forward(x, torch.full((len(x),), c)).double() - t(x.double())).pow(2).sum(1).mean()
+        assert err / s1.trace() < 1e-3  # L2-UVP under 0.1 % in every class
+    with pytest.raises(ValueError, match="conditional head"):
+        hjt.HJMap(dim=d, head_kwargs={"quadratic": "hopf_lax_per_class"})
 
 
 @pytest.mark.parametrize("p", [1.5, 3.0])
@@ -218,18 +257,26 @@ def test_fit_transports_a_shifted_gaussian():
     assert 0.9 < ev["cost_ratio"] < 1.1 and ev["monotone_share"] > 0.9
 
 
-@pytest.mark.parametrize("conditional", [False, True])
-def test_class_conditional_fit(conditional):
+@pytest.mark.parametrize("conditional,quadratic", [(False, None), (True, None),
+                                                   (True, "hopf_lax_per_class")])
+def test_class_conditional_fit(conditional, quadratic, tmp_path):
     g = torch.Generator().manual_seed(1)
     ks = torch.randint(0, 2, (600,), generator=g)
     kt = torch.randint(0, 2, (600,), generator=g)
     x = torch.randn(600, 2, generator=g) + 4 * ks[:, None]
     y = torch.randn(600, 2, generator=g) - 4 * kt[:, None]  # class 1 goes the other way
-    m = hjt.fit(x, y, labels=(ks, kt), conditional=conditional, steps=150, batch_size=128)
+    head_kwargs = {"quadratic": quadratic} if quadratic else None
+    m = hjt.fit(x, y, labels=(ks, kt), conditional=conditional, steps=150, batch_size=128,
+                head_kwargs=head_kwargs)
     assert m.conditional == conditional and m.num_classes == 2
     k1 = ks == 1
     pushed = m.forward(x[k1], k=1 if conditional else None)
     assert float(pushed.mean(0).sum()) < -3  # class 1 lands near (-4, -4), not near (0, 0)
+    if quadratic:  # the per-class part (and its start bases) survive saving and loading
+        m.save_pretrained(tmp_path)
+        again = hjt.HJMap.from_pretrained(tmp_path)
+        torch.testing.assert_close(again.forward(x[k1], k=1), pushed)
+        torch.testing.assert_close(again.backward(pushed, k=1), x[k1], atol=0.05, rtol=0)
 
 
 @pytest.mark.parametrize(

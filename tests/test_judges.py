@@ -68,3 +68,17 @@ def test_shipped_judges(shared_data: Path, name: str, min_accuracy: float) -> No
     fd_same = frechet_distance(judge, x[:250], x[250:])
     fd_noise = frechet_distance(judge, x[:250], torch.rand(250, 1, 28, 28))
     assert fd_same < fd_noise
+
+
+def test_random_blur_blurs_half_the_batch_and_keeps_the_rest() -> None:
+    from hjtranslate.tasks.judges import random_blur
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.zeros(200, 1, 28, 28)
+    x[:, :, 14, 14] = 1.0  # a point: blurring spreads it, and keeps its mass
+    y = random_blur(x, 1.5, g)
+    changed = (y - x).abs().flatten(1).amax(1) > 1e-3
+    assert 0.3 < changed.float().mean() < 0.7
+    assert torch.allclose(y.sum((1, 2, 3)), x.sum((1, 2, 3)), atol=1e-5)
+    assert bool((y[changed, 0, 14, 14] < 1).all()) and bool((y[~changed] - x[~changed]).abs().max() < 1e-3)
+    assert torch.equal(random_blur(x, 0.0, g), x)

@@ -18,6 +18,9 @@ from ..api import fit
 from ..hjmap import HJMap
 from ..training import make_accelerator
 
+# The built-in heads' quadratic parts (plugins/hjtranslate_plugins/heads.py).
+QUADRATIC_KINDS = ["none", "affine", "hopf_lax", "hopf_lax_spd", "hopf_lax_per_class"]
+
 
 def add_map_arguments(p: argparse.ArgumentParser, steps: int = 3000, batch_size: int = 512) -> None:
     p.add_argument("--output-dir", default=None, help="where to write the run (default: runs/TASK)")
@@ -31,9 +34,9 @@ def add_map_arguments(p: argparse.ArgumentParser, steps: int = 3000, batch_size:
     p.add_argument("--head", default=None, help="a head plugin (default: mlp)")
     p.add_argument("--width", type=int, default=None)
     p.add_argument("--depth", type=int, default=None)
-    p.add_argument("--quadratic", default=None, choices=["none", "affine", "hopf_lax", "hopf_lax_spd"],
+    p.add_argument("--quadratic", default=None, choices=QUADRATIC_KINDS,
                    help="quadratic part of the potential (default: hopf_lax_spd for the quadratic cost, "
-                   "else affine)")
+                   "else affine; hopf_lax_per_class: one per class, conditional head)")
     p.add_argument("--quadratic-gain", type=float, default=None,
                    help="the hopf_lax quadratic learns this many times faster than the network (default 10)")
     p.add_argument("--lambda", dest="lambda_mmd", default="auto",

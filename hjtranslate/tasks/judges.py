@@ -2,8 +2,9 @@
 
 Each judge (default: a narrow ``resnet10t``, see ``hjtranslate.judges``) trains with
 cross-entropy through the shared accelerate loop on its training set (random 2-pixel shifts as
-augmentation), then is saved as ``model.safetensors`` + ``config.json`` + a model card with its
-accuracy on the full test set into ``<output-root>/judge-<dataset>``.
+augmentation, optionally random Gaussian blur), then is saved as ``model.safetensors`` +
+``config.json`` + a model card with its accuracy on the full test set into
+``<output-root>/judge-<dataset>``.
 """
 
 from __future__ import annotations
@@ -52,6 +53,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--label-smoothing", type=float, default=0.0)
     p.add_argument("--shift", type=int, default=2, help="random translation augmentation, pixels")
+    p.add_argument("--blur", type=float, default=0.0,
+                   help="random Gaussian blur augmentation: half of each batch is blurred with a "
+                   "sigma drawn uniformly from [0, BLUR] pixels (0: off). A judge of VAE decodes "
+                   "should read the class, not the sharpness (the Frechet distance scores that)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--checkpoint-every", type=int, default=300)
@@ -68,6 +73,21 @@ def random_shift(x: torch.Tensor, shift: int, g: torch.Generator) -> torch.Tenso
     return torch.stack([padded[i, :, dy[i]: dy[i] + size, dx[i]: dx[i] + size] for i in range(n)])
 
 
+def random_blur(x: torch.Tensor, max_sigma: float, g: torch.Generator) -> torch.Tensor:
+    """Blur half of the images (chosen at random), each with its own Gaussian sigma drawn
+    uniformly from ``[0, max_sigma]`` pixels (one grouped convolution; 5x5 kernels)."""
+    if max_sigma <= 0:
+        return x
+    n, c = x.shape[:2]
+    sigma = torch.rand(n, generator=g) * max_sigma * (torch.rand(n, generator=g) < 0.5)
+    r = torch.arange(-2, 3, dtype=x.dtype)
+    k1 = torch.exp(-0.5 * (r / sigma.clamp_min(1e-3)[:, None].to(x.dtype)) ** 2)
+    k1 = k1 / k1.sum(1, keepdim=True)  # sigma -> 0 gives the identity kernel
+    k2 = (k1[:, :, None] * k1[:, None, :]).repeat_interleave(c, 0)[:, None]  # (n c, 1, 5, 5)
+    padded = nn.functional.pad(x.reshape(1, n * c, *x.shape[2:]), (2, 2, 2, 2), mode="replicate")
+    return nn.functional.conv2d(padded, k2, groups=n * c).reshape(x.shape)
+
+
 def write_card(folder: Path, info: dict[str, Any]) -> Path:
     from huggingface_hub import ModelCard, ModelCardData
 
@@ -75,6 +95,8 @@ def write_card(folder: Path, info: dict[str, Any]) -> Path:
     data = ModelCardData(library_name="timm", license="apache-2.0", datasets=[ds],
                          tags=["image-classification", "timm", info["dataset"], "hjtranslate"],
                          metrics=["accuracy"])
+    blur = (f"; half of each batch blurred with a Gaussian of sigma up to {info['blur']:g} pixels"
+            if info.get("blur") else "")
     text = f"""---
 {data.to_yaml()}
 ---
@@ -91,7 +113,7 @@ its penultimate features).
 
 - input: grey images in [0, 1], normalised as (x - 0.5) / 0.5;
 - training: {info['steps']} steps of batch {info['batch_size']} (Adam, lr {info['lr']}, cosine
-  decay; random shifts of up to {info['shift']} pixels), {info['seconds']:.0f} s on
+  decay; random shifts of up to {info['shift']} pixels{blur}), {info['seconds']:.0f} s on
   {info['device']}, seed {info['seed']}.
 
 ```bash
@@ -136,7 +158,8 @@ def train_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
     def batch_fn(step: int, rank: int) -> dict[str, torch.Tensor]:
         g = torch.Generator().manual_seed(args.seed * 1_000_003 + step * 7919 + rank)
         idx = torch.randint(0, n, (args.batch_size,), generator=g)
-        return {"x": random_shift(to_float(images[idx]), args.shift, g), "y": labels[idx]}
+        x = random_shift(to_float(images[idx]), args.shift, g)
+        return {"x": random_blur(x, args.blur, g), "y": labels[idx]}
 
     tc = TrainConfig(steps=args.steps, time_budget=args.time_budget, lr=args.lr, seed=args.seed,
                      output_dir=str(out), checkpoint_every=args.checkpoint_every,
@@ -154,7 +177,7 @@ def train_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "dataset": name, "arch": args.arch, "model_kwargs": model_kwargs,
         "parameters": sum(p.numel() for p in judge.parameters()), "test_accuracy": test_acc,
         "steps": result["steps"], "batch_size": args.batch_size, "lr": args.lr,
-        "shift": args.shift, "seconds": result["seconds"], "seed": args.seed,
+        "shift": args.shift, "blur": args.blur, "seconds": result["seconds"], "seed": args.seed,
         "device": f"{acc.num_processes} x {acc.device.type} process(es), "
                   f"{torch.get_num_threads()} thread(s)",
         "folder": name if Path(args.output_root).resolve() == Path("models").resolve() else str(out),
