@@ -99,8 +99,9 @@ def fit(
     by default with one shared potential and class-wise MMD (the paper), or with a conditional
     head (``conditional=True``). ``lambda_mmd="auto"`` adapts the MMD weight (see objective.py).
     ``warm_start``: for a head with a ``hopf_lax_spd`` quadratic part (the quadratic cost's
-    default), start from the OT map between Gaussians fitted to both sample sets (see
-    :func:`linear_warm_start`); training then learns the rest.
+    default), start from the OT map between Gaussians fitted to both sample sets (with
+    ``hopf_lax_per_class``, one per class; see :func:`linear_warm_start`); training then learns
+    the rest.
     """
     xs = check_samples(x_source, "x_source")
     yt = check_samples(y_target, "y_target", dim=xs.shape[1])
@@ -132,8 +133,8 @@ def fit(
     accepted = inspect.signature(heads[head].obj.__init__).parameters if head in heads else {}
     defaults = {k: v for k, v in default_head_kwargs(dim, cost_name, t_f).items() if k in accepted}
     hk = {**defaults, **(head_kwargs or {})}
-    if resume and output_dir and "quadratic" not in (head_kwargs or {}):
-        hk.update(_resumed_quadratic(output_dir))
+    if resume and output_dir:
+        hk.update(_resumed_head_kwargs(output_dir, hk))
     hjmap = HJMap(
         dim, cost=cost_name, cost_kwargs=cost_kwargs, head=head, head_kwargs=hk, t_f=t_f,
         num_classes=num_classes, class_names=class_names,
@@ -175,10 +176,12 @@ def fit(
     return (hjmap, result) if return_history else hjmap
 
 
-def _resumed_quadratic(output_dir: str) -> dict[str, Any]:
-    """The quadratic kind of the run being resumed (runs started before ``hopf_lax_spd`` became
-    the default hold ``hopf_lax`` weights)."""
+def _resumed_head_kwargs(output_dir: str, requested: dict[str, Any]) -> dict[str, Any]:
+    """The head settings of the run being resumed: its weights only fit its own architecture,
+    and its quadratic parameters are stored divided by its own gain (resuming with another gain
+    would silently rescale the map). Settings that differ from ``requested`` are named."""
     import json
+    import warnings
 
     from .training import latest_checkpoint
 
@@ -187,7 +190,14 @@ def _resumed_quadratic(output_dir: str) -> dict[str, Any]:
     if config is None or not config.is_file():
         return {}
     saved = json.loads(config.read_text()).get("head_kwargs", {})
-    return {"quadratic": saved["quadratic"]} if "quadratic" in saved else {}
+    changed = {k: (requested[k], v) for k, v in saved.items() if k in requested and requested[k] != v}
+    if changed:
+        warnings.warn(
+            "Resuming with the checkpoint's own head settings, not the requested ones: "
+            + ", ".join(f"{k}={old!r} -> {new!r}" for k, (old, new) in changed.items()),
+            stacklevel=3,
+        )
+    return saved
 
 
 def linear_warm_start(hjmap: HJMap, zs: torch.Tensor, zt: torch.Tensor,
@@ -202,8 +212,8 @@ def linear_warm_start(hjmap: HJMap, zs: torch.Tensor, zt: torch.Tensor,
     # Duck-typed, so that a third-party head can take part: a ``quadratic`` submodule with
     # ``set_affine_map(matrix, offset)`` (or ``set_affine_maps(matrices, offsets)``, per class).
     quad = getattr(hjmap.head, "quadratic", None)
-    per_class = callable(getattr(quad, "set_affine_maps", None))
-    if not (callable(getattr(quad, "set_affine_map", None)) or (per_class and ks is not None)):
+    per_class = callable(getattr(quad, "set_affine_maps", None)) and ks is not None
+    if not (per_class or callable(getattr(quad, "set_affine_map", None))):
         return False
     # The Gaussian map is the quadratic cost's, and the part reaches it at t_max: at t_f only
     # when the two agree.
@@ -228,10 +238,11 @@ def linear_warm_start(hjmap: HJMap, zs: torch.Tensor, zt: torch.Tensor,
     if not per_class:
         quad.set_affine_map(*gaussian_map(z0, z1))
         return True
-    # A class with fewer than two samples on a side has no covariance: it takes the pooled map.
+    # A class with no more samples than dimensions on a side has no usable covariance (in 64-d,
+    # 10 samples gave map eigenvalues from 0.004 to 186): it takes the pooled map.
     pooled = gaussian_map(z0, z1)
-    maps = [gaussian_map(z0[ks == k], z1[kt == k]) if min((ks == k).sum(), (kt == k).sum()) > 1
-            else pooled for k in range(quad.b.shape[0])]
+    maps = [gaussian_map(z0[ks == k], z1[kt == k]) if min((ks == k).sum(), (kt == k).sum()) > d
+            else pooled for k in range(hjmap.num_classes)]
     quad.set_affine_maps(torch.stack([a for a, _ in maps]), torch.stack([b for _, b in maps]))
     return True
 

@@ -305,6 +305,11 @@ class HJMap(
             model = cls(**kwargs)
         except TypeError as exc:
             raise CheckpointError(f"The config does not describe an HJMap: {exc}") from None
+        except ValueError as exc:  # e.g. a head setting this version does not know
+            raise CheckpointError(
+                f"This checkpoint (hjtranslate {saved}) asks for settings the installed hjtranslate "
+                f"{__version__} cannot build: {exc} Upgrade hjtranslate, or check its config.json."
+            ) from None
         try:
             state = load_file(str(weights), device=str(map_location))
         except (SafetensorError, OSError, ValueError) as exc:

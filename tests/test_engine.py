@@ -125,25 +125,37 @@ def test_per_class_warm_start_gives_each_class_its_gaussian_map():
 
     g = torch.Generator().manual_seed(1)
     d, n, parts, true = 3, 30000, [], []
-    for c in range(3):
+    for c in range(2, -1, -1):  # the target side lists its classes in another order
         a0, a1 = torch.randn(d, d, generator=g), torch.randn(d, d, generator=g)
         s0, s1 = a0 @ a0.T / 3 + 0.2 * torch.eye(d), a1 @ a1.T / 3 + 0.2 * torch.eye(d)
         m0, m1 = 3 * torch.randn(d, generator=g), 3 * torch.randn(d, generator=g)
         parts.append((m0 + torch.randn(n, d, generator=g) @ torch.linalg.cholesky(s0).T,
                       m1 + torch.randn(n, d, generator=g) @ torch.linalg.cholesky(s1).T,
                       torch.full((n,), c)))
-        true.append((gaussian_ot_map(m0.double(), s0.double(), m1.double(), s1.double())[1], s1))
+        true.insert(0, (gaussian_ot_map(m0.double(), s0.double(), m1.double(), s1.double())[1], s1))
     z0, z1, k = (torch.cat(p) for p in zip(*parts, strict=True))
-    kwargs = {"quadratic": "hopf_lax_per_class", "width": 8, "depth": 2, "embed_dim": 4}
-    m = hjt.HJMap(dim=d, head="conditional", head_kwargs=kwargs, num_classes=3)
+    flip = torch.arange(len(k)).flip(0)
+    z1, kt = z1[flip], k[flip]
+    # t_max = t_f = 2 and gain 3: the part reaches each class's map at t_f.
+    kwargs = {"quadratic": "hopf_lax_per_class", "width": 8, "depth": 2, "embed_dim": 4,
+              "t_max": 2.0, "quadratic_gain": 3.0}
+    m = hjt.HJMap(dim=d, head="conditional", head_kwargs=kwargs, num_classes=3, t_f=2.0)
     assert not linear_warm_start(m, z0, z1)  # no labels: nothing to start a class from
-    assert linear_warm_start(m, z0, z1, k, k)
+    assert linear_warm_start(m, z0, z1, k, kt)
     for c, (t, s1) in enumerate(true):
         x = z0[k == c][:2000]
         err = (m.forward(x, torch.full((len(x),), c)).double() - t(x.double())).pow(2).sum(1).mean()
         assert err / s1.trace() < 1e-3  # L2-UVP under 0.1 % in every class
     with pytest.raises(ValueError, match="conditional head"):
         hjt.HJMap(dim=d, head_kwargs={"quadratic": "hopf_lax_per_class"})
+    # A class with no more samples than dimensions on a side takes the pooled map.
+    few = torch.cat([torch.nonzero(k != 1)[:, 0], torch.nonzero(k == 1)[:3, 0]])
+    m2 = hjt.HJMap(dim=d, head="conditional", head_kwargs=kwargs, num_classes=3, t_f=2.0)
+    assert linear_warm_start(m2, z0[few], z1, k[few], kt)
+    m3 = hjt.HJMap(dim=d, head="affine", head_kwargs={"quadratic": "hopf_lax_spd", "t_max": 2.0}, t_f=2.0)
+    linear_warm_start(m3, z0[few], z1)
+    x = z0[k == 1][:100]
+    torch.testing.assert_close(m2.forward(x, torch.ones(100, dtype=torch.long)), m3.forward(x))
 
 
 @pytest.mark.parametrize("p", [1.5, 3.0])
@@ -214,6 +226,17 @@ def test_save_load_round_trip(tmp_path):
     torch.testing.assert_close(m2.forward(x), m.forward(x))
     torch.testing.assert_close(m2.backward(x), m.backward(x))
     assert "library_name: hjtranslate" in (tmp_path / "README.md").read_text()
+
+
+def test_a_config_this_version_cannot_build_is_a_checkpoint_error(tmp_path):
+    import json
+
+    tiny_map().save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["head_kwargs"]["quadratic"] = "cubic"  # as a newer version's setting would be
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(hjt.CheckpointError, match="cannot build.*cubic"):
+        hjt.HJMap.from_pretrained(tmp_path)
 
 
 def test_conditional_map_needs_labels():

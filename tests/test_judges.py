@@ -77,8 +77,8 @@ def test_random_blur_blurs_half_the_batch_and_keeps_the_rest() -> None:
     x = torch.zeros(200, 1, 28, 28)
     x[:, :, 14, 14] = 1.0  # a point: blurring spreads it, and keeps its mass
     y = random_blur(x, 1.5, g)
-    changed = (y - x).abs().flatten(1).amax(1) > 1e-3
-    assert 0.3 < changed.float().mean() < 0.7
+    unchanged = (y == x).flatten(1).all(1)
+    assert 0.3 < unchanged.float().mean() < 0.7  # each image blurred with probability 1/2
     assert torch.allclose(y.sum((1, 2, 3)), x.sum((1, 2, 3)), atol=1e-5)
-    assert bool((y[changed, 0, 14, 14] < 1).all()) and bool((y[~changed] - x[~changed]).abs().max() < 1e-3)
+    assert float(y[~unchanged, 0, 14, 14].mean()) < 0.8  # the point spread out
     assert torch.equal(random_blur(x, 0.0, g), x)

@@ -43,6 +43,19 @@ def test_checkpoints_are_atomic_and_resume_continues(tmp_path, ema_decay):
     shutil.rmtree(tmp_path)
 
 
+def test_resume_keeps_the_checkpoints_head_settings(tmp_path):
+    """The quadratic parameters are stored divided by the gain: resuming with another gain (or
+    another quadratic kind) must not silently rescale the map; the checkpoint's settings win."""
+    x, y = _data()
+    full = hjt.fit(x, y, steps=12, batch_size=64, output_dir=str(tmp_path),
+                   head_kwargs={"quadratic_gain": 10.0})
+    with pytest.warns(UserWarning, match="quadratic_gain=1.0 -> 10.0"):
+        again = hjt.fit(x, y, steps=12, batch_size=64, output_dir=str(tmp_path), resume=True,
+                        head_kwargs={"quadratic_gain": 1.0})
+    assert again.head.quadratic.gain == 10.0
+    torch.testing.assert_close(again.forward(x[:10]), full.forward(x[:10]))
+
+
 class _Exploding(nn.Module):
     def __init__(self):
         super().__init__()

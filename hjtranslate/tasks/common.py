@@ -38,7 +38,8 @@ def add_map_arguments(p: argparse.ArgumentParser, steps: int = 3000, batch_size:
                    help="quadratic part of the potential (default: hopf_lax_spd for the quadratic cost, "
                    "else affine; hopf_lax_per_class: one per class, conditional head)")
     p.add_argument("--quadratic-gain", type=float, default=None,
-                   help="the hopf_lax quadratic learns this many times faster than the network (default 10)")
+                   help="the Hopf-Lax quadratic learns this many times faster than the network (default: "
+                   "the task's; 10 in the heads)")
     p.add_argument("--lambda", dest="lambda_mmd", default="auto",
                    help="MMD weight: 'auto' (adaptive, default) or a number")
     p.add_argument("--mmd", default="energy", choices=["energy", "gaussian"])
@@ -64,8 +65,8 @@ def fit_from_args(
 
     cost_kwargs = {"p": args.p} if args.p is not None else {}
     cost = registry.create("cost", args.cost, **cost_kwargs)
-    # Options left unset keep the head's (or fit's) defaults; the heads take "none" / "affine" /
-    # "hopf_lax" / "hopf_lax_spd" for `quadratic` as given.
+    # Options left unset keep the head's (or fit's) defaults; the heads take QUADRATIC_KINDS for
+    # `quadratic` as given.
     head_kwargs = {k: getattr(args, k) for k in ("width", "depth", "quadratic", "quadratic_gain")
                    if getattr(args, k, None)}
     head_kwargs.update(kwargs.pop("head_kwargs", {}))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shlex
 import shutil
 import sys
@@ -54,8 +55,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-smoothing", type=float, default=0.0)
     p.add_argument("--shift", type=int, default=2, help="random translation augmentation, pixels")
     p.add_argument("--blur", type=float, default=0.0,
-                   help="random Gaussian blur augmentation: half of each batch is blurred with a "
-                   "sigma drawn uniformly from [0, BLUR] pixels (0: off). A judge of VAE decodes "
+                   help="random Gaussian blur augmentation: each image is blurred with probability 1/2, "
+                   "with a sigma drawn uniformly from [0, BLUR] pixels (0: off). A judge of VAE decodes "
                    "should read the class, not the sharpness (the Frechet distance scores that)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true")
@@ -74,17 +75,18 @@ def random_shift(x: torch.Tensor, shift: int, g: torch.Generator) -> torch.Tenso
 
 
 def random_blur(x: torch.Tensor, max_sigma: float, g: torch.Generator) -> torch.Tensor:
-    """Blur half of the images (chosen at random), each with its own Gaussian sigma drawn
-    uniformly from ``[0, max_sigma]`` pixels (one grouped convolution; 5x5 kernels)."""
+    """Blur each image with probability 1/2, with its own Gaussian sigma drawn uniformly from
+    ``[0, max_sigma]`` pixels (one grouped convolution; kernels of radius ``ceil(3 max_sigma)``)."""
     if max_sigma <= 0:
         return x
     n, c = x.shape[:2]
     sigma = torch.rand(n, generator=g) * max_sigma * (torch.rand(n, generator=g) < 0.5)
-    r = torch.arange(-2, 3, dtype=x.dtype)
+    radius = math.ceil(3 * max_sigma)
+    r = torch.arange(-radius, radius + 1, dtype=x.dtype)
     k1 = torch.exp(-0.5 * (r / sigma.clamp_min(1e-3)[:, None].to(x.dtype)) ** 2)
     k1 = k1 / k1.sum(1, keepdim=True)  # sigma -> 0 gives the identity kernel
-    k2 = (k1[:, :, None] * k1[:, None, :]).repeat_interleave(c, 0)[:, None]  # (n c, 1, 5, 5)
-    padded = nn.functional.pad(x.reshape(1, n * c, *x.shape[2:]), (2, 2, 2, 2), mode="replicate")
+    k2 = (k1[:, :, None] * k1[:, None, :]).repeat_interleave(c, 0)[:, None].to(x.device)
+    padded = nn.functional.pad(x.reshape(1, n * c, *x.shape[2:]), (radius,) * 4, mode="replicate")
     return nn.functional.conv2d(padded, k2, groups=n * c).reshape(x.shape)
 
 
@@ -95,7 +97,7 @@ def write_card(folder: Path, info: dict[str, Any]) -> Path:
     data = ModelCardData(library_name="timm", license="apache-2.0", datasets=[ds],
                          tags=["image-classification", "timm", info["dataset"], "hjtranslate"],
                          metrics=["accuracy"])
-    blur = (f"; half of each batch blurred with a Gaussian of sigma up to {info['blur']:g} pixels"
+    blur = (f"; each image blurred with probability 1/2, Gaussian sigma up to {info['blur']:g} px"
             if info.get("blur") else "")
     text = f"""---
 {data.to_yaml()}

@@ -1,8 +1,8 @@
 """Built-in potential heads: an MLP ``u(x, t)``, a class-conditional ``u(x, t; k)`` (FiLM) and
 an affine-map head (the Hopf-Lax quadratic alone).
 
-Both can add a quadratic term to the network (optimal potentials between Gaussian-like measures
-are quadratic in ``x``, so the network only learns the rest):
+The MLP and conditional heads can add a quadratic term to the network (optimal potentials
+between Gaussian-like measures are quadratic in ``x``, so the network only learns the rest):
 
 - ``quadratic=True`` (or ``"affine"``): ``x^T (A0 + t A1) x / 2 + (b0 + t b1) . x``, free in ``t``;
 - ``quadratic="hopf_lax"``: the exact solution of ``u_t + |grad u|^2 / 2 = 0`` (the quadratic
@@ -56,7 +56,7 @@ class _Quadratic(nn.Module):
 
 
 class _HopfLaxPart(nn.Module):
-    """What both Hopf-Lax quadratics share: the time bound ``t_max``, the learning-rate ``gain``
+    """What the Hopf-Lax quadratics share: the time bound ``t_max``, the learning-rate ``gain``
     and the linear coefficient ``b`` (stored divided by ``gain``)."""
 
     def __init__(self, dim: int, t_max: float, gain: float) -> None:
@@ -148,8 +148,10 @@ class _ClassHopfLax(_HopfLaxPart):
     starts from, and can keep, its own affine monotone map: ``fit`` warm-starts class ``k`` at
     the Gaussian OT map between the class-``k`` samples, with ``Q0_k`` (a buffer) the eigenbasis
     of that map, so the eigenvalues are apart and the rotation gets its gradient from the first
-    step. (A single pooled Gaussian map was measured to be a poor start for ten class-wise
-    maps: BENCHMARKS.md, digits-to-fashion.)
+    step (from a cold start, all eigenvalues equal, it gets none, as in ``hopf_lax``). (A single
+    pooled Gaussian map was measured to be a poor start for ten class-wise maps: BENCHMARKS.md,
+    digits-to-fashion.) ``Q0`` is orthogonal to the precision it was set in (a map cast to
+    float64 after a float32 warm start is exact to about 1e-7).
 
     Why the eigenbasis rather than ``exp(S_k)``: ``u`` at per-sample times then needs no linear
     solves, only one matrix product of the batch with all ``K`` bases; with ``exp(S_k)`` a
@@ -170,14 +172,14 @@ class _ClassHopfLax(_HopfLaxPart):
         skew = (self.gain * self.skew).to(x.dtype)
         skew = skew - skew.transpose(1, 2)
         eye = torch.eye(d, dtype=x.dtype, device=x.device)
-        # The Cayley transform: orthogonal like exp(skew) near the identity, and 4x cheaper
-        # (with its double backward) than matrix_exp at K = 10, d = 64.
+        # The Cayley transform, about exp(2 skew) near the identity and orthogonal everywhere:
+        # 4x cheaper (with its double backward) than matrix_exp at K = 10, d = 64.
         q = self.q0.to(x.dtype) @ torch.linalg.solve(eye - skew, eye + skew)  # (K, d, d)
         lam = torch.expm1(self.gain * self.log_mu).to(x.dtype)[k] / self.t_max
         br = torch.einsum("kij,ki->kj", q, (self.gain * self.b).to(x.dtype))[k]  # Q_k^T b_k
         # Q_k^T x for every sample: one product with all bases side by side, then each sample's
         # own block (much faster than per-sample matrices).
-        xr = (x @ q.permute(1, 0, 2).reshape(d, -1)).view(n, -1, d)
+        xr = (x @ q.permute(1, 0, 2).reshape(d, -1)).view(n, q.shape[0], d)
         xr = xr.gather(1, k.view(n, 1, 1).expand(n, 1, d)).squeeze(1)
         t = t.reshape(-1, 1).to(x.dtype)
         y = (xr - t * br) / (1 + t * lam)
