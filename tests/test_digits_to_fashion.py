@@ -89,3 +89,27 @@ def test_preset_time_budget_only_applies_to_the_preset_step_count():
     assert applied("--steps", "300") == (300, None)
     assert applied("--steps", "300", "--time-budget", "60") == (300, 60.0)
     assert applied("--preset", "gpu") == (PRESETS["gpu"]["steps"], None)
+
+
+def test_quadratic_part_and_gain_defaults():
+    """Conditional mode: one warm-started Hopf-Lax part per class, small steps (gain 1); a part
+    that starts at the identity (no warm start, the shared eigenbasis part, another cost) must
+    travel far (gain 10); explicit options win."""
+    import argparse
+
+    from hjtranslate.tasks.digits_to_fashion import _apply_preset, add_arguments
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+
+    def applied(*argv):
+        args = p.parse_args(list(argv))
+        _apply_preset(args)
+        return args.quadratic, args.quadratic_gain
+
+    assert applied() == ("hopf_lax_per_class", 1.0)
+    assert applied("--no-warm-start") == ("hopf_lax_per_class", 10.0)
+    assert applied("--mode", "shared") == ("hopf_lax", 10.0)
+    assert applied("--mode", "shared", "--quadratic", "hopf_lax_spd") == ("hopf_lax_spd", 1.0)
+    assert applied("--cost", "pnorm", "--quadratic", "affine") == ("affine", 10.0)
+    assert applied("--quadratic-gain", "3") == ("hopf_lax_per_class", 3.0)
