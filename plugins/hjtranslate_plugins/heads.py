@@ -222,7 +222,10 @@ def _quadratic_term(kind: bool | str, dim: int, t_max: float, gain: float,
         return None
     if kind == PER_CLASS:
         if num_classes is None:
-            raise ValueError(f"quadratic={PER_CLASS!r} needs a conditional head (one part per class).")
+            raise ValueError(
+                f"quadratic={PER_CLASS!r} needs a conditional head (one part per class): use the "
+                "'conditional' head (fit(..., conditional=True); --mode conditional in digits-to-fashion)."
+            )
         return _ClassHopfLax(dim, num_classes, t_max, gain)
     if kind in (True, "affine"):
         return _Quadratic(dim)
