@@ -72,18 +72,24 @@ def test_two_cpu_processes_from_the_repo_root(tmp_path):
     assert metrics["num_processes"] == 2 and metrics["ranks_in_sync"] is True
 
 
-def test_preset_time_budget_only_applies_to_the_preset_step_count():
+def _settings(*argv: str, keys: tuple[str, ...]) -> tuple:
+    """The task's settings after its preset is applied to the command line ``argv``."""
     import argparse
 
-    from hjtranslate.tasks.digits_to_fashion import PRESETS, _apply_preset, add_arguments
+    from hjtranslate.tasks.digits_to_fashion import _apply_preset, add_arguments
 
     p = argparse.ArgumentParser()
     add_arguments(p)
+    args = p.parse_args(list(argv))
+    _apply_preset(args)
+    return tuple(getattr(args, k) for k in keys)
+
+
+def test_preset_time_budget_only_applies_to_the_preset_step_count():
+    from hjtranslate.tasks.digits_to_fashion import PRESETS
 
     def applied(*argv):
-        args = p.parse_args(list(argv))
-        _apply_preset(args)
-        return args.steps, args.time_budget
+        return _settings(*argv, keys=("steps", "time_budget"))
 
     assert applied() == (PRESETS["cpu"]["steps"], PRESETS["cpu"]["time_budget"])
     assert applied("--steps", "300") == (300, None)
@@ -95,17 +101,9 @@ def test_quadratic_part_and_gain_defaults():
     """Conditional mode: one warm-started Hopf-Lax part per class, small steps (gain 1); a part
     that starts at the identity (no warm start, the shared eigenbasis part, another cost) must
     travel far (gain 10); explicit options win."""
-    import argparse
-
-    from hjtranslate.tasks.digits_to_fashion import _apply_preset, add_arguments
-
-    p = argparse.ArgumentParser()
-    add_arguments(p)
 
     def applied(*argv):
-        args = p.parse_args(list(argv))
-        _apply_preset(args)
-        return args.quadratic, args.quadratic_gain
+        return _settings(*argv, keys=("quadratic", "quadratic_gain"))
 
     assert applied() == ("hopf_lax_per_class", 1.0)
     assert applied("--no-warm-start") == ("hopf_lax_per_class", 10.0)
