@@ -89,7 +89,7 @@ def warm_start_map_metrics(zs, zt, ks, kt, data_dir, enc) -> dict:
     """Duality gap and cost / exact OT per class of the untrained per-class Gaussian maps, on
     1,000 test latents per class (the task's evaluation)."""
     import hjtranslate as hjt
-    from hjtranslate.api import linear_warm_start
+    from hjtranslate.api import linear_warm_start, standardise
     from hjtranslate.metrics import duality_gap, exact_ot_cost
     from hjtranslate.tasks.digits_to_fashion import _cache_dir, encoded
 
@@ -97,11 +97,7 @@ def warm_start_map_metrics(zs, zt, ks, kt, data_dir, enc) -> dict:
     _, ye, le = encoded(enc, "fashion-mnist", "test", data_dir, torch.arange(10000), _cache_dir())
     m = hjt.HJMap(xe.shape[1], head="conditional", num_classes=10,
                   head_kwargs={"quadratic": "hopf_lax_per_class", "quadratic_gain": 1.0})
-    both = torch.cat([zs, zt])
-    shift = both.mean(0)
-    scale = float(((both - shift) ** 2).sum(1).mean().sqrt() / both.shape[1] ** 0.5)
-    m.set_normalization(shift, scale)  # as fit does
-    linear_warm_start(m, (zs - shift) / scale, (zt - shift) / scale, ks, kt)
+    linear_warm_start(m, *standardise(m, zs, zt), ks, kt)  # as fit does
     m.eval()
     gaps, ratios = [], []
     for k in range(10):

@@ -140,13 +140,7 @@ def fit(
         num_classes=num_classes, class_names=class_names,
         target_class_names=target_class_names, encoder=encoder,
     )
-    # Standardise by one common similarity transform (OT maps of homogeneous costs commute
-    # with it), so that defaults work whatever the units of the data.
-    both = torch.cat([xs, yt])
-    shift = both.mean(0)
-    scale = float(((both - shift) ** 2).sum(1).mean().sqrt() / dim**0.5) or 1.0
-    hjmap.set_normalization(shift, scale)
-    zs, zt = (xs - shift) / scale, (yt - shift) / scale
+    zs, zt = standardise(hjmap, xs, yt)
     if warm_start:  # a resumed run then loads its checkpoint over it
         linear_warm_start(hjmap, zs, zt, ks, kt)
     obj = HJObjective(
@@ -174,6 +168,17 @@ def fit(
     )
     hjmap.eval()  # trained in place (accelerate wraps, but does not copy, the module)
     return (hjmap, result) if return_history else hjmap
+
+
+def standardise(hjmap: HJMap, xs: torch.Tensor, yt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Set ``hjmap``'s normalisation from both sample sets and return them standardised: one
+    common similarity transform (OT maps of homogeneous costs commute with it), so that
+    defaults work whatever the units of the data."""
+    both = torch.cat([xs, yt])
+    shift = both.mean(0)
+    scale = float(((both - shift) ** 2).sum(1).mean().sqrt() / both.shape[1] ** 0.5) or 1.0
+    hjmap.set_normalization(shift, scale)
+    return (xs - shift) / scale, (yt - shift) / scale
 
 
 def _resumed_head_kwargs(output_dir: str, requested: dict[str, Any]) -> dict[str, Any]:

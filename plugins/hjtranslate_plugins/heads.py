@@ -57,9 +57,10 @@ class _Quadratic(nn.Module):
 
 class _HopfLaxPart(nn.Module):
     """What the Hopf-Lax quadratics share: the time bound ``t_max``, the learning-rate ``gain``
-    and the linear coefficient ``b`` (stored divided by ``gain``)."""
+    and the linear coefficient ``b`` (stored divided by ``gain``; one per class with
+    ``num_classes``)."""
 
-    def __init__(self, dim: int, t_max: float, gain: float) -> None:
+    def __init__(self, dim: int, t_max: float, gain: float, num_classes: int | None = None) -> None:
         super().__init__()
         if not float(t_max) > 0:
             raise ValueError(f"t_max must be > 0, got {t_max!r}.")
@@ -67,7 +68,7 @@ class _HopfLaxPart(nn.Module):
             raise ValueError(f"quadratic_gain must be > 0, got {gain!r}.")
         self.t_max = float(t_max)
         self.gain = float(gain)
-        self.b = nn.Parameter(torch.zeros(dim))
+        self.b = nn.Parameter(torch.zeros(dim) if num_classes is None else torch.zeros(num_classes, dim))
 
 
 class _HopfLaxQuadratic(_HopfLaxPart):
@@ -136,7 +137,12 @@ class _HopfLaxSPD(_HopfLaxPart):
     def set_affine_map(self, matrix: torch.Tensor, offset: torch.Tensor) -> None:
         """Start from the map ``x -> matrix @ x + offset`` at ``t = t_max`` (``matrix`` symmetric
         positive definite): ``exp(S) = matrix``, ``b = offset / t_max``."""
-        self.sym.copy_((_spd_log(matrix) / self.gain).to(self.sym))
+        m = 0.5 * (matrix + matrix.T).double()
+        evals, evecs = torch.linalg.eigh(m)
+        if not bool((evals > 0).all()):
+            raise ValueError("The affine map's matrix must be symmetric positive definite.")
+        log_m = evecs @ torch.diag(evals.log()) @ evecs.T
+        self.sym.copy_((log_m / self.gain).to(self.sym))
         self.b.copy_((offset.double() / (self.t_max * self.gain)).to(self.b))
 
 
@@ -158,14 +164,13 @@ class _ClassHopfLax(_HopfLaxPart):
     64-d class-conditional training step took 2.5x the time of one with the shared part."""
 
     def __init__(self, dim: int, num_classes: int, t_max: float = 1.0, gain: float = 10.0) -> None:
-        super().__init__(dim, t_max, gain)
         if int(num_classes) < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes!r}.")
         k = int(num_classes)
+        super().__init__(dim, t_max, gain, num_classes=k)
         self.register_buffer("q0", torch.eye(dim).repeat(k, 1, 1))
         self.skew = nn.Parameter(torch.zeros(k, dim, dim))
         self.log_mu = nn.Parameter(torch.zeros(k, dim))
-        self.b = nn.Parameter(torch.zeros(k, dim))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         n, d = x.shape
@@ -202,15 +207,6 @@ class _ClassHopfLax(_HopfLaxPart):
         self.skew.zero_()
         self.log_mu.copy_((evals.log() / self.gain).to(self.log_mu))
         self.b.copy_((offsets.double() / (self.t_max * self.gain)).to(self.b))
-
-
-def _spd_log(matrix: torch.Tensor) -> torch.Tensor:
-    """The symmetric logarithm of a symmetric positive definite matrix."""
-    m = 0.5 * (matrix + matrix.T).double()
-    evals, evecs = torch.linalg.eigh(m)
-    if not bool((evals > 0).all()):
-        raise ValueError("The affine map's matrix must be symmetric positive definite.")
-    return evecs @ torch.diag(evals.log()) @ evecs.T
 
 
 PER_CLASS = "hopf_lax_per_class"
