@@ -94,3 +94,33 @@ def test_shipped_vae_round_trip(shared_data: Path, name: str, max_mse: float) ->
     assert abs(float(z.mean())) < 0.5 and 0.5 < float(z.std()) < 1.5   # standardised
     mse = float(((enc.decode(z) - x) ** 2).mean())
     assert mse < max_mse, f"{name}: reconstruction MSE {mse:.4f}"
+
+
+def test_train_a_vae_then_fine_tune_its_decoder_only(shared_data: Path, tmp_path: Path, capsys) -> None:
+    """`train vae` writes a loadable VAE with its latent stats and card; `--decoder-only`
+    changes the decoder and nothing that defines the latent space."""
+    from safetensors.torch import load_file
+
+    from hjtranslate.cli import main
+
+    base, tuned = tmp_path / "base", tmp_path / "tuned"
+    small = ["--widths", "8,8,8,8", "--batch-size", "16", "--steps", "2"]
+    assert main(["train", "vae", "--output-dir", str(base), *small]) == 0
+    assert main(["train", "vae", "--output-dir", str(tuned), "--init-from", str(base),
+                 "--decoder-only", "--lr", "1e-2", *small]) == 0
+    a = load_file(str(base / "diffusion_pytorch_model.safetensors"))
+    b = load_file(str(tuned / "diffusion_pytorch_model.safetensors"))
+    frozen = [k for k in a if k.startswith(("encoder.", "quant_conv."))]
+    assert frozen and all(torch.equal(a[k], b[k]) for k in frozen)
+    assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("decoder."))
+    assert (base / "latent_stats.json").read_bytes() == (tuned / "latent_stats.json").read_bytes()
+    assert "encoder frozen" in (tuned / "README.md").read_text()
+    assert not (tuned / "checkpoints").exists()
+    enc = VAEEncoder(tuned)
+    assert enc.latent_dim == 64 and enc.decode(torch.zeros(2, 64)).shape == (2, 1, 28, 28)
+
+    capsys.readouterr()
+    assert main(["train", "vae", "--output-dir", str(tmp_path / "x"), "--decoder-only"]) != 0
+    assert "add --init-from DIR" in capsys.readouterr().err
+    assert main(["train", "vae", "--output-dir", str(base), "--init-from", str(base)]) != 0
+    assert "is the --init-from folder" in capsys.readouterr().err
