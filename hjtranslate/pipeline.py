@@ -411,6 +411,7 @@ class TranslationPipeline:
                 f"dimensions {tuple(vae.latent_shape)}: they do not belong together (train the "
                 "map on this VAE's latents)."
             )
+        _check_same_latent(map, vae)
         self.vae, self.map = vae, map.eval()
         self.judge_source, self.judge_target = judge_source, judge_target
         self.source_dataset, self.target_dataset = str(source_dataset), str(target_dataset)
@@ -950,3 +951,23 @@ def cmd_translate(args: argparse.Namespace) -> int:
         print(f"skipped {s['input']}: {s['reason']}", file=sys.stderr)
     print(f"Wrote {len(items)} translations to {out_dir} (translations.json)")
     return 0
+
+
+def _check_same_latent(map: HJMap, vae: Any) -> None:
+    """A map records the latent statistics of the VAE it was trained with; another encoder
+    (a retrained VAE) gives another latent space, where the map would translate into noise."""
+    recorded = (map.encoder_config or {}).get("latent_shift")
+    stats = getattr(vae, "latent_stats", None) or {}
+    if recorded is None or stats.get("shift") is None:
+        return
+    a = torch.as_tensor(recorded, dtype=torch.float64).flatten()
+    b = torch.as_tensor(stats["shift"], dtype=torch.float64).flatten()
+    scale = torch.as_tensor(stats.get("scale", [1.0]), dtype=torch.float64).flatten()
+    if a.shape != b.shape or float(((a - b).abs() / scale).max()) > 1e-3:
+        raise CheckpointError(
+            "The map was trained in another latent space: the latent statistics it records "
+            "differ from this VAE's latent_stats.json (was the VAE retrained?). Train the map "
+            "on this VAE's latents, or sharpen a VAE without moving its latent space with "
+            "`hjtranslate train vae --init-from VAE --decoder-only`."
+        )
+

@@ -263,6 +263,22 @@ def test_no_judge_needs_classes(pipes, data, tmp_path):
     assert_same_outputs(out, loaded(data[0][:2], data[1][:2].tolist()))
 
 
+def test_a_map_from_another_latent_space_is_refused(tmp_path):
+    """A retrained VAE keeps the latent size but moves the space: the map's recorded latent
+    statistics tell, and the error names both ways out."""
+    import shutil
+
+    m = HJMap.from_pretrained(MODELS / "digits-to-fashion" / "map")
+    assert TranslationPipeline.from_components(MODELS / "vae", m).map is m  # same latent: accepted
+    other = tmp_path / "vae"
+    shutil.copytree(MODELS / "vae", other)
+    stats = json.loads((other / "latent_stats.json").read_text())
+    stats["shift"] = [s + 0.5 for s in stats["shift"]]
+    (other / "latent_stats.json").write_text(json.dumps(stats))
+    with pytest.raises(CheckpointError, match="trained in another latent space.*--decoder-only"):
+        TranslationPipeline.from_components(other, m)
+
+
 def test_latent_size_mismatch(saved, tmp_path):
     with pytest.raises(CheckpointError, match="dimension 8 but the VAE's latent has 64"):
         TranslationPipeline.from_components(MODELS / "vae", HJMap(8))
