@@ -8,6 +8,12 @@ and Frechet distances the map reaches.
     python benchmarks/latent_size.py --vaes runs/vae64 runs/vae128 --jobs 2
 
 With ``--jobs 2`` the runs share the machine, so each sees the same contention.
+
+``--map DIR`` trains nothing: it evaluates that trained map through each VAE, for decoders
+fine-tuned with ``hjtranslate train vae --init-from VAE --decoder-only`` (same latent space):
+
+    python benchmarks/latent_size.py --vaes models/vae runs/vae-ft-dec \
+        --map models/digits-to-fashion/map --out benchmarks/results/vae_decoder.json
 """
 
 from __future__ import annotations
@@ -32,12 +38,17 @@ def main() -> None:
     ap.add_argument("--vaes", nargs="+", required=True, help="VAE folders (hjtranslate train vae outputs)")
     ap.add_argument("--jobs", type=int, default=1, help="runs at once (each with one torch thread)")
     ap.add_argument("--out", default="benchmarks/results/latent_size.json")
+    ap.add_argument("--map", default=None, help="evaluate this trained map (no training)")
     ap.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more train options")
     args = ap.parse_args()
     for vae in args.vaes:
         if not (Path(vae) / "config.json").is_file():
             sys.exit(f"error: {vae} is not a VAE folder (no config.json); train one with "
                      "`hjtranslate train vae --output-dir FOLDER`.")
+    if args.map:
+        results = {vae: evaluate_map(vae, Path(args.map)) for vae in args.vaes}
+        save(results, Path(args.out))
+        return
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     pending = list(args.vaes)
     running: list[tuple[str, Path, list[str], subprocess.Popen, float]] = []
@@ -57,22 +68,43 @@ def main() -> None:
             running.remove(item)
             if proc.returncode:
                 sys.exit(f"error: {' '.join(cmd)} exited with {proc.returncode}")
-            results[vae] = collect(vae, run_dir, cmd, t0)
+            results[vae] = collect(vae, json.loads((run_dir / "metrics.json").read_text()), cmd, t0)
             print(f"{vae}: {results[vae]}", flush=True)
-    out = Path(args.out)
+    save(results, Path(args.out))
+
+
+def save(results: dict, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2, sort_keys=True))
     print(table(results))
 
 
-def collect(vae: str, run_dir: Path, cmd: list[str], t0: float) -> dict:
-    m = json.loads((run_dir / "metrics.json").read_text())
+def evaluate_map(vae: str, map_dir: Path) -> dict:
+    """The translation metrics of a trained map decoded through ``vae`` (grids in runs/bench)."""
+    from hjtranslate.hjmap import HJMap
+    from hjtranslate.pipeline import TranslationPipeline
+    from hjtranslate.tasks.digits_to_fashion import evaluate_translation
+
+    t0 = time.perf_counter()
+    # from_components refuses a map trained in another latent space.
+    pipe = TranslationPipeline.from_components(vae, HJMap.from_pretrained(map_dir))
+    run_dir = Path("runs/bench") / f"decoder-{Path(vae).name}"
+    m = evaluate_translation(pipe.map, pipe.vae, argparse.Namespace(eval_n=10000, data_dir=None),
+                             run_dir)
+    m["steps"], m["train_seconds"] = None, 0.0
+    print(f"{vae}: accuracy {m['accuracy_forward']:.2%} / {m['accuracy_backward']:.2%}", flush=True)
+    return collect(vae, m, ["python", "benchmarks/latent_size.py", "--map", str(map_dir)], t0)
+
+
+def collect(vae: str, m: dict, cmd: list[str], t0: float) -> dict:
     v = json.loads((Path(vae) / "training_metrics.json").read_text())
     return {
         "latent_dim": v["latent_dim"], "latent_shape": v["latent_shape"],
         "vae_steps": v.get("steps"), "vae_command": v.get("command"),
         "psnr_mnist": v["metrics"]["mnist"]["psnr"], "psnr_fashion": v["metrics"]["fashion-mnist"]["psnr"],
-        **{k: m[k] for k in KEYS},
+        **{k: m[k] for k in KEYS}, "fd_forward": m["fd_forward"],
+        "fd_forward_floor": m["fd_forward_floor"], "fd_backward": m["fd_backward"],
+        "fd_backward_floor": m["fd_backward_floor"],
         "wall_seconds": time.perf_counter() - t0, "command": " ".join(cmd[1:]),
         "date": datetime.date.today().isoformat(),
         "machine": f"{platform.machine()} ({os.cpu_count()} cores)",
@@ -90,7 +122,7 @@ def table(results: dict) -> str:
             f"{r['judge_accuracy_reconstructed_mnist']:.2%} / "
             f"{r['judge_accuracy_reconstructed_fashion']:.2%} | "
             f"{r['accuracy_forward']:.2%} / {r['accuracy_backward']:.2%} | "
-            f"{r['fd_forward_over_floor']:.2f} / {r['fd_backward_over_floor']:.2f} | {r['steps']} |"
+            f"{r['fd_forward_over_floor']:.2f} / {r['fd_backward_over_floor']:.2f} | {r['steps'] or '-'} |"
         )
     return "\n".join(lines)
 
