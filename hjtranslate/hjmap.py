@@ -91,6 +91,12 @@ class HJMap(
             if self.num_classes is None:
                 raise ValueError(f"The conditional head {head!r} needs num_classes.")
             head_kwargs["num_classes"] = self.num_classes
+        params = inspect.signature(head_cls).parameters
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            unknown = sorted(set(head_kwargs) - set(params))
+            if unknown:
+                raise ValueError(f"The {head!r} head takes no option {', '.join(unknown)}; its "
+                                 f"options: {', '.join(k for k in params if k != 'dim')}.")
         self.head: PotentialHead = head_cls(**head_kwargs)
         self.register_buffer("shift", torch.zeros(self.dim))
         self.register_buffer("scale", torch.ones(()))

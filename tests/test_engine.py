@@ -228,6 +228,23 @@ def test_save_load_round_trip(tmp_path):
     assert "library_name: hjtranslate" in (tmp_path / "README.md").read_text()
 
 
+def test_fourier_features_round_trip_and_keep_the_maps_differentiable(tmp_path):
+    m = hjt.HJMap(2, head_kwargs={"width": 16, "depth": 2, "fourier_features": 8,
+                                  "fourier_scale": 3.0}).double()
+    assert m.head.fourier.shape == (2, 8) and m.head.inp.in_features == 2 + 1 + 16
+    x = torch.randn(4, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda z: m.forward(z, create_graph=True), (x,))
+    m.save_pretrained(tmp_path)
+    assert hjt.HJMap.from_pretrained(tmp_path).config_dict()["head_kwargs"]["fourier_features"] == 8
+    torch.testing.assert_close(hjt.HJMap.from_pretrained(tmp_path).double().forward(x.detach()),
+                               m.forward(x.detach()))
+    assert "fourier_features" not in tiny_map().config_dict()["head_kwargs"]
+    with pytest.raises(ValueError, match="fourier_scale > 0"):
+        hjt.HJMap(2, head_kwargs={"fourier_features": 4, "fourier_scale": 0.0})
+    with pytest.raises(ValueError, match="'conditional' head takes no option fourier_features"):
+        hjt.HJMap(2, head="conditional", num_classes=2, head_kwargs={"fourier_features": 4})
+
+
 def test_a_config_this_version_cannot_build_is_a_checkpoint_error(tmp_path):
     import json
 

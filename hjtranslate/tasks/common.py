@@ -40,6 +40,11 @@ def add_map_arguments(p: argparse.ArgumentParser, steps: int = 3000, batch_size:
     p.add_argument("--quadratic-gain", type=float, default=None,
                    help="the Hopf-Lax quadratic learns this many times faster than the network (default: "
                    "the task's; 10 in the heads)")
+    p.add_argument("--fourier-features", type=int, default=None,
+                   help="mlp head: add sin/cos of this many random projections of x to its "
+                   "inputs (sharper maps in low dimensions; 0 = none)")
+    p.add_argument("--fourier-scale", type=float, default=None,
+                   help="standard deviation of those projections (standardised data units)")
     p.add_argument("--lambda", dest="lambda_mmd", default="auto",
                    help="MMD weight: 'auto' (adaptive, default) or a number")
     p.add_argument("--mmd", default="energy", choices=["energy", "gaussian"])
@@ -67,7 +72,8 @@ def fit_from_args(
     cost = registry.create("cost", args.cost, **cost_kwargs)
     # Options left unset keep the head's (or fit's) defaults; the heads take QUADRATIC_KINDS for
     # `quadratic` as given.
-    head_kwargs = {k: getattr(args, k) for k in ("width", "depth", "quadratic", "quadratic_gain")
+    head_kwargs = {k: getattr(args, k) for k in ("width", "depth", "quadratic", "quadratic_gain",
+                                                 "fourier_features", "fourier_scale")
                    if getattr(args, k, None)}
     head_kwargs.update(kwargs.pop("head_kwargs", {}))
     out = output_dir(args, task)

@@ -247,7 +247,14 @@ def _output_layer(width: int, quadratic: bool | str) -> nn.Linear:
 
 
 class MLPHead(PotentialHead):
-    """``u(x, t)``: a residual MLP on ``[x, t]`` with smooth activations."""
+    """``u(x, t)``: a residual MLP on ``[x, t]`` with smooth activations.
+
+    ``fourier_features=F`` adds ``sin(x B), cos(x B)`` of a fixed Gaussian matrix ``B`` (``dim x
+    F``, standard deviation ``fourier_scale``) to the inputs: in low dimensions this lets the
+    potential's gradient turn sharply, as the OT map must where the target's support is split
+    into pieces (the 2-D pairs of BENCHMARKS.md). The features are smooth, so the loss's second
+    derivatives stay defined.
+    """
 
     def __init__(
         self,
@@ -258,23 +265,39 @@ class MLPHead(PotentialHead):
         quadratic: bool | str = False,
         t_max: float = 1.0,
         quadratic_gain: float = 10.0,
+        fourier_features: int = 0,
+        fourier_scale: float = 1.0,
     ) -> None:
         super().__init__()
         if int(dim) < 1:
             raise ValueError(f"dim must be a positive integer, got {dim!r}.")
+        if int(fourier_features) < 0 or not float(fourier_scale) > 0:
+            raise ValueError(f"fourier_features must be >= 0 and fourier_scale > 0, got "
+                             f"{fourier_features!r} and {fourier_scale!r}.")
         self.head_config = {
             "dim": int(dim), "width": int(width), "depth": int(depth),
             "activation": activation, "quadratic": quadratic, "t_max": float(t_max),
             "quadratic_gain": float(quadratic_gain),
         }
-        self.inp = nn.Linear(dim + 1, width)
+        if fourier_features:  # recorded only when used: older checkpoints keep their config
+            self.head_config.update(fourier_features=int(fourier_features),
+                                    fourier_scale=float(fourier_scale))
+            g = torch.Generator().manual_seed(0)
+            self.register_buffer("fourier", torch.randn(dim, int(fourier_features), generator=g)
+                                 * float(fourier_scale))
+        else:
+            self.fourier = None
+        self.inp = nn.Linear(dim + 1 + 2 * int(fourier_features), width)
         self.hidden = nn.ModuleList(nn.Linear(width, width) for _ in range(depth - 1))
         self.out = _output_layer(width, quadratic)
         self.act = _activation(activation)
         self.quadratic = _quadratic_term(quadratic, dim, t_max, quadratic_gain)
 
     def features(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return torch.cat([x, t], dim=-1)
+        if self.fourier is None:
+            return torch.cat([x, t], dim=-1)
+        xb = x @ self.fourier
+        return torch.cat([x, t, torch.sin(xb), torch.cos(xb)], dim=-1)
 
     def forward(
         self, x: torch.Tensor, t: torch.Tensor, k: torch.Tensor | None = None
