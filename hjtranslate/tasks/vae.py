@@ -139,12 +139,15 @@ def write_card(folder: Path, info: dict[str, Any]) -> Path:
     )
     shape = "x".join(str(s) for s in info["latent_shape"])
     objective = f"per-pixel squared error + {info['kl_weight']} x per-pixel KL to N(0, I)"
+    base = info.get("init_training") or {}
+    made_by = (f" (made by `{base['command']}`: {base.get('steps')} steps, "
+               f"{base.get('seconds', 0):.0f} s)" if base.get("command") else "")
     if info.get("decoder_only"):
-        objective = (f"the decoder of `{info['init_from']}` fine-tuned on the per-pixel squared "
-                     "error, its encoder frozen (same latent space and latent_stats.json, so maps "
-                     "trained in that latent stay valid)")
+        objective = (f"the decoder of the VAE in `{info['init_from']}`{made_by} fine-tuned on the "
+                     "per-pixel squared error, its encoder frozen (same latent space and "
+                     "latent_stats.json, so maps trained in that latent stay valid)")
     elif info.get("init_from"):
-        objective += f", starting from `{info['init_from']}`"
+        objective += f", starting from the VAE in `{info['init_from']}`{made_by}"
     text = f"""---
 {data.to_yaml()}
 ---
@@ -189,6 +192,15 @@ Zalando 2017; MIT).
     path = folder / "README.md"
     path.write_text(text)
     return path
+
+
+def _training_record(folder: str | None) -> dict[str, Any] | None:
+    """How the ``--init-from`` VAE was made (its training_metrics.json), for the new card."""
+    path = Path(folder) / "training_metrics.json" if folder else None
+    if path is None or not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    return {k: record.get(k) for k in ("command", "steps", "seconds", "init_training")}
 
 
 def _load_init(args: argparse.Namespace) -> Any:
@@ -268,6 +280,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "steps": result["steps"], "batch_size": args.batch_size, "lr": args.lr,
         "seconds": result["seconds"], "seed": args.seed,
         "init_from": args.init_from, "decoder_only": bool(args.decoder_only),
+        "init_training": _training_record(args.init_from),
         "device": f"{acc.num_processes} x {acc.device.type} process(es), "
                   f"{torch.get_num_threads()} thread(s)",
         "command": "hjtranslate train vae " + shlex.join(sys.argv[3:])
