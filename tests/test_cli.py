@@ -31,8 +31,17 @@ def test_toy2d_run_writes_everything(tmp_path):
         assert key in metrics
     config = json.loads((out / "config.json").read_text())
     assert config["source"] == "8gaussians" and config["steps"] == 40
+    # in 2-D the head reads random Fourier features by default
+    assert json.loads((out / "map" / "config.json").read_text())["head_kwargs"]["fourier_features"] == 128
     # evaluate re-runs the task's evaluation from the saved folder
     assert main(["evaluate", str(out), "--n", "500"]) == 0
+
+
+def test_fourier_features_can_be_turned_off(tmp_path):
+    assert main(["train", "toy2d", "--steps", "2", "--n", "200", "--batch-size", "32",
+                 "--fourier-features", "0", "--output-dir", str(tmp_path), "--no-progress"]) == 0
+    head = json.loads((tmp_path / "map" / "config.json").read_text())["head_kwargs"]
+    assert "fourier_features" not in head
 
 
 def test_pnorm_cost_from_the_cli(tmp_path):

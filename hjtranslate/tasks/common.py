@@ -74,7 +74,7 @@ def fit_from_args(
     # `quadratic` as given.
     head_kwargs = {k: getattr(args, k) for k in ("width", "depth", "quadratic", "quadratic_gain",
                                                  "fourier_features", "fourier_scale")
-                   if getattr(args, k, None)}
+                   if getattr(args, k, None) is not None}
     head_kwargs.update(kwargs.pop("head_kwargs", {}))
     out = output_dir(args, task)
     acc = make_accelerator()
