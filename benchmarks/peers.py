@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from hjtranslate_plugins.heads import fourier_matrix, with_fourier_features
 from torch import nn
 
 import hjtranslate as hjt
@@ -153,17 +154,21 @@ def plot_lines(path: Path, maps: dict, problem: str) -> None:
 
 # -- (b) OT conditional flow matching -------------------------------------------------------
 class VelocityMLP(nn.Module):
-    """The same residual MLP as our potential head (width, depth, SiLU) with a d-dim output."""
+    """The same residual MLP as our potential head (width, depth, SiLU, the same Fourier
+    features of x in 2-D) with a d-dim output."""
 
-    def __init__(self, dim: int, width: int, depth: int) -> None:
+    def __init__(self, dim: int, width: int, depth: int, fourier_features: int = 0,
+                 fourier_scale: float = 1.0) -> None:
         super().__init__()
-        self.inp = nn.Linear(dim + 1, width)
+        self.fourier = fourier_matrix(dim, fourier_features, fourier_scale) if fourier_features else None
+        self.inp = nn.Linear(dim + 1 + 2 * fourier_features, width)
         self.hidden = nn.ModuleList(nn.Linear(width, width) for _ in range(depth - 1))
         self.out = nn.Linear(width, dim)
         self.act = nn.SiLU()
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        h = self.act(self.inp(torch.cat([x, t.reshape(-1, 1).expand(len(x), 1)], -1)))
+        xt = torch.cat([x, t.reshape(-1, 1).expand(len(x), 1)], -1)
+        h = self.act(self.inp(with_fourier_features(xt, x, self.fourier)))
         for layer in self.hidden:
             h = h + self.act(layer(h))
         return self.out(h)
@@ -197,7 +202,8 @@ def train_cfm(x, y, budget: float, checkpoints: list[float], batch_size: int, se
     scale = float(((both - shift) ** 2).sum(1).mean().sqrt() / dim**0.5)
     zx, zy = (x - shift) / scale, (y - shift) / scale
     hk = default_head_kwargs(dim)
-    net = VelocityMLP(dim, hk["width"], hk["depth"])
+    net = VelocityMLP(dim, hk["width"], hk["depth"], hk.get("fourier_features", 0),
+                      hk.get("fourier_scale", 1.0))
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     fm = ExactOptimalTransportConditionalFlowMatcher(sigma=0.0)
     g = torch.Generator().manual_seed(seed)

@@ -246,6 +246,21 @@ def _output_layer(width: int, quadratic: bool | str) -> nn.Linear:
     return out
 
 
+def fourier_matrix(dim: int, features: int, scale: float) -> torch.Tensor:
+    """The fixed projections of :class:`MLPHead`'s Fourier features (seeded: rebuilt alike)."""
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(int(dim), int(features), generator=g) * float(scale)
+
+
+def with_fourier_features(inputs: torch.Tensor, x: torch.Tensor,
+                          matrix: torch.Tensor | None) -> torch.Tensor:
+    """``inputs`` followed by ``sin(x B), cos(x B)`` (unchanged when ``matrix`` is None)."""
+    if matrix is None:
+        return inputs
+    xb = x @ matrix
+    return torch.cat([inputs, torch.sin(xb), torch.cos(xb)], dim=-1)
+
+
 class MLPHead(PotentialHead):
     """``u(x, t)``: a residual MLP on ``[x, t]`` with smooth activations.
 
@@ -282,9 +297,7 @@ class MLPHead(PotentialHead):
         if fourier_features:  # recorded only when used: older checkpoints keep their config
             self.head_config.update(fourier_features=int(fourier_features),
                                     fourier_scale=float(fourier_scale))
-            g = torch.Generator().manual_seed(0)
-            self.register_buffer("fourier", torch.randn(dim, int(fourier_features), generator=g)
-                                 * float(fourier_scale))
+            self.register_buffer("fourier", fourier_matrix(dim, fourier_features, fourier_scale))
         else:
             self.fourier = None
         self.inp = nn.Linear(dim + 1 + 2 * int(fourier_features), width)
@@ -294,10 +307,7 @@ class MLPHead(PotentialHead):
         self.quadratic = _quadratic_term(quadratic, dim, t_max, quadratic_gain)
 
     def features(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if self.fourier is None:
-            return torch.cat([x, t], dim=-1)
-        xb = x @ self.fourier
-        return torch.cat([x, t, torch.sin(xb), torch.cos(xb)], dim=-1)
+        return with_fourier_features(torch.cat([x, t], dim=-1), x, self.fourier)
 
     def forward(
         self, x: torch.Tensor, t: torch.Tensor, k: torch.Tensor | None = None
