@@ -142,8 +142,12 @@ def fit(
     accepted = inspect.signature(heads[head].obj.__init__).parameters if head in heads else {}
     defaults = {k: v for k, v in default_head_kwargs(dim, cost_name, t_f).items() if k in accepted}
     hk = {**defaults, **(head_kwargs or {})}
+    if not hk.get("fourier_features") and "fourier_features" not in accepted:
+        # "no Fourier features" is every other head's architecture: nothing to pass on
+        hk.pop("fourier_features", None)
+        hk.pop("fourier_scale", None)
     if resume and output_dir:
-        hk.update(_resumed_head_kwargs(output_dir, hk))
+        hk = _resumed_head_kwargs(output_dir, hk) or hk
     hjmap = HJMap(
         dim, cost=cost_name, cost_kwargs=cost_kwargs, head=head, head_kwargs=hk, t_f=t_f,
         num_classes=num_classes, class_names=class_names,
@@ -191,9 +195,10 @@ def standardise(hjmap: HJMap, xs: torch.Tensor, yt: torch.Tensor) -> tuple[torch
 
 
 def _resumed_head_kwargs(output_dir: str, requested: dict[str, Any]) -> dict[str, Any]:
-    """The head settings of the run being resumed: its weights only fit its own architecture,
-    and its quadratic parameters are stored divided by its own gain (resuming with another gain
-    would silently rescale the map). Settings that differ from ``requested`` are named."""
+    """The head settings of the run being resumed (``{}`` when there is no checkpoint): its
+    weights only fit its own architecture, and its quadratic parameters are stored divided by
+    its own gain (resuming with another gain would silently rescale the map). Settings that
+    differ from ``requested`` are named."""
     import json
     import warnings
 
@@ -204,7 +209,9 @@ def _resumed_head_kwargs(output_dir: str, requested: dict[str, Any]) -> dict[str
     if config is None or not config.is_file():
         return {}
     saved = json.loads(config.read_text()).get("head_kwargs", {})
-    changed = {k: (requested[k], v) for k, v in saved.items() if k in requested and requested[k] != v}
+    # The saved settings replace the requested ones whole: a setting the checkpoint does not
+    # record (a newer default, such as Fourier features) must not be added to its architecture.
+    changed = {k: (v, saved.get(k)) for k, v in requested.items() if v != saved.get(k)}
     if changed:
         warnings.warn(
             "Resuming with the checkpoint's own head settings, not the requested ones: "

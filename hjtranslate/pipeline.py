@@ -956,18 +956,21 @@ def cmd_translate(args: argparse.Namespace) -> int:
 def _check_same_latent(map: HJMap, vae: Any) -> None:
     """A map records the latent statistics of the VAE it was trained with; another encoder
     (a retrained VAE) gives another latent space, where the map would translate into noise."""
-    recorded = (map.encoder_config or {}).get("latent_shift")
-    stats = getattr(vae, "latent_stats", None) or {}
-    if recorded is None or stats.get("shift") is None:
+    record = map.encoder_config or {}
+    if record.get("latent_shift") is None:
         return
-    a = torch.as_tensor(recorded, dtype=torch.float64).flatten()
-    b = torch.as_tensor(stats["shift"], dtype=torch.float64).flatten()
-    scale = torch.as_tensor(stats.get("scale", [1.0]), dtype=torch.float64).flatten()
-    if a.shape != b.shape or float(((a - b).abs() / scale).max()) > 1e-3:
+    stats = getattr(vae, "latent_stats", None) or {}
+    same = stats.get("shift") is not None
+    for key, ours in (("latent_shift", "shift"), ("latent_scale", "scale")):
+        if same and record.get(key) is not None:
+            a = torch.as_tensor(record[key], dtype=torch.float64).flatten()
+            b = torch.as_tensor(stats[ours], dtype=torch.float64).flatten()
+            unit = torch.as_tensor(stats["scale"], dtype=torch.float64).flatten()
+            same = a.shape == b.shape == unit.shape and float(((a - b).abs() / unit).max()) <= 1e-3
+    if not same:
         raise CheckpointError(
             "The map was trained in another latent space: the latent statistics it records "
-            "differ from this VAE's latent_stats.json (was the VAE retrained?). Train the map "
-            "on this VAE's latents, or sharpen a VAE without moving its latent space with "
-            "`hjtranslate train vae --init-from VAE --decoder-only`."
+            "differ from this VAE's latent_stats.json (or the VAE has none). Use the VAE the map "
+            "was trained with, train the map on this VAE's latents, or sharpen a VAE without "
+            "moving its latent space with `hjtranslate train vae --init-from VAE --decoder-only`."
         )
-

@@ -243,6 +243,10 @@ def test_fourier_features_round_trip_and_keep_the_maps_differentiable(tmp_path):
         hjt.HJMap(2, head_kwargs={"fourier_features": 4, "fourier_scale": 0.0})
     with pytest.raises(ValueError, match="'conditional' head takes no option fourier_features"):
         hjt.HJMap(2, head="conditional", num_classes=2, head_kwargs={"fourier_features": 4})
+    # "none" is every head's architecture: fit passes 0 on only to heads that take it
+    m = hjt.fit(torch.randn(40, 2), torch.randn(40, 2), labels=(torch.arange(40) % 2,) * 2,
+                conditional=True, steps=1, batch_size=16, head_kwargs={"fourier_features": 0})
+    assert "fourier_features" not in m.config_dict()["head_kwargs"]
 
 
 def test_a_config_this_version_cannot_build_is_a_checkpoint_error(tmp_path):

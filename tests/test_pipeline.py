@@ -277,6 +277,12 @@ def test_a_map_from_another_latent_space_is_refused(tmp_path):
     (other / "latent_stats.json").write_text(json.dumps(stats))
     with pytest.raises(CheckpointError, match="trained in another latent space.*--decoder-only"):
         TranslationPipeline.from_components(other, m)
+    from types import SimpleNamespace
+
+    from hjtranslate.pipeline import _check_same_latent
+
+    with pytest.raises(CheckpointError, match="or the VAE has none"):  # unstandardised latents
+        _check_same_latent(m, SimpleNamespace(latent_stats=None))
 
 
 def test_latent_size_mismatch(saved, tmp_path):

@@ -56,6 +56,19 @@ def test_resume_keeps_the_checkpoints_head_settings(tmp_path):
     torch.testing.assert_close(again.forward(x[:10]), full.forward(x[:10]))
 
 
+def test_resume_does_not_add_a_newer_default_to_the_checkpoints_head(tmp_path):
+    """A 2-D run saved without Fourier features (older, or turned off) resumes as it was,
+    although 2-D runs now get them by default."""
+    x, y = _data()
+    full = hjt.fit(x, y, steps=12, batch_size=64, output_dir=str(tmp_path),
+                   head_kwargs={"fourier_features": 0})
+    assert full.head.fourier is None
+    with pytest.warns(UserWarning, match="fourier_features=128 -> None"):
+        again = hjt.fit(x, y, steps=12, batch_size=64, output_dir=str(tmp_path), resume=True)
+    assert again.head.fourier is None
+    torch.testing.assert_close(again.forward(x[:10]), full.forward(x[:10]))
+
+
 class _Exploding(nn.Module):
     def __init__(self):
         super().__init__()

@@ -42,9 +42,11 @@ def add_map_arguments(p: argparse.ArgumentParser, steps: int = 3000, batch_size:
                    "the task's; 10 in the heads)")
     p.add_argument("--fourier-features", type=int, default=None,
                    help="mlp head: add sin/cos of this many random projections of x to its "
-                   "inputs (sharper maps in low dimensions; 0 = none)")
+                   "inputs (sharper maps in low dimensions; default 128 in 2-D with the "
+                   "quadratic cost, else 0 = none)")
     p.add_argument("--fourier-scale", type=float, default=None,
-                   help="standard deviation of those projections (standardised data units)")
+                   help="standard deviation of those projections in standardised data units "
+                   "(default 8)")
     p.add_argument("--lambda", dest="lambda_mmd", default="auto",
                    help="MMD weight: 'auto' (adaptive, default) or a number")
     p.add_argument("--mmd", default="energy", choices=["energy", "gaussian"])

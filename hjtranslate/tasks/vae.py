@@ -141,7 +141,7 @@ def write_card(folder: Path, info: dict[str, Any]) -> Path:
     objective = f"per-pixel squared error + {info['kl_weight']} x per-pixel KL to N(0, I)"
     base = info.get("init_training") or {}
     made_by = (f" (made by `{base['command']}`: {base.get('steps')} steps, "
-               f"{base.get('seconds', 0):.0f} s)" if base.get("command") else "")
+               f"{base.get('seconds') or 0:.0f} s)" if base.get("command") else "")
     if info.get("decoder_only"):
         objective = (f"the decoder of the VAE in `{info['init_from']}`{made_by} fine-tuned on the "
                      "per-pixel squared error, its encoder frozen (same latent space and "
@@ -216,7 +216,7 @@ def _load_init(args: argparse.Namespace) -> Any:
         raise ValueError(f"--output-dir {args.output_dir} is the --init-from folder; write the "
                          "fine-tuned VAE to a new folder and copy it over once it is measured.")
     init = VAEEncoder(args.init_from)
-    if init.transform != "pad" or init.vae.config.in_channels != 1:
+    if init.transform != "pad" or init.in_channels != 1 or init.sample_size != 32:
         raise ValueError(f"--init-from {args.init_from}: not a one-channel 32x32 VAE trained by "
                          "`hjtranslate train vae` (latent_stats.json must say input_transform 'pad').")
     return init

@@ -265,10 +265,10 @@ class MLPHead(PotentialHead):
     """``u(x, t)``: a residual MLP on ``[x, t]`` with smooth activations.
 
     ``fourier_features=F`` adds ``sin(x B), cos(x B)`` of a fixed Gaussian matrix ``B`` (``dim x
-    F``, standard deviation ``fourier_scale``) to the inputs: in low dimensions this lets the
-    potential's gradient turn sharply, as the OT map must where the target's support is split
-    into pieces (the 2-D pairs of BENCHMARKS.md). The features are smooth, so the loss's second
-    derivatives stay defined.
+    F``, standard deviation ``fourier_scale``; the same matrix in every run) to the inputs: in
+    low dimensions this lets the potential's gradient turn sharply, as the OT map must where the
+    target's support is split into pieces (the 2-D pairs of BENCHMARKS.md). The features are
+    smooth, so the loss's second derivatives stay defined.
     """
 
     def __init__(
@@ -281,7 +281,7 @@ class MLPHead(PotentialHead):
         t_max: float = 1.0,
         quadratic_gain: float = 10.0,
         fourier_features: int = 0,
-        fourier_scale: float = 1.0,
+        fourier_scale: float = 8.0,
     ) -> None:
         super().__init__()
         if int(dim) < 1:
