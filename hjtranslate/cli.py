@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="evaluate a trained map folder on a task's data")
     ev.add_argument("folder", help="output folder of `hjtranslate train` (or a map folder)")
     ev.add_argument("--n", type=int, default=4000, help="samples to evaluate on")
+    ev.add_argument("--vae", default=None,
+                    help="digits-to-fashion: decode through this VAE instead of the run's (the "
+                    "same latent space, e.g. a `train vae --decoder-only` fine-tune)")
     ev.set_defaults(func=_cmd_evaluate)
 
     sub.add_parser("plugins", help="list costs, encoders and heads with their packages").set_defaults(

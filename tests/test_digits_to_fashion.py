@@ -45,6 +45,26 @@ def test_tiny_run_writes_map_metrics_and_grids(tmp_path, mode):
     assert m.encoder_config["name"] == "vae"
 
 
+def test_evaluate_through_another_vae_only_in_the_same_latent_space(tmp_path, capsys):
+    import shutil
+
+    out = tmp_path / "run"
+    assert main(["train", "digits-to-fashion", "--train-per-class", "20", "--eval-n", "100",
+                 "--steps", "2", "--batch-size", "100", "--width", "32",
+                 "--output-dir", str(out), "--no-progress"]) == 0
+    same, moved = tmp_path / "vae-same", tmp_path / "vae-moved"
+    shutil.copytree(ROOT / "models" / "vae", same)   # e.g. a --decoder-only fine-tune
+    shutil.copytree(ROOT / "models" / "vae", moved)  # e.g. a retrained VAE
+    stats = json.loads((moved / "latent_stats.json").read_text())
+    stats["scale"] = [2 * s for s in stats["scale"]]
+    (moved / "latent_stats.json").write_text(json.dumps(stats))
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--n", "100", "--vae", str(same)]) == 0
+    assert "accuracy_forward" in capsys.readouterr().out
+    assert main(["evaluate", str(out), "--n", "100", "--vae", str(moved)]) == 2
+    assert "trained in another latent space" in capsys.readouterr().err
+
+
 def test_missing_data_is_a_clear_error_and_leaves_no_complete_looking_folder(tmp_path):
     out = tmp_path / "run"
     (tmp_path / "empty").mkdir()

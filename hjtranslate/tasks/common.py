@@ -147,6 +147,10 @@ def evaluate_folder(args: argparse.Namespace) -> dict[str, Any]:
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{cfg_path} is missing: pass the output folder of `hjtranslate train`.")
     cfg = json.loads(cfg_path.read_text())
+    if getattr(args, "vae", None):
+        if "vae" not in cfg:
+            raise ValueError(f"--vae: task {cfg.get('task')!r} does not decode through a VAE.")
+        cfg["vae"] = args.vae
     from . import load_task
 
     task = load_task(cfg["task"])
