@@ -411,7 +411,7 @@ class TranslationPipeline:
                 f"dimensions {tuple(vae.latent_shape)}: they do not belong together (train the "
                 "map on this VAE's latents)."
             )
-        _check_same_latent(map, vae)
+        check_same_latent(map, vae)
         self.vae, self.map = vae, map.eval()
         self.judge_source, self.judge_target = judge_source, judge_target
         self.source_dataset, self.target_dataset = str(source_dataset), str(target_dataset)
@@ -953,7 +953,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_same_latent(map: HJMap, vae: Any) -> None:
+def check_same_latent(map: HJMap, vae: Any) -> None:
     """A map records the latent statistics of the VAE it was trained with; another encoder
     (a retrained VAE) gives another latent space, where the map would translate into noise."""
     record = map.encoder_config or {}

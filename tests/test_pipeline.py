@@ -279,10 +279,10 @@ def test_a_map_from_another_latent_space_is_refused(tmp_path):
         TranslationPipeline.from_components(other, m)
     from types import SimpleNamespace
 
-    from hjtranslate.pipeline import _check_same_latent
+    from hjtranslate.pipeline import check_same_latent
 
     with pytest.raises(CheckpointError, match="or the VAE has none"):  # unstandardised latents
-        _check_same_latent(m, SimpleNamespace(latent_stats=None))
+        check_same_latent(m, SimpleNamespace(latent_stats=None))
 
 
 def test_latent_size_mismatch(saved, tmp_path):

@@ -191,11 +191,11 @@ def evaluate(m, args: argparse.Namespace, n: int = 10000) -> dict[str, Any]:
     """``hjtranslate evaluate RUN``: the translation metrics of a saved run."""
     from hjtranslate_plugins.vae import VAEEncoder
 
-    from ..pipeline import _check_same_latent
+    from ..pipeline import check_same_latent
 
     args.eval_n = n
     enc = VAEEncoder(getattr(args, "vae", None))
-    _check_same_latent(m, enc)  # another VAE must share the map's latent space
+    check_same_latent(m, enc)  # another VAE must share the map's latent space
     return evaluate_translation(m, enc, args, None)
 
 
