@@ -23,10 +23,11 @@ import datetime
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from side_by_side import run_side_by_side
 
 KEYS = ("accuracy_forward", "accuracy_backward", "judge_accuracy_reconstructed_fashion",
         "judge_accuracy_reconstructed_mnist", "fd_forward_over_floor", "fd_backward_over_floor",
@@ -50,27 +51,13 @@ def main() -> None:
         results = {vae: evaluate_map(vae, Path(args.map)) for vae in args.vaes}
         save(results, Path(args.out))
         return
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    pending = list(args.vaes)
-    running: list[tuple[str, Path, list[str], subprocess.Popen, float]] = []
+    jobs = [(vae, [sys.executable, "-m", "hjtranslate", "train", "digits-to-fashion", "--vae", vae,
+                   "--output-dir", str(run_dir(vae)), "--no-progress", *args.extra])
+            for vae in args.vaes]
     results: dict = {}
-    while pending or running:
-        while pending and len(running) < args.jobs:
-            vae = pending.pop(0)
-            run_dir = Path("runs/bench") / f"latent-{Path(vae).name}"
-            cmd = [sys.executable, "-m", "hjtranslate", "train", "digits-to-fashion", "--vae", vae,
-                   "--output-dir", str(run_dir), "--no-progress", *args.extra]
-            running.append((vae, run_dir, cmd, subprocess.Popen(cmd, env=env), time.perf_counter()))
-        time.sleep(2)
-        for item in list(running):
-            vae, run_dir, cmd, proc, t0 = item
-            if proc.poll() is None:
-                continue
-            running.remove(item)
-            if proc.returncode:
-                sys.exit(f"error: {' '.join(cmd)} exited with {proc.returncode}")
-            results[vae] = collect(vae, json.loads((run_dir / "metrics.json").read_text()), cmd, t0)
-            print(f"{vae}: {results[vae]}", flush=True)
+    for vae, cmd, seconds in run_side_by_side(jobs, args.jobs):
+        results[vae] = collect(vae, json.loads((run_dir(vae) / "metrics.json").read_text()), cmd, seconds)
+        print(f"{vae}: {results[vae]}", flush=True)
     save(results, Path(args.out))
 
 
@@ -91,21 +78,26 @@ def evaluate_map(vae: str, map_dir: Path) -> dict:
     t0 = time.perf_counter()
     hjmap, enc = HJMap.from_pretrained(map_dir), VAEEncoder(vae)
     check_same_latent(hjmap, enc)
-    run_dir = Path("runs/bench") / f"decoder-{Path(vae).name}"
-    m = evaluate_translation(hjmap, enc, argparse.Namespace(eval_n=10000, data_dir=None), run_dir)
+    m = evaluate_translation(hjmap, enc, argparse.Namespace(eval_n=10000, data_dir=None),
+                             Path("runs/bench") / f"decoder-{Path(vae).name}")
     m["steps"], m["train_seconds"] = None, 0.0
     print(f"{vae}: accuracy {m['accuracy_forward']:.2%} / {m['accuracy_backward']:.2%}", flush=True)
-    return collect(vae, m, ["python", "benchmarks/latent_size.py", "--map", str(map_dir)], t0)
+    return collect(vae, m, ["python", "benchmarks/latent_size.py", "--map", str(map_dir)],
+                   time.perf_counter() - t0)
 
 
-def collect(vae: str, m: dict, cmd: list[str], t0: float) -> dict:
+def run_dir(vae: str) -> Path:
+    return Path("runs/bench") / f"latent-{Path(vae).name}"
+
+
+def collect(vae: str, m: dict, cmd: list[str], seconds: float) -> dict:
     v = json.loads((Path(vae) / "training_metrics.json").read_text())
     return {
         "latent_dim": v["latent_dim"], "latent_shape": v["latent_shape"],
         "vae_steps": v.get("steps"), "vae_command": v.get("command"),
         "psnr_mnist": v["metrics"]["mnist"]["psnr"], "psnr_fashion": v["metrics"]["fashion-mnist"]["psnr"],
         **{k: m[k] for k in KEYS},
-        "wall_seconds": time.perf_counter() - t0, "command": " ".join(cmd[1:]),
+        "wall_seconds": seconds, "command": " ".join(cmd[1:]),
         "date": datetime.date.today().isoformat(),
         "machine": f"{platform.machine()} ({os.cpu_count()} cores)",
     }

@@ -14,10 +14,10 @@ import datetime
 import json
 import os
 import platform
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+from side_by_side import run_side_by_side
 
 PAIRS = [("swissroll", "moons"), ("8gaussians", "circles"), ("gaussian", "checkerboard"),
          ("spirals", "8gaussians")]
@@ -33,38 +33,26 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1, help="pairs at once (each with one torch thread)")
     ap.add_argument("--tag", default="", help="run folders runs/bench/toy2d-TAG-... (side-by-side sweeps)")
     args = ap.parse_args()
-    env = {**os.environ, "OMP_NUM_THREADS": "1"} if args.jobs > 1 else None
-    results = {}
-    pending, running = list(PAIRS), []
-    while pending or running:
-        while pending and len(running) < max(1, args.jobs):
-            src, tgt = pending.pop(0)
-            run_dir = Path("runs/bench") / "-".join(filter(None, ["toy2d", args.tag, src, tgt]))
-            cmd = [sys.executable, "-m", "hjtranslate", "train", "toy2d", "--source", src,
-                   "--target", tgt,
+    dirs = {f"{src}->{tgt}": Path("runs/bench") / "-".join(filter(None, ["toy2d", args.tag, src, tgt]))
+            for src, tgt in PAIRS}
+    jobs = [(key, [sys.executable, "-m", "hjtranslate", "train", "toy2d", "--source", key.split("->")[0],
+                   "--target", key.split("->")[1],
                    *(["--time-budget", str(args.time_budget)] if args.time_budget else []),
-                   "--steps", str(args.steps),
-                   "--output-dir", str(run_dir), "--no-progress", *args.extra]
-            running.append((src, tgt, run_dir, cmd, subprocess.Popen(cmd, env=env), time.perf_counter()))
-        time.sleep(1)
-        for item in list(running):
-            src, tgt, run_dir, cmd, proc, t0 = item
-            if proc.poll() is None:
-                continue
-            running.remove(item)
-            if proc.returncode:
-                sys.exit(f"error: {' '.join(cmd)} exited with {proc.returncode}")
-            m = json.loads((run_dir / "metrics.json").read_text())
-            results[f"{src}->{tgt}"] = {
-                **{k: m[k] for k in ("cost_ratio", "cost_ratio_extrapolated", "optimality_ratio",
-                                     "map_cost", "exact_ot_cost", "exact_ot_cost_half_n",
-                                     "energy_forward", "energy_floor_forward", "energy_backward",
-                                     "energy_floor_backward", "duality_gap", "monotone_share",
-                                     "steps", "train_seconds")},
-                "wall_seconds": time.perf_counter() - t0, "command": " ".join(cmd[1:]),
-                "png": str(run_dir / "transport.png"),
-            }
-            print(f"{src}->{tgt}: {results[f'{src}->{tgt}']}", flush=True)
+                   "--steps", str(args.steps), "--output-dir", str(folder), "--no-progress", *args.extra])
+            for key, folder in dirs.items()]
+    results = {}
+    for key, cmd, seconds in run_side_by_side(jobs, args.jobs, one_thread=args.jobs > 1):
+        m = json.loads((dirs[key] / "metrics.json").read_text())
+        results[key] = {
+            **{k: m[k] for k in ("cost_ratio", "cost_ratio_extrapolated", "optimality_ratio",
+                                 "map_cost", "exact_ot_cost", "exact_ot_cost_half_n",
+                                 "energy_forward", "energy_floor_forward", "energy_backward",
+                                 "energy_floor_backward", "duality_gap", "monotone_share",
+                                 "steps", "train_seconds")},
+            "wall_seconds": seconds, "command": " ".join(cmd[1:]),
+            "png": str(dirs[key] / "transport.png"),
+        }
+        print(f"{key}: {results[key]}", flush=True)
     results = {f"{s}->{t}": results[f"{s}->{t}"] for s, t in PAIRS}
     report = {"date": datetime.date.today().isoformat(),
               "machine": f"{platform.machine()} ({os.cpu_count()} cores)", "pairs": results}
