@@ -39,7 +39,7 @@ def _cmd_env(args: argparse.Namespace) -> int:
     print(f"hjtranslate {__version__}")
     print(f"python {platform.python_version()} on {platform.platform()}")
     for pkg in ("torch", "torchvision", "accelerate", "diffusers", "huggingface_hub", "timm",
-                "gradio", "pot", "torchmetrics", "safetensors", "numpy"):
+                "gradio", "pot", "geomloss", "torchmetrics", "safetensors", "numpy"):
         try:
             print(f"{pkg} {md.version(pkg)}")
         except md.PackageNotFoundError:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable
 
 import torch
@@ -61,9 +63,44 @@ def gaussian_floor(y: torch.Tensor, n: int, bandwidths: tuple[float, ...] = BAND
     return gap * (1.0 / n + 1.0 / m)
 
 
+# Entropic blur per unit of the typical distance sqrt(2 d) between two points of a standardised
+# sample (unit rms per coordinate): 0.05 in 2-D, where it was measured (BENCHMARKS.md).
+SINKHORN_BLUR = 0.025
+
+
+@functools.cache
+def _sinkhorn_loss(blur: float):
+    from geomloss import SamplesLoss  # imported on first use: only this match needs it
+
+    # cost |x - y|^2 / 2, entropic blur eps = blur^2, debiased (S(a, a) = 0), eps-scaling
+    return SamplesLoss("sinkhorn", p=2, blur=blur, scaling=0.5, debias=True, backend="tensorized")
+
+
+def sinkhorn_divergence(x: torch.Tensor, y: torch.Tensor, blur: float = SINKHORN_BLUR) -> torch.Tensor:
+    """Debiased Sinkhorn divergence ``S_eps(x, y)`` (geomloss) with the cost ``|x - y|^2 / 2``
+    and blur ``blur * sqrt(2 d)``: an OT-based match. Unlike an MMD, whose pull on a stray
+    point vanishes once the bulk of the two samples agrees, it has to transport every point,
+    so it sees mass left between or outside the target's pieces (2-D pairs in BENCHMARKS.md).
+    Meant for standardised samples, as the map trains on."""
+    return _sinkhorn_loss(round(blur * math.sqrt(2 * x.shape[-1]), 6))(x, y)
+
+
+def sinkhorn_floor(y: torch.Tensor, n: int, blur: float = SINKHORN_BLUR) -> torch.Tensor:
+    """Estimate of ``E S_eps`` between ``n`` samples of the law of ``y`` and ``y`` itself
+    (``m = len(y)``): the divergence between the two halves of ``y``, scaled as
+    ``c (1/n + 1/m)`` like the V-statistics' floors. Its sample bias shrinks more slowly than
+    1/n in more than two dimensions, so there the floor is underestimated and the match asked
+    of the adaptive lambda is tighter, not looser."""
+    m = y.shape[0]
+    a, b = y[0::2], y[1::2]
+    c = sinkhorn_divergence(a, b, blur) / (1.0 / len(a) + 1.0 / len(b))
+    return c * (1.0 / n + 1.0 / m)
+
+
 MMDS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "energy": energy_distance,
     "gaussian": gaussian_mmd,
+    "sinkhorn": sinkhorn_divergence,
 }
 
 
@@ -71,6 +108,7 @@ MMDS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 FLOORS: dict[str, Callable[[torch.Tensor, int], torch.Tensor]] = {
     "energy": energy_floor,
     "gaussian": gaussian_floor,
+    "sinkhorn": sinkhorn_floor,
 }
 
 

@@ -171,19 +171,39 @@ def test_implicit_formula_for_pnorm_with_linear_data(p):
     assert implicit_hj_residual(u, cost, x, t).abs().max() < 1e-10
 
 
-@pytest.mark.parametrize("kind", ["energy", "gaussian"])
-def test_mmd_floor_matches_two_independent_samples(kind):
+@pytest.mark.parametrize(("kind", "n", "dim", "reps", "tol"), [
+    ("energy", 64, 3, 200, 0.1),
+    ("gaussian", 64, 3, 200, 0.1),
+    # the Sinkhorn floor is an estimate (its sample bias only roughly shrinks as 1/n)
+    ("sinkhorn", 256, 2, 60, 0.15),
+])
+def test_mmd_floor_matches_two_independent_samples(kind, n, dim, reps, tol):
     mmd, mmd_floor = MMDS[kind], FLOORS[kind]
     g = torch.Generator().manual_seed(0)
     vals, floors = [], []
-    for _ in range(200):
-        x, y = torch.randn(64, 3, generator=g), torch.randn(64, 3, generator=g)
+    for _ in range(reps):
+        x, y = torch.randn(n, dim, generator=g), torch.randn(n, dim, generator=g)
         vals.append(float(mmd(x, y)))
-        floors.append(float(mmd_floor(y, 64)))
+        floors.append(float(mmd_floor(y, n)))
     mean, floor = sum(vals) / len(vals), sum(floors) / len(floors)
-    assert abs(mean / floor - 1) < 0.1
-    shifted = float(mmd(torch.randn(64, 3, generator=g) + 1, torch.randn(64, 3, generator=g)))
+    assert abs(mean / floor - 1) < tol
+    shifted = float(mmd(torch.randn(n, dim, generator=g) + 1, torch.randn(n, dim, generator=g)))
     assert shifted > 5 * floor
+
+
+def test_sinkhorn_match_pulls_a_stray_point_that_the_energy_distance_lets_go():
+    """The reason the Sinkhorn match exists: once the bulk of two samples agrees, the energy
+    distance barely pulls a point left far outside the target, an OT-based match must move it."""
+    g = torch.Generator().manual_seed(0)
+    y = torch.rand(256, 2, generator=g) * 2 - 1
+    x = y[torch.randperm(256, generator=g)].clone()
+    x[0] = torch.tensor([4.0, 0.0])  # its partner in y was left behind
+    pulls = {}
+    for kind in ("energy", "sinkhorn"):
+        xr = x.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(MMDS[kind](xr, y), xr)
+        pulls[kind] = float(grad[0].norm() / grad[1:].norm(dim=1).mean())
+    assert pulls["sinkhorn"] > 20 * pulls["energy"]
 
 
 def tiny_map(**kw):

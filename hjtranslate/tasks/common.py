@@ -49,7 +49,7 @@ def add_map_arguments(p: argparse.ArgumentParser, steps: int = 3000, batch_size:
                    "(default 8)")
     p.add_argument("--lambda", dest="lambda_mmd", default="auto",
                    help="MMD weight: 'auto' (adaptive, default) or a number")
-    p.add_argument("--mmd", default="energy", choices=["energy", "gaussian"])
+    p.add_argument("--mmd", default="energy", choices=["energy", "gaussian", "sinkhorn"])
     p.add_argument("--no-backward-mmd", action="store_true")
     p.add_argument("--no-warm-start", action="store_true",
                    help="start the quadratic part at the identity map, not at the OT map between "
