@@ -87,6 +87,7 @@ def fit(
     lambda_mmd: float | str = "auto",
     mmd: str = "energy",
     backward_mmd: bool = True,
+    monotone_weight: float = 0.0,
     sampler: CollocationSampler | None = None,
     n_colloc: int | None = None,
     seed: int = 0,
@@ -120,6 +121,8 @@ def fit(
     if not float(t_f) > 0:
         raise ValueError(f"t_f must be > 0, got {t_f}.")
     dim = xs.shape[1]
+    if monotone_weight < 0:
+        raise ValueError(f"monotone_weight must be >= 0, got {monotone_weight}.")
     if isinstance(cost, Cost):
         cost_name = next(
             (n for n, p in registry.plugins("cost").items() if isinstance(cost, p.obj)), None
@@ -130,6 +133,9 @@ def fit(
     else:
         cost_name, cost_kwargs = str(cost), {}
         registry.create("cost", cost_name)  # fail early on unknown names
+    if monotone_weight and cost_name != "quadratic":
+        raise ValueError("monotone_weight needs the quadratic cost (its optimal maps are the "
+                         f"gradients of convex functions); got the {cost_name!r} cost.")
     ks = kt = None
     num_classes = None
     if labels is not None:
@@ -164,7 +170,7 @@ def fit(
         ObjectiveConfig(
             lambda_mmd=lambda_mmd, mmd=mmd, backward_mmd=backward_mmd,
             classwise=labels is not None,
-            n_colloc=n_colloc or batch_size,
+            n_colloc=n_colloc or batch_size, monotone_weight=monotone_weight,
         ),
         sampler,
     )

@@ -42,6 +42,11 @@ class ObjectiveConfig:
     # branch that matches nu -> mu in law yet is not T's inverse (seen on 4-D Gaussians:
     # backward L2-UVP 34 % beside forward 0.7 %). 0 turns it off.
     cycle_weight: float = 1.0
+    # Weight of a penalty on non-monotone directions of the forward map, relu(-w.J w)^2 for one
+    # random unit w per sample, J = I + t_f Hess u(x, 0) (quadratic cost: optimal maps are
+    # gradients of convex functions, method.md section 7). The implicit formula alone allows
+    # crossing characteristics, and a sharp match (Sinkhorn) uses that freedom. 0 turns it off.
+    monotone_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if isinstance(self.lambda_mmd, str) and self.lambda_mmd != "auto":
@@ -109,6 +114,12 @@ class HJObjective(nn.Module):
         xs = xs.detach().requires_grad_(True)
         pushed = xs + t_f * m.velocity(xs, 0.0, ks_map, create_graph=True)
         mmd = self._match(pushed, ks, yt, kt)
+        monotone = None
+        if self.config.monotone_weight:
+            w = torch.randn(xs.shape, generator=gen, device=xs.device, dtype=xs.dtype)
+            w = w / w.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            (jw,) = torch.autograd.grad((pushed * w).sum(), xs, create_graph=True)
+            monotone = torch.relu(-(jw * w).sum(1)).pow(2).mean()
         terms = {"hj": hj, "mmd": mmd}
         match = mmd
         if self.config.backward_mmd:
@@ -131,6 +142,9 @@ class HJObjective(nn.Module):
                 # The backward match lives on the source side: its floor is the source's.
                 floor = 0.5 * (floor + self._floor(xs, ks, yt, kt))
         terms["loss"] = hj + self.config.cycle_weight * cycle + lam * match
+        if monotone is not None:
+            terms["monotone"] = monotone
+            terms["loss"] = terms["loss"] + self.config.monotone_weight * monotone
         terms["ratio"] = (match.detach() / floor.clamp_min(1e-12))
         terms["lambda"] = lam.detach()
         return terms

@@ -27,8 +27,9 @@ def test_toy2d_run_writes_everything(tmp_path):
         p.name for p in out.iterdir()}
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("cost_ratio", "cost_ratio_extrapolated", "energy_forward", "energy_floor_forward",
-                "duality_gap", "monotone_share"):
+                "duality_gap", "monotone_share", "ot_match_forward", "ot_match_floor_forward"):
         assert key in metrics
+    assert metrics["ot_match_floor_forward"] > 0
     config = json.loads((out / "config.json").read_text())
     assert config["source"] == "8gaussians" and config["steps"] == 40
     # in 2-D the head reads random Fourier features by default
@@ -81,3 +82,15 @@ def test_script_mode_from_the_repo_root():
     proc = run_cli("hjtranslate", "env", module=False)
     assert proc.returncode == 0, proc.stderr
     assert "hjtranslate 0.2.0" in proc.stdout and "torch" in proc.stdout
+
+
+def test_toy2d_with_the_sinkhorn_match_and_the_monotone_penalty(tmp_path):
+    out = tmp_path / "sk"
+    assert main(["train", "toy2d", "--source", "gaussian", "--target", "checkerboard", "--steps", "5",
+                 "--n", "600", "--batch-size", "64", "--mmd", "sinkhorn", "--monotone-weight", "1",
+                 "--output-dir", str(out), "--no-progress"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 5 and "monotone" in metrics
+    # a cost other than the quadratic one has no convexity to ask for: a clear CLI error
+    assert main(["train", "toy2d", "--cost", "pnorm", "--p", "3", "--monotone-weight", "1",
+                 "--steps", "1", "--output-dir", str(tmp_path / "bad"), "--no-progress"]) != 0

@@ -384,3 +384,38 @@ def test_lambda_constraint_is_calibrated_at_the_exact_map(classwise):
         k = torch.arange(256) % 2 if classwise else None
         ratios.append(float(obj(xs, yt, k, k)["ratio"]))
     assert 0.85 < sum(ratios) / len(ratios) < 1.15
+
+
+def test_monotone_penalty_is_zero_for_a_monotone_map_and_trains_a_folded_one():
+    import math
+
+    from hjtranslate.objective import HJObjective, ObjectiveConfig
+
+    g = torch.Generator().manual_seed(0)
+    xs, yt = torch.randn(128, 2, generator=g), torch.randn(128, 2, generator=g)
+    shrink = hjt.HJMap(dim=2, head_kwargs={"width": 8, "depth": 2, "quadratic": "hopf_lax"})
+    with torch.no_grad():
+        for p in shrink.head.parameters():
+            p.zero_()
+        shrink.head.quadratic.log_mu.fill_(math.log(1 / 3) / shrink.head.quadratic.gain)
+    terms = HJObjective(shrink, ObjectiveConfig(monotone_weight=1.0, n_colloc=32))(xs, yt)
+    assert float(terms["monotone"].detach()) == 0.0
+    folded = tiny_map()  # large random weights: its map folds over somewhere
+    with torch.no_grad():
+        for p in folded.head.parameters():
+            p.mul_(4)
+    obj = HJObjective(folded, ObjectiveConfig(monotone_weight=1.0, n_colloc=32))
+    before = float(obj(xs, yt, generator_seed=0)["monotone"].detach())
+    assert before > 0
+    opt = torch.optim.Adam(folded.parameters(), lr=1e-2)
+    for _ in range(30):
+        opt.zero_grad()
+        obj(xs, yt, generator_seed=0)["monotone"].backward()
+        opt.step()
+    assert float(obj(xs, yt, generator_seed=0)["monotone"].detach()) < 0.5 * before
+
+
+def test_monotone_penalty_needs_the_quadratic_cost():
+    x = torch.randn(64, 2)
+    with pytest.raises(ValueError, match="quadratic cost"):
+        hjt.fit(x, x + 1, cost=hjt.get_cost("pnorm", p=3), monotone_weight=1.0, steps=1)

@@ -51,6 +51,9 @@ def add_map_arguments(p: argparse.ArgumentParser, steps: int = 3000, batch_size:
                    help="MMD weight: 'auto' (adaptive, default) or a number")
     p.add_argument("--mmd", default="energy", choices=["energy", "gaussian", "sinkhorn"])
     p.add_argument("--no-backward-mmd", action="store_true")
+    p.add_argument("--monotone-weight", type=float, default=0.0,
+                   help="quadratic cost: weight of a penalty on non-monotone directions of the "
+                   "forward map (0 = off)")
     p.add_argument("--no-warm-start", action="store_true",
                    help="start the quadratic part at the identity map, not at the OT map between "
                    "Gaussians fitted to the data")
@@ -89,7 +92,8 @@ def fit_from_args(
         xs, yt, cost=cost, labels=labels, head=args.head, head_kwargs=head_kwargs or None,
         t_f=args.t_f, steps=args.steps, time_budget=args.time_budget, batch_size=args.batch_size,
         lr=args.lr, lambda_mmd=args.lambda_mmd, mmd=args.mmd,
-        backward_mmd=not args.no_backward_mmd, seed=args.seed,
+        backward_mmd=not args.no_backward_mmd, monotone_weight=args.monotone_weight,
+        seed=args.seed,
         warm_start=not args.no_warm_start,
         output_dir=str(out), resume=args.resume, progress=not args.no_progress,
         accelerator=acc, return_history=True, **kwargs,
