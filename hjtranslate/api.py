@@ -110,7 +110,9 @@ def fit(
     head (``conditional=True``). ``lambda_mmd="auto"`` adapts the MMD weight (see objective.py).
     ``mmd``: the match between pushed and target samples, ``"energy"`` (the paper),
     ``"gaussian"`` (multi-bandwidth kernel) or ``"sinkhorn"`` (debiased Sinkhorn divergence:
-    sharper, about 4x slower per step in 2-D).
+    sharper, about 4x slower per step in 2-D). ``monotone_weight`` (quadratic cost only)
+    penalises directions where the forward map folds over (its Jacobian ``I + t_f Hess u``
+    not positive): with the Sinkhorn match, 10 keeps the 2-D maps optimal (BENCHMARKS.md).
     ``warm_start``: for a head with a ``hopf_lax_spd`` quadratic part (the quadratic cost's
     default), start from the OT map between Gaussians fitted to both sample sets (with
     ``hopf_lax_per_class``, one per class; see :func:`linear_warm_start`); training then learns
