@@ -6,6 +6,7 @@ import inspect
 from typing import Any
 
 import torch
+from accelerate.utils import set_seed
 
 from . import registry
 from .costs import Cost
@@ -159,6 +160,9 @@ def fit(
         hk.pop("fourier_scale", None)
     if resume and output_dir:
         hk = _resumed_head_kwargs(output_dir, hk) or hk
+    # Seed before the head draws its initial weights (torch's own start seed differs per
+    # process); train() seeds again for the steps.
+    set_seed(seed)
     hjmap = HJMap(
         dim, cost=cost_name, cost_kwargs=cost_kwargs, head=head, head_kwargs=hk, t_f=t_f,
         num_classes=num_classes, class_names=class_names,
