@@ -124,8 +124,6 @@ def fit(
     if not float(t_f) > 0:
         raise ValueError(f"t_f must be > 0, got {t_f}.")
     dim = xs.shape[1]
-    if monotone_weight < 0:
-        raise ValueError(f"monotone_weight must be >= 0, got {monotone_weight}.")
     if isinstance(cost, Cost):
         cost_name = next(
             (n for n, p in registry.plugins("cost").items() if isinstance(cost, p.obj)), None

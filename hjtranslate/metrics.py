@@ -129,12 +129,12 @@ def evaluate_map(
                 "cost_ratio": learned / exact,
                 "cost_ratio_extrapolated": learned / max(2 * exact - half, 1e-300),
                 "optimality_ratio": learned / max(own, 1e-300)})
-    rest = torch.ones(len(y), dtype=torch.bool)
-    rest[j] = False
-    if int(rest.sum()) >= n and kx is None:
+    if kx is None and len(y) >= 2 * n:
         # A sharper match test than the energy distance (which barely sees a few points left
         # between or outside the target's pieces): exact OT between pushed and target samples,
         # beside the same between two disjoint target samples (its floor at this size).
+        rest = torch.ones(len(y), dtype=torch.bool)
+        rest[j] = False
         others = rest.nonzero()[:, 0]
         y2 = y[others[torch.randperm(len(others), generator=g)[:n]]]
         out["ot_match_forward"] = exact_ot_cost(pushed_s, ys, m.cost, m.t_f)

@@ -58,6 +58,8 @@ class ObjectiveConfig:
                 ) from None
         if not isinstance(self.lambda_mmd, str) and not self.lambda_mmd > 0:
             raise ValueError(f"lambda must be positive, got {self.lambda_mmd}.")
+        if not self.monotone_weight >= 0:
+            raise ValueError(f"monotone_weight must be >= 0, got {self.monotone_weight}.")
         get_mmd(self.mmd)
 
 

@@ -16,6 +16,7 @@ import torch
 
 from ..api import fit
 from ..hjmap import HJMap
+from ..losses import MMDS
 from ..training import make_accelerator
 
 # The built-in heads' quadratic parts (plugins/hjtranslate_plugins/heads.py).
@@ -49,7 +50,7 @@ def add_map_arguments(p: argparse.ArgumentParser, steps: int = 3000, batch_size:
                    "(default 8)")
     p.add_argument("--lambda", dest="lambda_mmd", default="auto",
                    help="MMD weight: 'auto' (adaptive, default) or a number")
-    p.add_argument("--mmd", default="energy", choices=["energy", "gaussian", "sinkhorn"])
+    p.add_argument("--mmd", default="energy", choices=sorted(MMDS))
     p.add_argument("--no-backward-mmd", action="store_true")
     p.add_argument("--monotone-weight", type=float, default=0.0,
                    help="quadratic cost: weight of a penalty on non-monotone directions of the "
