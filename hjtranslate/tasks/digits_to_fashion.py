@@ -235,6 +235,10 @@ def evaluate_translation(m, enc, args: argparse.Namespace, out: Path | None) -> 
     ratios, gaps = [], []
     for k in range(10):
         xk, yk = zs[ks == k][:1000], zt[kt == k][:1000]
+        if len(xk) < 2 or len(yk) < 2:  # a small --eval-n can miss a class
+            ratios.append(None)
+            gaps.append(None)
+            continue
         kk = torch.full((len(xk),), k) if cond else None
         learned = float(m.transport_cost(xk, kk).mean())
         exact = exact_ot_cost(xk, yk, m.cost, m.t_f)
@@ -242,9 +246,9 @@ def evaluate_translation(m, enc, args: argparse.Namespace, out: Path | None) -> 
         ky = torch.full((len(yk),), k) if cond else None
         gaps.append(duality_gap(m, xk, yk, kk, ky)["duality_gap"])
     res["cost_ratio_per_class"] = ratios
-    res["cost_ratio_max_deviation"] = max(abs(r - 1) for r in ratios)
+    res["cost_ratio_max_deviation"] = max((abs(r - 1) for r in ratios if r is not None), default=None)
     res["duality_gap_per_class"] = gaps
-    res["duality_gap_max"] = max(gaps)
+    res["duality_gap_max"] = max((g for g in gaps if g is not None), default=None)
     back = m.backward(fwd, ks if cond else None)
     res["round_trip_rel_error"] = float((back - zs).norm(dim=1).mean() / zs.norm(dim=1).mean())
     if out is not None:
@@ -263,6 +267,9 @@ def save_grid(path: Path, m, enc, images, z, labels, direction: str, per_class: 
     rows = []
     for k in range(10):
         idx = torch.nonzero(labels == k)[:per_class, 0]
+        if len(idx) == 0:  # a small --eval-n can miss a class
+            continue
+        idx = idx[torch.arange(per_class) % len(idx)]
         kk = torch.full((len(idx),), k) if m.conditional else None
         zk = z[idx]
         moved = m.forward(zk, kk) if direction == "forward" else m.backward(zk, kk)
