@@ -87,6 +87,7 @@ def fit(
     lr: float = 1e-3,
     lambda_mmd: float | str = "auto",
     mmd: str = "energy",
+    mmd_options: dict[str, Any] | None = None,
     backward_mmd: bool = True,
     monotone_weight: float = 0.0,
     sampler: CollocationSampler | None = None,
@@ -111,7 +112,8 @@ def fit(
     head (``conditional=True``). ``lambda_mmd="auto"`` adapts the MMD weight (see objective.py).
     ``mmd``: the match between pushed and target samples, ``"energy"`` (the paper),
     ``"gaussian"`` (multi-bandwidth kernel) or ``"sinkhorn"`` (debiased Sinkhorn divergence:
-    sharper, about 4x slower per step in 2-D). ``monotone_weight`` (quadratic cost only)
+    sharper, about 4x slower per step in 2-D); ``mmd_options`` go to the match, e.g.
+    ``{"blur": 0.05}`` (Sinkhorn blur per unit of ``sqrt(2 d)``). ``monotone_weight`` (quadratic cost only)
     penalises directions where the forward map folds over (its Jacobian ``I + t_f Hess u``
     not positive): with the Sinkhorn match, 10 keeps the 2-D maps optimal (BENCHMARKS.md).
     ``warm_start``: for a head with a ``hopf_lax_spd`` quadratic part (the quadratic cost's
@@ -172,7 +174,8 @@ def fit(
     obj = HJObjective(
         hjmap,
         ObjectiveConfig(
-            lambda_mmd=lambda_mmd, mmd=mmd, backward_mmd=backward_mmd,
+            lambda_mmd=lambda_mmd, mmd=mmd, mmd_options=dict(mmd_options or {}),
+            backward_mmd=backward_mmd,
             classwise=labels is not None,
             n_colloc=n_colloc or batch_size, monotone_weight=monotone_weight,
         ),

@@ -82,6 +82,8 @@ def sinkhorn_divergence(x: torch.Tensor, y: torch.Tensor, blur: float = SINKHORN
     point vanishes once the bulk of the two samples agrees, it has to transport every point,
     so it sees mass left between or outside the target's pieces (2-D pairs in BENCHMARKS.md).
     Meant for standardised samples, as the map trains on."""
+    if not blur > 0:
+        raise ValueError(f"The Sinkhorn blur must be > 0, got {blur}.")
     return _sinkhorn_loss(round(blur * math.sqrt(2 * x.shape[-1]), 6))(x, y)
 
 

@@ -15,8 +15,11 @@ then shapes the map wherever the data no longer discriminates.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -34,6 +37,8 @@ class ObjectiveConfig:
     lambda_slack: float = 0.05
     lambda_range: tuple[float, float] = (1e-1, 1e4)
     mmd: str = "energy"
+    # Keyword arguments of the match and its floor, e.g. {"blur": 0.1} for "sinkhorn".
+    mmd_options: dict[str, Any] = field(default_factory=dict)
     backward_mmd: bool = True
     classwise: bool = False  # class-wise MMD with a shared (unconditional) potential
     n_colloc: int = 512
@@ -60,7 +65,11 @@ class ObjectiveConfig:
             raise ValueError(f"lambda must be positive, got {self.lambda_mmd}.")
         if not self.monotone_weight >= 0:
             raise ValueError(f"monotone_weight must be >= 0, got {self.monotone_weight}.")
-        get_mmd(self.mmd)
+        accepted = inspect.signature(get_mmd(self.mmd)).parameters
+        unknown = sorted(set(self.mmd_options) - set(accepted) - {"x", "y"})
+        if unknown or {"x", "y"} & set(self.mmd_options):
+            raise ValueError(f"The {self.mmd!r} match takes no option {unknown or ['x', 'y']}; it "
+                             f"takes {sorted(set(accepted) - {'x', 'y'}) or 'none'}.")
 
 
 class HJObjective(nn.Module):
@@ -73,8 +82,8 @@ class HJObjective(nn.Module):
         self.map = hjmap
         self.config = config
         self.sampler = sampler or CollocationSampler()
-        self.mmd = get_mmd(config.mmd)
-        self.mmd_floor = FLOORS[config.mmd]
+        self.mmd = functools.partial(get_mmd(config.mmd), **config.mmd_options)
+        self.mmd_floor = functools.partial(FLOORS[config.mmd], **config.mmd_options)
         lam = config.lambda_init if config.lambda_mmd == "auto" else float(config.lambda_mmd)
         self.register_buffer("log_lambda", torch.tensor(math.log(lam), dtype=torch.float64))
         self.register_buffer("ratio_ema", torch.tensor(-1.0, dtype=torch.float64))

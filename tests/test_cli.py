@@ -88,9 +88,13 @@ def test_toy2d_with_the_sinkhorn_match_and_the_monotone_penalty(tmp_path):
     out = tmp_path / "sk"
     assert main(["train", "toy2d", "--source", "gaussian", "--target", "checkerboard", "--steps", "5",
                  "--n", "600", "--batch-size", "64", "--mmd", "sinkhorn", "--monotone-weight", "1",
-                 "--output-dir", str(out), "--no-progress"]) == 0
+                 "--sinkhorn-blur", "0.1", "--output-dir", str(out), "--no-progress"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == 5 and "monotone" in metrics
+    assert json.loads((out / "config.json").read_text())["sinkhorn_blur"] == 0.1
+    for bad in (["--sinkhorn-blur", "0.1"], ["--mmd", "sinkhorn", "--sinkhorn-blur", "0"]):
+        assert main(["train", "toy2d", "--steps", "1", "--output-dir", str(tmp_path / "bad"),
+                     "--no-progress", *bad]) == 2
     # a cost other than the quadratic one has no convexity to ask for: a clear CLI error
     assert main(["train", "toy2d", "--cost", "pnorm", "--p", "3", "--monotone-weight", "1",
                  "--steps", "1", "--output-dir", str(tmp_path / "bad"), "--no-progress"]) != 0

@@ -206,6 +206,22 @@ def test_sinkhorn_match_pulls_a_stray_point_that_the_energy_distance_lets_go():
     assert pulls["sinkhorn"] > 20 * pulls["energy"]
 
 
+def test_match_options_reach_the_match_and_its_floor_and_unknown_ones_are_refused():
+    from hjtranslate.losses import sinkhorn_divergence, sinkhorn_floor
+    from hjtranslate.objective import HJObjective, ObjectiveConfig
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 2, generator=g), torch.randn(64, 2, generator=g) + 0.5
+    obj = HJObjective(tiny_map(), ObjectiveConfig(mmd="sinkhorn", mmd_options={"blur": 0.2}))
+    assert float(obj.mmd(x, y)) == pytest.approx(float(sinkhorn_divergence(x, y, blur=0.2)))
+    assert float(obj.mmd(x, y)) != pytest.approx(float(sinkhorn_divergence(x, y)))
+    assert float(obj.mmd_floor(y, 64)) == pytest.approx(float(sinkhorn_floor(y, 64, blur=0.2)))
+    with pytest.raises(ValueError, match="takes no option"):
+        ObjectiveConfig(mmd="energy", mmd_options={"blur": 0.2})
+    with pytest.raises(ValueError, match="blur must be > 0"):
+        sinkhorn_divergence(x, y, blur=0.0)
+
+
 def tiny_map(**kw):
     kw.setdefault("head_kwargs", {"width": 16, "depth": 2})
     m = hjt.HJMap(dim=kw.pop("dim", 2), **kw)

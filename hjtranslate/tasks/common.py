@@ -16,7 +16,7 @@ import torch
 
 from ..api import fit
 from ..hjmap import HJMap
-from ..losses import MMDS
+from ..losses import MMDS, SINKHORN_BLUR
 from ..training import make_accelerator
 
 # The built-in heads' quadratic parts (plugins/hjtranslate_plugins/heads.py).
@@ -51,6 +51,9 @@ def add_map_arguments(p: argparse.ArgumentParser, steps: int = 3000, batch_size:
     p.add_argument("--lambda", dest="lambda_mmd", default="auto",
                    help="MMD weight: 'auto' (adaptive, default) or a number")
     p.add_argument("--mmd", default="energy", choices=sorted(MMDS))
+    p.add_argument("--sinkhorn-blur", type=float, default=None,
+                   help="--mmd sinkhorn: entropic blur per unit of sqrt(2 d), the typical distance "
+                   f"between two standardised points (default {SINKHORN_BLUR})")
     p.add_argument("--no-backward-mmd", action="store_true")
     p.add_argument("--monotone-weight", type=float, default=0.0,
                    help="quadratic cost: weight of a penalty on non-monotone directions of the "
@@ -82,6 +85,13 @@ def fit_from_args(
                                                  "fourier_features", "fourier_scale")
                    if getattr(args, k, None) is not None}
     head_kwargs.update(kwargs.pop("head_kwargs", {}))
+    mmd_options = {}
+    if getattr(args, "sinkhorn_blur", None) is not None:
+        if args.mmd != "sinkhorn":
+            raise ValueError(f"--sinkhorn-blur applies to --mmd sinkhorn, not --mmd {args.mmd}.")
+        if not args.sinkhorn_blur > 0:
+            raise ValueError(f"--sinkhorn-blur must be > 0, got {args.sinkhorn_blur}.")
+        mmd_options["blur"] = args.sinkhorn_blur
     out = output_dir(args, task)
     acc = make_accelerator()
     if acc.is_main_process:
@@ -92,7 +102,7 @@ def fit_from_args(
     m, result = fit(
         xs, yt, cost=cost, labels=labels, head=args.head, head_kwargs=head_kwargs or None,
         t_f=args.t_f, steps=args.steps, time_budget=args.time_budget, batch_size=args.batch_size,
-        lr=args.lr, lambda_mmd=args.lambda_mmd, mmd=args.mmd,
+        lr=args.lr, lambda_mmd=args.lambda_mmd, mmd=args.mmd, mmd_options=mmd_options,
         backward_mmd=not args.no_backward_mmd, monotone_weight=args.monotone_weight,
         seed=args.seed,
         warm_start=not args.no_warm_start,
