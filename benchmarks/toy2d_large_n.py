@@ -23,6 +23,35 @@ import time
 from pathlib import Path
 
 
+def measure(folder: Path, n: int = 4000, blocks: int = 4) -> dict:
+    """The cost ratios of the map saved in ``folder`` (a toy2d run) on ``blocks`` draws of ``n``
+    held-out samples per side and on their union."""
+    import hjtranslate as hjt
+    from hjtranslate.metrics import exact_ot_cost
+    from hjtranslate.tasks.toy2d import toy_samples
+
+    cfg = json.loads((folder / "config.json").read_text())
+    m = hjt.HJMap.from_pretrained(folder / "map")
+    # The held-out samples of `hjtranslate evaluate` (seeds 10,001 / 10,002).
+    x = toy_samples(cfg["source"], blocks * n, seed=10_001 + cfg.get("seed", 0))
+    y = toy_samples(cfg["target"], blocks * n, seed=10_002 + cfg.get("seed", 0))
+    learned = m.cost.cost(x, m.forward(x), m.t_f)
+    row: dict = {"source": cfg["source"], "target": cfg["target"], "blocks": []}
+    for b in range(blocks):
+        s = slice(b * n, (b + 1) * n)
+        exact = exact_ot_cost(x[s], y[s], m.cost, m.t_f)
+        row["blocks"].append({"exact_ot_cost": exact, "cost_ratio": float(learned[s].mean()) / exact})
+    ratios = [blk["cost_ratio"] for blk in row["blocks"]]
+    row["cost_ratio_mean"] = statistics.mean(ratios)
+    row["cost_ratio_sd"] = statistics.stdev(ratios) if len(ratios) > 1 else 0.0
+    row["exact_ot_cost_mean"] = statistics.mean(blk["exact_ot_cost"] for blk in row["blocks"])
+    t0 = time.perf_counter()
+    row["exact_ot_cost_union"] = exact_ot_cost(x, y, m.cost, m.t_f)
+    row["cost_ratio_union"] = float(learned.mean()) / row["exact_ot_cost_union"]
+    row["union_seconds"] = time.perf_counter() - t0
+    return row
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+", help="toy2d run folders (config.json + map/)")
@@ -31,36 +60,12 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/toy2d-large-n.json")
     args = ap.parse_args()
 
-    import hjtranslate as hjt
-    from hjtranslate.metrics import exact_ot_cost
-    from hjtranslate.tasks.toy2d import toy_samples
-
     results = {}
     for run in args.runs:
         folder = Path(run)
-        cfg = json.loads((folder / "config.json").read_text())
-        m = hjt.HJMap.from_pretrained(folder / "map")
-        total = args.blocks * args.n
-        # The held-out samples of `hjtranslate evaluate` (seeds 10,001 / 10,002).
-        x = toy_samples(cfg["source"], total, seed=10_001 + cfg.get("seed", 0))
-        y = toy_samples(cfg["target"], total, seed=10_002 + cfg.get("seed", 0))
-        learned = m.cost.cost(x, m.forward(x), m.t_f)
-        row: dict = {"source": cfg["source"], "target": cfg["target"], "blocks": []}
-        for b in range(args.blocks):
-            s = slice(b * args.n, (b + 1) * args.n)
-            exact = exact_ot_cost(x[s], y[s], m.cost, m.t_f)
-            row["blocks"].append({"exact_ot_cost": exact, "cost_ratio": float(learned[s].mean()) / exact})
-        ratios = [blk["cost_ratio"] for blk in row["blocks"]]
-        row["cost_ratio_mean"] = statistics.mean(ratios)
-        row["cost_ratio_sd"] = statistics.stdev(ratios) if len(ratios) > 1 else 0.0
-        row["exact_ot_cost_mean"] = statistics.mean(blk["exact_ot_cost"] for blk in row["blocks"])
-        t0 = time.perf_counter()
-        row["exact_ot_cost_union"] = exact_ot_cost(x, y, m.cost, m.t_f)
-        row["cost_ratio_union"] = float(learned.mean()) / row["exact_ot_cost_union"]
-        row["union_seconds"] = time.perf_counter() - t0
-        results[str(folder)] = row
+        row = results[str(folder)] = measure(folder, args.n, args.blocks)
         print(f"{folder.name}: ratio at n = {args.n} {row['cost_ratio_mean']:.3f} +- "
-              f"{row['cost_ratio_sd']:.3f} ({args.blocks} draws); at n = {total} "
+              f"{row['cost_ratio_sd']:.3f} ({args.blocks} draws); at n = {args.blocks * args.n} "
               f"{row['cost_ratio_union']:.3f}; exact OT {row['exact_ot_cost_mean']:.4f} -> "
               f"{row['exact_ot_cost_union']:.4f}", flush=True)
     out = Path(args.out)
