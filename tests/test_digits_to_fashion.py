@@ -34,6 +34,7 @@ def test_tiny_run_writes_map_metrics_and_grids(tmp_path, mode):
                 "cost_ratio_per_class", "duality_gap_max", "round_trip_rel_error"):
         assert key in metrics
     assert len(metrics["cost_ratio_per_class"]) == 10
+    assert all(sd > 0 for sd in metrics["duality_gap_sd_per_class"])
     from PIL import Image
 
     grid = Image.open(out / "grid_forward.png")

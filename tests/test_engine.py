@@ -117,6 +117,38 @@ def test_warm_start_is_the_gaussian_map_of_the_sample_moments():
     assert not linear_warm_start(hjt.HJMap(dim=4, head_kwargs={"quadratic": "hopf_lax"}), z0, z1)
 
 
+def test_duality_gap_splits_into_residual_and_match_and_its_error_bar_is_calibrated():
+    """For an exact HJ solution (the Gaussian warm start) the characteristic residual vanishes,
+    the gap is the match term alone, and ``duality_gap_sd`` is the spread of the gap over
+    independent draws of the evaluation samples."""
+    from hjtranslate.api import linear_warm_start
+    from hjtranslate.metrics import duality_gap
+
+    g = torch.Generator().manual_seed(1)
+    a0, a1 = torch.randn(4, 4, generator=g), torch.randn(4, 4, generator=g)
+    l0, l1 = a0 / 2 + torch.eye(4), a1 / 2 + torch.eye(4)
+    m1 = torch.randn(4, generator=g)
+
+    def draw(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.randn(n, 4, generator=g) @ l0.T, m1 + torch.randn(n, 4, generator=g) @ l1.T
+
+    m = hjt.HJMap(dim=4, head="affine", head_kwargs={"quadratic": "hopf_lax_spd"})
+    assert linear_warm_start(m, *draw(40000))
+    x, y = draw(500)
+    own = duality_gap(m, x, m.forward(x))  # the pushed samples as the target: a perfect match
+    assert abs(own["gap_residual"]) < 1e-4 and abs(own["gap_match"]) < 1e-6 and own["duality_gap"] < 1e-4
+    gaps, sds = [], []
+    for _ in range(300):
+        r = duality_gap(m, *draw(500))
+        assert abs(r["gap_residual"]) < 1e-4
+        assert abs(r["duality_gap"] - abs(r["gap_residual"] + r["gap_match"])) < 1e-6
+        gaps.append((r["primal"] - r["dual"]) / r["primal"])
+        sds.append(r["duality_gap_sd"])
+    spread, sd = torch.tensor(gaps).std().item(), torch.tensor(sds).mean().item()
+    assert 0.8 < spread / sd < 1.25, (spread, sd)
+    assert abs(torch.tensor(gaps).mean().item()) < 3 * spread / 300 ** 0.5  # no bias for a perfect map
+
+
 def test_per_class_warm_start_gives_each_class_its_gaussian_map():
     """With ``hopf_lax_per_class`` every class starts at the Gaussian OT map between its own
     samples (one pooled map cannot be right for classes that move differently)."""
