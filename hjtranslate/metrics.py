@@ -109,6 +109,8 @@ def monotone_share(m: HJMap, x: torch.Tensor, k=None, max_n: int = 512) -> float
     """Share of samples where the Jacobian of ``T`` (``I + t_f Hess u`` for the quadratic cost)
     is symmetric positive definite, i.e. where the map is locally monotone."""
     x = x[:max_n]
+    if isinstance(k, torch.Tensor) and k.ndim > 0:
+        k = k[:max_n]
     z = ((x - m.shift) / m.scale).detach().requires_grad_(True)
     with torch.enable_grad():
         v = m.velocity(z, 0.0, k, create_graph=True)

@@ -463,6 +463,15 @@ def test_monotone_penalty_is_zero_for_a_monotone_map_and_trains_a_folded_one():
     assert float(obj(xs, yt, generator_seed=0)["monotone"].detach()) < 0.5 * before
 
 
+def test_monotone_share_of_a_conditional_map_takes_more_labels_than_it_checks():
+    """``max_n`` truncates the samples and their class labels alike."""
+    from hjtranslate.metrics import monotone_share
+
+    m = hjt.HJMap(dim=3, head="conditional", num_classes=2, head_kwargs={"width": 8, "depth": 2})
+    x, k = torch.randn(40, 3), torch.arange(40) % 2
+    assert monotone_share(m, x, k, max_n=16) == 1.0  # the untrained map is the identity
+
+
 def test_monotone_penalty_needs_the_quadratic_cost():
     x = torch.randn(64, 2)
     with pytest.raises(ValueError, match="quadratic cost"):

@@ -204,7 +204,7 @@ def evaluate_translation(m, enc, args: argparse.Namespace, out: Path | None) -> 
     """Class accuracy under the judges, Frechet distances with their VAE floors, per-class
     latent cost against exact OT, duality gaps and the round-trip error, both directions."""
     from ..judges import frechet_distance, load_judge
-    from ..metrics import duality_gap
+    from ..metrics import duality_gap, monotone_share
 
     n = args.eval_n
     xs_img, zs, ks = encoded(enc, "mnist", "test", args.data_dir, torch.arange(n), _cache_dir())
@@ -232,13 +232,14 @@ def evaluate_translation(m, enc, args: argparse.Namespace, out: Path | None) -> 
     res["fd_forward_over_floor"] = res["fd_forward"] / max(res["fd_forward_floor"], 1e-12)
     res["fd_backward_over_floor"] = res["fd_backward"] / max(res["fd_backward_floor"], 1e-12)
     # Per class: learned latent transport cost against exact discrete OT (POT) on 1,000 samples.
-    ratios, gaps, gap_sds = [], [], []
+    ratios, gaps, gap_sds, monotone = [], [], [], []
     for k in range(10):
         xk, yk = zs[ks == k][:1000], zt[kt == k][:1000]
         if len(xk) < 2 or len(yk) < 2:  # a small --eval-n can miss a class
             ratios.append(None)
             gaps.append(None)
             gap_sds.append(None)
+            monotone.append(None)
             continue
         kk = torch.full((len(xk),), k) if cond else None
         learned = float(m.transport_cost(xk, kk).mean())
@@ -248,12 +249,16 @@ def evaluate_translation(m, enc, args: argparse.Namespace, out: Path | None) -> 
         gap = duality_gap(m, xk, yk, kk, ky)
         gaps.append(gap["duality_gap"])
         gap_sds.append(gap["duality_gap_sd"])
+        if m.cost_name == "quadratic":  # share of digits where the map is locally monotone
+            monotone.append(monotone_share(m, xk, kk, max_n=256))
     res["cost_ratio_per_class"] = ratios
     res["cost_ratio_max_deviation"] = max((abs(r - 1) for r in ratios if r is not None), default=None)
     res["duality_gap_per_class"] = gaps
     res["duality_gap_max"] = max((g for g in gaps if g is not None), default=None)
     # The gap's standard error from the finite test samples (about 1.5 % at 1,000 per class).
     res["duality_gap_sd_per_class"] = gap_sds
+    if m.cost_name == "quadratic":
+        res["monotone_share_per_class"] = monotone
     back = m.backward(fwd, ks if cond else None)
     res["round_trip_rel_error"] = float((back - zs).norm(dim=1).mean() / zs.norm(dim=1).mean())
     if out is not None:
