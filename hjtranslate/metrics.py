@@ -82,7 +82,8 @@ def duality_gap(m: HJMap, x: torch.Tensor, y: torch.Tensor, kx=None, ky=None) ->
     ``u(T(x), t_f) - u(x, 0) - c(x, T(x))`` (zero along exact characteristics), and
     ``gap_match``, ``E u(T(x), t_f) - E u(y, t_f)`` (zero when the pushed samples match the
     target as ``u`` sees them). ``duality_gap_sd`` is the standard error of ``(P - D) / P`` from
-    the finite samples: a gap below about twice it is not distinguishable from zero.
+    the finite samples, ``x`` and ``y`` drawn independently: a gap below about twice it is not
+    distinguishable from zero.
     """
     with torch.no_grad():
         pushed = m.forward(x, kx)
