@@ -51,15 +51,6 @@ def per_class(m, zs, ks, zt, kt, n: int) -> list[dict[str, float]]:
     return rows
 
 
-def perfect_map_max(sds: list[float], draws: int = 100000, seed: int = 0) -> dict[str, float]:
-    """Max over classes of ``|N(0, sd_k)|``: the gap a perfect map shows from sampling alone."""
-    g = torch.Generator().manual_seed(seed)
-    sd = torch.tensor(sds, dtype=torch.float64)
-    z = torch.randn(draws, len(sds), generator=g, dtype=torch.float64) * sd
-    mx = z.abs().max(1).values
-    return {"median_max_gap": float(mx.median()), "p_max_under_2pct": float((mx < 0.02).double().mean())}
-
-
 def shrink_thin(pushed: torch.Tensor, k: torch.Tensor, ref: torch.Tensor, kref: torch.Tensor,
                 threshold: float) -> tuple[torch.Tensor, int]:
     """``pushed`` with its components along class k's thin directions of ``ref`` (eigenvalue
@@ -156,6 +147,7 @@ def main() -> None:
 
     import hjtranslate as hjt
     from hjtranslate.data import load_dataset
+    from hjtranslate.metrics import perfect_map_max_gap
     from hjtranslate.tasks.digits_to_fashion import _cache_dir, balanced_subset, encoded
 
     m = hjt.HJMap.from_pretrained(args.map).eval()
@@ -182,7 +174,7 @@ def main() -> None:
             "max_gap": max(r["duality_gap"] for r in rows),
             "mean_match": sum(r["gap_match"] for r in rows) / 10,
             "max_abs_residual": max(abs(r["gap_residual"]) for r in rows),
-            **perfect_map_max([r["duality_gap_sd"] for r in rows]),
+            **perfect_map_max_gap([r["duality_gap_sd"] for r in rows]),
         }
         result[f"{split}_summary"] = summary
         print(f"{split} (n per class {rows[0]['n']}):")

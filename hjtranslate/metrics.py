@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -104,6 +105,16 @@ def duality_gap(m: HJMap, x: torch.Tensor, y: torch.Tensor, kx=None, ky=None) ->
         "gap_residual": float((up - ux - cost).mean()) / scale,
         "gap_match": float(up.mean() - uy.mean()) / scale,
     }
+
+
+def perfect_map_max_gap(sds: Sequence[float], draws: int = 100000, seed: int = 0) -> dict[str, float]:
+    """The largest of several duality gaps (e.g. one per class, with standard errors ``sds``
+    from :func:`duality_gap`) that a *perfect* map shows from sampling alone, ``max_k |N(0,
+    sd_k)|``: its median, and the chance that it stays under 2 %."""
+    g = torch.Generator().manual_seed(seed)
+    sd = torch.tensor(list(sds), dtype=torch.float64)
+    top = (torch.randn(draws, len(sd), generator=g, dtype=torch.float64) * sd).abs().max(1).values
+    return {"median_max_gap": float(top.median()), "p_max_under_2pct": float((top < 0.02).double().mean())}
 
 
 def monotone_share(m: HJMap, x: torch.Tensor, k=None, max_n: int = 512) -> float:

@@ -35,6 +35,7 @@ def test_tiny_run_writes_map_metrics_and_grids(tmp_path, mode):
         assert key in metrics
     assert len(metrics["cost_ratio_per_class"]) == 10
     assert all(sd > 0 for sd in metrics["duality_gap_sd_per_class"])
+    assert metrics["duality_gap_max_of_a_perfect_map"] > max(metrics["duality_gap_sd_per_class"]) / 2
     from PIL import Image
 
     grid = Image.open(out / "grid_forward.png")

@@ -149,6 +149,17 @@ def test_duality_gap_splits_into_residual_and_match_and_its_error_bar_is_calibra
     assert abs(torch.tensor(gaps).mean().item()) < 3 * spread / 300 ** 0.5  # no bias for a perfect map
 
 
+def test_the_max_gap_of_a_perfect_map_follows_the_half_normal_law():
+    from hjtranslate.metrics import perfect_map_max_gap
+
+    one = perfect_map_max_gap([0.01])
+    assert abs(one["median_max_gap"] / 0.01 - 0.6745) < 0.01  # median of |N(0, 1)|
+    assert abs(one["p_max_under_2pct"] - 0.9545) < 0.005  # P(|Z| < 2)
+    ten = perfect_map_max_gap([0.01] * 10)
+    assert abs(ten["p_max_under_2pct"] - 0.9545 ** 10) < 0.005  # independent classes
+    assert ten["median_max_gap"] > one["median_max_gap"]
+
+
 def test_per_class_warm_start_gives_each_class_its_gaussian_map():
     """With ``hopf_lax_per_class`` every class starts at the Gaussian OT map between its own
     samples (one pooled map cannot be right for classes that move differently)."""
