@@ -72,20 +72,21 @@ def thin_directions(m, enc, data_dir, train, test) -> list[dict]:
 
     (zs, ks, zt, kt), (zs_test, ks_test, xt_img) = train, test
     judge = load_judge("fashion-mnist")
-    pushed, kp = m.forward(zs, ks).detach(), ks
+    pushed = m.forward(zs, ks).detach()
     pushed_test = m.forward(zs_test, ks_test).detach()
     s = float(m.scale) ** m.cost.degree
+
+    def mean_u(z: torch.Tensor, c: int) -> torch.Tensor:  # E u(z, t_f) in data units
+        with torch.no_grad():
+            return m.potential((z - m.shift) / m.scale, m.t_f, c).double().mean() * s
+
+    # Per class: E u(y, t_f) over the clothes and the primal cost do not move with the shrinking.
+    uy = [mean_u(zt[kt == c], c) for c in range(10)]
+    primal = [m.cost.cost(zs[ks == c], pushed[ks == c], m.t_f).double().mean() for c in range(10)]
     rows = []
     for threshold in (0.0, 0.001, 0.01, 0.05):
-        shrunk, count = shrink_thin(pushed, kp, zt, kt, threshold) if threshold else (pushed, 0)
-        match = []
-        for c in range(10):
-            kc = torch.full((int((kp == c).sum()),), c)
-            with torch.no_grad():
-                up = m.potential((shrunk[kp == c] - m.shift) / m.scale, m.t_f, kc).double().mean() * s
-                uy = m.potential((zt[kt == c] - m.shift) / m.scale, m.t_f, kt[kt == c]).double().mean() * s
-                primal = m.cost.cost(zs[ks == c], pushed[kp == c], m.t_f).double().mean()
-            match.append(float((up - uy) / primal))
+        shrunk, count = shrink_thin(pushed, ks, zt, kt, threshold) if threshold else (pushed, 0)
+        match = [float((mean_u(shrunk[ks == c], c) - uy[c]) / primal[c]) for c in range(10)]
         test_shrunk = shrink_thin(pushed_test, ks_test, zt, kt, threshold)[0] if threshold else pushed_test
         images = enc.decode(test_shrunk).cpu()
         rows.append({"threshold": threshold, "thin_directions": count, "mean_match_train": sum(match) / 10,
@@ -98,17 +99,14 @@ def thin_directions(m, enc, data_dir, train, test) -> list[dict]:
 
 
 def folding(m, zs_test, ks_test, zs_train, ks_train, n_jac: int = 128) -> list[dict]:
+    from hjtranslate.metrics import forward_jacobian
+
     g = torch.Generator().manual_seed(0)
     rows = []
     for c in range(10):
         x = zs_test[ks_test == c][:1000]
         kc = torch.full((len(x),), c)
-        z = ((x[:n_jac] - m.shift) / m.scale).detach().requires_grad_(True)
-        with torch.enable_grad():
-            v = m.velocity(z, 0.0, kc[:n_jac], create_graph=True)
-            grads = [torch.autograd.grad(v[:, i].sum(), z, retain_graph=True)[0] for i in range(m.dim)]
-        jac = torch.eye(m.dim, dtype=torch.float64) + m.t_f * torch.stack(grads, 1).detach().double()
-        ev, vec = torch.linalg.eigh(0.5 * (jac + jac.transpose(1, 2)))
+        ev, vec = torch.linalg.eigh(forward_jacobian(m, x[:n_jac], kc[:n_jac]))
         cov = torch.cov(((zs_train[ks_train == c] - m.shift) / m.scale).T.double())
         w = vec[:, :, 0]
         spread = torch.einsum("ni,ij,nj->n", w, cov, w) / torch.linalg.eigvalsh(cov).mean()

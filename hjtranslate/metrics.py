@@ -117,19 +117,24 @@ def perfect_map_max_gap(sds: Sequence[float], draws: int = 100000, seed: int = 0
     return {"median_max_gap": float(top.median()), "p_max_under_2pct": float((top < 0.02).double().mean())}
 
 
-def monotone_share(m: HJMap, x: torch.Tensor, k=None, max_n: int = 512) -> float:
-    """Share of samples where the Jacobian of ``T`` (``I + t_f Hess u`` for the quadratic cost)
-    is symmetric positive definite, i.e. where the map is locally monotone."""
-    x = x[:max_n]
-    if isinstance(k, torch.Tensor) and k.ndim > 0:
-        k = k[:max_n]
+def forward_jacobian(m: HJMap, x: torch.Tensor, k=None) -> torch.Tensor:
+    """The symmetric part of the forward map's Jacobian, ``I + t_f Hess u(x, 0)`` for the
+    quadratic cost, in standardised coordinates: shape ``(n, dim, dim)``, float64."""
     z = ((x - m.shift) / m.scale).detach().requires_grad_(True)
     with torch.enable_grad():
         v = m.velocity(z, 0.0, k, create_graph=True)
         rows = [torch.autograd.grad(v[:, i].sum(), z, retain_graph=True)[0] for i in range(m.dim)]
-    jac = torch.eye(m.dim) + m.t_f * torch.stack(rows, 1).detach()
-    sym = 0.5 * (jac + jac.transpose(1, 2))
-    return float((torch.linalg.eigvalsh(sym.double()).min(1).values > 0).double().mean())
+    jac = torch.eye(m.dim, dtype=torch.float64) + m.t_f * torch.stack(rows, 1).detach().double()
+    return 0.5 * (jac + jac.transpose(1, 2))
+
+
+def monotone_share(m: HJMap, x: torch.Tensor, k=None, max_n: int = 512) -> float:
+    """Share of samples where the Jacobian of ``T`` (``I + t_f Hess u`` for the quadratic cost)
+    is symmetric positive definite, i.e. where the map is locally monotone."""
+    if isinstance(k, torch.Tensor) and k.ndim > 0:
+        k = k[:max_n]
+    jac = forward_jacobian(m, x[:max_n], k)
+    return float((torch.linalg.eigvalsh(jac).min(1).values > 0).double().mean())
 
 
 def evaluate_map(
