@@ -90,6 +90,7 @@ def fit(
     mmd_options: dict[str, Any] | None = None,
     backward_mmd: bool = True,
     monotone_weight: float = 0.0,
+    monotone_directions: str = "random",
     sampler: CollocationSampler | None = None,
     n_colloc: int | None = None,
     seed: int = 0,
@@ -116,6 +117,9 @@ def fit(
     ``{"blur": 0.05}`` (Sinkhorn blur per unit of ``sqrt(2 d)``). ``monotone_weight`` (quadratic cost only)
     penalises directions where the forward map folds over (its Jacobian ``I + t_f Hess u``
     not positive): with the Sinkhorn match, 10 keeps the 2-D maps optimal (BENCHMARKS.md).
+    ``monotone_directions``: ``"random"`` (one direction per sample), ``"all"`` (every
+    eigenvalue of the Jacobian; ``d`` extra backward passes, for low ``d``) or ``"power"`` (the
+    least monotone direction by power iterations; for high ``d``).
     ``warm_start``: for a head with a ``hopf_lax_spd`` quadratic part (the quadratic cost's
     default), start from the OT map between Gaussians fitted to both sample sets (with
     ``hopf_lax_per_class``, one per class; see :func:`linear_warm_start`); training then learns
@@ -178,6 +182,7 @@ def fit(
             backward_mmd=backward_mmd,
             classwise=labels is not None,
             n_colloc=n_colloc or batch_size, monotone_weight=monotone_weight,
+            monotone_directions=monotone_directions,
         ),
         sampler,
     )

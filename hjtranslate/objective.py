@@ -52,6 +52,13 @@ class ObjectiveConfig:
     # gradients of convex functions, method.md section 7). The implicit formula alone allows
     # crossing characteristics, and a sharp match (Sinkhorn) uses that freedom. 0 turns it off.
     monotone_weight: float = 0.0
+    # Which directions the penalty sees: "random" (one per sample, one extra backward pass),
+    # "all" (every eigenvalue of the symmetric Jacobian, relu(-lambda_i)^2 summed; d extra
+    # backward passes, so meant for low d) or "power" (the least-monotone direction found by
+    # a few power iterations, POWER_ITERS extra backward passes without a graph, for high d).
+    # A random direction misses a fold along one direction among many, and in 2-D still lets
+    # 6 % of the points fold (BENCHMARKS.md).
+    monotone_directions: str = "random"
 
     def __post_init__(self) -> None:
         if isinstance(self.lambda_mmd, str) and self.lambda_mmd != "auto":
@@ -65,11 +72,41 @@ class ObjectiveConfig:
             raise ValueError(f"lambda must be positive, got {self.lambda_mmd}.")
         if not self.monotone_weight >= 0:
             raise ValueError(f"monotone_weight must be >= 0, got {self.monotone_weight}.")
+        if self.monotone_directions not in MONOTONE_DIRECTIONS:
+            raise ValueError(f"monotone_directions must be one of {MONOTONE_DIRECTIONS}, got "
+                             f"{self.monotone_directions!r}.")
         allowed = set(inspect.signature(get_mmd(self.mmd)).parameters) - {"x", "y"}
         unknown = sorted(set(self.mmd_options) - allowed)
         if unknown:
             raise ValueError(f"The {self.mmd!r} match takes no option {unknown}; it takes "
                              f"{sorted(allowed) or 'none'}.")
+
+
+MONOTONE_DIRECTIONS = ("random", "all", "power")
+POWER_ITERS = (2, 6)  # iterations for the spectral radius, then for the least eigenvalue
+
+
+def least_monotone_direction(pushed: torch.Tensor, xs: torch.Tensor, w: torch.Tensor,
+                             iters: tuple[int, int] = POWER_ITERS) -> torch.Tensor:
+    """Per sample, a unit direction ``w`` near the eigenvector of the least eigenvalue of the
+    map's (symmetric) Jacobian ``J = d pushed / d xs``, from the start ``w``: power iterations on
+    ``J`` estimate its spectral radius ``rho``, then on ``rho I - J``, whose top eigenvector is
+    ``J``'s least one. Vector products by backward passes without a graph (the result is
+    detached: the penalty differentiates ``w^T J w`` at this ``w``)."""
+    def jv(v):
+        return torch.autograd.grad((pushed * v).sum(), xs, retain_graph=True)[0].detach()
+
+    def unit(v):
+        return v / v.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+    v = w.detach()
+    for _ in range(iters[0]):
+        v = unit(jv(v))
+    rho = jv(v).norm(dim=1, keepdim=True)
+    v = w.detach()
+    for _ in range(iters[1]):
+        v = unit(rho * v - jv(v))
+    return v
 
 
 class HJObjective(nn.Module):
@@ -127,10 +164,7 @@ class HJObjective(nn.Module):
         mmd = self._match(pushed, ks, yt, kt)
         monotone = None
         if self.config.monotone_weight:
-            w = torch.randn(xs.shape, generator=gen, device=xs.device, dtype=xs.dtype)
-            w = w / w.norm(dim=1, keepdim=True).clamp_min(1e-12)
-            (jw,) = torch.autograd.grad((pushed * w).sum(), xs, create_graph=True)
-            monotone = torch.relu(-(jw * w).sum(1)).pow(2).mean()
+            monotone = self._monotone_penalty(pushed, xs, gen)
         terms = {"hj": hj, "mmd": mmd}
         match = mmd
         if self.config.backward_mmd:
@@ -159,6 +193,21 @@ class HJObjective(nn.Module):
         terms["ratio"] = (match.detach() / floor.clamp_min(1e-12))
         terms["lambda"] = lam.detach()
         return terms
+
+    def _monotone_penalty(self, pushed: torch.Tensor, xs: torch.Tensor,
+                          gen: torch.Generator | None) -> torch.Tensor:
+        if self.config.monotone_directions == "all":
+            rows = [torch.autograd.grad(pushed[:, i].sum(), xs, create_graph=True)[0]
+                    for i in range(xs.shape[1])]
+            jac = torch.stack(rows, 1)
+            eig = torch.linalg.eigvalsh(0.5 * (jac + jac.transpose(1, 2)))
+            return torch.relu(-eig).pow(2).sum(1).mean()
+        w = torch.randn(xs.shape, generator=gen, device=xs.device, dtype=xs.dtype)
+        w = w / w.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        if self.config.monotone_directions == "power":
+            w = least_monotone_direction(pushed, xs, w)
+        (jw,) = torch.autograd.grad((pushed * w).sum(), xs, create_graph=True)
+        return torch.relu(-(jw * w).sum(1)).pow(2).mean()
 
     def _floor(self, ref: torch.Tensor, kref: torch.Tensor | None, other: torch.Tensor,
                kother: torch.Tensor | None) -> torch.Tensor:

@@ -445,7 +445,26 @@ def test_lambda_constraint_is_calibrated_at_the_exact_map(classwise):
     assert 0.85 < sum(ratios) / len(ratios) < 1.15
 
 
-def test_monotone_penalty_is_zero_for_a_monotone_map_and_trains_a_folded_one():
+def test_power_iterations_find_the_fold_a_random_direction_misses():
+    from hjtranslate.objective import least_monotone_direction
+
+    g = torch.Generator().manual_seed(0)
+    d = 32  # a linear map folded along one direction among 32: eigenvalues -0.5, 1, ..., 2
+    q, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
+    eig = torch.cat([torch.tensor([-0.5]), torch.linspace(1, 2, d - 1)]).double()
+    a = q @ torch.diag(eig) @ q.T
+    xs = torch.randn(64, d, generator=g, dtype=torch.float64).requires_grad_(True)
+    pushed = xs @ a
+    w = torch.randn(64, d, generator=g, dtype=torch.float64)
+    w = w / w.norm(dim=1, keepdim=True)
+    assert ((w @ a) * w).sum(1).min() > 0  # no random direction sees the fold
+    v = least_monotone_direction(pushed, xs, w)
+    assert torch.allclose(v.norm(dim=1), torch.ones(64, dtype=torch.float64))
+    assert ((v @ a) * v).sum(1).max() < -0.3
+
+
+@pytest.mark.parametrize("directions", ["random", "all", "power"])
+def test_monotone_penalty_is_zero_for_a_monotone_map_and_trains_a_folded_one(directions):
     import math
 
     from hjtranslate.objective import HJObjective, ObjectiveConfig
@@ -457,15 +476,21 @@ def test_monotone_penalty_is_zero_for_a_monotone_map_and_trains_a_folded_one():
         for p in shrink.head.parameters():
             p.zero_()
         shrink.head.quadratic.log_mu.fill_(math.log(1 / 3) / shrink.head.quadratic.gain)
-    terms = HJObjective(shrink, ObjectiveConfig(monotone_weight=1.0, n_colloc=32))(xs, yt)
+    cfg = ObjectiveConfig(monotone_weight=1.0, monotone_directions=directions, n_colloc=32)
+    terms = HJObjective(shrink, cfg)(xs, yt)
     assert float(terms["monotone"].detach()) == 0.0
     folded = tiny_map()  # large random weights: its map folds over somewhere
     with torch.no_grad():
         for p in folded.head.parameters():
             p.mul_(4)
-    obj = HJObjective(folded, ObjectiveConfig(monotone_weight=1.0, n_colloc=32))
+    obj = HJObjective(folded, cfg)
     before = float(obj(xs, yt, generator_seed=0)["monotone"].detach())
     assert before > 0
+    if directions == "all":  # the penalty is the metrics' Jacobian's negative part, exactly
+        from hjtranslate.metrics import forward_jacobian
+
+        eig = torch.linalg.eigvalsh(forward_jacobian(folded, xs))
+        assert before == pytest.approx(float(torch.relu(-eig).pow(2).sum(1).mean()), rel=1e-4)
     opt = torch.optim.Adam(folded.parameters(), lr=1e-2)
     for _ in range(30):
         opt.zero_grad()

@@ -17,6 +17,7 @@ import torch
 from ..api import fit
 from ..hjmap import HJMap
 from ..losses import MMDS, SINKHORN_BLUR
+from ..objective import MONOTONE_DIRECTIONS
 from ..training import make_accelerator
 
 # The built-in heads' quadratic parts (plugins/hjtranslate_plugins/heads.py).
@@ -58,6 +59,10 @@ def add_map_arguments(p: argparse.ArgumentParser, steps: int = 3000, batch_size:
     p.add_argument("--monotone-weight", type=float, default=0.0,
                    help="quadratic cost: weight of a penalty on non-monotone directions of the "
                    "forward map (0 = off)")
+    p.add_argument("--monotone-directions", default="random", choices=MONOTONE_DIRECTIONS,
+                   help="directions the monotone penalty sees: one random per sample, all "
+                   "eigenvalues of the Jacobian (d extra backward passes: for low d), or the least "
+                   "monotone one found by power iterations (8 extra backward passes)")
     p.add_argument("--no-warm-start", action="store_true",
                    help="start the quadratic part at the identity map, not at the OT map between "
                    "Gaussians fitted to the data")
@@ -104,7 +109,7 @@ def fit_from_args(
         t_f=args.t_f, steps=args.steps, time_budget=args.time_budget, batch_size=args.batch_size,
         lr=args.lr, lambda_mmd=args.lambda_mmd, mmd=args.mmd, mmd_options=mmd_options,
         backward_mmd=not args.no_backward_mmd, monotone_weight=args.monotone_weight,
-        seed=args.seed,
+        monotone_directions=args.monotone_directions, seed=args.seed,
         warm_start=not args.no_warm_start,
         output_dir=str(out), resume=args.resume, progress=not args.no_progress,
         accelerator=acc, return_history=True, **kwargs,
