@@ -116,7 +116,8 @@ def fit(
     sharper, about 4x slower per step in 2-D); ``mmd_options`` go to the match, e.g.
     ``{"blur": 0.05}`` (Sinkhorn blur per unit of ``sqrt(2 d)``). ``monotone_weight`` (quadratic cost only)
     penalises directions where the forward map folds over (its Jacobian ``I + t_f Hess u``
-    not positive): with the Sinkhorn match, 10 keeps the 2-D maps optimal (BENCHMARKS.md).
+    not positive): with the Sinkhorn match, 10 brings the 2-D checkerboard and circles maps back
+    to optimal, not the spirals or swissroll ones (BENCHMARKS.md).
     ``monotone_directions``: ``"random"`` (one direction per sample), ``"all"`` (every
     eigenvalue of the Jacobian; ``d`` extra backward passes, for low ``d``) or ``"power"`` (the
     least monotone direction by power iterations; for high ``d``).

@@ -56,8 +56,8 @@ class ObjectiveConfig:
     # "all" (every eigenvalue of the symmetric Jacobian, relu(-lambda_i)^2 summed; d extra
     # backward passes, so meant for low d) or "power" (the least-monotone direction found by
     # a few power iterations, POWER_ITERS extra backward passes without a graph, for high d).
-    # A random direction misses a fold along one direction among many, and in 2-D still lets
-    # 6 % of the points fold (BENCHMARKS.md).
+    # A random direction misses a fold along one direction among many (in 64-D it sees almost
+    # none; in 2-D it leaves 3-10 % of the points folded). BENCHMARKS.md has the measurements.
     monotone_directions: str = "random"
 
     def __post_init__(self) -> None:
