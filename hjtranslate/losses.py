@@ -151,3 +151,12 @@ def implicit_hj_residual(
     v = cost.grad_hamiltonian(p)
     u0 = potential(x - t * v, torch.zeros_like(t))
     return u - u0 - t[:, 0] * cost.action(p)
+
+
+def batch_jacobian(y: torch.Tensor, x: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
+    """Per-sample Jacobians ``d y[n] / d x[n]``, shape ``(n, y_dim, x_dim)``, for ``y`` computed
+    row by row from ``x`` (one backward pass per output dimension)."""
+    return torch.stack([
+        torch.autograd.grad(y[:, i].sum(), x, retain_graph=True, create_graph=create_graph)[0]
+        for i in range(y.shape[1])
+    ], 1)

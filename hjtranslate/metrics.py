@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from .hjmap import HJMap
-from .losses import energy_distance, energy_floor
+from .losses import batch_jacobian, energy_distance, energy_floor
 
 
 def _sqrtm_psd(a: torch.Tensor) -> torch.Tensor:
@@ -123,8 +123,8 @@ def forward_jacobian(m: HJMap, x: torch.Tensor, k=None) -> torch.Tensor:
     z = ((x - m.shift) / m.scale).detach().requires_grad_(True)
     with torch.enable_grad():
         v = m.velocity(z, 0.0, k, create_graph=True)
-        rows = [torch.autograd.grad(v[:, i].sum(), z, retain_graph=True)[0] for i in range(m.dim)]
-    jac = torch.eye(m.dim, dtype=torch.float64) + m.t_f * torch.stack(rows, 1).detach().double()
+        dv = batch_jacobian(v, z)
+    jac = torch.eye(m.dim, dtype=torch.float64) + m.t_f * dv.detach().double()
     return 0.5 * (jac + jac.transpose(1, 2))
 
 

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .hjmap import HJMap
-from .losses import FLOORS, classwise, get_mmd, implicit_hj_residual
+from .losses import FLOORS, batch_jacobian, classwise, get_mmd, implicit_hj_residual
 from .sampling import CollocationSampler
 
 
@@ -91,19 +91,20 @@ def least_monotone_direction(pushed: torch.Tensor, xs: torch.Tensor, w: torch.Te
     """Per sample, a unit direction ``w`` near the eigenvector of the least eigenvalue of the
     map's (symmetric) Jacobian ``J = d pushed / d xs``, from the start ``w``: power iterations on
     ``J`` estimate its spectral radius ``rho``, then on ``rho I - J``, whose top eigenvector is
-    ``J``'s least one. Vector products by backward passes without a graph (the result is
-    detached: the penalty differentiates ``w^T J w`` at this ``w``)."""
+    ``J``'s least one. Vector products by backward passes without a graph, so the result
+    carries none: the penalty differentiates ``w^T J w`` at this ``w``."""
     def jv(v):
-        return torch.autograd.grad((pushed * v).sum(), xs, retain_graph=True)[0].detach()
+        return torch.autograd.grad((pushed * v).sum(), xs, retain_graph=True)[0]
 
     def unit(v):
         return v / v.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
-    v = w.detach()
+    w = w.detach()
+    v = w
     for _ in range(iters[0]):
         v = unit(jv(v))
     rho = jv(v).norm(dim=1, keepdim=True)
-    v = w.detach()
+    v = w
     for _ in range(iters[1]):
         v = unit(rho * v - jv(v))
     return v
@@ -197,9 +198,7 @@ class HJObjective(nn.Module):
     def _monotone_penalty(self, pushed: torch.Tensor, xs: torch.Tensor,
                           gen: torch.Generator | None) -> torch.Tensor:
         if self.config.monotone_directions == "all":
-            rows = [torch.autograd.grad(pushed[:, i].sum(), xs, create_graph=True)[0]
-                    for i in range(xs.shape[1])]
-            jac = torch.stack(rows, 1)
+            jac = batch_jacobian(pushed, xs, create_graph=True)
             eig = torch.linalg.eigvalsh(0.5 * (jac + jac.transpose(1, 2)))
             return torch.relu(-eig).pow(2).sum(1).mean()
         w = torch.randn(xs.shape, generator=gen, device=xs.device, dtype=xs.dtype)
