@@ -36,6 +36,9 @@ def test_tiny_run_writes_map_metrics_and_grids(tmp_path, mode):
     assert len(metrics["cost_ratio_per_class"]) == 10
     assert all(sd > 0 for sd in metrics["duality_gap_sd_per_class"])
     assert metrics["duality_gap_max_of_a_perfect_map"] > max(metrics["duality_gap_sd_per_class"]) / 2
+    # Decodes of real target latents score far closer to the real images than a 5-step map.
+    for side in ("forward", "backward"):
+        assert 0 < metrics[f"fd_{side}_of_a_perfect_map"] < 0.8 * metrics[f"fd_{side}"], metrics
     from PIL import Image
 
     grid = Image.open(out / "grid_forward.png")

@@ -231,6 +231,11 @@ def evaluate_translation(m, enc, args: argparse.Namespace, out: Path | None) -> 
     }
     res["fd_forward_over_floor"] = res["fd_forward"] / max(res["fd_forward_floor"], 1e-12)
     res["fd_backward_over_floor"] = res["fd_backward"] / max(res["fd_backward_floor"], 1e-12)
+    # The floor decodes the real test images' own latents; a *perfect* latent map still differs
+    # from them by sampling (other images of the target law) and class mix (the source's).
+    fd_perfect = perfect_map_frechet(enc, args, [("fashion-mnist", judge_f, xt_img, ks),
+                                                   ("mnist", judge_m, xs_img, kt)])
+    res["fd_forward_of_a_perfect_map"], res["fd_backward_of_a_perfect_map"] = fd_perfect
     # Per class: learned latent transport cost against exact discrete OT (POT) on 1,000 samples.
     ratios, gaps, gap_sds, monotone = [], [], [], []
     for k in range(10):
@@ -267,6 +272,30 @@ def evaluate_translation(m, enc, args: argparse.Namespace, out: Path | None) -> 
         save_grid(out / "grid_forward.png", m, enc, xs_img, zs, ks, "forward")
         save_grid(out / "grid_backward.png", m, enc, xt_img, zt, kt, "backward")
     return res
+
+
+@torch.no_grad()
+def perfect_map_frechet(enc, args: argparse.Namespace, sides: list[tuple]) -> list[float | None]:
+    """Per direction, the Frechet distance that a map whose pushed latents had exactly the
+    target's law would score: decodes of the target's *training* latents, drawn with the class
+    counts of the translated test set, against the real target test images. ``sides``:
+    ``(target dataset, judge, target test images, source test labels)`` per direction."""
+    from ..data import load_dataset
+    from ..judges import frechet_distance
+
+    out: list[float | None] = []
+    for name, judge, real, source_labels in sides:
+        counts = torch.bincount(source_labels, minlength=10)
+        if len(real) < 2 or int(counts.sum()) < 2:
+            out.append(None)
+            continue
+        _, labels = load_dataset(name, "train", args.data_dir)
+        index = balanced_subset(labels, int(counts.max()), seed=getattr(args, "seed", 0) + 2)
+        _, z, k = encoded(enc, name, "train", args.data_dir, index, _cache_dir())
+        z = torch.cat([z[k == c][: int(counts[c])] for c in range(10)])
+        images = torch.cat([enc.decode(z[i:i + 2000]).cpu() for i in range(0, len(z), 2000)])
+        out.append(frechet_distance(judge, real, images))
+    return out
 
 
 @torch.no_grad()
