@@ -91,6 +91,8 @@ def fit(
     backward_mmd: bool = True,
     monotone_weight: float = 0.0,
     monotone_directions: str = "random",
+    cycle_weight: float = 1.0,
+    cycle_share: float = 1.0,
     sampler: CollocationSampler | None = None,
     n_colloc: int | None = None,
     seed: int = 0,
@@ -121,6 +123,8 @@ def fit(
     ``monotone_directions``: ``"random"`` (one direction per sample), ``"all"`` (every
     eigenvalue of the Jacobian; ``d`` extra backward passes, for low ``d``) or ``"power"`` (the
     least monotone direction by power iterations; for high ``d``).
+    ``cycle_weight``: weight of the round-trip term ``|T^-1(T(x)) - x|^2`` (and the other way),
+    which keeps the backward map the forward map's inverse; ``cycle_share`` of each batch pays it.
     ``warm_start``: for a head with a ``hopf_lax_spd`` quadratic part (the quadratic cost's
     default), start from the OT map between Gaussians fitted to both sample sets (with
     ``hopf_lax_per_class``, one per class; see :func:`linear_warm_start`); training then learns
@@ -183,7 +187,8 @@ def fit(
             backward_mmd=backward_mmd,
             classwise=labels is not None,
             n_colloc=n_colloc or batch_size, monotone_weight=monotone_weight,
-            monotone_directions=monotone_directions,
+            monotone_directions=monotone_directions, cycle_weight=cycle_weight,
+            cycle_share=cycle_share,
         ),
         sampler,
     )

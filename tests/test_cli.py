@@ -88,15 +88,17 @@ def test_toy2d_with_the_sinkhorn_match_and_the_monotone_penalty(tmp_path):
     out = tmp_path / "sk"
     assert main(["train", "toy2d", "--source", "gaussian", "--target", "checkerboard", "--steps", "5",
                  "--n", "600", "--batch-size", "64", "--mmd", "sinkhorn", "--monotone-weight", "1",
-                 "--monotone-directions", "all",
+                 "--monotone-directions", "all", "--cycle-share", "0.5",
                  "--sinkhorn-blur", "0.1", "--output-dir", str(out), "--no-progress"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == 5 and "monotone" in metrics
     config = json.loads((out / "config.json").read_text())
     assert config["sinkhorn_blur"] == 0.1 and config["monotone_directions"] == "all"
+    assert config["cycle_share"] == 0.5
     with pytest.raises(SystemExit, match="2"):  # argparse lists the choices
         main(["train", "toy2d", "--monotone-weight", "1", "--monotone-directions", "sideways"])
-    for bad in (["--sinkhorn-blur", "0.1"], ["--mmd", "sinkhorn", "--sinkhorn-blur", "0"]):
+    for bad in (["--sinkhorn-blur", "0.1"], ["--mmd", "sinkhorn", "--sinkhorn-blur", "0"],
+                ["--cycle-share", "2"], ["--cycle-weight", "-1"]):
         assert main(["train", "toy2d", "--steps", "1", "--output-dir", str(tmp_path / "bad"),
                      "--no-progress", *bad]) == 2
     # a cost other than the quadratic one has no convexity to ask for: a clear CLI error

@@ -526,3 +526,20 @@ def test_fit_is_reproducible_from_its_seed():
     c = hjt.fit(xs, yt, steps=3, batch_size=64, seed=6).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
+def test_cycle_share_penalises_every_nth_samples_round_trip_and_bad_values_are_refused():
+    from hjtranslate.objective import HJObjective, ObjectiveConfig
+
+    g = torch.Generator().manual_seed(0)
+    xs, yt = torch.randn(64, 2, generator=g), torch.randn(64, 2, generator=g)
+    m = tiny_map()
+    full = HJObjective(m, ObjectiveConfig(n_colloc=16))
+    quarter = HJObjective(m, ObjectiveConfig(n_colloc=16, cycle_share=0.25))
+    part = float(quarter(xs, yt)["cycle"].detach())
+    assert part > 0
+    assert part == pytest.approx(float(full(xs[::4], yt[::4])["cycle"].detach()), rel=1e-5)
+    assert part != pytest.approx(float(full(xs, yt)["cycle"].detach()), rel=1e-3)
+    for bad in ({"cycle_share": 0.0}, {"cycle_share": 1.5}, {"cycle_weight": -1.0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            ObjectiveConfig(**bad)
