@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from hjtranslate.cli import main
 
@@ -140,3 +141,19 @@ def test_quadratic_part_and_gain_defaults():
     assert applied("--mode", "shared", "--quadratic", "hopf_lax_spd") == ("hopf_lax_spd", 1.0)
     assert applied("--cost", "pnorm", "--quadratic", "affine") == ("affine", 10.0)
     assert applied("--quadratic-gain", "3") == ("hopf_lax_per_class", 3.0)
+
+
+def test_latent_cache_tells_apart_subsets_with_the_same_labels(tmp_path):
+    from hjtranslate_plugins.vae import VAEEncoder
+
+    from hjtranslate.data import load_dataset
+    from hjtranslate.tasks.digits_to_fashion import balanced_subset, encoded
+
+    enc = VAEEncoder()
+    _, labels = load_dataset("mnist", "test", None)
+    a, b = balanced_subset(labels, 2, seed=0), balanced_subset(labels, 2, seed=1)
+    assert torch.equal(labels[a], labels[b]) and not torch.equal(a, b)  # other seeds, same labels
+    images_a, za, _ = encoded(enc, "mnist", "test", None, a, tmp_path)
+    images_b, zb, _ = encoded(enc, "mnist", "test", None, b, tmp_path)  # a cache hit must not answer
+    assert not torch.equal(za, zb)
+    assert torch.allclose(zb, enc.encode(images_b).cpu(), atol=1e-5)

@@ -111,7 +111,11 @@ def encoded(enc, name: str, split: str, data_dir: str | None, index: torch.Tenso
     images, labels = load_dataset(name, split, data_dir)
     if index is not None:
         images, labels = images[index], labels[index]
-    key = hashlib.sha256(labels.numpy().tobytes()).hexdigest()[:12]
+    # The key names the images: two subsets with the same labels (other seeds) must not collide.
+    h = hashlib.sha256(labels.numpy().tobytes())
+    if index is not None:
+        h.update(torch.as_tensor(index).numpy().tobytes())
+    key = h.hexdigest()[:12]
     path = cache / f"{_vae_digest(enc)}-{name}-{split}-{len(labels)}-{key}.safetensors"
     if path.is_file():
         z = load_file(str(path))["z"]
