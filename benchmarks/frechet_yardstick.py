@@ -1,0 +1,109 @@
+"""What digits-to-fashion's Frechet goal ("within 1.5x the VAE floor") can see.
+
+The floor decodes the real test images' own latents. A *perfect* latent map (pushed latents with
+exactly the target's law) would still produce other images of that law, in the source's class
+mix: its distance, decodes of the target's training latents drawn with the translated test
+set's class counts (``perfect_map_frechet``), is the yardstick a map can reach. This script
+draws it for a few seeds, splits a map's distance per class beside the yardstick's, and (for the
+backward direction) shrinks the pulled-back latents' components along each class's thin latent
+directions to the digits' spread (``duality_gap_noise.shrink_thin``) to see whether those
+directions are what the judge sees.
+
+    python benchmarks/frechet_yardstick.py --map models/digits-to-fashion/map
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from duality_gap_noise import shrink_thin  # noqa: E402
+
+
+def main() -> None:
+    from hjtranslate_plugins.vae import VAEEncoder
+
+    from hjtranslate.data import load_dataset
+    from hjtranslate.hjmap import HJMap
+    from hjtranslate.judges import frechet_distance, load_judge
+    from hjtranslate.tasks.digits_to_fashion import _cache_dir, encoded, perfect_map_frechet
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--map", default="models/digits-to-fashion/map")
+    ap.add_argument("--vae", default=None, help="default: the shipped VAE")
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--out", default="benchmarks/results/frechet_yardstick.json")
+    args = ap.parse_args()
+
+    enc, m, cache = VAEEncoder(args.vae), HJMap.from_pretrained(args.map), _cache_dir()
+    xs, zs, ks = encoded(enc, "mnist", "test", args.data_dir, None, cache)
+    xt, zt, kt = encoded(enc, "fashion-mnist", "test", args.data_dir, None, cache)
+    judge_m, judge_f = load_judge("mnist"), load_judge("fashion-mnist")
+    with torch.no_grad():
+        fwd = torch.cat([m.forward(zs[i:i + 2000], ks[i:i + 2000]) for i in range(0, len(zs), 2000)])
+        bwd = torch.cat([m.backward(zt[i:i + 2000], kt[i:i + 2000]) for i in range(0, len(zt), 2000)])
+    result: dict = {
+        "map": args.map, "date": datetime.date.today().isoformat(), "machine": platform.machine(),
+        "fd_forward": frechet_distance(judge_f, xt, enc.decode(fwd).cpu()),
+        "fd_backward": frechet_distance(judge_m, xs, enc.decode(bwd).cpu()),
+        "fd_forward_floor": frechet_distance(judge_f, xt, enc.decode(zt).cpu()),
+        "fd_backward_floor": frechet_distance(judge_m, xs, enc.decode(zs).cpu()),
+        "perfect_map": [],
+    }
+    sides = [("fashion-mnist", judge_f, xt, ks), ("mnist", judge_m, xs, kt)]
+    for seed in range(args.seeds):
+        f, b = perfect_map_frechet(enc, argparse.Namespace(data_dir=args.data_dir, seed=seed), sides)
+        result["perfect_map"].append({"seed": seed, "fd_forward": f, "fd_backward": b})
+        print(f"a perfect map, draw {seed}: forward {f:.3f}, backward {b:.3f}")
+
+    # Per class, backward: the map's translations of clothing class k against the real test
+    # digits k, beside 1,000 decoded training latents of digit k.
+    _, labels = load_dataset("mnist", "train", args.data_dir)
+    g = torch.Generator().manual_seed(0)
+    per_class = []
+    for c in range(10):
+        pool = torch.nonzero(labels == c)[:, 0]
+        draw = pool[torch.randperm(len(pool), generator=g)[:1000]]
+        _, z, _ = encoded(enc, "mnist", "train", args.data_dir, draw, cache)
+        per_class.append({
+            "class": c,
+            "fd_backward": frechet_distance(judge_m, xs[ks == c], enc.decode(bwd[kt == c]).cpu()),
+            "fd_backward_of_a_perfect_map": frechet_distance(judge_m, xs[ks == c], enc.decode(z).cpu()),
+        })
+        print(f"class {c}: backward {per_class[-1]['fd_backward']:.3f}, "
+              f"a perfect map {per_class[-1]['fd_backward_of_a_perfect_map']:.3f}")
+    result["backward_per_class"] = per_class
+
+    # The thin directions of each digit class: the pulled-back spread there, and the distance
+    # after shrinking it to the digits' spread.
+    _, z_train, k_train = encoded(enc, "mnist", "train", args.data_dir, None, cache)
+    spread = []
+    for c in range(10):
+        y = z_train[k_train == c].double()
+        ev, vec = torch.linalg.eigh(torch.cov(y.T))
+        proj = (bwd[kt == c].double() - y.mean(0)) @ vec
+        spread.append({"class": c, "variance_ratio_10_thinnest": (proj.var(0) / ev)[:10].tolist(),
+                       "mean_offset_max_sd": float((proj.mean(0).pow(2) / ev).sqrt().max())})
+    result["backward_thin_spread"] = spread
+    result["backward_thin_shrunk"] = []
+    for threshold in (0.001, 0.01, 0.05):
+        shrunk, count = shrink_thin(bwd, kt, z_train, k_train, threshold)
+        fd = frechet_distance(judge_m, xs, enc.decode(shrunk).cpu())
+        result["backward_thin_shrunk"].append(
+            {"threshold": threshold, "thin_directions": count, "fd_backward": fd})
+        print(f"thin directions under {threshold:g} x mean eigenvalue ({count}): backward {fd:.3f}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
