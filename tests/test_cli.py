@@ -98,7 +98,7 @@ def test_toy2d_with_the_sinkhorn_match_and_the_monotone_penalty(tmp_path):
     with pytest.raises(SystemExit, match="2"):  # argparse lists the choices
         main(["train", "toy2d", "--monotone-weight", "1", "--monotone-directions", "sideways"])
     for bad in (["--sinkhorn-blur", "0.1"], ["--mmd", "sinkhorn", "--sinkhorn-blur", "0"],
-                ["--cycle-share", "2"], ["--cycle-weight", "-1"]):
+                ["--cycle-share", "2"], ["--cycle-share", "0"], ["--cycle-weight", "-1"]):
         assert main(["train", "toy2d", "--steps", "1", "--output-dir", str(tmp_path / "bad"),
                      "--no-progress", *bad]) == 2
     # a cost other than the quadratic one has no convexity to ask for: a clear CLI error
