@@ -297,8 +297,7 @@ def perfect_map_frechet(enc, args: argparse.Namespace, sides: list[tuple]) -> li
         index = balanced_subset(labels, int(counts.max()), seed=getattr(args, "seed", 0) + 2)
         _, z, k = encoded(enc, name, "train", args.data_dir, index, _cache_dir())
         z = torch.cat([z[k == c][: int(counts[c])] for c in range(10)])
-        images = torch.cat([enc.decode(z[i:i + 2000]).cpu() for i in range(0, len(z), 2000)])
-        out.append(frechet_distance(judge, real, images))
+        out.append(frechet_distance(judge, real, enc.decode(z).cpu()))  # decode batches itself
     return out
 
 
