@@ -38,15 +38,6 @@ def test_toy2d_run_writes_everything(tmp_path):
     assert main(["evaluate", str(out), "--n", "500"]) == 0
 
 
-def test_toy2d_with_hopf_lax_pieces(tmp_path):
-    assert main(["train", "toy2d", "--steps", "3", "--n", "200", "--batch-size", "32",
-                 "--quadratic", "hopf_lax_pieces", "--pieces", "4", "--piece-temperature", "0.1",
-                 "--output-dir", str(tmp_path), "--no-progress"]) == 0
-    head = json.loads((tmp_path / "map" / "config.json").read_text())["head_kwargs"]
-    assert head["quadratic"] == "hopf_lax_pieces" and head["pieces"] == 4
-    assert head["piece_temperature"] == 0.1
-
-
 def test_fourier_features_can_be_turned_off(tmp_path):
     assert main(["train", "toy2d", "--steps", "2", "--n", "200", "--batch-size", "32",
                  "--fourier-features", "0", "--output-dir", str(tmp_path), "--no-progress"]) == 0
@@ -73,9 +64,6 @@ def test_pnorm_cost_from_the_cli(tmp_path):
         (["train", "gaussians", "--dim", "0"], "--dim must be >= 1"),
         (["train", "toy2d", "--n", "1"], "at least 2 samples"),
         (["evaluate", "/nonexistent/run"], "pass the output folder"),
-        (["train", "toy2d", "--pieces", "4"], "set up --quadratic hopf_lax_pieces"),
-        (["train", "toy2d", "--quadratic", "hopf_lax_pieces", "--piece-temperature", "0"],
-         "piece_temperature must be > 0"),
     ],
 )
 def test_bad_input_gives_a_clear_error_and_no_traceback(args, message, tmp_path):

@@ -21,7 +21,7 @@ from ..objective import MONOTONE_DIRECTIONS
 from ..training import make_accelerator
 
 # The built-in heads' quadratic parts (plugins/hjtranslate_plugins/heads.py).
-QUADRATIC_KINDS = ["none", "affine", "hopf_lax", "hopf_lax_spd", "hopf_lax_pieces", "hopf_lax_per_class"]
+QUADRATIC_KINDS = ["none", "affine", "hopf_lax", "hopf_lax_spd", "hopf_lax_per_class"]
 
 
 def add_map_arguments(p: argparse.ArgumentParser, steps: int = 3000, batch_size: int = 512) -> None:
@@ -39,16 +39,6 @@ def add_map_arguments(p: argparse.ArgumentParser, steps: int = 3000, batch_size:
     p.add_argument("--quadratic", default=None, choices=QUADRATIC_KINDS,
                    help="quadratic part of the potential (default: hopf_lax_spd for the quadratic cost, "
                    "else affine; hopf_lax_per_class: one per class, conditional head)")
-    p.add_argument("--pieces", type=int, default=None,
-                   help="--quadratic hopf_lax_pieces: how many Hopf-Lax quadratics the potential is "
-                   "the smoothed maximum of (a monotone map that can jump between as many affine "
-                   "maps; default 8)")
-    p.add_argument("--piece-temperature", type=float, default=None,
-                   help="--quadratic hopf_lax_pieces: the smoothing of that maximum, in units of the "
-                   "potential (default 0.05; smaller: sharper jumps)")
-    p.add_argument("--piece-spread", type=float, default=None,
-                   help="--quadratic hopf_lax_pieces: the scale of the seeded random offsets that "
-                   "start the pieces apart (standardised units; default 0.1)")
     p.add_argument("--quadratic-gain", type=float, default=None,
                    help="the Hopf-Lax quadratic learns this many times faster than the network (default: "
                    "the task's; 10 in the heads)")
@@ -101,14 +91,9 @@ def fit_from_args(
     # Options left unset keep the head's (or fit's) defaults; the heads take QUADRATIC_KINDS for
     # `quadratic` as given.
     head_kwargs = {k: getattr(args, k) for k in ("width", "depth", "quadratic", "quadratic_gain",
-                                                 "fourier_features", "fourier_scale", "pieces",
-                                                 "piece_temperature", "piece_spread")
+                                                 "fourier_features", "fourier_scale")
                    if getattr(args, k, None) is not None}
     head_kwargs.update(kwargs.pop("head_kwargs", {}))
-    if {"pieces", "piece_temperature", "piece_spread"} & set(head_kwargs) and \
-            head_kwargs.get("quadratic") != "hopf_lax_pieces":
-        raise ValueError("--pieces, --piece-temperature and --piece-spread set up --quadratic "
-                         "hopf_lax_pieces; add that option (or drop them).")
     mmd_options = {}
     if getattr(args, "sinkhorn_blur", None) is not None:
         if args.mmd != "sinkhorn":

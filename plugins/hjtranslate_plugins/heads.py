@@ -209,81 +209,13 @@ class _ClassHopfLax(_HopfLaxPart):
         self.b.copy_((offsets.double() / (self.t_max * self.gain)).to(self.b))
 
 
-class _HopfLaxPieces(_HopfLaxPart):
-    """A smoothed maximum of ``K`` Hopf-Lax quadratics (``quadratic="hopf_lax_pieces"``):
-    ``u(x, t) = tau * logsumexp_k(Q_k(x, t) / tau)``, each ``Q_k`` the exact solution from
-    ``u0(y) = y^T A_k y / 2 + b_k . y + c_k`` (the eigenbasis form of :class:`_ClassHopfLax`).
-
-    Why: where the target's support is split into pieces (moons, squares, rings), the OT map is
-    discontinuous and a smooth potential spreads mass across the gaps. The maximum of convex
-    potentials is convex, so the forward map stays monotone while it jumps between ``K`` affine
-    maps, each on its own cell, with a transition of width about ``tau``; the Hopf-Lax solution
-    from a maximum is the maximum of the solutions except in the rarefaction fans that open
-    over the target's gaps, where no mass travels, so both closed-form maps stay exact cell by
-    cell and the network corrects the rest. All pieces start at the same map (``fit``'s warm
-    start) plus small seeded offsets ``spread`` that break their symmetry."""
-
-    def __init__(self, dim: int, pieces: int = 8, temperature: float = 0.05, t_max: float = 1.0,
-                 gain: float = 10.0, spread: float = 0.1) -> None:
-        if int(pieces) < 1:
-            raise ValueError(f"pieces must be >= 1, got {pieces!r}.")
-        if not float(temperature) > 0:
-            raise ValueError(f"piece_temperature must be > 0, got {temperature!r}.")
-        k = int(pieces)
-        super().__init__(dim, t_max, gain, num_classes=k)
-        self.temperature = float(temperature)
-        self.register_buffer("q0", torch.eye(dim).repeat(k, 1, 1))
-        self.register_buffer("spread", float(spread) * torch.randn(k, dim) / t_max)
-        self.skew = nn.Parameter(torch.zeros(k, dim, dim))
-        self.log_mu = nn.Parameter(torch.zeros(k, dim))
-        self.c = nn.Parameter(torch.zeros(k))
-        with torch.no_grad():
-            self.b.copy_(self.spread / self.gain)
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.temperature * torch.logsumexp(self.piece_values(x, t) / self.temperature, dim=1)
-
-    def piece_values(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """``Q_k(x, t)`` of every piece, shape ``(n, K)``."""
-        n, d = x.shape
-        skew = (self.gain * self.skew).to(x.dtype)
-        skew = skew - skew.transpose(1, 2)
-        eye = torch.eye(d, dtype=x.dtype, device=x.device)
-        q = self.q0.to(x.dtype) @ torch.linalg.solve(eye - skew, eye + skew)  # (K, d, d), Cayley
-        lam = torch.expm1(self.gain * self.log_mu).to(x.dtype) / self.t_max  # (K, d)
-        br = torch.einsum("kij,ki->kj", q, (self.gain * self.b).to(x.dtype))  # Q_k^T b_k
-        xr = (x @ q.permute(1, 0, 2).reshape(d, -1)).view(n, -1, d)  # (n, K, d)
-        t = t.reshape(-1, 1, 1).to(x.dtype)
-        y = (xr - t * br) / (1 + t * lam)
-        grad0 = lam * y + br
-        qk = (0.5 * lam * y * y + br * y + 0.5 * t * grad0 * grad0).sum(-1)
-        return qk + (self.gain * self.c).to(x.dtype)
-
-    @torch.no_grad()
-    def set_affine_map(self, matrix: torch.Tensor, offset: torch.Tensor) -> None:
-        """Start every piece from ``x -> matrix @ x + offset`` at ``t = t_max`` (``matrix``
-        symmetric positive definite), plus its own ``spread``."""
-        evals, evecs = torch.linalg.eigh(0.5 * (matrix + matrix.T).double())
-        if not bool((evals > 0).all()):
-            raise ValueError("The affine map's matrix must be symmetric positive definite.")
-        self.q0.copy_(evecs.to(self.q0).expand_as(self.q0))
-        self.skew.zero_()
-        self.log_mu.copy_((evals.log() / self.gain).to(self.log_mu).expand_as(self.log_mu))
-        self.b.copy_(((offset.double() / self.t_max + self.spread.double()) / self.gain).to(self.b))
-        self.c.zero_()
-
-
 PER_CLASS = "hopf_lax_per_class"
-PIECES = "hopf_lax_pieces"
 
 
 def _quadratic_term(kind: bool | str, dim: int, t_max: float, gain: float,
-                    num_classes: int | None = None, pieces: int = 8,
-                    temperature: float = 0.05, spread: float = 0.1) -> nn.Module | None:
+                    num_classes: int | None = None) -> nn.Module | None:
     if kind in (False, None, "none"):
         return None
-    if kind == PIECES:
-        return _HopfLaxPieces(dim, pieces, temperature, t_max, gain, spread)
     if kind == PER_CLASS:
         if num_classes is None:
             raise ValueError(
@@ -298,7 +230,7 @@ def _quadratic_term(kind: bool | str, dim: int, t_max: float, gain: float,
     if kind == "hopf_lax_spd":
         return _HopfLaxSPD(dim, t_max, gain)
     raise ValueError(
-        f"quadratic must be False, True / 'affine', 'hopf_lax', 'hopf_lax_spd', {PIECES!r} or {PER_CLASS!r} "
+        f"quadratic must be False, True / 'affine', 'hopf_lax', 'hopf_lax_spd' or {PER_CLASS!r} "
         f"(conditional head); got {kind!r}."
     )
 
@@ -309,7 +241,7 @@ def _output_layer(width: int, quadratic: bool | str) -> nn.Linear:
     learns only the correction, not a random distortion. (Not for other costs: u = 0 there can
     put grad H at its singular point p = 0.)"""
     out = nn.Linear(width, 1)
-    if quadratic in ("hopf_lax_spd", PER_CLASS, PIECES):
+    if quadratic in ("hopf_lax_spd", PER_CLASS):
         nn.init.zeros_(out.weight)
     return out
 
@@ -350,9 +282,6 @@ class MLPHead(PotentialHead):
         quadratic_gain: float = 10.0,
         fourier_features: int = 0,
         fourier_scale: float = 8.0,
-        pieces: int = 8,
-        piece_temperature: float = 0.05,
-        piece_spread: float = 0.1,
     ) -> None:
         super().__init__()
         if int(dim) < 1:
@@ -371,15 +300,11 @@ class MLPHead(PotentialHead):
             self.register_buffer("fourier", fourier_matrix(dim, fourier_features, fourier_scale))
         else:
             self.fourier = None
-        if quadratic == PIECES:  # recorded only when used, as above
-            self.head_config.update(pieces=int(pieces), piece_temperature=float(piece_temperature),
-                                    piece_spread=float(piece_spread))
         self.inp = nn.Linear(dim + 1 + 2 * int(fourier_features), width)
         self.hidden = nn.ModuleList(nn.Linear(width, width) for _ in range(depth - 1))
         self.out = _output_layer(width, quadratic)
         self.act = _activation(activation)
-        self.quadratic = _quadratic_term(quadratic, dim, t_max, quadratic_gain, pieces=pieces,
-                                         temperature=piece_temperature, spread=piece_spread)
+        self.quadratic = _quadratic_term(quadratic, dim, t_max, quadratic_gain)
 
     def features(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return with_fourier_features(torch.cat([x, t], dim=-1), x, self.fourier)
