@@ -4,6 +4,8 @@
     OMP_NUM_THREADS=1 python benchmarks/peers.py --table gaussians  # (b) vs OT-CFM, Gaussians
     OMP_NUM_THREADS=1 python benchmarks/peers.py --table toy2d      # (b) vs OT-CFM, 2-D pairs
     OMP_NUM_THREADS=1 python benchmarks/peers.py --table discrete   # (c) vs POT emd / Sinkhorn
+    OMP_NUM_THREADS=1 python benchmarks/peers.py --table frontier-gaussians  # (b) over widths
+    OMP_NUM_THREADS=1 python benchmarks/peers.py --table frontier-toy2d
 
 (a) pnorm: cost ``|y - x|^p / p`` for p = 1.5 and 3 on 2-D toy pairs and an 8-D Gaussian pair;
     cost ratio ``E c(x, T(x))`` over the exact discrete OT cost with that cost (POT emd2 on a
@@ -190,9 +192,11 @@ def integrate(v: nn.Module, x: torch.Tensor, steps: int, method: str) -> torch.T
     return x
 
 
-def train_cfm(x, y, budget: float, checkpoints: list[float], batch_size: int, seed: int, evaluate):
+def train_cfm(x, y, budget: float, checkpoints: list[float], batch_size: int, seed: int, evaluate,
+              width: int | None = None):
     """OT-CFM in standardised coordinates (the same similarity transform as hjt.fit); returns
-    the map (a callable on data units taking steps/method) and the accuracy at checkpoints."""
+    the map (a callable on data units taking steps/method) and the accuracy at checkpoints.
+    ``width``: the velocity network's (default: our head's default for that dimension)."""
     from torchcfm.conditional_flow_matching import ExactOptimalTransportConditionalFlowMatcher
 
     torch.manual_seed(seed)
@@ -202,7 +206,7 @@ def train_cfm(x, y, budget: float, checkpoints: list[float], batch_size: int, se
     scale = float(((both - shift) ** 2).sum(1).mean().sqrt() / dim**0.5)
     zx, zy = (x - shift) / scale, (y - shift) / scale
     hk = default_head_kwargs(dim)
-    net = VelocityMLP(dim, hk["width"], hk["depth"], hk.get("fourier_features", 0),
+    net = VelocityMLP(dim, width or hk["width"], hk["depth"], hk.get("fourier_features", 0),
                       hk.get("fourier_scale", 1.0))
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     fm = ExactOptimalTransportConditionalFlowMatcher(sigma=0.0)
@@ -333,6 +337,110 @@ def table_cfm(args: argparse.Namespace) -> None:
           f"HJ map vs OT conditional flow matching ({args.table})")
 
 
+def table_frontier(args: argparse.Namespace) -> None:
+    """Accuracy against inference speed over network widths, for both methods: at equal
+    accuracy, how many more samples per second the closed-form map transports than the ODE.
+    Every model trains for the same wall-clock budget; the ODE is integrated at every step count
+    and integrator; "equal accuracy" is 1.05x the best accuracy any ODE configuration reaches."""
+    which = args.table.split("-", 1)[1]
+    rows = []
+    for name, x, y, xt, yt, tmap in problems(which, args.n):
+        gauss = tmap is not None
+        key = "uvp" if gauss else "energy"
+        true = tmap(xt.double()) if gauss else None
+        xb = xt[: args.speed_n]
+
+        def accuracy(fn, xt=xt, yt=yt, true=true, gauss=gauss, key=key):
+            with torch.enable_grad():
+                out = fn(xt).detach()
+            return l2_uvp(out, true, yt) if gauss else energy(out, yt)
+
+        configs = []
+        heads = [("mlp", w) for w in args.widths] + ([("affine", None)] if gauss else [])
+        for head, w in heads:
+            m = hjt.fit(x, y, steps=10**7, time_budget=args.budget, batch_size=args.batch_size,
+                        seed=args.seed, head=head, head_kwargs={"width": w} if w else None)
+            configs.append({"method": "HJ closed form", "head": head, "width": w,
+                            "params": sum(p.numel() for p in m.parameters()), key: accuracy(m.forward),
+                            "samples_per_s": speed(lambda m=m, xb=xb: m.forward(xb), len(xb))})
+            print(name, configs[-1], flush=True)
+        for w in args.widths:
+            mapper, net, _, n_params = train_cfm(x, y, args.budget, [1.0], args.batch_size, args.seed,
+                                                 lambda fn: {}, width=w)
+            for method in ("euler", "rk4"):
+                for steps in args.ode_steps:
+                    def run(xx, s=steps, me=method, f=mapper):
+                        return f(xx, s, me)
+
+                    configs.append({"method": f"OT-CFM {method}", "steps": steps, "width": w,
+                                    "params": n_params, key: accuracy(run),
+                                    "samples_per_s": speed(lambda run=run, xb=xb: run(xb), len(xb))})
+            print(name, "CFM width", w, flush=True)
+        hj = [c for c in configs if c["method"] == "HJ closed form"]
+        ode = [c for c in configs if c["method"] != "HJ closed form"]
+        level = 1.05 * min(c[key] for c in ode)
+
+        def fastest(cs, at, key=key):
+            ok = [c for c in cs if c[key] <= at]
+            return max(ok, key=lambda c: c["samples_per_s"]) if ok else None
+
+        per_hj = []
+        for c in hj:  # the fastest ODE configuration at least as accurate as this map
+            o = fastest(ode, c[key])
+            ratio = c["samples_per_s"] / o["samples_per_s"] if o else None
+            per_hj.append({"hj": c, "ode": o, "ratio": ratio})
+        best_hj, best_ode = fastest(hj, level), fastest(ode, level)
+        rows.append({"problem": name, "metric": key, "budget_s": args.budget, "configs": configs,
+                     "equal_accuracy_level": level, "fastest_hj_at_level": best_hj,
+                     "fastest_ode_at_level": best_ode,
+                     "ratio_at_level": (best_hj["samples_per_s"] / best_ode["samples_per_s"]
+                                        if best_hj and best_ode else None),
+                     "per_hj_config": per_hj})
+
+    def label(c):
+        if c is None:
+            return "none reaches it"
+        if c["method"] == "HJ closed form":
+            return f"HJ {c['head']}" + (f" w{c['width']}" if c["width"] else "")
+        return f"{c['method']} w{c['width']}, {c['steps']} steps"
+
+    md = [f"Each model trains {args.budget:g} s (one thread, batch {args.batch_size}, {args.n} samples "
+          f"per side); widths {args.widths}, depth and Fourier features as our head's defaults; "
+          f"OT-CFM integrated with Euler / RK4 at {args.ode_steps} steps. samples/s on "
+          f"{args.speed_n} samples. Metric: " + ("L2-UVP %" if which == "gaussians" else
+                                                 "energy distance to held-out target samples")
+          + ", lower is better.", "",
+          "## At equal accuracy (1.05x the best any ODE configuration reaches)", "",
+          "| problem | level | fastest HJ map there | samples/s | fastest ODE there | samples/s | ratio |",
+          "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        h, o = r["fastest_hj_at_level"], r["fastest_ode_at_level"]
+        hs, os_ = (f"{c['samples_per_s']:.0f}" if c else "-" for c in (h, o))
+        ratio = f"{r['ratio_at_level']:.1f}x" if r["ratio_at_level"] else "-"
+        md.append(f"| {r['problem']} | {r['equal_accuracy_level']:.4g} | {label(h)} | {hs} | "
+                  f"{label(o)} | {os_} | {ratio} |")
+    md += ["", "## Each HJ map against the fastest ODE configuration at least as accurate", "",
+           "| problem | HJ map | params | metric | samples/s | fastest ODE as accurate | samples/s | ratio |",
+           "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        k = r["metric"]
+        for e in r["per_hj_config"]:
+            c, o = e["hj"], e["ode"]
+            ode_sps = "-" if o is None else f"{o['samples_per_s']:.0f}"
+            ratio = "-" if e["ratio"] is None else f"{e['ratio']:.1f}x"
+            md.append(f"| {r['problem']} | {label(c)} | {c['params']} | {c[k]:.4g} | "
+                      f"{c['samples_per_s']:.0f} | {label(o)} | {ode_sps} | {ratio} |")
+    md += ["", "## Every configuration", "",
+           "| problem | method | width | steps | params | metric | samples/s |",
+           "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        for c in r["configs"]:
+            md.append(f"| {r['problem']} | {c['method']}{' (' + c['head'] + ')' if 'head' in c else ''} | "
+                      f"{c['width'] or '-'} | {c.get('steps', '-')} | {c['params']} | {c[r['metric']]:.4g} | "
+                      f"{c['samples_per_s']:.0f} |")
+    write(args.table, meta(args), rows, md, f"Accuracy against inference speed over widths ({which})")
+
+
 def speed(fn, n: int, repeats: int = 3) -> float:
     fn()
     t0 = time.perf_counter()
@@ -418,7 +526,8 @@ def table_discrete(args: argparse.Namespace) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--table", required=True, choices=["gaussians", "toy2d", "pnorm", "discrete"])
+    ap.add_argument("--table", required=True, choices=["gaussians", "toy2d", "pnorm", "discrete",
+                                                        "frontier-gaussians", "frontier-toy2d"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=512)
     ap.add_argument("--n", type=int, default=20000, help="training samples per side (a, b)")
@@ -435,6 +544,8 @@ def main() -> None:
                    help="budget fractions at which accuracy is recorded")
     g.add_argument("--ode-steps", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64])
     g.add_argument("--speed-n", type=int, default=10000)
+    g.add_argument("--widths", type=int, nargs="+", default=[16, 32, 64],
+                   help="frontier tables: the network widths of both methods")
     g = ap.add_argument_group("(c) discrete")
     g.add_argument("--dim", type=int, default=2)
     g.add_argument("--ns", type=int, nargs="+", default=[500, 1000, 2000, 5000, 10000])
@@ -447,6 +558,8 @@ def main() -> None:
         table_pnorm(args)
     elif args.table == "discrete":
         table_discrete(args)
+    elif args.table.startswith("frontier"):
+        table_frontier(args)
     else:
         table_cfm(args)
 
