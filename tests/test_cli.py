@@ -22,7 +22,8 @@ def run_cli(*args, cwd=ROOT, module=True):
 def test_toy2d_run_writes_everything(tmp_path):
     out = tmp_path / "toy"
     assert main(["train", "toy2d", "--source", "8gaussians", "--target", "circles", "--steps", "40",
-                 "--n", "2000", "--batch-size", "128", "--output-dir", str(out), "--no-progress"]) == 0
+                 "--n", "2000", "--batch-size", "128", "--eval-n", "500", "--output-dir", str(out),
+                 "--no-progress"]) == 0
     assert {"config.json", "metrics.json", "transport.png", "map", "checkpoints"} <= {
         p.name for p in out.iterdir()}
     metrics = json.loads((out / "metrics.json").read_text())
@@ -31,7 +32,7 @@ def test_toy2d_run_writes_everything(tmp_path):
         assert key in metrics
     assert metrics["ot_match_floor_forward"] > 0
     config = json.loads((out / "config.json").read_text())
-    assert config["source"] == "8gaussians" and config["steps"] == 40
+    assert config["source"] == "8gaussians" and config["steps"] == 40 and config["eval_n"] == 500
     # in 2-D the head reads random Fourier features by default
     assert json.loads((out / "map" / "config.json").read_text())["head_kwargs"]["fourier_features"] == 128
     # evaluate re-runs the task's evaluation from the saved folder
@@ -39,7 +40,7 @@ def test_toy2d_run_writes_everything(tmp_path):
 
 
 def test_fourier_features_can_be_turned_off(tmp_path):
-    assert main(["train", "toy2d", "--steps", "2", "--n", "200", "--batch-size", "32",
+    assert main(["train", "toy2d", "--steps", "2", "--n", "200", "--batch-size", "32", "--eval-n", "100",
                  "--fourier-features", "0", "--output-dir", str(tmp_path), "--no-progress"]) == 0
     head = json.loads((tmp_path / "map" / "config.json").read_text())["head_kwargs"]
     assert "fourier_features" not in head
@@ -63,6 +64,7 @@ def test_pnorm_cost_from_the_cli(tmp_path):
         (["train", "gaussians", "--t-f", "0"], "t_f must be > 0"),
         (["train", "gaussians", "--dim", "0"], "--dim must be >= 1"),
         (["train", "toy2d", "--n", "1"], "at least 2 samples"),
+        (["train", "toy2d", "--eval-n", "5"], "--eval-n must be >= 20"),
         (["evaluate", "/nonexistent/run"], "pass the output folder"),
     ],
 )
@@ -87,8 +89,8 @@ def test_script_mode_from_the_repo_root():
 def test_toy2d_with_the_sinkhorn_match_and_the_monotone_penalty(tmp_path):
     out = tmp_path / "sk"
     assert main(["train", "toy2d", "--source", "gaussian", "--target", "checkerboard", "--steps", "5",
-                 "--n", "600", "--batch-size", "64", "--mmd", "sinkhorn", "--monotone-weight", "1",
-                 "--monotone-directions", "all", "--cycle-share", "0.5",
+                 "--n", "600", "--batch-size", "64", "--eval-n", "200", "--mmd", "sinkhorn",
+                 "--monotone-weight", "1", "--monotone-directions", "all", "--cycle-share", "0.5",
                  "--sinkhorn-blur", "0.1", "--output-dir", str(out), "--no-progress"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == 5 and "monotone" in metrics
