@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import math
 import os
@@ -240,13 +241,7 @@ def table_cfm(args: argparse.Namespace) -> None:
         gauss = tmap is not None
         true = tmap(xt.double()) if gauss else None
 
-        def evaluate(fn, xt=xt, yt=yt, true=true, gauss=gauss):
-            with torch.enable_grad():
-                out = fn(xt)
-            res = {"energy": energy(out.detach(), yt)}
-            if gauss:
-                res["uvp"] = l2_uvp(out.detach(), true, yt)
-            return res
+        evaluate = functools.partial(accuracy, xt=xt, yt=yt, true=true)
 
         # our map, one run per budget fraction (hjt.fit stops at time_budget); the default
         # starts from the Gaussian OT map of the sample moments, the cold start from the identity
@@ -270,16 +265,7 @@ def table_cfm(args: argparse.Namespace) -> None:
         hj_acc = hj_curve[-1][key]
         xb = xt[: args.speed_n]
         hj_sps = speed(lambda m=m, xb=xb: m.forward(xb), len(xb))
-        ode = []
-        for method in ("euler", "rk4"):
-            for steps in args.ode_steps:
-                def run(xx, s=steps, me=method, f=mapper):
-                    return f(xx, s, me)
-
-                acc = evaluate(run)[key]
-                nfe = steps * (4 if method == "rk4" else 1)
-                ode.append({"method": method, "steps": steps, "nfe": nfe, key: acc,
-                            "samples_per_s": speed(lambda run=run, xb=xb: run(xb), len(xb))})
+        ode = ode_sweep(mapper, evaluate, key, xb, args.ode_steps)
         match = {}
         for method in ("euler", "rk4"):
             best = min(o[key] for o in ode if o["method"] == method)
@@ -350,10 +336,7 @@ def table_frontier(args: argparse.Namespace) -> None:
         true = tmap(xt.double()) if gauss else None
         xb = xt[: args.speed_n]
 
-        def accuracy(fn, xt=xt, yt=yt, true=true, gauss=gauss, key=key):
-            with torch.enable_grad():
-                out = fn(xt).detach()
-            return l2_uvp(out, true, yt) if gauss else energy(out, yt)
+        evaluate = functools.partial(accuracy, xt=xt, yt=yt, true=true)
 
         configs = []
         heads = [("mlp", w) for w in args.widths] + ([("affine", None)] if gauss else [])
@@ -361,20 +344,15 @@ def table_frontier(args: argparse.Namespace) -> None:
             m = hjt.fit(x, y, steps=10**7, time_budget=args.budget, batch_size=args.batch_size,
                         seed=args.seed, head=head, head_kwargs={"width": w} if w else None)
             configs.append({"method": "HJ closed form", "head": head, "width": w,
-                            "params": sum(p.numel() for p in m.parameters()), key: accuracy(m.forward),
+                            "params": sum(p.numel() for p in m.parameters()),
+                            key: evaluate(m.forward)[key],
                             "samples_per_s": speed(lambda m=m, xb=xb: m.forward(xb), len(xb))})
             print(name, configs[-1], flush=True)
         for w in args.widths:
             mapper, net, _, n_params = train_cfm(x, y, args.budget, [1.0], args.batch_size, args.seed,
                                                  lambda fn: {}, width=w)
-            for method in ("euler", "rk4"):
-                for steps in args.ode_steps:
-                    def run(xx, s=steps, me=method, f=mapper):
-                        return f(xx, s, me)
-
-                    configs.append({"method": f"OT-CFM {method}", "steps": steps, "width": w,
-                                    "params": n_params, key: accuracy(run),
-                                    "samples_per_s": speed(lambda run=run, xb=xb: run(xb), len(xb))})
+            configs += [{**o, "method": f"OT-CFM {o['method']}", "width": w, "params": n_params}
+                        for o in ode_sweep(mapper, evaluate, key, xb, args.ode_steps)]
             print(name, "CFM width", w, flush=True)
         hj = [c for c in configs if c["method"] == "HJ closed form"]
         ode = [c for c in configs if c["method"] != "HJ closed form"]
@@ -411,8 +389,8 @@ def table_frontier(args: argparse.Namespace) -> None:
                                                  "energy distance to held-out target samples")
           + ", lower is better.", "",
           "## At equal accuracy (1.05x the best any ODE configuration reaches)", "",
-          "| problem | level | fastest HJ map there | samples/s | fastest ODE there | samples/s | ratio |",
-          "|---|---|---|---|---|---|---|"]
+          *table_head("problem", "level", "fastest HJ map there", "samples/s", "fastest ODE there",
+                      "samples/s", "ratio")]
     for r in rows:
         h, o = r["fastest_hj_at_level"], r["fastest_ode_at_level"]
         hs, os_ = (f"{c['samples_per_s']:.0f}" if c else "-" for c in (h, o))
@@ -420,8 +398,8 @@ def table_frontier(args: argparse.Namespace) -> None:
         md.append(f"| {r['problem']} | {r['equal_accuracy_level']:.4g} | {label(h)} | {hs} | "
                   f"{label(o)} | {os_} | {ratio} |")
     md += ["", "## Each HJ map against the fastest ODE configuration at least as accurate", "",
-           "| problem | HJ map | params | metric | samples/s | fastest ODE as accurate | samples/s | ratio |",
-           "|---|---|---|---|---|---|---|---|"]
+           *table_head("problem", "HJ map", "params", "metric", "samples/s", "fastest ODE as accurate",
+                       "samples/s", "ratio")]
     for r in rows:
         k = r["metric"]
         for e in r["per_hj_config"]:
@@ -431,14 +409,44 @@ def table_frontier(args: argparse.Namespace) -> None:
             md.append(f"| {r['problem']} | {label(c)} | {c['params']} | {c[k]:.4g} | "
                       f"{c['samples_per_s']:.0f} | {label(o)} | {ode_sps} | {ratio} |")
     md += ["", "## Every configuration", "",
-           "| problem | method | width | steps | params | metric | samples/s |",
-           "|---|---|---|---|---|---|---|"]
+           *table_head("problem", "method", "width", "steps", "params", "metric", "samples/s")]
     for r in rows:
         for c in r["configs"]:
             md.append(f"| {r['problem']} | {c['method']}{' (' + c['head'] + ')' if 'head' in c else ''} | "
                       f"{c['width'] or '-'} | {c.get('steps', '-')} | {c['params']} | {c[r['metric']]:.4g} | "
                       f"{c['samples_per_s']:.0f} |")
     write(args.table, meta(args), rows, md, f"Accuracy against inference speed over widths ({which})")
+
+
+def accuracy(fn, xt: torch.Tensor, yt: torch.Tensor, true: torch.Tensor | None) -> dict[str, float]:
+    """Energy distance of ``fn(xt)`` to ``yt``, and its L2-UVP against ``true`` (the closed-form
+    map's output) when there is one."""
+    with torch.enable_grad():  # our map differentiates its potential
+        out = fn(xt).detach()
+    res = {"energy": energy(out, yt)}
+    if true is not None:
+        res["uvp"] = l2_uvp(out, true, yt)
+    return res
+
+
+def ode_sweep(mapper, evaluate, key: str, xb: torch.Tensor, ode_steps: list[int]) -> list[dict]:
+    """The trained flow integrated with Euler and RK4 at each step count: accuracy ``key`` and
+    samples/s on ``xb``."""
+    out = []
+    for method in ("euler", "rk4"):
+        for steps in ode_steps:
+            def run(xx, s=steps, me=method, f=mapper):
+                return f(xx, s, me)
+
+            out.append({"method": method, "steps": steps, "nfe": steps * (4 if method == "rk4" else 1),
+                        key: evaluate(run)[key],
+                        "samples_per_s": speed(lambda run=run, xb=xb: run(xb), len(xb))})
+    return out
+
+
+def table_head(*columns: str) -> list[str]:
+    """A markdown table's header and rule."""
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
 
 
 def speed(fn, n: int, repeats: int = 3) -> float:
