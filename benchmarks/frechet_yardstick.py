@@ -3,7 +3,7 @@
 The floor decodes the real test images' own latents. A *perfect* latent map (pushed latents with
 exactly the target's law) would still produce other images of that law, in the source's class
 mix: its distance, decodes of the target's training latents drawn with the translated test
-set's class counts (``perfect_map_frechet``), is the yardstick a map can reach. This script
+set's class counts (``perfect_map_images``), is the yardstick a map can reach. This script
 draws it for a few seeds, splits a map's distance per class beside the yardstick's, and (for the
 backward direction) shrinks the pulled-back latents' components along each class's thin latent
 directions to the digits' spread (``duality_gap_noise.shrink_thin``) to see whether those
@@ -33,7 +33,7 @@ def main() -> None:
     from hjtranslate.data import load_dataset
     from hjtranslate.hjmap import HJMap
     from hjtranslate.judges import frechet_distance, load_judge
-    from hjtranslate.tasks.digits_to_fashion import _cache_dir, encoded, perfect_map_frechet
+    from hjtranslate.tasks.digits_to_fashion import _cache_dir, encoded, perfect_map_images
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--map", default="models/digits-to-fashion/map")
@@ -58,9 +58,10 @@ def main() -> None:
         "fd_backward_floor": frechet_distance(judge_m, xs, enc.decode(zs).cpu()),
         "perfect_map": [],
     }
-    sides = [("fashion-mnist", judge_f, xt, ks), ("mnist", judge_m, xs, kt)]
+    ns = argparse.Namespace(data_dir=args.data_dir)
     for seed in range(args.seeds):
-        f, b = perfect_map_frechet(enc, argparse.Namespace(data_dir=args.data_dir, seed=seed), sides)
+        f = frechet_distance(judge_f, xt, perfect_map_images(enc, ns, "fashion-mnist", ks, seed))
+        b = frechet_distance(judge_m, xs, perfect_map_images(enc, ns, "mnist", kt, seed))
         result["perfect_map"].append({"seed": seed, "fd_forward": f, "fd_backward": b})
         print(f"a perfect map, draw {seed}: forward {f:.3f}, backward {b:.3f}")
 

@@ -63,7 +63,7 @@ def _as_images(images: torch.Tensor) -> torch.Tensor:
 class Judge(nn.Module):
     """A classifier with its input normalisation; ``predict``, ``features``, ``accuracy``."""
 
-    def __init__(self, model: nn.Module, config: dict[str, Any], batch_size: int = 1000) -> None:
+    def __init__(self, model: nn.Module, config: dict[str, Any], batch_size: int = 256) -> None:
         super().__init__()
         self.model = model
         self.config = dict(config)
@@ -163,19 +163,34 @@ class _JudgeFeatures(nn.Module):
 
 
 def frechet_distance(judge: Judge, real_images: torch.Tensor, fake_images: torch.Tensor,
-                     batch_size: int = 1000) -> float:
+                     batch_size: int = 256) -> float:
     """Frechet distance between the judge's penultimate features of two image sets, computed by
     torchmetrics' ``FrechetInceptionDistance`` with the judge as its feature extractor."""
+    return frechet_distances(judge, real_images, [fake_images], batch_size)[0]
+
+
+def frechet_distances(judge: Judge, real_images: torch.Tensor, fakes: list[torch.Tensor],
+                      batch_size: int = 256) -> list[float]:
+    """``frechet_distance`` of each image set in ``fakes`` to the same real images, whose
+    features are computed once."""
     from torchmetrics.image.fid import FrechetInceptionDistance
 
-    real, fake = _as_images(real_images), _as_images(fake_images)
-    if len(real) < 2 or len(fake) < 2:
+    real = _as_images(real_images)
+    fakes = [_as_images(f) for f in fakes]
+    if len(real) < 2 or any(len(f) < 2 for f in fakes):
         raise ValueError("The Frechet distance needs at least 2 real and 2 fake images.")
     # sync_on_compute=False: evaluation runs on one process of a multi-process job, and a
     # cross-process sync there would wait for ranks that are not computing it.
+    # reset_real_features=False: reset() forgets the fakes only.
     metric = FrechetInceptionDistance(feature=_JudgeFeatures(judge), normalize=True,
-                                      input_img_size=(1, 28, 28), sync_on_compute=False)
-    for images, is_real in ((real, True), (fake, False)):
-        for i in range(0, len(images), batch_size):
-            metric.update(images[i: i + batch_size], real=is_real)
-    return float(metric.compute())
+                                      input_img_size=(1, 28, 28), sync_on_compute=False,
+                                      reset_real_features=False)
+    for i in range(0, len(real), batch_size):
+        metric.update(real[i: i + batch_size], real=True)
+    out = []
+    for fake in fakes:
+        metric.reset()
+        for i in range(0, len(fake), batch_size):
+            metric.update(fake[i: i + batch_size], real=False)
+        out.append(float(metric.compute()))
+    return out

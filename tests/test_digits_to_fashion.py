@@ -23,11 +23,24 @@ def _env(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("mode", ["shared", "conditional"])
-def test_tiny_run_writes_map_metrics_and_grids(tmp_path, mode):
+def test_tiny_run_writes_map_metrics_and_grids(tmp_path, mode, capsys, monkeypatch):
+    import hjtranslate.tasks.digits_to_fashion as d2f
+
     out = tmp_path / "run"
+    # One deadline that cannot be met, one that can. The clock starts with the process (here
+    # pytest's): the time spent so far and the evaluation to come are taken off.
+    deadline = 1 if mode == "shared" else 100_000
     assert main(["train", "digits-to-fashion", "--mode", mode, "--train-per-class", "20",
                  "--eval-n", "200", "--steps", "5", "--batch-size", "100", "--width", "32",
-                 "--output-dir", str(out), "--no-progress"]) == 0
+                 "--output-dir", str(out), "--no-progress", "--deadline", str(deadline)]) == 0
+    printed = capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    if deadline == 1:
+        assert "the deadline leaves under 30 s of training" in printed
+        assert metrics["training_budget_seconds"] == d2f.MIN_TRAINING_SECONDS
+    else:
+        assert deadline - 5000 < metrics["training_budget_seconds"] < deadline - 30
+        assert 0 < metrics["run_seconds"] < deadline - metrics["training_budget_seconds"]
     names = {p.name for p in out.iterdir()}
     assert {"map", "metrics.json", "config.json", "grid_forward.png", "grid_backward.png"} <= names
     metrics = json.loads((out / "metrics.json").read_text())
@@ -49,6 +62,12 @@ def test_tiny_run_writes_map_metrics_and_grids(tmp_path, mode):
     m = HJMap.from_pretrained(out / "map")
     assert m.dim == 64 and m.conditional == (mode == "conditional") and m.num_classes == 10
     assert m.encoder_config["name"] == "vae"
+    # The map-independent figures come from the cache the run wrote: none is computed again.
+    monkeypatch.setattr(d2f, "perfect_map_images", lambda *a: pytest.fail("references recomputed"))
+    assert main(["evaluate", str(out), "--n", "200"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["fd_forward_floor"] == metrics["fd_forward_floor"]
+    assert again["cost_ratio_per_class"] == pytest.approx(metrics["cost_ratio_per_class"])
 
 
 def test_evaluate_through_another_vae_only_in_the_same_latent_space(tmp_path, capsys):
@@ -94,12 +113,13 @@ def test_two_cpu_processes_from_the_repo_root(tmp_path):
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--main_process_port", "0", "hjtranslate", "train", "digits-to-fashion",
            "--train-per-class", "20", "--eval-n", "100", "--steps", "6", "--batch-size", "100",
-           "--width", "32", "--output-dir", str(out), "--no-progress"]
+           "--width", "32", "--output-dir", str(out), "--no-progress", "--deadline", "3000"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["num_processes"] == 2 and metrics["ranks_in_sync"] is True
+    assert metrics["training_budget_seconds"] < 3000  # rank 0's budget, shared with rank 1
 
 
 def _settings(*argv: str, keys: tuple[str, ...]) -> tuple:
@@ -115,16 +135,19 @@ def _settings(*argv: str, keys: tuple[str, ...]) -> tuple:
     return tuple(getattr(args, k) for k in keys)
 
 
-def test_preset_time_budget_only_applies_to_the_preset_step_count():
+def test_preset_deadline_only_applies_to_the_preset_step_count():
     from hjtranslate.tasks.digits_to_fashion import PRESETS
 
     def applied(*argv):
-        return _settings(*argv, keys=("steps", "time_budget"))
+        return _settings(*argv, keys=("steps", "time_budget", "deadline"))
 
-    assert applied() == (PRESETS["cpu"]["steps"], PRESETS["cpu"]["time_budget"])
-    assert applied("--steps", "300") == (300, None)
-    assert applied("--steps", "300", "--time-budget", "60") == (300, 60.0)
-    assert applied("--preset", "gpu") == (PRESETS["gpu"]["steps"], None)
+    assert applied() == (PRESETS["cpu"]["steps"], None, PRESETS["cpu"]["deadline"])
+    assert applied("--steps", "300") == (300, None, None)
+    assert applied("--time-budget", "60") == (PRESETS["cpu"]["steps"], 60.0, None)
+    assert applied("--steps", "300", "--deadline", "600") == (300, None, 600.0)
+    assert applied("--preset", "gpu") == (PRESETS["gpu"]["steps"], None, None)
+    with pytest.raises(ValueError, match="--deadline must be a positive"):
+        applied("--deadline", "0")
 
 
 def test_quadratic_part_and_gain_defaults():

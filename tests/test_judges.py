@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from hjtranslate.judges import Judge, build_classifier, frechet_distance, load_judge, models_dir
+from hjtranslate.judges import (
+    Judge,
+    build_classifier,
+    frechet_distance,
+    frechet_distances,
+    load_judge,
+    models_dir,
+)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
@@ -50,8 +57,11 @@ def test_frechet_distance_with_tiny_judge() -> None:
     torch.manual_seed(1)
     a, b = torch.rand(200, 1, 28, 28), torch.rand(200, 1, 28, 28)
     same = frechet_distance(judge, a, b)
-    other = frechet_distance(judge, a, torch.zeros(200, 1, 28, 28) + 0.1 * b)
+    far = torch.zeros(200, 1, 28, 28) + 0.1 * b
+    other = frechet_distance(judge, a, far)
     assert 0 <= same < other
+    # Several fakes against features of the real images computed once: the same distances.
+    assert frechet_distances(judge, a, [b, far, b]) == pytest.approx([same, other, same], rel=1e-6)
 
 
 # The shipped judges score 99.0 % (MNIST) and 91.1 % (Fashion-MNIST) on the full test sets.

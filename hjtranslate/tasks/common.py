@@ -79,15 +79,20 @@ def output_dir(args: argparse.Namespace, task: str) -> Path:
     return Path(args.output_dir or Path("runs") / task)
 
 
+def cost_from_args(args: argparse.Namespace) -> Any:
+    """The cost plugin named by ``--cost`` (with ``--p``)."""
+    from .. import registry
+
+    return registry.create("cost", args.cost, **({"p": args.p} if args.p is not None else {}))
+
+
 def fit_from_args(
     args: argparse.Namespace, xs: torch.Tensor, yt: torch.Tensor, task: str,
     labels: tuple[torch.Tensor, torch.Tensor] | None = None, **kwargs: Any,
 ) -> tuple[HJMap, dict[str, Any], Any]:
     """Train through accelerate (one or many processes) with the CLI options."""
-    from .. import registry
 
-    cost_kwargs = {"p": args.p} if args.p is not None else {}
-    cost = registry.create("cost", args.cost, **cost_kwargs)
+    cost = cost_from_args(args)
     # Options left unset keep the head's (or fit's) defaults; the heads take QUADRATIC_KINDS for
     # `quadratic` as given.
     head_kwargs = {k: getattr(args, k) for k in ("width", "depth", "quadratic", "quadratic_gain",

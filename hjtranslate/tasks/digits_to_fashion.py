@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from ..metrics import exact_ot_cost
-from .common import add_map_arguments, fit_from_args, output_dir, write_outputs
+from .common import add_map_arguments, cost_from_args, fit_from_args, output_dir, write_outputs
 
 MNIST_CLASSES = [str(k) for k in range(10)]
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
@@ -30,11 +30,12 @@ FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sanda
 REPO = Path(__file__).resolve().parents[2]
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # Finishes in about 15 minutes on a 2-core CPU, evaluation included.
-    "cpu": {"steps": 6000, "time_budget": 540.0, "batch_size": 512, "train_per_class": 2000,
+    # The whole run (encoding, training, evaluation) ends within 14.5 minutes on a 2-core CPU:
+    # training gets the time the rest leaves.
+    "cpu": {"steps": 6000, "deadline": 870.0, "batch_size": 512, "train_per_class": 2000,
             "width": 256, "depth": 3},
     # A GPU trains longer, on all training images, with a wider head.
-    "gpu": {"steps": 40000, "time_budget": None, "batch_size": 2048, "train_per_class": 6000,
+    "gpu": {"steps": 40000, "deadline": None, "batch_size": 2048, "train_per_class": 6000,
             "width": 512, "depth": 4},
 }
 
@@ -50,6 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vae", default=None, help="VAE folder or Hub id (default: models/vae)")
     p.add_argument("--train-per-class", type=int, default=None, help="training images per class and side")
     p.add_argument("--eval-n", type=int, default=10000, help="test images per side to evaluate on")
+    p.add_argument("--deadline", type=float, default=None,
+                   help="end the whole run (encoding, training, evaluation) within this many seconds "
+                   "from its start; training gets the time the rest leaves (cpu preset: 870)")
     p.add_argument("--export", default=None,
                    help="also write a translation pipeline folder here (e.g. models/digits-to-fashion)")
     add_map_arguments(p, steps=0, batch_size=0)
@@ -69,11 +73,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _apply_preset(args: argparse.Namespace) -> None:
     preset = PRESETS[args.preset]
     for key, value in preset.items():
-        if key != "time_budget" and getattr(args, key, None) is None:
+        if key != "deadline" and getattr(args, key, None) is None:
             setattr(args, key, value)
-    # The preset's time budget belongs to its step count: `--steps N` alone runs N steps.
-    if getattr(args, "time_budget", None) is None and args.steps == PRESETS[args.preset]["steps"]:
-        args.time_budget = preset["time_budget"]
+    # The preset's deadline belongs to its step count: `--steps N` (or `--time-budget S`) alone
+    # runs N steps (or S seconds of training).
+    if (args.deadline is None and args.time_budget is None
+            and args.steps == PRESETS[args.preset]["steps"]):
+        args.deadline = preset["deadline"]
+    if args.deadline is not None and not args.deadline > 0:
+        raise ValueError(f"--deadline must be a positive number of seconds, got {args.deadline}.")
     if args.quadratic is None:
         args.quadratic = "hopf_lax_per_class" if args.mode == "conditional" else "hopf_lax"
     # A warm-started part takes small steps; one that starts at the identity must travel far.
@@ -86,13 +94,17 @@ def _apply_preset(args: argparse.Namespace) -> None:
         raise ValueError(f"--eval-n must be >= 10, got {args.eval_n}.")
 
 
-def _vae_digest(enc) -> str:
+def _digest(state: dict[str, torch.Tensor], extra: Any = None) -> str:
     h = hashlib.sha256()
-    for name, tensor in sorted(enc.vae.state_dict().items()):
+    for name, tensor in sorted(state.items()):
         h.update(name.encode())
         h.update(tensor.detach().cpu().float().numpy().tobytes()[:4096])
-    h.update(json.dumps(enc.latent_stats, sort_keys=True, default=str).encode())
+    h.update(json.dumps(extra, sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]
+
+
+def _vae_digest(enc) -> str:
+    return _digest(enc.vae.state_dict(), enc.latent_stats)
 
 
 def balanced_subset(labels: torch.Tensor, per_class: int, seed: int) -> torch.Tensor:
@@ -155,6 +167,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         i_t = balanced_subset(lt_img, args.train_per_class, seed=args.seed + 1)
         _, zs, ks = encoded(enc, "mnist", "train", args.data_dir, i_s, _cache_dir())
         _, zt, kt = encoded(enc, "fashion-mnist", "train", args.data_dir, i_t, _cache_dir())
+        if acc.is_main_process:  # before training, so that the deadline can count the rest
+            reference_metrics(enc, args, cost_from_args(args), args.t_f)
+    if args.deadline is not None:
+        budget = training_budget(args, acc, enc, zs)
+        args.time_budget = budget if args.time_budget is None else min(args.time_budget, budget)
     if acc.is_main_process:
         # A run folder that holds no finished map must not look complete.
         shutil.rmtree(out / "map", ignore_errors=True)
@@ -169,6 +186,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     metrics: dict[str, Any] = {
         "mode": args.mode, "preset": args.preset, "seed": args.seed,
         "train_seconds": time.perf_counter() - t0,
+        "training_budget_seconds": args.time_budget,
         "steps": result["steps"], "num_processes": result["num_processes"],
         "ranks_in_sync": result["ranks_in_sync"], **{f"train_{k}": v for k, v in result["final"].items()},
     }
@@ -176,11 +194,60 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         t1 = time.perf_counter()
         metrics.update(evaluate_translation(m, enc, args, out))
         metrics["eval_seconds"] = time.perf_counter() - t1
+    metrics["run_seconds"] = run_seconds()  # the deadline's clock (an --export comes after)
     write_outputs(out, m, metrics, acc)
     if acc.is_main_process and args.export:
         export_pipeline(out / "map", args, Path(args.export))
     finish_run(acc)
     return metrics
+
+
+def run_seconds() -> float:
+    """Seconds since this process started (imports included)."""
+    import psutil
+
+    return time.time() - psutil.Process().create_time()
+
+
+def training_budget(args: argparse.Namespace, acc, enc, z: torch.Tensor) -> float:
+    """The training seconds that end the run by ``args.deadline``: what is left after the time
+    spent so far and the evaluation to come. Rank 0, which evaluates, decides for all ranks."""
+    from accelerate.utils import broadcast_object_list
+
+    budget: list[float | None] = [None]
+    if acc.is_main_process:
+        spent, evaluation = run_seconds(), estimate_eval_seconds(enc, z, args.eval_n)
+        left = args.deadline - spent - evaluation
+        budget[0] = max(left, MIN_TRAINING_SECONDS)
+        acc.print(f"Deadline {args.deadline:.0f} s: {spent:.0f} s spent, about {evaluation:.0f} s "
+                  f"of evaluation to come; training for {budget[0]:.0f} s.")
+        if left < MIN_TRAINING_SECONDS:
+            acc.print(f"Warning: the deadline leaves under {MIN_TRAINING_SECONDS:.0f} s of training; "
+                      "the run will end late. Raise --deadline or lower --eval-n.")
+    if acc.num_processes > 1:
+        broadcast_object_list(budget)
+    return float(budget[0])
+
+
+MIN_TRAINING_SECONDS = 30.0
+
+
+@torch.no_grad()
+def estimate_eval_seconds(enc, z: torch.Tensor, n: int) -> float:
+    """About how long the evaluation takes once ``reference_metrics`` is cached: per direction,
+    n decodes and three judge passes (accuracy, fake and real features), timed on a probe of
+    256 latents, plus a margin for the per-class metrics, the grids and saving."""
+    from ..judges import load_judge
+
+    judge = load_judge("fashion-mnist")
+    probe = z[:256]
+    t0 = time.perf_counter()
+    images = enc.decode(probe).cpu()
+    judge.predict(images)
+    judge.features(images)
+    judge.features(images)
+    per_image = (time.perf_counter() - t0) / len(probe)
+    return 1.25 * 2 * n * per_image + 30.0
 
 
 def encoder_record(enc, vae: str | None) -> dict[str, Any]:
@@ -203,6 +270,64 @@ def evaluate(m, args: argparse.Namespace, n: int = 10000) -> dict[str, Any]:
     return evaluate_translation(m, enc, args, None)
 
 
+def _test_sets(enc, args: argparse.Namespace) -> tuple[torch.Tensor, ...]:
+    """(images, latents, labels) of the first ``--eval-n`` MNIST, then Fashion-MNIST, test images."""
+    index = torch.arange(args.eval_n)
+    return (*encoded(enc, "mnist", "test", args.data_dir, index, _cache_dir()),
+            *encoded(enc, "fashion-mnist", "test", args.data_dir, index, _cache_dir()))
+
+
+@torch.no_grad()
+def reference_metrics(enc, args: argparse.Namespace, cost, t_f: float) -> dict[str, Any]:
+    """The evaluation's figures that do not depend on the map: the judges' accuracy on the real
+    test images and on their VAE reconstructions, the Frechet floors, the Frechet distances of a
+    perfect map and, per class, the exact OT cost (POT) on up to 1,000 test latents. Cached
+    beside the latents (keyed by VAE, judges, test labels, --eval-n, seed, cost and t_f): a
+    second run pays for its own map only."""
+    from ..judges import frechet_distances, load_judge
+
+    xs_img, zs, ks, xt_img, zt, kt = _test_sets(enc, args)
+    judge_m, judge_f = load_judge("mnist"), load_judge("fashion-mnist")
+    seed = getattr(args, "seed", 0)
+    key = {"version": 1, "vae": _vae_digest(enc), "judge_mnist": _digest(judge_m.state_dict()),
+           "judge_fashion": _digest(judge_f.state_dict()), "n": len(ks), "seed": seed,
+           "cost": repr(cost), "t_f": t_f,
+           "labels": hashlib.sha256(ks.numpy().tobytes() + kt.numpy().tobytes()).hexdigest()}
+    path = _cache_dir().parent / "references" / f"{_digest({}, key)}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    # Translations are VAE decodes: the judge's accuracy on VAE reconstructions of real test
+    # images is the ceiling a perfect latent map could reach through this VAE, and their Frechet
+    # distance the floor.
+    rec_s, rec_t = enc.decode(zs).cpu(), enc.decode(zt).cpu()
+    ref: dict[str, Any] = {
+        "judge_accuracy_real_fashion": judge_f.accuracy(xt_img, kt),
+        "judge_accuracy_real_mnist": judge_m.accuracy(xs_img, ks),
+        "judge_accuracy_reconstructed_fashion": judge_f.accuracy(rec_t, kt),
+        "judge_accuracy_reconstructed_mnist": judge_m.accuracy(rec_s, ks),
+    }
+    for direction, name, judge, real, rec, source_labels in (
+            ("forward", "fashion-mnist", judge_f, xt_img, rec_t, ks),
+            ("backward", "mnist", judge_m, xs_img, rec_s, kt)):
+        fakes = [rec]
+        perfect = perfect_map_images(enc, args, name, source_labels, seed)
+        if perfect is not None:
+            fakes.append(perfect)
+        fds = frechet_distances(judge, real, fakes) if len(real) >= 2 else [None, None]
+        ref[f"fd_{direction}_floor"] = fds[0]
+        ref[f"fd_{direction}_of_a_perfect_map"] = fds[1] if perfect is not None else None
+    exact = []
+    for k in range(10):
+        xk, yk = zs[ks == k][:1000], zt[kt == k][:1000]
+        exact.append(exact_ot_cost(xk, yk, cost, t_f) if len(xk) >= 2 and len(yk) >= 2 else None)
+    ref["exact_ot_cost_per_class"] = exact
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(ref, indent=1))
+    os.replace(tmp, path)
+    return ref
+
+
 @torch.no_grad()
 def evaluate_translation(m, enc, args: argparse.Namespace, out: Path | None) -> dict[str, Any]:
     """Class accuracy under the judges, Frechet distances with their VAE floors, per-class
@@ -210,41 +335,28 @@ def evaluate_translation(m, enc, args: argparse.Namespace, out: Path | None) -> 
     from ..judges import frechet_distance, load_judge
     from ..metrics import duality_gap, monotone_share, perfect_map_max_gap
 
-    n = args.eval_n
-    xs_img, zs, ks = encoded(enc, "mnist", "test", args.data_dir, torch.arange(n), _cache_dir())
-    xt_img, zt, kt = encoded(enc, "fashion-mnist", "test", args.data_dir, torch.arange(n), _cache_dir())
+    ref = reference_metrics(enc, args, m.cost, m.t_f)
+    xs_img, zs, ks, xt_img, zt, kt = _test_sets(enc, args)
+    n = len(ks)
     cond = m.conditional
     fwd = torch.cat([m.forward(zs[i:i + 2000], ks[i:i + 2000] if cond else None) for i in range(0, n, 2000)])
     bwd = torch.cat([m.backward(zt[i:i + 2000], kt[i:i + 2000] if cond else None) for i in range(0, n, 2000)])
     fwd_img, bwd_img = enc.decode(fwd).cpu(), enc.decode(bwd).cpu()
-    rec_s, rec_t = enc.decode(zs).cpu(), enc.decode(zt).cpu()
     judge_m, judge_f = load_judge("mnist"), load_judge("fashion-mnist")
     res: dict[str, Any] = {
         "accuracy_forward": judge_f.accuracy(fwd_img, ks),
         "accuracy_backward": judge_m.accuracy(bwd_img, kt),
-        "judge_accuracy_real_fashion": judge_f.accuracy(xt_img, kt),
-        "judge_accuracy_real_mnist": judge_m.accuracy(xs_img, ks),
-        # Translations are VAE decodes: the judge's accuracy on VAE reconstructions of real test
-        # images is the ceiling a perfect latent map could reach through this VAE.
-        "judge_accuracy_reconstructed_fashion": judge_f.accuracy(rec_t, kt),
-        "judge_accuracy_reconstructed_mnist": judge_m.accuracy(rec_s, ks),
         "fd_forward": frechet_distance(judge_f, xt_img, fwd_img),
-        "fd_forward_floor": frechet_distance(judge_f, xt_img, rec_t),
         "fd_backward": frechet_distance(judge_m, xs_img, bwd_img),
-        "fd_backward_floor": frechet_distance(judge_m, xs_img, rec_s),
+        **{k: v for k, v in ref.items() if k != "exact_ot_cost_per_class"},
     }
     res["fd_forward_over_floor"] = res["fd_forward"] / max(res["fd_forward_floor"], 1e-12)
     res["fd_backward_over_floor"] = res["fd_backward"] / max(res["fd_backward_floor"], 1e-12)
-    # The floor decodes the real test images' own latents; a *perfect* latent map still differs
-    # from them by sampling (other images of the target law) and class mix (the source's).
-    fd_perfect = perfect_map_frechet(enc, args, [("fashion-mnist", judge_f, xt_img, ks),
-                                                   ("mnist", judge_m, xs_img, kt)])
-    res["fd_forward_of_a_perfect_map"], res["fd_backward_of_a_perfect_map"] = fd_perfect
     # Per class: learned latent transport cost against exact discrete OT (POT) on 1,000 samples.
     ratios, gaps, gap_sds, monotone = [], [], [], []
-    for k in range(10):
+    for k, exact in enumerate(ref["exact_ot_cost_per_class"]):
         xk, yk = zs[ks == k][:1000], zt[kt == k][:1000]
-        if len(xk) < 2 or len(yk) < 2:  # a small --eval-n can miss a class
+        if exact is None:  # a small --eval-n can miss a class
             ratios.append(None)
             gaps.append(None)
             gap_sds.append(None)
@@ -253,7 +365,7 @@ def evaluate_translation(m, enc, args: argparse.Namespace, out: Path | None) -> 
         kk = torch.full((len(xk),), k) if cond else None
         ky = torch.full((len(yk),), k) if cond else None
         gap = duality_gap(m, xk, yk, kk, ky)  # its primal is the learned map's mean cost
-        ratios.append(gap["primal"] / exact_ot_cost(xk, yk, m.cost, m.t_f))
+        ratios.append(gap["primal"] / exact)
         gaps.append(gap["duality_gap"])
         gap_sds.append(gap["duality_gap_sd"])
         if m.cost_name == "quadratic":  # share of digits where the map is locally monotone
@@ -279,26 +391,21 @@ def evaluate_translation(m, enc, args: argparse.Namespace, out: Path | None) -> 
 
 
 @torch.no_grad()
-def perfect_map_frechet(enc, args: argparse.Namespace, sides: list[tuple]) -> list[float | None]:
-    """Per direction, the Frechet distance that a map whose pushed latents had exactly the
-    target's law would score: decodes of the target's *training* latents, drawn with the class
-    counts of the translated test set, against the real target test images. ``sides``:
-    ``(target dataset, judge, target test images, source test labels)`` per direction."""
+def perfect_map_images(enc, args: argparse.Namespace, name: str, source_labels: torch.Tensor,
+                       seed: int) -> torch.Tensor | None:
+    """What a map whose pushed latents had exactly the target's law would produce: decodes of
+    the target's *training* latents, drawn with the class counts of the translated test set
+    (``source_labels``); None with under 2 images."""
     from ..data import load_dataset
-    from ..judges import frechet_distance
 
-    out: list[float | None] = []
-    for name, judge, real, source_labels in sides:
-        counts = torch.bincount(source_labels, minlength=10)
-        if len(real) < 2 or int(counts.sum()) < 2:
-            out.append(None)
-            continue
-        _, labels = load_dataset(name, "train", args.data_dir)
-        index = balanced_subset(labels, int(counts.max()), seed=getattr(args, "seed", 0) + 2)
-        _, z, k = encoded(enc, name, "train", args.data_dir, index, _cache_dir())
-        z = torch.cat([z[k == c][: int(counts[c])] for c in range(10)])
-        out.append(frechet_distance(judge, real, enc.decode(z).cpu()))  # decode batches itself
-    return out
+    counts = torch.bincount(source_labels, minlength=10)
+    if int(counts.sum()) < 2:
+        return None
+    _, labels = load_dataset(name, "train", args.data_dir)
+    index = balanced_subset(labels, int(counts.max()), seed=seed + 2)
+    _, z, k = encoded(enc, name, "train", args.data_dir, index, _cache_dir())
+    z = torch.cat([z[k == c][: int(counts[c])] for c in range(10)])
+    return enc.decode(z).cpu()  # decode batches itself
 
 
 @torch.no_grad()

@@ -119,16 +119,20 @@ class VAEEncoder(Encoder):
         self,
         pretrained: str | Path | None = None,
         device: str | torch.device = "cpu",
-        batch_size: int = 512,
+        batch_size: int | None = None,
         vae: Any = None,
         latent_stats: dict[str, Any] | None = None,
         **hub_kwargs: Any,
     ) -> None:
         from diffusers import AutoencoderKL
 
+        self.device = torch.device(device)
+        if batch_size is None:
+            # On a CPU small batches stay in cache: at 128 a 2-core machine decodes 28x28 images
+            # 1.75x as fast as at 512 (and encodes 1.5x as fast).
+            batch_size = 128 if self.device.type == "cpu" else 512
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-        self.device = torch.device(device)
         self.batch_size = int(batch_size)
         self._loaded = vae is None  # from a folder / the Hub, not an object handed in
         if vae is None:
