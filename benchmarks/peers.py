@@ -62,6 +62,8 @@ def meta(args: argparse.Namespace) -> dict[str, Any]:
 
 def write(name: str, info: dict[str, Any], rows: list[dict], md_lines: list[str], title: str) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
+    if info["settings"].get("suffix"):  # another run of the same table beside the first
+        name = f"{name}-{info['settings']['suffix']}"
     (RESULTS / f"peers-{name}.json").write_text(json.dumps({**info, "rows": rows}, indent=2, default=float))
     head = [f"# {title}", "", f"- command: `{info['command']}`", f"- date: {info['date']}",
             f"- machine: {info['machine']}", f"- settings: `{json.dumps(info['settings'])}`", ""]
@@ -449,12 +451,16 @@ def table_head(*columns: str) -> list[str]:
     return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
 
 
-def speed(fn, n: int, repeats: int = 3) -> float:
+def speed(fn, n: int, repeats: int = 5) -> float:
+    """Samples per second of the fastest of ``repeats`` passes (after a warm-up): the least
+    disturbed by other work on a shared machine."""
     fn()
-    t0 = time.perf_counter()
+    best = float("inf")
     for _ in range(repeats):
+        t0 = time.perf_counter()
         fn()
-    return n * repeats / (time.perf_counter() - t0)
+        best = min(best, time.perf_counter() - t0)
+    return n / best
 
 
 # -- (c) discrete OT ------------------------------------------------------------------------
@@ -539,6 +545,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=512)
     ap.add_argument("--n", type=int, default=20000, help="training samples per side (a, b)")
+    ap.add_argument("--suffix", default=None,
+                    help="write results/peers-TABLE-SUFFIX.{md,json} instead of peers-TABLE.*")
     g = ap.add_argument_group("(a) pnorm")
     g.add_argument("--ps", type=float, nargs="+", default=[1.5, 3.0])
     g.add_argument("--steps", type=int, default=800, help="HJ steps per fit")
