@@ -91,7 +91,6 @@ def fit_from_args(
     labels: tuple[torch.Tensor, torch.Tensor] | None = None, **kwargs: Any,
 ) -> tuple[HJMap, dict[str, Any], Any]:
     """Train through accelerate (one or many processes) with the CLI options."""
-
     cost = cost_from_args(args)
     # Options left unset keep the head's (or fit's) defaults; the heads take QUADRATIC_KINDS for
     # `quadratic` as given.

@@ -269,24 +269,28 @@ def evaluate(m, args: argparse.Namespace, n: int = 10000) -> dict[str, Any]:
     return evaluate_translation(m, enc, args, None)
 
 
-def _test_sets(enc, args: argparse.Namespace) -> tuple[torch.Tensor, ...]:
-    """(images, latents, labels) of the first ``--eval-n`` MNIST, then Fashion-MNIST, test images."""
+def _eval_inputs(enc, args: argparse.Namespace) -> tuple:
+    """What every evaluation reads: (images, latents, labels) of the first ``--eval-n`` MNIST,
+    then Fashion-MNIST, test images, then the MNIST and Fashion-MNIST judges."""
+    from ..judges import load_judge
+
     index = torch.arange(args.eval_n)
     return (*encoded(enc, "mnist", "test", args.data_dir, index, _cache_dir()),
-            *encoded(enc, "fashion-mnist", "test", args.data_dir, index, _cache_dir()))
+            *encoded(enc, "fashion-mnist", "test", args.data_dir, index, _cache_dir()),
+            load_judge("mnist"), load_judge("fashion-mnist"))
 
 
 @torch.no_grad()
-def reference_metrics(enc, args: argparse.Namespace, cost, t_f: float) -> dict[str, Any]:
+def reference_metrics(enc, args: argparse.Namespace, cost, t_f: float,
+                      inputs: tuple | None = None) -> dict[str, Any]:
     """The evaluation's figures that do not depend on the map: the judges' accuracy on the real
     test images and on their VAE reconstructions, the Frechet floors, the Frechet distances of a
     perfect map and, per class, the exact OT cost (POT) on up to 1,000 test latents. Cached
     beside the latents (keyed by VAE, judges, test labels, --eval-n, seed, cost and t_f): a
-    second run pays for its own map only."""
-    from ..judges import frechet_distances, load_judge
+    second run pays for its own map only. ``inputs``: ``_eval_inputs`` when already read."""
+    from ..judges import frechet_distances
 
-    xs_img, zs, ks, xt_img, zt, kt = _test_sets(enc, args)
-    judge_m, judge_f = load_judge("mnist"), load_judge("fashion-mnist")
+    xs_img, zs, ks, xt_img, zt, kt, judge_m, judge_f = inputs or _eval_inputs(enc, args)
     seed = getattr(args, "seed", 0)
     key = {"version": 1, "vae": _vae_digest(enc), "judge_mnist": _digest(judge_m.state_dict()),
            "judge_fashion": _digest(judge_f.state_dict()), "n": len(ks), "seed": seed,
@@ -308,13 +312,10 @@ def reference_metrics(enc, args: argparse.Namespace, cost, t_f: float) -> dict[s
     for direction, name, judge, real, rec, source_labels in (
             ("forward", "fashion-mnist", judge_f, xt_img, rec_t, ks),
             ("backward", "mnist", judge_m, xs_img, rec_s, kt)):
-        fakes = [rec]
         perfect = perfect_map_images(enc, args, name, source_labels, seed)
-        if perfect is not None:
-            fakes.append(perfect)
-        fds = frechet_distances(judge, real, fakes) if len(real) >= 2 else [None, None]
-        ref[f"fd_{direction}_floor"] = fds[0]
-        ref[f"fd_{direction}_of_a_perfect_map"] = fds[1] if perfect is not None else None
+        fakes = [rec] if perfect is None else [rec, perfect]
+        fds = frechet_distances(judge, real, fakes) if len(real) >= 2 else []
+        ref[f"fd_{direction}_floor"], ref[f"fd_{direction}_of_a_perfect_map"] = (fds + [None, None])[:2]
     exact = []
     for k in range(10):
         xk, yk = zs[ks == k][:1000], zt[kt == k][:1000]
@@ -331,17 +332,17 @@ def reference_metrics(enc, args: argparse.Namespace, cost, t_f: float) -> dict[s
 def evaluate_translation(m, enc, args: argparse.Namespace, out: Path | None) -> dict[str, Any]:
     """Class accuracy under the judges, Frechet distances with their VAE floors, per-class
     latent cost against exact OT, duality gaps and the round-trip error, both directions."""
-    from ..judges import frechet_distance, load_judge
+    from ..judges import frechet_distance
     from ..metrics import duality_gap, monotone_share, perfect_map_max_gap
 
-    ref = reference_metrics(enc, args, m.cost, m.t_f)
-    xs_img, zs, ks, xt_img, zt, kt = _test_sets(enc, args)
+    inputs = _eval_inputs(enc, args)
+    xs_img, zs, ks, xt_img, zt, kt, judge_m, judge_f = inputs
+    ref = reference_metrics(enc, args, m.cost, m.t_f, inputs)
     n = len(ks)
     cond = m.conditional
     fwd = torch.cat([m.forward(zs[i:i + 2000], ks[i:i + 2000] if cond else None) for i in range(0, n, 2000)])
     bwd = torch.cat([m.backward(zt[i:i + 2000], kt[i:i + 2000] if cond else None) for i in range(0, n, 2000)])
     fwd_img, bwd_img = enc.decode(fwd).cpu(), enc.decode(bwd).cpu()
-    judge_m, judge_f = load_judge("mnist"), load_judge("fashion-mnist")
     res: dict[str, Any] = {
         "accuracy_forward": judge_f.accuracy(fwd_img, ks),
         "accuracy_backward": judge_m.accuracy(bwd_img, kt),
