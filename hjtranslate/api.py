@@ -93,8 +93,6 @@ def fit(
     monotone_directions: str = "random",
     cycle_weight: float = 1.0,
     cycle_share: float = 1.0,
-    ot_guide: float = 0.0,
-    ot_guide_share: float = 0.5,
     sampler: CollocationSampler | None = None,
     n_colloc: int | None = None,
     seed: int = 0,
@@ -190,8 +188,7 @@ def fit(
             classwise=labels is not None,
             n_colloc=n_colloc or batch_size, monotone_weight=monotone_weight,
             monotone_directions=monotone_directions, cycle_weight=cycle_weight,
-            cycle_share=cycle_share, ot_guide=ot_guide,
-            ot_guide_steps=int(round(ot_guide_share * steps)),
+            cycle_share=cycle_share,
         ),
         sampler,
     )

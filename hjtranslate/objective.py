@@ -63,13 +63,6 @@ class ObjectiveConfig:
     # A random direction misses a fold along one direction among many (in 64-D it sees almost
     # none; in 2-D it leaves 3-10 % of the points folded). BENCHMARKS.md has the measurements.
     monotone_directions: str = "random"
-    # Weight of a guide toward the minibatch OT pairing: |T(x_i) - y_sigma(i)|^2 with sigma the
-    # exact assignment between the batch's sources and targets (and |T^-1(y) - x| the other
-    # way). Its minimiser, the barycentric projection of minibatch OT, is biased, so the weight
-    # fades linearly to 0 over the first ``ot_guide_steps`` steps: it only steers the start of
-    # training away from maps that smear mass across the target's gaps. 0 turns it off.
-    ot_guide: float = 0.0
-    ot_guide_steps: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.lambda_mmd, str) and self.lambda_mmd != "auto":
@@ -129,29 +122,6 @@ def least_monotone_direction(pushed: torch.Tensor, xs: torch.Tensor, w: torch.Te
     return v
 
 
-@torch.no_grad()
-def minibatch_assignment(xs: torch.Tensor, yt: torch.Tensor, ks: torch.Tensor | None = None,
-                         kt: torch.Tensor | None = None) -> torch.Tensor:
-    """``perm`` such that ``(xs[i], yt[perm[i]])`` is an exact OT pairing (quadratic cost) of
-    the two equal-size batches; within each class when labels are given."""
-    from scipy.optimize import linear_sum_assignment
-
-    n = len(xs)
-    if len(yt) != n:
-        raise ValueError(f"The OT guide pairs batches of one size, got {n} and {len(yt)}.")
-    perm = torch.empty(n, dtype=torch.long)
-    groups = ([torch.arange(n)] if ks is None else
-              [torch.nonzero(ks.cpu() == k)[:, 0] for k in torch.unique(ks.cpu())])
-    for i in groups:
-        j = i if ks is None else torch.nonzero(kt.cpu() == ks.cpu()[i[0]])[:, 0]
-        if len(i) != len(j):
-            raise ValueError("The OT guide needs as many sources as targets in every class.")
-        cost = torch.cdist(xs[i].double().cpu(), yt[j].double().cpu()).pow(2).numpy()
-        rows, cols = linear_sum_assignment(cost)
-        perm[i[torch.as_tensor(rows)]] = j[torch.as_tensor(cols)]
-    return perm.to(xs.device)
-
-
 class HJObjective(nn.Module):
     """Wraps an :class:`HJMap`; ``forward(batch)`` returns the loss and its terms."""
 
@@ -167,7 +137,6 @@ class HJObjective(nn.Module):
         lam = config.lambda_init if config.lambda_mmd == "auto" else float(config.lambda_mmd)
         self.register_buffer("log_lambda", torch.tensor(math.log(lam), dtype=torch.float64))
         self.register_buffer("ratio_ema", torch.tensor(-1.0, dtype=torch.float64))
-        self.register_buffer("steps_done", torch.tensor(0, dtype=torch.int64))
 
     @property
     def adaptive(self) -> bool:
@@ -228,23 +197,12 @@ class HJObjective(nn.Module):
                 cycle = 0.5 * (cycle + (again - yt[part]).pow(2).mean())
             terms["cycle"] = cycle
         lam = self.log_lambda.exp().to(hj.dtype)
-        guide_weight = self._guide_weight()
-        if guide_weight > 0:
-            perm = minibatch_assignment(xs.detach(), yt, ks, kt)
-            guide = (pushed - yt[perm]).pow(2).sum(1).mean()
-            if self.config.backward_mmd:
-                inv = torch.empty_like(perm)
-                inv[perm] = torch.arange(len(perm), device=perm.device)
-                guide = 0.5 * (guide + (pulled - xs.detach()[inv]).pow(2).sum(1).mean())
-            terms["guide"] = guide
         with torch.no_grad():
             floor = self._floor(yt, kt, xs, ks)
             if self.config.backward_mmd:
                 # The backward match lives on the source side: its floor is the source's.
                 floor = 0.5 * (floor + self._floor(xs, ks, yt, kt))
         terms["loss"] = hj + self.config.cycle_weight * cycle + lam * match
-        if "guide" in terms:
-            terms["loss"] = terms["loss"] + guide_weight * terms["guide"]
         if monotone is not None:
             terms["monotone"] = monotone
             terms["loss"] = terms["loss"] + self.config.monotone_weight * monotone
@@ -276,16 +234,10 @@ class HJObjective(nn.Module):
             ]).mean()
         return self.mmd_floor(ref, len(other))
 
-    def _guide_weight(self) -> float:
-        if not (self.config.ot_guide and self.training and self.config.ot_guide_steps > 0):
-            return 0.0
-        return self.config.ot_guide * max(0.0, 1.0 - int(self.steps_done) / self.config.ot_guide_steps)
-
     @torch.no_grad()
     def update_lambda(self, ratio: float) -> None:
         """One multiplicative dual-ascent step on lambda from the (all-reduced) ratio of the
         match term to its statistical floor. Same inputs on every rank keep ranks identical."""
-        self.steps_done += 1
         if not self.adaptive or not math.isfinite(ratio):
             return
         ema = float(self.ratio_ema)
