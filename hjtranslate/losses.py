@@ -99,52 +99,10 @@ def sinkhorn_floor(y: torch.Tensor, n: int, blur: float = SINKHORN_BLUR) -> torc
     return c * (1.0 / n + 1.0 / m)
 
 
-SLICED_PROJECTIONS = 128
-
-
-def _sorted_projections(x: torch.Tensor, directions: torch.Tensor, k: int) -> torch.Tensor:
-    """The ``k`` quantiles (levels ``(i + 1/2) / k``) of ``x`` projected on each direction,
-    linearly interpolated between order statistics: shape (k, number of directions)."""
-    p = torch.sort(x @ directions.T, dim=0).values
-    n = p.shape[0]
-    if n == k:
-        return p
-    pos = ((torch.arange(k, device=x.device, dtype=x.dtype) + 0.5) * n / k - 0.5).clamp(0, n - 1)
-    lo = pos.floor().long()
-    hi = (lo + 1).clamp_max(n - 1)
-    w = (pos - lo)[:, None]
-    return p[lo] * (1 - w) + p[hi] * w
-
-
-def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor,
-                       projections: int = SLICED_PROJECTIONS) -> torch.Tensor:
-    """Squared sliced Wasserstein distance ``E_w W_2^2(w.x, w.y) / 2`` over ``projections``
-    random unit directions ``w`` (new ones at each call): in one dimension, OT sorts. An
-    OT-based match like the Sinkhorn divergence (every point is pulled toward its quantile, so
-    stray and tail points are seen), at the cost of a sort."""
-    if projections < 1:
-        raise ValueError(f"The sliced match needs at least one projection, got {projections}.")
-    w = torch.randn(projections, x.shape[-1], device=x.device, dtype=x.dtype)
-    w = w / w.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    k = max(len(x), len(y))
-    return 0.5 * (_sorted_projections(x, w, k) - _sorted_projections(y, w, k)).pow(2).mean()
-
-
-def sliced_floor(y: torch.Tensor, n: int, projections: int = SLICED_PROJECTIONS) -> torch.Tensor:
-    """Estimate of ``E SW`` between ``n`` samples of the law of ``y`` and ``y`` itself: the
-    distance between the two halves of ``y``, scaled as ``c (1/n + 1/m)`` (in one dimension
-    the expected empirical ``W_2^2`` shrinks as ``1/n + 1/m``)."""
-    m = y.shape[0]
-    a, b = y[0::2], y[1::2]
-    c = sliced_wasserstein(a, b, max(projections, 256)) / (1.0 / len(a) + 1.0 / len(b))
-    return c * (1.0 / n + 1.0 / m)
-
-
 MMDS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "energy": energy_distance,
     "gaussian": gaussian_mmd,
     "sinkhorn": sinkhorn_divergence,
-    "sliced": sliced_wasserstein,
 }
 
 
@@ -153,7 +111,6 @@ FLOORS: dict[str, Callable[[torch.Tensor, int], torch.Tensor]] = {
     "energy": energy_floor,
     "gaussian": gaussian_floor,
     "sinkhorn": sinkhorn_floor,
-    "sliced": sliced_floor,
 }
 
 
