@@ -8,6 +8,9 @@ points per side (about 2 minutes and 2 GB at 16,000). For each map and size it r
 learned cost ``E c(x, T(x))`` over the same sources divided by the exact OT cost, and, for
 reference, the exact OT cost itself, whose fall from 4,000 to 16,000 is the sampling bias.
 
+``--by-radius`` also splits the first draw's shortfall (exact OT cost minus the map's cost) by
+the source points' distance from the origin: where the map carries mass less far than OT does.
+
     python benchmarks/toy2d_large_n.py runs/bench/toy2d-skm10-* --blocks 4
 """
 
@@ -15,12 +18,15 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import platform
 import statistics
 import sys
 import time
 from pathlib import Path
+
+import torch
 
 
 def measure(folder: Path, n: int = 4000, blocks: int = 4) -> dict:
@@ -52,11 +58,49 @@ def measure(folder: Path, n: int = 4000, blocks: int = 4) -> dict:
     return row
 
 
+RADII = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, float("inf"))
+
+
+def shortfall_by_radius(folder: Path, n: int = 4000, edges: tuple[float, ...] = RADII) -> list[dict]:
+    """Per ring of source radius: its share of the points, the mean cost under exact OT (each
+    source point's partner in the ``emd`` plan, which pairs equal-size samples one to one) and
+    under the map, its part of the total shortfall (relative to the exact OT cost) and the mean
+    distance between ``T(x)`` and the OT partner."""
+    import numpy as np
+    import ot
+
+    import hjtranslate as hjt
+    from hjtranslate.tasks.toy2d import toy_samples
+
+    cfg = json.loads((folder / "config.json").read_text())
+    m = hjt.HJMap.from_pretrained(folder / "map")
+    x = toy_samples(cfg["source"], n, seed=10_001 + cfg.get("seed", 0))
+    y = toy_samples(cfg["target"], n, seed=10_002 + cfg.get("seed", 0))
+    pushed = m.forward(x)
+    c = m.cost.pairwise(x.double(), y.double(), m.t_f).cpu().numpy()
+    plan = ot.emd(np.full(n, 1.0 / n), np.full(n, 1.0 / n), c, numItermax=10_000_000)
+    partner = y[torch.as_tensor(plan.argmax(1))]
+    c_ot = m.cost.cost(x, partner, m.t_f).double()
+    c_map = m.cost.cost(x, pushed, m.t_f).double()
+    radius = x.norm(dim=1)
+    rows = []
+    for lo, hi in itertools.pairwise(edges):
+        ring = (radius >= lo) & (radius < hi)
+        if ring.any():
+            rows.append({"radius": [lo, hi], "share": float(ring.double().mean()),
+                         "ot_cost": float(c_ot[ring].mean()), "map_cost": float(c_map[ring].mean()),
+                         "shortfall_part": float((c_ot[ring] - c_map[ring]).sum() / c_ot.sum()),
+                         "distance_to_partner": float((pushed[ring] - partner[ring]).norm(dim=1).mean())})
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+", help="toy2d run folders (config.json + map/)")
     ap.add_argument("--n", type=int, default=4000, help="samples per side in one draw")
     ap.add_argument("--blocks", type=int, default=4, help="disjoint draws; the union is one more problem")
+    ap.add_argument("--by-radius", action="store_true",
+                    help="also split the first draw's shortfall by source radius")
     ap.add_argument("--out", default="benchmarks/results/toy2d-large-n.json")
     args = ap.parse_args()
 
@@ -68,6 +112,12 @@ def main() -> None:
               f"{row['cost_ratio_sd']:.3f} ({args.blocks} draws); at n = {args.blocks * args.n} "
               f"{row['cost_ratio_union']:.3f}; exact OT {row['exact_ot_cost_mean']:.4f} -> "
               f"{row['exact_ot_cost_union']:.4f}", flush=True)
+        if args.by_radius:
+            row["shortfall_by_radius"] = shortfall_by_radius(folder, args.n)
+            for r in row["shortfall_by_radius"]:
+                print(f"  radius {r['radius'][0]:g}-{r['radius'][1]:g}: share {r['share']:.3f}, "
+                      f"cost OT {r['ot_cost']:.3f} / map {r['map_cost']:.3f}, part of the shortfall "
+                      f"{r['shortfall_part']:+.3f}, |T(x) - partner| {r['distance_to_partner']:.3f}")
     out = Path(args.out)
     old = json.loads(out.read_text()) if out.is_file() else {}
     old.update(results)

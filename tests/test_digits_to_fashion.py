@@ -180,3 +180,16 @@ def test_latent_cache_tells_apart_subsets_with_the_same_labels(tmp_path):
     images_b, zb, _ = encoded(enc, "mnist", "test", None, b, tmp_path)  # a cache hit must not answer
     assert not torch.equal(za, zb)
     assert torch.allclose(zb, enc.encode(images_b).cpu(), atol=1e-5)
+
+
+def test_gpu_preset_builds_its_larger_head_and_runs_on_a_cpu(tmp_path):
+    """The `gpu` preset's architecture end to end (a few steps; no GPU is needed to build it)."""
+    from hjtranslate.tasks.digits_to_fashion import PRESETS
+
+    out = tmp_path / "run"
+    assert main(["train", "digits-to-fashion", "--preset", "gpu", "--train-per-class", "20",
+                 "--eval-n", "100", "--steps", "2", "--batch-size", "100",
+                 "--output-dir", str(out), "--no-progress"]) == 0
+    head = json.loads((out / "map" / "config.json").read_text())["head_kwargs"]
+    assert (head["width"], head["depth"]) == (PRESETS["gpu"]["width"], PRESETS["gpu"]["depth"])
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 2
