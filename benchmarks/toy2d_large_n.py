@@ -8,8 +8,9 @@ points per side (about 2 minutes and 2 GB at 16,000). For each map and size it r
 learned cost ``E c(x, T(x))`` over the same sources divided by the exact OT cost, and, for
 reference, the exact OT cost itself, whose fall from 4,000 to 16,000 is the sampling bias.
 
-``--by-radius`` also splits the first draw's shortfall (exact OT cost minus the map's cost) by
-the source points' distance from the origin: where the map carries mass less far than OT does.
+``--by-radius`` also splits the shortfall on one draw of n points (exact OT cost minus the
+map's cost) by the source points' distance from the origin: where the map carries mass less far
+than OT does.
 
     python benchmarks/toy2d_large_n.py runs/bench/toy2d-skm10-* --blocks 4
 """
@@ -29,18 +30,25 @@ from pathlib import Path
 import torch
 
 
-def measure(folder: Path, n: int = 4000, blocks: int = 4) -> dict:
-    """The cost ratios of the map saved in ``folder`` (a toy2d run) on ``blocks`` draws of ``n``
-    held-out samples per side and on their union."""
+def load_run(folder: Path, n: int):
+    """A toy2d run's config, its map and ``n`` of the held-out samples of ``hjtranslate
+    evaluate`` per side (seeds 10,001 / 10,002)."""
     import hjtranslate as hjt
-    from hjtranslate.metrics import exact_ot_cost
     from hjtranslate.tasks.toy2d import toy_samples
 
     cfg = json.loads((folder / "config.json").read_text())
     m = hjt.HJMap.from_pretrained(folder / "map")
-    # The held-out samples of `hjtranslate evaluate` (seeds 10,001 / 10,002).
-    x = toy_samples(cfg["source"], blocks * n, seed=10_001 + cfg.get("seed", 0))
-    y = toy_samples(cfg["target"], blocks * n, seed=10_002 + cfg.get("seed", 0))
+    x = toy_samples(cfg["source"], n, seed=10_001 + cfg.get("seed", 0))
+    y = toy_samples(cfg["target"], n, seed=10_002 + cfg.get("seed", 0))
+    return cfg, m, x, y
+
+
+def measure(folder: Path, n: int = 4000, blocks: int = 4) -> dict:
+    """The cost ratios of the map saved in ``folder`` (a toy2d run) on ``blocks`` draws of ``n``
+    held-out samples per side and on their union."""
+    from hjtranslate.metrics import exact_ot_cost
+
+    cfg, m, x, y = load_run(folder, blocks * n)
     learned = m.cost.cost(x, m.forward(x), m.t_f)
     row: dict = {"source": cfg["source"], "target": cfg["target"], "blocks": []}
     for b in range(blocks):
@@ -69,13 +77,7 @@ def shortfall_by_radius(folder: Path, n: int = 4000, edges: tuple[float, ...] = 
     import numpy as np
     import ot
 
-    import hjtranslate as hjt
-    from hjtranslate.tasks.toy2d import toy_samples
-
-    cfg = json.loads((folder / "config.json").read_text())
-    m = hjt.HJMap.from_pretrained(folder / "map")
-    x = toy_samples(cfg["source"], n, seed=10_001 + cfg.get("seed", 0))
-    y = toy_samples(cfg["target"], n, seed=10_002 + cfg.get("seed", 0))
+    _, m, x, y = load_run(folder, n)
     pushed = m.forward(x)
     c = m.cost.pairwise(x.double(), y.double(), m.t_f).cpu().numpy()
     plan = ot.emd(np.full(n, 1.0 / n), np.full(n, 1.0 / n), c, numItermax=10_000_000)
@@ -100,7 +102,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=4000, help="samples per side in one draw")
     ap.add_argument("--blocks", type=int, default=4, help="disjoint draws; the union is one more problem")
     ap.add_argument("--by-radius", action="store_true",
-                    help="also split the first draw's shortfall by source radius")
+                    help="also split the shortfall on one draw of --n points by source radius")
     ap.add_argument("--out", default="benchmarks/results/toy2d-large-n.json")
     args = ap.parse_args()
 
