@@ -69,15 +69,16 @@ def measure(folder: Path, n: int = 4000, blocks: int = 4) -> dict:
 RADII = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, float("inf"))
 
 
-def shortfall_by_radius(folder: Path, n: int = 4000, edges: tuple[float, ...] = RADII) -> list[dict]:
-    """Per ring of source radius: its share of the points, the mean cost under exact OT (each
-    source point's partner in the ``emd`` plan, which pairs equal-size samples one to one) and
-    under the map, its part of the total shortfall (relative to the exact OT cost) and the mean
-    distance between ``T(x)`` and the OT partner."""
+def shortfall_by_radius(m, x: torch.Tensor, y: torch.Tensor,
+                        edges: tuple[float, ...] = RADII) -> list[dict]:
+    """Per ring of source radius: its share of the points ``x``, the mean cost under exact OT
+    to ``y`` (each source point's partner in the ``emd`` plan, which pairs equal-size samples
+    one to one) and under the map ``m``, its part of the total shortfall (relative to the exact
+    OT cost) and the mean distance between ``T(x)`` and the OT partner."""
     import numpy as np
     import ot
 
-    _, m, x, y = load_run(folder, n)
+    n = len(x)
     pushed = m.forward(x)
     c = m.cost.pairwise(x.double(), y.double(), m.t_f).cpu().numpy()
     plan = ot.emd(np.full(n, 1.0 / n), np.full(n, 1.0 / n), c, numItermax=10_000_000)
@@ -115,7 +116,7 @@ def main() -> None:
               f"{row['cost_ratio_union']:.3f}; exact OT {row['exact_ot_cost_mean']:.4f} -> "
               f"{row['exact_ot_cost_union']:.4f}", flush=True)
         if args.by_radius:
-            row["shortfall_by_radius"] = shortfall_by_radius(folder, args.n)
+            row["shortfall_by_radius"] = shortfall_by_radius(*load_run(folder, args.n)[1:])
             for r in row["shortfall_by_radius"]:
                 print(f"  radius {r['radius'][0]:g}-{r['radius'][1]:g}: share {r['share']:.3f}, "
                       f"cost OT {r['ot_cost']:.3f} / map {r['map_cost']:.3f}, part of the shortfall "
