@@ -116,10 +116,12 @@ def fit(
     ``mmd``: the match between pushed and target samples, ``"energy"`` (the paper),
     ``"gaussian"`` (multi-bandwidth kernel) or ``"sinkhorn"`` (debiased Sinkhorn divergence:
     sharper, about 4x slower per step in 2-D); ``mmd_options`` go to the match, e.g.
-    ``{"blur": 0.05}`` (Sinkhorn blur per unit of ``sqrt(2 d)``). ``monotone_weight`` (quadratic cost only)
-    penalises directions where the forward map folds over (its Jacobian ``I + t_f Hess u``
-    not positive): with the Sinkhorn match, 10 brings the 2-D checkerboard and circles maps back
-    to optimal, not the spirals or swissroll ones (BENCHMARKS.md).
+    ``{"blur": 0.05}`` (Sinkhorn blur per unit of ``sqrt(2 d)``). ``monotone_weight``
+    penalises directions where the forward map folds over (for the quadratic cost its Jacobian
+    ``I + t_f Hess u`` not positive; for any cost ``D^2H(p)^-1`` times it, see
+    :func:`~hjtranslate.losses.cost_monotone_matrix`): with the Sinkhorn match, 10 brings the
+    2-D checkerboard and circles maps back to optimal, not the spirals or swissroll ones
+    (BENCHMARKS.md).
     ``monotone_directions``: ``"random"`` (one direction per sample), ``"all"`` (every
     eigenvalue of the Jacobian; ``d`` extra backward passes, for low ``d``) or ``"power"`` (the
     least monotone direction by power iterations; for high ``d``).
@@ -145,9 +147,9 @@ def fit(
     else:
         cost_name, cost_kwargs = str(cost), {}
         registry.create("cost", cost_name)  # fail early on unknown names
-    if monotone_weight and cost_name != "quadratic":
-        raise ValueError("monotone_weight needs the quadratic cost (its optimal maps are the "
-                         f"gradients of convex functions); got the {cost_name!r} cost.")
+    if monotone_weight and monotone_directions == "power" and cost_name != "quadratic":
+        raise ValueError("monotone_directions='power' needs the quadratic cost (it power-iterates "
+                         f"on the map's Jacobian); with the {cost_name!r} cost use 'random' or 'all'.")
     ks = kt = None
     num_classes = None
     if labels is not None:

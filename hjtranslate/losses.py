@@ -160,3 +160,29 @@ def batch_jacobian(y: torch.Tensor, x: torch.Tensor, create_graph: bool = False)
         torch.autograd.grad(y[:, i].sum(), x, retain_graph=True, create_graph=create_graph)[0]
         for i in range(y.shape[1])
     ], 1)
+
+
+def hamiltonian_hessian(cost: Cost, p: torch.Tensor) -> torch.Tensor:
+    """Per-sample Hessians ``D^2 H(p)``, shape ``(n, d, d)``, by autograd, without a graph."""
+    p = p.detach().requires_grad_(True)
+    with torch.enable_grad():
+        return batch_jacobian(cost.grad_hamiltonian(p), p)
+
+
+def hamiltonian_hvp(cost: Cost, p: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Per-sample products ``D^2 H(p) w`` (one backward pass), without a graph."""
+    p = p.detach().requires_grad_(True)
+    with torch.enable_grad():
+        return torch.autograd.grad((cost.grad_hamiltonian(p) * w.detach()).sum(), p)[0]
+
+
+def cost_monotone_matrix(cost: Cost, p: torch.Tensor, jac: torch.Tensor) -> torch.Tensor:
+    """``D^2H(p)^-1 J`` for the forward map's Jacobian ``J = I + t_f D^2H(p) Hess u(x, 0)``:
+    ``D^2H(p)^-1 + t_f Hess u``, symmetric in theory, returned symmetrised. It is positive
+    semi-definite wherever the map is locally c-monotone, the second-order condition of
+    c-concavity (Gangbo and McCann): ``Hess_x c(x, T(x)) + Hess u(x, 0) >= 0``, with
+    ``Hess_x c = (t_f D^2H(p))^-1`` (Legendre). For the quadratic cost it is ``J`` itself,
+    whose positivity method.md section 7 asks of an optimal map."""
+    m = torch.linalg.solve(hamiltonian_hessian(cost, p).to(jac.dtype), jac)
+    return 0.5 * (m + m.transpose(1, 2))
+

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from .hjmap import HJMap
-from .losses import batch_jacobian, energy_distance, energy_floor
+from .losses import batch_jacobian, cost_monotone_matrix, energy_distance, energy_floor
 
 
 def _sqrtm_psd(a: torch.Tensor) -> torch.Tensor:
@@ -118,19 +118,22 @@ def perfect_map_max_gap(sds: Sequence[float], draws: int = 100000, seed: int = 0
 
 
 def forward_jacobian(m: HJMap, x: torch.Tensor, k=None) -> torch.Tensor:
-    """The symmetric part of the forward map's Jacobian, ``I + t_f Hess u(x, 0)`` for the
-    quadratic cost, in standardised coordinates: shape ``(n, dim, dim)``, float64."""
+    """The matrix whose positivity makes the forward map locally optimal, in standardised
+    coordinates, shape ``(n, dim, dim)``, float64: for the quadratic cost the symmetric part of
+    the map's Jacobian ``I + t_f Hess u(x, 0)``; for any cost ``D^2H(p)^-1`` times that Jacobian
+    (see :func:`~hjtranslate.losses.cost_monotone_matrix`)."""
     z = ((x - m.shift) / m.scale).detach().requires_grad_(True)
     with torch.enable_grad():
-        v = m.velocity(z, 0.0, k, create_graph=True)
-        dv = batch_jacobian(v, z)
+        p = m.momentum(z, 0.0, k, create_graph=True)[1]
+        dv = batch_jacobian(m.cost.grad_hamiltonian(p), z)
     jac = torch.eye(m.dim, dtype=torch.float64) + m.t_f * dv.detach().double()
-    return 0.5 * (jac + jac.transpose(1, 2))
+    return cost_monotone_matrix(m.cost, p.double(), jac)
 
 
 def monotone_share(m: HJMap, x: torch.Tensor, k=None, max_n: int = 512) -> float:
-    """Share of samples where the Jacobian of ``T`` (``I + t_f Hess u`` for the quadratic cost)
-    is symmetric positive definite, i.e. where the map is locally monotone."""
+    """Share of samples where :func:`forward_jacobian` is positive definite: where the map is
+    locally monotone (its Jacobian ``I + t_f Hess u`` symmetric positive definite) for the
+    quadratic cost, locally c-monotone for another cost."""
     if isinstance(k, torch.Tensor) and k.ndim > 0:
         k = k[:max_n]
     jac = forward_jacobian(m, x[:max_n], k)
@@ -177,6 +180,5 @@ def evaluate_map(
         out["ot_match_forward"] = exact_ot_cost(pushed_s, ys, m.cost, m.t_f)
         out["ot_match_floor_forward"] = exact_ot_cost(y2, ys, m.cost, m.t_f)
     out.update(duality_gap(m, x, y, kx, ky))
-    if m.cost.degree == 2.0 and m.cost_name == "quadratic":
-        out["monotone_share"] = monotone_share(m, x, kx)
+    out["monotone_share"] = monotone_share(m, x, kx)
     return out

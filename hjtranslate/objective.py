@@ -25,7 +25,15 @@ import torch
 from torch import nn
 
 from .hjmap import HJMap
-from .losses import FLOORS, batch_jacobian, classwise, get_mmd, implicit_hj_residual
+from .losses import (
+    FLOORS,
+    batch_jacobian,
+    classwise,
+    cost_monotone_matrix,
+    get_mmd,
+    hamiltonian_hvp,
+    implicit_hj_residual,
+)
 from .sampling import CollocationSampler
 
 
@@ -173,11 +181,12 @@ class HJObjective(nn.Module):
         ks_map = ks if m.conditional else None
         kt_map = kt if m.conditional else None
         xs = xs.detach().requires_grad_(True)
-        pushed = xs + t_f * m.velocity(xs, 0.0, ks_map, create_graph=True)
+        p0 = m.momentum(xs, 0.0, ks_map, create_graph=True)[1]
+        pushed = xs + t_f * cost.grad_hamiltonian(p0)
         mmd = self._match(pushed, ks, yt, kt)
         monotone = None
         if self.config.monotone_weight:
-            monotone = self._monotone_penalty(pushed, xs, gen)
+            monotone = self._monotone_penalty(pushed, xs, p0, gen)
         terms = {"hj": hj, "mmd": mmd}
         match = mmd
         if self.config.backward_mmd:
@@ -210,18 +219,24 @@ class HJObjective(nn.Module):
         terms["lambda"] = lam.detach()
         return terms
 
-    def _monotone_penalty(self, pushed: torch.Tensor, xs: torch.Tensor,
+    def _monotone_penalty(self, pushed: torch.Tensor, xs: torch.Tensor, p0: torch.Tensor,
                           gen: torch.Generator | None) -> torch.Tensor:
+        # For a cost other than the quadratic one, local optimality asks D^2H(p)^-1 J >= 0, not
+        # J >= 0 (see cost_monotone_matrix): w^T J^T D^2H(p) w >= 0 for every w.
+        cost = self.map.cost
         if self.config.monotone_directions == "all":
             jac = batch_jacobian(pushed, xs, create_graph=True)
-            eig = torch.linalg.eigvalsh(0.5 * (jac + jac.transpose(1, 2)))
+            sym = cost_monotone_matrix(cost, p0, jac)
+            eig = torch.linalg.eigvalsh(sym)
             return torch.relu(-eig).pow(2).sum(1).mean()
         w = torch.randn(xs.shape, generator=gen, device=xs.device, dtype=xs.dtype)
         w = w / w.norm(dim=1, keepdim=True).clamp_min(1e-12)
         if self.config.monotone_directions == "power":
             w = least_monotone_direction(pushed, xs, w)
         (jw,) = torch.autograd.grad((pushed * w).sum(), xs, create_graph=True)
-        return torch.relu(-(jw * w).sum(1)).pow(2).mean()
+        hw = hamiltonian_hvp(cost, p0, w)
+        hw = hw / hw.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        return torch.relu(-(jw * hw).sum(1)).pow(2).mean()
 
     def _floor(self, ref: torch.Tensor, kref: torch.Tensor | None, other: torch.Tensor,
                kother: torch.Tensor | None) -> torch.Tensor:

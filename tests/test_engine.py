@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import hjtranslate as hjt
-from hjtranslate.losses import FLOORS, MMDS, implicit_hj_residual
+from hjtranslate.losses import FLOORS, MMDS, batch_jacobian, implicit_hj_residual
 
 
 def test_implicit_formula_vanishes_on_a_closed_form_solution():
@@ -499,6 +499,43 @@ def test_monotone_penalty_is_zero_for_a_monotone_map_and_trains_a_folded_one(dir
     assert float(obj(xs, yt, generator_seed=0)["monotone"].detach()) < 0.5 * before
 
 
+class _QuadraticPotential(torch.nn.Module):
+    """``u(z, t) = sign z^T A z / 2`` with ``A = diag(a)``: a convex or concave potential."""
+
+    def __init__(self, a: list[float], sign: float) -> None:
+        super().__init__()
+        self.a, self.sign = torch.nn.Parameter(torch.tensor(a)), sign
+
+    def forward(self, z, t, k=None):
+        return self.sign * 0.5 * (self.a * z * z).sum(1)
+
+
+@pytest.mark.parametrize("directions", ["random", "all"])
+def test_c_monotone_penalty_for_the_pnorm_cost(directions):
+    """With the cost |v|^3 / 3 the map x + grad H(grad u(x, 0)) of a convex, anisotropic u is
+    c-optimal though its Jacobian J = I + D^2H Hess u is not symmetric: the penalty (on
+    D^2H^-1 J, not on J) is zero there and positive for a concave u; the metrics agree."""
+    from hjtranslate.metrics import forward_jacobian, monotone_share
+    from hjtranslate.objective import HJObjective, ObjectiveConfig
+
+    g = torch.Generator().manual_seed(0)
+    xs, yt = torch.randn(128, 2, generator=g), torch.randn(128, 2, generator=g)
+    cfg = ObjectiveConfig(monotone_weight=1.0, monotone_directions=directions, n_colloc=32)
+    terms = {}
+    for sign in (1.0, -1.0):
+        m = hjt.HJMap(dim=2, cost="pnorm", cost_kwargs={"p": 3.0})
+        m.head = _QuadraticPotential([20.0, 0.2], sign)
+        terms[sign] = float(HJObjective(m, cfg)(xs, yt, generator_seed=0)["monotone"].detach())
+        share = monotone_share(m, xs)
+        assert share == (1.0 if sign > 0 else pytest.approx(0.0, abs=0.05))
+        if sign > 0:  # J itself is not symmetric: the quadratic cost's test would not apply
+            z = xs.clone().requires_grad_(True)
+            jac = batch_jacobian(z + m.velocity(z, 0.0, create_graph=True), z)
+            assert (jac - jac.transpose(1, 2)).abs().max() > 0.1
+            assert forward_jacobian(m, xs).shape == (128, 2, 2)
+    assert terms[1.0] == 0.0 and terms[-1.0] > 0
+
+
 def test_monotone_share_of_a_conditional_map_takes_more_labels_than_it_checks():
     """``max_n`` truncates the samples and their class labels alike."""
     from hjtranslate.metrics import monotone_share
@@ -508,10 +545,11 @@ def test_monotone_share_of_a_conditional_map_takes_more_labels_than_it_checks():
     assert monotone_share(m, x, k, max_n=16) == 1.0  # the untrained map is the identity
 
 
-def test_monotone_penalty_needs_the_quadratic_cost():
+def test_power_directions_of_the_monotone_penalty_need_the_quadratic_cost():
     x = torch.randn(64, 2)
     with pytest.raises(ValueError, match="quadratic cost"):
-        hjt.fit(x, x + 1, cost=hjt.get_cost("pnorm", p=3), monotone_weight=1.0, steps=1)
+        hjt.fit(x, x + 1, cost=hjt.get_cost("pnorm", p=3), monotone_weight=1.0, steps=1,
+                monotone_directions="power")
 
 
 def test_fit_is_reproducible_from_its_seed():

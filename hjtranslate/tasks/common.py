@@ -57,12 +57,13 @@ def add_map_arguments(p: argparse.ArgumentParser, steps: int = 3000, batch_size:
                    f"between two standardised points (default {SINKHORN_BLUR})")
     p.add_argument("--no-backward-mmd", action="store_true")
     p.add_argument("--monotone-weight", type=float, default=0.0,
-                   help="quadratic cost: weight of a penalty on non-monotone directions of the "
+                   help="weight of a penalty on non-monotone (for a non-quadratic cost: not "
+                   "c-monotone) directions of the "
                    "forward map (0 = off)")
     p.add_argument("--monotone-directions", default="random", choices=MONOTONE_DIRECTIONS,
                    help="directions the monotone penalty sees: one random per sample, all "
                    "eigenvalues of the Jacobian (d extra backward passes: for low d), or the least "
-                   "monotone one found by power iterations (8 extra backward passes)")
+                   "monotone one found by power iterations (8 extra backward passes; quadratic cost only)")
     p.add_argument("--cycle-weight", type=float, default=1.0,
                    help="weight of the round-trip term |T^-1(T(x)) - x|^2 (0 = off)")
     p.add_argument("--cycle-share", type=float, default=1.0,
