@@ -19,24 +19,11 @@ def _pdist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.sqrt(d2.clamp_min(0) + 1e-12)
 
 
-def _self_mean(k: torch.Tensor, unbiased: bool) -> torch.Tensor:
-    """Mean of a kernel matrix between a sample and itself: over all pairs (V-statistic) or
-    without the self-pairs (U-statistic)."""
-    if not unbiased:
-        return k.mean()
-    n = k.shape[0]
-    return (k.sum() - k.diagonal().sum()) / max(n * (n - 1), 1)
-
-
-def energy_distance(x: torch.Tensor, y: torch.Tensor, unbiased: bool = False) -> torch.Tensor:
-    """Squared energy distance ``2E|X-Y| - E|X-X'| - E|Y-Y'|``: the MMD of the kernel
-    ``k(x, y) = -|x - y|``. As a V-statistic (the default) its expectation between two
-    independent samples of one law is ``E|X-X'| (1/n + 1/m)`` (see :func:`energy_floor`).
-    ``unbiased=True`` leaves out the self-pairs (U-statistic, expectation 0 there): the
-    V-statistic's zero self-distances weaken the repulsion between the ``x`` by ``1/n``, a pull
-    toward each other that a map trained on it follows."""
-    return (2 * _pdist(x, y).mean() - _self_mean(_pdist(x, x), unbiased)
-            - _self_mean(_pdist(y, y), unbiased))
+def energy_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Squared energy distance ``2E|X-Y| - E|X-X'| - E|Y-Y'|`` (V-statistic): the MMD of the
+    kernel ``k(x, y) = -|x - y|``. Between two independent samples of one law its expectation
+    is ``E|X-X'| (1/n + 1/m)`` (see :func:`energy_floor`)."""
+    return 2 * _pdist(x, y).mean() - _pdist(x, x).mean() - _pdist(y, y).mean()
 
 
 def energy_floor(y: torch.Tensor, n: int) -> torch.Tensor:
@@ -51,19 +38,16 @@ BANDWIDTHS = (0.1, 0.5, 1.0, 2.0, 5.0)
 
 
 def gaussian_mmd(
-    x: torch.Tensor, y: torch.Tensor, bandwidths: tuple[float, ...] = BANDWIDTHS,
-    unbiased: bool = False,
+    x: torch.Tensor, y: torch.Tensor, bandwidths: tuple[float, ...] = BANDWIDTHS
 ) -> torch.Tensor:
-    """Squared MMD with a sum of Gaussian kernels; bandwidths are relative to the median
-    pairwise distance of ``y``. V-statistic, or U-statistic with ``unbiased=True`` (as for
-    :func:`energy_distance`)."""
+    """Squared MMD (V-statistic) with a sum of Gaussian kernels; bandwidths are relative to the
+    median pairwise distance of ``y``."""
     dxx, dyy, dxy = _pdist(x, x) ** 2, _pdist(y, y) ** 2, _pdist(x, y) ** 2
     med = dyy.detach().median().clamp_min(1e-12)
     total = x.new_zeros(())
     for h in bandwidths:
         s = h * h * med
-        total = (total + _self_mean(torch.exp(-dxx / s), unbiased)
-                 + _self_mean(torch.exp(-dyy / s), unbiased))
+        total = total + torch.exp(-dxx / s).mean() + torch.exp(-dyy / s).mean()
         total = total - 2 * torch.exp(-dxy / s).mean()
     return total
 

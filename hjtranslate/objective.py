@@ -47,10 +47,6 @@ class ObjectiveConfig:
     mmd: str = "energy"
     # Keyword arguments of the match and its floor, e.g. {"blur": 0.1} for "sinkhorn".
     mmd_options: dict[str, Any] = field(default_factory=dict)
-    # Train on the U-statistic of an MMD (self-pairs left out) rather than the V-statistic,
-    # whose self-pairs pull the pushed samples toward each other by 1/batch (1/class batch
-    # with the class-wise match); the Sinkhorn divergence has no such option.
-    unbiased_mmd: bool = True
     backward_mmd: bool = True
     classwise: bool = False  # class-wise MMD with a shared (unconditional) potential
     n_colloc: int = 512
@@ -95,7 +91,7 @@ class ObjectiveConfig:
         if self.monotone_directions not in MONOTONE_DIRECTIONS:
             raise ValueError(f"monotone_directions must be one of {MONOTONE_DIRECTIONS}, got "
                              f"{self.monotone_directions!r}.")
-        allowed = set(inspect.signature(get_mmd(self.mmd)).parameters) - {"x", "y", "unbiased"}
+        allowed = set(inspect.signature(get_mmd(self.mmd)).parameters) - {"x", "y"}
         unknown = sorted(set(self.mmd_options) - allowed)
         if unknown:
             raise ValueError(f"The {self.mmd!r} match takes no option {unknown}; it takes "
@@ -144,9 +140,7 @@ class HJObjective(nn.Module):
         self.map = hjmap
         self.config = config
         self.sampler = sampler or CollocationSampler()
-        mmd = get_mmd(config.mmd)
-        self.unbiased = config.unbiased_mmd and "unbiased" in inspect.signature(mmd).parameters
-        self.mmd = functools.partial(mmd, **config.mmd_options, **({"unbiased": True} if self.unbiased else {}))
+        self.mmd = functools.partial(get_mmd(config.mmd), **config.mmd_options)
         self.mmd_floor = functools.partial(FLOORS[config.mmd], **config.mmd_options)
         lam = config.lambda_init if config.lambda_mmd == "auto" else float(config.lambda_mmd)
         self.register_buffer("log_lambda", torch.tensor(math.log(lam), dtype=torch.float64))
@@ -221,10 +215,7 @@ class HJObjective(nn.Module):
         if monotone is not None:
             terms["monotone"] = monotone
             terms["loss"] = terms["loss"] + self.config.monotone_weight * monotone
-        # The ratio compares the V-statistic with its floor; the U-statistic's expectation is
-        # one floor lower (between samples of one law, 0 instead of the floor).
-        match_v = match.detach() + floor if self.unbiased else match.detach()
-        terms["ratio"] = match_v / floor.clamp_min(1e-12)
+        terms["ratio"] = (match.detach() / floor.clamp_min(1e-12))
         terms["lambda"] = lam.detach()
         return terms
 
