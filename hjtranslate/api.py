@@ -118,7 +118,7 @@ def fit(
     sharper, about 4x slower per step in 2-D); ``mmd_options`` go to the match, e.g.
     ``{"blur": 0.05}`` (Sinkhorn blur per unit of ``sqrt(2 d)``). ``monotone_weight``
     penalises directions where the forward map folds over (for the quadratic cost its Jacobian
-    ``I + t_f Hess u`` not positive; for any cost ``D^2H(p)^-1`` times it, see
+    ``I + t_f Hess u`` not positive; for any cost it times ``D^2H(p)``, see
     :func:`~hjtranslate.losses.cost_monotone_matrix`): with the Sinkhorn match, 10 brings the
     2-D checkerboard and circles maps back to optimal, not the spirals or swissroll ones
     (BENCHMARKS.md).

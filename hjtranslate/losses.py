@@ -177,12 +177,12 @@ def hamiltonian_hvp(cost: Cost, p: torch.Tensor, w: torch.Tensor) -> torch.Tenso
 
 
 def cost_monotone_matrix(cost: Cost, p: torch.Tensor, jac: torch.Tensor) -> torch.Tensor:
-    """``D^2H(p)^-1 J`` for the forward map's Jacobian ``J = I + t_f D^2H(p) Hess u(x, 0)``:
-    ``D^2H(p)^-1 + t_f Hess u``, symmetric in theory, returned symmetrised. It is positive
-    semi-definite wherever the map is locally c-monotone, the second-order condition of
-    c-concavity (Gangbo and McCann): ``Hess_x c(x, T(x)) + Hess u(x, 0) >= 0``, with
-    ``Hess_x c = (t_f D^2H(p))^-1`` (Legendre). For the quadratic cost it is ``J`` itself,
-    whose positivity method.md section 7 asks of an optimal map."""
-    m = torch.linalg.solve(hamiltonian_hessian(cost, p).to(jac.dtype), jac)
+    """The symmetric part of ``J D^2H(p)`` for the forward map's Jacobian ``J = I + t_f D^2H(p)
+    Hess u(x, 0)``. It equals ``t_f D^2H (S) D^2H`` with ``S = (t_f D^2H)^-1 + Hess u(x, 0)``,
+    so it has the signs of the eigenvalues of ``S`` (Sylvester) without an inverse to take;
+    ``S >= 0`` is the second-order condition of c-concavity (Gangbo and McCann:
+    ``Hess_x c(x, T(x)) + Hess u(x, 0) >= 0``, ``Hess_x c = (t_f D^2H(p))^-1`` by Legendre
+    duality), i.e. the map is locally c-monotone. For the quadratic cost it is the symmetric
+    part of ``J``, whose positivity method.md section 7 asks of an optimal map."""
+    m = jac @ hamiltonian_hessian(cost, p).to(jac.dtype)
     return 0.5 * (m + m.transpose(1, 2))
-

@@ -120,8 +120,8 @@ def perfect_map_max_gap(sds: Sequence[float], draws: int = 100000, seed: int = 0
 def forward_jacobian(m: HJMap, x: torch.Tensor, k=None) -> torch.Tensor:
     """The matrix whose positivity makes the forward map locally optimal, in standardised
     coordinates, shape ``(n, dim, dim)``, float64: for the quadratic cost the symmetric part of
-    the map's Jacobian ``I + t_f Hess u(x, 0)``; for any cost ``D^2H(p)^-1`` times that Jacobian
-    (see :func:`~hjtranslate.losses.cost_monotone_matrix`)."""
+    the map's Jacobian ``I + t_f Hess u(x, 0)``; for any cost that of the Jacobian times
+    ``D^2H(p)`` (see :func:`~hjtranslate.losses.cost_monotone_matrix`)."""
     z = ((x - m.shift) / m.scale).detach().requires_grad_(True)
     with torch.enable_grad():
         p = m.momentum(z, 0.0, k, create_graph=True)[1]

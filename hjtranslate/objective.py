@@ -221,8 +221,8 @@ class HJObjective(nn.Module):
 
     def _monotone_penalty(self, pushed: torch.Tensor, xs: torch.Tensor, p0: torch.Tensor,
                           gen: torch.Generator | None) -> torch.Tensor:
-        # For a cost other than the quadratic one, local optimality asks D^2H(p)^-1 J >= 0, not
-        # J >= 0 (see cost_monotone_matrix): w^T J^T D^2H(p) w >= 0 for every w.
+        # For a cost other than the quadratic one, local optimality asks sym(J D^2H(p)) >= 0,
+        # not J >= 0 (see cost_monotone_matrix): w^T J D^2H(p) w >= 0 for every w.
         cost = self.map.cost
         if self.config.monotone_directions == "all":
             jac = batch_jacobian(pushed, xs, create_graph=True)

@@ -514,7 +514,7 @@ class _QuadraticPotential(torch.nn.Module):
 def test_c_monotone_penalty_for_the_pnorm_cost(directions):
     """With the cost |v|^3 / 3 the map x + grad H(grad u(x, 0)) of a convex, anisotropic u is
     c-optimal though its Jacobian J = I + D^2H Hess u is not symmetric: the penalty (on
-    D^2H^-1 J, not on J) is zero there and positive for a concave u; the metrics agree."""
+    J D^2H, not on J) is zero there and positive for a concave u; the metrics agree."""
     from hjtranslate.metrics import forward_jacobian, monotone_share
     from hjtranslate.objective import HJObjective, ObjectiveConfig
 
