@@ -94,6 +94,8 @@ def table_pnorm(args: argparse.Namespace) -> None:
     rows = []
     lines_maps = {}
     for name, x, y, xt, yt, _ in problems("pnorm", args.n):
+        if args.only and not any(o in name for o in args.only):
+            continue
         for p in args.ps:
             cost = hjt.get_cost("pnorm", p=p)
             t0 = time.perf_counter()
@@ -119,7 +121,8 @@ def table_pnorm(args: argparse.Namespace) -> None:
             m = hjt.fit(x, y, cost=hjt.get_cost("pnorm", p=2.0), steps=args.steps,
                         time_budget=args.time_budget, batch_size=args.batch_size, seed=args.seed)
             lines_maps[2.0] = (xt[:2000], yt[:2000], m.forward(xt[:2000]))
-    plot_lines(Path(args.lines_png), lines_maps, args.lines_problem)
+    if lines_maps:  # --only may leave the lines problem out
+        plot_lines(Path(args.lines_png), lines_maps, args.lines_problem)
     md = [f"Cost `|y-x|^p / p`; exact OT on {args.exact_n} held-out samples per side (POT emd2), "
           "extrapolated past its sampling bias (2 c(n) - c(n/2)); cost / best pairing: the map's "
           "cost over exact OT between the same points and their images (1 = optimal on this "
@@ -139,7 +142,8 @@ def table_pnorm(args: argparse.Namespace) -> None:
                   f"{r['optimality_ratio']:.3f} | {fmt(r['ot_match_forward'])} "
                   f"({fmt(r['ot_match_floor_forward'])}) | {r['energy_forward']:.4f} | "
                   f"{r['energy_backward']:.4f} | {fmt(r['energy_floor'])} | {r['fit_seconds']:.0f} |")
-    md += ["", f"Transport lines: `{args.lines_png}`."]
+    if lines_maps:
+        md += ["", f"Transport lines: `{args.lines_png}`."]
     write("pnorm", meta(args), rows, md, "p-norm costs: HJ map vs exact discrete OT")
 
 
@@ -565,6 +569,8 @@ def main() -> None:
     g.add_argument("--steps", type=int, default=800, help="HJ steps per fit")
     g.add_argument("--time-budget", type=float, default=25.0, help="seconds per fit (cap)")
     g.add_argument("--exact-n", type=int, default=4000, help="samples per side for exact OT")
+    g.add_argument("--only", nargs="+", default=None,
+                   help="run only the problems whose name contains one of these, e.g. 'd=8'")
     g.add_argument("--lines-problem", default="8gaussians->moons")
     g.add_argument("--lines-png", default="docs/pnorm_lines.png")
     g = ap.add_argument_group("(b) OT-CFM")

@@ -204,7 +204,8 @@ def fit(
             ema_decay=ema_decay,
         ),
         accelerator=acc,
-        after_step=lambda o, logs: o.update_lambda(logs.get("ratio", float("nan"))),
+        after_step=lambda o, logs: o.update_lambda(
+            logs.get("ratio", float("nan")), logs.get("gap_residual"), logs.get("gap_match")),
         save_fn=lambda o, folder: o.map.save_pretrained(folder),
         parameters=list(hjmap.parameters()),
     )

@@ -10,7 +10,9 @@ the constraint asks for a match at the statistical resolution of the batch and n
 adapt lambda as a Lagrange multiplier by multiplicative dual ascent (as in GECO, Rezende &
 Viola 2018). With the backward match the floor is the mean of both sides' floors (the backward
 match compares pulled-back targets with sources, so its floor is the source's). The HJ term
-then shapes the map wherever the data no longer discriminates.
+then shapes the map wherever the data no longer discriminates. Where the head cannot reach the
+floor, lambda stops rising once the HJ residual is the larger part of the duality gap
+(``update_lambda``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from .losses import (
     implicit_hj_residual,
 )
 from .sampling import CollocationSampler
+
+GAP_EMA = 0.99  # the batch gap parts are noisy (the match part is a difference of two means)
 
 
 @dataclass
@@ -145,6 +149,8 @@ class HJObjective(nn.Module):
         lam = config.lambda_init if config.lambda_mmd == "auto" else float(config.lambda_mmd)
         self.register_buffer("log_lambda", torch.tensor(math.log(lam), dtype=torch.float64))
         self.register_buffer("ratio_ema", torch.tensor(-1.0, dtype=torch.float64))
+        # Long averages of the two parts of the batch duality gap (see update_lambda).
+        self.register_buffer("gap_ema", torch.full((2,), float("nan"), dtype=torch.float64))
 
     @property
     def adaptive(self) -> bool:
@@ -181,7 +187,7 @@ class HJObjective(nn.Module):
         ks_map = ks if m.conditional else None
         kt_map = kt if m.conditional else None
         xs = xs.detach().requires_grad_(True)
-        p0 = m.momentum(xs, 0.0, ks_map, create_graph=True)[1]
+        u0, p0 = m.momentum(xs, 0.0, ks_map, create_graph=True)
         pushed = xs + t_f * cost.grad_hamiltonian(p0)
         mmd = self._match(pushed, ks, yt, kt)
         monotone = None
@@ -217,7 +223,21 @@ class HJObjective(nn.Module):
             terms["loss"] = terms["loss"] + self.config.monotone_weight * monotone
         terms["ratio"] = (match.detach() / floor.clamp_min(1e-12))
         terms["lambda"] = lam.detach()
+        if self.adaptive:
+            terms.update(self._batch_gap(xs.detach(), pushed.detach(), u0.detach(), yt, ks_map, kt_map))
         return terms
+
+    @torch.no_grad()
+    def _batch_gap(self, xs, pushed, u0, yt, ks, kt) -> dict[str, torch.Tensor]:
+        """The two parts of the duality gap (metrics.duality_gap) on this batch, relative to its
+        mean cost: ``gap_residual``, mean of ``u(T(x), t_f) - u(x, 0) - c(x, T(x))`` (what the
+        HJ term drives to zero), and ``gap_match``, ``E u(T(x), t_f) - E u(y, t_f)`` (what the
+        match drives to zero). Two forward passes of the head, no backward."""
+        m = self.map
+        c = m.cost.cost(xs, pushed, m.t_f)
+        up, uy = m.potential(pushed, m.t_f, ks), m.potential(yt, m.t_f, kt)
+        scale = c.mean().abs().clamp_min(1e-12)
+        return {"gap_residual": (up - u0 - c).mean() / scale, "gap_match": (up.mean() - uy.mean()) / scale}
 
     def _monotone_penalty(self, pushed: torch.Tensor, xs: torch.Tensor, p0: torch.Tensor,
                           gen: torch.Generator | None) -> torch.Tensor:
@@ -250,15 +270,33 @@ class HJObjective(nn.Module):
         return self.mmd_floor(ref, len(other))
 
     @torch.no_grad()
-    def update_lambda(self, ratio: float) -> None:
+    def update_lambda(self, ratio: float, gap_residual: float | None = None,
+                      gap_match: float | None = None) -> None:
         """One multiplicative dual-ascent step on lambda from the (all-reduced) ratio of the
-        match term to its statistical floor. Same inputs on every rank keep ranks identical."""
+        match term to its statistical floor. Same inputs on every rank keep ranks identical.
+
+        When the match cannot reach its floor (the head cannot represent the target that
+        closely), dual ascent alone raises lambda without end, and past the point where the
+        match dominates the gradient (Adam is blind to the loss's scale) a larger lambda no
+        longer tightens the match, it only weakens the HJ term: the map leaves its
+        characteristics and its cost overshoots exact OT (p = 3 in BENCHMARKS.md). So lambda
+        rises only while the match part of the duality gap is at least as large as the residual
+        part (long averages of ``gap_match`` and ``gap_residual``): raising lambda trades the
+        second for the first, and it stops paying once the second is the larger error.
+        """
         if not self.adaptive or not math.isfinite(ratio):
             return
         ema = float(self.ratio_ema)
         ema = ratio if ema < 0 else 0.9 * ema + 0.1 * ratio
         self.ratio_ema.fill_(ema)
         step = self.config.lambda_lr * math.tanh(math.log(ema / (1 + self.config.lambda_slack)))
+        gaps = torch.tensor([math.nan if g is None else g for g in (gap_residual, gap_match)],
+                            dtype=torch.float64)
+        if torch.isfinite(gaps).all():
+            old = self.gap_ema
+            self.gap_ema.copy_(torch.where(old.isnan(), gaps, GAP_EMA * old + (1 - GAP_EMA) * gaps))
+            if step > 0 and abs(float(self.gap_ema[0])) > abs(float(self.gap_ema[1])):
+                step = 0.0
         lo, hi = self.config.lambda_range
         self.log_lambda.copy_((self.log_lambda + step).clamp(math.log(lo), math.log(hi)))
 

@@ -436,13 +436,39 @@ def test_lambda_constraint_is_calibrated_at_the_exact_map(classwise):
         m.head.quadratic.log_mu.fill_(math.log(1 / 3) / m.head.quadratic.gain)  # T(x) = x / 3
     obj = HJObjective(m, ObjectiveConfig(classwise=classwise, n_colloc=64)).double()
     g = torch.Generator().manual_seed(0)
-    ratios = []
+    ratios, residuals, matches = [], [], []
     for _ in range(200):  # one batch ratio is noisy (relative sd about 0.5)
         xs = 3 * torch.randn(256, 2, generator=g, dtype=torch.float64)
         yt = torch.randn(256, 2, generator=g, dtype=torch.float64)
         k = torch.arange(256) % 2 if classwise else None
-        ratios.append(float(obj(xs, yt, k, k)["ratio"]))
+        terms = obj(xs, yt, k, k)
+        ratios.append(float(terms["ratio"]))
+        residuals.append(float(terms["gap_residual"]))
+        matches.append(float(terms["gap_match"]))
     assert 0.85 < sum(ratios) / len(ratios) < 1.15
+    # The batch duality gap's parts: exact characteristics, and a match that u cannot tell
+    # from the target (its mean within three standard errors of 0).
+    assert max(map(abs, residuals)) < 1e-9
+    sd = torch.tensor(matches).std().item() / len(matches) ** 0.5
+    assert abs(sum(matches) / len(matches)) < 3 * sd
+
+
+@pytest.mark.parametrize(("ratio", "residual", "match", "moves"), [
+    (2.0, 0.01, 0.10, "up"),      # the match is the larger error: dual ascent raises lambda
+    (2.0, 0.10, 0.01, "held"),    # the HJ residual is: raising lambda would only make it worse
+    (2.0, -0.10, 0.01, "held"),   # (either sign)
+    (0.5, 0.10, 0.01, "down"),    # the match is met: lambda falls whatever the gap says
+    (2.0, None, None, "up"),      # no gap measured (a caller that does not pass it)
+])
+def test_lambda_rises_only_while_the_match_is_the_larger_part_of_the_gap(ratio, residual, match, moves):
+    from hjtranslate.objective import HJObjective, ObjectiveConfig
+
+    obj = HJObjective(hjt.HJMap(dim=2, head_kwargs={"width": 8, "depth": 2}), ObjectiveConfig())
+    before = float(obj.log_lambda)
+    for _ in range(50):
+        obj.update_lambda(ratio, residual, match)
+    change = float(obj.log_lambda) - before
+    assert {"up": change > 0.05, "held": change == 0, "down": change < -0.05}[moves]
 
 
 def test_power_iterations_find_the_fold_a_random_direction_misses():

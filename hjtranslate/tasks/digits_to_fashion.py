@@ -368,8 +368,8 @@ def evaluate_translation(m, enc, args: argparse.Namespace, out: Path | None) -> 
         ratios.append(gap["primal"] / exact)
         gaps.append(gap["duality_gap"])
         gap_sds.append(gap["duality_gap_sd"])
-        if m.cost_name == "quadratic":  # share of digits where the map is locally monotone
-            monotone.append(monotone_share(m, xk, kk, max_n=256))
+        # share of digits where the map is locally (c-)monotone
+        monotone.append(monotone_share(m, xk, kk, max_n=256))
     res["cost_ratio_per_class"] = ratios
     res["cost_ratio_max_deviation"] = max((abs(r - 1) for r in ratios if r is not None), default=None)
     res["duality_gap_per_class"] = gaps
@@ -379,8 +379,7 @@ def evaluate_translation(m, enc, args: argparse.Namespace, out: Path | None) -> 
     res["duality_gap_sd_per_class"] = gap_sds
     sds = [sd for sd in gap_sds if sd is not None]
     res["duality_gap_max_of_a_perfect_map"] = perfect_map_max_gap(sds)["median_max_gap"] if sds else None
-    if m.cost_name == "quadratic":
-        res["monotone_share_per_class"] = monotone
+    res["monotone_share_per_class"] = monotone
     back = m.backward(fwd, ks if cond else None)
     res["round_trip_rel_error"] = float((back - zs).norm(dim=1).mean() / zs.norm(dim=1).mean())
     if out is not None:
