@@ -102,9 +102,16 @@ def duality_gap(m: HJMap, x: torch.Tensor, y: torch.Tensor, kx=None, ky=None) ->
     return {
         "primal": primal, "dual": dual, "duality_gap": abs(primal - dual) / scale,
         "duality_gap_sd": var ** 0.5 / scale,
-        "gap_residual": float((up - ux - cost).mean()) / scale,
-        "gap_match": float(up.mean() - uy.mean()) / scale,
+        **{k: float(v) for k, v in gap_parts(cost, ux, up, uy, scale).items()},
     }
+
+
+def gap_parts(cost: torch.Tensor, ux: torch.Tensor, up: torch.Tensor, uy: torch.Tensor,
+              scale: float | torch.Tensor) -> dict[str, torch.Tensor]:
+    """The two parts of ``P - D`` over ``scale`` (see :func:`duality_gap`), from per-sample
+    ``c(x, T(x))``, ``u(x, 0)``, ``u(T(x), t_f)`` and ``u(y, t_f)``: ``gap_residual`` (the
+    HJ term's) and ``gap_match`` (the match's)."""
+    return {"gap_residual": (up - ux - cost).mean() / scale, "gap_match": (up.mean() - uy.mean()) / scale}
 
 
 def perfect_map_max_gap(sds: Sequence[float], draws: int = 100000, seed: int = 0) -> dict[str, float]:

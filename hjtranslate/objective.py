@@ -36,6 +36,7 @@ from .losses import (
     hamiltonian_hvp,
     implicit_hj_residual,
 )
+from .metrics import gap_parts
 from .sampling import CollocationSampler
 
 GAP_EMA = 0.99  # the batch gap parts are noisy (the match part is a difference of two means)
@@ -236,8 +237,7 @@ class HJObjective(nn.Module):
         m = self.map
         c = m.cost.cost(xs, pushed, m.t_f)
         up, uy = m.potential(pushed, m.t_f, ks), m.potential(yt, m.t_f, kt)
-        scale = c.mean().abs().clamp_min(1e-12)
-        return {"gap_residual": (up - u0 - c).mean() / scale, "gap_match": (up.mean() - uy.mean()) / scale}
+        return gap_parts(c, u0, up, uy, c.mean().abs().clamp_min(1e-12))
 
     def _monotone_penalty(self, pushed: torch.Tensor, xs: torch.Tensor, p0: torch.Tensor,
                           gen: torch.Generator | None) -> torch.Tensor:
