@@ -16,6 +16,8 @@ class PotentialHead(nn.Module):
 
     Subclasses take ``dim`` (and ``num_classes`` when ``conditional``) in ``__init__``, store
     their constructor arguments in ``self.head_config`` and implement ``forward(x, t, k)``.
+    A head whose gradient has a closed form may also define ``momentum(x, t, k) -> (u,
+    grad_x u)``: the maps use it when no graph is needed, instead of autograd.
     """
 
     conditional: bool = False

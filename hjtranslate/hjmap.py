@@ -162,7 +162,13 @@ class HJMap(
     def momentum(
         self, z: torch.Tensor, t: float | torch.Tensor, k: Any = None, create_graph: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(u(z, t), grad_z u(z, t))`` in standardised coordinates."""
+        """``(u(z, t), grad_z u(z, t))`` in standardised coordinates. Without ``create_graph``
+        neither carries a graph, and a head with a closed-form ``momentum`` skips autograd."""
+        closed_form = getattr(self.head, "momentum", None)
+        if closed_form is not None and not create_graph:
+            with torch.no_grad():
+                t = torch.as_tensor(t, dtype=z.dtype, device=z.device).reshape(-1, 1)
+                return closed_form(z, t.expand(z.shape[0], 1), self._labels(k, z.shape[0], z.device))
         with torch.enable_grad():
             if not z.requires_grad:
                 z = z.detach().requires_grad_(True)

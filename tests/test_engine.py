@@ -58,7 +58,7 @@ def _affine_map(quad, t_f: float, x: torch.Tensor, k: torch.Tensor | None) -> to
 
 
 @pytest.mark.parametrize("quadratic,head", [
-    ("hopf_lax", "mlp"), ("hopf_lax", "conditional"),
+    ("hopf_lax", "mlp"), ("hopf_lax", "conditional"), ("hopf_lax", "affine"),
     ("hopf_lax_spd", "mlp"), ("hopf_lax_spd", "conditional"), ("hopf_lax_spd", "affine"),
     ("hopf_lax_per_class", "conditional"),
 ])
@@ -86,6 +86,27 @@ def test_hopf_lax_quadratic_solves_hj_and_gives_an_exact_affine_map(quadratic, h
     y = m.forward(x, k)
     torch.testing.assert_close(y, _affine_map(quad, t_f, x, k))
     torch.testing.assert_close(m.backward(y, k), x)
+
+
+@pytest.mark.parametrize("quadratic", ["hopf_lax", "hopf_lax_spd"])
+def test_affine_heads_closed_form_momentum_is_the_gradient(quadratic):
+    """The affine head's closed-form ``momentum`` (what its maps use, without autograd) equals
+    the autograd gradient of its potential, at per-sample times and at one shared time."""
+    t_f = 1.5
+    m, quad = _quadratic_only_map("affine", quadratic, t_f)
+    with torch.no_grad():
+        for p in quad.parameters():
+            p.normal_(0, 0.05)
+    x = torch.randn(64, 3, dtype=torch.float64, requires_grad=True)
+    for t in (torch.rand(64, 1, dtype=torch.float64) * t_f, torch.full((64, 1), 0.7, dtype=torch.float64)):
+        u = m.head(x, t)
+        (grad,) = torch.autograd.grad(u.sum(), x)
+        u_cf, grad_cf = m.head.momentum(x, t)
+        torch.testing.assert_close(u_cf, u)
+        torch.testing.assert_close(grad_cf, grad)
+    u_map, p_map = m.momentum(x.detach(), 0.7)  # the maps' path: no graph
+    assert not u_map.requires_grad and not p_map.requires_grad
+    torch.testing.assert_close(p_map, m.momentum(x.detach(), 0.7, create_graph=True)[1].detach())
 
 
 def test_unknown_quadratic_is_a_clear_error():

@@ -91,14 +91,18 @@ class _HopfLaxQuadratic(_HopfLaxPart):
         self.skew = nn.Parameter(torch.zeros(dim, dim))
         self.log_mu = nn.Parameter(torch.zeros(dim))
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def value_and_grad(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``u(x, t)`` and, in closed form, ``grad_x u(x, t)``: the momentum ``A y + b``."""
         skew, log_mu, b = self.gain * self.skew, self.gain * self.log_mu, self.gain * self.b
         q = torch.linalg.matrix_exp(skew - skew.T)
         lam = torch.expm1(log_mu) / self.t_max
         xr, br = x @ q, q.T @ b
         y = (xr - t * br) / (1 + t * lam)
         grad0 = lam * y + br  # grad u0(y), the momentum carried along the characteristic
-        return (0.5 * lam * y * y + br * y + 0.5 * t * grad0 * grad0).sum(-1)
+        return (0.5 * lam * y * y + br * y + 0.5 * t * grad0 * grad0).sum(-1), grad0 @ q.T
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.value_and_grad(x, t)[0]
 
 
 class _HopfLaxSPD(_HopfLaxPart):
@@ -116,7 +120,8 @@ class _HopfLaxSPD(_HopfLaxPart):
         super().__init__(dim, t_max, gain)
         self.sym = nn.Parameter(torch.zeros(dim, dim))
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def value_and_grad(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``u(x, t)`` and, in closed form, ``grad_x u(x, t)``: the momentum ``A y + b``."""
         s = (self.gain * 0.5 * (self.sym + self.sym.T)).to(x.dtype)
         b = (self.gain * self.b).to(x.dtype)
         eye = torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
@@ -124,14 +129,17 @@ class _HopfLaxSPD(_HopfLaxPart):
         a = 0.5 * (a + a.T)  # symmetric to round-off, as used below
         t = t.reshape(-1, 1).to(x.dtype)
         rhs = x - t * b
-        # One time for the whole batch (the maps): one solve. Not when u is differentiated in
+        # One time for the whole batch (the maps): one inverse. Not when u is differentiated in
         # t (the shared value would hide each sample's own time from autograd).
         if not (t.requires_grad and torch.is_grad_enabled()) and bool((t == t[:1]).all()):
-            y = torch.linalg.solve(eye + t[0, 0] * a, rhs.T).T
+            y = rhs @ torch.linalg.inv(eye + t[0, 0] * a)  # symmetric; 2x faster than a solve
         else:
             y = torch.linalg.solve(eye + t[:, :, None] * a, rhs.unsqueeze(-1)).squeeze(-1)
         grad0 = y @ a + b  # grad u0(y) (a is symmetric), the momentum along the characteristic
-        return 0.5 * (y @ a * y).sum(-1) + y @ b + 0.5 * t[:, 0] * (grad0 * grad0).sum(-1)
+        return 0.5 * (y @ a * y).sum(-1) + y @ b + 0.5 * t[:, 0] * (grad0 * grad0).sum(-1), grad0
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.value_and_grad(x, t)[0]
 
     @torch.no_grad()
     def set_affine_map(self, matrix: torch.Tensor, offset: torch.Tensor) -> None:
@@ -414,3 +422,8 @@ class AffineHead(PotentialHead):
         self, x: torch.Tensor, t: torch.Tensor, k: torch.Tensor | None = None
     ) -> torch.Tensor:
         return self.quadratic(x, t.reshape(-1, 1).expand(x.shape[0], 1))
+
+    def momentum(self, x: torch.Tensor, t: torch.Tensor, k: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``u`` and ``grad_x u`` in closed form (see :meth:`PotentialHead.momentum`)."""
+        return self.quadratic.value_and_grad(x, t.reshape(-1, 1).expand(x.shape[0], 1))
