@@ -135,8 +135,9 @@ class _HopfLaxSPD(_HopfLaxPart):
             y = rhs @ torch.linalg.inv(eye + t[0, 0] * a)  # symmetric; 2x faster than a solve
         else:
             y = torch.linalg.solve(eye + t[:, :, None] * a, rhs.unsqueeze(-1)).squeeze(-1)
-        grad0 = y @ a + b  # grad u0(y) (a is symmetric), the momentum along the characteristic
-        return 0.5 * (y @ a * y).sum(-1) + y @ b + 0.5 * t[:, 0] * (grad0 * grad0).sum(-1), grad0
+        ya = y @ a
+        grad0 = ya + b  # grad u0(y) (a is symmetric), the momentum along the characteristic
+        return (y * (0.5 * ya + b)).sum(-1) + 0.5 * t[:, 0] * (grad0 * grad0).sum(-1), grad0
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return self.value_and_grad(x, t)[0]
