@@ -154,10 +154,14 @@ class HJMap(
             )
         return k
 
+    def _head_args(self, z: torch.Tensor, t: float | torch.Tensor, k: Any) -> tuple:
+        """A head's arguments ``(z, t, k)``: times as a column, labels checked."""
+        t = torch.as_tensor(t, dtype=z.dtype, device=z.device).reshape(-1, 1)
+        return z, t.expand(z.shape[0], 1), self._labels(k, z.shape[0], z.device)
+
     def potential(self, z: torch.Tensor, t: float | torch.Tensor, k: Any = None) -> torch.Tensor:
         """``u(z, t)`` in standardised coordinates."""
-        t = torch.as_tensor(t, dtype=z.dtype, device=z.device).reshape(-1, 1)
-        return self.head(z, t.expand(z.shape[0], 1), self._labels(k, z.shape[0], z.device))
+        return self.head(*self._head_args(z, t, k))
 
     def momentum(
         self, z: torch.Tensor, t: float | torch.Tensor, k: Any = None, create_graph: bool = False
@@ -167,8 +171,7 @@ class HJMap(
         closed_form = getattr(self.head, "momentum", None)
         if closed_form is not None and not create_graph:
             with torch.no_grad():
-                t = torch.as_tensor(t, dtype=z.dtype, device=z.device).reshape(-1, 1)
-                return closed_form(z, t.expand(z.shape[0], 1), self._labels(k, z.shape[0], z.device))
+                return closed_form(*self._head_args(z, t, k))
         with torch.enable_grad():
             if not z.requires_grad:
                 z = z.detach().requires_grad_(True)

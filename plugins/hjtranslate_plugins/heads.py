@@ -91,18 +91,23 @@ class _HopfLaxQuadratic(_HopfLaxPart):
         self.skew = nn.Parameter(torch.zeros(dim, dim))
         self.log_mu = nn.Parameter(torch.zeros(dim))
 
-    def value_and_grad(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``u(x, t)`` and, in closed form, ``grad_x u(x, t)``: the momentum ``A y + b``."""
+    def _in_eigenbasis(self, x: torch.Tensor, t: torch.Tensor):
+        """``u(x, t)``, its gradient in the eigenbasis, and the basis ``Q``."""
         skew, log_mu, b = self.gain * self.skew, self.gain * self.log_mu, self.gain * self.b
         q = torch.linalg.matrix_exp(skew - skew.T)
         lam = torch.expm1(log_mu) / self.t_max
         xr, br = x @ q, q.T @ b
         y = (xr - t * br) / (1 + t * lam)
         grad0 = lam * y + br  # grad u0(y), the momentum carried along the characteristic
-        return (0.5 * lam * y * y + br * y + 0.5 * t * grad0 * grad0).sum(-1), grad0 @ q.T
+        return (0.5 * lam * y * y + br * y + 0.5 * t * grad0 * grad0).sum(-1), grad0, q
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.value_and_grad(x, t)[0]
+        return self._in_eigenbasis(x, t)[0]
+
+    def value_and_grad(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``u(x, t)`` and, in closed form, ``grad_x u(x, t)``: the momentum ``A y + b``."""
+        u, grad0, q = self._in_eigenbasis(x, t)
+        return u, grad0 @ q.T
 
 
 class _HopfLaxSPD(_HopfLaxPart):
@@ -422,7 +427,7 @@ class AffineHead(PotentialHead):
     def forward(
         self, x: torch.Tensor, t: torch.Tensor, k: torch.Tensor | None = None
     ) -> torch.Tensor:
-        return self.quadratic(x, t.reshape(-1, 1).expand(x.shape[0], 1))
+        return self.quadratic(x, t.reshape(-1, 1).expand(x.shape[0], 1))  # no gradient to carry
 
     def momentum(self, x: torch.Tensor, t: torch.Tensor, k: torch.Tensor | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor]:
