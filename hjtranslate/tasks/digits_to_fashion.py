@@ -333,7 +333,7 @@ def evaluate_translation(m, enc, args: argparse.Namespace, out: Path | None) -> 
     """Class accuracy under the judges, Frechet distances with their VAE floors, per-class
     latent cost against exact OT, duality gaps and the round-trip error, both directions."""
     from ..judges import frechet_distance
-    from ..metrics import duality_gap, monotone_share, perfect_map_max_gap
+    from ..metrics import certified_dual, duality_gap, monotone_share, perfect_map_max_gap
 
     inputs = _eval_inputs(enc, args)
     xs_img, zs, ks, xt_img, zt, kt, judge_m, judge_f = inputs
@@ -353,14 +353,12 @@ def evaluate_translation(m, enc, args: argparse.Namespace, out: Path | None) -> 
     res["fd_forward_over_floor"] = res["fd_forward"] / max(res["fd_forward_floor"], 1e-12)
     res["fd_backward_over_floor"] = res["fd_backward"] / max(res["fd_backward_floor"], 1e-12)
     # Per class: learned latent transport cost against exact discrete OT (POT) on 1,000 samples.
-    ratios, gaps, gap_sds, monotone = [], [], [], []
+    ratios, gaps, gap_sds, monotone, certified = [], [], [], [], []
     for k, exact in enumerate(ref["exact_ot_cost_per_class"]):
         xk, yk = zs[ks == k][:1000], zt[kt == k][:1000]
         if exact is None:  # a small --eval-n can miss a class
-            ratios.append(None)
-            gaps.append(None)
-            gap_sds.append(None)
-            monotone.append(None)
+            for values in (ratios, gaps, gap_sds, monotone, certified):
+                values.append(None)
             continue
         kk = torch.full((len(xk),), k) if cond else None
         ky = torch.full((len(yk),), k) if cond else None
@@ -368,6 +366,8 @@ def evaluate_translation(m, enc, args: argparse.Namespace, out: Path | None) -> 
         ratios.append(gap["primal"] / exact)
         gaps.append(gap["duality_gap"])
         gap_sds.append(gap["duality_gap_sd"])
+        # a lower bound on the exact cost that training cannot inflate (metrics.certified_dual)
+        certified.append(certified_dual(m, xk, yk, kk) / exact)
         # share of digits where the map is locally (c-)monotone
         monotone.append(monotone_share(m, xk, kk, max_n=256))
     res["cost_ratio_per_class"] = ratios
@@ -380,6 +380,8 @@ def evaluate_translation(m, enc, args: argparse.Namespace, out: Path | None) -> 
     sds = [sd for sd in gap_sds if sd is not None]
     res["duality_gap_max_of_a_perfect_map"] = perfect_map_max_gap(sds)["median_max_gap"] if sds else None
     res["monotone_share_per_class"] = monotone
+    res["dual_certified_over_exact_ot_per_class"] = certified
+    res["dual_certified_over_exact_ot_min"] = min((c for c in certified if c is not None), default=None)
     back = m.backward(fwd, ks if cond else None)
     res["round_trip_rel_error"] = float((back - zs).norm(dim=1).mean() / zs.norm(dim=1).mean())
     if out is not None:
