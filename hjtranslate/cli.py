@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=_cmd_train)
 
     ev = sub.add_parser("evaluate", help="evaluate a trained map folder on a task's data")
-    ev.add_argument("folder", help="output folder of `hjtranslate train` (or a map folder)")
+    ev.add_argument("folder", help="output folder of `hjtranslate train` (or the map folder inside it)")
     ev.add_argument("--n", type=int, default=4000, help="samples to evaluate on")
     ev.add_argument("--vae", default=None,
                     help="digits-to-fashion: decode through this VAE instead of the run's (the "

@@ -28,15 +28,18 @@ def test_toy2d_run_writes_everything(tmp_path):
         p.name for p in out.iterdir()}
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("cost_ratio", "cost_ratio_extrapolated", "energy_forward", "energy_floor_forward",
-                "duality_gap", "monotone_share", "ot_match_forward", "ot_match_floor_forward"):
+                "duality_gap", "monotone_share", "ot_match_forward", "ot_match_floor_forward",
+                "dual_certified_over_exact_ot"):
         assert key in metrics
     assert metrics["ot_match_floor_forward"] > 0
+    assert 0 < metrics["dual_certified_over_exact_ot"] <= 1 + 1e-9  # a lower bound, always
     config = json.loads((out / "config.json").read_text())
     assert config["source"] == "8gaussians" and config["steps"] == 40 and config["eval_n"] == 500
     # in 2-D the head reads random Fourier features by default
     assert json.loads((out / "map" / "config.json").read_text())["head_kwargs"]["fourier_features"] == 128
-    # evaluate re-runs the task's evaluation from the saved folder
+    # evaluate re-runs the task's evaluation from the saved folder, or from the map inside it
     assert main(["evaluate", str(out), "--n", "500"]) == 0
+    assert main(["evaluate", str(out / "map"), "--n", "500"]) == 0
 
 
 def test_fourier_features_can_be_turned_off(tmp_path):
@@ -66,6 +69,9 @@ def test_pnorm_cost_from_the_cli(tmp_path):
         (["train", "toy2d", "--n", "1"], "at least 2 samples"),
         (["train", "toy2d", "--eval-n", "5"], "--eval-n must be >= 20"),
         (["evaluate", "/nonexistent/run"], "pass the output folder"),
+        # a shipped map alone: no run config to say which task and data it was trained on
+        (["evaluate", str(ROOT / "models" / "digits-to-fashion" / "map")],
+         "nor the map folder inside one"),
     ],
 )
 def test_bad_input_gives_a_clear_error_and_no_traceback(args, message, tmp_path):

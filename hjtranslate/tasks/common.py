@@ -177,6 +177,16 @@ def evaluate_folder(args: argparse.Namespace) -> dict[str, Any]:
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{cfg_path} is missing: pass the output folder of `hjtranslate train`.")
     cfg = json.loads(cfg_path.read_text())
+    if "task" not in cfg and (folder.parent / "config.json").is_file():
+        folder = folder.parent  # the map folder of a run: its run's config says which task
+        cfg = json.loads((folder / "config.json").read_text())
+    if "task" not in cfg or not (folder / "map").is_dir():
+        raise ValueError(
+            f"{args.folder} is not the output folder of `hjtranslate train` (its config.json and "
+            "map/ say which task and data the map was trained on) nor the map folder inside one. "
+            "A map alone (e.g. models/digits-to-fashion/map) loads with HJMap.from_pretrained; to "
+            "evaluate it, pass the run folder it was trained in."
+        )
     if getattr(args, "vae", None):
         if "vae" not in cfg:
             raise ValueError(f"--vae: task {cfg.get('task')!r} does not decode through a VAE.")
