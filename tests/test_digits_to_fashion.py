@@ -193,3 +193,14 @@ def test_gpu_preset_builds_its_larger_head_and_runs_on_a_cpu(tmp_path):
     head = json.loads((out / "map" / "config.json").read_text())["head_kwargs"]
     assert (head["width"], head["depth"]) == (PRESETS["gpu"]["width"], PRESETS["gpu"]["depth"])
     assert json.loads((out / "metrics.json").read_text())["steps"] == 2
+
+
+def test_the_shipped_pipeline_evaluates_offline(capsys):
+    """`hjtranslate evaluate models/digits-to-fashion` (or its map folder) scores the shipped
+    map through the pipeline's own VAE and judges, with nothing downloaded."""
+    for folder in (ROOT / "models" / "digits-to-fashion", ROOT / "models" / "digits-to-fashion" / "map"):
+        capsys.readouterr()
+        assert main(["evaluate", str(folder), "--n", "100"]) == 0
+        metrics = json.loads(capsys.readouterr().out)
+        assert metrics["accuracy_forward"] > 0.6 and metrics["accuracy_backward"] > 0.8
+        assert 0 < metrics["dual_certified_over_exact_ot_min"] <= 1 + 1e-9

@@ -172,7 +172,12 @@ def plot_2d(path: Path, x: torch.Tensor, y: torch.Tensor, pushed: torch.Tensor, 
 
 def evaluate_folder(args: argparse.Namespace) -> dict[str, Any]:
     """``hjtranslate evaluate FOLDER``: re-run a task's evaluation from its saved config."""
+    from ..pipeline import INDEX_FILE
+
     folder = Path(args.folder)
+    for pipeline in (folder, folder.parent):  # the pipeline folder or its map folder
+        if (pipeline / INDEX_FILE).is_file():
+            return _evaluate_pipeline(pipeline, args)
     cfg_path = folder / "config.json"
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{cfg_path} is missing: pass the output folder of `hjtranslate train`.")
@@ -183,21 +188,42 @@ def evaluate_folder(args: argparse.Namespace) -> dict[str, Any]:
     if "task" not in cfg or not (folder / "map").is_dir():
         raise ValueError(
             f"{args.folder} is not the output folder of `hjtranslate train` (its config.json and "
-            "map/ say which task and data the map was trained on) nor the map folder inside one. "
-            "A map alone (e.g. models/digits-to-fashion/map) loads with HJMap.from_pretrained; to "
-            "evaluate it, pass the run folder it was trained in."
+            "map/ say which task and data the map was trained on), the map folder inside one, nor a "
+            "translation pipeline folder (e.g. models/digits-to-fashion). A map alone loads with "
+            "HJMap.from_pretrained; to evaluate it, pass the run or pipeline folder it belongs to."
         )
     if getattr(args, "vae", None):
         if "vae" not in cfg:
             raise ValueError(f"--vae: task {cfg.get('task')!r} does not decode through a VAE.")
         cfg["vae"] = args.vae
+    return _evaluate(cfg, folder / "map", args.n)
+
+
+def _evaluate_pipeline(folder: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """A translation pipeline folder (``save_pretrained`` of digits-to-fashion, e.g. the shipped
+    ``models/digits-to-fashion``): its map through its own VAE and judges, on the test sets."""
+    from ..pipeline import INDEX_FILE
+
+    spec = json.loads((folder / INDEX_FILE).read_text())
+    if (spec.get("source_dataset"), spec.get("target_dataset")) != ("mnist", "fashion-mnist"):
+        raise ValueError(f"{folder} translates {spec.get('source_dataset')!r} to "
+                         f"{spec.get('target_dataset')!r}; `evaluate` knows only digits-to-fashion.")
+    cfg = {"task": "digits-to-fashion", "data_dir": None,
+           "vae": str(folder / spec["vae"]) if spec.get("vae") else None,
+           **{k: str(folder / spec[k]) for k in ("judge_source", "judge_target") if spec.get(k)}}
+    if getattr(args, "vae", None):
+        cfg["vae"] = args.vae
+    return _evaluate(cfg, folder / spec["map"], args.n)
+
+
+def _evaluate(cfg: dict[str, Any], map_dir: Path, n: int) -> dict[str, Any]:
     from . import load_task
 
     task = load_task(cfg["task"])
     if not hasattr(task, "evaluate"):
         raise ValueError(f"Task {cfg['task']!r} has no stand-alone evaluation.")
-    m = HJMap.from_pretrained(folder / "map")
+    m = HJMap.from_pretrained(map_dir)
     t0 = time.perf_counter()
-    metrics = task.evaluate(m, argparse.Namespace(**cfg), n=args.n)
+    metrics = task.evaluate(m, argparse.Namespace(**cfg), n=n)
     metrics["eval_seconds"] = time.perf_counter() - t0
     return metrics

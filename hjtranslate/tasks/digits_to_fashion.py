@@ -275,9 +275,12 @@ def _eval_inputs(enc, args: argparse.Namespace) -> tuple:
     from ..judges import load_judge
 
     index = torch.arange(args.eval_n)
+    # A shipped pipeline folder brings its own judges (`hjtranslate evaluate models/digits-to-fashion`).
+    judges = (getattr(args, "judge_source", None) or "mnist",
+              getattr(args, "judge_target", None) or "fashion-mnist")
     return (*encoded(enc, "mnist", "test", args.data_dir, index, _cache_dir()),
             *encoded(enc, "fashion-mnist", "test", args.data_dir, index, _cache_dir()),
-            load_judge("mnist"), load_judge("fashion-mnist"))
+            *(load_judge(j) for j in judges))
 
 
 @torch.no_grad()
