@@ -175,13 +175,14 @@ def evaluate_folder(args: argparse.Namespace) -> dict[str, Any]:
     from ..pipeline import INDEX_FILE
 
     folder = Path(args.folder)
-    for pipeline in (folder, folder.parent):  # the pipeline folder or its map folder
-        if (pipeline / INDEX_FILE).is_file():
-            return _evaluate_pipeline(pipeline, args)
+    if (folder / INDEX_FILE).is_file():
+        return _evaluate_pipeline(folder, args)
     cfg_path = folder / "config.json"
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{cfg_path} is missing: pass the output folder of `hjtranslate train`.")
     cfg = json.loads(cfg_path.read_text())
+    if "task" not in cfg and (folder.parent / INDEX_FILE).is_file():
+        return _evaluate_pipeline(folder.parent, args)  # the map folder of a pipeline
     if "task" not in cfg and (folder.parent / "config.json").is_file():
         folder = folder.parent  # the map folder of a run: its run's config says which task
         cfg = json.loads((folder / "config.json").read_text())
