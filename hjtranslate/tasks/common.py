@@ -214,7 +214,7 @@ def _evaluate_pipeline(folder: Path, args: argparse.Namespace) -> dict[str, Any]
            **{k: str(folder / spec[k]) for k in ("judge_source", "judge_target") if spec.get(k)}}
     if getattr(args, "vae", None):
         cfg["vae"] = args.vae
-    return _evaluate(cfg, folder / spec["map"], args.n)
+    return _evaluate(cfg, folder / spec.get("map", "map"), args.n)
 
 
 def _evaluate(cfg: dict[str, Any], map_dir: Path, n: int) -> dict[str, Any]:
