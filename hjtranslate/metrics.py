@@ -75,6 +75,12 @@ def exact_ot_cost(x: torch.Tensor, y: torch.Tensor, cost, t_f: float = 1.0) -> f
     return float(ot.emd2(a, b, c, numItermax=10_000_000))
 
 
+def _potential_in_data_units(m: HJMap, x: torch.Tensor, t: float, k=None) -> torch.Tensor:
+    """``u(x, t)`` in float64 and data units: u lives in standardised units, and costs scale by
+    ``scale ** degree``."""
+    return m.potential((x - m.shift) / m.scale, t, k).double() * float(m.scale) ** m.cost.degree
+
+
 def duality_gap(m: HJMap, x: torch.Tensor, y: torch.Tensor, kx=None, ky=None) -> dict[str, float]:
     """Primal ``P = E c(x, T(x))``, dual ``D = E u(y, t_f) - E u(x, 0)`` (method.md section 7),
     in data units, and the relative gap ``|P - D| / P``.
@@ -89,12 +95,9 @@ def duality_gap(m: HJMap, x: torch.Tensor, y: torch.Tensor, kx=None, ky=None) ->
     with torch.no_grad():
         pushed = m.forward(x, kx)
         cost = m.cost.cost(x, pushed, m.t_f).double()
-        zx, zy, zp = ((v - m.shift) / m.scale for v in (x, y, pushed))
-        # u lives in standardised units; costs scale by scale**degree.
-        s = float(m.scale) ** m.cost.degree
-        ux = m.potential(zx, 0.0, kx).double() * s
-        uy = m.potential(zy, m.t_f, ky).double() * s
-        up = m.potential(zp, m.t_f, kx).double() * s
+        ux = _potential_in_data_units(m, x, 0.0, kx)
+        uy = _potential_in_data_units(m, y, m.t_f, ky)
+        up = _potential_in_data_units(m, pushed, m.t_f, kx)
     primal, dual = float(cost.mean()), float(uy.mean() - ux.mean())
     scale = max(abs(primal), 1e-12)
     # P - D = mean over x of (c + u(x, 0)) - mean over y of u(y, t_f): two independent means.
@@ -118,8 +121,7 @@ def certified_dual(m: HJMap, x: torch.Tensor, y: torch.Tensor, kx=None) -> float
     a conditional head (one class per call).
     """
     with torch.no_grad():
-        zx = (x - m.shift) / m.scale
-        ux = m.potential(zx, 0.0, kx).double() * float(m.scale) ** m.cost.degree
+        ux = _potential_in_data_units(m, x, 0.0, kx)
         xd, yd = x.double(), y.double()
         block = max(1, 2**22 // max(len(x) * x.shape[1], 1))  # bounds the pairwise tensor
         psi = torch.cat([(ux[:, None] + m.cost.pairwise(xd, yd[j:j + block], m.t_f)).min(0).values

@@ -18,6 +18,7 @@ from ..api import fit
 from ..hjmap import HJMap
 from ..losses import MMDS, SINKHORN_BLUR
 from ..objective import MONOTONE_DIRECTIONS
+from ..pipeline import INDEX_FILE
 from ..training import make_accelerator
 
 # The built-in heads' quadratic parts (plugins/hjtranslate_plugins/heads.py).
@@ -172,8 +173,6 @@ def plot_2d(path: Path, x: torch.Tensor, y: torch.Tensor, pushed: torch.Tensor, 
 
 def evaluate_folder(args: argparse.Namespace) -> dict[str, Any]:
     """``hjtranslate evaluate FOLDER``: re-run a task's evaluation from its saved config."""
-    from ..pipeline import INDEX_FILE
-
     folder = Path(args.folder)
     if (folder / INDEX_FILE).is_file():
         return _evaluate_pipeline(folder, args)
@@ -193,18 +192,12 @@ def evaluate_folder(args: argparse.Namespace) -> dict[str, Any]:
             "translation pipeline folder (e.g. models/digits-to-fashion). A map alone loads with "
             "HJMap.from_pretrained; to evaluate it, pass the run or pipeline folder it belongs to."
         )
-    if getattr(args, "vae", None):
-        if "vae" not in cfg:
-            raise ValueError(f"--vae: task {cfg.get('task')!r} does not decode through a VAE.")
-        cfg["vae"] = args.vae
-    return _evaluate(cfg, folder / "map", args.n)
+    return _evaluate(cfg, folder / "map", args)
 
 
 def _evaluate_pipeline(folder: Path, args: argparse.Namespace) -> dict[str, Any]:
     """A translation pipeline folder (``save_pretrained`` of digits-to-fashion, e.g. the shipped
     ``models/digits-to-fashion``): its map through its own VAE and judges, on the test sets."""
-    from ..pipeline import INDEX_FILE
-
     spec = json.loads((folder / INDEX_FILE).read_text())
     if (spec.get("source_dataset"), spec.get("target_dataset")) != ("mnist", "fashion-mnist"):
         raise ValueError(f"{folder} translates {spec.get('source_dataset')!r} to "
@@ -212,19 +205,21 @@ def _evaluate_pipeline(folder: Path, args: argparse.Namespace) -> dict[str, Any]
     cfg = {"task": "digits-to-fashion", "data_dir": None,
            "vae": str(folder / spec["vae"]) if spec.get("vae") else None,
            **{k: str(folder / spec[k]) for k in ("judge_source", "judge_target") if spec.get(k)}}
-    if getattr(args, "vae", None):
-        cfg["vae"] = args.vae
-    return _evaluate(cfg, folder / spec.get("map", "map"), args.n)
+    return _evaluate(cfg, folder / spec.get("map", "map"), args)
 
 
-def _evaluate(cfg: dict[str, Any], map_dir: Path, n: int) -> dict[str, Any]:
+def _evaluate(cfg: dict[str, Any], map_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     from . import load_task
 
+    if getattr(args, "vae", None):
+        if "vae" not in cfg:
+            raise ValueError(f"--vae: task {cfg.get('task')!r} does not decode through a VAE.")
+        cfg["vae"] = args.vae
     task = load_task(cfg["task"])
     if not hasattr(task, "evaluate"):
         raise ValueError(f"Task {cfg['task']!r} has no stand-alone evaluation.")
     m = HJMap.from_pretrained(map_dir)
     t0 = time.perf_counter()
-    metrics = task.evaluate(m, argparse.Namespace(**cfg), n=n)
+    metrics = task.evaluate(m, argparse.Namespace(**cfg), n=args.n)
     metrics["eval_seconds"] = time.perf_counter() - t0
     return metrics
