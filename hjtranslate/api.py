@@ -93,6 +93,7 @@ def fit(
     monotone_directions: str = "random",
     cycle_weight: float = 1.0,
     cycle_share: float = 1.0,
+    semidual_weight: float = 0.0,
     sampler: CollocationSampler | None = None,
     n_colloc: int | None = None,
     seed: int = 0,
@@ -127,6 +128,9 @@ def fit(
     least monotone direction by power iterations; for high ``d``).
     ``cycle_weight``: weight of the round-trip term ``|T^-1(T(x)) - x|^2`` (and the other way),
     which keeps the backward map the forward map's inverse; ``cycle_share`` of each batch pays it.
+    ``semidual_weight``: weight of the batch semi-dual (the certified dual of
+    :func:`~hjtranslate.metrics.certified_dual`, maximised; 0 = off), which pulls ``u(., 0)``
+    toward an optimal Kantorovich potential and weighs misplaced mass linearly.
     ``warm_start``: for a head with a ``hopf_lax_spd`` quadratic part (the quadratic cost's
     default), start from the OT map between Gaussians fitted to both sample sets (with
     ``hopf_lax_per_class``, one per class; see :func:`linear_warm_start`); training then learns
@@ -190,7 +194,7 @@ def fit(
             classwise=labels is not None,
             n_colloc=n_colloc or batch_size, monotone_weight=monotone_weight,
             monotone_directions=monotone_directions, cycle_weight=cycle_weight,
-            cycle_share=cycle_share,
+            cycle_share=cycle_share, semidual_weight=semidual_weight,
         ),
         sampler,
     )

@@ -76,6 +76,12 @@ class ObjectiveConfig:
     # A random direction misses a fold along one direction among many (in 64-D it sees almost
     # none; in 2-D it leaves 3-10 % of the points folded). BENCHMARKS.md has the measurements.
     monotone_directions: str = "random"
+    # Weight of the batch semi-dual, -(E_y min_i [u(x_i, 0) + c(x_i, y)] - E_x u(x, 0)): the
+    # certified dual of metrics.certified_dual on the batch, maximised. Its maximiser is an
+    # optimal Kantorovich potential for the batch, and it weighs misplaced mass linearly, where
+    # an MMD sees it only quadratically (the checkerboard's far tail, BENCHMARKS.md). Not in the
+    # paper. With class labels the c-transform runs within each class. 0 turns it off.
+    semidual_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if isinstance(self.lambda_mmd, str) and self.lambda_mmd != "auto":
@@ -93,6 +99,8 @@ class ObjectiveConfig:
             raise ValueError(f"cycle_share must be in (0, 1], got {self.cycle_share}.")
         if not self.monotone_weight >= 0:
             raise ValueError(f"monotone_weight must be >= 0, got {self.monotone_weight}.")
+        if not self.semidual_weight >= 0:
+            raise ValueError(f"semidual_weight must be >= 0, got {self.semidual_weight}.")
         if self.monotone_directions not in MONOTONE_DIRECTIONS:
             raise ValueError(f"monotone_directions must be one of {MONOTONE_DIRECTIONS}, got "
                              f"{self.monotone_directions!r}.")
@@ -195,6 +203,8 @@ class HJObjective(nn.Module):
         if self.config.monotone_weight:
             monotone = self._monotone_penalty(pushed, xs, p0, gen)
         terms = {"hj": hj, "mmd": mmd}
+        if self.config.semidual_weight:
+            terms["semidual"] = self._semidual(xs.detach(), u0, yt, ks, kt)
         match = mmd
         if self.config.backward_mmd:
             yt_ = yt.detach().requires_grad_(True)
@@ -219,6 +229,8 @@ class HJObjective(nn.Module):
                 # The backward match lives on the source side: its floor is the source's.
                 floor = 0.5 * (floor + self._floor(xs, ks, yt, kt))
         terms["loss"] = hj + self.config.cycle_weight * cycle + lam * match
+        if "semidual" in terms:
+            terms["loss"] = terms["loss"] - self.config.semidual_weight * terms["semidual"]
         if monotone is not None:
             terms["monotone"] = monotone
             terms["loss"] = terms["loss"] + self.config.monotone_weight * monotone
@@ -227,6 +239,17 @@ class HJObjective(nn.Module):
         if self.adaptive:
             terms.update(self._batch_gap(xs.detach(), pushed.detach(), u0.detach(), yt, ks_map, kt_map))
         return terms
+
+    def _semidual(self, xs: torch.Tensor, u0: torch.Tensor, yt: torch.Tensor,
+                  ks: torch.Tensor | None, kt: torch.Tensor | None) -> torch.Tensor:
+        """The batch's certified dual ``mean_j min_i [u(x_i, 0) + c(x_i, y_j)] - mean_i u(x_i, 0)``
+        (standardised units), differentiable through ``u(x_i, 0)``; with labels on both sides
+        the minimum runs over sources of ``y_j``'s class."""
+        with torch.no_grad():
+            c = self.map.cost.pairwise(xs, yt.detach(), self.map.t_f)
+            if ks is not None and kt is not None:
+                c = c.masked_fill(ks[:, None] != kt[None, :], math.inf)
+        return (u0[:, None] + c).min(0).values.mean() - u0.mean()
 
     @torch.no_grad()
     def _batch_gap(self, xs, pushed, u0, yt, ks, kt) -> dict[str, torch.Tensor]:

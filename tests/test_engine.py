@@ -649,3 +649,36 @@ def test_certified_dual_bounds_the_exact_cost_and_is_tight_for_the_optimal_poten
     assert all(r <= 1 + 1e-9 for r in ratios.values())
     assert ratios["optimal"] > 0.97
     assert ratios["wrong"] < 0.9 and ratios["random"] < 0.9
+
+
+def test_semidual_term_is_the_batch_certified_dual_and_training_raises_it():
+    """The objective's semi-dual is metrics.certified_dual on the batch (within each class when
+    labelled), enters the loss with a minus sign, and a few steps on it alone raise it."""
+    from hjtranslate.metrics import certified_dual
+    from hjtranslate.objective import HJObjective, ObjectiveConfig
+
+    m = tiny_map().double()
+    g = torch.Generator().manual_seed(0)
+    xs = torch.randn(128, 2, generator=g, dtype=torch.float64)
+    yt = torch.randn(128, 2, generator=g, dtype=torch.float64) * 0.5 + 1
+    obj = HJObjective(m, ObjectiveConfig(semidual_weight=2.0, n_colloc=32)).double()
+    terms = obj(xs, yt)
+    assert float(terms["semidual"].detach()) == pytest.approx(certified_dual(m, xs, yt), rel=1e-9)
+    without = HJObjective(m, ObjectiveConfig(n_colloc=32)).double()(xs, yt, generator_seed=1)
+    again = obj(xs, yt, generator_seed=1)
+    expected = float(without["loss"].detach()) - 2 * float(again["semidual"].detach())
+    assert float(again["loss"].detach()) == pytest.approx(expected)
+
+    k = torch.arange(128) % 2
+    per_class = sum(certified_dual(m, xs[k == c], yt[k == c]) for c in (0, 1)) / 2
+    assert float(obj(xs, yt, k, k)["semidual"].detach()) == pytest.approx(per_class, rel=1e-9)
+
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+    before = certified_dual(m, xs, yt)
+    for _ in range(30):
+        opt.zero_grad()
+        (-obj(xs, yt)["semidual"]).backward()
+        opt.step()
+    assert certified_dual(m, xs, yt) > before + 0.05 * abs(before)
+    with pytest.raises(ValueError, match="semidual_weight"):
+        ObjectiveConfig(semidual_weight=-1.0)

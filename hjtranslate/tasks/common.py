@@ -69,6 +69,9 @@ def add_map_arguments(p: argparse.ArgumentParser, steps: int = 3000, batch_size:
                    help="weight of the round-trip term |T^-1(T(x)) - x|^2 (0 = off)")
     p.add_argument("--cycle-share", type=float, default=1.0,
                    help="share of each batch whose round trip is penalised (every 1/share-th sample)")
+    p.add_argument("--semidual-weight", type=float, default=0.0,
+                   help="weight of the batch semi-dual E_y min_i [u(x_i, 0) + c(x_i, y)] - E_x u(x, 0), "
+                   "maximised (0 = off)")
     p.add_argument("--no-warm-start", action="store_true",
                    help="start the quadratic part at the identity map, not at the OT map between "
                    "Gaussians fitted to the data")
@@ -121,7 +124,7 @@ def fit_from_args(
         backward_mmd=not args.no_backward_mmd, monotone_weight=args.monotone_weight,
         monotone_directions=args.monotone_directions, seed=args.seed,
         cycle_weight=args.cycle_weight, cycle_share=args.cycle_share,
-        warm_start=not args.no_warm_start,
+        semidual_weight=args.semidual_weight, warm_start=not args.no_warm_start,
         output_dir=str(out), resume=args.resume, progress=not args.no_progress,
         accelerator=acc, return_history=True, **kwargs,
     )
