@@ -71,7 +71,7 @@ def add_map_arguments(p: argparse.ArgumentParser, steps: int = 3000, batch_size:
                    help="share of each batch whose round trip is penalised (every 1/share-th sample)")
     p.add_argument("--semidual-weight", type=float, default=0.0,
                    help="weight of the batch semi-dual E_y min_i [u(x_i, 0) + c(x_i, y)] - E_x u(x, 0), "
-                   "maximised (0 = off)")
+                   "maximised (0 = off; default %(default)s)")
     p.add_argument("--no-warm-start", action="store_true",
                    help="start the quadratic part at the identity map, not at the OT map between "
                    "Gaussians fitted to the data")
