@@ -672,6 +672,10 @@ def test_semidual_term_is_the_batch_certified_dual_and_training_raises_it():
     k = torch.arange(128) % 2
     per_class = sum(certified_dual(m, xs[k == c], yt[k == c]) for c in (0, 1)) / 2
     assert float(obj(xs, yt, k, k)["semidual"].detach()) == pytest.approx(per_class, rel=1e-9)
+    kt = k.clone()
+    kt[kt == 1] = 2  # class 1 has no target in this batch, class 2 no source: both left out
+    lonely = float(obj(xs, yt, k, kt)["semidual"].detach())
+    assert lonely == pytest.approx(certified_dual(m, xs[k == 0], yt[kt == 0]), rel=1e-9)
 
     opt = torch.optim.Adam(m.parameters(), lr=1e-2)
     before = certified_dual(m, xs, yt)
