@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -122,11 +123,29 @@ def certified_dual(m: HJMap, x: torch.Tensor, y: torch.Tensor, kx=None) -> float
     """
     with torch.no_grad():
         ux = _potential_in_data_units(m, x, 0.0, kx)
-        xd, yd = x.double(), y.double()
-        block = max(1, 2**22 // max(len(x) * x.shape[1], 1))  # bounds the pairwise tensor
-        psi = torch.cat([(ux[:, None] + m.cost.pairwise(xd, yd[j:j + block], m.t_f)).min(0).values
-                         for j in range(0, len(y), block)])
-    return float(psi.mean() - ux.mean())
+        return float(c_transform_dual(ux, x.double(), y.double(), m.cost, m.t_f))
+
+
+def c_transform_dual(ux: torch.Tensor, x: torch.Tensor, y: torch.Tensor, cost, t_f: float = 1.0,
+                     kx: torch.Tensor | None = None, ky: torch.Tensor | None = None) -> torch.Tensor:
+    """``mean_j min_i [ux_i + c(x_i, y_j)] - mean_i ux_i`` from potential values ``ux`` at ``x``,
+    differentiable through ``ux`` (the batch semi-dual of objective.py; :func:`certified_dual`).
+    With labels ``kx``, ``ky`` the minimum runs over ``y_j``'s class, and a class found on one
+    side only is left out of both means (masked, so no host synchronisation)."""
+    block = max(1, 2**22 // max(len(x) * x.shape[1], 1))  # bounds the pairwise tensor
+    labelled = kx is not None and ky is not None
+    psi = []
+    for j in range(0, len(y), block):
+        c = cost.pairwise(x, y[j:j + block], t_f)
+        if labelled:
+            c = c.masked_fill(kx[:, None] != ky[None, j:j + block], math.inf)
+        psi.append((ux[:, None] + c).min(0).values)
+    psi = torch.cat(psi)
+    if not labelled:
+        return psi.mean() - ux.mean()
+    seen = torch.isfinite(psi)
+    used = ((kx[:, None] == ky[None, :]) & seen[None, :]).any(1)
+    return psi.where(seen, 0).sum() / seen.sum() - ux.where(used, 0).sum() / used.sum()
 
 
 def gap_parts(cost: torch.Tensor, ux: torch.Tensor, up: torch.Tensor, uy: torch.Tensor,

@@ -36,7 +36,7 @@ from .losses import (
     hamiltonian_hvp,
     implicit_hj_residual,
 )
-from .metrics import gap_parts
+from .metrics import c_transform_dual, gap_parts
 from .sampling import CollocationSampler
 
 GAP_EMA = 0.99  # the batch gap parts are noisy (the match part is a difference of two means)
@@ -242,19 +242,9 @@ class HJObjective(nn.Module):
 
     def _semidual(self, xs: torch.Tensor, u0: torch.Tensor, yt: torch.Tensor,
                   ks: torch.Tensor | None, kt: torch.Tensor | None) -> torch.Tensor:
-        """The batch's certified dual ``mean_j min_i [u(x_i, 0) + c(x_i, y_j)] - mean_i u(x_i, 0)``
-        (standardised units), differentiable through ``u(x_i, 0)``; with labels on both sides
-        the minimum runs over sources of ``y_j``'s class, and a class missing on one side of the
-        batch is left out on the other."""
-        with torch.no_grad():
-            c = self.map.cost.pairwise(xs, yt.detach(), self.map.t_f)
-            if ks is not None and kt is not None:
-                c = c.masked_fill(ks[:, None] != kt[None, :], math.inf)
-        psi = (u0[:, None] + c).min(0).values
-        seen = torch.isfinite(psi)
-        if ks is None or kt is None or bool(seen.all()):
-            return psi.mean() - u0.mean()
-        return psi[seen].mean() - u0[torch.isin(ks, kt[seen])].mean()
+        """The batch's certified dual (standardised units), differentiable through ``u(x_i, 0)``;
+        with labels the minimum runs within each class (see metrics.c_transform_dual)."""
+        return c_transform_dual(u0, xs, yt.detach(), self.map.cost, self.map.t_f, ks, kt)
 
     @torch.no_grad()
     def _batch_gap(self, xs, pushed, u0, yt, ks, kt) -> dict[str, torch.Tensor]:
