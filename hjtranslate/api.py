@@ -94,6 +94,7 @@ def fit(
     cycle_weight: float = 1.0,
     cycle_share: float = 1.0,
     semidual_weight: float = 0.0,
+    semidual_side: str = "source",
     sampler: CollocationSampler | None = None,
     n_colloc: int | None = None,
     seed: int = 0,
@@ -130,7 +131,9 @@ def fit(
     which keeps the backward map the forward map's inverse; ``cycle_share`` of each batch pays it.
     ``semidual_weight``: weight of the batch semi-dual (the certified dual of
     :func:`~hjtranslate.metrics.certified_dual`, maximised; 0 = off), which pulls ``u(., 0)``
-    toward an optimal Kantorovich potential and weighs misplaced mass linearly.
+    toward an optimal Kantorovich potential and weighs misplaced mass linearly;
+    ``semidual_side="target"`` certifies ``u(., t_f)``, the backward map's potential, instead,
+    and ``"both"`` takes their mean.
     ``warm_start``: for a head with a ``hopf_lax_spd`` quadratic part (the quadratic cost's
     default), start from the OT map between Gaussians fitted to both sample sets (with
     ``hopf_lax_per_class``, one per class; see :func:`linear_warm_start`); training then learns
@@ -195,6 +198,7 @@ def fit(
             n_colloc=n_colloc or batch_size, monotone_weight=monotone_weight,
             monotone_directions=monotone_directions, cycle_weight=cycle_weight,
             cycle_share=cycle_share, semidual_weight=semidual_weight,
+            semidual_side=semidual_side,
         ),
         sampler,
     )

@@ -132,20 +132,38 @@ def c_transform_dual(ux: torch.Tensor, x: torch.Tensor, y: torch.Tensor, cost, t
     differentiable through ``ux`` (the batch semi-dual of objective.py; :func:`certified_dual`).
     With labels ``kx``, ``ky`` the minimum runs over ``y_j``'s class, and a class found on one
     side only is left out of both means (masked, so no host synchronisation)."""
-    block = max(1, 2**22 // max(len(x) * x.shape[1], 1))  # bounds the pairwise tensor
-    labelled = kx is not None and ky is not None
+    return _c_transform(ux, x, y, cost.pairwise, t_f, kx, ky)
+
+
+def c_transform_dual_target(uy: torch.Tensor, x: torch.Tensor, y: torch.Tensor, cost,
+                            t_f: float = 1.0, kx: torch.Tensor | None = None,
+                            ky: torch.Tensor | None = None) -> torch.Tensor:
+    """The same dual read from the target side: ``mean_j uy_j - mean_i max_j [uy_j - c(x_i,
+    y_j)]`` from values ``uy = u(y_j, t_f)``, differentiable through them. ``u(., t_f)`` and its
+    c-transform over the sample ``y`` are feasible too, so it never exceeds the exact discrete
+    cost either; it certifies the potential the backward map reads."""
+    def pairwise(a, b, t):  # rows: the y_j, columns: the x_i
+        return cost.pairwise(b, a, t).T
+    return _c_transform(-uy, y, x, pairwise, t_f, ky, kx)
+
+
+def _c_transform(va: torch.Tensor, a: torch.Tensor, b: torch.Tensor, pairwise, t_f: float,
+                 ka: torch.Tensor | None, kb: torch.Tensor | None) -> torch.Tensor:
+    """``mean_j min_i [va_i + C(a_i, b_j)] - mean_i va_i`` with ``C = pairwise(a, b, t_f)``."""
+    block = max(1, 2**22 // max(len(a) * a.shape[1], 1))  # bounds the pairwise tensor
+    labelled = ka is not None and kb is not None
     psi = []
-    for j in range(0, len(y), block):
-        c = cost.pairwise(x, y[j:j + block], t_f)
+    for j in range(0, len(b), block):
+        c = pairwise(a, b[j:j + block], t_f)
         if labelled:
-            c = c.masked_fill(kx[:, None] != ky[None, j:j + block], math.inf)
-        psi.append((ux[:, None] + c).min(0).values)
+            c = c.masked_fill(ka[:, None] != kb[None, j:j + block], math.inf)
+        psi.append((va[:, None] + c).min(0).values)
     psi = torch.cat(psi)
     if not labelled:
-        return psi.mean() - ux.mean()
+        return psi.mean() - va.mean()
     seen = torch.isfinite(psi)
-    used = ((kx[:, None] == ky[None, :]) & seen[None, :]).any(1)
-    return psi.where(seen, 0).sum() / seen.sum() - ux.where(used, 0).sum() / used.sum()
+    used = ((ka[:, None] == kb[None, :]) & seen[None, :]).any(1)
+    return psi.where(seen, 0).sum() / seen.sum() - va.where(used, 0).sum() / used.sum()
 
 
 def gap_parts(cost: torch.Tensor, ux: torch.Tensor, up: torch.Tensor, uy: torch.Tensor,

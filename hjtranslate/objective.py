@@ -36,7 +36,7 @@ from .losses import (
     hamiltonian_hvp,
     implicit_hj_residual,
 )
-from .metrics import c_transform_dual, gap_parts
+from .metrics import c_transform_dual, c_transform_dual_target, gap_parts
 from .sampling import CollocationSampler
 
 GAP_EMA = 0.99  # the batch gap parts are noisy (the match part is a difference of two means)
@@ -82,6 +82,10 @@ class ObjectiveConfig:
     # an MMD sees it only quadratically (the checkerboard's far tail, BENCHMARKS.md). Not in the
     # paper. With class labels the c-transform runs within each class. 0 turns it off.
     semidual_weight: float = 0.0
+    # Which potential the semi-dual certifies: "source" (u(., 0) and its c-transform over the
+    # targets, above), "target" (u(., t_f) over the targets and its c-transform over the
+    # sources: the potential the backward map reads) or "both" (their mean).
+    semidual_side: str = "source"
 
     def __post_init__(self) -> None:
         if isinstance(self.lambda_mmd, str) and self.lambda_mmd != "auto":
@@ -101,6 +105,9 @@ class ObjectiveConfig:
             raise ValueError(f"monotone_weight must be >= 0, got {self.monotone_weight}.")
         if not self.semidual_weight >= 0:
             raise ValueError(f"semidual_weight must be >= 0, got {self.semidual_weight}.")
+        if self.semidual_side not in SEMIDUAL_SIDES:
+            raise ValueError(f"semidual_side must be one of {SEMIDUAL_SIDES}, got "
+                             f"{self.semidual_side!r}.")
         if self.monotone_directions not in MONOTONE_DIRECTIONS:
             raise ValueError(f"monotone_directions must be one of {MONOTONE_DIRECTIONS}, got "
                              f"{self.monotone_directions!r}.")
@@ -116,6 +123,7 @@ def _rows(k: torch.Tensor | None, part: slice) -> torch.Tensor | None:
 
 
 MONOTONE_DIRECTIONS = ("random", "all", "power")
+SEMIDUAL_SIDES = ("source", "target", "both")
 POWER_ITERS = (2, 6)  # iterations for the spectral radius, then for the least eigenvalue
 
 
@@ -204,7 +212,7 @@ class HJObjective(nn.Module):
             monotone = self._monotone_penalty(pushed, xs, p0, gen)
         terms = {"hj": hj, "mmd": mmd}
         if self.config.semidual_weight:
-            terms["semidual"] = self._semidual(xs.detach(), u0, yt, ks, kt)
+            terms["semidual"] = self._semidual(xs.detach(), u0, yt.detach(), ks, kt, kt_map)
         match = mmd
         if self.config.backward_mmd:
             yt_ = yt.detach().requires_grad_(True)
@@ -241,10 +249,19 @@ class HJObjective(nn.Module):
         return terms
 
     def _semidual(self, xs: torch.Tensor, u0: torch.Tensor, yt: torch.Tensor,
-                  ks: torch.Tensor | None, kt: torch.Tensor | None) -> torch.Tensor:
-        """The batch's certified dual (standardised units), differentiable through ``u(x_i, 0)``;
-        with labels the minimum runs within each class (see metrics.c_transform_dual)."""
-        return c_transform_dual(u0, xs, yt.detach(), self.map.cost, self.map.t_f, ks, kt)
+                  ks: torch.Tensor | None, kt: torch.Tensor | None,
+                  kt_map: torch.Tensor | None) -> torch.Tensor:
+        """The batch's certified dual (standardised units) from the configured side,
+        differentiable through the potential's values there; with labels the minimum runs
+        within each class (see metrics.c_transform_dual)."""
+        m, side = self.map, self.config.semidual_side
+        duals = []
+        if side in ("source", "both"):
+            duals.append(c_transform_dual(u0, xs, yt, m.cost, m.t_f, ks, kt))
+        if side in ("target", "both"):
+            uy = m.potential(yt, m.t_f, kt_map)
+            duals.append(c_transform_dual_target(uy, xs, yt, m.cost, m.t_f, ks, kt))
+        return sum(duals) / len(duals)
 
     @torch.no_grad()
     def _batch_gap(self, xs, pushed, u0, yt, ks, kt) -> dict[str, torch.Tensor]:

@@ -686,3 +686,52 @@ def test_semidual_term_is_the_batch_certified_dual_and_training_raises_it():
     assert certified_dual(m, xs, yt) > before + 0.05 * abs(before)
     with pytest.raises(ValueError, match="semidual_weight"):
         ObjectiveConfig(semidual_weight=-1.0)
+
+
+def test_target_side_semidual_certifies_u_at_t_f_and_training_raises_it():
+    """semidual_side="target" is mean_j u(y_j, t_f) - mean_i max_j [u(y_j, t_f) - c(x_i, y_j)]
+    (written out here pair by pair, within classes), never above exact discrete OT, and a few
+    steps on it raise it; "both" is the mean of the two sides."""
+    import ot
+
+    from hjtranslate.metrics import c_transform_dual_target
+    from hjtranslate.objective import HJObjective, ObjectiveConfig
+
+    m = tiny_map().double()
+    g = torch.Generator().manual_seed(1)
+    xs = torch.randn(96, 2, generator=g, dtype=torch.float64)
+    yt = torch.randn(80, 2, generator=g, dtype=torch.float64) * 0.5 + 1
+    cost = m.cost
+    with torch.no_grad():
+        uy = m.potential(yt, m.t_f)
+    c = torch.stack([torch.stack([cost.cost(x, y, m.t_f) for y in yt]) for x in xs])
+    by_hand = uy.mean() - (uy[None, :] - c).max(1).values.mean()
+    assert float(c_transform_dual_target(uy, xs, yt, cost, m.t_f)) == pytest.approx(float(by_hand))
+    exact = ot.emd2(torch.full((96,), 1 / 96, dtype=torch.float64),
+                    torch.full((80,), 1 / 80, dtype=torch.float64), c)
+    assert float(by_hand) <= float(exact) + 1e-9
+
+    kx, ky = torch.arange(96) % 3, torch.arange(80) % 3
+    kx[kx == 2] = 3  # class 2 has no source, class 3 no target: both left out
+    best = torch.cat([(uy[None, ky == k] - c[kx == k][:, ky == k]).max(1).values for k in (0, 1)])
+    want = uy[ky <= 1].mean() - best.mean()  # per source its class's best target, per target u
+    got = c_transform_dual_target(uy, xs, yt, cost, m.t_f, kx, ky)
+    assert float(got) == pytest.approx(float(want))
+
+    source = HJObjective(m, ObjectiveConfig(semidual_weight=1.0, n_colloc=32)).double()
+    target = HJObjective(m, ObjectiveConfig(semidual_weight=1.0, semidual_side="target",
+                                            n_colloc=32)).double()
+    both = HJObjective(m, ObjectiveConfig(semidual_weight=1.0, semidual_side="both",
+                                          n_colloc=32)).double()
+    s, t = (float(o(xs, yt)["semidual"].detach()) for o in (source, target))
+    assert t == pytest.approx(float(by_hand), rel=1e-9)
+    assert float(both(xs, yt)["semidual"].detach()) == pytest.approx((s + t) / 2, rel=1e-9)
+
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+    for _ in range(30):
+        opt.zero_grad()
+        (-target(xs, yt)["semidual"]).backward()
+        opt.step()
+    assert float(target(xs, yt)["semidual"].detach()) > t + 0.05 * abs(t)
+    with pytest.raises(ValueError, match="semidual_side"):
+        ObjectiveConfig(semidual_side="middle")

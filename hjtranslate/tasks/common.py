@@ -17,7 +17,7 @@ import torch
 from ..api import fit
 from ..hjmap import HJMap
 from ..losses import MMDS, SINKHORN_BLUR
-from ..objective import MONOTONE_DIRECTIONS
+from ..objective import MONOTONE_DIRECTIONS, SEMIDUAL_SIDES
 from ..pipeline import INDEX_FILE
 from ..training import make_accelerator
 
@@ -72,6 +72,9 @@ def add_map_arguments(p: argparse.ArgumentParser, steps: int = 3000, batch_size:
     p.add_argument("--semidual-weight", type=float, default=0.0,
                    help="weight of the batch semi-dual E_y min_i [u(x_i, 0) + c(x_i, y)] - E_x u(x, 0), "
                    "maximised (0 = off; default %(default)s)")
+    p.add_argument("--semidual-side", choices=SEMIDUAL_SIDES, default="source",
+                   help="the potential the semi-dual certifies: u(., 0) (source), u(., t_f), which "
+                   "the backward map reads (target), or both (their mean)")
     p.add_argument("--no-warm-start", action="store_true",
                    help="start the quadratic part at the identity map, not at the OT map between "
                    "Gaussians fitted to the data")
@@ -124,7 +127,8 @@ def fit_from_args(
         backward_mmd=not args.no_backward_mmd, monotone_weight=args.monotone_weight,
         monotone_directions=args.monotone_directions, seed=args.seed,
         cycle_weight=args.cycle_weight, cycle_share=args.cycle_share,
-        semidual_weight=args.semidual_weight, warm_start=not args.no_warm_start,
+        semidual_weight=args.semidual_weight, semidual_side=args.semidual_side,
+        warm_start=not args.no_warm_start,
         output_dir=str(out), resume=args.resume, progress=not args.no_progress,
         accelerator=acc, return_history=True, **kwargs,
     )
