@@ -211,8 +211,11 @@ class HJObjective(nn.Module):
         if self.config.monotone_weight:
             monotone = self._monotone_penalty(pushed, xs, p0, gen)
         terms = {"hj": hj, "mmd": mmd}
+        uy = None  # u(y, t_f), computed once when the semi-dual's target side needs it
+        if self.config.semidual_weight and self.config.semidual_side != "source":
+            uy = m.potential(yt.detach(), t_f, kt_map)
         if self.config.semidual_weight:
-            terms["semidual"] = self._semidual(xs.detach(), u0, yt.detach(), ks, kt, kt_map)
+            terms["semidual"] = self._semidual(xs.detach(), u0, yt.detach(), uy, ks, kt)
         match = mmd
         if self.config.backward_mmd:
             yt_ = yt.detach().requires_grad_(True)
@@ -245,12 +248,13 @@ class HJObjective(nn.Module):
         terms["ratio"] = (match.detach() / floor.clamp_min(1e-12))
         terms["lambda"] = lam.detach()
         if self.adaptive:
-            terms.update(self._batch_gap(xs.detach(), pushed.detach(), u0.detach(), yt, ks_map, kt_map))
+            terms.update(self._batch_gap(xs.detach(), pushed.detach(), u0.detach(), yt, ks_map, kt_map,
+                                         None if uy is None else uy.detach()))
         return terms
 
     def _semidual(self, xs: torch.Tensor, u0: torch.Tensor, yt: torch.Tensor,
-                  ks: torch.Tensor | None, kt: torch.Tensor | None,
-                  kt_map: torch.Tensor | None) -> torch.Tensor:
+                  uy: torch.Tensor | None, ks: torch.Tensor | None,
+                  kt: torch.Tensor | None) -> torch.Tensor:
         """The batch's certified dual (standardised units) from the configured side,
         differentiable through the potential's values there; with labels the minimum runs
         within each class (see metrics.c_transform_dual)."""
@@ -259,19 +263,21 @@ class HJObjective(nn.Module):
         if side in ("source", "both"):
             duals.append(c_transform_dual(u0, xs, yt, m.cost, m.t_f, ks, kt))
         if side in ("target", "both"):
-            uy = m.potential(yt, m.t_f, kt_map)
             duals.append(c_transform_dual_target(uy, xs, yt, m.cost, m.t_f, ks, kt))
         return sum(duals) / len(duals)
 
     @torch.no_grad()
-    def _batch_gap(self, xs, pushed, u0, yt, ks, kt) -> dict[str, torch.Tensor]:
+    def _batch_gap(self, xs, pushed, u0, yt, ks, kt, uy=None) -> dict[str, torch.Tensor]:
         """The two parts of the duality gap (metrics.duality_gap) on this batch, relative to its
         mean cost: ``gap_residual``, mean of ``u(T(x), t_f) - u(x, 0) - c(x, T(x))`` (what the
         HJ term drives to zero), and ``gap_match``, ``E u(T(x), t_f) - E u(y, t_f)`` (what the
-        match drives to zero). Two forward passes of the head, no backward."""
+        match drives to zero). Two forward passes of the head (one when ``uy = u(yt, t_f)`` is
+        given), no backward."""
         m = self.map
         c = m.cost.cost(xs, pushed, m.t_f)
-        up, uy = m.potential(pushed, m.t_f, ks), m.potential(yt, m.t_f, kt)
+        up = m.potential(pushed, m.t_f, ks)
+        if uy is None:
+            uy = m.potential(yt, m.t_f, kt)
         return gap_parts(c, u0, up, uy, c.mean().abs().clamp_min(1e-12))
 
     def _monotone_penalty(self, pushed: torch.Tensor, xs: torch.Tensor, p0: torch.Tensor,
