@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -99,6 +100,7 @@ def fit(
     n_colloc: int | None = None,
     seed: int = 0,
     warm_start: bool = True,
+    init_from: str | Path | HJMap | None = None,
     ema_decay: float | None = None,
     output_dir: str | None = None,
     resume: bool = False,
@@ -138,6 +140,10 @@ def fit(
     default), start from the OT map between Gaussians fitted to both sample sets (with
     ``hopf_lax_per_class``, one per class; see :func:`linear_warm_start`); training then learns
     the rest.
+    ``init_from``: fine-tune a trained map (an :class:`HJMap`, a folder or a Hub id) instead of
+    starting afresh: its architecture, weights and normalisation carry over (no warm start);
+    cost, ``t_f``, dimension and classes must match the data and arguments. A smaller ``lr``
+    (e.g. 3e-4) keeps the first steps from undoing what it learnt.
     """
     xs = check_samples(x_source, "x_source")
     yt = check_samples(y_target, "y_target", dim=xs.shape[1])
@@ -166,27 +172,21 @@ def fit(
         missing = sorted(set(ks.tolist()) ^ set(kt.tolist()))
         if missing:
             raise ValueError(f"Classes {missing} appear on only one side; every class needs both.")
-    head = head or ("conditional" if conditional else "mlp")
-    # Defaults go to the heads that take them (a third-party head may have other arguments).
-    heads = registry.plugins("head")
-    accepted = inspect.signature(heads[head].obj.__init__).parameters if head in heads else {}
-    defaults = {k: v for k, v in default_head_kwargs(dim, cost_name, t_f).items() if k in accepted}
-    hk = {**defaults, **(head_kwargs or {})}
-    if not hk.get("fourier_features") and "fourier_features" not in accepted:
-        # "no Fourier features" is every other head's architecture: nothing to pass on
-        hk.pop("fourier_features", None)
-        hk.pop("fourier_scale", None)
-    if resume and output_dir:
-        hk = _resumed_head_kwargs(output_dir, hk) or hk
-    # Seed before the head draws its initial weights (torch's own start seed differs per
-    # process); train() seeds again for the steps.
-    set_seed(seed)
-    hjmap = HJMap(
-        dim, cost=cost_name, cost_kwargs=cost_kwargs, head=head, head_kwargs=hk, t_f=t_f,
-        num_classes=num_classes, class_names=class_names,
-        target_class_names=target_class_names, encoder=encoder,
-    )
-    zs, zt = standardise(hjmap, xs, yt)
+    if init_from is not None:
+        hjmap = _fine_tune_start(init_from, dim, cost_name, cost_kwargs, t_f, num_classes,
+                                 head if head is not None else "conditional" if conditional else None,
+                                 head_kwargs)
+        for name, value in (("class_names", class_names), ("target_class_names", target_class_names),
+                            ("encoder_config", encoder)):
+            if value is not None:
+                setattr(hjmap, name, value)
+        # The potential is defined in the map's own standardised coordinates: keep them.
+        zs, zt = (xs - hjmap.shift) / hjmap.scale, (yt - hjmap.shift) / hjmap.scale
+        warm_start = False
+    else:
+        hjmap, zs, zt = _new_map(
+            xs, yt, cost_name, cost_kwargs, t_f, num_classes, head, conditional, head_kwargs,
+            seed, resume, output_dir, class_names, target_class_names, encoder)
     if warm_start:  # a resumed run then loads its checkpoint over it
         linear_warm_start(hjmap, zs, zt, ks, kt)
     obj = HJObjective(
@@ -220,6 +220,75 @@ def fit(
     hjmap.eval()  # trained in place (accelerate wraps, but does not copy, the module)
     return (hjmap, result) if return_history else hjmap
 
+
+
+def _new_map(xs, yt, cost_name, cost_kwargs, t_f, num_classes, head, conditional, head_kwargs,
+             seed, resume, output_dir, class_names, target_class_names, encoder):
+    """A fresh map with fit's default head settings, and the samples standardised for it."""
+    dim = xs.shape[1]
+    head = head or ("conditional" if conditional else "mlp")
+    # Defaults go to the heads that take them (a third-party head may have other arguments).
+    heads = registry.plugins("head")
+    accepted = inspect.signature(heads[head].obj.__init__).parameters if head in heads else {}
+    defaults = {k: v for k, v in default_head_kwargs(dim, cost_name, t_f).items() if k in accepted}
+    hk = {**defaults, **(head_kwargs or {})}
+    if not hk.get("fourier_features") and "fourier_features" not in accepted:
+        # "no Fourier features" is every other head's architecture: nothing to pass on
+        hk.pop("fourier_features", None)
+        hk.pop("fourier_scale", None)
+    if resume and output_dir:
+        hk = _resumed_head_kwargs(output_dir, hk) or hk
+    # Seed before the head draws its initial weights (torch's own start seed differs per
+    # process); train() seeds again for the steps.
+    set_seed(seed)
+    hjmap = HJMap(
+        dim, cost=cost_name, cost_kwargs=cost_kwargs, head=head, head_kwargs=hk, t_f=t_f,
+        num_classes=num_classes, class_names=class_names,
+        target_class_names=target_class_names, encoder=encoder,
+    )
+    zs, zt = standardise(hjmap, xs, yt)
+    return hjmap, zs, zt
+
+
+def _fine_tune_start(init_from: str | Path | HJMap, dim: int, cost_name: str, cost_kwargs: dict,
+                     t_f: float, num_classes: int | None, head: str | None,
+                     head_kwargs: dict[str, Any] | None) -> HJMap:
+    """A copy of the map ``init_from`` names, checked against what ``fit`` was asked for."""
+    import copy
+    import warnings
+
+    if isinstance(init_from, HJMap):
+        what, base = "the init_from map", copy.deepcopy(init_from)
+    else:
+        what, base = f"init_from {init_from}", HJMap.from_pretrained(str(init_from))
+    problems = []
+    if base.dim != dim:
+        problems.append(f"it maps {base.dim}-d points and the samples are {dim}-d")
+    if base.cost_name != cost_name or base.cost.config() != registry.create(
+            "cost", cost_name, **cost_kwargs).config():
+        problems.append(f"it was trained for the cost {base.cost_name} {base.cost.config()}, "
+                        f"not {cost_name} {cost_kwargs}")
+    if abs(base.t_f - float(t_f)) > 1e-12:
+        problems.append(f"its t_f is {base.t_f}, not {t_f} (pass t_f={base.t_f})")
+    if head is not None and head != base.head_name:
+        problems.append(f"its head is {base.head_name!r}, not {head!r}")
+    if base.conditional and num_classes is None:
+        problems.append("its head is conditional: pass the class labels")
+    elif base.conditional and num_classes > base.num_classes:
+        problems.append(f"it knows {base.num_classes} classes and the labels hold {num_classes}")
+    if problems:
+        raise ValueError(f"Cannot fine-tune {what}: " + "; ".join(problems) + ".")
+    saved = base.config_dict()["head_kwargs"]
+    changed = {k: (v, saved.get(k)) for k, v in (head_kwargs or {}).items() if v != saved.get(k)}
+    if changed:
+        warnings.warn(
+            "Fine-tuning with the trained map's own head settings, not the requested ones: "
+            + ", ".join(f"{k}={new!r} -> {old!r}" for k, (new, old) in changed.items()),
+            stacklevel=3,
+        )
+    base.metrics = {}  # the card of the fine-tuned map records its own run
+    base.train()
+    return base
 
 def standardise(hjmap: HJMap, xs: torch.Tensor, yt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Set ``hjmap``'s normalisation from both sample sets and return them standardised: one

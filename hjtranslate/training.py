@@ -119,7 +119,8 @@ def train(
     def lr_at(progress: float) -> float:
         # Cosine decay over the run; progress counts steps or, with a time budget, time too.
         cos = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-        return config.lr_final + (config.lr - config.lr_final) * cos
+        final = min(config.lr_final, config.lr)  # a run asked for a smaller lr never rises above it
+        return final + (config.lr - final) * cos
 
     model, opt = acc.prepare(model, opt)
     inner = acc.unwrap_model(model)

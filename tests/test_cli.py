@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from hjtranslate.cli import main
 
@@ -41,6 +42,16 @@ def test_toy2d_run_writes_everything(tmp_path, capsys):
     # evaluate re-runs the task's evaluation from the saved folder, or from the map inside it
     assert main(["evaluate", str(out), "--n", "500"]) == 0
     assert main(["evaluate", str(out / "map"), "--n", "500"]) == 0
+    # fine-tuning starts from the run's map (the run folder stands for its map/)
+    tuned = tmp_path / "tuned"
+    assert main(["train", "toy2d", "--source", "8gaussians", "--target", "circles", "--steps", "2",
+                 "--n", "500", "--batch-size", "64", "--eval-n", "100", "--lr", "1e-12",
+                 "--init-from", str(out), "--output-dir", str(tuned), "--no-progress"]) == 0
+    from hjtranslate import HJMap
+
+    a, b = HJMap.from_pretrained(out / "map"), HJMap.from_pretrained(tuned / "map")
+    x = torch.randn(50, 2)
+    torch.testing.assert_close(a.forward(x), b.forward(x), atol=1e-4, rtol=0)
     # a map alone has no config to say which task and data it was trained on
     shutil.copytree(out / "map", tmp_path / "alone")
     assert main(["evaluate", str(tmp_path / "alone")]) == 2
@@ -74,6 +85,7 @@ def test_pnorm_cost_from_the_cli(tmp_path):
         (["train", "toy2d", "--n", "1"], "at least 2 samples"),
         (["train", "toy2d", "--eval-n", "5"], "--eval-n must be >= 20"),
         (["evaluate", "/nonexistent/run"], "pass the output folder"),
+        (["train", "toy2d", "--init-from", "/nonexistent/run"], "No such folder: /nonexistent/run"),
     ],
 )
 def test_bad_input_gives_a_clear_error_and_no_traceback(args, message, tmp_path):

@@ -92,6 +92,13 @@ def test_evaluate_through_another_vae_only_in_the_same_latent_space(tmp_path, ca
     assert "accuracy_forward" in capsys.readouterr().out
     assert main(["evaluate", str(out), "--n", "100", "--vae", str(moved)]) == 2
     assert "trained in another latent space" in capsys.readouterr().err
+    # nor can a map be fine-tuned in another latent space, or in the other mode
+    tune = ["train", "digits-to-fashion", "--init-from", str(out), "--steps", "1",
+            "--output-dir", str(tmp_path / "tuned"), "--no-progress"]
+    assert main([*tune, "--vae", str(moved)]) == 2
+    assert "trained in another latent space" in capsys.readouterr().err
+    assert main([*tune, "--mode", "shared"]) == 2
+    assert "is a conditional-mode map; pass --mode conditional" in capsys.readouterr().err
 
 
 def test_missing_data_is_a_clear_error_and_leaves_no_complete_looking_folder(tmp_path):

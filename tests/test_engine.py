@@ -423,6 +423,46 @@ def test_class_conditional_fit(conditional, quadratic, tmp_path):
         torch.testing.assert_close(again.backward(pushed, k=1), x[k1], atol=0.05, rtol=0)
 
 
+
+def test_fine_tuning_starts_from_the_trained_map_and_keeps_training(tmp_path):
+    x, y = _two_gaussians(n=1000)
+    m = hjt.fit(x, y, steps=100, batch_size=256, seed=0)
+    m.save_pretrained(tmp_path / "m")
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    y_other = y - 6  # new data: its own warm start or normalisation would move the map far
+    for init in (m, tmp_path / "m", str(tmp_path / "m")):
+        # A step of a vanishing learning rate: the trained map's weights and normalisation,
+        # not a fresh start
+        same = hjt.fit(x, y_other, steps=1, lr=1e-12, batch_size=64, init_from=init)
+        torch.testing.assert_close(same.forward(x[:200]), m.forward(x[:200]), atol=1e-4, rtol=0)
+    for k, v in m.state_dict().items():  # the map passed in is copied, not trained in place
+        torch.testing.assert_close(v, before[k])
+    assert float(m.forward(x[:500]).mean()) > 2
+    tuned = hjt.fit(x, y_other, steps=150, batch_size=256, lr=1e-2, init_from=m)
+    assert float(tuned.forward(x[:500]).mean()) < 0  # it learnt the new target (mean -3)
+    assert tuned.metrics == {}
+    with pytest.warns(UserWarning, match="own head settings"):
+        hjt.fit(x, y, steps=1, init_from=m, head_kwargs={"width": 8})
+
+
+@pytest.mark.parametrize(("data", "kwargs", "match"), [
+    ("3d", {}, "maps 2-d points and the samples are 3-d"),
+    ("2d", {"cost": "pnorm"}, "trained for the cost quadratic"),
+    ("2d", {"t_f": 2.0}, "pass t_f=1.0"),
+    ("2d", {"head": "affine"}, "its head is 'mlp'"),
+    ("conditional", {}, "pass the class labels"),
+])
+def test_fine_tuning_refuses_a_map_that_does_not_fit_the_data(data, kwargs, match, tmp_path):
+    x = torch.randn(100, 2)
+    labels = (torch.arange(100) % 2,) * 2
+    base = hjt.fit(x, x + 1, steps=1, batch_size=32, conditional=data == "conditional",
+                   labels=labels if data == "conditional" else None)
+    xs = torch.randn(100, 3) if data == "3d" else x
+    with pytest.raises(ValueError, match=match):
+        hjt.fit(xs, xs + 1, steps=1, init_from=base, **kwargs)
+    with pytest.raises(hjt.CheckpointError, match="No such folder"):
+        hjt.fit(x, x, steps=1, init_from=tmp_path / "missing")
+
 @pytest.mark.parametrize(
     "xs,yt,kwargs,match",
     [

@@ -79,6 +79,9 @@ def add_map_arguments(p: argparse.ArgumentParser, steps: int = 3000, batch_size:
                    help="start the quadratic part at the identity map, not at the OT map between "
                    "Gaussians fitted to the data")
     p.add_argument("--t-f", type=float, default=1.0)
+    p.add_argument("--init-from", default=None, metavar="MAP",
+                   help="fine-tune a trained map (a map folder, a run or pipeline folder holding "
+                   "map/, or a Hub id) instead of starting afresh; a smaller --lr (e.g. 3e-4) suits")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument("--no-progress", action="store_true")
 
@@ -92,6 +95,17 @@ def cost_from_args(args: argparse.Namespace) -> Any:
     from .. import registry
 
     return registry.create("cost", args.cost, **({"p": args.p} if args.p is not None else {}))
+
+
+def init_map_from_args(args: argparse.Namespace) -> HJMap | None:
+    """The map ``--init-from`` names (None without it). A run or pipeline folder stands for
+    the ``map/`` inside it."""
+    source = getattr(args, "init_from", None)
+    if source is None:
+        return None
+    if (Path(source) / "map" / "config.json").is_file():
+        source = str(Path(source) / "map")
+    return HJMap.from_pretrained(source)
 
 
 def fit_from_args(
@@ -130,7 +144,9 @@ def fit_from_args(
         semidual_weight=args.semidual_weight, semidual_side=args.semidual_side,
         warm_start=not args.no_warm_start,
         output_dir=str(out), resume=args.resume, progress=not args.no_progress,
-        accelerator=acc, return_history=True, **kwargs,
+        accelerator=acc, return_history=True,
+        init_from=kwargs.pop("init_from") if "init_from" in kwargs else init_map_from_args(args),
+        **kwargs,
     )
     return m, result, acc
 

@@ -22,7 +22,14 @@ from typing import Any
 import torch
 
 from ..metrics import exact_ot_cost
-from .common import add_map_arguments, cost_from_args, fit_from_args, output_dir, write_outputs
+from .common import (
+    add_map_arguments,
+    cost_from_args,
+    fit_from_args,
+    init_map_from_args,
+    output_dir,
+    write_outputs,
+)
 
 MNIST_CLASSES = [str(k) for k in range(10)]
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
@@ -157,6 +164,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     out = output_dir(args, "digits-to-fashion")
     acc = make_accelerator()
     enc = VAEEncoder(args.vae, device=acc.device)
+    init = init_map_from_args(args)
+    if init is not None:
+        from ..pipeline import check_same_latent
+
+        check_same_latent(init, enc)
+        mode = "conditional" if init.conditional else "shared"
+        if mode != args.mode:
+            raise ValueError(f"--init-from {args.init_from} is a {mode}-mode map; pass --mode {mode}.")
     # Encode once (rank 0 first, the others read its cache).
     with acc.main_process_first():
         if getattr(args, "download", False):
@@ -183,7 +198,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         args, zs, zt, "digits-to-fashion", labels=(ks, kt),
         conditional=args.mode == "conditional",
         class_names=MNIST_CLASSES, target_class_names=FASHION_CLASSES,
-        encoder=encoder_record(enc, args.vae),
+        encoder=encoder_record(enc, args.vae), init_from=init,
     )
     metrics: dict[str, Any] = {
         "mode": args.mode, "preset": args.preset, "seed": args.seed,
