@@ -221,7 +221,6 @@ def fit(
     return (hjmap, result) if return_history else hjmap
 
 
-
 def _new_map(xs, yt, cost_name, cost_kwargs, t_f, num_classes, head, conditional, head_kwargs,
              seed, resume, output_dir, class_names, target_class_names, encoder):
     """A fresh map with fit's default head settings, and the samples standardised for it."""
@@ -289,6 +288,7 @@ def _fine_tune_start(init_from: str | Path | HJMap, dim: int, cost_name: str, co
     base.metrics = {}  # the card of the fine-tuned map records its own run
     base.train()
     return base
+
 
 def standardise(hjmap: HJMap, xs: torch.Tensor, yt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Set ``hjmap``'s normalisation from both sample sets and return them standardised: one
