@@ -172,8 +172,9 @@ def fit(
         missing = sorted(set(ks.tolist()) ^ set(kt.tolist()))
         if missing:
             raise ValueError(f"Classes {missing} appear on only one side; every class needs both.")
+    lambda_init = None
     if init_from is not None:
-        hjmap = _fine_tune_start(init_from, dim, cost_name, cost_kwargs, t_f, num_classes,
+        hjmap, lambda_init = _fine_tune_start(init_from, dim, cost_name, cost_kwargs, t_f, num_classes,
                                  head if head is not None else "conditional" if conditional else None,
                                  head_kwargs)
         for name, value in (("class_names", class_names), ("target_class_names", target_class_names),
@@ -199,6 +200,9 @@ def fit(
             monotone_directions=monotone_directions, cycle_weight=cycle_weight,
             cycle_share=cycle_share, semidual_weight=semidual_weight,
             semidual_side=semidual_side,
+            # fine-tuning goes on with the trained map's multiplier (the ascent takes ~1,000
+            # steps to climb back from the default start, with the match held too loosely)
+            **({"lambda_init": lambda_init} if lambda_init and lambda_mmd == "auto" else {}),
         ),
         sampler,
     )
@@ -218,6 +222,7 @@ def fit(
         parameters=list(hjmap.parameters()),
     )
     hjmap.eval()  # trained in place (accelerate wraps, but does not copy, the module)
+    hjmap.metrics["lambda"] = float(obj.log_lambda.exp())  # where a fine-tune starts
     return (hjmap, result) if return_history else hjmap
 
 
@@ -251,8 +256,9 @@ def _new_map(xs, yt, cost_name, cost_kwargs, t_f, num_classes, head, conditional
 
 def _fine_tune_start(init_from: str | Path | HJMap, dim: int, cost_name: str, cost_kwargs: dict,
                      t_f: float, num_classes: int | None, head: str | None,
-                     head_kwargs: dict[str, Any] | None) -> HJMap:
-    """A copy of the map ``init_from`` names, checked against what ``fit`` was asked for."""
+                     head_kwargs: dict[str, Any] | None) -> tuple[HJMap, float | None]:
+    """A copy of the map ``init_from`` names, checked against what ``fit`` was asked for, and
+    the MMD weight its training ended with (None if it does not record one)."""
     import copy
     import warnings
 
@@ -285,9 +291,12 @@ def _fine_tune_start(init_from: str | Path | HJMap, dim: int, cost_name: str, co
             + ", ".join(f"{k}={new!r} -> {old!r}" for k, (new, old) in changed.items()),
             stacklevel=3,
         )
+    # Task runs record the weight as `lambda` (digits-to-fashion: `train_lambda`).
+    lam = base.metrics.get("lambda", base.metrics.get("train_lambda"))
+    lam = float(lam) if isinstance(lam, (int, float)) and lam > 0 else None
     base.metrics = {}  # the card of the fine-tuned map records its own run
     base.train()
-    return base
+    return base, lam
 
 
 def standardise(hjmap: HJMap, xs: torch.Tensor, yt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -440,7 +440,12 @@ def test_fine_tuning_starts_from_the_trained_map_and_keeps_training(tmp_path):
     assert float(m.forward(x[:500]).mean()) > 2
     tuned = hjt.fit(x, y_other, steps=150, batch_size=256, lr=1e-2, init_from=m)
     assert float(tuned.forward(x[:500]).mean()) < 0  # it learnt the new target (mean -3)
-    assert tuned.metrics == {}
+    assert set(tuned.metrics) == {"lambda"}  # the trained map's figures are not carried over
+    # the adaptive MMD weight goes on from where the trained map's training left it
+    m.metrics = {"lambda": 300.0}
+    for fixed, expected in (("auto", 300), (50.0, 50)):
+        again = hjt.fit(x, y, steps=1, batch_size=64, init_from=m, lambda_mmd=fixed)
+        assert again.metrics["lambda"] == pytest.approx(expected, 0.01)
     with pytest.warns(UserWarning, match="own head settings"):
         hjt.fit(x, y, steps=1, init_from=m, head_kwargs={"width": 8})
 
