@@ -172,11 +172,15 @@ def fit(
         missing = sorted(set(ks.tolist()) ^ set(kt.tolist()))
         if missing:
             raise ValueError(f"Classes {missing} appear on only one side; every class needs both.")
-    lambda_init = None
+    lambda_init, made_by = None, None
     if init_from is not None:
-        hjmap, lambda_init = _fine_tune_start(init_from, dim, cost_name, cost_kwargs, t_f, num_classes,
+        hjmap, earlier = _fine_tune_start(init_from, dim, cost_name, cost_kwargs, t_f, num_classes,
                                  head if head is not None else "conditional" if conditional else None,
                                  head_kwargs)
+        # Task runs record the MMD weight as `lambda` (digits-to-fashion: `train_lambda`).
+        lam = earlier.get("lambda", earlier.get("train_lambda"))
+        lambda_init = float(lam) if isinstance(lam, (int, float)) and lam > 0 else None
+        made_by = earlier.get("command")
         for name, value in (("class_names", class_names), ("target_class_names", target_class_names),
                             ("encoder_config", encoder)):
             if value is not None:
@@ -223,6 +227,10 @@ def fit(
     )
     hjmap.eval()  # trained in place (accelerate wraps, but does not copy, the module)
     hjmap.metrics["lambda"] = float(obj.log_lambda.exp())  # where a fine-tune starts
+    if init_from is not None:  # provenance, for the model card
+        hjmap.metrics["init_from"] = str(init_from) if not isinstance(init_from, HJMap) else "an HJMap"
+        if made_by:
+            hjmap.metrics["init_from_command"] = made_by
     return (hjmap, result) if return_history else hjmap
 
 
@@ -256,9 +264,9 @@ def _new_map(xs, yt, cost_name, cost_kwargs, t_f, num_classes, head, conditional
 
 def _fine_tune_start(init_from: str | Path | HJMap, dim: int, cost_name: str, cost_kwargs: dict,
                      t_f: float, num_classes: int | None, head: str | None,
-                     head_kwargs: dict[str, Any] | None) -> tuple[HJMap, float | None]:
+                     head_kwargs: dict[str, Any] | None) -> tuple[HJMap, dict[str, Any]]:
     """A copy of the map ``init_from`` names, checked against what ``fit`` was asked for, and
-    the MMD weight its training ended with (None if it does not record one)."""
+    the figures it recorded (its training's command and final MMD weight among them)."""
     import copy
     import warnings
 
@@ -291,12 +299,9 @@ def _fine_tune_start(init_from: str | Path | HJMap, dim: int, cost_name: str, co
             + ", ".join(f"{k}={new!r} -> {old!r}" for k, (new, old) in changed.items()),
             stacklevel=3,
         )
-    # Task runs record the weight as `lambda` (digits-to-fashion: `train_lambda`).
-    lam = base.metrics.get("lambda", base.metrics.get("train_lambda"))
-    lam = float(lam) if isinstance(lam, (int, float)) and lam > 0 else None
-    base.metrics = {}  # the card of the fine-tuned map records its own run
+    earlier, base.metrics = base.metrics, {}  # the card of the fine-tuned map records its own run
     base.train()
-    return base, lam
+    return base, earlier
 
 
 def standardise(hjmap: HJMap, xs: torch.Tensor, yt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -52,6 +52,7 @@ def test_toy2d_run_writes_everything(tmp_path, capsys):
     a, b = HJMap.from_pretrained(out / "map"), HJMap.from_pretrained(tuned / "map")
     x = torch.randn(50, 2)
     torch.testing.assert_close(a.forward(x), b.forward(x), atol=1e-4, rtol=0)
+    assert b.metrics["init_from"] == str(out) and b.metrics["init_from_command"] == a.metrics["command"]
     # a map alone has no config to say which task and data it was trained on
     shutil.copytree(out / "map", tmp_path / "alone")
     assert main(["evaluate", str(tmp_path / "alone")]) == 2

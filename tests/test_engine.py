@@ -440,7 +440,8 @@ def test_fine_tuning_starts_from_the_trained_map_and_keeps_training(tmp_path):
     assert float(m.forward(x[:500]).mean()) > 2
     tuned = hjt.fit(x, y_other, steps=150, batch_size=256, lr=1e-2, init_from=m)
     assert float(tuned.forward(x[:500]).mean()) < 0  # it learnt the new target (mean -3)
-    assert set(tuned.metrics) == {"lambda"}  # the trained map's figures are not carried over
+    # the trained map's figures are not carried over; where it came from is recorded
+    assert set(tuned.metrics) == {"lambda", "init_from"} and tuned.metrics["init_from"] == "an HJMap"
     # the adaptive MMD weight goes on from where the trained map's training left it
     m.metrics = {"lambda": 300.0}
     for fixed, expected in (("auto", 300), (50.0, 50)):

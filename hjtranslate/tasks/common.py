@@ -148,6 +148,8 @@ def fit_from_args(
         init_from=kwargs.pop("init_from") if "init_from" in kwargs else init_map_from_args(args),
         **kwargs,
     )
+    if getattr(args, "init_from", None):
+        m.metrics["init_from"] = args.init_from
     return m, result, acc
 
 
@@ -159,7 +161,9 @@ def write_outputs(out: Path, m: HJMap, metrics: dict[str, Any], acc: Any) -> Non
     # The card of every saved map records how it was made.
     metrics.setdefault("command", "hjtranslate " + " ".join(sys.argv[1:]))
     metrics.setdefault("date", time.strftime("%Y-%m-%d"))
-    m.metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str)) and v is not None}
+    # (fit's own record, such as the MMD weight a fine-tune starts from, stays unless replaced)
+    m.metrics = {**m.metrics, **{k: v for k, v in metrics.items()
+                                 if isinstance(v, (int, float, str)) and v is not None}}
     tmp = out / "map.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     m.save_pretrained(tmp)
