@@ -186,7 +186,7 @@ def fit(
             if value is not None:
                 setattr(hjmap, name, value)
         # The potential is defined in the map's own standardised coordinates: keep them.
-        zs, zt = (xs - hjmap.shift) / hjmap.scale, (yt - hjmap.shift) / hjmap.scale
+        zs, zt = standardise(hjmap, xs, yt, keep=True)
         warm_start = False
     else:
         hjmap, zs, zt = _new_map(
@@ -268,7 +268,6 @@ def _fine_tune_start(init_from: str | Path | HJMap, dim: int, cost_name: str, co
     """A copy of the map ``init_from`` names, checked against what ``fit`` was asked for, and
     the figures it recorded (its training's command and final MMD weight among them)."""
     import copy
-    import warnings
 
     if isinstance(init_from, HJMap):
         what, base = "the init_from map", copy.deepcopy(init_from)
@@ -291,28 +290,25 @@ def _fine_tune_start(init_from: str | Path | HJMap, dim: int, cost_name: str, co
         problems.append(f"it knows {base.num_classes} classes and the labels hold {num_classes}")
     if problems:
         raise ValueError(f"Cannot fine-tune {what}: " + "; ".join(problems) + ".")
-    saved = base.config_dict()["head_kwargs"]
-    changed = {k: (v, saved.get(k)) for k, v in (head_kwargs or {}).items() if v != saved.get(k)}
-    if changed:
-        warnings.warn(
-            "Fine-tuning with the trained map's own head settings, not the requested ones: "
-            + ", ".join(f"{k}={new!r} -> {old!r}" for k, (new, old) in changed.items()),
-            stacklevel=3,
-        )
+    _name_overridden_head_settings(head_kwargs or {}, base.config_dict()["head_kwargs"],
+                                   "Fine-tuning with the trained map's")
     earlier, base.metrics = base.metrics, {}  # the card of the fine-tuned map records its own run
     base.train()
     return base, earlier
 
 
-def standardise(hjmap: HJMap, xs: torch.Tensor, yt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def standardise(hjmap: HJMap, xs: torch.Tensor, yt: torch.Tensor,
+                keep: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Set ``hjmap``'s normalisation from both sample sets and return them standardised: one
     common similarity transform (OT maps of homogeneous costs commute with it), so that
-    defaults work whatever the units of the data."""
-    both = torch.cat([xs, yt])
-    shift = both.mean(0)
-    scale = float(((both - shift) ** 2).sum(1).mean().sqrt() / both.shape[1] ** 0.5) or 1.0
-    hjmap.set_normalization(shift, scale)
-    return (xs - shift) / scale, (yt - shift) / scale
+    defaults work whatever the units of the data. ``keep=True`` standardises with the map's
+    own normalisation (a trained map being fine-tuned)."""
+    if not keep:
+        both = torch.cat([xs, yt])
+        shift = both.mean(0)
+        scale = float(((both - shift) ** 2).sum(1).mean().sqrt() / both.shape[1] ** 0.5) or 1.0
+        hjmap.set_normalization(shift, scale)
+    return (xs - hjmap.shift) / hjmap.scale, (yt - hjmap.shift) / hjmap.scale
 
 
 def _resumed_head_kwargs(output_dir: str, requested: dict[str, Any]) -> dict[str, Any]:
@@ -321,7 +317,6 @@ def _resumed_head_kwargs(output_dir: str, requested: dict[str, Any]) -> dict[str
     its own gain (resuming with another gain would silently rescale the map). Settings that
     differ from ``requested`` are named."""
     import json
-    import warnings
 
     from .training import latest_checkpoint
 
@@ -332,14 +327,21 @@ def _resumed_head_kwargs(output_dir: str, requested: dict[str, Any]) -> dict[str
     saved = json.loads(config.read_text()).get("head_kwargs", {})
     # The saved settings replace the requested ones whole: a setting the checkpoint does not
     # record (a newer default, such as Fourier features) must not be added to its architecture.
+    _name_overridden_head_settings(requested, saved, "Resuming with the checkpoint's")
+    return saved
+
+
+def _name_overridden_head_settings(requested: dict[str, Any], saved: dict[str, Any], doing: str) -> None:
+    """Warn about the requested head settings that a saved map's own settings override."""
+    import warnings
+
     changed = {k: (v, saved.get(k)) for k, v in requested.items() if v != saved.get(k)}
     if changed:
         warnings.warn(
-            "Resuming with the checkpoint's own head settings, not the requested ones: "
+            f"{doing} own head settings, not the requested ones: "
             + ", ".join(f"{k}={old!r} -> {new!r}" for k, (old, new) in changed.items()),
-            stacklevel=3,
+            stacklevel=4,  # fit's caller
         )
-    return saved
 
 
 def linear_warm_start(hjmap: HJMap, zs: torch.Tensor, zt: torch.Tensor,
