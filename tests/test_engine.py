@@ -390,7 +390,7 @@ def _two_gaussians(n=2000, d=2, seed=0):
 
 def test_fit_transports_a_shifted_gaussian():
     x, y = _two_gaussians()
-    m = hjt.fit(x, y, steps=300, batch_size=256, seed=0)
+    m = hjt.fit(x, y, steps=100, batch_size=256, seed=0)
     pushed = m.forward(x[:500])
     # The OT map is y = 3 + x / 2: check the mean and the spread of the pushed samples.
     torch.testing.assert_close(pushed.mean(0), torch.tensor([3.0, 3.0]), atol=0.15, rtol=0)

@@ -105,8 +105,8 @@ def test_two_cpu_processes_train_one_model(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--main_process_port", "0", "-m", "hjtranslate", "train", "gaussians", "--dim", "2",
-           "--steps", "30", "--n", "2000", "--batch-size", "128", "--output-dir", str(out),
-           "--no-progress"]
+           "--steps", "30", "--n", "2000", "--eval-n", "1000", "--batch-size", "128",
+           "--output-dir", str(out), "--no-progress"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -104,7 +105,8 @@ def test_train_a_vae_then_fine_tune_its_decoder_only(shared_data: Path, tmp_path
     from hjtranslate.cli import main
 
     base, tuned = tmp_path / "base", tmp_path / "tuned"
-    small = ["--widths", "8,8,8,8", "--batch-size", "16", "--steps", "2"]
+    small = ["--widths", "8,8,8,8", "--batch-size", "16", "--steps", "2", "--eval-images", "300",
+             "--stats-images", "400"]
     assert main(["train", "vae", "--output-dir", str(base), *small]) == 0
     assert main(["train", "vae", "--output-dir", str(tuned), "--init-from", str(base),
                  "--decoder-only", "--lr", "1e-2", *small]) == 0
@@ -115,6 +117,8 @@ def test_train_a_vae_then_fine_tune_its_decoder_only(shared_data: Path, tmp_path
     assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("decoder."))
     assert (base / "latent_stats.json").read_bytes() == (tuned / "latent_stats.json").read_bytes()
     assert "encoder frozen" in (tuned / "README.md").read_text()
+    assert "| mnist test (300) |" in (base / "README.md").read_text()
+    assert json.loads((base / "training_metrics.json").read_text())["stats_images"] == 800
     assert not (tuned / "checkpoints").exists()
     enc = VAEEncoder(tuned)
     assert enc.latent_dim == 64 and enc.decode(torch.zeros(2, 64)).shape == (2, 1, 28, 28)

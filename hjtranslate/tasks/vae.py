@@ -102,6 +102,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--latent-channels", type=int, default=4)
     p.add_argument("--latent-size", type=int, default=4, help="latent height = width")
     p.add_argument("--widths", default="16,32,64,64", help="channels of the encoder stages")
+    p.add_argument("--eval-images", type=int, default=10000,
+                   help="test images per dataset for the card's reconstruction figures "
+                        "(default: all 10,000; fewer for a quick trial)")
+    p.add_argument("--stats-images", type=int, default=10000,
+                   help="training images per dataset for latent_stats.json (default 10,000)")
     p.add_argument("--checkpoint-every", type=int, default=300)
     p.add_argument("--keep-checkpoints", action="store_true",
                    help="keep <output-dir>/checkpoints after a finished run")
@@ -133,8 +138,9 @@ def write_card(folder: Path, info: dict[str, Any]) -> Path:
         metrics=["mse", "psnr"],
     )
     m = info["metrics"]
+    counts = info.get("eval_images", {})
     rows = "\n".join(
-        f"| {name} test (10,000) | {m[name]['mse']:.5f} | {m[name]['psnr']:.2f} | "
+        f"| {name} test ({counts.get(name, 10000):,}) | {m[name]['mse']:.5f} | {m[name]['psnr']:.2f} | "
         f"{m[name]['psnr_per_image_mean']:.2f} |" for name in DATASET_NAMES
     )
     shape = "x".join(str(s) for s in info["latent_shape"])
@@ -230,11 +236,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     out = Path(args.output_dir)
     widths = tuple(int(w) for w in str(args.widths).split(","))
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}.")
+    for flag, value in (("--batch-size", args.batch_size), ("--eval-images", args.eval_images),
+                        ("--stats-images", args.stats_images)):
+        if value < 1:
+            raise ValueError(f"{flag} must be >= 1, got {value}.")
     init = _load_init(args)
     train_images = torch.cat([load_dataset(n, "train", args.data_dir)[0] for n in DATASET_NAMES])
-    tests = {n: load_dataset(n, "test", args.data_dir)[0] for n in DATASET_NAMES}
+    tests = {n: load_dataset(n, "test", args.data_dir)[0][:args.eval_images] for n in DATASET_NAMES}
 
     acc = make_accelerator()
     set_seed(args.seed)
@@ -262,7 +270,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     vae = acc.unwrap_model(model).vae.eval()
     vae.save_pretrained(out)
     encoder = VAEEncoder(vae=vae, batch_size=500)
-    half = 10000
+    half = min(args.stats_images, 60000)
     if args.decoder_only:
         # The encoder did not move: keep its statistics bit for bit, so maps stay valid.
         encoder.set_latent_stats(init.latent_stats)
@@ -274,7 +282,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     encoder.save_latent_stats(out)
     metrics = {n: reconstruction_metrics(encoder, tests[n]) for n in DATASET_NAMES}
     info = {
-        "metrics": metrics, "latent_shape": list(encoder.latent_shape),
+        "metrics": metrics, "eval_images": {n: len(tests[n]) for n in DATASET_NAMES},
+        "latent_shape": list(encoder.latent_shape),
         "latent_dim": encoder.latent_dim, "stats_images": 2 * half,
         "parameters": sum(p.numel() for p in vae.parameters()), "kl_weight": args.kl_weight,
         "steps": result["steps"], "batch_size": args.batch_size, "lr": args.lr,
