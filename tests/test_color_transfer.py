@@ -8,6 +8,7 @@ from PIL import Image
 
 from hjtranslate.cli import main
 from hjtranslate.tasks.color_transfer import (
+    COLOUR_HEAD_KWARGS,
     colour_histogram,
     histogram_emd,
     histogram_intersection,
@@ -47,6 +48,19 @@ def test_task_writes_images_map_and_metrics(images, tmp_path):
     assert m["train_pixels"] == [500, 500]
     cfg = json.loads((out / "map" / "config.json").read_text())
     assert cfg["dim"] == 3 and cfg["encoder"]["name"] == "identity"
+    # The colour task's own defaults: Fourier features and the batch semi-dual.
+    assert {k: cfg["head_kwargs"][k] for k in COLOUR_HEAD_KWARGS} == COLOUR_HEAD_KWARGS
+    run_config = json.loads((out / "config.json").read_text())
+    assert (run_config["semidual_weight"], run_config["semidual_side"]) == (10.0, "both")
+
+
+@pytest.mark.parametrize("extra", [["--fourier-features", "0"], ["--cost", "pnorm", "--p", "3"]])
+def test_fourier_features_off_on_request_and_for_other_costs(images, tmp_path, extra):
+    out = tmp_path / "run"
+    assert main(["train", "color-transfer", "--source", images[0], "--target", images[1],
+                 "--steps", "2", "--pixels", "200", "--batch-size", "64", "--bins", "4",
+                 "--output-dir", str(out), "--no-progress", *extra]) == 0
+    assert "fourier_features" not in json.loads((out / "map" / "config.json").read_text())["head_kwargs"]
 
 
 def test_histogram_metrics_on_known_cases():

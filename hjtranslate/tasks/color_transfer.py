@@ -37,6 +37,14 @@ from .common import add_map_arguments, fit_from_args, output_dir, write_outputs
 
 DEFAULT_BINS = 16
 
+#: The colour task's map settings with the quadratic cost. A pixel cloud has sharp folds and
+#: far-flung clusters: random Fourier features of scale 4 let the potential bend at them, and the
+#: batch semi-dual carries the clusters that the energy distance lets go (BENCHMARKS.md, colour
+#: transfer, session 22: astronaut -> coffee, 1,500 steps, forward EMD 0.0041 -> 0.0014).
+COLOUR_HEAD_KWARGS = {"fourier_features": 128, "fourier_scale": 4.0}
+COLOUR_SEMIDUAL_WEIGHT = 10.0
+COLOUR_SEMIDUAL_SIDE = "both"
+
 
 # -- images ----------------------------------------------------------------------------------
 def load_image(path: str | Path, what: str = "image") -> np.ndarray:
@@ -167,6 +175,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bins", type=int, default=DEFAULT_BINS,
                    help="histogram bins per RGB channel for the EMD / intersection metrics")
     add_map_arguments(p, steps=1500, batch_size=512)
+    p.set_defaults(semidual_weight=COLOUR_SEMIDUAL_WEIGHT, semidual_side=COLOUR_SEMIDUAL_SIDE)
+
+
+def _colour_head_defaults(args: argparse.Namespace) -> None:
+    """COLOUR_HEAD_KWARGS where the command line leaves them unset, for a new map with the
+    quadratic cost (the Fourier features' wiggles cost p-norm maps their optimality; a resumed
+    or fine-tuned map keeps its own head)."""
+    if args.cost != "quadratic" or args.resume or getattr(args, "init_from", None):
+        return
+    if args.fourier_features is None:
+        args.fourier_features = COLOUR_HEAD_KWARGS["fourier_features"]
+        if args.fourier_scale is None:
+            args.fourier_scale = COLOUR_HEAD_KWARGS["fourier_scale"]
 
 
 def panel(path: Path, images: dict[str, np.ndarray], title: str = "") -> None:
@@ -192,6 +213,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError(f"--pixels must be >= 2, got {args.pixels}.")
     if args.bins < 1:
         raise ValueError(f"--bins must be >= 1, got {args.bins}.")
+    _colour_head_defaults(args)
     src = load_image(args.source, "source")
     tgt = load_image(args.target, "target")
     ps, pt = pixels_of(src), pixels_of(tgt)
