@@ -186,8 +186,8 @@ def _colour_head_defaults(args: argparse.Namespace) -> None:
         return
     if args.fourier_features is None:
         args.fourier_features = COLOUR_HEAD_KWARGS["fourier_features"]
-        if args.fourier_scale is None:
-            args.fourier_scale = COLOUR_HEAD_KWARGS["fourier_scale"]
+    if args.fourier_features and args.fourier_scale is None:
+        args.fourier_scale = COLOUR_HEAD_KWARGS["fourier_scale"]
 
 
 def panel(path: Path, images: dict[str, np.ndarray], title: str = "") -> None:
