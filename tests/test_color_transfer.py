@@ -54,7 +54,8 @@ def test_task_writes_images_map_and_metrics(images, tmp_path):
     assert (run_config["semidual_weight"], run_config["semidual_side"]) == (10.0, "both")
 
 
-@pytest.mark.parametrize("extra", [["--fourier-features", "0"], ["--cost", "pnorm", "--p", "3"]])
+@pytest.mark.parametrize("extra", [["--fourier-features", "0"], ["--cost", "pnorm", "--p", "3"],
+                                   ["--head", "affine"]])
 def test_fourier_features_off_on_request_and_for_other_costs(images, tmp_path, extra):
     out = tmp_path / "run"
     assert main(["train", "color-transfer", "--source", images[0], "--target", images[1],

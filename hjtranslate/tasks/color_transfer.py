@@ -179,10 +179,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _colour_head_defaults(args: argparse.Namespace) -> None:
-    """COLOUR_HEAD_KWARGS where the command line leaves them unset, for a new map with the
-    quadratic cost (the Fourier features' wiggles cost p-norm maps their optimality; a resumed
-    or fine-tuned map keeps its own head)."""
-    if args.cost != "quadratic" or args.resume or getattr(args, "init_from", None):
+    """COLOUR_HEAD_KWARGS where the command line leaves them unset, for a new map of the default
+    (mlp) head with the quadratic cost (the Fourier features' wiggles cost p-norm maps their
+    optimality; other heads have other options; a resumed or fine-tuned map keeps its head)."""
+    if (args.cost != "quadratic" or args.head not in (None, "mlp") or args.resume
+            or getattr(args, "init_from", None)):
         return
     if args.fourier_features is None:
         args.fourier_features = COLOUR_HEAD_KWARGS["fourier_features"]
