@@ -56,7 +56,7 @@ def test_task_writes_images_map_and_metrics(images, tmp_path):
 
 @pytest.mark.parametrize("extra", [["--fourier-features", "0"], ["--cost", "pnorm", "--p", "3"],
                                    ["--head", "affine"]])
-def test_fourier_features_off_on_request_and_for_other_costs(images, tmp_path, extra):
+def test_fourier_features_off_on_request_and_for_other_costs_and_heads(images, tmp_path, extra):
     out = tmp_path / "run"
     assert main(["train", "color-transfer", "--source", images[0], "--target", images[1],
                  "--steps", "2", "--pixels", "200", "--batch-size", "64", "--bins", "4",
