@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from ..training import finish_run
-from .common import add_map_arguments, fit_from_args, output_dir, write_outputs
+from .common import add_map_arguments, fit_from_args, output_dir, require_at_least, write_outputs
 
 DEFAULT_BINS = 16
 
@@ -210,10 +210,7 @@ def panel(path: Path, images: dict[str, np.ndarray], title: str = "") -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    if args.pixels < 2:
-        raise ValueError(f"--pixels must be >= 2, got {args.pixels}.")
-    if args.bins < 1:
-        raise ValueError(f"--bins must be >= 1, got {args.bins}.")
+    require_at_least(args, pixels=2, bins=1)
     _colour_head_defaults(args)
     src = load_image(args.source, "source")
     tgt = load_image(args.target, "target")

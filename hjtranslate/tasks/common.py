@@ -86,6 +86,14 @@ def add_map_arguments(p: argparse.ArgumentParser, steps: int = 3000, batch_size:
     p.add_argument("--no-progress", action="store_true")
 
 
+def require_at_least(args: argparse.Namespace, **minimums: int) -> None:
+    """A clear error for the first option (``eval_n`` is ``--eval-n``) below its minimum."""
+    for name, minimum in minimums.items():
+        value = getattr(args, name)
+        if value < minimum:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= {minimum}, got {value}.")
+
+
 def output_dir(args: argparse.Namespace, task: str) -> Path:
     return Path(args.output_dir or Path("runs") / task)
 

@@ -28,6 +28,7 @@ from .common import (
     fit_from_args,
     init_map_from_args,
     output_dir,
+    require_at_least,
     write_outputs,
 )
 
@@ -97,10 +98,7 @@ def _apply_preset(args: argparse.Namespace) -> None:
     if args.quadratic_gain is None:
         cold = args.no_warm_start or args.quadratic == "hopf_lax" or args.cost != "quadratic"
         args.quadratic_gain = 10.0 if cold else 1.0
-    if args.train_per_class < 2:
-        raise ValueError(f"--train-per-class must be >= 2, got {args.train_per_class}.")
-    if args.eval_n < 10:
-        raise ValueError(f"--eval-n must be >= 10, got {args.eval_n}.")
+    require_at_least(args, train_per_class=2, eval_n=10)
 
 
 def _digest(state: dict[str, torch.Tensor], extra: Any = None) -> str:

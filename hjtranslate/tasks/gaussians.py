@@ -10,7 +10,7 @@ import torch
 
 from ..metrics import cosine_similarity, evaluate_map, gaussian_ot_map, l2_uvp
 from ..training import finish_run
-from .common import add_map_arguments, fit_from_args, output_dir, write_outputs
+from .common import add_map_arguments, fit_from_args, output_dir, require_at_least, write_outputs
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -78,8 +78,7 @@ def evaluate(m, args: argparse.Namespace, n: int = 10000) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     _default_gain(args)
-    if args.eval_n < 20:
-        raise ValueError(f"--eval-n must be >= 20, got {args.eval_n}.")
+    require_at_least(args, eval_n=20)
     pair = gaussian_pair(args.dim, args.data_seed)
     x = sample(pair, 0, args.n, seed=args.data_seed * 2 + 1)
     y = sample(pair, 1, args.n, seed=args.data_seed * 2 + 2)

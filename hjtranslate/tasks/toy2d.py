@@ -12,7 +12,14 @@ import torch
 
 from ..metrics import evaluate_map
 from ..training import finish_run
-from .common import add_map_arguments, fit_from_args, output_dir, plot_2d, write_outputs
+from .common import (
+    add_map_arguments,
+    fit_from_args,
+    output_dir,
+    plot_2d,
+    require_at_least,
+    write_outputs,
+)
 
 
 def _swissroll(n: int, g: torch.Generator) -> torch.Tensor:
@@ -100,8 +107,7 @@ def evaluate(m, args: argparse.Namespace, n: int = 4000) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    if args.eval_n < 20:
-        raise ValueError(f"--eval-n must be >= 20, got {args.eval_n}.")
+    require_at_least(args, eval_n=20)
     x = toy_samples(args.source, args.n, seed=1 + 2 * args.seed)
     y = toy_samples(args.target, args.n, seed=2 + 2 * args.seed)
     t0 = time.perf_counter()

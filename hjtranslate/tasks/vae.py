@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ..data import load_dataset, to_float
+from .common import require_at_least
 
 DATASET_NAMES = ("mnist", "fashion-mnist")
 
@@ -138,9 +139,8 @@ def write_card(folder: Path, info: dict[str, Any]) -> Path:
         metrics=["mse", "psnr"],
     )
     m = info["metrics"]
-    counts = info.get("eval_images", {})
     rows = "\n".join(
-        f"| {name} test ({counts.get(name, 10000):,}) | {m[name]['mse']:.5f} | {m[name]['psnr']:.2f} | "
+        f"| {name} test ({info['eval_images'][name]:,}) | {m[name]['mse']:.5f} | {m[name]['psnr']:.2f} | "
         f"{m[name]['psnr_per_image_mean']:.2f} |" for name in DATASET_NAMES
     )
     shape = "x".join(str(s) for s in info["latent_shape"])
@@ -236,10 +236,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     out = Path(args.output_dir)
     widths = tuple(int(w) for w in str(args.widths).split(","))
-    for flag, value in (("--batch-size", args.batch_size), ("--eval-images", args.eval_images),
-                        ("--stats-images", args.stats_images)):
-        if value < 1:
-            raise ValueError(f"{flag} must be >= 1, got {value}.")
+    require_at_least(args, batch_size=1, eval_images=1, stats_images=1)
     init = _load_init(args)
     train_images = torch.cat([load_dataset(n, "train", args.data_dir)[0] for n in DATASET_NAMES])
     tests = {n: load_dataset(n, "test", args.data_dir)[0][:args.eval_images] for n in DATASET_NAMES}
