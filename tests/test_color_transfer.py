@@ -13,6 +13,7 @@ from hjtranslate.tasks.color_transfer import (
     histogram_emd,
     histogram_intersection,
     load_image,
+    off_palette_share,
 )
 
 
@@ -45,6 +46,7 @@ def test_task_writes_images_map_and_metrics(images, tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     for d in ("forward", "backward", "before"):
         assert m[f"emd_{d}"] >= 0 and 0 <= m[f"intersection_{d}"] <= 1
+        assert 0 <= m[f"off_palette_{d}"] <= 1
     assert m["train_pixels"] == [500, 500]
     cfg = json.loads((out / "map" / "config.json").read_text())
     assert cfg["dim"] == 3 and cfg["encoder"]["name"] == "identity"
@@ -77,6 +79,21 @@ def test_histogram_metrics_on_known_cases():
     # one point mass to another: squared Euclidean distance of the bin centres, 3 * (3/4)^2
     assert histogram_emd(dark, light, 4) == pytest.approx(3 * 0.75**2)
     assert histogram_emd(dark, light, 4, ground="euclidean") == pytest.approx(3**0.5 * 0.75)
+
+
+def test_off_palette_share_counts_pixels_far_from_every_reference_colour():
+    reference = np.array([[0.1, 0.1, 0.1], [0.9, 0.8, 0.7]])
+    result = np.array([
+        [0.1, 0.1, 0.1],     # a reference colour
+        [0.9, 0.8, 0.75],    # 0.05 from one: on the palette
+        [0.9, 0.6, 0.9],     # violet: far from both
+        [0.5, 0.5, 0.5],     # far from both
+    ])
+    assert off_palette_share(result, reference) == pytest.approx(0.5)
+    assert off_palette_share(result, reference, radius=0.6) == 0.0
+    assert off_palette_share(reference, reference) == 0.0
+    with pytest.raises(ValueError, match="at least one pixel"):
+        off_palette_share(np.zeros((0, 3)), reference)
 
 
 def test_greyscale_is_converted_with_a_note(tmp_path, capsys):

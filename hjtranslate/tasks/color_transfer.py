@@ -18,7 +18,11 @@ Colour-histogram metrics (what ``metrics.json`` reports, for both directions):
   the squared 2-Wasserstein distance between the binned colour distributions (0 for identical
   histograms; lower is better);
 - intersection: ``sum_b min(h1[b], h2[b])`` (1 for identical histograms, 0 for disjoint ones;
-  higher is better).
+  higher is better);
+- off-palette share: the share of recoloured pixels farther than ``OFF_PALETTE_RADIUS`` (0.1,
+  Euclidean in ``[0, 1]^3``) from every colour of the reference image. Histograms barely see a
+  few hundred pixels painted a colour the reference never has (a violet streak on a white body);
+  this does (0 for a result that only uses the reference's colours; lower is better).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from ..training import finish_run
 from .common import add_map_arguments, fit_from_args, output_dir, require_at_least, write_outputs
 
 DEFAULT_BINS = 16
+OFF_PALETTE_RADIUS = 0.1
 
 #: The colour task's map settings with the quadratic cost. A pixel cloud has sharp folds and
 #: far-flung clusters: random Fourier features of scale 4 let the potential bend at them, and the
@@ -159,11 +164,27 @@ def histogram_intersection(h1: np.ndarray, h2: np.ndarray) -> float:
     return float(np.minimum(np.asarray(h1, np.float64), np.asarray(h2, np.float64)).sum())
 
 
+def off_palette_share(result: Any, reference: Any, radius: float = OFF_PALETTE_RADIUS) -> float:
+    """Share of the pixels of ``result`` ``(n, 3)`` farther than ``radius`` (Euclidean, in
+    ``[0, 1]^3``) from every pixel colour of ``reference`` (its colours rounded to 8 bits)."""
+    from scipy.spatial import cKDTree
+
+    res, ref = (np.asarray(a.detach().cpu() if isinstance(a, torch.Tensor) else a,
+                           dtype=np.float64).reshape(-1, 3) for a in (result, reference))
+    if len(res) == 0 or len(ref) == 0:
+        raise ValueError("off_palette_share needs at least one pixel on each side.")
+    palette = np.unique(np.round(np.clip(ref, 0, 1) * 255), axis=0) / 255
+    dist, _ = cKDTree(palette).query(res, k=1)
+    return float((dist > radius).mean())
+
+
 def colour_metrics(result: Any, reference: Any, bins: int = DEFAULT_BINS) -> dict[str, float]:
     """EMD (squared Euclidean ground cost) and intersection between the colour histograms of a
-    recoloured image and the image whose palette it should have."""
+    recoloured image and the image whose palette it should have, and the share of the recoloured
+    pixels off that image's palette."""
     h1, h2 = colour_histogram(result, bins), colour_histogram(reference, bins)
-    return {"emd": histogram_emd(h1, h2, bins), "intersection": histogram_intersection(h1, h2)}
+    return {"emd": histogram_emd(h1, h2, bins), "intersection": histogram_intersection(h1, h2),
+            "off_palette": off_palette_share(result, reference)}
 
 
 # -- the task --------------------------------------------------------------------------------
