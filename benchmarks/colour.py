@@ -29,11 +29,14 @@ import numpy as np
 import torch
 
 import hjtranslate as hjt
+from hjtranslate.losses import MMDS
 from hjtranslate.objective import SEMIDUAL_SIDES
 from hjtranslate.tasks.color_transfer import (
     COLOUR_HEAD_KWARGS,
+    COLOUR_MMD,
     COLOUR_SEMIDUAL_SIDE,
     COLOUR_SEMIDUAL_WEIGHT,
+    COLOUR_SINKHORN_BLUR,
     DEFAULT_BINS,
     apply_map,
     colour_metrics,
@@ -58,7 +61,8 @@ def run_hj(xs, yt, ps, pt, args):
     # The settings of `hjtranslate train color-transfer` (its quadratic-cost defaults).
     m = hjt.fit(xs, yt, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
                 head_kwargs=COLOUR_HEAD_KWARGS, semidual_weight=COLOUR_SEMIDUAL_WEIGHT,
-                semidual_side=args.semidual_side)
+                semidual_side=args.semidual_side, mmd=args.mmd,
+                mmd_options={"blur": COLOUR_SINKHORN_BLUR} if args.mmd == "sinkhorn" else None)
     fit_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     fwd, bwd = apply_map(m.forward, ps), apply_map(m.backward, pt)
@@ -95,6 +99,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--semidual-side", default=COLOUR_SEMIDUAL_SIDE, choices=SEMIDUAL_SIDES,
                     help="the HJ map's batch semi-dual (default: the colour task's)")
+    ap.add_argument("--mmd", default=COLOUR_MMD, choices=sorted(MMDS),
+                    help="the HJ map's match (default: the colour task's)")
     ap.add_argument("--out", default="benchmarks/results/colour.json")
     ap.add_argument("--panel", default="docs/colour_panel.png")
     args = ap.parse_args()

@@ -54,6 +54,16 @@ def test_task_writes_images_map_and_metrics(images, tmp_path):
     assert {k: cfg["head_kwargs"][k] for k in COLOUR_HEAD_KWARGS} == COLOUR_HEAD_KWARGS
     run_config = json.loads((out / "config.json").read_text())
     assert (run_config["semidual_weight"], run_config["semidual_side"]) == (10.0, "both")
+    assert (run_config["mmd"], run_config["sinkhorn_blur"]) == ("sinkhorn", 0.1)
+
+
+def test_the_energy_distance_match_on_request(images, tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "color-transfer", "--source", images[0], "--target", images[1],
+                 "--steps", "2", "--pixels", "200", "--batch-size", "64", "--bins", "4",
+                 "--mmd", "energy", "--output-dir", str(out), "--no-progress"]) == 0
+    run_config = json.loads((out / "config.json").read_text())
+    assert (run_config["mmd"], run_config["sinkhorn_blur"]) == ("energy", None)
 
 
 @pytest.mark.parametrize("extra", [["--fourier-features", "0"], ["--cost", "pnorm", "--p", "3"],
