@@ -60,9 +60,9 @@ def run_hj(xs, yt, ps, pt, args):
     t0 = time.perf_counter()
     # The settings of `hjtranslate train color-transfer` (its quadratic-cost defaults).
     m = hjt.fit(xs, yt, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
-                head_kwargs=COLOUR_HEAD_KWARGS, semidual_weight=COLOUR_SEMIDUAL_WEIGHT,
-                semidual_side=args.semidual_side, mmd=args.mmd,
-                mmd_options={"blur": COLOUR_SINKHORN_BLUR} if args.mmd == "sinkhorn" else None)
+                head_kwargs={**COLOUR_HEAD_KWARGS, "fourier_scale": args.fourier_scale},
+                semidual_weight=COLOUR_SEMIDUAL_WEIGHT, semidual_side=args.semidual_side,
+                mmd=args.mmd, mmd_options={"blur": args.sinkhorn_blur} if args.mmd == "sinkhorn" else None)
     fit_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     fwd, bwd = apply_map(m.forward, ps), apply_map(m.backward, pt)
@@ -101,6 +101,10 @@ def main() -> None:
                     help="the HJ map's batch semi-dual (default: the colour task's)")
     ap.add_argument("--mmd", default=COLOUR_MMD, choices=sorted(MMDS),
                     help="the HJ map's match (default: the colour task's)")
+    ap.add_argument("--sinkhorn-blur", type=float, default=COLOUR_SINKHORN_BLUR,
+                    help="the HJ map's Sinkhorn blur (default: the colour task's)")
+    ap.add_argument("--fourier-scale", type=float, default=COLOUR_HEAD_KWARGS["fourier_scale"],
+                    help="scale of the HJ head's Fourier features (default: the colour task's)")
     ap.add_argument("--out", default="benchmarks/results/colour.json")
     ap.add_argument("--panel", default="docs/colour_panel.png")
     args = ap.parse_args()
