@@ -202,6 +202,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bins", type=int, default=DEFAULT_BINS,
                    help="histogram bins per RGB channel for the EMD / intersection metrics")
     add_map_arguments(p, steps=1500, batch_size=512)
+    p.epilog = (
+        f"This task's own defaults: --mmd {COLOUR_MMD} with blur {COLOUR_SINKHORN_BLUR:g} and "
+        f"--semidual-weight {COLOUR_SEMIDUAL_WEIGHT:g} on both sides; for a new map with the "
+        f"quadratic cost and the mlp head also {COLOUR_HEAD_KWARGS['fourier_features']} Fourier "
+        f"features of scale {COLOUR_HEAD_KWARGS['fourier_scale']:g}. --fourier-features 0 --mmd "
+        "energy --semidual-weight 0 give fit()'s defaults.")
     p.set_defaults(semidual_weight=COLOUR_SEMIDUAL_WEIGHT, semidual_side=COLOUR_SEMIDUAL_SIDE,
                    mmd=COLOUR_MMD)
 
