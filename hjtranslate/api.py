@@ -177,9 +177,18 @@ def fit(
         hjmap, earlier = _fine_tune_start(init_from, dim, cost_name, cost_kwargs, t_f, num_classes,
                                  head if head is not None else "conditional" if conditional else None,
                                  head_kwargs)
-        # Task runs record the MMD weight as `lambda` (digits-to-fashion: `train_lambda`).
+        # Task runs record the MMD weight as `lambda` (digits-to-fashion: `train_lambda`). It
+        # carries over only for the same match: each match has its own scale. (Maps saved before
+        # `match` was recorded keep the old behaviour: the weight carries over.)
         lam = earlier.get("lambda", earlier.get("train_lambda"))
         lambda_init = float(lam) if isinstance(lam, (int, float)) and lam > 0 else None
+        if earlier.get("match", mmd) != mmd:
+            import warnings
+
+            warnings.warn(f"The map to fine-tune was trained with the {earlier['match']!r} match "
+                          f"and this run uses {mmd!r}: its MMD weight does not carry over; the "
+                          "adaptive weight starts afresh.", stacklevel=2)
+            lambda_init = None
         made_by = earlier.get("command")
         for name, value in (("class_names", class_names), ("target_class_names", target_class_names),
                             ("encoder_config", encoder)):
@@ -227,6 +236,7 @@ def fit(
     )
     hjmap.eval()  # trained in place (accelerate wraps, but does not copy, the module)
     hjmap.metrics["lambda"] = float(obj.log_lambda.exp())  # where a fine-tune starts
+    hjmap.metrics["match"] = mmd  # the scale that weight belongs to
     if init_from is not None:  # provenance, for the model card
         hjmap.metrics["init_from"] = str(init_from) if not isinstance(init_from, HJMap) else "an HJMap"
         if made_by:

@@ -57,13 +57,47 @@ def test_task_writes_images_map_and_metrics(images, tmp_path):
     assert (run_config["mmd"], run_config["sinkhorn_blur"]) == ("sinkhorn", 0.1)
 
 
-def test_the_energy_distance_match_on_request(images, tmp_path):
+@pytest.fixture
+def fit_calls(monkeypatch):
+    """The match each training run hands to fit."""
+    from hjtranslate.tasks import common
+
+    calls, real_fit = [], common.fit
+
+    def recording_fit(*args, **kwargs):
+        calls.append((kwargs["mmd"], kwargs["mmd_options"]))
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(common, "fit", recording_fit)
+    return calls
+
+
+@pytest.mark.parametrize(("extra", "expected"), [
+    ([], ("sinkhorn", {"blur": 0.1})),
+    (["--sinkhorn-blur", "0.05"], ("sinkhorn", {"blur": 0.05})),
+    (["--mmd", "energy"], ("energy", {})),
+    (["--mmd", "gaussian"], ("gaussian", {})),
+])
+def test_the_match_fit_trains_with(images, tmp_path, fit_calls, extra, expected):
     out = tmp_path / "run"
     assert main(["train", "color-transfer", "--source", images[0], "--target", images[1],
                  "--steps", "2", "--pixels", "200", "--batch-size", "64", "--bins", "4",
-                 "--mmd", "energy", "--output-dir", str(out), "--no-progress"]) == 0
-    run_config = json.loads((out / "config.json").read_text())
-    assert (run_config["mmd"], run_config["sinkhorn_blur"]) == ("energy", None)
+                 "--output-dir", str(out), "--no-progress", *extra]) == 0
+    assert fit_calls == [expected]
+
+
+def test_a_resumed_run_keeps_its_match_and_a_blur_needs_sinkhorn(images, tmp_path, fit_calls, capsys):
+    out = tmp_path / "run"
+    base = ["train", "color-transfer", "--source", images[0], "--target", images[1],
+            "--pixels", "200", "--batch-size", "64", "--bins", "4", "--output-dir", str(out),
+            "--no-progress"]
+    assert main([*base, "--steps", "4", "--mmd", "energy"]) == 0
+    # resumed without repeating --mmd: the run started with the energy distance goes on with it
+    assert main([*base, "--steps", "8", "--resume"]) == 0
+    assert fit_calls == [("energy", {}), ("energy", {})]
+    assert json.loads((out / "config.json").read_text())["mmd"] == "energy"
+    assert main([*base, "--steps", "2", "--mmd", "energy", "--sinkhorn-blur", "0.1"]) != 0
+    assert "--sinkhorn-blur applies to --mmd sinkhorn, not --mmd energy" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("extra", [["--fourier-features", "0"], ["--cost", "pnorm", "--p", "3"],

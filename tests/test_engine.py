@@ -441,12 +441,20 @@ def test_fine_tuning_starts_from_the_trained_map_and_keeps_training(tmp_path):
     tuned = hjt.fit(x, y_other, steps=80, batch_size=128, lr=1e-2, init_from=m)
     assert float(tuned.forward(x[:500]).mean()) < 0  # it learnt the new target (mean -3)
     # the trained map's figures are not carried over; where it came from is recorded
-    assert set(tuned.metrics) == {"lambda", "init_from"} and tuned.metrics["init_from"] == "an HJMap"
-    # the adaptive MMD weight goes on from where the trained map's training left it
-    m.metrics = {"lambda": 300.0}
-    for fixed, expected in (("auto", 300), (50.0, 50)):
-        again = hjt.fit(x, y, steps=1, batch_size=64, init_from=m, lambda_mmd=fixed)
-        assert again.metrics["lambda"] == pytest.approx(expected, 0.01)
+    assert set(tuned.metrics) == {"lambda", "match", "init_from"}
+    assert tuned.metrics["init_from"] == "an HJMap" and tuned.metrics["match"] == "energy"
+    # the adaptive MMD weight goes on from where the trained map's training left it (also for a
+    # map saved before the match was recorded), but not into another match, whose scale differs
+    for earlier in ({"lambda": 300.0}, {"lambda": 300.0, "match": "energy"}):
+        m.metrics = earlier
+        for fixed, expected in (("auto", 300), (50.0, 50)):
+            again = hjt.fit(x, y, steps=1, batch_size=64, init_from=m, lambda_mmd=fixed)
+            assert again.metrics["lambda"] == pytest.approx(expected, 0.01)
+    m.metrics = {"lambda": 300.0, "match": "sinkhorn"}
+    with pytest.warns(UserWarning, match="trained with the 'sinkhorn' match and this run uses 'energy'"):
+        again = hjt.fit(x, y, steps=1, batch_size=64, init_from=m)
+    assert again.metrics["lambda"] == pytest.approx(10.0, 0.01)  # ObjectiveConfig's start
+    m.metrics = {}
     with pytest.warns(UserWarning, match="own head settings"):
         hjt.fit(x, y, steps=1, init_from=m, head_kwargs={"width": 8})
 

@@ -28,6 +28,7 @@ Colour-histogram metrics (what ``metrics.json`` reports, for both directions):
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -51,8 +52,9 @@ COLOUR_SEMIDUAL_WEIGHT = 10.0
 COLOUR_SEMIDUAL_SIDE = "both"
 #: The match: the debiased Sinkhorn divergence (blur 0.1 per unit of sqrt(2 d)) instead of the
 #: energy distance, whose pull on a few pixels pushed off the palette vanishes once the bulk
-#: agrees. It took the pink off the astronaut's visor and cut the off-palette share 3-4x, for
-#: about twice the fitting time (BENCHMARKS.md, colour transfer, session 23).
+#: agrees. It took the pink off the astronaut's visor and cut the off-palette share in every
+#: direction (1.5-12.5x), for 2.2-2.8x the fitting time (BENCHMARKS.md, colour transfer,
+#: session 23).
 COLOUR_MMD = "sinkhorn"
 COLOUR_SINKHORN_BLUR = 0.1
 
@@ -201,15 +203,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="random pixels per image to train on (the map is applied to all)")
     p.add_argument("--bins", type=int, default=DEFAULT_BINS,
                    help="histogram bins per RGB channel for the EMD / intersection metrics")
-    add_map_arguments(p, steps=1500, batch_size=512)
+    add_map_arguments(p, steps=1500, batch_size=512, mmd=COLOUR_MMD,
+                      sinkhorn_blur=COLOUR_SINKHORN_BLUR)
     p.epilog = (
         f"This task's own defaults: --mmd {COLOUR_MMD} with blur {COLOUR_SINKHORN_BLUR:g} and "
         f"--semidual-weight {COLOUR_SEMIDUAL_WEIGHT:g} on both sides; for a new map with the "
         f"quadratic cost and the mlp head also {COLOUR_HEAD_KWARGS['fourier_features']} Fourier "
         f"features of scale {COLOUR_HEAD_KWARGS['fourier_scale']:g}. --fourier-features 0 --mmd "
         "energy --semidual-weight 0 give fit()'s defaults.")
+    # mmd=None: resolved in run() (a resumed run keeps the match it started with)
     p.set_defaults(semidual_weight=COLOUR_SEMIDUAL_WEIGHT, semidual_side=COLOUR_SEMIDUAL_SIDE,
-                   mmd=COLOUR_MMD)
+                   mmd=None)
 
 
 def _colour_head_defaults(args: argparse.Namespace) -> None:
@@ -223,6 +227,24 @@ def _colour_head_defaults(args: argparse.Namespace) -> None:
         args.fourier_features = COLOUR_HEAD_KWARGS["fourier_features"]
     if args.fourier_features and args.fourier_scale is None:
         args.fourier_scale = COLOUR_HEAD_KWARGS["fourier_scale"]
+
+
+def _colour_match_defaults(args: argparse.Namespace) -> None:
+    """``--mmd`` and ``--sinkhorn-blur`` where the command line leaves them unset: a resumed run
+    keeps what its ``config.json`` records (runs from before the Sinkhorn default trained with
+    the energy distance, and the checkpoint's MMD weight is on that match's scale); a new run
+    takes COLOUR_MMD with COLOUR_SINKHORN_BLUR."""
+    if args.mmd is None:
+        recorded = output_dir(args, "color-transfer") / "config.json"
+        if args.resume and recorded.is_file():
+            earlier = json.loads(recorded.read_text())
+            args.mmd = earlier.get("mmd") or "energy"
+            if args.sinkhorn_blur is None and args.mmd == "sinkhorn":
+                args.sinkhorn_blur = earlier.get("sinkhorn_blur")
+        else:
+            args.mmd = COLOUR_MMD
+    if args.mmd == "sinkhorn" and args.sinkhorn_blur is None:
+        args.sinkhorn_blur = COLOUR_SINKHORN_BLUR
 
 
 def panel(path: Path, images: dict[str, np.ndarray], title: str = "") -> None:
@@ -246,8 +268,7 @@ def panel(path: Path, images: dict[str, np.ndarray], title: str = "") -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     require_at_least(args, pixels=2, bins=1)
     _colour_head_defaults(args)
-    if args.mmd == "sinkhorn" and args.sinkhorn_blur is None:
-        args.sinkhorn_blur = COLOUR_SINKHORN_BLUR
+    _colour_match_defaults(args)
     src = load_image(args.source, "source")
     tgt = load_image(args.target, "target")
     ps, pt = pixels_of(src), pixels_of(tgt)

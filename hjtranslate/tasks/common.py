@@ -25,7 +25,11 @@ from ..training import make_accelerator
 QUADRATIC_KINDS = ["none", "affine", "hopf_lax", "hopf_lax_spd", "hopf_lax_per_class"]
 
 
-def add_map_arguments(p: argparse.ArgumentParser, steps: int = 3000, batch_size: int = 512) -> None:
+def add_map_arguments(p: argparse.ArgumentParser, steps: int = 3000, batch_size: int = 512,
+                      mmd: str = "energy", sinkhorn_blur: float = SINKHORN_BLUR) -> None:
+    """The map options every task shares, with the task's defaults for ``--steps``,
+    ``--batch-size`` and ``--mmd``; ``sinkhorn_blur``: the blur ``--help`` names (fit's, unless
+    the task resolves its own in its ``run``)."""
     p.add_argument("--output-dir", default=None, help="where to write the run (default: runs/TASK)")
     p.add_argument("--steps", type=int, default=steps)
     p.add_argument("--time-budget", type=float, default=None, help="stop after this many seconds")
@@ -52,10 +56,11 @@ def add_map_arguments(p: argparse.ArgumentParser, steps: int = 3000, batch_size:
                    "(default 8)")
     p.add_argument("--lambda", dest="lambda_mmd", default="auto",
                    help="MMD weight: 'auto' (adaptive, default) or a number")
-    p.add_argument("--mmd", default="energy", choices=sorted(MMDS))
+    p.add_argument("--mmd", default=mmd, choices=sorted(MMDS),
+                   help=f"the match between pushed and target samples (default {mmd})")
     p.add_argument("--sinkhorn-blur", type=float, default=None,
                    help="--mmd sinkhorn: entropic blur per unit of sqrt(2 d), the typical distance "
-                   f"between two standardised points (default {SINKHORN_BLUR})")
+                   f"between two standardised points (default {sinkhorn_blur:g})")
     p.add_argument("--no-backward-mmd", action="store_true")
     p.add_argument("--monotone-weight", type=float, default=0.0,
                    help="weight of a penalty on non-monotone (for a non-quadratic cost: not "

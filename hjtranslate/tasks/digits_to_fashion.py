@@ -66,18 +66,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "from its start; training gets the time the rest leaves (cpu preset: 870)")
     p.add_argument("--export", default=None,
                    help="also write a translation pipeline folder here (e.g. models/digits-to-fashion)")
-    add_map_arguments(p, steps=0, batch_size=0)
+    # The match: the multi-bandwidth Gaussian-kernel MMD. Beside the energy distance (540 s, one
+    # thread) it gave 84.6 % / 93.6 % accuracy and Frechet ratios 1.52x / 7.6x against 83.4 % /
+    # 93.3 % and 1.65x / 9.3x, at a larger duality gap (10.9 % against 6.6 %).
+    add_map_arguments(p, steps=0, batch_size=0, mmd="gaussian")
     # One Hopf-Lax quadratic per class, each warm-started at its class's Gaussian OT map (the
     # network learns the rest). `make train` in a fresh clone: 83.5 % / 93.1 % accuracy
     # (forward / backward), round-trip error 0.084, against 81.7 % / 89.2 % and 0.43 with one
     # shared eigenbasis part from the identity (hopf_lax); one shared part warm-started at the
     # pooled Gaussian map did worse still (BENCHMARKS.md). The shared mode (one potential,
     # no class input) keeps the shared eigenbasis part.
-    # The match: the multi-bandwidth Gaussian-kernel MMD. Beside the energy distance (540 s, one
-    # thread) it gave 84.6 % / 93.6 % accuracy and Frechet ratios 1.52x / 7.6x against 83.4 % /
-    # 93.3 % and 1.65x / 9.3x, at a larger duality gap (10.9 % against 6.6 %).
-    p.set_defaults(steps=None, batch_size=None, width=None, depth=None, no_progress=False,
-                   mmd="gaussian")
+    p.set_defaults(steps=None, batch_size=None, width=None, depth=None, no_progress=False)
 
 
 def _apply_preset(args: argparse.Namespace) -> None:
