@@ -122,11 +122,16 @@ def apply_map(fn, px: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
 
 
 # -- colour-histogram metrics ----------------------------------------------------------------
+def as_pixels(px: Any) -> np.ndarray:
+    """RGB pixels (a tensor or an array of any shape ending in 3) as a float64 array ``(n, 3)``."""
+    px = px.detach().cpu() if isinstance(px, torch.Tensor) else px
+    return np.asarray(px, dtype=np.float64).reshape(-1, 3)
+
+
 def colour_histogram(px: Any, bins: int = DEFAULT_BINS) -> np.ndarray:
     """3-D histogram of RGB pixels ``(n, 3)`` in ``[0, 1]`` with ``bins`` equal bins per channel,
     flattened to ``(bins**3,)`` and normalised to sum 1 (values outside ``[0, 1]`` are clipped)."""
-    px = np.asarray(px.detach().cpu() if isinstance(px, torch.Tensor) else px, dtype=np.float64)
-    px = px.reshape(-1, 3)
+    px = as_pixels(px)
     if bins < 1:
         raise ValueError(f"bins must be >= 1, got {bins}.")
     if len(px) == 0:
@@ -177,8 +182,7 @@ def off_palette_share(result: Any, reference: Any, radius: float = OFF_PALETTE_R
     ``[0, 1]^3``) from every pixel colour of ``reference`` (its colours rounded to 8 bits)."""
     from scipy.spatial import cKDTree
 
-    res, ref = (np.asarray(a.detach().cpu() if isinstance(a, torch.Tensor) else a,
-                           dtype=np.float64).reshape(-1, 3) for a in (result, reference))
+    res, ref = as_pixels(result), as_pixels(reference)
     if len(res) == 0 or len(ref) == 0:
         raise ValueError("off_palette_share needs at least one pixel on each side.")
     palette = np.unique(np.round(np.clip(ref, 0, 1) * 255), axis=0) / 255
