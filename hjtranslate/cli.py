@@ -128,6 +128,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _explicit_options(argv: Sequence[str] | None) -> set[str]:
+    """The options the command line itself sets: argv parsed again by a parser whose every
+    default is suppressed, so that only what was typed lands in the namespace."""
+    parser = build_parser()
+    stack = [parser]
+    while stack:
+        p = stack.pop()
+        p._defaults.clear()  # set_defaults(...) values, e.g. a task's own defaults
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                stack.extend(action.choices.values())
+            elif action.dest != argparse.SUPPRESS:
+                action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv)))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     code = _main(argv)
     if argv is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -153,6 +169,10 @@ def _main(argv: Sequence[str] | None) -> int:
               file=sys.stderr)
         return 2
     try:
+        if args.command == "train" and getattr(args, "resume", False):
+            from .tasks.common import restore_recorded_options
+
+            restore_recorded_options(args, _explicit_options(argv))
         return int(args.func(args) or 0)
     except (ValueError, PluginError, TrainingError, CheckpointError, FileNotFoundError,
             NotADirectoryError, PermissionError) as exc:

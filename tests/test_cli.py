@@ -134,3 +134,49 @@ def test_toy2d_with_the_sinkhorn_match_and_the_monotone_penalty(tmp_path):
     assert main(["train", "toy2d", "--cost", "pnorm", "--p", "3", "--monotone-weight", "1",
                  "--monotone-directions", "power", "--steps", "1", "--output-dir",
                  str(tmp_path / "bad"), "--no-progress"]) != 0
+
+
+def test_resume_trains_on_with_the_recorded_options(tmp_path, capsys):
+    """`--resume` without the run's options: the ones config.json records, not the defaults
+    (a narrower head would not even load the checkpoint); options typed again win."""
+    out = tmp_path / "run"
+    common = ["train", "gaussians", "--dim", "2", "--n", "300", "--eval-n", "200",
+              "--batch-size", "32", "--output-dir", str(out), "--no-progress"]
+    assert main([*common, "--steps", "4", "--width", "16", "--lr", "5e-4", "--mmd", "gaussian"]) == 0
+    capsys.readouterr()
+    assert main(["train", "gaussians", "--output-dir", str(out), "--steps", "6", "--resume",
+                 "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "as recorded in" in err and "width=16" in err and "mmd=gaussian" in err
+    config = json.loads((out / "config.json").read_text())
+    assert (config["width"], config["lr"], config["mmd"], config["n"], config["steps"]) == (
+        16, 5e-4, "gaussian", 300, 6)
+    assert json.loads((out / "map" / "config.json").read_text())["head_kwargs"]["width"] == 16
+    assert main(["train", "gaussians", "--output-dir", str(out), "--steps", "8", "--lr", "1e-4",
+                 "--resume", "--no-progress"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert (config["lr"], config["width"], config["steps"]) == (1e-4, 16, 8)
+
+
+def test_explicit_options_are_what_the_command_line_typed():
+    from hjtranslate.cli import _explicit_options
+
+    typed = _explicit_options(["train", "color-transfer", "--source", "a.png", "--target", "b.png",
+                               "--steps", "5", "--no-progress", "--resume"])
+    assert {"source", "target", "steps", "no_progress", "resume"} <= typed
+    # neither argparse defaults nor a task's set_defaults count as typed
+    assert not typed & {"lr", "mmd", "semidual_weight", "width", "print_metrics"}
+
+
+def test_resume_reads_only_a_run_record(tmp_path, capsys):
+    from argparse import Namespace
+
+    from hjtranslate.tasks.common import restore_recorded_options
+
+    (tmp_path / "config.json").write_text(json.dumps({"_class_name": "AutoencoderKL", "lr": 1}))
+    args = Namespace(task="gaussians", output_dir=str(tmp_path), lr=1e-3)
+    assert restore_recorded_options(args, set()) == {} and args.lr == 1e-3
+    (tmp_path / "config.json").write_text("{not json")
+    assert main(["train", "gaussians", "--output-dir", str(tmp_path), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "--resume: cannot read" in err and "Traceback" not in err

@@ -28,7 +28,6 @@ Colour-histogram metrics (what ``metrics.json`` reports, for both directions):
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -215,7 +214,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         f"quadratic cost and the mlp head also {COLOUR_HEAD_KWARGS['fourier_features']} Fourier "
         f"features of scale {COLOUR_HEAD_KWARGS['fourier_scale']:g}. --fourier-features 0 --mmd "
         "energy --semidual-weight 0 give fit()'s defaults.")
-    # mmd=None: resolved in run() (a resumed run keeps the match it started with)
+    # mmd=None: resolved in run(), after --resume has restored a run's recorded match
     p.set_defaults(semidual_weight=COLOUR_SEMIDUAL_WEIGHT, semidual_side=COLOUR_SEMIDUAL_SIDE,
                    mmd=None)
 
@@ -234,19 +233,12 @@ def _colour_head_defaults(args: argparse.Namespace) -> None:
 
 
 def _colour_match_defaults(args: argparse.Namespace) -> None:
-    """``--mmd`` and ``--sinkhorn-blur`` where the command line leaves them unset: a resumed run
-    keeps what its ``config.json`` records (runs from before the Sinkhorn default trained with
-    the energy distance, and the checkpoint's MMD weight is on that match's scale); a new run
-    takes COLOUR_MMD with COLOUR_SINKHORN_BLUR."""
+    """``--mmd`` and ``--sinkhorn-blur`` where the command line leaves them unset: COLOUR_MMD
+    with COLOUR_SINKHORN_BLUR (a resumed run has its recorded match by now: runs from before
+    the Sinkhorn default trained with the energy distance, and the checkpoint's MMD weight is
+    on that match's scale)."""
     if args.mmd is None:
-        recorded = output_dir(args, "color-transfer") / "config.json"
-        if args.resume and recorded.is_file():
-            earlier = json.loads(recorded.read_text())
-            args.mmd = earlier.get("mmd") or "energy"
-            if args.sinkhorn_blur is None and args.mmd == "sinkhorn":
-                args.sinkhorn_blur = earlier.get("sinkhorn_blur")
-        else:
-            args.mmd = COLOUR_MMD
+        args.mmd = COLOUR_MMD
     if args.mmd == "sinkhorn" and args.sinkhorn_blur is None:
         args.sinkhorn_blur = COLOUR_SINKHORN_BLUR
 

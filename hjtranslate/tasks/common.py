@@ -87,8 +87,44 @@ def add_map_arguments(p: argparse.ArgumentParser, steps: int = 3000, batch_size:
     p.add_argument("--init-from", default=None, metavar="MAP",
                    help="fine-tune a trained map (a map folder, a run or pipeline folder holding "
                    "map/, or a Hub id) instead of starting afresh; a smaller --lr (e.g. 3e-4) suits")
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the last checkpoint, with the options the run's config.json "
+                   "records for those not typed again")
     p.add_argument("--no-progress", action="store_true")
+
+
+# What a run's config.json records that belongs to one launch rather than to the run
+# (digits-to-fashion's --deadline ends a whole launch and follows from its preset at each one).
+LAUNCH_OPTIONS = {"task", "command", "func", "num_processes", "resume", "output_dir",
+                  "print_metrics", "no_progress", "deadline"}
+
+
+def restore_recorded_options(args: argparse.Namespace, explicit: set[str]) -> dict[str, Any]:
+    """``--resume``: every option the command line leaves unset (not in ``explicit``) takes the
+    value the run's ``config.json`` records, so a resumed run trains on as it started (a
+    ``--width 256`` run resumed without ``--width`` keeps 256; a task default changed since
+    does not switch the match under a checkpoint). Options typed again win, e.g. ``--steps``
+    to train longer. Returns what was restored; nothing without a recorded run of this task."""
+    recorded_path = output_dir(args, args.task) / "config.json"
+    try:
+        recorded = json.loads(recorded_path.read_text())
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"--resume: cannot read {recorded_path} ({exc}); repeat the run's "
+                         "options on the command line and move that file away.") from exc
+    if not isinstance(recorded, dict) or recorded.get("task") != args.task:
+        return {}  # not a run record (a VAE folder's config.json is diffusers')
+    current = vars(args)
+    restored = {k: v for k, v in recorded.items()
+                if k in current and k not in explicit and k not in LAUNCH_OPTIONS
+                and not k.startswith("_")}
+    changed = {k: v for k, v in restored.items() if current[k] != v}
+    current.update(restored)
+    if changed and os.environ.get("RANK", "0") == "0":
+        print(f"--resume: as recorded in {recorded_path}: "
+              + ", ".join(f"{k}={v}" for k, v in sorted(changed.items())), file=sys.stderr)
+    return restored
 
 
 def require_at_least(args: argparse.Namespace, **minimums: int) -> None:
@@ -144,9 +180,12 @@ def fit_from_args(
     acc = make_accelerator()
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(
+        # atomic: the other ranks of a resumed run read it (restore_recorded_options)
+        tmp = out / "config.json.tmp"
+        tmp.write_text(json.dumps(
             {"task": task, **{k: v for k, v in vars(args).items() if k != "func"},
              "num_processes": acc.num_processes}, indent=2, sort_keys=True, default=str))
+        os.replace(tmp, out / "config.json")
     m, result = fit(
         xs, yt, cost=cost, labels=labels, head=args.head, head_kwargs=head_kwargs or None,
         t_f=args.t_f, steps=args.steps, time_budget=args.time_budget, batch_size=args.batch_size,
