@@ -2,7 +2,7 @@
 beside POT's ``ot.da.EMDTransport`` (exact OT on a pixel subsample, barycentric out-of-sample
 map) and ``ot.da.SinkhornTransport`` (entropic OT, its continuous out-of-sample map).
 
-    OMP_NUM_THREADS=1 python benchmarks/colour.py [--steps 1500] [--pot-pixels 2000]
+    OMP_NUM_THREADS=1 python benchmarks/colour.py [--steps 3000] [--pot-pixels 2000]
 
 Metrics (hjtranslate/tasks/color_transfer.py): 3-D RGB histograms with ``--bins`` bins per
 channel normalised to sum 1; EMD = POT ``emd2`` between them with squared-Euclidean ground cost
@@ -37,6 +37,7 @@ from hjtranslate.tasks.color_transfer import (
     COLOUR_SEMIDUAL_SIDE,
     COLOUR_SEMIDUAL_WEIGHT,
     COLOUR_SINKHORN_BLUR,
+    COLOUR_STEPS,
     DEFAULT_BINS,
     apply_map,
     colour_metrics,
@@ -90,7 +91,8 @@ def run_pot(kind: str, xs, yt, ps, pt, args):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=1500, help="HJ training steps")
+    ap.add_argument("--steps", type=int, default=COLOUR_STEPS,
+                    help="HJ training steps (the task's default)")
     ap.add_argument("--batch-size", type=int, default=512)
     ap.add_argument("--pixels", type=int, default=20000, help="HJ training pixels per image")
     ap.add_argument("--pot-pixels", type=int, default=2000, help="pixels per image for POT's fit")

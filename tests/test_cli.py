@@ -176,6 +176,8 @@ def test_resume_reads_only_a_run_record(tmp_path, capsys):
     (tmp_path / "config.json").write_text(json.dumps({"_class_name": "AutoencoderKL", "lr": 1}))
     args = Namespace(task="gaussians", output_dir=str(tmp_path), lr=1e-3)
     assert restore_recorded_options(args, set()) == {} and args.lr == 1e-3
+    # a task without a run folder (judges) has nothing to restore
+    assert restore_recorded_options(Namespace(task="judges", output_root=str(tmp_path)), set()) == {}
     (tmp_path / "config.json").write_text("{not json")
     assert main(["train", "gaussians", "--output-dir", str(tmp_path), "--resume"]) == 2
     err = capsys.readouterr().err

@@ -105,6 +105,8 @@ def restore_recorded_options(args: argparse.Namespace, explicit: set[str]) -> di
     ``--width 256`` run resumed without ``--width`` keeps 256; a task default changed since
     does not switch the match under a checkpoint). Options typed again win, e.g. ``--steps``
     to train longer. Returns what was restored; nothing without a recorded run of this task."""
+    if not hasattr(args, "output_dir"):
+        return {}  # a task without a run folder (judges: one folder per judge)
     recorded_path = output_dir(args, args.task) / "config.json"
     try:
         recorded = json.loads(recorded_path.read_text())
