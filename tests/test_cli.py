@@ -182,3 +182,22 @@ def test_resume_reads_only_a_run_record(tmp_path, capsys):
     assert main(["train", "gaussians", "--output-dir", str(tmp_path), "--resume"]) == 2
     err = capsys.readouterr().err
     assert "--resume: cannot read" in err and "Traceback" not in err
+
+
+def test_resume_derives_the_time_budget_again_from_the_deadline(tmp_path):
+    """digits-to-fashion records the training budget its deadline left; a resumed launch has
+    its own deadline and derives its own budget instead of inheriting the last one."""
+    from argparse import Namespace
+
+    from hjtranslate.tasks.common import restore_recorded_options
+
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"task": "digits-to-fashion", "deadline": 870.0, "time_budget": 612.5, "width": 256}))
+    args = Namespace(task="digits-to-fashion", output_dir=str(tmp_path), deadline=None,
+                     time_budget=None, width=None)
+    assert restore_recorded_options(args, set()) == {"width": 256}
+    assert (args.deadline, args.time_budget) == (None, None)
+    # a budget typed without a deadline is the run's own and carries over
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"task": "digits-to-fashion", "deadline": None, "time_budget": 3000.0}))
+    assert restore_recorded_options(args, set()) == {"time_budget": 3000.0}

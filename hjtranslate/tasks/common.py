@@ -118,9 +118,11 @@ def restore_recorded_options(args: argparse.Namespace, explicit: set[str]) -> di
     if not isinstance(recorded, dict) or recorded.get("task") != args.task:
         return {}  # not a run record (a VAE folder's config.json is diffusers')
     current = vars(args)
+    skip = set(LAUNCH_OPTIONS)
+    if recorded.get("deadline") is not None:
+        skip.add("time_budget")  # derived from that launch's deadline, derived again at this one
     restored = {k: v for k, v in recorded.items()
-                if k in current and k not in explicit and k not in LAUNCH_OPTIONS
-                and not k.startswith("_")}
+                if k in current and k not in explicit and k not in skip and not k.startswith("_")}
     changed = {k: v for k, v in restored.items() if current[k] != v}
     current.update(restored)
     if changed and os.environ.get("RANK", "0") == "0":
