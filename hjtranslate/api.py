@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,7 @@ def fit(
     target_class_names: list | None = None,
     encoder: dict | None = None,
     return_history: bool = False,
+    on_start: Callable[[], None] | None = None,
 ) -> HJMap | tuple[HJMap, dict[str, Any]]:
     """Learn the optimal transport map from samples ``x_source`` (n, d) to ``y_target`` (m, d).
 
@@ -144,11 +146,15 @@ def fit(
     starting afresh: its architecture, weights and normalisation carry over (no warm start);
     cost, ``t_f``, dimension and classes must match the data and arguments. A smaller ``lr``
     (e.g. 3e-4) keeps the first steps from undoing what it learnt.
+    ``on_start()`` runs on the main process once every argument is checked, before the first
+    step (the CLI writes a run's config.json there, so a rejected option leaves the folder as it was).
     """
     xs = check_samples(x_source, "x_source")
     yt = check_samples(y_target, "y_target", dim=xs.shape[1])
     if not float(t_f) > 0:
         raise ValueError(f"t_f must be > 0, got {t_f}.")
+    if int(batch_size) < 2:
+        raise ValueError(f"batch_size must be >= 2 (the match compares sample sets), got {batch_size}.")
     dim = xs.shape[1]
     if isinstance(cost, Cost):
         cost_name = next(
@@ -232,7 +238,7 @@ def fit(
         after_step=lambda o, logs: o.update_lambda(
             logs.get("ratio", float("nan")), logs.get("gap_residual"), logs.get("gap_match")),
         save_fn=lambda o, folder: o.map.save_pretrained(folder),
-        parameters=list(hjmap.parameters()),
+        parameters=list(hjmap.parameters()), on_start=on_start,
     )
     hjmap.eval()  # trained in place (accelerate wraps, but does not copy, the module)
     hjmap.metrics["lambda"] = float(obj.log_lambda.exp())  # where a fine-tune starts

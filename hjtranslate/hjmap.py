@@ -290,6 +290,9 @@ class HJMap(
             config = json.loads(Path(config_file).read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise CheckpointError(f"{config_file} is not a readable JSON config: {exc}") from None
+        if not isinstance(config, dict):
+            raise CheckpointError(f"{config_file} holds a JSON {type(config).__name__}, not a map's "
+                                  "config: save the map again (save_pretrained) or download it again.")
         weights = resolve_file(
             model_id, WEIGHTS_NAME, **{k: kwargs.get(k) for k in _HUB_KW if k in kwargs}
         )

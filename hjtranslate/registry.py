@@ -9,6 +9,7 @@ one name are an error.
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
@@ -120,7 +121,22 @@ def resolve(kind: str, name: str) -> Plugin:
 def create(kind: str, name: str, **kwargs: Any) -> Any:
     """Build a registered plugin by name; ``None`` keyword arguments are dropped."""
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    return resolve(kind, name).obj(**kwargs)
+    plugin = resolve(kind, name)
+    try:
+        signature = inspect.signature(plugin.obj)
+    except (TypeError, ValueError):  # no signature to check (some builtins)
+        return plugin.obj(**kwargs)
+    try:
+        signature.bind(**kwargs)
+    except TypeError as exc:
+        options = [p for p in signature.parameters.values()
+                   if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        takes = ", ".join(p.name for p in options) or "no options"
+        raise PluginError(
+            f"The {kind} plugin {name!r} cannot be built with {kwargs or 'no options'} ({exc}); "
+            f"it takes {takes}."
+        ) from None
+    return plugin.obj(**kwargs)
 
 
 def missing_plugin_message(kind: str, name: str, package: str | None) -> str:

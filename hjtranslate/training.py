@@ -100,6 +100,7 @@ def train(
     after_step: Callable[[nn.Module, dict[str, float]], None] | None = None,
     save_fn: Callable[[nn.Module, Path], None] | None = None,
     parameters: list[nn.Parameter] | None = None,
+    on_start: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` for ``config.steps`` steps.
 
@@ -107,6 +108,8 @@ def train(
     and process (seeded by step and rank, so a resumed run sees the batches it would have seen).
     ``after_step(model, logs)`` runs on every rank with all-reduced logs (e.g. to adapt lambda).
     ``save_fn(model, folder)`` writes a loadable model (``save_pretrained``) beside each checkpoint.
+    ``on_start()`` runs on the main process before the first step, once every argument is checked
+    and any checkpoint loaded (task runs write their config.json there).
     """
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
@@ -132,14 +135,30 @@ def train(
     start_step = 0
     history: list[dict[str, float]] = []
     if config.resume and out is not None:
-        last = latest_checkpoint(out)
-        if last is not None:
-            acc.load_state(str(last))
-            state = json.loads((last / "trainer_state.json").read_text())
-            start_step, history = int(state["step"]), state.get("history", [])
-            acc.print(f"Resuming from {last} (step {start_step}).")
-        else:
+        found = _checkpoints(out / "checkpoints")
+        if not found:
             acc.print(f"--resume: no checkpoint in {out / 'checkpoints'}; starting afresh.")
+        # Checkpoints are written atomically, but a disk can still damage one: fall back to
+        # the one before it rather than lose the run.
+        for last in reversed(found):
+            try:
+                state = json.loads((last / "trainer_state.json").read_text())
+                start_step, history = int(state["step"]), state.get("history", [])
+                acc.load_state(str(last))
+            except Exception as exc:  # torch, safetensors and json each raise their own
+                acc.print(f"--resume: cannot read the checkpoint {last} ({type(exc).__name__}: "
+                          f"{exc}); trying the one before it.")
+                continue
+            acc.print(f"Resuming from {last} (step {start_step}).")
+            break
+        else:
+            if found:
+                raise TrainingError(
+                    f"--resume: none of the {len(found)} checkpoints in {out / 'checkpoints'} "
+                    "can be read (see above). Move that folder away and train again without "
+                    "--resume.")
+    if on_start is not None and acc.is_main_process:
+        on_start()
 
     def checkpoint(step: int) -> None:
         root = out / "checkpoints"

@@ -57,6 +57,21 @@ def test_toy2d_run_writes_everything(tmp_path, capsys):
     shutil.copytree(out / "map", tmp_path / "alone")
     assert main(["evaluate", str(tmp_path / "alone")]) == 2
     assert "pass the run or pipeline folder" in capsys.readouterr().err
+    # damaged or out-of-range inputs to evaluate: clear errors that name the file or the option
+    assert main(["evaluate", str(out), "--n", "5"]) == 2
+    assert "--n must be >= 20, got 5" in capsys.readouterr().err
+    config_text = (out / "config.json").read_text()
+    for damaged, message in (("3", "config.json holds a JSON int"),
+                             ("{not json", "config.json is not valid JSON"),
+                             (json.dumps({k: v for k, v in config.items() if k != "source"}),
+                              "config.json lacks 'source'")):
+        (out / "config.json").write_text(damaged)
+        assert main(["evaluate", str(out), "--n", "500"]) == 2
+        assert message in capsys.readouterr().err
+    (out / "config.json").write_text(config_text)
+    (out / "map" / "config.json").write_text("[]")
+    assert main(["evaluate", str(out), "--n", "500"]) == 2
+    assert "holds a JSON list, not a map's config" in capsys.readouterr().err
 
 
 def test_fourier_features_can_be_turned_off(tmp_path):
@@ -84,9 +99,20 @@ def test_pnorm_cost_from_the_cli(tmp_path):
         (["train", "gaussians", "--cost", "pnorm", "--p", "0.5"], "must be finite and > 1"),
         (["train", "gaussians", "--t-f", "0"], "t_f must be > 0"),
         (["train", "gaussians", "--dim", "0"], "--dim must be >= 1"),
-        (["train", "toy2d", "--n", "1"], "at least 2 samples"),
+        (["train", "toy2d", "--n", "1"], "--n must be >= 2"),
+        (["train", "gaussians", "--n", "-1"], "--n must be >= 2"),
+        (["train", "toy2d", "--p", "3"], "Drop --p, or choose a cost that takes it"),
+        (["train", "toy2d", "--batch-size", "0"], "batch_size must be >= 2"),
+        (["train", "gaussians", "--batch-size", "-5"], "batch_size must be >= 2"),
+        (["train", "toy2d", "--width", "-1"], "width must be a positive integer, got -1"),
+        (["train", "toy2d", "--depth", "0"], "depth must be a positive integer, got 0"),
+        (["train", "toy2d", "--steps", "0"], "steps must be >= 1"),
         (["train", "toy2d", "--eval-n", "5"], "--eval-n must be >= 20"),
         (["evaluate", "/nonexistent/run"], "pass the output folder"),
+        (["evaluate", str(ROOT / "models" / "digits-to-fashion"), "--n", "10001"],
+         "--n must be between 10 and 10000 (the MNIST and Fashion-MNIST test sets"),
+        (["evaluate", str(ROOT / "models" / "digits-to-fashion"), "--n", "1"], "got 1"),
+        (["train", "digits-to-fashion", "--eval-n", "20000"], "--eval-n must be between 10 and 10000"),
         (["train", "toy2d", "--init-from", "/nonexistent/run"], "No such folder: /nonexistent/run"),
     ],
 )
@@ -94,9 +120,15 @@ def test_bad_input_gives_a_clear_error_and_no_traceback(args, message, tmp_path,
     # In process: an exception that main() lets through would fail this test, as a traceback
     # would in a shell. test_unknown_task_lists_the_choices checks a real process too.
     capsys.readouterr()
+    # A finished run is in the folder: a rejected option must leave it as it was.
+    finished = {"config.json": '{"task": "earlier"}', "metrics.json": "{}", "map/config.json": "{}"}
+    for name, text in finished.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text)
     code = main([*args, "--output-dir", str(tmp_path)] if args[0] == "train" else args)
     assert code == 2
     assert message in capsys.readouterr().err
+    assert {name: (tmp_path / name).read_text() for name in finished} == finished
 
 
 def test_unknown_task_lists_the_choices(tmp_path):
@@ -185,18 +217,19 @@ def test_resume_reads_only_a_run_record(tmp_path, capsys):
 
 
 def test_resume_derives_the_time_budget_again_from_the_deadline(tmp_path):
-    """digits-to-fashion records the training budget its deadline left; a resumed launch has
-    its own deadline and derives its own budget instead of inheriting the last one."""
+    """digits-to-fashion trains for the budget its deadline leaves but records the typed
+    --time-budget (none), so a resumed launch derives its own budget from its own deadline;
+    tests/test_digits_to_fashion.py checks what a run records."""
     from argparse import Namespace
 
     from hjtranslate.tasks.common import restore_recorded_options
 
     (tmp_path / "config.json").write_text(json.dumps(
-        {"task": "digits-to-fashion", "deadline": 870.0, "time_budget": 612.5, "width": 256}))
+        {"task": "digits-to-fashion", "deadline": 870.0, "time_budget": None, "width": 256}))
     args = Namespace(task="digits-to-fashion", output_dir=str(tmp_path), deadline=None,
                      time_budget=None, width=None)
-    assert restore_recorded_options(args, set()) == {"width": 256}
-    assert (args.deadline, args.time_budget) == (None, None)
+    restore_recorded_options(args, set())
+    assert (args.deadline, args.time_budget, args.width) == (None, None, 256)
     # a budget typed without a deadline is the run's own and carries over
     (tmp_path / "config.json").write_text(json.dumps(
         {"task": "digits-to-fashion", "deadline": None, "time_budget": 3000.0}))

@@ -48,6 +48,9 @@ def test_tiny_run_writes_map_metrics_and_grids(tmp_path, mode, capsys, monkeypat
     else:
         assert deadline - 5000 < metrics["training_budget_seconds"] < deadline - 30
         assert 0 < metrics["run_seconds"] < deadline - metrics["training_budget_seconds"]
+    # config.json keeps what was typed: a resumed launch derives its budget from its own deadline
+    recorded = json.loads((out / "config.json").read_text())
+    assert (recorded["time_budget"], recorded["deadline"]) == (None, deadline)
     names = {p.name for p in out.iterdir()}
     assert {"map", "metrics.json", "config.json", "grid_forward.png", "grid_backward.png"} <= names
     metrics = json.loads((out / "metrics.json").read_text())

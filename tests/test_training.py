@@ -43,6 +43,24 @@ def test_checkpoints_are_atomic_and_resume_continues(tmp_path, ema_decay):
     shutil.rmtree(tmp_path)
 
 
+def test_resume_falls_back_past_a_damaged_checkpoint(tmp_path, capsys):
+    x, y = _data()
+    m_full = hjt.fit(x, y, steps=30, batch_size=64, output_dir=str(tmp_path))
+    root = tmp_path / "checkpoints"
+    weights = root / "step-0000030" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # a damaged disk: truncated
+    m_res = hjt.fit(x, y, steps=30, batch_size=64, output_dir=str(tmp_path), resume=True)
+    printed = capsys.readouterr().out
+    assert "cannot read the checkpoint" in printed and "step-0000030" in printed
+    assert "Resuming from" in printed and "step 28" in printed
+    torch.testing.assert_close(m_res.forward(x[:10]), m_full.forward(x[:10]))
+    # With every checkpoint unreadable, a clear error instead of a traceback.
+    for ckpt in root.iterdir():
+        (ckpt / "trainer_state.json").write_text("{not json")
+    with pytest.raises(TrainingError, match="none of the 2 checkpoints .* can be read"):
+        hjt.fit(x, y, steps=40, batch_size=64, output_dir=str(tmp_path), resume=True)
+
+
 def test_resume_keeps_the_checkpoints_head_settings(tmp_path):
     """The quadratic parameters are stored divided by the gain: resuming with another gain (or
     another quadratic kind) must not silently rescale the map; the checkpoint's settings win."""

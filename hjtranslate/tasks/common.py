@@ -118,11 +118,9 @@ def restore_recorded_options(args: argparse.Namespace, explicit: set[str]) -> di
     if not isinstance(recorded, dict) or recorded.get("task") != args.task:
         return {}  # not a run record (a VAE folder's config.json is diffusers')
     current = vars(args)
-    skip = set(LAUNCH_OPTIONS)
-    if recorded.get("deadline") is not None:
-        skip.add("time_budget")  # derived from that launch's deadline, derived again at this one
     restored = {k: v for k, v in recorded.items()
-                if k in current and k not in explicit and k not in skip and not k.startswith("_")}
+                if k in current and k not in explicit and k not in LAUNCH_OPTIONS
+                and not k.startswith("_")}
     changed = {k: v for k, v in restored.items() if current[k] != v}
     current.update(restored)
     if changed and os.environ.get("RANK", "0") == "0":
@@ -134,9 +132,14 @@ def restore_recorded_options(args: argparse.Namespace, explicit: set[str]) -> di
 def require_at_least(args: argparse.Namespace, **minimums: int) -> None:
     """A clear error for the first option (``eval_n`` is ``--eval-n``) below its minimum."""
     for name, minimum in minimums.items():
-        value = getattr(args, name)
-        if value < minimum:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= {minimum}, got {value}.")
+        check_count(f"--{name.replace('_', '-')}", getattr(args, name), minimum)
+
+
+def check_count(flag: str, value: int, low: int, high: int | None = None, why: str = "") -> None:
+    """A clear error for a count outside ``[low, high]`` (``why`` explains the bound)."""
+    if value < low or (high is not None and value > high):
+        bound = f">= {low}" if high is None else f"between {low} and {high}"
+        raise ValueError(f"{flag} must be {bound}{why}, got {value}.")
 
 
 def output_dir(args: argparse.Namespace, task: str) -> Path:
@@ -147,7 +150,13 @@ def cost_from_args(args: argparse.Namespace) -> Any:
     """The cost plugin named by ``--cost`` (with ``--p``)."""
     from .. import registry
 
-    return registry.create("cost", args.cost, **({"p": args.p} if args.p is not None else {}))
+    try:
+        return registry.create("cost", args.cost, **({"p": args.p} if args.p is not None else {}))
+    except registry.PluginError as exc:
+        if args.p is None:
+            raise
+        raise registry.PluginError(f"{exc} Drop --p, or choose a cost that takes it "
+                                   "(--cost pnorm or lp).") from None
 
 
 def init_map_from_args(args: argparse.Namespace) -> HJMap | None:
@@ -165,7 +174,8 @@ def fit_from_args(
     args: argparse.Namespace, xs: torch.Tensor, yt: torch.Tensor, task: str,
     labels: tuple[torch.Tensor, torch.Tensor] | None = None, **kwargs: Any,
 ) -> tuple[HJMap, dict[str, Any], Any]:
-    """Train through accelerate (one or many processes) with the CLI options."""
+    """Train through accelerate (one or many processes) with the CLI options; ``kwargs`` go to
+    ``fit`` (``time_budget`` replaces ``--time-budget`` there, config.json records the typed one)."""
     cost = cost_from_args(args)
     # Options left unset keep the head's (or fit's) defaults; the heads take QUADRATIC_KINDS for
     # `quadratic` as given.
@@ -182,17 +192,24 @@ def fit_from_args(
         mmd_options["blur"] = args.sinkhorn_blur
     out = output_dir(args, task)
     acc = make_accelerator()
-    if acc.is_main_process:
+
+    def start_run() -> None:
+        """Once fit has accepted every option: record them and take away a finished-looking
+        map, so that a folder without a new map does not look complete."""
         out.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(out / "map", ignore_errors=True)
+        (out / "metrics.json").unlink(missing_ok=True)
         # atomic: the other ranks of a resumed run read it (restore_recorded_options)
         tmp = out / "config.json.tmp"
         tmp.write_text(json.dumps(
             {"task": task, **{k: v for k, v in vars(args).items() if k != "func"},
              "num_processes": acc.num_processes}, indent=2, sort_keys=True, default=str))
         os.replace(tmp, out / "config.json")
+
     m, result = fit(
         xs, yt, cost=cost, labels=labels, head=args.head, head_kwargs=head_kwargs or None,
-        t_f=args.t_f, steps=args.steps, time_budget=args.time_budget, batch_size=args.batch_size,
+        t_f=args.t_f, steps=args.steps, batch_size=args.batch_size,
+        time_budget=kwargs.pop("time_budget", args.time_budget),
         lr=args.lr, lambda_mmd=args.lambda_mmd, mmd=args.mmd, mmd_options=mmd_options,
         backward_mmd=not args.no_backward_mmd, monotone_weight=args.monotone_weight,
         monotone_directions=args.monotone_directions, seed=args.seed,
@@ -200,7 +217,7 @@ def fit_from_args(
         semidual_weight=args.semidual_weight, semidual_side=args.semidual_side,
         warm_start=not args.no_warm_start,
         output_dir=str(out), resume=args.resume, progress=not args.no_progress,
-        accelerator=acc, return_history=True,
+        accelerator=acc, return_history=True, on_start=start_run,
         init_from=kwargs.pop("init_from") if "init_from" in kwargs else init_map_from_args(args),
         **kwargs,
     )
@@ -262,12 +279,13 @@ def evaluate_folder(args: argparse.Namespace) -> dict[str, Any]:
     cfg_path = folder / "config.json"
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{cfg_path} is missing: pass the output folder of `hjtranslate train`.")
-    cfg = json.loads(cfg_path.read_text())
+    cfg = read_json_object(cfg_path)
     if "task" not in cfg and (folder.parent / INDEX_FILE).is_file():
         return _evaluate_pipeline(folder.parent, args)  # the map folder of a pipeline
     if "task" not in cfg and (folder.parent / "config.json").is_file():
         folder = folder.parent  # the map folder of a run: its run's config says which task
-        cfg = json.loads((folder / "config.json").read_text())
+        cfg_path = folder / "config.json"
+        cfg = read_json_object(cfg_path)
     if "task" not in cfg or not (folder / "map").is_dir():
         raise ValueError(
             f"{args.folder} is not the output folder of `hjtranslate train` (its config.json and "
@@ -275,23 +293,37 @@ def evaluate_folder(args: argparse.Namespace) -> dict[str, Any]:
             "translation pipeline folder (e.g. models/digits-to-fashion). A map alone loads with "
             "HJMap.from_pretrained; to evaluate it, pass the run or pipeline folder it belongs to."
         )
-    return _evaluate(cfg, folder / "map", args)
+    return _evaluate(cfg, folder / "map", args, cfg_path)
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """The JSON object (settings) in ``path``, or a ValueError that names the file."""
+    try:
+        value = json.loads(path.read_text())
+    except ValueError as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}): restore it from a copy, or train "
+                         "(or export) again.") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} holds a JSON {type(value).__name__}, not the object of settings "
+                         "it should: restore it from a copy, or train (or export) again.")
+    return value
 
 
 def _evaluate_pipeline(folder: Path, args: argparse.Namespace) -> dict[str, Any]:
     """A translation pipeline folder (``save_pretrained`` of digits-to-fashion, e.g. the shipped
     ``models/digits-to-fashion``): its map through its own VAE and judges, on the test sets."""
-    spec = json.loads((folder / INDEX_FILE).read_text())
+    spec = read_json_object(folder / INDEX_FILE)
     if (spec.get("source_dataset"), spec.get("target_dataset")) != ("mnist", "fashion-mnist"):
         raise ValueError(f"{folder} translates {spec.get('source_dataset')!r} to "
                          f"{spec.get('target_dataset')!r}; `evaluate` knows only digits-to-fashion.")
     cfg = {"task": "digits-to-fashion", "data_dir": None,
            "vae": str(folder / spec["vae"]) if spec.get("vae") else None,
            **{k: str(folder / spec[k]) for k in ("judge_source", "judge_target") if spec.get(k)}}
-    return _evaluate(cfg, folder / spec.get("map", "map"), args)
+    return _evaluate(cfg, folder / spec.get("map", "map"), args, folder / INDEX_FILE)
 
 
-def _evaluate(cfg: dict[str, Any], map_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
+def _evaluate(cfg: dict[str, Any], map_dir: Path, args: argparse.Namespace,
+              cfg_path: Path) -> dict[str, Any]:
     from . import load_task
 
     if getattr(args, "vae", None):
@@ -303,6 +335,12 @@ def _evaluate(cfg: dict[str, Any], map_dir: Path, args: argparse.Namespace) -> d
         raise ValueError(f"Task {cfg['task']!r} has no stand-alone evaluation.")
     m = HJMap.from_pretrained(map_dir)
     t0 = time.perf_counter()
-    metrics = task.evaluate(m, argparse.Namespace(**cfg), n=args.n)
+    try:
+        metrics = task.evaluate(m, argparse.Namespace(**cfg), n=args.n)
+    except AttributeError as exc:
+        if not isinstance(exc.obj, argparse.Namespace):
+            raise
+        raise ValueError(f"{cfg_path} lacks {exc.name!r}, which the {cfg['task']} evaluation "
+                         "needs: restore the file from a copy, or train again.") from None
     metrics["eval_seconds"] = time.perf_counter() - t0
     return metrics

@@ -14,7 +14,6 @@ import argparse
 import hashlib
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import torch
 from ..metrics import exact_ot_cost
 from .common import (
     add_map_arguments,
+    check_count,
     cost_from_args,
     fit_from_args,
     init_map_from_args,
@@ -36,6 +36,8 @@ MNIST_CLASSES = [str(k) for k in range(10)]
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                    "Sneaker", "Bag", "Ankle boot"]
 REPO = Path(__file__).resolve().parents[2]
+TEST_IMAGES = 10_000  # per side: the MNIST and Fashion-MNIST test sets
+_TEST_SETS = " (the MNIST and Fashion-MNIST test sets hold 10,000 images each)"
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The whole run (encoding, training, evaluation) ends within 14.5 minutes on a 2-core CPU:
@@ -97,7 +99,8 @@ def _apply_preset(args: argparse.Namespace) -> None:
     if args.quadratic_gain is None:
         cold = args.no_warm_start or args.quadratic == "hopf_lax" or args.cost != "quadratic"
         args.quadratic_gain = 10.0 if cold else 1.0
-    require_at_least(args, train_per_class=2, eval_n=10)
+    require_at_least(args, train_per_class=2)
+    check_count("--eval-n", args.eval_n, 10, TEST_IMAGES, _TEST_SETS)
 
 
 def _digest(state: dict[str, torch.Tensor], extra: Any = None) -> str:
@@ -183,24 +186,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         _, zt, kt = encoded(enc, "fashion-mnist", "train", args.data_dir, i_t, _cache_dir())
         if acc.is_main_process:  # before training, so that the deadline can count the rest
             reference_metrics(enc, args, cost_from_args(args), args.t_f)
+    # The budget this launch's deadline leaves; args.time_budget (and config.json) keep what was
+    # typed, so that a resumed launch derives its own from its own deadline.
+    budget = args.time_budget
     if args.deadline is not None:
-        budget = training_budget(args, acc, enc, zs)
-        args.time_budget = budget if args.time_budget is None else min(args.time_budget, budget)
-    if acc.is_main_process:
-        # A run folder that holds no finished map must not look complete.
-        shutil.rmtree(out / "map", ignore_errors=True)
-        (out / "metrics.json").unlink(missing_ok=True)
+        left = training_budget(args, acc, enc, zs)
+        budget = left if budget is None else min(budget, left)
     t0 = time.perf_counter()
     m, result, acc = fit_from_args(
         args, zs, zt, "digits-to-fashion", labels=(ks, kt),
         conditional=args.mode == "conditional",
         class_names=MNIST_CLASSES, target_class_names=FASHION_CLASSES,
-        encoder=encoder_record(enc, args.vae), init_from=init,
+        encoder=encoder_record(enc, args.vae), init_from=init, time_budget=budget,
     )
     metrics: dict[str, Any] = {
         "mode": args.mode, "preset": args.preset, "seed": args.seed,
         "train_seconds": time.perf_counter() - t0,
-        "training_budget_seconds": args.time_budget,
+        "training_budget_seconds": budget,
         "steps": result["steps"], "num_processes": result["num_processes"],
         "ranks_in_sync": result["ranks_in_sync"], **{f"train_{k}": v for k, v in result["final"].items()},
     }
@@ -275,6 +277,7 @@ def evaluate(m, args: argparse.Namespace, n: int = 10000) -> dict[str, Any]:
 
     from ..pipeline import check_same_latent
 
+    check_count("--n", n, 10, TEST_IMAGES, _TEST_SETS)
     args.eval_n = n
     enc = VAEEncoder(getattr(args, "vae", None))
     check_same_latent(m, enc)  # another VAE must share the map's latent space

@@ -10,7 +10,7 @@ import torch
 
 from ..metrics import cosine_similarity, evaluate_map, gaussian_ot_map, l2_uvp
 from ..training import finish_run
-from .common import add_map_arguments, fit_from_args, output_dir, require_at_least, write_outputs
+from .common import add_map_arguments, check_count, fit_from_args, output_dir, require_at_least, write_outputs
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -58,6 +58,7 @@ def sample(pair: dict[str, torch.Tensor], side: int, n: int, seed: int) -> torch
 
 
 def evaluate(m, args: argparse.Namespace, n: int = 10000) -> dict[str, Any]:
+    check_count("--n", n, 20)
     pair = gaussian_pair(args.dim, args.data_seed)
     x = sample(pair, 0, n, seed=10_001 + args.data_seed)
     y = sample(pair, 1, n, seed=10_002 + args.data_seed)
@@ -78,7 +79,7 @@ def evaluate(m, args: argparse.Namespace, n: int = 10000) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     _default_gain(args)
-    require_at_least(args, eval_n=20)
+    require_at_least(args, n=2, eval_n=20)
     pair = gaussian_pair(args.dim, args.data_seed)
     x = sample(pair, 0, args.n, seed=args.data_seed * 2 + 1)
     y = sample(pair, 1, args.n, seed=args.data_seed * 2 + 2)

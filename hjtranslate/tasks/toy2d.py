@@ -14,6 +14,7 @@ from ..metrics import evaluate_map
 from ..training import finish_run
 from .common import (
     add_map_arguments,
+    check_count,
     fit_from_args,
     output_dir,
     plot_2d,
@@ -100,6 +101,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def evaluate(m, args: argparse.Namespace, n: int = 4000) -> dict[str, Any]:
+    check_count("--n", n, 20)
     # Energy distances average 4 blocks of n held-out points; exact OT takes one block.
     x = toy_samples(args.source, 4 * n, seed=10_001 + args.seed)
     y = toy_samples(args.target, 4 * n, seed=10_002 + args.seed)
@@ -107,7 +109,7 @@ def evaluate(m, args: argparse.Namespace, n: int = 4000) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    require_at_least(args, eval_n=20)
+    require_at_least(args, n=2, eval_n=20)
     x = toy_samples(args.source, args.n, seed=1 + 2 * args.seed)
     y = toy_samples(args.target, args.n, seed=2 + 2 * args.seed)
     t0 = time.perf_counter()

@@ -275,6 +275,13 @@ def with_fourier_features(inputs: torch.Tensor, x: torch.Tensor,
     return torch.cat([inputs, torch.sin(xb), torch.cos(xb)], dim=-1)
 
 
+def _check_sizes(**sizes: int) -> None:
+    """A clear error for a layer size below 1 (torch's own is a bare RuntimeError)."""
+    for name, value in sizes.items():
+        if int(value) < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+
+
 class MLPHead(PotentialHead):
     """``u(x, t)``: a residual MLP on ``[x, t]`` with smooth activations.
 
@@ -298,8 +305,7 @@ class MLPHead(PotentialHead):
         fourier_scale: float = 8.0,
     ) -> None:
         super().__init__()
-        if int(dim) < 1:
-            raise ValueError(f"dim must be a positive integer, got {dim!r}.")
+        _check_sizes(dim=dim, width=width, depth=depth)
         if int(fourier_features) < 0 or not float(fourier_scale) > 0:
             raise ValueError(f"fourier_features must be >= 0 and fourier_scale > 0, got "
                              f"{fourier_features!r} and {fourier_scale!r}.")
@@ -357,6 +363,7 @@ class ConditionalHead(PotentialHead):
         super().__init__()
         if int(num_classes) < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes!r}.")
+        _check_sizes(dim=dim, width=width, depth=depth, embed_dim=embed_dim)
         self.head_config = {
             "dim": int(dim), "num_classes": int(num_classes), "width": int(width),
             "depth": int(depth), "activation": activation, "embed_dim": int(embed_dim),
