@@ -123,7 +123,10 @@ class Judge(nn.Module):
 
 def load_judge(name_or_path: str | Path, device: str | torch.device = "cpu") -> Judge:
     """A judge from a folder, or a shipped one by name: ``"mnist"`` or ``"fashion-mnist"``."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
+
+    from .hjmap import CheckpointError
 
     key = str(name_or_path)
     folder = models_dir() / f"judge-{key}" if key in CLASSES else Path(key).expanduser()
@@ -133,15 +136,36 @@ def load_judge(name_or_path: str | Path, device: str | torch.device = "cpu") -> 
             f"folder or one of {', '.join(CLASSES)}; train the shipped ones with "
             "`hjtranslate train judges`."
         )
-    config = json.loads((folder / CONFIG_FILE).read_text())
-    model = build_classifier(config["architecture"], **config.get("model_kwargs", {}))
+    redo = ("Download it again, or retrain it: `hjtranslate train judges` writes the shipped "
+            "ones (models/judge-mnist, models/judge-fashion-mnist).")
     try:
-        model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)), strict=True)
+        config = json.loads((folder / CONFIG_FILE).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{folder / CONFIG_FILE} is not readable JSON ({exc}). {redo}") from None
+    if (not isinstance(config, dict) or not isinstance(config.get("architecture"), str)
+            or not isinstance(config.get("model_kwargs", {}), dict)):
+        raise CheckpointError(
+            f"{folder / CONFIG_FILE} does not describe a judge (it needs an 'architecture' name "
+            f"and 'model_kwargs' settings). {redo}"
+        )
+    try:
+        model = build_classifier(config["architecture"], **config.get("model_kwargs", {}))
+    except (TypeError, ValueError) as exc:  # an unknown architecture or setting
+        raise CheckpointError(f"{folder / CONFIG_FILE}: {exc} {redo}") from None
+    try:
+        state = load_file(str(folder / WEIGHTS_FILE))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"{folder / WEIGHTS_FILE} is not a valid safetensors file ({exc}); it may be "
+            f"truncated or corrupted. {redo}"
+        ) from None
+    try:
+        model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[:3]
-        raise ValueError(
+        raise CheckpointError(
             f"The weights in {folder / WEIGHTS_FILE} do not fit {config['architecture']} "
-            f"{config.get('model_kwargs', {})} of its {CONFIG_FILE}: {' '.join(first)}"
+            f"{config.get('model_kwargs', {})} of its {CONFIG_FILE}: {' '.join(first)} {redo}"
         ) from exc
     judge = Judge(model, config).to(device).eval()
     for p in judge.parameters():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable
 
@@ -68,12 +67,19 @@ def gaussian_floor(y: torch.Tensor, n: int, bandwidths: tuple[float, ...] = BAND
 SINKHORN_BLUR = 0.025
 
 
-@functools.cache
-def _sinkhorn_loss(blur: float):
+def _sinkhorn_loss(blur: float, diameter: float):
     from geomloss import SamplesLoss  # imported on first use: only this match needs it
 
-    # cost |x - y|^2 / 2, entropic blur eps = blur^2, debiased (S(a, a) = 0), eps-scaling
-    return SamplesLoss("sinkhorn", p=2, blur=blur, scaling=0.5, debias=True, backend="tensorized")
+    # cost |x - y|^2 / 2, entropic blur eps = blur^2, debiased (S(a, a) = 0), eps-scaling from
+    # diameter^2 down to blur^2 (a plain settings holder: building one per call costs nothing)
+    return SamplesLoss("sinkhorn", p=2, blur=blur, diameter=diameter, scaling=0.5, debias=True,
+                       backend="tensorized")
+
+
+def _diameter(x: torch.Tensor, y: torch.Tensor) -> float:
+    """geomloss's own estimate of the diameter of two clouds: their bounding box's diagonal."""
+    both = torch.cat([x.detach().reshape(-1, x.shape[-1]), y.detach().reshape(-1, y.shape[-1])])
+    return float((both.max(0).values - both.min(0).values).norm())
 
 
 def sinkhorn_divergence(x: torch.Tensor, y: torch.Tensor, blur: float = SINKHORN_BLUR) -> torch.Tensor:
@@ -84,7 +90,12 @@ def sinkhorn_divergence(x: torch.Tensor, y: torch.Tensor, blur: float = SINKHORN
     Meant for standardised samples, as the map trains on."""
     if not blur > 0:
         raise ValueError(f"The Sinkhorn blur must be > 0, got {blur}.")
-    return _sinkhorn_loss(round(blur * math.sqrt(2 * x.shape[-1]), 6))(x, y)
+    eps_blur = round(blur * math.sqrt(2 * x.shape[-1]), 6)
+    # geomloss (0.3.1) anneals from the clouds' diameter down to the blur through
+    # log(diameter): clouds of one repeated point (a single-colour image) have diameter 0 and an
+    # endless schedule ("Maximum allowed size exceeded"). Below the blur there is nothing to
+    # anneal, so the schedule starts at the blur at the least.
+    return _sinkhorn_loss(eps_blur, max(_diameter(x, y), eps_blur))(x, y)
 
 
 def sinkhorn_floor(y: torch.Tensor, n: int, blur: float = SINKHORN_BLUR) -> torch.Tensor:

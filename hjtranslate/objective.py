@@ -327,10 +327,14 @@ class HJObjective(nn.Module):
         """
         if not self.adaptive or not math.isfinite(ratio):
             return
+        ratio = max(ratio, 0.0)  # a debiased Sinkhorn match can dip below 0 by round-off
         ema = float(self.ratio_ema)
         ema = ratio if ema < 0 else 0.9 * ema + 0.1 * ratio
         self.ratio_ema.fill_(ema)
-        step = self.config.lambda_lr * math.tanh(math.log(ema / (1 + self.config.lambda_slack)))
+        # A match of 0 (the samples already agree, e.g. two single-colour images) lowers lambda
+        # at the full rate instead of taking log(0).
+        step = self.config.lambda_lr * math.tanh(
+            math.log(max(ema, 1e-12) / (1 + self.config.lambda_slack)))
         gaps = torch.tensor([math.nan if g is None else g for g in (gap_residual, gap_match)],
                             dtype=torch.float64)
         if torch.isfinite(gaps).all():

@@ -173,17 +173,27 @@ def _pil_to_array(img: Any, notes: list[str]) -> np.ndarray:
     return np.asarray(img).astype(np.float32) / 255.0
 
 
+def image_too_large(path: str | Path, exc: Exception, what: str = "image") -> ValueError:
+    """The error for an image that PIL refuses to decode (``Image.DecompressionBombError``: more
+    than twice ``Image.MAX_IMAGE_PIXELS`` pixels, a possible decompression bomb)."""
+    return ValueError(
+        f"The {what} {str(path)!r} is too large to open safely ({exc}). Downscale it and try again."
+    )
+
+
 def _open_image(path: str | Path):
     from PIL import Image, UnidentifiedImageError
 
     p = Path(path)
-    errors = (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError)
+    errors = (UnidentifiedImageError, OSError, SyntaxError, ValueError)
     if not p.is_file():
         raise FileNotFoundError(f"No such image file: {p}")
     try:
         with Image.open(p) as img:
             img.load()
             return img.copy()
+    except Image.DecompressionBombError as exc:
+        raise image_too_large(p, exc) from None
     except errors as exc:
         raise ValueError(f"{p} is not a readable image ({type(exc).__name__}: {exc}).") from None
 
@@ -352,6 +362,12 @@ def _hub_snapshot(repo_id: str, revision: str | None, cache_dir: Any, local_file
         raise CheckpointError(f"Could not download {repo_id!r}: {first}") from None
 
 
+def _looks_like_hub_id(text: str) -> bool:
+    """``user/name``: one slash, not a relative, absolute or home path, no OS separator."""
+    return not (text.count("/") != 1 or text.startswith((".", "/", "~"))
+                or os.path.sep != "/" and os.path.sep in text)
+
+
 def _resolve_folder(name_or_path: str | Path, what: str, **hub: Any) -> Path:
     """A local folder, or a Hub id downloaded into the cache."""
     path = Path(name_or_path).expanduser()
@@ -360,9 +376,20 @@ def _resolve_folder(name_or_path: str | Path, what: str, **hub: Any) -> Path:
     text = str(name_or_path)
     if path.exists():
         raise CheckpointError(f"{what}: {text} is a file, not a folder.")
-    if text.count("/") != 1 or text.startswith((".", "/", "~")) or os.path.sep != "/" and os.path.sep in text:
+    if not _looks_like_hub_id(text):
         raise CheckpointError(f"{what}: no such folder: {text}")
-    return _hub_snapshot(text, **hub)
+    try:
+        return _hub_snapshot(text, **hub)
+    except CheckpointError as exc:  # name both readings of the argument
+        raise CheckpointError(
+            f"{what}: there is no local folder {path.absolute()}, and as a Hub id: {exc}"
+        ) from None
+
+
+def _sentence(exc: BaseException) -> str:
+    """An error's message ending in a full stop, to append advice to."""
+    text = str(exc).strip()
+    return text if text.endswith(".") else f"{text}."
 
 
 def _copy_part(src: Path, dst: Path) -> None:
@@ -531,8 +558,14 @@ class TranslationPipeline:
                                cache_dir=cache_dir, local_files_only=local_files_only, token=token)
         index_file = root / INDEX_FILE
         if not index_file.is_file():
-            hint = (" It looks like a bare HJMap folder: load it with HJMap.from_pretrained."
-                    if (root / "config.json").is_file() else "")
+            hint = ""
+            if (root / "map" / "config.json").is_file():
+                hint = (f" It looks like a training run folder: its map is {root / 'map'} "
+                        "(HJMap.from_pretrained); bundle it with a VAE into a pipeline with "
+                        "TranslationPipeline.from_components(...).save_pretrained(DIR), or "
+                        "train with `hjtranslate train digits-to-fashion --export DIR`.")
+            elif (root / "config.json").is_file() and (root / "model.safetensors").is_file():
+                hint = " It looks like a bare HJMap folder: load it with HJMap.from_pretrained."
             raise CheckpointError(
                 f"{folder_or_hub_id} has no {INDEX_FILE}: not a saved TranslationPipeline.{hint}"
             )
@@ -568,8 +601,14 @@ class TranslationPipeline:
             parts[key] = folder
         assert parts["vae"] is not None and parts["map"] is not None
         _check_vae_folder(parts["vae"], "vae")
-        encoder = VAEEncoder(str(parts["vae"]), device=device)
-        hjmap = HJMap.from_pretrained(parts["map"], map_location=str(device))
+        redo = (f"If {folder_or_hub_id} is damaged, download it again or write it again (the "
+                "shipped models/digits-to-fashion: `hjtranslate train digits-to-fashion --mode "
+                "conditional --export models/digits-to-fashion`).")
+        try:
+            encoder = VAEEncoder(str(parts["vae"]), device=device)
+            hjmap = HJMap.from_pretrained(parts["map"], map_location=str(device))
+        except (CheckpointError, FileNotFoundError) as exc:
+            raise CheckpointError(f"{_sentence(exc)} {redo}") from None
         hjmap = hjmap.to(device=device, dtype=dtype).eval()
         judges: dict[str, Any] = {}
         for key in ("judge_source", "judge_target"):
@@ -580,7 +619,9 @@ class TranslationPipeline:
             try:
                 judges[key] = load_judge(folder, device=device)
             except (FileNotFoundError, ValueError) as exc:
-                raise CheckpointError(f"The {key} subfolder cannot be loaded: {exc}") from None
+                raise CheckpointError(
+                    f"The {key} subfolder cannot be loaded: {_sentence(exc)} {redo}"
+                ) from None
         return cls(
             encoder, hjmap, judges["judge_source"], judges["judge_target"],
             index.get("source_dataset", "mnist"), index.get("target_dataset", "fashion-mnist"),
@@ -899,6 +940,13 @@ def cmd_translate(args: argparse.Namespace) -> int:
     out_dir = Path(args.out).expanduser()
     if out_dir.exists() and not out_dir.is_dir():
         raise NotADirectoryError(f"--out {out_dir} exists and is not a folder.")
+    from huggingface_hub import constants
+
+    if (not constants.HF_HUB_OFFLINE and not Path(model).expanduser().exists()
+            and _looks_like_hub_id(str(model))):
+        # the Hub lookup can take a while where the network is slow or blocked: say what is asked
+        print(f"note: no local folder {model}; looking it up as a Hub repo id "
+              "(HF_HUB_OFFLINE=1 keeps to the local cache).", file=sys.stderr)
     pipe = TranslationPipeline.from_pretrained(model)
     morph_steps = int(getattr(args, "morph_steps", 0) or 0)
     result = pipe([img for _, img in inputs], classes=args.klass, direction=args.direction,

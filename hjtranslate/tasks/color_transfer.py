@@ -67,8 +67,11 @@ def load_image(path: str | Path, what: str = "image") -> np.ndarray:
     """An RGB image as a float32 array ``(H, W, 3)`` in ``[0, 1]``.
 
     Greyscale images are converted to RGB (all three channels equal) and an alpha channel is
-    dropped, each with a note on stderr. Missing or unreadable files raise clear errors."""
+    dropped, each with a note on stderr. Missing, unreadable or too large files (over twice
+    ``PIL.Image.MAX_IMAGE_PIXELS``) raise clear errors."""
     from PIL import Image, UnidentifiedImageError
+
+    from ..pipeline import image_too_large
 
     path = Path(path)
     if not path.exists():
@@ -90,6 +93,8 @@ def load_image(path: str | Path, what: str = "image") -> np.ndarray:
                 print(f"note: the {what} image {path.name} has an alpha channel; it is ignored.",
                       file=sys.stderr)
             rgb = img.convert("RGB")
+    except Image.DecompressionBombError as exc:  # not an OSError: caught on its own
+        raise image_too_large(path, exc, f"{what} image") from None
     except UnidentifiedImageError:
         raise ValueError(
             f"The {what} image {str(path)!r} is not a readable image (PNG, JPEG, ...)."

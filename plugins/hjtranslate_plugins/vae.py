@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 import hjtranslate
 from hjtranslate.encoders import Encoder
+from hjtranslate.hjmap import CheckpointError
 
 IMAGE_SIZE = 28
 STATS_FILE = "latent_stats.json"
@@ -105,6 +106,45 @@ def from_vae_output(y: torch.Tensor, transform: str) -> torch.Tensor:
     return ((y + 1.0) / 2.0).clamp(0.0, 1.0)
 
 
+_REDO_VAE = ("Download it again, or save it again (AutoencoderKL.save_pretrained); the shipped "
+             "VAE is retrained with `hjtranslate train vae` (writes models/vae).")
+_REDO_STATS = ("Recompute it (VAEEncoder.fit_latent_stats, then save_latent_stats), download the "
+               "VAE again, or retrain the shipped one with `hjtranslate train vae`.")
+
+
+def _load_autoencoder(autoencoder_cls: Any, source: str | Path, local: Path,
+                      hub_kwargs: dict[str, Any]) -> Any:
+    """``AutoencoderKL.from_pretrained`` with a :class:`CheckpointError` that names the folder
+    (or Hub id) for what diffusers reports as a bare OSError (unreadable config.json, truncated
+    weights, unknown Hub id) or ValueError / TypeError (a config that does not fit the weights)."""
+    try:
+        return autoencoder_cls.from_pretrained(str(local) if local.exists() else str(source),
+                                               **hub_kwargs)
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        # diffusers' first sentence: what it could not read (its hints after that do not apply)
+        text = str(exc).strip()
+        first = text.splitlines()[0].split(". ")[0].rstrip(".") if text else type(exc).__name__
+        if local.exists():
+            raise CheckpointError(
+                f"The VAE in {local} cannot be loaded: its config.json or weights are corrupt, "
+                f"truncated or do not belong together ({first}). {_REDO_VAE}"
+            ) from None
+        raise CheckpointError(
+            f"The VAE {str(source)!r} is neither a local folder nor a loadable Hub AutoencoderKL "
+            f"({first}). Pass an existing folder, or check the Hub id and your connection."
+        ) from None
+
+
+def _read_latent_stats(path: Path) -> dict[str, Any]:
+    try:
+        stats = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path} is not readable JSON ({exc}). {_REDO_STATS}") from None
+    if not isinstance(stats, dict) or "shift" not in stats or "scale" not in stats:
+        raise CheckpointError(f"{path} holds no 'shift' and 'scale' lists. {_REDO_STATS}")
+    return stats
+
+
 class VAEEncoder(Encoder):
     """A diffusers ``AutoencoderKL`` as an hjtranslate encoder (see the module docstring).
 
@@ -149,10 +189,9 @@ class VAEEncoder(Encoder):
                     f"{local} holds no config.json: not a diffusers AutoencoderKL folder "
                     "(save one with save_pretrained, or train one with `hjtranslate train vae`)."
                 )
-            vae = AutoencoderKL.from_pretrained(str(local) if local.exists() else str(source),
-                                                **hub_kwargs)
+            vae = _load_autoencoder(AutoencoderKL, source, local, hub_kwargs)
             if latent_stats is None and local.is_dir() and (local / STATS_FILE).is_file():
-                latent_stats = json.loads((local / STATS_FILE).read_text())
+                latent_stats = _read_latent_stats(local / STATS_FILE)
         self.pretrained = None if pretrained is None else str(pretrained)
         self.vae = vae.to(self.device).eval()
         for p in self.vae.parameters():

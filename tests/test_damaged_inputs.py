@@ -1,0 +1,225 @@
+"""Degenerate or damaged inputs give clear errors (or just work), never a bare traceback:
+single-colour images, images too large for PIL, corrupt VAE / judge / pipeline folders, a run
+folder or a missing path handed to ``translate``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from huggingface_hub import constants
+from PIL import Image
+
+from hjtranslate.cli import main
+from hjtranslate.hjmap import CheckpointError
+from hjtranslate.losses import sinkhorn_divergence, sinkhorn_floor
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+
+
+def _needs(*names: str):
+    return pytest.mark.skipif(not all((MODELS / n).is_dir() for n in names),
+                              reason=f"the shipped models {names} are needed")
+
+
+def _png(path: Path, arr: np.ndarray) -> str:
+    Image.fromarray(arr).save(path)
+    return str(path)
+
+
+def _copy(name: str, tmp_path: Path) -> Path:
+    """A copy of a shipped model folder, to damage (models/ itself is never touched)."""
+    return Path(shutil.copytree(MODELS / name, tmp_path / name))
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+# -- single-colour images: the Sinkhorn match on clouds of one point ------------------------
+def test_sinkhorn_on_clouds_of_one_repeated_point_is_finite():
+    one = torch.full((16, 3), 0.5)
+    other = torch.full((16, 3), 0.2)
+    spread = torch.rand(16, 3, generator=torch.Generator().manual_seed(0))
+    assert float(sinkhorn_divergence(one, one)) == pytest.approx(0.0, abs=1e-6)
+    assert float(sinkhorn_floor(one, 16)) == pytest.approx(0.0, abs=1e-6)
+    assert float(sinkhorn_divergence(one, other)) > 0
+    assert torch.isfinite(sinkhorn_divergence(one, spread))
+
+
+def test_sinkhorn_between_spread_clouds_is_geomloss_unchanged():
+    from geomloss import SamplesLoss
+
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(32, 2, generator=g), torch.randn(32, 2, generator=g) + 1
+    blur = round(0.1 * 2.0, 6)  # blur 0.1 per unit of sqrt(2 d), d = 2
+    expected = SamplesLoss("sinkhorn", p=2, blur=blur, scaling=0.5, backend="tensorized")(x, y)
+    assert float(sinkhorn_divergence(x, y, 0.1)) == pytest.approx(float(expected), rel=1e-6)
+
+
+@pytest.mark.parametrize("target", ["random", "constant"])
+def test_color_transfer_trains_on_a_single_colour_image(tmp_path, capsys, target):
+    src = _png(tmp_path / "red.png", np.full((8, 8, 3), (200, 30, 30), np.uint8))
+    rng = np.random.default_rng(0)
+    tgt_arr = (rng.random((8, 8, 3)) * 255).astype(np.uint8) if target == "random" else \
+        np.full((8, 8, 3), (20, 40, 220), np.uint8)
+    tgt = _png(tmp_path / "target.png", tgt_arr)
+    out = tmp_path / "run"
+    assert main(["train", "color-transfer", "--source", src, "--target", tgt, "--steps", "2",
+                 "--pixels", "64", "--batch-size", "32", "--bins", "4", "--output-dir", str(out),
+                 "--no-progress"]) == 0, capsys.readouterr().err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert np.isfinite(metrics["emd_forward"]) and np.isfinite(metrics["emd_backward"])
+
+
+# -- images too large for PIL ---------------------------------------------------------------
+@pytest.fixture
+def tiny_pixel_limit(monkeypatch):
+    """PIL refuses images over 2 * MAX_IMAGE_PIXELS = 32 pixels (an 8x8 image has 64)."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 16)
+
+
+def test_color_transfer_refuses_a_too_large_image_clearly(tmp_path, capsys, tiny_pixel_limit):
+    from hjtranslate.tasks.color_transfer import load_image
+
+    big = _png(tmp_path / "big.png", np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"source image '.*big\.png' is too large.*Downscale"):
+        load_image(big, "source")
+    assert main(["train", "color-transfer", "--source", big, "--target", big,
+                 "--output-dir", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "too large to open safely" in err and "Downscale it" in err and "Traceback" not in err
+
+
+def test_pipeline_image_reader_refuses_a_too_large_image_clearly(tmp_path, tiny_pixel_limit):
+    from hjtranslate.pipeline import _open_image
+
+    big = _png(tmp_path / "big.png", np.zeros((8, 8), np.uint8))
+    with pytest.raises(ValueError, match=r"big\.png' is too large to open safely.*Downscale"):
+        _open_image(big)
+
+
+# -- corrupt VAE, judge and pipeline folders -------------------------------------------------
+VAE_DAMAGE = {
+    "truncated weights": ("diffusion_pytorch_model.safetensors", _truncate),
+    "garbage weights": ("diffusion_pytorch_model.safetensors",
+                        lambda p: p.write_bytes(b"\x07garbage" * 100)),
+    "config not json": ("config.json", lambda p: p.write_text("{not json")),
+    "config not a dict": ("config.json", lambda p: p.write_text("[]")),
+}
+
+
+@_needs("vae")
+@pytest.mark.parametrize("damage", sorted(VAE_DAMAGE))
+def test_corrupt_vae_folder_is_a_checkpoint_error(tmp_path, damage):
+    from hjtranslate_plugins.vae import VAEEncoder
+
+    folder = _copy("vae", tmp_path)
+    name, harm = VAE_DAMAGE[damage]
+    harm(folder / name)
+    with pytest.raises(CheckpointError, match=rf"VAE in {folder} cannot be loaded.*"
+                                              r"`hjtranslate train vae`"):
+        VAEEncoder(str(folder))
+
+
+@_needs("vae")
+def test_corrupt_latent_stats_is_a_checkpoint_error(tmp_path):
+    from hjtranslate_plugins.vae import VAEEncoder
+
+    folder = _copy("vae", tmp_path)
+    (folder / "latent_stats.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match=r"latent_stats\.json is not readable JSON.*"
+                                              r"fit_latent_stats"):
+        VAEEncoder(str(folder))
+
+
+JUDGE_DAMAGE = {
+    "truncated weights": ("model.safetensors", _truncate,
+                          r"model\.safetensors is not a valid safetensors file"),
+    "config not json": ("config.json", lambda p: p.write_text("{bad"),
+                        r"config\.json is not readable JSON"),
+    "config not a dict": ("config.json", lambda p: p.write_text("[]"),
+                          r"config\.json does not describe a judge"),
+}
+
+
+@_needs("judge-mnist")
+@pytest.mark.parametrize("damage", sorted(JUDGE_DAMAGE))
+def test_corrupt_judge_is_a_checkpoint_error(tmp_path, damage):
+    from hjtranslate.judges import load_judge
+
+    folder = _copy("judge-mnist", tmp_path)
+    name, harm, what = JUDGE_DAMAGE[damage]
+    harm(folder / name)
+    with pytest.raises(CheckpointError, match=rf"{what}.*`hjtranslate train judges`"):
+        load_judge(folder)
+
+
+@_needs("digits-to-fashion")
+@pytest.mark.parametrize("part", ["vae/diffusion_pytorch_model.safetensors", "vae/config.json",
+                                  "map/model.safetensors", "judge_target/model.safetensors"])
+def test_corrupt_pipeline_part_is_a_checkpoint_error(tmp_path, part):
+    from hjtranslate.pipeline import TranslationPipeline
+
+    folder = _copy("digits-to-fashion", tmp_path)
+    _truncate(folder / part)
+    with pytest.raises(CheckpointError) as info:
+        TranslationPipeline.from_pretrained(folder)
+    message = str(info.value)
+    assert str(folder / part.split("/")[0]) in message
+    assert "download it again" in message and "--export models/digits-to-fashion" in message
+
+
+@_needs("digits-to-fashion")
+def test_translate_with_a_corrupt_pipeline_has_no_traceback(tmp_path, capsys):
+    folder = _copy("digits-to-fashion", tmp_path)
+    _truncate(folder / "vae" / "diffusion_pytorch_model.safetensors")
+    digit = _png(tmp_path / "digit.png", np.zeros((28, 28), np.uint8))
+    assert main(["translate", "--model", str(folder), "--input", digit,
+                 "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot be loaded" in err and "Traceback" not in err
+
+
+# -- what --model names --------------------------------------------------------------------
+@_needs("digits-to-fashion")
+def test_a_training_run_folder_is_named_as_such(tmp_path, capsys):
+    from hjtranslate.pipeline import TranslationPipeline
+
+    run = tmp_path / "run"
+    shutil.copytree(MODELS / "digits-to-fashion" / "map", run / "map")
+    (run / "config.json").write_text(json.dumps({"task": "digits-to-fashion"}))
+    (run / "metrics.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="training run folder") as info:
+        TranslationPipeline.from_pretrained(run)
+    assert "bare HJMap" not in str(info.value) and str(run / "map") in str(info.value)
+    digit = _png(tmp_path / "digit.png", np.zeros((28, 28), np.uint8))
+    assert main(["translate", "--model", str(run), "--input", digit,
+                 "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "training run folder" in err and "--export" in err
+
+
+def test_a_missing_path_that_looks_like_a_hub_id_names_both(tmp_path, monkeypatch, hf_cache):
+    from hjtranslate.pipeline import TranslationPipeline
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(CheckpointError, match=rf"no local folder {tmp_path / 'fp' / 'none'}, "
+                                              r"and as a Hub id: 'fp/none' is not in the local cache"):
+        TranslationPipeline.from_pretrained("fp/none")
+
+
+def test_translate_says_it_asks_the_hub(tmp_path, monkeypatch, capsys, hub_server, hf_cache):
+    monkeypatch.chdir(tmp_path)
+    digit = _png(tmp_path / "digit.png", np.zeros((28, 28), np.uint8))
+    assert main(["translate", "--model", "fp/none", "--input", digit,
+                 "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "note: no local folder fp/none; looking it up as a Hub repo id" in err
+    assert "neither a local folder nor a Hub repository" in err and "Traceback" not in err
