@@ -332,15 +332,17 @@ def _resumed_head_kwargs(output_dir: str, requested: dict[str, Any]) -> dict[str
     weights only fit its own architecture, and its quadratic parameters are stored divided by
     its own gain (resuming with another gain would silently rescale the map). Settings that
     differ from ``requested`` are named."""
-    import json
+    from .hjmap import CheckpointError, read_json_object
+    from .training import checkpoints
 
-    from .training import latest_checkpoint
-
-    last = latest_checkpoint(output_dir)
-    config = last / "model" / "config.json" if last else None
-    if config is None or not config.is_file():
+    for last in reversed(checkpoints(output_dir)):
+        try:
+            saved = read_json_object(last / "model" / "config.json", "").get("head_kwargs", {})
+            break
+        except CheckpointError:
+            continue  # train() names the damaged checkpoint and falls back past it too
+    else:
         return {}
-    saved = json.loads(config.read_text()).get("head_kwargs", {})
     # The saved settings replace the requested ones whole: a setting the checkpoint does not
     # record (a newer default, such as Fourier features) must not be added to its architecture.
     _name_overridden_head_settings(requested, saved, "Resuming with the checkpoint's")

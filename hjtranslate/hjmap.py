@@ -32,6 +32,30 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded: missing, corrupt, foreign or too new."""
 
 
+def read_json_object(path: str | Path, remedy: str) -> dict[str, Any]:
+    """The JSON object (settings) in ``path``, or a CheckpointError naming the file and ``remedy``."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:  # ValueError: JSON and Unicode decoding
+        raise CheckpointError(f"{path} is not readable JSON ({exc}). {remedy}") from None
+    if not isinstance(value, dict):
+        raise CheckpointError(
+            f"{path} holds a JSON {type(value).__name__}, not an object of settings. {remedy}")
+    return value
+
+
+def load_safetensors(path: str | Path, remedy: str, device: str = "cpu") -> dict[str, torch.Tensor]:
+    """The tensors in a safetensors file, or a CheckpointError naming the file and ``remedy``."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device=device)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not a valid safetensors file ({exc}); it may be "
+                              f"truncated or corrupted. {remedy}") from None
+
+
 def _version_tuple(v: str) -> tuple[int, ...]:
     out = []
     for part in v.split(".")[:3]:
@@ -286,13 +310,7 @@ class HJMap(
         config_file = resolve_file(
             model_id, CONFIG_NAME, **{k: kwargs.get(k) for k in _HUB_KW if k in kwargs}
         )
-        try:
-            config = json.loads(Path(config_file).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise CheckpointError(f"{config_file} is not a readable JSON config: {exc}") from None
-        if not isinstance(config, dict):
-            raise CheckpointError(f"{config_file} holds a JSON {type(config).__name__}, not a map's "
-                                  "config: save the map again (save_pretrained) or download it again.")
+        config = read_json_object(config_file, _REDO_MAP)
         weights = resolve_file(
             model_id, WEIGHTS_NAME, **{k: kwargs.get(k) for k in _HUB_KW if k in kwargs}
         )
@@ -302,8 +320,6 @@ class HJMap(
     def from_config_and_weights(
         cls, config: dict[str, Any], weights: str | Path, map_location: str = "cpu"
     ) -> HJMap:
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
 
         saved = str(config.get("hjtranslate_version", "0"))
         if _version_tuple(saved) > _version_tuple(__version__):
@@ -328,13 +344,7 @@ class HJMap(
                 f"This checkpoint (hjtranslate {saved}) asks for settings the installed hjtranslate "
                 f"{__version__} cannot build: {exc} Upgrade hjtranslate, or check its config.json."
             ) from None
-        try:
-            state = load_file(str(weights), device=str(map_location))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise CheckpointError(
-                f"{weights} is not a valid safetensors file ({exc}); it may be truncated or "
-                "corrupted. Download or save it again."
-            ) from None
+        state = load_safetensors(weights, _REDO_MAP, device=str(map_location))
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as exc:
@@ -345,6 +355,7 @@ class HJMap(
         return model.to(map_location).eval()
 
 
+_REDO_MAP = "Save the map again (save_pretrained) or download it again."
 _HUB_KW = ("revision", "cache_dir", "force_download", "local_files_only", "token")
 
 

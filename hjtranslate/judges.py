@@ -121,12 +121,11 @@ class Judge(nn.Module):
         return folder
 
 
-def load_judge(name_or_path: str | Path, device: str | torch.device = "cpu") -> Judge:
-    """A judge from a folder, or a shipped one by name: ``"mnist"`` or ``"fashion-mnist"``."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from .hjmap import CheckpointError
+def load_judge(name_or_path: str | Path, device: str | torch.device = "cpu",
+               remedy: str | None = None) -> Judge:
+    """A judge from a folder, or a shipped one by name: ``"mnist"`` or ``"fashion-mnist"``.
+    ``remedy``: what a damaged folder's error advises (by default: retrain the shipped judges)."""
+    from .hjmap import CheckpointError, load_safetensors, read_json_object
 
     key = str(name_or_path)
     folder = models_dir() / f"judge-{key}" if key in CLASSES else Path(key).expanduser()
@@ -136,29 +135,22 @@ def load_judge(name_or_path: str | Path, device: str | torch.device = "cpu") -> 
             f"folder or one of {', '.join(CLASSES)}; train the shipped ones with "
             "`hjtranslate train judges`."
         )
-    redo = ("Download it again, or retrain it: `hjtranslate train judges` writes the shipped "
-            "ones (models/judge-mnist, models/judge-fashion-mnist).")
-    try:
-        config = json.loads((folder / CONFIG_FILE).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{folder / CONFIG_FILE} is not readable JSON ({exc}). {redo}") from None
-    if (not isinstance(config, dict) or not isinstance(config.get("architecture"), str)
-            or not isinstance(config.get("model_kwargs", {}), dict)):
+    redo = remedy or ("Download it again, or retrain it: `hjtranslate train judges` writes the "
+                      "shipped ones (models/judge-mnist, models/judge-fashion-mnist).")
+    config = read_json_object(folder / CONFIG_FILE, redo)
+    normalize = config.get("normalize", {"mean": 0.5, "std": 0.5})
+    if (not isinstance(config.get("architecture"), str)
+            or not isinstance(config.get("model_kwargs", {}), dict)
+            or not (isinstance(normalize, dict) and {"mean", "std"} <= set(normalize))):
         raise CheckpointError(
-            f"{folder / CONFIG_FILE} does not describe a judge (it needs an 'architecture' name "
-            f"and 'model_kwargs' settings). {redo}"
+            f"{folder / CONFIG_FILE} does not describe a judge (it needs an 'architecture' name, "
+            f"'model_kwargs' settings and, if any, a 'normalize' with 'mean' and 'std'). {redo}"
         )
     try:
         model = build_classifier(config["architecture"], **config.get("model_kwargs", {}))
     except (TypeError, ValueError) as exc:  # an unknown architecture or setting
         raise CheckpointError(f"{folder / CONFIG_FILE}: {exc} {redo}") from None
-    try:
-        state = load_file(str(folder / WEIGHTS_FILE))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(
-            f"{folder / WEIGHTS_FILE} is not a valid safetensors file ({exc}); it may be "
-            f"truncated or corrupted. {redo}"
-        ) from None
+    state = load_safetensors(folder / WEIGHTS_FILE, redo)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -55,7 +55,7 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__
-from .hjmap import CheckpointError, HJMap, _version_tuple
+from .hjmap import CheckpointError, HJMap, _version_tuple, read_json_object
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
@@ -386,6 +386,15 @@ def _resolve_folder(name_or_path: str | Path, what: str, **hub: Any) -> Path:
         ) from None
 
 
+def _is_run_folder(folder: Path) -> bool:
+    """The output folder of `hjtranslate train`: a config.json that names its task, and map/."""
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and "task" in config and (folder / "map").is_dir()
+
+
 def _sentence(exc: BaseException) -> str:
     """An error's message ending in a full stop, to append advice to."""
     text = str(exc).strip()
@@ -559,7 +568,7 @@ class TranslationPipeline:
         index_file = root / INDEX_FILE
         if not index_file.is_file():
             hint = ""
-            if (root / "map" / "config.json").is_file():
+            if _is_run_folder(root):
                 hint = (f" It looks like a training run folder: its map is {root / 'map'} "
                         "(HJMap.from_pretrained); bundle it with a VAE into a pipeline with "
                         "TranslationPipeline.from_components(...).save_pretrained(DIR), or "
@@ -569,14 +578,11 @@ class TranslationPipeline:
             raise CheckpointError(
                 f"{folder_or_hub_id} has no {INDEX_FILE}: not a saved TranslationPipeline.{hint}"
             )
-        try:
-            index = json.loads(index_file.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise CheckpointError(f"{index_file} is not readable JSON: {exc}") from None
-        if not isinstance(index, dict) or index.get("_class_name") != CLASS_NAME:
+        index = read_json_object(index_file, "Download or save the pipeline again.")
+        if index.get("_class_name") != CLASS_NAME:
             raise CheckpointError(
                 f"{index_file} does not describe a {CLASS_NAME} (_class_name is "
-                f"{index.get('_class_name') if isinstance(index, dict) else None!r})."
+                f"{index.get('_class_name')!r})."
             )
         saved = str(index.get("_hjtranslate_version", "0"))
         if _version_tuple(saved) > _version_tuple(__version__):
@@ -617,11 +623,9 @@ class TranslationPipeline:
                 judges[key] = None
                 continue
             try:
-                judges[key] = load_judge(folder, device=device)
+                judges[key] = load_judge(folder, device=device, remedy=redo)
             except (FileNotFoundError, ValueError) as exc:
-                raise CheckpointError(
-                    f"The {key} subfolder cannot be loaded: {_sentence(exc)} {redo}"
-                ) from None
+                raise CheckpointError(f"The {key} subfolder cannot be loaded: {exc}") from None
         return cls(
             encoder, hjmap, judges["judge_source"], judges["judge_target"],
             index.get("source_dataset", "mnist"), index.get("target_dataset", "fashion-mnist"),

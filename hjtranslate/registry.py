@@ -26,6 +26,10 @@ class PluginError(ValueError):
     """A plugin name that cannot be resolved, or a clash between plugins."""
 
 
+class PluginOptionError(PluginError, TypeError):
+    """A plugin built with options it does not take (a TypeError too, as calling it would be)."""
+
+
 @dataclass(frozen=True)
 class Plugin:
     kind: str
@@ -132,7 +136,7 @@ def create(kind: str, name: str, **kwargs: Any) -> Any:
         options = [p for p in signature.parameters.values()
                    if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
         takes = ", ".join(p.name for p in options) or "no options"
-        raise PluginError(
+        raise PluginOptionError(
             f"The {kind} plugin {name!r} cannot be built with {kwargs or 'no options'} ({exc}); "
             f"it takes {takes}."
         ) from None

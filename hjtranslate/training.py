@@ -87,8 +87,13 @@ def _checkpoints(root: Path) -> list[Path]:
     return sorted(p for p in root.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp"))
 
 
+def checkpoints(output_dir: str | Path) -> list[Path]:
+    """The finished checkpoints of a run folder, oldest first."""
+    return _checkpoints(Path(output_dir) / "checkpoints")
+
+
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
-    found = _checkpoints(Path(output_dir) / "checkpoints")
+    found = checkpoints(output_dir)
     return found[-1] if found else None
 
 
@@ -135,7 +140,7 @@ def train(
     start_step = 0
     history: list[dict[str, float]] = []
     if config.resume and out is not None:
-        found = _checkpoints(out / "checkpoints")
+        found = checkpoints(out)
         if not found:
             acc.print(f"--resume: no checkpoint in {out / 'checkpoints'}; starting afresh.")
         # Checkpoints are written atomically, but a disk can still damage one: fall back to
@@ -145,8 +150,8 @@ def train(
                 state = json.loads((last / "trainer_state.json").read_text())
                 start_step, history = int(state["step"]), state.get("history", [])
                 acc.load_state(str(last))
-            except Exception as exc:  # torch, safetensors and json each raise their own
-                acc.print(f"--resume: cannot read the checkpoint {last} ({type(exc).__name__}: "
+            except Exception as exc:  # torch, safetensors, accelerate and json each raise their own
+                acc.print(f"--resume: cannot load the checkpoint {last} ({type(exc).__name__}: "
                           f"{exc}); trying the one before it.")
                 continue
             acc.print(f"Resuming from {last} (step {start_step}).")
@@ -155,8 +160,9 @@ def train(
             if found:
                 raise TrainingError(
                     f"--resume: none of the {len(found)} checkpoints in {out / 'checkpoints'} "
-                    "can be read (see above). Move that folder away and train again without "
-                    "--resume.")
+                    "can be loaded (the reasons are above). If this launch's options differ from "
+                    "the run's (the head, --ema-decay, ...), launch with the run's own; if the "
+                    "checkpoints are damaged, move that folder away and train without --resume.")
     if on_start is not None and acc.is_main_process:
         on_start()
 

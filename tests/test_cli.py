@@ -62,7 +62,7 @@ def test_toy2d_run_writes_everything(tmp_path, capsys):
     assert "--n must be >= 20, got 5" in capsys.readouterr().err
     config_text = (out / "config.json").read_text()
     for damaged, message in (("3", "config.json holds a JSON int"),
-                             ("{not json", "config.json is not valid JSON"),
+                             ("{not json", "config.json is not readable JSON"),
                              (json.dumps({k: v for k, v in config.items() if k != "source"}),
                               "config.json lacks 'source'")):
         (out / "config.json").write_text(damaged)
@@ -71,7 +71,7 @@ def test_toy2d_run_writes_everything(tmp_path, capsys):
     (out / "config.json").write_text(config_text)
     (out / "map" / "config.json").write_text("[]")
     assert main(["evaluate", str(out), "--n", "500"]) == 2
-    assert "holds a JSON list, not a map's config" in capsys.readouterr().err
+    assert "holds a JSON list, not an object of settings" in capsys.readouterr().err
 
 
 def test_fourier_features_can_be_turned_off(tmp_path):
@@ -234,3 +234,15 @@ def test_resume_derives_the_time_budget_again_from_the_deadline(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(
         {"task": "digits-to-fashion", "deadline": None, "time_budget": 3000.0}))
     assert restore_recorded_options(args, set()) == {"time_budget": 3000.0}
+    # records written before 2026-12-03 hold the budget their deadline left: not carried over
+    args.time_budget = None
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"task": "digits-to-fashion", "deadline": 870.0, "time_budget": 612.5}))
+    restore_recorded_options(args, set())
+    assert args.time_budget is None
+    # today's records mark the budget as typed: with a deadline too, it carries over
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"task": "digits-to-fashion", "deadline": 870.0, "time_budget": 600.0,
+         "_time_budget_typed": True}))
+    restore_recorded_options(args, set())
+    assert args.time_budget == 600.0

@@ -144,7 +144,9 @@ JUDGE_DAMAGE = {
     "config not json": ("config.json", lambda p: p.write_text("{bad"),
                         r"config\.json is not readable JSON"),
     "config not a dict": ("config.json", lambda p: p.write_text("[]"),
-                          r"config\.json does not describe a judge"),
+                          r"config\.json holds a JSON list"),
+    "normalize without mean": ("config.json", lambda p: p.write_text(json.dumps(
+        {**json.loads(p.read_text()), "normalize": {}})), r"config\.json does not describe a judge"),
 }
 
 

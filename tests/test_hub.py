@@ -240,7 +240,7 @@ def test_unreadable_config(tmp_path):
     folder = tmp_path / "m"
     tiny_map().save_pretrained(folder)
     (folder / "config.json").write_text("{not json")
-    with pytest.raises(CheckpointError, match="not a readable JSON config"):
+    with pytest.raises(CheckpointError, match="is not readable JSON"):
         HJMap.from_pretrained(folder)
 
 

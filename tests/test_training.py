@@ -51,13 +51,20 @@ def test_resume_falls_back_past_a_damaged_checkpoint(tmp_path, capsys):
     weights.write_bytes(weights.read_bytes()[:100])  # a damaged disk: truncated
     m_res = hjt.fit(x, y, steps=30, batch_size=64, output_dir=str(tmp_path), resume=True)
     printed = capsys.readouterr().out
-    assert "cannot read the checkpoint" in printed and "step-0000030" in printed
+    assert "cannot load the checkpoint" in printed and "step-0000030" in printed
     assert "Resuming from" in printed and "step 28" in printed
     torch.testing.assert_close(m_res.forward(x[:10]), m_full.forward(x[:10]))
+    # The newest checkpoint's saved head settings damaged: the same fallback.
+    (root / "step-0000030" / "model" / "config.json").write_text("{not json")
+    m_res = hjt.fit(x, y, steps=30, batch_size=64, output_dir=str(tmp_path), resume=True)
+    torch.testing.assert_close(m_res.forward(x[:10]), m_full.forward(x[:10]))
+    # Options the run did not have (weight averaging): an error that says so, not "damaged".
+    with pytest.raises(TrainingError, match="options differ from the run's"):
+        hjt.fit(x, y, steps=30, batch_size=64, output_dir=str(tmp_path), resume=True, ema_decay=0.9)
     # With every checkpoint unreadable, a clear error instead of a traceback.
     for ckpt in root.iterdir():
         (ckpt / "trainer_state.json").write_text("{not json")
-    with pytest.raises(TrainingError, match="none of the 2 checkpoints .* can be read"):
+    with pytest.raises(TrainingError, match="none of the 2 checkpoints .* can be loaded"):
         hjt.fit(x, y, steps=40, batch_size=64, output_dir=str(tmp_path), resume=True)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ..api import fit
-from ..hjmap import HJMap
+from ..hjmap import HJMap, read_json_object
 from ..losses import MMDS, SINKHORN_BLUR
 from ..objective import MONOTONE_DIRECTIONS, SEMIDUAL_SIDES
 from ..pipeline import INDEX_FILE
@@ -118,9 +118,12 @@ def restore_recorded_options(args: argparse.Namespace, explicit: set[str]) -> di
     if not isinstance(recorded, dict) or recorded.get("task") != args.task:
         return {}  # not a run record (a VAE folder's config.json is diffusers')
     current = vars(args)
+    skip = set(LAUNCH_OPTIONS)
+    if recorded.get("deadline") is not None and not recorded.get("_time_budget_typed"):
+        # records written before 2026-12-03 hold the budget their deadline left, not a typed one
+        skip.add("time_budget")
     restored = {k: v for k, v in recorded.items()
-                if k in current and k not in explicit and k not in LAUNCH_OPTIONS
-                and not k.startswith("_")}
+                if k in current and k not in explicit and k not in skip and not k.startswith("_")}
     changed = {k: v for k, v in restored.items() if current[k] != v}
     current.update(restored)
     if changed and os.environ.get("RANK", "0") == "0":
@@ -150,13 +153,12 @@ def cost_from_args(args: argparse.Namespace) -> Any:
     """The cost plugin named by ``--cost`` (with ``--p``)."""
     from .. import registry
 
+    registry.resolve("cost", args.cost)  # an unknown name is its own error
     try:
         return registry.create("cost", args.cost, **({"p": args.p} if args.p is not None else {}))
-    except registry.PluginError as exc:
-        if args.p is None:
-            raise
-        raise registry.PluginError(f"{exc} Drop --p, or choose a cost that takes it "
-                                   "(--cost pnorm or lp).") from None
+    except registry.PluginOptionError as exc:
+        raise registry.PluginOptionError(f"{exc} Drop --p, or choose a cost that takes it "
+                                         "(--cost pnorm or lp).") from None
 
 
 def init_map_from_args(args: argparse.Namespace) -> HJMap | None:
@@ -203,7 +205,8 @@ def fit_from_args(
         tmp = out / "config.json.tmp"
         tmp.write_text(json.dumps(
             {"task": task, **{k: v for k, v in vars(args).items() if k != "func"},
-             "num_processes": acc.num_processes}, indent=2, sort_keys=True, default=str))
+             "num_processes": acc.num_processes, "_time_budget_typed": True},
+            indent=2, sort_keys=True, default=str))
         os.replace(tmp, out / "config.json")
 
     m, result = fit(
@@ -271,6 +274,9 @@ def plot_2d(path: Path, x: torch.Tensor, y: torch.Tensor, pushed: torch.Tensor, 
     plt.close(fig)
 
 
+_REDO_RUN = "Restore it from a copy, or train (or export) again."
+
+
 def evaluate_folder(args: argparse.Namespace) -> dict[str, Any]:
     """``hjtranslate evaluate FOLDER``: re-run a task's evaluation from its saved config."""
     folder = Path(args.folder)
@@ -279,13 +285,13 @@ def evaluate_folder(args: argparse.Namespace) -> dict[str, Any]:
     cfg_path = folder / "config.json"
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{cfg_path} is missing: pass the output folder of `hjtranslate train`.")
-    cfg = read_json_object(cfg_path)
+    cfg = read_json_object(cfg_path, _REDO_RUN)
     if "task" not in cfg and (folder.parent / INDEX_FILE).is_file():
         return _evaluate_pipeline(folder.parent, args)  # the map folder of a pipeline
     if "task" not in cfg and (folder.parent / "config.json").is_file():
         folder = folder.parent  # the map folder of a run: its run's config says which task
         cfg_path = folder / "config.json"
-        cfg = read_json_object(cfg_path)
+        cfg = read_json_object(cfg_path, _REDO_RUN)
     if "task" not in cfg or not (folder / "map").is_dir():
         raise ValueError(
             f"{args.folder} is not the output folder of `hjtranslate train` (its config.json and "
@@ -296,23 +302,10 @@ def evaluate_folder(args: argparse.Namespace) -> dict[str, Any]:
     return _evaluate(cfg, folder / "map", args, cfg_path)
 
 
-def read_json_object(path: Path) -> dict[str, Any]:
-    """The JSON object (settings) in ``path``, or a ValueError that names the file."""
-    try:
-        value = json.loads(path.read_text())
-    except ValueError as exc:
-        raise ValueError(f"{path} is not valid JSON ({exc}): restore it from a copy, or train "
-                         "(or export) again.") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"{path} holds a JSON {type(value).__name__}, not the object of settings "
-                         "it should: restore it from a copy, or train (or export) again.")
-    return value
-
-
 def _evaluate_pipeline(folder: Path, args: argparse.Namespace) -> dict[str, Any]:
     """A translation pipeline folder (``save_pretrained`` of digits-to-fashion, e.g. the shipped
     ``models/digits-to-fashion``): its map through its own VAE and judges, on the test sets."""
-    spec = read_json_object(folder / INDEX_FILE)
+    spec = read_json_object(folder / INDEX_FILE, _REDO_RUN)
     if (spec.get("source_dataset"), spec.get("target_dataset")) != ("mnist", "fashion-mnist"):
         raise ValueError(f"{folder} translates {spec.get('source_dataset')!r} to "
                          f"{spec.get('target_dataset')!r}; `evaluate` knows only digits-to-fashion.")
@@ -341,6 +334,6 @@ def _evaluate(cfg: dict[str, Any], map_dir: Path, args: argparse.Namespace,
         if not isinstance(exc.obj, argparse.Namespace):
             raise
         raise ValueError(f"{cfg_path} lacks {exc.name!r}, which the {cfg['task']} evaluation "
-                         "needs: restore the file from a copy, or train again.") from None
+                         f"needs. {_REDO_RUN}") from None
     metrics["eval_seconds"] = time.perf_counter() - t0
     return metrics

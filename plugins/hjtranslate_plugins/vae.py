@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 import hjtranslate
 from hjtranslate.encoders import Encoder
-from hjtranslate.hjmap import CheckpointError
+from hjtranslate.hjmap import CheckpointError, read_json_object
 
 IMAGE_SIZE = 28
 STATS_FILE = "latent_stats.json"
@@ -136,11 +136,8 @@ def _load_autoencoder(autoencoder_cls: Any, source: str | Path, local: Path,
 
 
 def _read_latent_stats(path: Path) -> dict[str, Any]:
-    try:
-        stats = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path} is not readable JSON ({exc}). {_REDO_STATS}") from None
-    if not isinstance(stats, dict) or "shift" not in stats or "scale" not in stats:
+    stats = read_json_object(path, _REDO_STATS)
+    if "shift" not in stats or "scale" not in stats:
         raise CheckpointError(f"{path} holds no 'shift' and 'scale' lists. {_REDO_STATS}")
     return stats
 
