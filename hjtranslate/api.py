@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,11 @@ def check_samples(x: Any, name: str, dim: int | None = None) -> torch.Tensor:
 
 
 def check_labels(k: Any, n: int, name: str) -> torch.Tensor:
-    k = torch.as_tensor(k)
+    try:
+        k = torch.as_tensor(k)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"{name} must be integer class labels 0..K-1 (a 1-D tensor, array or "
+                         f"list), got {type(k).__name__}.") from None
     if k.ndim != 1 or len(k) != n:
         raise ValueError(f"{name} must be a 1-D tensor of {n} class labels, got shape {tuple(k.shape)}.")
     if k.is_floating_point() and not torch.equal(k, k.round()):
@@ -151,8 +156,8 @@ def fit(
     """
     xs = check_samples(x_source, "x_source")
     yt = check_samples(y_target, "y_target", dim=xs.shape[1])
-    if not float(t_f) > 0:
-        raise ValueError(f"t_f must be > 0, got {t_f}.")
+    if not 0 < float(t_f) < math.inf:
+        raise ValueError(f"t_f must be a finite number > 0, got {t_f}.")
     if int(batch_size) < 2:
         raise ValueError(f"batch_size must be >= 2 (the match compares sample sets), got {batch_size}.")
     dim = xs.shape[1]
@@ -172,12 +177,21 @@ def fit(
     ks = kt = None
     num_classes = None
     if labels is not None:
+        if not isinstance(labels, (tuple, list)) or len(labels) != 2:
+            raise ValueError("labels must be a pair (source labels, target labels).")
         ks = check_labels(labels[0], len(xs), "labels[0] (source)")
         kt = check_labels(labels[1], len(yt), "labels[1] (target)")
         num_classes = int(max(ks.max(), kt.max())) + 1
         missing = sorted(set(ks.tolist()) ^ set(kt.tolist()))
         if missing:
             raise ValueError(f"Classes {missing} appear on only one side; every class needs both.")
+        present = len(set(ks.tolist()))
+        if present < num_classes:
+            # every id up to the largest costs a class slot (and a loop pass) at every step
+            raise ValueError(
+                f"Class ids must run from 0 to K-1 without gaps: got {present} classes with ids "
+                f"up to {num_classes - 1}. Renumber them, e.g. with torch.unique(..., "
+                "return_inverse=True).")
     lambda_init, made_by = None, None
     if init_from is not None:
         hjmap, earlier = _fine_tune_start(init_from, dim, cost_name, cost_kwargs, t_f, num_classes,

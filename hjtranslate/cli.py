@@ -178,6 +178,17 @@ def _main(argv: Sequence[str] | None) -> int:
             NotADirectoryError, PermissionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except (MemoryError, RuntimeError) as exc:
+        # numpy raises MemoryError; torch a RuntimeError ("can't allocate memory", CUDA "out of
+        # memory"). Anything else is a bug and keeps its traceback.
+        text = str(exc)
+        if not (isinstance(exc, MemoryError) or "can't allocate memory" in text
+                or "out of memory" in text.lower()):
+            raise
+        print(f"error: out of memory ({type(exc).__name__}: {text.splitlines()[0] if text else ''}). "
+              "An option asks for more than this machine holds: lower the sizes given "
+              "(--n, --eval-n, --batch-size, --bins, --morph-steps, the images').", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted: the last checkpoint is kept; continue with --resume.", file=sys.stderr)
         return 130

@@ -222,6 +222,8 @@ class HJMap(
 
     def _map(self, x: torch.Tensor, k: Any, t0: float, sign: float, what: str, grad: bool):
         x = self._check(x, what)
+        if len(x) == 0:  # nothing to move
+            return x.clone()
         z = (x - self.shift) / self.scale
         v = self.velocity(z, t0, k, create_graph=grad)
         out = x + sign * self.t_f * self.scale * v

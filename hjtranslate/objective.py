@@ -95,16 +95,13 @@ class ObjectiveConfig:
                 raise ValueError(
                     f"lambda must be 'auto' or a positive number, got {self.lambda_mmd!r}."
                 ) from None
-        if not isinstance(self.lambda_mmd, str) and not self.lambda_mmd > 0:
-            raise ValueError(f"lambda must be positive, got {self.lambda_mmd}.")
-        if not self.cycle_weight >= 0:
-            raise ValueError(f"cycle_weight must be >= 0, got {self.cycle_weight}.")
+        if not isinstance(self.lambda_mmd, str) and not 0 < self.lambda_mmd < math.inf:
+            raise ValueError(f"lambda must be a finite number > 0, got {self.lambda_mmd}.")
+        for name in ("cycle_weight", "monotone_weight", "semidual_weight"):
+            if not 0 <= getattr(self, name) < math.inf:
+                raise ValueError(f"{name} must be a finite number >= 0, got {getattr(self, name)}.")
         if not 0 < self.cycle_share <= 1:
             raise ValueError(f"cycle_share must be in (0, 1], got {self.cycle_share}.")
-        if not self.monotone_weight >= 0:
-            raise ValueError(f"monotone_weight must be >= 0, got {self.monotone_weight}.")
-        if not self.semidual_weight >= 0:
-            raise ValueError(f"semidual_weight must be >= 0, got {self.semidual_weight}.")
         if self.semidual_side not in SEMIDUAL_SIDES:
             raise ValueError(f"semidual_side must be one of {SEMIDUAL_SIDES}, got "
                              f"{self.semidual_side!r}.")

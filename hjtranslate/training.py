@@ -49,8 +49,8 @@ class TrainConfig:
             raise ValueError(f"steps must be >= 1, got {self.steps}.")
         if self.time_budget is not None and not self.time_budget > 0:
             raise ValueError(f"time_budget must be a positive number of seconds, got {self.time_budget}.")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}.")
+        if not 0 < self.lr < math.inf:
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr}.")
 
 
 def finish_run(acc: Any) -> None:
@@ -224,7 +224,7 @@ def train(
                 raise TrainingError(
                     f"The loss became NaN/Inf at step {step} "
                     f"({', '.join(f'{k}={float(terms[k].detach()):.4g}' for k in names)}).{keep} "
-                    "Lower the learning rate (--lr), tighten --grad-clip, or check the data."
+                    "Lower the learning rate (--lr), or check the data and the loss weights."
                 )
             logs = {k: float(packed[i]) / nproc for i, k in enumerate(names)}
             acc.backward(loss)

@@ -59,7 +59,7 @@ def test_toy2d_run_writes_everything(tmp_path, capsys):
     assert "pass the run or pipeline folder" in capsys.readouterr().err
     # damaged or out-of-range inputs to evaluate: clear errors that name the file or the option
     assert main(["evaluate", str(out), "--n", "5"]) == 2
-    assert "--n must be >= 20, got 5" in capsys.readouterr().err
+    assert "--n must be between 20 and 16000" in capsys.readouterr().err
     config_text = (out / "config.json").read_text()
     for damaged, message in (("3", "config.json holds a JSON int"),
                              ("{not json", "config.json is not readable JSON"),
@@ -97,7 +97,7 @@ def test_pnorm_cost_from_the_cli(tmp_path):
          "Unknown cost 'hinge'. Available costs: lp, pnorm, quadratic"),
         (["train", "gaussians", "--head", "resnet"], "Available heads: affine, conditional, mlp"),
         (["train", "gaussians", "--cost", "pnorm", "--p", "0.5"], "must be finite and > 1"),
-        (["train", "gaussians", "--t-f", "0"], "t_f must be > 0"),
+        (["train", "gaussians", "--t-f", "0"], "t_f must be a finite number > 0"),
         (["train", "gaussians", "--dim", "0"], "--dim must be >= 1"),
         (["train", "toy2d", "--n", "1"], "--n must be >= 2"),
         (["train", "gaussians", "--n", "-1"], "--n must be >= 2"),
@@ -107,7 +107,17 @@ def test_pnorm_cost_from_the_cli(tmp_path):
         (["train", "toy2d", "--width", "-1"], "width must be a positive integer, got -1"),
         (["train", "toy2d", "--depth", "0"], "depth must be a positive integer, got 0"),
         (["train", "toy2d", "--steps", "0"], "steps must be >= 1"),
-        (["train", "toy2d", "--eval-n", "5"], "--eval-n must be >= 20"),
+        (["train", "toy2d", "--lr", "inf"], "lr must be a finite number > 0, got inf"),
+        (["train", "toy2d", "--t-f", "inf"], "t_f must be a finite number > 0"),
+        (["train", "toy2d", "--lambda", "inf"], "lambda must be a finite number > 0"),
+        (["train", "toy2d", "--cycle-weight", "inf"], "cycle_weight must be a finite number >= 0"),
+        (["train", "toy2d", "--monotone-weight", "inf"], "monotone_weight must be a finite"),
+        (["train", "toy2d", "--quadratic-gain", "inf"], "quadratic_gain must be a finite number"),
+        (["train", "toy2d", "--mmd", "sinkhorn", "--sinkhorn-blur", "inf"], "--sinkhorn-blur must be"),
+        (["train", "toy2d", "--eval-n", "100000"], "--eval-n must be between 20 and 16000"),
+        (["train", "gaussians", "--eval-n", "100000000000"], "--eval-n must be between 20 and 1000000"),
+        (["train", "digits-to-fashion", "--export", __file__], "--export"),
+        (["train", "toy2d", "--eval-n", "5"], "--eval-n must be between 20 and 16000"),
         (["evaluate", "/nonexistent/run"], "pass the output folder"),
         (["evaluate", str(ROOT / "models" / "digits-to-fashion"), "--n", "10001"],
          "--n must be between 10 and 10000 (the MNIST and Fashion-MNIST test sets"),
@@ -131,11 +141,43 @@ def test_bad_input_gives_a_clear_error_and_no_traceback(args, message, tmp_path,
     assert {name: (tmp_path / name).read_text() for name in finished} == finished
 
 
+def test_an_output_dir_that_is_a_file_or_another_tasks_run(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("keep")
+    assert main(["train", "toy2d", "--steps", "2", "--output-dir", str(afile)]) == 2
+    assert "is a file: name a folder" in capsys.readouterr().err and afile.read_text() == "keep"
+    # --resume on the folder of another task's run: refused, the run left as it was
+    run = tmp_path / "gauss"
+    assert main(["train", "gaussians", "--steps", "2", "--n", "200", "--eval-n", "100",
+                 "--batch-size", "32", "--output-dir", str(run), "--no-progress"]) == 0
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    capsys.readouterr()
+    assert main(["train", "toy2d", "--resume", "--steps", "4", "--output-dir", str(run)]) == 2
+    assert "is a gaussians run, not toy2d" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+def test_out_of_memory_is_a_clear_error(monkeypatch, capsys):
+    import hjtranslate.tasks.toy2d as toy2d
+
+    def too_big(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't "
+                           "allocate memory: you tried to allocate 800000000000 bytes.")
+
+    monkeypatch.setattr(toy2d, "toy_samples", too_big)
+    assert main(["train", "toy2d", "--n", "100000000000"]) == 2
+    assert "out of memory" in capsys.readouterr().err
+    monkeypatch.setattr(toy2d, "toy_samples", lambda *a, **k: 1 / 0)
+    with pytest.raises(ZeroDivisionError):  # a bug keeps its traceback
+        main(["train", "toy2d"])
+
+
 def test_unknown_task_lists_the_choices(tmp_path):
     proc = run_cli("train", "cifar")
     assert proc.returncode == 2 and "digits-to-fashion" in proc.stderr and "Traceback" not in proc.stderr
     proc = run_cli("train", "gaussians", "--t-f", "0", "--output-dir", str(tmp_path))
-    assert proc.returncode == 2 and "t_f must be > 0" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "t_f must be a finite number > 0" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_script_mode_from_the_repo_root():

@@ -377,6 +377,8 @@ def test_map_rejects_bad_input():
         m.forward(torch.randn(5, 3))
     with pytest.raises(ValueError, match="NaN"):
         m.forward(torch.tensor([[0.0, float("nan")]]))
+    assert m.forward(torch.empty(0, 2)).shape == (0, 2)  # nothing to move
+    assert m.backward(torch.empty(0, 2)).shape == (0, 2)
     with pytest.raises(ValueError, match="t_f"):
         hjt.HJMap(dim=2, t_f=0.0)
     with pytest.raises(hjt.PluginError, match="Available costs: .*quadratic"):
@@ -488,6 +490,13 @@ def test_fine_tuning_refuses_a_map_that_does_not_fit_the_data(data, kwargs, matc
         (torch.randn(10, 2), torch.randn(10, 2), {"cost": "wasserstein9"}, "Available costs"),
         (torch.randn(10, 2), torch.randn(10, 2), {"lambda_mmd": -3.0}, "lambda"),
         (torch.randn(10, 2), torch.randn(10, 2), {"labels": (torch.zeros(10), torch.ones(10))}, "one side"),
+        (torch.randn(10, 2), torch.randn(10, 2), {"labels": (torch.zeros(10),)}, "a pair"),
+        (torch.randn(10, 2), torch.randn(10, 2), {"labels": (["a"] * 10, ["a"] * 10)},
+         "must be integer class labels"),
+        (torch.randn(10, 2), torch.randn(10, 2),
+         {"labels": (torch.arange(10) % 2 * 10**9,) * 2}, "without gaps: got 2 classes"),
+        (torch.randn(10, 2), torch.randn(10, 2), {"lr": float("inf")}, "lr must be a finite"),
+        (torch.randn(10, 2), torch.randn(10, 2), {"batch_size": 1}, "batch_size must be >= 2"),
     ],
 )
 def test_fit_rejects_bad_input(xs, yt, kwargs, match):

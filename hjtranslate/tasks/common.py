@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import sys
@@ -115,8 +116,12 @@ def restore_recorded_options(args: argparse.Namespace, explicit: set[str]) -> di
     except (OSError, ValueError) as exc:
         raise ValueError(f"--resume: cannot read {recorded_path} ({exc}); repeat the run's "
                          "options on the command line and move that file away.") from exc
-    if not isinstance(recorded, dict) or recorded.get("task") != args.task:
+    if not isinstance(recorded, dict) or "task" not in recorded:
         return {}  # not a run record (a VAE folder's config.json is diffusers')
+    if recorded["task"] != args.task:
+        raise ValueError(f"--resume: {recorded_path.parent} is a {recorded['task']} run, not "
+                         f"{args.task}; resume it with `hjtranslate train {recorded['task']} "
+                         "--resume`, or give this run its own --output-dir.")
     current = vars(args)
     skip = set(LAUNCH_OPTIONS)
     if recorded.get("deadline") is not None and not recorded.get("_time_budget_typed"):
@@ -146,7 +151,10 @@ def check_count(flag: str, value: int, low: int, high: int | None = None, why: s
 
 
 def output_dir(args: argparse.Namespace, task: str) -> Path:
-    return Path(args.output_dir or Path("runs") / task)
+    out = Path(args.output_dir or Path("runs") / task)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--output-dir {out} is a file: name a folder (new or a run's).")
+    return out
 
 
 def cost_from_args(args: argparse.Namespace) -> Any:
@@ -189,7 +197,7 @@ def fit_from_args(
     if getattr(args, "sinkhorn_blur", None) is not None:
         if args.mmd != "sinkhorn":
             raise ValueError(f"--sinkhorn-blur applies to --mmd sinkhorn, not --mmd {args.mmd}.")
-        if not args.sinkhorn_blur > 0:
+        if not 0 < args.sinkhorn_blur < math.inf:
             raise ValueError(f"--sinkhorn-blur must be > 0, got {args.sinkhorn_blur}.")
         mmd_options["blur"] = args.sinkhorn_blur
     out = output_dir(args, task)
@@ -309,10 +317,13 @@ def _evaluate_pipeline(folder: Path, args: argparse.Namespace) -> dict[str, Any]
     if (spec.get("source_dataset"), spec.get("target_dataset")) != ("mnist", "fashion-mnist"):
         raise ValueError(f"{folder} translates {spec.get('source_dataset')!r} to "
                          f"{spec.get('target_dataset')!r}; `evaluate` knows only digits-to-fashion.")
+    from ..pipeline import _subpath
+
     cfg = {"task": "digits-to-fashion", "data_dir": None,
-           "vae": str(folder / spec["vae"]) if spec.get("vae") else None,
-           **{k: str(folder / spec[k]) for k in ("judge_source", "judge_target") if spec.get(k)}}
-    return _evaluate(cfg, folder / spec.get("map", "map"), args, folder / INDEX_FILE)
+           "vae": str(_subpath(folder, spec["vae"], "vae")) if spec.get("vae") else None,
+           **{k: str(_subpath(folder, spec[k], k)) for k in ("judge_source", "judge_target")
+              if spec.get(k)}}
+    return _evaluate(cfg, _subpath(folder, spec.get("map", "map"), "map"), args, folder / INDEX_FILE)
 
 
 def _evaluate(cfg: dict[str, Any], map_dir: Path, args: argparse.Namespace,

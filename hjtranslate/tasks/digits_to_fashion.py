@@ -161,6 +161,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from ..training import finish_run, make_accelerator
 
     _apply_preset(args)
+    if args.export and Path(args.export).exists() and not Path(args.export).is_dir():
+        raise NotADirectoryError(f"--export {args.export} is a file: name a folder.")
     out = output_dir(args, "digits-to-fashion")
     acc = make_accelerator()
     enc = VAEEncoder(args.vae, device=acc.device)
@@ -168,6 +170,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if init is not None:
         from ..pipeline import check_same_latent
 
+        if init.dim != enc.latent_dim:
+            raise ValueError(f"--init-from {args.init_from} is a {init.dim}-d map; this VAE's "
+                             f"latents are {enc.latent_dim}-d.")
         check_same_latent(init, enc)
         mode = "conditional" if init.conditional else "shared"
         if mode != args.mode:

@@ -57,8 +57,11 @@ def sample(pair: dict[str, torch.Tensor], side: int, n: int, seed: int) -> torch
     return (m + z @ torch.linalg.cholesky(s).T).float()
 
 
+MAX_EVAL_N = 1_000_000  # fresh samples per side, held in memory with their true maps
+
+
 def evaluate(m, args: argparse.Namespace, n: int = 10000) -> dict[str, Any]:
-    check_count("--n", n, 20)
+    check_count("--n", n, 20, MAX_EVAL_N)
     pair = gaussian_pair(args.dim, args.data_seed)
     x = sample(pair, 0, n, seed=10_001 + args.data_seed)
     y = sample(pair, 1, n, seed=10_002 + args.data_seed)
@@ -79,7 +82,8 @@ def evaluate(m, args: argparse.Namespace, n: int = 10000) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     _default_gain(args)
-    require_at_least(args, n=2, eval_n=20)
+    require_at_least(args, n=2)
+    check_count("--eval-n", args.eval_n, 20, MAX_EVAL_N)
     pair = gaussian_pair(args.dim, args.data_seed)
     x = sample(pair, 0, args.n, seed=args.data_seed * 2 + 1)
     y = sample(pair, 1, args.n, seed=args.data_seed * 2 + 2)

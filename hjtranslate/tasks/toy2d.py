@@ -100,8 +100,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.set_defaults(semidual_weight=10.0)
 
 
+# Exact OT on n points holds an n x n cost matrix (16,000: 2 GB) and takes minutes.
+MAX_EVAL_N = 16_000
+_EXACT_OT = " (exact OT on n points takes n^2 memory; benchmarks/toy2d_large_n.py goes further)"
+
+
 def evaluate(m, args: argparse.Namespace, n: int = 4000) -> dict[str, Any]:
-    check_count("--n", n, 20)
+    check_count("--n", n, 20, MAX_EVAL_N, _EXACT_OT)
     # Energy distances average 4 blocks of n held-out points; exact OT takes one block.
     x = toy_samples(args.source, 4 * n, seed=10_001 + args.seed)
     y = toy_samples(args.target, 4 * n, seed=10_002 + args.seed)
@@ -109,7 +114,8 @@ def evaluate(m, args: argparse.Namespace, n: int = 4000) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    require_at_least(args, n=2, eval_n=20)
+    require_at_least(args, n=2)
+    check_count("--eval-n", args.eval_n, 20, MAX_EVAL_N, _EXACT_OT)
     x = toy_samples(args.source, args.n, seed=1 + 2 * args.seed)
     y = toy_samples(args.target, args.n, seed=2 + 2 * args.seed)
     t0 = time.perf_counter()

@@ -22,6 +22,8 @@ between Gaussian-like measures are quadratic in ``x``, so the network only learn
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -62,10 +64,10 @@ class _HopfLaxPart(nn.Module):
 
     def __init__(self, dim: int, t_max: float, gain: float, num_classes: int | None = None) -> None:
         super().__init__()
-        if not float(t_max) > 0:
-            raise ValueError(f"t_max must be > 0, got {t_max!r}.")
-        if not float(gain) > 0:
-            raise ValueError(f"quadratic_gain must be > 0, got {gain!r}.")
+        if not 0 < float(t_max) < math.inf:
+            raise ValueError(f"t_max must be a finite number > 0, got {t_max!r}.")
+        if not 0 < float(gain) < math.inf:
+            raise ValueError(f"quadratic_gain must be a finite number > 0, got {gain!r}.")
         self.t_max = float(t_max)
         self.gain = float(gain)
         self.b = nn.Parameter(torch.zeros(dim) if num_classes is None else torch.zeros(num_classes, dim))
