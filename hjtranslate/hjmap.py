@@ -376,8 +376,14 @@ def resolve_file(model_id: str, filename: str, subfolder: str | None = None, **h
                     "hjtranslate loads safetensors only, since unpickling can run arbitrary code. "
                     "Convert the weights with safetensors.torch.save_file."
                 )
+            if not subfolder and Path(model_id, "map", filename).is_file():
+                raise CheckpointError(f"{model_id} is a training run or pipeline folder: its map "
+                                      f"is {Path(model_id, 'map')}.")
             raise CheckpointError(f"{path} is missing: is {model_id} a saved hjtranslate map?")
         return str(path)
+    if os.path.isfile(model_id):
+        raise CheckpointError(f"{model_id} is a file: pass the folder that holds the map's "
+                              f"{CONFIG_NAME} and {WEIGHTS_NAME}.")
     if os.path.sep in model_id and not model_id.count("/") == 1 or model_id.startswith("."):
         raise CheckpointError(f"No such folder: {model_id}")
     from huggingface_hub import hf_hub_download

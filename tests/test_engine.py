@@ -326,6 +326,20 @@ def test_save_load_round_trip(tmp_path):
     torch.testing.assert_close(m2.forward(x), m.forward(x))
     torch.testing.assert_close(m2.backward(x), m.backward(x))
     assert "library_name: hjtranslate" in (tmp_path / "README.md").read_text()
+    # the folder around a map, or a file in it: named as what they are
+    with pytest.raises(hjt.CheckpointError, match="is a training run or pipeline folder: its map is"):
+        hjt.HJMap.from_pretrained(_around(tmp_path))
+    with pytest.raises(hjt.CheckpointError, match="is a file: pass the folder"):
+        hjt.HJMap.from_pretrained(tmp_path / "config.json")
+
+
+def _around(map_dir):
+    """A run-like folder holding a copy of ``map_dir`` as map/."""
+    import shutil
+
+    run = map_dir.parent / f"{map_dir.name}-run"
+    shutil.copytree(map_dir, run / "map")
+    return run
 
 
 def test_fourier_features_round_trip_and_keep_the_maps_differentiable(tmp_path):
