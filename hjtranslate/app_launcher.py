@@ -4,6 +4,32 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
+
+
+def _host_problem(host: str) -> str | None:
+    """Why no server can listen on ``host`` here (``None`` when a socket binds to it)."""
+    name = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # [::1]
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(name, 0, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind) as s:
+            s.bind(address)  # port 0: any free port, so only the host is tested
+    except (OSError, UnicodeError) as exc:  # socket.gaierror is an OSError
+        return str(exc) or type(exc).__name__
+    return None
+
+
+def check_address(host: str, port: int) -> None:
+    """Clear errors for a ``--port`` outside 1..65535 or a ``--host`` this machine cannot
+    listen on, before the pipeline is loaded."""
+    if not 1 <= port <= 65535:
+        raise ValueError(f"--port must be between 1 and 65535, got {port}.")
+    problem = _host_problem(host) if host else None  # Gradio serves "" on 127.0.0.1
+    if problem is not None:
+        raise ValueError(
+            f"Cannot serve the app on --host {host}: {problem}. Use an address of this machine: "
+            "127.0.0.1 (this computer only) or 0.0.0.0 (all network interfaces)."
+        )
 
 
 def cmd_app(args: argparse.Namespace) -> int:
@@ -14,6 +40,7 @@ def cmd_app(args: argparse.Namespace) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from . import pipeline as pipeline_module
 
+    check_address(args.host, args.port)
     model = getattr(args, "model", None)
     if model is None:
         folder = pipeline_module.default_model_path()
@@ -34,6 +61,7 @@ def cmd_app(args: argparse.Namespace) -> int:
     try:
         demo.launch(server_name=args.host, server_port=args.port, share=share, **LAUNCH_KWARGS)
     except OSError as exc:  # the port is taken, the host cannot be bound
-        raise ValueError(f"Cannot serve the app on {args.host}:{args.port}: {exc} "
-                         "(pick another --port).") from None
+        raise ValueError(f"Cannot serve the app on --host {args.host} --port {args.port}: {exc} "
+                         "(the port may be in use: pick another --port; or check that --host is "
+                         "an address of this machine, e.g. 127.0.0.1 or 0.0.0.0).") from None
     return 0

@@ -30,7 +30,9 @@ Input conversion rules (``TranslationPipeline.preprocess``; each change is repor
 3. Polarity. MNIST and Fashion-MNIST are light on dark. If the mean of the image's border
    (the outer ``max(1, min(H, W) // 14)`` pixels) exceeds 0.5, the image is inverted.
 4. Size. A non-square image is padded to a square with its (post-inversion) border value,
-   keeping the aspect ratio; then it is resized to 28x28 (bilinear with antialiasing).
+   keeping the aspect ratio; then it is resized to 28x28 (bilinear with antialiasing). A
+   non-square image longer than ``MAX_PAD_SIDE`` (4096) pixels is first shrunk to fit it, so
+   that the padded square stays small (a 1x40000 strip would otherwise take 6 GB).
 
 No cropping or centring by mass (the MNIST preprocessing) is done: centre the drawing yourself
 for the best results.
@@ -71,6 +73,10 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.md"]
 #: dataset names on the Hub, for the model card's ``datasets`` metadata
 HUB_DATASETS = {"mnist": "mnist", "fashion-mnist": "zalando-datasets/fashion_mnist"}
+#: a non-square image longer than this is shrunk to fit it before it is padded to a square
+MAX_PAD_SIDE = 4096
+#: the most frames ``morph_steps`` asks for (the app shows 8; each frame is a VAE decode)
+MAX_MORPH_STEPS = 256
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
                   ".pgm", ".pbm", ".pnm"}
 
@@ -186,6 +192,9 @@ def _open_image(path: str | Path):
 
     p = Path(path)
     errors = (UnidentifiedImageError, OSError, SyntaxError, ValueError)
+    if p.is_dir():
+        raise ValueError(f"{p} is a folder, not an image file: pass the image files in it "
+                         "(`hjtranslate translate --input` also takes a folder on its own).")
     if not p.is_file():
         raise FileNotFoundError(f"No such image file: {p}")
     try:
@@ -248,6 +257,12 @@ def _as_array(item: Any, notes: list[str], single: bool, what: str) -> list[np.n
     )
 
 
+def _resize(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """A grey ``(H, W)`` image resized to ``(h, w)``, bilinear with antialiasing."""
+    return F.interpolate(x[None, None], size=(h, w), mode="bilinear", antialias=True,
+                         align_corners=False)[0, 0].clamp(0.0, 1.0)
+
+
 def _normalise(a: np.ndarray, notes: list[str]) -> torch.Tensor:
     """``(H, W[, C])`` float in [0, 1] -> ``(28, 28)`` light-on-dark grey (rules 2-4)."""
     if a.ndim == 3:
@@ -263,6 +278,11 @@ def _normalise(a: np.ndarray, notes: list[str]) -> torch.Tensor:
         x = 1.0 - x
         level = 1.0 - level
         notes.append(f"inverted (light background, border mean {1 - level:.2f}; MNIST is light on dark)")
+    if h != w and max(h, w) > MAX_PAD_SIDE:
+        h2, w2 = (max(1, round(n * MAX_PAD_SIDE / max(h, w))) for n in (h, w))
+        x = _resize(x, h2, w2)
+        notes.append(f"shrank {w}x{h} to {w2}x{h2} (to pad it to a square)")
+        h, w = h2, w2
     if h != w:
         s = max(h, w)
         top, left = (s - h) // 2, (s - w) // 2
@@ -270,8 +290,7 @@ def _normalise(a: np.ndarray, notes: list[str]) -> torch.Tensor:
         notes.append(f"padded {w}x{h} to {s}x{s}")
     if x.shape[0] != IMAGE_SIZE:
         s = x.shape[0]
-        x = F.interpolate(x[None, None], size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear",
-                          antialias=True, align_corners=False)[0, 0].clamp(0.0, 1.0)
+        x = _resize(x, IMAGE_SIZE, IMAGE_SIZE)
         notes.append(f"resized {s}x{s} to {IMAGE_SIZE}x{IMAGE_SIZE}")
     return x
 
@@ -826,13 +845,11 @@ class TranslationPipeline:
     ) -> TranslationOutput:
         """Translate ``images`` (source -> target with ``direction="forward"``, target -> source
         with ``"backward"``). ``classes``: an int for all images, one per image, or ``None`` to
-        let the input side's judge detect them. ``morph_steps=N`` (0, or >= 2) also returns N
+        let the input side's judge detect them. ``morph_steps=N`` (0, or 2..256) also returns N
         frames per image from the input (t=0) to the translation (t=t_f)."""
         if direction not in ("forward", "backward"):
             raise ValueError(f"direction must be 'forward' or 'backward', got {direction!r}.")
-        if isinstance(morph_steps, bool) or not isinstance(morph_steps, int) or morph_steps < 0 \
-                or morph_steps == 1:
-            raise ValueError(f"morph_steps must be 0 (no frames) or an int >= 2, got {morph_steps!r}.")
+        check_morph_steps(morph_steps, "morph_steps")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
         x, notes = preprocess(images)
@@ -900,6 +917,14 @@ class TranslationPipeline:
         )
 
 
+def check_morph_steps(value: Any, name: str = "morph_steps") -> None:
+    """A clear error unless ``value`` is 0 (no frames) or an int in 2..MAX_MORPH_STEPS."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value == 1 \
+            or value > MAX_MORPH_STEPS:
+        raise ValueError(f"{name} must be 0 (no frames) or an int from 2 to {MAX_MORPH_STEPS} "
+                         f"(frames from the input to the translation), got {value!r}.")
+
+
 # -- the `hjtranslate translate` command -------------------------------------------------------
 def _collect_inputs(path: Path) -> tuple[list[tuple[Path, Any]], list[dict[str, str]]]:
     """Images of a file or a folder (not recursive, sorted by name), and the skipped files."""
@@ -932,6 +957,8 @@ def _strip(frames: list) -> Any:
 def cmd_translate(args: argparse.Namespace) -> int:
     """``hjtranslate translate --model ID_OR_FOLDER --input IMG_OR_FOLDER [--class K]
     [--direction forward|backward] [--morph-steps N] --out DIR``."""
+    morph_steps = int(getattr(args, "morph_steps", 0) or 0)
+    check_morph_steps(morph_steps, "--morph-steps")
     model = args.model
     if model is None:
         model = default_model_path()
@@ -952,7 +979,6 @@ def cmd_translate(args: argparse.Namespace) -> int:
         print(f"note: no local folder {model}; looking it up as a Hub repo id "
               "(HF_HUB_OFFLINE=1 keeps to the local cache).", file=sys.stderr)
     pipe = TranslationPipeline.from_pretrained(model)
-    morph_steps = int(getattr(args, "morph_steps", 0) or 0)
     result = pipe([img for _, img in inputs], classes=args.klass, direction=args.direction,
                   morph_steps=morph_steps)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -284,3 +284,42 @@ def test_inputs_must_be_uploads(served):
     event = httpx.post(f"{url}gradio_api/call/translate", json=payload, timeout=30).json()
     stream = httpx.get(f"{url}gradio_api/call/translate/{event['event_id']}", timeout=30).text
     assert "event: error" in stream and "→" not in stream
+
+
+# -- the launcher's checks of --host and --port ----------------------------------------------
+@pytest.mark.parametrize("address, message", [
+    (["--port", "99999"], "--port must be between 1 and 65535, got 99999."),
+    (["--port", "-1"], "--port must be between 1 and 65535, got -1."),
+    (["--port", "0"], "--port must be between 1 and 65535, got 0."),
+    (["--host", "256.1.1.1"], "Cannot serve the app on --host 256.1.1.1: "),
+])
+def test_cmd_app_checks_host_and_port_first(monkeypatch, capsys, tmp_path, address, message):
+    import gradio as gr
+
+    from hjtranslate.cli import main
+
+    launched = []
+    monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kw: launched.append(kw))
+    assert main(["app", "--model", str(tmp_path / "nothing"), *address]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and "no such folder" not in err
+    assert not launched
+
+
+def test_cmd_app_failing_to_serve_names_host_and_port(monkeypatch, capsys):
+    import hjtranslate_apps.translate as app_module
+
+    import hjtranslate.pipeline as pipeline_module
+    from hjtranslate.cli import main
+
+    class Demo:
+        def launch(self, **kwargs):
+            raise OSError("Cannot find empty port in range: 7999-7999.")
+
+    monkeypatch.setattr(pipeline_module.TranslationPipeline, "from_pretrained",
+                        classmethod(lambda cls, model: "a pipeline"))
+    monkeypatch.setattr(app_module, "build_demo", lambda pipe: Demo())
+    assert main(["app", "--model", "any", "--port", "7999"]) == 2
+    err = capsys.readouterr().err
+    assert "Cannot serve the app on --host 127.0.0.1 --port 7999" in err
+    assert "pick another --port" in err and "check that --host" in err

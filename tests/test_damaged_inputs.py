@@ -225,3 +225,136 @@ def test_translate_says_it_asks_the_hub(tmp_path, monkeypatch, capsys, hub_serve
     err = capsys.readouterr().err
     assert "note: no local folder fp/none; looking it up as a Hub repo id" in err
     assert "neither a local folder nor a Hub repository" in err and "Traceback" not in err
+
+
+# -- extreme sizes and counts ---------------------------------------------------------------
+def test_a_long_thin_image_is_shrunk_before_it_is_padded(tmp_path):
+    from hjtranslate.pipeline import MAX_PAD_SIDE, _open_image, preprocess
+
+    x, notes = preprocess(np.zeros((1, 5000), np.uint8))
+    assert notes[0] == [f"shrank 5000x1 to {MAX_PAD_SIDE}x1 (to pad it to a square)",
+                        f"padded {MAX_PAD_SIDE}x1 to {MAX_PAD_SIDE}x{MAX_PAD_SIDE}",
+                        f"resized {MAX_PAD_SIDE}x{MAX_PAD_SIDE} to 28x28"]
+    # padded first, a 1x40000 strip took a 40000x40000 buffer (6 GB)
+    strip = _open_image(_png(tmp_path / "strip.png", np.zeros((1, 40000), np.uint8)))
+    x, notes = preprocess(strip)
+    assert x.shape == (1, 1, 28, 28) and bool(torch.isfinite(x).all())
+    assert notes[0][0] == f"shrank 40000x1 to {MAX_PAD_SIDE}x1 (to pad it to a square)"
+
+
+def test_morph_steps_have_an_upper_bound(tmp_path, capsys):
+    from hjtranslate.pipeline import MAX_MORPH_STEPS, check_morph_steps
+
+    for good in (0, 2, MAX_MORPH_STEPS):
+        check_morph_steps(good)
+    for bad in (1, -1, MAX_MORPH_STEPS + 1, 10**9, 2.0, True):
+        with pytest.raises(ValueError, match=rf"morph_steps must be 0 \(no frames\) or an int "
+                                             rf"from 2 to {MAX_MORPH_STEPS}"):
+            check_morph_steps(bad)
+    digit = _png(tmp_path / "digit.png", np.zeros((28, 28), np.uint8))
+    assert main(["translate", "--model", str(tmp_path / "none"), "--input", digit,
+                 "--morph-steps", "1000000000", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert f"--morph-steps must be 0 (no frames) or an int from 2 to {MAX_MORPH_STEPS}" in err
+    assert "got 1000000000" in err and not (tmp_path / "o").exists()
+
+
+@_needs("digits-to-fashion")
+def test_the_pipeline_refuses_too_many_morph_steps():
+    from hjtranslate.pipeline import TranslationPipeline
+
+    pipe = TranslationPipeline.from_pretrained(MODELS / "digits-to-fashion")
+    with pytest.raises(ValueError, match="morph_steps must be 0 .* from 2 to 256 .*, got 257"):
+        pipe(np.zeros((28, 28), np.uint8), classes=0, morph_steps=257)
+
+
+def test_a_folder_among_the_images_is_named_a_folder(tmp_path):
+    from hjtranslate.pipeline import _open_image, preprocess
+
+    with pytest.raises(ValueError, match=rf"{tmp_path} is a folder, not an image file"):
+        _open_image(tmp_path)
+    with pytest.raises(ValueError, match="is a folder, not an image file"):
+        preprocess([np.zeros((28, 28), np.uint8), str(tmp_path)])
+
+
+# -- training options checked before training -------------------------------------------------
+JUDGE_OPTIONS = {
+    "unknown model kwarg": (["--model-kwargs", '{"nosuch": 1}'],
+                            r"--arch resnet10t does not take --model-kwargs \{\"nosuch\": 1\}"),
+    "model kwargs a list": (["--model-kwargs", "[1]"],
+                            "--model-kwargs must be a JSON object of keyword arguments"),
+    "label smoothing 2": (["--label-smoothing", "2"],
+                          "--label-smoothing must be at least 0 and below 1"),
+    "label smoothing -0.1": (["--label-smoothing", "-0.1"],
+                             "--label-smoothing must be at least 0 and below 1"),
+    "negative blur": (["--blur", "-1"], r"--blur must be >= 0"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(JUDGE_OPTIONS))
+def test_bad_judge_options_are_refused_before_training(tmp_path, capsys, case):
+    import re
+
+    extra, message = JUDGE_OPTIONS[case]
+    root = tmp_path / "judges"
+    assert main(["train", "judges", "--output-root", str(root), "--datasets", "mnist",
+                 "--steps", "1", *extra]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err) and "Traceback" not in err, err
+    assert not root.exists()  # nothing trained
+
+
+def test_color_transfer_reads_a_float_greyscale_image_in_0_1(tmp_path, capsys):
+    from hjtranslate.tasks.color_transfer import load_image
+
+    ramp = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
+    path = tmp_path / "ramp.tif"
+    Image.fromarray(ramp, mode="F").save(path)
+    img = load_image(path, "source")
+    assert img.shape == (8, 8, 3)
+    np.testing.assert_allclose(img[..., 1], ramp, atol=0.5 / 255 + 1e-6)
+    assert "F values scaled by 1/1" in capsys.readouterr().err
+    Image.fromarray(ramp * 255, mode="F").save(path)  # floats on the 0..255 scale
+    np.testing.assert_allclose(load_image(path)[..., 0], ramp, atol=0.5 / 255 + 1e-6)
+    Image.fromarray(np.full((8, 8), np.nan, np.float32), mode="F").save(path)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        load_image(path)
+
+
+def test_color_transfer_checks_bins_and_pixels_before_training(tmp_path, capsys):
+    from hjtranslate.tasks.color_transfer import MAX_BINS
+
+    rng = np.random.default_rng(0)
+    src = _png(tmp_path / "a.png", (rng.random((8, 8, 3)) * 255).astype(np.uint8))
+    tgt = _png(tmp_path / "b.png", (rng.random((8, 8, 3)) * 255).astype(np.uint8))
+    out = tmp_path / "run"
+    common = ["train", "color-transfer", "--source", src, "--target", tgt, "--steps", "2",
+              "--batch-size", "32", "--output-dir", str(out), "--no-progress"]
+    assert main([*common, "--bins", "3000"]) == 2
+    err = capsys.readouterr().err
+    assert f"--bins must be between 1 and {MAX_BINS}" in err and "got 3000" in err
+    assert not out.exists()  # refused before training
+    # more --pixels than an image has: all of its pixels
+    assert main([*common, "--bins", "4", "--pixels", str(10**30)]) == 0
+    assert json.loads((out / "metrics.json").read_text())["train_pixels"] == [64, 64]
+
+
+@pytest.mark.parametrize("widths", ["a,b", "16,,32", "12,16"])
+def test_vae_widths_name_the_flag(tmp_path, capsys, widths):
+    assert main(["train", "vae", "--widths", widths, "--output-dir", str(tmp_path / "v")]) == 2
+    err = capsys.readouterr().err
+    assert "--widths must be comma-separated channel counts, each a positive multiple of 8" in err
+    assert f"got {widths!r}" in err and not (tmp_path / "v").exists()
+
+
+def test_push_of_a_training_run_folder_points_at_its_map(tmp_path, capsys):
+    run = tmp_path / "run"
+    (run / "map").mkdir(parents=True)
+    (run / "map" / "config.json").write_text("{}")
+    (run / "config.json").write_text(json.dumps({"task": "toy2d"}))
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "optimizer.bin").write_bytes(b"\0")
+    assert main(["push", str(run), "--repo-id", "user/x"]) == 2
+    err = capsys.readouterr().err
+    assert "is a training run folder" in err and f"hjtranslate push {run / 'map'}" in err
+    assert "pickle" not in err

@@ -37,9 +37,19 @@ import numpy as np
 import torch
 
 from ..training import finish_run
-from .common import add_map_arguments, fit_from_args, output_dir, require_at_least, write_outputs
+from .common import (
+    add_map_arguments,
+    check_count,
+    fit_from_args,
+    output_dir,
+    require_at_least,
+    write_outputs,
+)
 
 DEFAULT_BINS = 16
+#: The most ``--bins``: the exact EMD is a transport problem between the occupied bins (up to
+#: bins**3 per image) with a dense cost matrix; at 32 bins that matrix can already reach 8 GB.
+MAX_BINS = 32
 OFF_PALETTE_RADIUS = 0.1
 
 #: The colour task's map settings with the quadratic cost. A pixel cloud has sharp folds and
@@ -67,8 +77,11 @@ def load_image(path: str | Path, what: str = "image") -> np.ndarray:
     """An RGB image as a float32 array ``(H, W, 3)`` in ``[0, 1]``.
 
     Greyscale images are converted to RGB (all three channels equal) and an alpha channel is
-    dropped, each with a note on stderr. Missing, unreadable or too large files (over twice
-    ``PIL.Image.MAX_IMAGE_PIXELS``) raise clear errors."""
+    dropped, each with a note on stderr. 16-bit greyscale is scaled by 1/65535; 32-bit integer
+    (mode ``I``) and float (mode ``F``) greyscale by the range their values fit: ``[0, 1]``
+    (floats only), ``0..255`` or ``0..65535`` (values outside are clipped; NaN or Inf refused).
+    Missing, unreadable or too large files (over twice ``PIL.Image.MAX_IMAGE_PIXELS``) raise
+    clear errors."""
     from PIL import Image, UnidentifiedImageError
 
     from ..pipeline import image_too_large
@@ -82,13 +95,15 @@ def load_image(path: str | Path, what: str = "image") -> np.ndarray:
         with Image.open(path) as img:
             img.load()
             mode = img.mode
-            if mode in ("L", "LA", "1", "I", "I;16", "F"):
-                print(f"note: the {what} image {path.name} is greyscale ({mode}); converting it to "
-                      "RGB (three equal channels).", file=sys.stderr)
-                if mode in ("I", "I;16", "F"):  # 16/32-bit greyscale: rescale to 8 bits first
+            if mode in ("L", "LA", "1") or mode.startswith(("I", "F")):
+                scale = ""
+                if mode.startswith(("I", "F")):  # 16/32-bit greyscale: rescale to 8 bits first
                     a = np.asarray(img, dtype=np.float64)
-                    top = 65535.0 if a.max() > 255 else 255.0
-                    img = Image.fromarray(np.clip(a / top * 255, 0, 255).astype(np.uint8))
+                    top = _grey_peak(a, mode, f"The {what} image {str(path)!r}")
+                    img = Image.fromarray((np.clip(a / top, 0, 1) * 255 + 0.5).astype(np.uint8))
+                    scale = f", {mode} values scaled by 1/{top:g}"
+                print(f"note: the {what} image {path.name} is greyscale ({mode}); converting it to "
+                      f"RGB (three equal channels{scale}).", file=sys.stderr)
             elif mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
                 print(f"note: the {what} image {path.name} has an alpha channel; it is ignored.",
                       file=sys.stderr)
@@ -105,6 +120,18 @@ def load_image(path: str | Path, what: str = "image") -> np.ndarray:
     if arr.shape[0] * arr.shape[1] < 2:
         raise ValueError(f"The {what} image {str(path)!r} has fewer than 2 pixels.")
     return arr
+
+
+def _grey_peak(a: np.ndarray, mode: str, what: str) -> float:
+    """The value that stands for white in a 16/32-bit or float greyscale image."""
+    if not np.isfinite(a).all():
+        raise ValueError(f"{what} holds NaN or infinite pixel values.")
+    if mode.startswith("I;16"):
+        return 65535.0
+    peak = float(a.max()) if a.size else 0.0
+    if mode == "F" and peak <= 1.0:  # floats in [0, 1], the usual float image
+        return 1.0
+    return 255.0 if peak <= 255 else 65535.0
 
 
 def save_image(path: Path, rgb: np.ndarray) -> None:
@@ -214,7 +241,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pixels", type=int, default=20000,
                    help="random pixels per image to train on (the map is applied to all)")
     p.add_argument("--bins", type=int, default=DEFAULT_BINS,
-                   help="histogram bins per RGB channel for the EMD / intersection metrics")
+                   help=f"histogram bins per RGB channel for the EMD / intersection metrics "
+                   f"(1..{MAX_BINS})")
     add_map_arguments(p, steps=COLOUR_STEPS, batch_size=512, mmd=COLOUR_MMD,
                       sinkhorn_blur=COLOUR_SINKHORN_BLUR)
     p.epilog = (
@@ -271,7 +299,9 @@ def panel(path: Path, images: dict[str, np.ndarray], title: str = "") -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    require_at_least(args, pixels=2, bins=1)
+    require_at_least(args, pixels=2)
+    check_count("--bins", args.bins, 1, MAX_BINS,
+                " (the exact EMD between histograms of bins**3 cells outgrows memory above it)")
     _colour_head_defaults(args)
     _colour_match_defaults(args)
     src = load_image(args.source, "source")

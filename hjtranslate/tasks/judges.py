@@ -134,6 +134,38 @@ labels, confidences = judge.predict(images)   # (n, 1, 28, 28) in [0, 1]
     return path
 
 
+def model_kwargs_of(args: argparse.Namespace) -> dict[str, Any]:
+    """``--model-kwargs``: a JSON object of ``timm.create_model`` keyword arguments."""
+    try:
+        kwargs = json.loads(args.model_kwargs)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--model-kwargs is not valid JSON: {exc}") from exc
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"--model-kwargs must be a JSON object of keyword arguments, e.g. "
+                         f"'{json.dumps(DEFAULT_KWARGS)}', got {args.model_kwargs!r}.")
+    return kwargs
+
+
+def build_judge_model(arch: str, kwargs: dict[str, Any]) -> nn.Module:
+    """``build_classifier``, with a clear error for keyword arguments the model does not take."""
+    try:
+        return build_classifier(arch, **kwargs)
+    except TypeError as exc:
+        raise ValueError(f"--arch {arch} does not take --model-kwargs {json.dumps(kwargs)}: "
+                         f"{exc}. Check the names against the timm model's arguments.") from None
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Clear errors for bad options, before any data is loaded or training starts."""
+    if not 0.0 <= args.label_smoothing < 1.0:
+        raise ValueError(f"--label-smoothing must be at least 0 and below 1 (the share of the "
+                         f"target spread over all classes), got {args.label_smoothing:g}.")
+    if not args.blur >= 0.0:  # also refuses NaN
+        raise ValueError(f"--blur must be >= 0 (the largest blur sigma in pixels; 0: no blur), "
+                         f"got {args.blur:g}.")
+    build_judge_model(args.arch, model_kwargs_of(args))  # small; unknown arguments fail here
+
+
 def train_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
     from accelerate.utils import set_seed
 
@@ -142,10 +174,7 @@ def train_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
     images, labels = load_dataset(name, "train", args.data_dir)
     test_x, test_y = load_dataset(name, "test", args.data_dir)
     out = Path(args.output_root) / f"judge-{name}"
-    try:
-        model_kwargs = json.loads(args.model_kwargs)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"--model-kwargs is not valid JSON: {exc}") from exc
+    model_kwargs = model_kwargs_of(args)
     acc = make_accelerator()
     set_seed(args.seed)
     config = {
@@ -153,7 +182,7 @@ def train_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "classes": CLASSES[name], "normalize": {"mean": 0.5, "std": 0.5},
         "image_size": [1, 28, 28],
     }
-    judge = Judge(build_classifier(args.arch, **model_kwargs), config)
+    judge = Judge(build_judge_model(args.arch, model_kwargs), config)
     objective = ClassifierObjective(judge, args.label_smoothing)
     n = images.shape[0]
 
@@ -197,4 +226,5 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for name in names:
         if name not in DATASET_NAMES:
             raise ValueError(f"Unknown dataset {name!r} in --datasets; use {', '.join(DATASET_NAMES)}.")
+    check_arguments(args)
     return {name: train_one(name, args) for name in names}

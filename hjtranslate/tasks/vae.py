@@ -81,6 +81,19 @@ def build_vae(latent_channels: int = 4, latent_size: int = 4, widths: tuple[int,
     )
 
 
+def parse_widths(text: str, groups: int = 8) -> tuple[int, ...]:
+    """``--widths``: comma-separated channel counts, each a positive multiple of ``groups``
+    (the VAE's group normalisation splits the channels into that many groups)."""
+    try:
+        widths = tuple(int(w) for w in str(text).split(","))
+    except ValueError:
+        widths = ()
+    if not widths or any(w < 1 or w % groups for w in widths):
+        raise ValueError(f"--widths must be comma-separated channel counts, each a positive "
+                         f"multiple of {groups}, e.g. 16,32,64,64; got {text!r}.")
+    return widths
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=None, help="datasets folder (default: $HJT_DATA_DIR, "
                    "then ~/.cache/hjtranslate/datasets)")
@@ -235,7 +248,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from ..training import TrainConfig, make_accelerator, train
 
     out = Path(args.output_dir)
-    widths = tuple(int(w) for w in str(args.widths).split(","))
+    widths = parse_widths(args.widths)
     require_at_least(args, batch_size=1, eval_images=1, stats_images=1)
     init = _load_init(args)
     train_images = torch.cat([load_dataset(n, "train", args.data_dir)[0] for n in DATASET_NAMES])
