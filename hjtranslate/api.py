@@ -186,11 +186,12 @@ def fit(
         if missing:
             raise ValueError(f"Classes {missing} appear on only one side; every class needs both.")
         present = len(set(ks.tolist()))
-        if present < num_classes:
-            # every id up to the largest costs a class slot (and a loop pass) at every step
+        if init_from is None and num_classes > max(1024, 4 * present):
+            # every id up to the largest is a class slot of the head (and a loop pass per step);
+            # a fine-tune keeps its map's slots, so a subset of its classes is fine there
             raise ValueError(
-                f"Class ids must run from 0 to K-1 without gaps: got {present} classes with ids "
-                f"up to {num_classes - 1}. Renumber them, e.g. with torch.unique(..., "
+                f"Class ids index the map's classes: got {present} classes with ids up to "
+                f"{num_classes - 1}. Renumber them 0..K-1, e.g. with torch.unique(..., "
                 "return_inverse=True).")
     lambda_init, made_by = None, None
     if init_from is not None:

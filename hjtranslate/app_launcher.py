@@ -11,12 +11,18 @@ def _host_problem(host: str) -> str | None:
     """Why no server can listen on ``host`` here (``None`` when a socket binds to it)."""
     name = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # [::1]
     try:
-        family, kind, _, _, address = socket.getaddrinfo(name, 0, type=socket.SOCK_STREAM)[0]
-        with socket.socket(family, kind) as s:
-            s.bind(address)  # port 0: any free port, so only the host is tested
+        found = socket.getaddrinfo(name, 0, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as exc:  # socket.gaierror is an OSError
         return str(exc) or type(exc).__name__
-    return None
+    problem = "no address"
+    for family, kind, _, _, address in found:  # one that binds is enough (IPv4 or IPv6)
+        try:
+            with socket.socket(family, kind) as s:
+                s.bind(address)  # port 0: any free port, so only the host is tested
+            return None
+        except OSError as exc:
+            problem = str(exc) or type(exc).__name__
+    return problem
 
 
 def check_address(host: str, port: int) -> None:

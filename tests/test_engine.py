@@ -493,6 +493,19 @@ def test_fine_tuning_refuses_a_map_that_does_not_fit_the_data(data, kwargs, matc
     with pytest.raises(hjt.CheckpointError, match="No such folder"):
         hjt.fit(x, x, steps=1, init_from=tmp_path / "missing")
 
+def test_fine_tuning_on_a_subset_of_the_maps_classes():
+    """A fine-tune keeps its map's class slots: data of classes 1 and 3 of a 4-class map."""
+    x = torch.randn(200, 2)
+    k = torch.arange(200) % 4
+    base = hjt.fit(x, x + 1, steps=1, batch_size=32, conditional=True, labels=(k, k))
+    sub = (k == 1) | (k == 3)
+    tuned = hjt.fit(x[sub], x[sub] + 1, steps=1, batch_size=32, labels=(k[sub], k[sub]),
+                    init_from=base, lr=1e-12)
+    assert tuned.num_classes == 4
+    torch.testing.assert_close(tuned.forward(x[:8], k[:8]), base.forward(x[:8], k[:8]),
+                               atol=1e-4, rtol=0)
+
+
 @pytest.mark.parametrize(
     "xs,yt,kwargs,match",
     [
@@ -508,7 +521,7 @@ def test_fine_tuning_refuses_a_map_that_does_not_fit_the_data(data, kwargs, matc
         (torch.randn(10, 2), torch.randn(10, 2), {"labels": (["a"] * 10, ["a"] * 10)},
          "must be integer class labels"),
         (torch.randn(10, 2), torch.randn(10, 2),
-         {"labels": (torch.arange(10) % 2 * 10**9,) * 2}, "without gaps: got 2 classes"),
+         {"labels": (torch.arange(10) % 2 * 10**9,) * 2}, "Class ids index the map's classes: got 2 classes"),
         (torch.randn(10, 2), torch.randn(10, 2), {"lr": float("inf")}, "lr must be a finite"),
         (torch.randn(10, 2), torch.randn(10, 2), {"batch_size": 1}, "batch_size must be >= 2"),
     ],

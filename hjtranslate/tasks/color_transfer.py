@@ -73,7 +73,7 @@ COLOUR_STEPS = 3000
 
 
 # -- images ----------------------------------------------------------------------------------
-def load_image(path: str | Path, what: str = "image") -> np.ndarray:
+def load_image(path: str | Path, what: str = "") -> np.ndarray:
     """An RGB image as a float32 array ``(H, W, 3)`` in ``[0, 1]``.
 
     Greyscale images are converted to RGB (all three channels equal) and an alpha channel is
@@ -86,11 +86,13 @@ def load_image(path: str | Path, what: str = "image") -> np.ndarray:
 
     from ..pipeline import image_too_large
 
+    label = f"{what} image" if what else "image"
+
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"The {what} image {str(path)!r} does not exist.")
+        raise FileNotFoundError(f"The {label} {str(path)!r} does not exist.")
     if path.is_dir():
-        raise ValueError(f"The {what} image {str(path)!r} is a folder; pass an image file.")
+        raise ValueError(f"The {label} {str(path)!r} is a folder; pass an image file.")
     try:
         with Image.open(path) as img:
             img.load()
@@ -99,26 +101,28 @@ def load_image(path: str | Path, what: str = "image") -> np.ndarray:
                 scale = ""
                 if mode.startswith(("I", "F")):  # 16/32-bit greyscale: rescale to 8 bits first
                     a = np.asarray(img, dtype=np.float64)
-                    top = _grey_peak(a, mode, f"The {what} image {str(path)!r}")
+                    top = _grey_peak(a, mode, f"The {label} {str(path)!r}")
                     img = Image.fromarray((np.clip(a / top, 0, 1) * 255 + 0.5).astype(np.uint8))
                     scale = f", {mode} values scaled by 1/{top:g}"
-                print(f"note: the {what} image {path.name} is greyscale ({mode}); converting it to "
+                    if mode.startswith("I;16") and a.size and a.max() <= 255:  # read as 16-bit
+                        scale += "; all below 256, so it is dark: if it holds 8-bit data, save it as 8-bit"
+                print(f"note: the {label} {path.name} is greyscale ({mode}); converting it to "
                       f"RGB (three equal channels{scale}).", file=sys.stderr)
             elif mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
-                print(f"note: the {what} image {path.name} has an alpha channel; it is ignored.",
+                print(f"note: the {label} {path.name} has an alpha channel; it is ignored.",
                       file=sys.stderr)
             rgb = img.convert("RGB")
     except Image.DecompressionBombError as exc:  # not an OSError: caught on its own
-        raise image_too_large(path, exc, f"{what} image") from None
+        raise image_too_large(path, exc, label) from None
     except UnidentifiedImageError:
         raise ValueError(
-            f"The {what} image {str(path)!r} is not a readable image (PNG, JPEG, ...)."
+            f"The {label} {str(path)!r} is not a readable image (PNG, JPEG, ...)."
         ) from None
     except OSError as exc:
-        raise ValueError(f"The {what} image {str(path)!r} could not be read: {exc}") from None
+        raise ValueError(f"The {label} {str(path)!r} could not be read: {exc}") from None
     arr = np.asarray(rgb, dtype=np.float32) / 255.0
     if arr.shape[0] * arr.shape[1] < 2:
-        raise ValueError(f"The {what} image {str(path)!r} has fewer than 2 pixels.")
+        raise ValueError(f"The {label} {str(path)!r} has fewer than 2 pixels.")
     return arr
 
 
