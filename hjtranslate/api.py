@@ -160,6 +160,8 @@ def fit(
         raise ValueError(f"t_f must be a finite number > 0, got {t_f}.")
     if int(batch_size) < 2:
         raise ValueError(f"batch_size must be >= 2 (the match compares sample sets), got {batch_size}.")
+    if n_colloc is not None and int(n_colloc) < 1:
+        raise ValueError(f"n_colloc must be >= 1 (collocation points per step), got {n_colloc}.")
     dim = xs.shape[1]
     if isinstance(cost, Cost):
         cost_name = next(

@@ -45,7 +45,11 @@ class TrainConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if int(self.steps) < 1:
+        try:
+            self.steps = int(self.steps)
+        except (TypeError, ValueError):
+            raise ValueError(f"steps must be a whole number, got {self.steps!r}.") from None
+        if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}.")
         if self.time_budget is not None and not self.time_budget > 0:
             raise ValueError(f"time_budget must be a positive number of seconds, got {self.time_budget}.")

@@ -524,11 +524,13 @@ def test_fine_tuning_on_a_subset_of_the_maps_classes():
          {"labels": (torch.arange(10) % 2 * 10**9,) * 2}, "Class ids index the map's classes: got 2 classes"),
         (torch.randn(10, 2), torch.randn(10, 2), {"lr": float("inf")}, "lr must be a finite"),
         (torch.randn(10, 2), torch.randn(10, 2), {"batch_size": 1}, "batch_size must be >= 2"),
+        (torch.randn(10, 2), torch.randn(10, 2), {"n_colloc": -5}, "n_colloc must be >= 1"),
+        (torch.randn(10, 2), torch.randn(10, 2), {"steps": "three"}, "steps must be a whole number"),
     ],
 )
 def test_fit_rejects_bad_input(xs, yt, kwargs, match):
     with pytest.raises((ValueError, hjt.PluginError), match=match):
-        hjt.fit(xs, yt, steps=1, **kwargs)
+        hjt.fit(xs, yt, **{"steps": 1, **kwargs})
 
 
 @pytest.mark.parametrize("classwise", [False, True])
