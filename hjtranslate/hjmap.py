@@ -44,6 +44,15 @@ def read_json_object(path: str | Path, remedy: str) -> dict[str, Any]:
     return value
 
 
+def is_run_folder(folder: str | Path) -> bool:
+    """The output folder of `hjtranslate train`: a config.json that names its task, and map/."""
+    try:
+        config = json.loads(Path(folder, "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and "task" in config and Path(folder, "map").is_dir()
+
+
 def load_safetensors(path: str | Path, remedy: str, device: str = "cpu") -> dict[str, torch.Tensor]:
     """The tensors in a safetensors file, or a CheckpointError naming the file and ``remedy``."""
     from safetensors import SafetensorError

@@ -13,12 +13,12 @@ PIPELINE_FILE = "hjtranslate_pipeline.json"
 
 def check_folder(folder: str | Path) -> str:
     """Validate a folder before publishing; return its kind, ``"map"`` or ``"pipeline"``."""
-    from .pipeline import _is_run_folder
+    from .hjmap import is_run_folder
 
     path = Path(folder)
     if not path.is_dir():
         raise ValueError(f"No such folder: {folder}")
-    if _is_run_folder(path) and not (path / PIPELINE_FILE).is_file():
+    if is_run_folder(path) and not (path / PIPELINE_FILE).is_file():
         raise ValueError(
             f"{folder} is a training run folder, not a saved map or pipeline: publish the map "
             f"it trained with `hjtranslate push {path / 'map'} --repo-id ...`."

@@ -57,7 +57,7 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__
-from .hjmap import CheckpointError, HJMap, _version_tuple, read_json_object
+from .hjmap import CheckpointError, HJMap, _version_tuple, is_run_folder, read_json_object
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
@@ -405,15 +405,6 @@ def _resolve_folder(name_or_path: str | Path, what: str, **hub: Any) -> Path:
         ) from None
 
 
-def _is_run_folder(folder: Path) -> bool:
-    """The output folder of `hjtranslate train`: a config.json that names its task, and map/."""
-    try:
-        config = json.loads((folder / "config.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(config, dict) and "task" in config and (folder / "map").is_dir()
-
-
 def _sentence(exc: BaseException) -> str:
     """An error's message ending in a full stop, to append advice to."""
     text = str(exc).strip()
@@ -587,7 +578,7 @@ class TranslationPipeline:
         index_file = root / INDEX_FILE
         if not index_file.is_file():
             hint = ""
-            if _is_run_folder(root):
+            if is_run_folder(root):
                 hint = (f" It looks like a training run folder: its map is {root / 'map'} "
                         "(HJMap.from_pretrained); bundle it with a VAE into a pipeline with "
                         "TranslationPipeline.from_components(...).save_pretrained(DIR), or "

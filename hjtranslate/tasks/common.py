@@ -198,7 +198,7 @@ def fit_from_args(
         if args.mmd != "sinkhorn":
             raise ValueError(f"--sinkhorn-blur applies to --mmd sinkhorn, not --mmd {args.mmd}.")
         if not 0 < args.sinkhorn_blur < math.inf:
-            raise ValueError(f"--sinkhorn-blur must be > 0, got {args.sinkhorn_blur}.")
+            raise ValueError(f"--sinkhorn-blur must be a finite number > 0, got {args.sinkhorn_blur}.")
         mmd_options["blur"] = args.sinkhorn_blur
     out = output_dir(args, task)
     acc = make_accelerator()
