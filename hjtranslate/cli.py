@@ -128,6 +128,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_actions(parser: argparse.ArgumentParser,
+                     args: argparse.Namespace) -> dict[str, argparse.Action]:
+    """The options of the (sub)command parser that ``args`` came from (``train TASK``,
+    ``translate``, ...), by dest."""
+    p = parser
+    while sub := next((a for a in p._actions if isinstance(a, argparse._SubParsersAction)), None):
+        p = sub.choices[getattr(args, sub.dest)]
+    return {a.dest: a for a in p._actions}
+
+
+def _refuse_empty_values(args: argparse.Namespace, actions: dict[str, argparse.Action]) -> None:
+    """``--output-dir ""`` and the like: an empty path or name would silently mean the default
+    or the current folder."""
+    for dest, action in actions.items():
+        value = getattr(args, dest, None)
+        if action.option_strings and isinstance(value, str) and not value.strip():
+            flag = max(action.option_strings, key=len)
+            hint = "" if action.required else ", or leave the option out for its default"
+            raise ValueError(f"{flag} is empty: give it a value{hint}.")
+
+
 def _explicit_options(argv: Sequence[str] | None) -> set[str]:
     """The options the command line itself sets: argv parsed again by a parser whose every
     default is suppressed, so that only what was typed lands in the namespace."""
@@ -169,10 +190,12 @@ def _main(argv: Sequence[str] | None) -> int:
               file=sys.stderr)
         return 2
     try:
+        actions = _command_actions(parser, args)
+        _refuse_empty_values(args, actions)
         if args.command == "train" and getattr(args, "resume", False):
             from .tasks.common import restore_recorded_options
 
-            restore_recorded_options(args, _explicit_options(argv))
+            restore_recorded_options(args, _explicit_options(argv), actions)
         return int(args.func(args) or 0)
     except (ValueError, PluginError, TrainingError, CheckpointError, FileNotFoundError,
             NotADirectoryError, PermissionError) as exc:

@@ -77,6 +77,10 @@ HUB_DATASETS = {"mnist": "mnist", "fashion-mnist": "zalando-datasets/fashion_mni
 MAX_PAD_SIDE = 4096
 #: the most frames ``morph_steps`` asks for (the app shows 8; each frame is a VAE decode)
 MAX_MORPH_STEPS = 256
+#: a numpy (A, B, C) array with a last axis this short (and shorter than B) is refused as
+# ambiguous rather than read as A images C pixels wide: (28, 28, 5) is more likely one
+# image with 5 channels.
+MAX_AMBIGUOUS_CHANNELS = 16
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
                   ".pgm", ".pbm", ".pnm"}
 
@@ -158,8 +162,16 @@ def _grey_from_channels(a: np.ndarray, notes: list[str]) -> np.ndarray:
     return grey
 
 
+FRAMES_KEY = "hjtranslate_frames"  # frames of an opened file, kept in the copy's info
+
+
 def _pil_to_array(img: Any, notes: list[str]) -> np.ndarray:
-    """A PIL image -> ``(H, W)`` or ``(H, W, C)`` float in [0, 1]."""
+    """A PIL image -> ``(H, W)`` or ``(H, W, C)`` float in [0, 1] (an animated one's current
+    frame, the first of a file)."""
+    frames = getattr(img, "n_frames", None) or img.info.get(FRAMES_KEY, 1)
+    if frames > 1:
+        index = img.tell() if hasattr(img, "n_frames") else 0
+        notes.append(f"used frame {index + 1} of {frames}")
     mode = img.mode
     if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
         notes.append(f"scaled 16-bit image (mode {mode}) by 1/65535")
@@ -200,7 +212,10 @@ def _open_image(path: str | Path):
     try:
         with Image.open(p) as img:
             img.load()
-            return img.copy()
+            out = img.copy()
+            # a copy forgets the frames; _pil_to_array notes that only the first was used
+            out.info[FRAMES_KEY] = getattr(img, "n_frames", 1)
+            return out
     except Image.DecompressionBombError as exc:
         raise image_too_large(p, exc) from None
     except errors as exc:
@@ -243,6 +258,12 @@ def _as_array(item: Any, notes: list[str], single: bool, what: str) -> list[np.n
             return [_to_float01(a, what)]
         if a.ndim == 3 and a.shape[2] in (1, 2, 3, 4):  # (H, W, C)
             return [_to_float01(a, what)]
+        if a.ndim == 3 and not single and a.shape[2] <= MAX_AMBIGUOUS_CHANNELS and a.shape[2] < a.shape[1]:
+            raise ValueError(
+                f"{what}: an array of shape {a.shape} reads as one image with {a.shape[2]} "
+                f"channels (at most 4 are supported) or as {a.shape[0]} images {a.shape[2]} "
+                "pixels wide: pass (H, W, C) with C in 1..4, or a list of (H, W) images."
+            )
         if a.ndim == 3 and not single:  # (N, H, W)
             return list(_to_float01(a, what))
         if a.ndim == 4 and not single and a.shape[3] in (1, 2, 3, 4):  # (N, H, W, C)

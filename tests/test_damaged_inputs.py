@@ -358,3 +358,92 @@ def test_push_of_a_training_run_folder_points_at_its_map(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "is a training run folder" in err and f"hjtranslate push {run / 'map'}" in err
     assert "pickle" not in err
+
+
+# -- hand-edited run records, empty option values, animated and ambiguous images -------------
+@pytest.mark.parametrize("entry", [{"lr": None}, {"width": "wide"}, {"mmd": "nope"},
+                                   {"no_backward_mmd": "yes"}, {"cost": ""}, {"seed": 2.5}])
+def test_resume_checks_recorded_values_like_their_options(tmp_path, capsys, entry):
+    out = tmp_path / "run"
+    common = ["train", "gaussians", "--dim", "2", "--n", "200", "--eval-n", "100",
+              "--batch-size", "32", "--output-dir", str(out), "--no-progress"]
+    assert main([*common, "--steps", "2"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({**config, **entry}))
+    capsys.readouterr()
+    assert main([*common, "--steps", "3", "--resume"]) == 2
+    err = capsys.readouterr().err
+    (key, value), = entry.items()
+    flag = "--" + key.replace("_", "-")
+    assert f"records {key}={json.dumps(value)}, which {flag} cannot take" in err
+    assert "Traceback" not in err
+    # the option typed again wins over the damaged record
+    typed = {"lr": "1e-3", "width": "16", "mmd": "energy", "cost": "quadratic", "seed": "0"}
+    if key in typed:
+        assert main([*common, "--steps", "3", "--resume", flag, typed[key]]) == 0
+
+
+def test_recorded_values_are_read_as_their_options_read_them(tmp_path):
+    from hjtranslate.cli import _command_actions, build_parser
+    from hjtranslate.tasks.common import restore_recorded_options
+
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"task": "gaussians", "lr": 1, "width": 32, "lambda_mmd": "100", "time_budget": None}))
+    parser = build_parser()
+    args = parser.parse_args(["train", "gaussians", "--output-dir", str(tmp_path)])
+    restore_recorded_options(args, {"output_dir"}, _command_actions(parser, args))
+    assert (args.lr, args.width, args.lambda_mmd, args.time_budget) == (1.0, 32, "100", None)
+    assert isinstance(args.lr, float)
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "toy2d", "--output-dir", ""],
+    ["train", "vae", "--output-dir", " "],
+    ["train", "digits-to-fashion", "--export", ""],
+    ["train", "judges", "--output-root", ""],
+    ["translate", "--input", "x.png", "--out", ""],
+])
+def test_an_empty_option_value_is_refused(tmp_path, monkeypatch, capsys, argv):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    flag = next(a for a, b in zip(argv, argv[1:], strict=False) if not b.strip())
+    assert f"{flag} is empty: give it a value" in err
+    assert ("leave the option out" in err) == (flag != "--out")
+    assert list(tmp_path.iterdir()) == []  # nothing written into the current folder
+
+
+def test_an_animated_image_notes_the_frame_it_used(tmp_path):
+    from hjtranslate.pipeline import preprocess
+
+    rng = np.random.default_rng(0)
+    frames = [Image.fromarray((rng.random((28, 28)) * 255).astype(np.uint8)) for _ in range(3)]
+    path = tmp_path / "anim.gif"
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    x, notes = preprocess([str(path)])
+    assert x.shape == (1, 1, 28, 28) and "used frame 1 of 3" in notes[0]
+    with Image.open(path) as img:
+        img.seek(2)
+        _, notes = preprocess([img])
+    assert "used frame 3 of 3" in notes[0]
+    _, notes = preprocess([str(_png(tmp_path / "still.png", np.zeros((28, 28), np.uint8)))])
+    assert not any("frame" in n for n in notes[0])
+
+
+def test_color_transfer_notes_an_animated_image(tmp_path, capsys):
+    from hjtranslate.tasks.color_transfer import load_image
+
+    frames = [Image.fromarray(np.full((4, 4, 3), v, np.uint8)) for v in (10, 200)]
+    path = tmp_path / "anim.gif"
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    assert load_image(path, "source").shape == (4, 4, 3)
+    assert "has 2 frames; the first is used" in capsys.readouterr().err
+
+
+def test_an_array_with_five_channels_is_not_read_as_narrow_images():
+    from hjtranslate.pipeline import preprocess
+
+    with pytest.raises(ValueError, match=r"one image with 5 channels .* or as 28 images 5 pixels"):
+        preprocess(np.zeros((28, 28, 5)))
+    assert preprocess(np.zeros((3, 28, 28)))[0].shape == (3, 1, 28, 28)
+    assert preprocess(np.zeros((28, 28, 3)))[0].shape == (1, 1, 28, 28)

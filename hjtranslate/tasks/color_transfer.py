@@ -97,6 +97,9 @@ def load_image(path: str | Path, what: str = "") -> np.ndarray:
         with Image.open(path) as img:
             img.load()
             mode = img.mode
+            if getattr(img, "n_frames", 1) > 1:
+                print(f"note: the {label} {path.name} has {img.n_frames} frames; the first is "
+                      "used.", file=sys.stderr)
             if mode in ("L", "LA", "1") or mode.startswith(("I", "F")):
                 scale = ""
                 if mode.startswith(("I", "F")):  # 16/32-bit greyscale: rescale to 8 bits first

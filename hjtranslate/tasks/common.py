@@ -100,12 +100,15 @@ LAUNCH_OPTIONS = {"task", "command", "func", "num_processes", "resume", "output_
                   "print_metrics", "no_progress", "deadline"}
 
 
-def restore_recorded_options(args: argparse.Namespace, explicit: set[str]) -> dict[str, Any]:
+def restore_recorded_options(args: argparse.Namespace, explicit: set[str],
+                             actions: dict[str, argparse.Action] | None = None) -> dict[str, Any]:
     """``--resume``: every option the command line leaves unset (not in ``explicit``) takes the
     value the run's ``config.json`` records, so a resumed run trains on as it started (a
     ``--width 256`` run resumed without ``--width`` keeps 256; a task default changed since
     does not switch the match under a checkpoint). Options typed again win, e.g. ``--steps``
-    to train longer. Returns what was restored; nothing without a recorded run of this task."""
+    to train longer. ``actions`` (the task parser's, by dest) check each recorded value as its
+    option would have: a hand-edited ``"lr": null`` is a clear error, not a crash later.
+    Returns what was restored; nothing without a recorded run of this task."""
     if not hasattr(args, "output_dir"):
         return {}  # a task without a run folder (judges: one folder per judge)
     recorded_path = output_dir(args, args.task) / "config.json"
@@ -129,12 +132,39 @@ def restore_recorded_options(args: argparse.Namespace, explicit: set[str]) -> di
         skip.add("time_budget")
     restored = {k: v for k, v in recorded.items()
                 if k in current and k not in explicit and k not in skip and not k.startswith("_")}
+    for k, v in restored.items():
+        if actions and k in actions:
+            restored[k] = _recorded_value(k, v, actions[k], recorded_path)
     changed = {k: v for k, v in restored.items() if current[k] != v}
     current.update(restored)
     if changed and os.environ.get("RANK", "0") == "0":
         print(f"--resume: as recorded in {recorded_path}: "
               + ", ".join(f"{k}={v}" for k, v in sorted(changed.items())), file=sys.stderr)
     return restored
+
+
+def _recorded_value(key: str, value: Any, action: argparse.Action, path: Path) -> Any:
+    """``value``, as recorded for ``key`` in a run's config.json, as its option reads it; a clear
+    error when the option could not have produced it."""
+    flag = action.option_strings[0] if action.option_strings else key
+    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+        ok = isinstance(value, bool)
+    elif value is None:
+        ok = action.default is None
+    elif isinstance(value, (bool, dict, list)):
+        ok = False
+    else:
+        ok = action.type is not None or (isinstance(value, str) and value.strip() != "")
+        if ok and action.type is not None:
+            try:
+                value = action.type(str(value))
+            except (TypeError, ValueError, argparse.ArgumentTypeError):
+                ok = False
+        ok = ok and (action.choices is None or value in action.choices)
+    if not ok:
+        raise ValueError(f"--resume: {path} records {key}={json.dumps(value)}, which {flag} cannot "
+                         f"take; type {flag} again (it wins over the record), or correct that entry.")
+    return value
 
 
 def require_at_least(args: argparse.Namespace, **minimums: int) -> None:
