@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,19 +13,20 @@ import torch
 from accelerate.utils import set_seed
 
 from . import registry
-from .costs import Cost
-from .hjmap import HJMap
+from .costs import Cost, cost_spec
+from .hjmap import HJMap, as_sample_tensor
 from .objective import HJObjective, ObjectiveConfig
 from .sampling import CollocationSampler
-from .training import TrainConfig, make_accelerator, train
+from .training import TrainConfig, make_accelerator, train, whole_number
 
 
 def check_samples(x: Any, name: str, dim: int | None = None) -> torch.Tensor:
-    """Validate one sample set: a finite (n, d) float tensor with n >= 2."""
-    x = torch.as_tensor(x)
+    """Validate one sample set: a finite (n, d) float tensor with n >= 2 (detached: an
+    encoder's output may still carry its graph)."""
+    x = as_sample_tensor(x, name)
     if not (x.is_floating_point() or x.dtype in (torch.int32, torch.int64, torch.uint8)):
         raise ValueError(f"{name} must be numeric, got dtype {x.dtype}.")
-    x = x.float()
+    x = x.detach().float()
     if x.ndim != 2:
         raise ValueError(f"{name} must have shape (n, d), got {tuple(x.shape)}.")
     if x.shape[0] < 2:
@@ -156,23 +158,24 @@ def fit(
     """
     xs = check_samples(x_source, "x_source")
     yt = check_samples(y_target, "y_target", dim=xs.shape[1])
-    if not 0 < float(t_f) < math.inf:
-        raise ValueError(f"t_f must be a finite number > 0, got {t_f}.")
-    if int(batch_size) < 2:
-        raise ValueError(f"batch_size must be >= 2 (the match compares sample sets), got {batch_size}.")
-    if n_colloc is not None and int(n_colloc) < 1:
-        raise ValueError(f"n_colloc must be >= 1 (collocation points per step), got {n_colloc}.")
+    if isinstance(t_f, bool) or not isinstance(t_f, numbers.Real) or not 0 < t_f < math.inf:
+        raise ValueError(f"t_f must be a finite number > 0, got {t_f!r}.")
+    seed = whole_number("seed", seed, 0, 2**32 - 1)  # numpy's seed range
+    # the match compares sample sets: at least 2 per batch
+    batch_size = whole_number("batch_size", batch_size, 2)
+    if n_colloc is not None:
+        n_colloc = whole_number("n_colloc", n_colloc, 1)  # collocation points per step
+    if resume and output_dir is None:
+        raise ValueError("resume=True continues the run in output_dir: pass output_dir too.")
+    if output_dir is not None and Path(output_dir).exists() and not Path(output_dir).is_dir():
+        raise NotADirectoryError(f"output_dir {output_dir} exists and is not a folder: name a "
+                                 "folder (new, or a run's to resume).")
+    if conditional and labels is None and init_from is None:
+        raise ValueError("conditional=True needs labels=(source_labels, target_labels): the "
+                         "head takes the class of each sample.")
     dim = xs.shape[1]
-    if isinstance(cost, Cost):
-        cost_name = next(
-            (n for n, p in registry.plugins("cost").items() if isinstance(cost, p.obj)), None
-        )
-        if cost_name is None:
-            raise ValueError(f"{cost!r} is not an instance of a registered cost plugin.")
-        cost_kwargs = cost.config()
-    else:
-        cost_name, cost_kwargs = str(cost), {}
-        registry.create("cost", cost_name)  # fail early on unknown names
+    cost_name, cost_kwargs = cost_spec(cost)
+    registry.create("cost", cost_name, **cost_kwargs)  # fail early on unknown names
     if monotone_weight and monotone_directions == "power" and cost_name != "quadratic":
         raise ValueError("monotone_directions='power' needs the quadratic cost (it power-iterates "
                          f"on the map's Jacobian); with the {cost_name!r} cost use 'random' or 'all'.")
@@ -188,6 +191,10 @@ def fit(
         if missing:
             raise ValueError(f"Classes {missing} appear on only one side; every class needs both.")
         present = len(set(ks.tolist()))
+        for what, names in (("class_names", class_names), ("target_class_names", target_class_names)):
+            if names is not None and len(names) < num_classes:
+                raise ValueError(f"{what} has {len(names)} names for {num_classes} classes (ids "
+                                 f"0..{num_classes - 1}): give one name per class id.")
         if init_from is None and num_classes > max(1024, 4 * present):
             # every id up to the largest is a class slot of the head (and a loop pass per step);
             # a fine-tune keeps its map's slots, so a subset of its classes is fine there

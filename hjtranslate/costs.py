@@ -46,3 +46,22 @@ class Cost:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v}" for k, v in self.config().items())
         return f"{type(self).__name__}({args})"
+
+
+def cost_spec(cost: Any) -> tuple[str, dict[str, Any]]:
+    """``(registered name, options)`` of a cost given as a name or a :class:`Cost` instance."""
+    from . import registry
+
+    if isinstance(cost, Cost):
+        name = next((n for n, p in registry.plugins("cost").items() if isinstance(cost, p.obj)), None)
+        if name is None:
+            raise ValueError(f"{cost!r} is not an instance of a registered cost plugin.")
+        return name, cost.config()
+    if isinstance(cost, type) and issubclass(cost, Cost):
+        raise TypeError(f"cost={cost.__name__} is a class: pass an instance, e.g. "
+                        f"{cost.__name__}(...) or hjt.get_cost(name, ...).")
+    if not isinstance(cost, str):
+        raise TypeError("cost must be a registered cost name (see `hjtranslate plugins`) or a Cost "
+                        f"instance, got {type(cost).__name__}.")
+    return cost, {}
+

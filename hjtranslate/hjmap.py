@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
+import numbers
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +23,7 @@ from huggingface_hub import ModelHubMixin
 from torch import nn
 
 from . import __version__, registry
-from .costs import Cost
+from .costs import Cost, cost_spec
 from .heads import PotentialHead
 
 WEIGHTS_NAME = "model.safetensors"
@@ -65,6 +67,31 @@ def load_safetensors(path: str | Path, remedy: str, device: str = "cpu") -> dict
                               f"truncated or corrupted. {remedy}") from None
 
 
+def as_sample_tensor(x: Any, what: str, shape: str = "(n, d)") -> torch.Tensor:
+    """``x`` as a real tensor (a tensor, array or nested list of numbers); a clear error for
+    anything else."""
+    try:
+        x = x if isinstance(x, torch.Tensor) else torch.as_tensor(x)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"{what} must be a tensor or array of numbers of shape {shape}, got "
+                         f"{type(x).__name__}.") from None
+    if x.is_complex() or x.dtype == torch.bool:
+        raise ValueError(f"{what} must hold real numbers, got dtype {x.dtype}.")
+    return x
+
+
+def _class_ids(k: Any, device: torch.device) -> torch.Tensor:
+    """Class ids (an int, a sequence, an array or tensor of integers) as a flat long tensor."""
+    try:
+        t = torch.as_tensor(k, device=device).reshape(-1)
+    except (TypeError, ValueError, RuntimeError):
+        t = None
+    if t is None or t.dtype == torch.bool or t.is_complex() or (
+            t.is_floating_point() and not torch.equal(t, t.round())):
+        raise ValueError(f"k must be integer class ids (an int, or one per sample), got {k!r}.")
+    return t.long()
+
+
 def _version_tuple(v: str) -> tuple[int, ...]:
     out = []
     for part in v.split(".")[:3]:
@@ -103,10 +130,14 @@ class HJMap(
         hjtranslate_version: str = __version__,
     ) -> None:
         super().__init__()
-        if int(dim) < 1:
+        if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim < 1:
             raise ValueError(f"dim must be a positive integer, got {dim!r}.")
-        if not float(t_f) > 0:
-            raise ValueError(f"t_f (the time horizon) must be > 0, got {t_f!r}.")
+        if isinstance(t_f, bool) or not isinstance(t_f, numbers.Real) or not 0 < t_f < math.inf:
+            raise ValueError(f"t_f (the time horizon) must be a finite number > 0, got {t_f!r}.")
+        if num_classes is not None and (isinstance(num_classes, bool)
+                                        or not isinstance(num_classes, numbers.Integral)
+                                        or num_classes < 1):
+            raise ValueError(f"num_classes must be a positive integer or None, got {num_classes!r}.")
         self.dim = int(dim)
         self.t_f = float(t_f)
         self.num_classes = None if num_classes is None else int(num_classes)
@@ -114,7 +145,8 @@ class HJMap(
         self.target_class_names = target_class_names
         self.encoder_config = encoder
         self.metrics = metrics or {}
-        self.cost_name, self.cost_kwargs = cost, dict(cost_kwargs or {})
+        cost, given_kwargs = cost_spec(cost)
+        self.cost_name, self.cost_kwargs = cost, {**given_kwargs, **dict(cost_kwargs or {})}
         self.head_name = head
         self.cost: Cost = registry.create("cost", cost, **self.cost_kwargs)
         head_kwargs = dict(head_kwargs or {})
@@ -122,7 +154,8 @@ class HJMap(
         head_cls = registry.resolve("head", head).obj
         if getattr(head_cls, "conditional", False):
             if self.num_classes is None:
-                raise ValueError(f"The conditional head {head!r} needs num_classes.")
+                raise ValueError(f"The conditional head {head!r} needs num_classes (with hjt.fit: "
+                             "labels=(source_labels, target_labels)).")
             head_kwargs["num_classes"] = self.num_classes
         params = inspect.signature(head_cls).parameters
         if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
@@ -175,7 +208,7 @@ class HJMap(
             raise ValueError(
                 "This map has a class-conditional head: pass the class of each sample (k=...)."
             )
-        k = torch.as_tensor(k, device=device).long().reshape(-1)
+        k = _class_ids(k, device)
         if k.numel() == 1:
             k = k.expand(n)
         if k.numel() != n:
@@ -189,6 +222,9 @@ class HJMap(
 
     def _head_args(self, z: torch.Tensor, t: float | torch.Tensor, k: Any) -> tuple:
         """A head's arguments ``(z, t, k)``: times as a column, labels checked."""
+        if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[1] != self.dim:
+            raise ValueError(f"z must be a tensor of shape (n, {self.dim}) (standardised "
+                             f"coordinates), got {tuple(getattr(z, 'shape', ())) or type(z).__name__}.")
         t = torch.as_tensor(t, dtype=z.dtype, device=z.device).reshape(-1, 1)
         return z, t.expand(z.shape[0], 1), self._labels(k, z.shape[0], z.device)
 
@@ -218,8 +254,7 @@ class HJMap(
         return self.cost.grad_hamiltonian(self.momentum(z, t, k, create_graph)[1])
 
     def _check(self, x: torch.Tensor, what: str) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor):
-            x = torch.as_tensor(x)
+        x = as_sample_tensor(x, what, f"(n, {self.dim})")
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(
                 f"{what} must have shape (n, {self.dim}); got {tuple(x.shape)}. "
@@ -252,9 +287,16 @@ class HJMap(
         """Displacement interpolation ``x(t) = x + t grad H(grad_x u(x, 0))``: shape
         ``(len(ts), n, dim)``. ``ts`` are times in ``[0, t_f]``."""
         x = self._check(x, "x")
-        ts = torch.as_tensor(ts, dtype=x.dtype, device=x.device).reshape(-1)
-        if ((ts < 0) | (ts > self.t_f + 1e-9)).any():
+        try:
+            ts = torch.as_tensor(ts, dtype=x.dtype, device=x.device).reshape(-1)
+        except (TypeError, ValueError, RuntimeError):
+            raise ValueError(f"ts must be numbers (times in [0, t_f={self.t_f}]), got "
+                             f"{type(ts).__name__}.") from None
+        if not ((ts >= 0) & (ts <= self.t_f + 1e-9)).all():  # NaN fails both
             raise ValueError(f"Interpolation times must lie in [0, t_f={self.t_f}].")
+        if len(x) == 0:
+            self._labels(k, 0, x.device)  # a conditional map still needs its k
+            return x.new_zeros(len(ts), 0, self.dim)
         z = (x - self.shift) / self.scale
         v = self.velocity(z, 0.0, k).detach()
         return x[None] + ts[:, None, None] * self.scale * v[None]
@@ -278,6 +320,9 @@ class HJMap(
         from .modelcard import write_model_card
 
         save_directory = Path(save_directory)
+        if save_directory.exists() and not save_directory.is_dir():
+            raise NotADirectoryError(f"{save_directory} exists and is not a folder: save the map "
+                                     "into a new or existing folder.")
         save_directory.mkdir(parents=True, exist_ok=True)
         self._save_pretrained(save_directory)
         card_kwargs = kwargs.pop("model_card_kwargs", None) or {}
@@ -355,6 +400,11 @@ class HJMap(
                 f"This checkpoint (hjtranslate {saved}) asks for settings the installed hjtranslate "
                 f"{__version__} cannot build: {exc} Upgrade hjtranslate, or check its config.json."
             ) from None
+        try:
+            torch.device(map_location)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"map_location={map_location!r} is not a device: use 'cpu', 'cuda', "
+                             "'cuda:0', 'mps', ... or a torch.device.") from None
         state = load_safetensors(weights, _REDO_MAP, device=str(map_location))
         try:
             model.load_state_dict(state, strict=True)
@@ -395,6 +445,9 @@ def resolve_file(model_id: str, filename: str, subfolder: str | None = None, **h
                               f"{CONFIG_NAME} and {WEIGHTS_NAME}.")
     if os.path.sep in model_id and not model_id.count("/") == 1 or model_id.startswith("."):
         raise CheckpointError(f"No such folder: {model_id}")
+    if "/" not in model_id:  # a Hub id has the form user/name: this is a missing local folder
+        raise CheckpointError(f"No such folder: {model_id} (in {Path.cwd()}); a Hub id would "
+                              "read user/name.")
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (
         EntryNotFoundError,

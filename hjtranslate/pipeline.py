@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import numbers
 import os
 import shutil
 import sys
@@ -551,6 +552,8 @@ class TranslationPipeline:
 
         from .judges import CLASSES, Judge, load_judge, models_dir
 
+        dtype = check_dtype(dtype)
+
         vae_dir = _resolve_folder(vae, "vae", revision=None, cache_dir=None,
                                   local_files_only=False, token=None)
         _check_vae_folder(vae_dir, "vae")
@@ -594,6 +597,7 @@ class TranslationPipeline:
 
         from .judges import load_judge
 
+        dtype = check_dtype(dtype)
         root = _resolve_folder(folder_or_hub_id, "pipeline", revision=revision,
                                cache_dir=cache_dir, local_files_only=local_files_only, token=token)
         index_file = root / INDEX_FILE
@@ -823,12 +827,10 @@ class TranslationPipeline:
         return labels.tolist(), conf.tolist()
 
     def _classes(self, classes: Any, n: int) -> list[int]:
-        if isinstance(classes, torch.Tensor):
-            classes = classes.reshape(-1).tolist()
-        elif isinstance(classes, np.ndarray):
-            classes = classes.reshape(-1).tolist()
-        if isinstance(classes, (int, np.integer)) and not isinstance(classes, bool):
-            classes = [int(classes)] * n
+        if isinstance(classes, (torch.Tensor, np.ndarray)):
+            classes = classes.tolist()  # a 0-d one gives a scalar, broadcast below
+        if isinstance(classes, (numbers.Real, np.number)) and not isinstance(classes, bool):
+            classes = [classes] * n
         if not isinstance(classes, (list, tuple)):
             raise ValueError(f"classes must be an int or a list of {n} ints, got {classes!r}.")
         if len(classes) != n:
@@ -862,8 +864,10 @@ class TranslationPipeline:
         if direction not in ("forward", "backward"):
             raise ValueError(f"direction must be 'forward' or 'backward', got {direction!r}.")
         check_morph_steps(morph_steps, "morph_steps")
-        if not isinstance(batch_size, int) or batch_size < 1:
+        morph_steps = int(morph_steps)
+        if not _is_int(batch_size) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+        batch_size = int(batch_size)
         x, notes = preprocess(images)
         n = x.shape[0]
         in_side, out_side = ("source", "target") if direction == "forward" else ("target", "source")
@@ -929,10 +933,24 @@ class TranslationPipeline:
         )
 
 
+def _is_int(value: Any) -> bool:
+    """An int or numpy integer, not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_dtype(dtype: Any) -> torch.dtype:
+    """The map's dtype: float32 or float64 (as a torch dtype or its name). Half precision
+    cannot run the heads' matrix inverses on the CPU."""
+    named = getattr(torch, dtype, None) if isinstance(dtype, str) else dtype
+    if named not in (torch.float32, torch.float64):
+        raise ValueError(f"dtype must be torch.float32 or torch.float64 (the map's precision), "
+                         f"got {dtype!r}.")
+    return named
+
+
 def check_morph_steps(value: Any, name: str = "morph_steps") -> None:
     """A clear error unless ``value`` is 0 (no frames) or an int in 2..MAX_MORPH_STEPS."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value == 1 \
-            or value > MAX_MORPH_STEPS:
+    if not _is_int(value) or value < 0 or value == 1 or value > MAX_MORPH_STEPS:
         raise ValueError(f"{name} must be 0 (no frames) or an int from 2 to {MAX_MORPH_STEPS} "
                          f"(frames from the input to the translation), got {value!r}.")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 import shutil
 import time
@@ -45,16 +46,30 @@ class TrainConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        try:
-            self.steps = int(self.steps)
-        except (TypeError, ValueError):
-            raise ValueError(f"steps must be a whole number, got {self.steps!r}.") from None
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}.")
-        if self.time_budget is not None and not self.time_budget > 0:
-            raise ValueError(f"time_budget must be a positive number of seconds, got {self.time_budget}.")
-        if not 0 < self.lr < math.inf:
-            raise ValueError(f"lr must be a finite number > 0, got {self.lr}.")
+        self.steps = whole_number("steps", self.steps, 1)
+        self.seed = whole_number("seed", self.seed, 0, 2**32 - 1)  # numpy's seed range
+        self.checkpoint_every = whole_number("checkpoint_every", self.checkpoint_every, 0)
+        if self.time_budget is not None and not (_is_real(self.time_budget) and self.time_budget > 0):
+            raise ValueError(f"time_budget must be a positive number of seconds (or None), got "
+                             f"{self.time_budget!r}.")
+        if not (_is_real(self.lr) and 0 < self.lr < math.inf):
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}.")
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def whole_number(name: str, value: Any, low: int, high: int | None = None) -> int:
+    """``value`` as an int when it is a whole number (``1e4`` and numpy ints included) in
+    ``[low, high]``; a clear error naming ``name`` otherwise (2.5 is not silently truncated)."""
+    if not _is_real(value) or not math.isfinite(value) or value != int(value):
+        raise ValueError(f"{name} must be a whole number, got {value!r}.")
+    value = int(value)
+    if value < low or (high is not None and value > high):
+        bound = f">= {low}" if high is None else f"between {low} and {high}"
+        raise ValueError(f"{name} must be {bound}, got {value}.")
+    return value
 
 
 def finish_run(acc: Any) -> None:

@@ -1,5 +1,6 @@
 """The HJ loss, the maps, saving and loading, bad input."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -526,11 +527,71 @@ def test_fine_tuning_on_a_subset_of_the_maps_classes():
         (torch.randn(10, 2), torch.randn(10, 2), {"batch_size": 1}, "batch_size must be >= 2"),
         (torch.randn(10, 2), torch.randn(10, 2), {"n_colloc": -5}, "n_colloc must be >= 1"),
         (torch.randn(10, 2), torch.randn(10, 2), {"steps": "three"}, "steps must be a whole number"),
+        (torch.randn(10, 2), torch.randn(10, 2), {"steps": 2.5}, "steps must be a whole number"),
+        (torch.randn(10, 2), torch.randn(10, 2), {"batch_size": 2.5}, "batch_size must be a whole"),
+        (torch.randn(10, 2), torch.randn(10, 2), {"batch_size": "64"}, "batch_size must be a whole"),
+        (torch.randn(10, 2), torch.randn(10, 2), {"seed": "a"}, "seed must be a whole number"),
+        (torch.randn(10, 2), torch.randn(10, 2), {"seed": -1}, "seed must be between 0 and"),
+        (torch.randn(10, 2), torch.randn(10, 2), {"time_budget": "10"}, "time_budget must be a"),
+        (torch.randn(10, 2), torch.randn(10, 2), {"lr": "1"}, "lr must be a finite"),
+        (torch.randn(10, 2), torch.randn(10, 2), {"conditional": True}, "conditional=True needs labels"),
+        (torch.randn(10, 2), torch.randn(10, 2), {"resume": True}, "pass output_dir too"),
+        (torch.randn(10, 2), torch.randn(10, 2),
+         {"labels": (torch.arange(10) % 3,) * 2, "class_names": ["a"]}, "1 names for 3 classes"),
+        (torch.randn(10, 2), torch.randn(10, 2), {"cost": object()}, "or a Cost instance, got object"),
+        (torch.randn(10, 2), torch.randn(10, 2), {"cost": hjt.costs.Cost}, "is a class: pass an instance"),
+        (None, torch.randn(10, 2), {}, "x_source must be a tensor or array of numbers"),
+        ([[1.0], [2.0, 3.0]], torch.randn(10, 2), {}, "x_source must be a tensor or array"),
     ],
 )
 def test_fit_rejects_bad_input(xs, yt, kwargs, match):
-    with pytest.raises((ValueError, hjt.PluginError), match=match):
+    with pytest.raises((ValueError, TypeError, hjt.PluginError), match=match):
         hjt.fit(xs, yt, **{"steps": 1, **kwargs})
+
+
+def test_fit_takes_graph_carrying_inputs_whole_numbers_and_refuses_a_file_as_output_dir(tmp_path):
+    x, y = torch.randn(40, 2), torch.randn(40, 2) + 1
+    encoder = torch.nn.Linear(2, 2)
+    m = hjt.fit(encoder(x), y, steps=np.int64(3), batch_size=16.0, seed=np.int64(1))  # no graph error
+    assert m.forward(x).shape == (40, 2)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(NotADirectoryError, match="exists and is not a folder"):
+        hjt.fit(x, y, steps=2, output_dir=str(tmp_path / "afile"))
+    assert not (tmp_path / "afile.tmp").exists()
+
+
+def test_map_rejects_bad_class_ids_times_and_arguments(tmp_path):
+    k = torch.arange(30) % 3
+    x = torch.randn(30, 2)
+    m = hjt.fit(x, x + 1, steps=2, labels=(k, k), conditional=True)
+    for bad in (1.9, True, "1", float("nan"), ["a"] * 4):
+        with pytest.raises(ValueError, match="k must be integer class ids"):
+            m.forward(x[:4], k=bad)
+    torch.testing.assert_close(m.forward(x[:4], k=2.0), m.forward(x[:4], k=np.int64(2)))
+    assert m.interpolate(torch.empty(0, 2), [0.5], k=[]).shape == (1, 0, 2)
+    for ts in ([float("nan")], [-0.1], [1.5]):
+        with pytest.raises(ValueError, match="Interpolation times must lie in"):
+            m.interpolate(x[:2], ts, k=0)
+    with pytest.raises(ValueError, match=r"z must be a tensor of shape \(n, 2\)"):
+        m.potential(torch.randn(4, 3), 0.0, 0)
+    for bad in (None, "abc", torch.zeros(3, 2, dtype=torch.complex64)):
+        with pytest.raises(ValueError, match="x must"):
+            m.forward(bad, k=0)
+    with pytest.raises(ValueError, match="dim must be a positive integer"):
+        hjt.HJMap(2.7)
+    assert hjt.HJMap(2, cost=hjt.get_cost("pnorm", p=3)).cost_kwargs == {"p": 3.0}
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(NotADirectoryError, match="exists and is not a folder"):
+        m.save_pretrained(tmp_path / "afile")
+    m.save_pretrained(tmp_path / "map")
+    with pytest.raises(ValueError, match="map_location='gpu' is not a device"):
+        hjt.HJMap.from_pretrained(tmp_path / "map", map_location="gpu")
+
+
+def test_a_bare_missing_name_is_a_missing_folder_not_a_hub_call(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(hjt.CheckpointError, match="No such folder: mymap .*user/name"):
+        hjt.HJMap.from_pretrained("mymap")
 
 
 @pytest.mark.parametrize("classwise", [False, True])

@@ -243,6 +243,19 @@ def test_bad_inputs(pipes, data):
         pipe(torch.zeros(1, 1, 1, 28, 28), 1)
     with pytest.raises(ValueError, match="side must be"):
         pipe.classify(x, side="left")
+    with pytest.raises(ValueError, match="Classes must be integers, got 3.5"):
+        pipe(x, 3.5)
+    # a 0-d tensor or array, an integral float and numpy ints read as plain ints
+    for k in (torch.tensor(3), np.array(3), 3.0, np.int64(3)):
+        assert pipe(x, k).target_classes == [3, 3]
+    out = pipe(x[:1], 1, morph_steps=np.int64(3), batch_size=np.int64(1))
+    assert len(out.frames[0]) == 3
+
+
+def test_the_pipeline_dtype_is_checked_when_loading(saved):
+    with pytest.raises(ValueError, match="dtype must be torch.float32 or torch.float64"):
+        TranslationPipeline.from_pretrained(saved, dtype=torch.float16)
+    assert TranslationPipeline.from_pretrained(saved, dtype="float64").dtype == torch.float64
 
 
 def test_no_judge_needs_classes(pipes, data, tmp_path):
