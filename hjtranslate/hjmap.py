@@ -389,6 +389,10 @@ class HJMap(
             if name not in registry.plugins(kind):
                 pkg = str(packages.get(kind, "")).split(" ")[0] or None
                 raise CheckpointError(registry.missing_plugin_message(kind, name, pkg))
+        if "dim" not in config:
+            kind = config.get("_class_name") or config.get("architecture") or "no 'dim'"
+            raise CheckpointError(f"The config next to {weights} does not describe an hjtranslate "
+                                  f"map ({kind}): pass the folder of a map saved by save_pretrained.")
         known = set(inspect.signature(cls.__init__).parameters) - {"self"}
         kwargs = {k: v for k, v in config.items() if k in known}
         try:

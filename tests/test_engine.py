@@ -888,3 +888,12 @@ def test_target_side_semidual_certifies_u_at_t_f_and_training_raises_it():
     assert float(target(xs, yt)["semidual"].detach()) > t + 0.05 * abs(t)
     with pytest.raises(ValueError, match="semidual_side"):
         ObjectiveConfig(semidual_side="middle")
+
+
+def test_a_foreign_model_folder_is_named_as_not_a_map(tmp_path):
+    import json
+
+    (tmp_path / "config.json").write_text(json.dumps({"architecture": "resnet10t", "num_classes": 10}))
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(hjt.CheckpointError, match=r"does not describe an hjtranslate map \(resnet10t\)"):
+        hjt.HJMap.from_pretrained(tmp_path)
