@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from hjtranslate.pipeline import INDEX_FILE, TranslationPipeline, default_model_path
+from hjtranslate.pipeline import INDEX_FILE, TranslationPipeline, default_model_path, frame_count
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 #: display size of the translation (nearest-neighbour upscaling of the 28x28 output)
@@ -145,7 +145,7 @@ def read_upload(path: str | os.PathLike | None) -> tuple[Image.Image, list[str]]
             if max(w, h) > MAX_SIDE:
                 raise gr.Error(f"The image is {w}x{h} pixels; the limit is {MAX_SIDE} pixels on a "
                                "side. Downscale it first (the app works at 28x28 anyway).")
-            frames = getattr(img, "n_frames", 1)
+            frames = frame_count(img)
             img.load()
             out = img.copy()
     except gr.Error:

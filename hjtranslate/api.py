@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import math
-import numbers
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,7 @@ from .costs import Cost, cost_spec
 from .hjmap import HJMap, as_sample_tensor
 from .objective import HJObjective, ObjectiveConfig
 from .sampling import CollocationSampler
-from .training import TrainConfig, make_accelerator, train, whole_number
+from .training import TrainConfig, make_accelerator, real_number, train, whole_number
 
 
 def check_samples(x: Any, name: str, dim: int | None = None) -> torch.Tensor:
@@ -158,9 +156,10 @@ def fit(
     """
     xs = check_samples(x_source, "x_source")
     yt = check_samples(y_target, "y_target", dim=xs.shape[1])
-    if isinstance(t_f, bool) or not isinstance(t_f, numbers.Real) or not 0 < t_f < math.inf:
-        raise ValueError(f"t_f must be a finite number > 0, got {t_f!r}.")
-    seed = whole_number("seed", seed, 0, 2**32 - 1)  # numpy's seed range
+    t_f = real_number("t_f", t_f)
+    steps = whole_number("steps", steps, 1)
+    # lr, time_budget and seed as training will read them, before any work
+    seed = TrainConfig(steps=steps, time_budget=time_budget, lr=lr, seed=seed).seed
     # the match compares sample sets: at least 2 per batch
     batch_size = whole_number("batch_size", batch_size, 2)
     if n_colloc is not None:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import math
-import numbers
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -130,17 +128,11 @@ class HJMap(
         hjtranslate_version: str = __version__,
     ) -> None:
         super().__init__()
-        if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim < 1:
-            raise ValueError(f"dim must be a positive integer, got {dim!r}.")
-        if isinstance(t_f, bool) or not isinstance(t_f, numbers.Real) or not 0 < t_f < math.inf:
-            raise ValueError(f"t_f (the time horizon) must be a finite number > 0, got {t_f!r}.")
-        if num_classes is not None and (isinstance(num_classes, bool)
-                                        or not isinstance(num_classes, numbers.Integral)
-                                        or num_classes < 1):
-            raise ValueError(f"num_classes must be a positive integer or None, got {num_classes!r}.")
-        self.dim = int(dim)
-        self.t_f = float(t_f)
-        self.num_classes = None if num_classes is None else int(num_classes)
+        from .training import real_number, whole_number
+
+        self.dim = whole_number("dim", dim, 1)
+        self.t_f = real_number("t_f (the time horizon)", t_f)
+        self.num_classes = None if num_classes is None else whole_number("num_classes", num_classes, 1)
         self.class_names = class_names
         self.target_class_names = target_class_names
         self.encoder_config = encoder
@@ -266,7 +258,8 @@ class HJMap(
 
     def _map(self, x: torch.Tensor, k: Any, t0: float, sign: float, what: str, grad: bool):
         x = self._check(x, what)
-        if len(x) == 0:  # nothing to move
+        if len(x) == 0:  # nothing to move (a conditional map still needs its k)
+            self._labels(k, 0, x.device)
             return x.clone()
         z = (x - self.shift) / self.scale
         v = self.velocity(z, t0, k, create_graph=grad)

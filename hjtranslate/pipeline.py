@@ -166,10 +166,16 @@ def _grey_from_channels(a: np.ndarray, notes: list[str]) -> np.ndarray:
 FRAMES_KEY = "hjtranslate_frames"  # frames of an opened file, kept in the copy's info
 
 
+def frame_count(img: Any) -> int:
+    """Frames of an opened image (animations, multi-page TIFFs). A phone's JPEG that PIL opens
+    as MPO counts as one: its other frames are previews or depth maps of the same photo."""
+    return 1 if getattr(img, "format", None) == "MPO" else int(getattr(img, "n_frames", 1))
+
+
 def _pil_to_array(img: Any, notes: list[str]) -> np.ndarray:
     """A PIL image -> ``(H, W)`` or ``(H, W, C)`` float in [0, 1] (an animated one's current
     frame, the first of a file)."""
-    frames = getattr(img, "n_frames", None) or img.info.get(FRAMES_KEY, 1)
+    frames = frame_count(img) if hasattr(img, "n_frames") else img.info.get(FRAMES_KEY, 1)
     if frames > 1:
         index = img.tell() if hasattr(img, "n_frames") else 0
         notes.append(f"used frame {index + 1} of {frames}")
@@ -215,7 +221,7 @@ def _open_image(path: str | Path):
             img.load()
             out = img.copy()
             # a copy forgets the frames; _pil_to_array notes that only the first was used
-            out.info[FRAMES_KEY] = getattr(img, "n_frames", 1)
+            out.info[FRAMES_KEY] = frame_count(img)
             return out
     except Image.DecompressionBombError as exc:
         raise image_too_large(p, exc) from None
@@ -827,9 +833,10 @@ class TranslationPipeline:
         return labels.tolist(), conf.tolist()
 
     def _classes(self, classes: Any, n: int) -> list[int]:
-        if isinstance(classes, (torch.Tensor, np.ndarray)):
-            classes = classes.tolist()  # a 0-d one gives a scalar, broadcast below
-        if isinstance(classes, (numbers.Real, np.number)) and not isinstance(classes, bool):
+        if isinstance(classes, (torch.Tensor, np.ndarray, np.generic)):
+            # a 0-d one (or a numpy scalar) gives a Python scalar, broadcast below
+            classes = classes.item() if classes.ndim == 0 else classes.reshape(-1).tolist()
+        if isinstance(classes, numbers.Real) and not isinstance(classes, bool):
             classes = [classes] * n
         if not isinstance(classes, (list, tuple)):
             raise ValueError(f"classes must be an int or a list of {n} ints, got {classes!r}.")

@@ -388,7 +388,7 @@ def test_recorded_values_are_read_as_their_options_read_them(tmp_path):
     from hjtranslate.tasks.common import restore_recorded_options
 
     (tmp_path / "config.json").write_text(json.dumps(
-        {"task": "gaussians", "lr": 1, "width": 32, "lambda_mmd": "100", "time_budget": None}))
+        {"task": "gaussians", "lr": 1, "width": 32, "lambda_mmd": 100, "time_budget": None}))
     parser = build_parser()
     args = parser.parse_args(["train", "gaussians", "--output-dir", str(tmp_path)])
     restore_recorded_options(args, {"output_dir"}, _command_actions(parser, args))

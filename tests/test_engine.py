@@ -554,6 +554,11 @@ def test_fit_takes_graph_carrying_inputs_whole_numbers_and_refuses_a_file_as_out
     encoder = torch.nn.Linear(2, 2)
     m = hjt.fit(encoder(x), y, steps=np.int64(3), batch_size=16.0, seed=np.int64(1))  # no graph error
     assert m.forward(x).shape == (40, 2)
+    m = hjt.fit(x, y, steps=torch.tensor(2), t_f=torch.tensor(1.0), lr=np.float32(1e-3))
+    assert m.t_f == 1.0 and hjt.HJMap(dim=2.0).dim == 2
+    with pytest.raises(ValueError, match="steps must be a whole number, got '2'"):
+        hjt.fit(x, y, steps="2", output_dir=str(tmp_path / "run"))  # before any checkpoint maths
+    assert not (tmp_path / "run").exists()
     (tmp_path / "afile").write_text("x")
     with pytest.raises(NotADirectoryError, match="exists and is not a folder"):
         hjt.fit(x, y, steps=2, output_dir=str(tmp_path / "afile"))
@@ -569,6 +574,8 @@ def test_map_rejects_bad_class_ids_times_and_arguments(tmp_path):
             m.forward(x[:4], k=bad)
     torch.testing.assert_close(m.forward(x[:4], k=2.0), m.forward(x[:4], k=np.int64(2)))
     assert m.interpolate(torch.empty(0, 2), [0.5], k=[]).shape == (1, 0, 2)
+    with pytest.raises(ValueError, match="pass the class of each sample"):
+        m.forward(torch.empty(0, 2))
     for ts in ([float("nan")], [-0.1], [1.5]):
         with pytest.raises(ValueError, match="Interpolation times must lie in"):
             m.interpolate(x[:2], ts, k=0)
@@ -577,7 +584,7 @@ def test_map_rejects_bad_class_ids_times_and_arguments(tmp_path):
     for bad in (None, "abc", torch.zeros(3, 2, dtype=torch.complex64)):
         with pytest.raises(ValueError, match="x must"):
             m.forward(bad, k=0)
-    with pytest.raises(ValueError, match="dim must be a positive integer"):
+    with pytest.raises(ValueError, match="dim must be a whole number, got 2.7"):
         hjt.HJMap(2.7)
     assert hjt.HJMap(2, cost=hjt.get_cost("pnorm", p=3)).cost_kwargs == {"p": 3.0}
     (tmp_path / "afile").write_text("x")

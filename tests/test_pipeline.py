@@ -246,8 +246,10 @@ def test_bad_inputs(pipes, data):
     with pytest.raises(ValueError, match="Classes must be integers, got 3.5"):
         pipe(x, 3.5)
     # a 0-d tensor or array, an integral float and numpy ints read as plain ints
-    for k in (torch.tensor(3), np.array(3), 3.0, np.int64(3)):
+    for k in (torch.tensor(3), np.array(3), 3.0, np.int64(3), np.float32(3)):
         assert pipe(x, k).target_classes == [3, 3]
+    for k in (np.array([[3], [4]]), torch.tensor([[3, 4]])):  # label columns and rows
+        assert pipe(x, k).target_classes == [3, 4]
     out = pipe(x[:1], 1, morph_steps=np.int64(3), batch_size=np.int64(1))
     assert len(out.frames[0]) == 3
 

@@ -84,7 +84,7 @@ def load_image(path: str | Path, what: str = "") -> np.ndarray:
     clear errors."""
     from PIL import Image, UnidentifiedImageError
 
-    from ..pipeline import image_too_large
+    from ..pipeline import frame_count, image_too_large
 
     label = f"{what} image" if what else "image"
 
@@ -97,8 +97,8 @@ def load_image(path: str | Path, what: str = "") -> np.ndarray:
         with Image.open(path) as img:
             img.load()
             mode = img.mode
-            if getattr(img, "n_frames", 1) > 1:
-                print(f"note: the {label} {path.name} has {img.n_frames} frames; the first is "
+            if frame_count(img) > 1:
+                print(f"note: the {label} {path.name} has {frame_count(img)} frames; the first is "
                       "used.", file=sys.stderr)
             if mode in ("L", "LA", "1") or mode.startswith(("I", "F")):
                 scale = ""

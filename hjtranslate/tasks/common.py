@@ -153,6 +153,8 @@ def _recorded_value(key: str, value: Any, action: argparse.Action, path: Path) -
         ok = action.default is None
     elif isinstance(value, (bool, dict, list)):
         ok = False
+    elif action.type is None and isinstance(value, (int, float)):  # a hand-written "--lambda": 30
+        value, ok = str(value), action.choices is None or str(value) in action.choices
     else:
         ok = action.type is not None or (isinstance(value, str) and value.strip() != "")
         if ok and action.type is not None:
