@@ -12,6 +12,12 @@ reference, the exact OT cost itself, whose fall from 4,000 to 16,000 is the samp
 map's cost) by the source points' distance from the origin: where the map carries mass less far
 than OT does.
 
+``--excess`` asks where the forward energy distance's excess over its floor comes from: mass
+off the target's support (pushed points farther from a large reference sample of the target
+than 99 % of held-out target points are; the energy again after snapping them onto their
+nearest reference point), or mass misweighted along the support (pushed share over target share
+in each of 20 k-means cells of the target, beside the spread sampling alone gives).
+
     python benchmarks/toy2d_large_n.py runs/bench/toy2d-skm10-* --blocks 4
 """
 
@@ -97,6 +103,41 @@ def shortfall_by_radius(m, x: torch.Tensor, y: torch.Tensor,
     return rows
 
 
+def energy_excess(m, x: torch.Tensor, y: torch.Tensor, target: str, blocks: int,
+                  cells: int = 20, seed: int = 0) -> dict:
+    """See the module docstring (``--excess``); ``x``, ``y``: ``blocks`` draws of held-out
+    samples per side, one after the other."""
+    from scipy.cluster.vq import kmeans2
+
+    from hjtranslate.losses import energy_distance, energy_floor
+    from hjtranslate.tasks.toy2d import toy_samples
+
+    pushed = m.forward(x)
+    ref = toy_samples(target, 40_000, seed=20_000 + seed)
+    far_y = torch.cdist(y, ref).min(1).values
+    radius = float(far_y.quantile(0.99))
+    d, nearest = torch.cdist(pushed, ref).min(1)
+    off = d > radius
+    snapped = torch.where(off[:, None], ref[nearest], pushed)
+
+    def ratio(p: torch.Tensor) -> float:
+        parts = [(p[s], y[s]) for s in torch.arange(len(p)).chunk(blocks)]
+        return float(sum(energy_distance(a, b) for a, b in parts)
+                     / sum(energy_floor(b, len(b)) for _, b in parts))
+
+    centres, _ = kmeans2(ref.double().numpy(), cells, seed=seed, minit="++")
+    centres = torch.as_tensor(centres, dtype=y.dtype)
+    share_p = torch.bincount(torch.cdist(pushed, centres).argmin(1), minlength=cells) / len(pushed)
+    share_y = torch.bincount(torch.cdist(y, centres).argmin(1), minlength=cells) / len(y)
+    cell_ratio = (share_p / share_y.clamp_min(1e-12)).tolist()
+    # sampling alone: both shares binomial, so the ratio's sd is about sqrt(2 / count)
+    noise = float((2 / (share_y.clamp_min(1e-12) * len(y))).sqrt().mean())
+    return {"energy_over_floor": ratio(pushed), "off_support_radius": radius,
+            "off_support_share": float(off.double().mean()),
+            "energy_over_floor_snapped": ratio(snapped), "cell_ratio": cell_ratio,
+            "cell_ratio_sd": float(torch.tensor(cell_ratio).std()), "cell_ratio_sd_of_sampling": noise}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+", help="toy2d run folders (config.json + map/)")
@@ -104,6 +145,8 @@ def main() -> None:
     ap.add_argument("--blocks", type=int, default=4, help="disjoint draws; the union is one more problem")
     ap.add_argument("--by-radius", action="store_true",
                     help="also split the shortfall on one draw of --n points by source radius")
+    ap.add_argument("--excess", action="store_true",
+                    help="also split the forward energy's excess: off the support or misweighted on it")
     ap.add_argument("--out", default="benchmarks/results/toy2d-large-n.json")
     args = ap.parse_args()
 
@@ -121,6 +164,15 @@ def main() -> None:
                 print(f"  radius {r['radius'][0]:g}-{r['radius'][1]:g}: share {r['share']:.3f}, "
                       f"cost OT {r['ot_cost']:.3f} / map {r['map_cost']:.3f}, part of the shortfall "
                       f"{r['shortfall_part']:+.3f}, |T(x) - partner| {r['distance_to_partner']:.3f}")
+        if args.excess:
+            cfg, m, x, y = load_run(folder, args.blocks * args.n)
+            e = row["energy_excess"] = energy_excess(m, x, y, cfg["target"], args.blocks,
+                                                     seed=cfg.get("seed", 0))
+            print(f"  energy / floor {e['energy_over_floor']:.2f}; off the support "
+                  f"{e['off_support_share']:.3f} of the mass (1 % expected), snapped onto it "
+                  f"{e['energy_over_floor_snapped']:.2f}; pushed / target share per cell "
+                  f"{min(e['cell_ratio']):.2f}-{max(e['cell_ratio']):.2f}, sd {e['cell_ratio_sd']:.3f} "
+                  f"(sampling alone {e['cell_ratio_sd_of_sampling']:.3f})")
     out = Path(args.out)
     old = json.loads(out.read_text()) if out.is_file() else {}
     old.update(results)
