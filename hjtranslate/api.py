@@ -11,11 +11,12 @@ import torch
 from accelerate.utils import set_seed
 
 from . import registry
+from .checks import real_number, whole_number
 from .costs import Cost, cost_spec
 from .hjmap import HJMap, as_sample_tensor
 from .objective import HJObjective, ObjectiveConfig
 from .sampling import CollocationSampler
-from .training import TrainConfig, make_accelerator, real_number, train, whole_number
+from .training import TrainConfig, make_accelerator, train
 
 
 def check_samples(x: Any, name: str, dim: int | None = None) -> torch.Tensor:
@@ -158,8 +159,13 @@ def fit(
     yt = check_samples(y_target, "y_target", dim=xs.shape[1])
     t_f = real_number("t_f", t_f)
     steps = whole_number("steps", steps, 1)
-    # lr, time_budget and seed as training will read them, before any work
-    seed = TrainConfig(steps=steps, time_budget=time_budget, lr=lr, seed=seed).seed
+    # steps, lr, time_budget and seed checked as training reads them, before any work
+    train_config = TrainConfig(
+        steps=steps, time_budget=time_budget, lr=lr, seed=seed, output_dir=output_dir,
+        resume=resume, progress=progress, checkpoint_every=max(steps // 4, 1) if output_dir else 0,
+        ema_decay=ema_decay,
+    )
+    seed = train_config.seed
     # the match compares sample sets: at least 2 per batch
     batch_size = whole_number("batch_size", batch_size, 2)
     if n_colloc is not None:
@@ -251,12 +257,7 @@ def fit(
     batch_fn = make_batch_fn(zs, zt, ks, kt, batch_size, seed)
     acc = accelerator or make_accelerator()
     result = train(
-        obj, batch_fn,
-        TrainConfig(
-            steps=steps, time_budget=time_budget, lr=lr, seed=seed, output_dir=output_dir,
-            resume=resume, progress=progress, checkpoint_every=max(steps // 4, 1) if output_dir else 0,
-            ema_decay=ema_decay,
-        ),
+        obj, batch_fn, train_config,
         accelerator=acc,
         after_step=lambda o, logs: o.update_lambda(
             logs.get("ratio", float("nan")), logs.get("gap_residual"), logs.get("gap_match")),

@@ -21,6 +21,7 @@ from huggingface_hub import ModelHubMixin
 from torch import nn
 
 from . import __version__, registry
+from .checks import real_number, whole_number
 from .costs import Cost, cost_spec
 from .heads import PotentialHead
 
@@ -128,8 +129,6 @@ class HJMap(
         hjtranslate_version: str = __version__,
     ) -> None:
         super().__init__()
-        from .training import real_number, whole_number
-
         self.dim = whole_number("dim", dim, 1)
         self.t_f = real_number("t_f (the time horizon)", t_f)
         self.num_classes = None if num_classes is None else whole_number("num_classes", num_classes, 1)

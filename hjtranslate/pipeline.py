@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import numbers
 import os
 import shutil
 import sys
@@ -58,6 +57,7 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__
+from .checks import is_int, is_real
 from .hjmap import CheckpointError, HJMap, _version_tuple, is_run_folder, read_json_object
 
 if TYPE_CHECKING:
@@ -836,7 +836,7 @@ class TranslationPipeline:
         if isinstance(classes, (torch.Tensor, np.ndarray, np.generic)):
             # a 0-d one (or a numpy scalar) gives a Python scalar, broadcast below
             classes = classes.item() if classes.ndim == 0 else classes.reshape(-1).tolist()
-        if isinstance(classes, numbers.Real) and not isinstance(classes, bool):
+        if is_real(classes):
             classes = [classes] * n
         if not isinstance(classes, (list, tuple)):
             raise ValueError(f"classes must be an int or a list of {n} ints, got {classes!r}.")
@@ -872,7 +872,7 @@ class TranslationPipeline:
             raise ValueError(f"direction must be 'forward' or 'backward', got {direction!r}.")
         check_morph_steps(morph_steps, "morph_steps")
         morph_steps = int(morph_steps)
-        if not _is_int(batch_size) or batch_size < 1:
+        if not is_int(batch_size) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
         batch_size = int(batch_size)
         x, notes = preprocess(images)
@@ -940,11 +940,6 @@ class TranslationPipeline:
         )
 
 
-def _is_int(value: Any) -> bool:
-    """An int or numpy integer, not a bool."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
 def check_dtype(dtype: Any) -> torch.dtype:
     """The map's dtype: float32 or float64 (as a torch dtype or its name). Half precision
     cannot run the heads' matrix inverses on the CPU."""
@@ -957,7 +952,7 @@ def check_dtype(dtype: Any) -> torch.dtype:
 
 def check_morph_steps(value: Any, name: str = "morph_steps") -> None:
     """A clear error unless ``value`` is 0 (no frames) or an int in 2..MAX_MORPH_STEPS."""
-    if not _is_int(value) or value < 0 or value == 1 or value > MAX_MORPH_STEPS:
+    if not is_int(value) or value < 0 or value == 1 or value > MAX_MORPH_STEPS:
         raise ValueError(f"{name} must be 0 (no frames) or an int from 2 to {MAX_MORPH_STEPS} "
                          f"(frames from the input to the translation), got {value!r}.")
 

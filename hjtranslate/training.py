@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import numbers
 import os
 import shutil
 import time
@@ -21,6 +20,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from .checks import is_real, real_number, scalar, whole_number
 
 
 class TrainingError(RuntimeError):
@@ -50,43 +51,10 @@ class TrainConfig:
         self.seed = whole_number("seed", self.seed, 0, 2**32 - 1)  # numpy's seed range
         self.checkpoint_every = whole_number("checkpoint_every", self.checkpoint_every, 0)
         self.time_budget = scalar(self.time_budget)
-        if self.time_budget is not None and not (_is_real(self.time_budget) and self.time_budget > 0):
+        if self.time_budget is not None and not (is_real(self.time_budget) and self.time_budget > 0):
             raise ValueError(f"time_budget must be a positive number of seconds (or None), got "
                              f"{self.time_budget!r}.")
         self.lr = real_number("lr", self.lr)
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def scalar(value: Any) -> Any:
-    """A one-element tensor as its Python number; anything else as it is."""
-    if isinstance(value, torch.Tensor) and value.numel() == 1 and value.dtype != torch.bool:
-        return value.item()
-    return value
-
-
-def real_number(name: str, value: Any) -> float:
-    """``value`` (a Python or numpy number, or a one-element tensor) as a finite float > 0."""
-    value = scalar(value)
-    if not _is_real(value) or not 0 < value < math.inf:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}.")
-    return float(value)
-
-
-def whole_number(name: str, value: Any, low: int, high: int | None = None) -> int:
-    """``value`` as an int when it is a whole number (``1e4``, numpy ints and one-element
-    tensors included) in ``[low, high]``; a clear error naming ``name`` otherwise (2.5 is not
-    silently truncated)."""
-    value = scalar(value)
-    if not _is_real(value) or not math.isfinite(value) or value != int(value):
-        raise ValueError(f"{name} must be a whole number, got {value!r}.")
-    value = int(value)
-    if value < low or (high is not None and value > high):
-        bound = f">= {low}" if high is None else f"between {low} and {high}"
-        raise ValueError(f"{name} must be {bound}, got {value}.")
-    return value
 
 
 def finish_run(acc: Any) -> None:

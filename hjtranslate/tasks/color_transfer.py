@@ -97,8 +97,9 @@ def load_image(path: str | Path, what: str = "") -> np.ndarray:
         with Image.open(path) as img:
             img.load()
             mode = img.mode
-            if frame_count(img) > 1:
-                print(f"note: the {label} {path.name} has {frame_count(img)} frames; the first is "
+            frames = frame_count(img)
+            if frames > 1:
+                print(f"note: the {label} {path.name} has {frames} frames; the first is "
                       "used.", file=sys.stderr)
             if mode in ("L", "LA", "1") or mode.startswith(("I", "F")):
                 scale = ""

@@ -1,0 +1,49 @@
+"""Argument checks shared by the API, the map and training: numbers given as Python or numpy
+numbers, or one-element tensors, with a clear error naming the argument otherwise."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import torch
+
+
+def is_int(value: Any) -> bool:
+    """An int or numpy integer, not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_real(value: Any) -> bool:
+    """A Python or numpy real number, not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def scalar(value: Any) -> Any:
+    """A one-element tensor as its Python number; anything else as it is."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and value.dtype != torch.bool:
+        return value.item()
+    return value
+
+
+def real_number(name: str, value: Any) -> float:
+    """``value`` (a Python or numpy number, or a one-element tensor) as a finite float > 0."""
+    value = scalar(value)
+    if not is_real(value) or not 0 < value < math.inf:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}.")
+    return float(value)
+
+
+def whole_number(name: str, value: Any, low: int, high: int | None = None) -> int:
+    """``value`` as an int when it is a whole number (``1e4``, numpy ints and one-element
+    tensors included) in ``[low, high]``; a clear error naming ``name`` otherwise (2.5 is not
+    silently truncated)."""
+    value = scalar(value)
+    if not is_real(value) or not math.isfinite(value) or value != int(value):
+        raise ValueError(f"{name} must be a whole number, got {value!r}.")
+    value = int(value)
+    if value < low or (high is not None and value > high):
+        bound = f">= {low}" if high is None else f"between {low} and {high}"
+        raise ValueError(f"{name} must be {bound}, got {value}.")
+    return value
