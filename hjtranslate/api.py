@@ -103,6 +103,7 @@ def fit(
     cycle_share: float = 1.0,
     semidual_weight: float = 0.0,
     semidual_side: str = "source",
+    match_pool: int = 0,
     sampler: CollocationSampler | None = None,
     n_colloc: int | None = None,
     seed: int = 0,
@@ -144,6 +145,9 @@ def fit(
     toward an optimal Kantorovich potential and weighs misplaced mass linearly;
     ``semidual_side="target"`` certifies ``u(., t_f)``, the backward map's potential, instead,
     and ``"both"`` takes their mean.
+    ``match_pool``: samples of earlier batches the match also compares against (energy or
+    Gaussian match), so that it resolves the target ``(match_pool + batch_size) / batch_size``
+    times finer than one batch can (BENCHMARKS.md, 2-D pairs); 0 = the batch alone.
     ``warm_start``: for a head with a ``hopf_lax_spd`` quadratic part (the quadratic cost's
     default), start from the OT map between Gaussians fitted to both sample sets (with
     ``hopf_lax_per_class``, one per class; see :func:`linear_warm_start`); training then learns
@@ -170,6 +174,7 @@ def fit(
     batch_size = whole_number("batch_size", batch_size, 2)
     if n_colloc is not None:
         n_colloc = whole_number("n_colloc", n_colloc, 1)  # collocation points per step
+    match_pool = whole_number("match_pool", match_pool, 0)
     if resume and output_dir is None:
         raise ValueError("resume=True continues the run in output_dir: pass output_dir too.")
     if output_dir is not None and Path(output_dir).exists() and not Path(output_dir).is_dir():
@@ -247,7 +252,7 @@ def fit(
             n_colloc=n_colloc or batch_size, monotone_weight=monotone_weight,
             monotone_directions=monotone_directions, cycle_weight=cycle_weight,
             cycle_share=cycle_share, semidual_weight=semidual_weight,
-            semidual_side=semidual_side,
+            semidual_side=semidual_side, match_pool=match_pool,
             # fine-tuning goes on with the trained map's multiplier (the ascent takes ~1,000
             # steps to climb back from the default start, with the match held too loosely)
             **({"lambda_init": lambda_init} if lambda_init and lambda_mmd == "auto" else {}),

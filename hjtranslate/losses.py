@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -123,6 +124,52 @@ FLOORS: dict[str, Callable[[torch.Tensor, int], torch.Tensor]] = {
     "gaussian": gaussian_floor,
     "sinkhorn": sinkhorn_floor,
 }
+
+
+# Kernels of the V-statistic matches as functions of squared distances, for pooled_witness. The
+# energy distance's kernel is -|x - y| (its MMD; the constant part of the kernel cancels).
+def _energy_kernel(d2: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+    return -torch.sqrt(d2.clamp_min(0) + 1e-12)
+
+
+def _gaussian_kernel(d2: torch.Tensor, scale: torch.Tensor,
+                     bandwidths: tuple[float, ...] = BANDWIDTHS) -> torch.Tensor:
+    return sum(torch.exp(-d2.clamp_min(0) / (h * h * scale)) for h in bandwidths)
+
+
+POOLED_KERNELS = {"energy": _energy_kernel, "gaussian": _gaussian_kernel}
+
+
+def _sqdist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a * a).sum(-1)[:, None] + (b * b).sum(-1)[None, :] - 2 * a @ b.T
+
+
+def pooled_witness(
+    name: str, x: torch.Tensor, x_pool: torch.Tensor, y: torch.Tensor, y_pool: torch.Tensor,
+    **options: Any,
+) -> torch.Tensor:
+    """A zero whose gradient with respect to ``x`` is that of the match ``name`` ("energy" or
+    "gaussian") between ``A = [x; x_pool]`` and ``B = [y; y_pool]`` with respect to the rows
+    of ``x``, times ``|A| / n``: this batch's pushed samples ``x`` (carrying the graph) are
+    matched against earlier batches' samples too (the pools, without a graph).
+
+    Why: on a batch of 512 the floor of the match is so large that a map whose energy distance
+    is 2.5x its floor on 4,000 points looks matched (BENCHMARKS.md, 2-D pairs). Pooling lowers
+    the noise of the gradient at a cost linear in the pool: only the batch's rows are evaluated,
+    ``2 mean k(x, sg A) - 2 mean k(x, B)`` (the MMD's witness at the batch; the stop-gradient
+    ``sg`` because the pooled samples cannot move). With empty pools it is the gradient of the
+    batch V-statistic exactly. The match's value needs all pairs of ``A`` and ``B``: compute it
+    with the match itself, less often (HJObjective does, once per turnover of the pool)."""
+    kernel = POOLED_KERNELS[name]
+    a = torch.cat([x, x_pool.to(x)]).detach()
+    b = torch.cat([y, y_pool.to(y)]).detach()
+    scale = None
+    if name == "gaussian":
+        # as gaussian_mmd: bandwidths relative to the median squared distance of the target side
+        scale = _sqdist(y.detach(), b).median().clamp_min(1e-12)
+    witness = 2 * kernel(_sqdist(x, a), scale, **options).mean() \
+        - 2 * kernel(_sqdist(x, b), scale, **options).mean()
+    return witness - witness.detach()
 
 
 def get_mmd(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:

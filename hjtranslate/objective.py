@@ -29,12 +29,14 @@ from torch import nn
 from .hjmap import HJMap
 from .losses import (
     FLOORS,
+    POOLED_KERNELS,
     batch_jacobian,
     classwise,
     cost_monotone_matrix,
     get_mmd,
     hamiltonian_hvp,
     implicit_hj_residual,
+    pooled_witness,
 )
 from .metrics import c_transform_dual, c_transform_dual_target, gap_parts
 from .sampling import CollocationSampler
@@ -86,6 +88,11 @@ class ObjectiveConfig:
     # targets, above), "target" (u(., t_f) over the targets and its c-transform over the
     # sources: the potential the backward map reads) or "both" (their mean).
     semidual_side: str = "source"
+    # Samples of earlier batches (per side, newest first) that the match also compares against:
+    # the batch is matched to ``pool + batch`` targets, so the match and its floor resolve
+    # ``(pool + n) / n`` times finer at a cost linear in the pool (losses.pooled_witness). 0 is
+    # the plain batch match. Energy and Gaussian matches only.
+    match_pool: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.lambda_mmd, str) and self.lambda_mmd != "auto":
@@ -100,6 +107,12 @@ class ObjectiveConfig:
         for name in ("cycle_weight", "monotone_weight", "semidual_weight"):
             if not 0 <= getattr(self, name) < math.inf:
                 raise ValueError(f"{name} must be a finite number >= 0, got {getattr(self, name)}.")
+        if isinstance(self.match_pool, bool) or not isinstance(self.match_pool, int) \
+                or self.match_pool < 0:
+            raise ValueError(f"match_pool must be a whole number >= 0, got {self.match_pool!r}.")
+        if self.match_pool and self.mmd not in POOLED_KERNELS:
+            raise ValueError(f"match_pool needs an energy or gaussian match, not {self.mmd!r}; "
+                             "set match_pool=0 or choose mmd='energy'.")
         if not 0 < self.cycle_share <= 1:
             raise ValueError(f"cycle_share must be in (0, 1], got {self.cycle_share}.")
         if self.semidual_side not in SEMIDUAL_SIDES:
@@ -165,6 +178,11 @@ class HJObjective(nn.Module):
         self.register_buffer("ratio_ema", torch.tensor(-1.0, dtype=torch.float64))
         # Long averages of the two parts of the batch duality gap (see update_lambda).
         self.register_buffer("gap_ema", torch.full((2,), float("nan"), dtype=torch.float64))
+        # Earlier batches' samples for match_pool, per side: (matched, labels, reference, labels).
+        # Not saved with checkpoints: they refill within match_pool / batch steps.
+        self.pools: dict[str, tuple[torch.Tensor, ...]] = {}
+        # Per side, the pooled match's last value and floor and the steps since (see _pooled_match).
+        self.pool_values: dict[str, tuple[Any, Any, float]] = {}
 
     @property
     def adaptive(self) -> bool:
@@ -174,6 +192,47 @@ class HJObjective(nn.Module):
         if self.config.classwise and ka is not None:
             return classwise(self.mmd, a, ka, b, kb, self.map.num_classes or int(ka.max()) + 1)
         return self.mmd(a, b)
+
+    def _pooled_match(self, side: str, x: torch.Tensor, kx: torch.Tensor | None, y: torch.Tensor,
+                      ky: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Match and floor against this side's pool of earlier batches (match_pool): the
+        gradient every step (losses.pooled_witness), the value (all pairs, no graph) once per
+        turnover of the pool, so that it costs about what the gradient does. Then this batch
+        enters the pool (in training mode only: evaluating the objective leaves it alone)."""
+        name, options, keep = self.config.mmd, self.config.mmd_options, self.config.match_pool
+        empty = x.new_zeros((0, x.shape[1]))
+        no_labels = torch.zeros(0, dtype=torch.long, device=x.device)
+        xp, kxp, yp, kyp = self.pools.get(side, (empty, no_labels, empty, no_labels))
+        by_class = self.config.classwise and kx is not None and ky is not None
+        if by_class:
+            groups = [(kx == k, kxp == k, ky == k, kyp == k)
+                      for k in range(self.map.num_classes or int(kx.max()) + 1)
+                      if (kx == k).sum() > 1 and (ky == k).sum() > 1]
+            if not groups:
+                raise ValueError("No class has at least two samples on both sides of this batch.")
+        else:
+            groups = [(slice(None),) * 4]
+        grad = torch.stack([pooled_witness(name, x[i], xp[ip], y[j], yp[jp], **options)
+                            for i, ip, j, jp in groups]).mean()
+        value, floor, age = self.pool_values.get(side, (None, None, math.inf))
+        if age >= max(1, math.ceil(keep / len(x))) or not self.training:
+            with torch.no_grad():
+                a, b = torch.cat([x.detach(), xp]), torch.cat([y.detach(), yp])
+                ka = kb = None
+                if by_class:
+                    ka, kb = torch.cat([kx, kxp]), torch.cat([ky, kyp])
+                value = self._match(a, ka, b, kb)
+                floor = self._floor(b, kb, a, ka)
+            age = 0
+        if self.training:
+            self.pool_values[side] = (value, floor, age + 1)
+            labels_x = no_labels if kx is None else kx.detach()
+            labels_y = no_labels if ky is None else ky.detach()
+            self.pools[side] = (torch.cat([x.detach(), xp])[:keep],
+                                torch.cat([labels_x, kxp])[:keep] if kx is not None else no_labels,
+                                torch.cat([y.detach(), yp])[:keep],
+                                torch.cat([labels_y, kyp])[:keep] if ky is not None else no_labels)
+        return value + grad, floor
 
     def forward(
         self,
@@ -203,7 +262,11 @@ class HJObjective(nn.Module):
         xs = xs.detach().requires_grad_(True)
         u0, p0 = m.momentum(xs, 0.0, ks_map, create_graph=True)
         pushed = xs + t_f * cost.grad_hamiltonian(p0)
-        mmd = self._match(pushed, ks, yt, kt)
+        pooled = bool(self.config.match_pool)
+        if pooled:
+            mmd, floor = self._pooled_match("forward", pushed, ks, yt, kt)
+        else:
+            mmd = self._match(pushed, ks, yt, kt)
         monotone = None
         if self.config.monotone_weight:
             monotone = self._monotone_penalty(pushed, xs, p0, gen)
@@ -217,7 +280,11 @@ class HJObjective(nn.Module):
         if self.config.backward_mmd:
             yt_ = yt.detach().requires_grad_(True)
             pulled = yt_ - t_f * m.velocity(yt_, t_f, kt_map, create_graph=True)
-            terms["mmd_back"] = self._match(pulled, kt, xs.detach(), ks)
+            if pooled:
+                terms["mmd_back"], floor_back = self._pooled_match("backward", pulled, kt, xs.detach(), ks)
+                floor = 0.5 * (floor + floor_back)
+            else:
+                terms["mmd_back"] = self._match(pulled, kt, xs.detach(), ks)
             match = 0.5 * (mmd + terms["mmd_back"])
         cycle = hj.new_zeros(())
         if self.config.cycle_weight:
@@ -232,8 +299,9 @@ class HJObjective(nn.Module):
             terms["cycle"] = cycle
         lam = self.log_lambda.exp().to(hj.dtype)
         with torch.no_grad():
-            floor = self._floor(yt, kt, xs, ks)
-            if self.config.backward_mmd:
+            if not pooled:
+                floor = self._floor(yt, kt, xs, ks)
+            if self.config.backward_mmd and not pooled:
                 # The backward match lives on the source side: its floor is the source's.
                 floor = 0.5 * (floor + self._floor(xs, ks, yt, kt))
         terms["loss"] = hj + self.config.cycle_weight * cycle + lam * match

@@ -31,8 +31,10 @@ def test_toy2d_run_writes_everything(tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("cost_ratio", "cost_ratio_extrapolated", "energy_forward", "energy_floor_forward",
                 "duality_gap", "monotone_share", "ot_match_forward", "ot_match_floor_forward",
-                "dual_certified_over_exact_ot"):
+                "dual_certified_over_exact_ot", "energy_forward_over_two_target_samples",
+                "energy_forward_over_perfect_map"):
         assert key in metrics
+    assert metrics["energy_draws"] == 16 and metrics["energy_draws_n"] == 500
     assert metrics["ot_match_floor_forward"] > 0
     assert 0 < metrics["dual_certified_over_exact_ot"] <= 1 + 1e-9  # a lower bound, always
     config = json.loads((out / "config.json").read_text())
@@ -201,9 +203,15 @@ def test_toy2d_with_the_sinkhorn_match_and_the_monotone_penalty(tmp_path):
     with pytest.raises(SystemExit, match="2"):  # argparse lists the choices
         main(["train", "toy2d", "--monotone-weight", "1", "--monotone-directions", "sideways"])
     for bad in (["--sinkhorn-blur", "0.1"], ["--mmd", "sinkhorn", "--sinkhorn-blur", "0"],
-                ["--cycle-share", "2"], ["--cycle-share", "0"], ["--cycle-weight", "-1"]):
+                ["--cycle-share", "2"], ["--cycle-share", "0"], ["--cycle-weight", "-1"],
+                ["--match-pool", "-5"], ["--mmd", "sinkhorn", "--match-pool", "100"]):
         assert main(["train", "toy2d", "--steps", "1", "--output-dir", str(tmp_path / "bad"),
                      "--no-progress", *bad]) == 2
+    pooled = tmp_path / "pooled"
+    assert main(["train", "toy2d", "--steps", "4", "--n", "600", "--batch-size", "64", "--eval-n",
+                 "200", "--match-pool", "128", "--output-dir", str(pooled), "--no-progress"]) == 0
+    assert json.loads((pooled / "config.json").read_text())["match_pool"] == 128
+    assert json.loads((pooled / "metrics.json").read_text())["steps"] == 4
     # power iterations on the Jacobian find the quadratic cost's folds only: a clear CLI error
     assert main(["train", "toy2d", "--cost", "pnorm", "--p", "3", "--monotone-weight", "1",
                  "--monotone-directions", "power", "--steps", "1", "--output-dir",

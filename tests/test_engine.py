@@ -904,3 +904,101 @@ def test_a_foreign_model_folder_is_named_as_not_a_map(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"")
     with pytest.raises(hjt.CheckpointError, match=r"does not describe an hjtranslate map \(resnet10t\)"):
         hjt.HJMap.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["energy", "gaussian"])
+def test_pooled_witness_without_pools_is_the_batch_matchs_gradient(name):
+    from hjtranslate.losses import pooled_witness
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(30, 2, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(40, 2, generator=g, dtype=torch.float64) + 0.3
+    empty = x.new_zeros((0, 2))
+    witness = pooled_witness(name, x, empty, y, empty)
+    assert float(witness.detach()) == 0
+    (got,) = torch.autograd.grad(witness, x)
+    (want,) = torch.autograd.grad(MMDS[name](x, y), x)
+    torch.testing.assert_close(got, want)
+
+
+def test_pooled_witness_is_the_full_matchs_gradient_on_the_batch_rows():
+    """With pools, the gradient on the batch is |A|/n times that of the energy distance between
+    all of A = [batch; pool] and B = [targets; pool] (the pooled samples held fixed)."""
+    from hjtranslate.losses import energy_distance, pooled_witness
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(30, 2, generator=g, dtype=torch.float64, requires_grad=True)
+    x_pool = torch.randn(50, 2, generator=g, dtype=torch.float64)
+    y = torch.randn(40, 2, generator=g, dtype=torch.float64) + 0.3
+    y_pool = torch.randn(70, 2, generator=g, dtype=torch.float64) + 0.3
+    (got,) = torch.autograd.grad(pooled_witness("energy", x, x_pool, y, y_pool), x)
+    (full,) = torch.autograd.grad(energy_distance(torch.cat([x, x_pool]), torch.cat([y, y_pool])), x)
+    torch.testing.assert_close(got, full * 80 / 30)
+
+
+def test_objective_pools_fill_newest_first_only_while_training():
+    """match_pool keeps that many earlier samples per side (newest first, with their labels for
+    the class-wise match), leaves them alone when the objective is only evaluated, and is
+    refused for the Sinkhorn match or a negative size."""
+    from hjtranslate.losses import classwise, energy_distance
+    from hjtranslate.objective import HJObjective, ObjectiveConfig
+
+    m = tiny_map().double()
+    obj = HJObjective(m, ObjectiveConfig(match_pool=100, n_colloc=16, classwise=True)).double()
+    g = torch.Generator().manual_seed(2)
+    k = torch.arange(64) % 2
+    batches = [(torch.randn(64, 2, generator=g, dtype=torch.float64),
+                torch.randn(64, 2, generator=g, dtype=torch.float64) + 1) for _ in range(3)]
+    first = obj(*batches[0], k, k)
+    assert float(first["ratio"]) > 0 and torch.isfinite(first["loss"])
+    # the first value is the class-wise batch match (the pools were empty), refreshed once the
+    # pool has turned over (every ceil(100 / 64) = 2 steps)
+    plain = HJObjective(m, ObjectiveConfig(n_colloc=16, classwise=True)).double()
+    torch.testing.assert_close(first["mmd"].detach(), plain(*batches[0], k, k)["mmd"].detach())
+    assert obj.pool_values["forward"][2] == 1
+    assert [len(t) for t in obj.pools["forward"]] == [64, 64, 64, 64]
+    second = obj(*batches[1], k, k)
+    second["loss"].backward()
+    torch.testing.assert_close(second["mmd"].detach(), first["mmd"].detach())  # not yet refreshed
+    pushed, labels, targets, target_labels = obj.pools["forward"]
+    assert [len(t) for t in obj.pools["forward"]] == [100, 100, 100, 100]
+    torch.testing.assert_close(targets[:64], batches[1][1])
+    torch.testing.assert_close(targets[64:], batches[0][1][:36])
+    assert torch.equal(labels, torch.cat([k, k[:36]])) and torch.equal(target_labels, labels)
+    _, _, sources, _ = obj.pools["backward"]
+    torch.testing.assert_close(sources[:64], batches[1][0])
+    obj.eval()
+    evaluated = obj(*batches[2], k, k)  # evaluated afresh against the pools, which stay as they were
+    pushed_now = m.forward(batches[2][0], k).detach()
+    want = classwise(energy_distance, torch.cat([pushed_now, pushed]), torch.cat([k, labels]),
+                     torch.cat([batches[2][1], targets]), torch.cat([k, target_labels]), 2)
+    torch.testing.assert_close(evaluated["mmd"].detach(), want)
+    torch.testing.assert_close(obj.pools["forward"][2][:64], batches[1][1])
+    with pytest.raises(ValueError, match="match_pool needs an energy or gaussian"):
+        ObjectiveConfig(mmd="sinkhorn", match_pool=10)
+    with pytest.raises(ValueError, match="match_pool"):
+        ObjectiveConfig(match_pool=-1)
+    with pytest.raises(ValueError, match="match_pool"):
+        hjt.fit(torch.randn(20, 2), torch.randn(20, 2), steps=1, match_pool=2.5)
+
+
+def test_energy_over_draws_sees_a_perfect_map_at_the_level_of_two_target_samples():
+    """The identity map of the circles onto themselves is perfect: over 24 fresh draws its
+    energy sits at the level of two target samples; the identity from the 8 Gaussians onto the
+    circles sits far above."""
+    from hjtranslate.tasks.toy2d import energy_over_draws
+
+    m = hjt.HJMap(dim=2, head_kwargs={"width": 8, "depth": 1})
+    with torch.no_grad():
+        for prm in m.head.parameters():
+            prm.zero_()
+    x = torch.randn(50, 2)
+    torch.testing.assert_close(m.forward(x), x)  # u is constant: the identity map
+    same = energy_over_draws(m, "circles", "circles", n=300, draws=24)
+    ratio = same["energy_forward_over_two_target_samples"]
+    se = same["energy_forward_over_two_target_samples_se"]
+    assert abs(ratio - 1) < 3 * se + 0.05 and 0 < se < 0.5
+    assert same["energy_forward_over_perfect_map"] == pytest.approx(ratio, rel=0.4)
+    other = energy_over_draws(m, "8gaussians", "circles", n=300, draws=4)
+    assert other["energy_forward_over_two_target_samples"] > 4
+    assert energy_over_draws(m, "circles", "circles", n=300, draws=24) == same  # seeded

@@ -81,6 +81,10 @@ def add_map_arguments(p: argparse.ArgumentParser, steps: int = 3000, batch_size:
     p.add_argument("--semidual-side", choices=SEMIDUAL_SIDES, default="source",
                    help="the potential the semi-dual certifies: u(., 0) (source), u(., t_f), which "
                    "the backward map reads (target), or both (their mean)")
+    p.add_argument("--match-pool", type=int, default=0, metavar="N",
+                   help="samples of earlier batches the match also compares against (energy or "
+                   "gaussian match), so it resolves the target (N + batch) / batch times finer "
+                   "(0 = the batch alone; default %(default)s)")
     p.add_argument("--no-warm-start", action="store_true",
                    help="start the quadratic part at the identity map, not at the OT map between "
                    "Gaussians fitted to the data")
@@ -258,7 +262,7 @@ def fit_from_args(
         monotone_directions=args.monotone_directions, seed=args.seed,
         cycle_weight=args.cycle_weight, cycle_share=args.cycle_share,
         semidual_weight=args.semidual_weight, semidual_side=args.semidual_side,
-        warm_start=not args.no_warm_start,
+        match_pool=args.match_pool, warm_start=not args.no_warm_start,
         output_dir=str(out), resume=args.resume, progress=not args.no_progress,
         accelerator=acc, return_history=True, on_start=start_run,
         init_from=kwargs.pop("init_from") if "init_from" in kwargs else init_map_from_args(args),
