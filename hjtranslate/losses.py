@@ -159,7 +159,7 @@ def pooled_witness(
     ``2 mean k(x, sg A) - 2 mean k(x, B)`` (the MMD's witness at the batch; the stop-gradient
     ``sg`` because the pooled samples cannot move). With empty pools it is the gradient of the
     batch V-statistic exactly. The match's value needs all pairs of ``A`` and ``B``: compute it
-    with the match itself, less often (HJObjective does, once per turnover of the pool)."""
+    with the match itself, less often (HJObjective does, every few turnovers of the pool)."""
     kernel = POOLED_KERNELS[name]
     a = torch.cat([x, x_pool.to(x)]).detach()
     b = torch.cat([y, y_pool.to(y)]).detach()

@@ -41,6 +41,10 @@ from .losses import (
 from .metrics import c_transform_dual, c_transform_dual_target, gap_parts
 from .sampling import CollocationSampler
 
+# The pooled match's value costs 3 (pool + n)^2 kernel values, its gradient 2 n (pool + n) a
+# step: computed once every 4 turnovers of the pool it adds a third to the gradient's cost (at
+# every step it made a 2-D step 9x slower than a plain one).
+POOL_VALUE_TURNOVERS = 4
 GAP_EMA = 0.99  # the batch gap parts are noisy (the match part is a difference of two means)
 
 
@@ -196,9 +200,10 @@ class HJObjective(nn.Module):
     def _pooled_match(self, side: str, x: torch.Tensor, kx: torch.Tensor | None, y: torch.Tensor,
                       ky: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Match and floor against this side's pool of earlier batches (match_pool): the
-        gradient every step (losses.pooled_witness), the value (all pairs, no graph) once per
-        turnover of the pool, so that it costs about what the gradient does. Then this batch
-        enters the pool (in training mode only: evaluating the objective leaves it alone)."""
+        gradient every step (losses.pooled_witness), the value (all pairs, no graph) once every
+        POOL_VALUE_TURNOVERS turnovers of the pool, which it costs a third of what the gradient
+        does; the adaptive lambda moves slowly enough to wait for it. Then this batch enters
+        the pool (in training mode only: evaluating the objective leaves it alone)."""
         name, options, keep = self.config.mmd, self.config.mmd_options, self.config.match_pool
         empty = x.new_zeros((0, x.shape[1]))
         no_labels = torch.zeros(0, dtype=torch.long, device=x.device)
@@ -215,7 +220,7 @@ class HJObjective(nn.Module):
         grad = torch.stack([pooled_witness(name, x[i], xp[ip], y[j], yp[jp], **options)
                             for i, ip, j, jp in groups]).mean()
         value, floor, age = self.pool_values.get(side, (None, None, math.inf))
-        if age >= max(1, math.ceil(keep / len(x))) or not self.training:
+        if age >= POOL_VALUE_TURNOVERS * math.ceil(keep / len(x)) or not self.training:
             with torch.no_grad():
                 a, b = torch.cat([x.detach(), xp]), torch.cat([y.detach(), yp])
                 ka = kb = None

@@ -951,8 +951,8 @@ def test_objective_pools_fill_newest_first_only_while_training():
                 torch.randn(64, 2, generator=g, dtype=torch.float64) + 1) for _ in range(3)]
     first = obj(*batches[0], k, k)
     assert float(first["ratio"]) > 0 and torch.isfinite(first["loss"])
-    # the first value is the class-wise batch match (the pools were empty), refreshed once the
-    # pool has turned over (every ceil(100 / 64) = 2 steps)
+    # the first value is the class-wise batch match (the pools were empty), refreshed every
+    # 4 turnovers of the pool (4 ceil(100 / 64) = 8 steps)
     plain = HJObjective(m, ObjectiveConfig(n_colloc=16, classwise=True)).double()
     torch.testing.assert_close(first["mmd"].detach(), plain(*batches[0], k, k)["mmd"].detach())
     assert obj.pool_values["forward"][2] == 1
@@ -974,6 +974,12 @@ def test_objective_pools_fill_newest_first_only_while_training():
                      torch.cat([batches[2][1], targets]), torch.cat([k, target_labels]), 2)
     torch.testing.assert_close(evaluated["mmd"].detach(), want)
     torch.testing.assert_close(obj.pools["forward"][2][:64], batches[1][1])
+    obj.train()
+    ages = []
+    for step in range(7):  # steps 3 to 9: the value is refreshed at step 9
+        obj(*batches[step % 3], k, k)
+        ages.append(obj.pool_values["forward"][2])
+    assert ages == [3, 4, 5, 6, 7, 8, 1]
     with pytest.raises(ValueError, match="match_pool needs an energy or gaussian"):
         ObjectiveConfig(mmd="sinkhorn", match_pool=10)
     with pytest.raises(ValueError, match="match_pool"):
