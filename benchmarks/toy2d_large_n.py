@@ -23,9 +23,9 @@ target samples of that size", on K fresh independent draws of n points per side:
 energy distance of pushed samples to a target sample, beside the mean between two target
 samples, and between a target sample and an i.i.d. sample of the target law (what a perfect map
 of an i.i.d. source scores; toy2d's moons sampler splits its points exactly half and half between
-the moons, so its samples are not i.i.d.). One draw's
-energy has a heavy right tail (standard deviation about the floor itself), so a fixed held-out
-draw or four blocks of one can sit far from the mean.
+the moons, so its samples are not quite i.i.d.). One draw's energy has a heavy right tail
+(standard deviation about the floor itself), so a fixed held-out draw or four blocks of one can
+sit far from the mean.
 
     python benchmarks/toy2d_large_n.py runs/bench/toy2d-skm10-* --blocks 4
 """
