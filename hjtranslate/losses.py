@@ -15,8 +15,11 @@ def _pdist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     # |a|^2 + |b|^2 - 2 a.b through one matrix product (an (n, m, d) difference tensor costs
     # 5x more); clamped against round-off, with a floor under the sqrt since the gradient of
     # |x - y| at x = y would be NaN.
-    d2 = (a * a).sum(-1)[:, None] + (b * b).sum(-1)[None, :] - 2 * a @ b.T
-    return torch.sqrt(d2.clamp_min(0) + 1e-12)
+    return torch.sqrt(_sqdist(a, b).clamp_min(0) + 1e-12)
+
+
+def _sqdist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a * a).sum(-1)[:, None] + (b * b).sum(-1)[None, :] - 2 * a @ b.T
 
 
 def energy_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -140,10 +143,6 @@ def _gaussian_kernel(d2: torch.Tensor, scale: torch.Tensor,
 POOLED_KERNELS = {"energy": _energy_kernel, "gaussian": _gaussian_kernel}
 
 
-def _sqdist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return (a * a).sum(-1)[:, None] + (b * b).sum(-1)[None, :] - 2 * a @ b.T
-
-
 def pooled_witness(
     name: str, x: torch.Tensor, x_pool: torch.Tensor, y: torch.Tensor, y_pool: torch.Tensor,
     **options: Any,
@@ -183,14 +182,17 @@ def classwise(
     x: torch.Tensor, kx: torch.Tensor, y: torch.Tensor, ky: torch.Tensor, num_classes: int,
 ) -> torch.Tensor:
     """``(1/K) sum_k MMD(x[kx == k], y[ky == k])`` over the classes present in both."""
-    terms = []
-    for k in range(num_classes):
-        xs, ys = x[kx == k], y[ky == k]
-        if len(xs) > 1 and len(ys) > 1:
-            terms.append(mmd(xs, ys))
-    if not terms:
+    return torch.stack([mmd(x[kx == k], y[ky == k])
+                        for k in classes_on_both_sides(kx, ky, num_classes)]).mean()
+
+
+def classes_on_both_sides(kx: torch.Tensor, ky: torch.Tensor, num_classes: int) -> list[int]:
+    """The classes with at least two samples in ``kx`` and in ``ky`` (a class-wise match needs
+    both); an error when there is none."""
+    found = [k for k in range(num_classes) if (kx == k).sum() > 1 and (ky == k).sum() > 1]
+    if not found:
         raise ValueError("No class has at least two samples on both sides of this batch.")
-    return torch.stack(terms).mean()
+    return found
 
 
 def implicit_hj_residual(

@@ -31,6 +31,7 @@ from .losses import (
     FLOORS,
     POOLED_KERNELS,
     batch_jacobian,
+    classes_on_both_sides,
     classwise,
     cost_monotone_matrix,
     get_mmd,
@@ -210,11 +211,8 @@ class HJObjective(nn.Module):
         xp, kxp, yp, kyp = self.pools.get(side, (empty, no_labels, empty, no_labels))
         by_class = self.config.classwise and kx is not None and ky is not None
         if by_class:
-            groups = [(kx == k, kxp == k, ky == k, kyp == k)
-                      for k in range(self.map.num_classes or int(kx.max()) + 1)
-                      if (kx == k).sum() > 1 and (ky == k).sum() > 1]
-            if not groups:
-                raise ValueError("No class has at least two samples on both sides of this batch.")
+            groups = [(kx == k, kxp == k, ky == k, kyp == k) for k in classes_on_both_sides(
+                kx, ky, self.map.num_classes or int(kx.max()) + 1)]
         else:
             groups = [(slice(None),) * 4]
         grad = torch.stack([pooled_witness(name, x[i], xp[ip], y[j], yp[jp], **options)
@@ -231,12 +229,11 @@ class HJObjective(nn.Module):
             age = 0
         if self.training:
             self.pool_values[side] = (value, floor, age + 1)
-            labels_x = no_labels if kx is None else kx.detach()
-            labels_y = no_labels if ky is None else ky.detach()
-            self.pools[side] = (torch.cat([x.detach(), xp])[:keep],
-                                torch.cat([labels_x, kxp])[:keep] if kx is not None else no_labels,
-                                torch.cat([y.detach(), yp])[:keep],
-                                torch.cat([labels_y, kyp])[:keep] if ky is not None else no_labels)
+
+            def push(new, pool):  # newest first, the oldest beyond match_pool dropped
+                return no_labels if new is None else torch.cat([new.detach(), pool])[:keep]
+
+            self.pools[side] = (push(x, xp), push(kx, kxp), push(y, yp), push(ky, kyp))
         return value + grad, floor
 
     def forward(
@@ -304,11 +301,11 @@ class HJObjective(nn.Module):
             terms["cycle"] = cycle
         lam = self.log_lambda.exp().to(hj.dtype)
         with torch.no_grad():
-            if not pooled:
+            if not pooled:  # (the pooled match gave its own floor)
                 floor = self._floor(yt, kt, xs, ks)
-            if self.config.backward_mmd and not pooled:
-                # The backward match lives on the source side: its floor is the source's.
-                floor = 0.5 * (floor + self._floor(xs, ks, yt, kt))
+                if self.config.backward_mmd:
+                    # The backward match lives on the source side: its floor is the source's.
+                    floor = 0.5 * (floor + self._floor(xs, ks, yt, kt))
         terms["loss"] = hj + self.config.cycle_weight * cycle + lam * match
         if "semidual" in terms:
             terms["loss"] = terms["loss"] - self.config.semidual_weight * terms["semidual"]
