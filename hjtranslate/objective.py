@@ -373,7 +373,7 @@ class HJObjective(nn.Module):
         if self.config.classwise and kref is not None and kother is not None:
             return torch.stack([
                 self.mmd_floor(ref[kref == k], int((kother == k).sum()))
-                for k in torch.unique(kref) if (kref == k).sum() > 1 and (kother == k).sum() > 1
+                for k in classes_on_both_sides(kref, kother, int(kref.max()) + 1)
             ]).mean()
         return self.mmd_floor(ref, len(other))
 
