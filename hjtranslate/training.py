@@ -55,6 +55,10 @@ class TrainConfig:
             raise ValueError(f"time_budget must be a positive number of seconds (or None), got "
                              f"{self.time_budget!r}.")
         self.lr = real_number("lr", self.lr)
+        self.ema_decay = scalar(self.ema_decay)
+        if self.ema_decay is not None and not (is_real(self.ema_decay) and 0 < self.ema_decay < 1):
+            raise ValueError(f"ema_decay must lie strictly between 0 and 1 (e.g. 0.999), or be None "
+                             f"for no averaging; got {self.ema_decay!r}.")
 
 
 def finish_run(acc: Any) -> None:

@@ -109,6 +109,7 @@ def test_pnorm_cost_from_the_cli(tmp_path):
         (["train", "toy2d", "--width", "-1"], "width must be a positive integer, got -1"),
         (["train", "toy2d", "--depth", "0"], "depth must be a positive integer, got 0"),
         (["train", "toy2d", "--steps", "0"], "steps must be >= 1"),
+        (["train", "toy2d", "--ema-decay", "1"], "ema_decay must lie strictly between 0 and 1"),
         (["train", "toy2d", "--lr", "inf"], "lr must be a finite number > 0, got inf"),
         (["train", "toy2d", "--t-f", "inf"], "t_f must be a finite number > 0"),
         (["train", "toy2d", "--lambda", "inf"], "lambda must be a finite number > 0"),
@@ -216,6 +217,22 @@ def test_toy2d_with_the_sinkhorn_match_and_the_monotone_penalty(tmp_path):
     assert main(["train", "toy2d", "--cost", "pnorm", "--p", "3", "--monotone-weight", "1",
                  "--monotone-directions", "power", "--steps", "1", "--output-dir",
                  str(tmp_path / "bad"), "--no-progress"]) != 0
+
+
+def test_ema_decay_saves_the_averaged_weights(tmp_path):
+    """`--ema-decay` saves the moving average, not the last iterate, and config.json records it
+    (so `--resume` keeps averaging)."""
+    from safetensors.torch import load_file
+
+    weights = {}
+    for name, extra in (("plain", []), ("ema", ["--ema-decay", "0.5"])):
+        out = tmp_path / name
+        assert main(["train", "toy2d", "--steps", "6", "--n", "600", "--batch-size", "64",
+                     "--eval-n", "200", "--output-dir", str(out), "--no-progress", *extra]) == 0
+        weights[name] = load_file(out / "map" / "model.safetensors")
+        assert json.loads((out / "config.json").read_text())["ema_decay"] == (0.5 if extra else None)
+    assert weights["plain"].keys() == weights["ema"].keys()
+    assert any(not torch.equal(weights["plain"][k], weights["ema"][k]) for k in weights["plain"])
 
 
 def test_resume_trains_on_with_the_recorded_options(tmp_path, capsys):

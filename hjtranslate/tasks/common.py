@@ -85,6 +85,10 @@ def add_map_arguments(p: argparse.ArgumentParser, steps: int = 3000, batch_size:
                    help="samples of earlier batches the match also compares against (energy or "
                    "gaussian match), so it resolves the target (N + batch) / batch times finer "
                    "(0 = the batch alone; default %(default)s)")
+    p.add_argument("--ema-decay", type=float, default=None, metavar="DECAY",
+                   help="keep an exponential moving average of the weights (Polyak averaging, "
+                   "as diffusers' --use_ema) and save it as the map, e.g. 0.999 for the last "
+                   "~1,000 steps; steadies where a long run ends (default: off)")
     p.add_argument("--no-warm-start", action="store_true",
                    help="start the quadratic part at the identity map, not at the OT map between "
                    "Gaussians fitted to the data")
@@ -263,6 +267,7 @@ def fit_from_args(
         cycle_weight=args.cycle_weight, cycle_share=args.cycle_share,
         semidual_weight=args.semidual_weight, semidual_side=args.semidual_side,
         match_pool=args.match_pool, warm_start=not args.no_warm_start,
+        ema_decay=getattr(args, "ema_decay", None),
         output_dir=str(out), resume=args.resume, progress=not args.no_progress,
         accelerator=acc, return_history=True, on_start=start_run,
         init_from=kwargs.pop("init_from") if "init_from" in kwargs else init_map_from_args(args),
