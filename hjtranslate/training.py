@@ -277,8 +277,6 @@ class WeightAverage:
     still averages early iterates). Checkpointed with the run, so resume is exact."""
 
     def __init__(self, params: list[nn.Parameter], decay: float) -> None:
-        if not 0.0 < decay < 1.0:
-            raise ValueError(f"ema_decay must lie in (0, 1), got {decay}.")
         self.params = params
         self.decay = decay
         self.shadow = [p.detach().clone() for p in params]

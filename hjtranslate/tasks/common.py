@@ -267,7 +267,7 @@ def fit_from_args(
         cycle_weight=args.cycle_weight, cycle_share=args.cycle_share,
         semidual_weight=args.semidual_weight, semidual_side=args.semidual_side,
         match_pool=args.match_pool, warm_start=not args.no_warm_start,
-        ema_decay=getattr(args, "ema_decay", None),
+        ema_decay=args.ema_decay,
         output_dir=str(out), resume=args.resume, progress=not args.no_progress,
         accelerator=acc, return_history=True, on_start=start_run,
         init_from=kwargs.pop("init_from") if "init_from" in kwargs else init_map_from_args(args),
