@@ -94,6 +94,7 @@ def fit(
     batch_size: int = 512,
     lr: float = 1e-3,
     lambda_mmd: float | str = "auto",
+    lambda_slack: float = 0.05,
     mmd: str = "energy",
     mmd_options: dict[str, Any] | None = None,
     backward_mmd: bool = True,
@@ -125,7 +126,10 @@ def fit(
     ``cost``: a registered cost name or a :class:`Cost` (``hjt.get_cost("pnorm", p=3)``).
     ``labels=(ls, lt)`` makes the transport class-conditional: class ``k`` goes to class ``k``;
     by default with one shared potential and class-wise MMD (the paper), or with a conditional
-    head (``conditional=True``). ``lambda_mmd="auto"`` adapts the MMD weight (see objective.py).
+    head (``conditional=True``). ``lambda_mmd="auto"`` adapts the MMD weight (see objective.py)
+    until the batch's match is within ``1 + lambda_slack`` of its statistical floor; a smaller
+    slack asks for a closer match (the excess it lets through is ``lambda_slack`` times the
+    floor of one batch).
     ``mmd``: the match between pushed and target samples, ``"energy"`` (the paper),
     ``"gaussian"`` (multi-bandwidth kernel) or ``"sinkhorn"`` (debiased Sinkhorn divergence:
     sharper, about 4x slower per step in 2-D); ``mmd_options`` go to the match, e.g.
@@ -246,7 +250,7 @@ def fit(
     obj = HJObjective(
         hjmap,
         ObjectiveConfig(
-            lambda_mmd=lambda_mmd, mmd=mmd, mmd_options=dict(mmd_options or {}),
+            lambda_mmd=lambda_mmd, lambda_slack=lambda_slack, mmd=mmd, mmd_options=dict(mmd_options or {}),
             backward_mmd=backward_mmd,
             classwise=labels is not None,
             n_colloc=n_colloc or batch_size, monotone_weight=monotone_weight,

@@ -109,7 +109,7 @@ class ObjectiveConfig:
                 ) from None
         if not isinstance(self.lambda_mmd, str) and not 0 < self.lambda_mmd < math.inf:
             raise ValueError(f"lambda must be a finite number > 0, got {self.lambda_mmd}.")
-        for name in ("cycle_weight", "monotone_weight", "semidual_weight"):
+        for name in ("cycle_weight", "monotone_weight", "semidual_weight", "lambda_slack"):
             if not 0 <= getattr(self, name) < math.inf:
                 raise ValueError(f"{name} must be a finite number >= 0, got {getattr(self, name)}.")
         if isinstance(self.match_pool, bool) or not isinstance(self.match_pool, int) \

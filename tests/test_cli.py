@@ -115,6 +115,7 @@ def test_pnorm_cost_from_the_cli(tmp_path):
         (["train", "toy2d", "--lambda", "inf"], "lambda must be a finite number > 0"),
         (["train", "toy2d", "--cycle-weight", "inf"], "cycle_weight must be a finite number >= 0"),
         (["train", "toy2d", "--monotone-weight", "inf"], "monotone_weight must be a finite"),
+        (["train", "toy2d", "--lambda-slack", "-0.1"], "lambda_slack must be a finite number >= 0"),
         (["train", "toy2d", "--quadratic-gain", "inf"], "quadratic_gain must be a finite number"),
         (["train", "toy2d", "--mmd", "sinkhorn", "--sinkhorn-blur", "inf"], "--sinkhorn-blur must be"),
         (["train", "toy2d", "--eval-n", "100000"], "--eval-n must be between 20 and 16000"),

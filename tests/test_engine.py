@@ -652,6 +652,20 @@ def test_lambda_rises_only_while_the_match_is_the_larger_part_of_the_gap(ratio, 
     assert {"up": change > 0.05, "held": change == 0, "down": change < -0.05}[moves]
 
 
+@pytest.mark.parametrize(("slack", "moves"), [(0.05, "down"), (0.005, "up")])
+def test_a_smaller_slack_holds_the_match_closer_to_its_floor(slack, moves):
+    from hjtranslate.objective import HJObjective, ObjectiveConfig
+
+    # a match 3 % above its floor meets the default slack (5 %) and misses a 0.5 % one
+    obj = HJObjective(hjt.HJMap(dim=2, head_kwargs={"width": 8, "depth": 2}),
+                      ObjectiveConfig(lambda_slack=slack))
+    before = float(obj.log_lambda)
+    for _ in range(50):
+        obj.update_lambda(1.03, 0.01, 0.10)
+    change = float(obj.log_lambda) - before
+    assert change < -0.001 if moves == "down" else change > 0.001
+
+
 def test_power_iterations_find_the_fold_a_random_direction_misses():
     from hjtranslate.objective import least_monotone_direction
 

@@ -57,6 +57,10 @@ def add_map_arguments(p: argparse.ArgumentParser, steps: int = 3000, batch_size:
                    "(default 8)")
     p.add_argument("--lambda", dest="lambda_mmd", default="auto",
                    help="MMD weight: 'auto' (adaptive, default) or a number")
+    p.add_argument("--lambda-slack", type=float, default=0.05, metavar="S",
+                   help="with --lambda auto: the weight rises until the batch's match is within "
+                   "1 + S of its statistical floor; a smaller S asks for a closer match "
+                   "(default %(default)s)")
     p.add_argument("--mmd", default=mmd, choices=sorted(MMDS),
                    help=f"the match between pushed and target samples (default {mmd})")
     p.add_argument("--sinkhorn-blur", type=float, default=None,
@@ -261,7 +265,8 @@ def fit_from_args(
         xs, yt, cost=cost, labels=labels, head=args.head, head_kwargs=head_kwargs or None,
         t_f=args.t_f, steps=args.steps, batch_size=args.batch_size,
         time_budget=kwargs.pop("time_budget", args.time_budget),
-        lr=args.lr, lambda_mmd=args.lambda_mmd, mmd=args.mmd, mmd_options=mmd_options,
+        lr=args.lr, lambda_mmd=args.lambda_mmd, lambda_slack=args.lambda_slack, mmd=args.mmd,
+        mmd_options=mmd_options,
         backward_mmd=not args.no_backward_mmd, monotone_weight=args.monotone_weight,
         monotone_directions=args.monotone_directions, seed=args.seed,
         cycle_weight=args.cycle_weight, cycle_share=args.cycle_share,
