@@ -16,7 +16,7 @@ from .common import add_map_arguments, check_count, fit_from_args, output_dir, r
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dim", type=int, default=2, help="dimension d of the Gaussians")
     # The benchmark figures train on 200,000 (BENCHMARKS.md): 20,000 leave a finite-sample floor of
-    # 0.015-0.14 % L2-UVP in the warm start, the map fits the sample it trains on.
+    # 0.015-0.14 % L2-UVP in the warm start (as in toy2d, a map fits the sample it trains on).
     p.add_argument("--n", type=int, default=200_000, help="training samples per side")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the Gaussian pair")
     p.add_argument("--eval-n", type=int, default=10000,
