@@ -10,7 +10,7 @@
 (a) pnorm: cost ``|y - x|^p / p`` for p = 1.5 and 3 on 2-D toy pairs and an 8-D Gaussian pair;
     cost ratio ``E c(x, T(x))`` over the exact discrete OT cost with that cost (POT emd2 on a
     custom cost matrix) and the energy distance of ``T#mu`` to ``nu``; ``docs/pnorm_lines.png``
-    shows the transport lines for p = 1.5, 2, 3.
+    shows the transport lines for p = 1.5, 2, 3. The 2-D pairs train with toy2d's semi-dual.
 (b) OT conditional flow matching (torchcfm's ``ExactOptimalTransportConditionalFlowMatcher``,
     sigma = 0) with a velocity MLP of the same width/depth as our potential head, same data,
     batch size, optimiser and wall-clock budget. Accuracy (L2-UVP on Gaussians, energy distance
@@ -57,7 +57,7 @@ def meta(args: argparse.Namespace) -> dict[str, Any]:
         "machine": f"{platform.machine()} {platform.node()} ({os.cpu_count()} cores, "
                    f"torch threads {torch.get_num_threads()}, torch {torch.__version__})",
         "settings": {k: v for k, v in vars(args).items() if k != "table"},
-        "hj_semidual_weight": semidual_weight(args),
+        "hj_semidual_weight": semidual_weight(args, "(2-D)" if args.table == "pnorm" else ""),
     }
 
 
@@ -101,7 +101,8 @@ def table_pnorm(args: argparse.Namespace) -> None:
             cost = hjt.get_cost("pnorm", p=p)
             t0 = time.perf_counter()
             m = hjt.fit(x, y, cost=cost, steps=args.steps, time_budget=args.time_budget,
-                        batch_size=args.batch_size, seed=args.seed)
+                        batch_size=args.batch_size, seed=args.seed,
+                        semidual_weight=semidual_weight(args, name))
             fit_s = time.perf_counter() - t0
             ev = evaluate_map(m, xt, yt, exact_n=args.exact_n)
             row = {"problem": name, "p": p, "exact_ot_cost": ev["exact_ot_cost"],
@@ -120,7 +121,8 @@ def table_pnorm(args: argparse.Namespace) -> None:
                 lines_maps[p] = (xt[:2000], yt[:2000], m.forward(xt[:2000]))
         if name.startswith(args.lines_problem) and 2.0 not in args.ps:  # quadratic for reference
             m = hjt.fit(x, y, cost=hjt.get_cost("pnorm", p=2.0), steps=args.steps,
-                        time_budget=args.time_budget, batch_size=args.batch_size, seed=args.seed)
+                        time_budget=args.time_budget, batch_size=args.batch_size, seed=args.seed,
+                        semidual_weight=semidual_weight(args, name))
             lines_maps[2.0] = (xt[:2000], yt[:2000], m.forward(xt[:2000]))
     if lines_maps:  # --only may leave the lines problem out
         plot_lines(Path(args.lines_png), lines_maps, args.lines_problem)
@@ -255,12 +257,13 @@ def train_cfm(x, y, budget: float, checkpoints: list[float], batch_size: int, se
     return mapper, net, curve, n_params
 
 
-def semidual_weight(args: argparse.Namespace) -> float:
+def semidual_weight(args: argparse.Namespace, problem: str = "") -> float:
     """The HJ maps' semi-dual weight: as given, else the task's default (10 for the 2-D pairs,
-    as `hjtranslate train toy2d`; 0 for the Gaussians, as `fit`)."""
+    as `hjtranslate train toy2d`; 0 for the Gaussians, as `fit`). ``problem`` names the pair
+    in the pnorm table, which holds both kinds."""
     if args.semidual_weight is not None:
         return args.semidual_weight
-    return 10.0 if args.table.endswith("toy2d") else 0.0
+    return 10.0 if args.table.endswith("toy2d") or "(2-D)" in problem else 0.0
 
 
 def table_cfm(args: argparse.Namespace) -> None:
@@ -591,7 +594,8 @@ def main() -> None:
     g.add_argument("--speed-n", type=int, default=10000)
     g.add_argument("--semidual-weight", type=float, default=None,
                    help="the HJ maps' semi-dual weight (default: 10 on the 2-D pairs, as "
-                   "`hjtranslate train toy2d`; 0 on the Gaussians)")
+                   "`hjtranslate train toy2d`; 0 on the Gaussians; pnorm table too since "
+                   "session 33, give 0 to repeat its earlier rows)")
     g.add_argument("--widths", type=int, nargs="+", default=[16, 32, 64],
                    help="frontier tables: the network widths of both methods")
     g = ap.add_argument_group("(c) discrete")
