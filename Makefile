@@ -22,3 +22,10 @@ lint: setup
 
 app: setup
 	.venv/bin/hjtranslate app $(ARGS)
+
+# A benchmark script with its extra dependencies (torchcfm, scikit-image), one thread unless
+# OMP_NUM_THREADS says otherwise, e.g. make bench ARGS="benchmarks/peers.py --table pnorm"
+bench: setup
+	@test -n "$(ARGS)" || { echo 'usage: make bench ARGS="benchmarks/SCRIPT.py [options]" (BENCHMARKS.md lists the commands)'; exit 2; }
+	.venv/bin/python -m pip install -q -c constraints.txt -e ".[bench]"
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} .venv/bin/python $(ARGS)

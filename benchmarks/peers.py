@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import functools
+import importlib.util
 import json
 import math
 import os
@@ -606,6 +607,10 @@ def main() -> None:
     g.add_argument("--reg", type=float, default=0.05, help="Sinkhorn regularisation")
     g.add_argument("--max-solver-seconds", type=float, default=40.0)
     args = ap.parse_args()
+    if args.table not in ("pnorm", "discrete") and importlib.util.find_spec("torchcfm") is None:
+        # checked before any training: the OT-CFM half comes after minutes of HJ fits
+        ap.exit(2, f"--table {args.table} compares against torchcfm, which is not installed: "
+                "pip install -e '.[bench]' (or run it through `make bench`).\n")
     if args.table == "pnorm":
         table_pnorm(args)
     elif args.table == "discrete":
