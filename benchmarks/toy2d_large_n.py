@@ -47,12 +47,24 @@ import torch
 
 def load_run(folder: Path, n: int):
     """A toy2d run's config, its map and ``n`` of the held-out samples of ``hjtranslate
-    evaluate`` per side (seeds 10,001 / 10,002)."""
+    evaluate`` per side (seeds 10,001 / 10,002). ``folder`` is a run folder (config.json and
+    map/) or a saved toy2d map (benchmarks/maps/NAME), whose card records the pair and command."""
     import hjtranslate as hjt
     from hjtranslate.tasks.toy2d import toy_samples
 
-    cfg = json.loads((folder / "config.json").read_text())
-    m = hjt.HJMap.from_pretrained(folder / "map")
+    if not (folder / "config.json").is_file():
+        sys.exit(f"{folder}: not a toy2d run folder (config.json and map/) nor a saved map.")
+    if (folder / "map").is_dir():
+        cfg = json.loads((folder / "config.json").read_text())
+        m = hjt.HJMap.from_pretrained(folder / "map")
+    else:
+        m = hjt.HJMap.from_pretrained(folder)
+        words = str(m.metrics.get("command", "")).split()
+        seed = int(words[words.index("--seed") + 1]) if "--seed" in words[:-1] else 0
+        cfg = {"source": m.metrics.get("source"), "target": m.metrics.get("target"), "seed": seed}
+        if not (cfg["source"] and cfg["target"]):
+            sys.exit(f"{folder}: not a toy2d run folder (config.json and map/) nor a toy2d map whose "
+                     "card names its source and target.")
     x = toy_samples(cfg["source"], n, seed=10_001 + cfg.get("seed", 0))
     y = toy_samples(cfg["target"], n, seed=10_002 + cfg.get("seed", 0))
     return cfg, m, x, y
