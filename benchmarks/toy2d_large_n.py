@@ -96,12 +96,27 @@ def measure(folder: Path, n: int = 4000, blocks: int = 4) -> dict:
 RADII = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, float("inf"))
 
 
-def shortfall_by_radius(m, x: torch.Tensor, y: torch.Tensor,
+def off_support(pushed: torch.Tensor, y: torch.Tensor, target: str,
+                seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, float, torch.Tensor]:
+    """Which pushed points lie off the target's support: farther from a large reference sample of
+    the target than 99 % of the target sample ``y`` is. Returns the mask, each point's nearest
+    reference point, that radius and the reference sample."""
+    from hjtranslate.tasks.toy2d import toy_samples
+
+    ref = toy_samples(target, 40_000, seed=20_000 + seed)
+    radius = float(torch.cdist(y, ref).min(1).values.quantile(0.99))
+    d, nearest = torch.cdist(pushed, ref).min(1)
+    return d > radius, ref[nearest], radius, ref
+
+
+def shortfall_by_radius(m, x: torch.Tensor, y: torch.Tensor, target: str, seed: int = 0,
                         edges: tuple[float, ...] = RADII) -> list[dict]:
     """Per ring of source radius: its share of the points ``x``, the mean cost under exact OT
     to ``y`` (each source point's partner in the ``emd`` plan, which pairs equal-size samples
     one to one) and under the map ``m``, its part of the total shortfall (relative to the exact
-    OT cost) and the mean distance between ``T(x)`` and the OT partner."""
+    OT cost) and the mean distance between ``T(x)`` and the OT partner. A last row (radius
+    ``"off support"``) takes the points whose ``T(x)`` lies off the target's support, whatever
+    their radius: where the map smears a split of the OT map, it strands them short of it."""
     import numpy as np
     import ot
 
@@ -113,15 +128,13 @@ def shortfall_by_radius(m, x: torch.Tensor, y: torch.Tensor,
     c_ot = m.cost.cost(x, partner, m.t_f).double()
     c_map = m.cost.cost(x, pushed, m.t_f).double()
     radius = x.norm(dim=1)
-    rows = []
-    for lo, hi in itertools.pairwise(edges):
-        ring = (radius >= lo) & (radius < hi)
-        if ring.any():
-            rows.append({"radius": [lo, hi], "share": float(ring.double().mean()),
-                         "ot_cost": float(c_ot[ring].mean()), "map_cost": float(c_map[ring].mean()),
-                         "shortfall_part": float((c_ot[ring] - c_map[ring]).sum() / c_ot.sum()),
-                         "distance_to_partner": float((pushed[ring] - partner[ring]).norm(dim=1).mean())})
-    return rows
+    groups = [([lo, hi], (radius >= lo) & (radius < hi)) for lo, hi in itertools.pairwise(edges)]
+    groups.append(("off support", off_support(pushed, y, target, seed)[0]))
+    return [{"radius": name, "share": float(part.double().mean()),
+             "ot_cost": float(c_ot[part].mean()), "map_cost": float(c_map[part].mean()),
+             "shortfall_part": float((c_ot[part] - c_map[part]).sum() / c_ot.sum()),
+             "distance_to_partner": float((pushed[part] - partner[part]).norm(dim=1).mean())}
+            for name, part in groups if part.any()]
 
 
 def energy_excess(m, x: torch.Tensor, y: torch.Tensor, target: str, blocks: int,
@@ -131,15 +144,10 @@ def energy_excess(m, x: torch.Tensor, y: torch.Tensor, target: str, blocks: int,
     from scipy.cluster.vq import kmeans2
 
     from hjtranslate.losses import energy_distance, energy_floor
-    from hjtranslate.tasks.toy2d import toy_samples
 
     pushed = m.forward(x)
-    ref = toy_samples(target, 40_000, seed=20_000 + seed)
-    far_y = torch.cdist(y, ref).min(1).values
-    radius = float(far_y.quantile(0.99))
-    d, nearest = torch.cdist(pushed, ref).min(1)
-    off = d > radius
-    snapped = torch.where(off[:, None], ref[nearest], pushed)
+    off, nearest, radius, ref = off_support(pushed, y, target, seed)
+    snapped = torch.where(off[:, None], nearest, pushed)
 
     def ratio(p: torch.Tensor) -> float:
         parts = [(p[s], y[s]) for s in torch.arange(len(p)).chunk(blocks)]
@@ -190,9 +198,12 @@ def main() -> None:
                   f"{row['cost_ratio_union']:.3f}; exact OT {row['exact_ot_cost_mean']:.4f} -> "
                   f"{row['exact_ot_cost_union']:.4f}", flush=True)
         if args.by_radius:
-            row["shortfall_by_radius"] = shortfall_by_radius(*load_run(folder, args.n)[1:])
+            cfg, m, x, y = load_run(folder, args.n)
+            row["shortfall_by_radius"] = shortfall_by_radius(m, x, y, cfg["target"], cfg.get("seed", 0))
             for r in row["shortfall_by_radius"]:
-                print(f"  radius {r['radius'][0]:g}-{r['radius'][1]:g}: share {r['share']:.3f}, "
+                ring = r["radius"]
+                where = ring if isinstance(ring, str) else f"radius {ring[0]:g}-{ring[1]:g}"
+                print(f"  {where}: share {r['share']:.3f}, "
                       f"cost OT {r['ot_cost']:.3f} / map {r['map_cost']:.3f}, part of the shortfall "
                       f"{r['shortfall_part']:+.3f}, |T(x) - partner| {r['distance_to_partner']:.3f}")
         if args.excess:
