@@ -96,17 +96,21 @@ def measure(folder: Path, n: int = 4000, blocks: int = 4) -> dict:
 RADII = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, float("inf"))
 
 
-def off_support(pushed: torch.Tensor, y: torch.Tensor, target: str,
-                seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, float, torch.Tensor]:
-    """Which pushed points lie off the target's support: farther from a large reference sample of
-    the target than 99 % of the target sample ``y`` is. Returns the mask, each point's nearest
-    reference point, that radius and the reference sample."""
+def target_reference(target: str, seed: int = 0) -> torch.Tensor:
+    """A large sample of the target (40,000 points) to measure the pushed points against."""
     from hjtranslate.tasks.toy2d import toy_samples
 
-    ref = toy_samples(target, 40_000, seed=20_000 + seed)
+    return toy_samples(target, 40_000, seed=20_000 + seed)
+
+
+def off_support(pushed: torch.Tensor, y: torch.Tensor,
+                ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Which pushed points lie off the target's support: farther from the reference sample ``ref``
+    than 99 % of the target sample ``y`` is. Returns the mask, each point's nearest reference
+    point and that radius."""
     radius = float(torch.cdist(y, ref).min(1).values.quantile(0.99))
     d, nearest = torch.cdist(pushed, ref).min(1)
-    return d > radius, ref[nearest], radius, ref
+    return d > radius, ref[nearest], radius
 
 
 def shortfall_by_radius(m, x: torch.Tensor, y: torch.Tensor, target: str, seed: int = 0,
@@ -129,7 +133,7 @@ def shortfall_by_radius(m, x: torch.Tensor, y: torch.Tensor, target: str, seed: 
     c_map = m.cost.cost(x, pushed, m.t_f).double()
     radius = x.norm(dim=1)
     groups = [([lo, hi], (radius >= lo) & (radius < hi)) for lo, hi in itertools.pairwise(edges)]
-    groups.append(("off support", off_support(pushed, y, target, seed)[0]))
+    groups.append(("off support", off_support(pushed, y, target_reference(target, seed))[0]))
     return [{"radius": name, "share": float(part.double().mean()),
              "ot_cost": float(c_ot[part].mean()), "map_cost": float(c_map[part].mean()),
              "shortfall_part": float((c_ot[part] - c_map[part]).sum() / c_ot.sum()),
@@ -146,7 +150,8 @@ def energy_excess(m, x: torch.Tensor, y: torch.Tensor, target: str, blocks: int,
     from hjtranslate.losses import energy_distance, energy_floor
 
     pushed = m.forward(x)
-    off, nearest, radius, ref = off_support(pushed, y, target, seed)
+    ref = target_reference(target, seed)
+    off, nearest, radius = off_support(pushed, y, ref)
     snapped = torch.where(off[:, None], nearest, pushed)
 
     def ratio(p: torch.Tensor) -> float:
