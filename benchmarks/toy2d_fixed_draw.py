@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import sys
 
+from toy2d_large_n import fresh_seeds  # the script's folder is on sys.path
+
 import hjtranslate as hjt
 from hjtranslate.metrics import exact_ot_cost
 from hjtranslate.tasks.toy2d import toy_samples
@@ -27,7 +29,7 @@ def main() -> None:
         sys.exit("usage: python benchmarks/toy2d_fixed_draw.py SOURCE TARGET")
     source, target = sys.argv[1:]
     fixed = exact_cost(source, target, (10_001, 10_002))
-    fresh = [exact_cost(source, target, (30_001 + 2 * k, 30_002 + 2 * k)) for k in range(3)]
+    fresh = [exact_cost(source, target, fresh_seeds(k)) for k in range(3)]
     print(json.dumps({"pair": f"{source}-{target}", "fixed": fixed, "fresh": fresh}))
 
 

@@ -96,6 +96,11 @@ def measure(folder: Path, n: int = 4000, blocks: int = 4) -> dict:
     return row
 
 
+def fresh_seeds(k: int) -> tuple[int, int]:
+    """Source and target seeds of the ``k``-th fresh draw (``--cost-draws``)."""
+    return 30_001 + 2 * k, 30_002 + 2 * k
+
+
 def cost_over_draws(m, source: str, target: str, n: int, draws: int) -> dict:
     """The cost ratio on ``draws`` fresh independent draws of ``n`` points per side (seeds
     30,001 + 2k / 30,002 + 2k, shared by every map, so differences between maps are paired):
@@ -106,8 +111,8 @@ def cost_over_draws(m, source: str, target: str, n: int, draws: int) -> dict:
 
     learned, exact = [], []
     for k in range(draws):
-        x = toy_samples(source, n, seed=30_001 + 2 * k)
-        y = toy_samples(target, n, seed=30_002 + 2 * k)
+        sx, sy = fresh_seeds(k)
+        x, y = toy_samples(source, n, seed=sx), toy_samples(target, n, seed=sy)
         learned.append(float(m.cost.cost(x, m.forward(x), m.t_f).mean()))
         exact.append(exact_ot_cost(x, y, m.cost, m.t_f))
     ratios = [a / b for a, b in zip(learned, exact, strict=True)]
