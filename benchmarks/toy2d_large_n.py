@@ -101,20 +101,48 @@ def fresh_seeds(k: int) -> tuple[int, int]:
     return 30_001 + 2 * k, 30_002 + 2 * k
 
 
-def cost_over_draws(m, source: str, target: str, n: int, draws: int) -> dict:
+# Exact OT costs of the fresh draws, which do not depend on the map: about 2 minutes each at
+# n = 16,000, so they are kept here and every later map of the pair is read in seconds.
+EXACT_CACHE = Path(__file__).parent / "results" / "toy2d-fresh-draws-exact-ot.json"
+
+
+def fresh_exact_cost(source: str, target: str, n: int, k: int, cost, t_f: float,
+                     cache: Path | None = EXACT_CACHE) -> float:
+    """The exact OT cost between the ``k``-th fresh draws (:func:`fresh_seeds`) of ``n`` points
+    per side, read from ``cache`` (a JSON file) when it holds it, else computed and written
+    there (``cache=None``: no file)."""
+    from hjtranslate.metrics import exact_ot_cost
+    from hjtranslate.tasks.toy2d import toy_samples
+
+    key = f"{source}->{target} n={n} draw={k} {cost!r} t_f={t_f:g}"
+    table = json.loads(cache.read_text()) if cache is not None and cache.is_file() else {}
+    if key not in table:
+        sx, sy = fresh_seeds(k)
+        x, y = toy_samples(source, n, seed=sx), toy_samples(target, n, seed=sy)
+        table[key] = exact_ot_cost(x, y, cost, t_f)
+        if cache is not None:
+            # re-read first: another process may have added draws meanwhile
+            latest = json.loads(cache.read_text()) if cache.is_file() else {}
+            tmp = cache.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps({**latest, key: table[key]}, indent=1, sort_keys=True))
+            tmp.replace(cache)
+    return table[key]
+
+
+def cost_over_draws(m, source: str, target: str, n: int, draws: int,
+                    cache: Path | None = EXACT_CACHE) -> dict:
     """The cost ratio on ``draws`` fresh independent draws of ``n`` points per side (seeds
     30,001 + 2k / 30,002 + 2k, shared by every map, so differences between maps are paired):
     one draw's ratio moves by about 1 % at n = 16,000, as much as what separates a map from the
-    goal, so the goal is read on the mean of several."""
-    from hjtranslate.metrics import exact_ot_cost
+    goal, so the goal is read on the mean of several. Exact costs come from ``cache``
+    (:func:`fresh_exact_cost`)."""
     from hjtranslate.tasks.toy2d import toy_samples
 
     learned, exact = [], []
     for k in range(draws):
-        sx, sy = fresh_seeds(k)
-        x, y = toy_samples(source, n, seed=sx), toy_samples(target, n, seed=sy)
+        x = toy_samples(source, n, seed=fresh_seeds(k)[0])
         learned.append(float(m.cost.cost(x, m.forward(x), m.t_f).mean()))
-        exact.append(exact_ot_cost(x, y, m.cost, m.t_f))
+        exact.append(fresh_exact_cost(source, target, n, k, m.cost, m.t_f, cache))
     ratios = [a / b for a, b in zip(learned, exact, strict=True)]
     return {"n": n, "learned_costs": learned, "exact_ot_costs": exact, "cost_ratios": ratios,
             "cost_ratio_mean": statistics.mean(ratios),
