@@ -303,19 +303,13 @@ def write_outputs(out: Path, m: HJMap, metrics: dict[str, Any], acc: Any) -> Non
     print(f"Wrote {out / 'map'} and {out / 'metrics.json'}")
 
 
-def plot_2d(path: Path, x: torch.Tensor, y: torch.Tensor, pushed: torch.Tensor, title: str,
-            n_lines: int = 300) -> None:
-    """Source, target, pushed samples and straight transport segments."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 6), dpi=110)
-    k = min(n_lines, len(x))
-    segs = torch.stack([x[:k], pushed[:k]], 1).numpy()
+def draw_transport(ax, x: torch.Tensor, y: torch.Tensor, pushed: torch.Tensor, title: str,
+                   n_lines: int = 300) -> None:
+    """Source, target, pushed samples and straight transport segments on a matplotlib axis."""
     from matplotlib.collections import LineCollection
 
+    k = min(n_lines, len(x))
+    segs = torch.stack([x[:k], pushed[:k]], 1).numpy()
     ax.add_collection(LineCollection(segs, colors="0.6", linewidths=0.5, alpha=0.6))
     ax.scatter(*x.T.numpy(), s=2, c="tab:blue", alpha=0.4, label="source")
     ax.scatter(*y.T.numpy(), s=2, c="tab:orange", alpha=0.4, label="target")
@@ -323,6 +317,18 @@ def plot_2d(path: Path, x: torch.Tensor, y: torch.Tensor, pushed: torch.Tensor, 
     ax.legend(loc="upper right", markerscale=4)
     ax.set_title(title)
     ax.set_aspect("equal")
+
+
+def plot_2d(path: Path, x: torch.Tensor, y: torch.Tensor, pushed: torch.Tensor, title: str,
+            n_lines: int = 300) -> None:
+    """:func:`draw_transport` alone in a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 6), dpi=110)
+    draw_transport(ax, x, y, pushed, title, n_lines)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
