@@ -19,7 +19,7 @@ from toy2d_large_n import fresh_exact_cost  # the script's folder is on sys.path
 
 import hjtranslate as hjt
 from hjtranslate.metrics import exact_ot_cost
-from hjtranslate.tasks.toy2d import toy_samples
+from hjtranslate.tasks.toy2d import held_out
 
 N = 16_000
 
@@ -31,8 +31,7 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=3, help="fresh draws to compare the fixed one with")
     args = ap.parse_args()
     cost = hjt.get_cost("quadratic")
-    x, y = toy_samples(args.source, N, seed=10_001), toy_samples(args.target, N, seed=10_002)
-    fixed = exact_ot_cost(x, y, cost, 1.0)
+    fixed = exact_ot_cost(*held_out(args.source, args.target, N), cost, 1.0)
     fresh = [fresh_exact_cost(args.source, args.target, N, k, cost, 1.0) for k in range(args.draws)]
     print(json.dumps({"pair": f"{args.source}-{args.target}", "fixed": fixed, "fresh": fresh}))
 

@@ -53,7 +53,7 @@ def load_run(folder: Path, n: int):
     evaluate`` per side (seeds 10,001 / 10,002). ``folder`` is a run folder (config.json and
     map/) or a saved toy2d map (benchmarks/maps/NAME), whose card records the pair and command."""
     import hjtranslate as hjt
-    from hjtranslate.tasks.toy2d import toy_samples
+    from hjtranslate.tasks.toy2d import held_out
 
     if not (folder / "config.json").is_file():
         sys.exit(f"{folder}: not a toy2d run folder (config.json and map/) nor a saved map.")
@@ -68,8 +68,7 @@ def load_run(folder: Path, n: int):
         if not (cfg["source"] and cfg["target"]):
             sys.exit(f"{folder}: not a toy2d run folder (config.json and map/) nor a toy2d map whose "
                      "card names its source and target.")
-    x = toy_samples(cfg["source"], n, seed=10_001 + cfg.get("seed", 0))
-    y = toy_samples(cfg["target"], n, seed=10_002 + cfg.get("seed", 0))
+    x, y = held_out(cfg["source"], cfg["target"], n, cfg.get("seed", 0))
     return cfg, m, x, y
 
 
@@ -114,19 +113,20 @@ def fresh_exact_cost(source: str, target: str, n: int, k: int, cost, t_f: float,
     from hjtranslate.metrics import exact_ot_cost
     from hjtranslate.tasks.toy2d import toy_samples
 
+    def stored() -> dict[str, float]:
+        return json.loads(cache.read_text()) if cache is not None and cache.is_file() else {}
+
     key = f"{source}->{target} n={n} draw={k} {cost!r} t_f={t_f:g}"
-    table = json.loads(cache.read_text()) if cache is not None and cache.is_file() else {}
-    if key not in table:
-        sx, sy = fresh_seeds(k)
-        x, y = toy_samples(source, n, seed=sx), toy_samples(target, n, seed=sy)
-        table[key] = exact_ot_cost(x, y, cost, t_f)
-        if cache is not None:
-            # re-read first: another process may have added draws meanwhile
-            latest = json.loads(cache.read_text()) if cache.is_file() else {}
-            tmp = cache.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps({**latest, key: table[key]}, indent=1, sort_keys=True))
-            tmp.replace(cache)
-    return table[key]
+    if (value := stored().get(key)) is not None:
+        return value
+    sx, sy = fresh_seeds(k)
+    value = exact_ot_cost(toy_samples(source, n, seed=sx), toy_samples(target, n, seed=sy), cost, t_f)
+    if cache is not None:
+        # read again just before writing: another process may have added draws meanwhile
+        tmp = cache.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps({**stored(), key: value}, indent=1, sort_keys=True))
+        tmp.replace(cache)
+    return value
 
 
 def cost_over_draws(m, source: str, target: str, n: int, draws: int,

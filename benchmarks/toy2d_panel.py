@@ -18,7 +18,7 @@ import torch  # noqa: E402
 from toy2d_large_n import load_run  # noqa: E402  (the script's folder is on sys.path)
 
 from hjtranslate.tasks.common import draw_transport  # noqa: E402
-from hjtranslate.tasks.toy2d import toy_samples  # noqa: E402
+from hjtranslate.tasks.toy2d import plot_points  # noqa: E402
 
 
 def main() -> None:
@@ -29,7 +29,7 @@ def main() -> None:
     fig, axes = plt.subplots(1, len(args.maps), figsize=(4.5 * len(args.maps), 4.8), dpi=100, squeeze=False)
     for ax, folder in zip(axes[0], args.maps, strict=True):
         cfg, m, _, _ = load_run(Path(folder), 2)
-        x, y = toy_samples(cfg["source"], 2000, seed=99), toy_samples(cfg["target"], 2000, seed=98)
+        x, y = plot_points(cfg["source"], cfg["target"])
         with torch.no_grad():
             pushed = m.forward(x)
         draw_transport(ax, x, y, pushed, f"{cfg['source']} → {cfg['target']}")

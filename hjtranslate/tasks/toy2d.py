@@ -154,11 +154,21 @@ def energy_over_draws(m, source: str, target: str, n: int, draws: int = ENERGY_D
     return out
 
 
+def held_out(source: str, target: str, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed held-out draw, ``n`` points per side (seeds 10,001 / 10,002 + ``seed``), that
+    ``evaluate`` and the benchmarks' ``--blocks`` read."""
+    return toy_samples(source, n, seed=10_001 + seed), toy_samples(target, n, seed=10_002 + seed)
+
+
+def plot_points(source: str, target: str, n: int = 2000) -> tuple[torch.Tensor, torch.Tensor]:
+    """The points every toy2d transport plot draws (seeds 99 / 98)."""
+    return toy_samples(source, n, seed=99), toy_samples(target, n, seed=98)
+
+
 def evaluate(m, args: argparse.Namespace, n: int = 4000) -> dict[str, Any]:
     check_count("--n", n, 20, MAX_EVAL_N, _EXACT_OT)
     # Energy distances average 4 blocks of n held-out points; exact OT takes one block.
-    x = toy_samples(args.source, 4 * n, seed=10_001 + args.seed)
-    y = toy_samples(args.target, 4 * n, seed=10_002 + args.seed)
+    x, y = held_out(args.source, args.target, 4 * n, args.seed)
     out = evaluate_map(m, x, y, exact_n=n, energy_n=n)
     out.update(energy_over_draws(m, args.source, args.target, n, seed=args.seed))
     return out
@@ -178,8 +188,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     out = output_dir(args, "toy2d")
     if acc.is_main_process:
         metrics.update(evaluate(m, args, n=args.eval_n))
-        xe = toy_samples(args.source, 2000, seed=99)
-        ye = toy_samples(args.target, 2000, seed=98)
+        xe, ye = plot_points(args.source, args.target)
         out.mkdir(parents=True, exist_ok=True)
         plot_2d(out / "transport.png", xe, ye, m.forward(xe),
                 f"{args.source} -> {args.target} ({args.cost}); cost ratio "
