@@ -217,11 +217,16 @@ def integrate(v: nn.Module, x: torch.Tensor, steps: int, method: str) -> torch.T
 
 
 def train_cfm(x, y, budget: float, checkpoints: list[float], batch_size: int, seed: int, evaluate,
-              width: int | None = None):
+              width: int | None = None, lr: float = 1e-3, ema_decay: float | None = None,
+              net: VelocityMLP | None = None):
     """OT-CFM in standardised coordinates (the same similarity transform as hjt.fit); returns
     the map (a callable on data units taking steps/method) and the accuracy at checkpoints.
-    ``width``: the velocity network's (default: our head's default for that dimension)."""
+    ``width``: the velocity network's (default: our head's default for that dimension).
+    ``ema_decay``: end on the weights' moving average, as ``--ema-decay`` does for our maps.
+    ``net``: continue training this network (a second stage) instead of a new one."""
     from torchcfm.conditional_flow_matching import ExactOptimalTransportConditionalFlowMatcher
+
+    from hjtranslate.training import WeightAverage
 
     torch.manual_seed(seed)
     dim = x.shape[1]
@@ -230,9 +235,11 @@ def train_cfm(x, y, budget: float, checkpoints: list[float], batch_size: int, se
     scale = float(((both - shift) ** 2).sum(1).mean().sqrt() / dim**0.5)
     zx, zy = (x - shift) / scale, (y - shift) / scale
     hk = default_head_kwargs(dim)
-    net = VelocityMLP(dim, width or hk["width"], hk["depth"], hk.get("fourier_features", 0),
-                      hk.get("fourier_scale", 1.0))
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    if net is None:
+        net = VelocityMLP(dim, width or hk["width"], hk["depth"], hk.get("fourier_features", 0),
+                          hk.get("fourier_scale", 1.0))
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    ema = WeightAverage(list(net.parameters()), ema_decay) if ema_decay else None
     fm = ExactOptimalTransportConditionalFlowMatcher(sigma=0.0)
     g = torch.Generator().manual_seed(seed)
 
@@ -249,10 +256,14 @@ def train_cfm(x, y, budget: float, checkpoints: list[float], batch_size: int, se
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if ema is not None:
+            ema.update()
         step += 1
         elapsed += time.perf_counter() - t0
         if elapsed >= todo[0] * budget:
             todo.pop(0)
+            if ema is not None and not todo:  # the last checkpoint ends on the average
+                ema.copy_to_params()
             curve.append({"seconds": elapsed, "steps": step, **evaluate(lambda xx: mapper(xx, 32, "rk4"))})
     n_params = sum(p.numel() for p in net.parameters())
     return mapper, net, curve, n_params

@@ -43,3 +43,58 @@ def test_cost_over_draws_pairs_the_map_with_the_cached_exact_costs(tmp_path: Pat
     ratios = [a / b for a, b in zip(out["learned_costs"], exact, strict=True)]
     assert out["cost_ratios"] == pytest.approx(ratios)
     assert 0.5 < out["cost_ratio_mean"] < 1.5 and out["cost_ratio_se"] > 0
+
+
+def test_equal_accuracy_takes_the_maps_level_or_the_odes_best() -> None:
+    import peers_long
+
+    hj = {"energy_draws_pushed": 1.0, "energy_draws_two_targets": 1.0, "samples_per_s": 300.0}
+    ode = [{"steps": 1, "energy_draws_pushed": 3.0, "samples_per_s": 1000.0},
+           {"steps": 4, "energy_draws_pushed": 0.9, "samples_per_s": 250.0},
+           {"steps": 8, "energy_draws_pushed": 0.8, "samples_per_s": 120.0}]
+    out = peers_long.equal_accuracy(hj, ode)
+    # the ODE reaches the map at 4 steps: the fastest configuration as accurate as the map
+    assert out["fastest_ode_at_level"]["steps"] == 4 and out["ratio"] == pytest.approx(1.2)
+    assert out["equal_accuracy"] == "the map's own energy"
+    # a map better than every configuration meets the ODE at 1.05x its best
+    hj["energy_draws_pushed"] = 0.5
+    out = peers_long.equal_accuracy(hj, [*ode, {"steps": 16, "energy_draws_pushed": 0.78,
+                                                  "samples_per_s": 60.0}])
+    assert out["level_over_two_target_samples"] == pytest.approx(0.819)
+    assert out["fastest_ode_at_level"]["steps"] == 8 and out["ratio"] == pytest.approx(2.5)
+
+
+def test_peers_long_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import peers
+    import peers_long
+
+    # torchcfm is a bench extra, not a test dependency: an untrained velocity network of the
+    # map's size stands in for OT-CFM's, integrated by the benchmark's own integrator
+    calls = []
+
+    def fake_train(x, y, budget, checkpoints, batch_size, seed, evaluate, lr, ema_decay, net):
+        calls.append((budget, lr, batch_size, ema_decay, net))
+        return (lambda xx, steps, method: peers.integrate(net, xx, steps, method), net,
+                [{"steps": 5}], sum(p.numel() for p in net.parameters()))
+
+    monkeypatch.setattr(peers_long, "train_cfm", fake_train)
+    maps = Path(__file__).resolve().parents[1] / "benchmarks" / "maps"
+    monkeypatch.setattr(sys, "argv", [
+        "peers_long.py", str(maps / "gaussian-checkerboard-s35"), "--stages", "0.3:1e-3:64",
+        "0.2:3e-4:128", "--train-n", "2000", "--n", "100", "--draws", "3", "--ode-steps", "1", "2",
+        "--speed-n", "100", "--suffix", "t", "--out-dir", str(tmp_path)])
+    peers_long.main()
+    out = json.loads((tmp_path / "peers-long-gaussian-checkerboard-t.json").read_text())
+    assert [s["batch_size"] for s in out["cfm_stages"]] == [64, 128]
+    # both stages train one network, each with its own budget, rate and batch, averaged
+    assert [c[:4] for c in calls] == [(0.3, 1e-3, 64, 0.999), (0.2, 3e-4, 128, 0.999)]
+    assert calls[0][4] is calls[1][4] and calls[0][4].inp.out_features == 64
+    methods = [(c["method"], c.get("steps")) for c in out["configs"]]
+    assert methods == [("HJ closed form", None), ("OT-CFM euler", 1), ("OT-CFM euler", 2),
+                       ("OT-CFM rk4", 1), ("OT-CFM rk4", 2)]
+    # the map is read on the same draws as toy2d's energy goal
+    from hjtranslate.tasks.toy2d import energy_over_draws
+    m = hjt.HJMap.from_pretrained(maps / "gaussian-checkerboard-s35")
+    ref = energy_over_draws(m, "gaussian", "checkerboard", 100, draws=3)
+    assert out["configs"][0]["energy_draws_pushed"] == pytest.approx(ref["energy_draws_pushed"])
+    assert out["ratio"] > 0 and (tmp_path / "peers-long-gaussian-checkerboard-t.md").is_file()
