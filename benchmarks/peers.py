@@ -216,6 +216,22 @@ def integrate(v: nn.Module, x: torch.Tensor, steps: int, method: str) -> torch.T
     return x
 
 
+def standardiser(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """The similarity transform hjt.fit trains in: the pooled mean and RMS radius per axis."""
+    both = torch.cat([x, y])
+    shift = both.mean(0)
+    return shift, float(((both - shift) ** 2).sum(1).mean().sqrt() / x.shape[1] ** 0.5)
+
+
+def cfm_mapper(net: nn.Module, shift: torch.Tensor, scale: float):
+    """The flow of ``net`` (trained in standardised coordinates) as a map on data units, taking
+    the step count and the integrator."""
+    def mapper(xx, steps=32, method="rk4"):
+        return integrate(net, (xx - shift) / scale, steps, method) * scale + shift
+
+    return mapper
+
+
 def train_cfm(x, y, budget: float, checkpoints: list[float], batch_size: int, seed: int, evaluate,
               width: int | None = None, lr: float = 1e-3, ema_decay: float | None = None,
               net: VelocityMLP | None = None):
@@ -230,9 +246,7 @@ def train_cfm(x, y, budget: float, checkpoints: list[float], batch_size: int, se
 
     torch.manual_seed(seed)
     dim = x.shape[1]
-    both = torch.cat([x, y])
-    shift = both.mean(0)
-    scale = float(((both - shift) ** 2).sum(1).mean().sqrt() / dim**0.5)
+    shift, scale = standardiser(x, y)
     zx, zy = (x - shift) / scale, (y - shift) / scale
     hk = default_head_kwargs(dim)
     if net is None:
@@ -243,9 +257,7 @@ def train_cfm(x, y, budget: float, checkpoints: list[float], batch_size: int, se
     fm = ExactOptimalTransportConditionalFlowMatcher(sigma=0.0)
     g = torch.Generator().manual_seed(seed)
 
-    def mapper(xx, steps=32, method="rk4"):
-        return integrate(net, (xx - shift) / scale, steps, method) * scale + shift
-
+    mapper = cfm_mapper(net, shift, scale)
     curve, elapsed, step, todo = [], 0.0, 0, sorted(checkpoints)
     while todo:
         t0 = time.perf_counter()

@@ -18,18 +18,18 @@ mean is at or below it. Where none is, the level is 1.05x the ODE's best, as in 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import sys
 import time
-import types
 from pathlib import Path
 
 import torch
-from peers import RESULTS, VelocityMLP, meta, speed, table_head, train_cfm
+from peers import RESULTS, VelocityMLP, cfm_mapper, meta, speed, standardiser, table_head, train_cfm
 from toy2d_large_n import load_run
 
-from hjtranslate.tasks.toy2d import energy_over_draws, toy_samples
+from hjtranslate.tasks.toy2d import energies_over_draws, toy_samples
 
 
 def stage(text: str) -> tuple[float, float, int]:
@@ -40,12 +40,6 @@ def stage(text: str) -> tuple[float, float, int]:
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{text!r}: a stage is SECONDS:LR:BATCH, e.g. 1200:1e-3:512") from None
-
-
-def read(fn, source: str, target: str, args: argparse.Namespace) -> dict:
-    """toy2d's energy goal for ``fn`` (source points -> pushed points) over ``args.draws``."""
-    return energy_over_draws(types.SimpleNamespace(forward=fn), source, target, args.n,
-                             draws=args.draws, keep_raw=True)
 
 
 def equal_accuracy(hj: dict, ode: list[dict], key: str = "energy_draws_pushed") -> dict:
@@ -74,6 +68,9 @@ def main() -> None:
     ap.add_argument("--speed-n", type=int, default=10000)
     ap.add_argument("--suffix", default="s36")
     ap.add_argument("--out-dir", type=Path, default=RESULTS)
+    ap.add_argument("--cfm-weights", type=Path, default=None,
+                    help="where the trained OT-CFM network is kept (default runs/peers-long/"
+                    "PAIR-SUFFIX.pt); when it exists, it is read instead of trained again")
     args = ap.parse_args()
 
     cfg, m, _, _ = load_run(args.map, 2)
@@ -85,31 +82,44 @@ def main() -> None:
     torch.manual_seed(args.seed)
     net = VelocityMLP(2, hk["width"], hk["depth"], hk.get("fourier_features", 0),
                       hk.get("fourier_scale", 1.0))
-    curve = []
-    for k, (seconds, lr, batch) in enumerate(args.stages):
-        t0 = time.perf_counter()
-        mapper, net, c, n_params = train_cfm(x, y, seconds, [1.0], batch, args.seed + k, lambda fn: {},
-                                             lr=lr, ema_decay=args.ema_decay, net=net)
-        curve.append({"stage": k + 1, "seconds": time.perf_counter() - t0, "steps": c[-1]["steps"],
-                      "lr": lr, "batch_size": batch})
-        print(json.dumps(curve[-1]), flush=True)
+    weights = args.cfm_weights or Path(f"runs/peers-long/{source}-{target}-{args.suffix}.pt")
+    if weights.is_file():  # trained by an earlier run of the same command: read it again
+        saved = torch.load(weights)
+        net.load_state_dict(saved["state_dict"])
+        curve = saved["stages"]
+        print(f"OT-CFM read from {weights}", flush=True)
+    else:
+        curve = []
+        for k, (seconds, lr, batch) in enumerate(args.stages):
+            t0 = time.perf_counter()
+            _, net, c, _ = train_cfm(x, y, seconds, [1.0], batch, args.seed + k, lambda fn: {},
+                                     lr=lr, ema_decay=args.ema_decay, net=net)
+            curve.append({"stage": k + 1, "seconds": time.perf_counter() - t0, "steps": c[-1]["steps"],
+                          "lr": lr, "batch_size": batch})
+            print(json.dumps(curve[-1]), flush=True)
+        weights.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"state_dict": net.state_dict(), "stages": curve}, weights)
+    mapper = cfm_mapper(net, *standardiser(x, y))
+    n_params = sum(p.numel() for p in net.parameters())
 
-    xb = toy_samples(source, args.speed_n, seed=7)
-    hj = {"method": "HJ closed form", "params": sum(p.numel() for p in m.parameters()),
-          **read(m.forward, source, target, args), "samples_per_s": speed(lambda: m.forward(xb), len(xb))}
-    print("HJ", hj["energy_forward_over_two_target_samples"], hj["samples_per_s"], flush=True)
-    configs = [hj]
+    fns = {"hj": m.forward}
     for method in ("euler", "rk4"):
         for steps in args.ode_steps:
-            def run(xx, s=steps, me=method):
-                return mapper(xx, s, me)
-
+            fns[f"{method} {steps}"] = functools.partial(mapper, steps=steps, method=method)
+    energies = energies_over_draws(fns, source, target, args.n, draws=args.draws, keep_raw=True)
+    xb = toy_samples(source, args.speed_n, seed=7)
+    configs = [{"method": "HJ closed form", "params": sum(p.numel() for p in m.parameters()),
+                **energies["hj"]}]
+    for method in ("euler", "rk4"):
+        for steps in args.ode_steps:
             configs.append({"method": f"OT-CFM {method}", "steps": steps,
                             "nfe": steps * (4 if method == "rk4" else 1), "params": n_params,
-                            **read(run, source, target, args),
-                            "samples_per_s": speed(lambda run=run: run(xb), len(xb))})
-            print(method, steps, configs[-1]["energy_forward_over_two_target_samples"],
-                  configs[-1]["samples_per_s"], flush=True)
+                            **energies[f"{method} {steps}"]})
+    for c, fn in zip(configs, fns.values(), strict=True):
+        c["samples_per_s"] = speed(lambda fn=fn: fn(xb), len(xb))
+        print(c["method"], c.get("steps", ""), c["energy_forward_over_two_target_samples"],
+              c["samples_per_s"], flush=True)
+    hj = configs[0]
     # paired against the map: the same draws for every configuration
     for c in configs[1:]:
         diff = [a - b for a, b in zip(c["raw"]["pushed"], hj["raw"]["pushed"], strict=True)]

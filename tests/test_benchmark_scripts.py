@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import hjtranslate as hjt
 
@@ -74,6 +75,8 @@ def test_peers_long_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
     def fake_train(x, y, budget, checkpoints, batch_size, seed, evaluate, lr, ema_decay, net):
         calls.append((budget, lr, batch_size, ema_decay, net))
+        with torch.no_grad():  # "training" moves the flow, so a re-read must restore it
+            net.out.bias.add_(0.3)
         return (lambda xx, steps, method: peers.integrate(net, xx, steps, method), net,
                 [{"steps": 5}], sum(p.numel() for p in net.parameters()))
 
@@ -82,7 +85,8 @@ def test_peers_long_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(sys, "argv", [
         "peers_long.py", str(maps / "gaussian-checkerboard-s35"), "--stages", "0.3:1e-3:64",
         "0.2:3e-4:128", "--train-n", "2000", "--n", "100", "--draws", "3", "--ode-steps", "1", "2",
-        "--speed-n", "100", "--suffix", "t", "--out-dir", str(tmp_path)])
+        "--speed-n", "100", "--suffix", "t", "--out-dir", str(tmp_path),
+        "--cfm-weights", str(tmp_path / "cfm.pt")])
     peers_long.main()
     out = json.loads((tmp_path / "peers-long-gaussian-checkerboard-t.json").read_text())
     assert [s["batch_size"] for s in out["cfm_stages"]] == [64, 128]
@@ -98,3 +102,9 @@ def test_peers_long_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     ref = energy_over_draws(m, "gaussian", "checkerboard", 100, draws=3)
     assert out["configs"][0]["energy_draws_pushed"] == pytest.approx(ref["energy_draws_pushed"])
     assert out["ratio"] > 0 and (tmp_path / "peers-long-gaussian-checkerboard-t.md").is_file()
+    # a second run reads the kept network instead of training again, and reads it alike
+    peers_long.main()
+    again = json.loads((tmp_path / "peers-long-gaussian-checkerboard-t.json").read_text())
+    assert len(calls) == 2 and again["cfm_stages"] == out["cfm_stages"]
+    assert [c["energy_draws_pushed"] for c in again["configs"]] == \
+        [c["energy_draws_pushed"] for c in out["configs"]]

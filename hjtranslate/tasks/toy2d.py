@@ -129,28 +129,42 @@ def energy_over_draws(m, source: str, target: str, n: int, draws: int = ENERGY_D
     an i.i.d. source scores; the moons sampler splits its points exactly half and half, so its
     samples are not quite i.i.d.), their ratios and the standard error of the first ratio (paired
     draws). The same ``seed`` gives every map the same draws."""
-    rows: dict[str, list[float]] = {"pushed": [], "two_targets": [], "perfect_map": []}
+    return energies_over_draws({"map": m.forward}, source, target, n, draws, seed, keep_raw)["map"]
+
+
+def energies_over_draws(maps: dict[str, Callable[[torch.Tensor], torch.Tensor]], source: str,
+                        target: str, n: int, draws: int = ENERGY_DRAWS, seed: int = 0,
+                        keep_raw: bool = False) -> dict[str, dict[str, Any]]:
+    """:func:`energy_over_draws` for several maps (name -> source points to pushed points) on
+    the same draws, each draw's target samples drawn and compared once."""
+    pushed: dict[str, list[float]] = {name: [] for name in maps}
+    two_targets, perfect_map = [], []
     for k in range(draws):
         base = 50_000 + 1_000 * seed + 4 * k
+        x = toy_samples(source, n, seed=base)
         y = toy_samples(target, n, seed=base + 1)
         big = toy_samples(target, 20 * n, seed=base + 3)
         iid = big[torch.randint(len(big), (n,), generator=torch.Generator().manual_seed(base))]
-        with torch.no_grad():
-            pushed = m.forward(toy_samples(source, n, seed=base))
-        rows["pushed"].append(float(energy_distance(pushed, y)))
-        rows["two_targets"].append(float(energy_distance(toy_samples(target, n, seed=base + 2), y)))
-        rows["perfect_map"].append(float(energy_distance(iid, y)))
-    out: dict[str, Any] = {"energy_draws": draws, "energy_draws_n": n}
-    for key, vals in rows.items():
-        out[f"energy_draws_{key}"] = statistics.fmean(vals)
-    level = out["energy_draws_two_targets"]
-    out["energy_forward_over_two_target_samples"] = out["energy_draws_pushed"] / level
-    out["energy_forward_over_perfect_map"] = out["energy_draws_pushed"] / out["energy_draws_perfect_map"]
-    diff = [p - t for p, t in zip(rows["pushed"], rows["two_targets"], strict=True)]
-    out["energy_forward_over_two_target_samples_se"] = (
-        statistics.stdev(diff) / draws ** 0.5 / level if draws > 1 else math.nan)
-    if keep_raw:
-        out["raw"] = rows
+        for name, fn in maps.items():
+            with torch.no_grad():
+                pushed[name].append(float(energy_distance(fn(x), y)))
+        two_targets.append(float(energy_distance(toy_samples(target, n, seed=base + 2), y)))
+        perfect_map.append(float(energy_distance(iid, y)))
+    out = {}
+    for name in maps:
+        rows = {"pushed": pushed[name], "two_targets": two_targets, "perfect_map": perfect_map}
+        res: dict[str, Any] = {"energy_draws": draws, "energy_draws_n": n}
+        for key, vals in rows.items():
+            res[f"energy_draws_{key}"] = statistics.fmean(vals)
+        level = res["energy_draws_two_targets"]
+        res["energy_forward_over_two_target_samples"] = res["energy_draws_pushed"] / level
+        res["energy_forward_over_perfect_map"] = res["energy_draws_pushed"] / res["energy_draws_perfect_map"]
+        diff = [p - t for p, t in zip(rows["pushed"], two_targets, strict=True)]
+        res["energy_forward_over_two_target_samples_se"] = (
+            statistics.stdev(diff) / draws ** 0.5 / level if draws > 1 else math.nan)
+        if keep_raw:
+            res["raw"] = rows
+        out[name] = res
     return out
 
 
