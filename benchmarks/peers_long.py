@@ -85,8 +85,11 @@ def main() -> None:
     weights = args.cfm_weights or Path(f"runs/peers-long/{source}-{target}-{args.suffix}.pt")
     if weights.is_file():  # trained by an earlier run of the same command: read it again
         saved = torch.load(weights)
-        net.load_state_dict(saved["state_dict"])
         curve = saved["stages"]
+        if [(c["lr"], c["batch_size"]) for c in curve] != [(lr, b) for _, lr, b in args.stages]:
+            sys.exit(f"{weights} holds an OT-CFM network trained in other stages ({curve}); give "
+                     "another --suffix or --cfm-weights to train one for these, or delete it.")
+        net.load_state_dict(saved["state_dict"])
         print(f"OT-CFM read from {weights}", flush=True)
     else:
         curve = []
@@ -155,7 +158,9 @@ def main() -> None:
 def meta_of(args: argparse.Namespace) -> dict:
     """peers.py's run header (command, date, machine, settings) for this script's arguments."""
     info = meta(argparse.Namespace(**vars(args), table="long-toy2d", semidual_weight=None))
-    info["settings"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in info["settings"].items()}
+    info.pop("hj_semidual_weight")  # the map was trained before, with its own (its card has it)
+    info["settings"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in info["settings"].items()
+                        if k not in ("table", "semidual_weight")}
     return info
 
 

@@ -108,3 +108,7 @@ def test_peers_long_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert len(calls) == 2 and again["cfm_stages"] == out["cfm_stages"]
     assert [c["energy_draws_pushed"] for c in again["configs"]] == \
         [c["energy_draws_pushed"] for c in out["configs"]]
+    # a kept network from other stages is refused, not read as if it were these
+    sys.argv[sys.argv.index("0.2:3e-4:128")] = "0.2:3e-4:256"
+    with pytest.raises(SystemExit, match="trained in other stages"):
+        peers_long.main()
