@@ -29,7 +29,7 @@ import torch
 from peers import RESULTS, VelocityMLP, cfm_mapper, meta, speed, standardiser, table_head, train_cfm
 from toy2d_large_n import load_run
 
-from hjtranslate.tasks.toy2d import energies_over_draws, toy_samples
+from hjtranslate.tasks.toy2d import energies_over_draws, toy_samples, training_points
 
 
 def stage(text: str) -> tuple[float, float, int]:
@@ -76,9 +76,7 @@ def main() -> None:
     cfg, m, _, _ = load_run(args.map, 2)
     source, target = cfg["source"], cfg["target"]
     hk = m.config_dict()["head_kwargs"]
-    # toy2d's training points (hjtranslate/tasks/toy2d.py run)
-    x = toy_samples(source, args.train_n, seed=1 + 2 * args.seed)
-    y = toy_samples(target, args.train_n, seed=2 + 2 * args.seed)
+    x, y = training_points(source, target, args.train_n, args.seed)
     torch.manual_seed(args.seed)
     net = VelocityMLP(2, hk["width"], hk["depth"], hk.get("fourier_features", 0),
                       hk.get("fourier_scale", 1.0))
@@ -105,20 +103,16 @@ def main() -> None:
     mapper = cfm_mapper(net, *standardiser(x, y))
     n_params = sum(p.numel() for p in net.parameters())
 
-    fns = {"hj": m.forward}
-    for method in ("euler", "rk4"):
-        for steps in args.ode_steps:
-            fns[f"{method} {steps}"] = functools.partial(mapper, steps=steps, method=method)
-    energies = energies_over_draws(fns, source, target, args.n, draws=args.draws, keep_raw=True)
+    # each configuration beside the function that pushes source points through it
+    runs = [({"method": "HJ closed form", "params": sum(p.numel() for p in m.parameters())}, m.forward)]
+    runs += [({"method": f"OT-CFM {method}", "steps": steps, "nfe": steps * (4 if method == "rk4" else 1),
+               "params": n_params}, functools.partial(mapper, steps=steps, method=method))
+             for method in ("euler", "rk4") for steps in args.ode_steps]
+    energies = energies_over_draws({str(k): fn for k, (_, fn) in enumerate(runs)}, source, target,
+                                   args.n, draws=args.draws, keep_raw=True)
     xb = toy_samples(source, args.speed_n, seed=7)
-    configs = [{"method": "HJ closed form", "params": sum(p.numel() for p in m.parameters()),
-                **energies["hj"]}]
-    for method in ("euler", "rk4"):
-        for steps in args.ode_steps:
-            configs.append({"method": f"OT-CFM {method}", "steps": steps,
-                            "nfe": steps * (4 if method == "rk4" else 1), "params": n_params,
-                            **energies[f"{method} {steps}"]})
-    for c, fn in zip(configs, fns.values(), strict=True):
+    configs = [{**c, **energies[str(k)]} for k, (c, _) in enumerate(runs)]
+    for c, (_, fn) in zip(configs, runs, strict=True):
         c["samples_per_s"] = speed(lambda fn=fn: fn(xb), len(xb))
         print(c["method"], c.get("steps", ""), c["energy_forward_over_two_target_samples"],
               c["samples_per_s"], flush=True)

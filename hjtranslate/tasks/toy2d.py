@@ -168,6 +168,11 @@ def energies_over_draws(maps: dict[str, Callable[[torch.Tensor], torch.Tensor]],
     return out
 
 
+def training_points(source: str, target: str, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``n`` training points per side a toy2d run with ``--seed seed`` trains on."""
+    return toy_samples(source, n, seed=1 + 2 * seed), toy_samples(target, n, seed=2 + 2 * seed)
+
+
 def held_out(source: str, target: str, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """The fixed held-out draw, ``n`` points per side (seeds 10,001 / 10,002 + ``seed``), that
     ``evaluate`` and the benchmarks' ``--blocks`` read."""
@@ -191,8 +196,7 @@ def evaluate(m, args: argparse.Namespace, n: int = 4000) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     require_at_least(args, n=2)
     check_count("--eval-n", args.eval_n, 20, MAX_EVAL_N, _EXACT_OT)
-    x = toy_samples(args.source, args.n, seed=1 + 2 * args.seed)
-    y = toy_samples(args.target, args.n, seed=2 + 2 * args.seed)
+    x, y = training_points(args.source, args.target, args.n, args.seed)
     t0 = time.perf_counter()
     m, result, acc = fit_from_args(args, x, y, "toy2d")
     metrics: dict[str, Any] = {"source": args.source, "target": args.target,
