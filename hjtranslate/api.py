@@ -105,6 +105,9 @@ def fit(
     semidual_weight: float = 0.0,
     semidual_side: str = "source",
     match_pool: int = 0,
+    manifold_weight: float = 0.0,
+    manifold_samples: int = 16,
+    projection: Callable[[torch.Tensor], torch.Tensor] | None = None,
     sampler: CollocationSampler | None = None,
     n_colloc: int | None = None,
     seed: int = 0,
@@ -152,6 +155,10 @@ def fit(
     ``match_pool``: samples of earlier batches the match also compares against (energy or
     Gaussian match), so that it resolves the target ``(match_pool + batch_size) / batch_size``
     times finer than one batch can (BENCHMARKS.md, 2-D pairs); 0 = the batch alone.
+    ``manifold_weight`` (with ``projection``, a differentiable map of data points such as a
+    VAE's ``round_trip``, encode after decode): penalises mapped points that the projection
+    moves further than it moves the real points on their side, on ``manifold_samples`` points
+    per direction and step; it keeps translations where a decoder was trained (0 = off).
     ``warm_start``: for a head with a ``hopf_lax_spd`` quadratic part (the quadratic cost's
     default), start from the OT map between Gaussians fitted to both sample sets (with
     ``hopf_lax_per_class``, one per class; see :func:`linear_warm_start`); training then learns
@@ -257,12 +264,16 @@ def fit(
             monotone_directions=monotone_directions, cycle_weight=cycle_weight,
             cycle_share=cycle_share, semidual_weight=semidual_weight,
             semidual_side=semidual_side, match_pool=match_pool,
+            manifold_weight=manifold_weight, manifold_samples=manifold_samples,
             # fine-tuning goes on with the trained map's multiplier (the ascent takes ~1,000
             # steps to climb back from the default start, with the match held too loosely)
             **({"lambda_init": lambda_init} if lambda_init and lambda_mmd == "auto" else {}),
         ),
         sampler,
+        projection=projection,
     )
+    if manifold_weight:
+        obj.set_manifold_floor(zs, zt)
     batch_fn = make_batch_fn(zs, zt, ks, kt, batch_size, seed)
     acc = accelerator or make_accelerator()
     result = train(

@@ -109,6 +109,12 @@ def test_evaluate_through_another_vae_only_in_the_same_latent_space(tmp_path, ca
     assert "trained in another latent space" in capsys.readouterr().err
     assert main([*tune, "--mode", "shared"]) == 2
     assert "is a conditional-mode map; pass --mode conditional" in capsys.readouterr().err
+    # the manifold term reads the VAE's round trip (its own tests: test_engine, test_vae)
+    tune += ["--train-per-class", "20", "--eval-n", "12", "--manifold-weight", "1"]
+    assert main([*tune, "--manifold-samples", "0"]) == 2
+    assert "manifold_samples must be a whole number >= 1" in capsys.readouterr().err
+    assert main([*tune, "--manifold-samples", "2"]) == 0
+    assert json.loads((tmp_path / "tuned" / "metrics.json").read_text())["train_manifold"] >= 0
 
 
 def test_missing_data_is_a_clear_error_and_leaves_no_complete_looking_folder(tmp_path, monkeypatch,

@@ -804,6 +804,49 @@ def test_cycle_share_penalises_every_nth_samples_round_trip_and_bad_values_are_r
             ObjectiveConfig(**bad)
 
 
+def test_manifold_term_is_the_excess_move_under_the_projection_and_training_lowers_it():
+    """With a projection onto the line y = 1 (data coordinates) and real points on it, the
+    floor is 0 and the term is the mean squared distance of the mapped points to the line, in
+    the map's coordinates, on manifold_samples points per direction spread over the batch."""
+    from hjtranslate.objective import HJObjective, ObjectiveConfig
+
+    def onto_line(z):
+        return torch.stack([z[:, 0], torch.ones_like(z[:, 1])], 1)
+
+    g = torch.Generator().manual_seed(0)
+    xs = torch.stack([torch.randn(64, generator=g), torch.ones(64)], 1)
+    yt = torch.stack([torch.randn(64, generator=g) + 2, torch.ones(64)], 1)
+    m = tiny_map().double()
+    m.set_normalization(torch.tensor([1.0, 1.0]), 2.0)
+    zs, zt = ((xs.double() - m.shift) / m.scale, (yt.double() - m.shift) / m.scale)
+    cfg = ObjectiveConfig(n_colloc=16, manifold_weight=3.0, manifold_samples=8)
+    obj = HJObjective(m, cfg, projection=onto_line).double()
+    obj.set_manifold_floor(zs, zt)
+    assert obj.manifold_floor.abs().max() < 1e-12
+    terms = obj(zs, zt, generator_seed=0)
+    pushed, pulled = m.forward(xs.double()), m.backward(yt.double())
+    expected = 0.5 * sum(float(((z[::8][:8, 1] - 1) / m.scale).pow(2).mean()) for z in (pushed, pulled))
+    assert float(terms["manifold"].detach()) == pytest.approx(expected, rel=1e-9)
+    plain = HJObjective(m, ObjectiveConfig(n_colloc=16)).double()(zs, zt, generator_seed=0)
+    assert float(terms["loss"].detach()) == pytest.approx(
+        float(plain["loss"].detach()) + 3 * expected, rel=1e-9)
+    # real points as far off the line as the mapped ones leave nothing to penalise
+    obj.manifold_floor[:] = 10 * expected
+    assert float(obj(zs, zt)["manifold"].detach()) == 0
+    obj.set_manifold_floor(zs, zt)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+    for _ in range(30):
+        opt.zero_grad()
+        obj(zs, zt)["manifold"].backward()
+        opt.step()
+    assert float(obj(zs, zt)["manifold"].detach()) < 0.5 * expected
+    with pytest.raises(ValueError, match="manifold_weight needs a projection"):
+        HJObjective(m, cfg)
+    for bad in ({"manifold_samples": 0}, {"manifold_weight": -1.0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            ObjectiveConfig(**bad)
+
+
 def test_certified_dual_bounds_the_exact_cost_and_is_tight_for_the_optimal_potential():
     """The c-transform dual never exceeds exact discrete OT, whatever the potential; for the
     closed-form OT potential between two Gaussians it comes close to it, for a wrong one not."""

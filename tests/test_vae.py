@@ -49,6 +49,17 @@ def test_tiny_shapes_stats_and_save_load(tmp_path: Path) -> None:
     assert torch.allclose(again.decode(z[:2]), enc.decode(z[:2]), atol=1e-5)
 
 
+def test_round_trip_is_encode_after_decode_with_gradients() -> None:
+    enc = VAEEncoder(vae=tiny_vae(), batch_size=3)
+    enc.fit_latent_stats(torch.rand(20, 1, 28, 28))
+    z = enc.encode(torch.rand(5, 1, 28, 28)).requires_grad_(True)
+    back = enc.round_trip(z)
+    assert torch.allclose(back, enc.encode(enc.decode(z)), atol=1e-5)
+    back.pow(2).sum().backward()
+    assert z.grad is not None and float(z.grad.abs().sum()) > 0
+    assert all(p.grad is None for p in enc.vae.parameters())  # the VAE stays frozen
+
+
 def test_rgb_to_grey_and_bad_inputs() -> None:
     enc = VAEEncoder(vae=tiny_vae())
     grey = torch.rand(2, 1, 28, 28)

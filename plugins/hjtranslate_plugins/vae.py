@@ -297,5 +297,19 @@ class VAEEncoder(Encoder):
             return torch.zeros(0, 1, IMAGE_SIZE, IMAGE_SIZE, device=self.device)
         return torch.cat(out)
 
+    def round_trip(self, z: torch.Tensor) -> torch.Tensor:
+        """``encode(decode(z))`` with gradients through both (the VAE's weights stay frozen):
+        the latent of the image a latent decodes to. Latents the encoder produces move little
+        under it; one the decoder was never trained near moves more (the ``manifold`` term of
+        training, objective.py)."""
+        out = []
+        for i in range(0, z.shape[0], self.batch_size):
+            zb = z[i: i + self.batch_size] * self.scale + self.shift
+            img = from_vae_output(self.vae.decode(zb.view(-1, *self.latent_shape)).sample,
+                                  self.transform)
+            xb = to_vae_input(img, self.sample_size, self.in_channels, self.transform)
+            out.append(self.vae.encode(xb).latent_dist.mean.flatten(1))
+        return (torch.cat(out) - self.shift) / self.scale
+
     def config(self) -> dict[str, Any]:
         return {"pretrained": self.pretrained, "latent_dim": self.latent_dim}
