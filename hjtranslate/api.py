@@ -107,6 +107,7 @@ def fit(
     match_pool: int = 0,
     manifold_weight: float = 0.0,
     manifold_samples: int = 16,
+    manifold_gradient: str = "through",
     projection: Callable[[torch.Tensor], torch.Tensor] | None = None,
     sampler: CollocationSampler | None = None,
     n_colloc: int | None = None,
@@ -159,6 +160,8 @@ def fit(
     VAE's ``round_trip``, encode after decode): penalises mapped points that the projection
     moves further than it moves the real points on their side, on ``manifold_samples`` points
     per direction and step; it keeps translations where a decoder was trained (0 = off).
+    ``manifold_gradient="toward"`` pulls each point toward its projection held fixed instead
+    of differentiating through the projection.
     ``warm_start``: for a head with a ``hopf_lax_spd`` quadratic part (the quadratic cost's
     default), start from the OT map between Gaussians fitted to both sample sets (with
     ``hopf_lax_per_class``, one per class; see :func:`linear_warm_start`); training then learns
@@ -265,6 +268,7 @@ def fit(
             cycle_share=cycle_share, semidual_weight=semidual_weight,
             semidual_side=semidual_side, match_pool=match_pool,
             manifold_weight=manifold_weight, manifold_samples=manifold_samples,
+            manifold_gradient=manifold_gradient,
             # fine-tuning goes on with the trained map's multiplier (the ascent takes ~1,000
             # steps to climb back from the default start, with the match held too loosely)
             **({"lambda_init": lambda_init} if lambda_init and lambda_mmd == "auto" else {}),

@@ -112,6 +112,11 @@ class ObjectiveConfig:
     # A VAE round trip costs about 6 ms per latent with its gradient (one thread), a 64-d step
     # about 130 ms in all: the term reads a few points per step.
     manifold_samples: int = 16
+    # How the manifold term moves the map: "through" the projection (its gradient flows through
+    # the frozen decoder and encoder) or "toward" it (each mapped point is pulled toward its
+    # round trip, held fixed: a projection step that cannot gain by reaching the round trip's
+    # own fixed points).
+    manifold_gradient: str = "through"
 
     def __post_init__(self) -> None:
         if isinstance(self.lambda_mmd, str) and self.lambda_mmd != "auto":
@@ -136,6 +141,9 @@ class ObjectiveConfig:
         if isinstance(self.manifold_samples, bool) or not isinstance(self.manifold_samples, int) \
                 or self.manifold_samples < 1:
             raise ValueError(f"manifold_samples must be a whole number >= 1, got {self.manifold_samples!r}.")
+        if self.manifold_gradient not in MANIFOLD_GRADIENTS:
+            raise ValueError(f"manifold_gradient must be one of {MANIFOLD_GRADIENTS}, got "
+                             f"{self.manifold_gradient!r}.")
         if not 0 < self.cycle_share <= 1:
             raise ValueError(f"cycle_share must be in (0, 1], got {self.cycle_share}.")
         if self.semidual_side not in SEMIDUAL_SIDES:
@@ -157,6 +165,7 @@ def _rows(k: torch.Tensor | None, part: slice) -> torch.Tensor | None:
 
 MONOTONE_DIRECTIONS = ("random", "all", "power")
 SEMIDUAL_SIDES = ("source", "target", "both")
+MANIFOLD_GRADIENTS = ("through", "toward")
 POWER_ITERS = (2, 6)  # iterations for the spectral radius, then for the least eigenvalue
 
 
@@ -218,9 +227,14 @@ class HJObjective(nn.Module):
         self.manifold_floor = torch.zeros(2, dtype=torch.float64)
 
     def _move(self, z: torch.Tensor) -> torch.Tensor:
-        """Squared move of each point (map coordinates) under the projection (data coordinates)."""
+        """Squared move of each point (map coordinates) under the projection (data coordinates);
+        with manifold_gradient="toward" the projected point is held fixed."""
         m = self.map
-        back = (self.projection(z * m.scale + m.shift) - m.shift) / m.scale
+        if self.config.manifold_gradient == "toward":
+            with torch.no_grad():
+                back = (self.projection(z * m.scale + m.shift) - m.shift) / m.scale
+        else:
+            back = (self.projection(z * m.scale + m.shift) - m.shift) / m.scale
         return (back - z).pow(2).sum(1)
 
     @torch.no_grad()

@@ -842,7 +842,15 @@ def test_manifold_term_is_the_excess_move_under_the_projection_and_training_lowe
     assert float(obj(zs, zt)["manifold"].detach()) < 0.5 * expected
     with pytest.raises(ValueError, match="manifold_weight needs a projection"):
         HJObjective(m, cfg)
-    for bad in ({"manifold_samples": 0}, {"manifold_weight": -1.0}):
+    # "toward" holds the projection fixed: for P(z) = z / 2 the move |z / 2|^2 has the
+    # gradient z / 2 through P and z toward it
+    for how, factor in (("through", 0.5), ("toward", 1.0)):
+        half = HJObjective(tiny_map(), ObjectiveConfig(manifold_weight=1.0, manifold_gradient=how),
+                           projection=lambda z: z / 2)
+        z = torch.randn(5, 2, generator=g).requires_grad_(True)
+        half._move(z).sum().backward()
+        assert torch.allclose(z.grad, factor * z.detach())
+    for bad in ({"manifold_samples": 0}, {"manifold_weight": -1.0}, {"manifold_gradient": "up"}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             ObjectiveConfig(**bad)
 
