@@ -105,9 +105,9 @@ class ObjectiveConfig:
     # the move of the real points on that side. The decoder was trained only near the encoder's
     # outputs, and the backward map's latents sit three times further from them than real
     # digits' latents, which the Frechet distance sees and the latent match does not. Measured
-    # on digits-to-fashion it moves them closer and every goal's figure gets worse (the points
-    # a round trip leaves in place include blurred ones; BENCHMARKS.md), so it is off by
-    # default. Not in the paper. 0 turns it off.
+    # on digits-to-fashion, both forms (manifold_gradient) move them closer and neither improves
+    # the figures the task's goals read (BENCHMARKS.md, session 37), so it is off by default.
+    # Not in the paper. 0 turns it off.
     manifold_weight: float = 0.0
     # A VAE round trip costs about 6 ms per latent with its gradient (one thread), a 64-d step
     # about 130 ms in all: the term reads a few points per step.
