@@ -230,10 +230,8 @@ class HJObjective(nn.Module):
         """Squared move of each point (map coordinates) under the projection (data coordinates);
         with manifold_gradient="toward" the projected point is held fixed."""
         m = self.map
-        if self.config.manifold_gradient == "toward":
-            with torch.no_grad():
-                back = (self.projection(z * m.scale + m.shift) - m.shift) / m.scale
-        else:
+        with torch.set_grad_enabled(torch.is_grad_enabled()
+                                    and self.config.manifold_gradient == "through"):
             back = (self.projection(z * m.scale + m.shift) - m.shift) / m.scale
         return (back - z).pow(2).sum(1)
 
