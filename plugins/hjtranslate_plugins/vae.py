@@ -244,11 +244,8 @@ class VAEEncoder(Encoder):
     def raw_latents(self, images: torch.Tensor) -> torch.Tensor:
         """Flat posterior means, not standardised."""
         x = as_grey_images(images)
-        out = []
-        for i in range(0, x.shape[0], self.batch_size):
-            xb = to_vae_input(x[i: i + self.batch_size].to(self.device), self.sample_size,
-                              self.in_channels, self.transform)
-            out.append(self.vae.encode(xb).latent_dist.mean.flatten(1))
+        out = [self._encode_batch(x[i: i + self.batch_size])
+               for i in range(0, x.shape[0], self.batch_size)]
         if not out:
             return torch.zeros(0, self.latent_dim, device=self.device)
         return torch.cat(out)
@@ -288,11 +285,8 @@ class VAEEncoder(Encoder):
             raise ValueError(
                 f"Latents must be shaped (n, {self.latent_dim}), got {tuple(z.shape)}."
             )
-        out = []
-        for i in range(0, z.shape[0], self.batch_size):
-            zb = z[i: i + self.batch_size].to(self.device, torch.float32) * self.scale + self.shift
-            y = self.vae.decode(zb.view(-1, *self.latent_shape)).sample
-            out.append(from_vae_output(y, self.transform))
+        out = [self._decode_batch(z[i: i + self.batch_size])
+               for i in range(0, z.shape[0], self.batch_size)]
         if not out:
             return torch.zeros(0, 1, IMAGE_SIZE, IMAGE_SIZE, device=self.device)
         return torch.cat(out)
@@ -302,14 +296,20 @@ class VAEEncoder(Encoder):
         the latent of the image a latent decodes to. Latents the encoder produces move little
         under it; one the decoder was never trained near moves more (the ``manifold`` term of
         training, objective.py)."""
-        out = []
-        for i in range(0, z.shape[0], self.batch_size):
-            zb = z[i: i + self.batch_size] * self.scale + self.shift
-            img = from_vae_output(self.vae.decode(zb.view(-1, *self.latent_shape)).sample,
-                                  self.transform)
-            xb = to_vae_input(img, self.sample_size, self.in_channels, self.transform)
-            out.append(self.vae.encode(xb).latent_dist.mean.flatten(1))
+        out = [self._encode_batch(self._decode_batch(z[i: i + self.batch_size]))
+               for i in range(0, z.shape[0], self.batch_size)]
         return (torch.cat(out) - self.shift) / self.scale
+
+    # One batch each way, differentiable; the public methods batch them (and turn gradients off).
+    def _encode_batch(self, images: torch.Tensor) -> torch.Tensor:
+        """Grey images -> flat posterior means, not standardised."""
+        x = to_vae_input(images.to(self.device), self.sample_size, self.in_channels, self.transform)
+        return self.vae.encode(x).latent_dist.mean.flatten(1)
+
+    def _decode_batch(self, z: torch.Tensor) -> torch.Tensor:
+        """Standardised flat latents -> images in [0, 1]."""
+        zb = z.to(self.device, torch.float32) * self.scale + self.shift
+        return from_vae_output(self.vae.decode(zb.view(-1, *self.latent_shape)).sample, self.transform)
 
     def config(self) -> dict[str, Any]:
         return {"pretrained": self.pretrained, "latent_dim": self.latent_dim}
