@@ -86,10 +86,16 @@ def main() -> None:
         return
     ns = argparse.Namespace(data_dir=args.data_dir)
     for seed in range(args.seeds):
-        f = frechet_distance(judge_f, xt, perfect_map_images(enc, ns, "fashion-mnist", ks, seed))
-        b = frechet_distance(judge_m, xs, perfect_map_images(enc, ns, "mnist", kt, seed))
-        result["perfect_map"].append({"seed": seed, "fd_forward": f, "fd_backward": b})
-        print(f"a perfect map, draw {seed}: forward {f:.3f}, backward {b:.3f}")
+        img_f, k_f = perfect_map_images(enc, ns, "fashion-mnist", ks, seed)
+        img_b, k_b = perfect_map_images(enc, ns, "mnist", kt, seed)
+        row = {"seed": seed, "fd_forward": frechet_distance(judge_f, xt, img_f),
+               "fd_backward": frechet_distance(judge_m, xs, img_b),
+               "accuracy_forward": judge_f.accuracy(img_f, k_f),
+               "accuracy_backward": judge_m.accuracy(img_b, k_b)}
+        result["perfect_map"].append(row)
+        print(f"a perfect map, draw {seed}: Frechet forward {row['fd_forward']:.3f}, backward "
+              f"{row['fd_backward']:.3f}; accuracy {row['accuracy_forward']:.2%} / "
+              f"{row['accuracy_backward']:.2%}")
 
     # Per class, backward: the map's translations of clothing class k against the real test
     # digits k, beside 1,000 decoded training latents of digit k.

@@ -112,3 +112,23 @@ def test_peers_long_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     sys.argv[sys.argv.index("0.2:3e-4:128")] = "0.2:3e-4:256"
     with pytest.raises(SystemExit, match="trained in other stages"):
         peers_long.main()
+
+
+def test_vae_yardsticks_read_a_perfect_maps_figures_against_the_goals(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_data: Path) -> None:
+    import latent_size
+
+    monkeypatch.setenv("HJT_CACHE_DIR", str(tmp_path / "cache"))
+    vae = str(Path(__file__).resolve().parents[1] / "models" / "vae")
+    r = latent_size.yardsticks(vae, draws=2, eval_n=200)
+    assert r["latent_dim"] == 64 and r["draws"] == 2
+    for side in ("forward", "backward"):
+        low, high = r[f"accuracy_{side}_of_a_perfect_map"]
+        assert 0.5 < low <= high <= 1  # decodes of training latents, with their own classes
+        low, high = r[f"fd_{side}_of_a_perfect_map_over_floor"]
+        assert 1 < low <= high  # other images than the test set's own reconstructions
+        assert r[f"a_perfect_map_meets_the_frechet_goal_{side}"] == (high <= latent_size.FRECHET_GOAL)
+        assert r[f"a_perfect_map_meets_the_accuracy_goal_{side}"] == (
+            r[f"accuracy_{side}_of_a_perfect_map"][0] >= latent_size.ACCURACY_GOAL)
+    row = latent_size.yardstick_table({"shipped": r}).splitlines()[-1]
+    assert row.startswith("| shipped | 64 |") and "×" in row

@@ -63,6 +63,10 @@ def test_tiny_run_writes_map_metrics_and_grids(tmp_path, mode, capsys, monkeypat
     # Decodes of real target latents score far closer to the real images than a 5-step map.
     for side in ("forward", "backward"):
         assert 0 < metrics[f"fd_{side}_of_a_perfect_map"] < 0.8 * metrics[f"fd_{side}"], metrics
+    # ... and the judges know them: decodes of training latents in the translated set's class
+    # mix (with the wrong classes beside them these would be near 10 %).
+    assert metrics["accuracy_backward_of_a_perfect_map"] > 0.9, metrics
+    assert metrics["accuracy_forward_of_a_perfect_map"] > 0.75, metrics
     from PIL import Image
 
     grid = Image.open(out / "grid_forward.png")
