@@ -16,6 +16,12 @@ each pulled-back latent solved from ``T(x) = y`` (:func:`invert_forward`), start
 closed-form backward map, against that closed form (judge accuracy, Frechet distance, and the
 residual ``|T(x) - y|`` relative to ``|y|``).
 
+With ``--accuracy`` it reads the accuracy goal the same way: per class and direction, the
+judge's accuracy on the map's translations, on the real test images, on their VAE
+reconstructions and on a perfect map's decodes; and, for the Frechet goal, how much of a
+perfect map's distance is the class mix it inherits from the source side (a perfect map drawn
+with the target test set's own class counts beside one drawn with the source's).
+
 With ``--train-vs-test`` it asks whether the map generalises: it translates 1,000 training
 images per class (the map was trained on their latents) and the 10,000 test images, both
 directions, and scores each against the real test images of the other side (judge accuracy and
@@ -55,6 +61,8 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/frechet_yardstick.json")
     ap.add_argument("--inverse-steps", type=int, nargs="+", default=None, metavar="STEPS",
                     help="measure the numerical inverse of the forward map instead (see above)")
+    ap.add_argument("--accuracy", action="store_true",
+                    help="per-class accuracy beside its yardsticks, and the class mix (see above)")
     ap.add_argument("--train-vs-test", action="store_true",
                     help="translate training images beside test images (see above)")
     args = ap.parse_args()
@@ -77,6 +85,11 @@ def main() -> None:
     if args.train_vs_test:
         result["train_vs_test"] = train_vs_test(m, enc, cache, args.data_dir, judge_m, judge_f,
                                                 (xs, zs, ks), (xt, zt, kt))
+        write(result, args.out)
+        return
+    if args.accuracy:
+        result.update(accuracy_rows(enc, args.data_dir, judge_m, judge_f, fwd, bwd,
+                                    (xs, zs, ks), (xt, zt, kt), args.seeds))
         write(result, args.out)
         return
     if args.inverse_steps:
@@ -182,6 +195,49 @@ def inverse_rows(m, enc, judge_m, xs, zt, kt, bwd, all_steps: list[int]) -> list
                             for i in range(0, len(zt), 2000)])
         rows.append(row(pulled, steps, time.perf_counter() - t0))
     return rows
+
+
+@torch.no_grad()
+def accuracy_rows(enc, data_dir, judge_m, judge_f, fwd, bwd, mnist_test, fashion_test,
+                  seeds: int) -> dict:
+    """Per class and direction: the judge's accuracy on the translations, the real test images,
+    their reconstructions and a perfect map's decodes (draw 0); then, over ``seeds`` draws, the
+    Frechet distance over the floor of a perfect map in the source's class mix (the task's) and
+    in the target test set's own."""
+    from hjtranslate.judges import frechet_distance
+    from hjtranslate.tasks.digits_to_fashion import perfect_map_images
+
+    ns = argparse.Namespace(data_dir=data_dir)
+    out: dict = {}
+    for direction, judge, name, (x_real, z_real, k_real), k_source, moved in (
+            ("forward", judge_f, "fashion-mnist", fashion_test, mnist_test[2], fwd),
+            ("backward", judge_m, "mnist", mnist_test, fashion_test[2], bwd)):
+        perfect, k_perfect = perfect_map_images(enc, ns, name, k_source, 0)
+        recon = enc.decode(z_real).cpu()
+        preds = {what: judge.predict(images)[0].cpu() for what, images in (
+            ("translations", enc.decode(moved).cpu()), ("real", x_real), ("reconstructions", recon),
+            ("perfect_map", perfect))}
+        labels = {"translations": k_source, "real": k_real, "reconstructions": k_real,
+                  "perfect_map": k_perfect}
+        rows = [{"class": c, **{what: float((p[labels[what] == c] == c).float().mean())
+                                for what, p in preds.items()}} for c in range(10)]
+        for row in rows:
+            print(f"{direction}, class {row['class']}: " + ", ".join(
+                f"{what} {row[what]:.1%}" for what in preds), flush=True)
+        floor = frechet_distance(judge, x_real, recon)
+        mix = []
+        for seed in range(seeds):
+            ratios = {}
+            for what, counts_from in (("source_mix", k_source), ("own_mix", k_real)):
+                images, _ = perfect_map_images(enc, ns, name, counts_from, seed)
+                ratios[what] = frechet_distance(judge, x_real, images) / floor
+            mix.append({"seed": seed, **ratios})
+            print(f"{direction}, a perfect map over the floor, draw {seed}: in the source's class "
+                  f"mix {ratios['source_mix']:.2f}x, in the target's own {ratios['own_mix']:.2f}x",
+                  flush=True)
+        out[f"accuracy_per_class_{direction}"] = rows
+        out[f"perfect_map_class_mix_{direction}"] = mix
+    return out
 
 
 def train_vs_test(m, enc, cache, data_dir, judge_m, judge_f, mnist_test, fashion_test) -> dict:

@@ -13,9 +13,10 @@ the latent of its decoded image.
 
 With ``--per-class`` it also compares, class by class and in each direction, what the training
 match sees with what the judge sees: the energy distance in the latent space between the
-translated and the real test latents, and the judge's Frechet distance between their decodes
-and the real test images, each beside a perfect map's (the target's training latents:
-``perfect_map_images``'s draw, 1,000 per class).
+translated and the real test latents, the energy distance between their decodes and the real
+test images in pixel space (what a match through the decoder would see), and the judge's
+Frechet distance between those decodes and the real test images, each beside a perfect map's
+(the target's training latents: ``perfect_map_images``'s draw, 1,000 per class).
 
 The training term that keeps translations near the VAE's own latents is
 ``hjtranslate train digits-to-fashion --manifold-weight W`` (objective.py, ``manifold_weight``).
@@ -59,15 +60,20 @@ def per_class(enc, judge, z: torch.Tensor, k: torch.Tensor, real: torch.Tensor, 
         real_z, real_img = zr[kr == c][:1000], real[kr == c]
         mapped, perfect = z[k == c][:1000], zp[kp == c][:1000]
         n = min(len(real_z), len(mapped), len(perfect))
+        mapped_img, perfect_img = enc.decode(mapped).cpu(), enc.decode(perfect).cpu()
         row = {"class": c,
                "latent_energy": float(energy_distance(mapped[:n], real_z[:n])),
                "latent_energy_of_a_perfect_map": float(energy_distance(perfect[:n], real_z[:n])),
-               "fd": frechet_distance(judge, real_img, enc.decode(mapped).cpu()),
-               "fd_of_a_perfect_map": frechet_distance(judge, real_img, enc.decode(perfect).cpu())}
+               "pixel_energy": float(energy_distance(mapped_img[:n].flatten(1), real_img[:n].flatten(1))),
+               "pixel_energy_of_a_perfect_map": float(energy_distance(perfect_img[:n].flatten(1),
+                                                                      real_img[:n].flatten(1))),
+               "fd": frechet_distance(judge, real_img, mapped_img),
+               "fd_of_a_perfect_map": frechet_distance(judge, real_img, perfect_img)}
         rows.append(row)
         print(f"{direction} class {c} (from {other}): latent energy {row['latent_energy']:.4f} "
-              f"(a perfect map {row['latent_energy_of_a_perfect_map']:.4f}), Frechet "
-              f"{row['fd']:.2f} (a perfect map {row['fd_of_a_perfect_map']:.2f})", flush=True)
+              f"(a perfect map {row['latent_energy_of_a_perfect_map']:.4f}), pixel energy "
+              f"{row['pixel_energy']:.4f} (a perfect map {row['pixel_energy_of_a_perfect_map']:.4f}), "
+              f"Frechet {row['fd']:.2f} (a perfect map {row['fd_of_a_perfect_map']:.2f})", flush=True)
     return rows
 
 

@@ -132,3 +132,30 @@ def test_vae_yardsticks_read_a_perfect_maps_figures_against_the_goals(
             r[f"accuracy_{side}_of_a_perfect_map"][0] >= latent_size.ACCURACY_GOAL)
     row = latent_size.yardstick_table({"shipped": r}).splitlines()[-1]
     assert row.startswith("| shipped | 64 |") and "×" in row
+
+
+def test_accuracy_rows_put_each_class_beside_its_yardsticks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           shared_data: Path) -> None:
+    import frechet_yardstick
+    from hjtranslate_plugins.vae import VAEEncoder
+
+    from hjtranslate.judges import load_judge
+    from hjtranslate.tasks.digits_to_fashion import encoded
+
+    monkeypatch.setenv("HJT_CACHE_DIR", str(tmp_path / "cache"))
+    enc, index = VAEEncoder(), torch.arange(300)
+    mnist = encoded(enc, "mnist", "test", None, index, tmp_path / "cache")
+    fashion = encoded(enc, "fashion-mnist", "test", None, index, tmp_path / "cache")
+    # "translations" that stay where they started: digits' latents decoded as digits
+    out = frechet_yardstick.accuracy_rows(enc, None, load_judge("mnist"), load_judge("fashion-mnist"),
+                                          mnist[1], fashion[1], mnist, fashion, seeds=2)
+    forward, backward = out["accuracy_per_class_forward"], out["accuracy_per_class_backward"]
+    assert [r["class"] for r in forward] == list(range(10)) == [r["class"] for r in backward]
+    mean = {what: sum(r[what] for r in backward) / 10 for what in backward[0] if what != "class"}
+    assert min(mean["real"], mean["reconstructions"], mean["perfect_map"]) > 0.9
+    # the Fashion judge does not take digits for clothes of their own class number
+    assert sum(r["translations"] for r in forward) / 10 < 0.5
+    for side in ("forward", "backward"):
+        mix = out[f"perfect_map_class_mix_{side}"]
+        assert [m["seed"] for m in mix] == [0, 1]
+        assert all(m["source_mix"] > 0.5 and m["own_mix"] > 0.5 for m in mix)
