@@ -321,9 +321,9 @@ def reference_metrics(enc, args: argparse.Namespace, cost, t_f: float,
     """The evaluation's figures that do not depend on the map: the judges' accuracy on the real
     test images and on their VAE reconstructions, the Frechet floors, the accuracy and Frechet
     distances of a perfect map and, per class, the exact OT cost (POT) on up to 1,000 test
-    latents. Cached
-    beside the latents (keyed by VAE, judges, test labels, --eval-n, seed, cost and t_f): a
-    second run pays for its own map only. ``inputs``: ``_eval_inputs`` when already read."""
+    latents. Cached beside the latents (keyed by VAE, judges, test labels, --eval-n, seed, cost
+    and t_f): a second run pays for its own map only. ``inputs``: ``_eval_inputs`` when already
+    read."""
     from ..judges import frechet_distances
 
     xs_img, zs, ks, xt_img, zt, kt, judge_m, judge_f = inputs or _eval_inputs(enc, args)
