@@ -147,8 +147,7 @@ def yardsticks(vae: str, draws: int, eval_n: int = 10000) -> dict:
         "vae_command": v.get("command"), "psnr_mnist": v["metrics"]["mnist"]["psnr"],
         "psnr_fashion": v["metrics"]["fashion-mnist"]["psnr"], "draws": draws,
         "wall_seconds": time.perf_counter() - t0, "date": datetime.date.today().isoformat(),
-        "command": f"python benchmarks/latent_size.py --yardsticks --vaes ... --draws {draws} "
-                   f"--eval-n {eval_n}",
+        "command": " ".join(["python", *sys.argv]),
         "machine": f"{platform.machine()} ({os.cpu_count()} cores)",
     })
     return out
