@@ -88,8 +88,9 @@ def main() -> None:
         write(result, args.out)
         return
     if args.accuracy:
+        floors = {side: result[f"fd_{side}_floor"] for side in ("forward", "backward")}
         result.update(accuracy_rows(enc, args.data_dir, judge_m, judge_f, fwd, bwd,
-                                    (xs, zs, ks), (xt, zt, kt), args.seeds))
+                                    (xs, zs, ks), (xt, zt, kt), args.seeds, floors))
         write(result, args.out)
         return
     if args.inverse_steps:
@@ -199,11 +200,11 @@ def inverse_rows(m, enc, judge_m, xs, zt, kt, bwd, all_steps: list[int]) -> list
 
 @torch.no_grad()
 def accuracy_rows(enc, data_dir, judge_m, judge_f, fwd, bwd, mnist_test, fashion_test,
-                  seeds: int) -> dict:
+                  seeds: int, floors: dict[str, float] | None = None) -> dict:
     """Per class and direction: the judge's accuracy on the translations, the real test images,
     their reconstructions and a perfect map's decodes (draw 0); then, over ``seeds`` draws, the
     Frechet distance over the floor of a perfect map in the source's class mix (the task's) and
-    in the target test set's own."""
+    in the target test set's own. ``floors``: the Frechet floors per direction, when known."""
     from hjtranslate.judges import frechet_distance
     from hjtranslate.tasks.digits_to_fashion import perfect_map_images
 
@@ -224,7 +225,7 @@ def accuracy_rows(enc, data_dir, judge_m, judge_f, fwd, bwd, mnist_test, fashion
         for row in rows:
             print(f"{direction}, class {row['class']}: " + ", ".join(
                 f"{what} {row[what]:.1%}" for what in preds), flush=True)
-        floor = frechet_distance(judge, x_real, recon)
+        floor = floors[direction] if floors else frechet_distance(judge, x_real, recon)
         mix = []
         for seed in range(seeds):
             ratios = {}
