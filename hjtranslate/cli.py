@@ -91,7 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("evaluate", help="evaluate a trained map folder on a task's data")
     ev.add_argument("folder", help="output folder of `hjtranslate train` (or the map folder inside it)")
-    ev.add_argument("--n", type=int, default=4000, help="samples to evaluate on")
+    ev.add_argument("--n", type=int, default=None,
+                    help="samples per side to evaluate on (default: as many as the run evaluated on "
+                    "when it trained, --eval-n; for a pipeline folder the full 10,000 test images)")
     ev.add_argument("--vae", default=None,
                     help="digits-to-fashion: decode through this VAE instead of the run's (the "
                     "same latent space, e.g. a `train vae --decoder-only` fine-tune)")

@@ -318,7 +318,8 @@ class HJMap(
         save_directory.mkdir(parents=True, exist_ok=True)
         self._save_pretrained(save_directory)
         card_kwargs = kwargs.pop("model_card_kwargs", None) or {}
-        write_model_card(save_directory, self.config_dict(), repo_id=card_kwargs.get("repo_id"))
+        write_model_card(save_directory, self.config_dict(), repo_id=card_kwargs.get("repo_id"),
+                         name=card_kwargs.get("name"), pipeline=card_kwargs.get("pipeline"))
         if kwargs.pop("push_to_hub", False):
             repo_id = kwargs.pop("repo_id", None) or save_directory.name
             return self.push_to_hub(repo_id, **kwargs)

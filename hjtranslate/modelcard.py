@@ -6,17 +6,33 @@ import json
 from pathlib import Path
 from typing import Any
 
+# Hub dataset ids of the datasets the tasks read, for the cards' metadata.
+HUB_DATASETS = {"mnist": "mnist", "fashion-mnist": "zalando-datasets/fashion_mnist",
+                "fashion_mnist": "zalando-datasets/fashion_mnist"}
+
+
+def card_name(folder: Path, repo_id: str | None = None) -> str:
+    """What a card's usage snippet loads: ``repo_id`` (when pushed to the Hub), else the folder
+    as it was given when relative (``models/digits-to-fashion`` loads from the repo root), else
+    its name (no machine's absolute path in a card)."""
+    if repo_id:
+        return repo_id
+    return folder.as_posix() if not folder.is_absolute() else folder.name
+
 
 def write_model_card(
-    folder: Path, config: dict[str, Any], extra: str = "", repo_id: str | None = None
+    folder: Path, config: dict[str, Any], extra: str = "", repo_id: str | None = None,
+    name: str | None = None, pipeline: str | None = None,
 ) -> Path:
     """Write ``README.md`` with Hub metadata and the metrics stored in the config; the usage
-    snippet loads ``repo_id`` (when pushed to the Hub) or else the folder's name."""
+    snippet loads ``name``, else ``card_name(folder, repo_id)``, or, for the map of a pipeline
+    on the Hub, the map of the pipeline ``pipeline``."""
     from huggingface_hub import ModelCard, ModelCardData
 
     metrics = config.get("metrics") or {}
     encoder = config.get("encoder") or {}
     datasets = list(encoder.get("datasets", [])) if isinstance(encoder, dict) else []
+    datasets = list(dict.fromkeys(HUB_DATASETS.get(d, d) for d in datasets))
     data = ModelCardData(
         library_name="hjtranslate",
         license="apache-2.0",
@@ -30,8 +46,10 @@ def write_model_card(
         "A transport map trained with [hjtranslate](https://github.com/hjtranslate/hjtranslate) "
         "(Park, Liu, Zhou, Osher 2025: Hamilton-Jacobi characteristic flows).", "",
         "```python",
-        "import hjtranslate as hjt",
-        f"m = hjt.HJMap.from_pretrained({str(repo_id or folder.name)!r})",
+        *(["from hjtranslate.pipeline import TranslationPipeline",
+           f"m = TranslationPipeline.from_pretrained({pipeline!r}).map"] if pipeline else
+          ["import hjtranslate as hjt",
+           f"m = hjt.HJMap.from_pretrained({name or card_name(Path(folder), repo_id)!r})"]),
         "y = m.forward(x); x_back = m.backward(y)",
         "```", "",
         f"- dimension: {config.get('dim')}; cost: {config.get('cost')} "

@@ -59,6 +59,7 @@ import torch.nn.functional as F
 from . import __version__
 from .checks import is_int, is_real
 from .hjmap import CheckpointError, HJMap, _version_tuple, is_run_folder, read_json_object
+from .modelcard import HUB_DATASETS, card_name
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
@@ -73,7 +74,6 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 #: what ``from_pretrained`` downloads from a Hub repo (the same patterns online and offline)
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.md"]
 #: dataset names on the Hub, for the model card's ``datasets`` metadata
-HUB_DATASETS = {"mnist": "mnist", "fashion-mnist": "zalando-datasets/fashion_mnist"}
 #: a non-square image longer than this is shrunk to fit it before it is padded to a square
 MAX_PAD_SIDE = 4096
 #: the most frames ``morph_steps`` asks for (the app shows 8; each frame is a VAE decode)
@@ -700,7 +700,7 @@ class TranslationPipeline:
         tmp = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
         try:
             tmp.mkdir()
-            self._write_parts(tmp, repo_id or folder.name)
+            self._write_parts(tmp, card_name(folder, repo_id), on_hub=repo_id is not None)
             old = None
             if folder.exists():
                 old = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
@@ -713,7 +713,7 @@ class TranslationPipeline:
                 shutil.rmtree(tmp, ignore_errors=True)
         return folder
 
-    def _write_parts(self, out: Path, name: str) -> None:
+    def _write_parts(self, out: Path, name: str, on_hub: bool = False) -> None:
         vae_src = self._sources.get("vae")
         if vae_src is not None and Path(vae_src).is_dir():
             _copy_part(Path(vae_src), out / "vae")
@@ -723,7 +723,9 @@ class TranslationPipeline:
         hjmap = self.map
         if hjmap.shift.dtype != torch.float32 or hjmap.shift.device.type != "cpu":
             hjmap = copy.deepcopy(hjmap).to("cpu", torch.float32)
-        hjmap.save_pretrained(out / "map")
+        # the map's card loads it from its own folder, or through the pipeline's Hub repo
+        hjmap.save_pretrained(out / "map", model_card_kwargs=(
+            {"pipeline": name} if on_hub else {"name": f"{name}/map"}))
         for key in ("judge_source", "judge_target"):
             judge = getattr(self, key)
             if judge is None:

@@ -28,6 +28,8 @@ def test_toy2d_run_writes_everything(tmp_path, capsys):
                  "--no-progress"]) == 0
     assert {"config.json", "metrics.json", "transport.png", "map", "checkpoints"} <= {
         p.name for p in out.iterdir()}
+    # the map is written atomically through map.tmp, and its card names where it ends up
+    assert "HJMap.from_pretrained('map')" in (out / "map" / "README.md").read_text()
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("cost_ratio", "cost_ratio_extrapolated", "energy_forward", "energy_floor_forward",
                 "duality_gap", "monotone_share", "ot_match_forward", "ot_match_floor_forward",
@@ -42,8 +44,11 @@ def test_toy2d_run_writes_everything(tmp_path, capsys):
     # in 2-D the head reads random Fourier features by default
     assert json.loads((out / "map" / "config.json").read_text())["head_kwargs"]["fourier_features"] == 128
     # evaluate re-runs the task's evaluation from the saved folder, or from the map inside it
-    assert main(["evaluate", str(out), "--n", "500"]) == 0
-    assert main(["evaluate", str(out / "map"), "--n", "500"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--n", "300"]) == 0
+    assert json.loads(capsys.readouterr().out)["energy_draws_n"] == 300
+    assert main(["evaluate", str(out / "map")]) == 0  # without --n: the run's own --eval-n
+    assert json.loads(capsys.readouterr().out)["energy_draws_n"] == 500
     # fine-tuning starts from the run's map (the run folder stands for its map/)
     tuned = tmp_path / "tuned"
     assert main(["train", "toy2d", "--source", "8gaussians", "--target", "circles", "--steps", "2",

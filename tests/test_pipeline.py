@@ -100,7 +100,8 @@ def test_save_load_round_trip(pipes, data, tmp_path, mode):
     assert card.data.library_name == "hjtranslate" and "hjtranslate" in card.data.tags
     assert card.data.datasets == ["mnist", "zalando-datasets/fashion_mnist"]
     assert card.data.metrics == ["fid/forward", "judge_accuracy"]
-    assert "TranslationPipeline.from_pretrained('pipe')" in card.text
+    assert "TranslationPipeline.from_pretrained('pipe')" in card.text  # absolute: its name
+    assert "HJMap.from_pretrained('pipe/map')" in (folder / "map" / "README.md").read_text()
 
     loaded = TranslationPipeline.from_pretrained(folder)
     assert loaded.map.conditional == (mode == "conditional") and not loaded.map.training
@@ -359,6 +360,20 @@ def test_broken_folders(saved, tmp_path):
         TranslationPipeline.from_pretrained(tmp_path / "nothing" / "here")
 
 
+def test_cards_load_what_they_name_from_where_it_was_saved(pipes, tmp_path, monkeypatch):
+    """Saved under a relative path, both cards' snippets name that path, so that they run as
+    written from the folder the pipeline was saved from (models/digits-to-fashion's cards)."""
+    monkeypatch.chdir(tmp_path)
+    pipes["conditional"].save_pretrained("models/d2f")
+    card = Path("models/d2f/README.md").read_text()
+    map_card = Path("models/d2f/map/README.md").read_text()
+    assert "TranslationPipeline.from_pretrained('models/d2f')" in card
+    assert "--model models/d2f " in card
+    assert "HJMap.from_pretrained('models/d2f/map')" in map_card
+    assert TranslationPipeline.from_pretrained("models/d2f").map.dim == pipes["conditional"].map.dim
+    assert HJMap.from_pretrained("models/d2f/map").dim == pipes["conditional"].map.dim
+
+
 # -- the Hub --------------------------------------------------------------------------------
 def test_push_to_hub_load_and_offline(pipes, data, hub_server, hf_cache, monkeypatch):
     pipe = pipes["conditional"]
@@ -369,6 +384,8 @@ def test_push_to_hub_load_and_offline(pipes, data, hub_server, hf_cache, monkeyp
             "judge_source/model.safetensors", "judge_target/model.safetensors"} <= set(files)
     assert b"library_name: hjtranslate" in files["README.md"]
     assert b"from_pretrained('user/digits-to-fashion')" in files["README.md"]
+    # the map's card loads the map through the pipeline's repo, where it sits in map/
+    assert b"TranslationPipeline.from_pretrained('user/digits-to-fashion').map" in files["map/README.md"]
     assert len(HfApi().list_repo_commits("user/digits-to-fashion")) == 2  # creation + one upload
 
     loaded = TranslationPipeline.from_pretrained("user/digits-to-fashion")

@@ -18,6 +18,7 @@ import torch
 from ..api import fit
 from ..hjmap import HJMap, read_json_object
 from ..losses import MMDS, SINKHORN_BLUR
+from ..modelcard import card_name
 from ..objective import MONOTONE_DIRECTIONS, SEMIDUAL_SIDES
 from ..pipeline import INDEX_FILE
 from ..training import make_accelerator
@@ -39,22 +40,24 @@ def add_map_arguments(p: argparse.ArgumentParser, steps: int = 3000, batch_size:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cost", default="quadratic", help="a cost plugin (see `hjtranslate plugins`)")
     p.add_argument("--p", type=float, default=None, help="exponent of the pnorm / lp costs")
-    p.add_argument("--head", default=None, help="a head plugin (default: mlp)")
+    p.add_argument("--head", default=None,
+                   help="a head plugin (default: mlp; digits-to-fashion --mode conditional: conditional)")
     p.add_argument("--width", type=int, default=None)
     p.add_argument("--depth", type=int, default=None)
     p.add_argument("--quadratic", default=None, choices=QUADRATIC_KINDS,
                    help="quadratic part of the potential (default: hopf_lax_spd for the quadratic cost, "
-                   "else affine; hopf_lax_per_class: one per class, conditional head)")
+                   "else affine; digits-to-fashion: hopf_lax_per_class, one per class, with the "
+                   "conditional head, hopf_lax with --mode shared)")
     p.add_argument("--quadratic-gain", type=float, default=None,
                    help="the Hopf-Lax quadratic learns this many times faster than the network (default: "
                    "the task's; 10 in the heads)")
     p.add_argument("--fourier-features", type=int, default=None,
                    help="mlp head: add sin/cos of this many random projections of x to its "
                    "inputs (sharper maps in low dimensions; default 128 in 2-D with the "
-                   "quadratic cost, else 0 = none)")
+                   "quadratic cost and in color-transfer, else 0 = none)")
     p.add_argument("--fourier-scale", type=float, default=None,
                    help="standard deviation of those projections in standardised data units "
-                   "(default 8)")
+                   "(default 8; color-transfer: 4)")
     p.add_argument("--lambda", dest="lambda_mmd", default="auto",
                    help="MMD weight: 'auto' (adaptive, default) or a number")
     p.add_argument("--lambda-slack", type=float, default=0.05, metavar="S",
@@ -296,7 +299,7 @@ def write_outputs(out: Path, m: HJMap, metrics: dict[str, Any], acc: Any) -> Non
                                  if isinstance(v, (int, float, str)) and v is not None}}
     tmp = out / "map.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    m.save_pretrained(tmp)
+    m.save_pretrained(tmp, model_card_kwargs={"name": card_name(out / "map")})  # not map.tmp
     shutil.rmtree(out / "map", ignore_errors=True)
     os.replace(tmp, out / "map")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True, default=str))
@@ -392,7 +395,9 @@ def _evaluate(cfg: dict[str, Any], map_dir: Path, args: argparse.Namespace,
     m = HJMap.from_pretrained(map_dir)
     t0 = time.perf_counter()
     try:
-        metrics = task.evaluate(m, argparse.Namespace(**cfg), n=args.n)
+        # no --n: as many samples as the run evaluated on when it trained, else the task's default
+        n = args.n if args.n is not None else cfg.get("eval_n")
+        metrics = task.evaluate(m, argparse.Namespace(**cfg), **({} if n is None else {"n": n}))
     except AttributeError as exc:
         if not isinstance(exc.obj, argparse.Namespace):
             raise
