@@ -459,6 +459,18 @@ def _flat_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def check_pipeline_destination(folder: str | Path, flag: str = "") -> None:
+    """Saving replaces the whole folder: it must be new, empty or an earlier pipeline, so that
+    no other file in it is lost. ``flag`` names the option in the error (``--export``)."""
+    folder = Path(folder)
+    name = f"{flag} {folder}" if flag else str(folder)
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"{name} exists and is not a folder: name a folder.")
+    if folder.is_dir() and not (folder / INDEX_FILE).is_file() and any(folder.iterdir()):
+        raise ValueError(f"{name} holds files and is not a translation pipeline folder; saving "
+                         "replaces the whole folder, so name a new or empty one.")
+
+
 class TranslationPipeline:
     """Translate images between two datasets through a VAE's latent space (see the module
     docstring). Build one with :meth:`from_components` or :meth:`from_pretrained`."""
@@ -695,8 +707,7 @@ class TranslationPipeline:
         ``repo_id`` only changes the model card's usage snippet."""
         folder = Path(folder).expanduser()
         folder.parent.mkdir(parents=True, exist_ok=True)
-        if folder.exists() and not folder.is_dir():
-            raise NotADirectoryError(f"{folder} exists and is not a folder.")
+        check_pipeline_destination(folder)
         tmp = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
         try:
             tmp.mkdir()

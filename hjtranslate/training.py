@@ -147,6 +147,12 @@ def train(
     out = Path(config.output_dir) if config.output_dir else None
     start_step = 0
     history: list[dict[str, float]] = []
+    if not config.resume and out is not None and acc.is_main_process and checkpoints(out):
+        # A fresh run in the folder of an earlier one replaces it: the old checkpoints would
+        # outrank this run's own (they are pruned by step) and a later --resume would pick them.
+        acc.print(f"Starting afresh (no --resume): removing the earlier run's checkpoints "
+                  f"in {out / 'checkpoints'}.")
+        shutil.rmtree(out / "checkpoints")
     if config.resume and out is not None:
         found = checkpoints(out)
         if not found:

@@ -140,7 +140,8 @@ def test_bad_input_gives_a_clear_error_and_no_traceback(args, message, tmp_path,
     # would in a shell. test_unknown_task_lists_the_choices checks a real process too.
     capsys.readouterr()
     # A finished run is in the folder: a rejected option must leave it as it was.
-    finished = {"config.json": '{"task": "earlier"}', "metrics.json": "{}", "map/config.json": "{}"}
+    task = args[1] if args[0] == "train" else "earlier"
+    finished = {"config.json": json.dumps({"task": task}), "metrics.json": "{}", "map/config.json": "{}"}
     for name, text in finished.items():
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_text(text)
@@ -163,7 +164,39 @@ def test_an_output_dir_that_is_a_file_or_another_tasks_run(tmp_path, capsys):
     capsys.readouterr()
     assert main(["train", "toy2d", "--resume", "--steps", "4", "--output-dir", str(run)]) == 2
     assert "is a gaussians run, not toy2d" in capsys.readouterr().err
+    # a fresh run there would mix its files with that run's: refused as well
+    assert main(["train", "toy2d", "--steps", "2", "--output-dir", str(run)]) == 2
+    assert "`hjtranslate train gaussians --resume" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    # nor does a run write into a model's or a pipeline's folder
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"_class_name": "AutoencoderKL"}')
+    assert main(["train", "toy2d", "--steps", "2", "--output-dir", str(model)]) == 2
+    assert "holds a config.json that is not a run's" in capsys.readouterr().err
+    pipe = tmp_path / "pipe"
+    pipe.mkdir()
+    (pipe / "hjtranslate_pipeline.json").write_text("{}")
+    assert main(["train", "toy2d", "--steps", "2", "--output-dir", str(pipe)]) == 2
+    assert "is a translation pipeline folder" in capsys.readouterr().err
+    assert sorted(p.name for p in model.iterdir()) == ["config.json"]
+    assert sorted(p.name for p in pipe.iterdir()) == ["hjtranslate_pipeline.json"]
+
+
+def test_a_fresh_run_replaces_the_earlier_runs_checkpoints(tmp_path, capsys):
+    """Without --resume a run in an earlier run's folder starts afresh: the earlier checkpoints
+    go, so that they neither outrank this run's nor get resumed under this run's options."""
+    from hjtranslate.training import checkpoints
+
+    run = tmp_path / "run"
+    common = ["train", "toy2d", "--n", "500", "--batch-size", "64", "--eval-n", "100",
+              "--output-dir", str(run), "--no-progress"]
+    assert main([*common, "--steps", "8"]) == 0
+    assert [p.name for p in checkpoints(run)][-1] == "step-0000008"
+    capsys.readouterr()
+    assert main([*common, "--steps", "4", "--source", "circles"]) == 0
+    assert "removing the earlier run's checkpoints" in capsys.readouterr().out
+    assert [p.name for p in checkpoints(run)][-1] == "step-0000004"
 
 
 def test_out_of_memory_is_a_clear_error(monkeypatch, capsys):

@@ -288,6 +288,9 @@ JUDGE_OPTIONS = {
     "label smoothing -0.1": (["--label-smoothing", "-0.1"],
                              "--label-smoothing must be at least 0 and below 1"),
     "negative blur": (["--blur", "-1"], r"--blur must be >= 0"),
+    "batch size 0": (["--batch-size", "0"], r"--batch-size must be >= 1, got 0"),
+    "negative shift": (["--shift", "-1"], r"--shift must be between 0 and 13 pixels"),
+    "shift beyond the image": (["--shift", "1000"], r"--shift must be between 0 and 13 .*got 1000"),
 }
 
 
@@ -337,6 +340,19 @@ def test_color_transfer_checks_bins_and_pixels_before_training(tmp_path, capsys)
     # more --pixels than an image has: all of its pixels
     assert main([*common, "--bins", "4", "--pixels", str(10**30)]) == 0
     assert json.loads((out / "metrics.json").read_text())["train_pixels"] == [64, 64]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--latent-channels", "0"], "--latent-channels must be >= 1, got 0"),
+    (["--latent-channels", "-1"], "--latent-channels must be >= 1, got -1"),
+    (["--kl-weight", "-1"], "--kl-weight must be a finite number >= 0"),
+    (["--kl-weight", "nan"], "--kl-weight must be a finite number >= 0"),
+])
+def test_bad_vae_options_are_refused_before_training(tmp_path, capsys, extra, message):
+    assert main(["train", "vae", "--steps", "1", "--output-dir", str(tmp_path / "v"), *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err
+    assert not (tmp_path / "v").exists()
 
 
 @pytest.mark.parametrize("widths", ["a,b", "16,,32", "12,16"])

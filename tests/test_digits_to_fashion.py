@@ -84,6 +84,17 @@ def test_tiny_run_writes_map_metrics_and_grids(tmp_path, mode, capsys, monkeypat
     assert again["cost_ratio_per_class"] == pytest.approx(metrics["cost_ratio_per_class"])
 
 
+def test_export_into_a_folder_of_other_files_is_refused_before_training(tmp_path, capsys):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("keep")
+    run = tmp_path / "run"
+    assert main(["train", "digits-to-fashion", "--steps", "2", "--export", str(notes),
+                 "--output-dir", str(run)]) == 2
+    assert "--export" in (err := capsys.readouterr().err) and "name a new or empty one" in err
+    assert [p.name for p in notes.iterdir()] == ["todo.txt"] and not run.exists()
+
+
 def test_evaluate_through_another_vae_only_in_the_same_latent_space(tmp_path, capsys):
     import shutil
 

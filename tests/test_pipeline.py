@@ -372,6 +372,12 @@ def test_cards_load_what_they_name_from_where_it_was_saved(pipes, tmp_path, monk
     assert "HJMap.from_pretrained('models/d2f/map')" in map_card
     assert TranslationPipeline.from_pretrained("models/d2f").map.dim == pipes["conditional"].map.dim
     assert HJMap.from_pretrained("models/d2f/map").dim == pipes["conditional"].map.dim
+    # saving replaces the whole folder: a folder of other files is refused, not emptied
+    Path("notes").mkdir()
+    Path("notes/todo.txt").write_text("keep")
+    with pytest.raises(ValueError, match="holds files and is not a translation pipeline folder"):
+        pipes["conditional"].save_pretrained("notes")
+    assert [p.name for p in Path("notes").iterdir()] == ["todo.txt"]
 
 
 # -- the Hub --------------------------------------------------------------------------------

@@ -126,7 +126,7 @@ def restore_recorded_options(args: argparse.Namespace, explicit: set[str],
     Returns what was restored; nothing without a recorded run of this task."""
     if not hasattr(args, "output_dir"):
         return {}  # a task without a run folder (judges: one folder per judge)
-    recorded_path = output_dir(args, args.task) / "config.json"
+    recorded_path = Path(args.output_dir or Path("runs") / args.task) / "config.json"
     try:
         recorded = json.loads(recorded_path.read_text())
     except (FileNotFoundError, NotADirectoryError):
@@ -198,9 +198,29 @@ def check_count(flag: str, value: int, low: int, high: int | None = None, why: s
 
 
 def output_dir(args: argparse.Namespace, task: str) -> Path:
+    """The run folder: ``--output-dir`` or ``runs/TASK``; new, or a run of this same task (a run
+    replaces its config.json, map/ and metrics, so another run's or a model's folder would be
+    mixed with this one or lose files)."""
     out = Path(args.output_dir or Path("runs") / task)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--output-dir {out} is a file: name a folder (new or a run's).")
+    new_folder = "name a new folder with --output-dir"
+    if (out / INDEX_FILE).is_file():
+        raise ValueError(f"--output-dir {out} is a translation pipeline folder, which a run "
+                         f"would overwrite in part: {new_folder} (--export writes pipelines).")
+    cfg = out / "config.json"
+    if cfg.is_file():
+        try:
+            recorded = json.loads(cfg.read_text())
+        except (OSError, ValueError):
+            recorded = None  # a damaged run record: --resume explains; a new run replaces it
+        if isinstance(recorded, dict) and "task" not in recorded:
+            raise ValueError(f"--output-dir {out} holds a config.json that is not a run's (a "
+                             f"model's folder?), which a run would overwrite: {new_folder}.")
+        if isinstance(recorded, dict) and recorded["task"] != task:
+            raise ValueError(f"--output-dir {out} holds a {recorded['task']} run, not a {task} "
+                             f"one: {new_folder}, or continue that run with `hjtranslate train "
+                             f"{recorded['task']} --resume --output-dir {out}`.")
     return out
 
 

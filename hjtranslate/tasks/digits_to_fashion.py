@@ -170,8 +170,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from ..training import finish_run, make_accelerator
 
     _apply_preset(args)
-    if args.export and Path(args.export).exists() and not Path(args.export).is_dir():
-        raise NotADirectoryError(f"--export {args.export} is a file: name a folder.")
+    if args.export:
+        from ..pipeline import check_pipeline_destination
+
+        check_pipeline_destination(args.export, "--export")  # before training, not after
     out = output_dir(args, "digits-to-fashion")
     acc = make_accelerator()
     enc = VAEEncoder(args.vae, device=acc.device)

@@ -23,6 +23,7 @@ from torch import nn
 
 from ..data import load_dataset, to_float
 from ..judges import CLASSES, DEFAULT_ARCH, DEFAULT_KWARGS, Judge, build_classifier
+from .common import check_count, require_at_least
 
 DATASET_NAMES = ("mnist", "fashion-mnist")
 
@@ -160,6 +161,9 @@ def check_arguments(args: argparse.Namespace) -> None:
     if not 0.0 <= args.label_smoothing < 1.0:
         raise ValueError(f"--label-smoothing must be at least 0 and below 1 (the share of the "
                          f"target spread over all classes), got {args.label_smoothing:g}.")
+    require_at_least(args, batch_size=1)
+    # a shift of half the image or more moves the whole digit out of the 28x28 frame
+    check_count("--shift", args.shift, 0, 13, " pixels (random translations of a 28x28 image)")
     if not args.blur >= 0.0:  # also refuses NaN
         raise ValueError(f"--blur must be >= 0 (the largest blur sigma in pixels; 0: no blur), "
                          f"got {args.blur:g}.")

@@ -249,7 +249,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     out = Path(args.output_dir)
     widths = parse_widths(args.widths)
-    require_at_least(args, batch_size=1, eval_images=1, stats_images=1)
+    require_at_least(args, batch_size=1, eval_images=1, stats_images=1, latent_channels=1)
+    if not 0.0 <= args.kl_weight < math.inf:  # also refuses NaN
+        raise ValueError(f"--kl-weight must be a finite number >= 0 (the KL term's weight "
+                         f"beside the per-pixel error; default 0.002), got {args.kl_weight:g}.")
     init = _load_init(args)
     train_images = torch.cat([load_dataset(n, "train", args.data_dir)[0] for n in DATASET_NAMES])
     tests = {n: load_dataset(n, "test", args.data_dir)[0][:args.eval_images] for n in DATASET_NAMES}
