@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -47,3 +48,14 @@ def whole_number(name: str, value: Any, low: int, high: int | None = None) -> in
         bound = f">= {low}" if high is None else f"between {low} and {high}"
         raise ValueError(f"{name} must be {bound}, got {value}.")
     return value
+
+
+def check_folder_path(path: Path, flag: str) -> None:
+    """A clear error, before any work, when the folder ``path`` cannot be made: it is a file, or
+    lies under one (``mkdir`` would fail late with "Not a directory")."""
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                where = "is a file" if p == path else f"lies under {p}, which is a file"
+                raise NotADirectoryError(f"{flag} {path} {where}: name a folder.")
+            return

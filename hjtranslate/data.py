@@ -197,8 +197,9 @@ def load_dataset(
             f"{key} ({split}) not found. Looked in: {', '.join(str(f) for f in folders)}. "
             f"Put the files {images_stem}.gz and {labels_stem}.gz (gzip or uncompressed) in "
             f"{root / sub} -- or choose the folder with --data-dir or ${ENV_VAR}, holding "
-            f"mnist/ and fashion-mnist/ subfolders. With internet access, "
-            f"load_dataset(..., download=True) fetches them through torchvision.{extra}"
+            f"mnist/ and fashion-mnist/ subfolders. With internet access, `--download` (the "
+            f"train commands) or load_dataset(..., download=True) fetches them through "
+            f"torchvision.{extra}"
         )
     images_path, labels_path = found
     images = _read_idx(images_path, 3, SIZES[split])

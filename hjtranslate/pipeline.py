@@ -57,7 +57,7 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__
-from .checks import is_int, is_real
+from .checks import check_folder_path, is_int, is_real
 from .hjmap import CheckpointError, HJMap, _version_tuple, is_run_folder, read_json_object
 from .modelcard import HUB_DATASETS, card_name
 
@@ -464,8 +464,7 @@ def check_pipeline_destination(folder: str | Path, flag: str = "") -> None:
     no other file in it is lost. ``flag`` names the option in the error (``--export``)."""
     folder = Path(folder)
     name = f"{flag} {folder}" if flag else str(folder)
-    if folder.exists() and not folder.is_dir():
-        raise NotADirectoryError(f"{name} exists and is not a folder: name a folder.")
+    check_folder_path(folder, flag or "The pipeline folder")
     if folder.is_dir() and not (folder / INDEX_FILE).is_file() and any(folder.iterdir()):
         raise ValueError(f"{name} holds files and is not a translation pipeline folder; saving "
                          "replaces the whole folder, so name a new or empty one.")
@@ -1012,10 +1011,13 @@ def cmd_translate(args: argparse.Namespace) -> int:
                 f"The shipped pipeline {model} is missing: train it (digits-to-fashion) or pass "
                 "--model a pipeline folder or Hub id."
             )
-    inputs, skipped = _collect_inputs(Path(args.input).expanduser())
     out_dir = Path(args.out).expanduser()
-    if out_dir.exists() and not out_dir.is_dir():
-        raise NotADirectoryError(f"--out {out_dir} exists and is not a folder.")
+    check_folder_path(out_dir, "--out")
+    in_path = Path(args.input).expanduser()
+    if in_path.is_dir() and out_dir.resolve() == in_path.resolve():
+        raise ValueError(f"--out {out_dir} is the --input folder: a later run would translate "
+                         "these translations too. Write them to another folder.")
+    inputs, skipped = _collect_inputs(in_path)
     from huggingface_hub import constants
 
     if (not constants.HF_HUB_OFFLINE and not Path(model).expanduser().exists()

@@ -79,6 +79,9 @@ def test_toy2d_run_writes_everything(tmp_path, capsys):
     (out / "map" / "config.json").write_text("[]")
     assert main(["evaluate", str(out), "--n", "500"]) == 2
     assert "holds a JSON list, not an object of settings" in capsys.readouterr().err
+    shutil.rmtree(out / "map")
+    assert main(["evaluate", str(out)]) == 2
+    assert f"{out / 'map'} is missing: the toy2d run" in capsys.readouterr().err
 
 
 def test_fourier_features_can_be_turned_off(tmp_path):
@@ -127,7 +130,7 @@ def test_pnorm_cost_from_the_cli(tmp_path):
         (["train", "gaussians", "--eval-n", "100000000000"], "--eval-n must be between 20 and 1000000"),
         (["train", "digits-to-fashion", "--export", __file__], "--export"),
         (["train", "toy2d", "--eval-n", "5"], "--eval-n must be between 20 and 16000"),
-        (["evaluate", "/nonexistent/run"], "pass the output folder"),
+        (["evaluate", "/nonexistent/run"], "/nonexistent/run does not exist: pass the output folder"),
         (["evaluate", str(ROOT / "models" / "digits-to-fashion"), "--n", "10001"],
          "--n must be between 10 and 10000 (the MNIST and Fashion-MNIST test sets"),
         (["evaluate", str(ROOT / "models" / "digits-to-fashion"), "--n", "1"], "got 1"),
@@ -156,6 +159,8 @@ def test_an_output_dir_that_is_a_file_or_another_tasks_run(tmp_path, capsys):
     afile.write_text("keep")
     assert main(["train", "toy2d", "--steps", "2", "--output-dir", str(afile)]) == 2
     assert "is a file: name a folder" in capsys.readouterr().err and afile.read_text() == "keep"
+    assert main(["train", "toy2d", "--steps", "2", "--output-dir", str(afile / "run")]) == 2
+    assert f"lies under {afile}, which is a file" in capsys.readouterr().err
     # --resume on the folder of another task's run: refused, the run left as it was
     run = tmp_path / "gauss"
     assert main(["train", "gaussians", "--steps", "2", "--n", "200", "--eval-n", "100",

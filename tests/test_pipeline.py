@@ -497,6 +497,13 @@ def test_cli_translate_errors(saved, inputs, tmp_path, capsys, monkeypatch):
     assert "out of range" in fails("--input", str(inputs), "--class", "12")
     (empty / "a.txt").write_text("x")
     assert "1 files skipped" in fails("--input", str(empty))
+    # --out where no folder can be made, or the --input folder itself: refused before any work
+    (tmp_path / "afile").write_text("x")
+    for out, message in ((tmp_path / "afile" / "sub", "which is a file: name a folder"),
+                         (inputs, "is the --input folder")):
+        assert main(["translate", "--model", str(saved), "--input", str(inputs),
+                     "--out", str(out)]) == 2
+        assert message in capsys.readouterr().err
 
     import hjtranslate.pipeline as pipeline_module
 

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from ..api import fit
+from ..checks import check_folder_path
 from ..hjmap import HJMap, read_json_object
 from ..losses import MMDS, SINKHORN_BLUR
 from ..modelcard import card_name
@@ -202,8 +203,7 @@ def output_dir(args: argparse.Namespace, task: str) -> Path:
     replaces its config.json, map/ and metrics, so another run's or a model's folder would be
     mixed with this one or lose files)."""
     out = Path(args.output_dir or Path("runs") / task)
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"--output-dir {out} is a file: name a folder (new or a run's).")
+    check_folder_path(out, "--output-dir")
     new_folder = "name a new folder with --output-dir"
     if (out / INDEX_FILE).is_file():
         raise ValueError(f"--output-dir {out} is a translation pipeline folder, which a run "
@@ -363,6 +363,10 @@ _REDO_RUN = "Restore it from a copy, or train (or export) again."
 def evaluate_folder(args: argparse.Namespace) -> dict[str, Any]:
     """``hjtranslate evaluate FOLDER``: re-run a task's evaluation from its saved config."""
     folder = Path(args.folder)
+    if not folder.is_dir():
+        what = "is a file" if folder.exists() else "does not exist"
+        raise FileNotFoundError(f"{folder} {what}: pass the output folder of `hjtranslate train` "
+                                "or a translation pipeline folder (e.g. models/digits-to-fashion).")
     if (folder / INDEX_FILE).is_file():
         return _evaluate_pipeline(folder, args)
     cfg_path = folder / "config.json"
@@ -375,7 +379,10 @@ def evaluate_folder(args: argparse.Namespace) -> dict[str, Any]:
         folder = folder.parent  # the map folder of a run: its run's config says which task
         cfg_path = folder / "config.json"
         cfg = read_json_object(cfg_path, _REDO_RUN)
-    if "task" not in cfg or not (folder / "map").is_dir():
+    if "task" in cfg and not (folder / "map").is_dir():
+        raise FileNotFoundError(f"{folder / 'map'} is missing: the {cfg['task']} run in {folder} "
+                                f"has no saved map (unfinished, or moved away). {_REDO_RUN}")
+    if "task" not in cfg:
         raise ValueError(
             f"{args.folder} is not the output folder of `hjtranslate train` (its config.json and "
             "map/ say which task and data the map was trained on), the map folder inside one, nor a "

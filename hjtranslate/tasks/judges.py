@@ -43,6 +43,8 @@ class ClassifierObjective(nn.Module):
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=None, help="datasets folder (default: $HJT_DATA_DIR, "
                    "then ~/.cache/hjtranslate/datasets)")
+    p.add_argument("--download", action="store_true",
+                   help="let torchvision download missing MNIST / Fashion-MNIST files (online)")
     p.add_argument("--output-root", default="models",
                    help="judges go to <output-root>/judge-mnist and judge-fashion-mnist")
     p.add_argument("--datasets", default="mnist,fashion-mnist", help="comma-separated")
@@ -175,8 +177,8 @@ def train_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
     from ..training import TrainConfig, make_accelerator, train
 
-    images, labels = load_dataset(name, "train", args.data_dir)
-    test_x, test_y = load_dataset(name, "test", args.data_dir)
+    images, labels = load_dataset(name, "train", args.data_dir, download=args.download)
+    test_x, test_y = load_dataset(name, "test", args.data_dir, download=args.download)
     out = Path(args.output_root) / f"judge-{name}"
     model_kwargs = model_kwargs_of(args)
     acc = make_accelerator()

@@ -97,6 +97,8 @@ def parse_widths(text: str, groups: int = 8) -> tuple[int, ...]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=None, help="datasets folder (default: $HJT_DATA_DIR, "
                    "then ~/.cache/hjtranslate/datasets)")
+    p.add_argument("--download", action="store_true",
+                   help="let torchvision download missing MNIST / Fashion-MNIST files (online)")
     p.add_argument("--output-dir", default="models/vae")
     p.add_argument("--steps", type=int, default=900)
     p.add_argument("--time-budget", type=float, default=None, help="seconds; stops early")
@@ -254,8 +256,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError(f"--kl-weight must be a finite number >= 0 (the KL term's weight "
                          f"beside the per-pixel error; default 0.002), got {args.kl_weight:g}.")
     init = _load_init(args)
-    train_images = torch.cat([load_dataset(n, "train", args.data_dir)[0] for n in DATASET_NAMES])
-    tests = {n: load_dataset(n, "test", args.data_dir)[0][:args.eval_images] for n in DATASET_NAMES}
+    data = {(n, split): load_dataset(n, split, args.data_dir, download=args.download)[0]
+            for n in DATASET_NAMES for split in ("train", "test")}
+    train_images = torch.cat([data[n, "train"] for n in DATASET_NAMES])
+    tests = {n: data[n, "test"][:args.eval_images] for n in DATASET_NAMES}
 
     acc = make_accelerator()
     set_seed(args.seed)
