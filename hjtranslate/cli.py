@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from . import __version__
 
@@ -130,14 +131,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _command_actions(parser: argparse.ArgumentParser,
-                     args: argparse.Namespace) -> dict[str, argparse.Action]:
-    """The options of the (sub)command parser that ``args`` came from (``train TASK``,
-    ``translate``, ...), by dest."""
+def _command_parser(parser: argparse.ArgumentParser,
+                    args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The (sub)command parser that ``args`` came from (``train TASK``, ``translate``, ...)."""
     p = parser
     while sub := next((a for a in p._actions if isinstance(a, argparse._SubParsersAction)), None):
         p = sub.choices[getattr(args, sub.dest)]
-    return {a.dest: a for a in p._actions}
+    return p
+
+
+def _command_actions(parser: argparse.ArgumentParser,
+                     args: argparse.Namespace) -> dict[str, argparse.Action]:
+    """The options of the (sub)command parser that ``args`` came from, by dest."""
+    return {a.dest: a for a in _command_parser(parser, args)._actions}
 
 
 def _refuse_empty_values(args: argparse.Namespace, actions: dict[str, argparse.Action]) -> None:
@@ -180,13 +186,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+def _plain_warnings() -> None:
+    """Warnings raised by hjtranslate's own code (its package and plugins) read as notes on the
+    command line, without the file name and source line Python shows for a developer."""
+    import importlib.util
+    import warnings
+
+    if getattr(warnings.formatwarning, "hjtranslate_notes", False):
+        return  # set by an earlier main() in this process
+    roots = tuple(str(Path(spec.origin).parent) for name in ("hjtranslate", "hjtranslate_plugins")
+                  if (spec := importlib.util.find_spec(name)) is not None and spec.origin)
+    default = warnings.formatwarning
+
+    def note(message, category, filename, lineno, line=None) -> str:
+        if str(filename).startswith(roots):
+            return f"note: {message}\n"
+        return default(message, category, filename, lineno, line)
+
+    note.hjtranslate_notes = True  # type: ignore[attr-defined]
+    warnings.formatwarning = note
+
+
 def _main(argv: Sequence[str] | None) -> int:
     from .hjmap import CheckpointError
     from .registry import PluginError
     from .training import TrainingError
 
+    _plain_warnings()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # argparse would show the top-level usage; the command's own is the useful one
+        _command_parser(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
     if getattr(args, "_import_error", None):
         print(f"error: task {args.task!r} needs a missing package: {args._import_error}",
               file=sys.stderr)

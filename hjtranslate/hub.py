@@ -33,26 +33,44 @@ def check_folder(folder: str | Path) -> str:
             "safetensors only, since unpickling can run arbitrary code. Convert them with "
             "safetensors.torch.save_file or remove them."
         )
-    if (path / PIPELINE_FILE).is_file():
-        return "pipeline"
+    kind = "pipeline" if (path / PIPELINE_FILE).is_file() else "map"
     missing = [name for name in MAP_FILES if not (path / name).is_file()]
-    if missing:
+    if kind == "map" and missing:
         raise ValueError(
             f"{folder} is neither a saved map (it lacks {' and '.join(missing)}) nor a pipeline "
             f"folder (no {PIPELINE_FILE}). Save one with HJMap.save_pretrained(folder)."
         )
-    return "map"
+    _check_loads(path, kind)
+    return kind
+
+
+def _check_loads(path: Path, kind: str) -> None:
+    """Load the folder as users will (a few MB): a truncated or hand-damaged file is found
+    here, not by whoever downloads it."""
+    from .hjmap import CheckpointError, HJMap
+
+    try:
+        if kind == "pipeline":
+            from .pipeline import TranslationPipeline
+
+            TranslationPipeline.from_pretrained(path)
+        else:
+            HJMap.from_pretrained(path)
+    except (CheckpointError, ValueError, OSError) as exc:
+        raise ValueError(f"{path} does not load as a {kind}, so it is not published: {exc}") from None
 
 
 def _check_repo_id(repo_id: str) -> str:
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
+    if repo_id.count("/") != 1:
+        raise ValueError(f"Invalid --repo-id {repo_id!r}: expected 'user/name' (or 'org/name').")
     try:
         validate_repo_id(repo_id)
     except HFValidationError as exc:
-        raise ValueError(f"Invalid --repo-id {repo_id!r}: {exc}") from None
-    if repo_id.count("/") != 1:
-        raise ValueError(f"Invalid --repo-id {repo_id!r}: expected 'user/name' (or 'org/name').")
+        # the library's hint about its repo_type argument means nothing on the command line
+        text = str(exc).replace("Use repo_type argument if needed.", "").strip()
+        raise ValueError(f"Invalid --repo-id {repo_id!r}: {text}") from None
     return repo_id
 
 

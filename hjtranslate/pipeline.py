@@ -634,7 +634,8 @@ class TranslationPipeline:
         if index.get("_class_name") != CLASS_NAME:
             raise CheckpointError(
                 f"{index_file} does not describe a {CLASS_NAME} (_class_name is "
-                f"{index.get('_class_name')!r})."
+                f"{index.get('_class_name')!r}, not {CLASS_NAME!r}). Download or save the "
+                "pipeline again."
             )
         saved = str(index.get("_hjtranslate_version", "0"))
         if _version_tuple(saved) > _version_tuple(__version__):
@@ -678,11 +679,15 @@ class TranslationPipeline:
                 judges[key] = load_judge(folder, device=device, remedy=redo)
             except (FileNotFoundError, ValueError) as exc:
                 raise CheckpointError(f"The {key} subfolder cannot be loaded: {exc}") from None
-        return cls(
-            encoder, hjmap, judges["judge_source"], judges["judge_target"],
-            index.get("source_dataset", "mnist"), index.get("target_dataset", "fashion-mnist"),
-            index.get("source_class_names"), index.get("target_class_names"), sources=parts,
-        )
+        try:
+            return cls(
+                encoder, hjmap, judges["judge_source"], judges["judge_target"],
+                index.get("source_dataset", "mnist"), index.get("target_dataset", "fashion-mnist"),
+                index.get("source_class_names"), index.get("target_class_names"), sources=parts,
+            )
+        except ValueError as exc:  # what the index says does not fit its parts
+            raise CheckpointError(f"{index_file}: {_sentence(exc)} Download or save the "
+                                  "pipeline again.") from None
 
     # -- saving and publishing ------------------------------------------------------------------
     def index(self) -> dict[str, Any]:
@@ -1061,7 +1066,8 @@ def cmd_translate(args: argparse.Namespace) -> int:
             "notes": result.notes[i],
         })
         conf = "" if result.confidences is None else f" (judge {result.confidences[i]:.2f})"
-        print(f"{path.name}: class {k_in} -> {target.name}{conf}")
+        converted = f"; {', '.join(result.notes[i])}" if result.notes[i] else ""
+        print(f"{path.name}: class {k_in} -> {target.name}{conf}{converted}")
     report = {
         "model": str(model),
         "direction": args.direction,

@@ -357,3 +357,24 @@ def test_resume_derives_the_time_budget_again_from_the_deadline(tmp_path):
          "_time_budget_typed": True}))
     restore_recorded_options(args, set())
     assert args.time_budget == 600.0
+
+
+def test_an_unknown_option_shows_its_commands_usage(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "toy2d", "--frob", "3"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: hjtranslate train toy2d" in err
+    assert "hjtranslate train toy2d: error: unrecognized arguments: --frob 3" in err
+
+
+def test_own_warnings_read_as_notes_on_the_command_line(capsys):
+    import warnings
+
+    import hjtranslate
+
+    assert main(["plugins"]) == 0
+    ours = str(Path(hjtranslate.__file__).parent / "tasks" / "digits_to_fashion.py")
+    assert warnings.formatwarning("No latent_stats.json", RuntimeWarning, ours, 9) == (
+        "note: No latent_stats.json\n")
+    assert "UserWarning" in warnings.formatwarning("x", UserWarning, "/elsewhere/lib.py", 3)

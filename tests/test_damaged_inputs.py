@@ -178,6 +178,23 @@ def test_corrupt_pipeline_part_is_a_checkpoint_error(tmp_path, part):
 
 
 @_needs("digits-to-fashion")
+@pytest.mark.parametrize("other, message", [
+    ("judge-mnist", "its config.json names no _class_name 'AutoencoderKL'"),
+    ("digits-to-fashion/map", "its config.json names no _class_name 'AutoencoderKL'"),
+    ("digits-to-fashion", "a translation pipeline: its VAE is in vae/"),
+])
+def test_a_folder_of_something_else_named_as_the_vae(other, message, capsys):
+    """A judge's, a map's or a pipeline's folder given as --vae: named as what it is, before
+    diffusers tries it (and logs its own fallbacks)."""
+    folder = MODELS / other
+    assert main(["evaluate", str(MODELS / "digits-to-fashion"), "--n", "10",
+                 "--vae", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert f"{folder} " in err and message in err and "Traceback" not in err
+    assert "unsafe serialization" not in err and "An error occurred" not in err
+
+
+@_needs("digits-to-fashion")
 def test_translate_with_a_corrupt_pipeline_has_no_traceback(tmp_path, capsys):
     folder = _copy("digits-to-fashion", tmp_path)
     _truncate(folder / "vae" / "diffusion_pytorch_model.safetensors")

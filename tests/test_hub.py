@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +19,8 @@ from safetensors.torch import load_file, save_file
 
 from hjtranslate import CheckpointError, HJMap, registry
 from hjtranslate.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TOKEN = os.environ["HF_TOKEN"]  # the dummy token of conftest.py
 
@@ -309,13 +313,27 @@ def test_cli_push_end_to_end(hub, tmp_path, capsys, caplog):
 
 def test_cli_push_pipeline_folder(hub, tmp_path, capsys):
     folder = tmp_path / "pipe"
-    tiny_map().save_pretrained(folder / "map")
-    (folder / "hjtranslate_pipeline.json").write_text('{"map": "map"}\n')
+    shutil.copytree(ROOT / "models" / "digits-to-fashion", folder)
+    # a pipeline that does not load is refused before anything reaches the Hub
+    config = folder / "map" / "config.json"
+    text = config.read_text()
+    config.write_text("{not json")
+    assert main(["push", str(folder), "--repo-id", "user/pipe"]) == 2
+    err = capsys.readouterr().err
+    assert "does not load as a pipeline, so it is not published" in err and "config.json" in err
+    weights = folder / "map" / "model.safetensors"
+    config.write_text(text)
+    whole = weights.read_bytes()
+    weights.write_bytes(whole[:-16])
+    assert main(["push", str(folder), "--repo-id", "user/pipe"]) == 2
+    assert "does not load as a pipeline" in capsys.readouterr().err
+    assert hub.repos == {}
+    weights.write_bytes(whole)
     assert main(["push", str(folder), "--repo-id", "user/pipe"]) == 0
-    assert {"hjtranslate_pipeline.json", "map/config.json", "map/model.safetensors"} <= set(
-        hub.files("user/pipe")
-    )
-    assert_same_maps(HJMap.from_pretrained(folder / "map"), tiny_map())
+    files = hub.files("user/pipe")
+    assert {"hjtranslate_pipeline.json", "map/config.json", "map/model.safetensors",
+            "vae/diffusion_pytorch_model.safetensors"} <= set(files)
+    assert files["map/model.safetensors"] == whole
 
 
 def _free_port() -> int:
@@ -340,6 +358,12 @@ def test_cli_push_errors(hub, tmp_path, capsys, monkeypatch):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert "neither a saved map" in push(str(empty), "--repo-id", "user/x")
+    weights = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(weights[:-16])
+    assert "does not load as a map, so it is not published" in push(str(folder), "--repo-id", "user/x")
+    (folder / "model.safetensors").write_bytes(weights)
+    assert "expected 'user/name'" in push(str(folder), "--repo-id", "bad id!!/x/y")
+    assert "repo_type" not in push(str(folder), "--repo-id", "bad id!!/x")
     torch.save({"w": torch.zeros(2)}, folder / "extra.pt")
     assert "pickle files (extra.pt)" in push(str(folder), "--repo-id", "user/x")
     (folder / "extra.pt").unlink()

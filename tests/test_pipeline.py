@@ -356,6 +356,11 @@ def test_broken_folders(saved, tmp_path):
     edit_index(f, _class_name="StableDiffusionPipeline")
     with pytest.raises(CheckpointError, match="does not describe a TranslationPipeline"):
         TranslationPipeline.from_pretrained(f)
+    f = broken("short-names")
+    edit_index(f, source_class_names=["a", "b"])
+    with pytest.raises(CheckpointError, match=rf"{INDEX_FILE}: source_class_names has 2 names "
+                                              "for 10 classes. Download or save"):
+        TranslationPipeline.from_pretrained(f)
     with pytest.raises(CheckpointError, match="no such folder"):
         TranslationPipeline.from_pretrained(tmp_path / "nothing" / "here")
 
@@ -457,12 +462,16 @@ def inputs(data, tmp_path):
 
 def test_cli_translate_folder(saved, data, inputs, tmp_path, capsys):
     (inputs / "readme.txt").write_text("not an image")
+    Image.fromarray(np.zeros((1, 1), np.uint8)).save(inputs / "tiny.png")
     out = tmp_path / "out"
     args = ["translate", "--model", str(saved), "--input", str(inputs), "--out", str(out),
             "--morph-steps", "4"]
     assert main(args) == 0
     captured = capsys.readouterr()
     assert "readme.txt" in captured.err and "Traceback" not in captured.err
+    assert "tiny.png: class" in captured.out and "resized 1x1 to 28x28" in captured.out
+    (inputs / "tiny.png").unlink()
+    assert main(args) == 0
     report = json.loads((out / "translations.json").read_text())
     assert report["direction"] == "forward" and len(report["items"]) == 3
     assert report["skipped"][0]["input"].endswith("readme.txt")

@@ -117,6 +117,8 @@ def _load_autoencoder(autoencoder_cls: Any, source: str | Path, local: Path,
     """``AutoencoderKL.from_pretrained`` with a :class:`CheckpointError` that names the folder
     (or Hub id) for what diffusers reports as a bare OSError (unreadable config.json, truncated
     weights, unknown Hub id) or ValueError / TypeError (a config that does not fit the weights)."""
+    if local.is_dir() and not hub_kwargs.get("subfolder"):
+        _check_autoencoder_folder(local)
     try:
         return autoencoder_cls.from_pretrained(str(local) if local.exists() else str(source),
                                                **hub_kwargs)
@@ -133,6 +135,24 @@ def _load_autoencoder(autoencoder_cls: Any, source: str | Path, local: Path,
             f"The VAE {str(source)!r} is neither a local folder nor a loadable Hub AutoencoderKL "
             f"({first}). Pass an existing folder, or check the Hub id and your connection."
         ) from None
+
+
+def _check_autoencoder_folder(folder: Path) -> None:
+    """A folder of something else (a judge, a map, a pipeline) named as the VAE: say so, before
+    diffusers tries it and logs its own fallbacks."""
+    try:
+        kind = read_json_object(folder / "config.json", _REDO_VAE).get("_class_name")
+    except CheckpointError:
+        return  # a damaged config.json: the load below names it as the VAE's
+    weights = any(folder.glob("diffusion_pytorch_model.*"))
+    if kind == "AutoencoderKL" and weights:
+        return
+    what = (f"its config.json describes a {kind}" if kind and kind != "AutoencoderKL" else
+            "its config.json names no _class_name 'AutoencoderKL'" if kind is None else
+            "it holds no diffusion_pytorch_model.safetensors")
+    hint = " (a translation pipeline: its VAE is in vae/)" if (folder / "vae").is_dir() else ""
+    raise CheckpointError(f"{folder} is not a diffusers AutoencoderKL folder: {what}{hint}. "
+                          "Pass the folder of a VAE, such as models/vae.")
 
 
 def _read_latent_stats(path: Path) -> dict[str, Any]:
@@ -182,9 +202,11 @@ class VAEEncoder(Encoder):
                     "or Hub id of a diffusers AutoencoderKL."
                 )
             if local.exists() and not (local / "config.json").is_file():
+                hint = ("a translation pipeline: its VAE is in vae/" if (local / "vae").is_dir()
+                        else "save one with save_pretrained, or train one with `hjtranslate "
+                        "train vae`")
                 raise FileNotFoundError(
-                    f"{local} holds no config.json: not a diffusers AutoencoderKL folder "
-                    "(save one with save_pretrained, or train one with `hjtranslate train vae`)."
+                    f"{local} holds no config.json: not a diffusers AutoencoderKL folder ({hint})."
                 )
             vae = _load_autoencoder(AutoencoderKL, source, local, hub_kwargs)
             if latent_stats is None and local.is_dir() and (local / STATS_FILE).is_file():
