@@ -73,7 +73,6 @@ VAE_STATS_FILE = "latent_stats.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 #: what ``from_pretrained`` downloads from a Hub repo (the same patterns online and offline)
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.md"]
-#: dataset names on the Hub, for the model card's ``datasets`` metadata
 #: a non-square image longer than this is shrunk to fit it before it is padded to a square
 MAX_PAD_SIDE = 4096
 #: the most frames ``morph_steps`` asks for (the app shows 8; each frame is a VAE decode)
@@ -710,8 +709,8 @@ class TranslationPipeline:
         which then replaces ``folder`` by two renames (a failure leaves ``folder`` as it was).
         ``repo_id`` only changes the model card's usage snippet."""
         folder = Path(folder).expanduser()
-        folder.parent.mkdir(parents=True, exist_ok=True)
         check_pipeline_destination(folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
         try:
             tmp.mkdir()
