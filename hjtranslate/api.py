@@ -11,7 +11,7 @@ import torch
 from accelerate.utils import set_seed
 
 from . import registry
-from .checks import real_number, whole_number
+from .checks import check_folder_path, real_number, whole_number
 from .costs import Cost, cost_spec
 from .hjmap import HJMap, as_sample_tensor
 from .objective import HJObjective, ObjectiveConfig
@@ -191,9 +191,8 @@ def fit(
     match_pool = whole_number("match_pool", match_pool, 0)
     if resume and output_dir is None:
         raise ValueError("resume=True continues the run in output_dir: pass output_dir too.")
-    if output_dir is not None and Path(output_dir).exists() and not Path(output_dir).is_dir():
-        raise NotADirectoryError(f"output_dir {output_dir} exists and is not a folder: name a "
-                                 "folder (new, or a run's to resume).")
+    if output_dir is not None:
+        check_folder_path(Path(output_dir), "output_dir")  # before training, not at a checkpoint
     if conditional and labels is None and init_from is None:
         raise ValueError("conditional=True needs labels=(source_labels, target_labels): the "
                          "head takes the class of each sample.")

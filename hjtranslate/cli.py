@@ -242,7 +242,8 @@ def _main(argv: Sequence[str] | None) -> int:
             raise
         print(f"error: out of memory ({type(exc).__name__}: {text.splitlines()[0] if text else ''}). "
               "An option asks for more than this machine holds: lower the sizes given "
-              "(--n, --eval-n, --batch-size, --bins, --morph-steps, the images').", file=sys.stderr)
+              "(--n, --eval-n, --batch-size, --dim, --width, --bins, --morph-steps, the images').",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: the last checkpoint is kept; continue with --resume.", file=sys.stderr)

@@ -21,7 +21,7 @@ from huggingface_hub import ModelHubMixin
 from torch import nn
 
 from . import __version__, registry
-from .checks import real_number, whole_number
+from .checks import check_folder_path, real_number, whole_number
 from .costs import Cost, cost_spec
 from .heads import PotentialHead
 
@@ -312,9 +312,11 @@ class HJMap(
         from .modelcard import write_model_card
 
         save_directory = Path(save_directory)
-        if save_directory.exists() and not save_directory.is_dir():
-            raise NotADirectoryError(f"{save_directory} exists and is not a folder: save the map "
-                                     "into a new or existing folder.")
+        check_folder_path(save_directory, "save_directory")
+        # a run's or a pipeline's own config.json / README would be replaced by the map's
+        if is_run_folder(save_directory) or (save_directory / "hjtranslate_pipeline.json").is_file():
+            raise ValueError(f"{save_directory} is a training run or pipeline folder: save the map "
+                             f"into its map/ subfolder ({save_directory / 'map'}) or a new folder.")
         save_directory.mkdir(parents=True, exist_ok=True)
         self._save_pretrained(save_directory)
         card_kwargs = kwargs.pop("model_card_kwargs", None) or {}
@@ -356,6 +358,11 @@ class HJMap(
         """Load a map from a local folder or a Hub repo id (``revision=``, ``cache_dir=``,
         ``local_files_only=``, ``HF_HUB_OFFLINE=1`` work as in huggingface_hub)."""
         model_id = str(pretrained_model_name_or_path)
+        unknown = sorted(set(kwargs) - set(_HUB_KW) - {"map_location"})
+        if unknown:  # a misspelt revision, or device= for map_location=, would pass unnoticed
+            hint = " (the device is map_location=)" if "device" in unknown else ""
+            raise TypeError(f"HJMap.from_pretrained got unknown keyword arguments {unknown}{hint}; "
+                            f"it takes {', '.join(('map_location',) + _HUB_KW)}.")
         config_file = resolve_file(
             model_id, CONFIG_NAME, **{k: kwargs.get(k) for k in _HUB_KW if k in kwargs}
         )
@@ -398,10 +405,13 @@ class HJMap(
                 f"{__version__} cannot build: {exc} Upgrade hjtranslate, or check its config.json."
             ) from None
         try:
-            torch.device(map_location)
+            device = torch.device(map_location)
         except (RuntimeError, TypeError):
             raise ValueError(f"map_location={map_location!r} is not a device: use 'cpu', 'cuda', "
                              "'cuda:0', 'mps', ... or a torch.device.") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"map_location={map_location!r}, but torch sees no CUDA device here: "
+                             "load with map_location='cpu'.")
         state = load_safetensors(weights, _REDO_MAP, device=str(map_location))
         try:
             model.load_state_dict(state, strict=True)

@@ -178,7 +178,7 @@ def test_an_output_dir_that_is_a_file_or_another_tasks_run(tmp_path, capsys):
     model.mkdir()
     (model / "config.json").write_text('{"_class_name": "AutoencoderKL"}')
     assert main(["train", "toy2d", "--steps", "2", "--output-dir", str(model)]) == 2
-    assert "holds a config.json that is not a run's" in capsys.readouterr().err
+    assert "holds a config.json that is not a toy2d run's (AutoencoderKL)" in capsys.readouterr().err
     pipe = tmp_path / "pipe"
     pipe.mkdir()
     (pipe / "hjtranslate_pipeline.json").write_text("{}")

@@ -372,6 +372,28 @@ def test_bad_vae_options_are_refused_before_training(tmp_path, capsys, extra, me
     assert not (tmp_path / "v").exists()
 
 
+def test_vae_and_judges_keep_out_of_other_folders(tmp_path, capsys):
+    """train vae and train judges write config.json and README into their folders and remove
+    old checkpoints there: another run's folder, a model's or a file's path is refused."""
+    run = tmp_path / "judge-mnist"  # a toy2d run, where `train judges` would put its judge
+    (run / "checkpoints" / "step-0000002").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"task": "toy2d"}))
+    afile = tmp_path / "afile"
+    afile.write_text("keep")
+    for argv, message in (
+        (["vae", "--output-dir", str(run)], "holds a toy2d run, which a VAE would mix its files"),
+        (["vae", "--output-dir", str(afile / "sub")], f"lies under {afile}, which is a file"),
+        (["judges", "--output-root", str(tmp_path)], "holds a toy2d run, which the mnist judge"),
+        (["judges", "--output-root", str(afile)], f"--output-root {afile / 'judge-mnist'} lies under"),
+    ):
+        assert main(["train", *argv, "--steps", "1", *(["--datasets", "mnist"] if argv[0] == "judges"
+                                                       else [])]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err
+    assert json.loads((run / "config.json").read_text()) == {"task": "toy2d"}
+    assert (run / "checkpoints" / "step-0000002").is_dir() and afile.read_text() == "keep"
+
+
 @pytest.mark.parametrize("widths", ["a,b", "16,,32", "12,16"])
 def test_vae_widths_name_the_flag(tmp_path, capsys, widths):
     assert main(["train", "vae", "--widths", widths, "--output-dir", str(tmp_path / "v")]) == 2

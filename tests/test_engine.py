@@ -560,7 +560,7 @@ def test_fit_takes_graph_carrying_inputs_whole_numbers_and_refuses_a_file_as_out
         hjt.fit(x, y, steps="2", output_dir=str(tmp_path / "run"))  # before any checkpoint maths
     assert not (tmp_path / "run").exists()
     (tmp_path / "afile").write_text("x")
-    with pytest.raises(NotADirectoryError, match="exists and is not a folder"):
+    with pytest.raises(NotADirectoryError, match="is a file: name a folder"):
         hjt.fit(x, y, steps=2, output_dir=str(tmp_path / "afile"))
     assert not (tmp_path / "afile.tmp").exists()
 
@@ -588,9 +588,22 @@ def test_map_rejects_bad_class_ids_times_and_arguments(tmp_path):
         hjt.HJMap(2.7)
     assert hjt.HJMap(2, cost=hjt.get_cost("pnorm", p=3)).cost_kwargs == {"p": 3.0}
     (tmp_path / "afile").write_text("x")
-    with pytest.raises(NotADirectoryError, match="exists and is not a folder"):
+    with pytest.raises(NotADirectoryError, match="is a file: name a folder"):
         m.save_pretrained(tmp_path / "afile")
+    with pytest.raises(NotADirectoryError, match="lies under .*afile, which is a file"):
+        m.save_pretrained(tmp_path / "afile" / "sub")
     m.save_pretrained(tmp_path / "map")
+    run = tmp_path / "run"  # a run folder: its config.json is the run's, its map is in map/
+    (run / "map").mkdir(parents=True)
+    (run / "config.json").write_text('{"task": "toy2d"}')
+    with pytest.raises(ValueError, match="save the map into its map/ subfolder"):
+        m.save_pretrained(run)
+    assert (run / "config.json").read_text() == '{"task": "toy2d"}'
+    with pytest.raises(TypeError, match=r"keyword arguments \['device'\] \(the device is map_location="):
+        hjt.HJMap.from_pretrained(tmp_path / "map", device="cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="torch sees no CUDA device here"):
+            hjt.HJMap.from_pretrained(tmp_path / "map", map_location="cuda")
     with pytest.raises(ValueError, match="map_location='gpu' is not a device"):
         hjt.HJMap.from_pretrained(tmp_path / "map", map_location="gpu")
 

@@ -10,6 +10,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -199,29 +200,35 @@ def check_count(flag: str, value: int, low: int, high: int | None = None, why: s
 
 
 def output_dir(args: argparse.Namespace, task: str) -> Path:
-    """The run folder: ``--output-dir`` or ``runs/TASK``; new, or a run of this same task (a run
-    replaces its config.json, map/ and metrics, so another run's or a model's folder would be
-    mixed with this one or lose files)."""
+    """The run folder, ``--output-dir`` or ``runs/TASK``: new, or a run of this same task."""
     out = Path(args.output_dir or Path("runs") / task)
-    check_folder_path(out, "--output-dir")
-    new_folder = "name a new folder with --output-dir"
-    if (out / INDEX_FILE).is_file():
-        raise ValueError(f"--output-dir {out} is a translation pipeline folder, which a run "
-                         f"would overwrite in part: {new_folder} (--export writes pipelines).")
-    cfg = out / "config.json"
-    if cfg.is_file():
-        try:
-            recorded = json.loads(cfg.read_text())
-        except (OSError, ValueError):
-            recorded = None  # a damaged run record: --resume explains; a new run replaces it
-        if isinstance(recorded, dict) and "task" not in recorded:
-            raise ValueError(f"--output-dir {out} holds a config.json that is not a run's (a "
-                             f"model's folder?), which a run would overwrite: {new_folder}.")
-        if isinstance(recorded, dict) and recorded["task"] != task:
-            raise ValueError(f"--output-dir {out} holds a {recorded['task']} run, not a {task} "
-                             f"one: {new_folder}, or continue that run with `hjtranslate train "
-                             f"{recorded['task']} --resume --output-dir {out}`.")
+    check_output_folder(out, "--output-dir", lambda cfg: cfg.get("task") == task, f"a {task} run")
     return out
+
+
+def check_output_folder(out: Path, flag: str, ours: Callable[[dict[str, Any]], bool],
+                        what: str) -> None:
+    """``out`` must be new, or hold what this command writes there (``ours(config)`` of its
+    config.json): a run rewrites its config.json, README and map and removes old checkpoints, so
+    another run's, a model's or a pipeline's folder would lose files or be mixed with ``what``."""
+    check_folder_path(out, flag)
+    new_folder = f"name a new folder with {flag}"
+    if (out / INDEX_FILE).is_file():
+        raise ValueError(f"{flag} {out} is a translation pipeline folder, which {what} would "
+                         f"overwrite in part: {new_folder} (--export writes pipelines).")
+    try:
+        recorded = json.loads((out / "config.json").read_text())
+    except (OSError, ValueError):
+        return  # no config.json, or a damaged one that this run replaces
+    if not isinstance(recorded, dict) or ours(recorded):
+        return
+    if "task" in recorded:
+        raise ValueError(f"{flag} {out} holds a {recorded['task']} run, which {what} would mix "
+                         f"its files with: {new_folder}, or continue that run with `hjtranslate "
+                         f"train {recorded['task']} --resume --output-dir {out}`.")
+    kind = recorded.get("_class_name") or recorded.get("architecture") or "another model"
+    raise ValueError(f"{flag} {out} holds a config.json that is not {what}'s ({kind}), which "
+                     f"would be overwritten: {new_folder}.")
 
 
 def cost_from_args(args: argparse.Namespace) -> Any:

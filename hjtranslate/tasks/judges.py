@@ -23,7 +23,7 @@ from torch import nn
 
 from ..data import load_dataset, to_float
 from ..judges import CLASSES, DEFAULT_ARCH, DEFAULT_KWARGS, Judge, build_classifier
-from .common import check_count, require_at_least
+from .common import check_count, check_output_folder, require_at_least
 
 DATASET_NAMES = ("mnist", "fashion-mnist")
 
@@ -233,4 +233,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if name not in DATASET_NAMES:
             raise ValueError(f"Unknown dataset {name!r} in --datasets; use {', '.join(DATASET_NAMES)}.")
     check_arguments(args)
+    for name in names:  # every judge's folder, before the first judge trains
+        check_output_folder(Path(args.output_root) / f"judge-{name}", "--output-root",
+                            lambda cfg, name=name: cfg.get("dataset") == name, f"the {name} judge")
     return {name: train_one(name, args) for name in names}

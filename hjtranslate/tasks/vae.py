@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ..data import load_dataset, to_float
-from .common import require_at_least
+from .common import check_output_folder, require_at_least
 
 DATASET_NAMES = ("mnist", "fashion-mnist")
 
@@ -256,6 +256,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError(f"--kl-weight must be a finite number >= 0 (the KL term's weight "
                          f"beside the per-pixel error; default 0.002), got {args.kl_weight:g}.")
     init = _load_init(args)
+    check_output_folder(out, "--output-dir", lambda cfg: cfg.get("_class_name") == "AutoencoderKL",
+                        "a VAE")
     data = {(n, split): load_dataset(n, split, args.data_dir, download=args.download)[0]
             for n in DATASET_NAMES for split in ("train", "test")}
     train_images = torch.cat([data[n, "train"] for n in DATASET_NAMES])

@@ -75,7 +75,14 @@ def as_grey_images(images: torch.Tensor) -> torch.Tensor:
             f"torch.nn.functional.interpolate(x, size=({IMAGE_SIZE}, {IMAGE_SIZE}), "
             "mode='bilinear', antialias=True)."
         )
-    return x
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("Images contain NaN or infinite values.")
+    # a little rounding error is clamped; 0..255 floats or [-1, 1] images are a mistake to name
+    if x.numel() and (float(x.min()) < -1e-3 or float(x.max()) > 1 + 1e-3):
+        raise ValueError(f"Float images must lie in [0, 1], got values in [{float(x.min()):g}, "
+                         f"{float(x.max()):g}]: divide 0..255 images by 255, map [-1, 1] ones "
+                         "by (x + 1) / 2.")
+    return x.clamp(0, 1)
 
 
 def to_vae_input(x01: torch.Tensor, sample_size: int, in_channels: int, transform: str) -> torch.Tensor:
@@ -325,7 +332,8 @@ class VAEEncoder(Encoder):
     # One batch each way, differentiable; the public methods batch them (and turn gradients off).
     def _encode_batch(self, images: torch.Tensor) -> torch.Tensor:
         """Grey images -> flat posterior means, not standardised."""
-        x = to_vae_input(images.to(self.device), self.sample_size, self.in_channels, self.transform)
+        x = to_vae_input(images.to(self.device, self.vae.dtype), self.sample_size, self.in_channels,
+                         self.transform)
         return self.vae.encode(x).latent_dist.mean.flatten(1)
 
     def _decode_batch(self, z: torch.Tensor) -> torch.Tensor:
