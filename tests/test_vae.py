@@ -35,6 +35,8 @@ def test_tiny_shapes_stats_and_save_load(tmp_path: Path) -> None:
     u8 = (images * 255).round().to(torch.uint8)
     assert torch.allclose(enc.encode(u8), enc.encode(u8.float() / 255), atol=1e-5)
     assert torch.allclose(enc.encode(images.double()), z, atol=1e-5)  # float64 taken as float32
+    with pytest.raises(ValueError, match="device='nosuch' is not a device"):
+        VAEEncoder(vae=tiny_vae(), device="nosuch")
     for bad, message in ((images * 255, r"must lie in \[0, 1\].*divide 0\.\.255 images by 255"),
                          (images * 2 - 1, r"must lie in \[0, 1\]"),
                          (images.masked_fill(images > 0.5, float("nan")), "NaN or infinite")):
