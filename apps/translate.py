@@ -129,21 +129,21 @@ def read_upload(path: str | os.PathLike | None) -> tuple[Image.Image, list[str]]
     """An uploaded file -> a PIL image, refusing (``gr.Error``) what is not a readable image of
     at most 10 MB and 4096 pixels on a side."""
     if path is None:
-        raise gr.Error("No image yet: upload one, pick an example, or draw in the Draw tab.")
+        raise _error("No image yet: upload one, pick an example, or draw in the Draw tab.")
     p = Path(path)
     try:
         size = p.stat().st_size
     except OSError:
-        raise gr.Error("The uploaded file could not be found on the server: upload it again.") from None
+        raise _error("The uploaded file could not be found on the server: upload it again.") from None
     if size > MAX_UPLOAD_BYTES:
-        raise gr.Error(f"The file is {size / 2**20:.1f} MB; the limit is "
+        raise _error(f"The file is {size / 2**20:.1f} MB; the limit is "
                        f"{MAX_UPLOAD_BYTES // 2**20} MB. Upload a smaller image.")
     notes: list[str] = []
     try:
         with Image.open(p) as img:
             w, h = img.size
             if max(w, h) > MAX_SIDE:
-                raise gr.Error(f"The image is {w}x{h} pixels; the limit is {MAX_SIDE} pixels on a "
+                raise _error(f"The image is {w}x{h} pixels; the limit is {MAX_SIDE} pixels on a "
                                "side. Downscale it first (the app works at 28x28 anyway).")
             frames = frame_count(img)
             img.load()
@@ -152,7 +152,7 @@ def read_upload(path: str | os.PathLike | None) -> tuple[Image.Image, list[str]]
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError,
             ValueError, EOFError):
-        raise gr.Error(NOT_AN_IMAGE) from None
+        raise _error(NOT_AN_IMAGE) from None
     if frames > 1:
         notes.append(f"used the first of {frames} frames")
     rotated = ImageOps.exif_transpose(out)
@@ -160,6 +160,12 @@ def read_upload(path: str | os.PathLike | None) -> tuple[Image.Image, list[str]]
         notes.append("rotated upright (EXIF orientation)")
         out = rotated
     return out, notes
+
+
+def _error(message: str) -> gr.Error:
+    """A message for the person at the browser. It is expected input, not a fault of the
+    server: no traceback in the server's log."""
+    return gr.Error(message, print_exception=False)
 
 
 def _raw_path_preprocess(component: gr.Image):
@@ -176,7 +182,7 @@ def _raw_path_preprocess(component: gr.Image):
         try:
             return original(payload)
         except Exception:
-            raise gr.Error(NOT_AN_IMAGE) from None
+            raise _error(NOT_AN_IMAGE) from None
 
     return preprocess
 
@@ -187,10 +193,10 @@ def _safe_preprocess(component: gr.components.Component, message: str):
     def preprocess(payload: Any) -> Any:
         try:
             return original(payload)
-        except gr.Error:
-            raise
+        except gr.Error as exc:  # Gradio's own check (a value not among the choices), quietly
+            raise _error(str(exc)) from None
         except Exception:
-            raise gr.Error(message) from None
+            raise _error(message) from None
 
     return preprocess
 
@@ -231,7 +237,7 @@ class Translator:
     # argument checks
     def _direction(self, direction: Any) -> tuple[str, str, str]:
         if direction not in ("forward", "backward"):
-            raise gr.Error(f"Unknown direction {direction!r}: use 'forward' "
+            raise _error(f"Unknown direction {direction!r}: use 'forward' "
                            f"({self.direction_choices()[0][0]}) or 'backward'.")
         sides = ("source", "target") if direction == "forward" else ("target", "source")
         return direction, *sides
@@ -242,9 +248,9 @@ class Translator:
         try:
             k = int(str(klass).split(":")[0].strip())
         except ValueError:
-            raise gr.Error(f"Unknown class {klass!r}: pick 'auto' or a class 0..{self.k - 1}.") from None
+            raise _error(f"Unknown class {klass!r}: pick 'auto' or a class 0..{self.k - 1}.") from None
         if not 0 <= k < self.k:
-            raise gr.Error(f"Class {k} is out of range: pick 'auto' or a class 0..{self.k - 1}.")
+            raise _error(f"Class {k} is out of range: pick 'auto' or a class 0..{self.k - 1}.")
         return k
 
     def _outputs(self) -> _Outputs:
@@ -262,13 +268,14 @@ class Translator:
         try:
             x, conv = self.pipe.preprocess(img)
         except ValueError as exc:
-            raise gr.Error(f"The image cannot be used: {exc}") from None
+            raise _error(f"The image cannot be used: {exc}") from None
         notes = notes + conv[0]
         if float(x.max() - x.min()) < BLANK_RANGE:
-            raise gr.Error(blank_message)
+            # a multi-frame file's first frame, or noise that averages out at 28x28: say so
+            raise _error(blank_message + (f" ({'; '.join(notes)}.)" if notes else ""))
         judge = self.pipe.judge_source if in_side == "source" else self.pipe.judge_target
         if given is None and judge is None:
-            raise gr.Error(f"This model has no judge for {self.plural[in_side]}: pick the class "
+            raise _error(f"This model has no judge for {self.plural[in_side]}: pick the class "
                            "yourself.")
         with torch.no_grad():
             detected = self.pipe.classify(x, side=in_side) if judge is not None else None
@@ -300,18 +307,24 @@ class Translator:
     def translate_upload(self, path: str | None, klass: Any = "auto", direction: Any = "forward"):
         img, notes = read_upload(path)
         return self.translate_image(img, klass, direction, notes,
-                                    "The image is blank (one flat colour): nothing to translate.")
+                                    "The image is blank once shrunk to 28x28 pixels (one flat "
+                                    "colour, or fine noise that averages out): nothing to "
+                                    "translate.")
 
     def translate_drawing(self, value: Any, klass: Any = "auto", direction: Any = "forward"):
         blank = ("The canvas is blank: draw a digit (or a piece of clothing) first, big and "
                  "centred, then translate.")
         img = value.get("composite") if isinstance(value, dict) else value
         if img is None:
-            raise gr.Error(blank)
+            raise _error(blank)
         if not isinstance(img, Image.Image):
-            img = Image.fromarray(np.asarray(img))
+            try:
+                img = Image.fromarray(np.asarray(img))
+            except (TypeError, ValueError):
+                raise _error("The drawing could not be read: clear the canvas and draw "
+                             "again.") from None
         if max(img.size) > MAX_SIDE:
-            raise gr.Error(f"The drawing is {img.size[0]}x{img.size[1]} pixels; the limit is "
+            raise _error(f"The drawing is {img.size[0]}x{img.size[1]} pixels; the limit is "
                            f"{MAX_SIDE} pixels on a side.")
         return self.translate_image(img, klass, direction, [], blank)
 
@@ -327,7 +340,7 @@ class Translator:
         direction, in_side, out_side = self._direction(direction)
         paths = self.example_paths(in_side)
         if not paths:
-            raise gr.Error(f"No examples of {self.plural[in_side]} ship with the app for this "
+            raise _error(f"No examples of {self.plural[in_side]} ship with the app for this "
                            "model: the grid needs one per class.")
         inputs = [Image.open(p).convert("L") for p in paths]
         with torch.no_grad():
@@ -405,6 +418,8 @@ def build_demo(pipeline_or_path: TranslationPipeline | str | os.PathLike | None 
         upload.preprocess = _raw_path_preprocess(upload)
         sketch.preprocess = _safe_preprocess(
             sketch, "The drawing could not be read: clear the canvas and draw again.")
+        klass.preprocess = _safe_preprocess(klass, "Pick 'auto' or a class from the list.")
+        direction.preprocess = _safe_preprocess(direction, "Pick a direction from the list.")
         outputs = [translation, strip, gif, report]
         upload_btn.click(app.translate_upload, [upload, klass, direction], outputs,
                          api_name="translate")

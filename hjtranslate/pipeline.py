@@ -184,6 +184,8 @@ def _pil_to_array(img: Any, notes: list[str]) -> np.ndarray:
         return np.asarray(img, dtype=np.float32) / 65535.0
     if mode in ("I", "F"):
         a = np.asarray(img, dtype=np.float32)
+        if not np.isfinite(a).all():  # np.clip below would keep a NaN
+            raise ValueError("The image has NaN or infinite pixel values.")
         peak = 1.0 if a.size and a.max() <= 1.0 else 255.0 if a.max() <= 255 else 65535.0
         notes.append(f"scaled mode-{mode} image by 1/{peak:g}")
         return np.clip(a / peak, 0.0, 1.0)

@@ -147,6 +147,41 @@ def test_blank_non_image_and_oversized_uploads(client, tmp_path):
     assert "5000x40 pixels; the limit is 4096" in app_error(lambda: translate(client, wide))
 
 
+def test_nan_noise_and_blank_first_frame_uploads(client, tmp_path):
+    nan = np.zeros((28, 28), np.float32)
+    nan[3, 3] = np.nan
+    path = tmp_path / "nan.tiff"
+    Image.fromarray(nan, mode="F").save(path)
+    assert "NaN or infinite pixel values" in app_error(lambda: translate(client, path))
+    noise = tmp_path / "noise.png"  # fine noise averages to one flat grey at 28x28
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (2000, 2000), np.uint8)).save(noise)
+    assert "fine noise that averages out" in app_error(lambda: translate(client, noise))
+    gif = tmp_path / "frames.gif"
+    frames = [Image.new("L", (28, 28), 0), Image.open(EXAMPLES / "digit_4.png").convert("L")]
+    frames[0].save(gif, save_all=True, append_images=frames[1:])
+    assert "used the first of 2 frames" in app_error(lambda: translate(client, gif))
+
+
+def test_refusals_leave_no_traceback_in_the_server_log(served, tmp_path):
+    """A refused input is the person's to fix, not a server fault: no traceback is printed."""
+    import gradio as gr
+
+    demo = served[0]
+    blank = tmp_path / "blank.png"
+    Image.new("L", (64, 64), 0).save(blank)
+    calls = [lambda: demo.translator.translate_upload(str(blank)),
+             lambda: demo.translator.translate_upload(None),
+             lambda: demo.translator.translate_drawing(np.zeros((4, 4, 5), np.int64))]
+    for component in demo.blocks.values():  # Gradio's own choice checks, through the app's wrap
+        if isinstance(component, (gr.Dropdown, gr.Radio)):
+            calls.append(lambda c=component: c.preprocess("no such choice"))
+    assert len(calls) == 5
+    for call in calls:
+        with pytest.raises(gr.Error) as info:
+            call()
+        assert info.value.print_exception is False, info.value
+
+
 def test_upload_over_10_mb_is_refused(served, client, tmp_path):
     """Gradio refuses the upload itself (``max_file_size``: the client checks before sending,
     the server answers 413); the app says so too when called directly with such a file."""
