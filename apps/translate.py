@@ -194,7 +194,7 @@ def _safe_preprocess(component: gr.components.Component, message: str):
         try:
             return original(payload)
         except gr.Error as exc:  # Gradio's own check (a value not among the choices), quietly
-            raise _error(str(exc)) from None
+            raise _error(exc.message) from None
         except Exception:
             raise _error(message) from None
 

@@ -246,7 +246,8 @@ def _main(argv: Sequence[str] | None) -> int:
               file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: the last checkpoint is kept; continue with --resume.", file=sys.stderr)
+        print("interrupted: the checkpoints written so far are kept; continue with --resume.",
+              file=sys.stderr)
         return 130
     except BrokenPipeError:  # `hjtranslate plugins | head`: the reader left, nothing is wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

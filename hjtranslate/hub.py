@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import shutil
+import tempfile
 from pathlib import Path
+from typing import Any
 
 #: files that unpickle on load: never published (``from_pretrained`` reads safetensors only)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
@@ -11,8 +14,9 @@ MAP_FILES = ("config.json", "model.safetensors")
 PIPELINE_FILE = "hjtranslate_pipeline.json"
 
 
-def check_folder(folder: str | Path) -> str:
-    """Validate a folder before publishing; return its kind, ``"map"`` or ``"pipeline"``."""
+def check_folder(folder: str | Path) -> tuple[str, Any]:
+    """Validate a folder before publishing; return its kind, ``"map"`` or ``"pipeline"``, and
+    the map or pipeline loaded from it."""
     from .hjmap import is_run_folder
 
     path = Path(folder)
@@ -40,11 +44,10 @@ def check_folder(folder: str | Path) -> str:
             f"{folder} is neither a saved map (it lacks {' and '.join(missing)}) nor a pipeline "
             f"folder (no {PIPELINE_FILE}). Save one with HJMap.save_pretrained(folder)."
         )
-    _check_loads(path, kind)
-    return kind
+    return kind, _load(path, kind)
 
 
-def _check_loads(path: Path, kind: str) -> None:
+def _load(path: Path, kind: str) -> Any:
     """Load the folder as users will (a few MB): a truncated or hand-damaged file is found
     here, not by whoever downloads it."""
     from .hjmap import CheckpointError, HJMap
@@ -53,11 +56,22 @@ def _check_loads(path: Path, kind: str) -> None:
         if kind == "pipeline":
             from .pipeline import TranslationPipeline
 
-            TranslationPipeline.from_pretrained(path)
-        else:
-            HJMap.from_pretrained(path)
+            return TranslationPipeline.from_pretrained(path)
+        return HJMap.from_pretrained(path)
     except (CheckpointError, ValueError, OSError) as exc:
         raise ValueError(f"{path} does not load as a {kind}, so it is not published: {exc}") from None
+
+
+def _cards_for_the_hub(loaded: Any, kind: str, folder: Path, repo_id: str) -> None:
+    """Rewrite the model cards of ``folder`` (a copy) so that their snippets load ``repo_id``
+    rather than the local folder they were saved to."""
+    from .modelcard import write_model_card
+
+    if kind == "pipeline":
+        loaded._write_model_card(folder, repo_id)
+        write_model_card(folder / "map", loaded.map.config_dict(), pipeline=repo_id)
+    else:
+        write_model_card(folder, loaded.config_dict(), repo_id=repo_id)
 
 
 def _check_repo_id(repo_id: str) -> str:
@@ -68,9 +82,7 @@ def _check_repo_id(repo_id: str) -> str:
     try:
         validate_repo_id(repo_id)
     except HFValidationError as exc:
-        # the library's hint about its repo_type argument means nothing on the command line
-        text = str(exc).replace("Use repo_type argument if needed.", "").strip()
-        raise ValueError(f"Invalid --repo-id {repo_id!r}: {text}") from None
+        raise ValueError(f"Invalid --repo-id {repo_id!r}: {exc}") from None
     return repo_id
 
 
@@ -98,19 +110,23 @@ def push_folder(
     ``CommitInfo``. ``revision`` is a branch, created from ``main`` if it does not exist."""
     from huggingface_hub import HfApi
 
-    kind = check_folder(folder)
-    _check_repo_id(repo_id)
+    _check_repo_id(repo_id)  # before the folder is loaded
+    kind, loaded = check_folder(folder)
     api = HfApi()
     try:
         repo_url = api.create_repo(repo_id, private=private, exist_ok=True)
         if revision and revision != "main":
             api.create_branch(repo_url.repo_id, branch=revision, exist_ok=True)
-        return api.upload_folder(
-            repo_id=repo_url.repo_id,
-            folder_path=str(folder),
-            revision=revision,
-            commit_message=commit_message or f"Upload hjtranslate {kind} with `hjtranslate push`",
-        )
+        with tempfile.TemporaryDirectory() as tmp:
+            staged = Path(tmp) / Path(folder).name
+            shutil.copytree(folder, staged)
+            _cards_for_the_hub(loaded, kind, staged, repo_url.repo_id)
+            return api.upload_folder(
+                repo_id=repo_url.repo_id,
+                folder_path=str(staged),
+                revision=revision,
+                commit_message=commit_message or f"Upload hjtranslate {kind} with `hjtranslate push`",
+            )
     except _network_errors() as exc:
         # The client's messages name the URL and the server's answer, never the token.
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

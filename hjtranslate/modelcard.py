@@ -17,7 +17,10 @@ def card_name(folder: Path, repo_id: str | None = None) -> str:
     its name (no machine's absolute path in a card)."""
     if repo_id:
         return repo_id
-    return folder.as_posix() if not folder.is_absolute() else folder.name
+    # written atomically through NAME.tmp (a run's map.tmp, a checkpoint's step-N.tmp): the
+    # card names the folder the rename leaves
+    final = Path(*(part.removesuffix(".tmp") for part in folder.parts))
+    return final.as_posix() if not final.is_absolute() else final.name
 
 
 def write_model_card(

@@ -147,12 +147,16 @@ def train(
     out = Path(config.output_dir) if config.output_dir else None
     start_step = 0
     history: list[dict[str, float]] = []
+    previous = None
     if not config.resume and out is not None and acc.is_main_process and checkpoints(out):
         # A fresh run in the folder of an earlier one replaces it: the old checkpoints would
         # outrank this run's own (they are pruned by step) and a later --resume would pick them.
-        acc.print(f"Starting afresh (no --resume): removing the earlier run's checkpoints "
-                  f"in {out / 'checkpoints'}.")
-        shutil.rmtree(out / "checkpoints")
+        # They move aside, and go once this run has a checkpoint of its own.
+        previous = out / "checkpoints-previous"
+        shutil.rmtree(previous, ignore_errors=True)
+        os.replace(out / "checkpoints", previous)
+        acc.print(f"Starting afresh (no --resume): the earlier run's checkpoints moved to "
+                  f"{previous}, removed once this run writes its first.")
     if config.resume and out is not None:
         found = checkpoints(out)
         if not found:
@@ -201,6 +205,8 @@ def train(
             os.replace(tmp, final)
             for old in _checkpoints(root)[: -config.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
+            if previous is not None:
+                shutil.rmtree(previous, ignore_errors=True)
         acc.wait_for_everyone()
 
     bar = tqdm(

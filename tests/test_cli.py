@@ -191,6 +191,7 @@ def test_an_output_dir_that_is_a_file_or_another_tasks_run(tmp_path, capsys):
 def test_a_fresh_run_replaces_the_earlier_runs_checkpoints(tmp_path, capsys):
     """Without --resume a run in an earlier run's folder starts afresh: the earlier checkpoints
     go, so that they neither outrank this run's nor get resumed under this run's options."""
+    from hjtranslate.modelcard import card_name
     from hjtranslate.training import checkpoints
 
     run = tmp_path / "run"
@@ -200,8 +201,15 @@ def test_a_fresh_run_replaces_the_earlier_runs_checkpoints(tmp_path, capsys):
     assert [p.name for p in checkpoints(run)][-1] == "step-0000008"
     capsys.readouterr()
     assert main([*common, "--steps", "4", "--source", "circles"]) == 0
-    assert "removing the earlier run's checkpoints" in capsys.readouterr().out
+    assert "the earlier run's checkpoints moved to" in capsys.readouterr().out
     assert [p.name for p in checkpoints(run)][-1] == "step-0000004"
+    assert not (run / "checkpoints-previous").exists()  # removed once this run had its own
+    # cards name where an atomically written folder ends up, not its NAME.tmp
+    assert ".tmp" not in (checkpoints(run)[-1] / "model" / "README.md").read_text()
+    assert card_name(Path("runs/toy2d/checkpoints/step-0000008.tmp/model")) == (
+        "runs/toy2d/checkpoints/step-0000008/model")
+    assert card_name(Path("runs/toy2d/map.tmp")) == "runs/toy2d/map"
+    assert card_name(tmp_path / "map.tmp") == "map" and card_name(run, "user/x") == "user/x"
 
 
 def test_out_of_memory_is_a_clear_error(monkeypatch, capsys):

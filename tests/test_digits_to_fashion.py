@@ -95,7 +95,10 @@ def test_export_into_a_folder_of_other_files_is_refused_before_training(tmp_path
     assert [p.name for p in notes.iterdir()] == ["todo.txt"] and not run.exists()
     assert main(["train", "digits-to-fashion", "--steps", "2", "--export", str(run),
                  "--output-dir", str(run)]) == 2
-    assert "is the run's --output-dir" in capsys.readouterr().err and not run.exists()
+    assert "overlap: a pipeline needs a folder of its own" in capsys.readouterr().err
+    assert main(["train", "digits-to-fashion", "--steps", "2", "--export", str(run),
+                 "--output-dir", str(run / "inside")]) == 2
+    assert "overlap" in capsys.readouterr().err and not run.exists()
 
 
 def test_evaluate_through_another_vae_only_in_the_same_latent_space(tmp_path, capsys):

@@ -291,8 +291,12 @@ def test_cli_push_end_to_end(hub, tmp_path, capsys, caplog):
     sha = hub.repo("user/cli-map").branches["main"]
     assert f"{hub.url}/user/cli-map/commit/{sha}" in out.out
     on_hub = hub.files("user/cli-map")
-    for p in folder.iterdir():
-        assert on_hub[p.name] == p.read_bytes()
+    assert set(on_hub) >= {p.name for p in folder.iterdir()}
+    for p in folder.iterdir():  # the files as saved, but a card that loads the Hub repo
+        if p.name != "README.md":
+            assert on_hub[p.name] == p.read_bytes()
+    assert b"HJMap.from_pretrained('user/cli-map')" in on_hub["README.md"]
+    assert b"from_pretrained('saved')" in (folder / "README.md").read_bytes()  # left as it was
     assert not hub.repo("user/cli-map").private
     # one commit on top of the repo's initial one
     assert len(HfApi().list_repo_commits("user/cli-map")) == 2
@@ -334,6 +338,9 @@ def test_cli_push_pipeline_folder(hub, tmp_path, capsys):
     assert {"hjtranslate_pipeline.json", "map/config.json", "map/model.safetensors",
             "vae/diffusion_pytorch_model.safetensors"} <= set(files)
     assert files["map/model.safetensors"] == whole
+    assert b"TranslationPipeline.from_pretrained('user/pipe')" in files["README.md"]
+    assert b"TranslationPipeline.from_pretrained('user/pipe').map" in files["map/README.md"]
+    assert b"from_pretrained('models/digits-to-fashion')" in (folder / "README.md").read_bytes()
 
 
 def _free_port() -> int:
@@ -363,7 +370,6 @@ def test_cli_push_errors(hub, tmp_path, capsys, monkeypatch):
     assert "does not load as a map, so it is not published" in push(str(folder), "--repo-id", "user/x")
     (folder / "model.safetensors").write_bytes(weights)
     assert "expected 'user/name'" in push(str(folder), "--repo-id", "bad id!!/x/y")
-    assert "repo_type" not in push(str(folder), "--repo-id", "bad id!!/x")
     torch.save({"w": torch.zeros(2)}, folder / "extra.pt")
     assert "pickle files (extra.pt)" in push(str(folder), "--repo-id", "user/x")
     (folder / "extra.pt").unlink()

@@ -175,9 +175,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         check_pipeline_destination(args.export, "--export")  # before training, not after
     out = output_dir(args, "digits-to-fashion")
-    if args.export and Path(args.export).resolve() == out.resolve():
-        raise ValueError(f"--export {args.export} is the run's --output-dir: a pipeline needs a "
-                         "folder of its own (e.g. --export models/digits-to-fashion).")
+    export = Path(args.export).resolve() if args.export else None
+    if export is not None and (export.is_relative_to(out.resolve())
+                               or out.resolve().is_relative_to(export)):
+        # the export replaces its whole folder: it must neither be nor hold nor sit in the run
+        raise ValueError(f"--export {args.export} and --output-dir {out} overlap: a pipeline "
+                         "needs a folder of its own (e.g. --export models/digits-to-fashion).")
     acc = make_accelerator()
     enc = VAEEncoder(args.vae, device=acc.device)
     init = init_map_from_args(args)
