@@ -45,6 +45,10 @@ def read_json_object(path: str | Path, remedy: str) -> dict[str, Any]:
     return value
 
 
+#: the file that makes a folder a translation pipeline (``pipeline.INDEX_FILE``)
+PIPELINE_INDEX_FILE = "hjtranslate_pipeline.json"
+
+
 def is_run_folder(folder: str | Path) -> bool:
     """The output folder of `hjtranslate train`: a config.json that names its task, and map/."""
     try:
@@ -314,7 +318,7 @@ class HJMap(
         save_directory = Path(save_directory)
         check_folder_path(save_directory, "save_directory")
         # a run's or a pipeline's own config.json / README would be replaced by the map's
-        if is_run_folder(save_directory) or (save_directory / "hjtranslate_pipeline.json").is_file():
+        if is_run_folder(save_directory) or (save_directory / PIPELINE_INDEX_FILE).is_file():
             raise ValueError(f"{save_directory} is a training run or pipeline folder: save the map "
                              f"into its map/ subfolder ({save_directory / 'map'}) or a new folder.")
         save_directory.mkdir(parents=True, exist_ok=True)

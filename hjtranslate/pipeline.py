@@ -58,13 +58,20 @@ import torch.nn.functional as F
 
 from . import __version__
 from .checks import check_folder_path, is_int, is_real
-from .hjmap import CheckpointError, HJMap, _version_tuple, is_run_folder, read_json_object
+from .hjmap import (
+    PIPELINE_INDEX_FILE,
+    CheckpointError,
+    HJMap,
+    _version_tuple,
+    is_run_folder,
+    read_json_object,
+)
 from .modelcard import HUB_DATASETS, card_name
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
-INDEX_FILE = "hjtranslate_pipeline.json"
+INDEX_FILE = PIPELINE_INDEX_FILE
 CLASS_NAME = "TranslationPipeline"
 IMAGE_SIZE = 28
 LUMA = (0.299, 0.587, 0.114)

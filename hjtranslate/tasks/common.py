@@ -20,7 +20,6 @@ from ..api import fit
 from ..checks import check_folder_path
 from ..hjmap import HJMap, read_json_object
 from ..losses import MMDS, SINKHORN_BLUR
-from ..modelcard import card_name
 from ..objective import MONOTONE_DIRECTIONS, SEMIDUAL_SIDES
 from ..pipeline import INDEX_FILE
 from ..training import make_accelerator
@@ -326,7 +325,7 @@ def write_outputs(out: Path, m: HJMap, metrics: dict[str, Any], acc: Any) -> Non
                                  if isinstance(v, (int, float, str)) and v is not None}}
     tmp = out / "map.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    m.save_pretrained(tmp, model_card_kwargs={"name": card_name(out / "map")})  # not map.tmp
+    m.save_pretrained(tmp)  # its card names map/, where the rename leaves it (card_name)
     shutil.rmtree(out / "map", ignore_errors=True)
     os.replace(tmp, out / "map")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True, default=str))
