@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from accelerate.utils import set_seed
 from . import registry
 from .checks import check_folder_path, real_number, whole_number
 from .costs import Cost, cost_spec
-from .hjmap import HJMap, as_sample_tensor
+from .hjmap import PIPELINE_INDEX_FILE, HJMap, as_sample_tensor
 from .objective import HJObjective, ObjectiveConfig
 from .sampling import CollocationSampler
 from .training import TrainConfig, make_accelerator, train
@@ -193,6 +194,8 @@ def fit(
         raise ValueError("resume=True continues the run in output_dir: pass output_dir too.")
     if output_dir is not None:
         check_folder_path(Path(output_dir), "output_dir")  # before training, not at a checkpoint
+        if on_start is None:  # the CLI checks its own run folders (and writes config.json)
+            _check_checkpoint_folder(Path(output_dir))
     if conditional and labels is None and init_from is None:
         raise ValueError("conditional=True needs labels=(source_labels, target_labels): the "
                          "head takes the class of each sample.")
@@ -295,6 +298,30 @@ def fit(
         if made_by:
             hjmap.metrics["init_from_command"] = made_by
     return (hjmap, result) if return_history else hjmap
+
+
+def _check_checkpoint_folder(out: Path) -> None:
+    """``fit`` writes only ``checkpoints/`` into ``output_dir``, and a fresh fit moves the
+    checkpoints it finds there aside: refuse folders whose checkpoints belong to something else
+    (an `hjtranslate train` run, a VAE's or judge's training) and pipeline folders."""
+    if (out / PIPELINE_INDEX_FILE).is_file():
+        raise ValueError(f"output_dir {out} is a translation pipeline folder: name a new folder "
+                         "for fit's checkpoints.")
+    try:
+        recorded = json.loads((out / "config.json").read_text())
+    except (OSError, ValueError):
+        return  # nothing there, fit's own checkpoints, or an HJMap saved beside them
+    if not isinstance(recorded, dict):
+        return
+    if "task" in recorded:
+        task = recorded["task"]
+        raise ValueError(f"output_dir {out} holds an `hjtranslate train {task}` run, whose "
+                         "checkpoints a fit there would replace: name a new folder, or continue "
+                         f"that run with `hjtranslate train {task} --resume --output-dir {out}`.")
+    kind = recorded.get("_class_name") or recorded.get("architecture")
+    if kind:
+        raise ValueError(f"output_dir {out} holds a {kind} model, not fit's checkpoints: name a "
+                         "new folder.")
 
 
 def _new_map(xs, yt, cost_name, cost_kwargs, t_f, num_classes, head, conditional, head_kwargs,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -146,6 +147,17 @@ def _command_actions(parser: argparse.ArgumentParser,
     return {a.dest: a for a in _command_parser(parser, args)._actions}
 
 
+def _name_options(text: str, actions: dict[str, argparse.Action]) -> str:
+    """The API's checks name Python arguments (``lr must be ...``); on the command line the same
+    value came from an option (``--lr must be ...``)."""
+    for dest, action in actions.items():
+        if action.option_strings and dest != "help":
+            flag = max(action.option_strings, key=len)
+            for name in {dest, flag.lstrip("-").replace("-", "_")}:  # --lambda: lambda_mmd
+                text = re.sub(rf"(?<![\w-]){re.escape(name)}(?= must\b| [<>]=? )", flag, text)
+    return text
+
+
 def _refuse_empty_values(args: argparse.Namespace, actions: dict[str, argparse.Action]) -> None:
     """``--output-dir ""`` and the like: an empty path or name would silently mean the default
     or the current folder."""
@@ -221,6 +233,7 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"error: task {args.task!r} needs a missing package: {args._import_error}",
               file=sys.stderr)
         return 2
+    actions: dict[str, argparse.Action] = {}
     try:
         actions = _command_actions(parser, args)
         _refuse_empty_values(args, actions)
@@ -231,7 +244,7 @@ def _main(argv: Sequence[str] | None) -> int:
         return int(args.func(args) or 0)
     except (ValueError, PluginError, TrainingError, CheckpointError, FileNotFoundError,
             NotADirectoryError, PermissionError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_name_options(str(exc), actions)}", file=sys.stderr)
         return 2
     except (MemoryError, RuntimeError) as exc:
         # numpy raises MemoryError; torch a RuntimeError ("can't allocate memory", CUDA "out of

@@ -13,6 +13,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -159,8 +160,9 @@ def train(
                   f"{previous}, removed once this run writes its first.")
     if config.resume and out is not None:
         found = checkpoints(out)
-        if not found:
-            acc.print(f"--resume: no checkpoint in {out / 'checkpoints'}; starting afresh.")
+        if not found and acc.is_main_process:
+            warnings.warn(f"--resume: no checkpoint in {out / 'checkpoints'}; starting afresh.",
+                          stacklevel=2)
         # Checkpoints are written atomically, but a disk can still damage one: fall back to
         # the one before it rather than lose the run.
         for last in reversed(found):

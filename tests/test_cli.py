@@ -107,24 +107,24 @@ def test_pnorm_cost_from_the_cli(tmp_path):
          "Unknown cost 'hinge'. Available costs: lp, pnorm, quadratic"),
         (["train", "gaussians", "--head", "resnet"], "Available heads: affine, conditional, mlp"),
         (["train", "gaussians", "--cost", "pnorm", "--p", "0.5"], "must be finite and > 1"),
-        (["train", "gaussians", "--t-f", "0"], "t_f must be a finite number > 0"),
+        (["train", "gaussians", "--t-f", "0"], "--t-f must be a finite number > 0"),
         (["train", "gaussians", "--dim", "0"], "--dim must be >= 1"),
         (["train", "toy2d", "--n", "1"], "--n must be >= 2"),
         (["train", "gaussians", "--n", "-1"], "--n must be >= 2"),
         (["train", "toy2d", "--p", "3"], "Drop --p, or choose a cost that takes it"),
-        (["train", "toy2d", "--batch-size", "0"], "batch_size must be >= 2"),
-        (["train", "gaussians", "--batch-size", "-5"], "batch_size must be >= 2"),
-        (["train", "toy2d", "--width", "-1"], "width must be a positive integer, got -1"),
-        (["train", "toy2d", "--depth", "0"], "depth must be a positive integer, got 0"),
-        (["train", "toy2d", "--steps", "0"], "steps must be >= 1"),
-        (["train", "toy2d", "--ema-decay", "1"], "ema_decay must lie strictly between 0 and 1"),
-        (["train", "toy2d", "--lr", "inf"], "lr must be a finite number > 0, got inf"),
-        (["train", "toy2d", "--t-f", "inf"], "t_f must be a finite number > 0"),
-        (["train", "toy2d", "--lambda", "inf"], "lambda must be a finite number > 0"),
-        (["train", "toy2d", "--cycle-weight", "inf"], "cycle_weight must be a finite number >= 0"),
-        (["train", "toy2d", "--monotone-weight", "inf"], "monotone_weight must be a finite"),
-        (["train", "toy2d", "--lambda-slack", "-0.1"], "lambda_slack must be a finite number >= 0"),
-        (["train", "toy2d", "--quadratic-gain", "inf"], "quadratic_gain must be a finite number"),
+        (["train", "toy2d", "--batch-size", "0"], "--batch-size must be >= 2"),
+        (["train", "gaussians", "--batch-size", "-5"], "--batch-size must be >= 2"),
+        (["train", "toy2d", "--width", "-1"], "--width must be a positive integer, got -1"),
+        (["train", "toy2d", "--depth", "0"], "--depth must be a positive integer, got 0"),
+        (["train", "toy2d", "--steps", "0"], "--steps must be >= 1"),
+        (["train", "toy2d", "--ema-decay", "1"], "--ema-decay must lie strictly between 0 and 1"),
+        (["train", "toy2d", "--lr", "inf"], "--lr must be a finite number > 0, got inf"),
+        (["train", "toy2d", "--t-f", "inf"], "--t-f must be a finite number > 0"),
+        (["train", "toy2d", "--lambda", "inf"], "--lambda must be a finite number > 0"),
+        (["train", "toy2d", "--cycle-weight", "inf"], "--cycle-weight must be a finite number >= 0"),
+        (["train", "toy2d", "--monotone-weight", "inf"], "--monotone-weight must be a finite"),
+        (["train", "toy2d", "--lambda-slack", "-0.1"], "--lambda-slack must be a finite number >= 0"),
+        (["train", "toy2d", "--quadratic-gain", "inf"], "--quadratic-gain must be a finite number"),
         (["train", "toy2d", "--mmd", "sinkhorn", "--sinkhorn-blur", "inf"], "--sinkhorn-blur must be"),
         (["train", "toy2d", "--eval-n", "100000"], "--eval-n must be between 20 and 16000"),
         (["train", "gaussians", "--eval-n", "100000000000"], "--eval-n must be between 20 and 1000000"),
@@ -231,7 +231,7 @@ def test_unknown_task_lists_the_choices(tmp_path):
     proc = run_cli("train", "cifar")
     assert proc.returncode == 2 and "digits-to-fashion" in proc.stderr and "Traceback" not in proc.stderr
     proc = run_cli("train", "gaussians", "--t-f", "0", "--output-dir", str(tmp_path))
-    assert proc.returncode == 2 and "t_f must be a finite number > 0" in proc.stderr
+    assert proc.returncode == 2 and "--t-f must be a finite number > 0" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

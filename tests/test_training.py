@@ -94,6 +94,39 @@ def test_resume_does_not_add_a_newer_default_to_the_checkpoints_head(tmp_path):
     torch.testing.assert_close(again.forward(x[:10]), full.forward(x[:10]))
 
 
+def test_fit_refuses_a_folder_whose_checkpoints_are_another_runs(tmp_path):
+    """fit from Python writes only checkpoints/: in an `hjtranslate train` run's folder, a VAE's
+    or a pipeline's, it would move their checkpoints aside; it refuses them before any work."""
+    x, y = _data()
+    run = tmp_path / "run"
+    (run / "checkpoints" / "step-0000010").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"task": "toy2d"}))
+    vae = tmp_path / "vae"
+    vae.mkdir()
+    (vae / "config.json").write_text(json.dumps({"_class_name": "AutoencoderKL"}))
+    pipe = tmp_path / "pipe"
+    pipe.mkdir()
+    (pipe / "hjtranslate_pipeline.json").write_text("{}")
+    for folder, match in ((run, r"holds an `hjtranslate train toy2d` run.*--resume --output-dir"),
+                          (vae, "holds a AutoencoderKL model"), (pipe, "is a translation pipeline")):
+        for resume in (False, True):
+            with pytest.raises(ValueError, match=match):
+                hjt.fit(x, y, steps=2, output_dir=str(folder), resume=resume)
+    assert (run / "checkpoints" / "step-0000010").is_dir() and not (run / "checkpoints-previous").exists()
+    assert not (vae / "checkpoints").exists() and not (pipe / "checkpoints").exists()
+    # fit's own folder, with a map saved beside its checkpoints, stays usable
+    own = tmp_path / "own"
+    hjt.fit(x, y, steps=2, batch_size=64, output_dir=str(own)).save_pretrained(own)
+    hjt.fit(x, y, steps=4, batch_size=64, output_dir=str(own), resume=True)
+
+
+def test_resume_without_a_checkpoint_warns_and_starts_afresh(tmp_path):
+    x, y = _data()
+    with pytest.warns(UserWarning, match="--resume: no checkpoint in .*starting afresh"):
+        hjt.fit(x, y, steps=2, batch_size=64, output_dir=str(tmp_path / "new"), resume=True)
+    assert (tmp_path / "new" / "checkpoints").is_dir()
+
+
 class _Exploding(nn.Module):
     def __init__(self):
         super().__init__()
