@@ -329,9 +329,10 @@ def _new_map(xs, yt, cost_name, cost_kwargs, t_f, num_classes, head, conditional
     """A fresh map with fit's default head settings, and the samples standardised for it."""
     dim = xs.shape[1]
     head = head or ("conditional" if conditional else "mlp")
-    # Defaults go to the heads that take them (a third-party head may have other arguments).
-    heads = registry.plugins("head")
-    accepted = inspect.signature(heads[head].obj.__init__).parameters if head in heads else {}
+    # Defaults go to the heads built for them (a third-party head's own defaults stand).
+    head_cls = registry.resolve("head", head).obj
+    accepted = (inspect.signature(head_cls.__init__).parameters
+                if getattr(head_cls, "uses_fit_defaults", False) else {})
     defaults = {k: v for k, v in default_head_kwargs(dim, cost_name, t_f).items() if k in accepted}
     hk = {**defaults, **(head_kwargs or {})}
     if not hk.get("fourier_features") and "fourier_features" not in accepted:

@@ -29,6 +29,8 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
         print(f"{kind}s ({registry.GROUPS[kind]}):")
         for name, plugin in sorted(registry.plugins(kind).items()):
             print(f"  {name:<12} {plugin.target:<50} [{plugin.package}]")
+        for name, message in sorted(registry.clashes(kind).items()):
+            print(f"  {name:<12} unusable: {message}")
     return 0
 
 

@@ -53,7 +53,10 @@ def cost_spec(cost: Any) -> tuple[str, dict[str, Any]]:
     from . import registry
 
     if isinstance(cost, Cost):
-        name = next((n for n, p in registry.plugins("cost").items() if isinstance(cost, p.obj)), None)
+        table = registry.plugins("cost").items()
+        # its own class first: a plugin may subclass another one (a tuned quadratic cost)
+        name = next((n for n, p in table if type(cost) is p.obj), None) or next(
+            (n for n, p in table if isinstance(cost, p.obj)), None)
         if name is None:
             raise ValueError(f"{cost!r} is not an instance of a registered cost plugin.")
         return name, cost.config()

@@ -22,6 +22,7 @@ from torch import nn
 
 from . import __version__, registry
 from .checks import check_folder_path, real_number, whole_number
+from .contracts import check_cost, check_head, json_safe
 from .costs import Cost, cost_spec
 from .heads import PotentialHead
 
@@ -138,6 +139,10 @@ class HJMap(
         self.num_classes = None if num_classes is None else whole_number("num_classes", num_classes, 1)
         self.class_names = class_names
         self.target_class_names = target_class_names
+        if encoder is not None and not (isinstance(encoder, dict) and json_safe(encoder)):
+            raise ValueError("encoder must be a dict of JSON values that records how the samples "
+                             "were encoded (e.g. {'name': 'vae', 'pretrained': 'models/vae'}), "
+                             f"got {type(encoder).__name__}.")
         self.encoder_config = encoder
         self.metrics = metrics or {}
         cost, given_kwargs = cost_spec(cost)
@@ -165,6 +170,11 @@ class HJMap(
             "cost": registry.resolve("cost", cost).package,
             "head": registry.resolve("head", head).package,
         }
+        check_cost(self.cost, f"The cost plugin {cost!r} ({registry.resolve('cost', cost).package})",
+                   self.dim)
+        check_head(self.head, f"The head plugin {head!r} ({registry.resolve('head', head).package})",
+                   self.dim, self.num_classes,
+                   {k: head_kwargs[k] for k in ("dim", "num_classes") if k in head_kwargs})
 
     # -- configuration -------------------------------------------------------------------
     @property

@@ -3,8 +3,9 @@
 Costs, encoders and potential heads are found in the entry-point groups ``hjtranslate.costs``,
 ``hjtranslate.encoders`` and ``hjtranslate.heads``. The built-ins in ``plugins/`` take the same
 path as any third-party package: nothing here knows their names. Each group is read once and
-cached; a plugin that fails to import is named in a warning and skipped; two plugins that claim
-one name are an error.
+cached. A plugin that fails to import, or that is not a class of its kind (a :class:`Cost`,
+an ``nn.Module`` head, an :class:`Encoder`), is named in a warning and skipped; two plugins that
+claim one name make that name an error when it is used (the other names keep working).
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ class Plugin:
 
 
 _cache: dict[str, dict[str, Plugin]] = {}
+#: names claimed by two installed plugins of one kind, with the message that names both
+_clashes: dict[str, dict[str, str]] = {}
+#: installed plugins left out (import failure, not a plugin class), with the reason
+_skipped: dict[str, dict[str, str]] = {}
 # Plugins registered at run time (tests, notebooks) on top of the entry points.
 _injected: dict[str, dict[str, Plugin]] = {kind: {} for kind in GROUPS}
 
@@ -51,6 +56,33 @@ def _package_of(ep: EntryPoint) -> str:
     return ep.value.split(":")[0].split(".")[0]
 
 
+def _base(kind: str) -> type:
+    """The class every plugin of ``kind`` must derive from."""
+    if kind == "cost":
+        from .costs import Cost
+
+        return Cost
+    if kind == "encoder":
+        from .encoders import Encoder
+
+        return Encoder
+    from torch import nn
+
+    return nn.Module
+
+
+def _not_a_plugin(kind: str, obj: Any) -> str | None:
+    """Why ``obj`` cannot be a ``kind`` plugin (None when it can): the registry builds plugins
+    by calling the class, and recognises a cost instance by its class."""
+    base = _base(kind)
+    if isinstance(obj, type) and issubclass(obj, base):
+        return None
+    what = (f"the class {obj.__name__}" if isinstance(obj, type)
+            else f"a {type(obj).__name__} ({getattr(obj, '__name__', obj)!r})")
+    return (f"it names {what}, not a subclass of {base.__module__}.{base.__qualname__}: point "
+            "the entry point at such a class")
+
+
 def _load_group(kind: str, eps: list[EntryPoint] | None = None) -> dict[str, Plugin]:
     group = GROUPS[kind]
     if eps is None:
@@ -60,29 +92,44 @@ def _load_group(kind: str, eps: list[EntryPoint] | None = None) -> dict[str, Plu
             seen.setdefault((ep.name, ep.value), ep)
         eps = list(seen.values())
     found: dict[str, Plugin] = {}
+    claims: dict[str, list[str]] = {}
+    skipped: dict[str, str] = {}
     for ep in eps:
-        if ep.name in found:
-            raise PluginError(
-                f"Two {kind} plugins are named {ep.name!r}: {found[ep.name].target} "
-                f"({found[ep.name].package}) and {ep.value} ({_package_of(ep)}). "
-                "Uninstall one of the packages or rename its entry point."
-            )
+        claims.setdefault(ep.name, []).append(f"{ep.value} ({_package_of(ep)})")
+        if len(claims[ep.name]) > 1:
+            continue
         try:
             obj = ep.load()
         except Exception as exc:  # a broken plugin must not take the others down
-            warnings.warn(
-                f"Skipping {kind} plugin {ep.name!r} ({ep.value}, from {_package_of(ep)}): "
-                f"it failed to import: {type(exc).__name__}: {exc}",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-            continue
-        found[ep.name] = Plugin(kind, ep.name, obj, _package_of(ep), ep.value)
+            why = f"it failed to import: {type(exc).__name__}: {exc}"
+        else:
+            why = _not_a_plugin(kind, obj)
+            if why is None:
+                found[ep.name] = Plugin(kind, ep.name, obj, _package_of(ep), ep.value)
+                continue
+        note = f"{kind} plugin {ep.name!r} ({ep.value}, from {_package_of(ep)}): {why}"
+        skipped[ep.name] = note
+        warnings.warn(f"Skipping {note}", RuntimeWarning, stacklevel=3)
+    _skipped[kind] = skipped
+    _clashes[kind] = {}
+    for name, targets in claims.items():
+        if len(targets) > 1:
+            found.pop(name, None)
+            _clashes[kind][name] = (f"Two {kind} plugins are named {name!r}: "
+                                    f"{' and '.join(targets)}. Uninstall one of the packages or "
+                                    "rename its entry point.")
     return found
 
 
+def clashes(kind: str) -> dict[str, str]:
+    """Names of ``kind`` that two installed plugins claim (unusable), with the message."""
+    plugins(kind)
+    return dict(_clashes.get(kind, {}))
+
+
 def plugins(kind: str) -> dict[str, Plugin]:
-    """All plugins of one kind (``cost``, ``encoder`` or ``head``), by name."""
+    """All usable plugins of one kind (``cost``, ``encoder`` or ``head``), by name; a name two
+    installed plugins claim is left out (see :func:`clashes`)."""
     if kind not in GROUPS:
         raise PluginError(f"Unknown plugin kind {kind!r}; choose one of {sorted(GROUPS)}.")
     if kind not in _cache:
@@ -100,8 +147,11 @@ def plugins(kind: str) -> dict[str, Plugin]:
 
 def register(kind: str, name: str, obj: Any, package: str = "<runtime>") -> None:
     """Register a plugin without an installed package (for notebooks and tests)."""
-    if name in plugins(kind):
+    if name in plugins(kind) or name in _clashes.get(kind, {}):
         raise PluginError(f"A {kind} plugin named {name!r} is already registered.")
+    why = _not_a_plugin(kind, obj)
+    if why is not None:
+        raise PluginError(f"Cannot register the {kind} plugin {name!r}: {why}.")
     target = f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', obj)}"
     _injected[kind][name] = Plugin(kind, name, obj, package, target)
 
@@ -112,10 +162,17 @@ def unregister(kind: str, name: str) -> None:
 
 def clear_cache() -> None:
     _cache.clear()
+    _clashes.clear()
+    _skipped.clear()
 
 
 def resolve(kind: str, name: str) -> Plugin:
     table = plugins(kind)
+    if name in _clashes.get(kind, {}):
+        raise PluginError(_clashes[kind][name])
+    if name not in table and name in _skipped.get(kind, {}):
+        raise PluginError(f"The {_skipped[kind][name]}. It was skipped; fix or reinstall that "
+                          "package.")
     if name not in table:
         known = ", ".join(sorted(table)) or "none installed"
         raise PluginError(f"Unknown {kind} {name!r}. Available {kind}s: {known}.")

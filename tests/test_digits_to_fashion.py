@@ -133,7 +133,7 @@ def test_evaluate_through_another_vae_only_in_the_same_latent_space(tmp_path, ca
     # the manifold term reads the VAE's round trip (its own tests: test_engine, test_vae)
     tune += ["--train-per-class", "20", "--eval-n", "12", "--manifold-weight", "1"]
     assert main([*tune, "--manifold-samples", "0"]) == 2
-    assert "manifold_samples must be a whole number >= 1" in capsys.readouterr().err
+    assert "--manifold-samples must be a whole number >= 1" in capsys.readouterr().err
     assert main([*tune, "--manifold-samples", "2"]) == 0
     assert json.loads((tmp_path / "tuned" / "metrics.json").read_text())["train_manifold"] >= 0
 

@@ -29,6 +29,12 @@ THIRD_PARTY = textwrap.dedent('''
 
         def grad_hamiltonian(self, p):
             return torch.sign(p) * p.abs() ** (1 / 3)
+
+    def make_quartic():
+        return QuarticCost()
+
+    class NotACost:
+        pass
 ''')
 
 
@@ -76,12 +82,35 @@ def test_broken_plugin_is_named_and_skipped(fake_entry_points):
     with pytest.warns(RuntimeWarning, match="broken.*failed to import.*needs libfoo"):
         table = registry.plugins("cost")
     assert "broken" not in table and "quadratic" in table
+    with pytest.raises(registry.PluginError, match="The cost plugin 'broken' .*failed to import: "
+                       "ImportError: needs libfoo. It was skipped"):
+        hjt.get_cost("broken")
 
 
-def test_two_plugins_with_one_name_is_an_error(fake_entry_points):
+def test_two_plugins_with_one_name_make_that_name_an_error_only(fake_entry_points, capsys):
     fake_entry_points("hjtranslate.costs", [("quadratic", "thirdparty_ot:QuarticCost")])
-    with pytest.raises(registry.PluginError, match="Two cost plugins are named 'quadratic'"):
-        registry.plugins("cost")
+    assert "quadratic" not in registry.plugins("cost") and "pnorm" in registry.plugins("cost")
+    with pytest.raises(registry.PluginError, match="Two cost plugins are named 'quadratic'.*"
+                       "thirdparty_ot:QuarticCost.*Uninstall one"):
+        hjt.get_cost("quadratic")
+    assert hjt.get_cost("pnorm", p=3).p == 3  # the other costs keep working
+    assert main(["plugins"]) == 0
+    assert "quadratic    unusable: Two cost plugins" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("target,what", [("thirdparty_ot:make_quartic", "a function"),
+                                         ("thirdparty_ot", "a module"),
+                                         ("thirdparty_ot:NotACost", "the class NotACost")])
+def test_an_entry_point_that_is_not_a_plugin_class_is_named_and_skipped(fake_entry_points, target,
+                                                                        what):
+    fake_entry_points("hjtranslate.costs", [("odd", target)])
+    with pytest.warns(RuntimeWarning, match=f"Skipping cost plugin 'odd'.*{what}.*not a subclass "
+                      "of hjtranslate.costs.Cost"):
+        table = registry.plugins("cost")
+    assert "odd" not in table
+    # recognising a cost instance goes through every plugin class: still fine
+    m = hjt.fit(torch.randn(50, 2), torch.randn(50, 2), cost=hjt.get_cost("pnorm", p=3), steps=2)
+    assert m.cost_name == "pnorm"
 
 
 def test_runtime_registration_and_unknown_names():

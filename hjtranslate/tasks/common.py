@@ -238,6 +238,10 @@ def cost_from_args(args: argparse.Namespace) -> Any:
     try:
         return registry.create("cost", args.cost, **({"p": args.p} if args.p is not None else {}))
     except registry.PluginOptionError as exc:
+        if args.p is None:  # options the command line cannot give (it passes only --p)
+            raise registry.PluginOptionError(
+                f"{exc} The command line passes a cost only --p: train with this cost from "
+                "Python, hjt.fit(..., cost=hjt.get_cost(name, ...)).") from None
         raise registry.PluginOptionError(f"{exc} Drop --p, or choose a cost that takes it "
                                          "(--cost pnorm or lp).") from None
 

@@ -294,6 +294,8 @@ class MLPHead(PotentialHead):
     smooth, so the loss's second derivatives stay defined.
     """
 
+    uses_fit_defaults = True
+
     def __init__(
         self,
         dim: int,
@@ -347,6 +349,8 @@ class MLPHead(PotentialHead):
 class ConditionalHead(PotentialHead):
     """``u(x, t; k)``: the MLP of :class:`MLPHead` with a class embedding that modulates every
     hidden layer (FiLM: ``h <- h * (1 + gamma_k) + beta_k``)."""
+
+    uses_fit_defaults = True
 
     conditional = True
 
@@ -418,6 +422,8 @@ class AffineHead(PotentialHead):
     the linear Monge-Kantorovich colour transfer). Exact HJ solutions by construction; for the
     quadratic cost only. Few parameters: ``dim (dim + 2)``. ``quadratic="hopf_lax_spd"`` (what
     ``fit`` asks for) is the better-conditioned form; ``"hopf_lax"`` loads earlier maps."""
+
+    uses_fit_defaults = True
 
     def __init__(self, dim: int, t_max: float = 1.0, quadratic_gain: float = 10.0,
                  quadratic: str = "hopf_lax") -> None:

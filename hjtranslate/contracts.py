@@ -1,0 +1,122 @@
+"""What a cost or head plugin must do, checked once when a map is built.
+
+A broken third-party plugin is then named before training, rather than found as a shape error
+deep in the loss, as a map that trains on broadcast garbage, or as one that saves and cannot be
+loaded. The probes use their own random generator, so building a map draws the same weights
+and batches as before.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import torch
+from torch import nn
+
+from .costs import Cost
+from .registry import PluginError
+
+COST_METHODS = ("lagrangian", "hamiltonian", "grad_hamiltonian")
+_PROBE = 3  # points per probe
+
+
+def json_safe(value: Any) -> bool:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _shape(value: Any) -> str:
+    return str(tuple(value.shape)) if isinstance(value, torch.Tensor) else type(value).__name__
+
+
+def check_cost(cost: Cost, who: str, dim: int) -> None:
+    """``cost`` implements ``L``, ``H`` and ``grad H`` batched over the last axis, with finite
+    values at ordinary points, and its ``config()`` is JSON (checkpoints store it)."""
+    missing = [m for m in COST_METHODS if getattr(type(cost), m) is getattr(Cost, m)]
+    if missing:
+        raise PluginError(f"{who} does not implement {', '.join(missing)}: a Cost subclass "
+                          "defines lagrangian(v), hamiltonian(p) and grad_hamiltonian(p), each "
+                          "batched over the last axis.")
+    v = torch.randn(_PROBE, dim, generator=torch.Generator().manual_seed(0))
+    for method, want in zip(COST_METHODS, [(_PROBE,), (_PROBE,), (_PROBE, dim)], strict=True):
+        try:
+            out = getattr(cost, method)(v)
+        except Exception as exc:  # the plugin's own code: any error is its own
+            raise PluginError(f"{who}: {method} fails on a ({_PROBE}, {dim}) batch: "
+                              f"{type(exc).__name__}: {exc}") from None
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != want:
+            raise PluginError(f"{who}: {method} of a ({_PROBE}, {dim}) batch must return shape "
+                              f"{want}, got {_shape(out)}.")
+        if not torch.isfinite(out).all():
+            raise PluginError(f"{who}: {method} returns NaN or Inf at ordinary points "
+                              "(a standard normal batch).")
+    if not json_safe(cost.config()):
+        raise PluginError(f"{who}: config() must return JSON values (checkpoints store them and "
+                          f"rebuild the cost from them), got {cost.config()!r}.")
+
+
+def check_head(head: nn.Module, who: str, dim: int, num_classes: int | None,
+               rebuild: dict[str, Any]) -> None:
+    """``head(x, t, k)`` gives one finite potential per point; a closed-form ``momentum`` agrees
+    with autograd; ``head_config`` is JSON and rebuilds the same parameters (``rebuild``: the
+    arguments besides it, ``dim`` and ``num_classes``)."""
+    if next(iter(head.parameters()), None) is None:
+        raise PluginError(f"{who} has no parameters to train: a head is an nn.Module whose "
+                          "weights define u(x, t).")
+    g = torch.Generator().manual_seed(0)
+    param = next(iter(head.parameters()))
+    z = torch.randn(_PROBE, dim, generator=g).to(param.device, param.dtype).requires_grad_(True)
+    t = torch.full((_PROBE, 1), 0.5, device=param.device, dtype=param.dtype)
+    k = (torch.arange(_PROBE, device=param.device) % num_classes
+         if getattr(head, "conditional", False) and num_classes else None)
+    try:
+        with torch.enable_grad():
+            u = head(z, t, k)
+            (p,) = torch.autograd.grad(u.sum(), z) if isinstance(u, torch.Tensor) else (None,)
+    except Exception as exc:  # the plugin's own code
+        raise PluginError(f"{who}: forward(x, t, k) fails on x of shape ({_PROBE}, {dim}) and t "
+                          f"of shape ({_PROBE}, 1): {type(exc).__name__}: {exc}") from None
+    if not isinstance(u, torch.Tensor) or tuple(u.shape) != (_PROBE,):
+        raise PluginError(f"{who}: forward(x, t, k) must return one potential per point, shape "
+                          f"({_PROBE},) for {_PROBE} points, got {_shape(u)}.")
+    if not (torch.isfinite(u).all() and torch.isfinite(p).all()):
+        raise PluginError(f"{who}: forward gives NaN or Inf (or a NaN gradient) at ordinary points.")
+    closed_form = getattr(head, "momentum", None)
+    if closed_form is not None:
+        try:
+            with torch.no_grad():
+                out = closed_form(z.detach(), t, k)
+        except Exception as exc:
+            raise PluginError(f"{who}: momentum(x, t, k) fails: {type(exc).__name__}: {exc}") from None
+        if (not isinstance(out, (tuple, list)) or len(out) != 2
+                or not all(isinstance(o, torch.Tensor) for o in out)
+                or tuple(out[0].shape) != (_PROBE,) or tuple(out[1].shape) != (_PROBE, dim)):
+            got = (f"({', '.join(_shape(o) for o in out)})" if isinstance(out, (tuple, list))
+                   else _shape(out))
+            raise PluginError(f"{who}: momentum(x, t, k) must return (u, grad_x u) of shapes "
+                              f"({_PROBE},) and ({_PROBE}, {dim}), got {got}.")
+        scale = 1e-5 + 1e-3 * float(p.abs().max())
+        if not torch.allclose(out[1].to(p.dtype), p, rtol=1e-3, atol=scale):
+            raise PluginError(f"{who}: momentum(x, t, k) is not the gradient of forward: it "
+                              "differs from autograd's grad_x u. Fix it, or remove it to use "
+                              "autograd.")
+    config = getattr(head, "head_config", None)
+    if not isinstance(config, dict) or not json_safe(config):
+        raise PluginError(f"{who}: head_config must be a dict of JSON values (its constructor "
+                          f"arguments, stored in checkpoints), got {config!r}.")
+    kwargs = {**{k: v for k, v in config.items() if k not in rebuild}, **rebuild}
+    try:
+        with torch.random.fork_rng(devices=[]):  # the copy must not draw from the run's seed
+            again = type(head)(**kwargs)
+        same = {n: tuple(w.shape) for n, w in again.state_dict().items()} == {
+            n: tuple(w.shape) for n, w in head.state_dict().items()}
+    except Exception:
+        same = False
+    if not same:
+        raise PluginError(f"{who}: its head_config {config!r} does not rebuild the same "
+                          "parameters, so a saved map could not be loaded: store every "
+                          "constructor argument in self.head_config.")

@@ -1,0 +1,173 @@
+"""A third-party cost or head that breaks its interface is named when a map is built: before
+training, from the API and the command line, instead of a shape error deep in the loss, a map
+trained on broadcast values, or one that saves and cannot be loaded."""
+
+import pytest
+import torch
+from hjtranslate_plugins.costs import QuadraticCost
+from torch import nn
+
+import hjtranslate as hjt
+from hjtranslate import registry
+from hjtranslate.cli import main
+from hjtranslate.costs import Cost
+from hjtranslate.heads import PotentialHead
+
+
+class NoGradH(Cost):
+    def lagrangian(self, v):
+        return (v ** 2).sum(-1) / 2
+
+    def hamiltonian(self, p):
+        return (p ** 2).sum(-1) / 2
+
+
+class WideH(QuadraticCost):
+    def hamiltonian(self, p):
+        return p ** 2 / 2  # (n, d), not (n,)
+
+
+class NarrowGradH(QuadraticCost):
+    def grad_hamiltonian(self, p):
+        return p.sum(-1)
+
+
+class NaNCost(QuadraticCost):
+    def lagrangian(self, v):
+        return (v ** 2).sum(-1) * float("nan")
+
+
+class TensorConfig(QuadraticCost):
+    def config(self):
+        return {"scale": torch.tensor(1.0)}
+
+
+class Tiny(PotentialHead):
+    def __init__(self, dim, width=8, out=None):
+        super().__init__()
+        self.head_config = {"dim": dim, "width": width, "out": out}
+        self.net = nn.Sequential(nn.Linear(dim + 1, width), nn.SiLU(), nn.Linear(width, 1))
+        self.out = out
+
+    def forward(self, x, t, k=None):
+        u = self.net(torch.cat([x, t], 1))
+        return u if self.out == "column" else u.expand(-1, 2) if self.out == "wide" else u[:, 0]
+
+
+class BadMomentum(Tiny):
+    def momentum(self, x, t, k=None):
+        u = self.forward(x, t)
+        return u, u[:, None]
+
+
+class WrongMomentum(Tiny):
+    def momentum(self, x, t, k=None):
+        u = self.forward(x, t)
+        return u, torch.zeros_like(x) + 1.0
+
+
+class Forgetful(Tiny):
+    def __init__(self, dim, width=8):
+        super().__init__(dim, width)
+        self.head_config = {}
+
+
+class NoWeights(PotentialHead):
+    def __init__(self, dim):
+        super().__init__()
+        self.head_config = {"dim": dim}
+
+    def forward(self, x, t, k=None):
+        return (x ** 2).sum(1) / 2
+
+
+@pytest.fixture
+def plugin():
+    added = []
+
+    def add(kind, cls):
+        name = f"t_{cls.__name__.lower()}"
+        registry.register(kind, name, cls, package="contract-test 0.1")
+        added.append((kind, name))
+        return name
+
+    yield add
+    for kind, name in added:
+        registry.unregister(kind, name)
+
+
+@pytest.mark.parametrize("cls,message", [
+    (NoGradH, "does not implement grad_hamiltonian: a Cost subclass defines"),
+    (WideH, r"hamiltonian of a \(3, 2\) batch must return shape \(3,\), got \(3, 2\)"),
+    (NarrowGradH, r"grad_hamiltonian of a \(3, 2\) batch must return shape \(3, 2\), got \(3,\)"),
+    (NaNCost, "lagrangian returns NaN or Inf at ordinary points"),
+    (TensorConfig, "config\\(\\) must return JSON values"),
+])
+def test_a_broken_cost_is_named_before_training(plugin, cls, message, tmp_path, capsys):
+    name = plugin("cost", cls)
+    x = torch.randn(40, 2)
+    with pytest.raises(registry.PluginError, match=f"The cost plugin '{name}' \\(contract-test "
+                       f"0.1\\).*{message}"):
+        hjt.fit(x, x + 1, cost=name, steps=2, output_dir=str(tmp_path / "api"))
+    assert not (tmp_path / "api").exists()
+    assert main(["train", "toy2d", "--cost", name, "--steps", "2", "--output-dir",
+                 str(tmp_path / "cli")]) == 2
+    assert f"error: The cost plugin '{name}'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kwargs,cls,message", [
+    ({"out": "column"}, Tiny, r"must return one potential per point, shape \(3,\) .* got \(3, 1\)"),
+    ({"out": "wide"}, Tiny, r"got \(3, 2\)"),
+    ({}, BadMomentum, r"momentum\(x, t, k\) must return \(u, grad_x u\) of shapes \(3,\) and "
+                      r"\(3, 2\), got \(\(3,\), \(3, 1\)\)"),
+    ({}, WrongMomentum, "momentum.* is not the gradient of forward"),
+    ({"width": 16}, Forgetful, "does not rebuild the same parameters.*store every constructor argument"),
+    ({}, NoWeights, "has no parameters to train"),
+])
+def test_a_broken_head_is_named_before_training(plugin, kwargs, cls, message, tmp_path):
+    name = plugin("head", cls)
+    x = torch.randn(40, 2)
+    with pytest.raises(registry.PluginError, match=f"The head plugin '{name}' \\(contract-test "
+                       f"0.1\\).*{message}"):
+        hjt.fit(x, x + 1, head=name, head_kwargs=kwargs, steps=2)
+
+
+def test_a_third_party_head_keeps_its_own_defaults(plugin, tmp_path):
+    """fit's width/depth/quadratic defaults are for its own heads: a head with an argument of the
+    same name keeps its default unless the caller gives one."""
+    name = plugin("head", Tiny)
+    x = torch.randn(40, 2)
+    m = hjt.fit(x, x + 1, head=name, steps=2)
+    assert m.head.head_config["width"] == 8
+    assert hjt.fit(x, x + 1, head=name, head_kwargs={"width": 16}, steps=2).head.head_config["width"] == 16
+    m.save_pretrained(tmp_path / "m")
+    again = hjt.HJMap.from_pretrained(tmp_path / "m")
+    torch.testing.assert_close(again.forward(x[:5]), m.forward(x[:5]))
+
+
+def test_the_encoder_record_must_be_json(tmp_path):
+    x = torch.randn(40, 2)
+    with pytest.raises(ValueError, match="encoder must be a dict of JSON values"):
+        hjt.fit(x, x + 1, steps=2, encoder=hjt.get_encoder("identity"))
+    with pytest.raises(ValueError, match="encoder must be a dict of JSON values .*got str"):
+        hjt.fit(x, x + 1, steps=2, encoder="vae")
+
+
+class NeedsAlpha(QuadraticCost):
+    def __init__(self, alpha):
+        self.alpha = float(alpha)
+
+    def config(self):
+        return {"alpha": self.alpha}
+
+
+def test_a_cost_with_required_options_on_the_command_line(plugin, tmp_path, capsys):
+    name = plugin("cost", NeedsAlpha)
+    args = ["train", "toy2d", "--cost", name, "--steps", "2", "--output-dir", str(tmp_path)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "it takes alpha" in err and "passes a cost only --p" in err and "Drop --p" not in err
+    assert main([*args, "--p", "3"]) == 2
+    assert "Drop --p" in capsys.readouterr().err
+    m = hjt.fit(torch.randn(40, 2), torch.randn(40, 2), cost=hjt.get_cost(name, alpha=2), steps=2)
+    assert m.cost_name == name and m.cost.alpha == 2.0
