@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from .. import registry
 from ..metrics import exact_ot_cost
 from .common import (
     add_map_arguments,
@@ -164,8 +165,6 @@ def _cache_dir() -> Path:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from hjtranslate_plugins.vae import VAEEncoder
-
     from ..data import load_dataset
     from ..training import finish_run, make_accelerator
 
@@ -182,7 +181,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError(f"--export {args.export} and --output-dir {out} overlap: a pipeline "
                          "needs a folder of its own (e.g. --export models/digits-to-fashion).")
     acc = make_accelerator()
-    enc = VAEEncoder(args.vae, device=acc.device)
+    enc = registry.create("encoder", "vae", pretrained=args.vae, device=acc.device)
     init = init_map_from_args(args)
     if init is not None:
         from ..pipeline import check_same_latent
@@ -298,13 +297,11 @@ def encoder_record(enc, vae: str | None) -> dict[str, Any]:
 
 def evaluate(m, args: argparse.Namespace, n: int = 10000) -> dict[str, Any]:
     """``hjtranslate evaluate RUN``: the translation metrics of a saved run."""
-    from hjtranslate_plugins.vae import VAEEncoder
-
     from ..pipeline import check_same_latent
 
     check_count("--n", n, 10, TEST_IMAGES, _TEST_SETS)
     args.eval_n = n
-    enc = VAEEncoder(getattr(args, "vae", None))
+    enc = registry.create("encoder", "vae", pretrained=getattr(args, "vae", None))
     check_same_latent(m, enc)  # another VAE must share the map's latent space
     return evaluate_translation(m, enc, args, None)
 
