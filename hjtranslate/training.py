@@ -243,10 +243,15 @@ def train(
                 bar.close()
                 last = latest_checkpoint(out) if out else None
                 keep = f" The last good checkpoint is kept: {last}." if last else ""
+                # before any update of this launch the learning rate cannot be the cause
+                remedy = ("Lower the learning rate (--lr), or check the data and the loss weights."
+                          if step > start_step else "No update has been made yet, so the learning "
+                          "rate is not the cause: check the data, the loss weights, and the cost "
+                          "and head (a plugin's own code) on these samples.")
                 raise TrainingError(
                     f"The loss became NaN/Inf at step {step} "
                     f"({', '.join(f'{k}={float(terms[k].detach()):.4g}' for k in names)}).{keep} "
-                    "Lower the learning rate (--lr), or check the data and the loss weights."
+                    f"{remedy}"
                 )
             logs = {k: float(packed[i]) / nproc for i, k in enumerate(names)}
             acc.backward(loss)

@@ -145,6 +145,13 @@ def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert latest_checkpoint(tmp_path).name == "step-0000005"
 
 
+def test_nan_at_the_first_step_does_not_blame_the_learning_rate(tmp_path):
+    cfg = TrainConfig(steps=5, output_dir=str(tmp_path), progress=False)
+    with pytest.raises(TrainingError, match="at step 0 .*No update has been made yet, so the "
+                       "learning rate is not the cause"):
+        train(_Exploding(), lambda step, rank: {"step": step + 7}, cfg)
+
+
 def test_world_size_without_processes_refuses_to_start(tmp_path):
     # A plain Accelerator() under `accelerate launch --multi_gpu` on a CPU machine: each process
     # sees WORLD_SIZE=2 but believes it is alone, so both would train the same model.
