@@ -13,6 +13,7 @@ from accelerate.utils import set_seed
 
 from . import registry
 from .checks import check_folder_path, real_number, whole_number
+from .contracts import json_safe
 from .costs import Cost, cost_spec
 from .hjmap import PIPELINE_INDEX_FILE, HJMap, as_sample_tensor
 from .objective import HJObjective, ObjectiveConfig
@@ -196,6 +197,10 @@ def fit(
         check_folder_path(Path(output_dir), "output_dir")  # before training, not at a checkpoint
         if on_start is None:  # the CLI checks its own run folders (and writes config.json)
             _check_checkpoint_folder(Path(output_dir))
+    if encoder is not None and not (isinstance(encoder, dict) and json_safe(encoder)):
+        raise ValueError("encoder must be a dict of JSON values that records how the samples "
+                         "were encoded (e.g. {'name': 'vae', 'pretrained': 'models/vae'}), got "
+                         f"{type(encoder).__name__}.")
     if conditional and labels is None and init_from is None:
         raise ValueError("conditional=True needs labels=(source_labels, target_labels): the "
                          "head takes the class of each sample.")
@@ -333,7 +338,9 @@ def _new_map(xs, yt, cost_name, cost_kwargs, t_f, num_classes, head, conditional
     head_cls = registry.resolve("head", head).obj
     accepted = (inspect.signature(head_cls.__init__).parameters
                 if getattr(head_cls, "uses_fit_defaults", False) else {})
-    defaults = {k: v for k, v in default_head_kwargs(dim, cost_name, t_f).items() if k in accepted}
+    takes_all = any(p.kind is p.VAR_KEYWORD for p in accepted.values())
+    defaults = {k: v for k, v in default_head_kwargs(dim, cost_name, t_f).items()
+                if k in accepted or takes_all}
     hk = {**defaults, **(head_kwargs or {})}
     if not hk.get("fourier_features") and "fourier_features" not in accepted:
         # "no Fourier features" is every other head's architecture: nothing to pass on

@@ -31,6 +31,8 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
             print(f"  {name:<12} {plugin.target:<50} [{plugin.package}]")
         for name, message in sorted(registry.clashes(kind).items()):
             print(f"  {name:<12} unusable: {message}")
+        for name, why in sorted(registry.skipped(kind).items()):
+            print(f"  {name:<12} skipped: {why}")
     return 0
 
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .costs import Cost
-from .registry import PluginError
+from .registry import PluginError, create
 
 COST_METHODS = ("lagrangian", "hamiltonian", "grad_hamiltonian")
 _PROBE = 3  # points per probe
@@ -33,15 +33,17 @@ def _shape(value: Any) -> str:
     return str(tuple(value.shape)) if isinstance(value, torch.Tensor) else type(value).__name__
 
 
-def check_cost(cost: Cost, who: str, dim: int) -> None:
-    """``cost`` implements ``L``, ``H`` and ``grad H`` batched over the last axis, with finite
-    values at ordinary points, and its ``config()`` is JSON (checkpoints store it)."""
+def check_cost(cost: Cost, name: str, who: str, dim: int) -> None:
+    """``cost`` (the plugin ``name``) implements ``L``, ``H`` and ``grad H`` batched over the last
+    axis, finite near 0 (a cost may be infinite off a bounded domain), and its ``config()`` is
+    JSON that rebuilds it (checkpoints store it)."""
     missing = [m for m in COST_METHODS if getattr(type(cost), m) is getattr(Cost, m)]
     if missing:
         raise PluginError(f"{who} does not implement {', '.join(missing)}: a Cost subclass "
                           "defines lagrangian(v), hamiltonian(p) and grad_hamiltonian(p), each "
                           "batched over the last axis.")
-    v = torch.randn(_PROBE, dim, generator=torch.Generator().manual_seed(0))
+    # |v| about 0.1: inside the domain of costs with a bounded speed or momentum
+    v = 0.1 * torch.randn(_PROBE, dim, generator=torch.Generator().manual_seed(0)) / dim ** 0.5
     for method, want in zip(COST_METHODS, [(_PROBE,), (_PROBE,), (_PROBE, dim)], strict=True):
         try:
             out = getattr(cost, method)(v)
@@ -52,18 +54,35 @@ def check_cost(cost: Cost, who: str, dim: int) -> None:
             raise PluginError(f"{who}: {method} of a ({_PROBE}, {dim}) batch must return shape "
                               f"{want}, got {_shape(out)}.")
         if not torch.isfinite(out).all():
-            raise PluginError(f"{who}: {method} returns NaN or Inf at ordinary points "
-                              "(a standard normal batch).")
-    if not json_safe(cost.config()):
-        raise PluginError(f"{who}: config() must return JSON values (checkpoints store them and "
-                          f"rebuild the cost from them), got {cost.config()!r}.")
+            raise PluginError(f"{who}: {method} returns NaN or Inf near 0 (|v| about 0.1).")
+    config = cost.config()
+    if not isinstance(config, dict) or not json_safe(config):
+        raise PluginError(f"{who}: config() must return a dict of JSON values (checkpoints store "
+                          f"it and rebuild the cost from it), got {config!r}.")
+    try:
+        create("cost", name, **config)
+    except Exception as exc:  # PluginOptionError, or the plugin's own check of the values
+        raise PluginError(f"{who}: config() returns {config!r}, which does not rebuild the cost "
+                          f"(a saved map could not be loaded): {exc}") from None
 
 
 def check_head(head: nn.Module, who: str, dim: int, num_classes: int | None,
                rebuild: dict[str, Any]) -> None:
     """``head(x, t, k)`` gives one finite potential per point; a closed-form ``momentum`` agrees
-    with autograd; ``head_config`` is JSON and rebuilds the same parameters (``rebuild``: the
-    arguments besides it, ``dim`` and ``num_classes``)."""
+    with ``forward`` and autograd; ``head_config`` is JSON and rebuilds the same parameters
+    (``rebuild``: the arguments besides it, ``dim`` and ``num_classes``). The probe runs in eval
+    mode on a forked random state: dropout, batch statistics and the run's seed are untouched."""
+    training = head.training
+    head.eval()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            _probe_head(head, who, dim, num_classes, rebuild)
+    finally:
+        head.train(training)
+
+
+def _probe_head(head: nn.Module, who: str, dim: int, num_classes: int | None,
+                rebuild: dict[str, Any]) -> None:
     if next(iter(head.parameters()), None) is None:
         raise PluginError(f"{who} has no parameters to train: a head is an nn.Module whose "
                           "weights define u(x, t).")
@@ -99,24 +118,40 @@ def check_head(head: nn.Module, who: str, dim: int, num_classes: int | None,
                    else _shape(out))
             raise PluginError(f"{who}: momentum(x, t, k) must return (u, grad_x u) of shapes "
                               f"({_PROBE},) and ({_PROBE}, {dim}), got {got}.")
-        scale = 1e-5 + 1e-3 * float(p.abs().max())
-        if not torch.allclose(out[1].to(p.dtype), p, rtol=1e-3, atol=scale):
-            raise PluginError(f"{who}: momentum(x, t, k) is not the gradient of forward: it "
-                              "differs from autograd's grad_x u. Fix it, or remove it to use "
-                              "autograd.")
+        for got, want, what in ((out[0], u.detach(), "a u that differs from forward(x, t, k)"),
+                                (out[1], p, "a gradient that differs from autograd's grad_x u "
+                                 "of forward")):
+            tol = 1e-5 + 1e-3 * float(want.abs().max())
+            if not torch.allclose(got.to(want.dtype), want, rtol=1e-3, atol=tol):
+                raise PluginError(f"{who}: momentum(x, t, k) returns {what}. Fix it, or remove "
+                                  "it to use autograd.")
     config = getattr(head, "head_config", None)
     if not isinstance(config, dict) or not json_safe(config):
         raise PluginError(f"{who}: head_config must be a dict of JSON values (its constructor "
                           f"arguments, stored in checkpoints), got {config!r}.")
     kwargs = {**{k: v for k, v in config.items() if k not in rebuild}, **rebuild}
-    try:
-        with torch.random.fork_rng(devices=[]):  # the copy must not draw from the run's seed
-            again = type(head)(**kwargs)
-        same = {n: tuple(w.shape) for n, w in again.state_dict().items()} == {
-            n: tuple(w.shape) for n, w in head.state_dict().items()}
-    except Exception:
-        same = False
-    if not same:
+    if not _rebuilds(head, kwargs):
         raise PluginError(f"{who}: its head_config {config!r} does not rebuild the same "
                           "parameters, so a saved map could not be loaded: store every "
                           "constructor argument in self.head_config.")
+
+
+def _shapes(module: nn.Module) -> dict[str, tuple[int, ...] | None]:
+    """Parameter and buffer shapes by name (None for a lazy module's uninitialised ones)."""
+    return {n: None if nn.parameter.is_lazy(w) else tuple(w.shape)
+            for n, w in module.state_dict(keep_vars=True).items()}
+
+
+def _rebuilds(head: nn.Module, kwargs: dict[str, Any]) -> bool:
+    """Whether ``type(head)(**kwargs)`` has ``head``'s parameters. Built on the meta device (no
+    memory, no random draws) where the head's constructor allows it, else on the CPU."""
+    for device in ("meta", "cpu"):
+        try:
+            with torch.device(device):
+                again = type(head)(**kwargs)
+        except Exception:
+            continue
+        want, got = _shapes(head), _shapes(again)
+        return want.keys() == got.keys() and all(
+            None in (want[n], got[n]) or want[n] == got[n] for n in want)
+    return False

@@ -58,7 +58,10 @@ def cost_spec(cost: Any) -> tuple[str, dict[str, Any]]:
         name = next((n for n, p in table if type(cost) is p.obj), None) or next(
             (n for n, p in table if isinstance(cost, p.obj)), None)
         if name is None:
-            raise ValueError(f"{cost!r} is not an instance of a registered cost plugin.")
+            unusable = sorted(registry.clashes("cost"))
+            hint = (f" (two installed plugins claim the name {', '.join(map(repr, unusable))}, "
+                    "which leaves it unusable: see `hjtranslate plugins`)" if unusable else "")
+            raise ValueError(f"{cost!r} is not an instance of a registered cost plugin{hint}.")
         return name, cost.config()
     if isinstance(cost, type) and issubclass(cost, Cost):
         raise TypeError(f"cost={cost.__name__} is a class: pass an instance, e.g. "

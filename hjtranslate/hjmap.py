@@ -22,7 +22,7 @@ from torch import nn
 
 from . import __version__, registry
 from .checks import check_folder_path, real_number, whole_number
-from .contracts import check_cost, check_head, json_safe
+from .contracts import check_cost, check_head
 from .costs import Cost, cost_spec
 from .heads import PotentialHead
 
@@ -139,10 +139,6 @@ class HJMap(
         self.num_classes = None if num_classes is None else whole_number("num_classes", num_classes, 1)
         self.class_names = class_names
         self.target_class_names = target_class_names
-        if encoder is not None and not (isinstance(encoder, dict) and json_safe(encoder)):
-            raise ValueError("encoder must be a dict of JSON values that records how the samples "
-                             "were encoded (e.g. {'name': 'vae', 'pretrained': 'models/vae'}), "
-                             f"got {type(encoder).__name__}.")
         self.encoder_config = encoder
         self.metrics = metrics or {}
         cost, given_kwargs = cost_spec(cost)
@@ -163,16 +159,21 @@ class HJMap(
             if unknown:
                 raise ValueError(f"The {head!r} head takes no option {', '.join(unknown)}; its "
                                  f"options: {', '.join(k for k in params if k != 'dim')}.")
-        self.head: PotentialHead = head_cls(**head_kwargs)
+        head_package = registry.resolve("head", head).package
+        try:
+            self.head: PotentialHead = head_cls(**head_kwargs)
+        except TypeError as exc:  # a plugin's own check of an option's type
+            raise registry.PluginError(f"The head plugin {head!r} ({head_package}) cannot be "
+                                       f"built with these options: {exc}") from None
         self.register_buffer("shift", torch.zeros(self.dim))
         self.register_buffer("scale", torch.ones(()))
         self.plugin_packages = plugin_packages or {
             "cost": registry.resolve("cost", cost).package,
             "head": registry.resolve("head", head).package,
         }
-        check_cost(self.cost, f"The cost plugin {cost!r} ({registry.resolve('cost', cost).package})",
-                   self.dim)
-        check_head(self.head, f"The head plugin {head!r} ({registry.resolve('head', head).package})",
+        check_cost(self.cost, cost,
+                   f"The cost plugin {cost!r} ({registry.resolve('cost', cost).package})", self.dim)
+        check_head(self.head, f"The head plugin {head!r} ({head_package})",
                    self.dim, self.num_classes,
                    {k: head_kwargs[k] for k in ("dim", "num_classes") if k in head_kwargs})
 
@@ -401,6 +402,8 @@ class HJMap(
         for kind in ("cost", "head"):
             name = config.get(kind, "quadratic" if kind == "cost" else "mlp")
             if name not in registry.plugins(kind):
+                if name in registry.clashes(kind) or name in registry.skipped(kind):
+                    registry.resolve(kind, name)  # raises: two plugins claim it, or it was skipped
                 pkg = str(packages.get(kind, "")).split(" ")[0] or None
                 raise CheckpointError(registry.missing_plugin_message(kind, name, pkg))
         if "dim" not in config:
@@ -411,6 +414,8 @@ class HJMap(
         kwargs = {k: v for k, v in config.items() if k in known}
         try:
             model = cls(**kwargs)
+        except registry.PluginError:
+            raise  # names the plugin at fault; upgrading hjtranslate would not help
         except TypeError as exc:
             raise CheckpointError(f"The config does not describe an HJMap: {exc}") from None
         except ValueError as exc:  # e.g. a head setting this version does not know

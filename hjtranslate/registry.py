@@ -127,6 +127,12 @@ def clashes(kind: str) -> dict[str, str]:
     return dict(_clashes.get(kind, {}))
 
 
+def skipped(kind: str) -> dict[str, str]:
+    """Installed plugins of ``kind`` left out (failed to import, not a plugin class), with why."""
+    plugins(kind)
+    return dict(_skipped.get(kind, {}))
+
+
 def plugins(kind: str) -> dict[str, Plugin]:
     """All usable plugins of one kind (``cost``, ``encoder`` or ``head``), by name; a name two
     installed plugins claim is left out (see :func:`clashes`)."""

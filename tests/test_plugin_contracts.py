@@ -100,8 +100,8 @@ def plugin():
     (NoGradH, "does not implement grad_hamiltonian: a Cost subclass defines"),
     (WideH, r"hamiltonian of a \(3, 2\) batch must return shape \(3,\), got \(3, 2\)"),
     (NarrowGradH, r"grad_hamiltonian of a \(3, 2\) batch must return shape \(3, 2\), got \(3,\)"),
-    (NaNCost, "lagrangian returns NaN or Inf at ordinary points"),
-    (TensorConfig, "config\\(\\) must return JSON values"),
+    (NaNCost, "lagrangian returns NaN or Inf near 0"),
+    (TensorConfig, "config\\(\\) must return a dict of JSON values"),
 ])
 def test_a_broken_cost_is_named_before_training(plugin, cls, message, tmp_path, capsys):
     name = plugin("cost", cls)
@@ -120,7 +120,7 @@ def test_a_broken_cost_is_named_before_training(plugin, cls, message, tmp_path, 
     ({"out": "wide"}, Tiny, r"got \(3, 2\)"),
     ({}, BadMomentum, r"momentum\(x, t, k\) must return \(u, grad_x u\) of shapes \(3,\) and "
                       r"\(3, 2\), got \(\(3,\), \(3, 1\)\)"),
-    ({}, WrongMomentum, "momentum.* is not the gradient of forward"),
+    ({}, WrongMomentum, "momentum.* returns a gradient that differs from autograd"),
     ({"width": 16}, Forgetful, "does not rebuild the same parameters.*store every constructor argument"),
     ({}, NoWeights, "has no parameters to train"),
 ])
@@ -171,3 +171,92 @@ def test_a_cost_with_required_options_on_the_command_line(plugin, tmp_path, caps
     assert "Drop --p" in capsys.readouterr().err
     m = hjt.fit(torch.randn(40, 2), torch.randn(40, 2), cost=hjt.get_cost(name, alpha=2), steps=2)
     assert m.cost_name == name and m.cost.alpha == 2.0
+
+
+class Relativistic(Cost):
+    """A bounded speed: L is infinite for |v| >= 1, by definition, not by a bug."""
+
+    def lagrangian(self, v):
+        s = (v ** 2).sum(-1)
+        return torch.where(s < 1, 1 - (1 - s.clamp(max=1)).sqrt(), torch.full_like(s, float("inf")))
+
+    def hamiltonian(self, p):
+        return (1 + (p ** 2).sum(-1)).sqrt() - 1
+
+    def grad_hamiltonian(self, p):
+        return p / (1 + (p ** 2).sum(-1, keepdim=True)).sqrt()
+
+
+class Scaled(QuadraticCost):
+    def __init__(self, scale=1.0):
+        self.scale = scale
+
+    def config(self):
+        return {"s": self.scale}  # not the constructor's name
+
+
+class OffsetMomentum(Tiny):
+    def momentum(self, x, t, k=None):
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            u = self.forward(x, t)
+            (p,) = torch.autograd.grad(u.sum(), x)
+        return u.detach() + 100, p
+
+
+class Dropping(Tiny):
+    def __init__(self, dim, width=8):
+        super().__init__(dim, width)
+        self.head_config = {"dim": dim, "width": width}
+        self.drop = nn.Dropout(0.5)
+
+    def forward(self, x, t, k=None):
+        return self.net(self.drop(torch.cat([x, t], 1)))[:, 0]
+
+
+class Lazy(PotentialHead):
+    def __init__(self, dim, width=8):
+        super().__init__()
+        self.head_config = {"dim": dim, "width": width}
+        self.net = nn.Sequential(nn.LazyLinear(width), nn.SiLU(), nn.Linear(width, 1))
+
+    def forward(self, x, t, k=None):
+        return self.net(torch.cat([x, t], 1))[:, 0]
+
+
+def test_the_checks_do_not_refuse_legitimate_plugins(plugin, tmp_path):
+    x = torch.randn(60, 2) * 0.2
+    m = hjt.fit(x, x + 0.1, cost=plugin("cost", Relativistic), steps=3)
+    m.save_pretrained(tmp_path / "rel")
+    assert hjt.HJMap.from_pretrained(tmp_path / "rel").cost_name == m.cost_name
+    assert hjt.fit(x, x + 0.1, head=plugin("head", Lazy), steps=3).head.net[0].weight.shape == (8, 3)
+    # building a map draws no random numbers beyond the head's own initialisation
+    name = plugin("head", Dropping)
+    for head, build in ((name, lambda: Dropping(2)), ("mlp", lambda: hjt.get_head("mlp", dim=2))):
+        torch.manual_seed(0)
+        build()
+        alone = torch.rand(3)
+        torch.manual_seed(0)
+        hjt.HJMap(2, head=head)
+        torch.testing.assert_close(torch.rand(3), alone)
+
+
+def test_the_checks_name_what_they_missed_before(plugin):
+    x = torch.randn(40, 2)
+    name = plugin("cost", Scaled)
+    with pytest.raises(registry.PluginError, match=r"config\(\) returns \{'s': 1.0\}, which does "
+                       "not rebuild the cost .*takes scale"):
+        hjt.fit(x, x + 1, cost=name, steps=2)
+    name = plugin("head", OffsetMomentum)
+    with pytest.raises(registry.PluginError, match="returns a u that differs from forward"):
+        hjt.fit(x, x + 1, head=name, steps=2)
+
+
+def test_a_saved_encoder_record_of_any_kind_still_loads(tmp_path):
+    import json
+
+    m = hjt.fit(torch.randn(40, 2), torch.randn(40, 2), steps=2)
+    m.save_pretrained(tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    (tmp_path / "m" / "config.json").write_text(json.dumps({**config, "encoder": "enc3"}))
+    assert hjt.HJMap.from_pretrained(tmp_path / "m").encoder_config == "enc3"

@@ -77,7 +77,7 @@ def test_third_party_cost_trains_without_touching_the_engine(fake_entry_points):
     assert float(m.forward(x).mean()) > 1.0  # moved towards the target
 
 
-def test_broken_plugin_is_named_and_skipped(fake_entry_points):
+def test_broken_plugin_is_named_and_skipped(fake_entry_points, capsys):
     fake_entry_points("hjtranslate.costs", [("broken", "broken_ot:Cost")])
     with pytest.warns(RuntimeWarning, match="broken.*failed to import.*needs libfoo"):
         table = registry.plugins("cost")
@@ -85,6 +85,8 @@ def test_broken_plugin_is_named_and_skipped(fake_entry_points):
     with pytest.raises(registry.PluginError, match="The cost plugin 'broken' .*failed to import: "
                        "ImportError: needs libfoo. It was skipped"):
         hjt.get_cost("broken")
+    assert main(["plugins"]) == 0
+    assert "broken       skipped: cost plugin 'broken'" in capsys.readouterr().out
 
 
 def test_two_plugins_with_one_name_make_that_name_an_error_only(fake_entry_points, capsys):
@@ -96,6 +98,9 @@ def test_two_plugins_with_one_name_make_that_name_an_error_only(fake_entry_point
     assert hjt.get_cost("pnorm", p=3).p == 3  # the other costs keep working
     assert main(["plugins"]) == 0
     assert "quadratic    unusable: Two cost plugins" in capsys.readouterr().out
+    # a map that needs the name says why it cannot be built, not "not installed"
+    with pytest.raises(registry.PluginError, match="Two cost plugins are named 'quadratic'"):
+        hjt.HJMap.from_pretrained("models/digits-to-fashion/map")
 
 
 @pytest.mark.parametrize("target,what", [("thirdparty_ot:make_quartic", "a function"),
