@@ -57,7 +57,8 @@ def cmd_app(args: argparse.Namespace) -> int:
                 "pipeline folder or Hub id."
             )
         model = str(folder)
-    pipe = pipeline_module.TranslationPipeline.from_pretrained(model)
+    pipe = pipeline_module.TranslationPipeline.from_pretrained(
+        model, **pipeline_module.hub_options(args))
 
     from hjtranslate_apps.translate import LAUNCH_KWARGS, build_demo
 

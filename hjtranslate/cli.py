@@ -119,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("translate", help="translate images with a pipeline folder or Hub id")
     tr.add_argument("--model", default=None, help="folder or Hub id (default: shipped model)")
+    _hub_options(tr)
     tr.add_argument("--input", required=True, help="an image file or a folder of images")
     tr.add_argument("--class", dest="klass", type=int, default=None,
                     help="source class (default: detected by the judge)")
@@ -129,11 +130,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     app = sub.add_parser("app", help="start the Gradio translation app")
     app.add_argument("--model", default=None, help="folder or Hub id (default: shipped model)")
+    _hub_options(app)
     app.add_argument("--host", default="127.0.0.1")
     app.add_argument("--port", type=int, default=7860)
     app.add_argument("--share", action="store_true", help="ask Gradio for a public share link")
     app.set_defaults(func=_lazy("hjtranslate.app_launcher", "cmd_app"))
     return parser
+
+
+def _hub_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--revision", default=None,
+                        help="branch, tag or commit of a Hub --model (default: main)")
+    parser.add_argument("--force-download", action="store_true",
+                        help="download a Hub --model again (a damaged cached copy)")
 
 
 def _command_parser(parser: argparse.ArgumentParser,

@@ -12,6 +12,8 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -327,6 +329,10 @@ class HJMap(
         from .modelcard import write_model_card
 
         save_directory = Path(save_directory)
+        if kwargs.get("push_to_hub") and not kwargs.get("repo_id"):
+            # huggingface_hub would name the repo after the folder: every run's map/ alike
+            raise ValueError("save_pretrained(..., push_to_hub=True) needs repo_id='user/name': "
+                             "the repo is not named after the folder.")
         check_folder_path(save_directory, "save_directory")
         # a run's or a pipeline's own config.json / README would be replaced by the map's
         if is_run_folder(save_directory) or (save_directory / PIPELINE_INDEX_FILE).is_file():
@@ -338,15 +344,35 @@ class HJMap(
         write_model_card(save_directory, self.config_dict(), repo_id=card_kwargs.get("repo_id"),
                          name=card_kwargs.get("name"), pipeline=card_kwargs.get("pipeline"))
         if kwargs.pop("push_to_hub", False):
-            repo_id = kwargs.pop("repo_id", None) or save_directory.name
-            return self.push_to_hub(repo_id, **kwargs)
+            return self.push_to_hub(kwargs.pop("repo_id"), **kwargs)
         return None
 
-    def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:  # type: ignore[override]
-        self._hub_mixin_config = self.config_dict()
-        card = kwargs.get("model_card_kwargs") or {}
-        kwargs["model_card_kwargs"] = {"repo_id": repo_id, **card}
-        return super().push_to_hub(repo_id, **kwargs)
+    def push_to_hub(  # type: ignore[override]
+        self, repo_id: str, *, private: bool | None = None, revision: str | None = None,
+        branch: str | None = None, commit_message: str | None = None,
+        token: str | bool | None = None, **kwargs: Any,
+    ) -> str:
+        """Publish the map to ``repo_id`` (``user/name``) as one commit, with the checks and the
+        file handling of `hjtranslate push` (:func:`hjtranslate.hub.push_folder`): the repo is
+        created if needed, ``revision`` (or huggingface_hub's ``branch``) is created from main,
+        and the card loads the repo. Returns the commit URL (a ``CommitInfo``)."""
+        import tempfile
+
+        from .hub import push_folder
+
+        kwargs.pop("model_card_kwargs", None)  # the card is written for the repo
+        if kwargs:
+            raise TypeError(f"HJMap.push_to_hub got unknown keyword arguments {sorted(kwargs)}; "
+                            "it takes private, revision (or branch), commit_message and token.")
+        if revision and branch and revision != branch:
+            raise ValueError(f"revision={revision!r} and branch={branch!r} name two branches: "
+                             "pass one.")
+        with tempfile.TemporaryDirectory(prefix="hjt-map-") as tmp:
+            folder = Path(tmp) / "map"
+            self.save_pretrained(folder)
+            return push_folder(folder, repo_id, private=bool(private), revision=revision or branch,
+                               commit_message=commit_message or "Upload hjtranslate HJMap",
+                               token=token)
 
     @classmethod
     def _from_pretrained(  # type: ignore[override]
@@ -378,13 +404,20 @@ class HJMap(
             hint = " (the device is map_location=)" if "device" in unknown else ""
             raise TypeError(f"HJMap.from_pretrained got unknown keyword arguments {unknown}{hint}; "
                             f"it takes {', '.join(('map_location',) + _HUB_KW)}.")
-        config_file = resolve_file(
-            model_id, CONFIG_NAME, **{k: kwargs.get(k) for k in _HUB_KW if k in kwargs}
-        )
+        hub = {k: kwargs[k] for k in _HUB_KW if kwargs.get(k) not in (None, False)}
+        if hub and os.path.isdir(model_id):
+            warnings.warn(f"{model_id} is a local folder, which is loaded; {', '.join(sorted(hub))} "
+                          "apply to Hub repos only and are ignored (move or rename the folder to "
+                          "load the Hub repo of that name).", stacklevel=2)
+        config_file = resolve_file(model_id, CONFIG_NAME, **hub)
         config = read_json_object(config_file, _REDO_MAP)
-        weights = resolve_file(
-            model_id, WEIGHTS_NAME, **{k: kwargs.get(k) for k in _HUB_KW if k in kwargs}
-        )
+        _check_describes_a_map(config, config_file)
+        snapshot = Path(config_file).parent
+        if not os.path.isdir(model_id) and re.fullmatch("[0-9a-f]{40}", snapshot.name):
+            # the weights of the same commit: a push between the two downloads must not pair
+            # this config with the next commit's weights
+            hub = {**hub, "revision": snapshot.name}
+        weights = resolve_file(model_id, WEIGHTS_NAME, **hub)
         return cls.from_config_and_weights(config, weights, kwargs.get("map_location", "cpu"))
 
     @classmethod
@@ -406,10 +439,7 @@ class HJMap(
                     registry.resolve(kind, name)  # raises: two plugins claim it, or it was skipped
                 pkg = str(packages.get(kind, "")).split(" ")[0] or None
                 raise CheckpointError(registry.missing_plugin_message(kind, name, pkg))
-        if "dim" not in config:
-            kind = config.get("_class_name") or config.get("architecture") or "no 'dim'"
-            raise CheckpointError(f"The config next to {weights} does not describe an hjtranslate "
-                                  f"map ({kind}): pass the folder of a map saved by save_pretrained.")
+        _check_describes_a_map(config, weights)
         known = set(inspect.signature(cls.__init__).parameters) - {"self"}
         kwargs = {k: v for k, v in config.items() if k in known}
         try:
@@ -443,6 +473,13 @@ class HJMap(
 
 
 _REDO_MAP = "Save the map again (save_pretrained) or download it again."
+
+
+def _check_describes_a_map(config: dict[str, Any], near: str | Path) -> None:
+    if "dim" not in config:
+        kind = config.get("_class_name") or config.get("architecture") or "no 'dim'"
+        raise CheckpointError(f"The config next to {near} does not describe an hjtranslate map "
+                              f"({kind}): pass the folder of a map saved by save_pretrained.")
 _HUB_KW = ("revision", "cache_dir", "force_download", "local_files_only", "token")
 
 
@@ -482,10 +519,14 @@ def resolve_file(model_id: str, filename: str, subfolder: str | None = None, **h
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
+    from huggingface_hub.utils import HFValidationError
 
     hub_kwargs = {k: v for k, v in hub_kwargs.items() if v is not None}
     try:
         return hf_hub_download(model_id, filename, subfolder=subfolder, **hub_kwargs)
+    except HFValidationError:
+        raise CheckpointError(f"{model_id!r} is neither a local folder nor a valid Hub repo id "
+                              "(user/name).") from None
     except RepositoryNotFoundError:
         raise CheckpointError(
             f"{model_id!r} is neither a local folder nor a Hub repository that exists "
@@ -495,12 +536,17 @@ def resolve_file(model_id: str, filename: str, subfolder: str | None = None, **h
         raise CheckpointError(
             f"Revision {hub_kwargs.get('revision')!r} does not exist in {model_id!r}."
         ) from None
-    except LocalEntryNotFoundError:  # a subclass of EntryNotFoundError: catch it first
+    except LocalEntryNotFoundError as exc:  # a subclass of EntryNotFoundError: catch it first
+        cause = exc.__cause__ or exc.__context__
+        why = (f" (the Hub's answer: {str(cause).strip().splitlines()[0]})"
+               if cause is not None and str(cause).strip() else "")
         raise CheckpointError(
-            f"{filename} of {model_id!r} is not in the local cache and the Hub cannot be reached "
-            "(offline mode?). Download it once while online, or pass a local folder."
+            f"{filename} of {model_id!r} is not in the local cache and the Hub cannot be reached"
+            f"{why or ' (offline mode?)'}. Download it once while online, or pass a local folder."
         ) from None
     except EntryNotFoundError:
-        raise CheckpointError(f"{model_id!r} has no file {filename!r}.") from None
+        hint = (f" If it is a translation pipeline, load TranslationPipeline.from_pretrained("
+                f"{model_id!r}); its map is the pipeline's .map." if filename == CONFIG_NAME else "")
+        raise CheckpointError(f"{model_id!r} has no file {filename!r}.{hint}") from None
     except HfHubHTTPError as exc:
         raise CheckpointError(f"Could not download {filename} of {model_id!r}: {exc}") from None

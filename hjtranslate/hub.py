@@ -62,9 +62,49 @@ def _load(path: Path, kind: str) -> Any:
         raise ValueError(f"{path} does not load as a {kind}, so it is not published: {exc}") from None
 
 
-def _cards_for_the_hub(loaded: Any, kind: str, folder: Path, repo_id: str) -> None:
+#: files of these kinds in the repo that a push does not upload are deleted in its commit: a
+#: pipeline pushed over a map (or the other way round) must not leave the other's files loading
+HUB_FILES = ("*.json", "*.safetensors", "*.md")
+
+
+def _publishable(root: Path, kind: str) -> list[Path]:
+    """The files that make up the map or pipeline in ``root`` (relative paths): what loading it
+    reads, and its model cards. Anything else in the folder (notes, a .env, an optimizer's
+    state) is not published."""
+    import json
+
+    if kind == "map":
+        names = [*MAP_FILES, "README.md"]
+        return [Path(n) for n in names if (root / n).is_file()]
+    index = json.loads((root / PIPELINE_FILE).read_text())
+    files = [Path(n) for n in (PIPELINE_FILE, "README.md") if (root / n).is_file()]
+    for key in ("map", "vae", "judge_source", "judge_target"):
+        part = index.get(key)
+        if not isinstance(part, str) or not (root / part).is_dir():
+            continue
+        for f in sorted((root / part).iterdir()):
+            wanted = (f.name in (*MAP_FILES, "README.md") if key == "map"
+                      else not f.name.startswith(".") and f.suffix in (".json", ".safetensors", ".md"))
+            if f.is_file() and wanted:
+                files.append(f.relative_to(root))
+    return files
+
+
+def _stage(root: Path, kind: str, staged: Path) -> list[str]:
+    """Copy the publishable files of ``root`` into ``staged``; return the others' names."""
+    keep = _publishable(root, kind)
+    for rel in keep:
+        (staged / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(root / rel, staged / rel)
+    kept = {rel.as_posix() for rel in keep}
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
+                  if p.is_file() and p.relative_to(root).as_posix() not in kept)
+
+
+def _cards_for_the_hub(loaded: Any, kind: str, folder: Path, repo_id: str,
+                       revision: str | None = None) -> None:
     """Rewrite the model cards of ``folder`` (a copy) so that their snippets load ``repo_id``
-    rather than the local folder they were saved to."""
+    (at ``revision``, a branch other than main) rather than the local folder they were saved to."""
     from .modelcard import write_model_card
 
     if kind == "pipeline":
@@ -72,6 +112,13 @@ def _cards_for_the_hub(loaded: Any, kind: str, folder: Path, repo_id: str) -> No
         write_model_card(folder / "map", loaded.map.config_dict(), pipeline=repo_id)
     else:
         write_model_card(folder, loaded.config_dict(), repo_id=repo_id)
+    if revision and revision != "main":
+        for card in folder.rglob("README.md"):
+            text = card.read_text()
+            text = text.replace(f"from_pretrained({repo_id!r})",
+                                f"from_pretrained({repo_id!r}, revision={revision!r})")
+            text = text.replace(f"--model {repo_id} ", f"--model {repo_id} --revision {revision} ")
+            card.write_text(text)
 
 
 def _check_repo_id(repo_id: str) -> str:
@@ -104,36 +151,52 @@ def _network_errors() -> tuple[type[BaseException], ...]:
 
 def push_folder(
     folder: str | Path, repo_id: str, private: bool = False, revision: str | None = None,
-    commit_message: str | None = None,
+    commit_message: str | None = None, token: str | bool | None = None,
 ):
-    """Create ``repo_id`` (if needed) and upload ``folder`` in one commit; returns the
-    ``CommitInfo``. ``revision`` is a branch, created from ``main`` if it does not exist."""
+    """Create ``repo_id`` (if needed) and upload the map or pipeline in ``folder`` as one commit;
+    returns the ``CommitInfo``. ``revision`` is a branch, created from ``main`` if it does not
+    exist. Only the files that make up the map or pipeline are uploaded (the others are named in
+    a warning), and the commit deletes the repo's other ``.json``, ``.safetensors`` and ``.md``
+    files, so that what loads from the repo is what was pushed; its other files stay."""
+    import warnings
+
     from huggingface_hub import HfApi
 
     _check_repo_id(repo_id)  # before the folder is loaded
     kind, loaded = check_folder(folder)
-    api = HfApi()
-    try:
-        repo_url = api.create_repo(repo_id, private=private, exist_ok=True)
-        if revision and revision != "main":
-            api.create_branch(repo_url.repo_id, branch=revision, exist_ok=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            staged = Path(tmp) / Path(folder).name
-            shutil.copytree(folder, staged)
-            _cards_for_the_hub(loaded, kind, staged, repo_url.repo_id)
+    root = Path(folder).resolve()
+    api = HfApi(token=token)
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = Path(tmp) / (root.name or "folder")
+        left_out = _stage(root, kind, staged)
+        if left_out:
+            warnings.warn(f"Not published (not part of the {kind}): {', '.join(left_out)}.",
+                          stacklevel=2)
+        try:
+            repo_url = api.create_repo(repo_id, private=private, exist_ok=True)
+            if private and not api.repo_info(repo_url.repo_id).private:
+                raise ValueError(
+                    f"{repo_id} already exists and is public: a push does not change its "
+                    "visibility, so --private (private=True) cannot hold. Make the repo private "
+                    "on the Hub first (or push to a new repo id).")
+            if revision and revision != "main":
+                api.create_branch(repo_url.repo_id, branch=revision, exist_ok=True)
+            _cards_for_the_hub(loaded, kind, staged, repo_url.repo_id, revision)
             return api.upload_folder(
                 repo_id=repo_url.repo_id,
                 folder_path=str(staged),
                 revision=revision,
+                delete_patterns=list(HUB_FILES),
                 commit_message=commit_message or f"Upload hjtranslate {kind} with `hjtranslate push`",
             )
-    except _network_errors() as exc:
-        # The client's messages name the URL and the server's answer, never the token.
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(
-            f"Could not publish {folder} to {repo_id!r} on {api.endpoint}: {first}. Check the "
-            "network, HF_ENDPOINT and your token (`hf auth login` or HF_TOKEN)."
-        ) from None
+        except (*_network_errors(), RuntimeError) as exc:  # RuntimeError: a failed file upload
+            # The client's messages name the URL and the server's answer, never the token.
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(
+                f"Could not publish {folder} to {repo_id!r} on {api.endpoint}: {first}. Check the "
+                "network, HF_ENDPOINT and your token (`hf auth login` or HF_TOKEN), then push "
+                "again."
+            ) from None
 
 
 def cmd_push(args: argparse.Namespace) -> int:

@@ -381,7 +381,7 @@ def _check_vae_folder(folder: Path, what: str) -> None:
 
 
 def _hub_snapshot(repo_id: str, revision: str | None, cache_dir: Any, local_files_only: bool,
-                  token: Any) -> Path:
+                  token: Any, force_download: bool = False) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
         HfHubHTTPError,
@@ -394,7 +394,7 @@ def _hub_snapshot(repo_id: str, revision: str | None, cache_dir: Any, local_file
     try:
         return Path(snapshot_download(
             repo_id, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only,
-            token=token, allow_patterns=HUB_PATTERNS,
+            token=token, allow_patterns=HUB_PATTERNS, force_download=force_download,
         ))
     except HFValidationError:
         raise CheckpointError(
@@ -613,9 +613,11 @@ class TranslationPipeline:
         token: str | bool | None = None,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
+        force_download: bool = False,
     ) -> TranslationPipeline:
         """Load a saved pipeline from a folder or a Hub repo id (``revision``, ``cache_dir``,
-        ``local_files_only``, ``token`` and ``HF_HUB_OFFLINE=1`` work as in huggingface_hub).
+        ``local_files_only``, ``token``, ``force_download`` and ``HF_HUB_OFFLINE=1`` work as in
+        huggingface_hub).
         ``dtype`` is the map's; the VAE and judges compute in float32 (as ``VAEEncoder`` and
         the judges require)."""
         from hjtranslate_plugins.vae import VAEEncoder
@@ -624,7 +626,8 @@ class TranslationPipeline:
 
         dtype = check_dtype(dtype)
         root = _resolve_folder(folder_or_hub_id, "pipeline", revision=revision,
-                               cache_dir=cache_dir, local_files_only=local_files_only, token=token)
+                               cache_dir=cache_dir, local_files_only=local_files_only, token=token,
+                               force_download=force_download)
         index_file = root / INDEX_FILE
         if not index_file.is_file():
             hint = ""
@@ -668,7 +671,8 @@ class TranslationPipeline:
             parts[key] = folder
         assert parts["vae"] is not None and parts["map"] is not None
         _check_vae_folder(parts["vae"], "vae")
-        redo = (f"If {folder_or_hub_id} is damaged, download it again or write it again (the "
+        redo = (f"If {folder_or_hub_id} is damaged, download it again (force_download=True; "
+                "--force-download on the command line) or write it again (the "
                 "shipped models/digits-to-fashion: `hjtranslate train digits-to-fashion --mode "
                 "conditional --export models/digits-to-fashion`).")
         try:
@@ -819,7 +823,7 @@ class TranslationPipeline:
         return path
 
     def push_to_hub(self, repo_id: str, private: bool = False, revision: str | None = None,
-                    commit_message: str | None = None):
+                    commit_message: str | None = None, token: str | bool | None = None):
         """Save into a temporary folder and upload it as one commit (creating the repo, and the
         branch ``revision``, if needed). Returns the ``CommitInfo`` (a str: the commit URL)."""
         import tempfile
@@ -831,6 +835,7 @@ class TranslationPipeline:
             return push_folder(
                 folder, repo_id, private=private, revision=revision,
                 commit_message=commit_message or "Upload hjtranslate TranslationPipeline",
+                token=token,
             )
 
     # -- use ---------------------------------------------------------------------------------
@@ -1011,6 +1016,18 @@ def _strip(frames: list) -> Any:
     return strip
 
 
+def hub_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``--revision`` and ``--force-download`` of `translate` and `app`, for a Hub ``--model``;
+    a local folder takes neither."""
+    hub = {"revision": getattr(args, "revision", None),
+           "force_download": bool(getattr(args, "force_download", False))}
+    model = getattr(args, "model", None)
+    if (hub["revision"] or hub["force_download"]) and (model is None or Path(model).expanduser().is_dir()):
+        raise ValueError(f"--revision and --force-download apply to a Hub --model; "
+                         f"{model or 'the shipped pipeline'} is a local folder.")
+    return hub
+
+
 def cmd_translate(args: argparse.Namespace) -> int:
     """``hjtranslate translate --model ID_OR_FOLDER --input IMG_OR_FOLDER [--class K]
     [--direction forward|backward] [--morph-steps N] --out DIR``."""
@@ -1038,7 +1055,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
         # the Hub lookup can take a while where the network is slow or blocked: say what is asked
         print(f"note: no local folder {model}; looking it up as a Hub repo id "
               "(HF_HUB_OFFLINE=1 keeps to the local cache).", file=sys.stderr)
-    pipe = TranslationPipeline.from_pretrained(model)
+    pipe = TranslationPipeline.from_pretrained(model, **hub_options(args))
     result = pipe([img for _, img in inputs], classes=args.klass, direction=args.direction,
                   morph_steps=morph_steps)
     out_dir.mkdir(parents=True, exist_ok=True)

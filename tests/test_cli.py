@@ -136,6 +136,9 @@ def test_pnorm_cost_from_the_cli(tmp_path):
         (["evaluate", str(ROOT / "models" / "digits-to-fashion"), "--n", "1"], "got 1"),
         (["train", "digits-to-fashion", "--eval-n", "20000"], "--eval-n must be between 10 and 10000"),
         (["train", "toy2d", "--init-from", "/nonexistent/run"], "No such folder: /nonexistent/run"),
+        (["translate", "--revision", "dev", "--input", str(ROOT / "apps" / "examples" / "digit_3.png"),
+          "--out", "/nonexistent/out"], "--revision and --force-download apply to a Hub --model"),
+        (["evaluate", "user/d2f"], "for a Hub repo, download it first (`hf download user/d2f"),
     ],
 )
 def test_bad_input_gives_a_clear_error_and_no_traceback(args, message, tmp_path, capsys):

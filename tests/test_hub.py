@@ -380,6 +380,94 @@ def test_cli_push_errors(hub, tmp_path, capsys, monkeypatch):
     assert "Could not publish" in err and "127.0.0.1" in err
 
 
+def test_a_push_replaces_what_loads_and_publishes_only_the_map(hub, tmp_path, capsys):
+    """The repo holds what was pushed: a pipeline pushed over a map (or a map over a pipeline)
+    leaves none of the other's files loading; notes, a .env or an optimizer state beside the
+    map are not published; a repo's other files stay."""
+    HfApi().create_repo("user/mix")
+    HfApi().upload_file(path_or_fileobj=b"png", path_in_repo="sample.png", repo_id="user/mix")
+    first = tiny_map(seed=1)
+    first.push_to_hub("user/mix")
+    pipe = tmp_path / "pipe"
+    shutil.copytree(ROOT / "models" / "digits-to-fashion", pipe)
+    assert main(["push", str(pipe), "--repo-id", "user/mix"]) == 0
+    files = set(hub.files("user/mix"))
+    assert "config.json" not in files and "model.safetensors" not in files
+    assert {"hjtranslate_pipeline.json", "map/model.safetensors", "sample.png"} <= files
+    with pytest.raises(CheckpointError, match="has no file 'config.json'. If it is a translation "
+                       "pipeline, load TranslationPipeline.from_pretrained"):
+        HJMap.from_pretrained("user/mix")
+    folder = tmp_path / "map"
+    second = tiny_map(seed=2)
+    second.save_pretrained(folder)
+    (folder / ".env").write_text("HF_TOKEN=hf_secret")
+    (folder / "notes").mkdir()
+    (folder / "notes" / "todo.txt").write_text("x")
+    (folder / "optimizer.safetensors").write_bytes((folder / "model.safetensors").read_bytes())
+    capsys.readouterr()
+    with pytest.warns(UserWarning, match=r"Not published \(not part of the map\): \.env, "
+                      "notes/todo.txt, optimizer.safetensors"):
+        assert main(["push", str(folder), "--repo-id", "user/mix"]) == 0
+    assert set(hub.files("user/mix")) == {".gitattributes", "README.md", "config.json",
+                                          "model.safetensors", "sample.png"}
+    assert_same_maps(second, HJMap.from_pretrained("user/mix"))
+
+
+def test_push_checks_from_the_api_and_for_private_repos(hub, tmp_path, monkeypatch):
+    m = tiny_map()
+    with pytest.raises(ValueError, match="expected 'user/name'"):
+        m.push_to_hub("noslash")
+    with pytest.raises(ValueError, match=r"push_to_hub=True\) needs repo_id='user/name'"):
+        m.save_pretrained(tmp_path / "run" / "map", push_to_hub=True)
+    assert not (tmp_path / "run").exists() and hub.repos == {}
+    with pytest.raises(TypeError, match="unknown keyword arguments \\['create_pr'\\]"):
+        m.push_to_hub("user/x", create_pr=True)
+    m.push_to_hub("user/vis")
+    with pytest.raises(ValueError, match="already exists and is public.*--private"):
+        m.push_to_hub("user/vis", private=True)
+    # a failed file upload is a message, not a traceback
+    monkeypatch.setattr(HfApi, "upload_folder", lambda *a, **k: (_ for _ in ()).throw(
+        RuntimeError("Error while uploading 'model.safetensors' to the Hub.")))
+    with pytest.raises(ValueError, match="Could not publish .*Error while uploading"):
+        m.push_to_hub("user/vis")
+
+
+def test_a_branch_push_card_loads_the_branch_and_dot_is_a_folder(hub, tmp_path, monkeypatch):
+    folder = tmp_path / "saved"
+    tiny_map().save_pretrained(folder)
+    monkeypatch.chdir(folder)
+    assert main(["push", ".", "--repo-id", "user/dev-only", "--revision", "dev"]) == 0
+    card = hub.files("user/dev-only", "dev")["README.md"]
+    assert b"HJMap.from_pretrained('user/dev-only', revision='dev')" in card
+
+
+def test_a_local_folder_named_like_a_hub_id_says_it_wins(hub, tmp_path, monkeypatch):
+    tiny_map(seed=1).push_to_hub("user/r")
+    monkeypatch.chdir(tmp_path)
+    local = tiny_map(seed=2)
+    local.save_pretrained(tmp_path / "user" / "r")
+    with pytest.warns(UserWarning, match="user/r is a local folder, which is loaded; revision "
+                      "apply to Hub repos only"):
+        assert_same_maps(local, HJMap.from_pretrained("user/r", revision="main"))
+
+
+def test_a_push_between_the_two_downloads_does_not_mix_commits(hub, monkeypatch):
+    import huggingface_hub
+
+    first, second = tiny_map(seed=1), tiny_map(seed=2)
+    first.push_to_hub("user/race")
+    real = huggingface_hub.hf_hub_download
+
+    def download(repo_id, filename, **kwargs):
+        path = real(repo_id, filename, **kwargs)
+        if filename == "config.json":
+            second.push_to_hub("user/race")  # lands before the weights are fetched
+        return path
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    assert_same_maps(first, HJMap.from_pretrained("user/race"))
+
+
 # -- every registered cost and head ---------------------------------------------------------
 COST_KWARGS = {"pnorm": {"p": 3.0}, "lp": {"p": 1.5}}
 HEAD_KWARGS = {"mlp": {"width": 8, "depth": 2, "quadratic": "hopf_lax", "quadratic_gain": 2.0},

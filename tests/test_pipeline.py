@@ -423,6 +423,17 @@ def test_push_to_hub_load_and_offline(pipes, data, hub_server, hf_cache, monkeyp
     assert TranslationPipeline.from_pretrained("user/digits-to-fashion").map.conditional
     with pytest.raises(CheckpointError, match="Revision 'nope' does not exist"):
         TranslationPipeline.from_pretrained("user/digits-to-fashion", revision="nope")
+    # the branch's card loads the branch; the command line reaches it with --revision
+    card = hub_server.files("user/digits-to-fashion", "dev")["README.md"]
+    assert b"from_pretrained('user/digits-to-fashion', revision='dev')" in card
+    assert b"--model user/digits-to-fashion --revision dev " in card
+    image = Path(__file__).resolve().parents[1] / "apps" / "examples" / "digit_3.png"
+    for extra, out in (([], "main"), (["--revision", "dev", "--force-download"], "dev")):
+        assert main(["translate", "--model", "user/digits-to-fashion", "--input", str(image),
+                     "--class", "3", "--out", str(hf_cache.parent / out), *extra]) == 0
+    main_png, dev_png = ((hf_cache.parent / o / "digit_3_forward.png").read_bytes()
+                         for o in ("main", "dev"))
+    assert main_png != dev_png  # two different maps answered
 
 
 def test_hf_hub_offline_env_in_a_fresh_process(pipes, data, hub_server, hf_cache, tmp_path):

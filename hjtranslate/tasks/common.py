@@ -375,8 +375,13 @@ def evaluate_folder(args: argparse.Namespace) -> dict[str, Any]:
     folder = Path(args.folder)
     if not folder.is_dir():
         what = "is a file" if folder.exists() else "does not exist"
+        hub = (" evaluate reads local folders: for a Hub repo, download it first (`hf download "
+               f"{args.folder} --local-dir DIR`)." if not folder.exists()
+               and str(args.folder).count("/") == 1 and not str(args.folder).startswith((".", "/", "~"))
+               else "")
         raise FileNotFoundError(f"{folder} {what}: pass the output folder of `hjtranslate train` "
-                                "or a translation pipeline folder (e.g. models/digits-to-fashion).")
+                                "or a translation pipeline folder (e.g. models/digits-to-fashion)."
+                                f"{hub}")
     if (folder / INDEX_FILE).is_file():
         return _evaluate_pipeline(folder, args)
     cfg_path = folder / "config.json"
