@@ -12,6 +12,8 @@ import json
 import math
 import os
 import shutil
+import signal
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -40,6 +42,9 @@ class TrainConfig:
     seed: int = 0
     output_dir: str | None = None
     checkpoint_every: int = 500
+    #: also checkpoint after this much training time (seconds; 0 = by steps only), so that a
+    #: run stopped by its time budget long before ``steps`` still has checkpoints to resume
+    checkpoint_seconds: float = 600.0
     keep_checkpoints: int = 2
     resume: bool = False
     log_every: int = 10
@@ -147,8 +152,14 @@ def train(
 
     out = Path(config.output_dir) if config.output_dir else None
     start_step = 0
+    spent = 0.0  # training seconds of earlier launches of this run (a resumed time budget)
     history: list[dict[str, float]] = []
     previous = None
+    if out is not None and acc.is_main_process and (out / "checkpoints").is_dir():
+        for stale in (out / "checkpoints").glob("step-*.tmp"):  # a kill during a checkpoint
+            shutil.rmtree(stale, ignore_errors=True)
+    if out is not None and (out / "checkpoints-previous").is_dir():
+        previous = out / "checkpoints-previous"  # a fresh run killed before its first checkpoint
     if not config.resume and out is not None and acc.is_main_process and checkpoints(out):
         # A fresh run in the folder of an earlier one replaces it: the old checkpoints would
         # outrank this run's own (they are pruned by step) and a later --resume would pick them.
@@ -169,6 +180,7 @@ def train(
             try:
                 state = json.loads((last / "trainer_state.json").read_text())
                 start_step, history = int(state["step"]), state.get("history", [])
+                spent = float(state.get("seconds", 0.0))
                 acc.load_state(str(last))
             except Exception as exc:  # torch, safetensors, accelerate and json each raise their own
                 acc.print(f"--resume: cannot load the checkpoint {last} ({type(exc).__name__}: "
@@ -200,9 +212,9 @@ def train(
         if acc.is_main_process:
             if save_fn is not None:
                 save_fn(inner, tmp / "model")
-            (tmp / "trainer_state.json").write_text(
-                json.dumps({"step": step, "history": history, "config": asdict(config)}, default=str)
-            )
+            (tmp / "trainer_state.json").write_text(json.dumps(
+                {"step": step, "seconds": clock, "history": history, "config": asdict(config)},
+                default=str))
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
             for old in _checkpoints(root)[: -config.keep_checkpoints]:
@@ -218,63 +230,86 @@ def train(
     t0 = time.perf_counter()
     step = start_step
     logs: dict[str, float] = {}
+    clock = spent  # training seconds of the run so far, the same on every rank
+    saved_at, saved_step = clock, (start_step if start_step else None)
     model.train()
-    while step < config.steps:
-        batch = batch_fn(step, acc.process_index)
-        batch = {k: (v.to(acc.device) if torch.is_tensor(v) else v) for k, v in batch.items()}
-        with acc.accumulate(model):
-            terms = model(**batch)
-            loss = terms["loss"]
-            # One all-reduce carries the logs, a non-finite flag and the time-budget decision.
-            names = sorted(k for k, v in terms.items() if torch.is_tensor(v) and v.numel() == 1)
-            vec = torch.stack([terms[k].detach().double().reshape(()) for k in names])
-            elapsed = time.perf_counter() - t0
-            flags = torch.tensor([0.0 if torch.isfinite(loss) else 1.0, elapsed], dtype=torch.float64)
-            packed = acc.reduce(torch.cat([vec, flags]).to(acc.device), reduction="sum")
-            packed = packed.cpu()
-            nproc = acc.num_processes
-            # Every rank derives the same schedule and stop decision from the reduced clock.
-            progress = step / config.steps
-            if config.time_budget is not None:
-                progress = max(progress, float(packed[-1]) / nproc / config.time_budget)
-            for group in opt.param_groups:
-                group["lr"] = lr_at(progress)
-            if packed[-2] > 0:
+    spent_out = config.time_budget is not None and spent >= config.time_budget
+    if spent_out and step < config.steps:
+        acc.print(f"The time budget of {config.time_budget:.0f} s was spent before this launch "
+                  f"(at step {step}): no further training.")
+    stop = _StopRequest()
+    try:
+        while step < config.steps and not spent_out:
+            batch = batch_fn(step, acc.process_index)
+            batch = {k: (v.to(acc.device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+            with acc.accumulate(model):
+                terms = model(**batch)
+                loss = terms["loss"]
+                # One all-reduce carries the logs, a non-finite flag and the time-budget decision.
+                names = sorted(k for k, v in terms.items() if torch.is_tensor(v) and v.numel() == 1)
+                vec = torch.stack([terms[k].detach().double().reshape(()) for k in names])
+                elapsed = time.perf_counter() - t0
+                flags = torch.tensor([float(stop.requested), 0.0 if torch.isfinite(loss) else 1.0,
+                                      elapsed], dtype=torch.float64)
+                packed = acc.reduce(torch.cat([vec, flags]).to(acc.device), reduction="sum")
+                packed = packed.cpu()
+                nproc = acc.num_processes
+                # Every rank derives the same schedule and stop decision from the reduced clock.
+                clock = spent + float(packed[-1]) / nproc
+                stopping = bool(packed[-3] > 0)  # Ctrl-C or SIGTERM on any rank
+                progress = step / config.steps
+                if config.time_budget is not None:
+                    progress = max(progress, clock / config.time_budget)
+                for group in opt.param_groups:
+                    group["lr"] = lr_at(progress)
+                if packed[-2] > 0:
+                    bar.close()
+                    last = latest_checkpoint(out) if out else None
+                    keep = f" The last good checkpoint is kept: {last}." if last else ""
+                    # before any update of this launch the learning rate cannot be the cause
+                    remedy = ("Lower the learning rate (--lr), or check the data and the loss weights."
+                              if step > start_step else "No update has been made yet, so the learning "
+                              "rate is not the cause: check the data, the loss weights, and the cost "
+                              "and head (a plugin's own code) on these samples.")
+                    raise TrainingError(
+                        f"The loss became NaN/Inf at step {step} "
+                        f"({', '.join(f'{k}={float(terms[k].detach()):.4g}' for k in names)}).{keep} "
+                        f"{remedy}"
+                    )
+                logs = {k: float(packed[i]) / nproc for i, k in enumerate(names)}
+                acc.backward(loss)
+                if config.grad_clip and acc.sync_gradients:
+                    acc.clip_grad_norm_(model.parameters(), config.grad_clip)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            if ema is not None:
+                ema.update()
+            if after_step is not None:
+                after_step(inner, logs)
+            step += 1
+            if step % config.log_every == 0 or step == config.steps:
+                history.append({"step": step, **logs})
+                bar.set_postfix({k: f"{v:.3g}" for k, v in logs.items() if k != "loss"}, refresh=False)
+            bar.update(1)
+            by_time = bool(config.checkpoint_seconds) and clock - saved_at >= config.checkpoint_seconds
+            if out is not None and (stopping or by_time or (
+                    config.checkpoint_every and step % config.checkpoint_every == 0)):
+                checkpoint(step)
+                saved_at, saved_step = clock, step
+            if stopping:
                 bar.close()
-                last = latest_checkpoint(out) if out else None
-                keep = f" The last good checkpoint is kept: {last}." if last else ""
-                # before any update of this launch the learning rate cannot be the cause
-                remedy = ("Lower the learning rate (--lr), or check the data and the loss weights."
-                          if step > start_step else "No update has been made yet, so the learning "
-                          "rate is not the cause: check the data, the loss weights, and the cost "
-                          "and head (a plugin's own code) on these samples.")
-                raise TrainingError(
-                    f"The loss became NaN/Inf at step {step} "
-                    f"({', '.join(f'{k}={float(terms[k].detach()):.4g}' for k in names)}).{keep} "
-                    f"{remedy}"
-                )
-            logs = {k: float(packed[i]) / nproc for i, k in enumerate(names)}
-            acc.backward(loss)
-            if config.grad_clip and acc.sync_gradients:
-                acc.clip_grad_norm_(model.parameters(), config.grad_clip)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-        if ema is not None:
-            ema.update()
-        if after_step is not None:
-            after_step(inner, logs)
-        step += 1
-        if step % config.log_every == 0 or step == config.steps:
-            history.append({"step": step, **logs})
-            bar.set_postfix({k: f"{v:.3g}" for k, v in logs.items() if k != "loss"}, refresh=False)
-        bar.update(1)
-        if out is not None and config.checkpoint_every and step % config.checkpoint_every == 0:
-            checkpoint(step)
-        if progress >= 1.0 and config.time_budget is not None and step < config.steps:
-            acc.print(f"Time budget of {config.time_budget:.0f} s reached at step {step}.")
-            break
+                if acc.is_main_process:
+                    where = (f": checkpoint {out / 'checkpoints' / f'step-{step:07d}'} written"
+                             if out is not None else "")
+                    print(f"Stopped at step {step}{where}.", file=sys.stderr)
+                raise KeyboardInterrupt
+            if progress >= 1.0 and config.time_budget is not None and step < config.steps:
+                acc.print(f"Time budget of {config.time_budget:.0f} s reached at step {step}.")
+                break
+    finally:  # also when training fails or is stopped
+        stop.restore()
     bar.close()
-    if out is not None and (not config.checkpoint_every or step % config.checkpoint_every):
+    if out is not None and step != saved_step:
         checkpoint(step)
     if ema is not None:
         ema.copy_to_params()
@@ -282,11 +317,38 @@ def train(
     return {
         "ranks_in_sync": _ranks_in_sync(acc, inner),
         "steps": step,
-        "seconds": time.perf_counter() - t0,
+        "seconds": spent + (time.perf_counter() - t0),
         "final": logs,
         "history": history,
         "num_processes": acc.num_processes,
     }
+
+
+class _StopRequest:
+    """Ctrl-C (SIGINT) or SIGTERM during training asks for a stop at the end of the current step,
+    where every rank writes a checkpoint together (the request rides on the step's all-reduce);
+    a second signal stops at once. Installed only in the main thread; ``restore()`` puts the
+    earlier handlers back."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: dict[int, Any] = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: the default behaviour stays
+                break
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            self.restore()
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def restore(self) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+        self._old = {}
 
 
 class WeightAverage:

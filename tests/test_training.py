@@ -152,6 +152,71 @@ def test_nan_at_the_first_step_does_not_blame_the_learning_rate(tmp_path):
         train(_Exploding(), lambda step, rank: {"step": step + 7}, cfg)
 
 
+class _Quadratic(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(2))
+
+    def forward(self, step):
+        loss = (self.w ** 2).sum()
+        return {"loss": loss, "term": loss.detach()}
+
+
+def test_a_time_budget_run_checkpoints_by_time_and_its_resume_keeps_the_budget(tmp_path):
+    """A run stopped by its time budget long before ``steps`` has checkpoints to resume from
+    (checkpoint_seconds), and a resume counts the time already spent."""
+    import time
+
+    def slow(step, rank):
+        time.sleep(0.02)
+        return {"step": step}
+
+    cfg = TrainConfig(steps=100000, time_budget=0.6, checkpoint_every=0, checkpoint_seconds=0.15,
+                      output_dir=str(tmp_path), progress=False, keep_checkpoints=10)
+    first = train(_Quadratic(), slow, cfg)
+    steps = sorted(int(p.name[5:]) for p in (tmp_path / "checkpoints").iterdir())
+    assert len(steps) >= 3 and steps[-1] == first["steps"]  # several on the way, then the last
+    state = json.loads((tmp_path / "checkpoints" / f"step-{steps[-1]:07d}" / "trainer_state.json")
+                       .read_text())
+    assert state["seconds"] >= 0.6
+    again = train(_Quadratic(), slow, TrainConfig(**{**cfg.__dict__, "resume": True}))
+    assert again["steps"] == first["steps"]  # the budget was spent: no further training
+    assert sorted(int(p.name[5:]) for p in (tmp_path / "checkpoints").iterdir()) == steps
+
+
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_or_sigterm_stops_at_the_step_end_with_a_checkpoint(tmp_path, signum):
+    import signal
+
+    def interrupted(step, rank):
+        if step == 5:
+            os.kill(os.getpid(), getattr(signal, signum))
+        return {"step": step}
+
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    cfg = TrainConfig(steps=40, checkpoint_every=100, output_dir=str(tmp_path), progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        train(_Quadratic(), interrupted, cfg)
+    assert latest_checkpoint(tmp_path).name == "step-0000006"  # step 5 finished, then saved
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+    resumed = train(_Quadratic(), lambda step, rank: {"step": step},
+                    TrainConfig(**{**cfg.__dict__, "resume": True}))
+    assert resumed["steps"] == 40
+
+
+def test_leftovers_of_a_killed_run_are_cleared(tmp_path):
+    """A half-written checkpoint (killed before its rename) and the earlier run's checkpoints
+    that a killed fresh run had moved aside do not outlive the next run's first checkpoint."""
+    (tmp_path / "checkpoints" / "step-0000003.tmp").mkdir(parents=True)
+    (tmp_path / "checkpoints-previous" / "step-0000009").mkdir(parents=True)
+    train(_Quadratic(), lambda step, rank: {"step": step},
+          TrainConfig(steps=4, checkpoint_every=2, output_dir=str(tmp_path), progress=False,
+                      resume=True))
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "step-0000002", "step-0000004"]
+    assert not (tmp_path / "checkpoints-previous").exists()
+
+
 def test_world_size_without_processes_refuses_to_start(tmp_path):
     # A plain Accelerator() under `accelerate launch --multi_gpu` on a CPU machine: each process
     # sees WORLD_SIZE=2 but believes it is alone, so both would train the same model.
