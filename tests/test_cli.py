@@ -368,6 +368,42 @@ def test_resume_derives_the_time_budget_again_from_the_deadline(tmp_path):
          "_time_budget_typed": True}))
     restore_recorded_options(args, set())
     assert args.time_budget == 600.0
+    # a typed deadline belongs to the run: a resume keeps it (the preset's does not carry over)
+    args.deadline = None
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"task": "digits-to-fashion", "deadline": 60.0, "_deadline_typed": True}))
+    restore_recorded_options(args, set())
+    assert args.deadline == 60.0
+
+
+def test_resume_refuses_another_cost_data_or_latent_space(tmp_path, capsys):
+    """A checkpoint belongs to its cost, data and latent space: `--resume` with another is
+    refused (it trained on silently), the same value typed again is fine."""
+    from argparse import Namespace
+
+    from hjtranslate.tasks.common import restore_recorded_options
+
+    out = tmp_path / "run"
+    common = ["train", "toy2d", "--n", "500", "--batch-size", "64", "--eval-n", "100",
+              "--output-dir", str(out), "--no-progress", "--steps", "4"]
+    assert main(common) == 0
+    before = (out / "config.json").read_text()
+    capsys.readouterr()
+    for extra, what in ((["--cost", "pnorm", "--p", "3"], "--cost pnorm differs from the run's "
+                         "quadratic"), (["--target", "circles"], "--target circles differs")):
+        assert main([*common, "--resume", *extra]) == 2
+        err = capsys.readouterr().err
+        assert what in err and "--init-from" in err
+    assert (out / "config.json").read_text() == before
+    assert main([*common, "--resume", "--cost", "quadratic", "--steps", "6"]) == 0
+    (tmp_path / "config.json").write_text(json.dumps({"task": "digits-to-fashion", "vae": None}))
+    from hjtranslate_plugins.vae import default_vae_path
+
+    args = Namespace(task="digits-to-fashion", output_dir=str(tmp_path), vae=str(default_vae_path()))
+    restore_recorded_options(args, {"vae"})  # the shipped VAE, named: the same latent space
+    args.vae = str(tmp_path)
+    with pytest.raises(ValueError, match="latent space"):
+        restore_recorded_options(args, {"vae"})
 
 
 def test_an_unknown_option_shows_its_commands_usage(capsys):

@@ -111,9 +111,28 @@ def add_map_arguments(p: argparse.ArgumentParser, steps: int = 3000, batch_size:
 
 
 # What a run's config.json records that belongs to one launch rather than to the run
-# (digits-to-fashion's --deadline ends a whole launch and follows from its preset at each one).
+# (digits-to-fashion's --deadline ends a whole launch and follows from its preset at each one,
+# unless it was typed: `_deadline_typed`).
 LAUNCH_OPTIONS = {"task", "command", "func", "num_processes", "resume", "output_dir",
                   "print_metrics", "no_progress", "deadline"}
+
+
+# Options a checkpoint belongs to: a resume may not change them (--init-from may, where it fits).
+IDENTITY_OPTIONS = ("cost", "p", "vae", "source", "target", "dim", "mode", "head", "t_f",
+                    "data_seed")
+_IDENTITY_WHAT = {"cost": "cost", "p": "cost", "vae": "latent space (VAE)", "source": "data",
+                  "target": "data", "dim": "data", "data_seed": "data", "mode": "mode",
+                  "head": "head", "t_f": "time horizon"}
+
+
+def _same_option(name: str, typed: Any, recorded: Any) -> bool:
+    if name == "vae":  # a path; None stands for the shipped VAE
+        from hjtranslate_plugins.vae import default_vae_path
+
+        return Path(typed or default_vae_path()).resolve() == Path(recorded or default_vae_path()).resolve()
+    if isinstance(typed, (int, float)) and isinstance(recorded, (int, float)):
+        return float(typed) == float(recorded)
+    return typed == recorded
 
 
 def restore_recorded_options(args: argparse.Namespace, explicit: set[str],
@@ -146,6 +165,17 @@ def restore_recorded_options(args: argparse.Namespace, explicit: set[str],
     if recorded.get("deadline") is not None and not recorded.get("_time_budget_typed"):
         # records written before 2026-12-03 hold the budget their deadline left, not a typed one
         skip.add("time_budget")
+    if recorded.get("_deadline_typed"):
+        skip.discard("deadline")  # typed for the run (`--deadline 60`), not the preset's
+    for k in IDENTITY_OPTIONS:
+        if k in explicit and k in recorded and k in current and not _same_option(
+                k, current[k], recorded[k]):
+            flag = "--" + k.replace("_", "-")
+            raise ValueError(
+                f"--resume: {flag} {current[k]} differs from the run's {recorded[k]} (recorded in "
+                f"{recorded_path}); its checkpoints belong to that {_IDENTITY_WHAT.get(k, 'setting')}. "
+                f"Resume without {flag}, start a new run in another --output-dir, or fine-tune "
+                f"this one there with --init-from {recorded_path.parent}.")
     restored = {k: v for k, v in recorded.items()
                 if k in current and k not in explicit and k not in skip and not k.startswith("_")}
     for k, v in restored.items():

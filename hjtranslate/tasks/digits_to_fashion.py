@@ -93,6 +93,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _apply_preset(args: argparse.Namespace) -> None:
     preset = PRESETS[args.preset]
+    args._deadline_typed = args.deadline is not None  # recorded: a resume keeps a typed one
     for key, value in preset.items():
         if key != "deadline" and getattr(args, key, None) is None:
             setattr(args, key, value)
