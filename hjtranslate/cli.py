@@ -254,7 +254,12 @@ def _main(argv: Sequence[str] | None) -> int:
             from .tasks.common import restore_recorded_options
 
             restore_recorded_options(args, _explicit_options(argv), actions)
-        return int(args.func(args) or 0)
+        try:
+            return int(args.func(args) or 0)
+        finally:
+            training = sys.modules.get("hjtranslate.training")  # not imported: nothing held
+            if training is not None:
+                training.release_all()  # the run folders this command held: outputs written
     except (ValueError, PluginError, TrainingError, CheckpointError, FileNotFoundError,
             NotADirectoryError, PermissionError) as exc:
         print(f"error: {_name_options(str(exc), actions)}", file=sys.stderr)

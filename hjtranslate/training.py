@@ -8,6 +8,7 @@ a half-written checkpoint; ``resume=True`` continues from the latest one.
 
 from __future__ import annotations
 
+import atexit
 import json
 import math
 import os
@@ -95,6 +96,66 @@ def make_accelerator(cpu: bool | None = None, **kwargs: Any):
     return acc
 
 
+#: run folders this process holds (open, locked files): a command holds its run folder until it
+#: ends, since it goes on writing outputs after training; ``train`` alone, until it returns
+_held: dict[Path, Any] = {}
+_kept: set[Path] = set()
+LOCK_FILE = ".hjtranslate.lock"
+
+
+def lock_folder(out: Path) -> bool:
+    """Hold ``out`` for this process: a second run started in the same folder (which would move
+    this one's checkpoints aside and mix its files with them) is refused while this one holds
+    it. An advisory ``flock``, released by :func:`release_folder` or by the system when the
+    process ends, however it ends. Returns whether this call took it (False: already held)."""
+    try:
+        import fcntl
+    except ImportError:  # not on POSIX: no lock
+        return False
+    key = out.resolve()
+    if key in _held:
+        return False
+    out.mkdir(parents=True, exist_ok=True)
+    handle = open(key / LOCK_FILE, "a+")  # noqa: SIM115 - held open until the process ends
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise TrainingError(f"{out} is in use by a running hjtranslate process ({holder}): wait "
+                            "for it to end, or name another output folder.") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}")
+    handle.flush()
+    _held[key] = handle
+    return True
+
+
+def keep_folder(out: Path) -> None:
+    """Hold ``out`` until the process ends (a command that writes outputs after training)."""
+    lock_folder(out)
+    _kept.add(out.resolve())
+
+
+def release_folder(out: Path) -> None:
+    """Let ``out`` go (the lock file goes too, so a finished run leaves no trace of it)."""
+    key = out.resolve()
+    _kept.discard(key)
+    handle = _held.pop(key, None)
+    if handle is not None:
+        (key / LOCK_FILE).unlink(missing_ok=True)
+        handle.close()  # closing the file releases its flock
+
+
+@atexit.register
+def release_all() -> None:
+    """Let every held folder go (a command's end; the process's at the latest)."""
+    for key in list(_held):
+        release_folder(key)
+
+
 def _checkpoints(root: Path) -> list[Path]:
     if not root.is_dir():
         return []
@@ -129,11 +190,22 @@ def train(
     ``save_fn(model, folder)`` writes a loadable model (``save_pretrained``) beside each checkpoint.
     ``on_start()`` runs on the main process before the first step, once every argument is checked
     and any checkpoint loaded (task runs write their config.json there).
+    The output folder is held (:func:`lock_folder`) while it trains.
     """
+    acc = accelerator or make_accelerator()
+    out = Path(config.output_dir) if config.output_dir else None
+    locked = out is not None and acc.is_main_process and lock_folder(out)
+    try:
+        return _train(model, batch_fn, config, acc, after_step, save_fn, parameters, on_start)
+    finally:
+        if locked and out.resolve() not in _kept:  # not kept by a command that writes more
+            release_folder(out)
+
+
+def _train(model, batch_fn, config, acc, after_step, save_fn, parameters, on_start) -> dict[str, Any]:
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
-    acc = accelerator or make_accelerator()
     set_seed(config.seed)
     params = parameters if parameters is not None else [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)

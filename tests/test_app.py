@@ -352,7 +352,7 @@ def test_cmd_app_failing_to_serve_names_host_and_port(monkeypatch, capsys):
             raise OSError("Cannot find empty port in range: 7999-7999.")
 
     monkeypatch.setattr(pipeline_module.TranslationPipeline, "from_pretrained",
-                        classmethod(lambda cls, model: "a pipeline"))
+                        classmethod(lambda cls, model, **hub: "a pipeline"))
     monkeypatch.setattr(app_module, "build_demo", lambda pipe: Demo())
     assert main(["app", "--model", "any", "--port", "7999"]) == 2
     err = capsys.readouterr().err

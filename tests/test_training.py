@@ -217,6 +217,28 @@ def test_leftovers_of_a_killed_run_are_cleared(tmp_path):
     assert not (tmp_path / "checkpoints-previous").exists()
 
 
+def test_a_second_run_in_a_folder_in_use_is_refused(tmp_path):
+    """Two runs in one folder would move each other's checkpoints aside and mix their files:
+    while one process trains there, another is refused; the lock goes with its process."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; "
+         "from hjtranslate.training import lock_folder; lock_folder(Path(sys.argv[1])); "
+         "print('held', flush=True); time.sleep(60)", str(tmp_path)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        cfg = TrainConfig(steps=2, output_dir=str(tmp_path), progress=False)
+        with pytest.raises(TrainingError, match=f"is in use by a running hjtranslate process "
+                           f"\\(pid {holder.pid}\\)"):
+            train(_Quadratic(), lambda step, rank: {"step": step}, cfg)
+        assert not (tmp_path / "checkpoints").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    train(_Quadratic(), lambda step, rank: {"step": step}, cfg)  # free again
+    assert latest_checkpoint(tmp_path).name == "step-0000002"
+
+
 def test_world_size_without_processes_refuses_to_start(tmp_path):
     # A plain Accelerator() under `accelerate launch --multi_gpu` on a CPU machine: each process
     # sees WORLD_SIZE=2 but believes it is alone, so both would train the same model.

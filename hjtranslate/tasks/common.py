@@ -22,7 +22,7 @@ from ..hjmap import HJMap, read_json_object
 from ..losses import MMDS, SINKHORN_BLUR
 from ..objective import MONOTONE_DIRECTIONS, SEMIDUAL_SIDES
 from ..pipeline import INDEX_FILE
-from ..training import make_accelerator
+from ..training import keep_folder, make_accelerator
 
 # The built-in heads' quadratic parts (plugins/hjtranslate_plugins/heads.py).
 QUADRATIC_KINDS = ["none", "affine", "hopf_lax", "hopf_lax_spd", "hopf_lax_per_class"]
@@ -168,7 +168,8 @@ def restore_recorded_options(args: argparse.Namespace, explicit: set[str],
     if recorded.get("_deadline_typed"):
         skip.discard("deadline")  # typed for the run (`--deadline 60`), not the preset's
     for k in IDENTITY_OPTIONS:
-        if k in explicit and k in recorded and k in current and not _same_option(
+        unrecorded = recorded.get(k) in (None, "") and k != "vae"  # None: the shipped VAE
+        if k in explicit and k in current and not unrecorded and not _same_option(
                 k, current[k], recorded[k]):
             flag = "--" + k.replace("_", "-")
             raise ValueError(
@@ -314,6 +315,7 @@ def fit_from_args(
         """Once fit has accepted every option: record them and take away a finished-looking
         map, so that a folder without a new map does not look complete."""
         out.mkdir(parents=True, exist_ok=True)
+        keep_folder(out)  # train() holds it already; now until the outputs are written
         shutil.rmtree(out / "map", ignore_errors=True)
         (out / "metrics.json").unlink(missing_ok=True)
         # atomic: the other ranks of a resumed run read it (restore_recorded_options)
@@ -346,6 +348,13 @@ def fit_from_args(
     return m, result, acc
 
 
+def write_json_atomically(path: Path, value: Any) -> None:
+    """``path`` holds the whole JSON or what it held before, never a part (temp file, rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
 def write_outputs(out: Path, m: HJMap, metrics: dict[str, Any], acc: Any) -> None:
     """Save the final map and metrics (rank 0 only); the map folder appears complete or not
     at all (written to a temporary folder, then renamed)."""
@@ -360,9 +369,12 @@ def write_outputs(out: Path, m: HJMap, metrics: dict[str, Any], acc: Any) -> Non
     tmp = out / "map.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     m.save_pretrained(tmp)  # its card names map/, where the rename leaves it (card_name)
+    # an earlier run's metrics must not sit beside this map: gone first, the new ones written
+    # whole (a kill in between leaves the map without metrics, which `evaluate` writes again)
+    (out / "metrics.json").unlink(missing_ok=True)
     shutil.rmtree(out / "map", ignore_errors=True)
     os.replace(tmp, out / "map")
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True, default=str))
+    write_json_atomically(out / "metrics.json", metrics)
     print(f"Wrote {out / 'map'} and {out / 'metrics.json'}")
 
 

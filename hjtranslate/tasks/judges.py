@@ -175,7 +175,7 @@ def check_arguments(args: argparse.Namespace) -> None:
 def train_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
     from accelerate.utils import set_seed
 
-    from ..training import TrainConfig, make_accelerator, train
+    from ..training import TrainConfig, keep_folder, make_accelerator, train
 
     images, labels = load_dataset(name, "train", args.data_dir, download=args.download)
     test_x, test_y = load_dataset(name, "test", args.data_dir, download=args.download)
@@ -201,6 +201,8 @@ def train_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
     tc = TrainConfig(steps=args.steps, time_budget=args.time_budget, lr=args.lr, seed=args.seed,
                      output_dir=str(out), checkpoint_every=args.checkpoint_every,
                      resume=args.resume)
+    if acc.is_main_process:
+        keep_folder(out)  # also while the outputs are written after training
     result = train(objective, batch_fn, tc, acc,
                    save_fn=lambda m, folder: m.judge.save_pretrained(folder))
     if not acc.is_main_process:

@@ -247,7 +247,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from accelerate.utils import set_seed
     from hjtranslate_plugins.vae import VAEEncoder
 
-    from ..training import TrainConfig, make_accelerator, train
+    from ..training import TrainConfig, keep_folder, make_accelerator, train
 
     out = Path(args.output_dir)
     widths = parse_widths(args.widths)
@@ -281,6 +281,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         steps=args.steps, time_budget=args.time_budget, lr=args.lr, seed=args.seed,
         output_dir=str(out), checkpoint_every=args.checkpoint_every, resume=args.resume,
     )
+    if acc.is_main_process:
+        keep_folder(out)  # also while the outputs are written after training
     result = train(model, batch_fn, config, acc,
                    save_fn=lambda m, folder: m.vae.save_pretrained(folder))
     if not acc.is_main_process:
