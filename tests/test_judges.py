@@ -92,3 +92,22 @@ def test_random_blur_blurs_half_the_batch_and_keeps_the_rest() -> None:
     assert torch.allclose(y.sum((1, 2, 3)), x.sum((1, 2, 3)), atol=1e-5)
     assert float(y[~unchanged, 0, 14, 14].mean()) < 0.8  # the point spread out
     assert torch.equal(random_blur(x, 0.0, g), x)
+
+
+def test_a_resumed_judges_run_keeps_a_finished_judge(tmp_path, capsys):
+    """`train judges --resume` after the run finished one judge (and removed its checkpoints)
+    keeps that judge instead of training it again from step 0; its files were put in place
+    whole (no staging folder left)."""
+    from hjtranslate.cli import main
+
+    root = tmp_path / "judges"
+    args = ["train", "judges", "--output-root", str(root), "--datasets", "mnist", "--steps", "2",
+            "--batch-size", "16"]
+    assert main(args) == 0
+    judge = root / "judge-mnist"
+    assert sorted(p.name for p in judge.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    before = (judge / "model.safetensors").read_bytes()
+    capsys.readouterr()
+    assert main([*args, "--resume"]) == 0
+    assert "the mnist judge in" in capsys.readouterr().err
+    assert (judge / "model.safetensors").read_bytes() == before

@@ -348,6 +348,24 @@ def fit_from_args(
     return m, result, acc
 
 
+def staged_outputs(out: Path) -> Path:
+    """A fresh hidden folder in ``out`` to write a model's files into before
+    :func:`move_outputs` puts them in place: until then the folder keeps the earlier model whole
+    (a kill while statistics, metrics or the card are computed leaves no mixture)."""
+    stage = out / ".outputs.tmp"
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    return stage
+
+
+def move_outputs(stage: Path, out: Path) -> None:
+    """Move every file of ``stage`` into ``out`` (renames within one folder: a moment, where
+    writing them took the whole evaluation), then remove ``stage``."""
+    for f in sorted(stage.iterdir()):
+        os.replace(f, out / f.name)
+    stage.rmdir()
+
+
 def write_json_atomically(path: Path, value: Any) -> None:
     """``path`` holds the whole JSON or what it held before, never a part (temp file, rename)."""
     tmp = path.with_name(path.name + ".tmp")

@@ -23,7 +23,7 @@ from torch import nn
 
 from ..data import load_dataset, to_float
 from ..judges import CLASSES, DEFAULT_ARCH, DEFAULT_KWARGS, Judge, build_classifier
-from .common import check_count, check_output_folder, require_at_least
+from .common import check_count, check_output_folder, move_outputs, require_at_least, staged_outputs
 
 DATASET_NAMES = ("mnist", "fashion-mnist")
 
@@ -211,7 +211,8 @@ def train_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
     test_acc = judge.accuracy(test_x, test_y)
     config["test_accuracy"] = test_acc
     judge.config = config
-    judge.save_pretrained(out)
+    stage = staged_outputs(out)
+    judge.save_pretrained(stage)
     info = {
         "dataset": name, "arch": args.arch, "model_kwargs": model_kwargs,
         "parameters": sum(p.numel() for p in judge.parameters()), "test_accuracy": test_acc,
@@ -223,7 +224,8 @@ def train_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "command": "hjtranslate train judges " + shlex.join(sys.argv[3:])
         if sys.argv[1:3] == ["train", "judges"] else "hjtranslate train judges",
     }
-    write_card(out, info)
+    write_card(stage, info)
+    move_outputs(stage, out)
     if not args.keep_checkpoints:
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
     return {"test_accuracy": test_acc, "seconds": result["seconds"], "steps": result["steps"]}
@@ -238,4 +240,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for name in names:  # every judge's folder, before the first judge trains
         check_output_folder(Path(args.output_root) / f"judge-{name}", "--output-root",
                             lambda cfg, name=name: cfg.get("dataset") == name, f"the {name} judge")
-    return {name: train_one(name, args) for name in names}
+    return {name: _finished(name, args) or train_one(name, args) for name in names}
+
+
+def _finished(name: str, args: argparse.Namespace) -> dict[str, Any] | None:
+    """``--resume`` of a run in which this judge already finished (its checkpoints are gone
+    with it): its record, rather than training it again from step 0."""
+    out = Path(args.output_root) / f"judge-{name}"
+    if not args.resume or (out / "checkpoints").is_dir() or not (out / "model.safetensors").is_file():
+        return None
+    try:
+        config = json.loads((out / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if config.get("dataset") != name or "test_accuracy" not in config:
+        return None
+    print(f"--resume: the {name} judge in {out} is finished (test accuracy "
+          f"{config['test_accuracy']:.4f}); kept. Train it again without --resume.", file=sys.stderr)
+    return {"test_accuracy": config["test_accuracy"], "kept": True}

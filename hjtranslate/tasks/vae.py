@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ..data import load_dataset, to_float
-from .common import check_output_folder, require_at_least
+from .common import check_output_folder, move_outputs, require_at_least, staged_outputs
 
 DATASET_NAMES = ("mnist", "fashion-mnist")
 
@@ -289,7 +289,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         return {}
 
     vae = acc.unwrap_model(model).vae.eval()
-    vae.save_pretrained(out)
+    stage = staged_outputs(out)
+    vae.save_pretrained(stage)
     encoder = VAEEncoder(vae=vae, batch_size=500)
     half = min(args.stats_images, 60000)
     if args.decoder_only:
@@ -300,7 +301,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         sample = torch.cat([train_images[:60000][torch.randperm(60000, generator=g)[:half]],
                             train_images[60000:][torch.randperm(60000, generator=g)[:half]]])
         encoder.fit_latent_stats(sample, transform="pad")
-    encoder.save_latent_stats(out)
+    encoder.save_latent_stats(stage)
     metrics = {n: reconstruction_metrics(encoder, tests[n]) for n in DATASET_NAMES}
     info = {
         "metrics": metrics, "eval_images": {n: len(tests[n]) for n in DATASET_NAMES},
@@ -316,10 +317,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "command": "hjtranslate train vae " + shlex.join(sys.argv[3:])
         if sys.argv[1:3] == ["train", "vae"] else "hjtranslate train vae",
     }
-    write_card(out, info)
-    (out / "training_metrics.json").write_text(
+    write_card(stage, info)
+    (stage / "training_metrics.json").write_text(
         json.dumps({k: v for k, v in info.items() if k != "command"} | {
             "final": result["final"], "command": info["command"]}, indent=2, sort_keys=True) + "\n")
+    move_outputs(stage, out)
     if not args.keep_checkpoints:
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
     return {"metrics": metrics, "seconds": result["seconds"], "steps": result["steps"]}
