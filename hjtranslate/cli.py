@@ -160,6 +160,11 @@ def _command_actions(parser: argparse.ArgumentParser,
     return {a.dest: a for a in _command_parser(parser, args)._actions}
 
 
+#: what torch.distributed (gloo, NCCL) says when a peer process is gone
+_PEER_LOST = ("Connection reset by peer", "Connection closed by peer", "Broken pipe",
+              "NCCL communicator was aborted", "ProcessGroupGloo")
+
+
 def _name_options(text: str, actions: dict[str, argparse.Action]) -> str:
     """The API's checks name Python arguments (``lr must be ...``); on the command line the same
     value came from an option (``--lr must be ...``)."""
@@ -268,6 +273,12 @@ def _main(argv: Sequence[str] | None) -> int:
         # numpy raises MemoryError; torch a RuntimeError ("can't allocate memory", CUDA "out of
         # memory"). Anything else is a bug and keeps its traceback.
         text = str(exc)
+        if isinstance(exc, RuntimeError) and any(t in text for t in _PEER_LOST):
+            # a multi-process run whose other process died (killed, out of memory)
+            print(f"error: another process of this run ended ({text.splitlines()[0][:200]}). "
+                  "The checkpoints written so far are kept: continue with --resume.",
+                  file=sys.stderr)
+            return 2
         if not (isinstance(exc, MemoryError) or "can't allocate memory" in text
                 or "out of memory" in text.lower()):
             raise

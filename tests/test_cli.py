@@ -425,3 +425,18 @@ def test_own_warnings_read_as_notes_on_the_command_line(capsys):
     assert warnings.formatwarning("No latent_stats.json", RuntimeWarning, ours, 9) == (
         "note: No latent_stats.json\n")
     assert "UserWarning" in warnings.formatwarning("x", UserWarning, "/elsewhere/lib.py", 3)
+
+
+def test_a_lost_peer_process_is_a_message(monkeypatch, capsys):
+    """A two-process run whose other process was killed: gloo raises a RuntimeError; the user
+    gets one line and the way on, not a traceback."""
+    from hjtranslate.tasks import toy2d
+
+    def lost(*args, **kwargs):
+        raise RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Read error "
+                           "[127.0.0.1]:39051: Connection reset by peer")
+
+    monkeypatch.setattr(toy2d, "toy_samples", lost)
+    assert main(["train", "toy2d"]) == 2
+    err = capsys.readouterr().err
+    assert "another process of this run ended" in err and "--resume" in err

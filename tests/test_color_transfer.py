@@ -94,7 +94,13 @@ def test_a_resumed_run_keeps_its_match_and_a_blur_needs_sinkhorn(images, tmp_pat
     assert main([*base, "--steps", "4", "--mmd", "energy"]) == 0
     # resumed without repeating --mmd: the run started with the energy distance goes on with it
     assert main([*base, "--steps", "8", "--resume"]) == 0
-    assert fit_calls == [("energy", {}), ("energy", {})]
+    assert fit_calls[:2] == [("energy", {}), ("energy", {})]
+    # the images come from the record too; without --resume they are required
+    assert main(["train", "color-transfer", "--output-dir", str(out), "--steps", "9", "--resume",
+                 "--no-progress"]) == 0
+    assert main(["train", "color-transfer", "--target", images[1], "--output-dir",
+                 str(tmp_path / "new")]) == 2
+    assert "the following arguments are required: --source" in capsys.readouterr().err
     assert json.loads((out / "config.json").read_text())["mmd"] == "energy"
     assert main([*base, "--steps", "2", "--mmd", "energy", "--sinkhorn-blur", "0.1"]) != 0
     assert "--sinkhorn-blur applies to --mmd sinkhorn, not --mmd energy" in capsys.readouterr().err

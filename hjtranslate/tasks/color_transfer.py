@@ -244,8 +244,9 @@ def colour_metrics(result: Any, reference: Any, bins: int = DEFAULT_BINS) -> dic
 
 # -- the task --------------------------------------------------------------------------------
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--source", required=True, help="source image file (PNG, JPEG, ...)")
-    p.add_argument("--target", required=True, help="target image file whose palette to take")
+    # required, but checked in run(): a --resume takes them from the run's config.json
+    p.add_argument("--source", help="source image file (PNG, JPEG, ...); required")
+    p.add_argument("--target", help="target image file whose palette to take; required")
     p.add_argument("--pixels", type=int, default=20000,
                    help="random pixels per image to train on (the map is applied to all)")
     p.add_argument("--bins", type=int, default=DEFAULT_BINS,
@@ -307,6 +308,10 @@ def panel(path: Path, images: dict[str, np.ndarray], title: str = "") -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    missing = [f"--{k}" for k in ("source", "target") if getattr(args, k, None) is None]
+    if missing:
+        raise ValueError(f"the following arguments are required: {', '.join(missing)} (a "
+                         "--resume of a color-transfer run takes them from its config.json).")
     require_at_least(args, pixels=2)
     check_count("--bins", args.bins, 1, MAX_BINS,
                 " (the exact EMD between histograms of bins**3 cells outgrows memory above it)")
