@@ -147,3 +147,22 @@ def test_train_a_vae_then_fine_tune_its_decoder_only(shared_data: Path, tmp_path
     assert "add --init-from DIR" in capsys.readouterr().err
     assert main(["train", "vae", "--output-dir", str(base), "--init-from", str(base)]) != 0
     assert "is the --init-from folder" in capsys.readouterr().err
+
+
+def test_a_resumed_vae_run_keeps_its_options(shared_data: Path, tmp_path: Path, capsys) -> None:
+    """`train vae --resume` without the run's options trains on with those its checkpoints
+    record (it fell back to the defaults: another lr, batch size and KL weight)."""
+    from hjtranslate.cli import main
+
+    out = tmp_path / "vae"
+    small = ["--widths", "8,8,8,8", "--eval-images", "300", "--stats-images", "400",
+             "--keep-checkpoints", "--output-dir", str(out)]
+    assert main(["train", "vae", *small, "--steps", "2", "--lr", "3e-3", "--batch-size", "8",
+                 "--kl-weight", "0.01"]) == 0
+    assert (out / "README.md").is_file() and not (out / ".outputs.tmp").exists()
+    capsys.readouterr()
+    assert main(["train", "vae", *small, "--steps", "3", "--resume"]) == 0
+    assert "as recorded in" in capsys.readouterr().err
+    record = json.loads((out / "training_metrics.json").read_text())
+    assert (record["lr"], record["batch_size"], record["kl_weight"], record["steps"]) == (
+        3e-3, 8, 0.01, 3)

@@ -117,6 +117,21 @@ LAUNCH_OPTIONS = {"task", "command", "func", "num_processes", "resume", "output_
                   "print_metrics", "no_progress", "deadline"}
 
 
+def _checkpoint_record(out: Path) -> tuple[dict[str, Any], Path]:
+    """The options the last checkpoint of ``out`` records (``TrainConfig.extra``), and where."""
+    from ..training import checkpoints
+
+    for last in reversed(checkpoints(out)):
+        state = last / "trainer_state.json"
+        try:
+            extra = json.loads(state.read_text())["config"]["extra"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if isinstance(extra, dict):
+            return extra, state
+    return {}, out / "checkpoints"
+
+
 # Options a checkpoint belongs to: a resume may not change them (--init-from may, where it fits).
 IDENTITY_OPTIONS = ("cost", "p", "vae", "source", "target", "dim", "mode", "head", "t_f",
                     "data_seed")
@@ -150,12 +165,17 @@ def restore_recorded_options(args: argparse.Namespace, explicit: set[str],
     try:
         recorded = json.loads(recorded_path.read_text())
     except (FileNotFoundError, NotADirectoryError):
-        return {}
+        if args.task != "vae":
+            return {}
+        recorded = {}  # a VAE killed before its first output: its checkpoints hold the record
     except (OSError, ValueError) as exc:
         raise ValueError(f"--resume: cannot read {recorded_path} ({exc}); repeat the run's "
                          "options on the command line and move that file away.") from exc
+    if isinstance(recorded, dict) and "task" not in recorded and args.task == "vae":
+        # a VAE folder's config.json is diffusers': the run's options are in its checkpoints
+        recorded, recorded_path = _checkpoint_record(recorded_path.parent)
     if not isinstance(recorded, dict) or "task" not in recorded:
-        return {}  # not a run record (a VAE folder's config.json is diffusers')
+        return {}  # not a run record
     if recorded["task"] != args.task:
         raise ValueError(f"--resume: {recorded_path.parent} is a {recorded['task']} run, not "
                          f"{args.task}; resume it with `hjtranslate train {recorded['task']} "

@@ -280,6 +280,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     config = TrainConfig(
         steps=args.steps, time_budget=args.time_budget, lr=args.lr, seed=args.seed,
         output_dir=str(out), checkpoint_every=args.checkpoint_every, resume=args.resume,
+        # the run's options, in every checkpoint: a --resume takes those not typed again
+        extra={"task": "vae", **{k: v for k, v in vars(args).items() if k != "func"}},
     )
     if acc.is_main_process:
         keep_folder(out)  # also while the outputs are written after training
