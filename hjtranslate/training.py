@@ -259,6 +259,9 @@ def _train(model, batch_fn, config, acc, after_step, save_fn, parameters, on_sta
                           f"{exc}); trying the one before it.")
                 continue
             acc.print(f"Resuming from {last} (step {start_step}).")
+            if start_step >= config.steps:
+                acc.print(f"The checkpoint is at step {start_step}, not before --steps "
+                          f"{config.steps}: no further training (raise --steps to train longer).")
             break
         else:
             if found:

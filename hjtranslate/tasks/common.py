@@ -134,10 +134,11 @@ def _checkpoint_record(out: Path) -> tuple[dict[str, Any], Path]:
 
 # Options a checkpoint belongs to: a resume may not change them (--init-from may, where it fits).
 IDENTITY_OPTIONS = ("cost", "p", "vae", "source", "target", "dim", "mode", "head", "t_f",
-                    "data_seed")
+                    "data_seed", "width", "depth", "quadratic", "quadratic_gain",
+                    "fourier_features", "fourier_scale")
 _IDENTITY_WHAT = {"cost": "cost", "p": "cost", "vae": "latent space (VAE)", "source": "data",
                   "target": "data", "dim": "data", "data_seed": "data", "mode": "mode",
-                  "head": "head", "t_f": "time horizon"}
+                  "t_f": "time horizon"}  # the rest: the head's architecture
 
 
 def _same_option(name: str, typed: Any, recorded: Any) -> bool:
@@ -194,7 +195,7 @@ def restore_recorded_options(args: argparse.Namespace, explicit: set[str],
             flag = "--" + k.replace("_", "-")
             raise ValueError(
                 f"--resume: {flag} {current[k]} differs from the run's {recorded[k]} (recorded in "
-                f"{recorded_path}); its checkpoints belong to that {_IDENTITY_WHAT.get(k, 'setting')}. "
+                f"{recorded_path}); its checkpoints belong to that {_IDENTITY_WHAT.get(k, 'head')}. "
                 f"Resume without {flag}, start a new run in another --output-dir, or fine-tune "
                 f"this one there with --init-from {recorded_path.parent}.")
     restored = {k: v for k, v in recorded.items()
