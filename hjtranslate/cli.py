@@ -161,8 +161,8 @@ def _command_actions(parser: argparse.ArgumentParser,
 
 
 #: what torch.distributed (gloo, NCCL) says when a peer process is gone
-_PEER_LOST = ("Connection reset by peer", "Connection closed by peer", "Broken pipe",
-              "NCCL communicator was aborted", "ProcessGroupGloo")
+_PEER_LOST = ("Connection reset by peer", "Connection closed by peer",
+              "NCCL communicator was aborted")
 
 
 def _name_options(text: str, actions: dict[str, argparse.Action]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import glob
 import shutil
 import tempfile
 from pathlib import Path
@@ -26,16 +27,6 @@ def check_folder(folder: str | Path) -> tuple[str, Any]:
         raise ValueError(
             f"{folder} is a training run folder, not a saved map or pipeline: publish the map "
             f"it trained with `hjtranslate push {path / 'map'} --repo-id ...`."
-        )
-    pickles = sorted(
-        str(p.relative_to(path)) for p in path.rglob("*")
-        if p.is_file() and p.suffix.lower() in PICKLE_SUFFIXES
-    )
-    if pickles:
-        raise ValueError(
-            f"{folder} holds pickle files ({', '.join(pickles)}); hjtranslate publishes "
-            "safetensors only, since unpickling can run arbitrary code. Convert them with "
-            "safetensors.torch.save_file or remove them."
         )
     kind = "pipeline" if (path / PIPELINE_FILE).is_file() else "map"
     missing = [name for name in MAP_FILES if not (path / name).is_file()]
@@ -62,9 +53,17 @@ def _load(path: Path, kind: str) -> Any:
         raise ValueError(f"{path} does not load as a {kind}, so it is not published: {exc}") from None
 
 
-#: files of these kinds in the repo that a push does not upload are deleted in its commit: a
-#: pipeline pushed over a map (or the other way round) must not leave the other's files loading
-HUB_FILES = ("*.json", "*.safetensors", "*.md")
+#: files of these kinds at the repo's root or in a part's folder that a push does not upload
+#: are deleted in its commit: a pipeline pushed over a map (or the other way round) must not
+#: leave the other's files loading. Other files (docs/, images, other folders) stay.
+HUB_SUFFIXES = (".json", ".safetensors", ".md")
+PART_FOLDERS = ("map", "vae", "judge_source", "judge_target")
+
+
+def _stale(remote: list[str], uploaded: set[str]) -> list[str]:
+    """The files of ``remote`` (a repo's) that the upload replaces as a whole."""
+    return sorted(f for f in remote if f not in uploaded and f.endswith(HUB_SUFFIXES)
+                  and ("/" not in f or f.split("/", 1)[0] in PART_FOLDERS))
 
 
 def _publishable(root: Path, kind: str) -> list[Path]:
@@ -157,7 +156,8 @@ def push_folder(
     returns the ``CommitInfo``. ``revision`` is a branch, created from ``main`` if it does not
     exist. Only the files that make up the map or pipeline are uploaded (the others are named in
     a warning), and the commit deletes the repo's other ``.json``, ``.safetensors`` and ``.md``
-    files, so that what loads from the repo is what was pushed; its other files stay."""
+    files at its root and in the part folders (map/, vae/, judge_*/), so that what loads from
+    the repo is what was pushed; its other files stay."""
     import warnings
 
     from huggingface_hub import HfApi
@@ -170,8 +170,10 @@ def push_folder(
         staged = Path(tmp) / (root.name or "folder")
         left_out = _stage(root, kind, staged)
         if left_out:
-            warnings.warn(f"Not published (not part of the {kind}): {', '.join(left_out)}.",
-                          stacklevel=2)
+            pickles = any(f.lower().endswith(PICKLE_SUFFIXES) for f in left_out)
+            warnings.warn(f"Not published (not part of the {kind}): {', '.join(left_out)}."
+                          + (" Pickle files never are: unpickling can run arbitrary code."
+                             if pickles else ""), stacklevel=2)
         try:
             repo_url = api.create_repo(repo_id, private=private, exist_ok=True)
             if private and not api.repo_info(repo_url.repo_id).private:
@@ -182,11 +184,13 @@ def push_folder(
             if revision and revision != "main":
                 api.create_branch(repo_url.repo_id, branch=revision, exist_ok=True)
             _cards_for_the_hub(loaded, kind, staged, repo_url.repo_id, revision)
+            uploaded = {p.relative_to(staged).as_posix() for p in staged.rglob("*") if p.is_file()}
+            stale = _stale(api.list_repo_files(repo_url.repo_id, revision=revision), uploaded)
             return api.upload_folder(
                 repo_id=repo_url.repo_id,
                 folder_path=str(staged),
                 revision=revision,
-                delete_patterns=list(HUB_FILES),
+                delete_patterns=[glob.escape(f) for f in stale] or None,
                 commit_message=commit_message or f"Upload hjtranslate {kind} with `hjtranslate push`",
             )
         except (*_network_errors(), RuntimeError) as exc:  # RuntimeError: a failed file upload

@@ -116,15 +116,22 @@ def lock_folder(out: Path) -> bool:
     if key in _held:
         return False
     out.mkdir(parents=True, exist_ok=True)
-    handle = open(key / LOCK_FILE, "a+")  # noqa: SIM115 - held open until the process ends
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.seek(0)
-        holder = handle.read().strip() or "another process"
+    while True:
+        handle = open(key / LOCK_FILE, "a+")  # noqa: SIM115 - held open while the folder is held
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise TrainingError(f"{out} is in use by a running hjtranslate process ({holder}): "
+                                "wait for it to end, or name another output folder.") from None
+        try:  # the file locked is still the one in the folder (not unlinked by its last holder)
+            if os.fstat(handle.fileno()).st_ino == os.stat(key / LOCK_FILE).st_ino:
+                break
+        except FileNotFoundError:
+            pass
         handle.close()
-        raise TrainingError(f"{out} is in use by a running hjtranslate process ({holder}): wait "
-                            "for it to end, or name another output folder.") from None
     handle.seek(0)
     handle.truncate()
     handle.write(f"pid {os.getpid()}")
@@ -167,6 +174,16 @@ def checkpoints(output_dir: str | Path) -> list[Path]:
     return _checkpoints(Path(output_dir) / "checkpoints")
 
 
+def trained_seconds(output_dir: str | Path) -> float:
+    """The training seconds the run in ``output_dir`` has behind it (its last checkpoint's)."""
+    for last in reversed(checkpoints(output_dir)):
+        try:
+            return float(json.loads((last / "trainer_state.json").read_text()).get("seconds", 0.0))
+        except (OSError, ValueError, TypeError, AttributeError):
+            continue
+    return 0.0
+
+
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
     found = checkpoints(output_dir)
     return found[-1] if found else None
@@ -181,6 +198,7 @@ def train(
     save_fn: Callable[[nn.Module, Path], None] | None = None,
     parameters: list[nn.Parameter] | None = None,
     on_start: Callable[[], None] | None = None,
+    keep_lock: bool = False,
 ) -> dict[str, Any]:
     """Train ``model`` for ``config.steps`` steps.
 
@@ -190,11 +208,25 @@ def train(
     ``save_fn(model, folder)`` writes a loadable model (``save_pretrained``) beside each checkpoint.
     ``on_start()`` runs on the main process before the first step, once every argument is checked
     and any checkpoint loaded (task runs write their config.json there).
-    The output folder is held (:func:`lock_folder`) while it trains.
+    The output folder is held (:func:`lock_folder`) while it trains, and with ``keep_lock``
+    until the process (or the command, :func:`release_all`) ends.
     """
     acc = accelerator or make_accelerator()
     out = Path(config.output_dir) if config.output_dir else None
-    locked = out is not None and acc.is_main_process and lock_folder(out)
+    locked, refused = False, None
+    if out is not None and acc.is_main_process:
+        try:
+            locked = lock_folder(out)
+        except TrainingError as exc:
+            refused = exc
+    if out is not None and acc.num_processes > 1:  # every rank stops, not only the main one
+        flag = acc.reduce(torch.tensor([1.0 if refused else 0.0], device=acc.device), "sum")
+        if float(flag) > 0 and refused is None:
+            raise TrainingError(f"{out} is in use by another running hjtranslate process.")
+    if refused is not None:
+        raise refused
+    if locked and keep_lock:
+        _kept.add(out.resolve())
     try:
         return _train(model, batch_fn, config, acc, after_step, save_fn, parameters, on_start)
     finally:
@@ -230,8 +262,13 @@ def _train(model, batch_fn, config, acc, after_step, save_fn, parameters, on_sta
     if out is not None and acc.is_main_process and (out / "checkpoints").is_dir():
         for stale in (out / "checkpoints").glob("step-*.tmp"):  # a kill during a checkpoint
             shutil.rmtree(stale, ignore_errors=True)
-    if out is not None and (out / "checkpoints-previous").is_dir():
-        previous = out / "checkpoints-previous"  # a fresh run killed before its first checkpoint
+    if (config.resume and out is not None and acc.is_main_process
+            and (out / "checkpoints-previous").is_dir() and not checkpoints(out)):
+        # a fresh run moved them aside and was stopped before its first checkpoint: they are
+        # the run before it; not this one's to delete
+        warnings.warn(f"{out / 'checkpoints-previous'} holds the checkpoints of the run before "
+                      "the last fresh start here; move that folder back to "
+                      f"{out / 'checkpoints'} to resume that run instead.", stacklevel=3)
     if not config.resume and out is not None and acc.is_main_process and checkpoints(out):
         # A fresh run in the folder of an earlier one replaces it: the old checkpoints would
         # outrank this run's own (they are pruned by step) and a later --resume would pick them.
@@ -241,6 +278,8 @@ def _train(model, batch_fn, config, acc, after_step, save_fn, parameters, on_sta
         os.replace(out / "checkpoints", previous)
         acc.print(f"Starting afresh (no --resume): the earlier run's checkpoints moved to "
                   f"{previous}, removed once this run writes its first.")
+    elif not config.resume and out is not None and (out / "checkpoints-previous").is_dir():
+        previous = out / "checkpoints-previous"  # left by a fresh start stopped before its first
     if config.resume and out is not None:
         found = checkpoints(out)
         if not found and acc.is_main_process:
@@ -273,7 +312,7 @@ def _train(model, batch_fn, config, acc, after_step, save_fn, parameters, on_sta
     if on_start is not None and acc.is_main_process:
         on_start()
 
-    def checkpoint(step: int) -> None:
+    def checkpoint(step: int, stopping: bool = False) -> None:
         root = out / "checkpoints"
         final = root / f"step-{step:07d}"
         tmp = root / f"step-{step:07d}.tmp"
@@ -294,7 +333,7 @@ def _train(model, batch_fn, config, acc, after_step, save_fn, parameters, on_sta
             os.replace(tmp, final)
             for old in _checkpoints(root)[: -config.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
-            if previous is not None:
+            if previous is not None and not stopping:  # a stopped fresh start may be a mistake
                 shutil.rmtree(previous, ignore_errors=True)
         acc.wait_for_everyone()
 
@@ -311,7 +350,7 @@ def _train(model, batch_fn, config, acc, after_step, save_fn, parameters, on_sta
     spent_out = config.time_budget is not None and spent >= config.time_budget
     if spent_out and step < config.steps:
         acc.print(f"The time budget of {config.time_budget:.0f} s was spent before this launch "
-                  f"(at step {step}): no further training.")
+                  f"(at step {step}): no further training (raise --time-budget to train longer).")
     stop = _StopRequest()
     try:
         while step < config.steps and not spent_out:
@@ -343,7 +382,7 @@ def _train(model, batch_fn, config, acc, after_step, save_fn, parameters, on_sta
                     keep = f" The last good checkpoint is kept: {last}." if last else ""
                     # before any update of this launch the learning rate cannot be the cause
                     remedy = ("Lower the learning rate (--lr), or check the data and the loss weights."
-                              if step > start_step else "No update has been made yet, so the learning "
+                              if step > 0 else "No update has been made yet, so the learning "
                               "rate is not the cause: check the data, the loss weights, and the cost "
                               "and head (a plugin's own code) on these samples.")
                     raise TrainingError(
@@ -369,7 +408,7 @@ def _train(model, batch_fn, config, acc, after_step, save_fn, parameters, on_sta
             by_time = bool(config.checkpoint_seconds) and clock - saved_at >= config.checkpoint_seconds
             if out is not None and (stopping or by_time or (
                     config.checkpoint_every and step % config.checkpoint_every == 0)):
-                checkpoint(step)
+                checkpoint(step, stopping)
                 saved_at, saved_step = clock, step
             if stopping:
                 bar.close()
@@ -385,7 +424,9 @@ def _train(model, batch_fn, config, acc, after_step, save_fn, parameters, on_sta
         stop.restore()
     bar.close()
     if out is not None and step != saved_step:
-        checkpoint(step)
+        checkpoint(step, stop.requested)
+    if stop.requested:  # came after the last step's all-reduce: stop before the evaluation
+        raise KeyboardInterrupt
     if ema is not None:
         ema.copy_to_params()
     model.eval()
@@ -399,14 +440,20 @@ def _train(model, batch_fn, config, acc, after_step, save_fn, parameters, on_sta
     }
 
 
+#: signals this close to the first are the same request: `accelerate launch` passes the
+#: terminal's Ctrl-C on as a SIGTERM of its own (and kills the processes 5 s later)
+SAME_REQUEST_SECONDS = 2.0
+
+
 class _StopRequest:
     """Ctrl-C (SIGINT) or SIGTERM during training asks for a stop at the end of the current step,
     where every rank writes a checkpoint together (the request rides on the step's all-reduce);
-    a second signal stops at once. Installed only in the main thread; ``restore()`` puts the
-    earlier handlers back."""
+    a second signal, more than SAME_REQUEST_SECONDS later, stops at once. Installed only in the
+    main thread; ``restore()`` puts the earlier handlers back."""
 
     def __init__(self) -> None:
         self.requested = False
+        self.first = 0.0
         self._old: dict[int, Any] = {}
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
@@ -415,10 +462,12 @@ class _StopRequest:
                 break
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
+        now = time.monotonic()
+        if self.requested and now - self.first > SAME_REQUEST_SECONDS:
             self.restore()
             raise KeyboardInterrupt
-        self.requested = True
+        if not self.requested:
+            self.requested, self.first = True, now
 
     def restore(self) -> None:
         for sig, handler in self._old.items():

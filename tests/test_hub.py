@@ -370,9 +370,6 @@ def test_cli_push_errors(hub, tmp_path, capsys, monkeypatch):
     assert "does not load as a map, so it is not published" in push(str(folder), "--repo-id", "user/x")
     (folder / "model.safetensors").write_bytes(weights)
     assert "expected 'user/name'" in push(str(folder), "--repo-id", "bad id!!/x/y")
-    torch.save({"w": torch.zeros(2)}, folder / "extra.pt")
-    assert "pickle files (extra.pt)" in push(str(folder), "--repo-id", "user/x")
-    (folder / "extra.pt").unlink()
     assert hub.repos == {}  # nothing was created on the Hub
 
     monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{_free_port()}")
@@ -386,6 +383,7 @@ def test_a_push_replaces_what_loads_and_publishes_only_the_map(hub, tmp_path, ca
     map are not published; a repo's other files stay."""
     HfApi().create_repo("user/mix")
     HfApi().upload_file(path_or_fileobj=b"png", path_in_repo="sample.png", repo_id="user/mix")
+    HfApi().upload_file(path_or_fileobj=b"# guide", path_in_repo="docs/guide.md", repo_id="user/mix")
     first = tiny_map(seed=1)
     first.push_to_hub("user/mix")
     pipe = tmp_path / "pipe"
@@ -404,12 +402,13 @@ def test_a_push_replaces_what_loads_and_publishes_only_the_map(hub, tmp_path, ca
     (folder / "notes").mkdir()
     (folder / "notes" / "todo.txt").write_text("x")
     (folder / "optimizer.safetensors").write_bytes((folder / "model.safetensors").read_bytes())
+    torch.save({"w": torch.zeros(2)}, folder / "extra.pt")
     capsys.readouterr()
     with pytest.warns(UserWarning, match=r"Not published \(not part of the map\): \.env, "
-                      "notes/todo.txt, optimizer.safetensors"):
+                      r"extra.pt, notes/todo.txt, optimizer.safetensors\. Pickle files never are"):
         assert main(["push", str(folder), "--repo-id", "user/mix"]) == 0
     assert set(hub.files("user/mix")) == {".gitattributes", "README.md", "config.json",
-                                          "model.safetensors", "sample.png"}
+                                          "model.safetensors", "sample.png", "docs/guide.md"}
     assert_same_maps(second, HJMap.from_pretrained("user/mix"))
 
 

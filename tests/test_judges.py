@@ -111,3 +111,8 @@ def test_a_resumed_judges_run_keeps_a_finished_judge(tmp_path, capsys):
     assert main([*args, "--resume"]) == 0
     assert "the mnist judge in" in capsys.readouterr().err
     assert (judge / "model.safetensors").read_bytes() == before
+    # another run's judge (left in place by a kill before this run's first checkpoint) is not
+    # this run's finished one: trained
+    assert main([*args, "--resume", "--seed", "3"]) == 0
+    assert "the mnist judge in" not in capsys.readouterr().err
+    assert (judge / "model.safetensors").read_bytes() != before

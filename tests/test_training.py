@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -179,6 +180,9 @@ def test_a_time_budget_run_checkpoints_by_time_and_its_resume_keeps_the_budget(t
     state = json.loads((tmp_path / "checkpoints" / f"step-{steps[-1]:07d}" / "trainer_state.json")
                        .read_text())
     assert state["seconds"] >= 0.6
+    from hjtranslate.training import trained_seconds
+
+    assert trained_seconds(tmp_path) == state["seconds"]
     again = train(_Quadratic(), slow, TrainConfig(**{**cfg.__dict__, "resume": True}))
     assert again["steps"] == first["steps"]  # the budget was spent: no further training
     assert sorted(int(p.name[5:]) for p in (tmp_path / "checkpoints").iterdir()) == steps
@@ -205,16 +209,42 @@ def test_ctrl_c_or_sigterm_stops_at_the_step_end_with_a_checkpoint(tmp_path, sig
 
 
 def test_leftovers_of_a_killed_run_are_cleared(tmp_path):
-    """A half-written checkpoint (killed before its rename) and the earlier run's checkpoints
-    that a killed fresh run had moved aside do not outlive the next run's first checkpoint."""
+    """A half-written checkpoint (killed before its rename) goes; the earlier run's checkpoints
+    that a stopped fresh start had moved aside are named by a --resume and kept, and removed by
+    the next fresh start's first checkpoint."""
     (tmp_path / "checkpoints" / "step-0000003.tmp").mkdir(parents=True)
     (tmp_path / "checkpoints-previous" / "step-0000009").mkdir(parents=True)
-    train(_Quadratic(), lambda step, rank: {"step": step},
-          TrainConfig(steps=4, checkpoint_every=2, output_dir=str(tmp_path), progress=False,
-                      resume=True))
+    cfg = TrainConfig(steps=4, checkpoint_every=2, output_dir=str(tmp_path), progress=False,
+                      resume=True)
+    with pytest.warns(UserWarning, match="checkpoints-previous holds the checkpoints of the run "
+                      "before the last fresh start"):
+        train(_Quadratic(), lambda step, rank: {"step": step}, cfg)
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
         "step-0000002", "step-0000004"]
+    assert (tmp_path / "checkpoints-previous" / "step-0000009").is_dir()
+    shutil.rmtree(tmp_path / "checkpoints")
+    train(_Quadratic(), lambda step, rank: {"step": step}, TrainConfig(**{**cfg.__dict__, "resume": False}))
     assert not (tmp_path / "checkpoints-previous").exists()
+
+
+def test_ctrl_c_right_after_a_fresh_start_keeps_the_earlier_runs_checkpoints(tmp_path):
+    import signal
+
+    train(_Quadratic(), lambda step, rank: {"step": step},
+          TrainConfig(steps=4, checkpoint_every=2, output_dir=str(tmp_path), progress=False))
+
+    def interrupted(step, rank):
+        if step == 0:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGTERM)  # as accelerate's launcher passes it on
+        return {"step": step}
+
+    with pytest.raises(KeyboardInterrupt):
+        train(_Quadratic(), interrupted,
+              TrainConfig(steps=8, checkpoint_every=4, output_dir=str(tmp_path), progress=False))
+    assert latest_checkpoint(tmp_path).name == "step-0000001"  # one stop, one checkpoint
+    assert sorted(p.name for p in (tmp_path / "checkpoints-previous").iterdir()) == [
+        "step-0000002", "step-0000004"]
 
 
 def test_a_second_run_in_a_folder_in_use_is_refused(tmp_path):

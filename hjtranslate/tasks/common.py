@@ -148,6 +148,8 @@ def _same_option(name: str, typed: Any, recorded: Any) -> bool:
         return Path(typed or default_vae_path()).resolve() == Path(recorded or default_vae_path()).resolve()
     if isinstance(typed, (int, float)) and isinstance(recorded, (int, float)):
         return float(typed) == float(recorded)
+    if isinstance(typed, str) and isinstance(recorded, str) and Path(typed).is_file():
+        return Path(typed).resolve() == Path(recorded).resolve()  # an image, named another way
     return typed == recorded
 
 

@@ -167,7 +167,7 @@ def _cache_dir() -> Path:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from ..data import load_dataset
-    from ..training import finish_run, make_accelerator
+    from ..training import finish_run, make_accelerator, trained_seconds
 
     _apply_preset(args)
     if args.export:
@@ -209,10 +209,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if acc.is_main_process:  # before training, so that the deadline can count the rest
             reference_metrics(enc, args, cost_from_args(args), args.t_f)
     # The budget this launch's deadline leaves; args.time_budget (and config.json) keep what was
-    # typed, so that a resumed launch derives its own from its own deadline.
+    # typed, so that a resumed launch derives its own from its own deadline. Budgets count the
+    # run's training time (a resume carries the earlier launches'): this launch's part is added.
     budget = args.time_budget
     if args.deadline is not None:
-        left = training_budget(args, acc, enc, zs)
+        left = training_budget(args, acc, enc, zs) + (trained_seconds(out) if args.resume else 0.0)
         budget = left if budget is None else min(budget, left)
     t0 = time.perf_counter()
     m, result, acc = fit_from_args(

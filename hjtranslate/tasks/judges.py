@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shlex
 import shutil
 import sys
@@ -175,7 +176,7 @@ def check_arguments(args: argparse.Namespace) -> None:
 def train_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
     from accelerate.utils import set_seed
 
-    from ..training import TrainConfig, keep_folder, make_accelerator, train
+    from ..training import TrainConfig, make_accelerator, train
 
     images, labels = load_dataset(name, "train", args.data_dir, download=args.download)
     test_x, test_y = load_dataset(name, "test", args.data_dir, download=args.download)
@@ -201,15 +202,15 @@ def train_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
     tc = TrainConfig(steps=args.steps, time_budget=args.time_budget, lr=args.lr, seed=args.seed,
                      output_dir=str(out), checkpoint_every=args.checkpoint_every,
                      resume=args.resume)
-    if acc.is_main_process:
-        keep_folder(out)  # also while the outputs are written after training
-    result = train(objective, batch_fn, tc, acc,
+    # the folder stays held while the outputs are written after training (keep_lock)
+    result = train(objective, batch_fn, tc, acc, keep_lock=True,
                    save_fn=lambda m, folder: m.judge.save_pretrained(folder))
     if not acc.is_main_process:
         return {}
     judge = acc.unwrap_model(objective).judge.eval()
     test_acc = judge.accuracy(test_x, test_y)
     config["test_accuracy"] = test_acc
+    config["training"] = _training_options(args)  # what --resume compares (_finished)
     judge.config = config
     stage = staged_outputs(out)
     judge.save_pretrained(stage)
@@ -253,8 +254,18 @@ def _finished(name: str, args: argparse.Namespace) -> dict[str, Any] | None:
         config = json.loads((out / "config.json").read_text())
     except (OSError, ValueError):
         return None
-    if config.get("dataset") != name or "test_accuracy" not in config:
+    # finished by this run, not an earlier judge left in place by a kill before a checkpoint
+    if (config.get("dataset") != name or "test_accuracy" not in config
+            or config.get("training") != _training_options(args)):
         return None
-    print(f"--resume: the {name} judge in {out} is finished (test accuracy "
-          f"{config['test_accuracy']:.4f}); kept. Train it again without --resume.", file=sys.stderr)
+    if os.environ.get("RANK", "0") == "0":
+        print(f"--resume: the {name} judge in {out} is finished (test accuracy "
+              f"{config['test_accuracy']:.4f}); kept. Train it again without --resume.",
+              file=sys.stderr)
     return {"test_accuracy": config["test_accuracy"], "kept": True}
+
+
+def _training_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: getattr(args, k) for k in ("arch", "model_kwargs", "steps", "time_budget",
+                                          "batch_size", "lr", "seed", "shift", "blur",
+                                          "label_smoothing")}

@@ -247,7 +247,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from accelerate.utils import set_seed
     from hjtranslate_plugins.vae import VAEEncoder
 
-    from ..training import TrainConfig, keep_folder, make_accelerator, train
+    from ..training import TrainConfig, make_accelerator, train
 
     out = Path(args.output_dir)
     widths = parse_widths(args.widths)
@@ -283,9 +283,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # the run's options, in every checkpoint: a --resume takes those not typed again
         extra={"task": "vae", **{k: v for k, v in vars(args).items() if k != "func"}},
     )
-    if acc.is_main_process:
-        keep_folder(out)  # also while the outputs are written after training
-    result = train(model, batch_fn, config, acc,
+    # the folder stays held while the outputs are written after training (keep_lock)
+    result = train(model, batch_fn, config, acc, keep_lock=True,
                    save_fn=lambda m, folder: m.vae.save_pretrained(folder))
     if not acc.is_main_process:
         return {}
