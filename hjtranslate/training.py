@@ -115,7 +115,12 @@ def lock_folder(out: Path) -> bool:
     key = out.resolve()
     if key in _held:
         return False
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        open(key / LOCK_FILE, "a+").close()
+    except OSError as exc:  # read-only, no permission, ...
+        raise TrainingError(f"Cannot write in {out} ({exc.strerror or exc}): name an output "
+                            "folder this process can write to.") from None
     while True:
         handle = open(key / LOCK_FILE, "a+")  # noqa: SIM115 - held open while the folder is held
         try:
@@ -263,7 +268,12 @@ def _train(model, batch_fn, config, acc, after_step, save_fn, parameters, on_sta
         for stale in (out / "checkpoints").glob("step-*.tmp"):  # a kill during a checkpoint
             shutil.rmtree(stale, ignore_errors=True)
     if (config.resume and out is not None and acc.is_main_process
-            and (out / "checkpoints-previous").is_dir() and not checkpoints(out)):
+            and (out / "checkpoints-previous").is_dir() and checkpoints(out)):
+        # the fresh start that moved them aside was stopped after a checkpoint, and is the run
+        # continued here: they go with its next regular checkpoint
+        previous = out / "checkpoints-previous"
+    elif (config.resume and out is not None and acc.is_main_process
+            and (out / "checkpoints-previous").is_dir()):
         # a fresh run moved them aside and was stopped before its first checkpoint: they are
         # the run before it; not this one's to delete
         warnings.warn(f"{out / 'checkpoints-previous'} holds the checkpoints of the run before "
@@ -277,7 +287,8 @@ def _train(model, batch_fn, config, acc, after_step, save_fn, parameters, on_sta
         shutil.rmtree(previous, ignore_errors=True)
         os.replace(out / "checkpoints", previous)
         acc.print(f"Starting afresh (no --resume): the earlier run's checkpoints moved to "
-                  f"{previous}, removed once this run writes its first.")
+                  f"{previous}, removed once this run writes its first regular checkpoint (not "
+                  "one written on stopping it).")
     elif not config.resume and out is not None and (out / "checkpoints-previous").is_dir():
         previous = out / "checkpoints-previous"  # left by a fresh start stopped before its first
     if config.resume and out is not None:
@@ -416,7 +427,7 @@ def _train(model, batch_fn, config, acc, after_step, save_fn, parameters, on_sta
                     where = (f": checkpoint {out / 'checkpoints' / f'step-{step:07d}'} written"
                              if out is not None else "")
                     print(f"Stopped at step {step}{where}.", file=sys.stderr)
-                raise KeyboardInterrupt
+                raise stop.interrupt()
             if progress >= 1.0 and config.time_budget is not None and step < config.steps:
                 acc.print(f"Time budget of {config.time_budget:.0f} s reached at step {step}.")
                 break
@@ -426,7 +437,7 @@ def _train(model, batch_fn, config, acc, after_step, save_fn, parameters, on_sta
     if out is not None and step != saved_step:
         checkpoint(step, stop.requested)
     if stop.requested:  # came after the last step's all-reduce: stop before the evaluation
-        raise KeyboardInterrupt
+        raise stop.interrupt()
     if ema is not None:
         ema.copy_to_params()
     model.eval()
@@ -445,6 +456,10 @@ def _train(model, batch_fn, config, acc, after_step, save_fn, parameters, on_sta
 SAME_REQUEST_SECONDS = 2.0
 
 
+class Terminated(KeyboardInterrupt):
+    """Training stopped by SIGTERM (a KeyboardInterrupt for everything that handles Ctrl-C)."""
+
+
 class _StopRequest:
     """Ctrl-C (SIGINT) or SIGTERM during training asks for a stop at the end of the current step,
     where every rank writes a checkpoint together (the request rides on the step's all-reduce);
@@ -454,6 +469,7 @@ class _StopRequest:
     def __init__(self) -> None:
         self.requested = False
         self.first = 0.0
+        self.signum = signal.SIGINT
         self._old: dict[int, Any] = {}
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
@@ -467,7 +483,10 @@ class _StopRequest:
             self.restore()
             raise KeyboardInterrupt
         if not self.requested:
-            self.requested, self.first = True, now
+            self.requested, self.first, self.signum = True, now, signum
+
+    def interrupt(self) -> KeyboardInterrupt:
+        return Terminated() if self.signum == signal.SIGTERM else KeyboardInterrupt()
 
     def restore(self) -> None:
         for sig, handler in self._old.items():

@@ -1,6 +1,7 @@
 """The color-transfer task: outputs, the colour-histogram metrics, and clear input errors."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -95,7 +96,9 @@ def test_a_resumed_run_keeps_its_match_and_a_blur_needs_sinkhorn(images, tmp_pat
     # resumed without repeating --mmd: the run started with the energy distance goes on with it
     assert main([*base, "--steps", "8", "--resume"]) == 0
     assert fit_calls[:2] == [("energy", {}), ("energy", {})]
-    # the images come from the record too; without --resume they are required
+    # the images come from the record too (as absolute paths: a resume from elsewhere finds
+    # them); without --resume they are required
+    assert json.loads((out / "config.json").read_text())["source"] == str(Path(images[0]).resolve())
     assert main(["train", "color-transfer", "--output-dir", str(out), "--steps", "9", "--resume",
                  "--no-progress"]) == 0
     assert main(["train", "color-transfer", "--target", images[1], "--output-dir",

@@ -111,6 +111,12 @@ def test_a_resumed_judges_run_keeps_a_finished_judge(tmp_path, capsys):
     assert main([*args, "--resume"]) == 0
     assert "the mnist judge in" in capsys.readouterr().err
     assert (judge / "model.safetensors").read_bytes() == before
+    # damaged weights are trained again, not kept
+    (judge / "model.safetensors").write_bytes(before[:100])
+    assert main([*args, "--resume"]) == 0
+    assert "the mnist judge in" not in capsys.readouterr().err
+    before = (judge / "model.safetensors").read_bytes()
+    assert len(before) > 100
     # another run's judge (left in place by a kill before this run's first checkpoint) is not
     # this run's finished one: trained
     assert main([*args, "--resume", "--seed", "3"]) == 0

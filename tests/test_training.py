@@ -192,6 +192,8 @@ def test_a_time_budget_run_checkpoints_by_time_and_its_resume_keeps_the_budget(t
 def test_ctrl_c_or_sigterm_stops_at_the_step_end_with_a_checkpoint(tmp_path, signum):
     import signal
 
+    from hjtranslate.training import Terminated
+
     def interrupted(step, rank):
         if step == 5:
             os.kill(os.getpid(), getattr(signal, signum))
@@ -199,8 +201,9 @@ def test_ctrl_c_or_sigterm_stops_at_the_step_end_with_a_checkpoint(tmp_path, sig
 
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     cfg = TrainConfig(steps=40, checkpoint_every=100, output_dir=str(tmp_path), progress=False)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt) as stopped:
         train(_Quadratic(), interrupted, cfg)
+    assert isinstance(stopped.value, Terminated) == (signum == "SIGTERM")
     assert latest_checkpoint(tmp_path).name == "step-0000006"  # step 5 finished, then saved
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
     resumed = train(_Quadratic(), lambda step, rank: {"step": step},
@@ -245,6 +248,26 @@ def test_ctrl_c_right_after_a_fresh_start_keeps_the_earlier_runs_checkpoints(tmp
     assert latest_checkpoint(tmp_path).name == "step-0000001"  # one stop, one checkpoint
     assert sorted(p.name for p in (tmp_path / "checkpoints-previous").iterdir()) == [
         "step-0000002", "step-0000004"]
+    # resuming that fresh start continues it: the earlier run's go with its next checkpoint
+    train(_Quadratic(), lambda step, rank: {"step": step},
+          TrainConfig(steps=8, checkpoint_every=4, output_dir=str(tmp_path), progress=False,
+                      resume=True))
+    assert not (tmp_path / "checkpoints-previous").exists()
+
+
+def test_sigterm_is_told_apart_and_an_unwritable_folder_is_a_message(tmp_path, monkeypatch, capsys):
+    from hjtranslate.cli import main
+    from hjtranslate.tasks import toy2d
+    from hjtranslate.training import Terminated, lock_folder
+
+    def terminated(*args, **kwargs):
+        raise Terminated
+
+    monkeypatch.setattr(toy2d, "toy_samples", terminated)
+    assert main(["train", "toy2d"]) == 143  # 128 + SIGTERM, as a shell reports it
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(TrainingError, match="Cannot write in .*name an output folder"):
+        lock_folder(tmp_path / "afile" / "run")
 
 
 def test_a_second_run_in_a_folder_in_use_is_refused(tmp_path):

@@ -117,6 +117,21 @@ LAUNCH_OPTIONS = {"task", "command", "func", "num_processes", "resume", "output_
                   "print_metrics", "no_progress", "deadline"}
 
 
+#: options that may name a local file or folder (toy2d's --source/--target name datasets)
+PATH_OPTIONS = ("source", "target", "vae", "data_dir", "init_from", "export")
+
+
+def recorded_options(args: argparse.Namespace) -> dict[str, Any]:
+    """What a run records of its options: local paths made absolute, so that a --resume
+    launched from another folder finds the same images, VAE and data."""
+    record = {k: v for k, v in vars(args).items() if k != "func"}
+    for k in PATH_OPTIONS:
+        value = record.get(k)
+        if isinstance(value, str) and value and os.path.exists(os.path.expanduser(value)):
+            record[k] = str(Path(value).expanduser().resolve())
+    return record
+
+
 def _checkpoint_record(out: Path) -> tuple[dict[str, Any], Path]:
     """The options the last checkpoint of ``out`` records (``TrainConfig.extra``), and where."""
     from ..training import checkpoints
@@ -344,7 +359,7 @@ def fit_from_args(
         # atomic: the other ranks of a resumed run read it (restore_recorded_options)
         tmp = out / "config.json.tmp"
         tmp.write_text(json.dumps(
-            {"task": task, **{k: v for k, v in vars(args).items() if k != "func"},
+            {"task": task, **recorded_options(args),
              "num_processes": acc.num_processes, "_time_budget_typed": True},
             indent=2, sort_keys=True, default=str))
         os.replace(tmp, out / "config.json")

@@ -27,7 +27,13 @@ import torch
 from torch import nn
 
 from ..data import load_dataset, to_float
-from .common import check_output_folder, move_outputs, require_at_least, staged_outputs
+from .common import (
+    check_output_folder,
+    move_outputs,
+    recorded_options,
+    require_at_least,
+    staged_outputs,
+)
 
 DATASET_NAMES = ("mnist", "fashion-mnist")
 
@@ -281,7 +287,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         steps=args.steps, time_budget=args.time_budget, lr=args.lr, seed=args.seed,
         output_dir=str(out), checkpoint_every=args.checkpoint_every, resume=args.resume,
         # the run's options, in every checkpoint: a --resume takes those not typed again
-        extra={"task": "vae", **{k: v for k, v in vars(args).items() if k != "func"}},
+        extra={"task": "vae", **recorded_options(args)},
     )
     # the folder stays held while the outputs are written after training (keep_lock)
     result = train(model, batch_fn, config, acc, keep_lock=True,
