@@ -207,6 +207,11 @@ def restore_recorded_options(args: argparse.Namespace, explicit: set[str],
         skip.discard("deadline")  # typed for the run (`--deadline 60`), not the preset's
     for k in IDENTITY_OPTIONS:
         unrecorded = recorded.get(k) in (None, "") and k != "vae"  # None: the shipped VAE
+        if not unrecorded and actions and k in actions:
+            try:  # a damaged record ("width": "wide") is replaced by the typed value
+                _recorded_value(k, recorded.get(k), actions[k], recorded_path)
+            except ValueError:
+                unrecorded = True
         if k in explicit and k in current and not unrecorded and not _same_option(
                 k, current[k], recorded[k]):
             flag = "--" + k.replace("_", "-")
