@@ -110,7 +110,7 @@ def test_a_broken_cost_is_named_before_training(plugin, cls, message, tmp_path, 
                        f"0.1\\).*{message}"):
         hjt.fit(x, x + 1, cost=name, steps=2, output_dir=str(tmp_path / "api"))
     assert not (tmp_path / "api").exists()
-    assert main(["train", "toy2d", "--cost", name, "--steps", "2", "--output-dir",
+    assert main(["train", "toy2d", "--cost", name, "--steps", "2", "--n", "500", "--output-dir",
                  str(tmp_path / "cli")]) == 2
     assert f"error: The cost plugin '{name}'" in capsys.readouterr().err
 
@@ -143,6 +143,13 @@ def test_a_third_party_head_keeps_its_own_defaults(plugin, tmp_path):
     m.save_pretrained(tmp_path / "m")
     again = hjt.HJMap.from_pretrained(tmp_path / "m")
     torch.testing.assert_close(again.forward(x[:5]), m.forward(x[:5]))
+    # the command line: its own defaults too, and its options in --head-options
+    run = ["train", "toy2d", "--head", name, "--steps", "2", "--n", "500", "--eval-n", "100",
+           "--output-dir", str(tmp_path / "cli")]
+    assert main(run) == 0
+    assert hjt.HJMap.from_pretrained(tmp_path / "cli" / "map").head.head_config["width"] == 8
+    assert main([*run, "--head-options", '{"width": 12}']) == 0
+    assert hjt.HJMap.from_pretrained(tmp_path / "cli" / "map").head.head_config["width"] == 12
 
 
 def test_the_encoder_record_must_be_json(tmp_path):
@@ -163,12 +170,22 @@ class NeedsAlpha(QuadraticCost):
 
 def test_a_cost_with_required_options_on_the_command_line(plugin, tmp_path, capsys):
     name = plugin("cost", NeedsAlpha)
-    args = ["train", "toy2d", "--cost", name, "--steps", "2", "--output-dir", str(tmp_path)]
+    args = ["train", "toy2d", "--cost", name, "--steps", "2", "--n", "500", "--eval-n", "100",
+            "--output-dir", str(tmp_path)]
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert "it takes alpha" in err and "passes a cost only --p" in err and "Drop --p" not in err
+    assert "it takes alpha" in err and "--cost-options" in err and "Drop --p" not in err
     assert main([*args, "--p", "3"]) == 2
     assert "Drop --p" in capsys.readouterr().err
+    assert main([*args, "--cost-options", "[2]"]) == 2
+    assert "--cost-options must be a JSON object" in capsys.readouterr().err
+    assert main([*args, "--cost-options", '{"alpha": 2}']) == 0
+    saved = hjt.HJMap.from_pretrained(tmp_path / "map")
+    assert saved.cost_name == name and saved.cost.alpha == 2.0
+    # a resume keeps them (the same object, however spaced, is no change)
+    assert main([*args, "--resume", "--steps", "3", "--cost-options", '{ "alpha" : 2 }']) == 0
+    assert main([*args, "--resume", "--steps", "4", "--cost-options", '{"alpha": 3}']) == 2
+    assert "differs from the run's" in capsys.readouterr().err
     m = hjt.fit(torch.randn(40, 2), torch.randn(40, 2), cost=hjt.get_cost(name, alpha=2), steps=2)
     assert m.cost_name == name and m.cost.alpha == 2.0
 

@@ -41,8 +41,12 @@ def add_map_arguments(p: argparse.ArgumentParser, steps: int = 3000, batch_size:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cost", default="quadratic", help="a cost plugin (see `hjtranslate plugins`)")
     p.add_argument("--p", type=float, default=None, help="exponent of the pnorm / lp costs")
+    p.add_argument("--cost-options", default=None, metavar="JSON",
+                   help="other options of the cost plugin, as a JSON object, e.g. '{\"scale\": 2}'")
     p.add_argument("--head", default=None,
                    help="a head plugin (default: mlp; digits-to-fashion --mode conditional: conditional)")
+    p.add_argument("--head-options", default=None, metavar="JSON",
+                   help="other options of the head plugin, as a JSON object (beside --width, ...)")
     p.add_argument("--width", type=int, default=None)
     p.add_argument("--depth", type=int, default=None)
     p.add_argument("--quadratic", default=None, choices=QUADRATIC_KINDS,
@@ -148,10 +152,11 @@ def _checkpoint_record(out: Path) -> tuple[dict[str, Any], Path]:
 
 
 # Options a checkpoint belongs to: a resume may not change them (--init-from may, where it fits).
-IDENTITY_OPTIONS = ("cost", "p", "vae", "source", "target", "dim", "mode", "head", "t_f",
-                    "data_seed", "width", "depth", "quadratic", "quadratic_gain",
-                    "fourier_features", "fourier_scale")
-_IDENTITY_WHAT = {"cost": "cost", "p": "cost", "vae": "latent space (VAE)", "source": "data",
+IDENTITY_OPTIONS = ("cost", "p", "cost_options", "vae", "source", "target", "dim", "mode",
+                    "head", "head_options", "t_f", "data_seed", "width", "depth", "quadratic",
+                    "quadratic_gain", "fourier_features", "fourier_scale")
+_IDENTITY_WHAT = {"cost": "cost", "p": "cost", "cost_options": "cost",
+                  "vae": "latent space (VAE)", "source": "data",
                   "target": "data", "dim": "data", "data_seed": "data", "mode": "mode",
                   "t_f": "time horizon"}  # the rest: the head's architecture
 
@@ -161,6 +166,11 @@ def _same_option(name: str, typed: Any, recorded: Any) -> bool:
         from hjtranslate_plugins.vae import default_vae_path
 
         return Path(typed or default_vae_path()).resolve() == Path(recorded or default_vae_path()).resolve()
+    if name.endswith("_options"):  # JSON objects, however spaced
+        try:
+            return json.loads(typed) == json.loads(recorded)
+        except (TypeError, ValueError):
+            return typed == recorded
     if isinstance(typed, (int, float)) and isinstance(recorded, (int, float)):
         return float(typed) == float(recorded)
     if isinstance(typed, str) and isinstance(recorded, str) and Path(typed).is_file():
@@ -309,15 +319,33 @@ def cost_from_args(args: argparse.Namespace) -> Any:
     from .. import registry
 
     registry.resolve("cost", args.cost)  # an unknown name is its own error
+    options = json_options(args, "cost_options")
+    if args.p is not None:
+        options["p"] = args.p
     try:
-        return registry.create("cost", args.cost, **({"p": args.p} if args.p is not None else {}))
+        return registry.create("cost", args.cost, **options)
     except registry.PluginOptionError as exc:
-        if args.p is None:  # options the command line cannot give (it passes only --p)
+        if args.p is None:
             raise registry.PluginOptionError(
-                f"{exc} The command line passes a cost only --p: train with this cost from "
-                "Python, hjt.fit(..., cost=hjt.get_cost(name, ...)).") from None
+                f"{exc} Give its options with --cost-options '{{\"name\": value}}'.") from None
         raise registry.PluginOptionError(f"{exc} Drop --p, or choose a cost that takes it "
                                          "(--cost pnorm or lp).") from None
+
+
+def json_options(args: argparse.Namespace, dest: str) -> dict[str, Any]:
+    """``--cost-options`` / ``--head-options``: a JSON object of a plugin's options."""
+    text = getattr(args, dest, None)
+    if text is None:
+        return {}
+    flag = "--" + dest.replace("_", "-")
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"{flag} must be a JSON object, e.g. '{{\"scale\": 2}}'; got {text!r} "
+                         f"({exc}).") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{flag} must be a JSON object (name: value), got {text!r}.")
+    return value
 
 
 def init_map_from_args(args: argparse.Namespace) -> HJMap | None:
@@ -340,9 +368,11 @@ def fit_from_args(
     cost = cost_from_args(args)
     # Options left unset keep the head's (or fit's) defaults; the heads take QUADRATIC_KINDS for
     # `quadratic` as given.
-    head_kwargs = {k: getattr(args, k) for k in ("width", "depth", "quadratic", "quadratic_gain",
-                                                 "fourier_features", "fourier_scale")
-                   if getattr(args, k, None) is not None}
+    head_kwargs = json_options(args, "head_options")
+    head_kwargs.update({k: getattr(args, k) for k in ("width", "depth", "quadratic",
+                                                      "quadratic_gain", "fourier_features",
+                                                      "fourier_scale")
+                        if getattr(args, k, None) is not None})
     head_kwargs.update(kwargs.pop("head_kwargs", {}))
     mmd_options = {}
     if getattr(args, "sinkhorn_blur", None) is not None:
