@@ -174,8 +174,11 @@ def push_folder(
             warnings.warn(f"Not published (not part of the {kind}): {', '.join(left_out)}."
                           + (" Pickle files never are: unpickling can run arbitrary code."
                              if pickles else ""), stacklevel=2)
+        created = None
         try:
+            existed = api.repo_exists(repo_id)
             repo_url = api.create_repo(repo_id, private=private, exist_ok=True)
+            created = None if existed else repo_url.repo_id
             if private and not api.repo_info(repo_url.repo_id).private:
                 raise ValueError(
                     f"{repo_id} already exists and is public: a push does not change its "
@@ -196,6 +199,11 @@ def push_folder(
         except (*_network_errors(), RuntimeError) as exc:  # RuntimeError: a failed file upload
             # The client's messages name the URL and the server's answer, never the token.
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if created is not None:  # made by this push, still empty: not left behind
+                try:
+                    api.delete_repo(created)
+                except (*_network_errors(), RuntimeError):
+                    pass
             raise ValueError(
                 f"Could not publish {folder} to {repo_id!r} on {api.endpoint}: {first}. Check the "
                 "network, HF_ENDPOINT and your token (`hf auth login` or HF_TOKEN), then push "

@@ -429,6 +429,10 @@ def test_push_checks_from_the_api_and_for_private_repos(hub, tmp_path, monkeypat
         RuntimeError("Error while uploading 'model.safetensors' to the Hub.")))
     with pytest.raises(ValueError, match="Could not publish .*Error while uploading"):
         m.push_to_hub("user/vis")
+    assert hub.repo("user/vis") is not None  # it held the map before: kept
+    with pytest.raises(ValueError, match="Could not publish"):
+        m.push_to_hub("user/new")
+    assert hub.repo("user/new") is None  # made by the failed push, empty: removed
 
 
 def test_a_branch_push_card_loads_the_branch_and_dot_is_a_folder(hub, tmp_path, monkeypatch):
