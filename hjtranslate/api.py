@@ -259,6 +259,8 @@ def fit(
         zs, zt = standardise(hjmap, xs, yt, keep=True)
         warm_start = False
     else:
+        if resume and output_dir:
+            _check_resumed_problem(output_dir, dim, cost_name, cost_kwargs, t_f)
         hjmap, zs, zt = _new_map(
             xs, yt, cost_name, cost_kwargs, t_f, num_classes, head, conditional, head_kwargs,
             seed, resume, output_dir, class_names, target_class_names, encoder)
@@ -409,22 +411,50 @@ def standardise(hjmap: HJMap, xs: torch.Tensor, yt: torch.Tensor,
     return (xs - hjmap.shift) / hjmap.scale, (yt - hjmap.shift) / hjmap.scale
 
 
-def _resumed_head_kwargs(output_dir: str, requested: dict[str, Any]) -> dict[str, Any]:
-    """The head settings of the run being resumed (``{}`` when there is no checkpoint): its
-    weights only fit its own architecture, and its quadratic parameters are stored divided by
-    its own gain (resuming with another gain would silently rescale the map). Settings that
-    differ from ``requested`` are named."""
+def _last_checkpoint_config(output_dir: str) -> dict[str, Any] | None:
+    """The map config of the newest readable checkpoint in ``output_dir`` (None: none)."""
     from .hjmap import CheckpointError, read_json_object
     from .training import checkpoints
 
     for last in reversed(checkpoints(output_dir)):
         try:
-            saved = read_json_object(last / "model" / "config.json", "").get("head_kwargs", {})
-            break
+            return read_json_object(last / "model" / "config.json", "")
         except CheckpointError:
             continue  # train() names the damaged checkpoint and falls back past it too
-    else:
+    return None
+
+
+def _check_resumed_problem(output_dir: str, dim: int, cost_name: str, cost_kwargs: dict,
+                           t_f: float) -> None:
+    """A resume continues the transport problem its checkpoints were trained for: the same
+    dimension, cost (with its options) and time horizon, or a clear error."""
+    saved = _last_checkpoint_config(output_dir)
+    if saved is None:
+        return
+    wanted = registry.create("cost", cost_name, **cost_kwargs).config()
+    problems = []
+    if saved.get("dim") not in (None, dim):
+        problems.append(f"{saved['dim']}-d points, not {dim}-d")
+    if (saved.get("cost"), saved.get("cost_kwargs") or {}) != (cost_name, wanted):
+        problems.append(f"the cost {saved.get('cost')} {json.dumps(saved.get('cost_kwargs') or {})}, "
+                        f"not {cost_name} {json.dumps(wanted)}")
+    if saved.get("t_f") is not None and abs(float(saved["t_f"]) - float(t_f)) > 1e-12:
+        problems.append(f"t_f {saved['t_f']}, not {t_f}")
+    if problems:
+        raise ValueError(f"resume: the checkpoints in {output_dir} were trained for "
+                         + "; ".join(problems) + ". Resume with the run's own settings, or start "
+                         "a new run (a fine-tune from it: init_from / --init-from).")
+
+
+def _resumed_head_kwargs(output_dir: str, requested: dict[str, Any]) -> dict[str, Any]:
+    """The head settings of the run being resumed (``{}`` when there is no checkpoint): its
+    weights only fit its own architecture, and its quadratic parameters are stored divided by
+    its own gain (resuming with another gain would silently rescale the map). Settings that
+    differ from ``requested`` are named."""
+    config = _last_checkpoint_config(output_dir)
+    if config is None:
         return {}
+    saved = config.get("head_kwargs", {})
     # The saved settings replace the requested ones whole: a setting the checkpoint does not
     # record (a newer default, such as Fourier features) must not be added to its architecture.
     _name_overridden_head_settings(requested, saved, "Resuming with the checkpoint's")

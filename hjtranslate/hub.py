@@ -60,10 +60,12 @@ HUB_SUFFIXES = (".json", ".safetensors", ".md")
 PART_FOLDERS = ("map", "vae", "judge_source", "judge_target")
 
 
-def _stale(remote: list[str], uploaded: set[str]) -> list[str]:
-    """The files of ``remote`` (a repo's) that the upload replaces as a whole."""
+def _stale(remote: list[str], uploaded: set[str], remote_parts: set[str]) -> list[str]:
+    """The files of ``remote`` (a repo's) that the upload replaces as a whole: model files at
+    the root and in the part folders (the usual ones, and those either index names)."""
+    parts = set(PART_FOLDERS) | remote_parts | {f.split("/", 1)[0] for f in uploaded if "/" in f}
     return sorted(f for f in remote if f not in uploaded and f.endswith(HUB_SUFFIXES)
-                  and ("/" not in f or f.split("/", 1)[0] in PART_FOLDERS))
+                  and ("/" not in f or f.split("/", 1)[0] in parts))
 
 
 def _publishable(root: Path, kind: str) -> list[Path]:
@@ -89,6 +91,20 @@ def _publishable(root: Path, kind: str) -> list[Path]:
     return files
 
 
+def _remote_parts(api: Any, repo_id: str, revision: str | None, remote: list[str]) -> set[str]:
+    """The part folders the repo's current pipeline index names (none without one)."""
+    import json
+
+    if PIPELINE_FILE not in remote:
+        return set()
+    try:
+        index = json.loads(Path(api.hf_hub_download(repo_id, PIPELINE_FILE, revision=revision))
+                           .read_text())
+    except (*_network_errors(), ValueError):
+        return set()
+    return {v for k, v in index.items() if k in PART_FOLDERS and isinstance(v, str) and v}
+
+
 def _stage(root: Path, kind: str, staged: Path) -> list[str]:
     """Copy the publishable files of ``root`` into ``staged``; return the others' names."""
     keep = _publishable(root, kind)
@@ -107,8 +123,11 @@ def _cards_for_the_hub(loaded: Any, kind: str, folder: Path, repo_id: str,
     from .modelcard import write_model_card
 
     if kind == "pipeline":
+        import json
+
         loaded._write_model_card(folder, repo_id)
-        write_model_card(folder / "map", loaded.map.config_dict(), pipeline=repo_id)
+        part = json.loads((folder / PIPELINE_FILE).read_text())["map"]  # map/, or as named
+        write_model_card(folder / part, loaded.map.config_dict(), pipeline=repo_id)
     else:
         write_model_card(folder, loaded.config_dict(), repo_id=repo_id)
     if revision and revision != "main":
@@ -174,7 +193,9 @@ def push_folder(
             warnings.warn(f"Not published (not part of the {kind}): {', '.join(left_out)}."
                           + (" Pickle files never are: unpickling can run arbitrary code."
                              if pickles else ""), stacklevel=2)
-        created = None
+        _cards_for_the_hub(loaded, kind, staged, repo_id, revision)  # local: before any request
+        uploaded = {p.relative_to(staged).as_posix() for p in staged.rglob("*") if p.is_file()}
+        created = new_branch = None
         try:
             existed = api.repo_exists(repo_id)
             repo_url = api.create_repo(repo_id, private=private, exist_ok=True)
@@ -185,10 +206,14 @@ def push_folder(
                     "visibility, so --private (private=True) cannot hold. Make the repo private "
                     "on the Hub first (or push to a new repo id).")
             if revision and revision != "main":
+                branches = {b.name for b in api.list_repo_refs(repo_url.repo_id).branches}
                 api.create_branch(repo_url.repo_id, branch=revision, exist_ok=True)
-            _cards_for_the_hub(loaded, kind, staged, repo_url.repo_id, revision)
-            uploaded = {p.relative_to(staged).as_posix() for p in staged.rglob("*") if p.is_file()}
-            stale = _stale(api.list_repo_files(repo_url.repo_id, revision=revision), uploaded)
+                new_branch = None if revision in branches else revision
+            remote = api.list_repo_files(repo_url.repo_id, revision=revision)
+            stale = _stale(remote, uploaded, _remote_parts(api, repo_url.repo_id, revision, remote))
+            if stale:
+                warnings.warn(f"In {repo_id}, this push removes {', '.join(stale)}, which would "
+                              "load beside it (the repo's history keeps them).", stacklevel=2)
             return api.upload_folder(
                 repo_id=repo_url.repo_id,
                 folder_path=str(staged),
@@ -199,11 +224,13 @@ def push_folder(
         except (*_network_errors(), RuntimeError) as exc:  # RuntimeError: a failed file upload
             # The client's messages name the URL and the server's answer, never the token.
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            if created is not None:  # made by this push, still empty: not left behind
-                try:
+            try:  # what this push made, still empty, is not left behind
+                if created is not None:
                     api.delete_repo(created)
-                except (*_network_errors(), RuntimeError):
-                    pass
+                elif new_branch is not None:
+                    api.delete_branch(repo_id, branch=new_branch)
+            except (*_network_errors(), RuntimeError):
+                pass
             raise ValueError(
                 f"Could not publish {folder} to {repo_id!r} on {api.endpoint}: {first}. Check the "
                 "network, HF_ENDPOINT and your token (`hf auth login` or HF_TOKEN), then push "

@@ -671,10 +671,15 @@ class TranslationPipeline:
             parts[key] = folder
         assert parts["vae"] is not None and parts["map"] is not None
         _check_vae_folder(parts["vae"], "vae")
-        redo = (f"If {folder_or_hub_id} is damaged, download it again (force_download=True; "
-                "--force-download on the command line) or write it again (the "
-                "shipped models/digits-to-fashion: `hjtranslate train digits-to-fashion --mode "
-                "conditional --export models/digits-to-fashion`).")
+        if Path(folder_or_hub_id).expanduser().is_dir():
+            shipped = root.resolve() == default_model_path().resolve()
+            redo = (f"If {folder_or_hub_id} is damaged, "
+                    + ("restore it from git" if shipped else "copy or save it again")
+                    + " or write it again (`hjtranslate train digits-to-fashion --mode conditional "
+                    f"--export {folder_or_hub_id}`).")
+        else:
+            redo = (f"If the cached copy of {folder_or_hub_id} is damaged, download it again "
+                    "(force_download=True; --force-download on the command line).")
         try:
             encoder = VAEEncoder(str(parts["vae"]), device=device)
             hjmap = HJMap.from_pretrained(parts["map"], map_location=str(device))

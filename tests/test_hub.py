@@ -388,6 +388,16 @@ def test_a_push_replaces_what_loads_and_publishes_only_the_map(hub, tmp_path, ca
     first.push_to_hub("user/mix")
     pipe = tmp_path / "pipe"
     shutil.copytree(ROOT / "models" / "digits-to-fashion", pipe)
+    # a pipeline whose index names its map folder otherwise pushes as well
+    (pipe / "map").rename(pipe / "the-map")
+    index = json.loads((pipe / "hjtranslate_pipeline.json").read_text())
+    (pipe / "hjtranslate_pipeline.json").write_text(json.dumps({**index, "map": "the-map"}))
+    with pytest.warns(UserWarning, match="In user/mix, this push removes config.json, "
+                      "model.safetensors, which would load beside it"):
+        assert main(["push", str(pipe), "--repo-id", "user/mix"]) == 0
+    assert b"from_pretrained('user/mix').map" in hub.files("user/mix")["the-map/README.md"]
+    (pipe / "the-map").rename(pipe / "map")
+    (pipe / "hjtranslate_pipeline.json").write_text(json.dumps(index))
     assert main(["push", str(pipe), "--repo-id", "user/mix"]) == 0
     files = set(hub.files("user/mix"))
     assert "config.json" not in files and "model.safetensors" not in files
@@ -433,6 +443,9 @@ def test_push_checks_from_the_api_and_for_private_repos(hub, tmp_path, monkeypat
     with pytest.raises(ValueError, match="Could not publish"):
         m.push_to_hub("user/new")
     assert hub.repo("user/new") is None  # made by the failed push, empty: removed
+    with pytest.raises(ValueError, match="Could not publish"):
+        m.push_to_hub("user/vis", revision="feature")
+    assert set(hub.repo("user/vis").branches) == {"main"}  # nor is a branch it made
 
 
 def test_a_branch_push_card_loads_the_branch_and_dot_is_a_folder(hub, tmp_path, monkeypatch):

@@ -277,3 +277,27 @@ def test_a_saved_encoder_record_of_any_kind_still_loads(tmp_path):
     config = json.loads((tmp_path / "m" / "config.json").read_text())
     (tmp_path / "m" / "config.json").write_text(json.dumps({**config, "encoder": "enc3"}))
     assert hjt.HJMap.from_pretrained(tmp_path / "m").encoder_config == "enc3"
+
+
+def test_plugin_options_that_disagree_or_change_under_a_resume(tmp_path, capsys):
+    run = ["train", "toy2d", "--steps", "2", "--n", "500", "--eval-n", "100",
+           "--output-dir", str(tmp_path / "r"), "--cost", "pnorm"]
+    assert main([*run, "--p", "4", "--cost-options", '{"p": 3}']) == 2
+    assert "--p 4.0 and --cost-options p=3 disagree" in capsys.readouterr().err
+    assert main([*run, "--width", "8", "--head-options", '{"width": 16}']) == 2
+    assert "--head-options and --width disagree on width" in capsys.readouterr().err
+    assert main([*run, "--p", "3", "--head-options", '{"dim": 3}']) == 2
+    assert "--head-options dim: the data sets it" in capsys.readouterr().err
+    assert main([*run, "--cost-options", '{"p": 3}']) == 0
+    # the checkpoint was trained for p = 3: a resume under another exponent is refused, however
+    # it is given
+    for extra, message in ((["--p", "4"], "--p 4.0 and --cost-options p=3 disagree"),
+                           (["--cost-options", '{"p": 4}'], "differs from the run's")):
+        assert main([*run, "--resume", "--steps", "4", *extra]) == 2
+        assert message in capsys.readouterr().err
+    x = torch.randn(60, 2)
+    hjt.fit(x, x + 1, cost=hjt.get_cost("pnorm", p=3), steps=2, output_dir=str(tmp_path / "api"))
+    with pytest.raises(ValueError, match=r"were trained for the cost pnorm \{\"p\": 3.0\}, not "
+                       r"pnorm \{\"p\": 4.0\}"):
+        hjt.fit(x, x + 1, cost=hjt.get_cost("pnorm", p=4), steps=4,
+                output_dir=str(tmp_path / "api"), resume=True)

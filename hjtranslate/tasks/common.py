@@ -321,13 +321,17 @@ def cost_from_args(args: argparse.Namespace) -> Any:
     registry.resolve("cost", args.cost)  # an unknown name is its own error
     options = json_options(args, "cost_options")
     if args.p is not None:
+        if "p" in options and options["p"] != args.p:
+            raise ValueError(f"--p {args.p} and --cost-options p={options['p']} disagree: give "
+                             "the exponent once.")
         options["p"] = args.p
     try:
         return registry.create("cost", args.cost, **options)
     except registry.PluginOptionError as exc:
         if args.p is None:
-            raise registry.PluginOptionError(
-                f"{exc} Give its options with --cost-options '{{\"name\": value}}'.") from None
+            hint = ("Check --cost-options against them." if getattr(args, "cost_options", None)
+                    else "Give its options with --cost-options '{\"name\": value}'.")
+            raise registry.PluginOptionError(f"{exc} {hint}") from None
         raise registry.PluginOptionError(f"{exc} Drop --p, or choose a cost that takes it "
                                          "(--cost pnorm or lp).") from None
 
@@ -338,13 +342,14 @@ def json_options(args: argparse.Namespace, dest: str) -> dict[str, Any]:
     if text is None:
         return {}
     flag = "--" + dest.replace("_", "-")
+    shown = text if len(text) <= 200 else text[:200] + "..."
     try:
         value = json.loads(text)
     except ValueError as exc:
-        raise ValueError(f"{flag} must be a JSON object, e.g. '{{\"scale\": 2}}'; got {text!r} "
+        raise ValueError(f"{flag} must be a JSON object, e.g. '{{\"scale\": 2}}'; got {shown!r} "
                          f"({exc}).") from None
     if not isinstance(value, dict):
-        raise ValueError(f"{flag} must be a JSON object (name: value), got {text!r}.")
+        raise ValueError(f"{flag} must be a JSON object (name: value), got {shown!r}.")
     return value
 
 
@@ -369,10 +374,18 @@ def fit_from_args(
     # Options left unset keep the head's (or fit's) defaults; the heads take QUADRATIC_KINDS for
     # `quadratic` as given.
     head_kwargs = json_options(args, "head_options")
-    head_kwargs.update({k: getattr(args, k) for k in ("width", "depth", "quadratic",
-                                                      "quadratic_gain", "fourier_features",
-                                                      "fourier_scale")
-                        if getattr(args, k, None) is not None})
+    given = {k: getattr(args, k) for k in ("width", "depth", "quadratic", "quadratic_gain",
+                                           "fourier_features", "fourier_scale")
+             if getattr(args, k, None) is not None}
+    for key in ("dim", "num_classes"):
+        if key in head_kwargs:
+            raise ValueError(f"--head-options {key}: the data sets it (the samples' dimension "
+                             "and the classes); leave it out.")
+    clash = sorted(k for k in given if k in head_kwargs and head_kwargs[k] != given[k])
+    if clash:
+        raise ValueError(f"--head-options and --{clash[0].replace('_', '-')} disagree on "
+                         f"{', '.join(clash)}: give each setting once.")
+    head_kwargs.update(given)
     head_kwargs.update(kwargs.pop("head_kwargs", {}))
     mmd_options = {}
     if getattr(args, "sinkhorn_blur", None) is not None:
