@@ -255,6 +255,8 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         actions = _command_actions(parser, args)
         _refuse_empty_values(args, actions)
+        if args.command == "train":
+            args._typed = _explicit_options(argv)  # a task's defaults give way to --head-options
         if args.command == "train" and getattr(args, "resume", False):
             from .tasks.common import restore_recorded_options
 

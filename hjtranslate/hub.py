@@ -6,7 +6,7 @@ import argparse
 import glob
 import shutil
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 #: files that unpickle on load: never published (``from_pretrained`` reads safetensors only)
@@ -102,7 +102,10 @@ def _remote_parts(api: Any, repo_id: str, revision: str | None, remote: list[str
                            .read_text())
     except (*_network_errors(), ValueError):
         return set()
-    return {v for k, v in index.items() if k in PART_FOLDERS and isinstance(v, str) and v}
+    if not isinstance(index, dict):
+        return set()
+    return {PurePosixPath(v).parts[0] for k, v in index.items()
+            if k in PART_FOLDERS and isinstance(v, str) and PurePosixPath(v).parts}
 
 
 def _stage(root: Path, kind: str, staged: Path) -> list[str]:
@@ -195,7 +198,7 @@ def push_folder(
                              if pickles else ""), stacklevel=2)
         _cards_for_the_hub(loaded, kind, staged, repo_id, revision)  # local: before any request
         uploaded = {p.relative_to(staged).as_posix() for p in staged.rglob("*") if p.is_file()}
-        created = new_branch = None
+        created = new_branch = before = None
         try:
             existed = api.repo_exists(repo_id)
             repo_url = api.create_repo(repo_id, private=private, exist_ok=True)
@@ -210,10 +213,11 @@ def push_folder(
                 api.create_branch(repo_url.repo_id, branch=revision, exist_ok=True)
                 new_branch = None if revision in branches else revision
             remote = api.list_repo_files(repo_url.repo_id, revision=revision)
+            before = set(remote)
             stale = _stale(remote, uploaded, _remote_parts(api, repo_url.repo_id, revision, remote))
             if stale:
-                warnings.warn(f"In {repo_id}, this push removes {', '.join(stale)}, which would "
-                              "load beside it (the repo's history keeps them).", stacklevel=2)
+                warnings.warn(f"In {repo_id}, this push removes {', '.join(stale)}: model files "
+                              "it replaces (the repo's history keeps them).", stacklevel=2)
             return api.upload_folder(
                 repo_id=repo_url.repo_id,
                 folder_path=str(staged),
@@ -224,10 +228,11 @@ def push_folder(
         except (*_network_errors(), RuntimeError) as exc:  # RuntimeError: a failed file upload
             # The client's messages name the URL and the server's answer, never the token.
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            try:  # what this push made, still empty, is not left behind
-                if created is not None:
+            try:  # what this push made is not left behind, if nothing has landed in it
+                if created is not None and set(api.list_repo_files(created)) <= {".gitattributes"}:
                     api.delete_repo(created)
-                elif new_branch is not None:
+                elif new_branch is not None and set(
+                        api.list_repo_files(repo_id, revision=new_branch)) == before:
                     api.delete_branch(repo_id, branch=new_branch)
             except (*_network_errors(), RuntimeError):
                 pass

@@ -671,12 +671,14 @@ class TranslationPipeline:
             parts[key] = folder
         assert parts["vae"] is not None and parts["map"] is not None
         _check_vae_folder(parts["vae"], "vae")
-        if Path(folder_or_hub_id).expanduser().is_dir():
-            shipped = root.resolve() == default_model_path().resolve()
-            redo = (f"If {folder_or_hub_id} is damaged, "
-                    + ("restore it from git" if shipped else "copy or save it again")
-                    + " or write it again (`hjtranslate train digits-to-fashion --mode conditional "
-                    f"--export {folder_or_hub_id}`).")
+        if root.resolve() == default_model_path().resolve():
+            redo = (f"If {folder_or_hub_id} is damaged, restore it (git checkout) or write it "
+                    "again (`hjtranslate train digits-to-fashion --mode conditional --export "
+                    "models/digits-to-fashion`).")
+        elif Path(folder_or_hub_id).expanduser().is_dir():
+            redo = (f"If {folder_or_hub_id} is damaged, copy it again, or save it again where "
+                    "it was made (TranslationPipeline.save_pretrained, or the --export of the "
+                    "run that wrote it).")
         else:
             redo = (f"If the cached copy of {folder_or_hub_id} is damaged, download it again "
                     "(force_download=True; --force-download on the command line).")

@@ -227,7 +227,7 @@ def train(
     if out is not None and acc.num_processes > 1:  # every rank stops, not only the main one
         flag = acc.reduce(torch.tensor([1.0 if refused else 0.0], device=acc.device), "sum")
         if float(flag) > 0 and refused is None:
-            raise TrainingError(f"{out} is in use by another running hjtranslate process.")
+            raise TrainingError(f"The main process could not hold {out} (see its message).")
     if refused is not None:
         raise refused
     if locked and keep_lock:
@@ -267,18 +267,14 @@ def _train(model, batch_fn, config, acc, after_step, save_fn, parameters, on_sta
     if out is not None and acc.is_main_process and (out / "checkpoints").is_dir():
         for stale in (out / "checkpoints").glob("step-*.tmp"):  # a kill during a checkpoint
             shutil.rmtree(stale, ignore_errors=True)
-    if (config.resume and out is not None and acc.is_main_process
-            and (out / "checkpoints-previous").is_dir() and checkpoints(out)):
-        # the fresh start that moved them aside was stopped after a checkpoint, and is the run
-        # continued here: they go with its next regular checkpoint
-        previous = out / "checkpoints-previous"
-    elif (config.resume and out is not None and acc.is_main_process
-            and (out / "checkpoints-previous").is_dir()):
-        # a fresh run moved them aside and was stopped before its first checkpoint: they are
-        # the run before it; not this one's to delete
+    if config.resume and out is not None and acc.is_main_process and (
+            out / "checkpoints-previous").is_dir():
+        # a fresh start moved them aside and was stopped before it could remove them: they are
+        # the run before it, which a resume does not delete (it cannot tell whose they are)
         warnings.warn(f"{out / 'checkpoints-previous'} holds the checkpoints of the run before "
                       "the last fresh start here; move that folder back to "
-                      f"{out / 'checkpoints'} to resume that run instead.", stacklevel=3)
+                      f"{out / 'checkpoints'} to resume that run instead, or delete it.",
+                      stacklevel=3)
     if not config.resume and out is not None and acc.is_main_process and checkpoints(out):
         # A fresh run in the folder of an earlier one replaces it: the old checkpoints would
         # outrank this run's own (they are pruned by step) and a later --resume would pick them.
@@ -481,7 +477,8 @@ class _StopRequest:
         now = time.monotonic()
         if self.requested and now - self.first > SAME_REQUEST_SECONDS:
             self.restore()
-            raise KeyboardInterrupt
+            self.signum = signum
+            raise self.interrupt()
         if not self.requested:
             self.requested, self.first, self.signum = True, now, signum
 

@@ -393,13 +393,14 @@ def test_a_push_replaces_what_loads_and_publishes_only_the_map(hub, tmp_path, ca
     index = json.loads((pipe / "hjtranslate_pipeline.json").read_text())
     (pipe / "hjtranslate_pipeline.json").write_text(json.dumps({**index, "map": "the-map"}))
     with pytest.warns(UserWarning, match="In user/mix, this push removes config.json, "
-                      "model.safetensors, which would load beside it"):
+                      "model.safetensors: model files it replaces"):
         assert main(["push", str(pipe), "--repo-id", "user/mix"]) == 0
     assert b"from_pretrained('user/mix').map" in hub.files("user/mix")["the-map/README.md"]
     (pipe / "the-map").rename(pipe / "map")
     (pipe / "hjtranslate_pipeline.json").write_text(json.dumps(index))
     assert main(["push", str(pipe), "--repo-id", "user/mix"]) == 0
     files = set(hub.files("user/mix"))
+    assert not any(f.startswith("the-map/") for f in files)  # the earlier index's part
     assert "config.json" not in files and "model.safetensors" not in files
     assert {"hjtranslate_pipeline.json", "map/model.safetensors", "sample.png"} <= files
     with pytest.raises(CheckpointError, match="has no file 'config.json'. If it is a translation "

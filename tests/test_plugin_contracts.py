@@ -301,3 +301,25 @@ def test_plugin_options_that_disagree_or_change_under_a_resume(tmp_path, capsys)
                        r"pnorm \{\"p\": 4.0\}"):
         hjt.fit(x, x + 1, cost=hjt.get_cost("pnorm", p=4), steps=4,
                 output_dir=str(tmp_path / "api"), resume=True)
+
+
+def test_head_options_override_a_tasks_own_defaults_and_dataset_names_stay_names(
+        tmp_path, monkeypatch, capsys):
+    """A task's own head default (gaussians' quadratic gain) gives way to --head-options; a
+    typed --quadratic-gain that disagrees is refused. toy2d's --target names a dataset even
+    where a folder of that name exists: recorded as typed, so the run resumes."""
+    import json
+
+    run = ["train", "gaussians", "--dim", "2", "--n", "300", "--eval-n", "100", "--steps", "2",
+           "--batch-size", "32", "--no-progress", "--output-dir", str(tmp_path / "g")]
+    assert main([*run, "--head-options", '{"quadratic_gain": 5}']) == 0
+    saved = json.loads((tmp_path / "g" / "map" / "config.json").read_text())
+    assert saved["head_kwargs"]["quadratic_gain"] == 5
+    assert main([*run, "--quadratic-gain", "2", "--head-options", '{"quadratic_gain": 5}']) == 2
+    assert "disagree on quadratic_gain" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)
+    toy = ["train", "toy2d", "--target", "moons", "--n", "500", "--eval-n", "100",
+           "--output-dir", "moons", "--no-progress"]
+    assert main([*toy, "--steps", "2"]) == 0
+    assert json.loads((tmp_path / "moons" / "config.json").read_text())["target"] == "moons"
+    assert main([*toy, "--steps", "3", "--resume"]) == 0

@@ -248,11 +248,13 @@ def test_ctrl_c_right_after_a_fresh_start_keeps_the_earlier_runs_checkpoints(tmp
     assert latest_checkpoint(tmp_path).name == "step-0000001"  # one stop, one checkpoint
     assert sorted(p.name for p in (tmp_path / "checkpoints-previous").iterdir()) == [
         "step-0000002", "step-0000004"]
-    # resuming that fresh start continues it: the earlier run's go with its next checkpoint
-    train(_Quadratic(), lambda step, rank: {"step": step},
-          TrainConfig(steps=8, checkpoint_every=4, output_dir=str(tmp_path), progress=False,
-                      resume=True))
-    assert not (tmp_path / "checkpoints-previous").exists()
+    # a resume cannot tell whose they are: it names them and keeps them
+    with pytest.warns(UserWarning, match="checkpoints-previous holds the checkpoints of the run "
+                      "before the last fresh start here.*or delete it"):
+        train(_Quadratic(), lambda step, rank: {"step": step},
+              TrainConfig(steps=8, checkpoint_every=4, output_dir=str(tmp_path), progress=False,
+                          resume=True))
+    assert (tmp_path / "checkpoints-previous").is_dir()
 
 
 def test_sigterm_is_told_apart_and_an_unwritable_folder_is_a_message(tmp_path, monkeypatch, capsys):

@@ -121,15 +121,18 @@ LAUNCH_OPTIONS = {"task", "command", "func", "num_processes", "resume", "output_
                   "print_metrics", "no_progress", "deadline"}
 
 
-#: options that may name a local file or folder (toy2d's --source/--target name datasets)
-PATH_OPTIONS = ("source", "target", "vae", "data_dir", "init_from", "export")
+#: options that may name a local file or folder (toy2d's --source/--target name datasets;
+#: color-transfer's are image files)
+PATH_OPTIONS = ("vae", "data_dir", "init_from", "export")
 
 
 def recorded_options(args: argparse.Namespace) -> dict[str, Any]:
     """What a run records of its options: local paths made absolute, so that a --resume
     launched from another folder finds the same images, VAE and data."""
-    record = {k: v for k, v in vars(args).items() if k != "func"}
-    for k in PATH_OPTIONS:
+    record = {k: v for k, v in vars(args).items() if k not in ("func", "_typed")}
+    paths = PATH_OPTIONS + (("source", "target") if getattr(args, "task", None) == "color-transfer"
+                            else ())
+    for k in paths:
         value = record.get(k)
         if isinstance(value, str) and value and os.path.exists(os.path.expanduser(value)):
             record[k] = str(Path(value).expanduser().resolve())
@@ -381,11 +384,15 @@ def fit_from_args(
         if key in head_kwargs:
             raise ValueError(f"--head-options {key}: the data sets it (the samples' dimension "
                              "and the classes); leave it out.")
-    clash = sorted(k for k in given if k in head_kwargs and head_kwargs[k] != given[k])
+    typed = getattr(args, "_typed", None)  # what the command line typed (cli.main sets it)
+    typed_given = {k: v for k, v in given.items() if typed is None or k in typed}
+    clash = sorted(k for k in typed_given if k in head_kwargs and head_kwargs[k] != given[k])
     if clash:
         raise ValueError(f"--head-options and --{clash[0].replace('_', '-')} disagree on "
                          f"{', '.join(clash)}: give each setting once.")
-    head_kwargs.update(given)
+    # a task's own default (not typed) gives way to --head-options
+    head_kwargs = {**{k: v for k, v in given.items() if k not in typed_given},
+                   **head_kwargs, **typed_given}
     head_kwargs.update(kwargs.pop("head_kwargs", {}))
     mmd_options = {}
     if getattr(args, "sinkhorn_blur", None) is not None:

@@ -259,14 +259,11 @@ def _finished(name: str, args: argparse.Namespace) -> dict[str, Any] | None:
             or config.get("training") != _training_options(args)):
         return None
     from ..judges import load_judge
-    from ..training import lock_folder, release_folder
 
     try:
         load_judge(out)  # damaged files are trained again, not kept
     except Exception:  # noqa: BLE001 - CheckpointError, a torch or safetensors error
         return None
-    if lock_folder(out):  # refused while another run holds it; a stale lock file goes
-        release_folder(out)
     if os.environ.get("RANK", "0") == "0":
         print(f"--resume: the {name} judge in {out} is finished (test accuracy "
               f"{config['test_accuracy']:.4f}); kept. Train it again without --resume.",
