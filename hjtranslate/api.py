@@ -413,15 +413,10 @@ def standardise(hjmap: HJMap, xs: torch.Tensor, yt: torch.Tensor,
 
 def _last_checkpoint_config(output_dir: str) -> dict[str, Any] | None:
     """The map config of the newest readable checkpoint in ``output_dir`` (None: none)."""
-    from .hjmap import CheckpointError, read_json_object
-    from .training import checkpoints
+    from .training import last_checkpoint_json
 
-    for last in reversed(checkpoints(output_dir)):
-        try:
-            return read_json_object(last / "model" / "config.json", "")
-        except CheckpointError:
-            continue  # train() names the damaged checkpoint and falls back past it too
-    return None
+    found = last_checkpoint_json(output_dir, "model/config.json")
+    return found[0] if found else None
 
 
 def _check_resumed_problem(output_dir: str, dim: int, cost_name: str, cost_kwargs: dict,

@@ -260,7 +260,7 @@ def _main(argv: Sequence[str] | None) -> int:
         if args.command == "train" and getattr(args, "resume", False):
             from .tasks.common import restore_recorded_options
 
-            restore_recorded_options(args, _explicit_options(argv), actions)
+            restore_recorded_options(args, args._typed, actions)
         try:
             return int(args.func(args) or 0)
         finally:

@@ -149,7 +149,8 @@ class HJMap(
         self.cost: Cost = registry.create("cost", cost, **self.cost_kwargs)
         head_kwargs = dict(head_kwargs or {})
         head_kwargs["dim"] = self.dim
-        head_cls = registry.resolve("head", head).obj
+        cost_plugin, head_plugin = registry.resolve("cost", cost), registry.resolve("head", head)
+        head_cls = head_plugin.obj
         if getattr(head_cls, "conditional", False):
             if self.num_classes is None:
                 raise ValueError(f"The conditional head {head!r} needs num_classes (with hjt.fit: "
@@ -161,21 +162,17 @@ class HJMap(
             if unknown:
                 raise ValueError(f"The {head!r} head takes no option {', '.join(unknown)}; its "
                                  f"options: {', '.join(k for k in params if k != 'dim')}.")
-        head_package = registry.resolve("head", head).package
         try:
             self.head: PotentialHead = head_cls(**head_kwargs)
         except TypeError as exc:  # a plugin's own check of an option's type
-            raise registry.PluginError(f"The head plugin {head!r} ({head_package}) cannot be "
-                                       f"built with these options: {exc}") from None
+            raise registry.PluginError(f"The head plugin {head!r} ({head_plugin.package}) cannot "
+                                       f"be built with these options: {exc}") from None
         self.register_buffer("shift", torch.zeros(self.dim))
         self.register_buffer("scale", torch.ones(()))
         self.plugin_packages = plugin_packages or {
-            "cost": registry.resolve("cost", cost).package,
-            "head": registry.resolve("head", head).package,
-        }
-        check_cost(self.cost, cost,
-                   f"The cost plugin {cost!r} ({registry.resolve('cost', cost).package})", self.dim)
-        check_head(self.head, f"The head plugin {head!r} ({head_package})",
+            "cost": cost_plugin.package, "head": head_plugin.package}
+        check_cost(self.cost, cost, f"The cost plugin {cost!r} ({cost_plugin.package})", self.dim)
+        check_head(self.head, f"The head plugin {head!r} ({head_plugin.package})",
                    self.dim, self.num_classes,
                    {k: head_kwargs[k] for k in ("dim", "num_classes") if k in head_kwargs})
 

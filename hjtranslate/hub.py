@@ -9,10 +9,10 @@ import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-#: files that unpickle on load: never published (``from_pretrained`` reads safetensors only)
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+from .hjmap import PIPELINE_INDEX_FILE as PIPELINE_FILE
+from .pipeline import HUB_PATTERNS, PICKLE_SUFFIXES
+
 MAP_FILES = ("config.json", "model.safetensors")
-PIPELINE_FILE = "hjtranslate_pipeline.json"
 
 
 def check_folder(folder: str | Path) -> tuple[str, Any]:
@@ -56,7 +56,7 @@ def _load(path: Path, kind: str) -> Any:
 #: files of these kinds at the repo's root or in a part's folder that a push does not upload
 #: are deleted in its commit: a pipeline pushed over a map (or the other way round) must not
 #: leave the other's files loading. Other files (docs/, images, other folders) stay.
-HUB_SUFFIXES = (".json", ".safetensors", ".md")
+HUB_SUFFIXES = tuple(pattern.lstrip("*") for pattern in HUB_PATTERNS)  # what loading reads
 PART_FOLDERS = ("map", "vae", "judge_source", "judge_target")
 
 
@@ -85,7 +85,7 @@ def _publishable(root: Path, kind: str) -> list[Path]:
             continue
         for f in sorted((root / part).iterdir()):
             wanted = (f.name in (*MAP_FILES, "README.md") if key == "map"
-                      else not f.name.startswith(".") and f.suffix in (".json", ".safetensors", ".md"))
+                      else not f.name.startswith(".") and f.name.endswith(HUB_SUFFIXES))
             if f.is_file() and wanted:
                 files.append(f.relative_to(root))
     return files
@@ -128,18 +128,12 @@ def _cards_for_the_hub(loaded: Any, kind: str, folder: Path, repo_id: str,
     if kind == "pipeline":
         import json
 
-        loaded._write_model_card(folder, repo_id)
+        loaded._write_model_card(folder, repo_id, revision)
         part = json.loads((folder / PIPELINE_FILE).read_text())["map"]  # map/, or as named
-        write_model_card(folder / part, loaded.map.config_dict(), pipeline=repo_id)
+        write_model_card(folder / part, loaded.map.config_dict(), pipeline=repo_id,
+                         revision=revision)
     else:
-        write_model_card(folder, loaded.config_dict(), repo_id=repo_id)
-    if revision and revision != "main":
-        for card in folder.rglob("README.md"):
-            text = card.read_text()
-            text = text.replace(f"from_pretrained({repo_id!r})",
-                                f"from_pretrained({repo_id!r}, revision={revision!r})")
-            text = text.replace(f"--model {repo_id} ", f"--model {repo_id} --revision {revision} ")
-            card.write_text(text)
+        write_model_card(folder, loaded.config_dict(), repo_id=repo_id, revision=revision)
 
 
 def _check_repo_id(repo_id: str) -> str:

@@ -23,15 +23,21 @@ def card_name(folder: Path, repo_id: str | None = None) -> str:
     return final.as_posix() if not final.is_absolute() else final.name
 
 
+def revision_argument(revision: str | None) -> str:
+    """``, revision='dev'`` for a card's ``from_pretrained`` snippet (nothing for main)."""
+    return f", revision={revision!r}" if revision and revision != "main" else ""
+
+
 def write_model_card(
     folder: Path, config: dict[str, Any], extra: str = "", repo_id: str | None = None,
-    name: str | None = None, pipeline: str | None = None,
+    name: str | None = None, pipeline: str | None = None, revision: str | None = None,
 ) -> Path:
     """Write ``README.md`` with Hub metadata and the metrics stored in the config; the usage
     snippet loads ``name``, else ``card_name(folder, repo_id)``, or, for the map of a pipeline
-    on the Hub, the map of the pipeline ``pipeline``."""
+    on the Hub, the map of the pipeline ``pipeline`` (at ``revision``, a branch other than main)."""
     from huggingface_hub import ModelCard, ModelCardData
 
+    at = revision_argument(revision)
     metrics = config.get("metrics") or {}
     encoder = config.get("encoder") or {}
     datasets = list(encoder.get("datasets", [])) if isinstance(encoder, dict) else []
@@ -50,9 +56,9 @@ def write_model_card(
         "(Park, Liu, Zhou, Osher 2025: Hamilton-Jacobi characteristic flows).", "",
         "```python",
         *(["from hjtranslate.pipeline import TranslationPipeline",
-           f"m = TranslationPipeline.from_pretrained({pipeline!r}).map"] if pipeline else
+           f"m = TranslationPipeline.from_pretrained({pipeline!r}{at}).map"] if pipeline else
           ["import hjtranslate as hjt",
-           f"m = hjt.HJMap.from_pretrained({name or card_name(Path(folder), repo_id)!r})"]),
+           f"m = hjt.HJMap.from_pretrained({name or card_name(Path(folder), repo_id)!r}{at})"]),
         "y = m.forward(x); x_back = m.backward(y)",
         "```", "",
         f"- dimension: {config.get('dim')}; cost: {config.get('cost')} "

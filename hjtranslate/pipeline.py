@@ -66,7 +66,7 @@ from .hjmap import (
     is_run_folder,
     read_json_object,
 )
-from .modelcard import HUB_DATASETS, card_name
+from .modelcard import HUB_DATASETS, card_name, revision_argument
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
@@ -773,7 +773,7 @@ class TranslationPipeline:
         (out / INDEX_FILE).write_text(text)
         self._write_model_card(out, name)
 
-    def _write_model_card(self, out: Path, name: str) -> Path:
+    def _write_model_card(self, out: Path, name: str, revision: str | None = None) -> Path:
         from huggingface_hub import ModelCard, ModelCardData
 
         metrics = _flat_metrics(self.map.metrics)
@@ -805,12 +805,14 @@ class TranslationPipeline:
             f"{self.target_dataset}, and back.", "",
             "```python",
             "from hjtranslate.pipeline import TranslationPipeline",
-            f"pipe = TranslationPipeline.from_pretrained({name!r})",
+            f"pipe = TranslationPipeline.from_pretrained({name!r}{revision_argument(revision)})",
             "out = pipe(images, classes=None)  # classes detected by the judge when None",
             "out.images[0].save('translated.png')",
             "back = pipe(out.images, classes=out.target_classes, direction='backward')",
             "```", "",
-            "Command line: `hjtranslate translate --model " + name + " --input IMG_OR_FOLDER "
+            "Command line: `hjtranslate translate --model " + name
+            + (f" --revision {revision}" if revision_argument(revision) else "")
+            + " --input IMG_OR_FOLDER "
             "--out DIR [--morph-steps 8]`.", "",
             f"- map: cost {self.map.cost_name}, head {self.map.head_name} "
             f"({'class-conditional' if self.map.conditional else 'shared'}), t_f {self.map.t_f}",

@@ -179,14 +179,27 @@ def checkpoints(output_dir: str | Path) -> list[Path]:
     return _checkpoints(Path(output_dir) / "checkpoints")
 
 
-def trained_seconds(output_dir: str | Path) -> float:
-    """The training seconds the run in ``output_dir`` has behind it (its last checkpoint's)."""
+def last_checkpoint_json(output_dir: str | Path, name: str) -> tuple[dict[str, Any], Path] | None:
+    """The JSON object in ``name`` (``trainer_state.json``, ``model/config.json``) of the newest
+    checkpoint where it reads as one, and its path; None when no checkpoint has it (a damaged
+    one is passed over, as resuming passes over it)."""
     for last in reversed(checkpoints(output_dir)):
         try:
-            return float(json.loads((last / "trainer_state.json").read_text()).get("seconds", 0.0))
-        except (OSError, ValueError, TypeError, AttributeError):
+            value = json.loads((last / name).read_text())
+        except (OSError, ValueError):
             continue
-    return 0.0
+        if isinstance(value, dict):
+            return value, last / name
+    return None
+
+
+def trained_seconds(output_dir: str | Path) -> float:
+    """The training seconds the run in ``output_dir`` has behind it (its last checkpoint's)."""
+    found = last_checkpoint_json(output_dir, "trainer_state.json")
+    try:
+        return float(found[0].get("seconds", 0.0)) if found else 0.0
+    except (TypeError, ValueError):
+        return 0.0
 
 
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
@@ -233,13 +246,14 @@ def train(
     if locked and keep_lock:
         _kept.add(out.resolve())
     try:
-        return _train(model, batch_fn, config, acc, after_step, save_fn, parameters, on_start)
+        return _train(model, batch_fn, config, acc, after_step, save_fn, parameters, on_start, out)
     finally:
         if locked and out.resolve() not in _kept:  # not kept by a command that writes more
             release_folder(out)
 
 
-def _train(model, batch_fn, config, acc, after_step, save_fn, parameters, on_start) -> dict[str, Any]:
+def _train(model, batch_fn, config, acc, after_step, save_fn, parameters, on_start,
+           out: Path | None) -> dict[str, Any]:
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
@@ -259,7 +273,6 @@ def _train(model, batch_fn, config, acc, after_step, save_fn, parameters, on_sta
     if ema is not None:
         acc.register_for_checkpointing(ema)
 
-    out = Path(config.output_dir) if config.output_dir else None
     start_step = 0
     spent = 0.0  # training seconds of earlier launches of this run (a resumed time budget)
     history: list[dict[str, float]] = []

@@ -141,17 +141,11 @@ def recorded_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def _checkpoint_record(out: Path) -> tuple[dict[str, Any], Path]:
     """The options the last checkpoint of ``out`` records (``TrainConfig.extra``), and where."""
-    from ..training import checkpoints
+    from ..training import last_checkpoint_json
 
-    for last in reversed(checkpoints(out)):
-        state = last / "trainer_state.json"
-        try:
-            extra = json.loads(state.read_text())["config"]["extra"]
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        if isinstance(extra, dict):
-            return extra, state
-    return {}, out / "checkpoints"
+    found = last_checkpoint_json(out, "trainer_state.json")
+    extra = (found[0].get("config") or {}).get("extra") if found else None
+    return (extra, found[1]) if isinstance(extra, dict) else ({}, out / "checkpoints")
 
 
 # Options a checkpoint belongs to: a resume may not change them (--init-from may, where it fits).
