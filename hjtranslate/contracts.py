@@ -8,7 +8,9 @@ and batches as before.
 
 from __future__ import annotations
 
+import copy
 import json
+import warnings
 from typing import Any
 
 import torch
@@ -104,6 +106,7 @@ def _probe_head(head: nn.Module, who: str, dim: int, num_classes: int | None,
                           f"({_PROBE},) for {_PROBE} points, got {_shape(u)}.")
     if not (torch.isfinite(u).all() and torch.isfinite(p).all()):
         raise PluginError(f"{who}: forward gives NaN or Inf (or a NaN gradient) at ordinary points.")
+    _warn_if_piecewise_linear(head, who, z, t, k, g)
     closed_form = getattr(head, "momentum", None)
     if closed_form is not None:
         try:
@@ -134,6 +137,40 @@ def _probe_head(head: nn.Module, who: str, dim: int, num_classes: int | None,
         raise PluginError(f"{who}: its head_config {config!r} does not rebuild the same "
                           "parameters, so a saved map could not be loaded: store every "
                           "constructor argument in self.head_config.")
+
+
+def _curved(head: nn.Module, z: torch.Tensor, t: torch.Tensor, k: torch.Tensor | None,
+            g: torch.Generator) -> bool:
+    """Whether ``u`` has a nonzero second derivative in ``x`` at any probe point."""
+    z = z.detach().requires_grad_(True)
+    with torch.enable_grad():
+        (p,) = torch.autograd.grad(head(z, t, k).sum(), z, create_graph=True)
+        if not p.requires_grad:
+            return False
+        direction = torch.randn(p.shape, generator=g).to(p.device, p.dtype)
+        (curvature,) = torch.autograd.grad((p * direction).sum(), z, allow_unused=True)
+    return curvature is not None and bool(curvature.abs().gt(0).any())
+
+
+def _warn_if_piecewise_linear(head: nn.Module, who: str, z: torch.Tensor, t: torch.Tensor,
+                              k: torch.Tensor | None, g: torch.Generator) -> None:
+    """A head whose ``u`` cannot curve in ``x`` (ReLU units: piecewise linear) gives a map that
+    translates each piece rigidly, and its Jacobian diagnostics read the identity. A head may
+    start flat (the affine head's quadratic starts at zero), so a flat ``u`` is probed again
+    with its weights perturbed; flat both times, it is warned about (legal: a translation can
+    be optimal)."""
+    if _curved(head, z, t, k, g):
+        return
+    perturbed = copy.deepcopy(head)
+    with torch.no_grad():
+        for w in perturbed.parameters():
+            if not nn.parameter.is_lazy(w):
+                w.add_(torch.randn(w.shape, generator=g).to(w.device, w.dtype) * 0.1)
+    if not _curved(perturbed, z, t, k, g):
+        warnings.warn(f"{who}: u(x, t) has zero second derivative in x at every probe point, "
+                      "whatever its weights, as a ReLU network has. Its map translates each "
+                      "linear piece rigidly and cannot follow a smooth transport; use a smooth "
+                      "activation (SiLU, softplus, tanh).", UserWarning, stacklevel=2)
 
 
 def _shapes(module: nn.Module) -> dict[str, tuple[int, ...] | None]:

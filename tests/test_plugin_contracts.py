@@ -323,3 +323,19 @@ def test_head_options_override_a_tasks_own_defaults_and_dataset_names_stay_names
     assert main([*toy, "--steps", "2"]) == 0
     assert json.loads((tmp_path / "moons" / "config.json").read_text())["target"] == "moons"
     assert main([*toy, "--steps", "3", "--resume"]) == 0
+
+
+class Kinked(Tiny):
+    def __init__(self, dim, width=8, out=None):
+        super().__init__(dim, width, out)
+        self.net[1] = nn.ReLU()
+
+
+def test_a_piecewise_linear_head_is_warned_about(plugin, recwarn):
+    x = torch.randn(40, 2)
+    with pytest.warns(UserWarning, match="zero second derivative in x .* ReLU .* smooth activation"):
+        hjt.fit(x, x + 1, head=plugin("head", Kinked), steps=2)
+    hjt.fit(x, x + 1, head=plugin("head", Tiny), steps=2)
+    hjt.HJMap(2, head="mlp")
+    hjt.HJMap(2, head="affine")
+    assert not [w for w in recwarn if "second derivative" in str(w.message)]
