@@ -390,7 +390,10 @@ def test_resume_refuses_another_cost_data_or_latent_space(tmp_path, capsys):
     before = (out / "config.json").read_text()
     capsys.readouterr()
     for extra, what in ((["--cost", "pnorm", "--p", "3"], "--cost pnorm differs from the run's "
-                         "quadratic"), (["--target", "circles"], "--target circles differs")):
+                         "quadratic"), (["--target", "circles"], "--target circles differs"),
+                        # the run recorded no --head (the task chose mlp): its checkpoints say
+                        (["--head", "affine"], "--head affine differs from the run's mlp (recorded "
+                         f"in {out / 'checkpoints'}")):
         assert main([*common, "--resume", *extra]) == 2
         err = capsys.readouterr().err
         assert what in err and "--init-from" in err

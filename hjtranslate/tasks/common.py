@@ -22,7 +22,7 @@ from ..hjmap import HJMap, read_json_object
 from ..losses import MMDS, SINKHORN_BLUR
 from ..objective import MONOTONE_DIRECTIONS, SEMIDUAL_SIDES
 from ..pipeline import INDEX_FILE
-from ..training import keep_folder, make_accelerator
+from ..training import keep_folder, last_checkpoint_json, make_accelerator
 
 # The built-in heads' quadratic parts (plugins/hjtranslate_plugins/heads.py).
 QUADRATIC_KINDS = ["none", "affine", "hopf_lax", "hopf_lax_spd", "hopf_lax_per_class"]
@@ -212,6 +212,12 @@ def restore_recorded_options(args: argparse.Namespace, explicit: set[str],
         skip.add("time_budget")
     if recorded.get("_deadline_typed"):
         skip.discard("deadline")  # typed for the run (`--deadline 60`), not the preset's
+    where = dict.fromkeys(IDENTITY_OPTIONS, recorded_path)
+    if recorded.get("head") in (None, "") and "head" in explicit:
+        # the task chose the head (mlp, or conditional by --mode): its checkpoints name it
+        found = last_checkpoint_json(recorded_path.parent, "model/config.json")
+        if found and isinstance(found[0].get("head"), str):
+            recorded, where["head"] = {**recorded, "head": found[0]["head"]}, found[1]
     for k in IDENTITY_OPTIONS:
         unrecorded = recorded.get(k) in (None, "") and k != "vae"  # None: the shipped VAE
         if not unrecorded and actions and k in actions:
@@ -224,7 +230,7 @@ def restore_recorded_options(args: argparse.Namespace, explicit: set[str],
             flag = "--" + k.replace("_", "-")
             raise ValueError(
                 f"--resume: {flag} {current[k]} differs from the run's {recorded[k]} (recorded in "
-                f"{recorded_path}); its checkpoints belong to that {_IDENTITY_WHAT.get(k, 'head')}. "
+                f"{where[k]}); its checkpoints belong to that {_IDENTITY_WHAT.get(k, 'head')}. "
                 f"Resume without {flag}, start a new run in another --output-dir, or fine-tune "
                 f"this one there with --init-from {recorded_path.parent}.")
     restored = {k: v for k, v in recorded.items()
