@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from accelerate.utils import set_seed
 
@@ -521,6 +522,15 @@ def linear_warm_start(hjmap: HJMap, zs: torch.Tensor, zt: torch.Tensor,
     return True
 
 
+def _batch_seed(seed: int, step: int, rank: int) -> int:
+    """The seed of one rank's batch at one step. The CPU generator keeps 32 bits of a seed, so
+    ranks other than 0 take hashed seeds: an offset per rank (as before) made rank 1 at step s
+    draw rank 0's batch of a later step. Rank 0 keeps its stream (single-process runs as ever)."""
+    if rank == 0:
+        return seed * 1_000_003 + step
+    return int(np.random.SeedSequence((seed, rank, step)).generate_state(1)[0])
+
+
 def make_batch_fn(zs, zt, ks, kt, batch_size: int, seed: int):
     """Random minibatches seeded by (seed, step, rank). With labels, each batch is balanced
     over classes and sources and targets are sorted alike (source i and target i share a class)."""
@@ -531,7 +541,7 @@ def make_batch_fn(zs, zt, ks, kt, batch_size: int, seed: int):
         per = max(batch_size // len(classes), 2)
 
     def batch_fn(step: int, rank: int) -> dict[str, Any]:
-        g = torch.Generator().manual_seed(seed * 1_000_003 + rank * 7_919 + step)
+        g = torch.Generator().manual_seed(_batch_seed(seed, step, rank))
         if ks is None:
             i = torch.randint(len(zs), (min(batch_size, len(zs)),), generator=g)
             j = torch.randint(len(zt), (min(batch_size, len(zt)),), generator=g)

@@ -157,6 +157,9 @@ class HJMap(
                              "labels=(source_labels, target_labels)).")
             head_kwargs["num_classes"] = self.num_classes
         params = inspect.signature(head_cls).parameters
+        if "t_max" in params and "t_max" not in head_kwargs:
+            # a Hopf-Lax part stays a valid (monotone) map only up to t_max: the map's horizon
+            head_kwargs["t_max"] = self.t_f
         if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
             unknown = sorted(set(head_kwargs) - set(params))
             if unknown:
@@ -251,7 +254,7 @@ class HJMap(
                 z = z.detach().requires_grad_(True)
             u = self.potential(z, t, k)
             (p,) = torch.autograd.grad(u.sum(), z, create_graph=create_graph)
-        return u, p
+        return (u, p) if create_graph else (u.detach(), p)
 
     def velocity(
         self, z: torch.Tensor, t: float, k: Any = None, create_graph: bool = False
@@ -305,10 +308,11 @@ class HJMap(
             return x.new_zeros(len(ts), 0, self.dim)
         z = (x - self.shift) / self.scale
         v = self.velocity(z, 0.0, k).detach()
-        return x[None] + ts[:, None, None] * self.scale * v[None]
+        return (x[None] + ts[:, None, None] * self.scale * v[None]).detach()
 
     def transport_cost(self, x: torch.Tensor, k: Any = None) -> torch.Tensor:
         """Per-sample cost ``c(x, T(x))`` in data units."""
+        x = self._check(x, "x")
         return self.cost.cost(x, self.forward(x, k), self.t_f)
 
     # -- saving and loading ----------------------------------------------------------------

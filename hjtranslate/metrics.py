@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .hjmap import HJMap
+from .hjmap import HJMap, _class_ids
 from .losses import batch_jacobian, cost_monotone_matrix, energy_distance, energy_floor
 
 
@@ -79,6 +79,7 @@ def exact_ot_cost(x: torch.Tensor, y: torch.Tensor, cost, t_f: float = 1.0) -> f
 def _potential_in_data_units(m: HJMap, x: torch.Tensor, t: float, k=None) -> torch.Tensor:
     """``u(x, t)`` in float64 and data units: u lives in standardised units, and costs scale by
     ``scale ** degree``."""
+    x = m._check(x, "x")  # the map's device and dtype, as forward takes it
     return m.potential((x - m.shift) / m.scale, t, k).double() * float(m.scale) ** m.cost.degree
 
 
@@ -93,6 +94,7 @@ def duality_gap(m: HJMap, x: torch.Tensor, y: torch.Tensor, kx=None, ky=None) ->
     the finite samples, ``x`` and ``y`` drawn independently: a gap below about twice it is not
     distinguishable from zero.
     """
+    x, y = m._check(x, "x"), m._check(y, "y")
     with torch.no_grad():
         pushed = m.forward(x, kx)
         cost = m.cost.cost(x, pushed, m.t_f).double()
@@ -189,11 +191,11 @@ def forward_jacobian(m: HJMap, x: torch.Tensor, k=None) -> torch.Tensor:
     coordinates, shape ``(n, dim, dim)``, float64: for the quadratic cost the symmetric part of
     the map's Jacobian ``I + t_f Hess u(x, 0)``; for any cost that of the Jacobian times
     ``D^2H(p)`` (see :func:`~hjtranslate.losses.cost_monotone_matrix`)."""
-    z = ((x - m.shift) / m.scale).detach().requires_grad_(True)
+    z = ((m._check(x, "x") - m.shift) / m.scale).detach().requires_grad_(True)
     with torch.enable_grad():
         p = m.momentum(z, 0.0, k, create_graph=True)[1]
         dv = batch_jacobian(m.cost.grad_hamiltonian(p), z)
-    jac = torch.eye(m.dim, dtype=torch.float64) + m.t_f * dv.detach().double()
+    jac = torch.eye(m.dim, dtype=torch.float64, device=dv.device) + m.t_f * dv.detach().double()
     return cost_monotone_matrix(m.cost, p.double(), jac)
 
 
@@ -201,8 +203,9 @@ def monotone_share(m: HJMap, x: torch.Tensor, k=None, max_n: int = 512) -> float
     """Share of samples where :func:`forward_jacobian` is positive definite: where the map is
     locally monotone (its Jacobian ``I + t_f Hess u`` symmetric positive definite) for the
     quadratic cost, locally c-monotone for another cost."""
-    if isinstance(k, torch.Tensor) and k.ndim > 0:
-        k = k[:max_n]
+    if k is not None:  # labels in any form the map takes (a list, numpy, a tensor, one class)
+        k = _class_ids(k, m.shift.device)
+        k = k[:max_n] if k.numel() > 1 else k
     jac = forward_jacobian(m, x[:max_n], k)
     return float((torch.linalg.eigvalsh(jac).min(1).values > 0).double().mean())
 
@@ -213,6 +216,8 @@ def evaluate_map(
 ) -> dict[str, Any]:
     """The sample-based metrics of a map (no ground truth needed)."""
     out: dict[str, Any] = {}
+    x, y = m._check(x, "x"), m._check(y, "y")  # on the map's device, in its dtype
+    kx, ky = (None if k is None else _class_ids(k, m.shift.device) for k in (kx, ky))
     for side, pred, ref in (("forward", m.forward(x, kx), y), ("backward", m.backward(y, ky), x)):
         e, floor = energy_with_floor(pred, ref, energy_n, seed)
         out.update({f"energy_{side}": e, f"energy_floor_{side}": floor,
@@ -222,7 +227,7 @@ def evaluate_map(
     i, j = torch.randperm(len(x), generator=g)[:n], torch.randperm(len(y), generator=g)[:n]
     xs, ys = x[i], y[j]
     exact = exact_ot_cost(xs, ys, m.cost, m.t_f)
-    pushed_s = m.forward(xs, None if kx is None else kx[i])
+    pushed_s = m.forward(xs, None if kx is None else kx if kx.numel() == 1 else kx[i])
     learned = float(m.cost.cost(xs, pushed_s, m.t_f).mean())
     # Discrete OT between finite samples overestimates the population cost (sampling bias), so
     # cost_ratio < 1 need not mean undershoot. optimality_ratio compares the map's own pairing

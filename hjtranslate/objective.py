@@ -241,7 +241,7 @@ class HJObjective(nn.Module):
         side (map coordinates), spread over each set."""
         for i, z in enumerate((xs, yt)):
             step = max(1, len(z) // n)
-            self.manifold_floor[i] = self._move(z[::step][:n]).mean().double()
+            self.manifold_floor[i] = float(self._move(z[::step][:n]).mean())  # stays on the CPU
 
     def _manifold(self, z: torch.Tensor, side: int) -> torch.Tensor:
         """The mapped points' excess move over the real points of ``side`` (0 source, 1
@@ -471,7 +471,7 @@ class HJObjective(nn.Module):
         step = self.config.lambda_lr * math.tanh(
             math.log(max(ema, 1e-12) / (1 + self.config.lambda_slack)))
         gaps = torch.tensor([math.nan if g is None else g for g in (gap_residual, gap_match)],
-                            dtype=torch.float64)
+                            dtype=torch.float64, device=self.gap_ema.device)
         if torch.isfinite(gaps).all():
             old = self.gap_ema
             self.gap_ema.copy_(torch.where(old.isnan(), gaps, GAP_EMA * old + (1 - GAP_EMA) * gaps))

@@ -1086,3 +1086,39 @@ def test_energy_over_draws_sees_a_perfect_map_at_the_level_of_two_target_samples
     other = energy_over_draws(m, "8gaussians", "circles", n=300, draws=4)
     assert other["energy_forward_over_two_target_samples"] > 4
     assert energy_over_draws(m, "circles", "circles", n=300, draws=24) == same  # seeded
+
+
+def test_metrics_take_inputs_as_the_map_does():
+    """The certificates accept what forward accepts: float64 or numpy samples for a float32 map,
+    labels as a list, numpy array or one class; inference returns no graph."""
+    from hjtranslate import metrics
+
+    m = hjt.HJMap(dim=2, head="mlp", head_kwargs={"width": 16, "depth": 2})
+    x = torch.randn(60, 2, dtype=torch.float64)
+    assert np.isfinite(metrics.duality_gap(m, x, x + 1)["duality_gap"])
+    assert m.transport_cost(x).dtype == torch.float32
+    assert 0 <= metrics.monotone_share(m, x) <= 1
+    assert "cost_ratio" in metrics.evaluate_map(m, x.numpy(), (x + 1).numpy(), exact_n=40, energy_n=60)
+    c = hjt.HJMap(dim=2, head="conditional", num_classes=3, head_kwargs={"width": 16, "depth": 2})
+    xs = torch.randn(600, 2)
+    for labels in (np.zeros(600, dtype=int), [1] * 600, 2):
+        assert 0 <= metrics.monotone_share(c, xs, labels, max_n=512) <= 1
+    assert "cost_ratio" in metrics.evaluate_map(c, xs[:80], xs[:80] + 1, 1, [1] * 80, exact_n=40)
+    xg = torch.randn(5, 2, requires_grad=True)
+    u, p = m.momentum(xg, 0.0)
+    assert not u.requires_grad and not p.requires_grad
+    assert not m.interpolate(xg, [0.0, 0.5]).requires_grad
+
+
+def test_a_hopf_lax_part_is_valid_up_to_the_maps_horizon():
+    assert hjt.HJMap(2, head="affine", t_f=2.0).head.head_config["t_max"] == 2.0
+    assert hjt.HJMap(2, head="affine", t_f=2.0, head_kwargs={"t_max": 3.0}).head.head_config["t_max"] == 3.0
+
+
+def test_ranks_draw_their_own_batches():
+    from hjtranslate.api import make_batch_fn
+
+    z = torch.arange(10_000.0)[:, None]
+    batch = make_batch_fn(z, z, None, None, batch_size=16, seed=0)
+    seen = {tuple(batch(step, 0)["xs"][:, 0].tolist()) for step in range(8_000)}
+    assert not any(tuple(batch(step, 1)["xs"][:, 0].tolist()) in seen for step in range(100))
