@@ -28,7 +28,7 @@ def check_samples(x: Any, name: str, dim: int | None = None) -> torch.Tensor:
     x = as_sample_tensor(x, name)
     if not (x.is_floating_point() or x.dtype in (torch.int32, torch.int64, torch.uint8)):
         raise ValueError(f"{name} must be numeric, got dtype {x.dtype}.")
-    x = x.detach().float()
+    x = x.detach().float().cpu()  # training moves its batches to the accelerator's device
     if x.ndim != 2:
         raise ValueError(f"{name} must have shape (n, d), got {tuple(x.shape)}.")
     if x.shape[0] < 2:
@@ -58,7 +58,7 @@ def check_labels(k: Any, n: int, name: str) -> torch.Tensor:
         raise ValueError(f"{name} must be a 1-D tensor of {n} class labels, got shape {tuple(k.shape)}.")
     if k.is_floating_point() and not torch.equal(k, k.round()):
         raise ValueError(f"{name} must hold integer class labels.")
-    k = k.long()
+    k = k.long().cpu()
     if (k < 0).any():
         raise ValueError(f"{name} holds negative class labels; use 0..K-1.")
     return k
@@ -371,7 +371,7 @@ def _fine_tune_start(init_from: str | Path | HJMap, dim: int, cost_name: str, co
     import copy
 
     if isinstance(init_from, HJMap):
-        what, base = "the init_from map", copy.deepcopy(init_from)
+        what, base = "the init_from map", copy.deepcopy(init_from).cpu()  # trained on a GPU
     else:
         what, base = f"init_from {init_from}", HJMap.from_pretrained(str(init_from))
     problems = []

@@ -175,7 +175,7 @@ class _JudgeFeatures(nn.Module):
             self.num_features = int(judge.features(torch.zeros(1, 1, 28, 28)).shape[1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.judge.features(x).double()
+        return self.judge.features(x).double().cpu()  # the metric's running sums are on the CPU
 
 
 def frechet_distance(judge: Judge, real_images: torch.Tensor, fake_images: torch.Tensor,

@@ -123,6 +123,7 @@ def certified_dual(m: HJMap, x: torch.Tensor, y: torch.Tensor, kx=None) -> float
     ``u(., 0)`` is an optimal Kantorovich potential for the sample. ``kx``: labels of ``x`` for
     a conditional head (one class per call).
     """
+    x, y = m._check(x, "x"), m._check(y, "y")
     with torch.no_grad():
         ux = _potential_in_data_units(m, x, 0.0, kx)
         return float(c_transform_dual(ux, x.double(), y.double(), m.cost, m.t_f))

@@ -232,7 +232,8 @@ class HJObjective(nn.Module):
         m = self.map
         with torch.set_grad_enabled(torch.is_grad_enabled()
                                     and self.config.manifold_gradient == "through"):
-            back = (self.projection(z * m.scale + m.shift) - m.shift) / m.scale
+            # the projection (a VAE round trip) may compute on another device
+            back = (self.projection(z * m.scale + m.shift).to(z) - m.shift) / m.scale
         return (back - z).pow(2).sum(1)
 
     @torch.no_grad()

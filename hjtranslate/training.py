@@ -384,7 +384,7 @@ def _train(model, batch_fn, config, acc, after_step, save_fn, parameters, on_sta
                 vec = torch.stack([terms[k].detach().double().reshape(()) for k in names])
                 elapsed = time.perf_counter() - t0
                 flags = torch.tensor([float(stop.requested), 0.0 if torch.isfinite(loss) else 1.0,
-                                      elapsed], dtype=torch.float64)
+                                      elapsed], dtype=torch.float64, device=vec.device)
                 packed = acc.reduce(torch.cat([vec, flags]).to(acc.device), reduction="sum")
                 packed = packed.cpu()
                 nproc = acc.num_processes
@@ -543,7 +543,7 @@ def _ranks_in_sync(acc, model: nn.Module) -> bool:
         return True
     with torch.no_grad():
         flat = torch.cat([p.detach().double().reshape(-1) for p in model.parameters()])
-        ramp = torch.arange(len(flat), dtype=flat.dtype)
+        ramp = torch.arange(len(flat), dtype=flat.dtype, device=flat.device)
         sums = torch.stack([flat.sum(), (flat * flat).sum(), (flat * ramp).sum()])
     gathered = acc.gather(sums[None].to(acc.device)).cpu()
     return bool(torch.allclose(gathered, gathered[:1].expand_as(gathered), rtol=0, atol=0))

@@ -161,7 +161,8 @@ def subsample(px: torch.Tensor, n: int, seed: int) -> torch.Tensor:
 
 def apply_map(fn, px: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
     """Apply a map to all pixels in chunks, clipped to ``[0, 1]``."""
-    return torch.cat([fn(px[i:i + chunk]).detach() for i in range(0, len(px), chunk)]).clamp(0, 1)
+    return torch.cat([fn(px[i:i + chunk]).detach().cpu()  # a map may sit on a GPU
+                      for i in range(0, len(px), chunk)]).clamp(0, 1)
 
 
 # -- colour-histogram metrics ----------------------------------------------------------------

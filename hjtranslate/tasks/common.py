@@ -494,6 +494,7 @@ def draw_transport(ax, x: torch.Tensor, y: torch.Tensor, pushed: torch.Tensor, t
     """Source, target, pushed samples and straight transport segments on a matplotlib axis."""
     from matplotlib.collections import LineCollection
 
+    x, y, pushed = (v.detach().cpu() for v in (x, y, pushed))  # a map may sit on a GPU
     k = min(n_lines, len(x))
     segs = torch.stack([x[:k], pushed[:k]], 1).numpy()
     ax.add_collection(LineCollection(segs, colors="0.6", linewidths=0.5, alpha=0.6))

@@ -429,7 +429,7 @@ def evaluate_translation(m, enc, args: argparse.Namespace, out: Path | None) -> 
     res["monotone_share_per_class"] = monotone
     res["dual_certified_over_exact_ot_per_class"] = certified
     res["dual_certified_over_exact_ot_min"] = min((c for c in certified if c is not None), default=None)
-    back = m.backward(fwd, ks if cond else None)
+    back = m.backward(fwd, ks if cond else None).cpu()  # the map may sit on a GPU
     res["round_trip_rel_error"] = float((back - zs).norm(dim=1).mean() / zs.norm(dim=1).mean())
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -470,7 +470,7 @@ def save_grid(path: Path, m, enc, images, z, labels, direction: str, per_class: 
         idx = idx[torch.arange(per_class) % len(idx)]
         kk = torch.full((len(idx),), k) if m.conditional else None
         zk = z[idx]
-        moved = m.forward(zk, kk) if direction == "forward" else m.backward(zk, kk)
+        moved = (m.forward(zk, kk) if direction == "forward" else m.backward(zk, kk)).cpu()
         ts = torch.linspace(0, m.t_f, frames)
         if direction == "forward":
             path_z = m.interpolate(zk[:1], ts, kk[:1] if kk is not None else None)[:, 0]

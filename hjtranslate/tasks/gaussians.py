@@ -69,7 +69,7 @@ def evaluate(m, args: argparse.Namespace, n: int = 10000) -> dict[str, Any]:
     y = sample(pair, 1, n, seed=10_002 + args.data_seed)
     _, t_fwd = gaussian_ot_map(pair["m0"], pair["s0"], pair["m1"], pair["s1"])
     _, t_bwd = gaussian_ot_map(pair["m1"], pair["s1"], pair["m0"], pair["s0"])
-    fwd, bwd = m.forward(x), m.backward(y)
+    fwd, bwd = m.forward(x).cpu(), m.backward(y).cpu()  # the map may sit on a GPU
     true_fwd, true_bwd = t_fwd(x.double()), t_bwd(y.double())
     out = {
         "dim": args.dim,

@@ -147,7 +147,7 @@ def energies_over_draws(maps: dict[str, Callable[[torch.Tensor], torch.Tensor]],
         iid = big[torch.randint(len(big), (n,), generator=torch.Generator().manual_seed(base))]
         for name, fn in maps.items():
             with torch.no_grad():
-                pushed[name].append(float(energy_distance(fn(x), y)))
+                pushed[name].append(float(energy_distance(fn(x).cpu(), y)))
         two_targets.append(float(energy_distance(toy_samples(target, n, seed=base + 2), y)))
         perfect_map.append(float(energy_distance(iid, y)))
     out = {}
