@@ -38,9 +38,15 @@ from typing import Any
 import gradio as gr
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
-from hjtranslate.pipeline import INDEX_FILE, TranslationPipeline, default_model_path, frame_count
+from hjtranslate.pipeline import (
+    INDEX_FILE,
+    TranslationPipeline,
+    default_model_path,
+    frame_count,
+    upright,
+)
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 #: display size of the translation (nearest-neighbour upscaling of the 28x28 output)
@@ -155,10 +161,9 @@ def read_upload(path: str | os.PathLike | None) -> tuple[Image.Image, list[str]]
         raise _error(NOT_AN_IMAGE) from None
     if frames > 1:
         notes.append(f"used the first of {frames} frames")
-    rotated = ImageOps.exif_transpose(out)
-    if rotated is not None and rotated.size != out.size:
-        notes.append("rotated upright (EXIF orientation)")
-        out = rotated
+    out, note = upright(out)
+    if note:
+        notes.append(note)
     return out, notes
 
 

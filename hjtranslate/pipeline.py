@@ -178,13 +178,33 @@ def frame_count(img: Any) -> int:
     return 1 if getattr(img, "format", None) == "MPO" else int(getattr(img, "n_frames", 1))
 
 
+EXIF_ORIENTATION = 0x0112
+
+
+def upright(img: Any) -> tuple[Any, str | None]:
+    """A PIL image turned as its EXIF orientation tag says (phones store photos sideways or
+    upside down and tag them), with a note; the image itself when it has no such tag."""
+    from PIL import ImageOps
+
+    try:
+        orientation = img.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception:  # a damaged EXIF block: show the pixels as stored
+        return img, None
+    if orientation in (None, 1) or orientation not in range(2, 9):
+        return img, None
+    return ImageOps.exif_transpose(img), f"turned upright (EXIF orientation {orientation})"
+
+
 def _pil_to_array(img: Any, notes: list[str]) -> np.ndarray:
     """A PIL image -> ``(H, W)`` or ``(H, W, C)`` float in [0, 1] (an animated one's current
-    frame, the first of a file)."""
+    frame, the first of a file), turned upright by its EXIF orientation."""
     frames = frame_count(img) if hasattr(img, "n_frames") else img.info.get(FRAMES_KEY, 1)
     if frames > 1:
         index = img.tell() if hasattr(img, "n_frames") else 0
         notes.append(f"used frame {index + 1} of {frames}")
+    img, note = upright(img)
+    if note:
+        notes.append(note)
     mode = img.mode
     if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
         notes.append(f"scaled 16-bit image (mode {mode}) by 1/65535")

@@ -153,6 +153,30 @@ def test_input_kinds_give_the_same_translation(pipes, data):
     torch.testing.assert_close(one.latents, ref.latents[:1], rtol=0, atol=1e-5)
 
 
+def test_a_photo_is_turned_upright_by_its_exif_orientation(pipes, data, tmp_path):
+    """Phones store photos sideways or upside down and tag them: the file, the PIL image and the
+    app's upload are read as a viewer shows them (a square image too)."""
+    from hjtranslate_apps.translate import read_upload
+
+    pipe = pipes["conditional"]
+    digit = Image.fromarray(data[0][0].numpy())
+    k = int(data[1][0])
+    ref = pipe(digit, k)
+    for orientation, stored in ((3, digit.rotate(180)), (6, digit.transpose(Image.Transpose.ROTATE_90)),
+                                (2, digit.transpose(Image.Transpose.FLIP_LEFT_RIGHT))):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        path = tmp_path / f"photo-{orientation}.png"
+        stored.save(path, exif=exif)
+        for given in (path, Image.open(path)):
+            out = pipe(given, k)
+            assert out.notes == [[f"turned upright (EXIF orientation {orientation})"]]
+            torch.testing.assert_close(out.latents, ref.latents, rtol=0, atol=1e-5)
+        shown, notes = read_upload(path)
+        assert notes == [f"turned upright (EXIF orientation {orientation})"]
+        assert np.array_equal(np.asarray(shown), np.asarray(digit))
+
+
 def test_colour_size_and_polarity_conversions(pipes, data):
     pipe = pipes["conditional"]
     digit = Image.fromarray(data[0][0].numpy())
