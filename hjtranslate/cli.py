@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--vae", default=None,
                     help="digits-to-fashion: decode through this VAE instead of the run's (the "
                     "same latent space, e.g. a `train vae --decoder-only` fine-tune)")
+    ev.add_argument("--data-dir", default=None,
+                    help="digits-to-fashion: the MNIST / Fashion-MNIST folder (default: the run's, "
+                    "else $HJT_DATA_DIR, else the user cache)")
     ev.set_defaults(func=_cmd_evaluate)
 
     sub.add_parser("plugins", help="list costs, encoders and heads with their packages").set_defaults(

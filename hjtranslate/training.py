@@ -145,6 +145,23 @@ def lock_folder(out: Path) -> bool:
     return True
 
 
+def folder_holder(out: Path) -> str | None:
+    """Who holds ``out`` (``"pid N"``) while a run trains or writes there; None when no one."""
+    try:
+        import fcntl
+
+        handle = open(Path(out) / LOCK_FILE)  # noqa: SIM115 - closed below
+    except (ImportError, OSError):
+        return None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return handle.read().strip() or "another process"
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return None
+
+
 def keep_folder(out: Path) -> None:
     """Hold ``out`` until the process ends (a command that writes outputs after training)."""
     lock_folder(out)

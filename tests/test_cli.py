@@ -310,6 +310,34 @@ def test_resume_trains_on_with_the_recorded_options(tmp_path, capsys):
                  "--resume", "--no-progress"]) == 0
     config = json.loads((out / "config.json").read_text())
     assert (config["lr"], config["width"], config["steps"]) == (1e-4, 16, 8)
+    # the training time of all launches, beside this launch's
+    metrics = json.loads((out / "metrics.json").read_text())
+    state = json.loads((out / "checkpoints" / "step-0000008" / "trainer_state.json").read_text())
+    assert metrics["train_seconds_all_launches"] >= state["seconds"] > 0
+
+
+def test_evaluate_names_what_an_unfinished_run_needs(tmp_path, capsys):
+    import shutil
+
+    from hjtranslate.training import lock_folder, release_folder
+
+    out = tmp_path / "run"
+    assert main(["train", "gaussians", "--dim", "2", "--n", "300", "--eval-n", "200", "--steps", "4",
+                 "--output-dir", str(out), "--no-progress"]) == 0
+    shutil.rmtree(out / "map")  # as a run stopped before its end leaves it
+    capsys.readouterr()
+    assert main(["evaluate", str(out)]) == 2
+    assert f"--output-dir {out} --resume` finishes it" in capsys.readouterr().err
+    lock_folder(out)
+    try:
+        assert main(["evaluate", str(out)]) == 2
+        assert "in use by a running hjtranslate process (pid " in capsys.readouterr().err
+    finally:
+        release_folder(out)
+    assert main(["train", "gaussians", "--output-dir", str(out), "--resume", "--no-progress"]) == 0
+    assert (out / "map").is_dir()  # the advice works
+    assert main(["evaluate", str(out), "--data-dir", str(tmp_path)]) == 2
+    assert "--data-dir: task 'gaussians' reads no dataset folder" in capsys.readouterr().err
 
 
 def test_explicit_options_are_what_the_command_line_typed():

@@ -238,7 +238,7 @@ def test_gpu_preset_builds_its_larger_head_and_runs_on_a_cpu(tmp_path):
     assert json.loads((out / "metrics.json").read_text())["steps"] == 2
 
 
-def test_the_shipped_pipeline_evaluates_offline(capsys):
+def test_the_shipped_pipeline_evaluates_offline(capsys, tmp_path):
     """`hjtranslate evaluate models/digits-to-fashion` (or its map folder) scores the shipped
     map through the pipeline's own VAE and judges, with nothing downloaded."""
     for folder in (ROOT / "models" / "digits-to-fashion", ROOT / "models" / "digits-to-fashion" / "map"):
@@ -247,3 +247,12 @@ def test_the_shipped_pipeline_evaluates_offline(capsys):
         metrics = json.loads(capsys.readouterr().out)
         assert metrics["accuracy_forward"] > 0.6 and metrics["accuracy_backward"] > 0.8
         assert 0 < metrics["dual_certified_over_exact_ot_min"] <= 1 + 1e-9
+    # the data folder named on the command line (without $HJT_DATA_DIR)
+    data_dir = os.environ.pop("HJT_DATA_DIR")
+    try:
+        assert main(["evaluate", str(folder), "--n", "100", "--data-dir", data_dir]) == 0
+    finally:
+        os.environ["HJT_DATA_DIR"] = data_dir
+    assert json.loads(capsys.readouterr().out)["accuracy_forward"] == metrics["accuracy_forward"]
+    assert main(["evaluate", str(folder), "--n", "100", "--data-dir", str(tmp_path)]) == 2
+    assert str(tmp_path) in capsys.readouterr().err  # it looked there

@@ -549,8 +549,18 @@ def evaluate_folder(args: argparse.Namespace) -> dict[str, Any]:
         cfg_path = folder / "config.json"
         cfg = read_json_object(cfg_path, _REDO_RUN)
     if "task" in cfg and not (folder / "map").is_dir():
+        from ..training import checkpoints, folder_holder
+
+        holder = folder_holder(folder)
+        if holder:
+            raise FileNotFoundError(f"{folder} is in use by a running hjtranslate process "
+                                    f"({holder}): its map is written when the run ends; "
+                                    "evaluate it then.")
+        redo = (f"It stopped before its end; `hjtranslate train {cfg['task']} --output-dir "
+                f"{folder} --resume` finishes it from its last checkpoint."
+                if checkpoints(folder) else _REDO_RUN)
         raise FileNotFoundError(f"{folder / 'map'} is missing: the {cfg['task']} run in {folder} "
-                                f"has no saved map (unfinished, or moved away). {_REDO_RUN}")
+                                f"has no saved map (unfinished, or moved away). {redo}")
     if "task" not in cfg:
         raise ValueError(
             f"{args.folder} is not the output folder of `hjtranslate train` (its config.json and "
@@ -581,6 +591,10 @@ def _evaluate(cfg: dict[str, Any], map_dir: Path, args: argparse.Namespace,
               cfg_path: Path) -> dict[str, Any]:
     from . import load_task
 
+    if getattr(args, "data_dir", None):
+        if "data_dir" not in cfg:
+            raise ValueError(f"--data-dir: task {cfg.get('task')!r} reads no dataset folder.")
+        cfg["data_dir"] = args.data_dir
     if getattr(args, "vae", None):
         if "vae" not in cfg:
             raise ValueError(f"--vae: task {cfg.get('task')!r} does not decode through a VAE.")

@@ -228,6 +228,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     metrics: dict[str, Any] = {
         "mode": args.mode, "preset": args.preset, "seed": args.seed,
         "train_seconds": time.perf_counter() - t0,
+        "train_seconds_all_launches": result["seconds"],
         "training_budget_seconds": budget,
         "steps": result["steps"], "num_processes": result["num_processes"],
         "ranks_in_sync": result["ranks_in_sync"], **{f"train_{k}": v for k, v in result["final"].items()},
