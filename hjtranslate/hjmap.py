@@ -412,6 +412,9 @@ class HJMap(
                           "load the Hub repo of that name).", stacklevel=2)
         config_file = resolve_file(model_id, CONFIG_NAME, **hub)
         config = read_json_object(config_file, _REDO_MAP)
+        if "dim" not in config and os.path.isdir(model_id) and Path(model_id, "map", CONFIG_NAME).is_file():
+            raise CheckpointError(f"{model_id} is a training run or pipeline folder: its map is "
+                                  f"{Path(model_id, 'map')}.")
         _check_describes_a_map(config, config_file)
         snapshot = Path(config_file).parent
         if not os.path.isdir(model_id) and re.fullmatch("[0-9a-f]{40}", snapshot.name):
@@ -512,6 +515,19 @@ def resolve_file(model_id: str, filename: str, subfolder: str | None = None, **h
     if "/" not in model_id:  # a Hub id has the form user/name: this is a missing local folder
         raise CheckpointError(f"No such folder: {model_id} (in {Path.cwd()}); a Hub id would "
                               "read user/name.")
+    if Path(model_id).parent.is_dir() and not hub_kwargs.get("local_files_only"):
+        # likely a mistyped local path: say so before huggingface_hub's retries (offline, ~25 s)
+        warnings.warn(f"There is no local folder {Path(model_id).absolute()}: looking for a Hub "
+                      f"repo {model_id!r} instead (HF_HUB_OFFLINE=1 skips the network).",
+                      stacklevel=3)
+    try:
+        return _hub_file(model_id, filename, subfolder, **hub_kwargs)
+    except CheckpointError as exc:  # name both readings of the argument, as pipelines do
+        raise CheckpointError(f"There is no local folder {Path(model_id).absolute()}, and as a "
+                              f"Hub id: {exc}") from None
+
+
+def _hub_file(model_id: str, filename: str, subfolder: str | None, **hub_kwargs: Any) -> str:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (
         EntryNotFoundError,

@@ -437,6 +437,15 @@ def _hub_snapshot(repo_id: str, revision: str | None, cache_dir: Any, local_file
         raise CheckpointError(f"Could not download {repo_id!r}: {first}") from None
 
 
+def _folder_config(folder: Path) -> dict[str, Any]:
+    """A folder's config.json as a dict ({} when it has none that reads as one)."""
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
 def _looks_like_hub_id(text: str) -> bool:
     """``user/name``: one slash, not a relative, absolute or home path, no OS separator."""
     return not (text.count("/") != 1 or text.startswith((".", "/", "~"))
@@ -656,8 +665,12 @@ class TranslationPipeline:
                         "(HJMap.from_pretrained); bundle it with a VAE into a pipeline with "
                         "TranslationPipeline.from_components(...).save_pretrained(DIR), or "
                         "train with `hjtranslate train digits-to-fashion --export DIR`.")
-            elif (root / "config.json").is_file() and (root / "model.safetensors").is_file():
+            elif _folder_config(root).get("dim") is not None:
                 hint = " It looks like a bare HJMap folder: load it with HJMap.from_pretrained."
+            elif {"architecture", "classes"} <= _folder_config(root).keys():
+                hint = (" It looks like a judge (a classifier, hjtranslate.judges.load_judge): "
+                        "a pipeline takes it as judge_source or judge_target of "
+                        "TranslationPipeline.from_components.")
             raise CheckpointError(
                 f"{folder_or_hub_id} has no {INDEX_FILE}: not a saved TranslationPipeline.{hint}"
             )

@@ -209,6 +209,28 @@ def test_missing_repo_and_missing_file(hub):
         HJMap.from_pretrained("./no/such/folder")
 
 
+def test_a_run_judge_or_mistyped_folder_is_named(hub, tmp_path, monkeypatch):
+    """A run folder points at its map/, a judge folder is named a judge, and a mistyped local
+    path that reads as user/name says there is no such local folder, first and in the error."""
+    from hjtranslate.pipeline import TranslationPipeline
+
+    run = tmp_path / "run"
+    tiny_map().save_pretrained(run / "map")
+    (run / "config.json").write_text(json.dumps({"task": "toy2d"}))
+    with pytest.raises(CheckpointError, match=f"{run} is a training run or pipeline folder: its "
+                       f"map is {run / 'map'}"):
+        HJMap.from_pretrained(run)
+    judge = Path(__file__).resolve().parents[1] / "models" / "judge-mnist"
+    with pytest.raises(CheckpointError, match="It looks like a judge"):
+        TranslationPipeline.from_pretrained(judge)
+    monkeypatch.chdir(tmp_path)
+    with pytest.warns(UserWarning, match=f"There is no local folder {tmp_path / 'run' / 'mpa'}: "
+                      "looking for a Hub repo 'run/mpa' instead"):
+        with pytest.raises(CheckpointError, match=f"There is no local folder {tmp_path / 'run' / 'mpa'}, "
+                           "and as a Hub id: "):
+            HJMap.from_pretrained("run/mpa")
+
+
 @pytest.mark.parametrize("damage", ["missing", "truncated", "garbage", "empty"])
 def test_damaged_weights(tmp_path, damage):
     folder = tmp_path / "m"
