@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -510,13 +511,25 @@ def linear_warm_start(hjmap: HJMap, zs: torch.Tensor, zt: torch.Tensor,
         a, _ = gaussian_ot_map(m0, s0, m1, s1)
         return a, m1 - a @ m0  # T(x) = a x + (m1 - a m0)
 
+    def spread(z0: torch.Tensor, z1: torch.Tensor) -> bool:
+        # A side that does not spread (one colour) has no linear map to or from the other: its
+        # Gaussian map is a ridge-sized point blown up (or the reverse), a start training could
+        # not leave (measured: a flat image recoloured to a clipped cyan).
+        v0, v1 = float(z0.var(0).sum()), float(z1.var(0).sum())
+        return min(v0, v1) > 1e-6 * max(v0, v1)
+
+    if not spread(z0, z1):
+        warnings.warn("The source or target samples hardly spread (a single colour?): no linear "
+                      "warm start, the map is learned from scratch.", stacklevel=3)
+        return False
     if not per_class:
         quad.set_affine_map(*gaussian_map(z0, z1))
         return True
     # A class with no more samples than dimensions on a side has no usable covariance (in 64-d,
     # 10 samples gave map eigenvalues from 0.004 to 186): it takes the pooled map.
     pooled = gaussian_map(z0, z1)
-    maps = [gaussian_map(z0[ks == k], z1[kt == k]) if min((ks == k).sum(), (kt == k).sum()) > d
+    maps = [gaussian_map(z0[ks == k], z1[kt == k])
+            if min((ks == k).sum(), (kt == k).sum()) > d and spread(z0[ks == k], z1[kt == k])
             else pooled for k in range(hjmap.num_classes)]
     quad.set_affine_maps(torch.stack([a for a, _ in maps]), torch.stack([b for _, b in maps]))
     return True

@@ -149,6 +149,19 @@ def test_off_palette_share_counts_pixels_far_from_every_reference_colour():
         off_palette_share(np.zeros((0, 3)), reference)
 
 
+def test_a_single_colour_image_trains_without_the_linear_warm_start(images, tmp_path):
+    """A flat image's colours do not spread: its Gaussian map to the other image blew up (a
+    flat blue recoloured to a clipped cyan, worse than before); it now trains from scratch."""
+    flat = _save(tmp_path / "flat.png", np.full((16, 16, 3), (40, 120, 200), np.uint8))
+    out = tmp_path / "run"
+    with pytest.warns(UserWarning, match=r"hardly spread \(a single colour\?\): no linear warm start"):
+        assert main(["train", "color-transfer", "--source", flat, "--target", images[1], "--steps",
+                     "30", "--pixels", "500", "--batch-size", "128", "--bins", "8", "--output-dir",
+                     str(out), "--no-progress"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["emd_forward"] < m["emd_before"] and m["off_palette_forward"] < 0.5
+
+
 def test_greyscale_is_converted_with_a_note(tmp_path, capsys):
     path = _save(tmp_path / "grey.png", np.full((8, 8), 128, np.uint8))
     img = load_image(path)
