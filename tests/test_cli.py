@@ -471,3 +471,18 @@ def test_a_lost_peer_process_is_a_message(monkeypatch, capsys):
     assert main(["train", "toy2d"]) == 2
     err = capsys.readouterr().err
     assert "another process of this run ended" in err and "--resume" in err
+
+
+@pytest.mark.parametrize("extra,option", [
+    (["--lambda", "100", "--lambda-slack", "0.5"], "--lambda-slack applies with --lambda auto"),
+    (["--semidual-weight", "0", "--semidual-side", "target"], "--semidual-side applies with"),
+    (["--cycle-weight", "0", "--cycle-share", "0.5"], "--cycle-share applies with --cycle-weight"),
+    (["--monotone-directions", "all"], "--monotone-directions applies with --monotone-weight"),
+    (["--fourier-features", "0", "--fourier-scale", "3"], "--fourier-scale applies with --fourier-features"),
+    (["--quadratic", "none", "--quadratic-gain", "5"], "--quadratic-gain applies with a quadratic part"),
+])
+def test_an_option_its_switch_turns_off_is_refused(tmp_path, capsys, extra, option):
+    out = tmp_path / "run"
+    assert main(["train", "toy2d", "--n", "500", "--eval-n", "100", "--steps", "2", "--output-dir",
+                 str(out), "--no-progress", *extra]) == 2
+    assert option in capsys.readouterr().err and not out.exists()

@@ -367,6 +367,27 @@ def init_map_from_args(args: argparse.Namespace) -> HJMap | None:
     return HJMap.from_pretrained(source)
 
 
+# (option, the setting that turns it off, whether it is off): an option typed while the
+# setting it belongs to is off would be accepted and do nothing.
+_INERT = (
+    ("lambda_slack", "--lambda auto", lambda a: str(a.lambda_mmd) != "auto"),
+    ("semidual_side", "--semidual-weight > 0", lambda a: not a.semidual_weight),
+    ("cycle_share", "--cycle-weight > 0", lambda a: not a.cycle_weight),
+    ("monotone_directions", "--monotone-weight > 0", lambda a: not a.monotone_weight),
+    ("fourier_scale", "--fourier-features > 0", lambda a: a.fourier_features == 0),
+    ("quadratic_gain", "a quadratic part (not --quadratic none)", lambda a: a.quadratic == "none"),
+)
+
+
+def check_inert_options(args: argparse.Namespace, typed: set[str] | None) -> None:
+    """Refuse an option typed beside the setting that switches it off (as --sinkhorn-blur
+    without --mmd sinkhorn is refused), rather than accept it and ignore it."""
+    for name, applies, off in _INERT:
+        if typed is not None and name in typed and hasattr(args, name) and off(args):
+            raise ValueError(f"--{name.replace('_', '-')} applies with {applies}: as given it "
+                             "would change nothing. Drop it, or turn on what it belongs to.")
+
+
 def fit_from_args(
     args: argparse.Namespace, xs: torch.Tensor, yt: torch.Tensor, task: str,
     labels: tuple[torch.Tensor, torch.Tensor] | None = None, **kwargs: Any,
@@ -385,6 +406,7 @@ def fit_from_args(
             raise ValueError(f"--head-options {key}: the data sets it (the samples' dimension "
                              "and the classes); leave it out.")
     typed = getattr(args, "_typed", None)  # what the command line typed (cli.main sets it)
+    check_inert_options(args, typed)
     typed_given = {k: v for k, v in given.items() if typed is None or k in typed}
     clash = sorted(k for k in typed_given if k in head_kwargs and head_kwargs[k] != given[k])
     if clash:
