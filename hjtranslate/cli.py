@@ -123,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("translate", help="translate images with a pipeline folder or Hub id")
     tr.add_argument("--model", default=None, help="folder or Hub id (default: shipped model)")
     _hub_options(tr)
-    tr.add_argument("--input", required=True, help="an image file or a folder of images")
+    tr.add_argument("--input", required=True, nargs="+", metavar="PATH",
+                    help="image files and/or folders of images (e.g. a shell glob: digits/*.png)")
     tr.add_argument("--class", dest="klass", type=int, default=None,
                     help="source class (default: detected by the judge)")
     tr.add_argument("--direction", choices=["forward", "backward"], default="forward")

@@ -1085,11 +1085,17 @@ def cmd_translate(args: argparse.Namespace) -> int:
             )
     out_dir = Path(args.out).expanduser()
     check_folder_path(out_dir, "--out")
-    in_path = Path(args.input).expanduser()
-    if in_path.is_dir() and out_dir.resolve() == in_path.resolve():
-        raise ValueError(f"--out {out_dir} is the --input folder: a later run would translate "
-                         "these translations too. Write them to another folder.")
-    inputs, skipped = _collect_inputs(in_path)
+    in_paths = [Path(p).expanduser() for p in
+                ([args.input] if isinstance(args.input, (str, Path)) else args.input)]
+    for in_path in in_paths:
+        if in_path.is_dir() and out_dir.resolve() == in_path.resolve():
+            raise ValueError(f"--out {out_dir} is the --input folder: a later run would translate "
+                             "these translations too. Write them to another folder.")
+    inputs, skipped = [], []
+    for in_path in in_paths:
+        found, passed_over = _collect_inputs(in_path)
+        inputs += found
+        skipped += passed_over
     from huggingface_hub import constants
 
     if (not constants.HF_HUB_OFFLINE and not Path(model).expanduser().exists()

@@ -528,6 +528,18 @@ def test_cli_translate_folder(saved, data, inputs, tmp_path, capsys):
     assert report["items"][0]["morph"] is None and not report["items"][0]["class_detected"]
     assert Path(report["items"][0]["output"]).name == "digit0_backward.png"
 
+    # several paths (a shell glob), a file and a folder holding one of the same name
+    other = tmp_path / "other"
+    other.mkdir()
+    Image.open(inputs / "digit1.png").save(other / "digit0.png")
+    assert main(["translate", "--model", str(saved), "--input", str(inputs / "digit0.png"),
+                 str(inputs / "digit2.png"), str(other), "--out", str(tmp_path / "o3")]) == 0
+    report = json.loads((tmp_path / "o3" / "translations.json").read_text())
+    assert [Path(i["input"]).parent.name + "/" + Path(i["input"]).name for i in report["items"]] == [
+        f"{inputs.name}/digit0.png", f"{inputs.name}/digit2.png", "other/digit0.png"]
+    assert len({i["output"] for i in report["items"]}) == 3
+    assert [i["input_class"] for i in report["items"]] == [int(data[1][k]) for k in (0, 2, 1)]
+
 
 def test_cli_translate_errors(saved, inputs, tmp_path, capsys, monkeypatch):
     def fails(*argv: str) -> str:
