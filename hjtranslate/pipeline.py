@@ -571,6 +571,21 @@ class TranslationPipeline:
     def device(self) -> torch.device:
         return self.map.shift.device
 
+    def to(self, device: str | torch.device | None = None,
+           dtype: torch.dtype | None = None) -> TranslationPipeline:
+        """Move every part to ``device`` and/or the map to ``dtype`` (float32 or float64; the VAE
+        and judges compute in float32), as a diffusers pipeline's ``to``; returns self."""
+        if dtype is not None:
+            self.map.to(dtype=check_dtype(dtype))
+        if device is not None:
+            device = check_device(device)
+            self.map.to(device)
+            self.vae.to(device)
+            for judge in (self.judge_source, self.judge_target):
+                if judge is not None:
+                    judge.to(device)
+        return self
+
     @property
     def dtype(self) -> torch.dtype:
         return self.map.shift.dtype
@@ -606,7 +621,7 @@ class TranslationPipeline:
 
         from .judges import CLASSES, Judge, load_judge, models_dir
 
-        dtype = check_dtype(dtype)
+        dtype, device = check_dtype(dtype), check_device(device)
 
         vae_dir = _resolve_folder(vae, "vae", revision=None, cache_dir=None,
                                   local_files_only=False, token=None)
@@ -653,7 +668,7 @@ class TranslationPipeline:
 
         from .judges import load_judge
 
-        dtype = check_dtype(dtype)
+        dtype, device = check_dtype(dtype), check_device(device)
         root = _resolve_folder(folder_or_hub_id, "pipeline", revision=revision,
                                cache_dir=cache_dir, local_files_only=local_files_only, token=token,
                                force_download=force_download)
@@ -1010,6 +1025,21 @@ class TranslationPipeline:
             confidences=confidences, frames=frames, detection_confidences=detection, notes=notes,
             latents=latents,
         )
+
+
+def check_device(device: Any) -> torch.device:
+    """A device a pipeline can compute on, or a clear error (a bad one surfaced as a damaged
+    weights file)."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device={device!r} is not a device: use 'cpu', 'cuda', 'cuda:0', 'mps', "
+                         "... or a torch.device.") from None
+    if device.type == "meta":
+        raise ValueError("device='meta' holds no values, so it cannot translate: use 'cpu' or 'cuda'.")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={str(device)!r}, but torch sees no CUDA device here: use 'cpu'.")
+    return device
 
 
 def check_dtype(dtype: Any) -> torch.dtype:

@@ -127,7 +127,18 @@ def test_float64_map_and_device_arguments(pipes, data, tmp_path):
     assert b.latents.dtype == torch.float64
     torch.testing.assert_close(b.latents.float(), a.latents, rtol=1e-4, atol=1e-4)
     p64.save_pretrained(tmp_path / "again")  # weights are written in float32
-    assert TranslationPipeline.from_pretrained(tmp_path / "again").dtype == torch.float32
+    again = TranslationPipeline.from_pretrained(tmp_path / "again")
+    assert again.dtype == torch.float32
+    # diffusers-style .to(): the map's dtype, every part's device
+    assert again.to("cpu", torch.float64) is again and again.dtype == torch.float64
+    torch.testing.assert_close(again(data[0][:4], data[1][:4].tolist()).latents, b.latents)
+    for device, message in (("meta", "holds no values"), ("gpu", "is not a device")):
+        with pytest.raises(ValueError, match=message):
+            TranslationPipeline.from_pretrained(tmp_path / "again", device=device)
+        with pytest.raises(ValueError, match=message):
+            again.to(device)
+    with pytest.raises(ValueError, match="dtype must be"):
+        again.to(dtype=torch.float16)
 
 
 # -- inputs ---------------------------------------------------------------------------------

@@ -273,6 +273,13 @@ class VAEEncoder(Encoder):
         self.scale = scale.to(self.device)
         self.latent_stats = stats
 
+    def to(self, device: str | torch.device) -> VAEEncoder:
+        """Move the autoencoder and the latent statistics to ``device``; returns self."""
+        self.device = torch.device(device)
+        self.vae.to(self.device)
+        self.shift, self.scale = self.shift.to(self.device), self.scale.to(self.device)
+        return self
+
     @torch.no_grad()
     def raw_latents(self, images: torch.Tensor) -> torch.Tensor:
         """Flat posterior means, not standardised."""
