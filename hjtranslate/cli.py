@@ -70,6 +70,21 @@ def _lazy(module: str, func: str):
     return run
 
 
+class _DefaultsHelp(argparse.HelpFormatter):
+    """Each option's help ends with its default, unless the help names it already or there is
+    none to name (None, False: the task decides, or the flag is off)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("default" in text or default is None or default is False
+                or default is argparse.SUPPRESS or not action.option_strings):
+            return text
+        is_int = isinstance(default, int) and not isinstance(default, bool)
+        shown = f"{default:,}" if is_int else "%(default)s"
+        return f"{text} (default {shown})".strip()
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .tasks import TASKS, load_task
 
@@ -85,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     tsub = train.add_subparsers(dest="task", metavar="TASK")
     tsub.required = True
     for name, (_, help_text) in TASKS.items():
-        p = tsub.add_parser(name, help=help_text, description=help_text)
+        p = tsub.add_parser(name, help=help_text, description=help_text,
+                            formatter_class=_DefaultsHelp)
         p.add_argument("--print-metrics", action="store_true", help="print the metrics JSON")
         # Each task's options come from its own module; a task whose optional dependency is
         # missing still lists itself and explains at run time.

@@ -486,3 +486,14 @@ def test_an_option_its_switch_turns_off_is_refused(tmp_path, capsys, extra, opti
     assert main(["train", "toy2d", "--n", "500", "--eval-n", "100", "--steps", "2", "--output-dir",
                  str(out), "--no-progress", *extra]) == 2
     assert option in capsys.readouterr().err and not out.exists()
+
+
+def test_help_shows_the_defaults(capsys):
+    for argv, shown in ((["train", "toy2d", "--help"], ["training samples per side (default 1,000,000)",
+                                                        "(default 3,000)", "(default 0)"]),
+                        (["train", "vae", "--help"], ["training steps (default 900)"])):
+        with pytest.raises(SystemExit):
+            main(argv)
+        text = " ".join(capsys.readouterr().out.split())
+        assert all(s in text for s in shown), text
+        assert "(default None)" not in text and "(default False)" not in text

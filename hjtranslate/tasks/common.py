@@ -34,11 +34,11 @@ def add_map_arguments(p: argparse.ArgumentParser, steps: int = 3000, batch_size:
     ``--batch-size`` and ``--mmd``; ``sinkhorn_blur``: the blur ``--help`` names (fit's, unless
     the task resolves its own in its ``run``)."""
     p.add_argument("--output-dir", default=None, help="where to write the run (default: runs/TASK)")
-    p.add_argument("--steps", type=int, default=steps)
+    p.add_argument("--steps", type=int, default=steps, help="training steps")
     p.add_argument("--time-budget", type=float, default=None, help="stop after this many seconds")
-    p.add_argument("--batch-size", type=int, default=batch_size)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=batch_size, help="samples per side per step")
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (AdamW, cosine decay)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights and batches")
     p.add_argument("--cost", default="quadratic", help="a cost plugin (see `hjtranslate plugins`)")
     p.add_argument("--p", type=float, default=None, help="exponent of the pnorm / lp costs")
     p.add_argument("--cost-options", default=None, metavar="JSON",
@@ -104,7 +104,7 @@ def add_map_arguments(p: argparse.ArgumentParser, steps: int = 3000, batch_size:
     p.add_argument("--no-warm-start", action="store_true",
                    help="start the quadratic part at the identity map, not at the OT map between "
                    "Gaussians fitted to the data")
-    p.add_argument("--t-f", type=float, default=1.0)
+    p.add_argument("--t-f", type=float, default=1.0, help="time horizon t_f of the characteristics")
     p.add_argument("--init-from", default=None, metavar="MAP",
                    help="fine-tune a trained map (a map folder, a run or pipeline folder holding "
                    "map/, or a Hub id) instead of starting afresh; a smaller --lr (e.g. 3e-4) suits")

@@ -52,10 +52,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", default=DEFAULT_ARCH, help="timm model name")
     p.add_argument("--model-kwargs", default=json.dumps(DEFAULT_KWARGS),
                    help="JSON keyword arguments of timm.create_model")
-    p.add_argument("--steps", type=int, default=900)
+    p.add_argument("--steps", type=int, default=900, help="training steps")
     p.add_argument("--time-budget", type=float, default=None, help="seconds per judge")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--batch-size", type=int, default=128, help="images per step")
+    p.add_argument("--lr", type=float, default=2e-3, help="learning rate")
     p.add_argument("--label-smoothing", type=float, default=0.0)
     p.add_argument("--shift", type=int, default=2, help="random translation augmentation, pixels")
     p.add_argument("--blur", type=float, default=0.0,

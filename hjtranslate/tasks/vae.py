@@ -105,14 +105,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "then ~/.cache/hjtranslate/datasets)")
     p.add_argument("--download", action="store_true",
                    help="let torchvision download missing MNIST / Fashion-MNIST files (online)")
-    p.add_argument("--output-dir", default="models/vae")
-    p.add_argument("--steps", type=int, default=900)
+    p.add_argument("--output-dir", default="models/vae", help="where the VAE is written")
+    p.add_argument("--steps", type=int, default=900, help="training steps")
     p.add_argument("--time-budget", type=float, default=None, help="seconds; stops early")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--batch-size", type=int, default=128, help="images per step")
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate")
     p.add_argument("--kl-weight", type=float, default=2e-3,
                    help="weight of the per-pixel KL against the per-pixel squared error")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights and batches")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument("--init-from", default=None, metavar="DIR",
                    help="start from this trained VAE folder (its architecture; the three flags "
