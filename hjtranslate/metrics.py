@@ -30,20 +30,22 @@ def gaussian_ot_map(m0: torch.Tensor, s0: torch.Tensor, m1: torch.Tensor, s1: to
 
 def l2_uvp(pred: torch.Tensor, true: torch.Tensor, target: torch.Tensor) -> float:
     """``100 * E|T(x) - T*(x)|^2 / Var(nu)`` with ``Var(nu) = trace(Cov(nu))``."""
-    var = target.double().var(0).sum()
-    return float(100 * (pred.double() - true.double()).pow(2).sum(1).mean() / var)
+    pred, true, target = (t.detach().double().cpu() for t in (pred, true, target))  # any devices
+    var = target.var(0).sum()
+    return float(100 * (pred - true).pow(2).sum(1).mean() / var)
 
 
 def cosine_similarity(x: torch.Tensor, pred: torch.Tensor, true: torch.Tensor) -> float:
     """Cosine between the displacements ``T(x) - x`` and ``T*(x) - x`` (as in the W2 benchmark)."""
-    a, b = (pred - x).double(), (true - x).double()
+    x, pred, true = (t.detach().double().cpu() for t in (x, pred, true))  # any devices
+    a, b = pred - x, true - x
     return float((a * b).sum() / (a.norm() * b.norm()).clamp_min(1e-300))
 
 
 def _subsamples(x: torch.Tensor, y: torch.Tensor, max_n: int, seed: int):
     g = torch.Generator().manual_seed(seed)
     return (x[torch.randperm(len(x), generator=g)[:max_n]].double(),
-            y[torch.randperm(len(y), generator=g)[:max_n]].double())
+            y[torch.randperm(len(y), generator=g)[:max_n]].double().to(x.device))
 
 
 def energy(x: torch.Tensor, y: torch.Tensor, max_n: int = 4000, seed: int = 0) -> float:
@@ -70,7 +72,7 @@ def exact_ot_cost(x: torch.Tensor, y: torch.Tensor, cost, t_f: float = 1.0) -> f
     """Exact discrete OT cost between equal-weight samples (POT ``emd``)."""
     import ot
 
-    c = cost.pairwise(x.double(), y.double(), t_f).cpu().numpy()
+    c = cost.pairwise(x.double(), y.double().to(x.device), t_f).cpu().numpy()
     a = np.full(len(x), 1.0 / len(x))
     b = np.full(len(y), 1.0 / len(y))
     return float(ot.emd2(a, b, c, numItermax=10_000_000))

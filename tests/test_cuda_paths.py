@@ -1,0 +1,116 @@
+"""The GPU code paths, checked on the CPU: every task trains and evaluates, the API and a pipeline
+run, with the model "on CUDA" under ``virtual_cuda`` (tests/virtual_cuda.py), which raises where a
+real GPU would fail because a CPU tensor meets a CUDA one. Before it, every GPU run failed at
+step 0 (the step's all-reduce flags were made on the CPU), unseen on this CPU-only machine."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from virtual_cuda import DeviceMixError, VirtualCuda, is_tagged, virtual_cuda
+
+import hjtranslate as hjt
+from hjtranslate import metrics
+from hjtranslate.cli import main
+
+
+# -- the checker itself: it must see what a GPU refuses, and allow what a GPU allows ----------
+def test_the_checker_flags_what_a_gpu_refuses():
+    with virtual_cuda():
+        v = torch.arange(3.0).to("cuda")
+        assert v.device.type == "cuda" and is_tagged(v)
+        with pytest.raises(DeviceMixError, match="device mix in aten.cat"):
+            torch.cat([v, torch.tensor([1.0, 2.0])])  # training.py's all-reduce flags, before
+        with pytest.raises(DeviceMixError, match="device mix in aten.add"):
+            torch.ones(3) + v
+        with pytest.raises(TypeError, match="can't convert cuda:0 device type tensor to numpy"):
+            v.numpy()
+        with pytest.raises(DeviceMixError):
+            torch.zeros(3)[v.long()]  # a CUDA index into a CPU tensor
+
+
+def test_the_checker_allows_what_a_gpu_allows():
+    with virtual_cuda():
+        v = torch.arange(3.0).to("cuda")
+        assert is_tagged(v + torch.tensor(2.0))  # a CPU scalar joins a CUDA op
+        assert v[torch.tensor([0, 1])].is_cuda  # CPU indices of a CUDA tensor
+        cpu = torch.zeros(3)
+        cpu.copy_(v)  # a cross-device copy
+        assert not is_tagged(cpu) and not is_tagged(v.cpu())
+        assert float(v.sum()) == 3.0
+
+
+# -- the project's paths -------------------------------------------------------------------
+def _run(argv: list[str], processes: int = 1) -> None:
+    with VirtualCuda(mode="raise", fake_processes=processes) as vc:
+        assert main(argv) == 0
+    assert vc.cuda_ops > 1000  # the training really ran "on the GPU"
+
+
+def test_fit_and_the_map_api_on_a_gpu():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(300, 2, generator=g), torch.randn(300, 2, generator=g) * 0.5 + 2
+    k = torch.arange(300) % 3
+    with virtual_cuda() as vc:
+        m = hjt.fit(x, y, steps=4, batch_size=64, ema_decay=0.9, monotone_weight=1.0,
+                    semidual_weight=0.1, match_pool=64)
+        assert m.shift.is_cuda
+        out = m.forward(x[:5])  # CPU inputs go to the map's device
+        m.backward(y[:5])
+        m.interpolate(x[:5], [0.0, 0.5, 1.0])
+        m.transport_cost(x[:5].numpy())
+        assert out.is_cuda
+        assert "cost_ratio" in metrics.evaluate_map(m, x, y, exact_n=100, energy_n=100)
+        metrics.monotone_share(m, x[:20])
+        metrics.energy(m.forward(x), y)
+        metrics.l2_uvp(m.forward(x), y, y)
+        hjt.fit(x, y, steps=2, batch_size=64, init_from=m)  # fine-tune a map trained on a GPU
+        mc = hjt.fit(x, y, labels=(k, k), conditional=True, steps=3, batch_size=64)
+        mc.forward(x[:4], [0, 1, 2, 0])
+        mc.backward(y[:4], np.array([1, 0, 1, 0]))
+        metrics.evaluate_map(mc, x, y, kx=k, ky=k, exact_n=100, energy_n=100)
+        hjt.fit(x.cuda(), y.cuda(), labels=(k.cuda(), k.cuda()), steps=2, batch_size=64)
+    assert vc.cuda_ops > 10_000
+
+
+def test_toy2d_on_a_gpu_and_two(tmp_path):
+    common = ["train", "toy2d", "--steps", "4", "--n", "500", "--eval-n", "200", "--no-progress"]
+    _run([*common, "--output-dir", str(tmp_path / "one")])
+    # the multi-process branches (the ranks' checksum, the reduced flags) with 2 "processes"
+    _run([*common, "--output-dir", str(tmp_path / "two")], processes=2)
+
+
+def test_gaussians_on_a_gpu(tmp_path):
+    _run(["train", "gaussians", "--dim", "4", "--n", "2000", "--eval-n", "500", "--steps", "4",
+          "--mmd", "sinkhorn", "--output-dir", str(tmp_path / "g"), "--no-progress"])
+
+
+def test_color_transfer_on_a_gpu(tmp_path):
+    rng = np.random.default_rng(0)
+    paths = []
+    for name in ("a", "b"):
+        path = tmp_path / f"{name}.png"
+        Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(path)
+        paths.append(str(path))
+    _run(["train", "color-transfer", "--source", paths[0], "--target", paths[1], "--steps", "4",
+          "--pixels", "500", "--batch-size", "128", "--bins", "8", "--output-dir",
+          str(tmp_path / "c"), "--no-progress"])
+
+
+def test_digits_to_fashion_and_its_pipeline_on_a_gpu(tmp_path, monkeypatch):
+    from hjtranslate.pipeline import TranslationPipeline
+
+    monkeypatch.setenv("HJT_CACHE_DIR", str(tmp_path / "cache"))  # encode "on the GPU" too
+    _run(["train", "digits-to-fashion", "--steps", "4", "--eval-n", "100", "--train-per-class",
+          "50", "--manifold-weight", "1", "--no-progress", "--output-dir", str(tmp_path / "d"),
+          "--export", str(tmp_path / "pipe")])
+    with virtual_cuda():
+        pipe = TranslationPipeline.from_pretrained(tmp_path / "pipe", device="cuda")
+        assert pipe.device.type == "cuda"
+        digits = torch.zeros(3, 28, 28, dtype=torch.uint8)
+        digits[:, 8:20, 12:16] = 255
+        out = pipe(digits, morph_steps=3)
+        pipe(digits, classes=[0, 1, 2], direction="backward")
+    assert len(out.images) == 3
