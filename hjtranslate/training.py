@@ -68,6 +68,13 @@ class TrainConfig:
                              f"for no averaging; got {self.ema_decay!r}.")
 
 
+def _tracked_config(config: TrainConfig) -> dict[str, Any]:
+    """The run's settings as a tracker's hyperparameters (numbers, strings and booleans)."""
+    flat = {k: v for k, v in asdict(config).items() if k != "extra"}
+    flat.update({f"extra/{k}": v for k, v in config.extra.items()})
+    return {k: v for k, v in flat.items() if isinstance(v, (bool, int, float, str))}
+
+
 def finish_run(acc: Any) -> None:
     """End a run on every rank together: wait until all ranks (rank 0 evaluates and writes while
     the others idle) are done, then destroy the process group. A rank that tears its gloo group
@@ -77,14 +84,27 @@ def finish_run(acc: Any) -> None:
     acc.end_training()
 
 
-def make_accelerator(cpu: bool | None = None, **kwargs: Any):
+def make_accelerator(cpu: bool | None = None, report_to: str | None = None,
+                     logging_dir: str | Path | None = None, **kwargs: Any):
     """An ``Accelerator`` that also gives several gloo processes on a CPU-only machine, and
-    refuses a launch that would silently train the same model several times."""
+    refuses a launch that would silently train the same model several times. ``report_to``:
+    an accelerate tracker (``tensorboard``, ``wandb``, ... or ``all``) that ``train`` logs the
+    curves to, under ``logging_dir``."""
     from accelerate import Accelerator
 
     if cpu is None:
         cpu = not torch.cuda.is_available()
+    if report_to:
+        from accelerate.utils import LoggerType
+
+        known = sorted(t.value for t in LoggerType)
+        if report_to not in known:
+            raise ValueError(f"--report-to {report_to}: accelerate knows {', '.join(known)}.")
+        kwargs.update(log_with=report_to, project_dir=str(logging_dir or "logs"))
     acc = Accelerator(cpu=cpu, **kwargs)
+    if report_to and not acc.log_with:  # accelerate drops a tracker whose package is missing
+        raise ValueError(f"--report-to {report_to}: its package is not installed (e.g. pip "
+                         f"install {'tensorboard' if report_to in ('tensorboard', 'all') else report_to}).")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and acc.num_processes == 1:
         raise TrainingError(
@@ -378,6 +398,8 @@ def _train(model, batch_fn, config, acc, after_step, save_fn, parameters, on_sta
         total=config.steps, initial=start_step, disable=not (config.progress and acc.is_main_process),
         dynamic_ncols=True, desc="train",
     )
+    if acc.log_with:  # accelerate's trackers (--report-to): the curves, as diffusers' scripts log
+        acc.init_trackers(Path(config.output_dir or "hjtranslate").name, config=_tracked_config(config))
     t0 = time.perf_counter()
     step = start_step
     logs: dict[str, float] = {}
@@ -440,6 +462,8 @@ def _train(model, batch_fn, config, acc, after_step, save_fn, parameters, on_sta
             step += 1
             if step % config.log_every == 0 or step == config.steps:
                 history.append({"step": step, **logs})
+                if acc.log_with:
+                    acc.log({**logs, "lr": opt.param_groups[0]["lr"], "seconds": clock}, step=step)
                 bar.set_postfix({k: f"{v:.3g}" for k, v in logs.items() if k != "loss"}, refresh=False)
             bar.update(1)
             by_time = bool(config.checkpoint_seconds) and clock - saved_at >= config.checkpoint_seconds

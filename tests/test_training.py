@@ -321,3 +321,22 @@ def test_two_cpu_processes_train_one_model(tmp_path):
     assert metrics["num_processes"] == 2 and metrics["ranks_in_sync"] is True
     assert proc.stdout.count("Wrote ") == 1  # one writer
     assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "config.json", "map", "metrics.json"]
+
+
+def test_report_to_logs_the_curves_with_an_accelerate_tracker(tmp_path, capsys):
+    """--report-to tensorboard writes the losses, the learning rate and the run's settings
+    under OUTPUT_DIR/logs, as diffusers' training scripts do; an unknown tracker is named."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from hjtranslate.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "toy2d", "--n", "500", "--eval-n", "100", "--steps", "20", "--output-dir",
+                 str(out), "--no-progress", "--report-to", "tensorboard"]) == 0
+    events = EventAccumulator(str(out / "logs" / "run")).Reload()
+    tags = events.Tags()["scalars"]
+    assert {"loss", "lr", "seconds"} <= set(tags)
+    assert [e.step for e in events.Scalars("loss")] == [10, 20]
+    assert main(["train", "toy2d", "--steps", "2", "--output-dir", str(tmp_path / "x"),
+                 "--report-to", "tensorbord"]) == 2
+    assert "--report-to tensorbord: accelerate knows" in capsys.readouterr().err

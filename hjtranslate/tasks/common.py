@@ -97,6 +97,9 @@ def add_map_arguments(p: argparse.ArgumentParser, steps: int = 3000, batch_size:
                    help="samples of earlier batches the match also compares against (energy or "
                    "gaussian match), so it resolves the target (N + batch) / batch times finer "
                    "(0 = the batch alone; default %(default)s)")
+    p.add_argument("--report-to", default=None, metavar="TRACKER",
+                   help="log the training curves with an accelerate tracker: tensorboard (into "
+                   "OUTPUT_DIR/logs), wandb, mlflow, ... or all; its package installed")
     p.add_argument("--ema-decay", type=float, default=None, metavar="DECAY",
                    help="keep an exponential moving average of the weights (Polyak averaging, "
                    "as diffusers' --use_ema) and save it as the map, e.g. 0.999 for the last "
@@ -424,7 +427,7 @@ def fit_from_args(
             raise ValueError(f"--sinkhorn-blur must be a finite number > 0, got {args.sinkhorn_blur}.")
         mmd_options["blur"] = args.sinkhorn_blur
     out = output_dir(args, task)
-    acc = make_accelerator()
+    acc = make_accelerator(report_to=getattr(args, "report_to", None), logging_dir=out / "logs")
 
     def start_run() -> None:
         """Once fit has accepted every option: record them and take away a finished-looking
