@@ -281,6 +281,10 @@ def _main(argv: Sequence[str] | None) -> int:
             from .tasks.common import restore_recorded_options
 
             restore_recorded_options(args, args._typed, actions)
+        if args.command == "train":
+            from .tasks.common import check_inert_options
+
+            check_inert_options(args, args._typed)  # before any data is read or encoded
         try:
             return int(args.func(args) or 0)
         finally:

@@ -313,7 +313,7 @@ def test_resume_trains_on_with_the_recorded_options(tmp_path, capsys):
     # the training time of all launches, beside this launch's
     metrics = json.loads((out / "metrics.json").read_text())
     state = json.loads((out / "checkpoints" / "step-0000008" / "trainer_state.json").read_text())
-    assert metrics["train_seconds_all_launches"] >= state["seconds"] > 0
+    assert metrics["train_loop_seconds_all_launches"] >= state["seconds"] > 0
 
 
 def test_evaluate_names_what_an_unfinished_run_needs(tmp_path, capsys):
@@ -486,6 +486,27 @@ def test_an_option_its_switch_turns_off_is_refused(tmp_path, capsys, extra, opti
     assert main(["train", "toy2d", "--n", "500", "--eval-n", "100", "--steps", "2", "--output-dir",
                  str(out), "--no-progress", *extra]) == 2
     assert option in capsys.readouterr().err and not out.exists()
+
+
+def test_inert_options_are_refused_before_any_data_and_legit_ones_pass(tmp_path, capsys, monkeypatch):
+    import hjtranslate.tasks.digits_to_fashion as d2f
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("data was read before the refusal")
+
+    monkeypatch.setattr(d2f, "encoded", no_data)
+    assert main(["train", "digits-to-fashion", "--lambda", "10", "--lambda-slack", "0.5",
+                 "--output-dir", str(tmp_path / "d")]) == 2
+    assert "--lambda-slack applies with --lambda auto" in capsys.readouterr().err
+    # the task's head has no Fourier features above 2-D or for a p-norm cost
+    for extra in (["train", "gaussians", "--dim", "4"], ["train", "toy2d", "--cost", "pnorm", "--p", "3"]):
+        assert main([*extra, "--fourier-scale", "3", "--steps", "2", "--n", "500", "--eval-n", "100",
+                     "--output-dir", str(tmp_path / "f"), "--no-progress"]) == 2
+        assert "this run's head has no Fourier features" in capsys.readouterr().err
+    # set by the task (toy2d's semi-dual weight 10, its 2-D Fourier features): accepted
+    assert main(["train", "toy2d", "--semidual-side", "target", "--fourier-scale", "3", "--steps", "2",
+                 "--n", "500", "--eval-n", "100", "--output-dir", str(tmp_path / "ok"),
+                 "--no-progress"]) == 0
 
 
 def test_help_shows_the_defaults(capsys):

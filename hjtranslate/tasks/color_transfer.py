@@ -43,6 +43,7 @@ from .common import (
     fit_from_args,
     output_dir,
     require_at_least,
+    run_figures,
     write_outputs,
 )
 
@@ -331,10 +332,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     metrics: dict[str, Any] = {
         "source": str(args.source), "target": str(args.target),
         "source_shape": list(src.shape), "target_shape": list(tgt.shape),
-        "train_pixels": [len(xs), len(yt)], "train_seconds": time.perf_counter() - t0,
-        "train_seconds_all_launches": result["seconds"], "steps": result["steps"],
-        "num_processes": result["num_processes"],
-        "ranks_in_sync": result["ranks_in_sync"], **result["final"],
+        "train_pixels": [len(xs), len(yt)], **run_figures(result, t0), **result["final"],
         "histogram": f"{args.bins}^3 RGB bins on [0,1], normalised to sum 1",
         "emd_ground_cost": "squared Euclidean between bin centres (POT ot.emd2)",
     }

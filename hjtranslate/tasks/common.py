@@ -391,6 +391,15 @@ def check_inert_options(args: argparse.Namespace, typed: set[str] | None) -> Non
                              "would change nothing. Drop it, or turn on what it belongs to.")
 
 
+def run_figures(result: dict[str, Any], t0: float) -> dict[str, Any]:
+    """What every map task's metrics.json says of its training: this launch's wall time since
+    ``t0`` (set-up included), the training loop's seconds over all launches of the run (a
+    ``--resume`` counts the earlier ones), steps, processes and whether the ranks agree."""
+    return {"train_seconds": time.perf_counter() - t0,
+            "train_loop_seconds_all_launches": result["seconds"], "steps": result["steps"],
+            "num_processes": result["num_processes"], "ranks_in_sync": result["ranks_in_sync"]}
+
+
 def fit_from_args(
     args: argparse.Namespace, xs: torch.Tensor, yt: torch.Tensor, task: str,
     labels: tuple[torch.Tensor, torch.Tensor] | None = None, **kwargs: Any,
@@ -409,7 +418,6 @@ def fit_from_args(
             raise ValueError(f"--head-options {key}: the data sets it (the samples' dimension "
                              "and the classes); leave it out.")
     typed = getattr(args, "_typed", None)  # what the command line typed (cli.main sets it)
-    check_inert_options(args, typed)
     typed_given = {k: v for k, v in given.items() if typed is None or k in typed}
     clash = sorted(k for k in typed_given if k in head_kwargs and head_kwargs[k] != given[k])
     if clash:
@@ -419,6 +427,16 @@ def fit_from_args(
     head_kwargs = {**{k: v for k, v in given.items() if k not in typed_given},
                    **head_kwargs, **typed_given}
     head_kwargs.update(kwargs.pop("head_kwargs", {}))
+    if (typed is not None and "fourier_scale" in typed and args.head in (None, "mlp")
+            and getattr(args, "init_from", None) is None):
+        from ..api import default_head_kwargs
+
+        features = head_kwargs.get("fourier_features", default_head_kwargs(
+            xs.shape[1], getattr(cost, "name", "")).get("fourier_features", 0))
+        if not features:  # the task's head has none here (e.g. above 2-D, or a p-norm cost)
+            raise ValueError("--fourier-scale applies with --fourier-features > 0, and this "
+                             "run's head has no Fourier features: as given it would change "
+                             "nothing. Drop it, or add --fourier-features N.")
     mmd_options = {}
     if getattr(args, "sinkhorn_blur", None) is not None:
         if args.mmd != "sinkhorn":

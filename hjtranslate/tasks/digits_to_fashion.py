@@ -30,6 +30,7 @@ from .common import (
     init_map_from_args,
     output_dir,
     require_at_least,
+    run_figures,
     write_outputs,
 )
 
@@ -227,11 +228,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     metrics: dict[str, Any] = {
         "mode": args.mode, "preset": args.preset, "seed": args.seed,
-        "train_seconds": time.perf_counter() - t0,
-        "train_seconds_all_launches": result["seconds"],
-        "training_budget_seconds": budget,
-        "steps": result["steps"], "num_processes": result["num_processes"],
-        "ranks_in_sync": result["ranks_in_sync"], **{f"train_{k}": v for k, v in result["final"].items()},
+        **run_figures(result, t0), "training_budget_seconds": budget,
+        **{f"train_{k}": v for k, v in result["final"].items()},
     }
     if acc.is_main_process:
         t1 = time.perf_counter()

@@ -10,7 +10,15 @@ import torch
 
 from ..metrics import cosine_similarity, evaluate_map, gaussian_ot_map, l2_uvp
 from ..training import finish_run
-from .common import add_map_arguments, check_count, fit_from_args, output_dir, require_at_least, write_outputs
+from .common import (
+    add_map_arguments,
+    check_count,
+    fit_from_args,
+    output_dir,
+    require_at_least,
+    run_figures,
+    write_outputs,
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -91,10 +99,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     y = sample(pair, 1, args.n, seed=args.data_seed * 2 + 2)
     t0 = time.perf_counter()
     m, result, acc = fit_from_args(args, x, y, "gaussians")
-    metrics: dict[str, Any] = {"train_seconds": time.perf_counter() - t0,
-                               "train_seconds_all_launches": result["seconds"], "steps": result["steps"],
-                               "num_processes": result["num_processes"],
-                               "ranks_in_sync": result["ranks_in_sync"], **result["final"]}
+    metrics: dict[str, Any] = {**run_figures(result, t0), **result["final"]}
     if acc.is_main_process:
         metrics.update(evaluate(m, args, n=args.eval_n))
     write_outputs(output_dir(args, "gaussians"), m, metrics, acc)

@@ -21,6 +21,7 @@ from .common import (
     output_dir,
     plot_2d,
     require_at_least,
+    run_figures,
     write_outputs,
 )
 
@@ -200,10 +201,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     m, result, acc = fit_from_args(args, x, y, "toy2d")
     metrics: dict[str, Any] = {"source": args.source, "target": args.target,
-                               "train_seconds": time.perf_counter() - t0,
-                               "train_seconds_all_launches": result["seconds"], "steps": result["steps"],
-                               "num_processes": result["num_processes"],
-                               "ranks_in_sync": result["ranks_in_sync"], **result["final"]}
+                               **run_figures(result, t0), **result["final"]}
     out = output_dir(args, "toy2d")
     if acc.is_main_process:
         metrics.update(evaluate(m, args, n=args.eval_n))
