@@ -575,10 +575,13 @@ class TranslationPipeline:
            dtype: torch.dtype | None = None) -> TranslationPipeline:
         """Move every part to ``device`` and/or the map to ``dtype`` (float32 or float64; the VAE
         and judges compute in float32), as a diffusers pipeline's ``to``; returns self."""
+        if isinstance(device, torch.dtype):  # pipe.to(torch.float64), as diffusers takes it
+            device, dtype = None, device
+        dtype = None if dtype is None else check_dtype(dtype)
+        device = None if device is None else check_device(device)
         if dtype is not None:
-            self.map.to(dtype=check_dtype(dtype))
+            self.map.to(dtype=dtype)
         if device is not None:
-            device = check_device(device)
             self.map.to(device)
             self.vae.to(device)
             for judge in (self.judge_source, self.judge_target):
@@ -1039,6 +1042,9 @@ def check_device(device: Any) -> torch.device:
         raise ValueError("device='meta' holds no values, so it cannot translate: use 'cpu' or 'cuda'.")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={str(device)!r}, but torch sees no CUDA device here: use 'cpu'.")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"device={str(device)!r}, but torch sees {torch.cuda.device_count()} CUDA "
+                         "device(s) here: use 'cuda:0' ... or 'cpu'.")
     return device
 
 
@@ -1060,12 +1066,20 @@ def check_morph_steps(value: Any, name: str = "morph_steps") -> None:
 
 
 # -- the `hjtranslate translate` command -------------------------------------------------------
-def _collect_inputs(path: Path) -> tuple[list[tuple[Path, Any]], list[dict[str, str]]]:
-    """Images of a file or a folder (not recursive, sorted by name), and the skipped files."""
+def _collect_inputs(path: Path, one_of_many: bool = False
+                    ) -> tuple[list[tuple[Path, Any]], list[dict[str, str]]]:
+    """Images of a file or a folder (not recursive, sorted by name), and the skipped files. A
+    file that is not an image is an error when it is the only input, else skipped (a shell glob
+    picks up a README as a folder would hold one)."""
     if not path.exists():
         raise FileNotFoundError(f"--input {path}: no such file or folder.")
     if path.is_file():
-        return [(path, _open_image(path))], []
+        if not one_of_many:
+            return [(path, _open_image(path))], []
+        try:
+            return [(path, _open_image(path))], []
+        except ValueError as exc:
+            return [], [{"input": str(path), "reason": str(exc)}]
     files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
     images, skipped = [], []
     for p in files:
@@ -1123,9 +1137,12 @@ def cmd_translate(args: argparse.Namespace) -> int:
                              "these translations too. Write them to another folder.")
     inputs, skipped = [], []
     for in_path in in_paths:
-        found, passed_over = _collect_inputs(in_path)
+        found, passed_over = _collect_inputs(in_path, one_of_many=len(in_paths) > 1)
         inputs += found
         skipped += passed_over
+    if not inputs:
+        raise ValueError(f"--input: none of the {len(in_paths)} paths holds an image "
+                         f"({len(skipped)} files skipped: not images).")
     from huggingface_hub import constants
 
     if (not constants.HF_HUB_OFFLINE and not Path(model).expanduser().exists()

@@ -139,6 +139,10 @@ def test_float64_map_and_device_arguments(pipes, data, tmp_path):
             again.to(device)
     with pytest.raises(ValueError, match="dtype must be"):
         again.to(dtype=torch.float16)
+    with pytest.raises(ValueError, match="is not a device"):
+        again.to("gpu", torch.float32)  # refused whole: the map keeps its dtype
+    assert again.dtype == torch.float64
+    assert again.to(torch.float32).dtype == torch.float32  # a dtype alone, positionally
 
 
 # -- inputs ---------------------------------------------------------------------------------
@@ -550,6 +554,15 @@ def test_cli_translate_folder(saved, data, inputs, tmp_path, capsys):
         f"{inputs.name}/digit0.png", f"{inputs.name}/digit2.png", "other/digit0.png"]
     assert len({i["output"] for i in report["items"]}) == 3
     assert [i["input_class"] for i in report["items"]] == [int(data[1][k]) for k in (0, 2, 1)]
+    # a glob that picks up a non-image skips it, as a folder does
+    (other / "notes.txt").write_text("not an image")
+    assert main(["translate", "--model", str(saved), "--input", str(inputs / "digit0.png"),
+                 str(other / "notes.txt"), "--out", str(tmp_path / "o4")]) == 0
+    report = json.loads((tmp_path / "o4" / "translations.json").read_text())
+    assert len(report["items"]) == 1 and report["skipped"][0]["input"].endswith("notes.txt")
+    assert main(["translate", "--model", str(saved), "--input", str(other / "notes.txt"),
+                 str(other / "notes.txt"), "--out", str(tmp_path / "o5")]) == 2
+    assert "none of the 2 paths holds an image" in capsys.readouterr().err
 
 
 def test_cli_translate_errors(saved, inputs, tmp_path, capsys, monkeypatch):
