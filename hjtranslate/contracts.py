@@ -159,14 +159,18 @@ def _warn_if_piecewise_linear(head: nn.Module, who: str, z: torch.Tensor, t: tor
     start flat (the affine head's quadratic starts at zero), so a flat ``u`` is probed again
     with its weights perturbed; flat both times, it is warned about (legal: a translation can
     be optimal)."""
-    if _curved(head, z, t, k, g):
+    try:
+        if _curved(head, z, t, k, g):
+            return
+        perturbed = copy.deepcopy(head)
+        with torch.no_grad():
+            for w in perturbed.parameters():
+                if not nn.parameter.is_lazy(w):
+                    w.add_(torch.randn(w.shape, generator=g).to(w.device, w.dtype) * 0.1)
+        flat = not _curved(perturbed, z, t, k, g)
+    except Exception:  # a head that cannot be copied or differentiated twice: no verdict
         return
-    perturbed = copy.deepcopy(head)
-    with torch.no_grad():
-        for w in perturbed.parameters():
-            if not nn.parameter.is_lazy(w):
-                w.add_(torch.randn(w.shape, generator=g).to(w.device, w.dtype) * 0.1)
-    if not _curved(perturbed, z, t, k, g):
+    if flat:
         warnings.warn(f"{who}: u(x, t) has zero second derivative in x at every probe point, "
                       "whatever its weights, as a ReLU network has. Its map translates each "
                       "linear piece rigidly and cannot follow a smooth transport; use a smooth "

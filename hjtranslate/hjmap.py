@@ -413,8 +413,7 @@ class HJMap(
         config_file = resolve_file(model_id, CONFIG_NAME, **hub)
         config = read_json_object(config_file, _REDO_MAP)
         if "dim" not in config and os.path.isdir(model_id) and Path(model_id, "map", CONFIG_NAME).is_file():
-            raise CheckpointError(f"{model_id} is a training run or pipeline folder: its map is "
-                                  f"{Path(model_id, 'map')}.")
+            raise _run_folder_error(model_id)
         _check_describes_a_map(config, config_file)
         snapshot = Path(config_file).parent
         if not os.path.isdir(model_id) and re.fullmatch("[0-9a-f]{40}", snapshot.name):
@@ -487,6 +486,11 @@ def _check_describes_a_map(config: dict[str, Any], near: str | Path) -> None:
 _HUB_KW = ("revision", "cache_dir", "force_download", "local_files_only", "token")
 
 
+def _run_folder_error(folder: str) -> CheckpointError:
+    return CheckpointError(f"{folder} is a training run or pipeline folder: its map is "
+                           f"{Path(folder, 'map')}.")
+
+
 def resolve_file(model_id: str, filename: str, subfolder: str | None = None, **hub_kwargs: Any) -> str:
     """Path of ``filename`` in a local folder or a Hub repo (downloaded to the cache)."""
     if os.path.isdir(model_id):
@@ -503,8 +507,7 @@ def resolve_file(model_id: str, filename: str, subfolder: str | None = None, **h
                     "Convert the weights with safetensors.torch.save_file."
                 )
             if not subfolder and Path(model_id, "map", filename).is_file():
-                raise CheckpointError(f"{model_id} is a training run or pipeline folder: its map "
-                                      f"is {Path(model_id, 'map')}.")
+                raise _run_folder_error(model_id)
             raise CheckpointError(f"{path} is missing: is {model_id} a saved hjtranslate map?")
         return str(path)
     if os.path.isfile(model_id):
@@ -515,14 +518,20 @@ def resolve_file(model_id: str, filename: str, subfolder: str | None = None, **h
     if "/" not in model_id:  # a Hub id has the form user/name: this is a missing local folder
         raise CheckpointError(f"No such folder: {model_id} (in {Path.cwd()}); a Hub id would "
                               "read user/name.")
-    if Path(model_id).parent.is_dir() and not hub_kwargs.get("local_files_only"):
-        # likely a mistyped local path: say so before huggingface_hub's retries (offline, ~25 s)
+    from huggingface_hub import constants
+
+    # user/name whose "user" is a local folder: likely a mistyped local path
+    local_looking = Path(model_id).parent.is_dir()
+    if local_looking and not (hub_kwargs.get("local_files_only") or constants.HF_HUB_OFFLINE):
+        # say so before huggingface_hub's retries (about 25 s where the network is unreachable)
         warnings.warn(f"There is no local folder {Path(model_id).absolute()}: looking for a Hub "
                       f"repo {model_id!r} instead (HF_HUB_OFFLINE=1 skips the network).",
                       stacklevel=3)
     try:
         return _hub_file(model_id, filename, subfolder, **hub_kwargs)
-    except CheckpointError as exc:  # name both readings of the argument, as pipelines do
+    except CheckpointError as exc:
+        if not local_looking:
+            raise
         raise CheckpointError(f"There is no local folder {Path(model_id).absolute()}, and as a "
                               f"Hub id: {exc}") from None
 

@@ -166,20 +166,22 @@ def lock_folder(out: Path) -> bool:
 
 
 def folder_holder(out: Path) -> str | None:
-    """Who holds ``out`` (``"pid N"``) while a run trains or writes there; None when no one."""
+    """Who holds ``out`` (``"pid N"``) while a run trains or writes there; None when no one.
+    Read from the lock file without locking it (a probe could make a run starting that moment
+    find the folder busy): a holder's file names its live process; a killed one's names a dead
+    one (the system released its lock)."""
     try:
-        import fcntl
-
-        handle = open(Path(out) / LOCK_FILE)  # noqa: SIM115 - closed below
-    except (ImportError, OSError):
+        text = (Path(out) / LOCK_FILE).read_text().strip()
+        pid = int(text.removeprefix("pid "))
+    except (OSError, ValueError):
         return None
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:
-            return handle.read().strip() or "another process"
-        fcntl.flock(handle, fcntl.LOCK_UN)
-    return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # alive, another user's
+    return text
 
 
 def keep_folder(out: Path) -> None:

@@ -5,6 +5,10 @@ step 0 (the step's all-reduce flags were made on the CPU), unseen on this CPU-on
 
 from __future__ import annotations
 
+import contextlib
+import io
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -14,6 +18,9 @@ from virtual_cuda import DeviceMixError, VirtualCuda, is_tagged, virtual_cuda
 import hjtranslate as hjt
 from hjtranslate import metrics
 from hjtranslate.cli import main
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="needs ../shared/datasets")
 
 
 # -- the checker itself: it must see what a GPU refuses, and allow what a GPU allows ----------
@@ -44,8 +51,10 @@ def test_the_checker_allows_what_a_gpu_allows():
 
 # -- the project's paths -------------------------------------------------------------------
 def _run(argv: list[str], processes: int = 1) -> None:
-    with VirtualCuda(mode="raise", fake_processes=processes) as vc:
-        assert main(argv) == 0
+    err = io.StringIO()
+    with VirtualCuda(mode="raise", fake_processes=processes) as vc, contextlib.redirect_stderr(err):
+        code = main(argv)
+    assert code == 0, err.getvalue()
     assert vc.cuda_ops > 1000  # the training really ran "on the GPU"
 
 
@@ -99,18 +108,33 @@ def test_color_transfer_on_a_gpu(tmp_path):
           str(tmp_path / "c"), "--no-progress"])
 
 
+@needs_data
 def test_digits_to_fashion_and_its_pipeline_on_a_gpu(tmp_path, monkeypatch):
+    from hjtranslate.judges import frechet_distance
     from hjtranslate.pipeline import TranslationPipeline
 
+    monkeypatch.setenv("HJT_DATA_DIR", str(DATA))
     monkeypatch.setenv("HJT_CACHE_DIR", str(tmp_path / "cache"))  # encode "on the GPU" too
     _run(["train", "digits-to-fashion", "--steps", "4", "--eval-n", "100", "--train-per-class",
           "50", "--manifold-weight", "1", "--no-progress", "--output-dir", str(tmp_path / "d"),
           "--export", str(tmp_path / "pipe")])
+    digits = torch.zeros(3, 28, 28, dtype=torch.uint8)
+    digits[:, 8:20, 12:16] = 255
     with virtual_cuda():
         pipe = TranslationPipeline.from_pretrained(tmp_path / "pipe", device="cuda")
         assert pipe.device.type == "cuda"
-        digits = torch.zeros(3, 28, 28, dtype=torch.uint8)
-        digits[:, 8:20, 12:16] = 255
         out = pipe(digits, morph_steps=3)
         pipe(digits, classes=[0, 1, 2], direction="backward")
+        moved = TranslationPipeline.from_pretrained(tmp_path / "pipe").to("cuda")  # every part
+        assert moved(digits, classes=[0, 1, 2]).latents.is_cuda
+        assert np.isfinite(frechet_distance(pipe.judge_target, digits, digits.flip(1)))
     assert len(out.images) == 3
+
+
+@needs_data
+def test_the_vae_and_the_judges_train_on_a_gpu(tmp_path, monkeypatch):
+    monkeypatch.setenv("HJT_DATA_DIR", str(DATA))
+    _run(["train", "vae", "--output-dir", str(tmp_path / "vae"), "--widths", "8,8,8,8",
+          "--batch-size", "16", "--steps", "2", "--eval-images", "300", "--stats-images", "400"])
+    _run(["train", "judges", "--output-root", str(tmp_path / "judges"), "--datasets", "mnist",
+          "--steps", "2", "--batch-size", "16"])

@@ -1111,7 +1111,15 @@ def test_metrics_take_inputs_as_the_map_does():
 
 
 def test_a_hopf_lax_part_is_valid_up_to_the_maps_horizon():
-    assert hjt.HJMap(2, head="affine", t_f=2.0).head.head_config["t_max"] == 2.0
+    """Built directly with t_f = 2, the affine head's part reaches its map at t_f, monotone (with
+    its old default t_max = 1 the same map overshot: T(e1) = -0.4 e1, monotone nowhere)."""
+    from hjtranslate import metrics
+
+    m = hjt.HJMap(2, head="affine", t_f=2.0, head_kwargs={"quadratic": "hopf_lax_spd"})
+    assert m.head.head_config["t_max"] == 2.0
+    m.head.quadratic.set_affine_map(torch.diag(torch.tensor([0.3, 1.5])).double(), torch.zeros(2).double())
+    torch.testing.assert_close(m.forward(torch.tensor([[1.0, 0.0]])), torch.tensor([[0.3, 0.0]]))
+    assert metrics.monotone_share(m, torch.randn(50, 2)) == 1.0
     assert hjt.HJMap(2, head="affine", t_f=2.0, head_kwargs={"t_max": 3.0}).head.head_config["t_max"] == 3.0
 
 

@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -229,6 +230,13 @@ def test_a_run_judge_or_mistyped_folder_is_named(hub, tmp_path, monkeypatch):
         with pytest.raises(CheckpointError, match=f"There is no local folder {tmp_path / 'run' / 'mpa'}, "
                            "and as a Hub id: "):
             HJMap.from_pretrained("run/mpa")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # no network asked: no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(CheckpointError, match="There is no local folder"):
+            HJMap.from_pretrained("run/mpa")
+    with pytest.raises(CheckpointError, match="^config.json of 'user/absent' is not in the local"):
+        HJMap.from_pretrained("user/absent")  # no local 'user' folder: the Hub's answer alone
 
 
 @pytest.mark.parametrize("damage", ["missing", "truncated", "garbage", "empty"])

@@ -30,15 +30,15 @@ Tags live on *storages* (keyed by StorageImpl, held by weak reference), so views
 
 Usage::
 
-    import vcuda
-    with vcuda.virtual_cuda():                # raise at the first mix (traceback -> offending line)
+    import virtual_cuda
+    with virtual_cuda.virtual_cuda():                # raise at the first mix (traceback -> offending line)
         ...
-    with vcuda.virtual_cuda(mode="record") as vc:   # go on; collect every distinct mix
+    with virtual_cuda.virtual_cuda(mode="record") as vc:   # go on; collect every distinct mix
         ...
     print(vc.report())
 
-or ``python vcuda.py [--record] -m hjtranslate train toy2d --steps 5 ...`` /
-``python vcuda.py [--record] script.py args...``.
+or ``python tests/virtual_cuda.py [--record] -m hjtranslate train toy2d --steps 5 ...`` /
+``python tests/virtual_cuda.py [--record] script.py args...``.
 """
 
 from __future__ import annotations
@@ -231,9 +231,10 @@ def _project_frames(stack) -> list:
 # ----------------------------------------------------------------------------- the checker
 class VirtualCuda:
     def __init__(self, mode: str = "raise", anomaly: bool = False, fake_cuda_available: bool = True,
-                 fake_processes: int = int(os.environ.get("VCUDA_FAKE_PROCESSES", "1"))):
+                 fake_processes: int | None = None):
         assert mode in ("raise", "record")
-        self.fake_processes = fake_processes
+        self.fake_processes = (int(os.environ.get("VCUDA_FAKE_PROCESSES", "1"))
+                               if fake_processes is None else fake_processes)
         self.mode = mode
         self.anomaly = anomaly
         self.fake_cuda_available = fake_cuda_available
@@ -295,6 +296,12 @@ class VirtualCuda:
                 mod = sys._getframe(1).f_globals.get("__name__", "")
                 return True if mod.split(".")[0] in _fake_modules else real()
             s.enter_context(_patch(torch.cuda, "is_available", is_available))
+            real_count = torch.cuda.device_count
+
+            def device_count():  # one virtual GPU, for the project's own checks
+                mod = sys._getframe(1).f_globals.get("__name__", "")
+                return 1 if mod.split(".")[0] in _fake_modules else real_count()
+            s.enter_context(_patch(torch.cuda, "device_count", device_count))
         self._patch_loaders(s)
         if self.anomaly:
             s.enter_context(torch.autograd.set_detect_anomaly(True, check_nan=False))
@@ -735,8 +742,9 @@ class _VDispatch(TorchDispatchMode):
 
 
 @contextlib.contextmanager
-def virtual_cuda(mode: str = "raise", anomaly: bool = False) -> Iterator[VirtualCuda]:
-    vc = VirtualCuda(mode=mode, anomaly=anomaly)
+def virtual_cuda(mode: str = "raise", anomaly: bool = False,
+                 fake_processes: int | None = None) -> Iterator[VirtualCuda]:
+    vc = VirtualCuda(mode=mode, anomaly=anomaly, fake_processes=fake_processes)
     with vc:
         yield vc
 

@@ -599,9 +599,8 @@ def evaluate_folder(args: argparse.Namespace) -> dict[str, Any]:
             raise FileNotFoundError(f"{folder} is in use by a running hjtranslate process "
                                     f"({holder}): its map is written when the run ends; "
                                     "evaluate it then.")
-        redo = (f"It stopped before its end; `hjtranslate train {cfg['task']} --output-dir "
-                f"{folder} --resume` finishes it from its last checkpoint."
-                if checkpoints(folder) else _REDO_RUN)
+        redo = (f"`hjtranslate train {cfg['task']} --output-dir {folder} --resume` writes it "
+                "from the run's last checkpoint." if checkpoints(folder) else _REDO_RUN)
         raise FileNotFoundError(f"{folder / 'map'} is missing: the {cfg['task']} run in {folder} "
                                 f"has no saved map (unfinished, or moved away). {redo}")
     if "task" not in cfg:
