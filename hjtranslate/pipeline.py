@@ -683,9 +683,9 @@ class TranslationPipeline:
                         "(HJMap.from_pretrained); bundle it with a VAE into a pipeline with "
                         "TranslationPipeline.from_components(...).save_pretrained(DIR), or "
                         "train with `hjtranslate train digits-to-fashion --export DIR`.")
-            elif _folder_config(root).get("dim") is not None:
+            elif "dim" in (config := _folder_config(root)) and (root / "model.safetensors").is_file():
                 hint = " It looks like a bare HJMap folder: load it with HJMap.from_pretrained."
-            elif {"architecture", "classes"} <= _folder_config(root).keys():
+            elif {"architecture", "classes"} <= config.keys():
                 hint = (" It looks like a judge (a classifier, hjtranslate.judges.load_judge): "
                         "a pipeline takes it as judge_source or judge_target of "
                         "TranslationPipeline.from_components.")
