@@ -3,9 +3,11 @@
 Like a diffusers pipeline, a saved pipeline is a folder of parts plus an index::
 
     hjtranslate_pipeline.json   {"_class_name": "TranslationPipeline", "vae": "vae", "map": "map",
+                                 "encoder": "vae" (the encoder plugin that loads vae/),
                                  "judge_source": "judge_source" | null, "judge_target": ... | null,
                                  "source_dataset", "target_dataset", "source_class_names", ...}
-    vae/                        a diffusers AutoencoderKL folder with latent_stats.json
+    vae/                        a diffusers AutoencoderKL folder with latent_stats.json (or
+                                another encoder plugin's save_pretrained folder)
     map/                        an HJMap folder (config.json, model.safetensors)
     judge_source/, judge_target/  judge folders as ``hjtranslate.judges.load_judge`` reads them
     README.md                   a model card with Hub metadata
@@ -58,6 +60,7 @@ import torch.nn.functional as F
 
 from . import __version__
 from .checks import check_folder_path, is_int, is_real
+from .encoders import Encoder
 from .hjmap import (
     PIPELINE_INDEX_FILE,
     CheckpointError,
@@ -528,10 +531,11 @@ class TranslationPipeline:
         if not isinstance(map, HJMap):
             raise TypeError(f"map must be an HJMap, got {type(map).__name__}.")
         if map.dim != vae.latent_dim:
+            what = "VAE" if getattr(vae, "name", None) == "vae" else "encoder"
             raise CheckpointError(
-                f"The map works in dimension {map.dim} but the VAE's latent has {vae.latent_dim} "
-                f"dimensions {tuple(vae.latent_shape)}: they do not belong together (train the "
-                "map on this VAE's latents)."
+                f"The map works in dimension {map.dim} but the {what}'s latent has {vae.latent_dim} "
+                f"dimensions {tuple(getattr(vae, 'latent_shape', (vae.latent_dim,)))}: they do not "
+                f"belong together (train the map on this {what}'s latents)."
             )
         check_same_latent(map, vae)
         self.vae, self.map = vae, map.eval()
@@ -570,6 +574,11 @@ class TranslationPipeline:
     @property
     def device(self) -> torch.device:
         return self.map.shift.device
+
+    @property
+    def encoder_name(self) -> str:
+        """The encoder's plugin name, which a saved pipeline records (``vae`` for the VAE)."""
+        return encoder_plugin_name(self.vae)
 
     def to(self, device: str | torch.device | None = None,
            dtype: torch.dtype | None = None) -> TranslationPipeline:
@@ -617,7 +626,8 @@ class TranslationPipeline:
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
     ) -> TranslationPipeline:
-        """Bundle parts: ``vae`` an AutoencoderKL folder (or Hub id) with ``latent_stats.json``;
+        """Bundle parts: ``vae`` an AutoencoderKL folder (or Hub id) with ``latent_stats.json``,
+        or an encoder plugin's instance (see :class:`~hjtranslate.encoders.Encoder`);
         ``map`` an :class:`HJMap` or its folder / Hub id; judges a judge folder, a shipped
         judge's name (``"mnist"``, ``"fashion-mnist"``), a ``Judge`` or ``None``."""
         from hjtranslate_plugins.vae import VAEEncoder
@@ -626,10 +636,13 @@ class TranslationPipeline:
 
         dtype, device = check_dtype(dtype), check_device(device)
 
-        vae_dir = _resolve_folder(vae, "vae", revision=None, cache_dir=None,
-                                  local_files_only=False, token=None)
-        _check_vae_folder(vae_dir, "vae")
-        encoder = VAEEncoder(str(vae_dir), device=device)
+        if isinstance(vae, Encoder):
+            vae_dir, encoder = None, vae.to(device)
+        else:
+            vae_dir = _resolve_folder(vae, "vae", revision=None, cache_dir=None,
+                                      local_files_only=False, token=None)
+            _check_vae_folder(vae_dir, "vae")
+            encoder = VAEEncoder(str(vae_dir), device=device)
         map_dir: Path | None = None
         if not isinstance(map, HJMap):
             map_dir = Path(map) if Path(map).is_dir() else None
@@ -721,7 +734,9 @@ class TranslationPipeline:
                 )
             parts[key] = folder
         assert parts["vae"] is not None and parts["map"] is not None
-        _check_vae_folder(parts["vae"], "vae")
+        encoder_name = index.get("encoder", "vae")  # pipelines saved before 2026-12-05: the VAE
+        if encoder_name == "vae":
+            _check_vae_folder(parts["vae"], "vae")
         if root.resolve() == default_model_path().resolve():
             redo = (f"If {folder_or_hub_id} is damaged, restore it (git checkout) or write it "
                     "again (`hjtranslate train digits-to-fashion --mode conditional --export "
@@ -734,7 +749,8 @@ class TranslationPipeline:
             redo = (f"If the cached copy of {folder_or_hub_id} is damaged, download it again "
                     "(force_download=True; --force-download on the command line).")
         try:
-            encoder = VAEEncoder(str(parts["vae"]), device=device)
+            encoder = (VAEEncoder(str(parts["vae"]), device=device) if encoder_name == "vae"
+                       else _load_encoder(encoder_name, parts["vae"], device))
             hjmap = HJMap.from_pretrained(parts["map"], map_location=str(device))
         except (CheckpointError, FileNotFoundError) as exc:
             raise CheckpointError(f"{_sentence(exc)} {redo}") from None
@@ -766,6 +782,7 @@ class TranslationPipeline:
             "_class_name": CLASS_NAME,
             "_hjtranslate_version": __version__,
             "vae": "vae",
+            "encoder": self.encoder_name,
             "map": "map",
             "judge_source": "judge_source" if self.judge_source is not None else None,
             "judge_target": "judge_target" if self.judge_target is not None else None,
@@ -803,8 +820,8 @@ class TranslationPipeline:
         if vae_src is not None and Path(vae_src).is_dir():
             _copy_part(Path(vae_src), out / "vae")
         else:
-            self.vae.vae.save_pretrained(str(out / "vae"))
-            self.vae.save_latent_stats(out / "vae")
+            (out / "vae").mkdir()
+            self.vae.save_pretrained(out / "vae")
         hjmap = self.map
         if hjmap.shift.dtype != torch.float32 or hjmap.shift.device.type != "cpu":
             hjmap = copy.deepcopy(hjmap).to("cpu", torch.float32)
@@ -847,8 +864,9 @@ class TranslationPipeline:
         lines = [
             "---", data.to_yaml(), "---", "",
             f"# {self.source_dataset} -> {self.target_dataset} translation pipeline", "",
-            "A [hjtranslate](https://github.com/hjtranslate/hjtranslate) pipeline: a VAE "
-            f"(`vae/`), a Hamilton-Jacobi optimal transport map in its {self.map.dim}-dimensional "
+            "A [hjtranslate](https://github.com/hjtranslate/hjtranslate) pipeline: "
+            + ("a VAE" if self.encoder_name == "vae" else f"an encoder (the `{self.encoder_name}` plugin)")
+            + f" (`vae/`), a Hamilton-Jacobi optimal transport map in its {self.map.dim}-dimensional "
             "latent space (`map/`)"
             + (" and judge classifiers (`judge_source/`, `judge_target/`)"
                if self.judge_source is not None or self.judge_target is not None else "")
@@ -1202,6 +1220,30 @@ def cmd_translate(args: argparse.Namespace) -> int:
         print(f"skipped {s['input']}: {s['reason']}", file=sys.stderr)
     print(f"Wrote {len(items)} translations to {out_dir} (translations.json)")
     return 0
+
+
+def encoder_plugin_name(encoder: Any) -> str:
+    """The registered name of ``encoder``'s plugin, which a saved pipeline records to load it."""
+    from . import registry
+
+    for name, plugin in registry.plugins("encoder").items():
+        if plugin.obj is type(encoder):
+            return name
+    raise registry.PluginError(
+        f"The pipeline's encoder ({type(encoder).__name__}) is not a registered encoder plugin, "
+        "so a saved pipeline could not load it again: register its class under the "
+        "hjtranslate.encoders entry point (or registry.register('encoder', NAME, cls)).")
+
+
+def _load_encoder(name: str, folder: Path, device: Any) -> Any:
+    """A pipeline's encoder, by the plugin its index names."""
+    from . import registry
+
+    plugin = registry.resolve("encoder", name)  # a missing plugin names its package
+    try:
+        return plugin.obj.from_pretrained(folder, device=device)
+    except NotImplementedError as exc:
+        raise CheckpointError(f"{exc}") from None
 
 
 def check_same_latent(map: HJMap, vae: Any) -> None:

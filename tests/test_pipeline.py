@@ -17,6 +17,7 @@ from PIL import Image
 
 from hjtranslate import CheckpointError, HJMap, fit
 from hjtranslate.cli import main
+from hjtranslate.encoders import Encoder
 from hjtranslate.pipeline import INDEX_FILE, TranslationOutput, TranslationPipeline
 
 REPO = Path(__file__).resolve().parents[1]
@@ -604,3 +605,66 @@ def test_cli_non_image_file_has_no_traceback(saved, tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "notes.png is not a readable image" in proc.stderr
+
+
+class LinearEncoder(Encoder):
+    """A third-party encoder: a fixed linear projection of the pixels (no VAE)."""
+
+    name = "t_linear"
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        self.weight = weight
+        self.latent_dim = weight.shape[1]
+
+    def encode(self, x):  # grey images in [0, 1], as the pipeline hands them over
+        return x.reshape(len(x), -1).to(self.weight) @ self.weight
+
+    def decode(self, z):
+        return (z.to(self.weight) @ self.weight.T).clamp(0, 1).reshape(len(z), 1, 28, 28)
+
+    @classmethod
+    def from_pretrained(cls, folder, device="cpu"):
+        from safetensors.torch import load_file
+
+        return cls(load_file(str(Path(folder) / "weight.safetensors"), device=str(device))["weight"])
+
+    def save_pretrained(self, folder):
+        from safetensors.torch import save_file
+
+        save_file({"weight": self.weight.contiguous().cpu()}, str(Path(folder) / "weight.safetensors"))
+        (Path(folder) / "config.json").write_text(json.dumps({"latent_dim": self.latent_dim}))
+
+    def to(self, device):
+        self.weight = self.weight.to(device)
+        return self
+
+
+def test_a_pipeline_with_a_third_party_encoder(data, tmp_path):
+    """An encoder plugin other than the VAE stands in a pipeline: it is saved with its own
+    save_pretrained, recorded by its plugin name and loaded by the same plugin."""
+    from hjtranslate import registry
+
+    xs, ls, xt, lt = data
+    enc = LinearEncoder(torch.linalg.qr(torch.randn(784, 8, generator=torch.Generator().manual_seed(0)))[0])
+    m = fit(enc.encode(xs / 255.0), enc.encode(xt / 255.0), labels=(ls, lt), conditional=True,
+            steps=5, batch_size=64, head_kwargs={"width": 16, "depth": 2})
+    with pytest.raises(registry.PluginError, match="not a registered encoder plugin"):
+        TranslationPipeline.from_components(enc, m).save_pretrained(tmp_path / "unregistered")
+    assert not (tmp_path / "unregistered").exists()
+    registry.register("encoder", "t_linear", LinearEncoder, package="pipeline-test 0.1")
+    try:
+        pipe = TranslationPipeline.from_components(enc, m, "mnist", "fashion-mnist")
+        ref = pipe(xs[:4], ls[:4].tolist())
+        pipe.save_pretrained(tmp_path / "p")
+        assert json.loads((tmp_path / "p" / INDEX_FILE).read_text())["encoder"] == "t_linear"
+        assert (tmp_path / "p" / "vae" / "weight.safetensors").is_file()
+        assert "the `t_linear` plugin" in (tmp_path / "p" / "README.md").read_text()
+        again = TranslationPipeline.from_pretrained(tmp_path / "p")
+        assert isinstance(again.vae, LinearEncoder)
+        torch.testing.assert_close(again(xs[:4], ls[:4].tolist()).latents, ref.latents)
+        again.save_pretrained(tmp_path / "p2")  # copied from where it was loaded
+        assert TranslationPipeline.from_pretrained(tmp_path / "p2").encoder_name == "t_linear"
+    finally:
+        registry.unregister("encoder", "t_linear")
+    with pytest.raises(registry.PluginError, match="t_linear"):
+        TranslationPipeline.from_pretrained(tmp_path / "p")  # the plugin is not installed

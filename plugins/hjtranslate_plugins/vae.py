@@ -306,6 +306,16 @@ class VAEEncoder(Encoder):
         self.set_latent_stats(stats)
         return stats
 
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, device: str | torch.device = "cpu") -> VAEEncoder:
+        """The VAE saved in ``folder`` (a diffusers folder with ``latent_stats.json``)."""
+        return cls(str(folder), device=device)
+
+    def save_pretrained(self, folder: str | Path) -> None:
+        """The autoencoder (diffusers' ``save_pretrained``) and its latent statistics."""
+        self.vae.save_pretrained(str(folder))
+        self.save_latent_stats(folder)
+
     def save_latent_stats(self, folder: str | Path) -> Path:
         if self.latent_stats is None:
             raise ValueError("No latent stats to save; call fit_latent_stats first.")
