@@ -285,6 +285,10 @@ def _main(argv: Sequence[str] | None) -> int:
             from .tasks.common import check_inert_options
 
             check_inert_options(args, args._typed)  # before any data is read or encoded
+            if hasattr(args, "report_to"):
+                from .training import check_tracker
+
+                check_tracker(args.report_to)
         try:
             return int(args.func(args) or 0)
         finally:

@@ -58,7 +58,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import __version__
+from . import __version__, registry
 from .checks import check_folder_path, is_int, is_real
 from .encoders import Encoder
 from .hjmap import (
@@ -819,9 +819,24 @@ class TranslationPipeline:
         vae_src = self._sources.get("vae")
         if vae_src is not None and Path(vae_src).is_dir():
             _copy_part(Path(vae_src), out / "vae")
+            written = {p.name for p in (out / "vae").iterdir()}
+            dropped = sorted(p.name for p in Path(vae_src).iterdir()
+                             if not p.name.startswith(".") and p.name not in written)
         else:
             (out / "vae").mkdir()
             self.vae.save_pretrained(out / "vae")
+            dropped = []
+        # another encoder's part must load from what a pipeline keeps and a push publishes (the
+        # VAE loads its config, weights and statistics; a training folder's extras can stay)
+        foreign = sorted(p.name for p in (out / "vae").iterdir()
+                         if not p.name.startswith(".") and not any(p.match(g) for g in HUB_PATTERNS))
+        if self.encoder_name != "vae" and (dropped or foreign):
+            raise registry.PluginError(
+                f"The pipeline's encoder ({self.encoder_name!r}) keeps "
+                f"{', '.join(dropped + foreign)} in its folder: a pipeline part holds JSON and "
+                "safetensors files only (pickles can run code; the Hub publishing uploads "
+                "*.json, *.safetensors and *.md), so the saved pipeline could not be loaded or "
+                "published. Save the encoder's state as safetensors in its save_pretrained.")
         hjmap = self.map
         if hjmap.shift.dtype != torch.float32 or hjmap.shift.device.type != "cpu":
             hjmap = copy.deepcopy(hjmap).to("cpu", torch.float32)
@@ -1224,8 +1239,6 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
 def encoder_plugin_name(encoder: Any) -> str:
     """The registered name of ``encoder``'s plugin, which a saved pipeline records to load it."""
-    from . import registry
-
     for name, plugin in registry.plugins("encoder").items():
         if plugin.obj is type(encoder):
             return name
@@ -1237,13 +1250,19 @@ def encoder_plugin_name(encoder: Any) -> str:
 
 def _load_encoder(name: str, folder: Path, device: Any) -> Any:
     """A pipeline's encoder, by the plugin its index names."""
-    from . import registry
-
-    plugin = registry.resolve("encoder", name)  # a missing plugin names its package
+    if not isinstance(name, str) or not name:
+        raise CheckpointError(f"The pipeline's {INDEX_FILE} names no encoder plugin (\"encoder\": "
+                              f"{name!r}). Download or save the pipeline again.")
+    if name not in registry.plugins("encoder"):
+        if name in registry.clashes("encoder") or name in registry.skipped("encoder"):
+            registry.resolve("encoder", name)  # raises: two plugins claim it, or it was skipped
+        raise CheckpointError(registry.missing_plugin_message("encoder", name, None).replace(
+            "This checkpoint", "This pipeline") + " `hjtranslate plugins` lists those installed.")
     try:
-        return plugin.obj.from_pretrained(folder, device=device)
-    except NotImplementedError as exc:
-        raise CheckpointError(f"{exc}") from None
+        return registry.resolve("encoder", name).obj.from_pretrained(folder, device=device)
+    except Exception as exc:  # the plugin's own code: any error is its own
+        raise CheckpointError(f"The encoder plugin {name!r} could not load {folder}: "
+                              f"{type(exc).__name__}: {exc}") from None
 
 
 def check_same_latent(map: HJMap, vae: Any) -> None:

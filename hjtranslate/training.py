@@ -68,10 +68,17 @@ class TrainConfig:
                              f"for no averaging; got {self.ema_decay!r}.")
 
 
-def _tracked_config(config: TrainConfig) -> dict[str, Any]:
-    """The run's settings as a tracker's hyperparameters (numbers, strings and booleans)."""
+def _tracked_config(config: TrainConfig, out: Path | None) -> dict[str, Any]:
+    """The run's settings as a tracker's hyperparameters (numbers, strings and booleans): the
+    training loop's, and the task's options its run record (config.json) holds."""
     flat = {k: v for k, v in asdict(config).items() if k != "extra"}
     flat.update({f"extra/{k}": v for k, v in config.extra.items()})
+    try:
+        record = json.loads((out / "config.json").read_text()) if out is not None else {}
+    except (OSError, ValueError):
+        record = {}
+    if isinstance(record, dict):
+        flat.update({k: v for k, v in record.items() if not k.startswith("_") and k not in flat})
     return {k: v for k, v in flat.items() if isinstance(v, (bool, int, float, str))}
 
 
@@ -84,6 +91,25 @@ def finish_run(acc: Any) -> None:
     acc.end_training()
 
 
+def check_tracker(report_to: str | None) -> str | None:
+    """``--report-to``: an accelerate tracker whose package is installed, or None (``none``
+    turns a recorded one off on ``--resume``). Checked before any data is read."""
+    if report_to is None or str(report_to).lower() == "none":
+        return None
+    from accelerate.tracking import get_available_trackers
+    from accelerate.utils import LoggerType
+
+    known = sorted(t.value for t in LoggerType)
+    if report_to not in known:
+        raise ValueError(f"--report-to {report_to}: accelerate knows {', '.join(known)} (or none).")
+    available = [str(getattr(t, "value", t)) for t in get_available_trackers()]
+    if report_to == "all" and not available or report_to != "all" and report_to not in available:
+        package = "tensorboard" if report_to == "all" else report_to
+        raise ValueError(f"--report-to {report_to}: its package is not installed (pip install "
+                         f"{package}), or leave the option out (--report-to none on a --resume).")
+    return report_to
+
+
 def make_accelerator(cpu: bool | None = None, report_to: str | None = None,
                      logging_dir: str | Path | None = None, **kwargs: Any):
     """An ``Accelerator`` that also gives several gloo processes on a CPU-only machine, and
@@ -94,17 +120,10 @@ def make_accelerator(cpu: bool | None = None, report_to: str | None = None,
 
     if cpu is None:
         cpu = not torch.cuda.is_available()
+    report_to = check_tracker(report_to)
     if report_to:
-        from accelerate.utils import LoggerType
-
-        known = sorted(t.value for t in LoggerType)
-        if report_to not in known:
-            raise ValueError(f"--report-to {report_to}: accelerate knows {', '.join(known)}.")
         kwargs.update(log_with=report_to, project_dir=str(logging_dir or "logs"))
     acc = Accelerator(cpu=cpu, **kwargs)
-    if report_to and not acc.log_with:  # accelerate drops a tracker whose package is missing
-        raise ValueError(f"--report-to {report_to}: its package is not installed (e.g. pip "
-                         f"install {'tensorboard' if report_to in ('tensorboard', 'all') else report_to}).")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and acc.num_processes == 1:
         raise TrainingError(
@@ -401,7 +420,12 @@ def _train(model, batch_fn, config, acc, after_step, save_fn, parameters, on_sta
         dynamic_ncols=True, desc="train",
     )
     if acc.log_with:  # accelerate's trackers (--report-to): the curves, as diffusers' scripts log
-        acc.init_trackers(Path(config.output_dir or "hjtranslate").name, config=_tracked_config(config))
+        logs_dir = Path(acc.project_dir or "logs")
+        if not config.resume and acc.is_main_process and out is not None and logs_dir.is_dir() \
+                and logs_dir.resolve().is_relative_to(out.resolve()):
+            shutil.rmtree(logs_dir)  # the replaced run's curves would mix with this run's
+        acc.init_trackers(Path(config.output_dir or "hjtranslate").name,
+                          config=_tracked_config(config, out))
     t0 = time.perf_counter()
     step = start_step
     logs: dict[str, float] = {}

@@ -327,7 +327,7 @@ def test_evaluate_names_what_an_unfinished_run_needs(tmp_path, capsys):
     shutil.rmtree(out / "map")  # as a run stopped before its end leaves it
     capsys.readouterr()
     assert main(["evaluate", str(out)]) == 2
-    assert f"--output-dir {out} --resume` writes it from the run's last" in capsys.readouterr().err
+    assert f"--output-dir {out} --resume` trains it on to its --steps" in capsys.readouterr().err
     lock_folder(out)
     try:
         assert main(["evaluate", str(out)]) == 2

@@ -666,5 +666,41 @@ def test_a_pipeline_with_a_third_party_encoder(data, tmp_path):
         assert TranslationPipeline.from_pretrained(tmp_path / "p2").encoder_name == "t_linear"
     finally:
         registry.unregister("encoder", "t_linear")
-    with pytest.raises(registry.PluginError, match="t_linear"):
-        TranslationPipeline.from_pretrained(tmp_path / "p")  # the plugin is not installed
+    with pytest.raises(CheckpointError, match="This pipeline needs the encoder plugin 't_linear', "
+                       "which is not installed"):
+        TranslationPipeline.from_pretrained(tmp_path / "p")
+
+
+class PickledEncoder(LinearEncoder):
+    def save_pretrained(self, folder):
+        torch.save(self.weight, Path(folder) / "weight.pt")
+
+
+class BrokenLoader(LinearEncoder):
+    @classmethod
+    def from_pretrained(cls, folder, device="cpu"):
+        raise KeyError("weight")
+
+
+def test_an_encoder_part_that_could_not_load_again_is_refused(data, tmp_path):
+    """An encoder that saves a pickle would make a pipeline that loads nowhere (pickles are
+    neither copied nor published): refused when saving; a plugin's own load error is named."""
+    from hjtranslate import registry
+
+    xs, ls, xt, lt = data
+    enc = PickledEncoder(torch.linalg.qr(torch.randn(784, 8, generator=torch.Generator().manual_seed(0)))[0])
+    m = fit(enc.encode(xs / 255.0), enc.encode(xt / 255.0), labels=(ls, lt), conditional=True,
+            steps=2, batch_size=64, head_kwargs={"width": 16, "depth": 2})
+    registry.register("encoder", "t_pickled", PickledEncoder, package="pipeline-test 0.1")
+    registry.register("encoder", "t_broken", BrokenLoader, package="pipeline-test 0.1")
+    try:
+        with pytest.raises(registry.PluginError, match=r"keeps weight.pt in its folder: a pipeline "
+                           "part holds JSON and safetensors files only"):
+            TranslationPipeline.from_components(enc, m).save_pretrained(tmp_path / "p")
+        assert not (tmp_path / "p").exists()
+        TranslationPipeline.from_components(BrokenLoader(enc.weight), m).save_pretrained(tmp_path / "b")
+        with pytest.raises(CheckpointError, match="The encoder plugin 't_broken' could not load .*KeyError"):
+            TranslationPipeline.from_pretrained(tmp_path / "b")
+    finally:
+        registry.unregister("encoder", "t_pickled")
+        registry.unregister("encoder", "t_broken")

@@ -337,6 +337,18 @@ def test_report_to_logs_the_curves_with_an_accelerate_tracker(tmp_path, capsys):
     tags = events.Tags()["scalars"]
     assert {"loss", "lr", "seconds"} <= set(tags)
     assert [e.step for e in events.Scalars("loss")] == [10, 20]
-    assert main(["train", "toy2d", "--steps", "2", "--output-dir", str(tmp_path / "x"),
-                 "--report-to", "tensorbord"]) == 2
-    assert "--report-to tensorbord: accelerate knows" in capsys.readouterr().err
+    hparams = (out / "logs" / "run").glob("*/hparams.yml")
+    assert "source: swissroll" in next(hparams).read_text()  # the task's options too
+    # a resume can turn a recorded tracker off; a fresh start replaces the old run's curves
+    assert main(["train", "toy2d", "--output-dir", str(out), "--resume", "--steps", "30",
+                 "--report-to", "none", "--no-progress"]) == 0
+    assert main(["train", "toy2d", "--n", "500", "--eval-n", "100", "--steps", "10", "--output-dir",
+                 str(out), "--no-progress", "--report-to", "tensorboard"]) == 0
+    events = EventAccumulator(str(out / "logs" / "run")).Reload()
+    assert [e.step for e in events.Scalars("loss")] == [10]
+    capsys.readouterr()
+    for name, message in (("tensorbord", "accelerate knows"), ("wandb", "its package is not installed")):
+        assert main(["train", "toy2d", "--steps", "2", "--output-dir", str(tmp_path / "x"),
+                     "--report-to", name]) == 2
+        assert f"--report-to {name}: {message}" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()  # refused before anything

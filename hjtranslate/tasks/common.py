@@ -99,7 +99,8 @@ def add_map_arguments(p: argparse.ArgumentParser, steps: int = 3000, batch_size:
                    "(0 = the batch alone; default %(default)s)")
     p.add_argument("--report-to", default=None, metavar="TRACKER",
                    help="log the training curves with an accelerate tracker: tensorboard (into "
-                   "OUTPUT_DIR/logs), wandb, mlflow, ... or all; its package installed")
+                   "OUTPUT_DIR/logs), wandb, mlflow, ... or all, its package installed; none "
+                   "turns a recorded one off on --resume")
     p.add_argument("--ema-decay", type=float, default=None, metavar="DECAY",
                    help="keep an exponential moving average of the weights (Polyak averaging, "
                    "as diffusers' --use_ema) and save it as the map, e.g. 0.999 for the last "
@@ -599,8 +600,9 @@ def evaluate_folder(args: argparse.Namespace) -> dict[str, Any]:
             raise FileNotFoundError(f"{folder} is in use by a running hjtranslate process "
                                     f"({holder}): its map is written when the run ends; "
                                     "evaluate it then.")
-        redo = (f"`hjtranslate train {cfg['task']} --output-dir {folder} --resume` writes it "
-                "from the run's last checkpoint." if checkpoints(folder) else _REDO_RUN)
+        redo = (f"`hjtranslate train {cfg['task']} --output-dir {folder} --resume` trains it on to "
+                "its --steps from the last checkpoint and writes it (add --steps N to stop "
+                "sooner)." if checkpoints(folder) else _REDO_RUN)
         raise FileNotFoundError(f"{folder / 'map'} is missing: the {cfg['task']} run in {folder} "
                                 f"has no saved map (unfinished, or moved away). {redo}")
     if "task" not in cfg:
@@ -620,6 +622,9 @@ def _evaluate_pipeline(folder: Path, args: argparse.Namespace) -> dict[str, Any]
     if (spec.get("source_dataset"), spec.get("target_dataset")) != ("mnist", "fashion-mnist"):
         raise ValueError(f"{folder} translates {spec.get('source_dataset')!r} to "
                          f"{spec.get('target_dataset')!r}; `evaluate` knows only digits-to-fashion.")
+    if spec.get("encoder", "vae") != "vae":
+        raise ValueError(f"{folder} encodes with the {spec.get('encoder')!r} encoder plugin; "
+                         "`evaluate` scores pipelines built on a VAE (digits-to-fashion) only.")
     from ..pipeline import _subpath
 
     cfg = {"task": "digits-to-fashion", "data_dir": None,
