@@ -592,7 +592,7 @@ class TranslationPipeline:
             self.map.to(dtype=dtype)
         if device is not None:
             self.map.to(device)
-            self.vae.to(device)
+            self.vae = self.vae.to(device)  # an encoder may return a moved copy
             for judge in (self.judge_source, self.judge_target):
                 if judge is not None:
                     judge.to(device)
@@ -1073,6 +1073,13 @@ def check_device(device: Any) -> torch.device:
                          "... or a torch.device.") from None
     if device.type == "meta":
         raise ValueError("device='meta' holds no values, so it cannot translate: use 'cpu' or 'cuda'.")
+    if device.type == "cpu" and device.index not in (None, 0):
+        raise ValueError(f"device={str(device)!r}: there is one CPU device, 'cpu'.")
+    backend = getattr(torch, device.type, None)
+    if device.type not in ("cpu", "cuda") and not (
+            callable(getattr(backend, "is_available", None)) and backend.is_available()):
+        raise ValueError(f"device={str(device)!r}, but this torch build has no usable "
+                         f"{device.type} device here: use 'cpu' (or 'cuda').")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={str(device)!r}, but torch sees no CUDA device here: use 'cpu'.")
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
@@ -1165,13 +1172,22 @@ def cmd_translate(args: argparse.Namespace) -> int:
     in_paths = [Path(p).expanduser() for p in
                 ([args.input] if isinstance(args.input, (str, Path)) else args.input)]
     for in_path in in_paths:
-        if in_path.is_dir() and out_dir.resolve() == in_path.resolve():
-            raise ValueError(f"--out {out_dir} is the --input folder: a later run would translate "
-                             "these translations too. Write them to another folder.")
-    inputs, skipped = [], []
+        folder = in_path if in_path.is_dir() else in_path.parent
+        if out_dir.resolve() == folder.resolve():
+            raise ValueError(f"--out {out_dir} is the folder of the --input images: a later run "
+                             "would translate these translations too. Write them to another folder.")
+    inputs, skipped, seen = [], [], set()
     for in_path in in_paths:
-        found, passed_over = _collect_inputs(in_path, one_of_many=len(in_paths) > 1)
-        inputs += found
+        try:
+            found, passed_over = _collect_inputs(in_path, one_of_many=len(in_paths) > 1)
+        except ValueError as exc:  # a folder without images, among several paths
+            if len(in_paths) == 1:
+                raise
+            found, passed_over = [], [{"input": str(in_path), "reason": str(exc)}]
+        for path, image in found:  # an image named twice (a file and its folder) is done once
+            if path.resolve() not in seen:
+                seen.add(path.resolve())
+                inputs.append((path, image))
         skipped += passed_over
     if not inputs:
         raise ValueError(f"--input: none of the {len(in_paths)} paths holds an image "

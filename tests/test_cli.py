@@ -498,6 +498,9 @@ def test_inert_options_are_refused_before_any_data_and_legit_ones_pass(tmp_path,
     assert main(["train", "digits-to-fashion", "--lambda", "10", "--lambda-slack", "0.5",
                  "--output-dir", str(tmp_path / "d")]) == 2
     assert "--lambda-slack applies with --lambda auto" in capsys.readouterr().err
+    assert main(["train", "digits-to-fashion", "--manifold-gradient", "toward",
+                 "--output-dir", str(tmp_path / "d")]) == 2
+    assert "--manifold-gradient applies with --manifold-weight > 0" in capsys.readouterr().err
     # the task's head has no Fourier features above 2-D or for a p-norm cost
     for extra in (["train", "gaussians", "--dim", "4"], ["train", "toy2d", "--cost", "pnorm", "--p", "3"]):
         assert main([*extra, "--fourier-scale", "3", "--steps", "2", "--n", "500", "--eval-n", "100",

@@ -133,7 +133,8 @@ def test_float64_map_and_device_arguments(pipes, data, tmp_path):
     # diffusers-style .to(): the map's dtype, every part's device
     assert again.to("cpu", torch.float64) is again and again.dtype == torch.float64
     torch.testing.assert_close(again(data[0][:4], data[1][:4].tolist()).latents, b.latents)
-    for device, message in (("meta", "holds no values"), ("gpu", "is not a device")):
+    for device, message in (("meta", "holds no values"), ("gpu", "is not a device"),
+                            ("cpu:1", "one CPU device"), ("mps", "no usable mps device")):
         with pytest.raises(ValueError, match=message):
             TranslationPipeline.from_pretrained(tmp_path / "again", device=device)
         with pytest.raises(ValueError, match=message):
@@ -564,6 +565,18 @@ def test_cli_translate_folder(saved, data, inputs, tmp_path, capsys):
     assert main(["translate", "--model", str(saved), "--input", str(other / "notes.txt"),
                  str(other / "notes.txt"), "--out", str(tmp_path / "o5")]) == 2
     assert "none of the 2 paths holds an image" in capsys.readouterr().err
+    # an image named twice (its file and its folder) is translated once; a folder of no images
+    # among several paths is skipped; --out may not be the folder of input files
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    (texts / "a.txt").write_text("no image")
+    assert main(["translate", "--model", str(saved), "--input", str(other), str(other / "digit0.png"),
+                 str(texts), "--out", str(tmp_path / "o6")]) == 0
+    report = json.loads((tmp_path / "o6" / "translations.json").read_text())
+    assert len(report["items"]) == 1 and any(s["input"] == str(texts) for s in report["skipped"])
+    assert main(["translate", "--model", str(saved), "--input", str(other / "digit0.png"),
+                 "--out", str(other)]) == 2
+    assert "is the folder of the --input images" in capsys.readouterr().err
 
 
 def test_cli_translate_errors(saved, inputs, tmp_path, capsys, monkeypatch):
@@ -581,7 +594,7 @@ def test_cli_translate_errors(saved, inputs, tmp_path, capsys, monkeypatch):
     # --out where no folder can be made, or the --input folder itself: refused before any work
     (tmp_path / "afile").write_text("x")
     for out, message in ((tmp_path / "afile" / "sub", "which is a file: name a folder"),
-                         (inputs, "is the --input folder")):
+                         (inputs, "is the folder of the --input images")):
         assert main(["translate", "--model", str(saved), "--input", str(inputs),
                      "--out", str(out)]) == 2
         assert message in capsys.readouterr().err

@@ -373,8 +373,19 @@ def init_map_from_args(args: argparse.Namespace) -> HJMap | None:
 
 # (option, the setting that turns it off, whether it is off): an option typed while the
 # setting it belongs to is off would be accepted and do nothing.
+def _fixed_lambda(args: argparse.Namespace) -> bool:
+    """Whether --lambda is a number (a misspelt 'auto' is the option's own error, later)."""
+    try:
+        float(args.lambda_mmd)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 _INERT = (
-    ("lambda_slack", "--lambda auto", lambda a: str(a.lambda_mmd) != "auto"),
+    ("lambda_slack", "--lambda auto", _fixed_lambda),
+    ("manifold_samples", "--manifold-weight > 0", lambda a: not a.manifold_weight),
+    ("manifold_gradient", "--manifold-weight > 0", lambda a: not a.manifold_weight),
     ("semidual_side", "--semidual-weight > 0", lambda a: not a.semidual_weight),
     ("cycle_share", "--cycle-weight > 0", lambda a: not a.cycle_weight),
     ("monotone_directions", "--monotone-weight > 0", lambda a: not a.monotone_weight),
