@@ -47,8 +47,8 @@ def add_map_arguments(p: argparse.ArgumentParser, steps: int = 3000, batch_size:
                    help="a head plugin (default: mlp; digits-to-fashion --mode conditional: conditional)")
     p.add_argument("--head-options", default=None, metavar="JSON",
                    help="other options of the head plugin, as a JSON object (beside --width, ...)")
-    p.add_argument("--width", type=int, default=None)
-    p.add_argument("--depth", type=int, default=None)
+    p.add_argument("--width", type=int, default=None, help="units per hidden layer of the head")
+    p.add_argument("--depth", type=int, default=None, help="layers of the head")
     p.add_argument("--quadratic", default=None, choices=QUADRATIC_KINDS,
                    help="quadratic part of the potential (default: hopf_lax_spd for the quadratic cost, "
                    "else affine; digits-to-fashion: hopf_lax_per_class, one per class, with the "

@@ -90,6 +90,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     # pooled Gaussian map did worse still (BENCHMARKS.md). The shared mode (one potential,
     # no class input) keeps the shared eigenbasis part.
     p.set_defaults(steps=None, batch_size=None, width=None, depth=None, no_progress=False)
+    for action in p._actions:  # the preset decides these: --help says so
+        if action.dest in PRESETS["cpu"] and action.dest != "deadline":
+            shown = " / ".join(f"{name} {preset[action.dest]:,}" for name, preset in PRESETS.items())
+            action.help = f"{action.help or ''} (default: the --preset's, {shown})".strip()
 
 
 def _apply_preset(args: argparse.Namespace) -> None:
