@@ -748,9 +748,10 @@ class TranslationPipeline:
         else:
             redo = (f"If the cached copy of {folder_or_hub_id} is damaged, download it again "
                     "(force_download=True; --force-download on the command line).")
+        # another encoder's plugin speaks for itself (a missing one is not a damaged folder)
+        encoder = None if encoder_name == "vae" else _load_encoder(encoder_name, parts["vae"], device)
         try:
-            encoder = (VAEEncoder(str(parts["vae"]), device=device) if encoder_name == "vae"
-                       else _load_encoder(encoder_name, parts["vae"], device))
+            encoder = encoder or VAEEncoder(str(parts["vae"]), device=device)
             hjmap = HJMap.from_pretrained(parts["map"], map_location=str(device))
         except (CheckpointError, FileNotFoundError) as exc:
             raise CheckpointError(f"{_sentence(exc)} {redo}") from None
@@ -828,15 +829,16 @@ class TranslationPipeline:
             dropped = []
         # another encoder's part must load from what a pipeline keeps and a push publishes (the
         # VAE loads its config, weights and statistics; a training folder's extras can stay)
-        foreign = sorted(p.name for p in (out / "vae").iterdir()
-                         if not p.name.startswith(".") and not any(p.match(g) for g in HUB_PATTERNS))
+        foreign = sorted(p.name + ("/" if p.is_dir() else "") for p in (out / "vae").iterdir()
+                         if not p.name.startswith(".")
+                         and (p.is_dir() or not any(p.match(g) for g in HUB_PATTERNS)))
         if self.encoder_name != "vae" and (dropped or foreign):
             raise registry.PluginError(
                 f"The pipeline's encoder ({self.encoder_name!r}) keeps "
-                f"{', '.join(dropped + foreign)} in its folder: a pipeline part holds JSON and "
-                "safetensors files only (pickles can run code; the Hub publishing uploads "
-                "*.json, *.safetensors and *.md), so the saved pipeline could not be loaded or "
-                "published. Save the encoder's state as safetensors in its save_pretrained.")
+                f"{', '.join(dropped + foreign)} in its folder: a pipeline part is one flat folder "
+                "of JSON and safetensors files (pickles can run code; the Hub publishing uploads "
+                "*.json, *.safetensors and *.md at its top), so the saved pipeline could not be "
+                "loaded or published. Save the encoder's state so in its save_pretrained.")
         hjmap = self.map
         if hjmap.shift.dtype != torch.float32 or hjmap.shift.device.type != "cpu":
             hjmap = copy.deepcopy(hjmap).to("cpu", torch.float32)
@@ -1075,7 +1077,7 @@ def check_device(device: Any) -> torch.device:
         raise ValueError("device='meta' holds no values, so it cannot translate: use 'cpu' or 'cuda'.")
     if device.type == "cpu" and device.index not in (None, 0):
         raise ValueError(f"device={str(device)!r}: there is one CPU device, 'cpu'.")
-    backend = getattr(torch, device.type, None)
+    backend = torch.backends.mps if device.type == "mps" else getattr(torch, device.type, None)
     if device.type not in ("cpu", "cuda") and not (
             callable(getattr(backend, "is_available", None)) and backend.is_available()):
         raise ValueError(f"device={str(device)!r}, but this torch build has no usable "
@@ -1255,6 +1257,10 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
 def encoder_plugin_name(encoder: Any) -> str:
     """The registered name of ``encoder``'s plugin, which a saved pipeline records to load it."""
+    from hjtranslate_plugins.vae import VAEEncoder
+
+    if isinstance(encoder, VAEEncoder):
+        return "vae"  # loaded as the VAE, whatever else claims the name
     for name, plugin in registry.plugins("encoder").items():
         if plugin.obj is type(encoder):
             return name

@@ -419,13 +419,15 @@ def _train(model, batch_fn, config, acc, after_step, save_fn, parameters, on_sta
         total=config.steps, initial=start_step, disable=not (config.progress and acc.is_main_process),
         dynamic_ncols=True, desc="train",
     )
-    if acc.log_with:  # accelerate's trackers (--report-to): the curves, as diffusers' scripts log
-        logs_dir = Path(acc.project_dir or "logs")
-        if not config.resume and acc.is_main_process and out is not None and logs_dir.is_dir() \
-                and logs_dir.resolve().is_relative_to(out.resolve()):
-            shutil.rmtree(logs_dir)  # the replaced run's curves would mix with this run's
-        acc.init_trackers(Path(config.output_dir or "hjtranslate").name,
-                          config=_tracked_config(config, out))
+    if acc.log_with and not acc.trackers:  # --report-to (a caller's own trackers stay its own)
+        name = Path(config.output_dir).resolve().name if config.output_dir else "hjtranslate"
+        run_logs = Path(acc.logging_dir or ".") / name
+        if (previous is not None and acc.is_main_process and run_logs.is_dir()
+                and out is not None and run_logs.resolve().is_relative_to(out.resolve())
+                and run_logs.resolve() != out.resolve()):
+            # this fresh start replaces a run here: its curves would mix with this run's
+            shutil.rmtree(run_logs)
+        acc.init_trackers(name, config=_tracked_config(config, out))
     t0 = time.perf_counter()
     step = start_step
     logs: dict[str, float] = {}

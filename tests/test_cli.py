@@ -242,7 +242,7 @@ def test_script_mode_from_the_repo_root():
     # `accelerate launch hjtranslate ...` runs hjtranslate/__main__.py as a script.
     proc = run_cli("hjtranslate", "env", module=False)
     assert proc.returncode == 0, proc.stderr
-    assert "hjtranslate 0.2.0" in proc.stdout and "torch" in proc.stdout
+    assert "hjtranslate 0.3.0" in proc.stdout and "torch" in proc.stdout
 
 
 def test_toy2d_with_the_sinkhorn_match_and_the_monotone_penalty(tmp_path):

@@ -137,4 +137,4 @@ def test_plugins_command_lists_packages(capsys):
     out = capsys.readouterr().out
     for name in ("quadratic", "pnorm", "mlp", "conditional", "identity", "vae"):
         assert name in out
-    assert "hjtranslate 0.2.0" in out
+    assert "hjtranslate 0.3.0" in out

@@ -342,10 +342,14 @@ def test_report_to_logs_the_curves_with_an_accelerate_tracker(tmp_path, capsys):
     # a resume can turn a recorded tracker off; a fresh start replaces the old run's curves
     assert main(["train", "toy2d", "--output-dir", str(out), "--resume", "--steps", "30",
                  "--report-to", "none", "--no-progress"]) == 0
+    events = EventAccumulator(str(out / "logs" / "run")).Reload()
+    assert [e.step for e in events.Scalars("loss")] == [10, 20]  # step 30 was not logged
+    (out / "logs" / "notes.txt").write_text("the user's")  # not the run's: kept
     assert main(["train", "toy2d", "--n", "500", "--eval-n", "100", "--steps", "10", "--output-dir",
                  str(out), "--no-progress", "--report-to", "tensorboard"]) == 0
     events = EventAccumulator(str(out / "logs" / "run")).Reload()
     assert [e.step for e in events.Scalars("loss")] == [10]
+    assert (out / "logs" / "notes.txt").read_text() == "the user's"
     capsys.readouterr()
     for name, message in (("tensorbord", "accelerate knows"), ("wandb", "its package is not installed")):
         assert main(["train", "toy2d", "--steps", "2", "--output-dir", str(tmp_path / "x"),
