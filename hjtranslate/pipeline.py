@@ -749,7 +749,8 @@ class TranslationPipeline:
             redo = (f"If the cached copy of {folder_or_hub_id} is damaged, download it again "
                     "(force_download=True; --force-download on the command line).")
         # another encoder's plugin speaks for itself (a missing one is not a damaged folder)
-        encoder = None if encoder_name == "vae" else _load_encoder(encoder_name, parts["vae"], device)
+        encoder = None if encoder_name == "vae" else _load_encoder(
+            encoder_name, parts["vae"], device, index.get("encoder_package"))
         try:
             encoder = encoder or VAEEncoder(str(parts["vae"]), device=device)
             hjmap = HJMap.from_pretrained(parts["map"], map_location=str(device))
@@ -784,6 +785,9 @@ class TranslationPipeline:
             "_hjtranslate_version": __version__,
             "vae": "vae",
             "encoder": self.encoder_name,
+            # the package that provides it: a machine without it is told what to install
+            "encoder_package": (None if self.encoder_name == "vae"
+                                else registry.plugins("encoder")[self.encoder_name].package),
             "map": "map",
             "judge_source": "judge_source" if self.judge_source is not None else None,
             "judge_target": "judge_target" if self.judge_target is not None else None,
@@ -1270,7 +1274,7 @@ def encoder_plugin_name(encoder: Any) -> str:
         "hjtranslate.encoders entry point (or registry.register('encoder', NAME, cls)).")
 
 
-def _load_encoder(name: str, folder: Path, device: Any) -> Any:
+def _load_encoder(name: str, folder: Path, device: Any, package: Any = None) -> Any:
     """A pipeline's encoder, by the plugin its index names."""
     if not isinstance(name, str) or not name:
         raise CheckpointError(f"The pipeline's {INDEX_FILE} names no encoder plugin (\"encoder\": "
@@ -1278,7 +1282,8 @@ def _load_encoder(name: str, folder: Path, device: Any) -> Any:
     if name not in registry.plugins("encoder"):
         if name in registry.clashes("encoder") or name in registry.skipped("encoder"):
             registry.resolve("encoder", name)  # raises: two plugins claim it, or it was skipped
-        raise CheckpointError(registry.missing_plugin_message("encoder", name, None).replace(
+        package = str(package).split(" ")[0] if isinstance(package, str) and package else None
+        raise CheckpointError(registry.missing_plugin_message("encoder", name, package).replace(
             "This checkpoint", "This pipeline") + " `hjtranslate plugins` lists those installed.")
     try:
         return registry.resolve("encoder", name).obj.from_pretrained(folder, device=device)

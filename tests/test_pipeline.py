@@ -680,7 +680,8 @@ def test_a_pipeline_with_a_third_party_encoder(data, tmp_path):
     finally:
         registry.unregister("encoder", "t_linear")
     with pytest.raises(CheckpointError, match="This pipeline needs the encoder plugin 't_linear', "
-                       "which is not installed") as missing:
+                       r"which is not installed. Install the package that provides it \(pipeline-test\)"
+                       ) as missing:
         TranslationPipeline.from_pretrained(tmp_path / "p")
     assert "damaged" not in str(missing.value)
 
