@@ -59,3 +59,34 @@ def check_folder_path(path: Path, flag: str) -> None:
                 where = "is a file" if p == path else f"lies under {p}, which is a file"
                 raise NotADirectoryError(f"{flag} {path} {where}: name a folder.")
             return
+
+
+def parse_device(value: Any, name: str = "device") -> torch.device:
+    """``value`` as a ``torch.device``, or a clear error naming the argument."""
+    try:
+        return torch.device(value)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{name}={value!r} is not a device: use 'cpu', 'cuda', 'cuda:0', 'mps', "
+                         "... or a torch.device.") from None
+
+
+def check_device(value: Any, name: str = "device") -> torch.device:
+    """A device that can compute here, or a clear error naming the argument (a bad one used to
+    surface as a damaged weights file, or as torch's own assertion)."""
+    device = parse_device(value, name)
+    shown = f"{name}={str(device)!r}"
+    if device.type == "meta":
+        raise ValueError(f"{shown} holds no values, so it cannot compute: use 'cpu' or 'cuda'.")
+    if device.type == "cpu" and device.index not in (None, 0):
+        raise ValueError(f"{shown}: there is one CPU device, 'cpu'.")
+    backend = torch.backends.mps if device.type == "mps" else getattr(torch, device.type, None)
+    if device.type not in ("cpu", "cuda") and not (
+            callable(getattr(backend, "is_available", None)) and backend.is_available()):
+        raise ValueError(f"{shown}, but this torch build has no usable {device.type} device here: "
+                         f"use {name}='cpu' (or 'cuda').")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{shown}, but torch sees no CUDA device here: use {name}='cpu'.")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"{shown}, but torch sees {torch.cuda.device_count()} CUDA device(s) "
+                         f"here: use 'cuda:0' ... or {name}='cpu'.")
+    return device

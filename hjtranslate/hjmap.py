@@ -23,7 +23,7 @@ from huggingface_hub import ModelHubMixin
 from torch import nn
 
 from . import __version__, registry
-from .checks import check_folder_path, real_number, whole_number
+from .checks import check_device, check_folder_path, real_number, whole_number
 from .contracts import check_cost, check_head
 from .costs import Cost, cost_spec
 from .heads import PotentialHead
@@ -437,11 +437,9 @@ class HJMap(
         packages = config.get("plugin_packages") or {}
         for kind in ("cost", "head"):
             name = config.get(kind, "quadratic" if kind == "cost" else "mlp")
-            if name not in registry.plugins(kind):
-                if name in registry.clashes(kind) or name in registry.skipped(kind):
-                    registry.resolve(kind, name)  # raises: two plugins claim it, or it was skipped
-                pkg = str(packages.get(kind, "")).split(" ")[0] or None
-                raise CheckpointError(registry.missing_plugin_message(kind, name, pkg))
+            missing = registry.missing_plugin(kind, name, packages.get(kind))
+            if missing:
+                raise CheckpointError(missing)
         _check_describes_a_map(config, weights)
         known = set(inspect.signature(cls.__init__).parameters) - {"self"}
         kwargs = {k: v for k, v in config.items() if k in known}
@@ -456,14 +454,7 @@ class HJMap(
                 f"This checkpoint (hjtranslate {saved}) asks for settings the installed hjtranslate "
                 f"{__version__} cannot build: {exc} Upgrade hjtranslate, or check its config.json."
             ) from None
-        try:
-            device = torch.device(map_location)
-        except (RuntimeError, TypeError):
-            raise ValueError(f"map_location={map_location!r} is not a device: use 'cpu', 'cuda', "
-                             "'cuda:0', 'mps', ... or a torch.device.") from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"map_location={map_location!r}, but torch sees no CUDA device here: "
-                             "load with map_location='cpu'.")
+        check_device(map_location, "map_location")
         state = load_safetensors(weights, _REDO_MAP, device=str(map_location))
         try:
             model.load_state_dict(state, strict=True)

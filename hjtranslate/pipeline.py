@@ -59,7 +59,7 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__, registry
-from .checks import check_folder_path, is_int, is_real
+from .checks import check_device, check_folder_path, is_int, is_real
 from .encoders import Encoder
 from .hjmap import (
     PIPELINE_INDEX_FILE,
@@ -1069,31 +1069,6 @@ class TranslationPipeline:
         )
 
 
-def check_device(device: Any) -> torch.device:
-    """A device a pipeline can compute on, or a clear error (a bad one surfaced as a damaged
-    weights file)."""
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device={device!r} is not a device: use 'cpu', 'cuda', 'cuda:0', 'mps', "
-                         "... or a torch.device.") from None
-    if device.type == "meta":
-        raise ValueError("device='meta' holds no values, so it cannot translate: use 'cpu' or 'cuda'.")
-    if device.type == "cpu" and device.index not in (None, 0):
-        raise ValueError(f"device={str(device)!r}: there is one CPU device, 'cpu'.")
-    backend = torch.backends.mps if device.type == "mps" else getattr(torch, device.type, None)
-    if device.type not in ("cpu", "cuda") and not (
-            callable(getattr(backend, "is_available", None)) and backend.is_available()):
-        raise ValueError(f"device={str(device)!r}, but this torch build has no usable "
-                         f"{device.type} device here: use 'cpu' (or 'cuda').")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={str(device)!r}, but torch sees no CUDA device here: use 'cpu'.")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise ValueError(f"device={str(device)!r}, but torch sees {torch.cuda.device_count()} CUDA "
-                         "device(s) here: use 'cuda:0' ... or 'cpu'.")
-    return device
-
-
 def check_dtype(dtype: Any) -> torch.dtype:
     """The map's dtype: float32 or float64 (as a torch dtype or its name). Half precision
     cannot run the heads' matrix inverses on the CPU."""
@@ -1279,12 +1254,9 @@ def _load_encoder(name: str, folder: Path, device: Any, package: Any = None) -> 
     if not isinstance(name, str) or not name:
         raise CheckpointError(f"The pipeline's {INDEX_FILE} names no encoder plugin (\"encoder\": "
                               f"{name!r}). Download or save the pipeline again.")
-    if name not in registry.plugins("encoder"):
-        if name in registry.clashes("encoder") or name in registry.skipped("encoder"):
-            registry.resolve("encoder", name)  # raises: two plugins claim it, or it was skipped
-        package = str(package).split(" ")[0] if isinstance(package, str) and package else None
-        raise CheckpointError(registry.missing_plugin_message("encoder", name, package).replace(
-            "This checkpoint", "This pipeline") + " `hjtranslate plugins` lists those installed.")
+    missing = registry.missing_plugin("encoder", name, package, what="pipeline")
+    if missing:
+        raise CheckpointError(f"{missing} `hjtranslate plugins` lists those installed.")
     try:
         return registry.resolve("encoder", name).obj.from_pretrained(folder, device=device)
     except Exception as exc:  # the plugin's own code: any error is its own

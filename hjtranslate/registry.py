@@ -206,6 +206,18 @@ def create(kind: str, name: str, **kwargs: Any) -> Any:
     return plugin.obj(**kwargs)
 
 
-def missing_plugin_message(kind: str, name: str, package: str | None) -> str:
+def missing_plugin_message(kind: str, name: str, package: str | None, what: str = "checkpoint") -> str:
     hint = f" Install the package that provides it ({package})." if package else ""
-    return f"This checkpoint needs the {kind} plugin {name!r}, which is not installed.{hint}"
+    return f"This {what} needs the {kind} plugin {name!r}, which is not installed.{hint}"
+
+
+def missing_plugin(kind: str, name: str, package: Any = None, what: str = "checkpoint") -> str | None:
+    """Why a saved ``what`` cannot be loaded for want of the ``kind`` plugin ``name`` (None when
+    it is installed). Two plugins claiming it, or one skipped, raise their own PluginError.
+    ``package``: as recorded beside the name (``"pkg 1.0"``), to say what to install."""
+    if name in plugins(kind):
+        return None
+    if name in clashes(kind) or name in skipped(kind):
+        resolve(kind, name)  # raises: two plugins claim it, or it was skipped
+    package = str(package).split(" ")[0] if isinstance(package, str) and package else None
+    return missing_plugin_message(kind, name, package, what)
