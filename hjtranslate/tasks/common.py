@@ -371,8 +371,6 @@ def init_map_from_args(args: argparse.Namespace) -> HJMap | None:
     return HJMap.from_pretrained(source)
 
 
-# (option, the setting that turns it off, whether it is off): an option typed while the
-# setting it belongs to is off would be accepted and do nothing.
 def _fixed_lambda(args: argparse.Namespace) -> bool:
     """Whether --lambda is a number (a misspelt 'auto' is the option's own error, later)."""
     try:
@@ -382,6 +380,9 @@ def _fixed_lambda(args: argparse.Namespace) -> bool:
     return True
 
 
+# (option, the setting that turns it off, whether it is off): an option typed while the
+# setting it belongs to is off would be accepted and do nothing. --fourier-scale where the
+# task's own head has no Fourier features is refused in fit_from_args, which knows the data.
 _INERT = (
     ("lambda_slack", "--lambda auto", _fixed_lambda),
     ("manifold_samples", "--manifold-weight > 0", lambda a: not a.manifold_weight),
