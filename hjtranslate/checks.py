@@ -90,3 +90,22 @@ def check_device(value: Any, name: str = "device") -> torch.device:
         raise ValueError(f"{shown}, but torch sees {torch.cuda.device_count()} CUDA device(s) "
                          f"here: use 'cuda:0' ... or {name}='cpu'.")
     return device
+
+
+def hub_unreachable() -> str | None:
+    """Why the Hub cannot be reached at all, or None. huggingface_hub retries a failed lookup
+    for about 25 s before it falls back to its local cache; where the Hub's host name does not
+    even resolve (no network), callers go to the cache at once (``local_files_only=True``)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    host = urlsplit(constants.ENDPOINT).hostname
+    if not host:
+        return None
+    try:
+        socket.getaddrinfo(host, None)
+    except (socket.gaierror, UnicodeError):
+        return f"the Hub's host {host} does not resolve: no network?"
+    return None

@@ -23,7 +23,7 @@ from huggingface_hub import ModelHubMixin
 from torch import nn
 
 from . import __version__, registry
-from .checks import check_device, check_folder_path, real_number, whole_number
+from .checks import check_device, check_folder_path, hub_unreachable, real_number, whole_number
 from .contracts import check_cost, check_head
 from .costs import Cost, cost_spec
 from .heads import PotentialHead
@@ -514,7 +514,7 @@ def resolve_file(model_id: str, filename: str, subfolder: str | None = None, **h
     # user/name whose "user" is a local folder: likely a mistyped local path
     local_looking = Path(model_id).parent.is_dir()
     if local_looking and not (hub_kwargs.get("local_files_only") or constants.HF_HUB_OFFLINE):
-        # say so before huggingface_hub's retries (about 25 s where the network is unreachable)
+        # say so before huggingface_hub's retries (about 25 s where the Hub resolves but does not answer)
         warnings.warn(f"There is no local folder {Path(model_id).absolute()}: looking for a Hub "
                       f"repo {model_id!r} instead (HF_HUB_OFFLINE=1 skips the network).",
                       stacklevel=3)
@@ -539,6 +539,12 @@ def _hub_file(model_id: str, filename: str, subfolder: str | None, **hub_kwargs:
     from huggingface_hub.utils import HFValidationError
 
     hub_kwargs = {k: v for k, v in hub_kwargs.items() if v is not None}
+    unreachable = None if hub_kwargs.get("local_files_only") else hub_unreachable()
+    if unreachable and hub_kwargs.get("force_download"):
+        raise CheckpointError(f"force_download: {filename} of {model_id!r} cannot be downloaded "
+                              f"({unreachable}).")
+    if unreachable:
+        hub_kwargs["local_files_only"] = True
     try:
         return hf_hub_download(model_id, filename, subfolder=subfolder, **hub_kwargs)
     except HFValidationError:
@@ -555,7 +561,8 @@ def _hub_file(model_id: str, filename: str, subfolder: str | None, **hub_kwargs:
         ) from None
     except LocalEntryNotFoundError as exc:  # a subclass of EntryNotFoundError: catch it first
         cause = exc.__cause__ or exc.__context__
-        why = (f" (the Hub's answer: {str(cause).strip().splitlines()[0]})"
+        why = (f" ({unreachable})" if unreachable else
+               f" (the Hub's answer: {str(cause).strip().splitlines()[0]})"
                if cause is not None and str(cause).strip() else "")
         raise CheckpointError(
             f"{filename} of {model_id!r} is not in the local cache and the Hub cannot be reached"

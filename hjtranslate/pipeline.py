@@ -59,7 +59,7 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__, registry
-from .checks import check_device, check_folder_path, is_int, is_real
+from .checks import check_device, check_folder_path, hub_unreachable, is_int, is_real
 from .encoders import Encoder
 from .hjmap import (
     PIPELINE_INDEX_FILE,
@@ -414,6 +414,10 @@ def _hub_snapshot(repo_id: str, revision: str | None, cache_dir: Any, local_file
     )
     from huggingface_hub.utils import HFValidationError
 
+    unreachable = None if local_files_only else hub_unreachable()
+    if unreachable and force_download:
+        raise CheckpointError(f"force_download: {repo_id!r} cannot be downloaded ({unreachable}).")
+    local_files_only = local_files_only or unreachable is not None
     try:
         return Path(snapshot_download(
             repo_id, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only,
@@ -432,8 +436,9 @@ def _hub_snapshot(repo_id: str, revision: str | None, cache_dir: Any, local_file
         raise CheckpointError(f"Revision {revision!r} does not exist in {repo_id!r}.") from None
     except LocalEntryNotFoundError:
         raise CheckpointError(
-            f"{repo_id!r} is not in the local cache and the Hub cannot be reached (offline "
-            "mode?). Download it once while online, or pass a local folder."
+            f"{repo_id!r} is not in the local cache and the Hub cannot be reached "
+            f"({unreachable or 'offline mode?'}). Download it once while online, or pass a local "
+            "folder."
         ) from None
     except HfHubHTTPError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -171,6 +171,28 @@ def test_offline_without_cache_is_a_clear_error(hub, monkeypatch):
         HJMap.from_pretrained("user/uncached")
 
 
+def no_network(monkeypatch) -> None:
+    """No host name resolves, as on a machine without network."""
+    def fail(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    monkeypatch.setattr(socket, "getaddrinfo", fail)
+
+
+def test_without_network_the_cache_answers_at_once(hub, monkeypatch):
+    """Where the Hub's name does not resolve, huggingface_hub's 25 s of retries are skipped."""
+    m = tiny_map()
+    m.push_to_hub("user/nonet")
+    HJMap.from_pretrained("user/nonet")  # fills the cache
+    n_requests = len(hub.requests)
+    no_network(monkeypatch)
+    assert_same_maps(m, HJMap.from_pretrained("user/nonet"))
+    with pytest.raises(CheckpointError, match="not in the local cache.*does not resolve"):
+        HJMap.from_pretrained("user/never-cached")
+    with pytest.raises(CheckpointError, match="force_download.*cannot be downloaded"):
+        HJMap.from_pretrained("user/nonet", force_download=True)
+    assert len(hub.requests) == n_requests  # the Hub was never asked
+
+
 def test_hf_hub_offline_env_in_a_fresh_process(hub, hf_cache, tmp_path):
     """``HF_HUB_OFFLINE=1`` set before import (the way users set it) loads from the cache."""
     m = tiny_map()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hjtranslate_plugins.vae import VAEEncoder
 from huggingface_hub import HfApi, ModelCard, constants
 from PIL import Image
 
@@ -427,6 +429,10 @@ def test_cards_load_what_they_name_from_where_it_was_saved(pipes, tmp_path, monk
 
 
 # -- the Hub --------------------------------------------------------------------------------
+def no_dns(*args, **kwargs):
+    raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+
 def test_push_to_hub_load_and_offline(pipes, data, hub_server, hf_cache, monkeypatch):
     pipe = pipes["conditional"]
     url = pipe.push_to_hub("user/digits-to-fashion")
@@ -454,6 +460,15 @@ def test_push_to_hub_load_and_offline(pipes, data, hub_server, hf_cache, monkeyp
     with pytest.raises(CheckpointError, match="not in the local cache"):
         TranslationPipeline.from_pretrained("user/never-pushed")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    with monkeypatch.context() as m:  # no network: the cache at once, no retries
+        m.setattr(socket, "getaddrinfo", no_dns)
+        assert_same_outputs(pipe(data[0][:4]),
+                            TranslationPipeline.from_pretrained("user/digits-to-fashion")(data[0][:4]))
+        with pytest.raises(CheckpointError, match="not in the local cache.*does not resolve"):
+            TranslationPipeline.from_pretrained("user/never-pushed")
+        with pytest.raises(CheckpointError, match="VAE 'user/vae' is not a local folder.*does not"):
+            VAEEncoder("user/vae")
+    assert len(hub_server.requests) == n_requests
 
     with pytest.raises(CheckpointError, match="neither a local folder nor a Hub repository"):
         TranslationPipeline.from_pretrained("user/does-not-exist")

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 import hjtranslate
-from hjtranslate.checks import parse_device
+from hjtranslate.checks import hub_unreachable, parse_device
 from hjtranslate.encoders import Encoder
 from hjtranslate.hjmap import CheckpointError, read_json_object
 
@@ -127,6 +127,10 @@ def _load_autoencoder(autoencoder_cls: Any, source: str | Path, local: Path,
     weights, unknown Hub id) or ValueError / TypeError (a config that does not fit the weights)."""
     if local.is_dir() and not hub_kwargs.get("subfolder"):
         _check_autoencoder_folder(local)
+    unreachable = (None if local.exists() or hub_kwargs.get("local_files_only")
+                   else hub_unreachable())
+    if unreachable:  # the cache alone, without huggingface_hub's 25 s of retries
+        hub_kwargs = {**hub_kwargs, "local_files_only": True}
     try:
         return autoencoder_cls.from_pretrained(str(local) if local.exists() else str(source),
                                                **hub_kwargs)
@@ -138,6 +142,12 @@ def _load_autoencoder(autoencoder_cls: Any, source: str | Path, local: Path,
             raise CheckpointError(
                 f"The VAE in {local} cannot be loaded: its config.json or weights are corrupt, "
                 f"truncated or do not belong together ({first}). {_REDO_VAE}"
+            ) from None
+        if unreachable:
+            raise CheckpointError(
+                f"The VAE {str(source)!r} is not a local folder, nor in the local Hub cache, and "
+                f"the Hub cannot be reached ({unreachable}). Pass an existing folder, or download "
+                "it once while online."
             ) from None
         raise CheckpointError(
             f"The VAE {str(source)!r} is neither a local folder nor a loadable Hub AutoencoderKL "
