@@ -166,3 +166,35 @@ def test_a_resumed_vae_run_keeps_its_options(shared_data: Path, tmp_path: Path, 
     record = json.loads((out / "training_metrics.json").read_text())
     assert (record["lr"], record["batch_size"], record["kl_weight"], record["steps"]) == (
         3e-3, 8, 0.01, 3)
+
+
+def test_a_vae_killed_while_its_outputs_move_does_not_load(shared_data: Path, tmp_path: Path,
+                                                          monkeypatch) -> None:
+    """A kill between the renames of the outputs leaves a folder without weights (not new
+    statistics beside the earlier weights); `--resume` writes the outputs again."""
+    import os
+
+    from hjtranslate.cli import main
+    from hjtranslate.hjmap import CheckpointError
+
+    out = tmp_path / "vae"
+    small = ["--widths", "8,8,8,8", "--eval-images", "300", "--stats-images", "400",
+             "--output-dir", str(out), "--steps", "2"]
+    assert main(["train", "vae", *small, "--keep-checkpoints"]) == 0
+    replace, moved = os.replace, []
+
+    def killed_after_two(src, dst):
+        if Path(src).parent.name == ".outputs.tmp" and len(moved) == 2:
+            raise KeyboardInterrupt  # the process stops between two renames
+        moved.append(Path(dst).name)
+        return replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", killed_after_two)
+    assert main(["train", "vae", *small, "--steps", "3", "--resume"]) == 130  # "interrupted"
+    monkeypatch.setattr(os, "replace", replace)
+    assert "diffusion_pytorch_model.safetensors" not in moved
+    with pytest.raises(CheckpointError):
+        VAEEncoder(out)
+    assert main(["train", "vae", *small, "--steps", "3", "--resume"]) == 0
+    assert json.loads((out / "training_metrics.json").read_text())["steps"] == 3
+    assert VAEEncoder(out).latent_dim == 64

@@ -507,10 +507,13 @@ def staged_outputs(out: Path) -> Path:
     return stage
 
 
-def move_outputs(stage: Path, out: Path) -> None:
+def move_outputs(stage: Path, out: Path, weights: str) -> None:
     """Move every file of ``stage`` into ``out`` (renames within one folder: a moment, where
-    writing them took the whole evaluation), then remove ``stage``."""
-    for f in sorted(stage.iterdir()):
+    writing them took the whole evaluation), then remove ``stage``. The earlier ``weights`` go
+    first and the new ones come last, so a kill between two renames leaves a folder that does
+    not load (and ``--resume`` finishes), never new settings beside old weights or the reverse."""
+    (out / weights).unlink(missing_ok=True)
+    for f in sorted(stage.iterdir(), key=lambda f: (f.name == weights, f.name)):
         os.replace(f, out / f.name)
     stage.rmdir()
 

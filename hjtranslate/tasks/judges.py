@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ..data import load_dataset, to_float
-from ..judges import CLASSES, DEFAULT_ARCH, DEFAULT_KWARGS, Judge, build_classifier
+from ..judges import CLASSES, DEFAULT_ARCH, DEFAULT_KWARGS, WEIGHTS_FILE, Judge, build_classifier
 from .common import check_count, check_output_folder, move_outputs, require_at_least, staged_outputs
 
 DATASET_NAMES = ("mnist", "fashion-mnist")
@@ -226,7 +226,7 @@ def train_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
         if sys.argv[1:3] == ["train", "judges"] else "hjtranslate train judges",
     }
     write_card(stage, info)
-    move_outputs(stage, out)
+    move_outputs(stage, out, weights=WEIGHTS_FILE)
     if not args.keep_checkpoints:
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
     return {"test_accuracy": test_acc, "seconds": result["seconds"], "steps": result["steps"]}

@@ -328,7 +328,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     (stage / "training_metrics.json").write_text(
         json.dumps({k: v for k, v in info.items() if k != "command"} | {
             "final": result["final"], "command": info["command"]}, indent=2, sort_keys=True) + "\n")
-    move_outputs(stage, out)
+    move_outputs(stage, out, weights="diffusion_pytorch_model.safetensors")
     if not args.keep_checkpoints:
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
     return {"metrics": metrics, "seconds": result["seconds"], "steps": result["steps"]}
