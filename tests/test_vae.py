@@ -168,6 +168,26 @@ def test_a_resumed_vae_run_keeps_its_options(shared_data: Path, tmp_path: Path, 
         3e-3, 8, 0.01, 3)
 
 
+def test_resume_of_a_finished_vae_keeps_it(shared_data: Path, tmp_path: Path, capsys) -> None:
+    """A finished VAE has no checkpoints left: `--resume` keeps it, and with other options it
+    refuses (it trained a new VAE with the defaults over it, from step 0)."""
+    from hjtranslate.cli import main
+
+    out = tmp_path / "vae"
+    small = ["--widths", "8,8,8,8", "--eval-images", "300", "--stats-images", "400",
+             "--batch-size", "8", "--output-dir", str(out)]
+    assert main(["train", "vae", *small, "--steps", "2"]) == 0
+    weights = (out / "diffusion_pytorch_model.safetensors").read_bytes()
+    capsys.readouterr()
+    assert main(["train", "vae", *small, "--steps", "2", "--resume"]) == 0
+    assert "is finished (2 steps); kept" in capsys.readouterr().err
+    assert main(["train", "vae", "--output-dir", str(out), "--steps", "3", "--resume"]) != 0
+    err = capsys.readouterr().err
+    assert "holds a finished VAE (2 steps), made with other options" in err
+    assert "--steps 2 here, 3 now" in err and "--widths 8,8,8,8 here, 16,32,64,64 now" in err
+    assert f"--init-from {out} --output-dir NEW_FOLDER" in err
+    assert (out / "diffusion_pytorch_model.safetensors").read_bytes() == weights
+
 def test_a_vae_killed_while_its_outputs_move_does_not_load(shared_data: Path, tmp_path: Path,
                                                           monkeypatch) -> None:
     """A kill between the renames of the outputs leaves a folder without weights (not new

@@ -230,6 +230,48 @@ def _training_record(folder: str | None) -> dict[str, Any] | None:
     return {k: record.get(k) for k in ("command", "steps", "seconds", "init_training")}
 
 
+#: the options that make a VAE what it is: a --resume that finds a finished VAE made with
+#: others refuses, rather than train a new one over it
+MODEL_OPTIONS = ("steps", "time_budget", "batch_size", "lr", "kl_weight", "seed", "init_from",
+                 "decoder_only", "latent_channels", "latent_size", "widths", "eval_images",
+                 "stats_images")
+
+
+def _model_options(args: argparse.Namespace) -> dict[str, Any]:
+    record = recorded_options(args)
+    return {k: record.get(k) for k in MODEL_OPTIONS}
+
+
+def _finished(out: Path, args: argparse.Namespace) -> dict[str, Any] | None:
+    """``--resume`` in a folder whose VAE finished (its checkpoints went with it): kept where
+    this launch asks for the options it was made with, a clear refusal otherwise (it used to
+    train a new VAE with these options over it, from step 0); None where there is a checkpoint
+    to resume or no finished VAE."""
+    from ..training import checkpoints
+
+    record_file = out / "training_metrics.json"
+    if checkpoints(out) or not record_file.is_file():
+        return None
+    try:
+        record = json.loads(record_file.read_text())
+    except (OSError, ValueError):
+        return None  # a damaged record: the run's own --resume logic decides
+    recorded = record.get("options")
+    if recorded == _model_options(args):
+        print(f"--resume: the VAE in {out} is finished ({record.get('steps')} steps); kept. "
+              "Train it again without --resume.", file=sys.stderr)
+        return {"metrics": record.get("metrics"), "seconds": 0.0, "steps": record.get("steps"),
+                "kept": True}
+    differ = "" if not isinstance(recorded, dict) else " (" + ", ".join(
+        f"--{k.replace('_', '-')} {recorded.get(k)} here, {v} now"
+        for k, v in _model_options(args).items() if recorded.get(k) != v) + ")"
+    raise ValueError(
+        f"--resume: {out} holds a finished VAE ({record.get('steps')} steps), made with other "
+        f"options{differ}, and no checkpoint to resume (a finished run removes them; "
+        f"--keep-checkpoints keeps them). To train it further: --init-from {out} --output-dir "
+        "NEW_FOLDER; to train a new VAE in its place: the same command without --resume.")
+
+
 def _load_init(args: argparse.Namespace) -> Any:
     """The ``--init-from`` VAE as a ``VAEEncoder`` (None without the flag), checked for use."""
     from hjtranslate_plugins.vae import VAEEncoder
@@ -264,6 +306,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     init = _load_init(args)
     check_output_folder(out, "--output-dir", lambda cfg: cfg.get("_class_name") == "AutoencoderKL",
                         "a VAE")
+    if args.resume:
+        kept = _finished(out, args)
+        if kept is not None:
+            return kept
     data = {(n, split): load_dataset(n, split, args.data_dir, download=args.download)[0]
             for n in DATASET_NAMES for split in ("train", "test")}
     train_images = torch.cat([data[n, "train"] for n in DATASET_NAMES])
@@ -319,6 +365,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "seconds": result["seconds"], "seed": args.seed,
         "init_from": args.init_from, "decoder_only": bool(args.decoder_only),
         "init_training": _training_record(args.init_from),
+        "options": _model_options(args),  # what a later --resume compares (_finished)
         "device": f"{acc.num_processes} x {acc.device.type} process(es), "
                   f"{torch.get_num_threads()} thread(s)",
         "command": "hjtranslate train vae " + shlex.join(sys.argv[3:])
