@@ -60,6 +60,8 @@ MAX_SIDE = 4096
 #: a preprocessed 28x28 image whose pixel range (0..1) is below this counts as blank
 BLANK_RANGE = 0.1
 CONCURRENCY_LIMIT = 2
+#: what the outputs show before a translation (and again once the input changes)
+EMPTY_REPORT = "Translate something to see the class pairing here."
 #: keyword arguments for ``demo.launch`` (besides host, port and share)
 LAUNCH_KWARGS: dict[str, Any] = {"max_file_size": "10mb"}
 #: how the app names the datasets: (plural for the direction switch, prefix for one class)
@@ -146,6 +148,14 @@ def read_upload(path: str | os.PathLike | None) -> tuple[Image.Image, list[str]]
                        f"{MAX_UPLOAD_BYTES // 2**20} MB. Upload a smaller image.")
     notes: list[str] = []
     try:
+        with open(p, "rb") as f:
+            head = f.read(512).lstrip().lower()
+    except OSError:
+        raise _error("The uploaded file could not be read on the server: upload it again.") from None
+    if head.startswith((b"<svg", b"<?xml")) and b"<svg" in head:
+        raise _error("This is an SVG drawing, which the app does not render: export it as a PNG "
+                     "(or JPEG) picture and upload that.")
+    try:
         with Image.open(p) as img:
             w, h = img.size
             if max(w, h) > MAX_SIDE:
@@ -156,8 +166,10 @@ def read_upload(path: str | os.PathLike | None) -> tuple[Image.Image, list[str]]
             out = img.copy()
     except gr.Error:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError,
-            ValueError, EOFError):
+    except Image.DecompressionBombError:  # PIL refuses to open it at all: over 179 Mpixels
+        raise _error(f"The image has too many pixels to open; the limit is {MAX_SIDE} pixels on "
+                     "a side. Downscale it first (the app works at 28x28 anyway).") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
         raise _error(NOT_AN_IMAGE) from None
     if frames > 1:
         notes.append(f"used the first of {frames} frames")
@@ -234,10 +246,10 @@ class Translator:
         return [(f"{s} → {t}", "forward"), (f"{t} → {s}", "backward")]
 
     def class_choices(self) -> list[tuple[str, str]]:
-        return [("auto (detect with the judge)", "auto")] + [
-            (f"{k}: {self.names['source'][k]} ↔ {self.names['target'][k]}", str(k))
-            for k in range(self.k)
-        ]
+        auto = ([("auto (detect with the judge)", "auto")]
+                if self.pipe.judge_source is not None or self.pipe.judge_target is not None else [])
+        return auto + [(f"{k}: {self.names['source'][k]} ↔ {self.names['target'][k]}", str(k))
+                       for k in range(self.k)]
 
     # argument checks
     def _direction(self, direction: Any) -> tuple[str, str, str]:
@@ -271,7 +283,7 @@ class Translator:
         direction, in_side, out_side = self._direction(direction)
         given = self._klass(klass)
         try:
-            x, conv = self.pipe.preprocess(img)
+            x, conv = self.pipe.preprocess(img, self.pipe.framing(in_side))
         except ValueError as exc:
             raise _error(f"The image cannot be used: {exc}") from None
         notes = notes + conv[0]
@@ -373,14 +385,14 @@ def build_demo(pipeline_or_path: TranslationPipeline | str | os.PathLike | None 
         )
         with gr.Row():
             with gr.Column(scale=1):
-                with gr.Tabs():
+                with gr.Tabs() as tabs:
                     with gr.Tab("Upload or example", id="upload"):
                         upload = gr.Image(label="Input image", type="filepath",
                                           sources=["upload", "clipboard"], height=280,
                                           elem_id="upload")
                         upload_btn = gr.Button("Translate", variant="primary", elem_id="translate")
                     with gr.Tab("Draw", id="draw"):
-                        sketch = gr.Sketchpad(label="Draw here (dark on light, big and centred)",
+                        sketch = gr.Sketchpad(label="Draw here (dark on light)",
                                               type="pil", image_mode="L", canvas_size=(280, 280),
                                               fixed_canvas=True, layers=False,
                                               brush=gr.Brush(colors=["#000000"],
@@ -390,11 +402,11 @@ def build_demo(pipeline_or_path: TranslationPipeline | str | os.PathLike | None 
                                                elem_id="translate-drawing")
                 direction = gr.Radio(app.direction_choices(), value="forward", label="Direction",
                                      elem_id="direction")
-                klass = gr.Dropdown(app.class_choices(), value="auto", label="Source class",
+                choices = app.class_choices()
+                klass = gr.Dropdown(choices, value=choices[0][1], label="Source class",
                                     elem_id="source-class")
             with gr.Column(scale=1):
-                report = gr.Markdown("Translate something to see the class pairing here.",
-                                     label="Report", elem_id="report")
+                report = gr.Markdown(EMPTY_REPORT, label="Report", elem_id="report")
                 with gr.Row():
                     translation = gr.Image(label="Translation", type="filepath", format="png",
                                            height=DISPLAY_SIZE + 40, interactive=False,
@@ -412,8 +424,9 @@ def build_demo(pipeline_or_path: TranslationPipeline | str | os.PathLike | None 
                     ex = gr.Examples([[str(p)] for p in paths], inputs=[upload],
                                      label=f"Test-set {app.plural[side]}",
                                      examples_per_page=len(paths))
-                    ex.dataset.click(lambda v=value: v, None, direction, api_visibility="private",
-                                     queue=False)
+                    # the example lands in the Upload tab: show it, also from the Draw tab
+                    ex.dataset.click(lambda v=value: (v, gr.Tabs(selected="upload")), None,
+                                     [direction, tabs], api_visibility="private", queue=False)
         with gr.Accordion("All ten class pairs", open=True):
             grid_btn = gr.Button("Show all ten pairs (current direction)", elem_id="grid-button")
             gallery = gr.Gallery(label="Input → translation", columns=5, format="png",
@@ -426,6 +439,10 @@ def build_demo(pipeline_or_path: TranslationPipeline | str | os.PathLike | None 
         klass.preprocess = _safe_preprocess(klass, "Pick 'auto' or a class from the list.")
         direction.preprocess = _safe_preprocess(direction, "Pick a direction from the list.")
         outputs = [translation, strip, gif, report]
+        # a new upload clears the last translation: an error about it must not sit beside the
+        # result for the one before (not so the sketchpad, which reports changes as it renders)
+        upload.change(lambda: (None, None, None, EMPTY_REPORT), None, outputs,
+                      api_visibility="private", queue=False, show_progress="hidden")
         upload_btn.click(app.translate_upload, [upload, klass, direction], outputs,
                          api_name="translate")
         sketch_btn.click(app.translate_drawing, [sketch, klass, direction], outputs,

@@ -145,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="source class (default: detected by the judge)")
     tr.add_argument("--direction", choices=["forward", "backward"], default="forward")
     tr.add_argument("--morph-steps", type=int, default=0)
+    tr.add_argument("--no-frame", dest="frame", action="store_false",
+                    help="do not frame pictures that are not 28x28 as their dataset does (crop "
+                         "to the ink, scale into MNIST's 20x20 box centred by mass)")
     tr.add_argument("--out", required=True, help="output folder")
     tr.set_defaults(func=_lazy("hjtranslate.pipeline", "cmd_translate"))
 

@@ -128,8 +128,8 @@ def test_big_rgb_upload_is_converted_with_a_note(client, tmp_path):
     report = check_outputs(translate(client, path))
     assert report.startswith("### digit 4 → Coat")
     notes = report.split("Input converted: ")[1]
-    for note in ("converted colour to grey", "inverted", "padded 1000x700 to 1000x1000",
-                 "resized 1000x1000 to 28x28"):
+    for note in ("converted colour to grey", "inverted", "framed the ",
+                 "as mnist does (20x20, centred by mass), out of 1000x700"):
         assert note in notes
 
 
@@ -145,6 +145,14 @@ def test_blank_non_image_and_oversized_uploads(client, tmp_path):
     wide = tmp_path / "wide.png"
     Image.new("L", (5000, 40), 0).save(wide)
     assert "5000x40 pixels; the limit is 4096" in app_error(lambda: translate(client, wide))
+
+    svg = tmp_path / "digit.png"  # whatever its name says
+    svg.write_text('<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="28" '
+                   'height="28"><circle cx="14" cy="14" r="8"/></svg>')
+    assert "SVG drawing" in app_error(lambda: translate(client, svg))
+    bomb = tmp_path / "bomb.png"  # 48 KB on disk, 400 Mpixels: PIL will not even open it
+    Image.new("1", (20000, 20000)).save(bomb)
+    assert "too many pixels to open" in app_error(lambda: translate(client, bomb))
 
 
 def test_nan_noise_and_blank_first_frame_uploads(client, tmp_path):
@@ -229,7 +237,7 @@ def test_drawing(client, tmp_path):
                             api_name="/translate_drawing")
     report = check_outputs(result)
     assert report.startswith("### digit 1 → Trouser")
-    assert "inverted" in report and "resized 280x280 to 28x28" in report
+    assert "inverted" in report and "as mnist does (20x20, centred by mass), out of 280x280" in report
     result = client.predict(sketch_value(tmp_path, True), "8", "forward",
                             api_name="/translate_drawing")
     assert check_outputs(result).startswith("### digit 8 → Bag")
@@ -358,3 +366,17 @@ def test_cmd_app_failing_to_serve_names_host_and_port(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "Cannot serve the app on --host 127.0.0.1 --port 7999" in err
     assert "pick another --port" in err and "check that --host" in err
+
+
+def test_a_model_without_judges_offers_classes_only():
+    """'auto' needs a judge: a pipeline without any starts at class 0 instead (every request
+    failed with "pick the class yourself")."""
+    from hjtranslate_apps.translate import Translator
+
+    from hjtranslate import HJMap
+    from hjtranslate.pipeline import TranslationPipeline
+
+    pipe = TranslationPipeline.from_components(MODELS / "vae",
+                                               HJMap(64, head="conditional", num_classes=10))
+    choices = Translator(pipe).class_choices()
+    assert [value for _, value in choices] == [str(k) for k in range(10)]

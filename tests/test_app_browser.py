@@ -133,6 +133,20 @@ def test_clothes_example_sets_the_direction(page):
     assert "Dress → digit 3" in page.inner_text("#report")
 
 
+def test_an_example_picked_from_the_draw_tab_shows_and_a_new_upload_clears(page):
+    page.get_by_role("tab", name="Draw").click()
+    page.locator("img[src*='digit_7']").first.click()  # lands in the Upload tab, shown
+    page.wait_for_selector("#upload img", state="visible")
+    page.click("#translate")
+    first = wait_for_translation(page)
+    assert "digit 7" in page.inner_text("#report")
+    page.set_input_files("#upload input[type=file]", str(EXAMPLES / "digit_3.png"))
+    page.wait_for_function(  # the result for digit 7 goes with it
+        "() => document.querySelector('#report').innerText.includes('Translate something')")
+    page.click("#translate")
+    assert wait_for_translation(page, first["src"])["w"] == 168
+    assert "digit 3" in page.inner_text("#report")
+
 def test_draw_on_the_sketchpad(page):
     page.get_by_role("tab", name="Draw").click()
     page.get_by_role("button", name="Brush").first.click()

@@ -204,8 +204,11 @@ def test_colour_size_and_polarity_conversions(pipes, data):
 
     rgb = Image.merge("RGB", [digit] * 3).resize((64, 64), Image.BILINEAR)
     out = pipe(rgb)  # class detected on the converted image
-    assert out.notes[0] == ["converted colour to grey (BT.601 luma)", "resized 64x64 to 28x28"]
+    assert out.notes[0][0] == "converted colour to grey (BT.601 luma)"
+    assert out.notes[0][1].startswith("framed the ") and "as mnist does" in out.notes[0][1]
     assert out.source_classes == [k] and out.images[0].size == (28, 28)
+    assert pipe(rgb, frame=False).notes[0] == ["converted colour to grey (BT.601 luma)",
+                                               "resized 64x64 to 28x28"]
 
     light = Image.fromarray(255 - data[0][0].numpy())  # dark ink on white paper
     out = pipe(light, k)
@@ -215,7 +218,7 @@ def test_colour_size_and_polarity_conversions(pipes, data):
 
     wide = np.zeros((28, 40), np.uint8)
     wide[:, 6:34] = data[0][0].numpy()
-    out = pipe(wide, k)
+    out = pipe(wide, k, frame=False)
     assert out.notes[0] == ["padded 40x28 to 40x40", "resized 40x40 to 28x28"]
 
     rgba = np.zeros((28, 28, 4), np.uint8)
@@ -427,6 +430,45 @@ def test_cards_load_what_they_name_from_where_it_was_saved(pipes, tmp_path, monk
         pipes["conditional"].save_pretrained("notes")
     assert [p.name for p in Path("notes").iterdir()] == ["todo.txt"]
 
+
+
+def test_pictures_are_framed_as_their_dataset_frames_them(pipes, data):
+    """A digit small on a page, a faint pencil, a drawing in a corner: cut to the ink, scaled
+    into MNIST's 20x20 box and centred by mass (rule 5); clothes fill 28x28; 28x28 pictures and
+    noise are left as they were."""
+    from hjtranslate.pipeline import preprocess
+
+    pipe = pipes["conditional"]
+    assert (pipe.framing("source"), pipe.framing("target")) == ("mnist", "fashion-mnist")
+    for i in range(6):
+        digit, k = data[0][i].numpy(), int(data[1][i])
+        page = Image.new("L", (800, 1000), 255)
+        page.paste(Image.fromarray(255 - digit).resize((100, 100), Image.BILINEAR), (60, 700))
+        out = pipe(page)
+        assert out.source_classes == [k]
+        assert any(n.startswith("framed the ") and n.endswith("out of 800x1000")
+                   for n in out.notes[0])
+        x = preprocess(page, "mnist")[0][0, 0]
+        rows, cols = torch.nonzero(x > 0.05, as_tuple=True)
+        assert max(int(rows.max() - rows.min()), int(cols.max() - cols.min())) <= 21
+        mass = x / x.sum()
+        centre = ((mass.sum(1) * torch.arange(28.0)).sum(), (mass.sum(0) * torch.arange(28.0)).sum())
+        assert all(abs(float(c) - 13.5) <= 1.0 for c in centre)
+        faint = 230 - 40 * np.asarray(Image.fromarray(digit).resize((280, 280)), np.float32) / 255
+        framed, notes = preprocess(faint.astype(np.uint8), "mnist")
+        assert float(framed.max()) > 0.9 and any(n.startswith("stretched the contrast")
+                                                 for n in notes[0])
+        assert pipe(faint.astype(np.uint8)).source_classes == [k]
+        # already 28x28: framing leaves it alone
+        torch.testing.assert_close(preprocess(digit, "mnist")[0], preprocess(digit)[0])
+    shirt = data[2][0].numpy()
+    x = preprocess(Image.fromarray(shirt).resize((300, 300)), "fashion-mnist")[0][0, 0]
+    rows, cols = torch.nonzero(x > 0.05, as_tuple=True)
+    assert max(int(rows.max() - rows.min()), int(cols.max() - cols.min())) >= 26
+    noise = np.random.default_rng(0).integers(0, 256, (600, 600), np.uint8)
+    assert preprocess(noise, "mnist")[1][0] == ["resized 600x600 to 28x28"]  # nothing to frame
+    with pytest.raises(ValueError, match="framing='svhn'"):
+        preprocess(digit, "svhn")
 
 # -- the Hub --------------------------------------------------------------------------------
 def no_dns(*args, **kwargs):
