@@ -140,6 +140,8 @@ def make_accelerator(cpu: bool | None = None, report_to: str | None = None,
 _held: dict[Path, Any] = {}
 _kept: set[Path] = set()
 LOCK_FILE = ".hjtranslate.lock"
+#: a run's config.json, kept with its checkpoints when a fresh start moves them aside
+RUN_RECORD = "run-config.json"
 
 
 def lock_folder(out: Path) -> bool:
@@ -334,25 +336,33 @@ def _train(model, batch_fn, config, acc, after_step, save_fn, parameters, on_sta
     start_step = 0
     spent = 0.0  # training seconds of earlier launches of this run (a resumed time budget)
     history: list[dict[str, float]] = []
-    previous = None
+    previous = previous_at_end = None
     if out is not None and acc.is_main_process and (out / "checkpoints").is_dir():
         for stale in (out / "checkpoints").glob("step-*.tmp"):  # a kill during a checkpoint
             shutil.rmtree(stale, ignore_errors=True)
     if config.resume and out is not None and acc.is_main_process and (
             out / "checkpoints-previous").is_dir():
         # a fresh start moved them aside and was stopped before it could remove them: they are
-        # the run before it, which a resume does not delete (it cannot tell whose they are)
-        warnings.warn(f"{out / 'checkpoints-previous'} holds the checkpoints of the run before "
-                      "the last fresh start here; move that folder back to "
-                      f"{out / 'checkpoints'} to resume that run instead, or delete it.",
-                      stacklevel=3)
+        # the run before it. Resuming that fresh start's own checkpoints (the stop may have been
+        # meant to undo it: say so) removes them once it finishes; with none, they stay
+        if checkpoints(out):
+            previous_at_end = out / "checkpoints-previous"
+        else:
+            warnings.warn(f"{out / 'checkpoints-previous'} holds the checkpoints of the run "
+                          "before the last fresh start here; move that folder back to "
+                          f"{out / 'checkpoints'} to resume that run instead (its options come "
+                          "back with it), or delete it.", stacklevel=3)
     if not config.resume and out is not None and acc.is_main_process and checkpoints(out):
         # A fresh run in the folder of an earlier one replaces it: the old checkpoints would
         # outrank this run's own (they are pruned by step) and a later --resume would pick them.
-        # They move aside, and go once this run has a checkpoint of its own.
+        # They move aside, and go once this run has a checkpoint of its own. The run's record
+        # goes with them: this run writes its own config.json, and moved back, the checkpoints
+        # must resume with the options they were trained with (restore_recorded_options).
         previous = out / "checkpoints-previous"
         shutil.rmtree(previous, ignore_errors=True)
         os.replace(out / "checkpoints", previous)
+        if (out / "config.json").is_file():
+            shutil.copy2(out / "config.json", previous / RUN_RECORD)
         acc.print(f"Starting afresh (no --resume): the earlier run's checkpoints moved to "
                   f"{previous}, removed once this run writes its first regular checkpoint (not "
                   "one written on stopping it).")
@@ -376,6 +386,10 @@ def _train(model, batch_fn, config, acc, after_step, save_fn, parameters, on_sta
                           f"{exc}); trying the one before it.")
                 continue
             acc.print(f"Resuming from {last} (step {start_step}).")
+            if previous_at_end is not None:
+                acc.print(f"{previous_at_end} holds the run before the last fresh start here: "
+                          "it is removed when this run finishes. To resume that run instead, "
+                          f"stop now and move that folder back to {out / 'checkpoints'}.")
             if start_step >= config.steps:
                 acc.print(f"The checkpoint is at step {start_step}, not before --steps "
                           f"{config.steps}: no further training (raise --steps to train longer).")
@@ -516,6 +530,8 @@ def _train(model, batch_fn, config, acc, after_step, save_fn, parameters, on_sta
         checkpoint(step, stop.requested)
     if stop.requested:  # came after the last step's all-reduce: stop before the evaluation
         raise stop.interrupt()
+    if previous_at_end is not None:  # the resumed fresh start has finished: it replaced them
+        shutil.rmtree(previous_at_end, ignore_errors=True)
     if ema is not None:
         ema.copy_to_params()
     model.eval()

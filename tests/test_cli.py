@@ -521,3 +521,39 @@ def test_help_shows_the_defaults(capsys):
         text = " ".join(capsys.readouterr().out.split())
         assert all(s in text for s in shown), text
         assert "(default None)" not in text and "(default False)" not in text
+
+
+def test_checkpoints_moved_back_after_a_fresh_start_resume_with_their_own_options(
+        tmp_path, capsys, monkeypatch):
+    """A fresh start stopped at once leaves the earlier run's checkpoints in
+    checkpoints-previous with that run's config.json; moved back as the note says, they resume
+    with their own options (they resumed with the fresh start's lr and seed)."""
+    import signal
+
+    import hjtranslate.api as api
+
+    run = tmp_path / "run"
+    common = ["train", "toy2d", "--n", "500", "--batch-size", "64", "--eval-n", "100",
+              "--steps", "8", "--output-dir", str(run), "--no-progress"]
+    assert main(common) == 0
+    train = api.train
+
+    def stopped_at_once(model, batch_fn, *args, **kwargs):
+        def batch(step, rank):
+            if step == 0:
+                os.kill(os.getpid(), signal.SIGINT)
+            return batch_fn(step, rank)
+        return train(model, batch, *args, **kwargs)
+
+    monkeypatch.setattr(api, "train", stopped_at_once)
+    assert main([*common, "--lr", "3e-3", "--seed", "5"]) == 130
+    monkeypatch.setattr(api, "train", train)
+    assert (run / "checkpoints-previous" / "run-config.json").is_file()
+    shutil.rmtree(run / "checkpoints")
+    os.replace(run / "checkpoints-previous", run / "checkpoints")  # as the note says
+    capsys.readouterr()
+    assert main([*common, "--steps", "12", "--resume"]) == 0
+    assert "lr=0.003" not in capsys.readouterr().err
+    record = json.loads((run / "config.json").read_text())
+    assert (record["lr"], record["seed"], record["steps"]) == (1e-3, 0, 12)
+    assert not (run / "checkpoints" / "run-config.json").exists()

@@ -248,13 +248,23 @@ def test_ctrl_c_right_after_a_fresh_start_keeps_the_earlier_runs_checkpoints(tmp
     assert latest_checkpoint(tmp_path).name == "step-0000001"  # one stop, one checkpoint
     assert sorted(p.name for p in (tmp_path / "checkpoints-previous").iterdir()) == [
         "step-0000002", "step-0000004"]
-    # a resume cannot tell whose they are: it names them and keeps them
-    with pytest.warns(UserWarning, match="checkpoints-previous holds the checkpoints of the run "
-                      "before the last fresh start here.*or delete it"):
-        train(_Quadratic(), lambda step, rank: {"step": step},
-              TrainConfig(steps=8, checkpoint_every=4, output_dir=str(tmp_path), progress=False,
-                          resume=True))
-    assert (tmp_path / "checkpoints-previous").is_dir()
+    # a resume of the stopped fresh start names them and keeps them until it finishes (the
+    # stop may have been meant to undo the fresh start); then they go
+    stopped_again = []
+
+    def stop_once(step, rank):
+        if step == 2 and not stopped_again:
+            stopped_again.append(step)
+            os.kill(os.getpid(), signal.SIGINT)
+        return {"step": step}
+
+    resume = TrainConfig(steps=8, checkpoint_every=2, output_dir=str(tmp_path), progress=False,
+                         resume=True)
+    with pytest.raises(KeyboardInterrupt):
+        train(_Quadratic(), stop_once, resume)
+    assert (tmp_path / "checkpoints-previous" / "step-0000004").is_dir()
+    train(_Quadratic(), lambda step, rank: {"step": step}, resume)
+    assert not (tmp_path / "checkpoints-previous").exists()
 
 
 def test_sigterm_is_told_apart_and_an_unwritable_folder_is_a_message(tmp_path, monkeypatch, capsys):

@@ -22,7 +22,7 @@ from ..hjmap import HJMap, read_json_object
 from ..losses import MMDS, SINKHORN_BLUR
 from ..objective import MONOTONE_DIRECTIONS, SEMIDUAL_SIDES
 from ..pipeline import INDEX_FILE
-from ..training import keep_folder, last_checkpoint_json, make_accelerator
+from ..training import RUN_RECORD, keep_folder, last_checkpoint_json, make_accelerator
 
 # The built-in heads' quadratic parts (plugins/hjtranslate_plugins/heads.py).
 QUADRATIC_KINDS = ["none", "affine", "hopf_lax", "hopf_lax_spd", "hopf_lax_per_class"]
@@ -145,8 +145,6 @@ def recorded_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def _checkpoint_record(out: Path) -> tuple[dict[str, Any], Path]:
     """The options the last checkpoint of ``out`` records (``TrainConfig.extra``), and where."""
-    from ..training import last_checkpoint_json
-
     found = last_checkpoint_json(out, "trainer_state.json")
     extra = (found[0].get("config") or {}).get("extra") if found else None
     return (extra, found[1]) if isinstance(extra, dict) else ({}, out / "checkpoints")
@@ -191,6 +189,9 @@ def restore_recorded_options(args: argparse.Namespace, explicit: set[str],
     if not hasattr(args, "output_dir"):
         return {}  # a task without a run folder (judges: one folder per judge)
     recorded_path = Path(args.output_dir or Path("runs") / args.task) / "config.json"
+    if (recorded_path.parent / "checkpoints" / RUN_RECORD).is_file():
+        # checkpoints moved back after a fresh start: their own run's record, not the fresh one's
+        recorded_path = recorded_path.parent / "checkpoints" / RUN_RECORD
     try:
         recorded = json.loads(recorded_path.read_text())
     except (FileNotFoundError, NotADirectoryError):
@@ -474,6 +475,7 @@ def fit_from_args(
              "num_processes": acc.num_processes, "_time_budget_typed": True},
             indent=2, sort_keys=True, default=str))
         os.replace(tmp, out / "config.json")
+        (out / "checkpoints" / RUN_RECORD).unlink(missing_ok=True)  # config.json holds it now
 
     m, result = fit(
         xs, yt, cost=cost, labels=labels, head=args.head, head_kwargs=head_kwargs or None,
