@@ -543,6 +543,43 @@ def _folder_config(folder: Path) -> dict[str, Any]:
     return config if isinstance(config, dict) else {}
 
 
+def _interrupted_saves(folder: Path) -> list[tuple[Path, str]]:
+    """The leftovers of saves of ``folder`` whose process has gone (killed between its steps):
+    ``(path, "tmp" | "old")``, the earlier pipeline being an "old" one."""
+    found: list[tuple[Path, str]] = []
+    if not folder.parent.is_dir():
+        return found
+    prefix = f".{folder.name}."
+    for path in folder.parent.iterdir():
+        if not path.name.startswith(prefix):
+            continue
+        kind, _, tag = path.name[len(prefix):].partition("-")
+        pid = tag.split("-")[0]
+        if kind in ("tmp", "old") and pid.isdigit() and not _process_alive(int(pid)):
+            found.append((path, kind))
+    return found
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process
+        return True
+    return True
+
+
+def _clear_interrupted_saves(folder: Path) -> None:
+    """Put back an earlier pipeline that a killed save had moved aside (a kill between its two
+    renames left no ``folder``), and remove what killed saves left."""
+    for path, kind in sorted(_interrupted_saves(folder), key=lambda p: p[0].stat().st_mtime):
+        if kind == "old" and not folder.exists():
+            path.rename(folder)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def _looks_like_hub_id(text: str) -> bool:
     """``user/name``: one slash, not a relative, absolute or home path, no OS separator."""
     return not (text.count("/") != 1 or text.startswith((".", "/", "~"))
@@ -558,7 +595,10 @@ def _resolve_folder(name_or_path: str | Path, what: str, **hub: Any) -> Path:
     if path.exists():
         raise CheckpointError(f"{what}: {text} is a file, not a folder.")
     if not _looks_like_hub_id(text):
-        raise CheckpointError(f"{what}: no such folder: {text}")
+        moved = [p for p, kind in _interrupted_saves(path) if kind == "old"]
+        hint = (f" (a save into it was killed: {moved[-1]} holds the pipeline it replaced; "
+                f"rename it back to {path.name}, or save again)" if moved else "")
+        raise CheckpointError(f"{what}: no such folder: {text}{hint}")
     try:
         return _hub_snapshot(text, **hub)
     except CheckpointError as exc:  # name both readings of the argument
@@ -898,20 +938,23 @@ class TranslationPipeline:
         folder = Path(folder).expanduser()
         check_pipeline_destination(folder)
         folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
+        _clear_interrupted_saves(folder)
+        # the writer's pid in the names: a later save tells a killed one's leftovers from a
+        # save running beside it
+        tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        tmp, old = (folder.parent / f".{folder.name}.{kind}-{tag}" for kind in ("tmp", "old"))
         try:
             tmp.mkdir()
             self._write_parts(tmp, card_name(folder, repo_id), on_hub=repo_id is not None)
-            old = None
             if folder.exists():
-                old = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
                 folder.rename(old)
             tmp.rename(folder)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+        finally:  # also on Ctrl-C between the two renames: the earlier pipeline comes back
+            if old.exists() and not folder.exists():
+                old.rename(folder)
+            for leftover in (tmp, old):
+                if leftover.exists():
+                    shutil.rmtree(leftover, ignore_errors=True)
         return folder
 
     def _write_parts(self, out: Path, name: str, on_hub: bool = False) -> None:

@@ -411,6 +411,44 @@ def test_broken_folders(saved, tmp_path):
         TranslationPipeline.from_pretrained(tmp_path / "nothing" / "here")
 
 
+def test_a_save_stopped_between_its_renames_loses_nothing(pipes, tmp_path, monkeypatch):
+    """Ctrl-C between the two renames puts the earlier pipeline back; a kill there (no finally)
+    leaves it moved aside, which loading names and the next save puts back; a killed save's
+    temporary folder goes at the next save."""
+    import hjtranslate.pipeline as pipeline_module
+
+    folder = tmp_path / "pipe"
+    pipes["conditional"].save_pretrained(folder)
+    index = (folder / "map" / "config.json").read_text()
+    rename, stops = Path.rename, []
+
+    def stopped(self, target):
+        if Path(target) == folder and not stops:  # the second rename: the new pipeline in
+            stops.append(self)
+            raise KeyboardInterrupt
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        pipes["shared"].save_pretrained(folder)
+    monkeypatch.setattr(Path, "rename", rename)
+    assert (folder / "map" / "config.json").read_text() == index
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]
+
+    # a SIGKILL there: no finally runs; a dead process's folders are left as they were
+    dead = "999999999-0000abcd"  # no such pid
+    folder.rename(tmp_path / f".pipe.old-{dead}")
+    (tmp_path / f".pipe.tmp-{dead}").mkdir()
+    live = tmp_path / f".pipe.tmp-{os.getpid()}-0000beef"  # a save running beside: kept
+    live.mkdir()
+    with pytest.raises(CheckpointError, match=r"a save into it was killed: .*\.pipe\.old-999999999"):
+        TranslationPipeline.from_pretrained(folder)
+    pipeline_module._clear_interrupted_saves(folder)
+    assert (folder / "map" / "config.json").read_text() == index
+    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name, "pipe"]
+    pipes["shared"].save_pretrained(folder)
+    assert (folder / "map" / "config.json").read_text() != index
+
 def test_cards_load_what_they_name_from_where_it_was_saved(pipes, tmp_path, monkeypatch):
     """Saved under a relative path, both cards' snippets name that path, so that they run as
     written from the folder the pipeline was saved from (models/digits-to-fashion's cards)."""
