@@ -109,3 +109,17 @@ def hub_unreachable() -> str | None:
     except (socket.gaierror, UnicodeError):
         return f"the Hub's host {host} does not resolve: no network?"
     return None
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (one of another user counts): what tells a killed writer's
+    leftovers from a live writer's files."""
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: alive, another user's
+        return True
+    return True

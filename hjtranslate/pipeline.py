@@ -66,7 +66,14 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__, registry
-from .checks import check_device, check_folder_path, hub_unreachable, is_int, is_real
+from .checks import (
+    check_device,
+    check_folder_path,
+    hub_unreachable,
+    is_int,
+    is_real,
+    process_alive,
+)
 from .encoders import Encoder
 from .hjmap import (
     PIPELINE_INDEX_FILE,
@@ -555,19 +562,9 @@ def _interrupted_saves(folder: Path) -> list[tuple[Path, str]]:
             continue
         kind, _, tag = path.name[len(prefix):].partition("-")
         pid = tag.split("-")[0]
-        if kind in ("tmp", "old") and pid.isdigit() and not _process_alive(int(pid)):
+        if kind in ("tmp", "old") and pid.isdigit() and not process_alive(int(pid)):
             found.append((path, kind))
     return found
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # another user's process
-        return True
-    return True
 
 
 def _clear_interrupted_saves(folder: Path) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checks import is_real, real_number, scalar, whole_number
+from .checks import is_real, process_alive, real_number, scalar, whole_number
 
 
 class TrainingError(RuntimeError):
@@ -196,13 +196,7 @@ def folder_holder(out: Path) -> str | None:
         pid = int(text.removeprefix("pid "))
     except (OSError, ValueError):
         return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass  # alive, another user's
-    return text
+    return text if process_alive(pid) else None
 
 
 def keep_folder(out: Path) -> None:

@@ -256,3 +256,24 @@ def test_the_shipped_pipeline_evaluates_offline(capsys, tmp_path):
     assert json.loads(capsys.readouterr().out)["accuracy_forward"] == metrics["accuracy_forward"]
     assert main(["evaluate", str(folder), "--n", "100", "--data-dir", str(tmp_path)]) == 2
     assert str(tmp_path) in capsys.readouterr().err  # it looked there
+
+
+def test_a_killed_encodings_temporary_files_are_removed(tmp_path):
+    """The latent cache's temporary files of killed encodings go at the next encoding; those
+    of a live process stay."""
+    import os
+
+    import torch
+    from hjtranslate_plugins.vae import VAEEncoder
+
+    from hjtranslate.tasks.digits_to_fashion import encoded
+
+    cache = tmp_path / "latents"
+    cache.mkdir()
+    dead = cache / "abc-mnist-train-500-0123.999999999.tmp"
+    live = cache / f"abc-mnist-train-500-0123.{os.getpid()}.tmp"
+    for f in (dead, live):
+        f.write_bytes(b"half")
+    images, z, labels = encoded(VAEEncoder(), "mnist", "test", str(DATA), torch.arange(8), cache)
+    assert z.shape == (8, 64) and not dead.exists() and live.exists()
+    assert len(list(cache.glob("*.safetensors"))) == 1

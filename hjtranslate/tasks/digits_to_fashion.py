@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from .. import registry
+from ..checks import process_alive
 from ..metrics import exact_ot_cost
 from .common import (
     add_map_arguments,
@@ -159,6 +160,10 @@ def encoded(enc, name: str, split: str, data_dir: str | None, index: torch.Tenso
     else:
         z = enc.encode(to_float(images)).cpu()
         cache.mkdir(parents=True, exist_ok=True)
+        for stale in cache.glob("*.tmp"):  # left by an encoding that was killed
+            pid = stale.name.rsplit(".", 2)[-2]
+            if pid.isdigit() and not process_alive(int(pid)):
+                stale.unlink(missing_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         save_file({"z": z.contiguous()}, str(tmp))
         os.replace(tmp, path)
