@@ -545,9 +545,11 @@ def test_checkpoints_moved_back_after_a_fresh_start_resume_with_their_own_option
             return batch_fn(step, rank)
         return train(model, batch, *args, **kwargs)
 
+    assert (run / "transport.png").is_file()
     monkeypatch.setattr(api, "train", stopped_at_once)
     assert main([*common, "--lr", "3e-3", "--seed", "5"]) == 130
     monkeypatch.setattr(api, "train", train)
+    assert not (run / "transport.png").exists()  # the replaced run's picture went with its map
     assert (run / "checkpoints-previous" / "run-config.json").is_file()
     shutil.rmtree(run / "checkpoints")
     os.replace(run / "checkpoints-previous", run / "checkpoints")  # as the note says

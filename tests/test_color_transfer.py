@@ -178,3 +178,32 @@ def test_missing_and_unreadable_files_give_clear_errors(images, tmp_path, capsys
     assert main(["train", "color-transfer", "--source", images[0], "--target", str(bad),
                  "--output-dir", str(tmp_path / "o")]) == 2
     assert "not a readable image" in capsys.readouterr().err
+
+
+def test_an_image_where_the_run_writes_its_pictures_is_refused(images, tmp_path, capsys):
+    import shutil
+
+    out = tmp_path / "o"
+    out.mkdir()
+    shutil.copy(images[0], out / "panel.png")
+    assert main(["train", "color-transfer", "--source", str(out / "panel.png"), "--target",
+                 images[1], "--output-dir", str(out)]) == 2
+    assert "is where the run writes its panel.png: it would be replaced" in capsys.readouterr().err
+    assert (out / "panel.png").read_bytes() == open(images[0], "rb").read()
+
+
+def test_pictures_are_written_whole(tmp_path):
+    """A writer that fails (or is killed) leaves the earlier picture, and no temporary file."""
+    from hjtranslate.tasks.common import written_whole
+
+    path = tmp_path / "panel.png"
+    path.write_bytes(b"earlier")
+    with pytest.raises(RuntimeError), written_whole(path) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError
+    assert path.read_bytes() == b"earlier" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "panel.png"]
+    with written_whole(path) as tmp:
+        assert tmp.suffix == ".png"
+        tmp.write_bytes(b"new")
+    assert path.read_bytes() == b"new" and len(list(tmp_path.iterdir())) == 1

@@ -45,7 +45,11 @@ from .common import (
     require_at_least,
     run_figures,
     write_outputs,
+    written_whole,
 )
+
+#: the pictures the task writes beside the map (removed when a run starts afresh)
+OUTPUTS = ("source_recoloured.png", "target_recoloured.png", "panel.png")
 
 DEFAULT_BINS = 16
 #: The most ``--bins``: the exact EMD is a transport problem between the occupied bins (up to
@@ -146,7 +150,8 @@ def _grey_peak(a: np.ndarray, mode: str, what: str) -> float:
 def save_image(path: Path, rgb: np.ndarray) -> None:
     from PIL import Image
 
-    Image.fromarray((np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)).save(path)
+    with written_whole(path) as tmp:
+        Image.fromarray((np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)).save(tmp)
 
 
 def pixels_of(img: np.ndarray) -> torch.Tensor:
@@ -305,7 +310,8 @@ def panel(path: Path, images: dict[str, np.ndarray], title: str = "") -> None:
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path)
+    with written_whole(path) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
 
 
@@ -319,6 +325,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 " (the exact EMD between histograms of bins**3 cells outgrows memory above it)")
     _colour_head_defaults(args)
     _colour_match_defaults(args)
+    out = output_dir(args, "color-transfer")
+    for flag in ("source", "target"):
+        image = Path(getattr(args, flag)).expanduser()
+        if image.parent.resolve() == out.resolve() and image.name in OUTPUTS:
+            raise ValueError(f"--{flag} {image} is where the run writes its {image.name}: it "
+                             "would be replaced. Move the image, or pick another --output-dir.")
     src = load_image(args.source, "source")
     tgt = load_image(args.target, "target")
     ps, pt = pixels_of(src), pixels_of(tgt)
@@ -326,7 +338,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     yt = subsample(pt, args.pixels, seed=2 + 2 * args.seed)
     t0 = time.perf_counter()
     m, result, acc = fit_from_args(
-        args, xs, yt, "color-transfer",
+        args, xs, yt, "color-transfer", outputs=OUTPUTS,
         encoder={"name": "identity", "kwargs": {"dim": 3}, "space": "RGB in [0, 1]"},
     )
     metrics: dict[str, Any] = {
@@ -336,7 +348,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "histogram": f"{args.bins}^3 RGB bins on [0,1], normalised to sum 1",
         "emd_ground_cost": "squared Euclidean between bin centres (POT ot.emd2)",
     }
-    out = output_dir(args, "color-transfer")
     if acc.is_main_process:
         t1 = time.perf_counter()
         fwd = apply_map(m.forward, ps)

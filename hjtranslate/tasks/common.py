@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -416,10 +417,13 @@ def run_figures(result: dict[str, Any], t0: float) -> dict[str, Any]:
 
 def fit_from_args(
     args: argparse.Namespace, xs: torch.Tensor, yt: torch.Tensor, task: str,
-    labels: tuple[torch.Tensor, torch.Tensor] | None = None, **kwargs: Any,
+    labels: tuple[torch.Tensor, torch.Tensor] | None = None, outputs: tuple[str, ...] = (),
+    **kwargs: Any,
 ) -> tuple[HJMap, dict[str, Any], Any]:
     """Train through accelerate (one or many processes) with the CLI options; ``kwargs`` go to
-    ``fit`` (``time_budget`` replaces ``--time-budget`` there, config.json records the typed one)."""
+    ``fit`` (``time_budget`` replaces ``--time-budget`` there, config.json records the typed one).
+    ``outputs``: the files the task writes beside the map, removed when the run starts so that
+    they cannot pass for this run's."""
     cost = cost_from_args(args)
     # Options left unset keep the head's (or fit's) defaults; the heads take QUADRATIC_KINDS for
     # `quadratic` as given.
@@ -467,7 +471,8 @@ def fit_from_args(
         out.mkdir(parents=True, exist_ok=True)
         keep_folder(out)  # train() holds it already; now until the outputs are written
         shutil.rmtree(out / "map", ignore_errors=True)
-        (out / "metrics.json").unlink(missing_ok=True)
+        for name in ("metrics.json", *outputs):  # the task's pictures of the run it replaces
+            (out / name).unlink(missing_ok=True)
         # atomic: the other ranks of a resumed run read it (restore_recorded_options)
         tmp = out / "config.json.tmp"
         tmp.write_text(json.dumps(
@@ -518,6 +523,19 @@ def move_outputs(stage: Path, out: Path, weights: str) -> None:
     for f in sorted(stage.iterdir(), key=lambda f: (f.name == weights, f.name)):
         os.replace(f, out / f.name)
     stage.rmdir()
+
+
+@contextlib.contextmanager
+def written_whole(path: Path) -> Iterator[Path]:
+    """A temporary name beside ``path`` to write to (same suffix, so writers pick the format
+    from it); renamed to ``path`` once written: a kill leaves the earlier file or none, never
+    part of one."""
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_json_atomically(path: Path, value: Any) -> None:
@@ -578,7 +596,8 @@ def plot_2d(path: Path, x: torch.Tensor, y: torch.Tensor, pushed: torch.Tensor, 
     fig, ax = plt.subplots(figsize=(6, 6), dpi=110)
     draw_transport(ax, x, y, pushed, title, n_lines)
     fig.tight_layout()
-    fig.savefig(path)
+    with written_whole(path) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
 
 

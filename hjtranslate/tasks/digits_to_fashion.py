@@ -33,7 +33,11 @@ from .common import (
     require_at_least,
     run_figures,
     write_outputs,
+    written_whole,
 )
+
+#: the pictures the task writes beside the map (removed when a run starts afresh)
+OUTPUTS = ("grid_forward.png", "grid_backward.png")
 
 MNIST_CLASSES = [str(k) for k in range(10)]
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
@@ -227,7 +231,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         budget = left if budget is None else min(budget, left)
     t0 = time.perf_counter()
     m, result, acc = fit_from_args(
-        args, zs, zt, "digits-to-fashion", labels=(ks, kt),
+        args, zs, zt, "digits-to-fashion", labels=(ks, kt), outputs=OUTPUTS,
         conditional=args.mode == "conditional",
         class_names=MNIST_CLASSES, target_class_names=FASHION_CLASSES,
         encoder=encoder_record(enc, args.vae), init_from=init, time_budget=budget,
@@ -486,7 +490,8 @@ def save_grid(path: Path, m, enc, images, z, labels, direction: str, per_class: 
             path_z = torch.stack([zk[0] + (moved[0] - zk[0]) * (float(t) / m.t_f) for t in ts])
         rows.append(torch.cat([images[idx], enc.decode(moved).cpu(), enc.decode(path_z).cpu()]))
     grid = torch.cat(rows)
-    save_image(grid, str(path), nrow=2 * per_class + frames, padding=1, pad_value=0.5)
+    with written_whole(path) as tmp:
+        save_image(grid, str(tmp), nrow=2 * per_class + frames, padding=1, pad_value=0.5)
 
 
 def export_pipeline(map_dir: Path, args: argparse.Namespace, dest: Path) -> None:

@@ -199,7 +199,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     check_count("--eval-n", args.eval_n, 20, MAX_EVAL_N, _EXACT_OT)
     x, y = training_points(args.source, args.target, args.n, args.seed)
     t0 = time.perf_counter()
-    m, result, acc = fit_from_args(args, x, y, "toy2d")
+    m, result, acc = fit_from_args(args, x, y, "toy2d", outputs=("transport.png",))
     metrics: dict[str, Any] = {"source": args.source, "target": args.target,
                                **run_figures(result, t0), **result["final"]}
     out = output_dir(args, "toy2d")
