@@ -4,15 +4,31 @@ from __future__ import annotations
 
 __version__ = "0.3.0"
 
-from typing import Any  # noqa: E402
+import importlib  # noqa: E402
+from typing import TYPE_CHECKING, Any  # noqa: E402
 
 from . import registry  # noqa: E402
-from .api import fit  # noqa: E402
-from .costs import Cost  # noqa: E402
-from .encoders import Encoder  # noqa: E402
-from .heads import PotentialHead  # noqa: E402
-from .hjmap import CheckpointError, HJMap  # noqa: E402
 from .registry import PluginError  # noqa: E402
+
+if TYPE_CHECKING:
+    from .api import fit
+    from .costs import Cost
+    from .encoders import Encoder
+    from .heads import PotentialHead
+    from .hjmap import CheckpointError, HJMap
+
+# Imported on first use (PEP 562): the command line starts without torch, so that a Ctrl-C
+# while torch loads is the CLI's one-line "interrupted", not a traceback through the import.
+_LAZY = {"fit": ".api", "Cost": ".costs", "Encoder": ".encoders", "PotentialHead": ".heads",
+         "CheckpointError": ".hjmap", "HJMap": ".hjmap"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def get_cost(name: str, **kwargs: Any) -> Cost:

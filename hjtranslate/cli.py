@@ -227,7 +227,11 @@ def _explicit_options(argv: Sequence[str] | None) -> set[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    code = _main(argv)
+    try:
+        code = _main(argv)
+    except KeyboardInterrupt:  # while torch and the task load (later ones _main says itself)
+        print("interrupted while starting: nothing was written.", file=sys.stderr)
+        code = 130
     if argv is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # A gloo rank whose work is done (outputs written, process group destroyed by
         # finish_run) can still abort in its C++ teardown at interpreter exit with "terminate

@@ -559,3 +559,21 @@ def test_checkpoints_moved_back_after_a_fresh_start_resume_with_their_own_option
     record = json.loads((run / "config.json").read_text())
     assert (record["lr"], record["seed"], record["steps"]) == (1e-3, 0, 12)
     assert not (run / "checkpoints" / "run-config.json").exists()
+
+
+def test_ctrl_c_while_starting_is_one_line(monkeypatch, capsys):
+    """The command line starts without torch (the package imports it on first use), and a
+    Ctrl-C while torch and the task load is one line, not a traceback through the import."""
+    import hjtranslate.cli as cli
+
+    code = "import sys, hjtranslate.cli; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == "False"
+
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_main", interrupted)
+    assert cli.main(["train", "toy2d"]) == 130
+    assert capsys.readouterr().err == "interrupted while starting: nothing was written.\n"
