@@ -31,6 +31,7 @@ outputs could read each other's half-written files.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -116,8 +117,18 @@ class _Outputs:
     """Writes one request's output files into a fresh folder of Gradio's cache."""
 
     def __init__(self, cache_dir: str | os.PathLike) -> None:
-        self.folder = Path(cache_dir) / "hjtranslate" / uuid.uuid4().hex
+        root = Path(cache_dir) / "hjtranslate"
+        self.folder = root / uuid.uuid4().hex
         self.folder.mkdir(parents=True)
+        # Gradio's delete_cache removes old files, not their folders: take the empty ones
+        # (not a request's that is writing into its own right now: only those a minute old)
+        now = time.time()
+        for folder in root.iterdir():
+            try:
+                if now - folder.stat().st_mtime > 60:
+                    folder.rmdir()  # fails on one that still holds files
+            except OSError:
+                pass
 
     def png(self, img: Image.Image, name: str) -> str:
         path = self.folder / f"{name}.png"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
+import threading
 
 
 def _host_problem(host: str) -> str | None:
@@ -36,6 +38,31 @@ def check_address(host: str, port: int) -> None:
             f"Cannot serve the app on --host {host}: {problem}. Use an address of this machine: "
             "127.0.0.1 (this computer only) or 0.0.0.0 (all network interfaces)."
         )
+    if _port_in_use(host or "127.0.0.1", port):
+        raise ValueError(f"--port {port} is in use on {host or '127.0.0.1'}: pick another --port "
+                         "(or stop what serves there).")
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    """Whether something listens on ``host:port`` already (checked before the model loads; the
+    server binds as uvicorn does, with SO_REUSEADDR, so a closed connection's port is free)."""
+    import errno
+
+    name = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    for family, kind, _, _, address in socket.getaddrinfo(name, port, type=socket.SOCK_STREAM):
+        with socket.socket(family, kind) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(address)
+                return False
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return True
+    return False
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def cmd_app(args: argparse.Namespace) -> int:
@@ -65,10 +92,16 @@ def cmd_app(args: argparse.Namespace) -> int:
     demo = build_demo(pipe)
     share = bool(getattr(args, "share", False))
     print(f"hjtranslate app: {pipe!r} from {model}")
+    # SIGTERM (docker stop, systemd) closes the server as Ctrl-C does, cleaning Gradio's cache
+    main_thread = threading.current_thread() is threading.main_thread()
+    before = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
     try:
         demo.launch(server_name=args.host, server_port=args.port, share=share, **LAUNCH_KWARGS)
     except OSError as exc:  # the port is taken, the host cannot be bound
         raise ValueError(f"Cannot serve the app on --host {args.host} --port {args.port}: {exc} "
                          "(the port may be in use: pick another --port; or check that --host is "
                          "an address of this machine, e.g. 127.0.0.1 or 0.0.0.0).") from None
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, before)
     return 0

@@ -272,15 +272,23 @@ def test_queue_and_files_served(served):
 
 # -- the launcher ---------------------------------------------------------------------------
 def test_cmd_app(pipe_folder, monkeypatch, capsys, tmp_path):
+    import signal
+
     import gradio as gr
 
     import hjtranslate.pipeline as pipeline_module
     from hjtranslate.cli import main
 
     launched = []
-    monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kw: launched.append((self, kw)))
+    monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kw: launched.append(
+        (self, kw, signal.getsignal(signal.SIGTERM))))
+    before = signal.getsignal(signal.SIGTERM)
     assert main(["app", "--model", str(pipe_folder), "--port", "7999"]) == 0
-    demo, kwargs = launched[-1]
+    # SIGTERM closes the server as Ctrl-C does (Gradio's cleanup), and only while it serves
+    assert launched[-1][2] is not before and signal.getsignal(signal.SIGTERM) == before
+    with pytest.raises(KeyboardInterrupt):
+        launched[-1][2](signal.SIGTERM, None)
+    demo, kwargs, _ = launched[-1]
     assert kwargs["server_name"] == "127.0.0.1" and kwargs["server_port"] == 7999
     assert kwargs["share"] is False and kwargs["max_file_size"] == "10mb"
     assert {"/translate", "/translate_drawing", "/grid"} <= {
@@ -349,6 +357,24 @@ def test_cmd_app_checks_host_and_port_first(monkeypatch, capsys, tmp_path, addre
     assert not launched
 
 
+def test_cmd_app_finds_its_port_in_use_before_it_loads_the_model(monkeypatch, capsys, tmp_path):
+    import signal
+    import socket
+
+    from hjtranslate.cli import main
+
+    before = signal.getsignal(signal.SIGTERM)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["app", "--model", str(tmp_path / "nothing"), "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"--port {port} is in use on 127.0.0.1: pick another --port" in err
+    assert "no such folder" not in err  # said before the model was looked for
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
 def test_cmd_app_failing_to_serve_names_host_and_port(monkeypatch, capsys):
     import hjtranslate_apps.translate as app_module
 
@@ -380,3 +406,22 @@ def test_a_model_without_judges_offers_classes_only():
                                                HJMap(64, head="conditional", num_classes=10))
     choices = Translator(pipe).class_choices()
     assert [value for _, value in choices] == [str(k) for k in range(10)]
+
+
+def test_empty_output_folders_are_swept(tmp_path):
+    """Gradio's cache cleaning removes a request's files but not its folder: the next request
+    removes folders emptied a minute ago or more (not one a request is writing into)."""
+    import time
+
+    from hjtranslate_apps.translate import _Outputs
+
+    root = tmp_path / "hjtranslate"
+    old, fresh, full = root / "old", root / "fresh", root / "full"
+    for folder in (old, fresh, full):
+        folder.mkdir(parents=True)
+    (full / "translation.png").write_bytes(b"png")
+    hour_ago = time.time() - 3600
+    for folder in (old, full):
+        os.utime(folder, (hour_ago, hour_ago))
+    outputs = _Outputs(tmp_path)
+    assert sorted(p.name for p in root.iterdir()) == sorted(["fresh", "full", outputs.folder.name])
