@@ -467,5 +467,11 @@ def build_demo(pipeline_or_path: TranslationPipeline | str | os.PathLike | None 
 if __name__ == "__main__":  # python -m hjtranslate_apps.translate [MODEL]
     import sys
 
+    from hjtranslate.hjmap import CheckpointError
+
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    build_demo(sys.argv[1] if len(sys.argv) > 1 else None).launch(**LAUNCH_KWARGS)
+    try:
+        demo = build_demo(sys.argv[1] if len(sys.argv) > 1 else None)
+    except (CheckpointError, OSError, ValueError) as exc:
+        sys.exit(f"error: {exc}")
+    demo.launch(**LAUNCH_KWARGS)

@@ -833,6 +833,8 @@ class TranslationPipeline:
                 hint = (" It looks like a judge (a classifier, hjtranslate.judges.load_judge): "
                         "a pipeline takes it as judge_source or judge_target of "
                         "TranslationPipeline.from_components.")
+            elif inside := sorted(str(p.parent) for p in root.glob(f"*/{INDEX_FILE}")):
+                hint = f" It holds {'a pipeline' if len(inside) == 1 else 'pipelines'}: {', '.join(inside)}."
             raise CheckpointError(
                 f"{folder_or_hub_id} has no {INDEX_FILE}: not a saved TranslationPipeline.{hint}"
             )

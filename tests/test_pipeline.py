@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -814,3 +815,19 @@ def test_an_encoder_part_that_could_not_load_again_is_refused(data, tmp_path):
     finally:
         registry.unregister("encoder", "t_pickled")
         registry.unregister("encoder", "t_broken")
+
+
+def test_a_folder_of_pipelines_names_them(saved, tmp_path):
+    """`--model models` (the folder above a pipeline) says where the pipeline is."""
+    parent = tmp_path / "models"
+    parent.mkdir()
+    shutil.copytree(saved, parent / "digits-to-fashion")
+    with pytest.raises(CheckpointError, match=f"It holds a pipeline: {parent / 'digits-to-fashion'}"):
+        TranslationPipeline.from_pretrained(parent)
+
+
+def test_the_app_module_run_as_a_script_says_what_is_wrong(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "hjtranslate_apps.translate",
+                             str(tmp_path / "nothing")], capture_output=True, text=True)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == f"error: pipeline: no such folder: {tmp_path / 'nothing'}"
