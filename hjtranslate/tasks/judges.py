@@ -66,6 +66,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true")
     p.add_argument("--checkpoint-every", type=int, default=300)
     p.add_argument("--keep-checkpoints", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def random_shift(x: torch.Tensor, shift: int, g: torch.Generator) -> torch.Tensor:
@@ -201,7 +202,7 @@ def train_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
     tc = TrainConfig(steps=args.steps, time_budget=args.time_budget, lr=args.lr, seed=args.seed,
                      output_dir=str(out), checkpoint_every=args.checkpoint_every,
-                     resume=args.resume)
+                     resume=args.resume, progress=not args.no_progress)
     # the folder stays held while the outputs are written after training (keep_lock)
     result = train(objective, batch_fn, tc, acc, keep_lock=True,
                    save_fn=lambda m, folder: m.judge.save_pretrained(folder))

@@ -132,6 +132,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-every", type=int, default=300)
     p.add_argument("--keep-checkpoints", action="store_true",
                    help="keep <output-dir>/checkpoints after a finished run")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def pad_to_32(x01: torch.Tensor) -> torch.Tensor:
@@ -332,6 +333,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     config = TrainConfig(
         steps=args.steps, time_budget=args.time_budget, lr=args.lr, seed=args.seed,
         output_dir=str(out), checkpoint_every=args.checkpoint_every, resume=args.resume,
+        progress=not args.no_progress,
         # the run's options, in every checkpoint: a --resume takes those not typed again
         extra={"task": "vae", **recorded_options(args)},
     )
