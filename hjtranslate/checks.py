@@ -97,13 +97,18 @@ def hub_unreachable() -> str | None:
     for about 25 s before it falls back to its local cache; where the Hub's host name does not
     even resolve (no network), callers go to the cache at once (``local_files_only=True``)."""
     import socket
+    import urllib.request
     from urllib.parse import urlsplit
 
     from huggingface_hub import constants
 
-    host = urlsplit(constants.ENDPOINT).hostname
+    parts = urlsplit(constants.ENDPOINT)
+    host = parts.hostname
     if not host:
         return None
+    proxies = urllib.request.getproxies()  # *_PROXY variables (as httpx reads them)
+    if (proxies.get(parts.scheme) or proxies.get("all")) and not urllib.request.proxy_bypass(host):
+        return None  # a proxy resolves the name: a local lookup proves nothing
     try:
         socket.getaddrinfo(host, None)
     except (socket.gaierror, UnicodeError):

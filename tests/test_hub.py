@@ -171,10 +171,16 @@ def test_offline_without_cache_is_a_clear_error(hub, monkeypatch):
         HJMap.from_pretrained("user/uncached")
 
 
+PROXY_VARIABLES = [f"{scheme}_{case}" for scheme in ("http", "https", "all")
+                   for case in ("proxy", "PROXY")]
+
+
 def no_network(monkeypatch) -> None:
-    """No host name resolves, as on a machine without network."""
+    """No host name resolves, as on a machine without network (and without a proxy)."""
     def fail(*args, **kwargs):
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(socket, "getaddrinfo", fail)
 
 
@@ -191,6 +197,19 @@ def test_without_network_the_cache_answers_at_once(hub, monkeypatch):
     with pytest.raises(CheckpointError, match="force_download.*cannot be downloaded"):
         HJMap.from_pretrained("user/nonet", force_download=True)
     assert len(hub.requests) == n_requests  # the Hub was never asked
+
+
+def test_behind_a_proxy_a_local_name_lookup_proves_nothing(monkeypatch):
+    from hjtranslate.checks import hub_unreachable
+
+    no_network(monkeypatch)
+    assert "does not resolve" in hub_unreachable()
+    monkeypatch.setattr(constants, "ENDPOINT", "https://huggingface.co")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    assert hub_unreachable() is None  # the proxy resolves it
+    for name in ("NO_PROXY", "no_proxy"):  # urllib reads the lower-case one first
+        monkeypatch.setenv(name, "huggingface.co")
+    assert "does not resolve" in hub_unreachable()
 
 
 def test_hf_hub_offline_env_in_a_fresh_process(hub, hf_cache, tmp_path):

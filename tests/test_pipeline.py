@@ -543,6 +543,8 @@ def test_push_to_hub_load_and_offline(pipes, data, hub_server, hf_cache, monkeyp
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     with monkeypatch.context() as m:  # no network: the cache at once, no retries
         m.setattr(socket, "getaddrinfo", no_dns)
+        for name in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+            m.delenv(name, raising=False)
         assert_same_outputs(pipe(data[0][:4]),
                             TranslationPipeline.from_pretrained("user/digits-to-fashion")(data[0][:4]))
         with pytest.raises(CheckpointError, match="not in the local cache.*does not resolve"):
