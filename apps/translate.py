@@ -160,7 +160,7 @@ def read_upload(path: str | os.PathLike | None) -> tuple[Image.Image, list[str]]
     notes: list[str] = []
     try:
         with open(p, "rb") as f:
-            head = f.read(512).lstrip().lower()
+            head = f.read(4096).removeprefix(b"\xef\xbb\xbf").lstrip().lower()
     except OSError:
         raise _error("The uploaded file could not be read on the server: upload it again.") from None
     if head.startswith((b"<svg", b"<?xml")) and b"<svg" in head:

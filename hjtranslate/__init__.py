@@ -5,6 +5,7 @@ from __future__ import annotations
 __version__ = "0.3.0"
 
 import importlib  # noqa: E402
+import importlib.util  # noqa: E402
 from typing import TYPE_CHECKING, Any  # noqa: E402
 
 from . import registry  # noqa: E402
@@ -26,9 +27,16 @@ _LAZY = {"fit": ".api", "Cost": ".costs", "Encoder": ".encoders", "PotentialHead
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    elif importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        value = importlib.import_module(f".{name}", __name__)  # hjtranslate.costs, .metrics, ...
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 
 def get_cost(name: str, **kwargs: Any) -> Cost:

@@ -62,7 +62,9 @@ def _port_in_use(host: str, port: int) -> bool:
 
 
 def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+    from .training import Terminated  # a KeyboardInterrupt, which Gradio's launch closes on
+
+    raise Terminated
 
 
 def cmd_app(args: argparse.Namespace) -> int:
@@ -102,6 +104,6 @@ def cmd_app(args: argparse.Namespace) -> int:
                          "(the port may be in use: pick another --port; or check that --host is "
                          "an address of this machine, e.g. 127.0.0.1 or 0.0.0.0).") from None
     finally:
-        if main_thread:
+        if main_thread and before is not None:  # None: a handler set outside Python
             signal.signal(signal.SIGTERM, before)
     return 0

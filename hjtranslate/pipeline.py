@@ -53,7 +53,9 @@ import argparse
 import copy
 import json
 import os
+import re
 import shutil
+import socket
 import sys
 import uuid
 from collections.abc import Sequence
@@ -339,21 +341,26 @@ def _as_array(item: Any, notes: list[str], single: bool, what: str) -> list[np.n
 
 def _resize(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """A grey ``(H, W)`` image resized to ``(h, w)``, bilinear with antialiasing."""
+    if w == 1 and h != 1:  # torch's antialiased CPU kernel copies the first row into every row
+        return _resize(x.T, 1, h).T
     return F.interpolate(x[None, None], size=(h, w), mode="bilinear", antialias=True,
                          align_corners=False)[0, 0].clamp(0.0, 1.0)
 
 
-def _otsu(x: torch.Tensor) -> tuple[float, float, float]:
-    """Otsu's threshold of a grey image in [0, 1] and the mean levels below and above it."""
+def _otsu(x: torch.Tensor) -> tuple[float, float, float] | None:
+    """Otsu's threshold of a grey image in [0, 1] and the mean levels below and above it; None
+    for an image of one level (no threshold leaves pixels on both sides)."""
     p = torch.histc(x, 256, 0.0, 1.0).double()
     p /= p.sum()
     levels = torch.linspace(0.0, 1.0, 256, dtype=torch.float64)
     w0, m0 = p.cumsum(0), (p * levels).cumsum(0)
     mean, w1 = m0[-1], 1.0 - w0
-    between = (mean * w0 - m0) ** 2 / (w0 * w1).clamp_min(1e-12)
+    both = (w0 > 1e-12) & (w1 > 1e-12)
+    if not bool(both.any()):
+        return None
+    between = torch.where(both, (mean * w0 - m0) ** 2 / (w0 * w1).clamp_min(1e-12), -1.0)
     i = int(between.argmax())
-    return (float(levels[i]), float(m0[i] / w0[i].clamp_min(1e-12)),
-            float((mean - m0[i]) / w1[i].clamp_min(1e-12)))
+    return float(levels[i]), float(m0[i] / w0[i]), float((mean - m0[i]) / w1[i])
 
 
 def _frame(x: torch.Tensor, framing: str, notes: list[str]) -> torch.Tensor | None:
@@ -361,20 +368,22 @@ def _frame(x: torch.Tensor, framing: str, notes: list[str]) -> torch.Tensor | No
     None where it has no clear ink or its ink box is a speck."""
     box_side, by_mass = FRAMINGS[framing]
     h, w = x.shape
+    shown = 1.0  # the notes give the box in the picture's own pixels
     if max(h, w) > FRAME_WORK_SIDE:
         scale = FRAME_WORK_SIDE / max(h, w)
         x = _resize(x, max(1, round(h * scale)), max(1, round(w * scale)))
+        shown = max(h, w) / max(x.shape)
     # two clear levels at twice the final size, where fine noise has averaged out
     small_side = 2 * IMAGE_SIZE
     if max(h, w) > small_side:
         scale = small_side / max(h, w)
-        coarse = _resize(x, max(1, round(h * scale)), max(1, round(w * scale)))
-        _, paper, ink_level = _otsu(coarse)
-        if ink_level - paper < 0.05:  # uniform noise on 2000x2000 pixels: 0.015
+        coarse = _otsu(_resize(x, max(1, round(h * scale)), max(1, round(w * scale))))
+        if coarse is None or coarse[2] - coarse[1] < 0.05:  # uniform noise, 2000x2000: 0.015
             return None
-    threshold, paper, ink_level = _otsu(x)
-    if ink_level - paper < 0.1:
+    levels = _otsu(x)
+    if levels is None or levels[2] - levels[1] < 0.1:
         return None
+    threshold, paper, ink_level = levels
     ink = x > threshold
     background = float(x[~ink].median()) if bool((~ink).any()) else 0.0
     # the box takes in the strokes' soft edges (half way to the threshold); its extreme 0.2 %
@@ -404,9 +413,10 @@ def _frame(x: torch.Tensor, framing: str, notes: list[str]) -> torch.Tensor | No
     if background > 0.05 or bright < 0.9:
         notes.append(f"stretched the contrast (background {background:.2f} to 0, ink "
                      f"{bright:.2f} to 1)")
-    notes.append(f"framed the {box_w}x{box_h} box around the ink as {framing} does "
+    shown_w, shown_h = min(w, round(box_w * shown)), min(h, round(box_h * shown))
+    notes.append(f"framed the {shown_w}x{shown_h} box around the ink as {framing} does "
                  f"({box_side}x{box_side}, centred{' by mass' if by_mass else ''})"
-                 + (f", out of {w}x{h}" if (box_w, box_h) != (w, h) else ""))
+                 + (f", out of {w}x{h}" if (shown_w, shown_h) != (w, h) else ""))
     return out
 
 
@@ -550,6 +560,9 @@ def _folder_config(folder: Path) -> dict[str, Any]:
     return config if isinstance(config, dict) else {}
 
 
+_HOST = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "host"
+
+
 def _interrupted_saves(folder: Path) -> list[tuple[Path, str]]:
     """The leftovers of saves of ``folder`` whose process has gone (killed between its steps):
     ``(path, "tmp" | "old")``, the earlier pipeline being an "old" one."""
@@ -561,8 +574,10 @@ def _interrupted_saves(folder: Path) -> list[tuple[Path, str]]:
         if not path.name.startswith(prefix):
             continue
         kind, _, tag = path.name[len(prefix):].partition("-")
-        pid = tag.split("-")[0]
-        if kind in ("tmp", "old") and pid.isdigit() and not process_alive(int(pid)):
+        pid, _, rest = tag.partition("-")
+        host = rest.partition("-")[2]  # a writer on another machine may be alive: not ours
+        if (kind in ("tmp", "old") and pid.isdigit() and host in (_HOST, "")
+                and not process_alive(int(pid))):
             found.append((path, kind))
     return found
 
@@ -570,11 +585,21 @@ def _interrupted_saves(folder: Path) -> list[tuple[Path, str]]:
 def _clear_interrupted_saves(folder: Path) -> None:
     """Put back an earlier pipeline that a killed save had moved aside (a kill between its two
     renames left no ``folder``), and remove what killed saves left."""
-    for path, kind in sorted(_interrupted_saves(folder), key=lambda p: p[0].stat().st_mtime):
-        if kind == "old" and not folder.exists():
-            path.rename(folder)
-        else:
-            shutil.rmtree(path, ignore_errors=True)
+    for path, kind in sorted(_interrupted_saves(folder), key=lambda p: _mtime(p[0])):
+        try:
+            if kind == "old" and not folder.exists():
+                path.rename(folder)
+            else:
+                shutil.rmtree(path, ignore_errors=True)
+        except OSError:  # a save beside this one cleared it first
+            pass
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def _looks_like_hub_id(text: str) -> bool:
@@ -940,7 +965,7 @@ class TranslationPipeline:
         _clear_interrupted_saves(folder)
         # the writer's pid in the names: a later save tells a killed one's leftovers from a
         # save running beside it
-        tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}-{_HOST}"
         tmp, old = (folder.parent / f".{folder.name}.{kind}-{tag}" for kind in ("tmp", "old"))
         try:
             tmp.mkdir()
@@ -1083,7 +1108,7 @@ class TranslationPipeline:
     def framing(self, side: str) -> str | None:
         """The framing that pictures of ``side`` (``"source"`` or ``"target"``) get: their
         dataset's, where it is one of ``FRAMINGS``, else None."""
-        dataset = self.source_dataset if side == "source" else self.target_dataset
+        dataset = (self.source_dataset if side == "source" else self.target_dataset).lower()
         return dataset if dataset in FRAMINGS else None
 
     def _judge(self, side: str):

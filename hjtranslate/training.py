@@ -199,6 +199,13 @@ def folder_holder(out: Path) -> str | None:
     return text if process_alive(pid) else None
 
 
+def _is_run_record(path: Path) -> bool:
+    try:
+        return "task" in json.loads(path.read_text())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
 def keep_folder(out: Path) -> None:
     """Hold ``out`` until the process ends (a command that writes outputs after training)."""
     lock_folder(out)
@@ -355,7 +362,7 @@ def _train(model, batch_fn, config, acc, after_step, save_fn, parameters, on_sta
         previous = out / "checkpoints-previous"
         shutil.rmtree(previous, ignore_errors=True)
         os.replace(out / "checkpoints", previous)
-        if (out / "config.json").is_file():
+        if _is_run_record(out / "config.json"):  # a VAE folder's is diffusers' config
             shutil.copy2(out / "config.json", previous / RUN_RECORD)
         acc.print(f"Starting afresh (no --resume): the earlier run's checkpoints moved to "
                   f"{previous}, removed once this run writes its first regular checkpoint (not "

@@ -570,6 +570,12 @@ def test_ctrl_c_while_starting_is_one_line(monkeypatch, capsys):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip() == "False"
+    # what the package offers stays at hand: its names, its submodules, dir()
+    code = ("import hjtranslate as h; print(h.costs.Cost.__name__, h.HJMap.__name__, "
+            "'fit' in dir(h), h.metrics.__name__)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.split() == ["Cost", "HJMap", "True", "hjtranslate.metrics"]
 
     def interrupted(argv):
         raise KeyboardInterrupt

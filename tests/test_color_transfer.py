@@ -190,6 +190,11 @@ def test_an_image_where_the_run_writes_its_pictures_is_refused(images, tmp_path,
                  images[1], "--output-dir", str(out)]) == 2
     assert "is where the run writes its panel.png: it would be replaced" in capsys.readouterr().err
     assert (out / "panel.png").read_bytes() == open(images[0], "rb").read()
+    link = tmp_path / "link.png"  # the same file through a link
+    link.symlink_to(out / "panel.png")
+    assert main(["train", "color-transfer", "--source", str(link), "--target", images[1],
+                 "--output-dir", str(out)]) == 2
+    assert "it would be replaced" in capsys.readouterr().err
 
 
 def test_pictures_are_written_whole(tmp_path):

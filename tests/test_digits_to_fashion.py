@@ -274,6 +274,7 @@ def test_a_killed_encodings_temporary_files_are_removed(tmp_path):
     live = cache / f"abc-mnist-train-500-0123.{os.getpid()}.tmp"
     for f in (dead, live):
         f.write_bytes(b"half")
+        os.utime(f, (os.path.getmtime(f) - 7200,) * 2)  # two hours old
     images, z, labels = encoded(VAEEncoder(), "mnist", "test", str(DATA), torch.arange(8), cache)
     assert z.shape == (8, 64) and not dead.exists() and live.exists()
     assert len(list(cache.glob("*.safetensors"))) == 1

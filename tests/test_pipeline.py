@@ -506,6 +506,20 @@ def test_pictures_are_framed_as_their_dataset_frames_them(pipes, data):
     assert max(int(rows.max() - rows.min()), int(cols.max() - cols.min())) >= 26
     noise = np.random.default_rng(0).integers(0, 256, (600, 600), np.uint8)
     assert preprocess(noise, "mnist")[1][0] == ["resized 600x600 to 28x28"]  # nothing to frame
+    flat, notes = preprocess(np.full((64, 64), 0.3, np.float32), "mnist")  # one level: blank
+    assert notes[0] == ["resized 64x64 to 28x28"] and float(flat.max() - flat.min()) < 1e-6
+    # a thin upright stroke (a "1") keeps its shading: scaled to one pixel wide, not one value
+    one = np.zeros((280, 280), np.float32)
+    one[40:240, 137:143] = np.linspace(0.35, 1.0, 200)[:, None]
+    column = preprocess(one, "mnist")[0][0, 0].max(1).values
+    assert float(column[column > 0].max() - column[column > 0].min()) > 0.3
+    # the box is named in the picture's own pixels, also when it is worked on smaller
+    big = np.zeros((3000, 4000), np.uint8)
+    big[1000:2000, 1500:1700] = 255
+    note = preprocess(big, "mnist")[1][0][-1]
+    box = note.split("framed the ")[1].split(" box")[0]
+    width, height = map(int, box.split("x"))
+    assert abs(width - 200) <= 8 and abs(height - 1000) <= 8 and note.endswith("out of 4000x3000")
     with pytest.raises(ValueError, match="framing='svhn'"):
         preprocess(digit, "svhn")
 

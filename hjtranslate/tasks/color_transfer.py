@@ -327,10 +327,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     _colour_match_defaults(args)
     out = output_dir(args, "color-transfer")
     for flag in ("source", "target"):
-        image = Path(getattr(args, flag)).expanduser()
-        if image.parent.resolve() == out.resolve() and image.name in OUTPUTS:
-            raise ValueError(f"--{flag} {image} is where the run writes its {image.name}: it "
-                             "would be replaced. Move the image, or pick another --output-dir.")
+        image = Path(getattr(args, flag)).expanduser().resolve()  # through links too
+        for name in OUTPUTS:
+            if image == (out / name).resolve():
+                raise ValueError(f"--{flag} {getattr(args, flag)} is where the run writes its "
+                                 f"{name}: it would be replaced. Move the image, or pick another "
+                                 "--output-dir.")
     src = load_image(args.source, "source")
     tgt = load_image(args.target, "target")
     ps, pt = pixels_of(src), pixels_of(tgt)

@@ -189,10 +189,11 @@ def restore_recorded_options(args: argparse.Namespace, explicit: set[str],
     Returns what was restored; nothing without a recorded run of this task."""
     if not hasattr(args, "output_dir"):
         return {}  # a task without a run folder (judges: one folder per judge)
-    recorded_path = Path(args.output_dir or Path("runs") / args.task) / "config.json"
-    if (recorded_path.parent / "checkpoints" / RUN_RECORD).is_file():
+    run_dir = Path(args.output_dir or Path("runs") / args.task)
+    recorded_path = run_dir / "config.json"
+    if (run_dir / "checkpoints" / RUN_RECORD).is_file():
         # checkpoints moved back after a fresh start: their own run's record, not the fresh one's
-        recorded_path = recorded_path.parent / "checkpoints" / RUN_RECORD
+        recorded_path = run_dir / "checkpoints" / RUN_RECORD
     try:
         recorded = json.loads(recorded_path.read_text())
     except (FileNotFoundError, NotADirectoryError):
@@ -204,11 +205,11 @@ def restore_recorded_options(args: argparse.Namespace, explicit: set[str],
                          "options on the command line and move that file away.") from exc
     if isinstance(recorded, dict) and "task" not in recorded and args.task == "vae":
         # a VAE folder's config.json is diffusers': the run's options are in its checkpoints
-        recorded, recorded_path = _checkpoint_record(recorded_path.parent)
+        recorded, recorded_path = _checkpoint_record(run_dir)
     if not isinstance(recorded, dict) or "task" not in recorded:
         return {}  # not a run record
     if recorded["task"] != args.task:
-        raise ValueError(f"--resume: {recorded_path.parent} is a {recorded['task']} run, not "
+        raise ValueError(f"--resume: {run_dir} is a {recorded['task']} run, not "
                          f"{args.task}; resume it with `hjtranslate train {recorded['task']} "
                          "--resume`, or give this run its own --output-dir.")
     current = vars(args)
@@ -221,7 +222,7 @@ def restore_recorded_options(args: argparse.Namespace, explicit: set[str],
     where = dict.fromkeys(IDENTITY_OPTIONS, recorded_path)
     if recorded.get("head") in (None, "") and "head" in explicit:
         # the task chose the head (mlp, or conditional by --mode): its checkpoints name it
-        found = last_checkpoint_json(recorded_path.parent, "model/config.json")
+        found = last_checkpoint_json(run_dir, "model/config.json")
         if found and isinstance(found[0].get("head"), str):
             recorded, where["head"] = {**recorded, "head": found[0]["head"]}, found[1]
     for k in IDENTITY_OPTIONS:
@@ -238,7 +239,7 @@ def restore_recorded_options(args: argparse.Namespace, explicit: set[str],
                 f"--resume: {flag} {current[k]} differs from the run's {recorded[k]} (recorded in "
                 f"{where[k]}); its checkpoints belong to that {_IDENTITY_WHAT.get(k, 'head')}. "
                 f"Resume without {flag}, start a new run in another --output-dir, or fine-tune "
-                f"this one there with --init-from {recorded_path.parent}.")
+                f"this one there with --init-from {run_dir}.")
     restored = {k: v for k, v in recorded.items()
                 if k in current and k not in explicit and k not in skip and not k.startswith("_")}
     for k, v in restored.items():

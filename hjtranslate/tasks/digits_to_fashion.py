@@ -166,8 +166,12 @@ def encoded(enc, name: str, split: str, data_dir: str | None, index: torch.Tenso
         cache.mkdir(parents=True, exist_ok=True)
         for stale in cache.glob("*.tmp"):  # left by an encoding that was killed
             pid = stale.name.rsplit(".", 2)[-2]
-            if pid.isdigit() and not process_alive(int(pid)):
-                stale.unlink(missing_ok=True)
+            try:  # an hour old too: the cache may be shared with other machines' processes
+                old = time.time() - stale.stat().st_mtime > 3600
+                if old and pid.isdigit() and not process_alive(int(pid)):
+                    stale.unlink(missing_ok=True)
+            except OSError:
+                pass
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         save_file({"z": z.contiguous()}, str(tmp))
         os.replace(tmp, path)

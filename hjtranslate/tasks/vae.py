@@ -263,12 +263,15 @@ def _finished(out: Path, args: argparse.Namespace) -> dict[str, Any] | None:
               "Train it again without --resume.", file=sys.stderr)
         return {"metrics": record.get("metrics"), "seconds": 0.0, "steps": record.get("steps"),
                 "kept": True}
-    differ = "" if not isinstance(recorded, dict) else " (" + ", ".join(
-        f"--{k.replace('_', '-')} {recorded.get(k)} here, {v} now"
-        for k, v in _model_options(args).items() if recorded.get(k) != v) + ")"
+    if isinstance(recorded, dict):
+        made = "made with other options (" + ", ".join(
+            f"--{k.replace('_', '-')} {recorded.get(k)} here, {v} now"
+            for k, v in _model_options(args).items() if recorded.get(k) != v) + ")"
+    else:
+        made = "whose record predates the options' (hjtranslate 0.3.0)"
     raise ValueError(
-        f"--resume: {out} holds a finished VAE ({record.get('steps')} steps), made with other "
-        f"options{differ}, and no checkpoint to resume (a finished run removes them; "
+        f"--resume: {out} holds a finished VAE ({record.get('steps')} steps), {made}, and no "
+        "checkpoint to resume (a finished run removes them; "
         f"--keep-checkpoints keeps them). To train it further: --init-from {out} --output-dir "
         "NEW_FOLDER; to train a new VAE in its place: the same command without --resume.")
 
