@@ -325,8 +325,9 @@ def _main(argv: Sequence[str] | None) -> int:
               file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
-        print("interrupted: the checkpoints written so far, if any, are kept; continue with "
-              "--resume.", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # once for a multi-process launch
+            print("interrupted: the checkpoints written so far, if any, are kept; continue "
+                  "with --resume.", file=sys.stderr)
         return 143 if type(exc).__name__ == "Terminated" else 130  # SIGTERM's code, or Ctrl-C's
     except BrokenPipeError:  # `hjtranslate plugins | head`: the reader left, nothing is wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

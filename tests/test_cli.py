@@ -583,3 +583,20 @@ def test_ctrl_c_while_starting_is_one_line(monkeypatch, capsys):
     monkeypatch.setattr(cli, "_main", interrupted)
     assert cli.main(["train", "toy2d"]) == 130
     assert capsys.readouterr().err == "interrupted while starting: nothing was written.\n"
+
+
+def test_an_interrupted_run_says_so_once_across_ranks(tmp_path, monkeypatch, capsys):
+    """Ctrl-C during training: one line and exit 130 on rank 0; the other ranks stay quiet (a
+    two-process launch printed it twice)."""
+    import hjtranslate.api as api
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(api, "train", interrupted)
+    argv = ["train", "toy2d", "--n", "500", "--eval-n", "100", "--steps", "4",
+            "--output-dir", str(tmp_path / "run"), "--no-progress"]
+    for rank, said in (("0", True), ("1", False)):
+        monkeypatch.setenv("RANK", rank)
+        assert main(argv) == 130
+        assert ("interrupted: the checkpoints written so far" in capsys.readouterr().err) == said
