@@ -1132,6 +1132,19 @@ class TranslationPipeline:
         conf, labels = self._probabilities(judge, x).max(-1)
         return labels.tolist(), conf.tolist()
 
+    def source_likeness(self, images: Any, frame: bool = True) -> list[float]:
+        """How much more the source judge than the target judge takes each picture for one of
+        its own: the difference of their log-sum-exp logits (the judges' "energies", Liu et al.
+        2020), high for source pictures, low for target ones. Needs both judges. The app uses
+        it to say when an input looks like the other side's (``benchmarks/input_side.py``)."""
+        if self.judge_source is None or self.judge_target is None:
+            raise ValueError("source_likeness needs both judges (judge_source, judge_target).")
+        x = preprocess(images, self.framing("source") if frame else None)[0]
+        with torch.no_grad():
+            energy = [judge.logits(x).float().logsumexp(-1).cpu()
+                      for judge in (self.judge_source, self.judge_target)]
+        return (energy[0] - energy[1]).tolist()
+
     def _classes(self, classes: Any, n: int) -> list[int]:
         if isinstance(classes, (torch.Tensor, np.ndarray, np.generic)):
             # a 0-d one (or a numpy scalar) gives a Python scalar, broadcast below

@@ -111,6 +111,18 @@ def test_translate_detects_the_digit(client):
     assert "clothes judge sees Dress" in report and "Input converted" not in report
 
 
+def test_an_input_from_the_other_side_gets_a_hint(client):
+    """A digit given as clothes (and clothes given as a digit): the judges' energies say the
+    input looks like the other side's; the right side's examples get no such line."""
+    hint = "To the judges the input looks more like"
+    report = check_outputs(translate(client, EXAMPLES / "digit_3.png", "auto", "backward"))
+    assert f"{hint} digits than clothes:** if so, switch the direction to digits → clothes" in report
+    report = check_outputs(translate(client, EXAMPLES / "clothes_5_sandal.png"))
+    assert f"{hint} clothes than digits:** if so, switch the direction to clothes → digits" in report
+    for name, direction in (("digit_7.png", "forward"), ("clothes_3_dress.png", "backward")):
+        assert hint not in check_outputs(translate(client, EXAMPLES / name, "auto", direction))
+
+
 def test_class_override_and_backward(client):
     report = check_outputs(translate(client, EXAMPLES / "clothes_3_dress.png", "5", "backward"))
     assert report.startswith("### Sandal → digit 5")

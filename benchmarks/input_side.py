@@ -1,0 +1,60 @@
+"""Which side an input belongs to, told by the two judges: the app's hint when a picture looks
+like the other dataset's (a digit given as clothes, clothes given as a digit).
+
+Each judge's log-sum-exp of its logits (its "energy", Liu et al. 2020) is high on pictures of
+its own dataset. Their difference, digits judge minus clothes judge, is measured on both full
+test sets; the app flags an input of the source side below the difference's 1 % quantile on
+real digits, and one of the target side above its 99 % quantile on real clothes, so 1 % of real
+inputs get the hint. The table gives those thresholds and the share of the other dataset's test
+images each one catches.
+
+    OMP_NUM_THREADS=1 python benchmarks/input_side.py --out benchmarks/results/input_side.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from hjtranslate.data import load_dataset
+from hjtranslate.pipeline import TranslationPipeline
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=str(REPO / "models" / "digits-to-fashion"))
+    parser.add_argument("--data-dir", default=os.environ.get("HJT_DATA_DIR"))
+    parser.add_argument("--false-alarms", type=float, default=0.01,
+                        help="share of real inputs of each side that get the hint")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    pipe = TranslationPipeline.from_pretrained(args.model)
+    margins = {}
+    for side, dataset in (("source", pipe.source_dataset), ("target", pipe.target_dataset)):
+        images = load_dataset(dataset, "test", args.data_dir)[0].float()[:, None] / 255
+        margins[side] = torch.tensor([m for b in images.split(1000)
+                                      for m in pipe.source_likeness(b)])
+    q = args.false_alarms
+    source_below = float(torch.quantile(margins["source"], q))
+    target_above = float(torch.quantile(margins["target"], 1 - q))
+    result = {
+        "false_alarms": q,
+        "source_threshold": source_below,  # an input given as source below it gets the hint
+        "target_threshold": target_above,  # an input given as target above it gets the hint
+        "target_images_caught_as_source_input": float((margins["target"] < source_below).float().mean()),
+        "source_images_caught_as_target_input": float((margins["source"] > target_above).float().mean()),
+        "test_images": {side: len(m) for side, m in margins.items()},
+    }
+    print(json.dumps(result, indent=2))
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
