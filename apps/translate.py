@@ -69,7 +69,9 @@ OTHER_SIDE_BELOW, OTHER_SIDE_ABOVE = -0.78, 4.06
 #: what the outputs show before a translation (and again once the input changes)
 EMPTY_REPORT = "Translate something to see the class pairing here."
 #: keyword arguments for ``demo.launch`` (besides host, port and share)
-LAUNCH_KWARGS: dict[str, Any] = {"max_file_size": "10mb"}
+#: a 28x28 input (the examples, the test sets) fills its box, pixels kept sharp
+APP_CSS = "#upload img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }"
+LAUNCH_KWARGS: dict[str, Any] = {"max_file_size": "10mb", "css": APP_CSS}
 #: how the app names the datasets: (plural for the direction switch, prefix for one class)
 SIDE_WORDS = {"mnist": ("digits", "digit "), "fashion-mnist": ("clothes", "")}
 EXAMPLE_GLOBS = {"mnist": "digit_{k}.png", "fashion-mnist": "clothes_{k}_*.png"}
