@@ -46,6 +46,7 @@ from hjtranslate.pipeline import (
     TranslationPipeline,
     default_model_path,
     frame_count,
+    pil_to_array,
     upright,
 )
 
@@ -69,6 +70,8 @@ OTHER_SIDE_BELOW, OTHER_SIDE_ABOVE = -0.78, 4.06
 #: what the outputs show before a translation (and again once the input changes)
 EMPTY_REPORT = "Translate something to see the class pairing here."
 #: keyword arguments for ``demo.launch`` (besides host, port and share)
+#: what Chromium, Firefox and Safari show in an <img> (PIL's names); others get a PNG preview
+BROWSER_FORMATS = {"PNG", "JPEG", "MPO", "GIF", "WEBP", "BMP", "ICO", "AVIF"}
 #: a 28x28 input (the examples, the test sets) fills its box, pixels kept sharp
 APP_CSS = "#upload img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }"
 LAUNCH_KWARGS: dict[str, Any] = {"max_file_size": "10mb", "css": APP_CSS}
@@ -346,6 +349,24 @@ class Translator:
             lines.append("- Input converted: " + "; ".join(notes) + ".")
         return translation, strip, gif, "\n".join(lines)
 
+    def browser_preview(self, path: str | None) -> Any:
+        """An upload in a format browsers do not show (TIFF, PPM, ...) as a PNG of the pixels
+        the translation reads (its first frame, upright), so the input box shows it; other
+        uploads, and files that do not open, stay as they are (translating them says why)."""
+        if path is None:
+            return gr.skip()
+        try:
+            with Image.open(path) as img:
+                if img.format in BROWSER_FORMATS or max(img.size) > MAX_SIDE:
+                    return gr.skip()
+                img.seek(0)
+                img.load()
+                pixels = pil_to_array(img, [])
+        except Exception:  # noqa: BLE001 - PIL raises many kinds; translating reports them
+            return gr.skip()
+        preview = Image.fromarray((np.clip(pixels, 0, 1) * 255 + 0.5).astype(np.uint8))
+        return self._outputs().png(preview, "upload")
+
     def translate_upload(self, path: str | None, klass: Any = "auto", direction: Any = "forward"):
         img, notes = read_upload(path)
         return self.translate_image(img, klass, direction, notes,
@@ -468,6 +489,8 @@ def build_demo(pipeline_or_path: TranslationPipeline | str | os.PathLike | None 
         # result for the one before (not so the sketchpad, which reports changes as it renders)
         upload.change(lambda: (None, None, None, EMPTY_REPORT), None, outputs,
                       api_visibility="private", queue=False, show_progress="hidden")
+        upload.upload(app.browser_preview, [upload], [upload], api_visibility="private",
+                      show_progress="hidden")
         upload_btn.click(app.translate_upload, [upload, klass, direction], outputs,
                          api_name="translate")
         sketch_btn.click(app.translate_drawing, [sketch, klass, direction], outputs,

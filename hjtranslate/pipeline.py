@@ -221,7 +221,7 @@ def upright(img: Any) -> tuple[Any, str | None]:
     return ImageOps.exif_transpose(img), f"turned upright (EXIF orientation {orientation})"
 
 
-def _pil_to_array(img: Any, notes: list[str]) -> np.ndarray:
+def pil_to_array(img: Any, notes: list[str]) -> np.ndarray:
     """A PIL image -> ``(H, W)`` or ``(H, W, C)`` float in [0, 1] (an animated one's current
     frame, the first of a file), turned upright by its EXIF orientation."""
     frames = frame_count(img) if hasattr(img, "n_frames") else img.info.get(FRAMES_KEY, 1)
@@ -274,7 +274,7 @@ def _open_image(path: str | Path):
         with Image.open(p) as img:
             img.load()
             out = img.copy()
-            # a copy forgets the frames; _pil_to_array notes that only the first was used
+            # a copy forgets the frames; pil_to_array notes that only the first was used
             out.info[FRAMES_KEY] = frame_count(img)
             return out
     except Image.DecompressionBombError as exc:
@@ -290,7 +290,7 @@ def _as_array(item: Any, notes: list[str], single: bool, what: str) -> list[np.n
     if isinstance(item, (str, Path)):
         item = _open_image(item)
     if isinstance(item, Image.Image):
-        return [_pil_to_array(item, notes)]
+        return [pil_to_array(item, notes)]
     if torch.is_tensor(item):
         t = item.detach().cpu()
         if t.dim() == 2:

@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from test_app import EXAMPLES, REPO, app_load, tiny_pipeline_folder  # noqa: F401  (skip marks)
 from test_app import pytestmark as _app_marks
 
@@ -145,6 +146,18 @@ def test_an_example_picked_from_the_draw_tab_shows_and_a_new_upload_clears(page)
         "() => document.querySelector('#report').innerText.includes('Translate something')")
     page.click("#translate")
     assert wait_for_translation(page, first["src"])["w"] == 168
+    assert "digit 3" in page.inner_text("#report")
+
+def test_a_tiff_upload_shows_in_the_input_box(page, tmp_path):
+    """Browsers show no TIFF: the app turns an upload in such a format into a PNG preview of
+    the pixels it translates."""
+    path = tmp_path / "digit.tiff"
+    Image.open(EXAMPLES / "digit_3.png").save(path)
+    page.set_input_files("#upload input[type=file]", str(path))
+    page.wait_for_function("() => { const i = document.querySelector('#upload img');"
+                           " return i && i.complete && i.naturalWidth === 28; }")
+    page.click("#translate")
+    assert wait_for_translation(page)["w"] == 168
     assert "digit 3" in page.inner_text("#report")
 
 def test_draw_on_the_sketchpad(page):
