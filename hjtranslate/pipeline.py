@@ -42,9 +42,11 @@ Input conversion rules (``TranslationPipeline.preprocess``; each change is repor
    Otsu's threshold, the box around it is cut out, its background is taken to 0 and its ink
    to 1 (a faint pencil or uneven light), and the box is scaled into 20x20 pixels centred by
    mass in 28x28 (MNIST) or into 28x28 centred (Fashion-MNIST). A picture without two clear
-   levels (fine noise is judged at 56x56, where it has averaged out), or whose ink box is a
-   speck, is only padded and resized (rule 4). 28x28 pictures
-   are taken as framed already.
+   levels (fine noise is judged with the shorter side at 28, where it has averaged out), or
+   whose ink box is a speck, is only padded and resized (rule 4). 28x28 pictures are taken as
+   framed already. Known limits: a speck of dust or a ruled line far from the subject widens
+   the box; a page photographed with a dark desk around it, or lit from one side, is not
+   framed well (crop the photo to the page).
 """
 
 from __future__ import annotations
@@ -106,7 +108,7 @@ MAX_PAD_SIDE = 4096
 FRAMINGS = {"mnist": (20, True), "fashion-mnist": (28, False)}
 #: framing works on a copy shrunk to this side at most (a phone photo is 4000 pixels wide)
 FRAME_WORK_SIDE = 1024
-#: an ink box smaller than this share of the picture's longer side is a speck, not a subject
+#: an ink box smaller than this share of the picture's shorter side is a speck, not a subject
 MIN_FRAME_SHARE = 0.02
 #: the most frames ``morph_steps`` asks for (the app shows 8; each frame is a VAE decode)
 MAX_MORPH_STEPS = 256
@@ -373,12 +375,12 @@ def _frame(x: torch.Tensor, framing: str, notes: list[str]) -> torch.Tensor | No
         scale = FRAME_WORK_SIDE / max(h, w)
         x = _resize(x, max(1, round(h * scale)), max(1, round(w * scale)))
         shown = max(h, w) / max(x.shape)
-    # two clear levels at twice the final size, where fine noise has averaged out
-    small_side = 2 * IMAGE_SIZE
-    if max(h, w) > small_side:
-        scale = small_side / max(h, w)
+    # two clear levels once the shorter side is shrunk to the final size, where fine noise has
+    # averaged out (not the longer: a digit in a long strip would average out too)
+    if min(h, w) > IMAGE_SIZE:
+        scale = IMAGE_SIZE / min(h, w)
         coarse = _otsu(_resize(x, max(1, round(h * scale)), max(1, round(w * scale))))
-        if coarse is None or coarse[2] - coarse[1] < 0.05:  # uniform noise, 2000x2000: 0.015
+        if coarse is None or coarse[2] - coarse[1] < 0.05:  # uniform noise, 300x300: 0.04
             return None
     levels = _otsu(x)
     if levels is None or levels[2] - levels[1] < 0.1:
@@ -393,7 +395,7 @@ def _frame(x: torch.Tensor, framing: str, notes: list[str]) -> torch.Tensor | No
     (top, bottom), (left, right) = (torch.quantile(v.float(), q).round().long().tolist()
                                     for v in (rows, cols))
     box_h, box_w = bottom - top + 1, right - left + 1
-    if max(box_h, box_w) < MIN_FRAME_SHARE * max(x.shape):
+    if max(box_h, box_w) < MIN_FRAME_SHARE * min(x.shape):
         return None
     bright = float(torch.quantile(x[ink], 0.99))
     crop = ((x[top:bottom + 1, left:right + 1] - background) / max(bright - background, 1e-6))
@@ -456,6 +458,12 @@ def _normalise(a: np.ndarray, notes: list[str], framing: str | None = None) -> t
     return x
 
 
+def _check_frame(frame: Any) -> bool:
+    if not isinstance(frame, (bool, np.bool_)):
+        raise ValueError(f"frame must be True or False, got {frame!r}.")
+    return bool(frame)
+
+
 def preprocess(images: Any, framing: str | None = None) -> tuple[torch.Tensor, list[list[str]]]:
     """Any supported input -> ``(n, 1, 28, 28)`` float in [0, 1] and per-image notes;
     ``framing``: a dataset of ``FRAMINGS`` whose framing pictures that are not 28x28 get (rule
@@ -511,7 +519,7 @@ def _check_vae_folder(folder: Path, what: str) -> None:
 
 def _hub_snapshot(repo_id: str, revision: str | None, cache_dir: Any, local_files_only: bool,
                   token: Any, force_download: bool = False) -> Path:
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import (
         HfHubHTTPError,
         LocalEntryNotFoundError,
@@ -520,7 +528,7 @@ def _hub_snapshot(repo_id: str, revision: str | None, cache_dir: Any, local_file
     )
     from huggingface_hub.utils import HFValidationError
 
-    unreachable = None if local_files_only else hub_unreachable()
+    unreachable = None if local_files_only or constants.HF_HUB_OFFLINE else hub_unreachable()
     if unreachable and force_download:
         raise CheckpointError(f"force_download: {repo_id!r} cannot be downloaded ({unreachable}).")
     local_files_only = local_files_only or unreachable is not None
@@ -1128,7 +1136,7 @@ class TranslationPipeline:
         judge = self._judge(side)
         if judge is None:
             raise ValueError(f"This pipeline bundles no {side}-side judge (judge_{side}).")
-        x = preprocess(images, self.framing(side) if frame else None)[0]
+        x = preprocess(images, self.framing(side) if _check_frame(frame) else None)[0]
         conf, labels = self._probabilities(judge, x).max(-1)
         return labels.tolist(), conf.tolist()
 
@@ -1139,10 +1147,11 @@ class TranslationPipeline:
         it to say when an input looks like the other side's (``benchmarks/input_side.py``)."""
         if self.judge_source is None or self.judge_target is None:
             raise ValueError("source_likeness needs both judges (judge_source, judge_target).")
-        x = preprocess(images, self.framing("source") if frame else None)[0]
-        with torch.no_grad():
-            energy = [judge.logits(x).float().logsumexp(-1).cpu()
-                      for judge in (self.judge_source, self.judge_target)]
+        energy = []
+        with torch.no_grad():  # each judge sees the picture framed as its dataset frames them
+            for side, judge in (("source", self.judge_source), ("target", self.judge_target)):
+                x = preprocess(images, self.framing(side) if _check_frame(frame) else None)[0]
+                energy.append(judge.logits(x).float().logsumexp(-1).cpu())
         return (energy[0] - energy[1]).tolist()
 
     def _classes(self, classes: Any, n: int) -> list[int]:
@@ -1192,7 +1201,7 @@ class TranslationPipeline:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
         batch_size = int(batch_size)
         in_side, out_side = ("source", "target") if direction == "forward" else ("target", "source")
-        x, notes = preprocess(images, self.framing(in_side) if frame else None)
+        x, notes = preprocess(images, self.framing(in_side) if _check_frame(frame) else None)
         n = x.shape[0]
         detection = None
         if classes is None:

@@ -350,9 +350,10 @@ def _train(model, batch_fn, config, acc, after_step, save_fn, parameters, on_sta
             previous_at_end = out / "checkpoints-previous"
         else:
             warnings.warn(f"{out / 'checkpoints-previous'} holds the checkpoints of the run "
-                          "before the last fresh start here; move that folder back to "
-                          f"{out / 'checkpoints'} to resume that run instead (its options come "
-                          "back with it), or delete it.", stacklevel=3)
+                          "before the last fresh start here. To resume that run instead (its "
+                          f"options come back with it): rm -r {out / 'checkpoints'} && mv "
+                          f"{out / 'checkpoints-previous'} {out / 'checkpoints'}, then --resume; "
+                          "or delete it.", stacklevel=3)
     if not config.resume and out is not None and acc.is_main_process and checkpoints(out):
         # A fresh run in the folder of an earlier one replaces it: the old checkpoints would
         # outrank this run's own (they are pruned by step) and a later --resume would pick them.
@@ -390,7 +391,8 @@ def _train(model, batch_fn, config, acc, after_step, save_fn, parameters, on_sta
             if previous_at_end is not None:
                 acc.print(f"{previous_at_end} holds the run before the last fresh start here: "
                           "it is removed when this run finishes. To resume that run instead, "
-                          f"stop now and move that folder back to {out / 'checkpoints'}.")
+                          f"stop now: rm -r {out / 'checkpoints'} && mv {previous_at_end} "
+                          f"{out / 'checkpoints'}, then --resume.")
             if start_step >= config.steps:
                 acc.print(f"The checkpoint is at step {start_step}, not before --steps "
                           f"{config.steps}: no further training (raise --steps to train longer).")

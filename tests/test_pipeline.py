@@ -522,6 +522,11 @@ def test_pictures_are_framed_as_their_dataset_frames_them(pipes, data):
     assert abs(width - 200) <= 8 and abs(height - 1000) <= 8 and note.endswith("out of 4000x3000")
     with pytest.raises(ValueError, match="framing='svhn'"):
         preprocess(digit, "svhn")
+    with pytest.raises(ValueError, match="frame must be True or False, got 'no'"):
+        pipe(digit, 3, frame="no")
+    strip = np.zeros((100, 6000), np.uint8)  # a digit in a long strip is no speck
+    strip[:, 2950:3050] = np.asarray(Image.fromarray(data[0][0].numpy()).resize((100, 100)))
+    assert pipe(strip).source_classes == [int(data[1][0])]
 
 # -- the Hub --------------------------------------------------------------------------------
 def no_dns(*args, **kwargs):

@@ -183,8 +183,9 @@ def test_resume_of_a_finished_vae_keeps_it(shared_data: Path, tmp_path: Path, ca
     assert "is finished (2 steps); kept" in capsys.readouterr().err
     assert main(["train", "vae", "--output-dir", str(out), "--steps", "3", "--resume"]) != 0
     err = capsys.readouterr().err
-    assert "holds a finished VAE (2 steps), made with other options" in err
-    assert "--steps 2 here, 3 now" in err and "--widths 8,8,8,8 here, 16,32,64,64 now" in err
+    assert "holds a finished VAE (2 steps), made with other options than this launch's" in err
+    assert "--steps 2 there, 3 now" in err
+    assert "--widths 8,8,8,8 there, 16,32,64,64 now (the default)" in err
     assert f"--init-from {out} --output-dir NEW_FOLDER" in err
     assert (out / "diffusion_pytorch_model.safetensors").read_bytes() == weights
 

@@ -264,8 +264,10 @@ def _finished(out: Path, args: argparse.Namespace) -> dict[str, Any] | None:
         return {"metrics": record.get("metrics"), "seconds": 0.0, "steps": record.get("steps"),
                 "kept": True}
     if isinstance(recorded, dict):
-        made = "made with other options (" + ", ".join(
-            f"--{k.replace('_', '-')} {recorded.get(k)} here, {v} now"
+        typed = getattr(args, "_typed", set())
+        made = "made with other options than this launch's (" + ", ".join(
+            f"--{k.replace('_', '-')} {recorded.get(k)} there, {v} now"
+            + ("" if k in typed else " (the default)")
             for k, v in _model_options(args).items() if recorded.get(k) != v) + ")"
     else:
         made = "whose record predates the options' (hjtranslate 0.3.0)"
