@@ -2,9 +2,10 @@
 pipeline's framing (rule 5 of hjtranslate/pipeline.py's docstring).
 
 Each of the first N test images of MNIST (digits judge) and Fashion-MNIST (clothes judge) is
-turned into seven pictures: as it is (28x28), dark on a white page at 100 pixels and at 40 % of
-the page, a JPEG "photo" under uneven light with noise, a faint pencil, light on black in a
-corner of a 280x280 canvas (a drawing off centre), and upscaled to 280x280. The table is each
+turned into eight pictures: as it is (28x28), dark on a white page at 100 pixels (also with a
+speck of dust on the page) and at 40 % of the page, a JPEG "photo" under uneven light with
+noise, a faint pencil, light on black in a corner of a 280x280 canvas (a drawing off centre),
+and upscaled to 280x280. The table is each
 judge's accuracy on the preprocessed pictures, framed and not.
 
     OMP_NUM_THREADS=1 python benchmarks/framing.py --n 1000 --out benchmarks/results/framing.json
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from hjtranslate.data import load_dataset
 from hjtranslate.pipeline import TranslationPipeline, preprocess
@@ -30,13 +31,16 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def pictures(image: np.ndarray, rng: np.random.Generator):
-    """The seven pictures of one 28x28 light-on-dark test image, as (name, PIL image)."""
+    """The eight pictures of one 28x28 light-on-dark test image, as (name, PIL image)."""
     img = Image.fromarray(image)
     yield "as it is (28x28)", img
     ink_on_paper = Image.fromarray(255 - image)
     page = Image.new("L", (800, 1000), 255)
     page.paste(ink_on_paper.resize((100, 100), Image.BILINEAR), (350, 450))
     yield "100 px on an 800x1000 page", page
+    dusty = page.copy()
+    ImageDraw.Draw(dusty).ellipse([60, 60, 66, 66], fill=0)
+    yield "the same with a speck of dust", dusty
     page = Image.new("L", (1000, 1000), 255)
     page.paste(ink_on_paper.resize((400, 400), Image.BILINEAR), (300, 300))
     yield "40 % of a 1000x1000 page", page

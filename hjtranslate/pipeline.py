@@ -44,9 +44,10 @@ Input conversion rules (``TranslationPipeline.preprocess``; each change is repor
    mass in 28x28 (MNIST) or into 28x28 centred (Fashion-MNIST). A picture without two clear
    levels (fine noise is judged with the shorter side at 28, where it has averaged out), or
    whose ink box is a speck, is only padded and resized (rule 4). 28x28 pictures are taken as
-   framed already. Known limits: a speck of dust or a ruled line far from the subject widens
-   the box; a page photographed with a dark desk around it, or lit from one side, is not
-   framed well (crop the photo to the page).
+   framed already. The box is the subject's: the largest blot of ink and the blots near it
+   (specks of dust elsewhere are left out). Known limits: a ruled line as large as the subject
+   can be taken for it; a page photographed with a dark desk around it, or lit from one side,
+   is not framed well (crop the photo to the page).
 """
 
 from __future__ import annotations
@@ -365,6 +366,25 @@ def _otsu(x: torch.Tensor) -> tuple[float, float, float] | None:
     return float(levels[i]), float(m0[i] / w0[i]), float((mean - m0[i]) / w1[i])
 
 
+def _subject(mask: torch.Tensor) -> torch.Tensor:
+    """The part of an ink mask that is the subject: its largest 8-connected blot, and the blots
+    that reach into that blot's box grown by half its size on every side."""
+    from scipy import ndimage
+
+    labels, count = ndimage.label(mask.numpy(), structure=np.ones((3, 3)))
+    if count <= 1:
+        return mask
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    boxes = ndimage.find_objects(labels)
+    main = boxes[int(sizes.argmax()) - 1]
+    grow = [max(1, (s.stop - s.start) // 2) for s in main]
+    near = [i + 1 for i, b in enumerate(boxes) if b is not None and all(
+        b[d].start < main[d].stop + grow[d] and b[d].stop > main[d].start - grow[d]
+        for d in (0, 1))]
+    return torch.from_numpy(np.isin(labels, near))
+
+
 def _frame(x: torch.Tensor, framing: str, notes: list[str]) -> torch.Tensor | None:
     """A light-on-dark picture framed as the dataset ``framing`` framed its own (rule 5), or
     None where it has no clear ink or its ink box is a speck."""
@@ -388,9 +408,11 @@ def _frame(x: torch.Tensor, framing: str, notes: list[str]) -> torch.Tensor | No
     threshold, paper, ink_level = levels
     ink = x > threshold
     background = float(x[~ink].median()) if bool((~ink).any()) else 0.0
-    # the box takes in the strokes' soft edges (half way to the threshold); its extreme 0.2 %
-    # of ink pixels at each side are left out, so that a speck of dust does not widen it
-    rows, cols = torch.nonzero(x > (background + threshold) / 2, as_tuple=True)
+    # the box takes in the strokes' soft edges (half way to the threshold) of the subject: the
+    # largest blot of ink and what lies near it (a digit's or a sandal's separate strokes), not
+    # specks of dust elsewhere; its extreme 0.2 % of ink pixels at each side are left out
+    soft = _subject(x > (background + threshold) / 2)
+    rows, cols = torch.nonzero(soft, as_tuple=True)
     q = torch.tensor([0.002, 0.998])
     (top, bottom), (left, right) = (torch.quantile(v.float(), q).round().long().tolist()
                                     for v in (rows, cols))

@@ -16,7 +16,7 @@ import pytest
 import torch
 from hjtranslate_plugins.vae import VAEEncoder
 from huggingface_hub import HfApi, ModelCard, constants
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from hjtranslate import CheckpointError, HJMap, fit
 from hjtranslate.cli import main
@@ -485,6 +485,10 @@ def test_pictures_are_framed_as_their_dataset_frames_them(pipes, data):
         page.paste(Image.fromarray(255 - digit).resize((100, 100), Image.BILINEAR), (60, 700))
         out = pipe(page)
         assert out.source_classes == [k]
+        dusty = page.copy()  # a speck far from the digit does not widen the box
+        ImageDraw.Draw(dusty).ellipse([700, 40, 706, 46], fill=0)
+        torch.testing.assert_close(preprocess(dusty, "mnist")[0], preprocess(page, "mnist")[0],
+                                   rtol=0, atol=0.03)  # the same box; the levels move a hair
         assert any(n.startswith("framed the ") and n.endswith("out of 800x1000")
                    for n in out.notes[0])
         x = preprocess(page, "mnist")[0][0, 0]
