@@ -6,7 +6,7 @@ its own dataset. Their difference, digits judge minus clothes judge, is measured
 test sets; the app flags an input of the source side below the difference's 1 % quantile on
 real digits, and one of the target side above its 99 % quantile on real clothes, so 1 % of real
 inputs get the hint. The table gives those thresholds and the share of the other dataset's test
-images each one catches.
+images each one catches, on the test images and on pictures of them that are framed first.
 
     OMP_NUM_THREADS=1 python benchmarks/input_side.py --out benchmarks/results/input_side.json
 """
@@ -18,12 +18,24 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 
 from hjtranslate.data import load_dataset
 from hjtranslate.pipeline import TranslationPipeline
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def _upscaled(image: np.ndarray) -> Image.Image:
+    return Image.fromarray(image).resize((280, 280), Image.BILINEAR)
+
+
+def _on_page(image: np.ndarray) -> Image.Image:
+    page = Image.new("L", (800, 1000), 255)
+    page.paste(Image.fromarray(255 - image).resize((100, 100), Image.BILINEAR), (350, 450))
+    return page
 
 
 def main() -> None:
@@ -32,6 +44,8 @@ def main() -> None:
     parser.add_argument("--data-dir", default=os.environ.get("HJT_DATA_DIR"))
     parser.add_argument("--false-alarms", type=float, default=0.01,
                         help="share of real inputs of each side that get the hint")
+    parser.add_argument("--pictures", type=int, default=1000,
+                        help="test images per set turned into framed pictures")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     pipe = TranslationPipeline.from_pretrained(args.model)
@@ -51,6 +65,21 @@ def main() -> None:
         "source_images_caught_as_target_input": float((margins["source"] > target_above).float().mean()),
         "test_images": {side: len(m) for side, m in margins.items()},
     }
+    # the same thresholds on pictures that are framed first (each judge sees the picture framed
+    # as its own dataset frames them): enlarged, and dark on a white page
+    n = args.pictures
+    for name, picture in (("upscaled to 280x280", _upscaled), ("100 px on an 800x1000 page", _on_page)):
+        row = {}
+        for side, dataset in (("source", pipe.source_dataset), ("target", pipe.target_dataset)):
+            images = load_dataset(dataset, "test", args.data_dir)[0][:n]
+            row[side] = torch.tensor(pipe.source_likeness([picture(i.numpy()) for i in images]))
+        result[name] = {
+            "source_flagged": float((row["source"] < source_below).float().mean()),
+            "target_flagged": float((row["target"] > target_above).float().mean()),
+            "target_caught_as_source_input": float((row["target"] < source_below).float().mean()),
+            "source_caught_as_target_input": float((row["source"] > target_above).float().mean()),
+            "pictures": n,
+        }
     print(json.dumps(result, indent=2))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
