@@ -126,19 +126,16 @@ def _pair(left: Image.Image, right: Image.Image, size: int = FRAME_SIZE, gap: in
 class _Outputs:
     """Writes one request's output files into a fresh folder of Gradio's cache."""
 
+    swept = 0.0  # when empty folders were last swept (a request need not list them all)
+
     def __init__(self, cache_dir: str | os.PathLike) -> None:
         root = Path(cache_dir) / "hjtranslate"
         self.folder = root / uuid.uuid4().hex
         self.folder.mkdir(parents=True)
-        # Gradio's delete_cache removes old files, not their folders: take the empty ones
-        # (not a request's that is writing into its own right now: only those a minute old)
         now = time.time()
-        for folder in root.iterdir():
-            try:
-                if now - folder.stat().st_mtime > 60:
-                    folder.rmdir()  # fails on one that still holds files
-            except OSError:
-                pass
+        if now - _Outputs.swept > 60:
+            _Outputs.swept = now
+            _sweep_empty_folders(root, now)
 
     def png(self, img: Image.Image, name: str) -> str:
         path = self.folder / f"{name}.png"
@@ -152,6 +149,17 @@ class _Outputs:
         big[0].save(path, format="GIF", save_all=True, append_images=big[1:], duration=durations,
                     loop=0)
         return str(path)
+
+
+def _sweep_empty_folders(root: Path, now: float) -> None:
+    """Gradio's delete_cache removes old files, not their folders: take the empty ones (not a
+    request's that is writing into its own right now: only those a minute old)."""
+    for folder in root.iterdir():
+        try:
+            if now - folder.stat().st_mtime > 60:
+                folder.rmdir()  # fails on one that still holds files
+        except OSError:
+            pass
 
 
 def read_upload(path: str | os.PathLike | None) -> tuple[Image.Image, list[str]]:

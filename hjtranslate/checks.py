@@ -92,16 +92,19 @@ def check_device(value: Any, name: str = "device") -> torch.device:
     return device
 
 
-def hub_unreachable() -> str | None:
+def hub_unreachable(local_files_only: bool = False) -> str | None:
     """Why the Hub cannot be reached at all, or None. huggingface_hub retries a failed lookup
     for about 25 s before it falls back to its local cache; where the Hub's host name does not
-    even resolve (no network), callers go to the cache at once (``local_files_only=True``)."""
+    even resolve (no network), callers go to the cache at once (``local_files_only=True``).
+    None too where the Hub is not asked anyway (``local_files_only``, ``HF_HUB_OFFLINE``)."""
     import socket
     import urllib.request
     from urllib.parse import urlsplit
 
     from huggingface_hub import constants
 
+    if local_files_only or constants.HF_HUB_OFFLINE:
+        return None
     parts = urlsplit(constants.ENDPOINT)
     host = parts.hostname
     if not host:

@@ -528,7 +528,7 @@ def resolve_file(model_id: str, filename: str, subfolder: str | None = None, **h
 
 
 def _hub_file(model_id: str, filename: str, subfolder: str | None, **hub_kwargs: Any) -> str:
-    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (
         EntryNotFoundError,
         HfHubHTTPError,
@@ -539,8 +539,7 @@ def _hub_file(model_id: str, filename: str, subfolder: str | None, **hub_kwargs:
     from huggingface_hub.utils import HFValidationError
 
     hub_kwargs = {k: v for k, v in hub_kwargs.items() if v is not None}
-    unreachable = (None if hub_kwargs.get("local_files_only") or constants.HF_HUB_OFFLINE
-                   else hub_unreachable())
+    unreachable = hub_unreachable(bool(hub_kwargs.get("local_files_only")))
     if unreachable and hub_kwargs.get("force_download"):
         raise CheckpointError(f"force_download: {filename} of {model_id!r} cannot be downloaded "
                               f"({unreachable}).")

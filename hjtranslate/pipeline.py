@@ -541,7 +541,7 @@ def _check_vae_folder(folder: Path, what: str) -> None:
 
 def _hub_snapshot(repo_id: str, revision: str | None, cache_dir: Any, local_files_only: bool,
                   token: Any, force_download: bool = False) -> Path:
-    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
         HfHubHTTPError,
         LocalEntryNotFoundError,
@@ -550,7 +550,7 @@ def _hub_snapshot(repo_id: str, revision: str | None, cache_dir: Any, local_file
     )
     from huggingface_hub.utils import HFValidationError
 
-    unreachable = None if local_files_only or constants.HF_HUB_OFFLINE else hub_unreachable()
+    unreachable = hub_unreachable(local_files_only)
     if unreachable and force_download:
         raise CheckpointError(f"force_download: {repo_id!r} cannot be downloaded ({unreachable}).")
     local_files_only = local_files_only or unreachable is not None
@@ -1135,6 +1135,10 @@ class TranslationPipeline:
         (``framing``: see :meth:`framing`)."""
         return preprocess(images, framing)
 
+    def _preprocess(self, images: Any, side: str, frame: Any) -> tuple[torch.Tensor, list[list[str]]]:
+        """:func:`preprocess` with the framing of ``side``'s dataset, or none (``frame=False``)."""
+        return preprocess(images, self.framing(side) if _check_frame(frame) else None)
+
     def framing(self, side: str) -> str | None:
         """The framing that pictures of ``side`` (``"source"`` or ``"target"``) get: their
         dataset's, where it is one of ``FRAMINGS``, else None."""
@@ -1158,7 +1162,7 @@ class TranslationPipeline:
         judge = self._judge(side)
         if judge is None:
             raise ValueError(f"This pipeline bundles no {side}-side judge (judge_{side}).")
-        x = preprocess(images, self.framing(side) if _check_frame(frame) else None)[0]
+        x = self._preprocess(images, side, frame)[0]
         conf, labels = self._probabilities(judge, x).max(-1)
         return labels.tolist(), conf.tolist()
 
@@ -1172,7 +1176,7 @@ class TranslationPipeline:
         energy = []
         with torch.no_grad():  # each judge sees the picture framed as its dataset frames them
             for side, judge in (("source", self.judge_source), ("target", self.judge_target)):
-                x = preprocess(images, self.framing(side) if _check_frame(frame) else None)[0]
+                x = self._preprocess(images, side, frame)[0]
                 energy.append(judge.logits(x).float().logsumexp(-1).cpu())
         return (energy[0] - energy[1]).tolist()
 
@@ -1223,7 +1227,7 @@ class TranslationPipeline:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
         batch_size = int(batch_size)
         in_side, out_side = ("source", "target") if direction == "forward" else ("target", "source")
-        x, notes = preprocess(images, self.framing(in_side) if _check_frame(frame) else None)
+        x, notes = self._preprocess(images, in_side, frame)
         n = x.shape[0]
         detection = None
         if classes is None:

@@ -435,5 +435,9 @@ def test_empty_output_folders_are_swept(tmp_path):
     hour_ago = time.time() - 3600
     for folder in (old, full):
         os.utime(folder, (hour_ago, hour_ago))
+    _Outputs.swept = 0.0  # a sweep at most once a minute: another test's request may have swept
     outputs = _Outputs(tmp_path)
     assert sorted(p.name for p in root.iterdir()) == sorted(["fresh", "full", outputs.folder.name])
+    old.mkdir()  # within the minute the next request does not list the folders again
+    os.utime(old, (hour_ago, hour_ago))
+    assert old.is_dir() and _Outputs(tmp_path).folder.is_dir() and old.is_dir()

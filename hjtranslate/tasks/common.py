@@ -475,12 +475,9 @@ def fit_from_args(
         for name in ("metrics.json", *outputs):  # the task's pictures of the run it replaces
             (out / name).unlink(missing_ok=True)
         # atomic: the other ranks of a resumed run read it (restore_recorded_options)
-        tmp = out / "config.json.tmp"
-        tmp.write_text(json.dumps(
-            {"task": task, **recorded_options(args),
-             "num_processes": acc.num_processes, "_time_budget_typed": True},
-            indent=2, sort_keys=True, default=str))
-        os.replace(tmp, out / "config.json")
+        write_json_atomically(out / "config.json", {
+            "task": task, **recorded_options(args), "num_processes": acc.num_processes,
+            "_time_budget_typed": True})
         (out / "checkpoints" / RUN_RECORD).unlink(missing_ok=True)  # config.json holds it now
 
     m, result = fit(
@@ -541,9 +538,8 @@ def written_whole(path: Path) -> Iterator[Path]:
 
 def write_json_atomically(path: Path, value: Any) -> None:
     """``path`` holds the whole JSON or what it held before, never a part (temp file, rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    with written_whole(path) as tmp:
+        tmp.write_text(json.dumps(value, indent=2, sort_keys=True, default=str))
 
 
 def write_outputs(out: Path, m: HJMap, metrics: dict[str, Any], acc: Any) -> None:

@@ -127,10 +127,7 @@ def _load_autoencoder(autoencoder_cls: Any, source: str | Path, local: Path,
     weights, unknown Hub id) or ValueError / TypeError (a config that does not fit the weights)."""
     if local.is_dir() and not hub_kwargs.get("subfolder"):
         _check_autoencoder_folder(local)
-    from huggingface_hub import constants
-
-    unreachable = (None if local.exists() or hub_kwargs.get("local_files_only")
-                   or constants.HF_HUB_OFFLINE else hub_unreachable())
+    unreachable = None if local.exists() else hub_unreachable(bool(hub_kwargs.get("local_files_only")))
     if unreachable:  # the cache alone, without huggingface_hub's 25 s of retries
         hub_kwargs = {**hub_kwargs, "local_files_only": True}
     try:
