@@ -58,6 +58,41 @@ def pictures(image: np.ndarray, rng: np.random.Generator):
     corner.paste(img.resize((100, 100), Image.BILINEAR), (20, 160))
     yield "drawn in a corner of 280x280", corner
     yield "upscaled to 280x280", img.resize((280, 280), Image.BILINEAR)
+    yield from hard_pictures(image, rng)
+
+
+def hard_pictures(image: np.ndarray, rng: np.random.Generator):
+    """Photos that were framing's known limits before session 45: a page on a dark desk, a page
+    lit from one side, ruled and squared paper."""
+    ink = np.asarray(Image.fromarray(image).resize((200, 200), Image.BILINEAR), np.float32) / 255
+    desk = np.clip(rng.normal(0.18, 0.03, (900, 1200)), 0, 1).astype(np.float32)
+    page = Image.new("L", (1200, 900), 0)  # a slightly skewed page, as a hand-held photo has it
+    ImageDraw.Draw(page).polygon([(230, 90), (1010, 60), (1050, 850), (190, 820)], fill=255)
+    paper = np.asarray(page, np.float32) / 255
+    photo = desk * (1 - paper) + 0.9 * paper
+    photo[330:530, 500:700] = photo[330:530, 500:700] * (1 - ink) + 0.12 * ink
+    yield "page on a dark desk", _jpeg(photo + rng.normal(0, 0.02, photo.shape))
+    light = np.linspace(0.95, 0.3, 800, dtype=np.float32)[None, :].repeat(800, 0)
+    photo = light.copy()
+    photo[300:500, 300:500] = light[300:500, 300:500] * (1 - ink) + 0.08 * ink
+    yield "lit from one side", _jpeg(photo + rng.normal(0, 0.02, photo.shape))
+    for name, step, columns in (("ruled paper", 56, False), ("squared paper", 40, True)):
+        sheet = np.full((800, 800), 0.93, np.float32)
+        sheet[20::step, :] = 0.6  # printed lines, 3 px wide
+        sheet[21::step, :] = 0.6
+        sheet[22::step, :] = 0.6
+        if columns:
+            sheet[:, 20::step] = 0.6
+            sheet[:, 21::step] = 0.6
+        sheet[300:500, 300:500] = sheet[300:500, 300:500] * (1 - ink) + 0.1 * ink
+        yield f"on {name}", _jpeg(sheet + rng.normal(0, 0.02, sheet.shape))
+
+
+def _jpeg(photo: np.ndarray) -> Image.Image:
+    buffer = io.BytesIO()
+    Image.fromarray((photo.clip(0, 1) * 255).astype(np.uint8)).save(buffer, "JPEG", quality=85)
+    buffer.seek(0)
+    return Image.open(buffer)
 
 
 def measure(pipe: TranslationPipeline, dataset: str, side: str, n: int,

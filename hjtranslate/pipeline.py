@@ -45,9 +45,14 @@ Input conversion rules (``TranslationPipeline.preprocess``; each change is repor
    levels (fine noise is judged with the shorter side at 28, where it has averaged out), or
    whose ink box is a speck, is only padded and resized (rule 4). 28x28 pictures are taken as
    framed already. The box is the subject's: the largest blot of ink and the blots near it
-   (specks of dust elsewhere are left out). Known limits: a ruled line as large as the subject
-   can be taken for it; a page photographed with a dark desk around it, or lit from one side,
-   is not framed well (crop the photo to the page).
+   (specks of dust elsewhere are left out). Before rule 3 reads the border, light paper lit
+   unevenly (from one side, or brighter in the middle) is divided by its light, a quadratic
+   surface fitted to the paper. Where the dataset's pictures are written on paper (MNIST), a
+   light page photographed on a darker desk has the desk painted over in the page's paper, and
+   the printed lines of ruled or squared paper (at least three thin lines across the picture,
+   tilted by up to 3 degrees) are taken out, keeping the strokes that cross them. Known
+   limits: a page on a desk lighter than the page; a clothes picture on a page or on ruled
+   paper (crop it); lines drawn by hand.
 """
 
 from __future__ import annotations
@@ -64,7 +69,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
@@ -104,9 +109,17 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.md"]
 #: a non-square image longer than this is shrunk to fit it before it is padded to a square
 MAX_PAD_SIDE = 4096
-#: how each dataset framed its pictures (rule 5): the side of the box the ink's bounding box is
-#: scaled into, and whether the result is centred by its centre of mass (MNIST) or its box
-FRAMINGS = {"mnist": (20, True), "fashion-mnist": (28, False)}
+
+
+class Framing(NamedTuple):
+    """How a dataset framed its pictures (rule 5)."""
+
+    box_side: int  #: the side of the box the ink's bounding box is scaled into
+    by_mass: bool  #: centred by its centre of mass (MNIST), else by its box
+    on_paper: bool  #: written on paper: a page on a desk is found, ruled lines are taken out
+
+
+FRAMINGS = {"mnist": Framing(20, True, True), "fashion-mnist": Framing(28, False, False)}
 #: framing works on a copy shrunk to this side at most (a phone photo is 4000 pixels wide)
 FRAME_WORK_SIDE = 1024
 #: an ink box smaller than this share of the picture's shorter side is a speck, not a subject
@@ -385,10 +398,152 @@ def _subject(mask: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.isin(labels, near))
 
 
+#: the coarse side at which the page and the light are found (they vary slowly)
+PAPER_WORK_SIDE = 256
+
+
+def _coarse(x: torch.Tensor, side: int = PAPER_WORK_SIDE) -> torch.Tensor:
+    h, w = x.shape
+    if max(h, w) <= side:
+        return x
+    scale = side / max(h, w)
+    return _resize(x, max(1, round(h * scale)), max(1, round(w * scale)))
+
+
+def _border(x: torch.Tensor) -> torch.Tensor:
+    """The picture's outer ``max(1, min(H, W) // 14)`` pixels (rule 3)."""
+    b = max(1, min(x.shape) // 14)
+    return torch.cat([x[:b].flatten(), x[-b:].flatten(), x[:, :b].flatten(),
+                      x[:, -b:].flatten()])
+
+
+def _page(x: torch.Tensor, notes: list[str]) -> torch.Tensor:
+    """A photo of a light page on a darker desk with the desk painted over in the page's paper
+    (rule 5), so that the page's border decides the polarity and its ink is the subject; the
+    picture as it is where no page is found. A page is the largest light blot, filled: at
+    least a fifth of the picture, convex (a page photographed at a slant still is), and mostly
+    paper (what is written on it is dark and inside it; a light digit drawn on black, even a 0,
+    is mostly hole or not convex)."""
+    from scipy import ndimage
+    from scipy.spatial import ConvexHull, QhullError
+
+    c = _coarse(x)
+    levels = _otsu(c)
+    if levels is None or levels[2] - levels[1] < 0.3 or float(_border(c).mean()) > 0.5:
+        return x
+    light = (c > levels[0]).numpy()
+    labels, count = ndimage.label(light, structure=np.ones((3, 3)))
+    if count == 0:
+        return x
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    paper = labels == sizes.argmax()
+    page = ndimage.binary_fill_holes(paper)
+    area, written = int(page.sum()), int((page & ~paper).sum())
+    if not 0.2 <= area / page.size <= 0.97 or not 0 < written <= 0.15 * area:
+        return x
+    edge = np.argwhere(page & ~ndimage.binary_erosion(page))
+    try:
+        hull = ConvexHull(edge).volume  # in 2-D, the area
+    except (QhullError, ValueError):
+        return x
+    if area < 0.9 * hull:
+        return x
+    # the desk and the page's blurred edge (two coarse pixels in) become paper
+    inside = ndimage.binary_erosion(page, iterations=2)
+    mask = F.interpolate(torch.from_numpy(inside)[None, None].float(), size=x.shape,
+                         mode="nearest")[0, 0] > 0.5
+    shade = float(x[mask].median())
+    notes.append(f"painted the desk around the page with its paper ({shade:.2f})")
+    return torch.where(mask, x, torch.tensor(shade))
+
+
+def _even_light(x: torch.Tensor, notes: list[str]) -> torch.Tensor:
+    """Paper lit unevenly (from one side, or brighter in the middle) divided by its light
+    (rule 5): a quadratic surface fitted to the paper, first along the border, then to every
+    pixel close to it. Only light paper whose light varies by more than 0.15 is changed."""
+    c = _coarse(x, 128).double()
+    h, w = c.shape
+
+    def terms(rows: int, cols: int) -> list[torch.Tensor]:
+        v = torch.linspace(-1.0, 1.0, rows, dtype=torch.float64)[:, None].expand(rows, cols)
+        u = torch.linspace(-1.0, 1.0, cols, dtype=torch.float64)[None, :].expand(rows, cols)
+        return [torch.ones_like(u), u, v, u * u, u * v, v * v]
+
+    basis = torch.stack([t.flatten() for t in terms(h, w)], 1)
+    b = max(1, min(h, w) // 14)
+    use = torch.zeros(h, w, dtype=torch.bool)
+    use[:b], use[-b:], use[:, :b], use[:, -b:] = True, True, True, True
+    values = c.flatten()
+    for _ in range(4):
+        coef = torch.linalg.lstsq(basis[use.flatten()], values[use.flatten()]).solution
+        residual = values - basis @ coef
+        spread = 1.4826 * float(residual[use.flatten()].abs().median())
+        use = (residual.abs() <= max(0.04, 3 * spread)).reshape(h, w)
+        if int(use.sum()) < 6 * len(coef):
+            return x
+    surface = (basis @ coef).reshape(h, w)
+    low, high, mean = float(surface.min()), float(surface.max()), float(surface.mean())
+    seen = torch.quantile(c[use], torch.tensor([0.01, 0.99], dtype=torch.float64)).tolist()
+    if (mean <= 0.5 or high - low <= 0.15 or low <= 0.1
+            or low < seen[0] - 0.05 or high > seen[1] + 0.05):  # guessed where no paper shows
+        return x
+    light = sum(k * t for k, t in zip(coef.tolist(), terms(*x.shape), strict=True)).float().clamp_min(low)
+    notes.append(f"evened out the light on the paper ({low:.2f} to {high:.2f})")
+    return (x / light).clamp(0.0, 1.0)
+
+
+def _ruled_lines(ink: np.ndarray) -> np.ndarray:
+    """The pixels of ruled (or squared) paper's printed lines in an ink mask: thin rows of ink,
+    tilted by up to 3 degrees, that cover at least 40 % of the picture's width and reach into
+    its outer fifths on both sides; at least three of them (a digit's long stroke is not a
+    ruling). A line pixel where ink goes on above and below the line (a stroke crossing it)
+    is kept."""
+    left = ink.copy()  # squared paper: the columns' pass sees the rows' lines gone
+    for transposed in (False, True):
+        m = left.T if transposed else left
+        h, w = m.shape
+        rows, cols = np.nonzero(m)
+        best, best_shift = None, None
+        for angle in np.deg2rad(np.arange(-3.0, 3.01, 0.5)):
+            shift = np.round(np.tan(angle) * (np.arange(w) - w / 2)).astype(np.int64)
+            counts = np.bincount(rows - shift[cols] + w, minlength=h + 2 * w + 1)
+            if best is None or counts.max() > best.max():
+                best, best_shift = counts, shift
+        on = best >= 0.4 * w
+        starts = np.flatnonzero(on & ~np.r_[False, on[:-1]])
+        ends = np.flatnonzero(on & ~np.r_[on[1:], False])
+        everywhere = np.arange(w)
+        bands = []
+        for a, e in zip(starts, ends, strict=True):
+            if e - a + 1 > 0.015 * h + 2:
+                continue  # too thick for a printed line
+            band = [(a + r - w + best_shift) for r in range(e - a + 1)]  # its row in each column
+            inked = np.zeros(w, dtype=bool)
+            for rr in band:
+                valid = (rr >= 0) & (rr < h)
+                inked[valid] |= m[rr[valid], everywhere[valid]]
+            reach = np.flatnonzero(inked)
+            if reach.min() < 0.2 * w and reach.max() > 0.8 * w:
+                bands.append(band)
+        if len(bands) < 3:
+            continue
+        found = np.zeros_like(m)
+        for band in bands:
+            above = np.clip(band[0] - 2, 0, h - 1)
+            below = np.clip(band[-1] + 2, 0, h - 1)
+            crossing = m[above, everywhere] & m[below, everywhere]
+            for rr in band:
+                take = (rr >= 0) & (rr < h) & ~crossing
+                found[rr[take], everywhere[take]] = True
+        m &= ~found  # a view of ``left``
+    return ink & ~left
+
+
 def _frame(x: torch.Tensor, framing: str, notes: list[str]) -> torch.Tensor | None:
     """A light-on-dark picture framed as the dataset ``framing`` framed its own (rule 5), or
     None where it has no clear ink or its ink box is a speck."""
-    box_side, by_mass = FRAMINGS[framing]
+    box_side, by_mass, on_paper = FRAMINGS[framing]
     h, w = x.shape
     shown = 1.0  # the notes give the box in the picture's own pixels
     if max(h, w) > FRAME_WORK_SIDE:
@@ -405,6 +560,14 @@ def _frame(x: torch.Tensor, framing: str, notes: list[str]) -> torch.Tensor | No
     levels = _otsu(x)
     if levels is None or levels[2] - levels[1] < 0.1:
         return None
+    if on_paper:
+        lines = torch.from_numpy(_ruled_lines((x > levels[0]).numpy()))
+        if bool(lines.any()):
+            x = torch.where(lines, x[~lines].median(), x)
+            notes.append("took out the paper's ruled lines")
+            levels = _otsu(x)
+            if levels is None or levels[2] - levels[1] < 0.1:
+                return None
     threshold, paper, ink_level = levels
     ink = x > threshold
     background = float(x[~ink].median()) if bool((~ink).any()) else 0.0
@@ -452,17 +615,20 @@ def _normalise(a: np.ndarray, notes: list[str], framing: str | None = None) -> t
     if h < 1 or w < 1:
         raise ValueError(f"Empty image of size {w}x{h}.")
     x = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
-    b = max(1, min(h, w) // 14)
-    border = torch.cat([x[:b].flatten(), x[-b:].flatten(), x[:, :b].flatten(), x[:, -b:].flatten()])
-    level = float(border.mean())
+    framed = framing is not None and (h, w) != (IMAGE_SIZE, IMAGE_SIZE)
+    if framed:  # rule 5's paper, before rule 3 reads the border
+        if FRAMINGS[framing].on_paper:
+            x = _page(x, notes)
+        x = _even_light(x, notes)
+    level = float(_border(x).mean())
     if level > 0.5:
         x = 1.0 - x
         level = 1.0 - level
         notes.append(f"inverted (light background, border mean {1 - level:.2f}; MNIST is light on dark)")
-    if framing is not None and (h, w) != (IMAGE_SIZE, IMAGE_SIZE):
-        framed = _frame(x, framing, notes)
-        if framed is not None:
-            return framed
+    if framed:
+        out = _frame(x, framing, notes)
+        if out is not None:
+            return out
     if h != w and max(h, w) > MAX_PAD_SIDE:
         h2, w2 = (max(1, round(n * MAX_PAD_SIDE / max(h, w))) for n in (h, w))
         x = _resize(x, h2, w2)

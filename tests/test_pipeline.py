@@ -532,6 +532,56 @@ def test_pictures_are_framed_as_their_dataset_frames_them(pipes, data):
     strip[:, 2950:3050] = np.asarray(Image.fromarray(data[0][0].numpy()).resize((100, 100)))
     assert pipe(strip).source_classes == [int(data[1][0])]
 
+def _on_paper(digit: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """A 200-pixel digit written on an 800x800 photo of ``kind``: "clean" paper, a page on a
+    "desk", paper "lit" from one side, "ruled" or "squared" paper; floats in [0, 1]."""
+    ink = np.asarray(Image.fromarray(digit).resize((200, 200), Image.BILINEAR), np.float32) / 255
+    paper = np.full((800, 800), 0.93, np.float32)
+    if kind == "desk":
+        page = Image.new("L", (800, 800), 0)
+        ImageDraw.Draw(page).polygon([(150, 60), (680, 40), (720, 760), (120, 740)], fill=255)
+        shape = np.asarray(page, np.float32) / 255
+        paper = 0.18 * (1 - shape) + 0.93 * shape
+    elif kind == "lit":
+        paper = np.linspace(0.95, 0.3, 800, dtype=np.float32)[None, :].repeat(800, 0)
+    elif kind in ("ruled", "squared"):
+        for offset in (20, 21, 22):
+            paper[offset::48] = 0.6
+            if kind == "squared":
+                paper[:, offset::48] = 0.6
+    photo = paper.copy()
+    photo[300:500, 300:500] = paper[300:500, 300:500] * (1 - ink) + 0.1 * ink
+    return (photo + rng.normal(0, 0.02, photo.shape)).clip(0, 1).astype(np.float32)
+
+
+def test_photos_of_paper_are_framed_like_a_clean_page(data):
+    """A page on a dark desk, paper lit from one side, ruled and squared paper: each is framed
+    as the same digit on clean paper is (rule 5), and says what it took away; none of it
+    fires on a light digit drawn on black, a clean page or clothes."""
+    from hjtranslate.pipeline import preprocess
+
+    rng = np.random.default_rng(0)
+    notes = {"desk": "painted the desk around the page", "lit": "evened out the light",
+             "ruled": "took out the paper's ruled lines", "squared": "took out the paper's ruled"}
+    for i in range(4):
+        digit = data[0][i].numpy()
+        clean, clean_notes = preprocess(_on_paper(digit, "clean", rng), "mnist")
+        assert not any(n.startswith(("painted", "evened", "took out")) for n in clean_notes[0])
+        for kind, note in notes.items():
+            x, said = preprocess(_on_paper(digit, kind, rng), "mnist")
+            assert any(n.startswith(note) for n in said[0]), (kind, said)
+            assert float((x - clean).abs().mean()) < 0.02, kind
+            assert float((x - clean).abs().max()) < 0.5, kind
+        x, said = preprocess(_on_paper(digit, "ruled", rng), "fashion-mnist")
+        assert not any(n.startswith("took out") for n in said[0])  # clothes are not written
+    drawn = [int(k) for label in (0, 8) for k in (data[1] == label).nonzero()[:3, 0]]
+    assert len(drawn) == 6
+    for k in drawn:  # light on black, filling the picture: a 0 is not a page, an 8 not a ruling
+        picture = Image.fromarray(data[0][k].numpy()).resize((280, 280), Image.BILINEAR)
+        said = preprocess(picture, "mnist")[1][0]
+        assert not any(n.startswith(("painted", "evened", "took out")) for n in said), said
+
+
 # -- the Hub --------------------------------------------------------------------------------
 def no_dns(*args, **kwargs):
     raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
