@@ -11,8 +11,12 @@ setup:
 
 # The main job: class-conditional digits -> clothing transport (add ACCELERATE_ARGS to scale out,
 # e.g. ACCELERATE_ARGS="--multi_gpu --num_processes 2 --main_process_port 0").
+# --quiet: a failed run ends on its own one-line error, not on the launcher's traceback too;
+# under --multi_gpu, torchrun gives a stopped run 120 s (not 30) to write its checkpoint.
+TORCH_ELASTIC_SHUTDOWN_TIMEOUT ?= 120
+export TORCH_ELASTIC_SHUTDOWN_TIMEOUT
 train: setup
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} .venv/bin/accelerate launch $(ACCELERATE_ARGS) hjtranslate train digits-to-fashion $(ARGS)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} .venv/bin/accelerate launch --quiet $(ACCELERATE_ARGS) hjtranslate train digits-to-fashion $(ARGS)
 
 test: setup
 	.venv/bin/python -m pytest -q $(ARGS)

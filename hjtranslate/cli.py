@@ -7,6 +7,7 @@ import json
 import os
 import re
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -230,8 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code = _main(argv)
     except KeyboardInterrupt:  # while torch and the task load (later ones _main says itself)
-        print("interrupted while starting: nothing was written.", file=sys.stderr)
-        code = 130
+        code = _fail("interrupted while starting: nothing was written.", 130)
     if argv is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # A gloo rank whose work is done (outputs written, process group destroyed by
         # finish_run) can still abort in its C++ teardown at interpreter exit with "terminate
@@ -240,6 +240,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+    return code
+
+
+def _fail(message: str, code: int = 2, show: bool = True) -> int:
+    """Print a one-line failure (``show``) and, under torchrun (``accelerate launch
+    --multi_gpu``), leave it in the launcher's error file as well, so that the failure table the
+    launcher prints names it as the root cause instead of "To enable traceback see: ..."."""
+    if show:
+        print(message, file=sys.stderr)
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if path:
+        try:
+            with open(path, "w") as f:
+                json.dump({"message": {"message": message,
+                                       "extraInfo": {"timestamp": str(int(time.time()))}}}, f)
+        except OSError:
+            pass
     return code
 
 
@@ -275,9 +292,7 @@ def _main(argv: Sequence[str] | None) -> int:
     if unknown:  # argparse would show the top-level usage; the command's own is the useful one
         _command_parser(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
     if getattr(args, "_import_error", None):
-        print(f"error: task {args.task!r} needs a missing package: {args._import_error}",
-              file=sys.stderr)
-        return 2
+        return _fail(f"error: task {args.task!r} needs a missing package: {args._import_error}")
     actions: dict[str, argparse.Action] = {}
     try:
         actions = _command_actions(parser, args)
@@ -304,31 +319,27 @@ def _main(argv: Sequence[str] | None) -> int:
                 training.release_all()  # the run folders this command held: outputs written
     except (ValueError, PluginError, TrainingError, CheckpointError, FileNotFoundError,
             NotADirectoryError, PermissionError) as exc:
-        print(f"error: {_name_options(str(exc), actions)}", file=sys.stderr)
-        return 2
+        return _fail(f"error: {_name_options(str(exc), actions)}")
     except (MemoryError, RuntimeError) as exc:
         # numpy raises MemoryError; torch a RuntimeError ("can't allocate memory", CUDA "out of
         # memory"). Anything else is a bug and keeps its traceback.
         text = str(exc)
         if isinstance(exc, RuntimeError) and any(t in text for t in _PEER_LOST):
             # a multi-process run whose other process died (killed, out of memory)
-            print(f"error: another process of this run ended ({text.splitlines()[0][:200]}). "
-                  "The checkpoints written so far are kept: continue with --resume.",
-                  file=sys.stderr)
-            return 2
+            return _fail(f"error: another process of this run ended ({text.splitlines()[0][:200]}). "
+                         "The checkpoints written so far are kept: continue with --resume.")
         if not (isinstance(exc, MemoryError) or "can't allocate memory" in text
                 or "out of memory" in text.lower()):
             raise
-        print(f"error: out of memory ({type(exc).__name__}: {text.splitlines()[0] if text else ''}). "
-              "An option asks for more than this machine holds: lower the sizes given "
-              "(--n, --eval-n, --batch-size, --dim, --width, --bins, --morph-steps, the images').",
-              file=sys.stderr)
-        return 2
+        return _fail(
+            f"error: out of memory ({type(exc).__name__}: {text.splitlines()[0] if text else ''}). "
+            "An option asks for more than this machine holds: lower the sizes given "
+            "(--n, --eval-n, --batch-size, --dim, --width, --bins, --morph-steps, the images').")
     except KeyboardInterrupt as exc:
-        if os.environ.get("RANK", "0") == "0":  # once for a multi-process launch
-            print("interrupted: the checkpoints written so far, if any, are kept; continue "
-                  "with --resume.", file=sys.stderr)
-        return 143 if type(exc).__name__ == "Terminated" else 130  # SIGTERM's code, or Ctrl-C's
+        return _fail("interrupted: the checkpoints written so far, if any, are kept; continue "
+                     "with --resume.",
+                     143 if type(exc).__name__ == "Terminated" else 130,  # SIGTERM's, Ctrl-C's
+                     show=os.environ.get("RANK", "0") == "0")  # once for a multi-process launch
     except BrokenPipeError:  # `hjtranslate plugins | head`: the reader left, nothing is wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

@@ -456,6 +456,7 @@ def _train(model, batch_fn, config, acc, after_step, save_fn, parameters, on_sta
         acc.print(f"The time budget of {config.time_budget:.0f} s was spent before this launch "
                   f"(at step {step}): no further training (raise --time-budget to train longer).")
     stop = _StopRequest()
+    warned_grace, step_started = False, None
     try:
         while step < config.steps and not spent_out:
             batch = batch_fn(step, acc.process_index)
@@ -514,8 +515,16 @@ def _train(model, batch_fn, config, acc, after_step, save_fn, parameters, on_sta
             by_time = bool(config.checkpoint_seconds) and clock - saved_at >= config.checkpoint_seconds
             if out is not None and (stopping or by_time or (
                     config.checkpoint_every and step % config.checkpoint_every == 0)):
+                started = time.perf_counter()
                 checkpoint(step, stopping)
+                if not warned_grace:
+                    warned_grace = True  # once: the first checkpoint's step is a typical one
+                    note = grace_warning((clock - step_started) if step_started else 0.0,
+                                         time.perf_counter() - started, launcher_grace_seconds())
+                    if note:
+                        acc.print(note)
                 saved_at, saved_step = clock, step
+            step_started = clock
             if stopping:
                 bar.close()
                 if acc.is_main_process:
@@ -548,9 +557,42 @@ def _train(model, batch_fn, config, acc, after_step, save_fn, parameters, on_sta
     }
 
 
-#: signals this close to the first are the same request: `accelerate launch` passes the
-#: terminal's Ctrl-C on as a SIGTERM of its own (and kills the processes 5 s later)
+#: signals this close to the first are the same request: a one-process `accelerate launch`
+#: passes the terminal's Ctrl-C on as a SIGTERM of its own
 SAME_REQUEST_SECONDS = 2.0
+
+
+def launcher_grace_seconds() -> float | None:
+    """Seconds a launcher gives this process between passing on a stop signal (Ctrl-C,
+    SIGTERM) and killing it; None when no launcher will (``hjtranslate train`` run directly).
+    torchrun, which ``accelerate launch --multi_gpu`` runs, waits 30 s unless
+    ``TORCH_ELASTIC_SHUTDOWN_TIMEOUT`` (or ``PET_SHUTDOWN_TIMEOUT``) says otherwise;
+    ``accelerate launch`` with one process waits 5 s, a constant of accelerate's."""
+    env = os.environ
+    if "TORCHELASTIC_RUN_ID" in env:
+        for name in ("PET_SHUTDOWN_TIMEOUT", "TORCH_ELASTIC_SHUTDOWN_TIMEOUT"):
+            try:
+                return float(env[name])
+            except (KeyError, ValueError):
+                pass
+        return 30.0
+    if "ACCELERATE_MIXED_PRECISION" in env:  # set by accelerate's one-process launcher
+        return 5.0
+    return None
+
+
+def grace_warning(step_seconds: float, checkpoint_seconds: float,
+                  grace: float | None) -> str | None:
+    """What to say when a step and a checkpoint would not fit in the launcher's grace."""
+    need = step_seconds + checkpoint_seconds
+    if grace is None or need <= 0.8 * grace:
+        return None
+    how = ("set TORCH_ELASTIC_SHUTDOWN_TIMEOUT to more seconds before accelerate launch"
+           if "TORCHELASTIC_RUN_ID" in os.environ else
+           "run `hjtranslate train ...` without accelerate launch for one process")
+    return (f"note: a step and a checkpoint take about {need:.1f} s, more than the "
+            f"{grace:.0f} s the launcher waits after Ctrl-C or SIGTERM before it kills this run: "
+            f"a stop may then lose the steps since the last checkpoint ({how}).")
 
 
 class Terminated(KeyboardInterrupt):
@@ -558,7 +600,8 @@ class Terminated(KeyboardInterrupt):
 
 
 class _StopRequest:
-    """Ctrl-C (SIGINT) or SIGTERM during training asks for a stop at the end of the current step,
+    """Ctrl-C (SIGINT), SIGTERM or SIGHUP (the terminal closed; torchrun passes it on) during
+    training asks for a stop at the end of the current step,
     where every rank writes a checkpoint together (the request rides on the step's all-reduce);
     a second signal, more than SAME_REQUEST_SECONDS later, stops at once. Installed only in the
     main thread; ``restore()`` puts the earlier handlers back."""
@@ -568,7 +611,8 @@ class _StopRequest:
         self.first = 0.0
         self.signum = signal.SIGINT
         self._old: dict[int, Any] = {}
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        hangup = (signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ()  # not on Windows
+        for sig in (signal.SIGINT, signal.SIGTERM, *hangup):
             try:
                 self._old[sig] = signal.signal(sig, self._handle)
             except ValueError:  # not the main thread: the default behaviour stays
@@ -584,7 +628,7 @@ class _StopRequest:
             self.requested, self.first, self.signum = True, now, signum
 
     def interrupt(self) -> KeyboardInterrupt:
-        return Terminated() if self.signum == signal.SIGTERM else KeyboardInterrupt()
+        return KeyboardInterrupt() if self.signum == signal.SIGINT else Terminated()
 
     def restore(self) -> None:
         for sig, handler in self._old.items():

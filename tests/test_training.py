@@ -188,7 +188,7 @@ def test_a_time_budget_run_checkpoints_by_time_and_its_resume_keeps_the_budget(t
     assert sorted(int(p.name[5:]) for p in (tmp_path / "checkpoints").iterdir()) == steps
 
 
-@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM", "SIGHUP"])
 def test_ctrl_c_or_sigterm_stops_at_the_step_end_with_a_checkpoint(tmp_path, signum):
     import signal
 
@@ -203,12 +203,53 @@ def test_ctrl_c_or_sigterm_stops_at_the_step_end_with_a_checkpoint(tmp_path, sig
     cfg = TrainConfig(steps=40, checkpoint_every=100, output_dir=str(tmp_path), progress=False)
     with pytest.raises(KeyboardInterrupt) as stopped:
         train(_Quadratic(), interrupted, cfg)
-    assert isinstance(stopped.value, Terminated) == (signum == "SIGTERM")
+    assert isinstance(stopped.value, Terminated) == (signum != "SIGINT")
     assert latest_checkpoint(tmp_path).name == "step-0000006"  # step 5 finished, then saved
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
     resumed = train(_Quadratic(), lambda step, rank: {"step": step},
                     TrainConfig(**{**cfg.__dict__, "resume": True}))
     assert resumed["steps"] == 40
+
+
+def test_the_launchers_grace_is_known_and_a_step_that_outlasts_it_is_told(tmp_path, monkeypatch,
+                                                                           capsys):
+    """accelerate launch kills a run 5 s (one process) or 30 s (torchrun, settable) after it
+    passes a Ctrl-C on: a run whose step and checkpoint take longer says so, once."""
+    from hjtranslate.training import grace_warning, launcher_grace_seconds
+
+    for name in ("TORCHELASTIC_RUN_ID", "PET_SHUTDOWN_TIMEOUT", "TORCH_ELASTIC_SHUTDOWN_TIMEOUT",
+                 "ACCELERATE_MIXED_PRECISION"):
+        monkeypatch.delenv(name, raising=False)
+    assert launcher_grace_seconds() is None  # run directly: nothing kills it
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
+    assert launcher_grace_seconds() == 5.0
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")
+    assert launcher_grace_seconds() == 30.0
+    monkeypatch.setenv("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", "120")
+    assert launcher_grace_seconds() == 120.0
+    assert grace_warning(1.0, 2.0, 120.0) is None and grace_warning(1.0, 2.0, None) is None
+    assert "TORCH_ELASTIC_SHUTDOWN_TIMEOUT" in grace_warning(60.0, 50.0, 120.0)
+    monkeypatch.setenv("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", "0.001")
+    cfg = TrainConfig(steps=6, checkpoint_every=2, output_dir=str(tmp_path), progress=False)
+    train(_Quadratic(), lambda step, rank: {"step": step}, cfg)
+    said = capsys.readouterr()
+    assert (said.out + said.err).count("more than the 0 s the launcher waits") == 1
+
+
+def test_a_failure_is_named_in_torchruns_error_file(tmp_path, monkeypatch, capsys):
+    """Under torchrun each rank leaves its one-line error where the launcher's failure table
+    reads it (instead of "To enable traceback see: ...")."""
+    from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
+
+    from hjtranslate.cli import main
+
+    error_file = tmp_path / "error.json"
+    monkeypatch.setenv("TORCHELASTIC_ERROR_FILE", str(error_file))
+    assert main(["train", "toy2d", "--steps", "0", "--output-dir", str(tmp_path / "run")]) == 2
+    said = capsys.readouterr().err.strip()
+    assert said.startswith("error: ") and "--steps" in said
+    failure = ProcessFailure(local_rank=0, pid=1, exitcode=2, error_file=str(error_file))
+    assert failure.message["message"] == said
 
 
 def test_leftovers_of_a_killed_run_are_cleared(tmp_path):
