@@ -124,6 +124,9 @@ FRAMINGS = {"mnist": Framing(20, True, True), "fashion-mnist": Framing(28, False
 FRAME_WORK_SIDE = 1024
 #: an ink box smaller than this share of the picture's shorter side is a speck, not a subject
 MIN_FRAME_SHARE = 0.02
+#: the share of real inputs of each side that ``calibrate_other_side`` lets be taken for the
+#: other side's
+OTHER_SIDE_FALSE_ALARMS = 0.01
 #: the most frames ``morph_steps`` asks for (the app shows 8; each frame is a VAE decode)
 MAX_MORPH_STEPS = 256
 #: a numpy (A, B, C) array with a last axis this short (and shorter than B) is refused as
@@ -646,6 +649,18 @@ def _normalise(a: np.ndarray, notes: list[str], framing: str | None = None) -> t
     return x
 
 
+def _check_other_side(other_side: Any) -> dict[str, float] | None:
+    """A pipeline's ``other_side`` thresholds (or None), checked: two finite numbers at least."""
+    if other_side is None:
+        return None
+    if not isinstance(other_side, dict) or not all(
+            is_real(other_side.get(k)) and np.isfinite(other_side[k])
+            for k in ("source_below", "target_above")):
+        raise ValueError(f"other_side must hold the numbers source_below and target_above "
+                         f"(from calibrate_other_side), got {other_side!r}.")
+    return {k: float(v) for k, v in other_side.items() if is_real(v)}
+
+
 def _check_frame(frame: Any) -> bool:
     if not isinstance(frame, (bool, np.bool_)):
         raise ValueError(f"frame must be True or False, got {frame!r}.")
@@ -877,6 +892,7 @@ class TranslationPipeline:
         source_class_names: list[str] | None = None,
         target_class_names: list[str] | None = None,
         sources: dict[str, Path | None] | None = None,
+        other_side: dict[str, float] | None = None,
     ) -> None:
         from .judges import CLASSES
 
@@ -910,6 +926,9 @@ class TranslationPipeline:
                 raise ValueError(f"{side}_class_names has {len(lst)} names for {k} classes.")
         #: folders the parts were loaded from (copied by save_pretrained to keep their cards)
         self._sources = dict(sources or {})
+        #: where ``source_likeness`` says an input looks like the other side's, measured on
+        #: real test images by ``calibrate_other_side`` (None: not measured)
+        self.other_side = _check_other_side(other_side)
 
     # -- properties ------------------------------------------------------------------------------
     @property
@@ -1126,6 +1145,7 @@ class TranslationPipeline:
                 encoder, hjmap, judges["judge_source"], judges["judge_target"],
                 index.get("source_dataset", "mnist"), index.get("target_dataset", "fashion-mnist"),
                 index.get("source_class_names"), index.get("target_class_names"), sources=parts,
+                other_side=index.get("other_side"),
             )
         except ValueError as exc:  # what the index says does not fit its parts
             raise CheckpointError(f"{index_file}: {_sentence(exc)} Download or save the "
@@ -1149,6 +1169,7 @@ class TranslationPipeline:
             "target_dataset": self.target_dataset,
             "source_class_names": self.source_class_names,
             "target_class_names": self.target_class_names,
+            "other_side": self.other_side,
         }
 
     def save_pretrained(self, folder: str | Path, repo_id: str | None = None) -> Path:
@@ -1345,6 +1366,50 @@ class TranslationPipeline:
                 x = self._preprocess(images, side, frame)[0]
                 energy.append(judge.logits(x).float().logsumexp(-1).cpu())
         return (energy[0] - energy[1]).tolist()
+
+    def calibrate_other_side(self, source_images: Any, target_images: Any,
+                             false_alarms: float = OTHER_SIDE_FALSE_ALARMS) -> dict[str, float]:
+        """Measure where ``source_likeness`` tells the sides apart, on real images of each side
+        (the test sets; ``save_pretrained`` keeps the result): an input of the source side
+        below the ``false_alarms`` quantile of the source images' likeness, or one of the target
+        side above the ``1 - false_alarms`` quantile of the target images', looks like the other
+        side's (``looks_like_other_side``), which ``false_alarms`` of real inputs do."""
+        if not 0.0 < false_alarms < 0.5:
+            raise ValueError(f"false_alarms must lie in (0, 0.5), got {false_alarms!r}.")
+        likeness = {}
+        for side, images in (("source", source_images), ("target", target_images)):
+            if isinstance(images, (torch.Tensor, np.ndarray)) and len(images) > 1000:
+                values = [v for i in range(0, len(images), 1000)
+                          for v in self.source_likeness(images[i:i + 1000])]
+            else:
+                values = self.source_likeness(images)
+            if len(values) < 100:
+                raise ValueError(f"Calibrating needs at least 100 {side} images, got {len(values)}.")
+            likeness[side] = torch.tensor(values, dtype=torch.float64)
+        self.other_side = {
+            "source_below": float(torch.quantile(likeness["source"], false_alarms)),
+            "target_above": float(torch.quantile(likeness["target"], 1 - false_alarms)),
+            "false_alarms": float(false_alarms),
+            "caught_target_as_source": float((likeness["target"] < torch.quantile(
+                likeness["source"], false_alarms)).double().mean()),
+            "caught_source_as_target": float((likeness["source"] > torch.quantile(
+                likeness["target"], 1 - false_alarms)).double().mean()),
+        }
+        return self.other_side
+
+    def looks_like_other_side(self, images: Any, side: str = "source",
+                              frame: bool = True) -> list[bool]:
+        """For inputs given as ``side``'s, whether each looks like the other side's to the
+        judges (beyond the thresholds ``calibrate_other_side`` measured)."""
+        if side not in ("source", "target"):
+            raise ValueError(f"side must be 'source' or 'target', got {side!r}.")
+        if self.other_side is None:
+            raise ValueError("This pipeline has not measured where its judges tell the sides "
+                             "apart: call calibrate_other_side(source_images, target_images).")
+        likeness = self.source_likeness(images, frame)
+        if side == "source":
+            return [v < self.other_side["source_below"] for v in likeness]
+        return [v > self.other_side["target_above"] for v in likeness]
 
     def _classes(self, classes: Any, n: int) -> list[int]:
         if isinstance(classes, (torch.Tensor, np.ndarray, np.generic)):

@@ -532,6 +532,38 @@ def test_pictures_are_framed_as_their_dataset_frames_them(pipes, data):
     strip[:, 2950:3050] = np.asarray(Image.fromarray(data[0][0].numpy()).resize((100, 100)))
     assert pipe(strip).source_classes == [int(data[1][0])]
 
+def test_other_side_thresholds_are_measured_kept_and_checked(pipes, data, tmp_path):
+    """calibrate_other_side measures where the judges tell the sides apart on real images of
+    each; the pipeline keeps the thresholds, and looks_like_other_side flags about 1 % of real
+    inputs and most of the other side's; a damaged record is refused on loading."""
+    pipe = pipes["shared"]
+    xs, xt = data[0][:, None], data[2][:, None]
+    with pytest.raises(ValueError, match="has not measured where its judges"):
+        pipe.looks_like_other_side(xs[:2])
+    try:
+        found = pipe.calibrate_other_side(xs, xt)
+        assert sum(pipe.looks_like_other_side(xs, "source")) <= 2  # 1 % of 200
+        assert sum(pipe.looks_like_other_side(xt, "target")) <= 2
+        assert sum(pipe.looks_like_other_side(xt, "source")) >= 100  # clothes given as digits
+        assert sum(pipe.looks_like_other_side(xs, "target")) >= 100
+        assert found["caught_target_as_source"] >= 0.5 and found["false_alarms"] == 0.01
+        folder = pipe.save_pretrained(tmp_path / "pipe")
+        assert TranslationPipeline.from_pretrained(folder).other_side == found
+        with pytest.raises(ValueError, match="at least 100 source images"):
+            pipe.calibrate_other_side(xs[:50], xt)
+        with pytest.raises(ValueError, match="side must be 'source' or 'target'"):
+            pipe.looks_like_other_side(xs[:1], "digits")
+        index = json.loads((folder / INDEX_FILE).read_text())
+        index["other_side"] = {"source_below": "low"}
+        (folder / INDEX_FILE).write_text(json.dumps(index))
+        with pytest.raises(CheckpointError, match="other_side must hold the numbers"):
+            TranslationPipeline.from_pretrained(folder)
+    finally:
+        pipe.other_side = None
+    shipped = TranslationPipeline.from_pretrained(MODELS / "digits-to-fashion")
+    assert shipped.other_side is not None  # measured on the full test sets (input_side.py)
+
+
 def _on_paper(digit: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
     """A 200-pixel digit written on an 800x800 photo of ``kind``: "clean" paper, a page on a
     "desk", paper "lit" from one side, "ruled" or "squared" paper; floats in [0, 1]."""
