@@ -64,19 +64,21 @@ def default_cache_dir() -> Path:
     return Path(base) / "hjtranslate" / "datasets"
 
 
-def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+def resolve_data_dir(data_dir: str | os.PathLike | None = None, create: bool = False) -> Path:
     """The folder that holds the datasets: ``data_dir``, else ``$HJT_DATA_DIR``, else the user
-    cache folder. An explicitly given folder must exist."""
-    if data_dir is not None:
-        path = Path(data_dir).expanduser()
+    cache folder. An explicitly given folder must exist, unless ``create`` (a download into it)."""
+    for given, source in ((data_dir, "--data-dir"), (os.environ.get(ENV_VAR) or None, f"${ENV_VAR}")):
+        if given is None:
+            continue
+        path = Path(given).expanduser()
+        if create and not path.exists():
+            try:
+                path.mkdir(parents=True)
+            except OSError as exc:
+                raise FileNotFoundError(f"Cannot create the data folder {str(path)!r} (from "
+                                        f"{source}) to download into: {exc.strerror}.") from None
         if not path.is_dir():
-            raise FileNotFoundError(f"Data folder {str(path)!r} (from --data-dir) does not exist.")
-        return path
-    env = os.environ.get(ENV_VAR)
-    if env:
-        path = Path(env).expanduser()
-        if not path.is_dir():
-            raise FileNotFoundError(f"Data folder {str(path)!r} (from ${ENV_VAR}) does not exist.")
+            raise FileNotFoundError(f"Data folder {str(path)!r} (from {source}) does not exist.")
         return path
     return default_cache_dir()
 
@@ -153,8 +155,16 @@ def _download(name: str, root: Path) -> None:
     from torchvision import datasets
 
     cls = datasets.MNIST if name == "mnist" else datasets.FashionMNIST
-    for train in (True, False):
-        cls(str(root), train=train, download=True)
+    try:
+        for train in (True, False):
+            cls(str(root), train=train, download=True)
+    except (RuntimeError, OSError) as exc:  # torchvision: "Error downloading ...", for every mirror
+        reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        raise FileNotFoundError(
+            f"Could not download {name} into {root}: {reason}. Without internet access, put the "
+            f"four IDX .gz files of {name} in {root / DATASETS[name]['folders'][0]} (or choose "
+            f"the folder with --data-dir or ${ENV_VAR})."
+        ) from None
 
 
 def load_dataset(
@@ -172,7 +182,7 @@ def load_dataset(
     """
     key = _check_name(name)
     images_stem, labels_stem = file_names(split)
-    root = resolve_data_dir(data_dir)
+    root = resolve_data_dir(data_dir, create=download)
     explicit = data_dir is not None or bool(os.environ.get(ENV_VAR))
     folders = _candidate_folders(key, root, explicit)
 

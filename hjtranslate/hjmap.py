@@ -61,6 +61,19 @@ def is_run_folder(folder: str | Path) -> bool:
     return isinstance(config, dict) and "task" in config and Path(folder, "map").is_dir()
 
 
+#: the files a map's folder holds besides its model card
+MAP_FILES = {"config.json", "model.safetensors"}
+
+
+def is_map_folder(folder: str | Path) -> bool:
+    """A folder an HJMap was saved into: a config.json with a map's dimension, head and cost."""
+    try:
+        config = json.loads(Path(folder, "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and {"dim", "head", "cost"} <= set(config) and "task" not in config
+
+
 def load_safetensors(path: str | Path, remedy: str, device: str = "cpu") -> dict[str, torch.Tensor]:
     """The tensors in a safetensors file, or a CheckpointError naming the file and ``remedy``."""
     from safetensors import SafetensorError
@@ -339,6 +352,11 @@ class HJMap(
         if is_run_folder(save_directory) or (save_directory / PIPELINE_INDEX_FILE).is_file():
             raise ValueError(f"{save_directory} is a training run or pipeline folder: save the map "
                              f"into its map/ subfolder ({save_directory / 'map'}) or a new folder.")
+        replaced = [n for n in (MAP_FILES | {"README.md"}) if (save_directory / n).exists()]
+        if replaced and not is_map_folder(save_directory):
+            raise ValueError(f"{save_directory} holds {', '.join(sorted(replaced))} and is not a "
+                             "map's folder: saving would replace them. Save the map into a new "
+                             "or empty folder, or an earlier map's.")
         save_directory.mkdir(parents=True, exist_ok=True)
         self._save_pretrained(save_directory)
         card_kwargs = kwargs.pop("model_card_kwargs", None) or {}

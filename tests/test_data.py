@@ -93,6 +93,26 @@ def test_missing_files_are_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         data.load_dataset("fashion-mnist", "train")
 
 
+def test_a_download_that_fails_is_a_message_and_a_new_folder_is_made_for_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Offline, torchvision's download raises after trying every mirror: one message that says
+    what to do instead; a data folder named for the download is created, not refused."""
+    from torchvision import datasets
+
+    def offline(root, train=True, download=False):
+        assert Path(root).is_dir() and download
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried "
+                           "https://ossci-datasets.s3.amazonaws.com/mnist/, got:\n<urlopen error>")
+
+    monkeypatch.setattr(datasets, "MNIST", offline)
+    monkeypatch.setenv("HJT_DATA_DIR", str(tmp_path / "new" / "data"))
+    with pytest.raises(FileNotFoundError, match=r"Could not download mnist into .*new/data: Error "
+                       r"downloading train-images-idx3-ubyte.gz:\. Without internet access, put "
+                       r"the four IDX \.gz files of mnist in .*new/data/mnist"):
+        data.load_dataset("mnist", "train", download=True)
+    assert (tmp_path / "new" / "data").is_dir()
+
+
 def test_unknown_names() -> None:
     with pytest.raises(ValueError, match="Unknown dataset"):
         data.load_dataset("cifar10", "train")

@@ -332,6 +332,15 @@ def test_save_load_round_trip(tmp_path):
         hjt.HJMap.from_pretrained(_around(tmp_path))
     with pytest.raises(hjt.CheckpointError, match="is a file: pass the folder"):
         hjt.HJMap.from_pretrained(tmp_path / "config.json")
+    m.save_pretrained(tmp_path)  # an earlier map's folder: replaced
+    # a folder of other files is not: a VAE's config.json, a user's README.md
+    for name, text in (("config.json", '{"_class_name": "AutoencoderKL"}'), ("README.md", "notes")):
+        other = tmp_path.parent / f"other-{name}"
+        other.mkdir()
+        (other / name).write_text(text)
+        with pytest.raises(ValueError, match=f"holds {name} and is not a map's folder"):
+            m.save_pretrained(other)
+        assert [p.name for p in other.iterdir()] == [name] and (other / name).read_text() == text
 
 
 def _around(map_dir):
