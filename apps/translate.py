@@ -42,6 +42,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from hjtranslate.pipeline import (
+    BLANK_RANGE,
     INDEX_FILE,
     TranslationPipeline,
     default_model_path,
@@ -59,8 +60,6 @@ FRAME_SIZE = 84
 MORPH_STEPS = 8
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 MAX_SIDE = 4096
-#: a preprocessed 28x28 image whose pixel range (0..1) is below this counts as blank
-BLANK_RANGE = 0.1
 CONCURRENCY_LIMIT = 2
 #: what the outputs show before a translation (and again once the input changes)
 EMPTY_REPORT = "Translate something to see the class pairing here."

@@ -215,6 +215,13 @@ def _grey_from_channels(a: np.ndarray, notes: list[str]) -> np.ndarray:
 
 
 FRAMES_KEY = "hjtranslate_frames"  # frames of an opened file, kept in the copy's info
+REDUCED_KEY = "hjtranslate_reduced"  # (width, height, factor) of a file reduced as it opened
+#: a file larger than this on a side is reduced (averaging factor x factor blocks) as it is
+#: opened: framing works at FRAME_WORK_SIDE anyway, and a 12000x12000 PNG as floats takes GBs
+MAX_OPEN_SIDE = 4096
+#: a preprocessed 28x28 image whose pixel range (0..1) is below this is blank: nothing to
+#: translate (the app refuses it, ``translate`` skips it)
+BLANK_RANGE = 0.1
 
 
 def frame_count(img: Any) -> int:
@@ -247,6 +254,9 @@ def pil_to_array(img: Any, notes: list[str]) -> np.ndarray:
     if frames > 1:
         index = img.tell() if hasattr(img, "n_frames") else 0
         notes.append(f"used frame {index + 1} of {frames}")
+    if REDUCED_KEY in img.info:
+        w, h, factor = img.info[REDUCED_KEY]
+        notes.append(f"reduced {w}x{h} by 1/{factor} as it was opened")
     img, note = upright(img)
     if note:
         notes.append(note)
@@ -292,7 +302,16 @@ def _open_image(path: str | Path):
     try:
         with Image.open(p) as img:
             img.load()
+            factor = -(-max(img.size) // MAX_OPEN_SIDE)
             out = img.copy()
+            if factor > 1:
+                try:
+                    flat = out.convert("RGBA") if out.mode in ("P", "PA") else (
+                        out.convert("L") if out.mode == "1" else out)
+                    out = flat.reduce(factor)
+                    out.info[REDUCED_KEY] = (*img.size, factor)
+                except ValueError:  # a mode reduce() does not take: kept whole
+                    pass
             # a copy forgets the frames; pil_to_array notes that only the first was used
             out.info[FRAMES_KEY] = frame_count(img)
             return out
@@ -1634,9 +1653,26 @@ def cmd_translate(args: argparse.Namespace) -> int:
         print(f"note: no local folder {model}; looking it up as a Hub repo id "
               "(HF_HUB_OFFLINE=1 keeps to the local cache).", file=sys.stderr)
     pipe = TranslationPipeline.from_pretrained(model, **hub_options(args))
+    in_side = "source" if args.direction == "forward" else "target"
+    pictures, conv = pipe._preprocess([img for _, img in inputs], in_side, args.frame)
+    blank = [float(x.max() - x.min()) < BLANK_RANGE for x in pictures]
+    for (path, _), is_blank, notes in zip(inputs, blank, conv, strict=True):
+        if is_blank:
+            skipped.append({"input": str(path), "reason": "blank once framed and shrunk to 28x28 "
+                            "(no ink or strokes to translate)" + (f"; {', '.join(notes)}"
+                                                                   if notes else "")})
+    inputs = [item for item, is_blank in zip(inputs, blank, strict=True) if not is_blank]
+    if not inputs:
+        raise ValueError(f"--input: every image is blank once shrunk to 28x28 ({len(blank)}): "
+                         "nothing to translate.")
     result = pipe([img for _, img in inputs], classes=args.klass, direction=args.direction,
                   frame=args.frame,
                   morph_steps=morph_steps)
+    other = ([False] * len(inputs) if pipe.other_side is None or pipe.judge_source is None
+             or pipe.judge_target is None else
+             pipe.looks_like_other_side([img for _, img in inputs], in_side, args.frame))
+    other_dataset = pipe.target_dataset if in_side == "source" else pipe.source_dataset
+    other_direction = "backward" if args.direction == "forward" else "forward"
     out_dir.mkdir(parents=True, exist_ok=True)
     in_names, out_names = ((pipe.source_class_names, pipe.target_class_names)
                            if args.direction == "forward"
@@ -1668,10 +1704,14 @@ def cmd_translate(args: argparse.Namespace) -> int:
                                      else result.detection_confidences[i]),
             "confidence": None if result.confidences is None else result.confidences[i],
             "notes": result.notes[i],
+            "looks_like_other_side": other[i],
         })
-        conf = "" if result.confidences is None else f" (judge {result.confidences[i]:.2f})"
+        conf = ("" if result.confidences is None
+                else f" (target judge's confidence {result.confidences[i]:.2f})")
         converted = f"; {', '.join(result.notes[i])}" if result.notes[i] else ""
-        print(f"{path.name}: class {k_in} -> {target.name}{conf}{converted}")
+        warn = (f"; looks more like {other_dataset} to the judges: if so, use --direction "
+                f"{other_direction}" if other[i] else "")
+        print(f"{path.name}: class {k_in} -> {target.name}{conf}{warn}{converted}")
     report = {
         "model": str(model),
         "direction": args.direction,
@@ -1684,7 +1724,8 @@ def cmd_translate(args: argparse.Namespace) -> int:
     (out_dir / "translations.json").write_text(json.dumps(report, indent=2) + "\n")
     for s in skipped:
         print(f"skipped {s['input']}: {s['reason']}", file=sys.stderr)
-    print(f"Wrote {len(items)} translations to {out_dir} (translations.json)")
+    print(f"Wrote {len(items)} translation{'s' if len(items) != 1 else ''} to {out_dir} "
+          "(translations.json)")
     return 0
 
 

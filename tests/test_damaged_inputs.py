@@ -256,7 +256,7 @@ def test_a_long_thin_image_is_shrunk_before_it_is_padded(tmp_path):
     strip = _open_image(_png(tmp_path / "strip.png", np.zeros((1, 40000), np.uint8)))
     x, notes = preprocess(strip)
     assert x.shape == (1, 1, 28, 28) and bool(torch.isfinite(x).all())
-    assert notes[0][0] == f"shrank 40000x1 to {MAX_PAD_SIDE}x1 (to pad it to a square)"
+    assert notes[0][0] == "reduced 40000x1 by 1/10 as it was opened"  # a file: as it opens
 
 
 def test_morph_steps_have_an_upper_bound(tmp_path, capsys):

@@ -724,7 +724,8 @@ def test_cli_translate_folder(saved, data, inputs, tmp_path, capsys):
     assert main(args) == 0
     captured = capsys.readouterr()
     assert "readme.txt" in captured.err and "Traceback" not in captured.err
-    assert "tiny.png: class" in captured.out and "resized 1x1 to 28x28" in captured.out
+    assert "tiny.png: blank once framed and shrunk to 28x28" in captured.err  # as the app says
+    assert "resized 1x1 to 28x28" in captured.err and "tiny.png: class" not in captured.out
     (inputs / "tiny.png").unlink()
     assert main(args) == 0
     report = json.loads((out / "translations.json").read_text())
@@ -780,6 +781,38 @@ def test_cli_translate_folder(saved, data, inputs, tmp_path, capsys):
     assert main(["translate", "--model", str(saved), "--input", str(other / "digit0.png"),
                  "--out", str(other)]) == 2
     assert "is the folder of the --input images" in capsys.readouterr().err
+
+
+def test_cli_translate_says_what_looks_like_the_other_side_and_reduces_huge_files(
+        pipes, data, tmp_path, capsys):
+    """translate notes an input that looks like the other side's (as the app's hint, with the
+    pipeline's thresholds), and opens a 9000x9000 photo reduced to at most 4096 a side."""
+    pipe = pipes["shared"]
+    try:
+        pipe.calibrate_other_side(data[0][:, None], data[2][:, None])
+        folder = pipe.save_pretrained(tmp_path / "pipe")
+    finally:
+        pipe.other_side = None
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    Image.fromarray(data[0][0].numpy()).save(inputs / "digit.png")
+    Image.fromarray(data[2][0].numpy()).save(inputs / "clothes.png")
+    page = Image.new("L", (9000, 9000), 255)
+    page.paste(Image.fromarray(255 - data[0][1].numpy()).resize((2000, 2000)), (3000, 3000))
+    page.save(inputs / "photo.png")
+    assert main(["translate", "--model", str(folder), "--input", str(inputs), "--direction",
+                 "backward", "--out", str(tmp_path / "out")]) == 0
+    said = capsys.readouterr().out
+    report = {Path(i["input"]).name: i
+              for i in json.loads((tmp_path / "out" / "translations.json").read_text())["items"]}
+    assert report["digit.png"]["looks_like_other_side"]
+    assert "looks more like mnist to the judges: if so, use --direction forward" in said
+    assert not report["clothes.png"]["looks_like_other_side"]
+    assert "reduced 9000x9000 by 1/3 as it was opened" in report["photo.png"]["notes"]
+    assert main(["translate", "--model", str(folder), "--input", str(inputs / "photo.png"),
+                 "--out", str(tmp_path / "out2")]) == 0
+    item = json.loads((tmp_path / "out2" / "translations.json").read_text())["items"][0]
+    assert item["input_class"] == int(data[1][1])  # the digit, framed from the reduced photo
 
 
 def test_cli_translate_errors(saved, inputs, tmp_path, capsys, monkeypatch):
