@@ -188,6 +188,13 @@ def test_resume_of_a_finished_vae_keeps_it(shared_data: Path, tmp_path: Path, ca
     assert "--widths 8,8,8,8 there, 16,32,64,64 now (the default)" in err
     assert f"--init-from {out} --output-dir NEW_FOLDER" in err
     assert (out / "diffusion_pytorch_model.safetensors").read_bytes() == weights
+    # a fresh start would replace it (the shipped models/vae by default): only with --overwrite
+    assert main(["train", "vae", *small, "--steps", "1"]) == 2
+    assert f"--output-dir {out} holds a trained VAE, which a fresh run would replace" in (
+        err := capsys.readouterr().err) and "--overwrite" in err
+    assert (out / "diffusion_pytorch_model.safetensors").read_bytes() == weights
+    assert main(["train", "vae", *small, "--steps", "1", "--overwrite"]) == 0
+    assert json.loads((out / "training_metrics.json").read_text())["steps"] == 1
 
 def test_a_vae_killed_while_its_outputs_move_does_not_load(shared_data: Path, tmp_path: Path,
                                                           monkeypatch) -> None:

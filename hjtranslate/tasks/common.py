@@ -324,6 +324,21 @@ def check_output_folder(out: Path, flag: str, ours: Callable[[dict[str, Any]], b
                      f"would be overwritten: {new_folder}.")
 
 
+def refuse_to_replace(out: Path, flag: str, what: str, weights: str,
+                      args: argparse.Namespace, further: str = "") -> None:
+    """A fresh run (no ``--resume``) into a folder that holds a finished ``what`` (its
+    ``weights`` file and no checkpoint of a run in progress) would replace it, the shipped
+    models by default: refused unless ``--overwrite``."""
+    from ..training import checkpoints
+
+    if args.resume or getattr(args, "overwrite", False):
+        return
+    if (out / weights).is_file() and not checkpoints(out):
+        raise ValueError(f"{flag} {out} holds a trained {what}, which a fresh run would replace: "
+                         f"name a new folder with {flag}{further}, or pass --overwrite to "
+                         "replace it.")
+
+
 def cost_from_args(args: argparse.Namespace) -> Any:
     """The cost plugin named by ``--cost`` (with ``--p``)."""
     from .. import registry

@@ -24,7 +24,14 @@ from torch import nn
 
 from ..data import load_dataset, to_float
 from ..judges import CLASSES, DEFAULT_ARCH, DEFAULT_KWARGS, WEIGHTS_FILE, Judge, build_classifier
-from .common import check_count, check_output_folder, move_outputs, require_at_least, staged_outputs
+from .common import (
+    check_count,
+    check_output_folder,
+    move_outputs,
+    refuse_to_replace,
+    require_at_least,
+    staged_outputs,
+)
 
 DATASET_NAMES = ("mnist", "fashion-mnist")
 
@@ -67,6 +74,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-every", type=int, default=300)
     p.add_argument("--keep-checkpoints", action="store_true")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace trained judges in --output-root (refused without it)")
 
 
 def random_shift(x: torch.Tensor, shift: int, g: torch.Generator) -> torch.Tensor:
@@ -242,6 +251,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for name in names:  # every judge's folder, before the first judge trains
         check_output_folder(Path(args.output_root) / f"judge-{name}", "--output-root",
                             lambda cfg, name=name: cfg.get("dataset") == name, f"the {name} judge")
+        if _finished(name, args) is None:  # a --resume keeps a finished judge
+            refuse_to_replace(Path(args.output_root) / f"judge-{name}", "--output-root",
+                              f"{name} judge", "model.safetensors", args)
     return {name: _finished(name, args) or train_one(name, args) for name in names}
 
 

@@ -31,6 +31,7 @@ from .common import (
     check_output_folder,
     move_outputs,
     recorded_options,
+    refuse_to_replace,
     require_at_least,
     staged_outputs,
 )
@@ -133,6 +134,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-checkpoints", action="store_true",
                    help="keep <output-dir>/checkpoints after a finished run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a trained VAE in --output-dir (refused without it)")
 
 
 def pad_to_32(x01: torch.Tensor) -> torch.Tensor:
@@ -260,7 +263,7 @@ def _finished(out: Path, args: argparse.Namespace) -> dict[str, Any] | None:
     recorded = record.get("options")
     if recorded == _model_options(args):
         print(f"--resume: the VAE in {out} is finished ({record.get('steps')} steps); kept. "
-              "Train it again without --resume.", file=sys.stderr)
+              "Train it again without --resume (and with --overwrite).", file=sys.stderr)
         return {"metrics": record.get("metrics"), "seconds": 0.0, "steps": record.get("steps"),
                 "kept": True}
     if isinstance(recorded, dict):
@@ -316,6 +319,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         kept = _finished(out, args)
         if kept is not None:
             return kept
+    refuse_to_replace(out, "--output-dir", "VAE", "diffusion_pytorch_model.safetensors", args,
+                      f" (to train it further: --init-from {out} --output-dir NEW_FOLDER)")
     data = {(n, split): load_dataset(n, split, args.data_dir, download=args.download)[0]
             for n in DATASET_NAMES for split in ("train", "test")}
     train_images = torch.cat([data[n, "train"] for n in DATASET_NAMES])
