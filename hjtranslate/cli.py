@@ -17,8 +17,16 @@ from . import __version__
 def _cmd_train(args: argparse.Namespace) -> int:
     from .tasks import load_task
 
-    metrics = load_task(args.task).run(args)
-    if metrics is not None and args.print_metrics:
+    if not getattr(args, "print_metrics", False):
+        load_task(args.task).run(args)
+        return 0
+    import contextlib
+
+    # stdout carries the metrics' JSON alone (`... --print-metrics > metrics.json`): what the
+    # task says as it goes ("Wrote ...") goes to stderr
+    with contextlib.redirect_stdout(sys.stderr):
+        metrics = load_task(args.task).run(args)
+    if metrics is not None:
         print(json.dumps(metrics, indent=2, default=str))
     return 0
 

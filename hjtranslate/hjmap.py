@@ -23,7 +23,14 @@ from huggingface_hub import ModelHubMixin
 from torch import nn
 
 from . import __version__, registry
-from .checks import check_device, check_folder_path, hub_unreachable, real_number, whole_number
+from .checks import (
+    check_device,
+    check_folder_path,
+    hub_unreachable,
+    real_number,
+    shared_as_umask_says,
+    whole_number,
+)
 from .contracts import check_cost, check_head
 from .costs import Cost, cost_spec
 from .heads import PotentialHead
@@ -359,6 +366,7 @@ class HJMap(
                              "or empty folder, or an earlier map's.")
         save_directory.mkdir(parents=True, exist_ok=True)
         self._save_pretrained(save_directory)
+        shared_as_umask_says(save_directory)
         card_kwargs = kwargs.pop("model_card_kwargs", None) or {}
         write_model_card(save_directory, self.config_dict(), repo_id=card_kwargs.get("repo_id"),
                          name=card_kwargs.get("name"), pipeline=card_kwargs.get("pipeline"))

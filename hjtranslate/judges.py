@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .checks import shared_as_umask_says
+
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 CLASSES = {
@@ -117,6 +119,7 @@ class Judge(nn.Module):
         folder.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
         save_file(state, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
+        shared_as_umask_says(folder / WEIGHTS_FILE)
         (folder / CONFIG_FILE).write_text(json.dumps(self.config, indent=2, sort_keys=True) + "\n")
         return folder
 

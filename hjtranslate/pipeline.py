@@ -83,6 +83,7 @@ from .checks import (
     is_int,
     is_real,
     process_alive,
+    shared_as_umask_says,
 )
 from .encoders import Encoder
 from .hjmap import (
@@ -1257,6 +1258,7 @@ class TranslationPipeline:
                 judge.save_pretrained(out / key)
         text = json.dumps(self.index(), indent=2, sort_keys=True) + "\n"
         (out / INDEX_FILE).write_text(text)
+        shared_as_umask_says(out)  # parts copied from 0600 files stay 0600 otherwise
         self._write_model_card(out, name)
 
     def _write_model_card(self, out: Path, name: str, revision: str | None = None) -> Path:

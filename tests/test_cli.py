@@ -157,6 +157,15 @@ def test_bad_input_gives_a_clear_error_and_no_traceback(args, message, tmp_path,
     assert {name: (tmp_path / name).read_text() for name in finished} == finished
 
 
+def test_print_metrics_writes_json_alone_on_stdout(tmp_path, capsys):
+    assert main(["train", "gaussians", "--steps", "2", "--n", "200", "--eval-n", "100",
+                 "--batch-size", "32", "--output-dir", str(tmp_path / "g"), "--no-progress",
+                 "--print-metrics"]) == 0
+    said = capsys.readouterr()
+    assert json.loads(said.out)["steps"] == 2  # `> metrics.json` gives the JSON alone
+    assert "Wrote " in said.err
+
+
 def test_an_output_dir_that_is_a_file_or_another_tasks_run(tmp_path, capsys):
     afile = tmp_path / "afile"
     afile.write_text("keep")

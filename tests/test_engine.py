@@ -321,6 +321,9 @@ def test_save_load_round_trip(tmp_path):
     m.set_normalization(torch.tensor([1.0, -2.0]), 3.0)
     m.save_pretrained(tmp_path)
     assert {"config.json", "model.safetensors", "README.md"} <= {p.name for p in tmp_path.iterdir()}
+    # readable as the umask says, as the config is (safetensors 0.8 writes 0600)
+    assert (tmp_path / "model.safetensors").stat().st_mode & 0o777 == (
+        tmp_path / "config.json").stat().st_mode & 0o777
     m2 = hjt.HJMap.from_pretrained(tmp_path)
     assert not m2.training and m2.t_f == 2.0 and m2.cost.p == 3.0
     x = torch.randn(8, 2)

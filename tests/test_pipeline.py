@@ -98,6 +98,8 @@ def test_save_load_round_trip(pipes, data, tmp_path, mode):
             "judge_source/model.safetensors", "judge_target/config.json"} <= names
     index = json.loads((folder / INDEX_FILE).read_text())
     assert index["_class_name"] == "TranslationPipeline" and index["vae"] == "vae"
+    shared = (folder / INDEX_FILE).stat().st_mode & 0o777  # the umask's (safetensors: 0600)
+    assert {p.stat().st_mode & 0o777 for p in folder.rglob("*.safetensors")} == {shared}
     assert index["source_dataset"] == "mnist" and index["target_dataset"] == "fashion-mnist"
     assert index["target_class_names"][9] == "Ankle boot" and len(index["source_class_names"]) == 10
     card = ModelCard.load(folder / "README.md")

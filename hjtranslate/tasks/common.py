@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from ..api import fit
-from ..checks import check_folder_path
+from ..checks import check_folder_path, shared_as_umask_says
 from ..hjmap import HJMap, read_json_object
 from ..losses import MMDS, SINKHORN_BLUR
 from ..objective import MONOTONE_DIRECTIONS, SEMIDUAL_SIDES
@@ -532,6 +532,7 @@ def move_outputs(stage: Path, out: Path, weights: str) -> None:
     writing them took the whole evaluation), then remove ``stage``. The earlier ``weights`` go
     first and the new ones come last, so a kill between two renames leaves a folder that does
     not load (and ``--resume`` finishes), never new settings beside old weights or the reverse."""
+    shared_as_umask_says(stage)
     (out / weights).unlink(missing_ok=True)
     for f in sorted(stage.iterdir(), key=lambda f: (f.name == weights, f.name)):
         os.replace(f, out / f.name)

@@ -319,7 +319,10 @@ class VAEEncoder(Encoder):
 
     def save_pretrained(self, folder: str | Path) -> None:
         """The autoencoder (diffusers' ``save_pretrained``) and its latent statistics."""
+        from hjtranslate.checks import shared_as_umask_says
+
         self.vae.save_pretrained(str(folder))
+        shared_as_umask_says(folder)
         self.save_latent_stats(folder)
 
     def save_latent_stats(self, folder: str | Path) -> Path:
