@@ -159,7 +159,7 @@ def _download(name: str, root: Path) -> None:
         for train in (True, False):
             cls(str(root), train=train, download=True)
     except (RuntimeError, OSError) as exc:  # torchvision: "Error downloading ...", for every mirror
-        reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        reason = str(exc).splitlines()[0][:300].rstrip(".:") if str(exc) else type(exc).__name__
         raise FileNotFoundError(
             f"Could not download {name} into {root}: {reason}. Without internet access, put the "
             f"four IDX .gz files of {name} in {root / DATASETS[name]['folders'][0]} (or choose "

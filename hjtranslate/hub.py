@@ -221,7 +221,8 @@ def push_folder(
             )
         except (*_network_errors(), RuntimeError) as exc:  # RuntimeError: a failed file upload
             # The client's messages name the URL and the server's answer, never the token.
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = (str(exc).strip().splitlines()[0].rstrip(".") if str(exc).strip()
+                     else type(exc).__name__)
             try:  # what this push made is not left behind, if nothing has landed in it
                 if created is not None and set(api.list_repo_files(created)) <= {".gitattributes"}:
                     api.delete_repo(created)

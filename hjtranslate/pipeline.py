@@ -1675,7 +1675,11 @@ def cmd_translate(args: argparse.Namespace) -> int:
              pipe.looks_like_other_side([img for _, img in inputs], in_side, args.frame))
     other_dataset = pipe.target_dataset if in_side == "source" else pipe.source_dataset
     other_direction = "backward" if args.direction == "forward" else "forward"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"Cannot create --out {out_dir} ({exc.strerror}): name a folder this "
+                         "process can write to.") from None
     in_names, out_names = ((pipe.source_class_names, pipe.target_class_names)
                            if args.direction == "forward"
                            else (pipe.target_class_names, pipe.source_class_names))

@@ -59,7 +59,8 @@ class TrainConfig:
         self.checkpoint_every = whole_number("checkpoint_every", self.checkpoint_every, 0)
         self.time_budget = scalar(self.time_budget)
         if self.time_budget is not None and not (is_real(self.time_budget) and self.time_budget > 0):
-            raise ValueError(f"time_budget must be a positive number of seconds (or None), got "
+            raise ValueError(f"time_budget must be a positive number of seconds (or None: no "
+                             f"budget; on the command line, leave --time-budget out), got "
                              f"{self.time_budget!r}.")
         self.lr = real_number("lr", self.lr)
         self.ema_decay = scalar(self.ema_decay)

@@ -166,6 +166,13 @@ def test_print_metrics_writes_json_alone_on_stdout(tmp_path, capsys):
     assert "Wrote " in said.err
 
 
+def test_pnorm_without_p_says_its_exponent(tmp_path):
+    with pytest.warns(UserWarning, match="--cost pnorm without --p uses its default exponent p = 2"):
+        assert main(["train", "gaussians", "--cost", "pnorm", "--steps", "2", "--n", "200",
+                     "--eval-n", "100", "--batch-size", "32", "--output-dir", str(tmp_path / "g"),
+                     "--no-progress"]) == 0
+
+
 def test_an_output_dir_that_is_a_file_or_another_tasks_run(tmp_path, capsys):
     afile = tmp_path / "afile"
     afile.write_text("keep")

@@ -11,6 +11,7 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,8 @@ def add_map_arguments(p: argparse.ArgumentParser, steps: int = 3000, batch_size:
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate (AdamW, cosine decay)")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and batches")
     p.add_argument("--cost", default="quadratic", help="a cost plugin (see `hjtranslate plugins`)")
-    p.add_argument("--p", type=float, default=None, help="exponent of the pnorm / lp costs")
+    p.add_argument("--p", type=float, default=None,
+                   help="exponent of the pnorm / lp costs (default 2, the quadratic's)")
     p.add_argument("--cost-options", default=None, metavar="JSON",
                    help="other options of the cost plugin, as a JSON object, e.g. '{\"scale\": 2}'")
     p.add_argument("--head", default=None,
@@ -350,6 +352,10 @@ def cost_from_args(args: argparse.Namespace) -> Any:
             raise ValueError(f"--p {args.p} and --cost-options p={options['p']} disagree: give "
                              "the exponent once.")
         options["p"] = args.p
+    elif args.cost in ("pnorm", "lp") and "p" not in options:
+        warnings.warn(f"--cost {args.cost} without --p uses its default exponent p = 2, which "
+                      "the quadratic cost has too: give --p (e.g. --p 1.5 or --p 3) for another "
+                      "cost.", stacklevel=2)
     try:
         return registry.create("cost", args.cost, **options)
     except registry.PluginOptionError as exc:
