@@ -237,11 +237,17 @@ def restore_recorded_options(args: argparse.Namespace, explicit: set[str],
         if k in explicit and k in current and not unrecorded and not _same_option(
                 k, current[k], recorded[k]):
             flag = "--" + k.replace("_", "-")
+            theirs = ("the shipped VAE (models/vae)" if k == "vae" and recorded[k] is None
+                      else recorded[k])
+            what = _IDENTITY_WHAT.get(k, "head")
+            # a map fine-tunes for another head's training, VAE decoder or budget, not for
+            # other data or another dimension
+            tune = ("" if what == "data" else
+                    f", or fine-tune this one there with --init-from {run_dir}")
             raise ValueError(
-                f"--resume: {flag} {current[k]} differs from the run's {recorded[k]} (recorded in "
-                f"{where[k]}); its checkpoints belong to that {_IDENTITY_WHAT.get(k, 'head')}. "
-                f"Resume without {flag}, start a new run in another --output-dir, or fine-tune "
-                f"this one there with --init-from {run_dir}.")
+                f"--resume: {flag} {current[k]} differs from the run's {theirs} (recorded in "
+                f"{where[k]}); its checkpoints belong to that {what}. Resume without {flag}, "
+                f"start a new run in another --output-dir{tune}.")
     restored = {k: v for k, v in recorded.items()
                 if k in current and k not in explicit and k not in skip and not k.startswith("_")}
     for k, v in restored.items():
