@@ -240,10 +240,10 @@ def restore_recorded_options(args: argparse.Namespace, explicit: set[str],
             theirs = ("the shipped VAE (models/vae)" if k == "vae" and recorded[k] is None
                       else recorded[k])
             what = _IDENTITY_WHAT.get(k, "head")
-            # a map fine-tunes for another head's training, VAE decoder or budget, not for
-            # other data or another dimension
-            tune = ("" if what == "data" else
-                    f", or fine-tune this one there with --init-from {run_dir}")
+            # --init-from keeps a map's cost, data, mode and head: it serves only another VAE
+            # of the same latent space (a decoder-only fine-tune)
+            tune = (f", or fine-tune this map there with --init-from {run_dir} (where that VAE "
+                    "shares its latent space: a --decoder-only fine-tune)" if k == "vae" else "")
             raise ValueError(
                 f"--resume: {flag} {current[k]} differs from the run's {theirs} (recorded in "
                 f"{where[k]}); its checkpoints belong to that {what}. Resume without {flag}, "
