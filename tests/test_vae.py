@@ -128,7 +128,7 @@ def test_train_a_vae_then_fine_tune_its_decoder_only(shared_data: Path, tmp_path
              "--stats-images", "400"]
     assert main(["train", "vae", "--output-dir", str(base), *small]) == 0
     assert main(["train", "vae", "--output-dir", str(tuned), "--init-from", str(base),
-                 "--decoder-only", "--lr", "1e-2", *small]) == 0
+                 "--decoder-only", "--lr", "1e-2", *small[2:]]) == 0  # its widths: base's
     a = load_file(str(base / "diffusion_pytorch_model.safetensors"))
     b = load_file(str(tuned / "diffusion_pytorch_model.safetensors"))
     frozen = [k for k in a if k.startswith(("encoder.", "quant_conv."))]
@@ -143,6 +143,9 @@ def test_train_a_vae_then_fine_tune_its_decoder_only(shared_data: Path, tmp_path
     assert enc.latent_dim == 64 and enc.decode(torch.zeros(2, 64)).shape == (2, 1, 28, 28)
 
     capsys.readouterr()
+    assert main(["train", "vae", "--output-dir", str(tmp_path / "x"), "--init-from", str(base),
+                 "--widths", "8,8,8,8"]) == 2  # the architecture is --init-from's
+    assert "--widths applies with a new VAE" in capsys.readouterr().err
     assert main(["train", "vae", "--output-dir", str(tmp_path / "x"), "--decoder-only"]) != 0
     assert "add --init-from DIR" in capsys.readouterr().err
     assert main(["train", "vae", "--output-dir", str(base), "--init-from", str(base)]) != 0
@@ -178,7 +181,9 @@ def test_resume_of_a_finished_vae_keeps_it(shared_data: Path, tmp_path: Path, ca
              "--batch-size", "8", "--output-dir", str(out)]
     assert main(["train", "vae", *small, "--steps", "2", "--no-progress"]) == 0
     weights = (out / "diffusion_pytorch_model.safetensors").read_bytes()
-    assert "train:" not in capsys.readouterr().err  # no progress bar
+    said = capsys.readouterr()
+    assert "train:" not in said.err  # no progress bar
+    assert said.out.startswith(f"Wrote the VAE {out} (2 steps; PSNR of test reconstructions mnist ")
     assert main(["train", "vae", *small, "--steps", "2", "--resume"]) == 0
     assert "is finished (2 steps); kept" in capsys.readouterr().err
     assert main(["train", "vae", "--output-dir", str(out), "--steps", "3", "--resume"]) != 0

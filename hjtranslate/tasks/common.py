@@ -422,6 +422,9 @@ _INERT = (
     ("monotone_directions", "--monotone-weight > 0", lambda a: not a.monotone_weight),
     ("fourier_scale", "--fourier-features > 0", lambda a: a.fourier_features == 0),
     ("quadratic_gain", "a quadratic part (not --quadratic none)", lambda a: a.quadratic == "none"),
+    # train vae: a VAE started from --init-from keeps its architecture
+    *((name, "a new VAE (--init-from keeps the trained VAE's)", lambda a: a.init_from is not None)
+      for name in ("latent_channels", "latent_size", "widths")),
 )
 
 

@@ -239,6 +239,7 @@ def train_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
     move_outputs(stage, out, weights=WEIGHTS_FILE)
     if not args.keep_checkpoints:
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    print(f"Wrote the {name} judge {out} ({result['steps']} steps; test accuracy {test_acc:.2%})")
     return {"test_accuracy": test_acc, "seconds": result["seconds"], "steps": result["steps"]}
 
 

@@ -116,8 +116,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and batches")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument("--init-from", default=None, metavar="DIR",
-                   help="start from this trained VAE folder (its architecture; the three flags "
-                        "below are then ignored) instead of random weights")
+                   help="start from this trained VAE folder (its architecture: --latent-channels, "
+                        "--latent-size and --widths are refused beside it) instead of random "
+                        "weights")
     p.add_argument("--decoder-only", action="store_true",
                    help="with --init-from: fine-tune the decoder only; the encoder, and so the "
                         "latent space and latent_stats.json, stay exactly as they were, and maps "
@@ -390,4 +391,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     move_outputs(stage, out, weights="diffusion_pytorch_model.safetensors")
     if not args.keep_checkpoints:
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    print(f"Wrote the VAE {out} ({result['steps']} steps; PSNR of test reconstructions "
+          + ", ".join(f"{n} {m['psnr']:.2f} dB" for n, m in metrics.items()) + ")")
     return {"metrics": metrics, "seconds": result["seconds"], "steps": result["steps"]}
