@@ -445,8 +445,8 @@ def _page(x: torch.Tensor, notes: list[str]) -> torch.Tensor:
     (rule 5), so that the page's border decides the polarity and its ink is the subject; the
     picture as it is where no page is found. A page is the largest light blot, filled: at
     least a fifth of the picture, convex (a page photographed at a slant still is), and mostly
-    paper (what is written on it is dark and inside it; a light digit drawn on black, even a 0,
-    is mostly hole or not convex)."""
+    paper (what is written on it is dark, thin and inside it; a light digit drawn on black, even
+    a 0, has wide holes or is not convex)."""
     from scipy import ndimage
     from scipy.spatial import ConvexHull, QhullError
 
@@ -462,9 +462,12 @@ def _page(x: torch.Tensor, notes: list[str]) -> torch.Tensor:
     sizes[0] = 0
     paper = labels == sizes.argmax()
     page = ndimage.binary_fill_holes(paper)
-    area, written = int(page.sum()), int((page & ~paper).sum())
+    dark = page & ~light  # what is written on the page (or the dark inside a light 0 or 8)
+    area, written = int(page.sum()), int(dark.sum())
     if not 0.2 <= area / page.size <= 0.97 or not 0 < written <= 0.15 * area:
         return x
+    if ndimage.distance_transform_edt(dark).max() > 0.07 * area ** 0.5:
+        return x  # no pen stroke is that wide: the holes of a light digit drawn on black
     edge = np.argwhere(page & ~ndimage.binary_erosion(page))
     try:
         hull = ConvexHull(edge).volume  # in 2-D, the area
@@ -518,10 +521,10 @@ def _even_light(x: torch.Tensor, notes: list[str]) -> torch.Tensor:
 
 def _ruled_lines(ink: np.ndarray) -> np.ndarray:
     """The pixels of ruled (or squared) paper's printed lines in an ink mask: thin rows of ink,
-    tilted by up to 3 degrees, that cover at least 40 % of the picture's width and reach into
-    its outer fifths on both sides; at least three of them (a digit's long stroke is not a
-    ruling). A line pixel where ink goes on above and below the line (a stroke crossing it)
-    is kept."""
+    tilted by up to 3 degrees, that cover at least 40 % of the picture's width, reach into its
+    outer fifths on both sides and have paper above and below most of their length; at least
+    three of them (a digit's long stroke is not a ruling). A line pixel where ink goes on above
+    and below the line (a stroke crossing it) is kept."""
     left = ink.copy()  # squared paper: the columns' pass sees the rows' lines gone
     for transposed in (False, True):
         m = left.T if transposed else left
@@ -547,7 +550,12 @@ def _ruled_lines(ink: np.ndarray) -> np.ndarray:
                 valid = (rr >= 0) & (rr < h)
                 inked[valid] |= m[rr[valid], everywhere[valid]]
             reach = np.flatnonzero(inked)
-            if reach.min() < 0.2 * w and reach.max() > 0.8 * w:
+            top, bottom = (np.clip(band[0] - 2, 0, h - 1), np.clip(band[-1] + 2, 0, h - 1))
+            beside = m[top, everywhere] | m[bottom, everywhere]
+            # a printed line has paper above and below it, but where a stroke crosses it; a
+            # digit's curved stroke goes on above or below
+            if (reach.min() < 0.2 * w and reach.max() > 0.8 * w
+                    and (beside & inked).sum() <= 0.4 * inked.sum()):
                 bands.append(band)
         if len(bands) < 3:
             continue

@@ -608,10 +608,13 @@ def test_photos_of_paper_are_framed_like_a_clean_page(data):
             assert float((x - clean).abs().max()) < 0.5, kind
         x, said = preprocess(_on_paper(digit, "ruled", rng), "fashion-mnist")
         assert not any(n.startswith("took out") for n in said[0])  # clothes are not written
+    from hjtranslate.data import load_dataset
+
+    digits = load_dataset("mnist", "test", data_dir=SHARED)[0]
     drawn = [int(k) for label in (0, 8) for k in (data[1] == label).nonzero()[:3, 0]]
-    assert len(drawn) == 6
+    drawn += [495, 552, 701, 812, 947]  # thick 0s, 8s and a 5 that an earlier rule misread
     for k in drawn:  # light on black, filling the picture: a 0 is not a page, an 8 not a ruling
-        picture = Image.fromarray(data[0][k].numpy()).resize((280, 280), Image.BILINEAR)
+        picture = Image.fromarray(digits[k].numpy()).resize((280, 280), Image.BILINEAR)
         said = preprocess(picture, "mnist")[1][0]
         assert not any(n.startswith(("painted", "evened", "took out")) for n in said), said
 
