@@ -32,8 +32,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:
+    import warnings
+
     from . import registry
 
+    with warnings.catch_warnings():  # the table lists the skipped plugins: no note above it too
+        warnings.filterwarnings("ignore", message="Skipping ", category=RuntimeWarning)
+        for kind in registry.GROUPS:
+            registry.plugins(kind)
     for kind in registry.GROUPS:
         print(f"{kind}s ({registry.GROUPS[kind]}):")
         for name, plugin in sorted(registry.plugins(kind).items()):

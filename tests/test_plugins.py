@@ -89,6 +89,13 @@ def test_broken_plugin_is_named_and_skipped(fake_entry_points, capsys):
     assert "broken       skipped: cost plugin 'broken'" in capsys.readouterr().out
 
 
+def test_the_plugins_table_names_a_skipped_plugin_once(fake_entry_points, capsys, recwarn):
+    fake_entry_points("hjtranslate.costs", [("broken", "broken_ot:Cost")])
+    assert main(["plugins"]) == 0  # the first look at the entry points: no note above the table
+    assert not [w for w in recwarn if "Skipping" in str(w.message)]
+    assert capsys.readouterr().out.count("skipped: cost plugin 'broken'") == 1
+
+
 def test_two_plugins_with_one_name_make_that_name_an_error_only(fake_entry_points, capsys):
     fake_entry_points("hjtranslate.costs", [("quadratic", "thirdparty_ot:QuarticCost")])
     assert "quadratic" not in registry.plugins("cost") and "pnorm" in registry.plugins("cost")
