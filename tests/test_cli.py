@@ -332,6 +332,19 @@ def test_resume_trains_on_with_the_recorded_options(tmp_path, capsys):
     assert metrics["train_loop_seconds_all_launches"] >= state["seconds"] > 0
 
 
+def test_evaluate_says_a_vae_or_judge_is_not_a_map(tmp_path, capsys):
+    for kind, config in (("VAE", {"_class_name": "AutoencoderKL"}), ("judge", {"dataset": "mnist"})):
+        folder = tmp_path / kind
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps(config))
+        assert main(["evaluate", str(folder)]) == 2
+        assert f"holds a {kind} (`hjtranslate train {kind.lower()}" in capsys.readouterr().err
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "config.json").write_text("{}")
+    assert main(["evaluate", str(tmp_path / "other")]) == 2
+    assert "is not the output folder of `hjtranslate train`" in capsys.readouterr().err
+
+
 def test_evaluate_names_what_an_unfinished_run_needs(tmp_path, capsys):
     import shutil
 

@@ -669,6 +669,13 @@ def evaluate_folder(args: argparse.Namespace) -> dict[str, Any]:
                 "sooner)." if checkpoints(folder) else _REDO_RUN)
         raise FileNotFoundError(f"{folder / 'map'} is missing: the {cfg['task']} run in {folder} "
                                 f"has no saved map (unfinished, or moved away). {redo}")
+    if "task" not in cfg and (cfg.get("_class_name") == "AutoencoderKL" or "dataset" in cfg):
+        what = "VAE" if cfg.get("_class_name") == "AutoencoderKL" else "judge"
+        raise ValueError(
+            f"{args.folder} holds a {what} (`hjtranslate train {what.lower()}"
+            f"{'s' if what == 'judge' else ''}`), not a map: its test figures are in its "
+            "README.md, written when it was trained. `evaluate` reads a map's run or pipeline "
+            "folder.")
     if "task" not in cfg:
         raise ValueError(
             f"{args.folder} is not the output folder of `hjtranslate train` (its config.json and "
