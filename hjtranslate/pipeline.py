@@ -1585,6 +1585,9 @@ def _collect_inputs(path: Path, one_of_many: bool = False
             return [], [{"input": str(path), "reason": str(exc)}]
     files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
     images, skipped = [], []
+    for sub in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        skipped.append({"input": str(sub), "reason": "a folder inside the --input folder (not "
+                        "searched: name it as an --input of its own)"})
     for p in files:
         try:
             images.append((p, _open_image(p)))

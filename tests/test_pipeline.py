@@ -722,6 +722,7 @@ def inputs(data, tmp_path):
 
 def test_cli_translate_folder(saved, data, inputs, tmp_path, capsys):
     (inputs / "readme.txt").write_text("not an image")
+    (inputs / "more").mkdir()  # a subfolder: named as skipped, not searched
     Image.fromarray(np.zeros((1, 1), np.uint8)).save(inputs / "tiny.png")
     out = tmp_path / "out"
     args = ["translate", "--model", str(saved), "--input", str(inputs), "--out", str(out),
@@ -729,13 +730,14 @@ def test_cli_translate_folder(saved, data, inputs, tmp_path, capsys):
     assert main(args) == 0
     captured = capsys.readouterr()
     assert "readme.txt" in captured.err and "Traceback" not in captured.err
+    assert "more: a folder inside the --input folder (not searched" in captured.err
     assert "tiny.png: blank once framed and shrunk to 28x28" in captured.err  # as the app says
     assert "resized 1x1 to 28x28" in captured.err and "tiny.png: class" not in captured.out
     (inputs / "tiny.png").unlink()
     assert main(args) == 0
     report = json.loads((out / "translations.json").read_text())
     assert report["direction"] == "forward" and len(report["items"]) == 3
-    assert report["skipped"][0]["input"].endswith("readme.txt")
+    assert [Path(s["input"]).name for s in report["skipped"]] == ["more", "readme.txt"]
     for i, item in enumerate(report["items"]):
         assert item["input"].endswith(f"digit{i}.png")
         assert item["input_class"] == int(data[1][i]) == item["output_class"]
