@@ -145,9 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("env", help="versions, for bug reports").set_defaults(func=_cmd_env)
 
     push = sub.add_parser("push", help="publish a saved map or pipeline folder to the Hub")
-    push.add_argument("folder")
+    push.add_argument("folder", help="a map folder (a run's map/) or a translation pipeline folder")
     push.add_argument("--repo-id", required=True, help="user/name")
-    push.add_argument("--private", action="store_true")
+    push.add_argument("--private", action="store_true", help="create the repo private")
     push.add_argument("--revision", default=None, help="branch to push to")
     push.set_defaults(func=_lazy("hjtranslate.hub", "cmd_push"))
 
@@ -159,7 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--class", dest="klass", type=int, default=None,
                     help="source class (default: detected by the judge)")
     tr.add_argument("--direction", choices=["forward", "backward"], default="forward")
-    tr.add_argument("--morph-steps", type=int, default=0)
+    tr.add_argument("--morph-steps", type=int, default=0,
+                    help="also write a strip of N frames along the characteristic (0: none; "
+                         "2 to 256)")
     tr.add_argument("--no-frame", dest="frame", action="store_false",
                     help="do not frame pictures that are not 28x28 as their dataset does (crop "
                          "to the ink, scale into MNIST's 20x20 box centred by mass)")
@@ -169,8 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     app = sub.add_parser("app", help="start the Gradio translation app")
     app.add_argument("--model", default=None, help="folder or Hub id (default: shipped model)")
     _hub_options(app)
-    app.add_argument("--host", default="127.0.0.1")
-    app.add_argument("--port", type=int, default=7860)
+    app.add_argument("--host", default="127.0.0.1",
+                     help="address to serve on (default 127.0.0.1: this machine only)")
+    app.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     app.add_argument("--share", action="store_true", help="ask Gradio for a public share link")
     app.set_defaults(func=_lazy("hjtranslate.app_launcher", "cmd_app"))
     return parser

@@ -77,7 +77,9 @@ def add_map_arguments(p: argparse.ArgumentParser, steps: int = 3000, batch_size:
     p.add_argument("--sinkhorn-blur", type=float, default=None,
                    help="--mmd sinkhorn: entropic blur per unit of sqrt(2 d), the typical distance "
                    f"between two standardised points (default {sinkhorn_blur:g})")
-    p.add_argument("--no-backward-mmd", action="store_true")
+    p.add_argument("--no-backward-mmd", action="store_true",
+                   help="match only the forward map's pushed samples to the target (by default "
+                        "the backward map's to the source too)")
     p.add_argument("--monotone-weight", type=float, default=0.0,
                    help="weight of a penalty on non-monotone (for a non-quadratic cost: not "
                    "c-monotone) directions of the "

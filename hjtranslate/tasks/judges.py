@@ -63,16 +63,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--time-budget", type=float, default=None, help="seconds per judge")
     p.add_argument("--batch-size", type=int, default=128, help="images per step")
     p.add_argument("--lr", type=float, default=2e-3, help="learning rate")
-    p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--label-smoothing", type=float, default=0.0,
+                   help="label smoothing of the cross-entropy (0: off)")
     p.add_argument("--shift", type=int, default=2, help="random translation augmentation, pixels")
     p.add_argument("--blur", type=float, default=0.0,
                    help="random Gaussian blur augmentation: each image is blurred with probability 1/2, "
                    "with a sigma drawn uniformly from [0, BLUR] pixels (0: off). A judge of VAE decodes "
                    "should read the class, not the sharpness (the Frechet distance scores that)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--checkpoint-every", type=int, default=300)
-    p.add_argument("--keep-checkpoints", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights and batches")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the last checkpoints (a finished judge is kept)")
+    p.add_argument("--checkpoint-every", type=int, default=300, help="steps between checkpoints")
+    p.add_argument("--keep-checkpoints", action="store_true",
+                   help="keep each judge's checkpoints after it finishes")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--overwrite", action="store_true",
                    help="replace trained judges in --output-root (refused without it)")

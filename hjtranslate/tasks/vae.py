@@ -123,7 +123,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --init-from: fine-tune the decoder only; the encoder, and so the "
                         "latent space and latent_stats.json, stay exactly as they were, and maps "
                         "trained in that latent keep working with the sharper decodes")
-    p.add_argument("--latent-channels", type=int, default=4)
+    p.add_argument("--latent-channels", type=int, default=4,
+                   help="latent channels (the latent has channels x size x size numbers)")
     p.add_argument("--latent-size", type=int, default=4, help="latent height = width")
     p.add_argument("--widths", default="16,32,64,64", help="channels of the encoder stages")
     p.add_argument("--eval-images", type=int, default=10000,
@@ -131,7 +132,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(default: all 10,000; fewer for a quick trial)")
     p.add_argument("--stats-images", type=int, default=10000,
                    help="training images per dataset for latent_stats.json (default 10,000)")
-    p.add_argument("--checkpoint-every", type=int, default=300)
+    p.add_argument("--checkpoint-every", type=int, default=300, help="steps between checkpoints")
     p.add_argument("--keep-checkpoints", action="store_true",
                    help="keep <output-dir>/checkpoints after a finished run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
