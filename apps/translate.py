@@ -341,8 +341,9 @@ class Translator:
         if (self.pipe.other_side is not None and self.pipe.judge_source is not None
                 and self.pipe.judge_target is not None):
             # measured on the test sets when the pipeline was exported: 1 % of real inputs of
-            # each side get the hint (benchmarks/input_side.py, BENCHMARKS.md)
-            if self.pipe.looks_like_other_side(x, in_side)[0]:
+            # each side get the hint (benchmarks/input_side.py, BENCHMARKS.md); each judge sees
+            # the picture framed as its own dataset frames them, as there
+            if self.pipe.looks_like_other_side(img, in_side)[0]:
                 other = self.direction_choices()[direction == "forward"][0]
                 lines.append(f"- **To the judges the input looks more like "
                              f"{self.plural[out_side]} than {self.plural[in_side]}:** if so, "

@@ -124,18 +124,24 @@ def hub_unreachable(local_files_only: bool = False) -> str | None:
 _UMASK_LOCK = threading.Lock()
 
 
-def shared_as_umask_says(folder: str | Path) -> None:
-    """Give the ``*.safetensors`` files in ``folder`` (or that file) the mode every other file
-    written here gets from the umask (0644 by default). safetensors 0.8 writes its files readable
-    by their owner alone (0600), so a model saved on a shared machine would not load for another
+def shared_as_umask_says(folder: str | Path, recursive: bool = False) -> None:
+    """Give the ``*.safetensors`` files just written in ``folder`` (or that file; ``recursive``:
+    in its subfolders too, for a folder this process made) the mode every other file written
+    here gets from the umask (0644 by default). safetensors 0.8 writes its files readable by
+    their owner alone (0600), so a model saved on a shared machine would not load for another
     user, nor for an app served under another account."""
     with _UMASK_LOCK:  # os.umask can only be read by setting it
         umask = os.umask(0o077)
         os.umask(umask)
     path = Path(folder)
-    for f in ([path] if path.is_file() else path.rglob("*.safetensors")):
+    found = [path] if path.is_file() else (
+        path.rglob("*.safetensors") if recursive else path.glob("*.safetensors"))
+    for f in found:
         if f.is_file() and not f.is_symlink():
-            f.chmod(0o666 & ~umask)
+            try:
+                f.chmod(0o666 & ~umask)
+            except OSError:  # another user's file: left as it is
+                pass
 
 
 def process_alive(pid: int) -> bool:

@@ -355,7 +355,7 @@ def _main(argv: Sequence[str] | None) -> int:
     except KeyboardInterrupt as exc:
         return _fail("interrupted: the checkpoints written so far, if any, are kept; continue "
                      "with --resume.",
-                     143 if type(exc).__name__ == "Terminated" else 130,  # SIGTERM's, Ctrl-C's
+                     128 + getattr(exc, "signum", 2),  # as a shell reports it: 130 for Ctrl-C
                      show=os.environ.get("RANK", "0") == "0")  # once for a multi-process launch
     except BrokenPipeError:  # `hjtranslate plugins | head`: the reader left, nothing is wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -366,7 +366,7 @@ class HJMap(
                              "or empty folder, or an earlier map's.")
         save_directory.mkdir(parents=True, exist_ok=True)
         self._save_pretrained(save_directory)
-        shared_as_umask_says(save_directory)
+        shared_as_umask_says(save_directory / WEIGHTS_NAME)
         card_kwargs = kwargs.pop("model_card_kwargs", None) or {}
         write_model_card(save_directory, self.config_dict(), repo_id=card_kwargs.get("repo_id"),
                          name=card_kwargs.get("name"), pipeline=card_kwargs.get("pipeline"))

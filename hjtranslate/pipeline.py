@@ -117,7 +117,8 @@ class Framing(NamedTuple):
 
     box_side: int  #: the side of the box the ink's bounding box is scaled into
     by_mass: bool  #: centred by its centre of mass (MNIST), else by its box
-    on_paper: bool  #: written on paper: a page on a desk is found, ruled lines are taken out
+    #: written on paper: a page on a desk is found, ruled lines are taken out
+    on_paper: bool = False
 
 
 FRAMINGS = {"mnist": Framing(20, True, True), "fashion-mnist": Framing(28, False, False)}
@@ -290,6 +291,21 @@ def image_too_large(path: str | Path, exc: Exception, what: str = "image") -> Va
     )
 
 
+def _reduced(img: Any, factor: int) -> Any:
+    """``img`` with every ``factor`` x ``factor`` block of pixels averaged."""
+    from PIL import Image
+
+    if img.mode.startswith("I;16"):  # reduce() does not take 16-bit modes: averaged here
+        a = np.asarray(img, dtype=np.uint16)
+        f_h, f_w = min(factor, a.shape[0]), min(factor, a.shape[1])  # a strip keeps its 1 pixel
+        h, w = a.shape[0] - a.shape[0] % f_h, a.shape[1] - a.shape[1] % f_w
+        blocks = a[:h, :w].reshape(h // f_h, f_h, w // f_w, f_w)
+        return Image.fromarray(blocks.mean(axis=(1, 3)).round().astype(np.uint16))
+    flat = img.convert("RGBA") if img.mode in ("P", "PA") else (
+        img.convert("L") if img.mode == "1" else img)
+    return flat.reduce(factor)
+
+
 def _open_image(path: str | Path):
     from PIL import Image, UnidentifiedImageError
 
@@ -306,13 +322,8 @@ def _open_image(path: str | Path):
             factor = -(-max(img.size) // MAX_OPEN_SIDE)
             out = img.copy()
             if factor > 1:
-                try:
-                    flat = out.convert("RGBA") if out.mode in ("P", "PA") else (
-                        out.convert("L") if out.mode == "1" else out)
-                    out = flat.reduce(factor)
-                    out.info[REDUCED_KEY] = (*img.size, factor)
-                except ValueError:  # a mode reduce() does not take: kept whole
-                    pass
+                out = _reduced(out, factor)
+                out.info[REDUCED_KEY] = (*img.size, factor)
             # a copy forgets the frames; pil_to_array notes that only the first was used
             out.info[FRAMES_KEY] = frame_count(img)
             return out
@@ -477,6 +488,8 @@ def _page(x: torch.Tensor, notes: list[str]) -> torch.Tensor:
         return x
     # the desk and the page's blurred edge (two coarse pixels in) become paper
     inside = ndimage.binary_erosion(page, iterations=2)
+    if not inside.any():  # a page two coarse pixels thin: nothing of it is sure to be paper
+        return x
     mask = F.interpolate(torch.from_numpy(inside)[None, None].float(), size=x.shape,
                          mode="nearest")[0, 0] > 0.5
     shade = float(x[mask].median())
@@ -514,7 +527,9 @@ def _even_light(x: torch.Tensor, notes: list[str]) -> torch.Tensor:
     if (mean <= 0.5 or high - low <= 0.15 or low <= 0.1
             or low < seen[0] - 0.05 or high > seen[1] + 0.05):  # guessed where no paper shows
         return x
-    light = sum(k * t for k, t in zip(coef.tolist(), terms(*x.shape), strict=True)).float().clamp_min(low)
+    # the smooth surface, bilinear from the coarse grid (its corners are the picture's corners)
+    light = F.interpolate(surface[None, None].float(), size=x.shape, mode="bilinear",
+                          align_corners=True)[0, 0].clamp_min(low)
     notes.append(f"evened out the light on the paper ({low:.2f} to {high:.2f})")
     return (x / light).clamp(0.0, 1.0)
 
@@ -1266,7 +1281,7 @@ class TranslationPipeline:
                 judge.save_pretrained(out / key)
         text = json.dumps(self.index(), indent=2, sort_keys=True) + "\n"
         (out / INDEX_FILE).write_text(text)
-        shared_as_umask_says(out)  # parts copied from 0600 files stay 0600 otherwise
+        shared_as_umask_says(out, recursive=True)  # copied 0600 parts would stay 0600
         self._write_model_card(out, name)
 
     def _write_model_card(self, out: Path, name: str, revision: str | None = None) -> Path:
@@ -1594,8 +1609,13 @@ def _collect_inputs(path: Path, one_of_many: bool = False
         except ValueError as exc:
             skipped.append({"input": str(p), "reason": str(exc)})
     if not images:
-        detail = f" ({len(skipped)} files skipped: not images)" if skipped else ""
-        raise ValueError(f"--input {path}: the folder holds no images{detail}.")
+        folders = sum(1 for s in skipped if Path(s["input"]).is_dir())
+        detail = "; ".join(([f"{len(skipped) - folders} files skipped: not images"]
+                            if len(skipped) > folders else [])
+                           + ([f"{folders} folders inside, not searched: name them as --input"]
+                              if folders else []))
+        raise ValueError(f"--input {path}: the folder holds no images"
+                         + (f" ({detail})." if detail else "."))
     return images, skipped
 
 
@@ -1674,13 +1694,15 @@ def cmd_translate(args: argparse.Namespace) -> int:
             skipped.append({"input": str(path), "reason": "blank once framed and shrunk to 28x28 "
                             "(no ink or strokes to translate)" + (f"; {', '.join(notes)}"
                                                                    if notes else "")})
-    inputs = [item for item, is_blank in zip(inputs, blank, strict=True) if not is_blank]
+    kept = [i for i, is_blank in enumerate(blank) if not is_blank]
+    inputs = [inputs[i] for i in kept]
     if not inputs:
         raise ValueError(f"--input: every image is blank once shrunk to 28x28 ({len(blank)}): "
                          "nothing to translate.")
-    result = pipe([img for _, img in inputs], classes=args.klass, direction=args.direction,
-                  frame=args.frame,
+    # the pictures as preprocessed above (28x28: not framed again), their notes kept
+    result = pipe(pictures[kept], classes=args.klass, direction=args.direction,
                   morph_steps=morph_steps)
+    result.notes = [conv[i] + notes for i, notes in zip(kept, result.notes, strict=True)]
     other = ([False] * len(inputs) if pipe.other_side is None or pipe.judge_source is None
              or pipe.judge_target is None else
              pipe.looks_like_other_side([img for _, img in inputs], in_side, args.frame))

@@ -597,7 +597,12 @@ def grace_warning(step_seconds: float, checkpoint_seconds: float,
 
 
 class Terminated(KeyboardInterrupt):
-    """Training stopped by SIGTERM (a KeyboardInterrupt for everything that handles Ctrl-C)."""
+    """Training stopped by SIGTERM or SIGHUP (a KeyboardInterrupt for everything that handles
+    Ctrl-C); ``signum`` says which (the exit code is 128 + signum, as a shell reports it)."""
+
+    def __init__(self, signum: int = signal.SIGTERM) -> None:
+        super().__init__()
+        self.signum = int(signum)
 
 
 class _StopRequest:
@@ -614,6 +619,8 @@ class _StopRequest:
         self._old: dict[int, Any] = {}
         hangup = (signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ()  # not on Windows
         for sig in (signal.SIGINT, signal.SIGTERM, *hangup):
+            if signal.getsignal(sig) is signal.SIG_IGN:
+                continue  # ignored on purpose (`nohup` ignores SIGHUP): it stays ignored
             try:
                 self._old[sig] = signal.signal(sig, self._handle)
             except ValueError:  # not the main thread: the default behaviour stays
@@ -629,7 +636,7 @@ class _StopRequest:
             self.requested, self.first, self.signum = True, now, signum
 
     def interrupt(self) -> KeyboardInterrupt:
-        return KeyboardInterrupt() if self.signum == signal.SIGINT else Terminated()
+        return KeyboardInterrupt() if self.signum == signal.SIGINT else Terminated(self.signum)
 
     def restore(self) -> None:
         for sig, handler in self._old.items():

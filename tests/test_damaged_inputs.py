@@ -257,6 +257,15 @@ def test_a_long_thin_image_is_shrunk_before_it_is_padded(tmp_path):
     x, notes = preprocess(strip)
     assert x.shape == (1, 1, 28, 28) and bool(torch.isfinite(x).all())
     assert notes[0][0] == "reduced 40000x1 by 1/10 as it was opened"  # a file: as it opens
+    # 16-bit files too (PIL's reduce() does not take them), averaged block by block
+    deep = np.full((10, 9000), 60000, np.uint16)
+    deep[:, 3999:5001] = 0  # whole blocks 1333..1666
+    from PIL import Image
+
+    Image.fromarray(deep).save(tmp_path / "deep.png")
+    opened = _open_image(tmp_path / "deep.png")
+    assert opened.mode == "I;16" and opened.size == (3000, 3)
+    assert np.asarray(opened)[:, 1333:1667].max() == 0 and np.asarray(opened)[:, :1333].min() == 60000
 
 
 def test_morph_steps_have_an_upper_bound(tmp_path, capsys):

@@ -119,13 +119,13 @@ def test_a_resumed_judges_run_keeps_a_finished_judge(tmp_path, capsys):
     assert len(before) > 100
     # another run's judge (left in place by a kill before this run's first checkpoint) is not
     # this run's finished one: trained
-    assert main([*args, "--resume", "--seed", "3"]) == 0
-    assert "the mnist judge in" not in capsys.readouterr().err
-    assert (judge / "model.safetensors").read_bytes() != before
+    # ... so it is not kept, and it is not replaced either without --overwrite
+    assert main([*args, "--resume", "--seed", "3"]) == 2
+    assert f"--output-root {root} holds a trained mnist judge ({judge})" in capsys.readouterr().err
+    assert (judge / "model.safetensors").read_bytes() == before
     # a fresh run would replace the trained judge (the shipped ones by default): --overwrite
-    before = (judge / "model.safetensors").read_bytes()
     assert main(args) == 2
-    assert "holds a trained mnist judge, which a fresh run would replace" in capsys.readouterr().err
+    assert "which this run would replace" in capsys.readouterr().err
     assert (judge / "model.safetensors").read_bytes() == before
     assert main([*args, "--overwrite", "--seed", "4"]) == 0
     assert (judge / "model.safetensors").read_bytes() != before

@@ -543,12 +543,13 @@ def test_other_side_thresholds_are_measured_kept_and_checked(pipes, data, tmp_pa
     with pytest.raises(ValueError, match="has not measured where its judges"):
         pipe.looks_like_other_side(xs[:2])
     try:
-        found = pipe.calibrate_other_side(xs, xt)
-        assert sum(pipe.looks_like_other_side(xs, "source")) <= 2  # 1 % of 200
-        assert sum(pipe.looks_like_other_side(xt, "target")) <= 2
-        assert sum(pipe.looks_like_other_side(xt, "source")) >= 100  # clothes given as digits
-        assert sum(pipe.looks_like_other_side(xs, "target")) >= 100
-        assert found["caught_target_as_source"] >= 0.5 and found["false_alarms"] == 0.01
+        found = pipe.calibrate_other_side(xs[:100], xt[:100], false_alarms=0.02)
+        # on the other 100 images of each side: few real inputs flagged, most of the other's
+        assert sum(pipe.looks_like_other_side(xs[100:], "source")) <= 10
+        assert sum(pipe.looks_like_other_side(xt[100:], "target")) <= 10
+        assert sum(pipe.looks_like_other_side(xt[100:], "source")) >= 50  # clothes as digits
+        assert sum(pipe.looks_like_other_side(xs[100:], "target")) >= 50
+        assert found["caught_target_as_source"] >= 0.5 and found["false_alarms"] == 0.02
         folder = pipe.save_pretrained(tmp_path / "pipe")
         assert TranslationPipeline.from_pretrained(folder).other_side == found
         with pytest.raises(ValueError, match="at least 100 source images"):
@@ -608,6 +609,10 @@ def test_photos_of_paper_are_framed_like_a_clean_page(data):
             assert float((x - clean).abs().max()) < 0.5, kind
         x, said = preprocess(_on_paper(digit, "ruled", rng), "fashion-mnist")
         assert not any(n.startswith("took out") for n in said[0])  # clothes are not written
+    # a page too thin to hold any sure paper is left as it is (its paper's median was NaN)
+    strip = np.zeros((5, 80), np.float32)
+    strip[1:4, 3:77], strip[2, 30] = 0.9, 0.0
+    assert bool(torch.isfinite(preprocess(strip, "mnist")[0]).all())
     from hjtranslate.data import load_dataset
 
     digits = load_dataset("mnist", "test", data_dir=SHARED)[0]
@@ -834,6 +839,9 @@ def test_cli_translate_errors(saved, inputs, tmp_path, capsys, monkeypatch):
     assert "out of range" in fails("--input", str(inputs), "--class", "12")
     (empty / "a.txt").write_text("x")
     assert "1 files skipped" in fails("--input", str(empty))
+    (empty / "a.txt").unlink()
+    (empty / "sub").mkdir()
+    assert "(1 folders inside, not searched: name them as --input)" in fails("--input", str(empty))
     # --out where no folder can be made, or the --input folder itself: refused before any work
     (tmp_path / "afile").write_text("x")
     for out, message in ((tmp_path / "afile" / "sub", "which is a file: name a folder"),

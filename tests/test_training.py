@@ -204,11 +204,29 @@ def test_ctrl_c_or_sigterm_stops_at_the_step_end_with_a_checkpoint(tmp_path, sig
     with pytest.raises(KeyboardInterrupt) as stopped:
         train(_Quadratic(), interrupted, cfg)
     assert isinstance(stopped.value, Terminated) == (signum != "SIGINT")
+    assert getattr(stopped.value, "signum", signal.SIGINT) == getattr(signal, signum)
     assert latest_checkpoint(tmp_path).name == "step-0000006"  # step 5 finished, then saved
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
     resumed = train(_Quadratic(), lambda step, rank: {"step": step},
                     TrainConfig(**{**cfg.__dict__, "resume": True}))
     assert resumed["steps"] == 40
+
+
+def test_an_ignored_sighup_stays_ignored(tmp_path):
+    """Under `nohup` SIGHUP is ignored: a training run keeps it so (the terminal may close)."""
+    import signal
+
+    before = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        def hang_up(step, rank):
+            if step == 2:
+                os.kill(os.getpid(), signal.SIGHUP)
+            return {"step": step}
+
+        result = train(_Quadratic(), hang_up, TrainConfig(steps=5, progress=False))
+        assert result["steps"] == 5 and signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, before)
 
 
 def test_the_launchers_grace_is_known_and_a_step_that_outlasts_it_is_told(tmp_path, monkeypatch,

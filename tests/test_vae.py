@@ -195,7 +195,7 @@ def test_resume_of_a_finished_vae_keeps_it(shared_data: Path, tmp_path: Path, ca
     assert (out / "diffusion_pytorch_model.safetensors").read_bytes() == weights
     # a fresh start would replace it (the shipped models/vae by default): only with --overwrite
     assert main(["train", "vae", *small, "--steps", "1"]) == 2
-    assert f"--output-dir {out} holds a trained VAE, which a fresh run would replace" in (
+    assert f"--output-dir {out} holds a trained VAE ({out}), which this run would replace" in (
         err := capsys.readouterr().err) and "--overwrite" in err
     assert (out / "diffusion_pytorch_model.safetensors").read_bytes() == weights
     assert main(["train", "vae", *small, "--steps", "1", "--overwrite"]) == 0

@@ -336,17 +336,24 @@ def check_output_folder(out: Path, flag: str, ours: Callable[[dict[str, Any]], b
 
 def refuse_to_replace(out: Path, flag: str, what: str, weights: str,
                       args: argparse.Namespace, further: str = "") -> None:
-    """A fresh run (no ``--resume``) into a folder that holds a finished ``what`` (its
-    ``weights`` file and no checkpoint of a run in progress) would replace it, the shipped
-    models by default: refused unless ``--overwrite``."""
+    """A run into a folder that holds a trained ``what`` (a readable ``weights`` file) and no
+    checkpoint of a run in progress would train a new one over it from step 0 (``--resume``
+    too, where this run never wrote a checkpoint), the shipped models by default: refused
+    unless ``--overwrite``. ``flag`` is the option and the value that named ``out``."""
+    from safetensors import SafetensorError, safe_open
+
     from ..training import checkpoints
 
-    if args.resume or getattr(args, "overwrite", False):
+    if getattr(args, "overwrite", False) or checkpoints(out) or not (out / weights).is_file():
         return
-    if (out / weights).is_file() and not checkpoints(out):
-        raise ValueError(f"{flag} {out} holds a trained {what}, which a fresh run would replace: "
-                         f"name a new folder with {flag}{further}, or pass --overwrite to "
-                         "replace it.")
+    try:
+        with safe_open(str(out / weights), "pt") as f:
+            f.keys()
+    except (SafetensorError, OSError, ValueError):
+        return  # damaged weights: nothing to keep
+    raise ValueError(f"{flag} holds a trained {what} ({out}), which this run would replace "
+                     f"by training a new one from step 0: name a new folder{further}, or pass "
+                     "--overwrite to replace it.")
 
 
 def cost_from_args(args: argparse.Namespace) -> Any:

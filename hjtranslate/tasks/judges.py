@@ -255,10 +255,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for name in names:  # every judge's folder, before the first judge trains
         check_output_folder(Path(args.output_root) / f"judge-{name}", "--output-root",
                             lambda cfg, name=name: cfg.get("dataset") == name, f"the {name} judge")
-        if _finished(name, args) is None:  # a --resume keeps a finished judge
-            refuse_to_replace(Path(args.output_root) / f"judge-{name}", "--output-root",
-                              f"{name} judge", "model.safetensors", args)
-    return {name: _finished(name, args) or train_one(name, args) for name in names}
+    finished = {name: _finished(name, args) for name in names}  # a --resume keeps them
+    for name in names:
+        if finished[name] is None:
+            refuse_to_replace(Path(args.output_root) / f"judge-{name}",
+                              f"--output-root {args.output_root}", f"{name} judge",
+                              "model.safetensors", args)
+    return {name: finished[name] or train_one(name, args) for name in names}
 
 
 def _finished(name: str, args: argparse.Namespace) -> dict[str, Any] | None:
@@ -283,7 +286,7 @@ def _finished(name: str, args: argparse.Namespace) -> dict[str, Any] | None:
         return None
     if os.environ.get("RANK", "0") == "0":
         print(f"--resume: the {name} judge in {out} is finished (test accuracy "
-              f"{config['test_accuracy']:.4f}); kept. Train it again without --resume.",
+              f"{config['test_accuracy']:.4f}); kept. Train it again with --overwrite.",
               file=sys.stderr)
     return {"test_accuracy": config["test_accuracy"], "kept": True}
 

@@ -265,7 +265,7 @@ def _finished(out: Path, args: argparse.Namespace) -> dict[str, Any] | None:
     recorded = record.get("options")
     if recorded == _model_options(args):
         print(f"--resume: the VAE in {out} is finished ({record.get('steps')} steps); kept. "
-              "Train it again without --resume (and with --overwrite).", file=sys.stderr)
+              "Train it again with --overwrite.", file=sys.stderr)
         return {"metrics": record.get("metrics"), "seconds": 0.0, "steps": record.get("steps"),
                 "kept": True}
     if isinstance(recorded, dict):
@@ -280,7 +280,7 @@ def _finished(out: Path, args: argparse.Namespace) -> dict[str, Any] | None:
         f"--resume: {out} holds a finished VAE ({record.get('steps')} steps), {made}, and no "
         "checkpoint to resume (a finished run removes them; "
         f"--keep-checkpoints keeps them). To train it further: --init-from {out} --output-dir "
-        "NEW_FOLDER; to train a new VAE in its place: the same command without --resume.")
+        "NEW_FOLDER; to train a new VAE in its place: the same command with --overwrite.")
 
 
 def _load_init(args: argparse.Namespace) -> Any:
@@ -321,8 +321,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         kept = _finished(out, args)
         if kept is not None:
             return kept
-    refuse_to_replace(out, "--output-dir", "VAE", "diffusion_pytorch_model.safetensors", args,
-                      f" (to train it further: --init-from {out} --output-dir NEW_FOLDER)")
+    refuse_to_replace(out, f"--output-dir {out}", "VAE", "diffusion_pytorch_model.safetensors",
+                      args, f" (to train it further: --init-from {out} --output-dir NEW_FOLDER)")
     data = {(n, split): load_dataset(n, split, args.data_dir, download=args.download)[0]
             for n in DATASET_NAMES for split in ("train", "test")}
     train_images = torch.cat([data[n, "train"] for n in DATASET_NAMES])

@@ -322,7 +322,7 @@ class VAEEncoder(Encoder):
         from hjtranslate.checks import shared_as_umask_says
 
         self.vae.save_pretrained(str(folder))
-        shared_as_umask_says(folder)
+        shared_as_umask_says(Path(folder) / "diffusion_pytorch_model.safetensors")
         self.save_latent_stats(folder)
 
     def save_latent_stats(self, folder: str | Path) -> Path:
