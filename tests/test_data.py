@@ -107,7 +107,7 @@ def test_a_download_that_fails_is_a_message_and_a_new_folder_is_made_for_it(
     monkeypatch.setattr(datasets, "MNIST", offline)
     monkeypatch.setenv("HJT_DATA_DIR", str(tmp_path / "new" / "data"))
     with pytest.raises(FileNotFoundError, match=r"Could not download mnist into .*new/data: Error "
-                       r"downloading train-images-idx3-ubyte.gz:\. Without internet access, put "
+                       r"downloading train-images-idx3-ubyte.gz\. Without internet access, put "
                        r"the four IDX \.gz files of mnist in .*new/data/mnist"):
         data.load_dataset("mnist", "train", download=True)
     assert (tmp_path / "new" / "data").is_dir()
