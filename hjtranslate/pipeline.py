@@ -50,9 +50,10 @@ Input conversion rules (``TranslationPipeline.preprocess``; each change is repor
    surface fitted to the paper. Where the dataset's pictures are written on paper (MNIST), a
    light page photographed on a darker desk has the desk painted over in the page's paper, and
    the printed lines of ruled or squared paper (at least three thin lines across the picture,
-   tilted by up to 3 degrees) are taken out, keeping the strokes that cross them. Known
-   limits: a page on a desk lighter than the page; a clothes picture on a page or on ruled
-   paper (crop it); lines drawn by hand.
+   tilted by up to 15 degrees) are taken out, keeping the strokes that cross them. Known
+   limits (crop the photo to the page, or to the subject): a page on a desk as light as the
+   page; a page that fills the photo but for a dark corner of desk; a hard shadow across the
+   page; dotted lines; a clothes picture on a page, on a desk or on ruled paper.
 """
 
 from __future__ import annotations
@@ -451,21 +452,41 @@ def _border(x: torch.Tensor) -> torch.Tensor:
                       x[:, -b:].flatten()])
 
 
+def _smallest_rectangle(points: np.ndarray) -> float:
+    """The area of the smallest rectangle, at any angle, around 2-D ``points`` (one side lies
+    along an edge of their convex hull); 0 for points on a line."""
+    from scipy.spatial import ConvexHull, QhullError
+
+    try:
+        hull = points[ConvexHull(points).vertices].astype(np.float64)
+    except (QhullError, ValueError):
+        return 0.0
+    edges = np.diff(np.vstack([hull, hull[:1]]), axis=0)
+    angles = np.arctan2(edges[:, 1], edges[:, 0])
+    best = np.inf
+    for a in angles:
+        turn = np.array([[np.cos(a), np.sin(a)], [-np.sin(a), np.cos(a)]])
+        r = hull @ turn.T
+        best = min(best, float(np.ptp(r[:, 0]) * np.ptp(r[:, 1])))
+    return best
+
+
 def _page(x: torch.Tensor, notes: list[str]) -> torch.Tensor:
     """A photo of a light page on a darker desk with the desk painted over in the page's paper
     (rule 5), so that the page's border decides the polarity and its ink is the subject; the
-    picture as it is where no page is found. A page is the largest light blot, filled: at
-    least a fifth of the picture, convex (a page photographed at a slant still is), and mostly
-    paper (what is written on it is dark, thin and inside it; a light digit drawn on black, even
-    a 0, has wide holes or is not convex)."""
+    picture as it is where no page is found. The desk is the picture's border (its median),
+    the paper the picture's lightest tenth, at least 0.15 apart; a page is then the largest blot
+    lighter than half way between them, filled: at least a fifth of the picture, a
+    quadrilateral (it fills 85 % of the smallest rectangle around it, at any slant; a disc fills
+    79 %), and mostly paper (what is written on it is dark, thin and inside it; a light digit
+    drawn on black, even a 0, has wide holes or is no quadrilateral)."""
     from scipy import ndimage
-    from scipy.spatial import ConvexHull, QhullError
 
     c = _coarse(x)
-    levels = _otsu(c)
-    if levels is None or levels[2] - levels[1] < 0.3 or float(_border(c).mean()) > 0.5:
+    desk, paper_level = float(_border(c).median()), float(torch.quantile(c, 0.9))
+    if paper_level - desk < 0.15:
         return x
-    light = (c > levels[0]).numpy()
+    light = (c > (desk + paper_level) / 2).numpy()
     labels, count = ndimage.label(light, structure=np.ones((3, 3)))
     if count == 0:
         return x
@@ -479,12 +500,7 @@ def _page(x: torch.Tensor, notes: list[str]) -> torch.Tensor:
         return x
     if ndimage.distance_transform_edt(dark).max() > 0.07 * area ** 0.5:
         return x  # no pen stroke is that wide: the holes of a light digit drawn on black
-    edge = np.argwhere(page & ~ndimage.binary_erosion(page))
-    try:
-        hull = ConvexHull(edge).volume  # in 2-D, the area
-    except (QhullError, ValueError):
-        return x
-    if area < 0.9 * hull:
+    if area < 0.85 * _smallest_rectangle(np.argwhere(page & ~ndimage.binary_erosion(page))):
         return x
     # the desk and the page's blurred edge (two coarse pixels in) become paper
     inside = ndimage.binary_erosion(page, iterations=2)
@@ -511,9 +527,9 @@ def _even_light(x: torch.Tensor, notes: list[str]) -> torch.Tensor:
 
     basis = torch.stack([t.flatten() for t in terms(h, w)], 1)
     b = max(1, min(h, w) // 14)
-    use = torch.zeros(h, w, dtype=torch.bool)
-    use[:b], use[-b:], use[:, :b], use[:, -b:] = True, True, True, True
-    values = c.flatten()
+    border = torch.zeros(h, w, dtype=torch.bool)
+    border[:b], border[-b:], border[:, :b], border[:, -b:] = True, True, True, True
+    use, values = border, c.flatten()
     for _ in range(4):
         coef = torch.linalg.lstsq(basis[use.flatten()], values[use.flatten()]).solution
         residual = values - basis @ coef
@@ -523,9 +539,14 @@ def _even_light(x: torch.Tensor, notes: list[str]) -> torch.Tensor:
             return x
     surface = (basis @ coef).reshape(h, w)
     low, high, mean = float(surface.min()), float(surface.max()), float(surface.mean())
-    seen = torch.quantile(c[use], torch.tensor([0.01, 0.99], dtype=torch.float64)).tolist()
-    if (mean <= 0.5 or high - low <= 0.15 or low <= 0.1
-            or low < seen[0] - 0.05 or high > seen[1] + 0.05):  # guessed where no paper shows
+    # where no paper shows (a garment filling the picture) the surface is a guess: it may not
+    # reach beyond what it takes where paper was fitted
+    # reach beyond what it takes where paper was fitted, nor above white; and the paper is the
+    # border's (a garment that fills the picture up to its edges leaves too little of it)
+    fitted = surface[use]
+    if (mean <= 0.5 or high - low <= 0.15 or low <= 0.1 or high > 1.05
+            or low < float(fitted.min()) - 0.05 or high > float(fitted.max()) + 0.05
+            or int((use & border).sum()) < 0.8 * int(border.sum())):
         return x
     # the smooth surface, bilinear from the coarse grid (its corners are the picture's corners)
     light = F.interpolate(surface[None, None].float(), size=x.shape, mode="bilinear",
@@ -534,27 +555,37 @@ def _even_light(x: torch.Tensor, notes: list[str]) -> torch.Tensor:
     return (x / light).clamp(0.0, 1.0)
 
 
+def _ink_at(m: np.ndarray, rr: np.ndarray) -> np.ndarray:
+    """Ink of the mask ``m`` at row ``rr[c]`` of each column ``c``; outside it: paper."""
+    h, w = m.shape
+    inside = (rr >= 0) & (rr < h)
+    out = np.zeros(w, dtype=bool)
+    out[inside] = m[rr[inside], np.arange(w)[inside]]
+    return out
+
+
 def _ruled_lines(ink: np.ndarray) -> np.ndarray:
     """The pixels of ruled (or squared) paper's printed lines in an ink mask: thin rows of ink,
-    tilted by up to 3 degrees, that cover at least 40 % of the picture's width, reach into its
-    outer fifths on both sides and have paper above and below most of their length; at least
-    three of them (a digit's long stroke is not a ruling). A line pixel where ink goes on above
-    and below the line (a stroke crossing it) is kept."""
+    tilted by up to 15 degrees, that cover at least 40 % of the picture's width, run across at
+    least 45 % of it and have paper above and below most of their length; at least three of
+    them (a digit's long stroke is not a ruling). A line pixel where ink goes on above and
+    below the line (a stroke crossing it) is kept; the rows just beside a line (its soft
+    edges) go with it."""
     left = ink.copy()  # squared paper: the columns' pass sees the rows' lines gone
     for transposed in (False, True):
         m = left.T if transposed else left
         h, w = m.shape
         rows, cols = np.nonzero(m)
+        everywhere = np.arange(w)
         best, best_shift = None, None
-        for angle in np.deg2rad(np.arange(-3.0, 3.01, 0.5)):
-            shift = np.round(np.tan(angle) * (np.arange(w) - w / 2)).astype(np.int64)
+        for angle in np.deg2rad(np.arange(-15.0, 15.01, 0.5)):
+            shift = np.round(np.tan(angle) * (everywhere - w / 2)).astype(np.int64)
             counts = np.bincount(rows - shift[cols] + w, minlength=h + 2 * w + 1)
             if best is None or counts.max() > best.max():
                 best, best_shift = counts, shift
         on = best >= 0.4 * w
         starts = np.flatnonzero(on & ~np.r_[False, on[:-1]])
         ends = np.flatnonzero(on & ~np.r_[on[1:], False])
-        everywhere = np.arange(w)
         bands = []
         for a, e in zip(starts, ends, strict=True):
             if e - a + 1 > 0.015 * h + 2:
@@ -562,24 +593,20 @@ def _ruled_lines(ink: np.ndarray) -> np.ndarray:
             band = [(a + r - w + best_shift) for r in range(e - a + 1)]  # its row in each column
             inked = np.zeros(w, dtype=bool)
             for rr in band:
-                valid = (rr >= 0) & (rr < h)
-                inked[valid] |= m[rr[valid], everywhere[valid]]
+                inked |= _ink_at(m, rr)
             reach = np.flatnonzero(inked)
-            top, bottom = (np.clip(band[0] - 2, 0, h - 1), np.clip(band[-1] + 2, 0, h - 1))
-            beside = m[top, everywhere] | m[bottom, everywhere]
+            beside = _ink_at(m, band[0] - 2) | _ink_at(m, band[-1] + 2)
             # a printed line has paper above and below it, but where a stroke crosses it; a
             # digit's curved stroke goes on above or below
-            if (reach.min() < 0.2 * w and reach.max() > 0.8 * w
+            if (reach.max() - reach.min() >= 0.45 * w
                     and (beside & inked).sum() <= 0.4 * inked.sum()):
                 bands.append(band)
         if len(bands) < 3:
             continue
         found = np.zeros_like(m)
         for band in bands:
-            above = np.clip(band[0] - 2, 0, h - 1)
-            below = np.clip(band[-1] + 2, 0, h - 1)
-            crossing = m[above, everywhere] & m[below, everywhere]
-            for rr in band:
+            crossing = _ink_at(m, band[0] - 2) & _ink_at(m, band[-1] + 2)
+            for rr in [band[0] - 1, *band, band[-1] + 1]:
                 take = (rr >= 0) & (rr < h) & ~crossing
                 found[rr[take], everywhere[take]] = True
         m &= ~found  # a view of ``left``
@@ -596,13 +623,6 @@ def _frame(x: torch.Tensor, framing: str, notes: list[str]) -> torch.Tensor | No
         scale = FRAME_WORK_SIDE / max(h, w)
         x = _resize(x, max(1, round(h * scale)), max(1, round(w * scale)))
         shown = max(h, w) / max(x.shape)
-    # two clear levels once the shorter side is shrunk to the final size, where fine noise has
-    # averaged out (not the longer: a digit in a long strip would average out too)
-    if min(h, w) > IMAGE_SIZE:
-        scale = IMAGE_SIZE / min(h, w)
-        coarse = _otsu(_resize(x, max(1, round(h * scale)), max(1, round(w * scale))))
-        if coarse is None or coarse[2] - coarse[1] < 0.05:  # uniform noise, 300x300: 0.04
-            return None
     levels = _otsu(x)
     if levels is None or levels[2] - levels[1] < 0.1:
         return None
@@ -614,6 +634,14 @@ def _frame(x: torch.Tensor, framing: str, notes: list[str]) -> torch.Tensor | No
             levels = _otsu(x)
             if levels is None or levels[2] - levels[1] < 0.1:
                 return None
+    # two clear levels once the shorter side is shrunk to the final size, where fine noise has
+    # averaged out (not the longer: a digit in a long strip would average out too); after the
+    # ruled lines went, whose haze would hide a small digit there
+    if min(h, w) > IMAGE_SIZE:
+        scale = IMAGE_SIZE / min(h, w)
+        coarse = _otsu(_resize(x, max(1, round(h * scale)), max(1, round(w * scale))))
+        if coarse is None or coarse[2] - coarse[1] < 0.05:  # uniform noise, 300x300: 0.04
+            return None
     threshold, paper, ink_level = levels
     ink = x > threshold
     background = float(x[~ink].median()) if bool((~ink).any()) else 0.0
@@ -662,10 +690,10 @@ def _normalise(a: np.ndarray, notes: list[str], framing: str | None = None) -> t
         raise ValueError(f"Empty image of size {w}x{h}.")
     x = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
     framed = framing is not None and (h, w) != (IMAGE_SIZE, IMAGE_SIZE)
-    if framed:  # rule 5's paper, before rule 3 reads the border
+    if framed:  # rule 5's paper, before rule 3 reads the border; the light first, so that
+        x = _even_light(x, notes)  # paper lit from one side is not taken for a page on a desk
         if FRAMINGS[framing].on_paper:
             x = _page(x, notes)
-        x = _even_light(x, notes)
     level = float(_border(x).mean())
     if level > 0.5:
         x = 1.0 - x

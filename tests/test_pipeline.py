@@ -572,18 +572,26 @@ def _on_paper(digit: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndar
     "desk", paper "lit" from one side, "ruled" or "squared" paper; floats in [0, 1]."""
     ink = np.asarray(Image.fromarray(digit).resize((200, 200), Image.BILINEAR), np.float32) / 255
     paper = np.full((800, 800), 0.93, np.float32)
-    if kind == "desk":
+    if kind in ("desk", "grey desk"):
         page = Image.new("L", (800, 800), 0)
         ImageDraw.Draw(page).polygon([(150, 60), (680, 40), (720, 760), (120, 740)], fill=255)
         shape = np.asarray(page, np.float32) / 255
-        paper = 0.18 * (1 - shape) + 0.93 * shape
+        paper = (0.18 if kind == "desk" else 0.6) * (1 - shape) + 0.93 * shape
     elif kind == "lit":
         paper = np.linspace(0.95, 0.3, 800, dtype=np.float32)[None, :].repeat(800, 0)
+    elif kind == "vignette":  # darker corners, fewer than 1 % of the pixels at the darkest
+        yy, xx = np.mgrid[-1:1:800j, -1:1:800j]
+        paper = (0.95 - 0.25 * (xx**2 + yy**2)).astype(np.float32)
     elif kind in ("ruled", "squared"):
-        for offset in (20, 21, 22):
+        for offset in (0, 1, 2):  # the first line at the picture's top edge
             paper[offset::48] = 0.6
             if kind == "squared":
                 paper[:, offset::48] = 0.6
+    elif kind == "tilted":  # ruled lines at 8 degrees, as on a page photographed askew
+        sheet = Image.new("L", (800, 800), 237)
+        for y in range(-200, 1000, 48):
+            ImageDraw.Draw(sheet).line([(0, y), (800, y + 112)], fill=153, width=3)
+        paper = np.asarray(sheet, np.float32) / 255
     photo = paper.copy()
     photo[300:500, 300:500] = paper[300:500, 300:500] * (1 - ink) + 0.1 * ink
     return (photo + rng.normal(0, 0.02, photo.shape)).clip(0, 1).astype(np.float32)
@@ -596,8 +604,10 @@ def test_photos_of_paper_are_framed_like_a_clean_page(data):
     from hjtranslate.pipeline import preprocess
 
     rng = np.random.default_rng(0)
-    notes = {"desk": "painted the desk around the page", "lit": "evened out the light",
-             "ruled": "took out the paper's ruled lines", "squared": "took out the paper's ruled"}
+    notes = {"desk": "painted the desk around the page", "grey desk": "painted the desk around",
+             "lit": "evened out the light", "vignette": "evened out the light",
+             "ruled": "took out the paper's ruled lines", "squared": "took out the paper's ruled",
+             "tilted": "took out the paper's ruled lines"}
     for i in range(4):
         digit = data[0][i].numpy()
         clean, clean_notes = preprocess(_on_paper(digit, "clean", rng), "mnist")
@@ -622,6 +632,11 @@ def test_photos_of_paper_are_framed_like_a_clean_page(data):
         picture = Image.fromarray(digits[k].numpy()).resize((280, 280), Image.BILINEAR)
         said = preprocess(picture, "mnist")[1][0]
         assert not any(n.startswith(("painted", "evened", "took out")) for n in said), said
+    fat = Image.new("L", (280, 280), 0)  # an 8 drawn with a fat brush: no page either
+    ImageDraw.Draw(fat).ellipse([70, 20, 210, 140], outline=255, width=45)
+    ImageDraw.Draw(fat).ellipse([60, 130, 220, 265], outline=255, width=45)
+    said = preprocess(fat, "mnist")[1][0]
+    assert not any(n.startswith("painted") for n in said), said
 
 
 # -- the Hub --------------------------------------------------------------------------------
