@@ -544,7 +544,9 @@ def _even_light(x: torch.Tensor, notes: list[str]) -> torch.Tensor:
     # reach beyond what it takes where paper was fitted, nor above white; and the paper is the
     # border's (a garment that fills the picture up to its edges leaves too little of it)
     fitted = surface[use]
-    if (mean <= 0.5 or high - low <= 0.15 or low <= 0.1 or high > 1.05
+    # and the light explains the paper: what it leaves is small beside what it changes (a faint
+    # garment taken in as paper leaves a wide spread)
+    if (mean <= 0.5 or high - low <= 0.15 or low <= 0.1 or high > 1.05 or spread > (high - low) / 12
             or low < float(fitted.min()) - 0.05 or high > float(fitted.max()) + 0.05
             or int((use & border).sum()) < 0.8 * int(border.sum())):
         return x
