@@ -619,8 +619,8 @@ class _StopRequest:
         self._old: dict[int, Any] = {}
         hangup = (signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ()  # not on Windows
         for sig in (signal.SIGINT, signal.SIGTERM, *hangup):
-            if signal.getsignal(sig) is signal.SIG_IGN:
-                continue  # ignored on purpose (`nohup` ignores SIGHUP): it stays ignored
+            if sig in hangup and signal.getsignal(sig) is signal.SIG_IGN:
+                continue  # `nohup` ignores SIGHUP so that the run outlives its terminal
             try:
                 self._old[sig] = signal.signal(sig, self._handle)
             except ValueError:  # not the main thread: the default behaviour stays

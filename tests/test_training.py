@@ -192,6 +192,17 @@ def test_a_time_budget_run_checkpoints_by_time_and_its_resume_keeps_the_budget(t
 def test_ctrl_c_or_sigterm_stops_at_the_step_end_with_a_checkpoint(tmp_path, signum):
     import signal
 
+    # the suite may run under nohup, which ignores SIGHUP (and a run keeps it ignored)
+    hangup = signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    try:
+        _stop_at_a_step_end(tmp_path, signum)
+    finally:
+        signal.signal(signal.SIGHUP, hangup)
+
+
+def _stop_at_a_step_end(tmp_path, signum: str) -> None:
+    import signal
+
     from hjtranslate.training import Terminated
 
     def interrupted(step, rank):
