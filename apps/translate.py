@@ -42,11 +42,11 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from hjtranslate.pipeline import (
-    BLANK_RANGE,
     INDEX_FILE,
     TranslationPipeline,
     default_model_path,
     frame_count,
+    is_blank,
     pil_to_array,
     upright,
 )
@@ -310,7 +310,7 @@ class Translator:
         except ValueError as exc:
             raise _error(f"The image cannot be used: {exc}") from None
         notes = notes + conv[0]
-        if float(x.max() - x.min()) < BLANK_RANGE:
+        if is_blank(x):
             # a multi-frame file's first frame, or noise that averages out at 28x28: say so
             raise _error(blank_message + (f" ({'; '.join(notes)}.)" if notes else ""))
         judge = self.pipe.judge_source if in_side == "source" else self.pipe.judge_target
@@ -338,8 +338,7 @@ class Translator:
         if out.confidences is not None:
             lines.append(f"- The {self.plural[out_side]} judge sees {dst} in the translation with "
                          f"{out.confidences[0]:.0%} confidence.")
-        if (self.pipe.other_side is not None and self.pipe.judge_source is not None
-                and self.pipe.judge_target is not None):
+        if self.pipe.tells_sides_apart:
             # measured on the test sets when the pipeline was exported: 1 % of real inputs of
             # each side get the hint (benchmarks/input_side.py, BENCHMARKS.md); each judge sees
             # the picture framed as its own dataset frames them, as there

@@ -227,6 +227,11 @@ MAX_OPEN_SIDE = 4096
 BLANK_RANGE = 0.1
 
 
+def is_blank(x: torch.Tensor) -> bool:
+    """Whether a preprocessed picture holds nothing to translate (``BLANK_RANGE``)."""
+    return float(x.max() - x.min()) < BLANK_RANGE
+
+
 def frame_count(img: Any) -> int:
     """Frames of an opened image (animations, multi-page TIFFs). A phone's JPEG that PIL opens
     as MPO counts as one: its other frames are previews or depth maps of the same photo."""
@@ -419,13 +424,11 @@ def _subject(mask: torch.Tensor) -> torch.Tensor:
     that reach into that blot's box grown by half its size on every side."""
     from scipy import ndimage
 
-    labels, count = ndimage.label(mask.numpy(), structure=np.ones((3, 3)))
-    if count <= 1:
+    labels, sizes, largest = _blots(mask.numpy())
+    if len(sizes) <= 2:  # one blot or none
         return mask
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
     boxes = ndimage.find_objects(labels)
-    main = boxes[int(sizes.argmax()) - 1]
+    main = boxes[largest - 1]
     grow = [max(1, (s.stop - s.start) // 2) for s in main]
     near = [i + 1 for i, b in enumerate(boxes) if b is not None and all(
         b[d].start < main[d].stop + grow[d] and b[d].stop > main[d].start - grow[d]
@@ -445,11 +448,28 @@ def _coarse(x: torch.Tensor, side: int = PAPER_WORK_SIDE) -> torch.Tensor:
     return _resize(x, max(1, round(h * scale)), max(1, round(w * scale)))
 
 
+def _border_mask(h: int, w: int) -> torch.Tensor:
+    """The outer ``max(1, min(H, W) // 14)`` pixels of an ``(h, w)`` picture (rule 3)."""
+    b = max(1, min(h, w) // 14)
+    mask = torch.zeros(h, w, dtype=torch.bool)
+    mask[:b], mask[-b:], mask[:, :b], mask[:, -b:] = True, True, True, True
+    return mask
+
+
 def _border(x: torch.Tensor) -> torch.Tensor:
-    """The picture's outer ``max(1, min(H, W) // 14)`` pixels (rule 3)."""
-    b = max(1, min(x.shape) // 14)
-    return torch.cat([x[:b].flatten(), x[-b:].flatten(), x[:, :b].flatten(),
-                      x[:, -b:].flatten()])
+    """The picture's border pixels (rule 3)."""
+    return x[_border_mask(*x.shape)]
+
+
+def _blots(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """The 8-connected blots of ``mask``: their labels, sizes (0 for the background) and the
+    label of the largest (0 where there is none)."""
+    from scipy import ndimage
+
+    labels, _ = ndimage.label(mask, structure=np.ones((3, 3)))
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return labels, sizes, int(sizes.argmax())
 
 
 def _smallest_rectangle(points: np.ndarray) -> float:
@@ -487,12 +507,10 @@ def _page(x: torch.Tensor, notes: list[str]) -> torch.Tensor:
     if paper_level - desk < 0.15:
         return x
     light = (c > (desk + paper_level) / 2).numpy()
-    labels, count = ndimage.label(light, structure=np.ones((3, 3)))
-    if count == 0:
+    labels, _, largest = _blots(light)
+    if largest == 0:
         return x
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    paper = labels == sizes.argmax()
+    paper = labels == largest
     page = ndimage.binary_fill_holes(paper)
     dark = page & ~light  # what is written on the page (or the dark inside a light 0 or 8)
     area, written = int(page.sum()), int(dark.sum())
@@ -526,9 +544,7 @@ def _even_light(x: torch.Tensor, notes: list[str]) -> torch.Tensor:
         return [torch.ones_like(u), u, v, u * u, u * v, v * v]
 
     basis = torch.stack([t.flatten() for t in terms(h, w)], 1)
-    b = max(1, min(h, w) // 14)
-    border = torch.zeros(h, w, dtype=torch.bool)
-    border[:b], border[-b:], border[:, :b], border[:, -b:] = True, True, True, True
+    border = _border_mask(h, w)
     use, values = border, c.flatten()
     for _ in range(4):
         coef = torch.linalg.lstsq(basis[use.flatten()], values[use.flatten()]).solution
@@ -540,12 +556,11 @@ def _even_light(x: torch.Tensor, notes: list[str]) -> torch.Tensor:
     surface = (basis @ coef).reshape(h, w)
     low, high, mean = float(surface.min()), float(surface.max()), float(surface.mean())
     # where no paper shows (a garment filling the picture) the surface is a guess: it may not
-    # reach beyond what it takes where paper was fitted
-    # reach beyond what it takes where paper was fitted, nor above white; and the paper is the
-    # border's (a garment that fills the picture up to its edges leaves too little of it)
+    # reach beyond what it takes where paper was fitted, nor above white; the paper is the
+    # border's (a garment up to the picture's edges leaves too little of it); and the light
+    # explains the paper: what it leaves is small beside what it changes (a faint garment taken
+    # in as paper leaves a wide spread)
     fitted = surface[use]
-    # and the light explains the paper: what it leaves is small beside what it changes (a faint
-    # garment taken in as paper leaves a wide spread)
     if (mean <= 0.5 or high - low <= 0.15 or low <= 0.1 or high > 1.05 or spread > (high - low) / 12
             or low < float(fitted.min()) - 0.05 or high > float(fitted.max()) + 0.05
             or int((use & border).sum()) < 0.8 * int(border.sum())):
@@ -579,12 +594,12 @@ def _ruled_lines(ink: np.ndarray) -> np.ndarray:
         h, w = m.shape
         rows, cols = np.nonzero(m)
         everywhere = np.arange(w)
-        best, best_shift = None, None
+        best, best_shift, peak = None, None, -1
         for angle in np.deg2rad(np.arange(-15.0, 15.01, 0.5)):
             shift = np.round(np.tan(angle) * (everywhere - w / 2)).astype(np.int64)
             counts = np.bincount(rows - shift[cols] + w, minlength=h + 2 * w + 1)
-            if best is None or counts.max() > best.max():
-                best, best_shift = counts, shift
+            if counts.max() > peak:
+                best, best_shift, peak = counts, shift, counts.max()
         on = best >= 0.4 * w
         starts = np.flatnonzero(on & ~np.r_[False, on[:-1]])
         ends = np.flatnonzero(on & ~np.r_[on[1:], False])
@@ -1460,16 +1475,21 @@ class TranslationPipeline:
             if len(values) < 100:
                 raise ValueError(f"Calibrating needs at least 100 {side} images, got {len(values)}.")
             likeness[side] = torch.tensor(values, dtype=torch.float64)
+        below = float(torch.quantile(likeness["source"], false_alarms))
+        above = float(torch.quantile(likeness["target"], 1 - false_alarms))
         self.other_side = {
-            "source_below": float(torch.quantile(likeness["source"], false_alarms)),
-            "target_above": float(torch.quantile(likeness["target"], 1 - false_alarms)),
-            "false_alarms": float(false_alarms),
-            "caught_target_as_source": float((likeness["target"] < torch.quantile(
-                likeness["source"], false_alarms)).double().mean()),
-            "caught_source_as_target": float((likeness["source"] > torch.quantile(
-                likeness["target"], 1 - false_alarms)).double().mean()),
+            "source_below": below, "target_above": above, "false_alarms": float(false_alarms),
+            "caught_target_as_source": float((likeness["target"] < below).double().mean()),
+            "caught_source_as_target": float((likeness["source"] > above).double().mean()),
         }
         return self.other_side
+
+    @property
+    def tells_sides_apart(self) -> bool:
+        """Whether ``looks_like_other_side`` can answer: both judges, and their thresholds
+        measured (``calibrate_other_side``)."""
+        return (self.other_side is not None and self.judge_source is not None
+                and self.judge_target is not None)
 
     def looks_like_other_side(self, images: Any, side: str = "source",
                               frame: bool = True) -> list[bool]:
@@ -1718,13 +1738,13 @@ def cmd_translate(args: argparse.Namespace) -> int:
     pipe = TranslationPipeline.from_pretrained(model, **hub_options(args))
     in_side = "source" if args.direction == "forward" else "target"
     pictures, conv = pipe._preprocess([img for _, img in inputs], in_side, args.frame)
-    blank = [float(x.max() - x.min()) < BLANK_RANGE for x in pictures]
-    for (path, _), is_blank, notes in zip(inputs, blank, conv, strict=True):
-        if is_blank:
+    blank = [is_blank(x) for x in pictures]
+    for (path, _), empty, notes in zip(inputs, blank, conv, strict=True):
+        if empty:
             skipped.append({"input": str(path), "reason": "blank once framed and shrunk to 28x28 "
                             "(no ink or strokes to translate)" + (f"; {', '.join(notes)}"
                                                                    if notes else "")})
-    kept = [i for i, is_blank in enumerate(blank) if not is_blank]
+    kept = [i for i, empty in enumerate(blank) if not empty]
     inputs = [inputs[i] for i in kept]
     if not inputs:
         raise ValueError(f"--input: every image is blank once shrunk to 28x28 ({len(blank)}): "
@@ -1733,9 +1753,8 @@ def cmd_translate(args: argparse.Namespace) -> int:
     result = pipe(pictures[kept], classes=args.klass, direction=args.direction,
                   morph_steps=morph_steps)
     result.notes = [conv[i] + notes for i, notes in zip(kept, result.notes, strict=True)]
-    other = ([False] * len(inputs) if pipe.other_side is None or pipe.judge_source is None
-             or pipe.judge_target is None else
-             pipe.looks_like_other_side([img for _, img in inputs], in_side, args.frame))
+    other = (pipe.looks_like_other_side([img for _, img in inputs], in_side, args.frame)
+             if pipe.tells_sides_apart else [False] * len(inputs))
     other_dataset = pipe.target_dataset if in_side == "source" else pipe.source_dataset
     other_direction = "backward" if args.direction == "forward" else "forward"
     try:

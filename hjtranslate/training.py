@@ -520,7 +520,7 @@ def _train(model, batch_fn, config, acc, after_step, save_fn, parameters, on_sta
                 checkpoint(step, stopping)
                 if not warned_grace:
                     warned_grace = True  # once: the first checkpoint's step is a typical one
-                    note = grace_warning((clock - step_started) if step_started else 0.0,
+                    note = grace_warning(0.0 if step_started is None else clock - step_started,
                                          time.perf_counter() - started, launcher_grace_seconds())
                     if note:
                         acc.print(note)
