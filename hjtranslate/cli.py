@@ -165,7 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--no-frame", dest="frame", action="store_false",
                     help="do not frame pictures that are not 28x28 as their dataset does (crop "
                          "to the ink, scale into MNIST's 20x20 box centred by mass)")
-    tr.add_argument("--out", required=True, help="output folder")
+    tr.add_argument("--out", required=True,
+                    help="output folder (PNGs and translations.json; a folder used before keeps "
+                         "its earlier translations, listed as earlier_items)")
     tr.set_defaults(func=_lazy("hjtranslate.pipeline", "cmd_translate"))
 
     app = sub.add_parser("app", help="start the Gradio translation app")

@@ -1765,11 +1765,15 @@ def cmd_translate(args: argparse.Namespace) -> int:
     in_names, out_names = ((pipe.source_class_names, pipe.target_class_names)
                            if args.direction == "forward"
                            else (pipe.target_class_names, pipe.source_class_names))
+    earlier = _earlier_translations(out_dir)
+    # an earlier run's output of another input keeps its name; the same input's is replaced
+    taken = {Path(item["output"]).name for item in earlier
+             if Path(item["input"]).resolve() not in seen}
     used: set[str] = set()
     items = []
     for i, (path, _) in enumerate(inputs):
         stem = path.stem if path.stem not in used else f"{path.stem}_{path.suffix.lstrip('.')}"
-        while stem in used:
+        while stem in used or f"{stem}_{args.direction}.png" in taken:
             stem = f"{stem}_{i}"
         used.add(stem)
         target = out_dir / f"{stem}_{args.direction}.png"
@@ -1781,6 +1785,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
         k_in, k_out = result.source_classes[i], result.target_classes[i]
         items.append({
             "input": str(path),
+            "direction": args.direction,
             "output": str(target),
             "morph": None if morph is None else str(morph),
             "input_class": k_in,
@@ -1809,12 +1814,33 @@ def cmd_translate(args: argparse.Namespace) -> int:
         "items": items,
         "skipped": skipped,
     }
-    (out_dir / "translations.json").write_text(json.dumps(report, indent=2) + "\n")
+    # the earlier runs' translations still in the folder stay listed, after this run's
+    written = {item["output"] for item in items} | {item["morph"] for item in items}
+    kept = [item for item in earlier
+            if item["output"] not in written and Path(item["output"]).is_file()]
+    if kept:
+        report["earlier_items"] = kept
+    tmp = out_dir / "translations.json.tmp"
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    os.replace(tmp, out_dir / "translations.json")
     for s in skipped:
         print(f"skipped {s['input']}: {s['reason']}", file=sys.stderr)
     print(f"Wrote {len(items)} translation{'s' if len(items) != 1 else ''} to {out_dir} "
-          "(translations.json)")
+          "(translations.json" + (f"; it lists {len(kept)} from earlier runs too)" if kept else ")"))
     return 0
+
+
+def _earlier_translations(out_dir: Path) -> list[dict[str, Any]]:
+    """The items of an earlier run's ``translations.json`` in ``out_dir`` (its ``items`` and the
+    ``earlier_items`` it kept), or none where there is no readable one."""
+    try:
+        report = json.loads((out_dir / "translations.json").read_text())
+        items = [*report.get("items", []), *report.get("earlier_items", [])]
+        return [item for item in items
+                if isinstance(item, dict) and isinstance(item.get("input"), str)
+                and isinstance(item.get("output"), str)]
+    except (OSError, ValueError, AttributeError):
+        return []
 
 
 def encoder_plugin_name(encoder: Any) -> str:

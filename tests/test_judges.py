@@ -129,3 +129,30 @@ def test_a_resumed_judges_run_keeps_a_finished_judge(tmp_path, capsys):
     assert (judge / "model.safetensors").read_bytes() == before
     assert main([*args, "--overwrite", "--seed", "4"]) == 0
     assert (judge / "model.safetensors").read_bytes() != before
+
+
+def test_train_vae_and_judges_default_to_the_checkouts_models_from_any_folder(
+        tmp_path, monkeypatch, capsys):
+    """Without --output-dir / --output-root, `train vae` and `train judges` write the models
+    digits-to-fashion reads (the checkout's models/), not a models/ under the current folder:
+    from another folder they too refuse to replace the trained ones without --overwrite."""
+    import shutil
+
+    import hjtranslate.judges
+    import hjtranslate.tasks.judges
+    from hjtranslate.cli import main
+
+    models = tmp_path / "checkout" / "models"  # a stand-in for the checkout's models/
+    models.mkdir(parents=True)
+    for name in ("vae", "judge-mnist"):
+        shutil.copytree(models_dir() / name, models / name)
+    for module in (hjtranslate.judges, hjtranslate.tasks.judges):
+        monkeypatch.setattr(module, "models_dir", lambda: models)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["train", "vae", "--steps", "1"]) == 2
+    assert f"holds a trained VAE ({models / 'vae'})" in capsys.readouterr().err
+    assert main(["train", "judges", "--datasets", "mnist", "--steps", "1"]) == 2
+    assert f"holds a trained mnist judge ({models / 'judge-mnist'})" in capsys.readouterr().err
+    assert not (elsewhere / "models").exists()

@@ -814,6 +814,30 @@ def test_cli_translate_folder(saved, data, inputs, tmp_path, capsys):
     assert "is the folder of the --input images" in capsys.readouterr().err
 
 
+def test_cli_translate_into_a_folder_used_before(saved, inputs, tmp_path, capsys):
+    """A second run into the same --out keeps the first run's translations listed (and named):
+    the same input's are replaced, another input of the same name gets a name of its own."""
+    out = tmp_path / "out"
+    run = ["translate", "--model", str(saved), "--out", str(out), "--input"]
+    assert main([*run, str(inputs / "digit0.png"), str(inputs / "digit1.png")]) == 0
+    first = json.loads((out / "translations.json").read_text())["items"]
+    other = tmp_path / "other"
+    other.mkdir()
+    Image.open(inputs / "digit2.png").save(other / "digit0.png")
+    assert main([*run, str(inputs / "digit1.png"), str(other / "digit0.png")]) == 0
+    assert "it lists 1 from earlier runs too" in capsys.readouterr().out
+    report = json.loads((out / "translations.json").read_text())
+    assert [Path(i["input"]).parent.name for i in report["items"]] == [inputs.name, "other"]
+    assert report["earlier_items"] == [first[0]]  # digit1 was translated again: listed once
+    outputs = [i["output"] for i in report["items"] + report["earlier_items"]]
+    assert len(set(outputs)) == 3 and all(Path(o).is_file() for o in outputs)
+    assert sorted(p.name for p in out.glob("*.png")) == sorted(Path(o).name for o in outputs)
+    (out / "translations.json").write_text("{not json")  # a damaged list is replaced
+    assert main([*run, str(inputs / "digit0.png")]) == 0
+    report = json.loads((out / "translations.json").read_text())
+    assert len(report["items"]) == 1 and "earlier_items" not in report
+
+
 def test_cli_translate_says_what_looks_like_the_other_side_and_reduces_huge_files(
         pipes, data, tmp_path, capsys):
     """translate notes an input that looks like the other side's (as the app's hint, with the

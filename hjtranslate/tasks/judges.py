@@ -23,7 +23,15 @@ import torch
 from torch import nn
 
 from ..data import load_dataset, to_float
-from ..judges import CLASSES, DEFAULT_ARCH, DEFAULT_KWARGS, WEIGHTS_FILE, Judge, build_classifier
+from ..judges import (
+    CLASSES,
+    DEFAULT_ARCH,
+    DEFAULT_KWARGS,
+    WEIGHTS_FILE,
+    Judge,
+    build_classifier,
+    models_dir,
+)
 from .common import (
     check_count,
     check_output_folder,
@@ -53,8 +61,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "then ~/.cache/hjtranslate/datasets)")
     p.add_argument("--download", action="store_true",
                    help="let torchvision download missing MNIST / Fashion-MNIST files (online)")
-    p.add_argument("--output-root", default="models",
-                   help="judges go to <output-root>/judge-mnist and judge-fashion-mnist")
+    p.add_argument("--output-root", default=None,
+                   help="judges go to <output-root>/judge-mnist and judge-fashion-mnist "
+                        "(default: the checkout's models/, the shipped judges that "
+                        "digits-to-fashion reads, from whatever folder it runs)")
     p.add_argument("--datasets", default="mnist,fashion-mnist", help="comma-separated")
     p.add_argument("--arch", default=DEFAULT_ARCH, help="timm model name")
     p.add_argument("--model-kwargs", default=json.dumps(DEFAULT_KWARGS),
@@ -234,7 +244,7 @@ def train_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "shift": args.shift, "blur": args.blur, "seconds": result["seconds"], "seed": args.seed,
         "device": f"{acc.num_processes} x {acc.device.type} process(es), "
                   f"{torch.get_num_threads()} thread(s)",
-        "folder": name if Path(args.output_root).resolve() == Path("models").resolve() else str(out),
+        "folder": name if Path(args.output_root).resolve() == models_dir().resolve() else str(out),
         "command": "hjtranslate train judges " + shlex.join(sys.argv[3:])
         if sys.argv[1:3] == ["train", "judges"] else "hjtranslate train judges",
     }
@@ -247,6 +257,8 @@ def train_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.output_root is None:
+        args.output_root = str(models_dir())
     names = [s.strip() for s in str(args.datasets).split(",") if s.strip()]
     for name in names:
         if name not in DATASET_NAMES:
