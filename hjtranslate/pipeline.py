@@ -943,6 +943,34 @@ def _copy_part(src: Path, dst: Path) -> None:
     shutil.copytree(src, dst, ignore=ignore)
 
 
+def _same_part(written: Path, source: Path) -> bool:
+    """Whether a part saved from memory into ``written`` is what ``source`` holds: every
+    safetensors file has the same tensors there, every JSON file the same settings (keys that
+    start with "_", such as diffusers' version, aside); other files (cards) are not compared."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    def settings(path: Path) -> Any:
+        value = json.loads(path.read_text())
+        return ({k: v for k, v in value.items() if not str(k).startswith("_")}
+                if isinstance(value, dict) else value)
+
+    try:
+        for path in written.iterdir():
+            theirs = source / path.name
+            if path.suffix == ".safetensors":
+                mine, other = load_file(str(path)), load_file(str(theirs))
+                if mine.keys() != other.keys() or not all(
+                        mine[k].dtype == other[k].dtype and torch.equal(mine[k], other[k])
+                        for k in mine):
+                    return False
+            elif path.suffix == ".json" and settings(path) != settings(theirs):
+                return False
+    except (OSError, ValueError, RuntimeError, SafetensorError):  # missing or unreadable there
+        return False
+    return True
+
+
 def _flat_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in (metrics or {}).items():
@@ -1012,7 +1040,8 @@ class TranslationPipeline:
         for side, lst in (("source", self.source_class_names), ("target", self.target_class_names)):
             if k is not None and lst is not None and len(lst) < k:
                 raise ValueError(f"{side}_class_names has {len(lst)} names for {k} classes.")
-        #: folders the parts were loaded from (copied by save_pretrained to keep their cards)
+        #: folders the parts were loaded from (copied by save_pretrained to keep their cards,
+        #: where the parts are unchanged)
         self._sources = dict(sources or {})
         #: where ``source_likeness`` says an input looks like the other side's, measured on
         #: real test images by ``calibrate_other_side`` (None: not measured)
@@ -1286,17 +1315,27 @@ class TranslationPipeline:
                     shutil.rmtree(leftover, ignore_errors=True)
         return folder
 
+    def _write_part(self, key: str, part: Any, out: Path) -> Path | None:
+        """Write ``part`` (the VAE or a judge) as it is in memory into ``out / key``; where that
+        is what its source folder holds (same tensors and settings: loaded and not changed since),
+        the source folder's copy instead, which keeps its model card and training record. Returns
+        the folder copied, or None."""
+        (out / key).mkdir()
+        part.save_pretrained(out / key)
+        src = self._sources.get(key)
+        if src is None or not Path(src).is_dir() or not _same_part(out / key, Path(src)):
+            return None
+        shutil.rmtree(out / key)
+        _copy_part(Path(src), out / key)
+        return Path(src)
+
     def _write_parts(self, out: Path, name: str, on_hub: bool = False) -> None:
-        vae_src = self._sources.get("vae")
-        if vae_src is not None and Path(vae_src).is_dir():
-            _copy_part(Path(vae_src), out / "vae")
+        vae_src = self._write_part("vae", self.vae, out)
+        dropped = []
+        if vae_src is not None:
             written = {p.name for p in (out / "vae").iterdir()}
-            dropped = sorted(p.name for p in Path(vae_src).iterdir()
+            dropped = sorted(p.name for p in vae_src.iterdir()
                              if not p.name.startswith(".") and p.name not in written)
-        else:
-            (out / "vae").mkdir()
-            self.vae.save_pretrained(out / "vae")
-            dropped = []
         # another encoder's part must load from what a pipeline keeps and a push publishes (the
         # VAE loads its config, weights and statistics; a training folder's extras can stay)
         foreign = sorted(p.name + ("/" if p.is_dir() else "") for p in (out / "vae").iterdir()
@@ -1316,14 +1355,8 @@ class TranslationPipeline:
         hjmap.save_pretrained(out / "map", model_card_kwargs=(
             {"pipeline": name} if on_hub else {"name": f"{name}/map"}))
         for key in ("judge_source", "judge_target"):
-            judge = getattr(self, key)
-            if judge is None:
-                continue
-            src = self._sources.get(key)
-            if src is not None and Path(src).is_dir():
-                _copy_part(Path(src), out / key)
-            else:
-                judge.save_pretrained(out / key)
+            if getattr(self, key) is not None:
+                self._write_part(key, getattr(self, key), out)
         text = json.dumps(self.index(), indent=2, sort_keys=True) + "\n"
         (out / INDEX_FILE).write_text(text)
         shared_as_umask_says(out, recursive=True)  # copied 0600 parts would stay 0600

@@ -3,6 +3,7 @@ MNIST / Fashion-MNIST latents; folders, the loopback Hub, offline loading, input
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -123,6 +124,24 @@ def test_save_load_round_trip(pipes, data, tmp_path, mode):
     again = TranslationPipeline.from_pretrained(folder)
     assert again.map.metrics == {"judge_accuracy": 0.5}
     same_pipelines(pipe, again, data)
+
+
+def test_save_writes_the_parts_as_they_are_in_memory(saved, data, tmp_path):
+    """A part changed in memory (fine-tuned, or replaced) is saved as it is; an unchanged one is
+    its source folder's copy, which keeps its card."""
+    pipe = TranslationPipeline.from_pretrained(saved)
+    x = data[2][:3]
+    with torch.no_grad():
+        for p in pipe.judge_target.model.parameters():
+            p.mul_(0.5)
+    pipe.judge_source = copy.deepcopy(pipe.judge_target)  # a clothes judge on both sides
+    pipe.save_pretrained(tmp_path / "changed")
+    again = TranslationPipeline.from_pretrained(tmp_path / "changed")
+    for key in ("judge_source", "judge_target"):
+        torch.testing.assert_close(getattr(again, key).logits(x), pipe.judge_target.logits(x))
+    assert again.judge_source.classes == pipe.judge_target.classes
+    assert (tmp_path / "changed" / "vae" / "README.md").read_bytes() == (
+        MODELS / "vae" / "README.md").read_bytes()  # the VAE unchanged: its card kept
 
 
 def test_float64_map_and_device_arguments(pipes, data, tmp_path):
