@@ -26,10 +26,12 @@ from .training import TrainConfig, make_accelerator, train
 def check_samples(x: Any, name: str, dim: int | None = None) -> torch.Tensor:
     """Validate one sample set: a finite (n, d) float tensor with n >= 2 (detached: an
     encoder's output may still carry its graph)."""
-    x = as_sample_tensor(x, name)
-    if not (x.is_floating_point() or x.dtype in (torch.int32, torch.int64, torch.uint8)):
-        raise ValueError(f"{name} must be numeric, got dtype {x.dtype}.")
-    x = x.detach().float().cpu()  # training moves its batches to the accelerator's device
+    x = as_sample_tensor(x, name)  # real numbers: floats or integers of any width
+    try:
+        x = x.detach().cpu().float()  # training moves its batches to the accelerator's device
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{name} must hold real numbers that convert to float32, got dtype "
+                         f"{x.dtype}.") from None
     if x.ndim != 2:
         raise ValueError(f"{name} must have shape (n, d), got {tuple(x.shape)}.")
     if x.shape[0] < 2:

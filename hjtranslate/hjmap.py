@@ -230,9 +230,11 @@ class HJMap(
 
     # -- potential and maps (standardised coordinates) ----------------------------------
     def _labels(self, k: Any, n: int, device: torch.device) -> torch.Tensor | None:
-        if not self.conditional:
-            return None
+        """The head's class labels (None for a shared potential); a ``k`` given to a shared
+        potential is checked as well, though it does not change the map."""
         if k is None:
+            if not self.conditional:
+                return None
             raise ValueError(
                 "This map has a class-conditional head: pass the class of each sample (k=...)."
             )
@@ -241,12 +243,14 @@ class HJMap(
             k = k.expand(n)
         if k.numel() != n:
             raise ValueError(f"Got {k.numel()} class labels for {n} samples.")
+        if not self.conditional and not self.num_classes:
+            return None  # no classes to check against
         if n and (int(k.min()) < 0 or int(k.max()) >= (self.num_classes or 0)):
             raise ValueError(
                 f"Class labels must lie in 0..{(self.num_classes or 0) - 1}, got "
                 f"{int(k.min())}..{int(k.max())}."
             )
-        return k
+        return k if self.conditional else None
 
     def _head_args(self, z: torch.Tensor, t: float | torch.Tensor, k: Any) -> tuple:
         """A head's arguments ``(z, t, k)``: times as a column, labels checked."""
@@ -269,10 +273,14 @@ class HJMap(
         if closed_form is not None and not create_graph:
             with torch.no_grad():
                 return closed_form(*self._head_args(z, t, k))
-        with torch.enable_grad():
+        # under torch.inference_mode() too: the maps need autograd for grad_z u
+        with torch.inference_mode(False), torch.enable_grad():
+            # an inference tensor (z, or the labels) cannot join a graph; its clone can
+            z, t, k = (a.clone() if isinstance(a, torch.Tensor) and a.is_inference() else a
+                       for a in self._head_args(z, t, k))
             if not z.requires_grad:
                 z = z.detach().requires_grad_(True)
-            u = self.potential(z, t, k)
+            u = self.head(z, t, k)
             (p,) = torch.autograd.grad(u.sum(), z, create_graph=create_graph)
         return (u, p) if create_graph else (u.detach(), p)
 
@@ -290,6 +298,11 @@ class HJMap(
             )
         if not torch.isfinite(x).all():
             raise ValueError(f"{what} contains NaN or Inf values.")
+        if self.shift.dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"This map is in {str(self.shift.dtype).removeprefix('torch.')}: it "
+                             "runs in float32 or float64 (its per-class quadratic part solves "
+                             "linear systems, and its gradients need the precision); call "
+                             ".float() on it.")
         return x.to(self.shift.device, self.shift.dtype)
 
     def _map(self, x: torch.Tensor, k: Any, t0: float, sign: float, what: str, grad: bool):
@@ -350,6 +363,13 @@ class HJMap(
         from .modelcard import write_model_card
 
         save_directory = Path(save_directory)
+        pushed = {"repo_id", "private", "revision", "branch", "commit_message", "token"}
+        unknown = sorted(set(kwargs) - {"push_to_hub", "model_card_kwargs"}
+                         - (pushed if kwargs.get("push_to_hub") else set()))
+        if unknown:  # a misspelt keyword (push_to_hbu=True) would pass unnoticed
+            raise TypeError(f"HJMap.save_pretrained got unknown keyword arguments {unknown}; it "
+                            "takes model_card_kwargs and push_to_hub (with repo_id, private, "
+                            "revision or branch, commit_message and token).")
         if kwargs.get("push_to_hub") and not kwargs.get("repo_id"):
             # huggingface_hub would name the repo after the folder: every run's map/ alike
             raise ValueError("save_pretrained(..., push_to_hub=True) needs repo_id='user/name': "

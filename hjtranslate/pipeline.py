@@ -366,8 +366,10 @@ def _as_array(item: Any, notes: list[str], single: bool, what: str) -> list[np.n
             a = _to_float01(t.permute(0, 2, 3, 1).numpy(), what)
             return list(a)
         raise ValueError(
-            f"{what}: cannot read a tensor of shape {tuple(t.shape)} as images; use (H, W), "
-            "(N, H, W) or (N, C, H, W)" + ("" if not single else " or, in a list, (C, H, W)") + "."
+            f"{what}: cannot read a tensor of shape {tuple(t.shape)} as "
+            + ("one image (a list holds one image an item); use (H, W) or (C, H, W) with C in "
+               "1..4, or pass a batch by itself, not in a list." if single else
+               "images; use (H, W), (N, H, W) or (N, C, H, W), or a list of (C, H, W) images.")
         )
     if isinstance(item, np.ndarray):
         a = item
@@ -385,6 +387,14 @@ def _as_array(item: Any, notes: list[str], single: bool, what: str) -> list[np.n
             return list(_to_float01(a, what))
         if a.ndim == 4 and not single and a.shape[3] in (1, 2, 3, 4):  # (N, H, W, C)
             return list(_to_float01(a, what))
+        if single:
+            chw = (" (channels first? a numpy image is (H, W, C): a.transpose(1, 2, 0))"
+                   if a.ndim == 3 and a.shape[0] in (1, 2, 3, 4) else "")
+            raise ValueError(
+                f"{what}: cannot read an array of shape {a.shape} as one image (a list holds one "
+                f"image an item){chw}; use (H, W) or (H, W, C) with C in 1..4, or pass a batch by "
+                "itself, not in a list."
+            )
         raise ValueError(
             f"{what}: cannot read an array of shape {a.shape} as images; use (H, W), (H, W, C), "
             "(N, H, W) or (N, H, W, C) with C in 1..4."

@@ -1,5 +1,7 @@
 """The HJ loss, the maps, saving and loading, bad input."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -1142,3 +1144,35 @@ def test_ranks_draw_their_own_batches():
     batch = make_batch_fn(z, z, None, None, batch_size=16, seed=0)
     seen = {tuple(batch(step, 0)["xs"][:, 0].tolist()) for step in range(8_000)}
     assert not any(tuple(batch(step, 1)["xs"][:, 0].tolist()) in seen for step in range(100))
+
+
+def test_maps_under_inference_mode_in_half_precision_and_with_a_shared_potentials_labels(tmp_path):
+    """The maps work under torch.inference_mode (they differentiate u with inference-tensor
+    inputs and labels); a half-precision map says it needs float32 or float64; a shared
+    potential checks a k it is given; fit takes integers of any width; save_pretrained refuses
+    a misspelt keyword."""
+    k = torch.arange(40) % 2
+    x = torch.randn(40, 2)
+    for conditional in (True, False):
+        m = hjt.fit(x, x + 1, steps=2, labels=(k, k), conditional=conditional)
+        expected = (m.forward(x[:4], k[:4]), m.backward(x[:4], k[:4]),
+                    m.interpolate(x[:4], [0.0, 0.5], k[:4]))
+        with torch.inference_mode():
+            xi, ki = x[:4].clone(), k[:4].clone()
+            got = (m.forward(xi, ki), m.backward(xi, ki), m.interpolate(xi, [0.0, 0.5], ki))
+        for a, b in zip(got, expected, strict=True):
+            torch.testing.assert_close(a, b)
+    assert not m.conditional and m.num_classes == 2  # the shared potential
+    for bad, match in ((5, r"lie in 0\.\.1"), (-1, r"lie in 0\.\.1"), ("abc", "integer class ids"),
+                       ([0, 1, 0], "3 class labels for 4 samples")):
+        with pytest.raises(ValueError, match=match):
+            m.forward(x[:4], k=bad)
+    torch.testing.assert_close(m.forward(x[:4], k=1), m.forward(x[:4]))
+    for dtype in (torch.float16, torch.bfloat16):
+        with pytest.raises(ValueError, match="runs in float32 or float64.*call .float"):
+            copy.deepcopy(m).to(dtype).forward(x[:4])
+    for dtype in (torch.int8, torch.int16, torch.uint16):
+        assert hjt.fit((x * 10).to(torch.int16).to(dtype), x, steps=1).dim == 2
+    with pytest.raises(TypeError, match=r"unknown keyword arguments \['push_to_hbu'\]"):
+        m.save_pretrained(tmp_path / "map", push_to_hbu=True)
+    assert not (tmp_path / "map").exists()

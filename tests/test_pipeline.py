@@ -310,6 +310,11 @@ def test_bad_inputs(pipes, data):
         pipe([], 1)
     with pytest.raises(ValueError, match="cannot read a tensor of shape"):
         pipe(torch.zeros(1, 1, 1, 28, 28), 1)
+    # a list item is one image: the message offers one image's shapes
+    with pytest.raises(ValueError, match=r"as one image .*a\.transpose\(1, 2, 0\)"):
+        pipe([np.zeros((3, 28, 28), np.uint8)], 1)
+    with pytest.raises(ValueError, match=r"as one image .*\(C, H, W\) with C in 1\.\.4, or pass a batch"):
+        pipe([torch.zeros(2, 1, 28, 28)], 1)
     with pytest.raises(ValueError, match="side must be"):
         pipe.classify(x, side="left")
     with pytest.raises(ValueError, match="Classes must be integers, got 3.5"):
