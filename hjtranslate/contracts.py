@@ -57,6 +57,8 @@ def check_cost(cost: Cost, name: str, who: str, dim: int) -> None:
                               f"{want}, got {_shape(out)}.")
         if not torch.isfinite(out).all():
             raise PluginError(f"{who}: {method} returns NaN or Inf near 0 (|v| about 0.1).")
+    _check_cost_differentiable(cost, who, v)
+    _warn_if_not_homogeneous(cost, who, v)
     config = cost.config()
     if not isinstance(config, dict) or not json_safe(config):
         raise PluginError(f"{who}: config() must return a dict of JSON values (checkpoints store "
@@ -66,6 +68,77 @@ def check_cost(cost: Cost, name: str, who: str, dim: int) -> None:
     except Exception as exc:  # PluginOptionError, or the plugin's own check of the values
         raise PluginError(f"{who}: config() returns {config!r}, which does not rebuild the cost "
                           f"(a saved map could not be loaded): {exc}") from None
+
+
+def _check_cost_differentiable(cost: Any, who: str, v: torch.Tensor) -> None:
+    """The HJ loss differentiates ``hamiltonian`` and ``grad_hamiltonian`` in ``p`` (and the
+    match ``lagrangian`` in ``v``): each must keep autograd's graph."""
+    for method in COST_METHODS:
+        with torch.enable_grad():
+            p = v.clone().requires_grad_(True)
+            try:
+                out = getattr(cost, method)(p)
+                ok = isinstance(out, torch.Tensor) and out.requires_grad
+                if ok:
+                    torch.autograd.grad(out.sum(), p)
+            except Exception as exc:  # the plugin's own code: .numpy(), .item() ...
+                raise PluginError(f"{who}: {method} cannot be differentiated by autograd "
+                                  f"({type(exc).__name__}: {exc}): write it in torch operations, "
+                                  "without .detach(), .item() or numpy.") from None
+        if not ok:
+            raise PluginError(f"{who}: {method}'s output does not depend on its input through "
+                              "autograd (a .detach(), or a new tensor); training differentiates "
+                              "it: write it in torch operations.")
+
+
+def _warn_if_not_homogeneous(cost: Any, who: str, v: torch.Tensor) -> None:
+    """Maps train on standardised data and read costs back with ``scale ** degree``: a
+    Lagrangian that is not homogeneous of the cost's ``degree`` gets rescaled figures wrong."""
+    with torch.no_grad():
+        small, large = cost.lagrangian(v).double(), cost.lagrangian(2 * v).double()
+    keep = small.abs() > 1e-12
+    if not keep.any() or not torch.isfinite(large).all():
+        return
+    ratio = large[keep] / small[keep]
+    expected = 2.0 ** float(getattr(cost, "degree", 2.0))
+    if torch.allclose(ratio, torch.full_like(ratio, expected), rtol=1e-3):
+        return
+    if torch.allclose(ratio, ratio.mean().expand_as(ratio), rtol=1e-3) and ratio.mean() > 0:
+        detail = (f"it is homogeneous of degree {float(torch.log2(ratio.mean())):.4g}, not "
+                  f"{getattr(cost, 'degree', 2.0):g}: set the class attribute degree to that")
+    else:
+        detail = "it is not homogeneous: the rescaled figures are approximate"
+    warnings.warn(f"{who}: L(2v) / L(v) is not 2**degree; {detail} (maps train on "
+                  "standardised data, and certified duals and transport costs are read back "
+                  "with scale**degree).", RuntimeWarning, stacklevel=3)
+
+
+def check_image_encoder(encoder: Any, who: str) -> None:
+    """An encoder standing in a pipeline: a whole ``latent_dim``, ``encode`` and ``decode``
+    implemented, and ``decode`` of two latents giving two grey 28x28 images."""
+    from .encoders import Encoder
+
+    dim = getattr(encoder, "latent_dim", None)
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise PluginError(f"{who} does not set latent_dim (the size of its flat latents, an int; "
+                          f"got {dim!r}): a pipeline needs it to check its map.")
+    missing = [m for m in ("encode", "decode")
+               if not callable(getattr(encoder, m, None))
+               or getattr(type(encoder), m, None) is getattr(Encoder, m)]
+    if missing:
+        raise PluginError(f"{who} does not implement {' and '.join(missing)}: in a pipeline, "
+                          "encode takes grey images (n, 1, 28, 28) in [0, 1] to (n, latent_dim) "
+                          "latents and decode the reverse.")
+    device = getattr(encoder, "device", None) or "cpu"
+    try:
+        with torch.no_grad():
+            out = encoder.decode(torch.zeros(2, dim, device=device))
+    except Exception as exc:  # the plugin's own code
+        raise PluginError(f"{who}: decode fails on latents of shape (2, {dim}): "
+                          f"{type(exc).__name__}: {exc}") from None
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, 1, 28, 28):
+        raise PluginError(f"{who}: decode of latents (2, {dim}) must return grey images of shape "
+                          f"(2, 1, 28, 28) in [0, 1] to stand in a pipeline, got {_shape(out)}.")
 
 
 def check_head(head: nn.Module, who: str, dim: int, num_classes: int | None,

@@ -54,14 +54,21 @@ def cost_spec(cost: Any) -> tuple[str, dict[str, Any]]:
 
     if isinstance(cost, Cost):
         table = registry.plugins("cost").items()
-        # its own class first: a plugin may subclass another one (a tuned quadratic cost)
-        name = next((n for n, p in table if type(cost) is p.obj), None) or next(
-            (n for n, p in table if isinstance(cost, p.obj)), None)
+        # its own class only: a map rebuilds its cost by name, so an unregistered subclass of a
+        # registered cost would silently train and load as its parent
+        name = next((n for n, p in table if type(cost) is p.obj), None)
         if name is None:
             unusable = sorted(registry.clashes("cost"))
             hint = (f" (two installed plugins claim the name {', '.join(map(repr, unusable))}, "
                     "which leaves it unusable: see `hjtranslate plugins`)" if unusable else "")
-            raise ValueError(f"{cost!r} is not an instance of a registered cost plugin{hint}.")
+            parent = next((n for n, p in table if isinstance(cost, p.obj)), None)
+            also = (f"; it subclasses the registered cost {parent!r}, but a map rebuilds its "
+                    "cost by name, so it would train and load as that one" if parent else "")
+            raise ValueError(
+                f"{cost!r} is not an instance of a registered cost plugin{hint}{also}. Register "
+                f"{type(cost).__name__}: an entry point in the group 'hjtranslate.costs' of its "
+                "package (see the README's plugins section), or, in a notebook, "
+                f"hjtranslate.registry.register('cost', NAME, {type(cost).__name__}).")
         return name, cost.config()
     if isinstance(cost, type) and issubclass(cost, Cost):
         raise TypeError(f"cost={cost.__name__} is a class: pass an instance, e.g. "

@@ -187,9 +187,11 @@ class HJMap(
                                  f"options: {', '.join(k for k in params if k != 'dim')}.")
         try:
             self.head: PotentialHead = head_cls(**head_kwargs)
-        except TypeError as exc:  # a plugin's own check of an option's type
-            raise registry.PluginError(f"The head plugin {head!r} ({head_plugin.package}) cannot "
-                                       f"be built with these options: {exc}") from None
+        except (TypeError, ValueError) as exc:  # a plugin's own check of an option's value
+            shown = {k: v for k, v in head_kwargs.items() if k not in ("dim", "num_classes")}
+            error = registry.PluginError if isinstance(exc, TypeError) else ValueError
+            raise error(f"The head plugin {head!r} ({head_plugin.package}) cannot be built with "
+                        f"the options {shown}: {exc}") from None
         self.register_buffer("shift", torch.zeros(self.dim))
         self.register_buffer("scale", torch.ones(()))
         self.plugin_packages = plugin_packages or {

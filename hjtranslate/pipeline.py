@@ -86,6 +86,7 @@ from .checks import (
     process_alive,
     shared_as_umask_says,
 )
+from .contracts import check_image_encoder
 from .encoders import Encoder
 from .hjmap import (
     PIPELINE_INDEX_FILE,
@@ -1024,6 +1025,7 @@ class TranslationPipeline:
 
         if not isinstance(map, HJMap):
             raise TypeError(f"map must be an HJMap, got {type(map).__name__}.")
+        check_image_encoder(vae, f"The encoder {type(vae).__name__}")
         if map.dim != vae.latent_dim:
             what = "VAE" if getattr(vae, "name", None) == "vae" else "encoder"
             raise CheckpointError(

@@ -203,7 +203,13 @@ def create(kind: str, name: str, **kwargs: Any) -> Any:
             f"The {kind} plugin {name!r} cannot be built with {kwargs or 'no options'} ({exc}); "
             f"it takes {takes}."
         ) from None
-    return plugin.obj(**kwargs)
+    try:
+        return plugin.obj(**kwargs)
+    except (TypeError, ValueError, KeyError, IndexError) as exc:  # the plugin's check of a value
+        raise PluginOptionError(
+            f"The {kind} plugin {name!r} could not be built with {kwargs or 'no options'}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from None
 
 
 def missing_plugin_message(kind: str, name: str, package: str | None, what: str = "checkpoint") -> str:

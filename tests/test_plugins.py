@@ -145,3 +145,22 @@ def test_plugins_command_lists_packages(capsys):
     for name in ("quadratic", "pnorm", "mlp", "conditional", "identity", "vae"):
         assert name in out
     assert "hjtranslate 0.3.0" in out
+
+
+def test_a_resumed_run_without_its_plugin_names_the_package(tmp_path, capsys):
+    """--resume of a run whose cost plugin has gone says which package to install, as loading
+    its saved map does, not just that the name is unknown."""
+    class Quad2(type(hjt.get_cost("quadratic"))):
+        pass
+
+    registry.register("cost", "quad2", Quad2, package="s46pkg 0.1")
+    run = ["train", "toy2d", "--steps", "2", "--n", "2000", "--eval-n", "500", "--output-dir",
+           str(tmp_path / "run"), "--no-progress"]
+    try:
+        assert main([*run, "--cost", "quad2"]) == 0
+    finally:
+        registry.unregister("cost", "quad2")
+    capsys.readouterr()
+    assert main([*run, "--steps", "3", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "needs the cost plugin 'quad2', which is not installed" in err and "(s46pkg)" in err

@@ -257,10 +257,27 @@ def restore_recorded_options(args: argparse.Namespace, explicit: set[str],
             restored[k] = _recorded_value(k, v, actions[k], recorded_path)
     changed = {k: v for k, v in restored.items() if current[k] != v}
     current.update(restored)
+    _check_run_plugins(current, run_dir)
     if changed and os.environ.get("RANK", "0") == "0":
         print(f"--resume: as recorded in {recorded_path}: "
               + ", ".join(f"{k}={v}" for k, v in sorted(changed.items())), file=sys.stderr)
     return restored
+
+
+def _check_run_plugins(options: dict[str, Any], run_dir: Path) -> None:
+    """A resumed run's cost and head plugins are installed; else the error names the package
+    its checkpoints record, as loading a saved map does."""
+    from .. import registry
+
+    for kind in ("cost", "head"):
+        name = options.get(kind)
+        if isinstance(name, str) and name and name not in registry.plugins(kind):
+            found = last_checkpoint_json(run_dir, "model/config.json")
+            packages = found[0].get("plugin_packages") if found else None
+            package = packages.get(kind) if isinstance(packages, dict) else None
+            why = registry.missing_plugin(kind, name, package, what="run")
+            if why:
+                raise registry.PluginError(f"--resume: {why}")
 
 
 def _recorded_value(key: str, value: Any, action: argparse.Action, path: Path) -> Any:
@@ -374,6 +391,11 @@ def cost_from_args(args: argparse.Namespace) -> Any:
     try:
         return registry.create("cost", args.cost, **options)
     except registry.PluginOptionError as exc:
+        if "could not be built with" in str(exc):  # a value the plugin refused, not a name
+            given = " and ".join(f for f, v in (("--p", args.p), ("--cost-options",
+                                                                  getattr(args, "cost_options", None)))
+                                 if v is not None)
+            raise registry.PluginOptionError(f"{exc}. Check the values of {given}.") from None
         if args.p is None:
             hint = ("Check --cost-options against them." if getattr(args, "cost_options", None)
                     else "Give its options with --cost-options '{\"name\": value}'.")
