@@ -170,10 +170,23 @@ def _probe_head(head: nn.Module, who: str, dim: int, num_classes: int | None,
     try:
         with torch.enable_grad():
             u = head(z, t, k)
-            (p,) = torch.autograd.grad(u.sum(), z) if isinstance(u, torch.Tensor) else (None,)
+            if isinstance(u, torch.Tensor) and not u.requires_grad:
+                raise PluginError(f"{who}: forward(x, t, k) does not depend on x through "
+                                  "autograd (a .detach(), or a new tensor): the maps are the "
+                                  "gradient of u in x.")
+            (p,) = (torch.autograd.grad(u.sum(), z, allow_unused=True)
+                    if isinstance(u, torch.Tensor) else (None,))
+    except PluginError:
+        raise
+    except NotImplementedError:
+        raise PluginError(f"{who} does not implement forward(x, t, k): a head returns one "
+                          "potential per point, shape (n,).") from None
     except Exception as exc:  # the plugin's own code
         raise PluginError(f"{who}: forward(x, t, k) fails on x of shape ({_PROBE}, {dim}) and t "
                           f"of shape ({_PROBE}, 1): {type(exc).__name__}: {exc}") from None
+    if isinstance(u, torch.Tensor) and p is None:
+        raise PluginError(f"{who}: forward(x, t, k) does not depend on x (its gradient in x is "
+                          "missing from autograd's graph): the maps are the gradient of u in x.")
     if not isinstance(u, torch.Tensor) or tuple(u.shape) != (_PROBE,):
         raise PluginError(f"{who}: forward(x, t, k) must return one potential per point, shape "
                           f"({_PROBE},) for {_PROBE} points, got {_shape(u)}.")

@@ -81,6 +81,28 @@ class NoWeights(PotentialHead):
         return (x ** 2).sum(1) / 2
 
 
+class DetachedH(QuadraticCost):
+    def grad_hamiltonian(self, p):
+        return p.detach()  # trains to nothing: the HJ loss cannot differentiate it
+
+
+class NumpyH(QuadraticCost):
+    def hamiltonian(self, p):
+        return torch.from_numpy((p.numpy() ** 2).sum(-1) / 2)
+
+
+class DetachedHead(Tiny):
+    def forward(self, x, t, k=None):
+        return super().forward(x.detach(), t, k)
+
+
+class NoForward(PotentialHead):
+    def __init__(self, dim):
+        super().__init__()
+        self.head_config = {"dim": dim}
+        self.w = nn.Parameter(torch.ones(dim))
+
+
 @pytest.fixture
 def plugin():
     added = []
@@ -102,6 +124,9 @@ def plugin():
     (NarrowGradH, r"grad_hamiltonian of a \(3, 2\) batch must return shape \(3, 2\), got \(3,\)"),
     (NaNCost, "lagrangian returns NaN or Inf near 0"),
     (TensorConfig, "config\\(\\) must return a dict of JSON values"),
+    (DetachedH, "grad_hamiltonian's output does not depend on its input through autograd"),
+    (NumpyH, "hamiltonian cannot be differentiated by autograd .*without .detach\\(\\), "
+             ".item\\(\\) or numpy"),
 ])
 def test_a_broken_cost_is_named_before_training(plugin, cls, message, tmp_path, capsys):
     name = plugin("cost", cls)
@@ -123,6 +148,8 @@ def test_a_broken_cost_is_named_before_training(plugin, cls, message, tmp_path, 
     ({}, WrongMomentum, "momentum.* returns a gradient that differs from autograd"),
     ({"width": 16}, Forgetful, "does not rebuild the same parameters.*store every constructor argument"),
     ({}, NoWeights, "has no parameters to train"),
+    ({}, DetachedHead, "does not depend on x"),
+    ({}, NoForward, r"does not implement forward\(x, t, k\)"),
 ])
 def test_a_broken_head_is_named_before_training(plugin, kwargs, cls, message, tmp_path):
     name = plugin("head", cls)
@@ -339,3 +366,60 @@ def test_a_piecewise_linear_head_is_warned_about(plugin, recwarn):
     hjt.HJMap(2, head="mlp")
     hjt.HJMap(2, head="affine")
     assert not [w for w in recwarn if "second derivative" in str(w.message)]
+
+
+class CubicL(QuadraticCost):
+    """|v|^3 / 3 with the quadratic cost's degree (2) left in place."""
+
+    def lagrangian(self, v):
+        return v.norm(dim=-1) ** 3 / 3
+
+
+class BadValues(QuadraticCost):
+    def __init__(self, weights=(1.0, 1.0)):
+        self.weights = list(weights)  # an int is not iterable: the plugin's own TypeError
+
+
+def test_a_cost_of_another_degree_is_warned_about_and_a_refused_value_is_one_line(
+        plugin, tmp_path, capsys):
+    x = torch.randn(40, 2)
+    with pytest.warns(RuntimeWarning, match="homogeneous of degree 3, not 2: set the class "
+                      "attribute degree"):
+        hjt.fit(x, x + 1, cost=plugin("cost", CubicL), steps=1)
+    name = plugin("cost", BadValues)
+    assert main(["train", "toy2d", "--cost", name, "--cost-options", '{"weights": 5}', "--steps",
+                 "2", "--n", "500", "--output-dir", str(tmp_path / "cli")]) == 2
+    assert (f"error: The cost plugin '{name}' could not be built with {{'weights': 5}}: "
+            "TypeError: 'int' object is not iterable. Check the values of --cost-options"
+            ) in capsys.readouterr().err
+
+
+def test_an_encoder_in_a_pipeline_is_checked_when_the_pipeline_is_built():
+    from hjtranslate.encoders import Encoder
+    from hjtranslate.pipeline import TranslationPipeline
+
+    class Flat(Encoder):
+        latent_dim = 4
+
+        def encode(self, x):
+            return x.reshape(len(x), -1)[:, :4]
+
+        def decode(self, z):
+            return torch.zeros(len(z), 784)  # flat pixels, not (n, 1, 28, 28) images
+
+    class NoDim(Flat):
+        latent_dim = None
+
+    class NoDecode(Encoder):
+        latent_dim = 4
+
+        def encode(self, x):
+            return x.reshape(len(x), -1)[:, :4]
+
+    m = hjt.HJMap(4)
+    for encoder, message in ((Flat(), r"decode of latents \(2, 4\) must return grey images of "
+                              r"shape \(2, 1, 28, 28\).*got \(2, 784\)"),
+                             (NoDim(), "does not set latent_dim"),
+                             (NoDecode(), "does not implement decode")):
+        with pytest.raises(registry.PluginError, match=message):
+            TranslationPipeline(encoder, m)
