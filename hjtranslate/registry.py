@@ -77,6 +77,10 @@ def _not_a_plugin(kind: str, obj: Any) -> str | None:
     base = _base(kind)
     if isinstance(obj, type) and issubclass(obj, base):
         return None
+    if isinstance(obj, base):  # an instance of a plugin class
+        return (f"it names an instance ({obj!r}), not a class: point the entry point at its "
+                f"class, {type(obj).__module__}:{type(obj).__qualname__} (options go in "
+                "--cost-options / --head-options, or the class's keyword arguments)")
     what = (f"the class {obj.__name__}" if isinstance(obj, type)
             else f"a {type(obj).__name__} ({getattr(obj, '__name__', obj)!r})")
     return (f"it names {what}, not a subclass of {base.__module__}.{base.__qualname__}: point "

@@ -131,6 +131,10 @@ def test_runtime_registration_and_unknown_names():
         assert "quad2" in registry.plugins("cost")
         with pytest.raises(registry.PluginError, match="already registered"):
             registry.register("cost", "quad2", object)
+        with pytest.raises(registry.PluginError, match=r"names an instance \(QuadraticCost\(\)\), "
+                           "not a class: point the entry point at its class, "
+                           "hjtranslate_plugins.costs:QuadraticCost"):
+            registry.register("cost", "quad3", hjt.get_cost("quadratic"))
     finally:
         registry.unregister("cost", "quad2")
     with pytest.raises(registry.PluginError, match="Available heads: affine, conditional, mlp"):
