@@ -448,14 +448,19 @@ class HJMap(
         """Load a map from a local folder or a Hub repo id (``revision=``, ``cache_dir=``,
         ``local_files_only=``, ``HF_HUB_OFFLINE=1`` work as in huggingface_hub)."""
         model_id = str(pretrained_model_name_or_path)
+        if model_id.startswith("~"):  # as the pipeline reads it: a path, never a repo id
+            model_id = os.path.expanduser(model_id)
         unknown = sorted(set(kwargs) - set(_HUB_KW) - {"map_location"})
         if unknown:  # a misspelt revision, or device= for map_location=, would pass unnoticed
             hint = " (the device is map_location=)" if "device" in unknown else ""
             raise TypeError(f"HJMap.from_pretrained got unknown keyword arguments {unknown}{hint}; "
                             f"it takes {', '.join(('map_location',) + _HUB_KW)}.")
-        hub = {k: kwargs[k] for k in _HUB_KW if kwargs.get(k) not in (None, False)}
-        if hub and os.path.isdir(model_id):
-            warnings.warn(f"{model_id} is a local folder, which is loaded; {', '.join(sorted(hub))} "
+        # token=False is kept: it keeps a saved token from being sent
+        hub = {k: kwargs[k] for k in _HUB_KW
+               if kwargs.get(k) is not None and (kwargs[k] is not False or k == "token")}
+        given = sorted(k for k, v in hub.items() if v is not False)
+        if given and os.path.isdir(model_id):
+            warnings.warn(f"{model_id} is a local folder, which is loaded; {', '.join(given)} "
                           "apply to Hub repos only and are ignored (move or rename the folder to "
                           "load the Hub repo of that name).", stacklevel=2)
         config_file = resolve_file(model_id, CONFIG_NAME, **hub)
@@ -517,9 +522,17 @@ class HJMap(
 _REDO_MAP = "Save the map again (save_pretrained) or download it again."
 
 
+def describes_a_map(config: dict[str, Any]) -> bool:
+    """Whether a config.json is an hjtranslate map's: its dimension, cost and head (another
+    library's config may have a ``dim`` too: DistilBERT's does)."""
+    return "dim" in config and "cost" in config and "head" in config
+
+
 def _check_describes_a_map(config: dict[str, Any], near: str | Path) -> None:
-    if "dim" not in config:
-        kind = config.get("_class_name") or config.get("architecture") or "no 'dim'"
+    if not describes_a_map(config):
+        kind = (config.get("_class_name") or config.get("architecture")
+                or ", ".join(map(str, config.get("architectures") or [])) or config.get("model_type")
+                or ("no 'dim'" if "dim" not in config else "no 'cost' and 'head'"))
         raise CheckpointError(f"The config next to {near} does not describe an hjtranslate map "
                               f"({kind}): pass the folder of a map saved by save_pretrained.")
 _HUB_KW = ("revision", "cache_dir", "force_download", "local_files_only", "token")
@@ -591,10 +604,16 @@ def _hub_file(model_id: str, filename: str, subfolder: str | None, **hub_kwargs:
     if unreachable and hub_kwargs.get("force_download"):
         raise CheckpointError(f"force_download: {filename} of {model_id!r} cannot be downloaded "
                               f"({unreachable}).")
+    asked_local = bool(hub_kwargs.get("local_files_only")) and not unreachable
     if unreachable:
         hub_kwargs["local_files_only"] = True
     try:
-        return hf_hub_download(model_id, filename, subfolder=subfolder, **hub_kwargs)
+        try:
+            return hf_hub_download(model_id, filename, subfolder=subfolder, **hub_kwargs)
+        except ValueError as exc:  # force_download: the Hub's answer comes wrapped
+            if isinstance(exc, HFValidationError) or exc.__cause__ is None:
+                raise
+            raise exc.__cause__ from None
     except HFValidationError:
         raise CheckpointError(f"{model_id!r} is neither a local folder nor a valid Hub repo id "
                               "(user/name).") from None
@@ -608,6 +627,11 @@ def _hub_file(model_id: str, filename: str, subfolder: str | None, **hub_kwargs:
             f"Revision {hub_kwargs.get('revision')!r} does not exist in {model_id!r}."
         ) from None
     except LocalEntryNotFoundError as exc:  # a subclass of EntryNotFoundError: catch it first
+        if asked_local:
+            raise CheckpointError(
+                f"{filename} of {model_id!r} is not in the local cache, and local_files_only=True "
+                "kept it from being downloaded: drop local_files_only, or pass a local folder."
+            ) from None
         cause = exc.__cause__ or exc.__context__
         why = (f" ({unreachable})" if unreachable else
                f" (the Hub's answer: {str(cause).strip().splitlines()[0]})"

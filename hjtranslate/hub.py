@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import re
 import shutil
 import tempfile
 from pathlib import Path, PurePosixPath
@@ -179,6 +180,11 @@ def push_folder(
     from huggingface_hub import HfApi
 
     _check_repo_id(repo_id)  # before the folder is loaded
+    if revision is not None and (re.fullmatch(r"[0-9a-fA-F]{40}", revision)
+                                 or revision.startswith("refs/")):
+        raise ValueError(f"--revision {revision} names a commit or a ref: a push goes to a branch "
+                         "(created from main if new); name one, e.g. --revision dev.")
+    folder = Path(folder).expanduser()
     kind, loaded = check_folder(folder)
     root = Path(folder).resolve()
     api = HfApi(token=token)
@@ -203,7 +209,11 @@ def push_folder(
                     "visibility, so --private (private=True) cannot hold. Make the repo private "
                     "on the Hub first (or push to a new repo id).")
             if revision and revision != "main":
-                branches = {b.name for b in api.list_repo_refs(repo_url.repo_id).branches}
+                refs = api.list_repo_refs(repo_url.repo_id)
+                branches = {b.name for b in refs.branches}
+                if revision in {t.name for t in refs.tags} - branches:
+                    raise ValueError(f"--revision {revision} is a tag of {repo_id}: a push goes "
+                                     "to a branch (created from main if new); name another.")
                 api.create_branch(repo_url.repo_id, branch=revision, exist_ok=True)
                 new_branch = None if revision in branches else revision
             remote = api.list_repo_files(repo_url.repo_id, revision=revision)
@@ -221,8 +231,10 @@ def push_folder(
             )
         except (*_network_errors(), RuntimeError) as exc:  # RuntimeError: a failed file upload
             # The client's messages name the URL and the server's answer, never the token.
-            first = (str(exc).strip().splitlines()[0].rstrip(".") if str(exc).strip()
-                     else type(exc).__name__)
+            # the server's reason may be on the lines after the status ("Bad request:\n...")
+            lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+            first = " ".join(lines[:3]).rstrip(".") if lines else type(exc).__name__
+            status = getattr(getattr(exc, "response", None), "status_code", None)
             try:  # what this push made is not left behind, if nothing has landed in it
                 if created is not None and set(api.list_repo_files(created)) <= {".gitattributes"}:
                     api.delete_repo(created)
@@ -231,11 +243,12 @@ def push_folder(
                     api.delete_branch(repo_id, branch=new_branch)
             except (*_network_errors(), RuntimeError):
                 pass
-            raise ValueError(
-                f"Could not publish {folder} to {repo_id!r} on {api.endpoint}: {first}. Check the "
-                "network, HF_ENDPOINT and your token (`hf auth login` or HF_TOKEN), then push "
-                "again."
-            ) from None
+            advice = ("Check the repo id and --revision against the reason given."
+                      if status in (400, 404, 409, 422) else
+                      "Check the network, HF_ENDPOINT and your token (`hf auth login` or "
+                      "HF_TOKEN), then push again.")
+            raise ValueError(f"Could not publish {folder} to {repo_id!r} on {api.endpoint}: "
+                             f"{first}. {advice}") from None
 
 
 def cmd_push(args: argparse.Namespace) -> int:

@@ -93,6 +93,7 @@ from .hjmap import (
     CheckpointError,
     HJMap,
     _version_tuple,
+    describes_a_map,
     is_run_folder,
     read_json_object,
 )
@@ -851,6 +852,11 @@ def _hub_snapshot(repo_id: str, revision: str | None, cache_dir: Any, local_file
     except RevisionNotFoundError:
         raise CheckpointError(f"Revision {revision!r} does not exist in {repo_id!r}.") from None
     except LocalEntryNotFoundError:
+        if local_files_only and unreachable is None:
+            raise CheckpointError(
+                f"{repo_id!r} is not in the local cache, and local_files_only=True kept it from "
+                "being downloaded: drop local_files_only, or pass a local folder."
+            ) from None
         raise CheckpointError(
             f"{repo_id!r} is not in the local cache and the Hub cannot be reached "
             f"({unreachable or 'offline mode?'}). Download it once while online, or pass a local "
@@ -1196,7 +1202,8 @@ class TranslationPipeline:
                         "(HJMap.from_pretrained); bundle it with a VAE into a pipeline with "
                         "TranslationPipeline.from_components(...).save_pretrained(DIR), or "
                         "train with `hjtranslate train digits-to-fashion --export DIR`.")
-            elif "dim" in (config := _folder_config(root)) and (root / "model.safetensors").is_file():
+            elif describes_a_map(config := _folder_config(root)) and (
+                    root / "model.safetensors").is_file():
                 hint = " It looks like a bare HJMap folder: load it with HJMap.from_pretrained."
             elif {"architecture", "classes"} <= config.keys():
                 hint = (" It looks like a judge (a classifier, hjtranslate.judges.load_judge): "

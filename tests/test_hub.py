@@ -243,10 +243,17 @@ def test_missing_repo_and_missing_file(hub):
         HJMap.from_pretrained("user/does-not-exist")
     api = HfApi()
     api.create_repo("user/config-only")
-    api.upload_file(path_or_fileobj=b'{"dim": 2}', path_in_repo="config.json",
-                    repo_id="user/config-only")
+    config = json.dumps(tiny_map().config_dict()).encode()
+    api.upload_file(path_or_fileobj=config, path_in_repo="config.json", repo_id="user/config-only")
     with pytest.raises(CheckpointError, match="has no file 'model.safetensors'"):
         HJMap.from_pretrained("user/config-only")
+    # another library's model with a "dim" of its own (DistilBERT's config has one)
+    api.create_repo("user/distil")
+    api.upload_file(path_or_fileobj=b'{"dim": 768, "model_type": "distilbert", "architectures": '
+                    b'["DistilBertModel"]}', path_in_repo="config.json", repo_id="user/distil")
+    with pytest.raises(CheckpointError, match=r"does not describe an hjtranslate map "
+                       r"\(DistilBertModel\)"):
+        HJMap.from_pretrained("user/distil")
     with pytest.raises(CheckpointError, match="No such folder"):
         HJMap.from_pretrained("./no/such/folder")
 
@@ -585,3 +592,64 @@ def test_roundtrip_every_cost_and_head(tmp_path, cost, head):
     save_file(state, weights)
     with pytest.raises(CheckpointError, match="strict loading"):
         HJMap.from_pretrained(folder)
+
+
+def test_token_false_tilde_paths_tags_as_revisions_and_the_servers_reason(
+        hub, tmp_path, monkeypatch, capsys):
+    """token=False sends no saved token (a private repo is then not found); '~' is a home
+    folder for HJMap.from_pretrained and push, as for the pipeline; a push refuses a tag, a
+    commit or a ref as its branch; a refused push shows the server's reason."""
+    m = tiny_map()
+    m.push_to_hub("user/priv", private=True)
+    assert_same_maps(m, HJMap.from_pretrained("user/priv"))  # HF_TOKEN is set
+    with pytest.raises(CheckpointError, match="lack access"):
+        HJMap.from_pretrained("user/priv", token=False, force_download=True)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    m.save_pretrained(tmp_path / "mine")
+    assert_same_maps(m, HJMap.from_pretrained("~/mine"))
+    assert main(["push", "~/mine", "--repo-id", "user/home"]) == 0
+    capsys.readouterr()
+    HfApi().create_tag("user/home", tag="v1")
+    sha = HfApi().model_info("user/home").sha
+    for revision, message in (("v1", "is a tag of user/home"), (sha, "names a commit or a ref"),
+                              ("refs/pr/1", "names a commit or a ref")):
+        assert main(["push", "~/mine", "--repo-id", "user/home", "--revision", revision]) == 2
+        assert message in capsys.readouterr().err
+    assert set(hub.repo("user/home").branches) == {"main"}
+
+    def refuse(*args, **kwargs):
+        import httpx
+        from huggingface_hub.errors import BadRequestError
+
+        response = httpx.Response(400, request=httpx.Request("POST", "http://127.0.0.1/x"))
+        raise BadRequestError("Bad request:\nInvalid branch name: x y", response=response)
+
+    monkeypatch.setattr(HfApi, "upload_folder", refuse)
+    with pytest.raises(ValueError, match="Bad request: Invalid branch name: x y. Check the repo "
+                       "id and --revision"):
+        m.push_to_hub("user/home")
+
+
+def test_a_hub_vae_loads_its_latent_statistics(hub, tmp_path):
+    """A VAE given as a Hub id standardises its latents with the latent_stats.json beside it,
+    as the same VAE from a folder does."""
+    from hjtranslate_plugins.vae import VAEEncoder, default_vae_path
+
+    HfApi().create_repo("user/vae")
+    HfApi().upload_folder(repo_id="user/vae", folder_path=str(default_vae_path()))
+    local, remote = VAEEncoder(default_vae_path()), VAEEncoder("user/vae")
+    x = torch.rand(4, 1, 28, 28)
+    assert remote.latent_stats == local.latent_stats
+    torch.testing.assert_close(remote.encode(x), local.encode(x))
+
+
+def test_local_files_only_says_it_kept_the_download_from_being_tried(hub):
+    from hjtranslate.pipeline import TranslationPipeline
+
+    tiny_map().push_to_hub("user/lfo")
+    with pytest.raises(CheckpointError, match="local_files_only=True kept it from being "
+                       "downloaded"):
+        HJMap.from_pretrained("user/lfo", local_files_only=True)
+    with pytest.raises(CheckpointError, match="local_files_only=True kept it from being "
+                       "downloaded"):
+        TranslationPipeline.from_pretrained("user/lfo", local_files_only=True)

@@ -154,6 +154,19 @@ def _load_autoencoder(autoencoder_cls: Any, source: str | Path, local: Path,
         ) from None
 
 
+def _hub_stats_file(repo_id: str, hub_kwargs: dict[str, Any]) -> str | None:
+    """The latent statistics beside a Hub VAE (downloaded to the cache), or None where the
+    repo has none (an SD VAE) or they cannot be fetched (the warning about them follows)."""
+    from huggingface_hub import hf_hub_download
+
+    keys = ("subfolder", "revision", "cache_dir", "force_download", "local_files_only", "token")
+    try:
+        return hf_hub_download(repo_id, STATS_FILE,
+                               **{k: hub_kwargs[k] for k in keys if k in hub_kwargs})
+    except Exception:  # noqa: BLE001 - missing entry, offline, no access: no stats
+        return None
+
+
 def _check_autoencoder_folder(folder: Path) -> None:
     """A folder of something else (a judge, a map, a pipeline) named as the VAE: say so, before
     diffusers tries it and logs its own fallbacks."""
@@ -228,6 +241,10 @@ class VAEEncoder(Encoder):
             vae = _load_autoencoder(AutoencoderKL, source, local, hub_kwargs)
             if latent_stats is None and local.is_dir() and (local / STATS_FILE).is_file():
                 latent_stats = _read_latent_stats(local / STATS_FILE)
+            elif latent_stats is None and not local.exists():  # a Hub id: its stats beside it
+                stats_file = _hub_stats_file(str(source), hub_kwargs)
+                if stats_file is not None:
+                    latent_stats = _read_latent_stats(Path(stats_file))
         self.pretrained = None if pretrained is None else str(pretrained)
         self.vae = vae.to(self.device).eval()
         for p in self.vae.parameters():
