@@ -502,10 +502,12 @@ class HJMap(
             raise  # names the plugin at fault; upgrading hjtranslate would not help
         except TypeError as exc:
             raise CheckpointError(f"The config does not describe an HJMap: {exc}") from None
-        except ValueError as exc:  # e.g. a head setting this version does not know
+        except ValueError as exc:  # a setting this version does not know
+            # a newer version's config was refused above: this one was edited or damaged
             raise CheckpointError(
-                f"This checkpoint (hjtranslate {saved}) asks for settings the installed hjtranslate "
-                f"{__version__} cannot build: {exc} Upgrade hjtranslate, or check its config.json."
+                f"The config.json beside {weights} does not build a map (hjtranslate {saved} "
+                f"wrote it, and this is {__version__}: it was edited or damaged): {exc} "
+                f"{_REDO_MAP}"
             ) from None
         check_device(map_location, "map_location")
         state = load_safetensors(weights, _REDO_MAP, device=str(map_location))

@@ -384,8 +384,14 @@ def test_a_config_this_version_cannot_build_is_a_checkpoint_error(tmp_path):
     tiny_map().save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     config["head_kwargs"]["quadratic"] = "cubic"  # as a newer version's setting would be
+    config["hjtranslate_version"] = "99.0.0"  # ... which a newer version wrote
     (tmp_path / "config.json").write_text(json.dumps(config))
-    with pytest.raises(hjt.CheckpointError, match="cannot build.*cubic"):
+    with pytest.raises(hjt.CheckpointError, match="newer than the installed"):
+        hjt.HJMap.from_pretrained(tmp_path)
+    config["hjtranslate_version"] = hjt.__version__  # this version wrote it: edited or damaged
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(hjt.CheckpointError, match=f"does not build a map \\(hjtranslate "
+                       f"{hjt.__version__} wrote it.*edited or damaged.*cubic"):
         hjt.HJMap.from_pretrained(tmp_path)
 
 
