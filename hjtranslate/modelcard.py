@@ -28,6 +28,20 @@ def revision_argument(revision: str | None) -> str:
     return f", revision={revision!r}" if revision and revision != "main" else ""
 
 
+#: numbers a run records beside its metrics that are its settings or timings, not measures of
+#: the map: left out of the card's Hub metadata (the card's table keeps them)
+RUN_SETTINGS = frozenset({"seed", "steps", "num_processes", "lambda", "preset"})
+
+
+def hub_metric_names(metrics: dict[str, Any]) -> list[str] | None:
+    """The names of ``metrics`` that the Hub's ``metrics`` metadata lists: the measured numbers,
+    not booleans, settings (seed, steps) or timings (``*_seconds``)."""
+    names = sorted(k for k, v in metrics.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)
+                   and k.rsplit("/", 1)[-1] not in RUN_SETTINGS and not k.endswith("_seconds"))
+    return names or None
+
+
 def write_model_card(
     folder: Path, config: dict[str, Any], extra: str = "", repo_id: str | None = None,
     name: str | None = None, pipeline: str | None = None, revision: str | None = None,
@@ -47,7 +61,7 @@ def write_model_card(
         license="apache-2.0",
         tags=["optimal-transport", "hamilton-jacobi", "image-to-image", "hjtranslate"],
         datasets=datasets or None,
-        metrics=sorted(k for k, v in metrics.items() if isinstance(v, (int, float))) or None,
+        metrics=hub_metric_names(metrics),
     )
     lines = [
         "---", data.to_yaml(), "---", "",

@@ -97,7 +97,7 @@ from .hjmap import (
     is_run_folder,
     read_json_object,
 )
-from .modelcard import HUB_DATASETS, card_name, revision_argument
+from .modelcard import HUB_DATASETS, card_name, hub_metric_names, revision_argument
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
@@ -1385,8 +1385,6 @@ class TranslationPipeline:
         from huggingface_hub import ModelCard, ModelCardData
 
         metrics = _flat_metrics(self.map.metrics)
-        numeric = sorted(k for k, v in metrics.items()
-                         if isinstance(v, (int, float)) and not isinstance(v, bool))
         datasets = [HUB_DATASETS.get(d, d) for d in (self.source_dataset, self.target_dataset)]
         data = ModelCardData(
             library_name="hjtranslate",
@@ -1395,7 +1393,7 @@ class TranslationPipeline:
             tags=["optimal-transport", "hamilton-jacobi", "image-to-image", "hjtranslate",
                   self.source_dataset, self.target_dataset],
             datasets=list(dict.fromkeys(datasets)),
-            metrics=numeric or None,
+            metrics=hub_metric_names(metrics),
         )
         pairs = []
         if self.source_class_names and self.target_class_names:

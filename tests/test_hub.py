@@ -653,3 +653,17 @@ def test_local_files_only_says_it_kept_the_download_from_being_tried(hub):
     with pytest.raises(CheckpointError, match="local_files_only=True kept it from being "
                        "downloaded"):
         TranslationPipeline.from_pretrained("user/lfo", local_files_only=True)
+
+
+def test_card_metadata_lists_measures_not_settings(tmp_path):
+    """The Hub's metrics metadata names what was measured: not the seed, the steps, a flag or a
+    timing (the card's table still shows them)."""
+    from huggingface_hub import ModelCard
+
+    m = tiny_map()
+    m.metrics = {"accuracy_forward": 0.9, "seed": 0, "steps": 10, "ranks_in_sync": True,
+                 "run_seconds": 3.5, "fd_forward": 1.2, "note": "tiny"}
+    m.save_pretrained(tmp_path / "map")
+    card = ModelCard.load(tmp_path / "map" / "README.md")
+    assert card.data.metrics == ["accuracy_forward", "fd_forward"]
+    assert "| seed | 0 |" in card.text and "| run_seconds | 3.5 |" in card.text
