@@ -436,3 +436,18 @@ def test_report_to_logs_the_curves_with_an_accelerate_tracker(tmp_path, capsys):
                      "--report-to", name]) == 2
         assert f"--report-to {name}: {message}" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()  # refused before anything
+
+
+def test_held_out_draws_never_reuse_a_runs_training_seeds():
+    """toy2d and gaussians evaluate on seeds 10,001 / 10,002 + seed; for the seeds where those
+    are the run's own training seeds (2 seed + 1, 2 seed + 2) the held-out draw moves away."""
+    from hjtranslate.tasks.common import held_out_seeds
+    from hjtranslate.tasks.toy2d import held_out, training_points
+
+    assert held_out_seeds(0) == (10_001, 10_002) and held_out_seeds(7) == (10_008, 10_009)
+    for seed in [*range(9_990, 10_010), 2**31 + 5_000]:
+        low32 = {s % 2**32 for s in held_out_seeds(seed)}
+        assert not low32 & {(2 * seed + 1) % 2**32, (2 * seed + 2) % 2**32}
+    x, y = training_points("gaussian", "moons", 500, 10_000)
+    a, b = held_out("gaussian", "moons", 500, 10_000)
+    assert not torch.equal(x, a) and not torch.equal(y, b)

@@ -182,6 +182,19 @@ def _same_option(name: str, typed: Any, recorded: Any) -> bool:
     return typed == recorded
 
 
+def held_out_seeds(seed: int) -> tuple[int, int]:
+    """The seeds of a run's held-out draw (source, target) for a run whose training draws use
+    ``2 seed + 1`` and ``2 seed + 2``: 10,001 and 10,002 + ``seed`` (every recorded figure used
+    them), moved on by 4 for the few seeds (9,999 to 10,001) where they would meet the training
+    seeds, so that held-out points are never training points. Compared modulo 2**32: a CPU
+    generator keeps a seed's low 32 bits."""
+    training = {(2 * seed + 1) % 2**32, (2 * seed + 2) % 2**32}
+    offset = 0
+    while {(10_001 + seed + offset) % 2**32, (10_002 + seed + offset) % 2**32} & training:
+        offset += 4
+    return 10_001 + seed + offset, 10_002 + seed + offset
+
+
 def restore_recorded_options(args: argparse.Namespace, explicit: set[str],
                              actions: dict[str, argparse.Action] | None = None) -> dict[str, Any]:
     """``--resume``: every option the command line leaves unset (not in ``explicit``) takes the

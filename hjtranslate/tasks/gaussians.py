@@ -8,12 +8,14 @@ from typing import Any
 
 import torch
 
+from ..checks import whole_number
 from ..metrics import cosine_similarity, evaluate_map, gaussian_ot_map, l2_uvp
 from ..training import finish_run
 from .common import (
     add_map_arguments,
     check_count,
     fit_from_args,
+    held_out_seeds,
     output_dir,
     require_at_least,
     run_figures,
@@ -73,8 +75,8 @@ MAX_EVAL_N = 1_000_000  # fresh samples per side, held in memory with their true
 def evaluate(m, args: argparse.Namespace, n: int = 10000) -> dict[str, Any]:
     check_count("--n", n, 20, MAX_EVAL_N)
     pair = gaussian_pair(args.dim, args.data_seed)
-    x = sample(pair, 0, n, seed=10_001 + args.data_seed)
-    y = sample(pair, 1, n, seed=10_002 + args.data_seed)
+    seed_x, seed_y = held_out_seeds(args.data_seed)  # never the training seeds
+    x, y = sample(pair, 0, n, seed=seed_x), sample(pair, 1, n, seed=seed_y)
     _, t_fwd = gaussian_ot_map(pair["m0"], pair["s0"], pair["m1"], pair["s1"])
     _, t_bwd = gaussian_ot_map(pair["m1"], pair["s1"], pair["m0"], pair["s0"])
     fwd, bwd = m.forward(x).cpu(), m.backward(y).cpu()  # the map may sit on a GPU
@@ -94,6 +96,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     _default_gain(args)
     require_at_least(args, n=2)
     check_count("--eval-n", args.eval_n, 20, MAX_EVAL_N)
+    whole_number("--data-seed", args.data_seed, 0, 2**32 - 1)  # the range of --seed
     pair = gaussian_pair(args.dim, args.data_seed)
     x = sample(pair, 0, args.n, seed=args.data_seed * 2 + 1)
     y = sample(pair, 1, args.n, seed=args.data_seed * 2 + 2)

@@ -18,6 +18,7 @@ from .common import (
     add_map_arguments,
     check_count,
     fit_from_args,
+    held_out_seeds,
     output_dir,
     plot_2d,
     require_at_least,
@@ -175,9 +176,11 @@ def training_points(source: str, target: str, n: int, seed: int = 0) -> tuple[to
 
 
 def held_out(source: str, target: str, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """The fixed held-out draw, ``n`` points per side (seeds 10,001 / 10,002 + ``seed``), that
-    ``evaluate`` and the benchmarks' ``--blocks`` read."""
-    return toy_samples(source, n, seed=10_001 + seed), toy_samples(target, n, seed=10_002 + seed)
+    """The fixed held-out draw, ``n`` points per side (seeds 10,001 / 10,002 + ``seed``, apart
+    from the training seeds: :func:`held_out_seeds`), that ``evaluate`` and the benchmarks'
+    ``--blocks`` read."""
+    seed_x, seed_y = held_out_seeds(seed)
+    return toy_samples(source, n, seed=seed_x), toy_samples(target, n, seed=seed_y)
 
 
 def plot_points(source: str, target: str, n: int = 2000) -> tuple[torch.Tensor, torch.Tensor]:
