@@ -212,3 +212,30 @@ def test_pictures_are_written_whole(tmp_path):
         assert tmp.suffix == ".png"
         tmp.write_bytes(b"new")
     assert path.read_bytes() == b"new" and len(list(tmp_path.iterdir())) == 1
+
+
+def test_a_phone_photo_is_turned_upright_and_big_images_are_scored_in_blocks(tmp_path, capsys,
+                                                                             monkeypatch):
+    """An EXIF-rotated JPEG is loaded as it displays (a note says so); the histogram metrics
+    give the same figures when they run over the pixels in blocks."""
+    from PIL import Image
+
+    import hjtranslate.tasks.color_transfer as ct
+
+    stored = np.zeros((40, 60, 3), np.uint8)
+    stored[:, :30] = (200, 30, 30)  # left half red, as stored
+    img = Image.fromarray(stored)
+    exif = img.getexif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    img.save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    loaded = load_image(tmp_path / "phone.jpg", "source")
+    assert loaded.shape == (60, 40, 3)  # upright: 40 wide, 60 high
+    assert loaded[:30, :, 0].mean() > 0.7 and loaded[30:, :, 0].mean() < 0.1  # red on top
+    assert "turned upright (EXIF orientation 6)" in capsys.readouterr().err
+
+    rng = np.random.default_rng(0)
+    px, ref = rng.random((5000, 3)).astype(np.float32), rng.random((3000, 3)).astype(np.float32)
+    whole = colour_histogram(px, 8), off_palette_share(px, ref, radius=0.02)
+    monkeypatch.setattr(ct, "_BLOCK", 700)
+    np.testing.assert_array_equal(colour_histogram(px, 8), whole[0])
+    assert off_palette_share(px, ref, radius=0.02) == whole[1]

@@ -89,7 +89,7 @@ def load_image(path: str | Path, what: str = "") -> np.ndarray:
     clear errors."""
     from PIL import Image, UnidentifiedImageError
 
-    from ..pipeline import frame_count, image_too_large
+    from ..pipeline import frame_count, image_too_large, upright
 
     label = f"{what} image" if what else "image"
 
@@ -106,6 +106,9 @@ def load_image(path: str | Path, what: str = "") -> np.ndarray:
             if frames > 1:
                 print(f"note: the {label} {path.name} has {frames} frames; the first is "
                       "used.", file=sys.stderr)
+            img, turned = upright(img)  # a phone photo, stored sideways and tagged
+            if turned:
+                print(f"note: the {label} {path.name} is {turned}.", file=sys.stderr)
             if mode in ("L", "LA", "1") or mode.startswith(("I", "F")):
                 scale = ""
                 if mode.startswith(("I", "F")):  # 16/32-bit greyscale: rescale to 8 bits first
@@ -173,9 +176,22 @@ def apply_map(fn, px: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
 
 # -- colour-histogram metrics ----------------------------------------------------------------
 def as_pixels(px: Any) -> np.ndarray:
-    """RGB pixels (a tensor or an array of any shape ending in 3) as a float64 array ``(n, 3)``."""
-    px = px.detach().cpu() if isinstance(px, torch.Tensor) else px
-    return np.asarray(px, dtype=np.float64).reshape(-1, 3)
+    """RGB pixels (a tensor or an array of any shape ending in 3) as a float array ``(n, 3)``:
+    a view where they are float already (a 64-megapixel photo is 768 MB in float32), else a
+    float64 copy."""
+    px = px.detach().cpu().numpy() if isinstance(px, torch.Tensor) else np.asarray(px)
+    if not np.issubdtype(px.dtype, np.floating):
+        px = px.astype(np.float64)
+    return px.reshape(-1, 3)
+
+
+#: pixels per block in the histogram metrics: their temporaries stay near 100 MB at any size
+_BLOCK = 1 << 22
+
+
+def _blocks(px: np.ndarray):
+    for i in range(0, len(px), _BLOCK):
+        yield px[i:i + _BLOCK]
 
 
 def colour_histogram(px: Any, bins: int = DEFAULT_BINS) -> np.ndarray:
@@ -186,9 +202,10 @@ def colour_histogram(px: Any, bins: int = DEFAULT_BINS) -> np.ndarray:
         raise ValueError(f"bins must be >= 1, got {bins}.")
     if len(px) == 0:
         raise ValueError("colour_histogram needs at least one pixel.")
-    idx = np.clip((np.clip(px, 0, 1) * bins).astype(np.int64), 0, bins - 1)
-    flat = (idx[:, 0] * bins + idx[:, 1]) * bins + idx[:, 2]
-    h = np.bincount(flat, minlength=bins**3).astype(np.float64)
+    h = np.zeros(bins**3, np.float64)
+    for block in _blocks(px):
+        idx = np.clip((np.clip(block, 0, 1) * bins).astype(np.int64), 0, bins - 1)
+        h += np.bincount((idx[:, 0] * bins + idx[:, 1]) * bins + idx[:, 2], minlength=bins**3)
     return h / h.sum()
 
 
@@ -235,9 +252,15 @@ def off_palette_share(result: Any, reference: Any, radius: float = OFF_PALETTE_R
     res, ref = as_pixels(result), as_pixels(reference)
     if len(res) == 0 or len(ref) == 0:
         raise ValueError("off_palette_share needs at least one pixel on each side.")
-    palette = np.unique(np.round(np.clip(ref, 0, 1) * 255), axis=0) / 255
-    dist, _ = cKDTree(palette).query(res, k=1)
-    return float((dist > radius).mean())
+    present = np.zeros(1 << 24, bool)  # every 8-bit colour of the reference, marked
+    for block in _blocks(ref):
+        rgb = np.round(np.clip(block, 0, 1) * 255).astype(np.int64)
+        present[(rgb[:, 0] << 16) | (rgb[:, 1] << 8) | rgb[:, 2]] = True
+    codes = np.flatnonzero(present)
+    palette = np.stack([codes >> 16, (codes >> 8) & 255, codes & 255], 1) / 255
+    tree = cKDTree(palette)
+    off = sum(int((tree.query(block, k=1)[0] > radius).sum()) for block in _blocks(res))
+    return off / len(res)
 
 
 def colour_metrics(result: Any, reference: Any, bins: int = DEFAULT_BINS) -> dict[str, float]:
@@ -344,7 +367,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         encoder={"name": "identity", "kwargs": {"dim": 3}, "space": "RGB in [0, 1]"},
     )
     metrics: dict[str, Any] = {
-        "source": str(args.source), "target": str(args.target),
+        # as config.json records them: absolute, so that a --resume from elsewhere finds them
+        "source": str(Path(args.source).expanduser().resolve()),
+        "target": str(Path(args.target).expanduser().resolve()),
         "source_shape": list(src.shape), "target_shape": list(tgt.shape),
         "train_pixels": [len(xs), len(yt)], **run_figures(result, t0), **result["final"],
         "histogram": f"{args.bins}^3 RGB bins on [0,1], normalised to sum 1",
