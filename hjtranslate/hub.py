@@ -137,7 +137,7 @@ def _cards_for_the_hub(loaded: Any, kind: str, folder: Path, repo_id: str,
         write_model_card(folder, loaded.config_dict(), repo_id=repo_id, revision=revision)
 
 
-def _check_repo_id(repo_id: str) -> str:
+def check_repo_id(repo_id: str) -> str:
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     if repo_id.count("/") != 1:
@@ -179,7 +179,7 @@ def push_folder(
 
     from huggingface_hub import HfApi
 
-    _check_repo_id(repo_id)  # before the folder is loaded
+    check_repo_id(repo_id)  # before the folder is loaded
     if revision is not None and (re.fullmatch(r"[0-9a-fA-F]{40}", revision)
                                  or revision.startswith("refs/")):
         raise ValueError(f"--revision {revision} names a commit or a ref: a push goes to a branch "

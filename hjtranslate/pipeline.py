@@ -68,7 +68,7 @@ import socket
 import sys
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -134,6 +134,8 @@ MIN_FRAME_SHARE = 0.02
 OTHER_SIDE_FALSE_ALARMS = 0.01
 #: the most frames ``morph_steps`` asks for (the app shows 8; each frame is a VAE decode)
 MAX_MORPH_STEPS = 256
+#: what ``TranslationPipeline.__call__`` returns its translations as (diffusers' output_type)
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 #: a numpy (A, B, C) array with a last axis this short (and shorter than B) is refused as
 # ambiguous rather than read as A images C pixels wide: (28, 28, 5) is more likely one
 # image with 5 channels.
@@ -153,14 +155,22 @@ def default_model_path() -> Path:
 class TranslationOutput:
     """What ``TranslationPipeline.__call__`` returns, one entry per input image.
 
-    ``images``: translations, 28x28 grey PIL images. ``frames``: with ``morph_steps=N``, N
-    decoded frames per image from the input (t=0) to the translation (t=t_f). ``source_classes``
-    / ``target_classes``: the class of each input and of its translation (identical: class k goes
-    to class k). ``confidences``: the probability that the target-side judge gives the target
-    class on each translation (``None`` without that judge). ``detection_confidences``: the
-    source-side judge's probability of each detected class (``None`` when classes were given).
-    ``notes``: per image, the conversions applied to it (see the module docstring).
-    ``latents``: the translations' latents ``(n, latent_dim)``, on the pipeline's device.
+    ``images``: translations, 28x28 grey PIL images (``output_type="pil"``), or one array
+    ``(n, 28, 28, 1)`` in [0, 1] (``"np"``), one tensor ``(n, 1, 28, 28)`` (``"pt"``) or the
+    latents ``(n, latent_dim)`` (``"latent"``). ``frames``: with ``morph_steps=N``, N decoded
+    frames per image from the input (t=0) to the translation (t=t_f), a list of N images per
+    image, or an array ``(n, N, 28, 28, 1)`` / tensor ``(n, N, 1, 28, 28)`` / latents ``(n, N,
+    latent_dim)`` for the other output types. ``source_classes`` / ``target_classes``: the class
+    of each input and of its translation (identical: class k goes to class k). ``confidences``:
+    the probability that the output side's judge (the target judge forward, the source judge
+    backward) gives that class to each translation (``None`` without that judge).
+    ``detection_confidences``: the input side's judge's probability of each detected class
+    (``None`` when classes were given). ``notes``: per image, the conversions applied to it
+    (see the module docstring). ``latents``: the translations' latents ``(n, latent_dim)``, on
+    the pipeline's device.
+
+    As diffusers' outputs, it reads by name (``out["images"]``) or position (``out[0]``: the
+    images), and ``to_tuple()`` gives the fields that are set, in order.
     """
 
     images: list[PILImage]
@@ -171,6 +181,20 @@ class TranslationOutput:
     detection_confidences: list[float] | None = None
     notes: list[list[str]] = field(default_factory=list)
     latents: torch.Tensor | None = None
+
+    def to_tuple(self) -> tuple[Any, ...]:
+        """The fields that are not None, in their order (``images`` first)."""
+        return tuple(getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None)
+
+    def __getitem__(self, key: int | slice | str) -> Any:
+        if isinstance(key, str):
+            if key not in {f.name for f in fields(self)} or getattr(self, key) is None:
+                raise KeyError(key)
+            return getattr(self, key)
+        return self.to_tuple()[key]
+
+    def keys(self) -> list[str]:
+        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
 
 
 # -- input conversion ---------------------------------------------------------------------------
@@ -1067,6 +1091,12 @@ class TranslationPipeline:
 
     # -- properties ------------------------------------------------------------------------------
     @property
+    def components(self) -> dict[str, Any]:
+        """The parts, by the names ``from_components`` and the saved folder use."""
+        return {"vae": self.vae, "map": self.map, "judge_source": self.judge_source,
+                "judge_target": self.judge_target}
+
+    @property
     def num_classes(self) -> int | None:
         """K: class labels are 0..K-1 (the map's classes, else the class names' count)."""
         if self.map.num_classes:
@@ -1180,12 +1210,17 @@ class TranslationPipeline:
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
         force_download: bool = False,
+        torch_dtype: torch.dtype | None = None,
     ) -> TranslationPipeline:
         """Load a saved pipeline from a folder or a Hub repo id (``revision``, ``cache_dir``,
         ``local_files_only``, ``token``, ``force_download`` and ``HF_HUB_OFFLINE=1`` work as in
         huggingface_hub).
-        ``dtype`` is the map's; the VAE and judges compute in float32 (as ``VAEEncoder`` and
-        the judges require)."""
+        ``dtype`` (or diffusers' name for it, ``torch_dtype``) is the map's; the VAE and judges
+        compute in float32 (as ``VAEEncoder`` and the judges require)."""
+        if torch_dtype is not None:
+            if dtype is not torch.float32 and check_dtype(dtype) != check_dtype(torch_dtype):
+                raise ValueError(f"dtype={dtype} and torch_dtype={torch_dtype} disagree: pass one.")
+            dtype = torch_dtype
         from hjtranslate_plugins.vae import VAEEncoder
 
         from .judges import load_judge
@@ -1308,10 +1343,25 @@ class TranslationPipeline:
             "other_side": self.other_side,
         }
 
-    def save_pretrained(self, folder: str | Path, repo_id: str | None = None) -> Path:
+    def save_pretrained(self, folder: str | Path, repo_id: str | None = None,
+                        push_to_hub: bool = False, **push_kwargs: Any) -> Path:
         """Write the pipeline folder atomically: everything goes into a temporary sibling folder,
         which then replaces ``folder`` by two renames (a failure leaves ``folder`` as it was).
-        ``repo_id`` only changes the model card's usage snippet."""
+        ``repo_id`` changes the model card's usage snippet; with ``push_to_hub=True`` the saved
+        folder is also published there (``private``, ``revision``, ``commit_message``,
+        ``token``: as :meth:`push_to_hub`)."""
+        unknown = sorted(set(push_kwargs) - {"private", "revision", "commit_message", "token"})
+        if unknown or (push_kwargs and not push_to_hub):
+            raise TypeError(f"save_pretrained got unexpected keyword arguments "
+                            f"{unknown or sorted(push_kwargs)}; with push_to_hub=True it takes "
+                            "private, revision, commit_message and token.")
+        if push_to_hub and not repo_id:
+            raise ValueError("save_pretrained(..., push_to_hub=True) needs repo_id='user/name': "
+                             "the repo is not named after the folder.")
+        if push_to_hub:
+            from .hub import check_repo_id
+
+            check_repo_id(repo_id)  # before anything is written
         folder = Path(folder).expanduser()
         check_pipeline_destination(folder)
         folder.parent.mkdir(parents=True, exist_ok=True)
@@ -1332,6 +1382,14 @@ class TranslationPipeline:
             for leftover in (tmp, old):
                 if leftover.exists():
                     shutil.rmtree(leftover, ignore_errors=True)
+        if push_to_hub:
+            from .hub import push_folder
+
+            push_folder(folder, repo_id, private=bool(push_kwargs.get("private", False)),
+                        revision=push_kwargs.get("revision"),
+                        commit_message=(push_kwargs.get("commit_message")
+                                        or "Upload hjtranslate TranslationPipeline"),
+                        token=push_kwargs.get("token"))
         return folder
 
     def _write_part(self, key: str, part: Any, out: Path) -> Path | None:
@@ -1587,15 +1645,23 @@ class TranslationPipeline:
         morph_steps: int = 0,
         batch_size: int = 256,
         frame: bool = True,
-    ) -> TranslationOutput:
+        output_type: str = "pil",
+        return_dict: bool = True,
+    ) -> TranslationOutput | tuple[Any, ...]:
         """Translate ``images`` (source -> target with ``direction="forward"``, target -> source
         with ``"backward"``). ``classes``: an int for all images, one per image, or ``None`` to
         let the input side's judge detect them. ``morph_steps=N`` (0, or 2..256) also returns N
         frames per image from the input (t=0) to the translation (t=t_f). Pictures that are not
         28x28 are framed as the input side's dataset framed its own (``frame=False`` does not:
-        rule 5 of the module's docstring)."""
+        rule 5 of the module's docstring). ``batch_size``: images encoded, mapped and decoded
+        at a time. ``output_type``: ``"pil"`` (default), ``"np"``, ``"pt"`` or ``"latent"``
+        (:class:`TranslationOutput` says what each gives). ``return_dict=False`` returns
+        ``(images, frames)`` (``frames`` None without ``morph_steps``), as diffusers does."""
         if direction not in ("forward", "backward"):
             raise ValueError(f"direction must be 'forward' or 'backward', got {direction!r}.")
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {', '.join(map(repr, OUTPUT_TYPES))}, "
+                             f"got {output_type!r}.")
         check_morph_steps(morph_steps, "morph_steps")
         morph_steps = int(morph_steps)
         if not is_int(batch_size) or batch_size < 1:
@@ -1645,7 +1711,7 @@ class TranslationPipeline:
         latents = torch.cat(outs)
         decoded = torch.cat([self.vae.decode(latents[i: i + batch_size])
                              for i in range(0, n, batch_size)]).cpu()
-        frames = None
+        frames = dec = path = None
         if frames_latents:
             path = torch.cat(frames_latents, dim=1)  # (T, n, d)
             flat = path.reshape(-1, path.shape[-1])
@@ -1659,11 +1725,20 @@ class TranslationPipeline:
             probs = self._probabilities(out_judge, decoded)
             k_idx = torch.tensor(labels).clamp_max(probs.shape[1] - 1)
             confidences = probs[torch.arange(n), k_idx].tolist()
-        return TranslationOutput(
-            images=to_pil(decoded), source_classes=list(labels), target_classes=list(labels),
+        images_out: Any = to_pil(decoded)
+        if output_type == "np":
+            images_out = decoded.permute(0, 2, 3, 1).numpy()
+            frames = None if dec is None else dec.permute(1, 0, 3, 4, 2).numpy()
+        elif output_type == "pt":
+            images_out, frames = decoded, None if dec is None else dec.transpose(0, 1)
+        elif output_type == "latent":
+            images_out, frames = latents, None if path is None else path.transpose(0, 1)
+        result = TranslationOutput(
+            images=images_out, source_classes=list(labels), target_classes=list(labels),
             confidences=confidences, frames=frames, detection_confidences=detection, notes=notes,
             latents=latents,
         )
+        return result if return_dict else (result.images, result.frames)
 
 
 def check_dtype(dtype: Any) -> torch.dtype:

@@ -1053,3 +1053,38 @@ def test_the_app_module_run_as_a_script_says_what_is_wrong(tmp_path):
                              str(tmp_path / "nothing")], capture_output=True, text=True)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip() == f"error: pipeline: no such folder: {tmp_path / 'nothing'}"
+
+
+def test_diffusers_conventions_output_types_tuples_components_and_torch_dtype(
+        saved, data, hub_server, hf_cache):
+    pipe = TranslationPipeline.from_pretrained(saved, torch_dtype=torch.float64)
+    assert pipe.dtype == torch.float64
+    with pytest.raises(ValueError, match="disagree"):
+        TranslationPipeline.from_pretrained(saved, dtype=torch.float64, torch_dtype=torch.float32)
+    assert set(pipe.components) == {"vae", "map", "judge_source", "judge_target"}
+    x = data[0][:2]
+    pil = pipe(x, classes=[1, 2], morph_steps=3)
+    assert pil[0] is pil.images and pil["frames"] is pil.frames and pil.to_tuple()[0] is pil.images
+    assert "detection_confidences" not in pil.keys()  # classes were given: not set
+    with pytest.raises(KeyError):
+        pil["detection_confidences"]
+    arrays = pipe(x, classes=[1, 2], morph_steps=3, output_type="np")
+    assert arrays.images.shape == (2, 28, 28, 1) and arrays.frames.shape == (2, 3, 28, 28, 1)
+    np.testing.assert_array_equal((arrays.images[..., 0] * 255).round().astype(np.uint8),
+                                  np.stack([np.asarray(i) for i in pil.images]))
+    tensors = pipe(x, classes=[1, 2], morph_steps=3, output_type="pt")
+    assert tensors.images.shape == (2, 1, 28, 28) and tensors.frames.shape == (2, 3, 1, 28, 28)
+    latent = pipe(x, classes=[1, 2], morph_steps=3, output_type="latent")
+    torch.testing.assert_close(latent.images, pil.latents)
+    assert latent.frames.shape == (2, 3, pipe.map.dim)
+    images, frames = pipe(x, classes=[1, 2], return_dict=False)
+    assert len(images) == 2 and frames is None
+    with pytest.raises(ValueError, match="output_type must be one of 'pil', 'np', 'pt', 'latent'"):
+        pipe(x, classes=1, output_type="numpy")
+    with pytest.raises(TypeError, match=r"unexpected keyword arguments \['privte'\]"):
+        pipe.save_pretrained(hf_cache.parent / "p", repo_id="user/p", push_to_hub=True,
+                             privte=True)
+    with pytest.raises(ValueError, match="push_to_hub=True\\) needs repo_id"):
+        pipe.save_pretrained(hf_cache.parent / "p", push_to_hub=True)
+    pipe.save_pretrained(hf_cache.parent / "p", repo_id="user/p", push_to_hub=True)
+    assert "hjtranslate_pipeline.json" in hub_server.files("user/p", "main")
