@@ -332,12 +332,18 @@ class HJMap(
         ``(len(ts), n, dim)``. ``ts`` are times in ``[0, t_f]``."""
         x = self._check(x, "x")
         try:
-            ts = torch.as_tensor(ts, dtype=x.dtype, device=x.device).reshape(-1)
+            ts = torch.as_tensor(ts, dtype=x.dtype, device=x.device)
         except (TypeError, ValueError, RuntimeError):
             raise ValueError(f"ts must be numbers (times in [0, t_f={self.t_f}]), got "
                              f"{type(ts).__name__}.") from None
-        if not ((ts >= 0) & (ts <= self.t_f + 1e-9)).all():  # NaN fails both
-            raise ValueError(f"Interpolation times must lie in [0, t_f={self.t_f}].")
+        if ts.ndim > 1:
+            raise ValueError(f"ts must be one time or a flat sequence of times, got shape "
+                             f"{tuple(ts.shape)}.")
+        ts = ts.reshape(-1)
+        bad = ts[~((ts >= 0) & (ts <= self.t_f + 1e-9))]  # NaN fails both
+        if len(bad):
+            raise ValueError(f"Interpolation times must lie in [0, t_f={self.t_f}], got "
+                             f"{float(bad[0]):g}.")
         if len(x) == 0:
             self._labels(k, 0, x.device)  # a conditional map still needs its k
             return x.new_zeros(len(ts), 0, self.dim)

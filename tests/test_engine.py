@@ -596,9 +596,11 @@ def test_map_rejects_bad_class_ids_times_and_arguments(tmp_path):
     assert m.interpolate(torch.empty(0, 2), [0.5], k=[]).shape == (1, 0, 2)
     with pytest.raises(ValueError, match="pass the class of each sample"):
         m.forward(torch.empty(0, 2))
-    for ts in ([float("nan")], [-0.1], [1.5]):
-        with pytest.raises(ValueError, match="Interpolation times must lie in"):
+    for ts in ([float("nan")], [-0.1], [0.5, 1.5]):
+        with pytest.raises(ValueError, match=f"Interpolation times must lie in .*got {ts[-1]:g}"):
             m.interpolate(x[:2], ts, k=0)
+    with pytest.raises(ValueError, match=r"flat sequence of times, got shape \(2, 2\)"):
+        m.interpolate(x[:2], [[0.0, 0.5], [0.5, 1.0]], k=0)
     with pytest.raises(ValueError, match=r"z must be a tensor of shape \(n, 2\)"):
         m.potential(torch.randn(4, 3), 0.0, 0)
     for bad in (None, "abc", torch.zeros(3, 2, dtype=torch.complex64)):
