@@ -35,6 +35,7 @@ def _shape(value: Any) -> str:
     return str(tuple(value.shape)) if isinstance(value, torch.Tensor) else type(value).__name__
 
 
+@torch.inference_mode(False)  # the probes differentiate: also in an inference block
 def check_cost(cost: Cost, name: str, who: str, dim: int) -> None:
     """``cost`` (the plugin ``name``) implements ``L``, ``H`` and ``grad H`` batched over the last
     axis, finite near 0 (a cost may be infinite off a bounded domain), and its ``config()`` is
@@ -74,7 +75,7 @@ def _check_cost_differentiable(cost: Any, who: str, v: torch.Tensor) -> None:
     """The HJ loss differentiates ``hamiltonian`` and ``grad_hamiltonian`` in ``p`` (and the
     match ``lagrangian`` in ``v``): each must keep autograd's graph."""
     for method in COST_METHODS:
-        with torch.enable_grad():
+        with torch.inference_mode(False), torch.enable_grad():  # also in an inference block
             p = v.clone().requires_grad_(True)
             try:
                 out = getattr(cost, method)(p)
@@ -113,9 +114,11 @@ def _warn_if_not_homogeneous(cost: Any, who: str, v: torch.Tensor) -> None:
                   "with scale**degree).", RuntimeWarning, stacklevel=3)
 
 
-def check_image_encoder(encoder: Any, who: str) -> None:
+def check_image_encoder(encoder: Any, who: str, device: Any = "cpu",
+                        dtype: torch.dtype = torch.float32) -> None:
     """An encoder standing in a pipeline: a whole ``latent_dim``, ``encode`` and ``decode``
-    implemented, and ``decode`` of two latents giving two grey 28x28 images."""
+    implemented, and ``decode`` of two latents (on ``device``, in ``dtype``: the map's, as the
+    pipeline passes them) giving two grey 28x28 images."""
     from .encoders import Encoder
 
     dim = getattr(encoder, "latent_dim", None)
@@ -129,10 +132,9 @@ def check_image_encoder(encoder: Any, who: str) -> None:
         raise PluginError(f"{who} does not implement {' and '.join(missing)}: in a pipeline, "
                           "encode takes grey images (n, 1, 28, 28) in [0, 1] to (n, latent_dim) "
                           "latents and decode the reverse.")
-    device = getattr(encoder, "device", None) or "cpu"
     try:
         with torch.no_grad():
-            out = encoder.decode(torch.zeros(2, dim, device=device))
+            out = encoder.decode(torch.zeros(2, dim, device=device, dtype=dtype))
     except Exception as exc:  # the plugin's own code
         raise PluginError(f"{who}: decode fails on latents of shape (2, {dim}): "
                           f"{type(exc).__name__}: {exc}") from None
@@ -141,6 +143,7 @@ def check_image_encoder(encoder: Any, who: str) -> None:
                           f"(2, 1, 28, 28) in [0, 1] to stand in a pipeline, got {_shape(out)}.")
 
 
+@torch.inference_mode(False)
 def check_head(head: nn.Module, who: str, dim: int, num_classes: int | None,
                rebuild: dict[str, Any]) -> None:
     """``head(x, t, k)`` gives one finite potential per point; a closed-form ``momentum`` agrees
@@ -163,12 +166,13 @@ def _probe_head(head: nn.Module, who: str, dim: int, num_classes: int | None,
                           "weights define u(x, t).")
     g = torch.Generator().manual_seed(0)
     param = next(iter(head.parameters()))
-    z = torch.randn(_PROBE, dim, generator=g).to(param.device, param.dtype).requires_grad_(True)
-    t = torch.full((_PROBE, 1), 0.5, device=param.device, dtype=param.dtype)
-    k = (torch.arange(_PROBE, device=param.device) % num_classes
-         if getattr(head, "conditional", False) and num_classes else None)
+    with torch.inference_mode(False):  # normal tensors, also in an inference block
+        z = torch.randn(_PROBE, dim, generator=g).to(param.device, param.dtype).requires_grad_(True)
+        t = torch.full((_PROBE, 1), 0.5, device=param.device, dtype=param.dtype)
+        k = (torch.arange(_PROBE, device=param.device) % num_classes
+             if getattr(head, "conditional", False) and num_classes else None)
     try:
-        with torch.enable_grad():
+        with torch.inference_mode(False), torch.enable_grad():
             u = head(z, t, k)
             if isinstance(u, torch.Tensor) and not u.requires_grad:
                 raise PluginError(f"{who}: forward(x, t, k) does not depend on x through "

@@ -139,6 +139,9 @@ class HJMap(
     common similarity transform, under which OT maps for homogeneous costs are equivariant).
     """
 
+    # parameters made in an inference block would be inference tensors, which the maps'
+    # autograd cannot use
+    @torch.inference_mode(False)
     def __init__(
         self,
         dim: int,

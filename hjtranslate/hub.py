@@ -165,6 +165,15 @@ def _network_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+def check_revision(revision: str | None) -> None:
+    """A push's ``revision`` names a branch: not a commit sha or a ref (a tag is refused once
+    the repo's tags are listed)."""
+    if revision is not None and (re.fullmatch(r"[0-9a-fA-F]{40}", revision)
+                                 or revision.startswith("refs/")):
+        raise ValueError(f"--revision {revision} names a commit or a ref: a push goes to a branch "
+                         "(created from main if new); name one, e.g. --revision dev.")
+
+
 def push_folder(
     folder: str | Path, repo_id: str, private: bool = False, revision: str | None = None,
     commit_message: str | None = None, token: str | bool | None = None,
@@ -180,10 +189,7 @@ def push_folder(
     from huggingface_hub import HfApi
 
     check_repo_id(repo_id)  # before the folder is loaded
-    if revision is not None and (re.fullmatch(r"[0-9a-fA-F]{40}", revision)
-                                 or revision.startswith("refs/")):
-        raise ValueError(f"--revision {revision} names a commit or a ref: a push goes to a branch "
-                         "(created from main if new); name one, e.g. --revision dev.")
+    check_revision(revision)
     folder = Path(folder).expanduser()
     kind, loaded = check_folder(folder)
     root = Path(folder).resolve()

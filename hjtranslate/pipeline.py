@@ -1055,7 +1055,8 @@ class TranslationPipeline:
 
         if not isinstance(map, HJMap):
             raise TypeError(f"map must be an HJMap, got {type(map).__name__}.")
-        check_image_encoder(vae, f"The encoder {type(vae).__name__}")
+        check_image_encoder(vae, f"The encoder {type(vae).__name__}", map.shift.device,
+                            map.shift.dtype)
         if map.dim != vae.latent_dim:
             what = "VAE" if getattr(vae, "name", None) == "vae" else "encoder"
             raise CheckpointError(
@@ -1218,9 +1219,15 @@ class TranslationPipeline:
         ``dtype`` (or diffusers' name for it, ``torch_dtype``) is the map's; the VAE and judges
         compute in float32 (as ``VAEEncoder`` and the judges require)."""
         if torch_dtype is not None:
-            if dtype is not torch.float32 and check_dtype(dtype) != check_dtype(torch_dtype):
+            try:
+                named = check_dtype(torch_dtype)
+            except ValueError:
+                raise ValueError(f"torch_dtype must be torch.float32 or torch.float64 (the map's "
+                                 f"precision; the VAE and judges compute in float32), got "
+                                 f"{torch_dtype!r}.") from None
+            if dtype is not torch.float32 and check_dtype(dtype) != named:
                 raise ValueError(f"dtype={dtype} and torch_dtype={torch_dtype} disagree: pass one.")
-            dtype = torch_dtype
+            dtype = named
         from hjtranslate_plugins.vae import VAEEncoder
 
         from .judges import load_judge
@@ -1359,9 +1366,10 @@ class TranslationPipeline:
             raise ValueError("save_pretrained(..., push_to_hub=True) needs repo_id='user/name': "
                              "the repo is not named after the folder.")
         if push_to_hub:
-            from .hub import check_repo_id
+            from .hub import check_repo_id, check_revision
 
             check_repo_id(repo_id)  # before anything is written
+            check_revision(push_kwargs.get("revision"))
         folder = Path(folder).expanduser()
         check_pipeline_destination(folder)
         folder.parent.mkdir(parents=True, exist_ok=True)
@@ -1709,29 +1717,34 @@ class TranslationPipeline:
                     path = z[None] + s * (y.detach() - z)[None]
                 frames_latents.append(path.detach())
         latents = torch.cat(outs)
-        decoded = torch.cat([self.vae.decode(latents[i: i + batch_size])
-                             for i in range(0, n, batch_size)]).cpu()
+        with torch.no_grad():  # an encoder plugin's decode may build a graph
+            decoded = torch.cat([self.vae.decode(latents[i: i + batch_size])
+                                 for i in range(0, n, batch_size)]).cpu()
         frames = dec = path = None
         if frames_latents:
             path = torch.cat(frames_latents, dim=1)  # (T, n, d)
+        if path is not None and output_type != "latent":
             flat = path.reshape(-1, path.shape[-1])
-            dec = torch.cat([self.vae.decode(flat[i: i + batch_size])
-                             for i in range(0, len(flat), batch_size)]).cpu()
+            with torch.no_grad():
+                dec = torch.cat([self.vae.decode(flat[i: i + batch_size])
+                                 for i in range(0, len(flat), batch_size)]).cpu()
             dec = dec.reshape(morph_steps, n, 1, IMAGE_SIZE, IMAGE_SIZE)
-            frames = [to_pil(dec[:, j]) for j in range(n)]
         confidences = None
         out_judge = self._judge(out_side)
         if out_judge is not None:
             probs = self._probabilities(out_judge, decoded)
             k_idx = torch.tensor(labels).clamp_max(probs.shape[1] - 1)
             confidences = probs[torch.arange(n), k_idx].tolist()
-        images_out: Any = to_pil(decoded)
-        if output_type == "np":
+        images_out: Any
+        if output_type == "pil":
+            images_out = to_pil(decoded)
+            frames = None if dec is None else [to_pil(dec[:, j]) for j in range(n)]
+        elif output_type == "np":
             images_out = decoded.permute(0, 2, 3, 1).numpy()
             frames = None if dec is None else dec.permute(1, 0, 3, 4, 2).numpy()
         elif output_type == "pt":
             images_out, frames = decoded, None if dec is None else dec.transpose(0, 1)
-        elif output_type == "latent":
+        else:  # "latent": the frames' latents, not decoded
             images_out, frames = latents, None if path is None else path.transpose(0, 1)
         result = TranslationOutput(
             images=images_out, source_classes=list(labels), target_classes=list(labels),
@@ -1939,10 +1952,21 @@ def cmd_translate(args: argparse.Namespace) -> int:
         "items": items,
         "skipped": skipped,
     }
-    # the earlier runs' translations still in the folder stay listed, after this run's
+    # the earlier runs' translations still in the folder stay listed, after this run's; one of
+    # an input translated again (the same way) is replaced, its files removed
     written = {item["output"] for item in items} | {item["morph"] for item in items}
-    kept = [item for item in earlier
-            if item["output"] not in written and Path(item["output"]).is_file()]
+    done = {Path(path).resolve() for path, _ in inputs}
+    kept = []
+    for item in earlier:
+        if item["output"] in written or not Path(item["output"]).is_file():
+            continue
+        if (Path(item["input"]).resolve() in done
+                and item.get("direction", args.direction) == args.direction):
+            for old in (item["output"], item.get("morph")):
+                if isinstance(old, str) and old not in written and Path(old).parent == out_dir:
+                    Path(old).unlink(missing_ok=True)
+            continue
+        kept.append(item)
     if kept:
         report["earlier_items"] = kept
     tmp = out_dir / "translations.json.tmp"

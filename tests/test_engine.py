@@ -1184,3 +1184,8 @@ def test_maps_under_inference_mode_in_half_precision_and_with_a_shared_potential
     with pytest.raises(TypeError, match=r"unknown keyword arguments \['push_to_hbu'\]"):
         m.save_pretrained(tmp_path / "map", push_to_hbu=True)
     assert not (tmp_path / "map").exists()
+    m.save_pretrained(tmp_path / "map")
+    with torch.inference_mode():  # built and loaded there too (the plugin checks differentiate)
+        loaded = hjt.HJMap.from_pretrained(tmp_path / "map")
+        hjt.HJMap(2, head="conditional", num_classes=2)
+        torch.testing.assert_close(loaded.forward(x[:4], k=1), m.forward(x[:4], k=1))

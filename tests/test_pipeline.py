@@ -856,6 +856,12 @@ def test_cli_translate_into_a_folder_used_before(saved, inputs, tmp_path, capsys
     outputs = [i["output"] for i in report["items"] + report["earlier_items"]]
     assert len(set(outputs)) == 3 and all(Path(o).is_file() for o in outputs)
     assert sorted(p.name for p in out.glob("*.png")) == sorted(Path(o).name for o in outputs)
+    # an input translated again under another name (its name was taken) replaces its entry
+    assert main([*run, str(other / "digit0.png")]) == 0
+    report = json.loads((out / "translations.json").read_text())
+    listed = report["items"] + report["earlier_items"]
+    assert sorted(Path(i["input"]).parent.name for i in listed) == [inputs.name, inputs.name, "other"]
+    assert sorted(p.name for p in out.glob("*.png")) == sorted(Path(i["output"]).name for i in listed)
     (out / "translations.json").write_text("{not json")  # a damaged list is replaced
     assert main([*run, str(inputs / "digit0.png")]) == 0
     report = json.loads((out / "translations.json").read_text())

@@ -416,6 +416,21 @@ def test_an_encoder_in_a_pipeline_is_checked_when_the_pipeline_is_built():
         def encode(self, x):
             return x.reshape(len(x), -1)[:, :4]
 
+    class Linear64(Encoder):  # float64 weights, a decode that builds a graph: fine
+        latent_dim = 4
+
+        def __init__(self):
+            self.w = torch.nn.Parameter(torch.randn(784, 4, dtype=torch.float64) / 28)
+
+        def encode(self, x):
+            return x.reshape(len(x), -1).double() @ self.w
+
+        def decode(self, z):
+            return torch.sigmoid(z @ self.w.T).reshape(len(z), 1, 28, 28)
+
+    pipe = TranslationPipeline(Linear64(), hjt.HJMap(4).double())
+    images = pipe(torch.rand(2, 1, 28, 28), classes=0, output_type="np").images
+    assert images.shape == (2, 28, 28, 1)
     m = hjt.HJMap(4)
     for encoder, message in ((Flat(), r"decode of latents \(2, 4\) must return grey images of "
                               r"shape \(2, 1, 28, 28\).*got \(2, 784\)"),

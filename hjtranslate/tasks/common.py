@@ -408,7 +408,9 @@ def cost_from_args(args: argparse.Namespace) -> Any:
             given = " and ".join(f for f, v in (("--p", args.p), ("--cost-options",
                                                                   getattr(args, "cost_options", None)))
                                  if v is not None)
-            raise registry.PluginOptionError(f"{exc}. Check the values of {given}.") from None
+            hint = (f"Check the values of {given}." if given else
+                    f"Its defaults do not build it: the cost plugin {args.cost!r} is at fault.")
+            raise registry.PluginOptionError(f"{str(exc).rstrip('.')}. {hint}") from None
         if args.p is None:
             hint = ("Check --cost-options against them." if getattr(args, "cost_options", None)
                     else "Give its options with --cost-options '{\"name\": value}'.")
