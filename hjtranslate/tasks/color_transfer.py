@@ -132,7 +132,8 @@ def load_image(path: str | Path, what: str = "") -> np.ndarray:
         ) from None
     except OSError as exc:
         raise ValueError(f"The {label} {str(path)!r} could not be read: {exc}") from None
-    arr = np.asarray(rgb, dtype=np.float32) / 255.0
+    arr = np.asarray(rgb, dtype=np.float32)
+    arr /= 255.0  # in place: a 64-megapixel photo is 768 MB in float32
     if arr.shape[0] * arr.shape[1] < 2:
         raise ValueError(f"The {label} {str(path)!r} has fewer than 2 pixels.")
     return arr
@@ -319,6 +320,9 @@ def _colour_match_defaults(args: argparse.Namespace) -> None:
         args.sinkhorn_blur = COLOUR_SINKHORN_BLUR
 
 
+PANEL_PIXELS = 1024  # the most pixels a side an image is drawn with in a panel
+
+
 def panel(path: Path, images: dict[str, np.ndarray], title: str = "") -> None:
     import matplotlib
 
@@ -327,7 +331,10 @@ def panel(path: Path, images: dict[str, np.ndarray], title: str = "") -> None:
 
     fig, axes = plt.subplots(1, len(images), figsize=(3.2 * len(images), 3.4), dpi=110)
     for ax, (name, img) in zip(np.atleast_1d(axes), images.items(), strict=True):
-        ax.imshow(np.clip(img, 0, 1))
+        # a panel shows about 350 pixels a side: matplotlib would make a float64 RGBA copy of a
+        # 64-megapixel photo (2 GB) to show it
+        step = max(1, -(-max(img.shape[:2]) // PANEL_PIXELS))
+        ax.imshow(np.clip(img[::step, ::step], 0, 1))
         ax.set_title(name, fontsize=9)
         ax.axis("off")
     if title:
