@@ -170,9 +170,12 @@ def subsample(px: torch.Tensor, n: int, seed: int) -> torch.Tensor:
 
 
 def apply_map(fn, px: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
-    """Apply a map to all pixels in chunks, clipped to ``[0, 1]``."""
-    return torch.cat([fn(px[i:i + chunk]).detach().cpu()  # a map may sit on a GPU
-                      for i in range(0, len(px), chunk)]).clamp(0, 1)
+    """Apply a map to all pixels in chunks, clipped to ``[0, 1]`` (filled in place: a list of
+    chunks and their concatenation would hold a 64-megapixel photo twice)."""
+    out = torch.empty_like(px, device="cpu")
+    for i in range(0, len(px), chunk):
+        out[i:i + chunk] = fn(px[i:i + chunk]).detach().clamp(0, 1).cpu()  # a map may sit on a GPU
+    return out
 
 
 # -- colour-histogram metrics ----------------------------------------------------------------
