@@ -553,7 +553,10 @@ def make_batch_fn(zs, zt, ks, kt, batch_size: int, seed: int):
         classes = sorted(set(ks.tolist()))
         src_idx = [torch.nonzero(ks == k)[:, 0] for k in classes]
         tgt_idx = [torch.nonzero(kt == k)[:, 0] for k in classes]
-        per = max(batch_size // len(classes), 2)
+        # capped at the classes' sizes, as an unlabelled batch is at the data's: a batch far
+        # beyond the data only repeats points (and its match grows with its square)
+        largest = min(max(len(s) for s in src_idx), max(len(t) for t in tgt_idx))
+        per = max(min(batch_size // len(classes), largest), 2)
 
     def batch_fn(step: int, rank: int) -> dict[str, Any]:
         g = torch.Generator().manual_seed(_batch_seed(seed, step, rank))

@@ -326,6 +326,10 @@ def _main(argv: Sequence[str] | None) -> int:
             from .tasks.common import check_inert_options
 
             check_inert_options(args, args._typed)  # before any data is read or encoded
+            if isinstance(getattr(args, "seed", None), int):  # before a task seeds anything
+                from .checks import whole_number
+
+                whole_number("--seed", args.seed, 0, 2**32 - 1)  # numpy's seed range
             if hasattr(args, "report_to"):
                 from .training import check_tracker
 

@@ -14,7 +14,9 @@ Inside a folder, each dataset may be laid out as
   (``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``,
   ``t10k-labels-idx1-ubyte``), gzip-compressed (``.gz``) or plain;
 - torchvision's layout, ``MNIST/raw/`` and ``FashionMNIST/raw/``;
-- the four files directly in the folder given (only when it is passed explicitly).
+- the four files directly in the folder given (only when it is passed explicitly), which
+  then holds Fashion-MNIST if its name says "fashion", else MNIST (the two datasets' files have
+  the same names: a folder of one must not serve as both).
 
 Parsed tensors are cached in memory per (file path, size, mtime). ``download=True`` fetches the
 files through torchvision into the cache folder, for machines with internet access.
@@ -78,7 +80,8 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None, create: bool = F
                 raise FileNotFoundError(f"Cannot create the data folder {str(path)!r} (from "
                                         f"{source}) to download into: {exc.strerror}.") from None
         if not path.is_dir():
-            raise FileNotFoundError(f"Data folder {str(path)!r} (from {source}) does not exist.")
+            what = "is a file, not a folder" if path.exists() else "does not exist"
+            raise FileNotFoundError(f"Data folder {str(path)!r} (from {source}) {what}.")
         return path
     return default_cache_dir()
 
@@ -99,9 +102,16 @@ def _find(folder: Path, stem: str) -> Path | None:
     return None
 
 
+def names_fashion(folder: Path) -> bool:
+    """Whether a folder's name says it holds Fashion-MNIST (``fashion-mnist``, ``FashionMNIST``,
+    ``fashion``): MNIST and Fashion-MNIST files have the same names, so a folder holding the four
+    files directly counts as the dataset its name says (MNIST unless it says fashion)."""
+    return "fashion" in folder.resolve().name.lower()
+
+
 def _candidate_folders(name: str, root: Path, explicit: bool) -> list[Path]:
     folders = [root / sub for sub in DATASETS[name]["folders"]]
-    if explicit:
+    if explicit and names_fashion(root) == (name == "fashion-mnist"):
         folders.append(root)
     if name == "fashion-mnist":
         folders += DEBIAN_FASHION_DIRS
@@ -124,8 +134,11 @@ def _read_idx(path: Path, ndim: int, count: int | None = None) -> np.ndarray:
                 raw = f.read()
         else:
             raw = path.read_bytes()
-    except (OSError, EOFError, zlib.error) as exc:
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
         raise ValueError(f"Cannot read {path}: it is not a valid gzip file ({exc}). {hint}") from exc
+    except OSError as exc:  # permissions, a disk error: the file may well be intact
+        raise ValueError(f"Cannot read {path}: {exc.strerror or exc}. Check that this process may "
+                         "read it (its permissions, the disk), or replace it.") from exc
     if len(raw) < 4 + 4 * ndim:
         raise ValueError(f"{path} is truncated: {len(raw)} bytes, shorter than its header. {hint}")
     magic = int.from_bytes(raw[:4], "big")
@@ -203,6 +216,11 @@ def load_dataset(
             " On Debian/Ubuntu, `apt-get install dataset-fashion-mnist` also provides them."
             if key == "fashion-mnist" else ""
         )
+        if explicit and _find(root, images_stem) is not None:
+            other = "mnist" if key == "fashion-mnist" else "fashion-mnist"
+            extra += (f" {root} holds the files itself, which count as {other}'s (its name "
+                      f"{'says' if other == 'fashion-mnist' else 'does not say'} fashion): name "
+                      "the folder above it, holding mnist/ and fashion-mnist/.")
         raise FileNotFoundError(
             f"{key} ({split}) not found. Looked in: {', '.join(str(f) for f in folders)}. "
             f"Put the files {images_stem}.gz and {labels_stem}.gz (gzip or uncompressed) in "

@@ -520,6 +520,11 @@ class HJMap(
             ) from None
         check_device(map_location, "map_location")
         state = load_safetensors(weights, _REDO_MAP, device=str(map_location))
+        bad = sorted(k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all())
+        if bad:  # a damaged file, or a training that diverged: every map it gives is NaN
+            raise CheckpointError(f"The weights in {weights} hold NaN or infinite values "
+                                  f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}). "
+                                  f"{_REDO_MAP}")
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as exc:

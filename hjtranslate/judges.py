@@ -198,6 +198,10 @@ def frechet_distances(judge: Judge, real_images: torch.Tensor, fakes: list[torch
     fakes = [_as_images(f) for f in fakes]
     if len(real) < 2 or any(len(f) < 2 for f in fakes):
         raise ValueError("The Frechet distance needs at least 2 real and 2 fake images.")
+    if not all(torch.isfinite(x).all() for x in (real, *fakes)):
+        # LAPACK crashes the process on NaN (a segmentation fault in its matrix square root)
+        raise ValueError("The Frechet distance got images with NaN or infinite pixels (a map or "
+                         "VAE that gives NaN).")
     # sync_on_compute=False: evaluation runs on one process of a multi-process job, and a
     # cross-process sync there would wait for ranks that are not computing it.
     # reset_real_features=False: reset() forgets the fakes only.

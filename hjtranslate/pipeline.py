@@ -66,6 +66,7 @@ import re
 import shutil
 import socket
 import sys
+import tempfile
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
@@ -891,7 +892,7 @@ def _hub_snapshot(repo_id: str, revision: str | None, cache_dir: Any, local_file
         raise CheckpointError(f"Could not download {repo_id!r}: {first}") from None
 
 
-def _folder_config(folder: Path) -> dict[str, Any]:
+def folder_config(folder: Path) -> dict[str, Any]:
     """A folder's config.json as a dict ({} when it has none that reads as one)."""
     try:
         config = json.loads((folder / "config.json").read_text())
@@ -1032,6 +1033,17 @@ def check_pipeline_destination(folder: str | Path, flag: str = "") -> None:
     if folder.is_dir() and not (folder / INDEX_FILE).is_file() and any(folder.iterdir()):
         raise ValueError(f"{name} holds files and is not a translation pipeline folder; saving "
                          "replaces the whole folder, so name a new or empty one.")
+    # the save writes a sibling folder and renames it: the parent (or the nearest folder that
+    # exists above it) must take new files, known before a training run, not after it
+    anchor = folder.expanduser().absolute().parent
+    while not anchor.exists() and anchor != anchor.parent:
+        anchor = anchor.parent
+    try:
+        with tempfile.TemporaryFile(dir=anchor):
+            pass
+    except OSError as exc:
+        raise ValueError(f"Cannot write in {anchor} ({exc.strerror or exc}): {name} must lie in a "
+                         "folder this process can write to.") from None
 
 
 class TranslationPipeline:
@@ -1244,7 +1256,7 @@ class TranslationPipeline:
                         "(HJMap.from_pretrained); bundle it with a VAE into a pipeline with "
                         "TranslationPipeline.from_components(...).save_pretrained(DIR), or "
                         "train with `hjtranslate train digits-to-fashion --export DIR`.")
-            elif describes_a_map(config := _folder_config(root)) and (
+            elif describes_a_map(config := folder_config(root)) and (
                     root / "model.safetensors").is_file():
                 hint = " It looks like a bare HJMap folder: load it with HJMap.from_pretrained."
             elif {"architecture", "classes"} <= config.keys():

@@ -630,3 +630,38 @@ def test_an_interrupted_run_says_so_once_across_ranks(tmp_path, monkeypatch, cap
         monkeypatch.setenv("RANK", rank)
         assert main(argv) == 130
         assert ("interrupted: the checkpoints written so far" in capsys.readouterr().err) == said
+
+
+def test_bad_inputs_found_by_an_exploratory_test_of_digits_to_fashion(tmp_path, capsys,
+                                                                     monkeypatch):
+    """A part of a pipeline given to evaluate, a run without its map given to --init-from, a
+    --seed beyond numpy's range, a hand-edited eval_n and an --export where nothing can be
+    written: one-line errors before any training."""
+    for part in ("vae", "judge_source"):
+        assert main(["evaluate", str(ROOT / "models" / "digits-to-fashion" / part)]) == 2
+        assert f"is the {part} part of the translation pipeline" in capsys.readouterr().err
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    (killed / "config.json").write_text('{"task": "digits-to-fashion"}')
+    run = ["train", "digits-to-fashion", "--steps", "2", "--output-dir", str(tmp_path / "r")]
+    assert main([*run, "--init-from", str(killed)]) == 2
+    assert "is a run that has not saved its map yet" in capsys.readouterr().err
+    assert main([*run, "--seed", "99999999999999999999"]) == 2
+    assert "--seed must be between 0 and 4294967295" in capsys.readouterr().err
+    import tempfile
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
+    assert main([*run, "--export", str(tmp_path / "ro" / "pipe")]) == 2
+    assert f"Cannot write in {tmp_path} (Permission denied): --export" in capsys.readouterr().err
+    monkeypatch.undo()
+    assert not (tmp_path / "r").exists()
+    # a run whose config.json was edited by hand
+    (tmp_path / "edited" / "map").mkdir(parents=True)
+    (tmp_path / "edited" / "config.json").write_text('{"task": "toy2d", "eval_n": "abc"}')
+    shutil.copytree(ROOT / "models" / "digits-to-fashion" / "map", tmp_path / "edited" / "map",
+                    dirs_exist_ok=True)
+    assert main(["evaluate", str(tmp_path / "edited")]) == 2
+    assert "records eval_n 'abc', not a whole number" in capsys.readouterr().err

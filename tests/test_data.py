@@ -118,3 +118,32 @@ def test_unknown_names() -> None:
         data.load_dataset("cifar10", "train")
     with pytest.raises(ValueError, match="Unknown split"):
         data.load_dataset("mnist", "valid")
+
+
+def test_a_folder_of_one_dataset_is_not_read_as_both(shared_data: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """MNIST's and Fashion-MNIST's files have the same names: a folder holding them directly is
+    the dataset its name says, and the other one is not found there (it was read as both, and a
+    run trained digits to digits); a file that cannot be read is not called corrupt."""
+    digits = tmp_path / "mnist"
+    shutil.copytree(shared_data / "mnist", digits)
+    assert len(data.load_dataset("mnist", "test", data_dir=digits)[0]) == 10_000
+    with pytest.raises(FileNotFoundError, match="holds the files itself, which count as mnist's"):
+        data.load_dataset("fashion-mnist", "test", data_dir=digits)
+    clothes = tmp_path / "FashionMNIST-files"
+    shutil.copytree(shared_data / "fashion-mnist", clothes)
+    x, _ = data.load_dataset("fashion-mnist", "test", data_dir=clothes)
+    assert torch.equal(x, data.load_dataset("fashion-mnist", "test", data_dir=shared_data)[0])
+    with pytest.raises(FileNotFoundError, match="count as fashion-mnist's"):
+        data.load_dataset("mnist", "test", data_dir=clothes)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(FileNotFoundError, match="is a file, not a folder"):
+        data.resolve_data_dir(tmp_path / "afile")
+
+    def unreadable(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    data._cache.clear()
+    monkeypatch.setattr(gzip, "open", unreadable)
+    with pytest.raises(ValueError, match="Permission denied. Check that this process may read it"):
+        data.load_dataset("mnist", "train", data_dir=digits)

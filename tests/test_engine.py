@@ -1189,3 +1189,17 @@ def test_maps_under_inference_mode_in_half_precision_and_with_a_shared_potential
         loaded = hjt.HJMap.from_pretrained(tmp_path / "map")
         hjt.HJMap(2, head="conditional", num_classes=2)
         torch.testing.assert_close(loaded.forward(x[:4], k=1), m.forward(x[:4], k=1))
+
+
+def test_weights_holding_nan_are_refused_when_loaded(tmp_path):
+    """A map file with NaN weights (a damaged file, a diverged run) is refused on loading: its
+    NaN translations crashed the process in LAPACK during the Fréchet distance."""
+    from safetensors.torch import load_file, save_file
+
+    tiny_map().save_pretrained(tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    name = next(k for k, v in state.items() if v.is_floating_point() and v.numel() > 1)
+    state[name][0] = float("nan")
+    save_file(state, tmp_path / "model.safetensors")
+    with pytest.raises(hjt.CheckpointError, match=f"hold NaN or infinite values \\({name}"):
+        hjt.HJMap.from_pretrained(tmp_path)

@@ -156,3 +156,11 @@ def test_train_vae_and_judges_default_to_the_checkouts_models_from_any_folder(
     assert main(["train", "judges", "--datasets", "mnist", "--steps", "1"]) == 2
     assert f"holds a trained mnist judge ({models / 'judge-mnist'})" in capsys.readouterr().err
     assert not (elsewhere / "models").exists()
+
+
+def test_frechet_distance_refuses_nan_images() -> None:
+    images = torch.rand(8, 1, 28, 28)
+    bad = images.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinite pixels"):
+        frechet_distance(tiny_judge(), images, bad)

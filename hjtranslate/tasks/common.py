@@ -16,14 +16,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..api import fit
 from ..checks import check_folder_path, shared_as_umask_says
-from ..hjmap import HJMap, read_json_object
+from ..hjmap import HJMap, describes_a_map, read_json_object
 from ..losses import MMDS, SINKHORN_BLUR
 from ..objective import MONOTONE_DIRECTIONS, SEMIDUAL_SIDES
-from ..pipeline import INDEX_FILE
+from ..pipeline import INDEX_FILE, folder_config
 from ..training import RUN_RECORD, keep_folder, last_checkpoint_json, make_accelerator
 
 # The built-in heads' quadratic parts (plugins/hjtranslate_plugins/heads.py).
@@ -252,7 +253,7 @@ def restore_recorded_options(args: argparse.Namespace, explicit: set[str],
         if k in explicit and k in current and not unrecorded and not _same_option(
                 k, current[k], recorded[k]):
             flag = "--" + k.replace("_", "-")
-            theirs = ("the shipped VAE (models/vae)" if k == "vae" and recorded[k] is None
+            theirs = ("shipped VAE (models/vae)" if k == "vae" and recorded[k] is None
                       else recorded[k])
             what = _IDENTITY_WHAT.get(k, "head")
             # --init-from keeps a map's cost, data, mode and head: it serves only another VAE
@@ -327,6 +328,8 @@ def require_at_least(args: argparse.Namespace, **minimums: int) -> None:
 
 def check_count(flag: str, value: int, low: int, high: int | None = None, why: str = "") -> None:
     """A clear error for a count outside ``[low, high]`` (``why`` explains the bound)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{flag} must be a whole number, got {value!r}.")
     if value < low or (high is not None and value > high):
         bound = f">= {low}" if high is None else f"between {low} and {high}"
         raise ValueError(f"{flag} must be {bound}{why}, got {value}.")
@@ -444,6 +447,10 @@ def init_map_from_args(args: argparse.Namespace) -> HJMap | None:
         return None
     if (Path(source) / "map" / "config.json").is_file():
         source = str(Path(source) / "map")
+    elif "task" in folder_config(Path(source)):  # a run stopped before it saved its map
+        raise ValueError(f"--init-from {source} is a run that has not saved its map yet (stopped "
+                         "before its end): finish it with --resume, or fine-tune from a "
+                         "finished run or a map folder.")
     return HJMap.from_pretrained(source)
 
 
@@ -696,8 +703,12 @@ def evaluate_folder(args: argparse.Namespace) -> dict[str, Any]:
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{cfg_path} is missing: pass the output folder of `hjtranslate train`.")
     cfg = read_json_object(cfg_path, _REDO_RUN)
-    if "task" not in cfg and (folder.parent / INDEX_FILE).is_file():
+    if "task" not in cfg and (folder.parent / INDEX_FILE).is_file() and describes_a_map(cfg):
         return _evaluate_pipeline(folder.parent, args)  # the map folder of a pipeline
+    if (folder.parent / INDEX_FILE).is_file():  # its VAE's or a judge's folder
+        raise ValueError(f"{args.folder} is the {folder.name} part of the translation pipeline "
+                         f"{folder.parent}, not a map: evaluate the pipeline "
+                         f"(`hjtranslate evaluate {folder.parent}`).")
     if "task" not in cfg and (folder.parent / "config.json").is_file():
         folder = folder.parent  # the map folder of a run: its run's config says which task
         cfg_path = folder / "config.json"
@@ -771,6 +782,9 @@ def _evaluate(cfg: dict[str, Any], map_dir: Path, args: argparse.Namespace,
     try:
         # no --n: as many samples as the run evaluated on when it trained, else the task's default
         n = args.n if args.n is not None else cfg.get("eval_n")
+        if args.n is None and n is not None and (isinstance(n, bool) or not isinstance(n, int)):
+            raise ValueError(f"{cfg_path} records eval_n {n!r}, not a whole number (edited?): "
+                             "pass --n, or set it right there.")
         metrics = task.evaluate(m, argparse.Namespace(**cfg), **({} if n is None else {"n": n}))
     except AttributeError as exc:
         if not isinstance(exc.obj, argparse.Namespace):

@@ -422,7 +422,8 @@ def evaluate_translation(m, enc, args: argparse.Namespace, out: Path | None) -> 
     ratios, gaps, gap_sds, monotone, certified = [], [], [], [], []
     for k, exact in enumerate(ref["exact_ot_cost_per_class"]):
         xk, yk = zs[ks == k][:1000], zt[kt == k][:1000]
-        if exact is None:  # a small --eval-n can miss a class
+        if exact is None or not exact > 0:  # a small --eval-n can miss a class; the same
+            # points on both sides cost nothing to move, and no ratio to that exists
             for values in (ratios, gaps, gap_sds, monotone, certified):
                 values.append(None)
             continue
