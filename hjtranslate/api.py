@@ -276,7 +276,10 @@ def fit(
             lambda_mmd=lambda_mmd, lambda_slack=lambda_slack, mmd=mmd, mmd_options=dict(mmd_options or {}),
             backward_mmd=backward_mmd,
             classwise=labels is not None,
-            n_colloc=n_colloc or batch_size, monotone_weight=monotone_weight,
+            # HJ collocation points: as many as a batch, but a batch beyond the data is capped
+            # (make_batch_fn) and so are they, past 4,096 (a --batch-size of 10^8 allocated GBs)
+            n_colloc=n_colloc or min(batch_size, max(len(zs), len(zt), 4096)),
+            monotone_weight=monotone_weight,
             monotone_directions=monotone_directions, cycle_weight=cycle_weight,
             cycle_share=cycle_share, semidual_weight=semidual_weight,
             semidual_side=semidual_side, match_pool=match_pool,

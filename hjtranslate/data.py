@@ -106,7 +106,12 @@ def names_fashion(folder: Path) -> bool:
     """Whether a folder's name says it holds Fashion-MNIST (``fashion-mnist``, ``FashionMNIST``,
     ``fashion``): MNIST and Fashion-MNIST files have the same names, so a folder holding the four
     files directly counts as the dataset its name says (MNIST unless it says fashion)."""
-    return "fashion" in folder.resolve().name.lower()
+    names = set()
+    for path in (folder.absolute(), folder.resolve()):  # as given, and through a link
+        names.add(path.name.lower())
+        if path.name.lower() == "raw":  # torchvision's FashionMNIST/raw
+            names.add(path.parent.name.lower())
+    return any("fashion" in name for name in names)
 
 
 def _candidate_folders(name: str, root: Path, explicit: bool) -> list[Path]:
@@ -216,7 +221,7 @@ def load_dataset(
             " On Debian/Ubuntu, `apt-get install dataset-fashion-mnist` also provides them."
             if key == "fashion-mnist" else ""
         )
-        if explicit and _find(root, images_stem) is not None:
+        if explicit and root not in folders and _find(root, images_stem) is not None:
             other = "mnist" if key == "fashion-mnist" else "fashion-mnist"
             extra += (f" {root} holds the files itself, which count as {other}'s (its name "
                       f"{'says' if other == 'fashion-mnist' else 'does not say'} fashion): name "

@@ -523,8 +523,9 @@ class HJMap(
         bad = sorted(k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all())
         if bad:  # a damaged file, or a training that diverged: every map it gives is NaN
             raise CheckpointError(f"The weights in {weights} hold NaN or infinite values "
-                                  f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}). "
-                                  f"{_REDO_MAP}")
+                                  f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}): "
+                                  "the file is damaged (download or copy it again), or its "
+                                  "training diverged (train it again, e.g. with a lower --lr).")
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as exc:

@@ -1970,15 +1970,14 @@ def cmd_translate(args: argparse.Namespace) -> int:
     done = {Path(path).resolve() for path, _ in inputs}
     kept = []
     for item in earlier:
-        if item["output"] in written or not Path(item["output"]).is_file():
-            continue
         if (Path(item["input"]).resolve() in done
                 and item.get("direction", args.direction) == args.direction):
-            for old in (item["output"], item.get("morph")):
+            for old in (item["output"], item.get("morph")):  # its files this run did not rewrite
                 if isinstance(old, str) and old not in written and Path(old).parent == out_dir:
                     Path(old).unlink(missing_ok=True)
             continue
-        kept.append(item)
+        if item["output"] not in written and Path(item["output"]).is_file():
+            kept.append(item)
     if kept:
         report["earlier_items"] = kept
     tmp = out_dir / "translations.json.tmp"

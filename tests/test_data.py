@@ -136,6 +136,11 @@ def test_a_folder_of_one_dataset_is_not_read_as_both(shared_data: Path, tmp_path
     assert torch.equal(x, data.load_dataset("fashion-mnist", "test", data_dir=shared_data)[0])
     with pytest.raises(FileNotFoundError, match="count as fashion-mnist's"):
         data.load_dataset("mnist", "test", data_dir=clothes)
+    raw = tmp_path / "tv" / "FashionMNIST" / "raw"  # torchvision's folder, named directly
+    shutil.copytree(shared_data / "fashion-mnist", raw)
+    assert torch.equal(data.load_dataset("fashion-mnist", "test", data_dir=raw)[0], x)
+    (tmp_path / "fashion-link").symlink_to(digits)  # a link's own name counts too
+    assert data.names_fashion(tmp_path / "fashion-link") and not data.names_fashion(digits)
     (tmp_path / "afile").write_text("x")
     with pytest.raises(FileNotFoundError, match="is a file, not a folder"):
         data.resolve_data_dir(tmp_path / "afile")

@@ -856,6 +856,11 @@ def test_cli_translate_into_a_folder_used_before(saved, inputs, tmp_path, capsys
     outputs = [i["output"] for i in report["items"] + report["earlier_items"]]
     assert len(set(outputs)) == 3 and all(Path(o).is_file() for o in outputs)
     assert sorted(p.name for p in out.glob("*.png")) == sorted(Path(o).name for o in outputs)
+    # a morph strip of an earlier run goes with the entry it belonged to
+    assert main([*run, str(inputs / "digit1.png"), "--morph-steps", "2"]) == 0
+    assert (out / "digit1_forward_morph.png").is_file()
+    assert main([*run, str(inputs / "digit1.png")]) == 0
+    assert not (out / "digit1_forward_morph.png").exists()
     # an input translated again under another name (its name was taken) replaces its entry
     assert main([*run, str(other / "digit0.png")]) == 0
     report = json.loads((out / "translations.json").read_text())

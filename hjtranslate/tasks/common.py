@@ -447,10 +447,14 @@ def init_map_from_args(args: argparse.Namespace) -> HJMap | None:
         return None
     if (Path(source) / "map" / "config.json").is_file():
         source = str(Path(source) / "map")
-    elif "task" in folder_config(Path(source)):  # a run stopped before it saved its map
-        raise ValueError(f"--init-from {source} is a run that has not saved its map yet (stopped "
-                         "before its end): finish it with --resume, or fine-tune from a "
-                         "finished run or a map folder.")
+    elif "task" in folder_config(Path(source)):  # a run that has not saved its map
+        from ..training import folder_holder
+
+        holder = folder_holder(Path(source))
+        state = (f"still running ({holder}): its map is written when it ends" if holder else
+                 "stopped before its end: finish it with --resume")
+        raise ValueError(f"--init-from {source} is a run that has not saved its map yet, "
+                         f"{state}; or fine-tune from a finished run or a map folder.")
     return HJMap.from_pretrained(source)
 
 
