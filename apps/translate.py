@@ -30,6 +30,7 @@ outputs could read each other's half-written files.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
@@ -208,37 +209,63 @@ def _error(message: str) -> gr.Error:
     return gr.Error(message, print_exception=False)
 
 
-def _raw_path_preprocess(component: gr.Image):
-    """Replaces ``gr.Image.preprocess`` (type "filepath") so that the uploaded file reaches the
-    app unopened: Gradio's own preprocessing opens it with PIL and fails with a traceback-like
-    message on a file that is not an image; :func:`read_upload` says what is wrong instead."""
-    original = component.preprocess
-
-    def preprocess(payload: Any) -> Any:
-        if payload is None:
-            return None
-        if getattr(payload, "path", None):
-            return payload.path
-        try:
-            return original(payload)
-        except Exception:
-            raise _error(NOT_AN_IMAGE) from None
-
-    return preprocess
+def _drawn_as(base: type) -> str:
+    """The browser component that draws Gradio's class ``base`` (a template, such as
+    gr.Sketchpad, is drawn as the class it derives from): what a subclass must still name."""
+    return base.__base__.__name__.lower() if hasattr(base, "is_template") else base.__name__.lower()
 
 
-def _safe_preprocess(component: gr.components.Component, message: str):
-    original = component.preprocess
+@contextlib.contextmanager
+def _no_stub_files():
+    """Gradio writes a ``.pyi`` stub beside the module of every component subclass (for custom
+    component packages); these subclasses only change preprocessing: no stub in the checkout."""
+    import gradio.component_meta as meta
 
-    def preprocess(payload: Any) -> Any:
-        try:
-            return original(payload)
-        except gr.Error as exc:  # Gradio's own check (a value not among the choices), quietly
-            raise _error(exc.message) from None
-        except Exception:
-            raise _error(message) from None
+    write = meta.create_or_modify_pyi
+    meta.create_or_modify_pyi = lambda *args, **kwargs: None
+    try:
+        yield
+    finally:
+        meta.create_or_modify_pyi = write
 
-    return preprocess
+
+def _quiet(base: type, message: str, raw_path: bool = False) -> type:
+    """A subclass of the component ``base`` whose preprocessing errors reach the person at the
+    browser as ``message`` (Gradio's own check, a value not among the choices, as its own
+    message), with no traceback in the log. ``raw_path``: an upload reaches the app unopened,
+    as the API sends it (Gradio's own preprocessing fails on a file that is not an image and
+    flattens a transparent PNG onto black); :func:`read_upload` says what is wrong instead. A
+    subclass, not a patched instance: Gradio rebuilds a component from its class when a
+    function updates its properties (the upload's preview does)."""
+    drawn_as = _drawn_as(base)
+    with _no_stub_files():
+
+        class Quiet(base):  # type: ignore[misc, valid-type]
+            def get_block_name(self) -> str:  # drawn by the browser as ``base`` is
+                return drawn_as
+
+            get_block_class = get_block_name
+
+            def preprocess(self, payload: Any) -> Any:
+                if raw_path and payload is None:
+                    return None
+                if raw_path and getattr(payload, "path", None):
+                    return payload.path
+                try:
+                    return super().preprocess(payload)
+                except gr.Error as exc:
+                    raise _error(exc.message) from None
+                except Exception:
+                    raise _error(message) from None
+
+    Quiet.__name__ = Quiet.__qualname__ = f"Quiet{base.__name__}"
+    return Quiet
+
+
+_UploadImage = _quiet(gr.Image, NOT_AN_IMAGE, raw_path=True)
+_Sketchpad = _quiet(gr.Sketchpad, "The drawing could not be read: clear the canvas and draw again.")
+_ClassDropdown = _quiet(gr.Dropdown, "Pick 'auto' or a class from the list.")
+_DirectionRadio = _quiet(gr.Radio, "Pick a direction from the list.")
 
 
 # -- the app --------------------------------------------------------------------------------
@@ -437,12 +464,12 @@ def build_demo(pipeline_or_path: TranslationPipeline | str | os.PathLike | None 
             with gr.Column(scale=1):
                 with gr.Tabs() as tabs:
                     with gr.Tab("Upload or example", id="upload"):
-                        upload = gr.Image(label="Input image", type="filepath",
+                        upload = _UploadImage(label="Input image", type="filepath",
                                           sources=["upload", "clipboard"], height=280,
                                           elem_id="upload")
                         upload_btn = gr.Button("Translate", variant="primary", elem_id="translate")
                     with gr.Tab("Draw", id="draw"):
-                        sketch = gr.Sketchpad(label="Draw here (dark on light)",
+                        sketch = _Sketchpad(label="Draw here (dark on light)",
                                               type="pil", image_mode="L", canvas_size=(280, 280),
                                               fixed_canvas=True, layers=False,
                                               brush=gr.Brush(colors=["#000000"],
@@ -450,11 +477,11 @@ def build_demo(pipeline_or_path: TranslationPipeline | str | os.PathLike | None 
                                               elem_id="sketch")
                         sketch_btn = gr.Button("Translate drawing", variant="primary",
                                                elem_id="translate-drawing")
-                direction = gr.Radio(app.direction_choices(), value="forward", label="Direction",
-                                     elem_id="direction")
+                direction = _DirectionRadio(app.direction_choices(), value="forward",
+                                            label="Direction", elem_id="direction")
                 choices = app.class_choices()
-                klass = gr.Dropdown(choices, value=choices[0][1], label="Source class",
-                                    elem_id="source-class")
+                klass = _ClassDropdown(choices, value=choices[0][1], label="Source class",
+                                       elem_id="source-class")
             with gr.Column(scale=1):
                 report = gr.Markdown(EMPTY_REPORT, label="Report", elem_id="report")
                 with gr.Row():
@@ -483,16 +510,13 @@ def build_demo(pipeline_or_path: TranslationPipeline | str | os.PathLike | None 
                                  height="auto", object_fit="contain", elem_id="grid")
 
         app.cache_dir = translation.GRADIO_CACHE  # outputs go where Gradio serves from
-        upload.preprocess = _raw_path_preprocess(upload)
-        sketch.preprocess = _safe_preprocess(
-            sketch, "The drawing could not be read: clear the canvas and draw again.")
-        klass.preprocess = _safe_preprocess(klass, "Pick 'auto' or a class from the list.")
-        direction.preprocess = _safe_preprocess(direction, "Pick a direction from the list.")
         outputs = [translation, strip, gif, report]
-        # a new upload clears the last translation: an error about it must not sit beside the
-        # result for the one before (not so the sketchpad, which reports changes as it renders)
-        upload.change(lambda: (None, None, None, EMPTY_REPORT), None, outputs,
-                      api_visibility="private", queue=False, show_progress="hidden")
+        # a new upload, direction or class clears the last translation: it no longer answers
+        # what is shown, and an error about the new one must not sit beside it (not so the
+        # sketchpad, which reports changes as it renders)
+        for control in (upload, direction, klass):
+            control.change(lambda: (None, None, None, EMPTY_REPORT), None, outputs,
+                           api_visibility="private", queue=False, show_progress="hidden")
         upload.upload(app.browser_preview, [upload], [upload], api_visibility="private",
                       show_progress="hidden")
         upload_btn.click(app.translate_upload, [upload, klass, direction], outputs,

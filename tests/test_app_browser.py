@@ -174,3 +174,26 @@ def test_draw_on_the_sketchpad(page):
     assert wait_for_translation(page)["w"] == 168
     report = page.inner_text("#report")  # only a drawing that is not blank gets here
     assert "detected by the digits judge" in report and "inverted" in report
+
+
+def test_a_non_image_a_transparent_drawing_and_a_new_direction_in_the_browser(page, tmp_path):
+    """What the browser uploads reaches the app as the API's does, after the preview rebuilt the
+    input box: a text file named .png gets the app's message (it got a bare "Error" badge and a
+    traceback in the log), black ink on a transparent PNG is a digit (it was flattened onto
+    black: "blank"); switching the direction clears the translation of the other one."""
+    fake = tmp_path / "notes.png"
+    fake.write_text("not an image")
+    page.set_input_files("#upload input[type=file]", str(fake))
+    page.click("#translate")
+    page.wait_for_function("() => document.body.innerText.includes('not an image the app can read')")
+    ink = Image.new("RGBA", (200, 200), (0, 0, 0, 0))
+    ink.paste((0, 0, 0, 255), (90, 30, 110, 170))  # a "1" in black on transparency
+    ink.save(tmp_path / "one.png")
+    page.set_input_files("#upload input[type=file]", str(tmp_path / "one.png"))
+    page.wait_for_selector("#upload img")
+    page.click("#translate")
+    wait_for_translation(page)
+    assert "blank" not in page.inner_text("#report").lower()
+    page.locator("#direction label").nth(1).click()  # the other direction
+    page.wait_for_function(
+        "() => document.querySelector('#report').innerText.includes('Translate something')")
