@@ -35,7 +35,6 @@ def _shape(value: Any) -> str:
     return str(tuple(value.shape)) if isinstance(value, torch.Tensor) else type(value).__name__
 
 
-@torch.inference_mode(False)  # the probes differentiate: also in an inference block
 def check_cost(cost: Cost, name: str, who: str, dim: int) -> None:
     """``cost`` (the plugin ``name``) implements ``L``, ``H`` and ``grad H`` batched over the last
     axis, finite near 0 (a cost may be infinite off a bounded domain), and its ``config()`` is
@@ -75,7 +74,7 @@ def _check_cost_differentiable(cost: Any, who: str, v: torch.Tensor) -> None:
     """The HJ loss differentiates ``hamiltonian`` and ``grad_hamiltonian`` in ``p`` (and the
     match ``lagrangian`` in ``v``): each must keep autograd's graph."""
     for method in COST_METHODS:
-        with torch.inference_mode(False), torch.enable_grad():  # also in an inference block
+        with torch.enable_grad():
             p = v.clone().requires_grad_(True)
             try:
                 out = getattr(cost, method)(p)
@@ -143,7 +142,6 @@ def check_image_encoder(encoder: Any, who: str, device: Any = "cpu",
                           f"(2, 1, 28, 28) in [0, 1] to stand in a pipeline, got {_shape(out)}.")
 
 
-@torch.inference_mode(False)
 def check_head(head: nn.Module, who: str, dim: int, num_classes: int | None,
                rebuild: dict[str, Any]) -> None:
     """``head(x, t, k)`` gives one finite potential per point; a closed-form ``momentum`` agrees
@@ -166,13 +164,12 @@ def _probe_head(head: nn.Module, who: str, dim: int, num_classes: int | None,
                           "weights define u(x, t).")
     g = torch.Generator().manual_seed(0)
     param = next(iter(head.parameters()))
-    with torch.inference_mode(False):  # normal tensors, also in an inference block
-        z = torch.randn(_PROBE, dim, generator=g).to(param.device, param.dtype).requires_grad_(True)
-        t = torch.full((_PROBE, 1), 0.5, device=param.device, dtype=param.dtype)
-        k = (torch.arange(_PROBE, device=param.device) % num_classes
-             if getattr(head, "conditional", False) and num_classes else None)
+    z = torch.randn(_PROBE, dim, generator=g).to(param.device, param.dtype).requires_grad_(True)
+    t = torch.full((_PROBE, 1), 0.5, device=param.device, dtype=param.dtype)
+    k = (torch.arange(_PROBE, device=param.device) % num_classes
+         if getattr(head, "conditional", False) and num_classes else None)
     try:
-        with torch.inference_mode(False), torch.enable_grad():
+        with torch.enable_grad():
             u = head(z, t, k)
             if isinstance(u, torch.Tensor) and not u.requires_grad:
                 raise PluginError(f"{who}: forward(x, t, k) does not depend on x through "

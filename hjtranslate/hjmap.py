@@ -59,13 +59,18 @@ def read_json_object(path: str | Path, remedy: str) -> dict[str, Any]:
 PIPELINE_INDEX_FILE = "hjtranslate_pipeline.json"
 
 
-def is_run_folder(folder: str | Path) -> bool:
-    """The output folder of `hjtranslate train`: a config.json that names its task, and map/."""
+def folder_config(folder: str | Path) -> dict[str, Any]:
+    """A folder's config.json as a dict ({} when it has none that reads as one)."""
     try:
         config = json.loads(Path(folder, "config.json").read_text())
     except (OSError, ValueError):
-        return False
-    return isinstance(config, dict) and "task" in config and Path(folder, "map").is_dir()
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def is_run_folder(folder: str | Path) -> bool:
+    """The output folder of `hjtranslate train`: a config.json that names its task, and map/."""
+    return "task" in folder_config(folder) and Path(folder, "map").is_dir()
 
 
 #: the files a map's folder holds besides its model card
@@ -74,11 +79,8 @@ MAP_FILES = {"config.json", "model.safetensors"}
 
 def is_map_folder(folder: str | Path) -> bool:
     """A folder an HJMap was saved into: a config.json with a map's dimension, head and cost."""
-    try:
-        config = json.loads(Path(folder, "config.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(config, dict) and {"dim", "head", "cost"} <= set(config) and "task" not in config
+    config = folder_config(folder)
+    return describes_a_map(config) and "task" not in config
 
 
 def load_safetensors(path: str | Path, remedy: str, device: str = "cpu") -> dict[str, torch.Tensor]:
@@ -140,7 +142,7 @@ class HJMap(
     """
 
     # parameters made in an inference block would be inference tensors, which the maps'
-    # autograd cannot use
+    # autograd cannot use; the plugin checks below differentiate too
     @torch.inference_mode(False)
     def __init__(
         self,

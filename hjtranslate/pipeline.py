@@ -95,6 +95,7 @@ from .hjmap import (
     HJMap,
     _version_tuple,
     describes_a_map,
+    folder_config,
     is_run_folder,
     read_json_object,
 )
@@ -890,15 +891,6 @@ def _hub_snapshot(repo_id: str, revision: str | None, cache_dir: Any, local_file
     except HfHubHTTPError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"Could not download {repo_id!r}: {first}") from None
-
-
-def folder_config(folder: Path) -> dict[str, Any]:
-    """A folder's config.json as a dict ({} when it has none that reads as one)."""
-    try:
-        config = json.loads((folder / "config.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return config if isinstance(config, dict) else {}
 
 
 _HOST = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "host"
@@ -1917,8 +1909,9 @@ def cmd_translate(args: argparse.Namespace) -> int:
                            else (pipe.target_class_names, pipe.source_class_names))
     earlier = _earlier_translations(out_dir)
     # an earlier run's output of another input keeps its name; the same input's is replaced
+    done = {path.resolve() for path, _ in inputs}  # what this run translates
     taken = {Path(item["output"]).name for item in earlier
-             if Path(item["input"]).resolve() not in seen}
+             if Path(item["input"]).resolve() not in done}
     used: set[str] = set()
     items = []
     for i, (path, _) in enumerate(inputs):
@@ -1967,7 +1960,6 @@ def cmd_translate(args: argparse.Namespace) -> int:
     # the earlier runs' translations still in the folder stay listed, after this run's; one of
     # an input translated again (the same way) is replaced, its files removed
     written = {item["output"] for item in items} | {item["morph"] for item in items}
-    done = {Path(path).resolve() for path, _ in inputs}
     kept = []
     for item in earlier:
         if (Path(item["input"]).resolve() in done

@@ -31,6 +31,10 @@ class PluginOptionError(PluginError, TypeError):
     """A plugin built with options it does not take (a TypeError too, as calling it would be)."""
 
 
+class PluginValueError(PluginOptionError):
+    """A plugin that refused the values of options it takes (its own check of them)."""
+
+
 @dataclass(frozen=True)
 class Plugin:
     kind: str
@@ -210,7 +214,7 @@ def create(kind: str, name: str, **kwargs: Any) -> Any:
     try:
         return plugin.obj(**kwargs)
     except (TypeError, ValueError, KeyError, IndexError) as exc:  # the plugin's check of a value
-        raise PluginOptionError(
+        raise PluginValueError(
             f"The {kind} plugin {name!r} could not be built with {kwargs or 'no options'}: "
             f"{type(exc).__name__}: {exc}"
         ) from None

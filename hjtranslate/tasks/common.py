@@ -21,10 +21,10 @@ import torch
 
 from ..api import fit
 from ..checks import check_folder_path, shared_as_umask_says
-from ..hjmap import HJMap, describes_a_map, read_json_object
+from ..hjmap import HJMap, describes_a_map, folder_config, read_json_object
 from ..losses import MMDS, SINKHORN_BLUR
 from ..objective import MONOTONE_DIRECTIONS, SEMIDUAL_SIDES
-from ..pipeline import INDEX_FILE, folder_config
+from ..pipeline import INDEX_FILE
 from ..training import RUN_RECORD, keep_folder, last_checkpoint_json, make_accelerator
 
 # The built-in heads' quadratic parts (plugins/hjtranslate_plugins/heads.py).
@@ -407,7 +407,7 @@ def cost_from_args(args: argparse.Namespace) -> Any:
     try:
         return registry.create("cost", args.cost, **options)
     except registry.PluginOptionError as exc:
-        if "could not be built with" in str(exc):  # a value the plugin refused, not a name
+        if isinstance(exc, registry.PluginValueError):  # a value the plugin refused, not a name
             given = " and ".join(f for f, v in (("--p", args.p), ("--cost-options",
                                                                   getattr(args, "cost_options", None)))
                                  if v is not None)
