@@ -42,15 +42,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from hjtranslate.pipeline import (
-    INDEX_FILE,
-    TranslationPipeline,
-    default_model_path,
-    frame_count,
-    is_blank,
-    pil_to_array,
-    upright,
-)
+from hjtranslate.images import frame_count, is_blank, pil_to_array, upright
+from hjtranslate.pipeline import INDEX_FILE, TranslationPipeline, default_model_path
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 #: display size of the translation (nearest-neighbour upscaling of the 28x28 output)

@@ -1,5 +1,5 @@
 """How the judges classify photos, scans and drawings of test images, with and without the
-pipeline's framing (rule 5 of hjtranslate/pipeline.py's docstring).
+pipeline's framing (rule 5 of hjtranslate/images.py's docstring).
 
 Each of the first N test images of MNIST (digits judge) and Fashion-MNIST (clothes judge) is
 turned into eight pictures: as it is (28x28), dark on a white page at 100 pixels (also with a
@@ -25,7 +25,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from hjtranslate.data import load_dataset
-from hjtranslate.pipeline import TranslationPipeline, preprocess
+from hjtranslate.images import preprocess
+from hjtranslate.pipeline import TranslationPipeline
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -74,6 +74,7 @@ def cmd_app(args: argparse.Namespace) -> int:
     # before gradio is imported: no usage statistics sent (and no exit hang on a dead network)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from . import pipeline as pipeline_module
+    from .translate import hub_options
 
     check_address(args.host, args.port)
     model = getattr(args, "model", None)
@@ -87,7 +88,7 @@ def cmd_app(args: argparse.Namespace) -> int:
             )
         model = str(folder)
     pipe = pipeline_module.TranslationPipeline.from_pretrained(
-        model, **pipeline_module.hub_options(args))
+        model, **hub_options(args))
 
     from hjtranslate_apps.translate import LAUNCH_KWARGS, build_demo
 

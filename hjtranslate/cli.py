@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", required=True,
                     help="output folder (PNGs and translations.json; a folder used before keeps "
                          "its earlier translations, listed as earlier_items)")
-    tr.set_defaults(func=_lazy("hjtranslate.pipeline", "cmd_translate"))
+    tr.set_defaults(func=_lazy("hjtranslate.translate", "cmd_translate"))
 
     app = sub.add_parser("app", help="start the Gradio translation app")
     app.add_argument("--model", default=None, help="folder or Hub id (default: shipped model)")

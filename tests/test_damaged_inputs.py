@@ -97,11 +97,11 @@ def test_color_transfer_refuses_a_too_large_image_clearly(tmp_path, capsys, tiny
 
 
 def test_pipeline_image_reader_refuses_a_too_large_image_clearly(tmp_path, tiny_pixel_limit):
-    from hjtranslate.pipeline import _open_image
+    from hjtranslate.images import open_image
 
     big = _png(tmp_path / "big.png", np.zeros((8, 8), np.uint8))
     with pytest.raises(ValueError, match=r"big\.png' is too large to open safely.*Downscale"):
-        _open_image(big)
+        open_image(big)
 
 
 # -- corrupt VAE, judge and pipeline folders -------------------------------------------------
@@ -246,14 +246,14 @@ def test_translate_says_it_asks_the_hub(tmp_path, monkeypatch, capsys, hub_serve
 
 # -- extreme sizes and counts ---------------------------------------------------------------
 def test_a_long_thin_image_is_shrunk_before_it_is_padded(tmp_path):
-    from hjtranslate.pipeline import MAX_PAD_SIDE, _open_image, preprocess
+    from hjtranslate.images import MAX_PAD_SIDE, open_image, preprocess
 
     x, notes = preprocess(np.zeros((1, 5000), np.uint8))
     assert notes[0] == [f"shrank 5000x1 to {MAX_PAD_SIDE}x1 (to pad it to a square)",
                         f"padded {MAX_PAD_SIDE}x1 to {MAX_PAD_SIDE}x{MAX_PAD_SIDE}",
                         f"resized {MAX_PAD_SIDE}x{MAX_PAD_SIDE} to 28x28"]
     # padded first, a 1x40000 strip took a 40000x40000 buffer (6 GB)
-    strip = _open_image(_png(tmp_path / "strip.png", np.zeros((1, 40000), np.uint8)))
+    strip = open_image(_png(tmp_path / "strip.png", np.zeros((1, 40000), np.uint8)))
     x, notes = preprocess(strip)
     assert x.shape == (1, 1, 28, 28) and bool(torch.isfinite(x).all())
     assert notes[0][0] == "reduced 40000x1 by 1/10 as it was opened"  # a file: as it opens
@@ -263,7 +263,7 @@ def test_a_long_thin_image_is_shrunk_before_it_is_padded(tmp_path):
     from PIL import Image
 
     Image.fromarray(deep).save(tmp_path / "deep.png")
-    opened = _open_image(tmp_path / "deep.png")
+    opened = open_image(tmp_path / "deep.png")
     assert opened.mode == "I;16" and opened.size == (3000, 3)
     assert np.asarray(opened)[:, 1333:1667].max() == 0 and np.asarray(opened)[:, :1333].min() == 60000
 
@@ -295,10 +295,10 @@ def test_the_pipeline_refuses_too_many_morph_steps():
 
 
 def test_a_folder_among_the_images_is_named_a_folder(tmp_path):
-    from hjtranslate.pipeline import _open_image, preprocess
+    from hjtranslate.images import open_image, preprocess
 
     with pytest.raises(ValueError, match=rf"{tmp_path} is a folder, not an image file"):
-        _open_image(tmp_path)
+        open_image(tmp_path)
     with pytest.raises(ValueError, match="is a folder, not an image file"):
         preprocess([np.zeros((28, 28), np.uint8), str(tmp_path)])
 
@@ -478,7 +478,7 @@ def test_an_empty_option_value_is_refused(tmp_path, monkeypatch, capsys, argv):
 
 
 def test_an_animated_image_notes_the_frame_it_used(tmp_path):
-    from hjtranslate.pipeline import preprocess
+    from hjtranslate.images import preprocess
 
     rng = np.random.default_rng(0)
     frames = [Image.fromarray((rng.random((28, 28)) * 255).astype(np.uint8)) for _ in range(3)]
@@ -505,7 +505,7 @@ def test_color_transfer_notes_an_animated_image(tmp_path, capsys):
 
 
 def test_an_array_with_five_channels_is_not_read_as_narrow_images():
-    from hjtranslate.pipeline import preprocess
+    from hjtranslate.images import preprocess
 
     with pytest.raises(ValueError, match=r"one image with 5 channels .* or as 28 images 5 pixels"):
         preprocess(np.zeros((28, 28, 5)))

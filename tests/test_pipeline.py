@@ -501,7 +501,7 @@ def test_pictures_are_framed_as_their_dataset_frames_them(pipes, data):
     """A digit small on a page, a faint pencil, a drawing in a corner: cut to the ink, scaled
     into MNIST's 20x20 box and centred by mass (rule 5); clothes fill 28x28; 28x28 pictures and
     noise are left as they were."""
-    from hjtranslate.pipeline import preprocess
+    from hjtranslate.images import preprocess
 
     pipe = pipes["conditional"]
     assert (pipe.framing("source"), pipe.framing("target")) == ("mnist", "fashion-mnist")
@@ -625,7 +625,7 @@ def test_photos_of_paper_are_framed_like_a_clean_page(data):
     """A page on a dark desk, paper lit from one side, ruled and squared paper: each is framed
     as the same digit on clean paper is (rule 5), and says what it took away; none of it
     fires on a light digit drawn on black, a clean page or clothes."""
-    from hjtranslate.pipeline import preprocess
+    from hjtranslate.images import preprocess
 
     rng = np.random.default_rng(0)
     notes = {"desk": "painted the desk around the page", "grey desk": "painted the desk around",
@@ -928,9 +928,9 @@ def test_cli_translate_errors(saved, inputs, tmp_path, capsys, monkeypatch):
                      "--out", str(out)]) == 2
         assert message in capsys.readouterr().err
 
-    import hjtranslate.pipeline as pipeline_module
+    import hjtranslate.translate as translate_module
 
-    monkeypatch.setattr(pipeline_module, "default_model_path", lambda: tmp_path / "no-model")
+    monkeypatch.setattr(translate_module, "default_model_path", lambda: tmp_path / "no-model")
     assert main(["translate", "--input", str(inputs), "--out", str(tmp_path / "o")]) == 2
     assert "shipped pipeline" in capsys.readouterr().err
 

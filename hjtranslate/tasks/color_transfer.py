@@ -89,7 +89,7 @@ def load_image(path: str | Path, what: str = "") -> np.ndarray:
     clear errors."""
     from PIL import Image, UnidentifiedImageError
 
-    from ..pipeline import frame_count, image_too_large, upright
+    from ..images import frame_count, image_too_large, upright
 
     label = f"{what} image" if what else "image"
 
