@@ -43,7 +43,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from hjtranslate.images import frame_count, is_blank, pil_to_array, upright
-from hjtranslate.pipeline import INDEX_FILE, TranslationPipeline, default_model_path
+from hjtranslate.pipeline import TranslationPipeline, shipped_pipeline
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 #: display size of the translation (nearest-neighbour upscaling of the 28x28 output)
@@ -66,10 +66,6 @@ LAUNCH_KWARGS: dict[str, Any] = {"max_file_size": "10mb", "css": APP_CSS}
 #: how the app names the datasets: (plural for the direction switch, prefix for one class)
 SIDE_WORDS = {"mnist": ("digits", "digit "), "fashion-mnist": ("clothes", "")}
 EXAMPLE_GLOBS = {"mnist": "digit_{k}.png", "fashion-mnist": "clothes_{k}_*.png"}
-MISSING_MODEL_HELP = (
-    "Produce it with `hjtranslate train digits-to-fashion --export models/digits-to-fashion`, "
-    "or pass a pipeline folder or Hub id (`hjtranslate app --model ...`)."
-)
 NOT_AN_IMAGE = (
     "This file is not an image the app can read. Upload a PNG, JPEG, GIF, BMP, WebP or TIFF "
     "picture of a digit or a piece of clothing."
@@ -83,12 +79,7 @@ def load_pipeline(pipeline_or_path: TranslationPipeline | str | os.PathLike | No
     if isinstance(pipeline_or_path, TranslationPipeline):
         return pipeline_or_path
     if pipeline_or_path is None:
-        folder = default_model_path()
-        if not (folder / INDEX_FILE).is_file():
-            raise FileNotFoundError(
-                f"The app's default pipeline {folder} is missing. {MISSING_MODEL_HELP}"
-            )
-        return TranslationPipeline.from_pretrained(folder)
+        return TranslationPipeline.from_pretrained(shipped_pipeline("build_demo()"))
     return TranslationPipeline.from_pretrained(pipeline_or_path)
 
 

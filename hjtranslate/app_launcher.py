@@ -79,14 +79,7 @@ def cmd_app(args: argparse.Namespace) -> int:
     check_address(args.host, args.port)
     model = getattr(args, "model", None)
     if model is None:
-        folder = pipeline_module.default_model_path()
-        if not (folder / pipeline_module.INDEX_FILE).is_file():
-            raise FileNotFoundError(
-                f"The app's default pipeline {folder} is missing. Produce it with `hjtranslate "
-                "train digits-to-fashion --export models/digits-to-fashion`, or pass --model a "
-                "pipeline folder or Hub id."
-            )
-        model = str(folder)
+        model = str(pipeline_module.shipped_pipeline())
     pipe = pipeline_module.TranslationPipeline.from_pretrained(
         model, **hub_options(args))
 

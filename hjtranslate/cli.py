@@ -66,6 +66,11 @@ def _cmd_env(args: argparse.Namespace) -> int:
         except md.PackageNotFoundError:
             print(f"{pkg} not installed")
     print(f"cuda available: {torch.cuda.is_available()}; threads: {torch.get_num_threads()}")
+    from .shipped import is_checkout, models_dir
+
+    found = [p.name for p in sorted(models_dir().glob("*")) if p.is_dir()]
+    print(f"shipped models: {models_dir()} ({', '.join(found) if found else 'missing'}; "
+          f"{'a checkout' if is_checkout() else 'installed from a wheel'})")
     return 0
 
 

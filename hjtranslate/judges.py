@@ -3,8 +3,8 @@
 A judge folder holds ``model.safetensors``, ``config.json`` (the timm architecture name and
 keyword arguments, the input normalisation, the class names) and a model card. ``load_judge``
 takes a folder or one of the shipped names, ``"mnist"`` and ``"fashion-mnist"``
-(``<repo>/models/judge-<name>``). Images are float ``(n, 1, 28, 28)`` (or ``(n, 28, 28)``) in
-[0, 1]; uint8 images are divided by 255.
+(``judge-<name>`` in ``hjtranslate.shipped.models_dir()``). Images are float
+``(n, 1, 28, 28)`` (or ``(n, 28, 28)``) in [0, 1]; uint8 images are divided by 255.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .checks import shared_as_umask_says
+from .shipped import models_dir
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -29,12 +30,6 @@ CLASSES = {
 # whose stride-4 stem leaves 7x7 maps at 28x28 input; fast enough to train on a CPU in minutes.
 DEFAULT_ARCH = "resnet10t"
 DEFAULT_KWARGS: dict[str, Any] = {"channels": [32, 64, 128, 256]}
-
-
-def models_dir() -> Path:
-    import hjtranslate
-
-    return Path(hjtranslate.__file__).resolve().parents[1] / "models"
 
 
 def build_classifier(arch: str = DEFAULT_ARCH, **kwargs: Any) -> nn.Module:
@@ -133,11 +128,14 @@ def load_judge(name_or_path: str | Path, device: str | torch.device = "cpu",
     key = str(name_or_path)
     folder = models_dir() / f"judge-{key}" if key in CLASSES else Path(key).expanduser()
     if not (folder / CONFIG_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
+        if key in CLASSES:
+            raise FileNotFoundError(
+                f"The shipped {key} judge is missing from {folder} (it needs {CONFIG_FILE} and "
+                f"{WEIGHTS_FILE}): reinstall hjtranslate, or train it with `hjtranslate train "
+                "judges`, or pass a judge folder.")
         raise FileNotFoundError(
             f"No judge in {folder} (it needs {CONFIG_FILE} and {WEIGHTS_FILE}). Pass a judge "
-            f"folder or one of {', '.join(CLASSES)}; train the shipped ones with "
-            "`hjtranslate train judges`."
-        )
+            f"folder or one of {', '.join(CLASSES)} (the shipped judges).")
     redo = remedy or ("Download it again, or retrain it: `hjtranslate train judges` writes the "
                       "shipped ones (models/judge-mnist, models/judge-fashion-mnist).")
     config = read_json_object(folder / CONFIG_FILE, redo)

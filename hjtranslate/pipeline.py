@@ -61,6 +61,7 @@ from .hjmap import (
 )
 from .images import FRAMINGS, IMAGE_SIZE, preprocess, to_pil
 from .modelcard import HUB_DATASETS, card_name, hub_metric_names, revision_argument
+from .shipped import models_dir
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
@@ -84,10 +85,20 @@ OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
 
 def default_model_path() -> Path:
-    """The pipeline shipped with the repository: ``<repo>/models/digits-to-fashion``."""
-    import hjtranslate
+    """The shipped pipeline: ``digits-to-fashion`` in the shipped models' folder."""
+    return models_dir() / "digits-to-fashion"
 
-    return Path(hjtranslate.__file__).resolve().parents[1] / "models" / "digits-to-fashion"
+
+def shipped_pipeline(option: str = "--model") -> Path:
+    """The shipped pipeline's folder, or a ``FileNotFoundError`` that says how to do without it;
+    ``option``: how the caller names another pipeline."""
+    folder = default_model_path()
+    if not (folder / INDEX_FILE).is_file():
+        raise FileNotFoundError(
+            f"The shipped pipeline {folder} is missing. Pass {option} a pipeline folder or Hub id "
+            "(`hjtranslate train digits-to-fashion --export DIR` writes one), or reinstall "
+            "hjtranslate (a clone's models/, or the wheel, holds it).")
+    return folder
 
 
 @dataclass
@@ -504,7 +515,7 @@ class TranslationPipeline:
         judge's name (``"mnist"``, ``"fashion-mnist"``), a ``Judge`` or ``None``."""
         from hjtranslate_plugins.vae import VAEEncoder
 
-        from .judges import CLASSES, Judge, load_judge, models_dir
+        from .judges import CLASSES, Judge, load_judge
 
         dtype, device = check_dtype(dtype), check_device(device)
 

@@ -13,11 +13,10 @@ from typing import Any
 from .checks import check_folder_path
 from .images import IMAGE_SIZE, is_blank, open_image
 from .pipeline import (
-    INDEX_FILE,
     TranslationPipeline,
     check_morph_steps,
-    default_model_path,
     looks_like_hub_id,
+    shipped_pipeline,
 )
 
 
@@ -84,12 +83,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     check_morph_steps(morph_steps, "--morph-steps")
     model = args.model
     if model is None:
-        model = default_model_path()
-        if not (model / INDEX_FILE).is_file():
-            raise FileNotFoundError(
-                f"The shipped pipeline {model} is missing: train it (digits-to-fashion) or pass "
-                "--model a pipeline folder or Hub id."
-            )
+        model = shipped_pipeline()
     out_dir = Path(args.out).expanduser()
     check_folder_path(out_dir, "--out")
     in_paths = [Path(p).expanduser() for p in

@@ -312,7 +312,7 @@ def test_cmd_app(pipe_folder, monkeypatch, capsys, tmp_path):
     capsys.readouterr()
     assert main(["app"]) == 2
     err = capsys.readouterr().err
-    assert "hjtranslate train digits-to-fashion --export models/digits-to-fashion" in err
+    assert f"shipped pipeline {tmp_path / 'no-model'} is missing. Pass --model" in err
     assert "Traceback" not in err
     assert main(["app", "--model", str(tmp_path / "nothing")]) == 2
     assert "no such folder" in capsys.readouterr().err
@@ -321,7 +321,9 @@ def test_cmd_app(pipe_folder, monkeypatch, capsys, tmp_path):
 def test_build_demo_default_model_missing(monkeypatch, tmp_path):
     import hjtranslate_apps.translate as app_module
 
-    monkeypatch.setattr(app_module, "default_model_path", lambda: tmp_path / "no-model")
+    import hjtranslate.pipeline as pipeline_module
+
+    monkeypatch.setattr(pipeline_module, "default_model_path", lambda: tmp_path / "no-model")
     with pytest.raises(FileNotFoundError, match="hjtranslate train digits-to-fashion --export"):
         app_module.build_demo()
 

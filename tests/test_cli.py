@@ -259,6 +259,7 @@ def test_script_mode_from_the_repo_root():
     proc = run_cli("hjtranslate", "env", module=False)
     assert proc.returncode == 0, proc.stderr
     assert "hjtranslate 0.3.0" in proc.stdout and "torch" in proc.stdout
+    assert "judge-mnist, vae; a checkout)" in proc.stdout
 
 
 def test_toy2d_with_the_sinkhorn_match_and_the_monotone_penalty(tmp_path):

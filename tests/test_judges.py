@@ -40,14 +40,20 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     assert again.accuracy(x, labels) == 1.0
 
 
-def test_strict_loading_and_errors(tmp_path: Path) -> None:
+def test_strict_loading_and_errors(tmp_path: Path, monkeypatch) -> None:
+    import hjtranslate.judges
+
     judge = tiny_judge()
     judge.config["model_kwargs"] = {"channels": [8, 8, 16, 32], "stem_width": 8}
     judge.save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="do not fit"):
         load_judge(tmp_path)
-    with pytest.raises(FileNotFoundError, match="hjtranslate train judges"):
+    with pytest.raises(FileNotFoundError, match="No judge in .*nothing .*one of mnist, fashion-mnist"):
         load_judge(tmp_path / "nothing")
+    monkeypatch.setattr(hjtranslate.judges, "models_dir", lambda: tmp_path / "gone")
+    with pytest.raises(FileNotFoundError, match="shipped mnist judge is missing from .*gone.* "
+                       "reinstall hjtranslate, or train it with `hjtranslate train judges`"):
+        load_judge("mnist")
     with pytest.raises(ValueError, match="28x28"):
         tiny_judge().predict(torch.rand(2, 1, 32, 32))
 
@@ -139,6 +145,7 @@ def test_train_vae_and_judges_default_to_the_checkouts_models_from_any_folder(
     import shutil
 
     import hjtranslate.judges
+    import hjtranslate.shipped
     import hjtranslate.tasks.judges
     from hjtranslate.cli import main
 
@@ -146,7 +153,7 @@ def test_train_vae_and_judges_default_to_the_checkouts_models_from_any_folder(
     models.mkdir(parents=True)
     for name in ("vae", "judge-mnist"):
         shutil.copytree(models_dir() / name, models / name)
-    for module in (hjtranslate.judges, hjtranslate.tasks.judges):
+    for module in (hjtranslate.judges, hjtranslate.shipped, hjtranslate.tasks.judges):
         monkeypatch.setattr(module, "models_dir", lambda: models)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

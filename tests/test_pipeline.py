@@ -928,9 +928,9 @@ def test_cli_translate_errors(saved, inputs, tmp_path, capsys, monkeypatch):
                      "--out", str(out)]) == 2
         assert message in capsys.readouterr().err
 
-    import hjtranslate.translate as translate_module
+    import hjtranslate.pipeline as pipeline_module
 
-    monkeypatch.setattr(translate_module, "default_model_path", lambda: tmp_path / "no-model")
+    monkeypatch.setattr(pipeline_module, "default_model_path", lambda: tmp_path / "no-model")
     assert main(["translate", "--input", str(inputs), "--out", str(tmp_path / "o")]) == 2
     assert "shipped pipeline" in capsys.readouterr().err
 

@@ -23,6 +23,7 @@ import torch
 from .. import registry
 from ..checks import process_alive
 from ..metrics import exact_ot_cost
+from ..shipped import models_dir
 from .common import (
     add_map_arguments,
     check_count,
@@ -42,7 +43,6 @@ OUTPUTS = ("grid_forward.png", "grid_backward.png")
 MNIST_CLASSES = [str(k) for k in range(10)]
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                    "Sneaker", "Bag", "Ankle boot"]
-REPO = Path(__file__).resolve().parents[2]
 TEST_IMAGES = 10_000  # per side: the MNIST and Fashion-MNIST test sets
 _TEST_SETS = " (the MNIST and Fashion-MNIST test sets hold 10,000 images each)"
 
@@ -508,8 +508,8 @@ def export_pipeline(map_dir: Path, args: argparse.Namespace, dest: Path) -> None
     from ..pipeline import TranslationPipeline
 
     pipe = TranslationPipeline.from_components(
-        vae=args.vae or REPO / "models" / "vae", map=HJMap.from_pretrained(map_dir),
-        judge_source=REPO / "models" / "judge-mnist", judge_target=REPO / "models" / "judge-fashion-mnist",
+        vae=args.vae or models_dir() / "vae", map=HJMap.from_pretrained(map_dir),
+        judge_source=models_dir() / "judge-mnist", judge_target=models_dir() / "judge-fashion-mnist",
         source_dataset="mnist", target_dataset="fashion-mnist",
         source_class_names=MNIST_CLASSES, target_class_names=FASHION_CLASSES,
     )

@@ -64,7 +64,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output-root", default=None,
                    help="judges go to <output-root>/judge-mnist and judge-fashion-mnist "
                         "(default: the checkout's models/, the shipped judges that "
-                        "digits-to-fashion reads, from whatever folder it runs)")
+                        "digits-to-fashion reads, from whatever folder it runs; installed from a "
+                        "wheel, ./models)")
     p.add_argument("--datasets", default="mnist,fashion-mnist", help="comma-separated")
     p.add_argument("--arch", default=DEFAULT_ARCH, help="timm model name")
     p.add_argument("--model-kwargs", default=json.dumps(DEFAULT_KWARGS),
@@ -258,7 +259,9 @@ def train_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.output_root is None:
-        args.output_root = str(models_dir())
+        from ..shipped import training_root
+
+        args.output_root = str(training_root())
     names = [s.strip() for s in str(args.datasets).split(",") if s.strip()]
     for name in names:
         if name not in DATASET_NAMES:

@@ -108,7 +108,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="let torchvision download missing MNIST / Fashion-MNIST files (online)")
     p.add_argument("--output-dir", default=None,
                    help="where the VAE is written (default: the checkout's models/vae, the shipped "
-                        "VAE that digits-to-fashion reads, from whatever folder it runs)")
+                        "VAE that digits-to-fashion reads, from whatever folder it runs; "
+                        "installed from a wheel, ./models/vae)")
     p.add_argument("--steps", type=int, default=900, help="training steps")
     p.add_argument("--time-budget", type=float, default=None, help="seconds; stops early")
     p.add_argument("--batch-size", type=int, default=128, help="images per step")
@@ -308,11 +309,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from accelerate.utils import set_seed
     from hjtranslate_plugins.vae import VAEEncoder
 
-    from ..judges import models_dir
+    from ..shipped import training_root
     from ..training import TrainConfig, make_accelerator, train
 
     if args.output_dir is None:
-        args.output_dir = str(models_dir() / "vae")
+        args.output_dir = str(training_root() / "vae")
     out = Path(args.output_dir)
     widths = parse_widths(args.widths)
     require_at_least(args, batch_size=1, eval_images=1, stats_images=1, latent_channels=1)

@@ -31,10 +31,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-import hjtranslate
 from hjtranslate.checks import hub_unreachable, parse_device
 from hjtranslate.encoders import Encoder
 from hjtranslate.hjmap import CheckpointError, read_json_object
+from hjtranslate.shipped import models_dir
 
 IMAGE_SIZE = 28
 STATS_FILE = "latent_stats.json"
@@ -42,8 +42,8 @@ LUMA = (0.299, 0.587, 0.114)
 
 
 def default_vae_path() -> Path:
-    """The VAE shipped with the repository: ``<repo>/models/vae``."""
-    return Path(hjtranslate.__file__).resolve().parents[1] / "models" / "vae"
+    """The shipped VAE: ``vae`` in the shipped models' folder."""
+    return models_dir() / "vae"
 
 
 def as_grey_images(images: torch.Tensor) -> torch.Tensor:
@@ -227,9 +227,10 @@ class VAEEncoder(Encoder):
             local = Path(source).expanduser()
             if pretrained is None and not (local / "config.json").is_file():
                 raise FileNotFoundError(
-                    f"The shipped VAE is missing: no config.json in {local}. Train it with "
-                    "`hjtranslate train vae` (writes models/vae), or pass pretrained= a folder "
-                    "or Hub id of a diffusers AutoencoderKL."
+                    f"The shipped VAE is missing: no config.json in {local}. Reinstall "
+                    "hjtranslate, or train it with `hjtranslate train vae`, or pass a folder or "
+                    "Hub id of a diffusers AutoencoderKL (--vae on the command line, "
+                    "pretrained= in Python)."
                 )
             if local.exists() and not (local / "config.json").is_file():
                 hint = ("a translation pipeline: its VAE is in vae/" if (local / "vae").is_dir()
