@@ -45,10 +45,13 @@ def get_cost(name: str, **kwargs: Any) -> Cost:
 
 
 def get_encoder(name: str, **kwargs: Any) -> Encoder:
+    """A registered encoder by name, e.g. ``get_encoder("vae")`` (the shipped VAE) or
+    ``get_encoder("identity", dim=3)``."""
     return registry.create("encoder", name, **kwargs)
 
 
 def get_head(name: str, **kwargs: Any) -> PotentialHead:
+    """A registered potential head by name, e.g. ``get_head("mlp", dim=2, width=64)``."""
     return registry.create("head", name, **kwargs)
 
 

@@ -176,6 +176,11 @@ def fit(
     starting afresh: its architecture, weights and normalisation carry over (no warm start);
     cost, ``t_f``, dimension and classes must match the data and arguments. A smaller ``lr``
     (e.g. 3e-4) keeps the first steps from undoing what it learnt.
+    ``output_dir``: checkpoints go to ``output_dir/checkpoints`` (four times a run, atomically);
+    ``resume=True`` continues from the last of them: the weights, optimiser, step count,
+    adaptive lambda and random state. Pass the same data and the same arguments as the run it
+    continues (another cost, ``t_f`` or architecture is refused; the CLI's ``--resume``
+    reads the recorded arguments for you).
     ``on_start()`` runs on the main process once every argument is checked, before the first
     step (the CLI writes a run's config.json there, so a rejected option leaves the folder as it was).
     """

@@ -89,7 +89,7 @@ def duality_gap(m: HJMap, x: torch.Tensor, y: torch.Tensor, kx=None, ky=None) ->
     """Primal ``P = E c(x, T(x))``, dual ``D = E u(y, t_f) - E u(x, 0)`` (method.md section 7),
     in data units, and the relative gap ``|P - D| / P``.
 
-    ``P - D`` splits into two parts, both relative to ``P``: ``gap_residual``, the mean of
+    ``(P - D) / P = gap_match - gap_residual``, both parts relative to ``P``: ``gap_residual``, the mean of
     ``u(T(x), t_f) - u(x, 0) - c(x, T(x))`` (zero along exact characteristics), and
     ``gap_match``, ``E u(T(x), t_f) - E u(y, t_f)`` (zero when the pushed samples match the
     target as ``u`` sees them). ``duality_gap_sd`` is the standard error of ``(P - D) / P`` from

@@ -159,7 +159,11 @@ def plugins(kind: str) -> dict[str, Plugin]:
     return merged
 
 
-def register(kind: str, name: str, obj: Any, package: str = "<runtime>") -> None:
+#: the package recorded for a plugin registered by :func:`register` (not by an entry point)
+RUNTIME = "<runtime>"
+
+
+def register(kind: str, name: str, obj: Any, package: str = RUNTIME) -> None:
     """Register a plugin without an installed package (for notebooks and tests)."""
     if name in plugins(kind) or name in _clashes.get(kind, {}):
         raise PluginError(f"A {kind} plugin named {name!r} is already registered.")
@@ -221,7 +225,12 @@ def create(kind: str, name: str, **kwargs: Any) -> Any:
 
 
 def missing_plugin_message(kind: str, name: str, package: str | None, what: str = "checkpoint") -> str:
-    hint = f" Install the package that provides it ({package})." if package else ""
+    if package == RUNTIME:
+        hint = (f" It was registered in the process that saved it, with hjtranslate.registry."
+                f"register({kind!r}, {name!r}, ...): register it the same way before loading, or "
+                "install a package that provides it under the hjtranslate entry points.")
+    else:
+        hint = f" Install the package that provides it ({package})." if package else ""
     return f"This {what} needs the {kind} plugin {name!r}, which is not installed.{hint}"
 
 

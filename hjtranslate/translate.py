@@ -182,7 +182,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
             "looks_like_other_side": other[i],
         })
         conf = ("" if result.confidences is None
-                else f" (target judge's confidence {result.confidences[i]:.2f})")
+                else f" ({other_dataset} judge's confidence {result.confidences[i]:.2f})")
         converted = f"; {', '.join(result.notes[i])}" if result.notes[i] else ""
         warn = (f"; looks more like {other_dataset} to the judges: if so, use --direction "
                 f"{other_direction}" if other[i] else "")

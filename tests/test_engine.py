@@ -170,6 +170,12 @@ def test_duality_gap_splits_into_residual_and_match_and_its_error_bar_is_calibra
         sds.append(r["duality_gap_sd"])
     spread, sd = torch.tensor(gaps).std().item(), torch.tensor(sds).mean().item()
     assert 0.8 < spread / sd < 1.25, (spread, sd)
+
+    # an untrained map: neither part is zero, and they combine as documented
+    raw = hjt.HJMap(dim=4, head="mlp", head_kwargs={"width": 16, "depth": 2})
+    r = duality_gap(raw, *draw(500))
+    assert abs(r["gap_residual"]) > 1e-3 and abs(r["gap_match"]) > 1e-3
+    assert abs((r["primal"] - r["dual"]) / r["primal"] - (r["gap_match"] - r["gap_residual"])) < 1e-9
     assert abs(torch.tensor(gaps).mean().item()) < 3 * spread / 300 ** 0.5  # no bias for a perfect map
 
 

@@ -356,6 +356,12 @@ def test_config_naming_a_missing_plugin(tmp_path, kind):
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match=rf"{kind} plugin 'fancy'.*hjt-fancy-plugins"):
         HJMap.from_pretrained(folder)
+    # registered in a notebook (registry.register), not installed: register it again
+    config["plugin_packages"][kind] = "<runtime>"
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=rf"registered in the process that saved it, with "
+                       rf"hjtranslate.registry.register\('{kind}', 'fancy', ...\): register it"):
+        HJMap.from_pretrained(folder)
 
 
 # -- hjtranslate push -------------------------------------------------------------------------

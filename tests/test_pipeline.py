@@ -897,6 +897,9 @@ def test_cli_translate_says_what_looks_like_the_other_side_and_reduces_huge_file
               for i in json.loads((tmp_path / "out" / "translations.json").read_text())["items"]}
     assert report["digit.png"]["looks_like_other_side"]
     assert "looks more like mnist to the judges: if so, use --direction forward" in said
+    # backward, the translations are digits: the confidence is the MNIST judge's
+    assert "clothes.png: class" in said and "(mnist judge's confidence" in said
+    assert "fashion-mnist judge's confidence" not in said
     assert not report["clothes.png"]["looks_like_other_side"]
     assert "reduced 9000x9000 by 1/3 as it was opened" in report["photo.png"]["notes"]
     assert main(["translate", "--model", str(folder), "--input", str(inputs / "photo.png"),
