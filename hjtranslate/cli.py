@@ -267,6 +267,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+DISK_FULL = ("error: the disk is full ({}). Free some space and run it again (a training run: "
+             "with --resume; the checkpoints written before the disk filled are kept).")
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` is a write that failed for want of space: an OSError (ENOSPC, EDQUOT),
+    or the same error as safetensors (SafetensorError) or torch.save's writer (a RuntimeError
+    "unexpected pos" or "failed writing file") report it."""
+    import errno
+
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    text = str(exc)
+    return ("No space left on device" in text or "os error 28" in text
+            or (isinstance(exc, RuntimeError) and ("unexpected pos" in text
+                                                   or "failed writing file" in text)))
+
+
 def _fail(message: str, code: int = 2, show: bool = True) -> int:
     """Print a one-line failure (``show``) and, under torchrun (``accelerate launch
     --multi_gpu``), leave it in the launcher's error file as well, so that the failure table the
@@ -352,6 +370,8 @@ def _main(argv: Sequence[str] | None) -> int:
         # numpy raises MemoryError; torch a RuntimeError ("can't allocate memory", CUDA "out of
         # memory"). Anything else is a bug and keeps its traceback.
         text = str(exc)
+        if _disk_full(exc):
+            return _fail(DISK_FULL.format(text.splitlines()[0][:200] if text else type(exc).__name__))
         if isinstance(exc, RuntimeError) and any(t in text for t in _PEER_LOST):
             # a multi-process run whose other process died (killed, out of memory)
             return _fail(f"error: another process of this run ended ({text.splitlines()[0][:200]}). "
@@ -371,3 +391,7 @@ def _main(argv: Sequence[str] | None) -> int:
     except BrokenPipeError:  # `hjtranslate plugins | head`: the reader left, nothing is wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as exc:  # a full disk, whatever library was writing; else a bug's traceback
+        if not _disk_full(exc):
+            raise
+        return _fail(DISK_FULL.format(str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__))

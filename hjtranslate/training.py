@@ -219,7 +219,10 @@ def release_folder(out: Path) -> None:
     _kept.discard(key)
     handle = _held.pop(key, None)
     if handle is not None:
-        (key / LOCK_FILE).unlink(missing_ok=True)
+        try:
+            (key / LOCK_FILE).unlink(missing_ok=True)
+        except OSError:  # the folder turned read-only: the lock file stays (an error says why)
+            pass
         handle.close()  # closing the file releases its flock
 
 

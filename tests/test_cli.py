@@ -246,6 +246,26 @@ def test_out_of_memory_is_a_clear_error(monkeypatch, capsys):
         main(["train", "toy2d"])
 
 
+@pytest.mark.parametrize("error", [
+    OSError(28, "No space left on device"),
+    RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 136640 vs 136532"),
+])
+def test_a_full_disk_is_a_clear_error(tmp_path, monkeypatch, capsys, error):
+    """A checkpoint that cannot be written for want of space (as the OS, or torch.save's zip
+    writer, reports it) is one line that says what to do, not a traceback."""
+    from accelerate import Accelerator
+
+    def full(self, *args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(Accelerator, "save_state", full)
+    assert main(["train", "gaussians", "--dim", "2", "--n", "500", "--steps", "8",
+                 "--output-dir", str(tmp_path / "g")]) == 2
+    err = capsys.readouterr().err
+    assert "error: the disk is full (" in err and "with --resume" in err
+    assert "Traceback" not in err
+
+
 def test_unknown_task_lists_the_choices(tmp_path):
     proc = run_cli("train", "cifar")
     assert proc.returncode == 2 and "digits-to-fashion" in proc.stderr and "Traceback" not in proc.stderr

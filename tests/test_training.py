@@ -352,6 +352,24 @@ def test_sigterm_is_told_apart_and_an_unwritable_folder_is_a_message(tmp_path, m
         lock_folder(tmp_path / "afile" / "run")
 
 
+def test_a_folder_turned_read_only_keeps_the_real_error(tmp_path, monkeypatch):
+    """Letting a folder go cannot fail in its turn (the lock file left behind) and so hide the
+    error that stopped the run: the folder turned read-only under it."""
+    from hjtranslate.training import LOCK_FILE, _held, lock_folder, release_folder
+
+    assert lock_folder(tmp_path)
+    real_unlink = Path.unlink
+
+    def refuse(self, *args, **kwargs):
+        if self.name == LOCK_FILE:
+            raise PermissionError(1, "Operation not permitted", str(self))
+        return real_unlink(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "unlink", refuse)
+    release_folder(tmp_path)
+    assert tmp_path.resolve() not in _held
+
+
 def test_a_second_run_in_a_folder_in_use_is_refused(tmp_path):
     """Two runs in one folder would move each other's checkpoints aside and mix their files:
     while one process trains there, another is refused; the lock goes with its process."""
