@@ -60,6 +60,11 @@ def test_toy2d_run_writes_everything(tmp_path, capsys):
     x = torch.randn(50, 2)
     torch.testing.assert_close(a.forward(x), b.forward(x), atol=1e-4, rtol=0)
     assert b.metrics["init_from"] == str(out) and b.metrics["init_from_command"] == a.metrics["command"]
+    # --resume continues a run from its own checkpoints: another --init-from would be ignored
+    assert main(["train", "toy2d", "--output-dir", str(out), "--resume", "--init-from", str(tuned)]) == 2
+    assert "--init-from would be ignored. Drop --init-from to resume" in capsys.readouterr().err
+    assert main(["train", "toy2d", "--output-dir", str(tuned), "--resume", "--init-from", str(out),
+                 "--no-progress"]) == 0  # the run's own --init-from, typed again: resumed
     # a map alone has no config to say which task and data it was trained on
     shutil.copytree(out / "map", tmp_path / "alone")
     assert main(["evaluate", str(tmp_path / "alone")]) == 2

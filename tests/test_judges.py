@@ -100,6 +100,35 @@ def test_random_blur_blurs_half_the_batch_and_keeps_the_rest() -> None:
     assert torch.equal(random_blur(x, 0.0, g), x)
 
 
+def test_a_resumed_judges_run_takes_the_options_it_recorded(tmp_path, capsys):
+    """`train judges --resume` without the run's options takes those its checkpoints record (or,
+    once the judge finished, its config.json), as the other tasks do: it does not train on with
+    the defaults, nor call its own finished judge another run's."""
+    from hjtranslate.cli import main
+
+    root = tmp_path / "judges"
+    typed = ["--steps", "4", "--checkpoint-every", "2", "--batch-size", "16", "--lr", "5e-4"]
+    assert main(["train", "judges", "--output-root", str(root), "--datasets", "mnist",
+                 "--keep-checkpoints", *typed]) == 0
+    capsys.readouterr()
+    assert main(["train", "judges", "--output-root", str(root), "--datasets", "mnist", "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "--resume: as recorded in" in err and "batch_size=16" in err and "lr=0.0005" in err
+    assert "steps=4" in err
+    # the architecture is what the checkpoints hold: another is refused in one line
+    assert main(["train", "judges", "--output-root", str(root), "--datasets", "mnist", "--resume",
+                 "--model-kwargs", '{"channels": [8, 16, 32, 64]}']) == 2
+    err = capsys.readouterr().err
+    assert "--model-kwargs" in err and "belong to that judge architecture" in err
+    assert "size mismatch" not in err
+    # finished (its checkpoints removed): its config.json holds the options; it is kept
+    other = tmp_path / "judges2"
+    assert main(["train", "judges", "--output-root", str(other), "--datasets", "mnist", *typed]) == 0
+    capsys.readouterr()
+    assert main(["train", "judges", "--output-root", str(other), "--datasets", "mnist", "--resume"]) == 0
+    assert "the mnist judge in" in capsys.readouterr().err
+
+
 def test_a_resumed_judges_run_keeps_a_finished_judge(tmp_path, capsys):
     """`train judges --resume` after the run finished one judge (and removed its checkpoints)
     keeps that judge instead of training it again from step 0; its files were put in place

@@ -157,13 +157,17 @@ def _checkpoint_record(out: Path) -> tuple[dict[str, Any], Path]:
 
 
 # Options a checkpoint belongs to: a resume may not change them (--init-from may, where it fits).
+# The last five are the VAE's and the judges' architectures.
 IDENTITY_OPTIONS = ("cost", "p", "cost_options", "vae", "source", "target", "dim", "mode",
                     "head", "head_options", "t_f", "data_seed", "width", "depth", "quadratic",
-                    "quadratic_gain", "fourier_features", "fourier_scale")
+                    "quadratic_gain", "fourier_features", "fourier_scale",
+                    "widths", "latent_channels", "latent_size", "arch", "model_kwargs")
 _IDENTITY_WHAT = {"cost": "cost", "p": "cost", "cost_options": "cost",
                   "vae": "latent space (VAE)", "source": "data",
                   "target": "data", "dim": "data", "data_seed": "data", "mode": "mode",
-                  "t_f": "time horizon"}  # the rest: the head's architecture
+                  "t_f": "time horizon", "widths": "VAE", "latent_channels": "VAE",
+                  "latent_size": "VAE", "arch": "judge architecture",
+                  "model_kwargs": "judge architecture"}  # the rest: the head's architecture
 
 
 def _same_option(name: str, typed: Any, recorded: Any) -> bool:
@@ -171,7 +175,7 @@ def _same_option(name: str, typed: Any, recorded: Any) -> bool:
         from hjtranslate_plugins.vae import default_vae_path
 
         return Path(typed or default_vae_path()).resolve() == Path(recorded or default_vae_path()).resolve()
-    if name.endswith("_options"):  # JSON objects, however spaced
+    if name.endswith(("_options", "_kwargs")):  # JSON objects, however spaced
         try:
             return json.loads(typed) == json.loads(recorded)
         except (TypeError, ValueError):
@@ -205,22 +209,23 @@ def restore_recorded_options(args: argparse.Namespace, explicit: set[str],
     to train longer. ``actions`` (the task parser's, by dest) check each recorded value as its
     option would have: a hand-edited ``"lr": null`` is a clear error, not a crash later.
     Returns what was restored; nothing without a recorded run of this task."""
-    if not hasattr(args, "output_dir"):
-        return {}  # a task without a run folder (judges: one folder per judge)
-    run_dir = Path(args.output_dir or Path("runs") / args.task)
-    recorded_path = run_dir / "config.json"
-    if (run_dir / "checkpoints" / RUN_RECORD).is_file():
-        # checkpoints moved back after a fresh start: their own run's record, not the fresh one's
-        recorded_path = run_dir / "checkpoints" / RUN_RECORD
-    try:
-        recorded = json.loads(recorded_path.read_text())
-    except (FileNotFoundError, NotADirectoryError):
-        if args.task != "vae":
-            return {}
-        recorded = {}  # a VAE killed before its first output: its checkpoints hold the record
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"--resume: cannot read {recorded_path} ({exc}); repeat the run's "
-                         "options on the command line and move that file away.") from exc
+    if args.task == "judges":
+        recorded, recorded_path, run_dir = _judges_record(args)
+    else:
+        run_dir = Path(args.output_dir or Path("runs") / args.task)
+        recorded_path = run_dir / "config.json"
+        if (run_dir / "checkpoints" / RUN_RECORD).is_file():
+            # checkpoints moved back after a fresh start: their own run's record, not the fresh one's
+            recorded_path = run_dir / "checkpoints" / RUN_RECORD
+        try:
+            recorded = json.loads(recorded_path.read_text())
+        except (FileNotFoundError, NotADirectoryError):
+            if args.task != "vae":
+                return {}
+            recorded = {}  # a VAE killed before its first output: its checkpoints hold the record
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"--resume: cannot read {recorded_path} ({exc}); repeat the run's "
+                             "options on the command line and move that file away.") from exc
     if isinstance(recorded, dict) and "task" not in recorded and args.task == "vae":
         # a VAE folder's config.json is diffusers': the run's options are in its checkpoints
         recorded, recorded_path = _checkpoint_record(run_dir)
@@ -264,6 +269,13 @@ def restore_recorded_options(args: argparse.Namespace, explicit: set[str],
                 f"--resume: {flag} {current[k]} differs from the run's {theirs} (recorded in "
                 f"{where[k]}); its checkpoints belong to that {what}. Resume without {flag}, "
                 f"start a new run in another --output-dir{tune}.")
+    typed_init = current.get("init_from") if "init_from" in explicit else None
+    if typed_init and not (recorded.get("init_from") and Path(typed_init).expanduser().resolve()
+                           == Path(recorded["init_from"]).expanduser().resolve()):
+        raise ValueError(
+            f"--resume continues the run in {run_dir} from its own checkpoints, and --init-from "
+            "starts a new one from a trained map: together --init-from would be ignored. Drop "
+            "--init-from to resume, or fine-tune in another --output-dir.")
     restored = {k: v for k, v in recorded.items()
                 if k in current and k not in explicit and k not in skip and not k.startswith("_")}
     for k, v in restored.items():
@@ -276,6 +288,28 @@ def restore_recorded_options(args: argparse.Namespace, explicit: set[str],
         print(f"--resume: as recorded in {recorded_path}: "
               + ", ".join(f"{k}={v}" for k, v in sorted(changed.items())), file=sys.stderr)
     return restored
+
+
+def _judges_record(args: argparse.Namespace) -> tuple[dict[str, Any], Path, Path]:
+    """``train judges --resume``: the options recorded in the checkpoints of the judge that was
+    in training (one folder per judge), else the training options a finished judge records (a
+    run stopped before the next judge's first checkpoint); where, and in which folder."""
+    from ..shipped import training_root
+
+    root = Path(args.output_root) if args.output_root else training_root()
+    folders = [root / f"judge-{name}" for name in ("mnist", "fashion-mnist")]
+    for folder in folders:
+        recorded, where = _checkpoint_record(folder)
+        if recorded:
+            return recorded, where, folder
+    for folder in folders:
+        try:
+            config = json.loads((folder / "config.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(config, dict) and isinstance(config.get("training"), dict):
+            return {"task": "judges", **config["training"]}, folder / "config.json", folder
+    return {}, root, root
 
 
 def _check_run_plugins(options: dict[str, Any], run_dir: Path) -> None:

@@ -36,6 +36,7 @@ from .common import (
     check_count,
     check_output_folder,
     move_outputs,
+    recorded_options,
     refuse_to_replace,
     require_at_least,
     staged_outputs,
@@ -225,7 +226,9 @@ def train_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
     tc = TrainConfig(steps=args.steps, time_budget=args.time_budget, lr=args.lr, seed=args.seed,
                      output_dir=str(out), checkpoint_every=args.checkpoint_every,
-                     resume=args.resume, progress=not args.no_progress)
+                     resume=args.resume, progress=not args.no_progress,
+                     # the run's options, in every checkpoint: a --resume takes those not typed
+                     extra={"task": "judges", **recorded_options(args)})
     # the folder stays held while the outputs are written after training (keep_lock)
     result = train(objective, batch_fn, tc, acc, keep_lock=True,
                    save_fn=lambda m, folder: m.judge.save_pretrained(folder))
