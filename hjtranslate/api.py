@@ -27,6 +27,8 @@ def check_samples(x: Any, name: str, dim: int | None = None) -> torch.Tensor:
     """Validate one sample set: a finite (n, d) float tensor with n >= 2 (detached: an
     encoder's output may still carry its graph)."""
     x = as_sample_tensor(x, name)  # real numbers: floats or integers of any width
+    if x.dtype in (torch.float64, torch.int64) and x.ndim == 2 and x.shape[0] >= 2:
+        _check_float32_resolves(x.detach(), name)
     try:
         x = x.detach().cpu().float()  # training moves its batches to the accelerator's device
     except (RuntimeError, TypeError):
@@ -51,6 +53,36 @@ def check_samples(x: Any, name: str, dim: int | None = None) -> torch.Tensor:
     return x
 
 
+#: p-norm costs with an exponent below this were measured not to train (the map stays near the
+#: identity: p = 1.0001, 1.01, 1.1); p = 1.15 did
+MIN_TRAINABLE_P = 1.15
+#: float32's relative resolution (2^-24): what the map keeps of a value
+FLOAT32_EPS = 2.0**-24
+
+
+def _check_float32_resolves(x: torch.Tensor, name: str) -> None:
+    """The map computes in float32: samples given wider (float64, int64) must fit its range,
+    and their spread must not drown in their offset (1e8 + N(0, 1) is a constant in float32,
+    where it would train an identity and warn of data that does not spread)."""
+    wide = x.double()
+    if not torch.isfinite(wide).all():
+        return  # said with the row below
+    top = float(wide.abs().max())
+    if top > torch.finfo(torch.float32).max:
+        raise ValueError(f"{name} holds values up to {top:.3g}, beyond float32's range (3.4e38), "
+                         "in which the map computes: rescale the data (and the map's outputs back).")
+    mean, spread = wide.mean(0), wide.std(0)
+    lost = (spread > 0) & (mean.abs() * FLOAT32_EPS > 1e-3 * spread)
+    if lost.any():
+        j = int(lost.nonzero()[0])
+        raise ValueError(
+            f"{name}'s column {j} has a mean of {float(mean[j]):.6g} and a spread of only "
+            f"{float(spread[j]):.3g}: in float32, in which the map computes, the spread is lost "
+            f"in the offset. Subtract a common offset in {str(x.dtype).replace('torch.', '')} first "
+            "(the same from source and target, e.g. the source's mean) and add it back to the "
+            "map's outputs.")
+
+
 def check_labels(k: Any, n: int, name: str) -> torch.Tensor:
     try:
         k = torch.as_tensor(k)
@@ -67,6 +99,10 @@ def check_labels(k: Any, n: int, name: str) -> torch.Tensor:
     return k
 
 
+#: above this many dimensions the quadratic cost's default quadratic part is ``hopf_lax_basis``
+SPD_MAX_DIM = 64
+
+
 def default_head_kwargs(dim: int, cost_name: str = "quadratic", t_f: float = 1.0) -> dict[str, Any]:
     """Head settings of :func:`fit`. For the quadratic cost the quadratic part of the potential
     is the exact Hopf-Lax solution (zero HJ residual by construction); for other costs it is
@@ -75,6 +111,12 @@ def default_head_kwargs(dim: int, cost_name: str = "quadratic", t_f: float = 1.0
     quadratic: bool | str = "hopf_lax_spd" if cost_name == "quadratic" else True
     kwargs = {"width": width, "depth": 3, "activation": "silu", "quadratic": quadratic,
               "t_max": float(t_f)}
+    if cost_name == "quadratic" and dim > SPD_MAX_DIM:
+        # hopf_lax_spd solves a d x d system per collocation point: 5 s a step at d = 256, out
+        # of memory at d = 1,024. The eigenbasis part solves one; at gain 1 it was also the more
+        # accurate on correlated Gaussians (L2-UVP after 200 steps: 0.24 % against 1.1 % at
+        # d = 128, in a quarter of the time; 0.67 % at d = 256; BENCHMARKS.md).
+        kwargs.update(quadratic="hopf_lax_basis", quadratic_gain=1.0)
     if dim <= 2 and cost_name == "quadratic":
         # Random Fourier features let the map turn sharply where the target's support is split
         # (all four 2-D pairs of BENCHMARKS.md: energy 1.1-2.7x its floor instead of 2.6-7.1x).
@@ -168,10 +210,10 @@ def fit(
     per direction and step; it keeps translations where a decoder was trained (0 = off).
     ``manifold_gradient="toward"`` pulls each point toward its projection held fixed instead
     of differentiating through the projection.
-    ``warm_start``: for a head with a ``hopf_lax_spd`` quadratic part (the quadratic cost's
-    default), start from the OT map between Gaussians fitted to both sample sets (with
-    ``hopf_lax_per_class``, one per class; see :func:`linear_warm_start`); training then learns
-    the rest.
+    ``warm_start``: for a head with a ``hopf_lax_spd`` or ``hopf_lax_basis`` quadratic part (the
+    quadratic cost's default, the second above 64 dimensions), start from the OT map between
+    Gaussians fitted to both sample sets (with ``hopf_lax_per_class``, one per class; see
+    :func:`linear_warm_start`); training then learns the rest.
     ``init_from``: fine-tune a trained map (an :class:`HJMap`, a folder or a Hub id) instead of
     starting afresh: its architecture, weights and normalisation carry over (no warm start);
     cost, ``t_f``, dimension and classes must match the data and arguments. A smaller ``lr``
@@ -215,7 +257,13 @@ def fit(
                          "head takes the class of each sample.")
     dim = xs.shape[1]
     cost_name, cost_kwargs = cost_spec(cost)
-    registry.create("cost", cost_name, **cost_kwargs)  # fail early on unknown names
+    built = registry.create("cost", cost_name, **cost_kwargs)  # fail early on unknown names
+    p = getattr(built, "p", None)
+    if isinstance(p, float) and 1 < p < MIN_TRAINABLE_P:
+        warnings.warn(
+            f"p = {p:g}: grad H(p) = |p|^(q-1) with q = p / (p - 1) = {p / (p - 1):.3g} vanishes "
+            "for momenta below 1, and maps trained with p up to 1.1 were measured to stay at the "
+            f"identity; p >= {MIN_TRAINABLE_P} trains.", stacklevel=2)
     if monotone_weight and monotone_directions == "power" and cost_name != "quadratic":
         raise ValueError("monotone_directions='power' needs the quadratic cost (it power-iterates "
                          f"on the map's Jacobian); with the {cost_name!r} cost use 'random' or 'all'.")
@@ -242,6 +290,14 @@ def fit(
                 f"Class ids index the map's classes: got {present} classes with ids up to "
                 f"{num_classes - 1}. Renumber them 0..K-1, e.g. with torch.unique(..., "
                 "return_inverse=True).")
+        if init_from is None and present < num_classes:
+            absent = sorted(set(range(num_classes)) - set(ks.tolist()))
+            shown = ", ".join(map(str, absent[:8])) + (", ..." if len(absent) > 8 else "")
+            warnings.warn(
+                f"Class ids index the map's classes: ids {shown} have no samples, so the map "
+                "has untrained parts for them, which forward(k=...) would use without a word. "
+                "Renumber the classes 0..K-1 (torch.unique(..., return_inverse=True)) unless "
+                "they are kept for a later fine-tune.", stacklevel=2)
     lambda_init, made_by = None, None
     if init_from is not None:
         hjmap, earlier = _fine_tune_start(init_from, dim, cost_name, cost_kwargs, t_f, num_classes,
@@ -253,8 +309,6 @@ def fit(
         lam = earlier.get("lambda", earlier.get("train_lambda"))
         lambda_init = float(lam) if isinstance(lam, (int, float)) and lam > 0 else None
         if earlier.get("match", mmd) != mmd:
-            import warnings
-
             warnings.warn(f"The map to fine-tune was trained with the {earlier['match']!r} match "
                           f"and this run uses {mmd!r}: its MMD weight does not carry over; the "
                           "adaptive weight starts afresh.", stacklevel=2)
@@ -416,7 +470,7 @@ def standardise(hjmap: HJMap, xs: torch.Tensor, yt: torch.Tensor,
     defaults work whatever the units of the data. ``keep=True`` standardises with the map's
     own normalisation (a trained map being fine-tuned)."""
     if not keep:
-        both = torch.cat([xs, yt])
+        both = torch.cat([xs, yt]).double()  # squares of data at 1e18 overflow float32
         shift = both.mean(0)
         scale = float(((both - shift) ** 2).sum(1).mean().sqrt() / both.shape[1] ** 0.5) or 1.0
         hjmap.set_normalization(shift, scale)
@@ -498,7 +552,9 @@ def linear_warm_start(hjmap: HJMap, zs: torch.Tensor, zt: torch.Tensor,
     # Duck-typed, so that a third-party head can take part: a ``quadratic`` submodule with
     # ``set_affine_map(matrix, offset)`` (or ``set_affine_maps(matrices, offsets)``, per class).
     quad = getattr(hjmap.head, "quadratic", None)
-    per_class = callable(getattr(quad, "set_affine_maps", None)) and ks is not None
+    # (a part with one map for all, hopf_lax_basis, takes the pooled map even with labels)
+    per_class = (callable(getattr(quad, "set_affine_maps", None)) and ks is not None
+                 and not callable(getattr(quad, "set_affine_map", None)))
     if not (per_class or callable(getattr(quad, "set_affine_map", None))):
         return False
     # The Gaussian map is the quadratic cost's, and the part reaches it at t_max: at t_f only

@@ -397,8 +397,15 @@ class HJMap(
             raise ValueError(f"{save_directory} holds {', '.join(sorted(replaced))} and is not a "
                              "map's folder: saving would replace them. Save the map into a new "
                              "or empty folder, or an earlier map's.")
-        save_directory.mkdir(parents=True, exist_ok=True)
-        self._save_pretrained(save_directory)
+        try:
+            save_directory.mkdir(parents=True, exist_ok=True)
+            self._save_pretrained(save_directory)
+        except Exception as exc:  # PermissionError, or safetensors' SafetensorError wrapping one
+            if not (isinstance(exc, PermissionError) or "Permission denied" in str(exc)
+                    or "Operation not permitted" in str(exc)):
+                raise
+            raise PermissionError(f"Cannot write the map into {save_directory} ({exc}): name a "
+                                  "folder this process can write to.") from None
         shared_as_umask_says(save_directory / WEIGHTS_NAME)
         card_kwargs = kwargs.pop("model_card_kwargs", None) or {}
         write_model_card(save_directory, self.config_dict(), repo_id=card_kwargs.get("repo_id"),

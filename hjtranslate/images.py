@@ -16,7 +16,9 @@ Rules (``preprocess``, which ``TranslationPipeline.preprocess`` calls; each chan
    visible strokes are dark (mean luma under 0.5, weighted by alpha), else onto black, so the
    strokes survive either way. 16-bit PIL images are scaled by 65535.
 3. Polarity. MNIST and Fashion-MNIST are light on dark. If the mean of the image's border
-   (the outer ``max(1, min(H, W) // 14)`` pixels) exceeds 0.5, the image is inverted.
+   (the outer ``max(1, min(H, W) // 14)`` pixels) exceeds 0.5, the image is inverted
+   (``light_on_dark=False`` keeps it: a pipeline between other datasets passes that, as their
+   encoder was trained on pictures as they come).
 4. Size. A non-square image is padded to a square with its (post-inversion) border value,
    keeping the aspect ratio; then it is resized to 28x28 (bilinear with antialiasing). A
    non-square image longer than ``MAX_PAD_SIDE`` (4096) pixels is first shrunk to fit it, so
@@ -616,8 +618,10 @@ def _frame(x: torch.Tensor, framing: str, notes: list[str]) -> torch.Tensor | No
     return out
 
 
-def _normalise(a: np.ndarray, notes: list[str], framing: str | None = None) -> torch.Tensor:
-    """``(H, W[, C])`` float in [0, 1] -> ``(28, 28)`` light-on-dark grey (rules 2-5)."""
+def _normalise(a: np.ndarray, notes: list[str], framing: str | None = None,
+               light_on_dark: bool = True) -> torch.Tensor:
+    """``(H, W[, C])`` float in [0, 1] -> ``(28, 28)`` grey (rules 2-5), light on dark unless
+    ``light_on_dark`` is False."""
     if a.ndim == 3:
         a = _grey_from_channels(a, notes)
     h, w = a.shape
@@ -630,7 +634,7 @@ def _normalise(a: np.ndarray, notes: list[str], framing: str | None = None) -> t
         if FRAMINGS[framing].on_paper:
             x = _page(x, notes)
     level = float(_border(x).mean())
-    if level > 0.5:
+    if light_on_dark and level > 0.5:
         x = 1.0 - x
         level = 1.0 - level
         notes.append(f"inverted (light background, border mean {1 - level:.2f}; MNIST is light on dark)")
@@ -655,10 +659,11 @@ def _normalise(a: np.ndarray, notes: list[str], framing: str | None = None) -> t
     return x
 
 
-def preprocess(images: Any, framing: str | None = None) -> tuple[torch.Tensor, list[list[str]]]:
+def preprocess(images: Any, framing: str | None = None,
+               light_on_dark: bool = True) -> tuple[torch.Tensor, list[list[str]]]:
     """Any supported input -> ``(n, 1, 28, 28)`` float in [0, 1] and per-image notes;
     ``framing``: a dataset of ``FRAMINGS`` whose framing pictures that are not 28x28 get (rule
-    5), or None."""
+    5), or None; ``light_on_dark``: invert pictures on a light background (rule 3)."""
     if framing is not None and framing not in FRAMINGS:
         raise ValueError(f"framing={framing!r}: use one of {sorted(FRAMINGS)} or None.")
     if isinstance(images, (list, tuple)):
@@ -672,7 +677,7 @@ def preprocess(images: Any, framing: str | None = None) -> tuple[torch.Tensor, l
         arrays = _as_array(item, shared, single, what)
         for a in arrays:
             own = list(shared)
-            out.append(_normalise(a, own, framing))
+            out.append(_normalise(a, own, framing, light_on_dark))
             notes.append(own)
     if not out:
         raise ValueError("No images given.")

@@ -72,7 +72,12 @@ def exact_ot_cost(x: torch.Tensor, y: torch.Tensor, cost, t_f: float = 1.0) -> f
     """Exact discrete OT cost between equal-weight samples (POT ``emd``)."""
     import ot
 
+    if len(x) == 0 or len(y) == 0:
+        raise ValueError(f"exact_ot_cost needs samples on both sides, got {len(x)} and {len(y)}.")
     c = cost.pairwise(x.double(), y.double().to(x.device), t_f).cpu().numpy()
+    if not np.isfinite(c).all():  # POT would answer 0.0 ("problem unbounded")
+        raise ValueError("exact_ot_cost: the cost matrix holds NaN or infinite values (NaN or "
+                         "Inf in the samples, or t_f = 0): clean the samples, use t_f > 0.")
     a = np.full(len(x), 1.0 / len(x))
     b = np.full(len(y), 1.0 / len(y))
     return float(ot.emd2(a, b, c, numItermax=10_000_000))

@@ -521,6 +521,11 @@ class TranslationPipeline:
 
         if isinstance(vae, Encoder):
             vae_dir, encoder = None, vae.to(device)
+            if isinstance(vae, VAEEncoder) and vae.latent_stats is None:
+                raise CheckpointError(
+                    "vae: this VAEEncoder has no latent statistics: the map works in the VAE's "
+                    "standardised latents, so the pipeline needs the statistics it was trained "
+                    "with (VAEEncoder.fit_latent_stats, or a folder with latent_stats.json).")
         else:
             vae_dir = _resolve_folder(vae, "vae", revision=None, cache_dir=None,
                                       local_files_only=False, token=None)
@@ -874,8 +879,12 @@ class TranslationPipeline:
         return preprocess(images, framing)
 
     def _preprocess(self, images: Any, side: str, frame: Any) -> tuple[torch.Tensor, list[list[str]]]:
-        """:func:`preprocess` with the framing of ``side``'s dataset, or none (``frame=False``)."""
-        return preprocess(images, self.framing(side) if _check_frame(frame) else None)
+        """:func:`preprocess` with the framing of ``side``'s dataset, or none (``frame=False``);
+        pictures are made light on dark only for the datasets that are (MNIST, Fashion-MNIST):
+        another dataset's encoder learnt its pictures as they come."""
+        dataset = (self.source_dataset if side == "source" else self.target_dataset).lower()
+        return preprocess(images, self.framing(side) if _check_frame(frame) else None,
+                          light_on_dark=dataset in FRAMINGS)
 
     def framing(self, side: str) -> str | None:
         """The framing that pictures of ``side`` (``"source"`` or ``"target"``) get: their

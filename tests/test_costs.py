@@ -54,3 +54,13 @@ def test_cost_is_t_f_times_lagrangian():
 def test_bad_exponent_is_refused(p):
     with pytest.raises(ValueError, match="> 1"):
         hjt.get_cost("pnorm", p=p)
+
+
+def test_fit_warns_of_a_p_norm_exponent_too_close_to_one():
+    """With p up to 1.1 grad H vanishes for momenta below 1 and the map was measured to stay at
+    the identity: fit says so rather than return it silently."""
+    import hjtranslate as hjt
+
+    x = torch.randn(64, 2)
+    with pytest.warns(UserWarning, match=r"p = 1\.1: grad H\(p\).*p >= 1\.15 trains"):
+        hjt.fit(x, x + 1, cost=hjt.get_cost("pnorm", p=1.1), steps=1, batch_size=32)

@@ -137,8 +137,32 @@ def test_warm_start_is_the_gaussian_map_of_the_sample_moments():
     assert err < 1e-3  # L2-UVP under 0.1 %
     cold = hjt.HJMap(dim=4, head="affine", head_kwargs={"quadratic": "hopf_lax_spd"})
     assert (cold.forward(x).double() - true(x.double())).pow(2).sum(1).mean() / s1.trace() > 0.1
+    # The eigenbasis part (the default above 64 dimensions) starts there too, labels or not.
+    for labels in ((), (torch.zeros(len(z0), dtype=torch.long), torch.zeros(len(z1), dtype=torch.long))):
+        b = hjt.HJMap(dim=4, head_kwargs={"quadratic": "hopf_lax_basis", "width": 8, "depth": 1})
+        assert linear_warm_start(b, z0, z1, *labels)
+        assert (b.forward(x).double() - true(x.double())).pow(2).sum(1).mean() / s1.trace() < 1e-3
     # Heads without such a part are left alone.
     assert not linear_warm_start(hjt.HJMap(dim=4, head_kwargs={"quadratic": "hopf_lax"}), z0, z1)
+
+
+def test_above_64_dimensions_the_default_part_solves_once_per_call():
+    """``hopf_lax_spd`` solves a d x d system per collocation point (out of memory at d = 1,024):
+    above 64 dimensions ``fit`` takes the eigenbasis part, warm-started alike."""
+    from hjtranslate.api import default_head_kwargs
+
+    assert default_head_kwargs(64)["quadratic"] == "hopf_lax_spd"
+    assert default_head_kwargs(65)["quadratic"] == "hopf_lax_basis"
+    assert default_head_kwargs(65, "pnorm")["quadratic"] is True
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3000, 80, generator=g)
+    scale = torch.linspace(0.5, 2.0, 80)
+    m = hjt.fit(x, x * scale + 1.0, steps=3, batch_size=256, seed=0,
+                labels=(torch.arange(3000) % 2, torch.arange(3000) % 2))
+    assert m.head.head_config["quadratic"] == "hopf_lax_basis"
+    xt = torch.randn(500, 80, generator=g)
+    uvp = (m.forward(xt) - (xt * scale + 1.0)).pow(2).sum(1).mean() / scale.pow(2).sum()
+    assert uvp < 0.05  # the warm start's Gaussian map, not the identity (UVP about 1.2)
 
 
 def test_duality_gap_splits_into_residual_and_match_and_its_error_bar_is_calibrated():
@@ -568,11 +592,44 @@ def test_fine_tuning_on_a_subset_of_the_maps_classes():
         (torch.randn(10, 2), torch.randn(10, 2), {"cost": hjt.costs.Cost}, "is a class: pass an instance"),
         (None, torch.randn(10, 2), {}, "x_source must be a tensor or array of numbers"),
         ([[1.0], [2.0, 3.0]], torch.randn(10, 2), {}, "x_source must be a tensor or array"),
+        # float32, in which the map computes, cannot hold them: not a silent identity or NaN map
+        (torch.randn(10, 2, dtype=torch.float64) + 1e8, torch.randn(10, 2, dtype=torch.float64) + 1e8 + 3,
+         {}, "x_source's column 0 has a mean of 1e\\+08 and a spread of only .* Subtract a common "
+             "offset in float64"),
+        (torch.randn(10, 2), 1_700_000_000 * 10**9 + torch.randint(0, 10**12, (10, 2)), {},
+         "y_target's column 0 .* spread is lost"),  # nanosecond timestamps
+        (torch.randn(10, 2, dtype=torch.float64) * 1e39, torch.randn(10, 2), {},
+         "beyond float32's range"),
     ],
 )
 def test_fit_rejects_bad_input(xs, yt, kwargs, match):
     with pytest.raises((ValueError, TypeError, hjt.PluginError), match=match):
         hjt.fit(xs, yt, **{"steps": 1, **kwargs})
+
+
+def test_fit_standardises_data_whose_squares_overflow_float32():
+    """Data at 1e18 (nanosecond timestamps) fit in float32, their squares do not: the
+    normalisation is computed in float64, so the map is not NaN."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 2, generator=g) * 1e18
+    m = hjt.fit(x, x + 3e18, steps=2, seed=0)
+    assert torch.isfinite(m.forward(x[:10])).all() and 0.5e18 < float(m.scale) < 5e18
+
+
+def test_saving_where_the_process_cannot_write_says_so(tmp_path, monkeypatch):
+    """safetensors reports a refused write as its own SafetensorError: it reads as the plain
+    permission error it is."""
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    def refused(*args, **kwargs):
+        raise SafetensorError("Error while serializing: IoError(Os { code: 1, kind: PermissionDenied, "
+                              "message: \"Operation not permitted\" })")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", refused)
+    m = hjt.HJMap(dim=2, head_kwargs={"width": 8, "depth": 1})
+    with pytest.raises(PermissionError, match="Cannot write the map into .*this process can write to"):
+        m.save_pretrained(tmp_path / "m")
 
 
 def test_fit_takes_graph_carrying_inputs_whole_numbers_and_refuses_a_file_as_output_dir(tmp_path):
@@ -1209,3 +1266,26 @@ def test_weights_holding_nan_are_refused_when_loaded(tmp_path):
     save_file(state, tmp_path / "model.safetensors")
     with pytest.raises(hjt.CheckpointError, match=f"hold NaN or infinite values \\({name}"):
         hjt.HJMap.from_pretrained(tmp_path)
+
+
+def test_class_ids_without_samples_are_warned_of():
+    """Ids 3 and 7 make eight class slots; six of them would stay untrained, and forward(k=0)
+    would use one without a word: fit says so."""
+    x = torch.randn(40, 2)
+    k = torch.tensor([3, 7] * 20)
+    with pytest.warns(UserWarning, match=r"ids 0, 1, 2, 4, 5, 6 have no samples.*Renumber"):
+        hjt.fit(x, x + 1, labels=(k, k), steps=1, batch_size=16)
+
+
+def test_exact_ot_cost_refuses_what_pot_would_call_zero():
+    from hjtranslate.metrics import exact_ot_cost
+
+    cost = hjt.get_cost("quadratic")
+    x = torch.randn(20, 2)
+    assert exact_ot_cost(x, x + 1, cost) > 0
+    bad = x.clone()
+    bad[3, 1] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        exact_ot_cost(bad, x, cost)
+    with pytest.raises(ValueError, match="samples on both sides"):
+        exact_ot_cost(x[:0], x, cost)

@@ -1102,3 +1102,27 @@ def test_diffusers_conventions_output_types_tuples_components_and_torch_dtype(
         pipe.save_pretrained(hf_cache.parent / "p", push_to_hub=True)
     pipe.save_pretrained(hf_cache.parent / "p", repo_id="user/p", push_to_hub=True)
     assert "hjtranslate_pipeline.json" in hub_server.files("user/p", "main")
+
+
+def test_only_the_light_on_dark_datasets_invert_a_light_picture(pipes):
+    """Rule 3 makes pictures light on dark for MNIST and Fashion-MNIST, whose pictures are; a
+    pipeline between other datasets keeps them as they come (its encoder learnt them so)."""
+    page = np.full((28, 28), 255, np.uint8)
+    page[8:20, 12:16] = 0  # a dark stroke on white
+    shipped = pipes["shared"]
+    assert any("inverted" in n for n in shipped(page, classes=1, output_type="latent").notes[0])
+    other = TranslationPipeline.from_components(shipped.vae, shipped.map, source_dataset="sketches",
+                                                target_dataset="photos")
+    out = other(page, classes=1, output_type="latent")
+    assert not any("inverted" in n for n in out.notes[0])
+    x, _ = other._preprocess(page, "source", True)
+    assert float(x[0, 0, 0, 0]) == 1.0 and float(x[0, 0, 10, 13]) == 0.0  # as it came
+
+
+def test_a_vae_instance_without_latent_statistics_is_refused_when_bundled(pipes):
+    """As a folder without latent_stats.json is: refused when the pipeline is built, not when
+    it is saved after translating."""
+    enc = VAEEncoder(MODELS / "vae")
+    enc.latent_stats = None
+    with pytest.raises(CheckpointError, match="no latent statistics.*fit_latent_stats"):
+        TranslationPipeline.from_components(enc, pipes["shared"].map)

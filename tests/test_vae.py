@@ -89,6 +89,13 @@ def test_sd_style_vae_is_resized_and_repeated() -> None:
     assert enc.decode(z).shape == (2, 1, 28, 28)
 
 
+def test_a_half_precision_vae_encodes_and_decodes() -> None:
+    enc = VAEEncoder(vae=tiny_vae(in_channels=3, sample_size=48).half())
+    z = enc.encode(torch.rand(2, 1, 28, 28))
+    out = enc.decode(z)
+    assert out.shape == (2, 1, 28, 28) and out.dtype == torch.float32 and torch.isfinite(out).all()
+
+
 def test_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="config.json"):
         VAEEncoder(str(tmp_path))

@@ -28,7 +28,7 @@ from ..pipeline import INDEX_FILE
 from ..training import RUN_RECORD, keep_folder, last_checkpoint_json, make_accelerator
 
 # The built-in heads' quadratic parts (plugins/hjtranslate_plugins/heads.py).
-QUADRATIC_KINDS = ["none", "affine", "hopf_lax", "hopf_lax_spd", "hopf_lax_per_class"]
+QUADRATIC_KINDS = ["none", "affine", "hopf_lax", "hopf_lax_spd", "hopf_lax_basis", "hopf_lax_per_class"]
 
 
 def add_map_arguments(p: argparse.ArgumentParser, steps: int = 3000, batch_size: int = 512,

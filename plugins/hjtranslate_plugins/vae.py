@@ -386,8 +386,9 @@ class VAEEncoder(Encoder):
 
     def _decode_batch(self, z: torch.Tensor) -> torch.Tensor:
         """Standardised flat latents -> images in [0, 1]."""
-        zb = z.to(self.device, torch.float32) * self.scale + self.shift
-        return from_vae_output(self.vae.decode(zb.view(-1, *self.latent_shape)).sample, self.transform)
+        zb = z.to(self.device, torch.float32) * self.scale + self.shift  # the stats in float32
+        out = self.vae.decode(zb.to(self.vae.dtype).view(-1, *self.latent_shape)).sample
+        return from_vae_output(out.float(), self.transform)  # a half-precision VAE's too
 
     def config(self) -> dict[str, Any]:
         return {"pretrained": self.pretrained, "latent_dim": self.latent_dim}
