@@ -317,7 +317,7 @@ class Translator:
         direction, in_side, out_side = self._direction(direction)
         given = self._klass(klass)
         try:
-            x, conv = self.pipe.preprocess(img, self.pipe.framing(in_side))
+            x, conv = self.pipe._preprocess(img, in_side, True)  # framed as translate frames
         except ValueError as exc:
             raise _error(f"The image cannot be used: {exc}") from None
         notes = notes + conv[0]

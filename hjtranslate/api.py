@@ -56,31 +56,29 @@ def check_samples(x: Any, name: str, dim: int | None = None) -> torch.Tensor:
 #: p-norm costs with an exponent below this were measured not to train (the map stays near the
 #: identity: p = 1.0001, 1.01, 1.1); p = 1.15 did
 MIN_TRAINABLE_P = 1.15
-#: float32's relative resolution (2^-24): what the map keeps of a value
-FLOAT32_EPS = 2.0**-24
-
-
 def _check_float32_resolves(x: torch.Tensor, name: str) -> None:
-    """The map computes in float32: samples given wider (float64, int64) must fit its range,
-    and their spread must not drown in their offset (1e8 + N(0, 1) is a constant in float32,
-    where it would train an identity and warn of data that does not spread)."""
+    """The map computes in float32: samples given wider (float64, int64) must fit its range, and
+    rounding them to float32 must not blur them at the scale the map standardises them to (one
+    spread for all columns): 1e8 + N(0, 1) is a constant in float32, which trained an identity.
+    Refused where the rounding reaches a tenth of that spread, warned of from a thousandth."""
     wide = x.double()
     if not torch.isfinite(wide).all():
-        return  # said with the row below
+        return  # said with the row by check_samples
     top = float(wide.abs().max())
     if top > torch.finfo(torch.float32).max:
         raise ValueError(f"{name} holds values up to {top:.3g}, beyond float32's range (3.4e38), "
                          "in which the map computes: rescale the data (and the map's outputs back).")
-    mean, spread = wide.mean(0), wide.std(0)
-    lost = (spread > 0) & (mean.abs() * FLOAT32_EPS > 1e-3 * spread)
-    if lost.any():
-        j = int(lost.nonzero()[0])
-        raise ValueError(
-            f"{name}'s column {j} has a mean of {float(mean[j]):.6g} and a spread of only "
-            f"{float(spread[j]):.3g}: in float32, in which the map computes, the spread is lost "
-            f"in the offset. Subtract a common offset in {str(x.dtype).replace('torch.', '')} first "
-            "(the same from source and target, e.g. the source's mean) and add it back to the "
-            "map's outputs.")
+    spread = float((wide - wide.mean(0)).pow(2).sum(1).mean().sqrt()) / wide.shape[1] ** 0.5
+    blur = float((wide - wide.float().double()).abs().max())
+    if spread == 0 or blur <= 1e-3 * spread:
+        return
+    advice = (f"the map computes in float32, which rounds {name} by up to {blur:.3g} against a "
+              f"spread of {spread:.3g}. Subtract a common offset in "
+              f"{str(x.dtype).replace('torch.', '')} first (the same from source and target, e.g. "
+              "the source's mean) and add it back to the map's outputs.")
+    if blur > 0.1 * spread:
+        raise ValueError(f"{name}'s spread is lost in its offset: {advice}")
+    warnings.warn(f"{name} is blurred by its offset: {advice}", stacklevel=4)
 
 
 def check_labels(k: Any, n: int, name: str) -> torch.Tensor:
@@ -112,10 +110,10 @@ def default_head_kwargs(dim: int, cost_name: str = "quadratic", t_f: float = 1.0
     kwargs = {"width": width, "depth": 3, "activation": "silu", "quadratic": quadratic,
               "t_max": float(t_f)}
     if cost_name == "quadratic" and dim > SPD_MAX_DIM:
-        # hopf_lax_spd solves a d x d system per collocation point: 5 s a step at d = 256, out
-        # of memory at d = 1,024. The eigenbasis part solves one; at gain 1 it was also the more
-        # accurate on correlated Gaussians (L2-UVP after 200 steps: 0.24 % against 1.1 % at
-        # d = 128, in a quarter of the time; 0.67 % at d = 256; BENCHMARKS.md).
+        # hopf_lax_spd solves a d x d system per collocation point: 11 GB and 77 s a step at
+        # d = 1,000, out of memory at 2,000. The eigenbasis part solves one; at gain 1 it was
+        # also the more accurate on correlated Gaussians (L2-UVP after 200 steps at d = 128:
+        # 0.51 % against 1.37 %, in a third of the time; BENCHMARKS.md, high dimensions).
         kwargs.update(quadratic="hopf_lax_basis", quadratic_gain=1.0)
     if dim <= 2 and cost_name == "quadratic":
         # Random Fourier features let the map turn sharply where the target's support is split
@@ -409,6 +407,8 @@ def _new_map(xs, yt, cost_name, cost_kwargs, t_f, num_classes, head, conditional
     takes_all = any(p.kind is p.VAR_KEYWORD for p in accepted.values())
     defaults = {k: v for k, v in default_head_kwargs(dim, cost_name, t_f).items()
                 if k in accepted or takes_all}
+    if "quadratic" in (head_kwargs or {}):  # a part chosen by the caller: its own gain
+        defaults.pop("quadratic_gain", None)
     hk = {**defaults, **(head_kwargs or {})}
     if not hk.get("fourier_features") and "fourier_features" not in accepted:
         # "no Fourier features" is every other head's architecture: nothing to pass on

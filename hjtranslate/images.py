@@ -17,8 +17,8 @@ Rules (``preprocess``, which ``TranslationPipeline.preprocess`` calls; each chan
    strokes survive either way. 16-bit PIL images are scaled by 65535.
 3. Polarity. MNIST and Fashion-MNIST are light on dark. If the mean of the image's border
    (the outer ``max(1, min(H, W) // 14)`` pixels) exceeds 0.5, the image is inverted
-   (``light_on_dark=False`` keeps it: a pipeline between other datasets passes that, as their
-   encoder was trained on pictures as they come).
+   (``light_on_dark=False`` keeps it: a pipeline built with ``light_on_dark=False``, for
+   datasets of dark pictures on light, passes that).
 4. Size. A non-square image is padded to a square with its (post-inversion) border value,
    keeping the aspect ratio; then it is resized to 28x28 (bilinear with antialiasing). A
    non-square image longer than ``MAX_PAD_SIDE`` (4096) pixels is first shrunk to fit it, so
@@ -47,14 +47,12 @@ Rules (``preprocess``, which ``TranslationPipeline.preprocess`` calls; each chan
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-if TYPE_CHECKING:
-    pass
 IMAGE_SIZE = 28
 LUMA = (0.299, 0.587, 0.114)
 #: a non-square image longer than this is shrunk to fit it before it is padded to a square
@@ -222,7 +220,7 @@ def _reduced(img: Any, factor: int) -> Any:
     return flat.reduce(factor)
 
 
-def open_image(path: str | Path):
+def open_image(path: str | Path) -> Any:
     from PIL import Image, UnidentifiedImageError
 
     p = Path(path)

@@ -396,8 +396,12 @@ class TranslationPipeline:
         target_class_names: list[str] | None = None,
         sources: dict[str, Path | None] | None = None,
         other_side: dict[str, float] | None = None,
+        light_on_dark: bool = True,
     ) -> None:
         from .judges import CLASSES
+
+        if not isinstance(light_on_dark, (bool, np.bool_)):
+            raise ValueError(f"light_on_dark must be True or False, got {light_on_dark!r}.")
 
         if not isinstance(map, HJMap):
             raise TypeError(f"map must be an HJMap, got {type(map).__name__}.")
@@ -435,6 +439,9 @@ class TranslationPipeline:
         #: where ``source_likeness`` says an input looks like the other side's, measured on
         #: real test images by ``calibrate_other_side`` (None: not measured)
         self.other_side = _check_other_side(other_side)
+        #: inputs on a light background are inverted (rule 3 of ``hjtranslate.images``): the
+        #: datasets' pictures are light on dark, as MNIST's and Fashion-MNIST's are
+        self.light_on_dark = bool(light_on_dark)
 
     # -- properties ------------------------------------------------------------------------------
     @property
@@ -508,11 +515,14 @@ class TranslationPipeline:
         target_class_names: list[str] | None = None,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
+        light_on_dark: bool = True,
     ) -> TranslationPipeline:
         """Bundle parts: ``vae`` an AutoencoderKL folder (or Hub id) with ``latent_stats.json``,
         or an encoder plugin's instance (see :class:`~hjtranslate.encoders.Encoder`);
         ``map`` an :class:`HJMap` or its folder / Hub id; judges a judge folder, a shipped
-        judge's name (``"mnist"``, ``"fashion-mnist"``), a ``Judge`` or ``None``."""
+        judge's name (``"mnist"``, ``"fashion-mnist"``), a ``Judge`` or ``None``.
+        ``light_on_dark=False`` keeps inputs' polarity (a light picture is not inverted): for
+        datasets whose pictures are dark on light, as the encoder learnt them."""
         from hjtranslate_plugins.vae import VAEEncoder
 
         from .judges import CLASSES, Judge, load_judge
@@ -549,7 +559,8 @@ class TranslationPipeline:
             judges[key], sources[key] = load_judge(folder, device=device), folder
         sources["map"] = map_dir
         return cls(encoder, map, judges["judge_source"], judges["judge_target"], source_dataset,
-                   target_dataset, source_class_names, target_class_names, sources=sources)
+                   target_dataset, source_class_names, target_class_names, sources=sources,
+                   light_on_dark=light_on_dark)
 
     @classmethod
     def from_pretrained(
@@ -675,6 +686,7 @@ class TranslationPipeline:
                 index.get("source_dataset", "mnist"), index.get("target_dataset", "fashion-mnist"),
                 index.get("source_class_names"), index.get("target_class_names"), sources=parts,
                 other_side=index.get("other_side"),
+                light_on_dark=index.get("light_on_dark", True),  # older pipelines: they were
             )
         except ValueError as exc:  # what the index says does not fit its parts
             raise CheckpointError(f"{index_file}: {_sentence(exc)} Download or save the "
@@ -699,6 +711,7 @@ class TranslationPipeline:
             "source_class_names": self.source_class_names,
             "target_class_names": self.target_class_names,
             "other_side": self.other_side,
+            "light_on_dark": self.light_on_dark,
         }
 
     def save_pretrained(self, folder: str | Path, repo_id: str | None = None,
@@ -879,12 +892,10 @@ class TranslationPipeline:
         return preprocess(images, framing)
 
     def _preprocess(self, images: Any, side: str, frame: Any) -> tuple[torch.Tensor, list[list[str]]]:
-        """:func:`preprocess` with the framing of ``side``'s dataset, or none (``frame=False``);
-        pictures are made light on dark only for the datasets that are (MNIST, Fashion-MNIST):
-        another dataset's encoder learnt its pictures as they come."""
-        dataset = (self.source_dataset if side == "source" else self.target_dataset).lower()
+        """:func:`preprocess` with the framing of ``side``'s dataset, or none (``frame=False``),
+        and the pipeline's polarity (``light_on_dark``)."""
         return preprocess(images, self.framing(side) if _check_frame(frame) else None,
-                          light_on_dark=dataset in FRAMINGS)
+                          light_on_dark=self.light_on_dark)
 
     def framing(self, side: str) -> str | None:
         """The framing that pictures of ``side`` (``"source"`` or ``"target"``) get: their
@@ -905,7 +916,7 @@ class TranslationPipeline:
                  frame: bool = True) -> tuple[list[int], list[float]]:
         """Labels and confidences (softmax probabilities) of the ``side`` judge
         (``"source"``: ``judge_source``, ``"target"``: ``judge_target``); ``frame=False`` keeps
-        pictures that are not 28x28 unframed (rule 5 of the module's docstring)."""
+        pictures that are not 28x28 unframed (rule 5 of ``hjtranslate.images``)."""
         judge = self._judge(side)
         if judge is None:
             raise ValueError(f"This pipeline bundles no {side}-side judge (judge_{side}).")
@@ -1016,7 +1027,7 @@ class TranslationPipeline:
         let the input side's judge detect them. ``morph_steps=N`` (0, or 2..256) also returns N
         frames per image from the input (t=0) to the translation (t=t_f). Pictures that are not
         28x28 are framed as the input side's dataset framed its own (``frame=False`` does not:
-        rule 5 of the module's docstring). ``batch_size``: images encoded, mapped and decoded
+        rule 5 of ``hjtranslate.images``). ``batch_size``: images encoded, mapped and decoded
         at a time. ``output_type``: ``"pil"`` (default), ``"np"``, ``"pt"`` or ``"latent"``
         (:class:`TranslationOutput` says what each gives). ``return_dict=False`` returns
         ``(images, frames)`` (``frames`` None without ``morph_steps``), as diffusers does."""

@@ -163,6 +163,14 @@ def test_above_64_dimensions_the_default_part_solves_once_per_call():
     xt = torch.randn(500, 80, generator=g)
     uvp = (m.forward(xt) - (xt * scale + 1.0)).pow(2).sum(1).mean() / scale.pow(2).sum()
     assert uvp < 0.05  # the warm start's Gaussian map, not the identity (UVP about 1.2)
+    # the conditional head takes the same part (one for every class)
+    c = hjt.fit(x, x * scale + 1.0, steps=2, batch_size=256, seed=0, conditional=True,
+                labels=(torch.arange(3000) % 2, torch.arange(3000) % 2))
+    assert c.head.head_config["quadratic"] == "hopf_lax_basis"
+    assert (c.forward(xt, 1) - (xt * scale + 1.0)).pow(2).sum(1).mean() / scale.pow(2).sum() < 0.05
+    # a part the caller names keeps the heads' gain
+    chosen = hjt.fit(x, x * scale + 1.0, steps=1, batch_size=256, head_kwargs={"quadratic": "hopf_lax_basis"})
+    assert chosen.head.head_config["quadratic_gain"] == 10.0 and m.head.head_config["quadratic_gain"] == 1.0
 
 
 def test_duality_gap_splits_into_residual_and_match_and_its_error_bar_is_calibrated():
@@ -594,10 +602,10 @@ def test_fine_tuning_on_a_subset_of_the_maps_classes():
         ([[1.0], [2.0, 3.0]], torch.randn(10, 2), {}, "x_source must be a tensor or array"),
         # float32, in which the map computes, cannot hold them: not a silent identity or NaN map
         (torch.randn(10, 2, dtype=torch.float64) + 1e8, torch.randn(10, 2, dtype=torch.float64) + 1e8 + 3,
-         {}, "x_source's column 0 has a mean of 1e\\+08 and a spread of only .* Subtract a common "
-             "offset in float64"),
-        (torch.randn(10, 2), 1_700_000_000 * 10**9 + torch.randint(0, 10**12, (10, 2)), {},
-         "y_target's column 0 .* spread is lost"),  # nanosecond timestamps
+         {}, "x_source's spread is lost in its offset: the map computes in float32, .* Subtract a "
+             "common offset in float64"),
+        (torch.randn(10, 2), 1_700_000_000 * 10**9 + torch.randint(0, 10**10, (10, 2)), {},
+         "y_target's spread is lost"),  # nanosecond timestamps over 10 s
         (torch.randn(10, 2, dtype=torch.float64) * 1e39, torch.randn(10, 2), {},
          "beyond float32's range"),
     ],
@@ -605,6 +613,27 @@ def test_fine_tuning_on_a_subset_of_the_maps_classes():
 def test_fit_rejects_bad_input(xs, yt, kwargs, match):
     with pytest.raises((ValueError, TypeError, hjt.PluginError), match=match):
         hjt.fit(xs, yt, **{"steps": 1, **kwargs})
+
+
+def test_wide_samples_that_float32_holds_well_enough_are_taken():
+    """What float32 rounds by less than a thousandth of the data's spread is taken as it is:
+    whole-number ids, a nearly constant column beside spread ones."""
+    import warnings
+
+    from hjtranslate.api import check_samples
+
+    g = torch.Generator().manual_seed(0)
+    years = torch.full((50, 2), 2024, dtype=torch.int64)
+    years[0, 0] = 2023
+    flat = torch.randn(50, 2, dtype=torch.float64, generator=g)
+    flat[:, 1] = 1 + 1e-6 * flat[:, 1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        check_samples(years, "x")
+        check_samples(flat, "x")
+    # a blur between a thousandth and a tenth of the spread is warned of, not refused
+    with pytest.warns(UserWarning, match="x is blurred by its offset"):
+        check_samples(torch.randn(50, 2, dtype=torch.float64, generator=g) * 100 + 1e8, "x")
 
 
 def test_fit_standardises_data_whose_squares_overflow_float32():

@@ -1104,19 +1104,29 @@ def test_diffusers_conventions_output_types_tuples_components_and_torch_dtype(
     assert "hjtranslate_pipeline.json" in hub_server.files("user/p", "main")
 
 
-def test_only_the_light_on_dark_datasets_invert_a_light_picture(pipes):
-    """Rule 3 makes pictures light on dark for MNIST and Fashion-MNIST, whose pictures are; a
-    pipeline between other datasets keeps them as they come (its encoder learnt them so)."""
+def test_a_pipeline_of_dark_on_light_pictures_keeps_their_polarity(pipes, tmp_path):
+    """Rule 3 makes pictures light on dark, as MNIST's and Fashion-MNIST's are; a pipeline built
+    with light_on_dark=False (its encoder learnt dark pictures on light) keeps them as they
+    come, and says so in its index; an index without the setting inverts, as before."""
     page = np.full((28, 28), 255, np.uint8)
     page[8:20, 12:16] = 0  # a dark stroke on white
     shipped = pipes["shared"]
     assert any("inverted" in n for n in shipped(page, classes=1, output_type="latent").notes[0])
     other = TranslationPipeline.from_components(shipped.vae, shipped.map, source_dataset="sketches",
-                                                target_dataset="photos")
+                                                target_dataset="photos", light_on_dark=False)
     out = other(page, classes=1, output_type="latent")
     assert not any("inverted" in n for n in out.notes[0])
     x, _ = other._preprocess(page, "source", True)
     assert float(x[0, 0, 0, 0]) == 1.0 and float(x[0, 0, 10, 13]) == 0.0  # as it came
+    other.save_pretrained(tmp_path / "p")
+    index = json.loads((tmp_path / "p" / INDEX_FILE).read_text())
+    assert index["light_on_dark"] is False
+    assert TranslationPipeline.from_pretrained(tmp_path / "p").light_on_dark is False
+    del index["light_on_dark"]
+    (tmp_path / "p" / INDEX_FILE).write_text(json.dumps(index))
+    assert TranslationPipeline.from_pretrained(tmp_path / "p").light_on_dark is True
+    with pytest.raises(ValueError, match="light_on_dark must be True or False"):
+        TranslationPipeline.from_components(shipped.vae, shipped.map, light_on_dark="no")
 
 
 def test_a_vae_instance_without_latent_statistics_is_refused_when_bundled(pipes):

@@ -54,12 +54,13 @@ def add_map_arguments(p: argparse.ArgumentParser, steps: int = 3000, batch_size:
     p.add_argument("--width", type=int, default=None, help="units per hidden layer of the head")
     p.add_argument("--depth", type=int, default=None, help="layers of the head")
     p.add_argument("--quadratic", default=None, choices=QUADRATIC_KINDS,
-                   help="quadratic part of the potential (default: hopf_lax_spd for the quadratic cost, "
-                   "else affine; digits-to-fashion: hopf_lax_per_class, one per class, with the "
-                   "conditional head, hopf_lax with --mode shared)")
+                   help="quadratic part of the potential (default: hopf_lax_spd for the quadratic "
+                   "cost, hopf_lax_basis above 64 dimensions, else affine; digits-to-fashion: "
+                   "hopf_lax_per_class, one per class, with the conditional head, hopf_lax with "
+                   "--mode shared)")
     p.add_argument("--quadratic-gain", type=float, default=None,
                    help="the Hopf-Lax quadratic learns this many times faster than the network (default: "
-                   "the task's; 10 in the heads)")
+                   "the task's; 10 in the heads, 1 with fit's hopf_lax_basis above 64 dimensions)")
     p.add_argument("--fourier-features", type=int, default=None,
                    help="mlp head: add sin/cos of this many random projections of x to its "
                    "inputs (sharper maps in low dimensions; default 128 in 2-D with the "
@@ -297,7 +298,8 @@ def _judges_record(args: argparse.Namespace) -> tuple[dict[str, Any], Path, Path
     from ..shipped import training_root
 
     root = Path(args.output_root) if args.output_root else training_root()
-    folders = [root / f"judge-{name}" for name in ("mnist", "fashion-mnist")]
+    names = [n.strip() for n in str(getattr(args, "datasets", "") or "").split(",") if n.strip()]
+    folders = [root / f"judge-{name}" for name in names or ("mnist", "fashion-mnist")]
     for folder in folders:
         recorded, where = _checkpoint_record(folder)
         if recorded:

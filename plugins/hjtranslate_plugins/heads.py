@@ -11,9 +11,10 @@ between Gaussian-like measures are quadratic in ``x``, so the network only learn
   Gaussians) is represented exactly, so the HJ loss and the distribution match no longer pull
   against each other there. ``t_max`` (the map's ``t_f``) bounds the times it must stay valid for;
   its parameters learn ``quadratic_gain`` times faster than the network's.
-- ``quadratic="hopf_lax_spd"`` (``fit``'s default for the quadratic cost): the same solution with
-  ``I + t_max A = exp(S)``, ``S`` symmetric. Better conditioned than ``hopf_lax``'s eigenbasis
-  (which gets no gradient while its eigenvalues are equal, as at the start), and it can start
+- ``quadratic="hopf_lax_spd"`` (``fit``'s default for the quadratic cost up to 64 dimensions):
+  the same solution with ``I + t_max A = exp(S)``, ``S`` symmetric. Better conditioned than
+  ``hopf_lax``'s eigenbasis (which gets no gradient while its eigenvalues are equal, as at the
+  start), and it can start
   from any affine monotone map: ``fit`` starts it at the OT map between Gaussians fitted to the
   data (its warm start), and the network, whose output layer then starts at zero, learns the rest.
 - ``quadratic="hopf_lax_basis"`` (``fit``'s default above 64 dimensions): the eigenbasis form,
@@ -239,7 +240,9 @@ class _BasisHopfLax(_ClassHopfLax):
     def __init__(self, dim: int, t_max: float = 1.0, gain: float = 10.0) -> None:
         super().__init__(dim, 1, t_max, gain)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, x: torch.Tensor, t: torch.Tensor,  # type: ignore[override]
+                k: torch.Tensor | None = None) -> torch.Tensor:
+        """``u(x, t)``; a conditional head's ``k`` is ignored (one part for every class)."""
         return super().forward(x, t, torch.zeros(x.shape[0], dtype=torch.long, device=x.device))
 
     @torch.no_grad()

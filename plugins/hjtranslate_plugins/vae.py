@@ -256,7 +256,7 @@ class VAEEncoder(Encoder):
         self.in_channels = int(cfg.in_channels)
         with torch.no_grad():
             probe = torch.zeros(1, self.in_channels, self.sample_size, self.sample_size,
-                                device=self.device)
+                                device=self.device, dtype=self.vae.dtype)
             self.latent_shape = tuple(self.vae.encode(probe).latent_dist.mean.shape[1:])
         self.latent_dim = int(torch.tensor(self.latent_shape).prod())
         self.set_latent_stats(latent_stats)
