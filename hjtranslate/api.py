@@ -174,6 +174,8 @@ def fit(
     """Learn the optimal transport map from samples ``x_source`` (n, d) to ``y_target`` (m, d).
 
     ``cost``: a registered cost name or a :class:`Cost` (``hjt.get_cost("pnorm", p=3)``).
+    ``t_f``: the time horizon of the characteristics; for the built-in (homogeneous) costs the
+    optimal map does not depend on it, and the defaults are tuned at 1 (far from it is warned of).
     ``labels=(ls, lt)`` makes the transport class-conditional: class ``k`` goes to class ``k``;
     by default with one shared potential and class-wise MMD (the paper), or with a conditional
     head (``conditional=True``). ``lambda_mmd="auto"`` adapts the MMD weight (see objective.py)
@@ -256,6 +258,14 @@ def fit(
     dim = xs.shape[1]
     cost_name, cost_kwargs = cost_spec(cost)
     built = registry.create("cost", cost_name, **cost_kwargs)  # fail early on unknown names
+    if not 0.5 <= t_f <= 2.0 and getattr(built, "degree", None) is not None and init_from is None:
+        # For a cost t L((y - x) / t) with L homogeneous the OT map is the same for every t_f;
+        # the network and its start are tuned at t_f = 1.
+        warnings.warn(
+            f"t_f = {t_f:g}: with the {cost_name!r} cost the optimal map does not depend on t_f, "
+            "and maps trained far from t_f = 1 were measured wrong (the quadratic cost at 1e3 "
+            "and 1e-8, p = 3 at 0.1 and 1e-3: means far from the target's); train with t_f=1.",
+            stacklevel=2)
     p = getattr(built, "p", None)
     if isinstance(p, float) and 1 < p < MIN_TRAINABLE_P:
         warnings.warn(

@@ -1318,3 +1318,12 @@ def test_exact_ot_cost_refuses_what_pot_would_call_zero():
         exact_ot_cost(bad, x, cost)
     with pytest.raises(ValueError, match="samples on both sides"):
         exact_ot_cost(x[:0], x, cost)
+
+
+def test_a_horizon_far_from_one_is_warned_of():
+    """For these costs the optimal map does not depend on t_f, and maps trained far from 1 were
+    measured wrong: fit says so."""
+    x = torch.randn(64, 2)
+    with pytest.warns(UserWarning, match=r"t_f = 10: with the 'quadratic' cost the optimal map does "
+                      "not depend on t_f"):
+        hjt.fit(x, x + 1, t_f=10.0, steps=1, batch_size=32)
