@@ -26,11 +26,9 @@ from .training import TrainConfig, make_accelerator, train
 def check_samples(x: Any, name: str, dim: int | None = None) -> torch.Tensor:
     """Validate one sample set: a finite (n, d) float tensor with n >= 2 (detached: an
     encoder's output may still carry its graph)."""
-    x = as_sample_tensor(x, name)  # real numbers: floats or integers of any width
-    if x.dtype in (torch.float64, torch.int64) and x.ndim == 2 and x.shape[0] >= 2:
-        _check_float32_resolves(x.detach(), name)
+    given = as_sample_tensor(x, name).detach()  # real numbers: floats or integers of any width
     try:
-        x = x.detach().cpu().float()  # training moves its batches to the accelerator's device
+        x = given.cpu().float()  # training moves its batches to the accelerator's device
     except (RuntimeError, TypeError):
         raise ValueError(f"{name} must hold real numbers that convert to float32, got dtype "
                          f"{x.dtype}.") from None
@@ -44,6 +42,8 @@ def check_samples(x: Any, name: str, dim: int | None = None) -> torch.Tensor:
         raise ValueError(
             f"Source and target must have the same dimension: got {dim} and {x.shape[1]} ({name})."
         )
+    if given.dtype in (torch.float64, torch.int64):
+        _check_float32_resolves(given, name)
     bad = ~torch.isfinite(x).all(1)
     if bad.any():
         raise ValueError(
@@ -56,6 +56,15 @@ def check_samples(x: Any, name: str, dim: int | None = None) -> torch.Tensor:
 #: p-norm costs with an exponent below this were measured not to train (the map stays near the
 #: identity: p = 1.0001, 1.01, 1.1); p = 1.15 did
 MIN_TRAINABLE_P = 1.15
+
+
+def common_spread(z: torch.Tensor) -> float:
+    """The root mean square deviation per coordinate of samples ``(n, d)``, in float64: the
+    one scale :func:`standardise` divides every column by."""
+    z = z.double()  # squares of data at 1e18 overflow float32
+    return float(((z - z.mean(0)) ** 2).sum(1).mean().sqrt()) / z.shape[1] ** 0.5
+
+
 def _check_float32_resolves(x: torch.Tensor, name: str) -> None:
     """The map computes in float32: samples given wider (float64, int64) must fit its range, and
     rounding them to float32 must not blur them at the scale the map standardises them to (one
@@ -68,15 +77,15 @@ def _check_float32_resolves(x: torch.Tensor, name: str) -> None:
     if top > torch.finfo(torch.float32).max:
         raise ValueError(f"{name} holds values up to {top:.3g}, beyond float32's range (3.4e38), "
                          "in which the map computes: rescale the data (and the map's outputs back).")
-    spread = float((wide - wide.mean(0)).pow(2).sum(1).mean().sqrt()) / wide.shape[1] ** 0.5
+    scale = common_spread(wide)
     blur = float((wide - wide.float().double()).abs().max())
-    if spread == 0 or blur <= 1e-3 * spread:
+    if scale == 0 or blur <= 1e-3 * scale:
         return
     advice = (f"the map computes in float32, which rounds {name} by up to {blur:.3g} against a "
-              f"spread of {spread:.3g}. Subtract a common offset in "
+              f"spread of {scale:.3g}. Subtract a common offset in "
               f"{str(x.dtype).replace('torch.', '')} first (the same from source and target, e.g. "
               "the source's mean) and add it back to the map's outputs.")
-    if blur > 0.1 * spread:
+    if blur > 0.1 * scale:
         raise ValueError(f"{name}'s spread is lost in its offset: {advice}")
     warnings.warn(f"{name} is blurred by its offset: {advice}", stacklevel=4)
 
@@ -480,10 +489,8 @@ def standardise(hjmap: HJMap, xs: torch.Tensor, yt: torch.Tensor,
     defaults work whatever the units of the data. ``keep=True`` standardises with the map's
     own normalisation (a trained map being fine-tuned)."""
     if not keep:
-        both = torch.cat([xs, yt]).double()  # squares of data at 1e18 overflow float32
-        shift = both.mean(0)
-        scale = float(((both - shift) ** 2).sum(1).mean().sqrt() / both.shape[1] ** 0.5) or 1.0
-        hjmap.set_normalization(shift, scale)
+        both = torch.cat([xs, yt])
+        hjmap.set_normalization(both.double().mean(0), common_spread(both) or 1.0)
     return (xs - hjmap.shift) / hjmap.scale, (yt - hjmap.shift) / hjmap.scale
 
 

@@ -267,22 +267,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
-DISK_FULL = ("error: the disk is full ({}). Free some space and run it again (a training run: "
-             "with --resume; the checkpoints written before the disk filled are kept).")
-
-
-def _disk_full(exc: BaseException) -> bool:
-    """Whether ``exc`` is a write that failed for want of space: an OSError (ENOSPC, EDQUOT),
-    or the same error as safetensors (SafetensorError) or torch.save's writer (a RuntimeError
-    "unexpected pos" or "failed writing file") report it."""
+def _disk_full(exc: BaseException) -> str | None:
+    """The one-line error for a write that failed for want of space, else None: an OSError
+    (ENOSPC, EDQUOT), or the same error as safetensors (SafetensorError) or torch.save's writer
+    (a RuntimeError "unexpected pos" or "failed writing file") report it."""
     import errno
 
-    if isinstance(exc, OSError):
-        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
     text = str(exc)
-    return ("No space left on device" in text or "os error 28" in text
-            or (isinstance(exc, RuntimeError) and ("unexpected pos" in text
-                                                   or "failed writing file" in text)))
+    if isinstance(exc, OSError):
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    else:
+        full = ("No space left on device" in text or "os error 28" in text
+                or (isinstance(exc, RuntimeError) and ("unexpected pos" in text
+                                                       or "failed writing file" in text)))
+    if not full:
+        return None
+    return (f"error: the disk is full ({text.splitlines()[0][:200] if text else type(exc).__name__})."
+            " Free some space and run it again (a training run: with --resume; the checkpoints "
+            "written before the disk filled are kept).")
 
 
 def _fail(message: str, code: int = 2, show: bool = True) -> int:
@@ -370,8 +372,9 @@ def _main(argv: Sequence[str] | None) -> int:
         # numpy raises MemoryError; torch a RuntimeError ("can't allocate memory", CUDA "out of
         # memory"). Anything else is a bug and keeps its traceback.
         text = str(exc)
-        if _disk_full(exc):
-            return _fail(DISK_FULL.format(text.splitlines()[0][:200] if text else type(exc).__name__))
+        full = _disk_full(exc)
+        if full:
+            return _fail(full)
         if isinstance(exc, RuntimeError) and any(t in text for t in _PEER_LOST):
             # a multi-process run whose other process died (killed, out of memory)
             return _fail(f"error: another process of this run ended ({text.splitlines()[0][:200]}). "
@@ -392,6 +395,7 @@ def _main(argv: Sequence[str] | None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except Exception as exc:  # a full disk, whatever library was writing; else a bug's traceback
-        if not _disk_full(exc):
+        full = _disk_full(exc)
+        if not full:
             raise
-        return _fail(DISK_FULL.format(str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__))
+        return _fail(full)

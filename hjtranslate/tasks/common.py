@@ -305,12 +305,9 @@ def _judges_record(args: argparse.Namespace) -> tuple[dict[str, Any], Path, Path
         if recorded:
             return recorded, where, folder
     for folder in folders:
-        try:
-            config = json.loads((folder / "config.json").read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(config, dict) and isinstance(config.get("training"), dict):
-            return {"task": "judges", **config["training"]}, folder / "config.json", folder
+        training = folder_config(folder).get("training")
+        if isinstance(training, dict):
+            return {"task": "judges", **training}, folder / "config.json", folder
     return {}, root, root
 
 
