@@ -160,10 +160,10 @@ def _check_other_side(other_side: Any) -> dict[str, float] | None:
     return {k: float(v) for k, v in other_side.items() if is_real(v)}
 
 
-def _check_frame(frame: Any) -> bool:
-    if not isinstance(frame, (bool, np.bool_)):
-        raise ValueError(f"frame must be True or False, got {frame!r}.")
-    return bool(frame)
+def _check_bool(value: Any, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}.")
+    return bool(value)
 
 
 
@@ -400,9 +400,6 @@ class TranslationPipeline:
     ) -> None:
         from .judges import CLASSES
 
-        if not isinstance(light_on_dark, (bool, np.bool_)):
-            raise ValueError(f"light_on_dark must be True or False, got {light_on_dark!r}.")
-
         if not isinstance(map, HJMap):
             raise TypeError(f"map must be an HJMap, got {type(map).__name__}.")
         check_image_encoder(vae, f"The encoder {type(vae).__name__}", map.shift.device,
@@ -441,7 +438,7 @@ class TranslationPipeline:
         self.other_side = _check_other_side(other_side)
         #: inputs on a light background are inverted (rule 3 of ``hjtranslate.images``): the
         #: datasets' pictures are light on dark, as MNIST's and Fashion-MNIST's are
-        self.light_on_dark = bool(light_on_dark)
+        self.light_on_dark = _check_bool(light_on_dark, "light_on_dark")
 
     # -- properties ------------------------------------------------------------------------------
     @property
@@ -894,7 +891,7 @@ class TranslationPipeline:
     def _preprocess(self, images: Any, side: str, frame: Any) -> tuple[torch.Tensor, list[list[str]]]:
         """:func:`preprocess` with the framing of ``side``'s dataset, or none (``frame=False``),
         and the pipeline's polarity (``light_on_dark``)."""
-        return preprocess(images, self.framing(side) if _check_frame(frame) else None,
+        return preprocess(images, self.framing(side) if _check_bool(frame, "frame") else None,
                           light_on_dark=self.light_on_dark)
 
     def framing(self, side: str) -> str | None:
