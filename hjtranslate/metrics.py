@@ -13,6 +13,14 @@ from .hjmap import HJMap, _class_ids
 from .losses import batch_jacobian, cost_monotone_matrix, energy_distance, energy_floor
 
 
+def _need_samples(fn: str, **sides: torch.Tensor) -> None:
+    """Refuse an empty sample: a mean over none is NaN and a minimum over none an IndexError."""
+    for name, t in sides.items():
+        if len(t) == 0:
+            raise ValueError(f"{fn} needs at least one sample in {name}, got an empty one "
+                             f"(shape {tuple(t.shape)}): pass the samples to evaluate.")
+
+
 def _sqrtm_psd(a: torch.Tensor) -> torch.Tensor:
     w, v = torch.linalg.eigh(a)
     return (v * w.clamp_min(0).sqrt()) @ v.T
@@ -30,6 +38,7 @@ def gaussian_ot_map(m0: torch.Tensor, s0: torch.Tensor, m1: torch.Tensor, s1: to
 
 def l2_uvp(pred: torch.Tensor, true: torch.Tensor, target: torch.Tensor) -> float:
     """``100 * E|T(x) - T*(x)|^2 / Var(nu)`` with ``Var(nu) = trace(Cov(nu))``."""
+    _need_samples("l2_uvp", pred=pred, true=true, target=target)
     pred, true, target = (t.detach().double().cpu() for t in (pred, true, target))  # any devices
     var = target.var(0).sum()
     return float(100 * (pred - true).pow(2).sum(1).mean() / var)
@@ -50,6 +59,7 @@ def _subsamples(x: torch.Tensor, y: torch.Tensor, max_n: int, seed: int):
 
 def energy(x: torch.Tensor, y: torch.Tensor, max_n: int = 4000, seed: int = 0) -> float:
     """Energy distance (V-statistic) between subsamples of at most ``max_n`` points."""
+    _need_samples("energy", x=x, y=y)
     return float(energy_distance(*_subsamples(x, y, max_n, seed)))
 
 
@@ -60,6 +70,7 @@ def energy_with_floor(pred: torch.Tensor, ref: torch.Tensor, max_n: int = 4000,
     The V-statistic's floor shrinks as 1/n, so it is only comparable at equal sizes; its spread
     between samples is about the floor itself, so both are averaged over disjoint blocks of at
     most ``max_n`` points (as many as the samples hold)."""
+    _need_samples("energy_with_floor", pred=pred, ref=ref)
     a, b = _subsamples(pred, ref, len(pred) + len(ref), seed)
     s = min(max_n, len(a), len(b))
     blocks = [(a[i * s:(i + 1) * s], b[i * s:(i + 1) * s]) for i in range(min(len(a), len(b)) // s)]
@@ -72,8 +83,7 @@ def exact_ot_cost(x: torch.Tensor, y: torch.Tensor, cost, t_f: float = 1.0) -> f
     """Exact discrete OT cost between equal-weight samples (POT ``emd``)."""
     import ot
 
-    if len(x) == 0 or len(y) == 0:
-        raise ValueError(f"exact_ot_cost needs samples on both sides, got {len(x)} and {len(y)}.")
+    _need_samples("exact_ot_cost", x=x, y=y)
     c = cost.pairwise(x.double(), y.double().to(x.device), t_f).cpu().numpy()
     if not np.isfinite(c).all():  # POT would answer 0.0 ("problem unbounded")
         raise ValueError("exact_ot_cost: the cost matrix holds NaN or infinite values (NaN or "
@@ -102,6 +112,7 @@ def duality_gap(m: HJMap, x: torch.Tensor, y: torch.Tensor, kx=None, ky=None) ->
     distinguishable from zero.
     """
     x, y = m._check(x, "x"), m._check(y, "y")
+    _need_samples("duality_gap", x=x, y=y)
     with torch.no_grad():
         pushed = m.forward(x, kx)
         cost = m.cost.cost(x, pushed, m.t_f).double()
@@ -131,6 +142,7 @@ def certified_dual(m: HJMap, x: torch.Tensor, y: torch.Tensor, kx=None) -> float
     a conditional head (one class per call).
     """
     x, y = m._check(x, "x"), m._check(y, "y")
+    _need_samples("certified_dual", x=x, y=y)
     with torch.no_grad():
         ux = _potential_in_data_units(m, x, 0.0, kx)
         return float(c_transform_dual(ux, x.double(), y.double(), m.cost, m.t_f))
@@ -214,6 +226,7 @@ def monotone_share(m: HJMap, x: torch.Tensor, k=None, max_n: int = 512) -> float
     if k is not None:  # labels in any form the map takes (a list, numpy, a tensor, one class)
         k = _class_ids(k, m.shift.device)
         k = k[:max_n] if k.numel() > 1 else k
+    _need_samples("monotone_share", x=x)
     jac = forward_jacobian(m, x[:max_n], k)
     return float((torch.linalg.eigvalsh(jac).min(1).values > 0).double().mean())
 
@@ -225,6 +238,7 @@ def evaluate_map(
     """The sample-based metrics of a map (no ground truth needed)."""
     out: dict[str, Any] = {}
     x, y = m._check(x, "x"), m._check(y, "y")  # on the map's device, in its dtype
+    _need_samples("evaluate_map", x=x, y=y)
     kx, ky = (None if k is None else _class_ids(k, m.shift.device) for k in (kx, ky))
     for side, pred, ref in (("forward", m.forward(x, kx), y), ("backward", m.backward(y, ky), x)):
         e, floor = energy_with_floor(pred, ref, energy_n, seed)

@@ -1316,8 +1316,22 @@ def test_exact_ot_cost_refuses_what_pot_would_call_zero():
     bad[3, 1] = float("nan")
     with pytest.raises(ValueError, match="NaN or infinite"):
         exact_ot_cost(bad, x, cost)
-    with pytest.raises(ValueError, match="samples on both sides"):
+    with pytest.raises(ValueError, match=r"exact_ot_cost needs at least one sample in x"):
         exact_ot_cost(x[:0], x, cost)
+
+
+@pytest.mark.parametrize("name", ["duality_gap", "certified_dual", "evaluate_map"])
+@pytest.mark.parametrize("side", ["x", "y"])
+def test_map_metrics_refuse_an_empty_sample(name, side):
+    """A mean over no samples is NaN and a minimum an IndexError: say which sample is empty."""
+    from hjtranslate import metrics
+
+    m, x = hjt.HJMap(dim=2), torch.randn(30, 2)
+    args = {"x": x, "y": x + 1, side: x[:0]}
+    with pytest.raises(ValueError, match=f"{name} needs at least one sample in {side}, got an empty"):
+        getattr(metrics, name)(m, args["x"], args["y"])
+    with pytest.raises(ValueError, match="energy needs at least one sample in y"):
+        metrics.energy(x, x[:0])
 
 
 def test_a_horizon_far_from_one_is_warned_of():
