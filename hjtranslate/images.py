@@ -9,8 +9,10 @@ Rules (``preprocess``, which ``TranslationPipeline.preprocess`` calls; each chan
    grey, grey+alpha, RGB, RGBA) are one image, ``(N, H, W)`` and ``(N, H, W, C)`` a batch; torch
    tensors follow the torch layout: ``(H, W)`` one image, ``(N, H, W)`` a batch of grey images
    (as ``VAEEncoder`` and the judges take them), ``(N, C, H, W)`` a batch; a list item tensor
-   ``(C, H, W)`` is one image. uint8 and other integer arrays are on the 0..255 scale, floats
-   must lie in [0, 1] (else ``ValueError``), bools are 0/1.
+   ``(C, H, W)`` is one image. A batch of 2 to 4 pictures may be one colour picture with
+   channels first: it is read as a batch, with a note saying how to pass the other. uint8 and
+   other integer arrays are on the 0..255 scale, floats must lie in [0, 1] (else
+   ``ValueError``), bools are 0/1.
 2. Colour. RGB becomes grey by the ITU-R BT.601 luma ``0.299 R + 0.587 G + 0.114 B`` (as PIL's
    ``convert("L")`` and the VAE). Transparency: the image is composited onto white if its
    visible strokes are dark (mean luma under 0.5, weighted by alpha), else onto black, so the
@@ -247,6 +249,15 @@ def open_image(path: str | Path) -> Any:
         raise ValueError(f"{p} is not a readable image ({type(exc).__name__}: {exc}).") from None
 
 
+def _note_channels_first(shape: tuple[int, ...], notes: list[str], remedy: str) -> None:
+    """A batch (N, H, W) of 2 to 4 pictures may be one colour picture, channels first (as
+    torchvision's ToTensor gives it): it is read as a batch, and the notes say how to pass the
+    other."""
+    if shape[0] in (2, 3, 4) and min(shape[1:]) > 4:
+        notes.append(f"read {shape} as {shape[0]} grey images; if it is one colour image with "
+                     f"channels first, {remedy}")
+
+
 def _as_array(item: Any, notes: list[str], single: bool, what: str) -> list[np.ndarray]:
     """One input (or a batch when ``single`` is False) -> list of ``(H, W[, C])`` float arrays."""
     from PIL import Image
@@ -265,6 +276,7 @@ def _as_array(item: Any, notes: list[str], single: bool, what: str) -> list[np.n
                                  f"{tuple(t.shape)}.")
             return [_to_float01(t.permute(1, 2, 0).numpy(), what)]
         if t.dim() == 3:  # (N, H, W)
+            _note_channels_first(tuple(t.shape), notes, "pass it in a list, or as (1, C, H, W)")
             a = _to_float01(t.numpy(), what)
             return list(a)
         if t.dim() == 4 and not single:  # (N, C, H, W)
@@ -292,6 +304,7 @@ def _as_array(item: Any, notes: list[str], single: bool, what: str) -> list[np.n
                 "pixels wide: pass (H, W, C) with C in 1..4, or a list of (H, W) images."
             )
         if a.ndim == 3 and not single:  # (N, H, W)
+            _note_channels_first(a.shape, notes, "pass it as (H, W, C): a.transpose(1, 2, 0)")
             return list(_to_float01(a, what))
         if a.ndim == 4 and not single and a.shape[3] in (1, 2, 3, 4):  # (N, H, W, C)
             return list(_to_float01(a, what))

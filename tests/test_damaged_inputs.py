@@ -511,3 +511,16 @@ def test_an_array_with_five_channels_is_not_read_as_narrow_images():
         preprocess(np.zeros((28, 28, 5)))
     assert preprocess(np.zeros((3, 28, 28)))[0].shape == (3, 1, 28, 28)
     assert preprocess(np.zeros((28, 28, 3)))[0].shape == (1, 1, 28, 28)
+
+
+def test_a_batch_that_may_be_one_colour_image_says_how_to_pass_that():
+    """(3, H, W) is a batch of three grey images by the documented layout, but it is also how
+    torchvision's ToTensor gives one colour picture: the notes say how it was read."""
+    from hjtranslate.images import preprocess
+
+    for batch, remedy in ((torch.rand(3, 40, 40), "in a list"), (np.random.rand(3, 40, 40), "transpose")):
+        x, notes = preprocess(batch)
+        assert x.shape == (3, 1, 28, 28)
+        assert all(n[0].startswith("read (3, 40, 40) as 3 grey images") and remedy in n[0] for n in notes)
+    assert not any("grey images" in n for ns in preprocess(torch.rand(8, 40, 40))[1] for n in ns)
+    assert preprocess([torch.rand(3, 40, 40)])[0].shape == (1, 1, 28, 28)
