@@ -380,6 +380,12 @@ def check_pipeline_destination(folder: str | Path, flag: str = "") -> None:
                          "folder this process can write to.") from None
 
 
+def _judge_too_small(side: str, judged: int, k: int) -> str:
+    return (f"The {side}-side judge scores {judged} classes and the map has {k}: class k goes to "
+            f"class k, so the judge must know all {k} (bundle one trained on them as "
+            f"judge_{side}=..., or none).")
+
+
 class TranslationPipeline:
     """Translate images between two datasets through a VAE's latent space (see the module
     docstring). Build one with :meth:`from_components` or :meth:`from_pretrained`."""
@@ -430,6 +436,9 @@ class TranslationPipeline:
         for side, lst in (("source", self.source_class_names), ("target", self.target_class_names)):
             if k is not None and lst is not None and len(lst) < k:
                 raise ValueError(f"{side}_class_names has {len(lst)} names for {k} classes.")
+            judged = len(getattr(self._judge(side), "classes", None) or []) or None
+            if k is not None and judged is not None and judged < k:
+                raise ValueError(_judge_too_small(side, judged, k))
         #: folders the parts were loaded from (copied by save_pretrained to keep their cards,
         #: where the parts are unchanged)
         self._sources = dict(sources or {})
@@ -1096,8 +1105,10 @@ class TranslationPipeline:
         out_judge = self._judge(out_side)
         if out_judge is not None:
             probs = self._probabilities(out_judge, decoded)
-            k_idx = torch.tensor(labels).clamp_max(probs.shape[1] - 1)
-            confidences = probs[torch.arange(n), k_idx].tolist()
+            if max(labels) >= probs.shape[1]:  # a judge without `classes` to check up front
+                raise ValueError(_judge_too_small(out_side, probs.shape[1],
+                                                  self.num_classes or max(labels) + 1))
+            confidences = probs[torch.arange(n), torch.tensor(labels)].tolist()
         images_out: Any
         if output_type == "pil":
             images_out = to_pil(decoded)

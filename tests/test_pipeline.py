@@ -334,6 +334,24 @@ def test_the_pipeline_dtype_is_checked_when_loading(saved):
     assert TranslationPipeline.from_pretrained(saved, dtype="float64").dtype == torch.float64
 
 
+def test_a_judge_of_fewer_classes_than_the_map_is_refused(pipes, data):
+    """Class k goes to class k: a judge that knows only classes 0..4 cannot score class 7 (it
+    used to report the confidence of class 4)."""
+    base = pipes["conditional"]
+
+    class FiveClasses:  # a judge of the first five classes, without `classes` to read
+        def logits(self, x):
+            return base.judge_target.logits(x)[:, :5]
+
+    pipe = TranslationPipeline(base.vae, base.map, judge_target=FiveClasses())
+    assert pipe(data[0][:2], classes=[1, 4]).confidences is not None
+    with pytest.raises(ValueError, match=r"target-side judge scores 5 classes and the map has 10"):
+        pipe(data[0][:2], classes=[1, 7])
+    FiveClasses.classes = list("abcde")
+    with pytest.raises(ValueError, match=r"target-side judge scores 5 classes and the map has 10"):
+        TranslationPipeline(base.vae, base.map, judge_target=FiveClasses())
+
+
 def test_no_judge_needs_classes(pipes, data, tmp_path):
     pipe = TranslationPipeline.from_components(MODELS / "vae", pipes["conditional"].map)
     assert pipe.judge_source is None and pipe.judge_target is None
