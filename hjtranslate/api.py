@@ -312,7 +312,7 @@ def fit(
             shown = ", ".join(map(str, absent[:8])) + (", ..." if len(absent) > 8 else "")
             warnings.warn(
                 f"Class ids index the map's classes: ids {shown} have no samples, so the map "
-                "has untrained parts for them, which forward(k=...) would use without a word. "
+                "has untrained parts for them (a conditional head's maps refuse them). "
                 "Renumber the classes 0..K-1 (torch.unique(..., return_inverse=True)) unless "
                 "they are kept for a later fine-tune.", stacklevel=2)
     lambda_init, made_by = None, None
@@ -346,6 +346,9 @@ def fit(
             seed, resume, output_dir, class_names, target_class_names, encoder)
     if warm_start:  # a resumed run then loads its checkpoint over it
         linear_warm_start(hjmap, zs, zt, ks, kt)
+    if ks is not None and hjmap.conditional:  # the classes the maps will refuse
+        before = hjmap.untrained_classes if init_from is not None else range(hjmap.num_classes)
+        hjmap.untrained_classes = sorted(set(before) - set(ks.tolist()))
     obj = HJObjective(
         hjmap,
         ObjectiveConfig(

@@ -153,6 +153,7 @@ class HJMap(
         head_kwargs: dict | None = None,
         t_f: float = 1.0,
         num_classes: int | None = None,
+        untrained_classes: list | None = None,
         class_names: list | None = None,
         target_class_names: list | None = None,
         encoder: dict | None = None,
@@ -166,6 +167,10 @@ class HJMap(
         self.num_classes = None if num_classes is None else whole_number("num_classes", num_classes, 1)
         self.class_names = class_names
         self.target_class_names = target_class_names
+        # class ids that had no samples in training: a conditional head's parts for them are
+        # untrained, and the maps refuse them
+        self.untrained_classes = sorted({whole_number("untrained_classes", c, 0)
+                                         for c in untrained_classes or []})
         self.encoder_config = encoder
         self.metrics = metrics or {}
         cost, given_kwargs = cost_spec(cost)
@@ -223,6 +228,7 @@ class HJMap(
             "head_kwargs": head_kwargs,
             "t_f": self.t_f,
             "num_classes": self.num_classes,
+            "untrained_classes": self.untrained_classes,
             "class_names": self.class_names,
             "target_class_names": self.target_class_names,
             "encoder": self.encoder_config,
@@ -258,6 +264,19 @@ class HJMap(
                 f"{int(k.min())}..{int(k.max())}."
             )
         return k if self.conditional else None
+
+    def _check_trained(self, k: Any, n: int, device: torch.device) -> None:
+        """The maps refuse the classes a conditional head was not trained on (fit warned)."""
+        k = self._labels(k, n, device)
+        if k is None or not self.untrained_classes or not n:
+            return
+        seen = set(torch.unique(k).tolist()) & set(self.untrained_classes)
+        if seen:
+            raise ValueError(
+                f"Class {min(seen)} had no samples when this map was trained (untrained classes: "
+                f"{', '.join(map(str, self.untrained_classes))}): its part of the conditional "
+                "head is untrained. Map the trained classes, or fine-tune with samples of it "
+                "(hjt.fit(..., labels=..., init_from=this_map)).")
 
     def _head_args(self, z: torch.Tensor, t: float | torch.Tensor, k: Any) -> tuple:
         """A head's arguments ``(z, t, k)``: times as a column, labels checked."""
@@ -314,8 +333,8 @@ class HJMap(
 
     def _map(self, x: torch.Tensor, k: Any, t0: float, sign: float, what: str, grad: bool):
         x = self._check(x, what)
-        if len(x) == 0:  # nothing to move (a conditional map still needs its k)
-            self._labels(k, 0, x.device)
+        self._check_trained(k, len(x), x.device)  # a conditional map needs its k, even for none
+        if len(x) == 0:  # nothing to move
             return x.clone()
         z = (x - self.shift) / self.scale
         v = self.velocity(z, t0, k, create_graph=grad)
@@ -349,8 +368,8 @@ class HJMap(
         if len(bad):
             raise ValueError(f"Interpolation times must lie in [0, t_f={self.t_f}], got "
                              f"{float(bad[0]):g}.")
+        self._check_trained(k, len(x), x.device)  # a conditional map needs its k, even for none
         if len(x) == 0:
-            self._labels(k, 0, x.device)  # a conditional map still needs its k
             return x.new_zeros(len(ts), 0, self.dim)
         z = (x - self.shift) / self.scale
         v = self.velocity(z, 0.0, k).detach()

@@ -1297,13 +1297,31 @@ def test_weights_holding_nan_are_refused_when_loaded(tmp_path):
         hjt.HJMap.from_pretrained(tmp_path)
 
 
-def test_class_ids_without_samples_are_warned_of():
-    """Ids 3 and 7 make eight class slots; six of them would stay untrained, and forward(k=0)
-    would use one without a word: fit says so."""
+def test_class_ids_without_samples_are_warned_of_and_refused_by_the_maps(tmp_path):
+    """Ids 3 and 7 make eight class slots; six of them stay untrained: fit says so, and a
+    conditional head's maps refuse them (saved with the map) until a fine-tune trains them."""
     x = torch.randn(40, 2)
     k = torch.tensor([3, 7] * 20)
     with pytest.warns(UserWarning, match=r"ids 0, 1, 2, 4, 5, 6 have no samples.*Renumber"):
-        hjt.fit(x, x + 1, labels=(k, k), steps=1, batch_size=16)
+        shared = hjt.fit(x, x + 1, labels=(k, k), steps=1, batch_size=16)
+    assert shared.forward(x, k=0).shape == x.shape  # a shared potential: k does not change it
+    with pytest.warns(UserWarning, match="have no samples"):
+        m = hjt.fit(x, x + 1, labels=(k, k), conditional=True, steps=1, batch_size=16)
+    assert m.untrained_classes == [0, 1, 2, 4, 5, 6]
+    assert m.forward(x, k).shape == x.shape
+    m.save_pretrained(tmp_path / "m")
+    loaded = hjt.HJMap.from_pretrained(tmp_path / "m")
+    with pytest.raises(ValueError, match=r"Class 0 had no samples when this map was trained "
+                       r"\(untrained classes: 0, 1, 2, 4, 5, 6\).*init_from"):
+        loaded.forward(x, k=0)
+    with pytest.raises(ValueError, match="Class 5 had no samples"):
+        loaded.interpolate(x, [0.5], k=torch.tensor([3, 5] * 20))
+    with pytest.raises(ValueError, match="Class 6 had no samples"):
+        loaded.transport_cost(x, k=6)
+    k2 = torch.tensor([0, 3] * 20)
+    tuned = hjt.fit(x, x + 1, labels=(k2, k2), init_from=loaded, steps=1, batch_size=16)
+    assert tuned.untrained_classes == [1, 2, 4, 5, 6]
+    assert tuned.backward(x, k=0).shape == x.shape
 
 
 def test_exact_ot_cost_refuses_what_pot_would_call_zero():
