@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -343,6 +344,8 @@ def _main(argv: Sequence[str] | None) -> int:
         _refuse_empty_values(args, actions)
         if args.command == "train":
             args._typed = _explicit_options(argv)  # a task's defaults give way to --head-options
+            # this launch's command line, for the model card (tests pass argv, not sys.argv)
+            args._command = "hjtranslate " + shlex.join(sys.argv[1:] if argv is None else argv)
         if args.command == "train" and getattr(args, "resume", False):
             from .tasks.common import restore_recorded_options
 

@@ -356,6 +356,13 @@ def test_resume_trains_on_with_the_recorded_options(tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     state = json.loads((out / "checkpoints" / "step-0000008" / "trainer_state.json").read_text())
     assert metrics["train_loop_seconds_all_launches"] >= state["seconds"] > 0
+    # the card records the command the run started with, and the one that finished it
+    first = "hjtranslate " + " ".join([*common, "--steps", "4", "--width", "16", "--lr", "5e-4",
+                                       "--mmd", "gaussian"])
+    last = f"hjtranslate train gaussians --output-dir {out} --steps 8 --lr 1e-4 --resume --no-progress"
+    assert (metrics["command"], metrics["resumed_with"]) == (first, last)
+    card = (out / "map" / "README.md").read_text()
+    assert first in card and last in card
 
 
 def test_evaluate_says_a_vae_or_judge_is_not_a_map(tmp_path, capsys):

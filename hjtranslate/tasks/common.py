@@ -8,6 +8,7 @@ import contextlib
 import json
 import math
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -284,6 +285,8 @@ def restore_recorded_options(args: argparse.Namespace, explicit: set[str],
             restored[k] = _recorded_value(k, v, actions[k], recorded_path)
     changed = {k: v for k, v in restored.items() if current[k] != v}
     current.update(restored)
+    if isinstance(recorded.get("_started_as"), str):  # the command the run started with
+        args._started_as = recorded["_started_as"]
     _check_run_plugins(current, run_dir)
     if changed and os.environ.get("RANK", "0") == "0":
         print(f"--resume: as recorded in {recorded_path}: "
@@ -585,6 +588,8 @@ def fit_from_args(
         mmd_options["blur"] = args.sinkhorn_blur
     out = output_dir(args, task)
     acc = make_accelerator(report_to=getattr(args, "report_to", None), logging_dir=out / "logs")
+    # config.json records the command the run started with: a resumed run's card shows it
+    args._started_as = getattr(args, "_started_as", None) or getattr(args, "_command", None)
 
     def start_run() -> None:
         """Once fit has accepted every option: record them and take away a finished-looking
@@ -619,6 +624,10 @@ def fit_from_args(
     )
     if getattr(args, "init_from", None):
         m.metrics["init_from"] = args.init_from
+    if args._started_as:
+        m.metrics["command"] = args._started_as
+        if args.resume and getattr(args, "_command", None):
+            m.metrics["resumed_with"] = args._command
     return m, result, acc
 
 
@@ -669,7 +678,9 @@ def write_outputs(out: Path, m: HJMap, metrics: dict[str, Any], acc: Any) -> Non
     if not acc.is_main_process:
         return
     # The card of every saved map records how it was made.
-    metrics.setdefault("command", "hjtranslate " + " ".join(sys.argv[1:]))
+    metrics.setdefault("command", m.metrics.get("command") or "hjtranslate " + shlex.join(sys.argv[1:]))
+    if "resumed_with" in m.metrics:
+        metrics.setdefault("resumed_with", m.metrics["resumed_with"])
     metrics.setdefault("date", time.strftime("%Y-%m-%d"))
     # (fit's own record, such as the MMD weight a fine-tune starts from, stays unless replaced)
     m.metrics = {**m.metrics, **{k: v for k, v in metrics.items()
