@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import socket
-import threading
+
+from .stopping import stop_signals_interrupt
 
 
 def _host_problem(host: str) -> str | None:
@@ -61,12 +61,6 @@ def _port_in_use(host: str, port: int) -> bool:
     return False
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    from .training import Terminated  # a KeyboardInterrupt, which Gradio's launch closes on
-
-    raise Terminated
-
-
 def cmd_app(args: argparse.Namespace) -> int:
     """``hjtranslate app [--model FOLDER_OR_HUB_ID] [--host H] [--port P] [--share]``: loads
     ``--model`` (default: the shipped ``models/digits-to-fashion``) and serves the app until
@@ -89,15 +83,11 @@ def cmd_app(args: argparse.Namespace) -> int:
     share = bool(getattr(args, "share", False))
     print(f"hjtranslate app: {pipe!r} from {model}")
     # SIGTERM (docker stop, systemd) closes the server as Ctrl-C does, cleaning Gradio's cache
-    main_thread = threading.current_thread() is threading.main_thread()
-    before = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
     try:
-        demo.launch(server_name=args.host, server_port=args.port, share=share, **LAUNCH_KWARGS)
+        with stop_signals_interrupt():
+            demo.launch(server_name=args.host, server_port=args.port, share=share, **LAUNCH_KWARGS)
     except OSError as exc:  # the port is taken, the host cannot be bound
         raise ValueError(f"Cannot serve the app on --host {args.host} --port {args.port}: {exc} "
                          "(the port may be in use: pick another --port; or check that --host is "
                          "an address of this machine, e.g. 127.0.0.1 or 0.0.0.0).") from None
-    finally:
-        if main_thread and before is not None:  # None: a handler set outside Python
-            signal.signal(signal.SIGTERM, before)
     return 0

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
+from .stopping import stop_signals_interrupt
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -254,9 +255,11 @@ def _explicit_options(argv: Sequence[str] | None) -> set[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        code = _main(argv)
-    except KeyboardInterrupt:  # while torch and the task load (later ones _main says itself)
-        code = _fail("interrupted while starting: nothing was written.", 130)
+        with stop_signals_interrupt():  # SIGTERM anywhere (evaluation too): a message, not silence
+            code = _main(argv)
+    except KeyboardInterrupt as exc:  # while torch and the task load (later ones _main says itself)
+        code = _fail("interrupted while starting: nothing was written.",
+                     128 + getattr(exc, "signum", 2))
     if argv is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # A gloo rank whose work is done (outputs written, process group destroyed by
         # finish_run) can still abort in its C++ teardown at interpreter exit with "terminate

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from .checks import is_real, process_alive, real_number, scalar, whole_number
+from .stopping import Terminated
 
 
 class TrainingError(RuntimeError):
@@ -597,15 +598,6 @@ def grace_warning(step_seconds: float, checkpoint_seconds: float,
     return (f"note: a step and a checkpoint take about {need:.1f} s, more than the "
             f"{grace:.0f} s the launcher waits after Ctrl-C or SIGTERM before it kills this run: "
             f"a stop may then lose the steps since the last checkpoint ({how}).")
-
-
-class Terminated(KeyboardInterrupt):
-    """Training stopped by SIGTERM or SIGHUP (a KeyboardInterrupt for everything that handles
-    Ctrl-C); ``signum`` says which (the exit code is 128 + signum, as a shell reports it)."""
-
-    def __init__(self, signum: int = signal.SIGTERM) -> None:
-        super().__init__()
-        self.signum = int(signum)
 
 
 class _StopRequest:

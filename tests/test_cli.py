@@ -698,3 +698,26 @@ def test_bad_inputs_found_by_an_exploratory_test_of_digits_to_fashion(tmp_path, 
                     dirs_exist_ok=True)
     assert main(["evaluate", str(tmp_path / "edited")]) == 2
     assert "records eval_n 'abc', not a whole number" in capsys.readouterr().err
+
+
+def test_sigterm_after_training_says_so_and_the_run_resumes(tmp_path, capsys, monkeypatch):
+    """SIGTERM while a finished training is evaluated (no training loop to catch it) ends the
+    run with the same message as Ctrl-C and the shell's code 143, not silently; --resume then
+    writes the outputs."""
+    import signal
+
+    import hjtranslate.tasks.gaussians as gaussians
+
+    evaluate = gaussians.evaluate_map
+    monkeypatch.setattr(gaussians, "evaluate_map",
+                        lambda *a, **k: os.kill(os.getpid(), signal.SIGTERM))
+    out = tmp_path / "run"
+    common = ["train", "gaussians", "--dim", "2", "--n", "200", "--eval-n", "100",
+              "--batch-size", "32", "--steps", "4", "--output-dir", str(out), "--no-progress"]
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(common) == 128 + signal.SIGTERM
+    assert "interrupted: the checkpoints written so far, if any, are kept" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) == before and not (out / "metrics.json").exists()
+    monkeypatch.setattr(gaussians, "evaluate_map", evaluate)
+    assert main([*common, "--resume"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 4
