@@ -9,10 +9,10 @@ Rules (``preprocess``, which ``TranslationPipeline.preprocess`` calls; each chan
    grey, grey+alpha, RGB, RGBA) are one image, ``(N, H, W)`` and ``(N, H, W, C)`` a batch; torch
    tensors follow the torch layout: ``(H, W)`` one image, ``(N, H, W)`` a batch of grey images
    (as ``VAEEncoder`` and the judges take them), ``(N, C, H, W)`` a batch; a list item tensor
-   ``(C, H, W)`` is one image. A batch of 2 to 4 pictures may be one colour picture with
-   channels first: it is read as a batch, with a note saying how to pass the other. uint8 and
-   other integer arrays are on the 0..255 scale, floats must lie in [0, 1] (else
-   ``ValueError``), bools are 0/1.
+   ``(C, H, W)`` is one image. A batch of 2 to 4 pictures other than 28x28 may be one colour
+   picture with channels first: it is read as a batch, with a note saying how to pass the
+   other. uint8 and other integer arrays are on the 0..255 scale, floats must lie in [0, 1]
+   (else ``ValueError``), bools are 0/1.
 2. Colour. RGB becomes grey by the ITU-R BT.601 luma ``0.299 R + 0.587 G + 0.114 B`` (as PIL's
    ``convert("L")`` and the VAE). Transparency: the image is composited onto white if its
    visible strokes are dark (mean luma under 0.5, weighted by alpha), else onto black, so the
@@ -252,8 +252,8 @@ def open_image(path: str | Path) -> Any:
 def _note_channels_first(shape: tuple[int, ...], notes: list[str], remedy: str) -> None:
     """A batch (N, H, W) of 2 to 4 pictures may be one colour picture, channels first (as
     torchvision's ToTensor gives it): it is read as a batch, and the notes say how to pass the
-    other."""
-    if shape[0] in (2, 3, 4) and min(shape[1:]) > 4:
+    other. A batch of 28x28 pictures is the datasets' own kind: no note."""
+    if shape[0] in (2, 3, 4) and min(shape[1:]) > 4 and tuple(shape[1:]) != (IMAGE_SIZE, IMAGE_SIZE):
         notes.append(f"read {shape} as {shape[0]} grey images; if it is one colour image with "
                      f"channels first, {remedy}")
 

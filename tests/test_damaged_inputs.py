@@ -524,3 +524,4 @@ def test_a_batch_that_may_be_one_colour_image_says_how_to_pass_that():
         assert all(n[0].startswith("read (3, 40, 40) as 3 grey images") and remedy in n[0] for n in notes)
     assert not any("grey images" in n for ns in preprocess(torch.rand(8, 40, 40))[1] for n in ns)
     assert preprocess([torch.rand(3, 40, 40)])[0].shape == (1, 1, 28, 28)
+    assert preprocess(torch.rand(3, 28, 28))[1] == [[], [], []]  # three digits, as the datasets hold them
