@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from huggingface_hub import ModelHubMixin
 from torch import nn
@@ -97,22 +98,41 @@ def load_safetensors(path: str | Path, remedy: str, device: str = "cpu") -> dict
 
 def as_sample_tensor(x: Any, what: str, shape: str = "(n, d)") -> torch.Tensor:
     """``x`` as a real tensor (a tensor, array or nested list of numbers); a clear error for
-    anything else."""
+    anything else. A pandas or polars frame is read through its ``to_numpy()``; a sparse tensor
+    is made dense."""
     try:
-        x = x if isinstance(x, torch.Tensor) else torch.as_tensor(x)
-    except (TypeError, ValueError, RuntimeError):
+        x = x if isinstance(x, torch.Tensor) else torch.as_tensor(_plain(x))
+    except (TypeError, ValueError, RuntimeError, KeyError):
         raise ValueError(f"{what} must be a tensor or array of numbers of shape {shape}, got "
                          f"{type(x).__name__}.") from None
+    if x.is_meta:
+        raise ValueError(f"{what} is a meta tensor, which holds no values: pass the samples "
+                         "themselves (e.g. load the model's weights before encoding).")
+    if x.layout != torch.strided:
+        x = x.to_dense()
     if x.is_complex() or x.dtype == torch.bool:
         raise ValueError(f"{what} must hold real numbers, got dtype {x.dtype}.")
     return x
 
 
+def _plain(x: Any) -> Any:
+    """A pandas or polars frame or series as its numpy array (``torch.as_tensor`` of a frame
+    fails with a KeyError); anything else as it is."""
+    if not isinstance(x, (torch.Tensor, np.ndarray)) and callable(getattr(x, "to_numpy", None)):
+        return np.array(x.to_numpy())  # a copy: pandas may lend a read-only view
+    return x
+
+
 def _class_ids(k: Any, device: torch.device) -> torch.Tensor:
-    """Class ids (an int, a sequence, an array or tensor of integers) as a flat long tensor."""
+    """Class ids (an int, a sequence, an array or tensor of integers, a pandas series) as a
+    flat long tensor."""
     try:
-        t = torch.as_tensor(k, device=device).reshape(-1)
-    except (TypeError, ValueError, RuntimeError):
+        t = torch.as_tensor(_plain(k), device=device).reshape(-1)
+        if t.is_meta:
+            t = None
+        elif t.layout != torch.strided:
+            t = t.to_dense()
+    except (TypeError, ValueError, RuntimeError, KeyError):
         t = None
     if t is None or t.dtype == torch.bool or t.is_complex() or (
             t.is_floating_point() and not torch.equal(t, t.round())):

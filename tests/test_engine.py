@@ -1359,3 +1359,19 @@ def test_a_horizon_far_from_one_is_warned_of():
     with pytest.warns(UserWarning, match=r"t_f = 10: with the 'quadratic' cost the optimal map does "
                       "not depend on t_f"):
         hjt.fit(x, x + 1, t_f=10.0, steps=1, batch_size=32)
+
+
+def test_frames_sparse_and_meta_samples():
+    """A pandas frame (and series of labels) is read through to_numpy, a sparse tensor made
+    dense; a meta tensor, which holds no values, is refused with a message."""
+    pd = pytest.importorskip("pandas")
+    x = torch.randn(40, 2)
+    k = torch.tensor([0, 1] * 20)
+    m = hjt.fit(pd.DataFrame(x.numpy()), (x + 1).to_sparse(), labels=(pd.Series(k.numpy()), k),
+                conditional=True, steps=1, batch_size=16)
+    torch.testing.assert_close(m.forward(pd.DataFrame(x.numpy()), pd.Series(k.numpy())),
+                               m.forward(x.to_sparse_csr(), k))
+    with pytest.raises(ValueError, match="x is a meta tensor, which holds no values"):
+        m.forward(torch.empty(4, 2, device="meta"), 0)
+    with pytest.raises(ValueError, match="x_source is a meta tensor"):
+        hjt.fit(torch.empty(4, 2, device="meta"), x)
