@@ -144,6 +144,16 @@ def shared_as_umask_says(folder: str | Path, recursive: bool = False) -> None:
                 pass
 
 
+def process_start(pid: int) -> str | None:
+    """When process ``pid`` started, in the kernel's clock ticks since boot (Linux's /proc):
+    what tells it from a later process given the same pid. None where unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[19]  # field 22, counted from the state (field 3)
+    except (OSError, IndexError):
+        return None
+
+
 def process_alive(pid: int) -> bool:
     """Whether process ``pid`` runs (one of another user counts): what tells a killed writer's
     leftovers from a live writer's files."""

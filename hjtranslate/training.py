@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checks import is_real, process_alive, real_number, scalar, whole_number
+from .checks import is_real, process_alive, process_start, real_number, scalar, whole_number
 from .stopping import Terminated
 
 
@@ -170,7 +170,7 @@ def lock_folder(out: Path) -> bool:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             handle.seek(0)
-            holder = handle.read().strip() or "another process"
+            holder = handle.read().strip().partition(" started ")[0] or "another process"
             handle.close()
             raise TrainingError(f"{out} is in use by a running hjtranslate process ({holder}): "
                                 "wait for it to end, or name another output folder.") from None
@@ -182,7 +182,8 @@ def lock_folder(out: Path) -> bool:
         handle.close()
     handle.seek(0)
     handle.truncate()
-    handle.write(f"pid {os.getpid()}")
+    started = process_start(os.getpid())
+    handle.write(f"pid {os.getpid()}" + (f" started {started}" if started else ""))
     handle.flush()
     _held[key] = handle
     return True
@@ -192,13 +193,16 @@ def folder_holder(out: Path) -> str | None:
     """Who holds ``out`` (``"pid N"``) while a run trains or writes there; None when no one.
     Read from the lock file without locking it (a probe could make a run starting that moment
     find the folder busy): a holder's file names its live process; a killed one's names a dead
-    one (the system released its lock)."""
+    one (the system released its lock), or one started since with the same pid."""
     try:
         text = (Path(out) / LOCK_FILE).read_text().strip()
-        pid = int(text.removeprefix("pid "))
+        pid_text, _, started = text.removeprefix("pid ").partition(" started ")
+        pid = int(pid_text)
     except (OSError, ValueError):
         return None
-    return text if process_alive(pid) else None
+    if not process_alive(pid) or started and process_start(pid) not in (None, started):
+        return None
+    return f"pid {pid}"
 
 
 def _is_run_record(path: Path) -> bool:

@@ -12,7 +12,14 @@ import torch
 from torch import nn
 
 import hjtranslate as hjt
-from hjtranslate.training import TrainConfig, TrainingError, latest_checkpoint, train
+from hjtranslate.training import (
+    LOCK_FILE,
+    TrainConfig,
+    TrainingError,
+    folder_holder,
+    latest_checkpoint,
+    train,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -385,11 +392,28 @@ def test_a_second_run_in_a_folder_in_use_is_refused(tmp_path):
                            f"\\(pid {holder.pid}\\)"):
             train(_Quadratic(), lambda step, rank: {"step": step}, cfg)
         assert not (tmp_path / "checkpoints").exists()
+        assert folder_holder(tmp_path) == f"pid {holder.pid}"
     finally:
         holder.kill()
         holder.wait()
     train(_Quadratic(), lambda step, rank: {"step": step}, cfg)  # free again
     assert latest_checkpoint(tmp_path).name == "step-0000002"
+
+
+def test_a_lock_left_by_a_killed_run_is_not_held_by_a_new_process_of_its_pid(tmp_path):
+    """The lock file names its holder's pid and start time: a process that got the pid of a
+    killed run later (a reboot, pid wrap-around) does not hold the folder."""
+    from hjtranslate.checks import process_start
+
+    started = process_start(os.getpid())
+    if started is None:
+        pytest.skip("no /proc here: the pid alone is checked")
+    (tmp_path / LOCK_FILE).write_text(f"pid {os.getpid()} started {started}")
+    assert folder_holder(tmp_path) == f"pid {os.getpid()}"
+    (tmp_path / LOCK_FILE).write_text(f"pid {os.getpid()} started {int(started) - 1}")
+    assert folder_holder(tmp_path) is None
+    (tmp_path / LOCK_FILE).write_text(f"pid {os.getpid()}")  # written before start times were
+    assert folder_holder(tmp_path) == f"pid {os.getpid()}"
 
 
 def test_world_size_without_processes_refuses_to_start(tmp_path):
