@@ -237,6 +237,11 @@ def fit(
     """
     xs = check_samples(x_source, "x_source")
     yt = check_samples(y_target, "y_target", dim=xs.shape[1])
+    if max(len(xs), len(yt)) <= xs.shape[1]:
+        warnings.warn(
+            f"x_source and y_target hold {len(xs)} and {len(yt)} samples of {xs.shape[1]} "
+            "dimensions, no more samples than dimensions: samples are rows, (n, d). If the "
+            "data is (d, n), pass x_source.T and y_target.T.", stacklevel=2)
     t_f = real_number("t_f", t_f)
     steps = whole_number("steps", steps, 1)
     # steps, lr, time_budget and seed checked as training reads them, before any work
@@ -461,9 +466,10 @@ def _fine_tune_start(init_from: str | Path | HJMap, dim: int, cost_name: str, co
         what, base = "the init_from map", copy.deepcopy(init_from).cpu()  # trained on a GPU
     else:
         what, base = f"init_from {init_from}", HJMap.from_pretrained(str(init_from))
+    if base.dim != dim:  # a map for other data: the other differences do not matter
+        raise ValueError(f"Cannot fine-tune {what}: it maps {base.dim}-d points and the samples "
+                         f"are {dim}-d (a map trained on other data or for another task).")
     problems = []
-    if base.dim != dim:
-        problems.append(f"it maps {base.dim}-d points and the samples are {dim}-d")
     if base.cost_name != cost_name or base.cost.config() != registry.create(
             "cost", cost_name, **cost_kwargs).config():
         problems.append(f"it was trained for the cost {base.cost_name} {base.cost.config()}, "

@@ -222,7 +222,12 @@ def _name_options(text: str, actions: dict[str, argparse.Action]) -> str:
         if action.option_strings and dest != "help":
             flag = max(action.option_strings, key=len)
             for name in {dest, flag.lstrip("-").replace("-", "_")}:  # --lambda: lambda_mmd
-                text = re.sub(rf"(?<![\w-]){re.escape(name)}(?= must\b| [<>]=? )", flag, text)
+                # "match_pool needs": only a name with "_" is surely code ("every class needs")
+                verbs = r" must\b| needs\b" if "_" in name else r" must\b"
+                text = re.sub(rf"(?<![\w-]){re.escape(name)}(?={verbs}| [<>]=? )", flag, text)
+                # advice: "set match_pool=0 or choose mmd='energy'" -> --match-pool 0, --mmd energy
+                text = re.sub(rf"(?<![\w(.-]){re.escape(name)}=(['\"]?)([\w.+-]+)\1",
+                              rf"{flag} \2", text)
     return text
 
 

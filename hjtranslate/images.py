@@ -8,8 +8,9 @@ Rules (``preprocess``, which ``TranslationPipeline.preprocess`` calls; each chan
    these (each item then one image). Arrays: numpy ``(H, W)`` and ``(H, W, C)`` (C in 1, 2, 3, 4:
    grey, grey+alpha, RGB, RGBA) are one image, ``(N, H, W)`` and ``(N, H, W, C)`` a batch; torch
    tensors follow the torch layout: ``(H, W)`` one image, ``(N, H, W)`` a batch of grey images
-   (as ``VAEEncoder`` and the judges take them), ``(N, C, H, W)`` a batch; a list item tensor
-   ``(C, H, W)`` is one image. A batch of 2 to 4 pictures other than 28x28 may be one colour
+   (as ``VAEEncoder`` and the judges take them), ``(N, C, H, W)`` a batch; a list item
+   ``(C, H, W)``, a tensor or a numpy array whose last axis is too long for channels, is one
+   image. A batch of 2 to 4 pictures other than 28x28 may be one colour
    picture with channels first: it is read as a batch, with a note saying how to pass the
    other. uint8 and other integer arrays are on the 0..255 scale, floats must lie in [0, 1]
    (else ``ValueError``), bools are 0/1.
@@ -287,7 +288,7 @@ def _as_array(item: Any, notes: list[str], single: bool, what: str) -> list[np.n
             return list(a)
         raise ValueError(
             f"{what}: cannot read a tensor of shape {tuple(t.shape)} as "
-            + ("one image (a list holds one image an item); use (H, W) or (C, H, W) with C in "
+            + ("one image (each item of a list is one image); use (H, W) or (C, H, W) with C in "
                "1..4, or pass a batch by itself, not in a list." if single else
                "images; use (H, W), (N, H, W) or (N, C, H, W), or a list of (C, H, W) images.")
         )
@@ -308,12 +309,14 @@ def _as_array(item: Any, notes: list[str], single: bool, what: str) -> list[np.n
             return list(_to_float01(a, what))
         if a.ndim == 4 and not single and a.shape[3] in (1, 2, 3, 4):  # (N, H, W, C)
             return list(_to_float01(a, what))
+        if single and a.ndim == 3 and a.shape[0] in (1, 2, 3, 4):
+            # channels first, as a torch image is: unambiguous, the last axis being no channels
+            notes.append(f"read {a.shape} as one image with its {a.shape[0]} channel(s) first")
+            return [_to_float01(a.transpose(1, 2, 0), what)]
         if single:
-            chw = (" (channels first? a numpy image is (H, W, C): a.transpose(1, 2, 0))"
-                   if a.ndim == 3 and a.shape[0] in (1, 2, 3, 4) else "")
             raise ValueError(
-                f"{what}: cannot read an array of shape {a.shape} as one image (a list holds one "
-                f"image an item){chw}; use (H, W) or (H, W, C) with C in 1..4, or pass a batch by "
+                f"{what}: cannot read an array of shape {a.shape} as one image (each item of a "
+                "list is one image); use (H, W) or (H, W, C) with C in 1..4, or pass a batch by "
                 "itself, not in a list."
             )
         raise ValueError(

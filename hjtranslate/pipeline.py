@@ -59,7 +59,7 @@ from .hjmap import (
     is_run_folder,
     read_json_object,
 )
-from .images import FRAMINGS, IMAGE_SIZE, preprocess, to_pil
+from .images import FRAMINGS, IMAGE_SIZE, is_blank, preprocess, to_pil
 from .modelcard import HUB_DATASETS, card_name, hub_metric_names, revision_argument
 from .shipped import models_dir
 
@@ -1000,7 +1000,8 @@ class TranslationPipeline:
         if is_real(classes):
             classes = [classes] * n
         if not isinstance(classes, (list, tuple)):
-            raise ValueError(f"classes must be an int or a list of {n} ints, got {classes!r}.")
+            raise ValueError(f"classes must be an int (for every image) or one int per image "
+                             f"({n}), got {classes!r}.")
         if len(classes) != n:
             raise ValueError(f"Got {len(classes)} classes for {n} images.")
         out = []
@@ -1008,7 +1009,7 @@ class TranslationPipeline:
             if isinstance(c, bool) or not isinstance(c, (int, np.integer)) and not (
                 isinstance(c, float) and c.is_integer()
             ):
-                raise ValueError(f"Classes must be integers, got {c!r}.")
+                raise ValueError(f"classes must be integers, got {c!r}.")
             out.append(int(c))
         k = self.num_classes
         bad = [c for c in out if c < 0 or (k is not None and c >= k)]
@@ -1050,6 +1051,10 @@ class TranslationPipeline:
         in_side, out_side = ("source", "target") if direction == "forward" else ("target", "source")
         x, notes = self._preprocess(images, in_side, frame)
         n = x.shape[0]
+        for picture, said in zip(x, notes, strict=True):  # the app and `translate` refuse these
+            if is_blank(picture):
+                said.append("blank once shrunk to 28x28 (no strokes): its class and translation "
+                            "mean little")
         detection = None
         if classes is None:
             judge = self._judge(in_side)

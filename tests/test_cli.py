@@ -721,3 +721,19 @@ def test_sigterm_after_training_says_so_and_the_run_resumes(tmp_path, capsys, mo
     monkeypatch.setattr(gaussians, "evaluate_map", evaluate)
     assert main([*common, "--resume"]) == 0
     assert json.loads((out / "metrics.json").read_text())["steps"] == 4
+
+
+def test_resume_in_a_folder_that_does_not_exist_is_refused(tmp_path, capsys):
+    """A mistyped --output-dir with --resume would otherwise start a whole new run."""
+    assert main(["train", "toy2d", "--resume", "--output-dir", str(tmp_path / "tpyo")]) == 2
+    err = capsys.readouterr().err
+    assert f"--resume: there is no run in {tmp_path / 'tpyo'} (no such folder)" in err
+    assert not (tmp_path / "tpyo").exists()
+
+
+def test_api_advice_is_given_in_option_names(tmp_path, capsys):
+    assert main(["train", "toy2d", "--mmd", "sinkhorn", "--match-pool", "100", "--steps", "1",
+                 "--output-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "--match-pool needs an energy or gaussian match" in err
+    assert "set --match-pool 0 or choose --mmd energy" in err

@@ -525,3 +525,16 @@ def test_a_batch_that_may_be_one_colour_image_says_how_to_pass_that():
     assert not any("grey images" in n for ns in preprocess(torch.rand(8, 40, 40))[1] for n in ns)
     assert preprocess([torch.rand(3, 40, 40)])[0].shape == (1, 1, 28, 28)
     assert preprocess(torch.rand(3, 28, 28))[1] == [[], [], []]  # three digits, as the datasets hold them
+
+
+def test_a_numpy_image_with_channels_first_in_a_list_is_read_as_one_image():
+    """In a list, a numpy (C, H, W) whose last axis is too long for channels is unambiguous."""
+    from hjtranslate.images import preprocess
+
+    grey = np.random.rand(28, 28)
+    x, notes = preprocess([grey[None], np.stack([grey] * 3)])
+    assert x.shape == (2, 1, 28, 28)
+    torch.testing.assert_close(x[0], x[1], atol=1e-4, rtol=0)
+    assert notes[0][0] == "read (1, 28, 28) as one image with its 1 channel(s) first"
+    with pytest.raises(ValueError, match=r"each item of a list is one image"):
+        preprocess([np.zeros((5, 28, 28))])

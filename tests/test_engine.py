@@ -1375,3 +1375,10 @@ def test_frames_sparse_and_meta_samples():
         m.forward(torch.empty(4, 2, device="meta"), 0)
     with pytest.raises(ValueError, match="x_source is a meta tensor"):
         hjt.fit(torch.empty(4, 2, device="meta"), x)
+
+
+def test_data_given_as_columns_is_warned_of():
+    """(d, n) data reads as n-dimensional samples, fewer than their dimensions: fit says so."""
+    x = torch.randn(40, 2)
+    with pytest.warns(UserWarning, match=r"hold 2 and 2 samples of 40 dimensions.*x_source.T"):
+        hjt.fit(x.T, (x + 1).T, steps=1, batch_size=2)

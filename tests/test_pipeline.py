@@ -317,7 +317,7 @@ def test_bad_inputs(pipes, data):
         pipe([torch.zeros(2, 1, 28, 28)], 1)
     with pytest.raises(ValueError, match="side must be"):
         pipe.classify(x, side="left")
-    with pytest.raises(ValueError, match="Classes must be integers, got 3.5"):
+    with pytest.raises(ValueError, match="classes must be integers, got 3.5"):
         pipe(x, 3.5)
     # a 0-d tensor or array, an integral float and numpy ints read as plain ints
     for k in (torch.tensor(3), np.array(3), 3.0, np.int64(3), np.float32(3)):
@@ -350,6 +350,13 @@ def test_a_judge_of_fewer_classes_than_the_map_is_refused(pipes, data):
     FiveClasses.classes = list("abcde")
     with pytest.raises(ValueError, match=r"target-side judge scores 5 classes and the map has 10"):
         TranslationPipeline(base.vae, base.map, judge_target=FiveClasses())
+
+
+def test_a_blank_picture_is_noted(pipes, data):
+    """The app and `translate` refuse blank pictures; the pipeline translates them, and says so."""
+    out = pipes["conditional"]([Image.new("L", (28, 28)), data[0][0].numpy()])
+    assert out.notes[0][-1].startswith("blank once shrunk to 28x28 (no strokes)")
+    assert not any("blank" in n for n in out.notes[1])
 
 
 def test_no_judge_needs_classes(pipes, data, tmp_path):

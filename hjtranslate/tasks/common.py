@@ -215,6 +215,9 @@ def restore_recorded_options(args: argparse.Namespace, explicit: set[str],
         recorded, recorded_path, run_dir = _judges_record(args)
     else:
         run_dir = Path(args.output_dir or Path("runs") / args.task)
+        if args.task != "vae" and not run_dir.exists():  # a typo would start a whole new run
+            raise ValueError(f"--resume: there is no run in {run_dir} (no such folder): check "
+                             "--output-dir, or leave --resume out to start a run there.")
         recorded_path = run_dir / "config.json"
         if (run_dir / "checkpoints" / RUN_RECORD).is_file():
             # checkpoints moved back after a fresh start: their own run's record, not the fresh one's
