@@ -226,8 +226,9 @@ def _name_options(text: str, actions: dict[str, argparse.Action]) -> str:
                 verbs = r" must\b| needs\b" if "_" in name else r" must\b"
                 text = re.sub(rf"(?<![\w-]){re.escape(name)}(?={verbs}| [<>]=? )", flag, text)
                 # advice: "set match_pool=0 or choose mmd='energy'" -> --match-pool 0, --mmd energy
-                text = re.sub(rf"(?<![\w(.-]){re.escape(name)}=(['\"]?)([\w.+-]+)\1",
-                              rf"{flag} \2", text)
+                # (not a record's entry: "records lr=null", "--cost-options p=3")
+                text = re.sub(rf"\b(set|choose|pass|use) {re.escape(name)}=(['\"]?)([\w.+-]+)\2",
+                              rf"\1 {flag} \3", text)
     return text
 
 

@@ -186,7 +186,8 @@ def cmd_translate(args: argparse.Namespace) -> int:
         converted = f"; {', '.join(result.notes[i])}" if result.notes[i] else ""
         warn = (f"; looks more like {other_dataset} to the judges: if so, use --direction "
                 f"{other_direction}" if other[i] else "")
-        print(f"{path.name}: class {k_in} -> {target.name}{conf}{warn}{converted}")
+        print(f"{path.name}: class {_named(k_in, items[-1]['input_class_name'])} -> "
+              f"{_named(k_out, items[-1]['output_class_name'])}, {target.name}{conf}{warn}{converted}")
     report = {
         "model": str(model),
         "direction": args.direction,
@@ -219,6 +220,11 @@ def cmd_translate(args: argparse.Namespace) -> int:
     print(f"Wrote {len(items)} translation{'s' if len(items) != 1 else ''} to {out_dir} "
           "(translations.json" + (f"; it lists {len(kept)} from earlier runs too)" if kept else ")"))
     return 0
+
+
+def _named(k: int, name: str | None) -> str:
+    """``3``, or ``0 (T-shirt/top)`` where the class has a name other than its number."""
+    return str(k) if name in (None, str(k)) else f"{k} ({name})"
 
 
 def _earlier_translations(out_dir: Path) -> list[dict[str, Any]]:

@@ -311,8 +311,8 @@ def test_bad_inputs(pipes, data):
     with pytest.raises(ValueError, match="cannot read a tensor of shape"):
         pipe(torch.zeros(1, 1, 1, 28, 28), 1)
     # a list item is one image: the message offers one image's shapes
-    with pytest.raises(ValueError, match=r"as one image .*a\.transpose\(1, 2, 0\)"):
-        pipe([np.zeros((3, 28, 28), np.uint8)], 1)
+    with pytest.raises(ValueError, match=r"as one image \(each item of a list is one image\)"):
+        pipe([np.zeros((5, 28, 28), np.uint8)], 1)
     with pytest.raises(ValueError, match=r"as one image .*\(C, H, W\) with C in 1\.\.4, or pass a batch"):
         pipe([torch.zeros(2, 1, 28, 28)], 1)
     with pytest.raises(ValueError, match="side must be"):
@@ -924,6 +924,9 @@ def test_cli_translate_says_what_looks_like_the_other_side_and_reduces_huge_file
     assert "looks more like mnist to the judges: if so, use --direction forward" in said
     # backward, the translations are digits: the confidence is the MNIST judge's
     assert "clothes.png: class" in said and "(mnist judge's confidence" in said
+    k = report["clothes.png"]["input_class"]  # the detected class by its name, the digit by its
+    assert (f"clothes.png: class {k} ({report['clothes.png']['input_class_name']}) -> {k}, "
+            "clothes_backward.png") in said
     assert "fashion-mnist judge's confidence" not in said
     assert not report["clothes.png"]["looks_like_other_side"]
     assert "reduced 9000x9000 by 1/3 as it was opened" in report["photo.png"]["notes"]
