@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .checks import check_folder_path
+from .hjmap import PIPELINE_INDEX_FILE, is_map_folder, is_run_folder
 from .images import IMAGE_SIZE, is_blank, open_image
 from .pipeline import (
     TranslationPipeline,
@@ -86,6 +87,10 @@ def cmd_translate(args: argparse.Namespace) -> int:
         model = shipped_pipeline()
     out_dir = Path(args.out).expanduser()
     check_folder_path(out_dir, "--out")
+    if out_dir.is_dir() and (is_run_folder(out_dir) or is_map_folder(out_dir)
+                             or (out_dir / PIPELINE_INDEX_FILE).is_file()):
+        raise ValueError(f"--out {out_dir} holds a training run, a map or a pipeline, whose files "
+                         "the translations would mix with: name a folder of their own.")
     in_paths = [Path(p).expanduser() for p in
                 ([args.input] if isinstance(args.input, (str, Path)) else args.input)]
     for in_path in in_paths:
