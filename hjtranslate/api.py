@@ -93,6 +93,9 @@ def _check_float32_resolves(x: torch.Tensor, name: str) -> None:
 def check_labels(k: Any, n: int, name: str) -> torch.Tensor:
     try:
         k = torch.as_tensor(_plain(k))
+        if k.is_meta:
+            raise ValueError("a meta tensor holds no values")
+        k = k if k.layout == torch.strided else k.to_dense()
     except (TypeError, ValueError, RuntimeError, KeyError):
         raise ValueError(f"{name} must be integer class labels 0..K-1 (a 1-D tensor, array or "
                          f"list), got {type(k).__name__}.") from None

@@ -400,7 +400,7 @@ def _main(argv: Sequence[str] | None) -> int:
             "(--n, --eval-n, --batch-size, --dim, --width, --bins, --morph-steps, the images').")
     except KeyboardInterrupt as exc:
         return _fail("interrupted: the checkpoints written so far, if any, are kept; continue "
-                     "with --resume.",
+                     "with --resume." if args.command == "train" else "interrupted.",
                      128 + getattr(exc, "signum", 2),  # as a shell reports it: 130 for Ctrl-C
                      show=os.environ.get("RANK", "0") == "0")  # once for a multi-process launch
     except BrokenPipeError:  # `hjtranslate plugins | head`: the reader left, nothing is wrong

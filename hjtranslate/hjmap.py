@@ -127,11 +127,8 @@ def _class_ids(k: Any, device: torch.device) -> torch.Tensor:
     """Class ids (an int, a sequence, an array or tensor of integers, a pandas series) as a
     flat long tensor."""
     try:
-        t = torch.as_tensor(_plain(k), device=device).reshape(-1)
-        if t.is_meta:
-            t = None
-        elif t.layout != torch.strided:
-            t = t.to_dense()
+        t = torch.as_tensor(_plain(k), device=device)
+        t = None if t.is_meta else (t if t.layout == torch.strided else t.to_dense()).reshape(-1)
     except (TypeError, ValueError, RuntimeError, KeyError):
         t = None
     if t is None or t.dtype == torch.bool or t.is_complex() or (
@@ -160,6 +157,10 @@ class HJMap(
     Inputs are in data units; internally they are standardised by ``(x - shift) / scale`` (a
     common similarity transform, under which OT maps for homogeneous costs are equivariant).
     """
+
+    #: class ids without samples in training (set per map; this default serves maps pickled
+    #: whole by versions without it)
+    untrained_classes: list[int] = []  # noqa: RUF012 - only ever replaced, never mutated
 
     # parameters made in an inference block would be inference tensors, which the maps'
     # autograd cannot use; the plugin checks below differentiate too

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .checks import check_folder_path
-from .hjmap import PIPELINE_INDEX_FILE, is_map_folder, is_run_folder
+from .hjmap import PIPELINE_INDEX_FILE
 from .images import IMAGE_SIZE, is_blank, open_image
 from .pipeline import (
     TranslationPipeline,
@@ -87,10 +87,10 @@ def cmd_translate(args: argparse.Namespace) -> int:
         model = shipped_pipeline()
     out_dir = Path(args.out).expanduser()
     check_folder_path(out_dir, "--out")
-    if out_dir.is_dir() and (is_run_folder(out_dir) or is_map_folder(out_dir)
-                             or (out_dir / PIPELINE_INDEX_FILE).is_file()):
-        raise ValueError(f"--out {out_dir} holds a training run, a map or a pipeline, whose files "
-                         "the translations would mix with: name a folder of their own.")
+    if any((out_dir / name).is_file() for name in ("config.json", PIPELINE_INDEX_FILE)):
+        # translations never write one: a training run's, a model's, a map's or a pipeline's
+        raise ValueError(f"--out {out_dir} holds a training run, a model, a map or a pipeline, "
+                         "whose files the translations would mix with: name a folder of their own.")
     in_paths = [Path(p).expanduser() for p in
                 ([args.input] if isinstance(args.input, (str, Path)) else args.input)]
     for in_path in in_paths:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from hjtranslate.cli import main
 
@@ -363,6 +364,15 @@ def test_resume_trains_on_with_the_recorded_options(tmp_path, capsys):
     assert (metrics["command"], metrics["resumed_with"]) == (first, last)
     card = (out / "map" / "README.md").read_text()
     assert first in card and last in card
+    # a run recorded before the first command was: the command that finished it stands alone
+    config = json.loads((out / "config.json").read_text())
+    del config["_started_as"]
+    (out / "config.json").write_text(json.dumps(config))
+    assert main(["train", "gaussians", "--output-dir", str(out), "--steps", "9", "--resume",
+                 "--no-progress"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["command"].endswith("--steps 9 --resume --no-progress")
+    assert "resumed_with" not in metrics
 
 
 def test_evaluate_says_a_vae_or_judge_is_not_a_map(tmp_path, capsys):
@@ -737,3 +747,16 @@ def test_api_advice_is_given_in_option_names(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--match-pool needs an energy or gaussian match" in err
     assert "set --match-pool 0 or choose --mmd energy" in err
+
+
+def test_an_interrupted_command_other_than_train_says_only_that(tmp_path, monkeypatch, capsys):
+    import hjtranslate.pipeline as pipeline_module
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline_module.TranslationPipeline, "from_pretrained", interrupted)
+    image = tmp_path / "digit.png"
+    Image.new("L", (28, 28)).save(image)
+    assert main(["translate", "--input", str(image), "--out", str(tmp_path / "o")]) == 130
+    assert capsys.readouterr().err == "interrupted.\n"

@@ -1375,6 +1375,17 @@ def test_frames_sparse_and_meta_samples():
         m.forward(torch.empty(4, 2, device="meta"), 0)
     with pytest.raises(ValueError, match="x_source is a meta tensor"):
         hjt.fit(torch.empty(4, 2, device="meta"), x)
+    # labels too: sparse ones are made dense, meta ones refused
+    torch.testing.assert_close(m.forward(x, k.to_sparse()), m.forward(x, k))
+    with pytest.raises(ValueError, match="k must be integer class ids"):
+        m.forward(x, torch.empty(40, dtype=torch.long, device="meta"))
+    with pytest.raises(ValueError, match=r"labels\[0\] \(source\) must be integer class labels"):
+        hjt.fit(x, x, labels=(torch.empty(40, dtype=torch.long, device="meta"), k), steps=1)
+    tuned = hjt.fit(x, x + 1, labels=(k.to_sparse(), k), init_from=m, steps=1, batch_size=16)
+    # a map pickled whole before maps recorded their untrained classes still maps
+    del tuned.__dict__["untrained_classes"]
+    assert tuned.untrained_classes == [] and tuned.forward(x, k).shape == x.shape
+    assert tuned.config_dict()["untrained_classes"] == []
 
 
 def test_data_given_as_columns_is_warned_of():

@@ -955,8 +955,8 @@ def test_cli_translate_errors(saved, inputs, tmp_path, capsys, monkeypatch):
     (tmp_path / "afile").write_text("x")
     for out, message in ((tmp_path / "afile" / "sub", "which is a file: name a folder"),
                          (inputs, "is the folder of the --input images"),
-                         (saved, "holds a training run, a map or a pipeline"),
-                         (saved / "map", "holds a training run, a map or a pipeline")):
+                         (saved, "holds a training run, a model, a map or a pipeline"),
+                         (saved / "map", "holds a training run, a model, a map or a pipeline")):
         assert main(["translate", "--model", str(saved), "--input", str(inputs),
                      "--out", str(out)]) == 2
         assert message in capsys.readouterr().err

@@ -592,7 +592,9 @@ def fit_from_args(
     out = output_dir(args, task)
     acc = make_accelerator(report_to=getattr(args, "report_to", None), logging_dir=out / "logs")
     # config.json records the command the run started with: a resumed run's card shows it
-    args._started_as = getattr(args, "_started_as", None) or getattr(args, "_command", None)
+    # (a resume of a run recorded before this was: unknown, and this launch's command stands)
+    args._started_as = getattr(args, "_started_as", None) or (
+        None if args.resume else getattr(args, "_command", None))
 
     def start_run() -> None:
         """Once fit has accepted every option: record them and take away a finished-looking
@@ -627,10 +629,11 @@ def fit_from_args(
     )
     if getattr(args, "init_from", None):
         m.metrics["init_from"] = args.init_from
-    if args._started_as:
-        m.metrics["command"] = args._started_as
-        if args.resume and getattr(args, "_command", None):
-            m.metrics["resumed_with"] = args._command
+    launched = getattr(args, "_command", None)
+    if args._started_as or launched:
+        m.metrics["command"] = args._started_as or launched
+        if args.resume and args._started_as and launched:
+            m.metrics["resumed_with"] = launched
     return m, result, acc
 
 
