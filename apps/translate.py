@@ -260,6 +260,8 @@ class Translator:
     def __init__(self, pipe: TranslationPipeline) -> None:
         self.pipe = pipe
         self.k = pipe.num_classes or 10
+        #: the classes offered: the map's trained ones (a map refuses classes it had no samples of)
+        self.classes = pipe.trained_classes or list(range(self.k))
         self.names = {
             "source": [f"{self._prefix(pipe.source_dataset)}{n}" for n in pipe.source_class_names or
                        [str(k) for k in range(self.k)]],
@@ -283,7 +285,7 @@ class Translator:
         auto = ([("auto (detect with the judge)", "auto")]
                 if self.pipe.judge_source is not None or self.pipe.judge_target is not None else [])
         return auto + [(f"{k}: {self.names['source'][k]} ↔ {self.names['target'][k]}", str(k))
-                       for k in range(self.k)]
+                       for k in self.classes]
 
     # argument checks
     def _direction(self, direction: Any) -> tuple[str, str, str]:
@@ -302,6 +304,9 @@ class Translator:
             raise _error(f"Unknown class {klass!r}: pick 'auto' or a class 0..{self.k - 1}.") from None
         if not 0 <= k < self.k:
             raise _error(f"Class {k} is out of range: pick 'auto' or a class 0..{self.k - 1}.")
+        if k not in self.classes:
+            raise _error(f"Class {k} had no samples when this model's map was trained: pick one of "
+                         f"{', '.join(map(str, self.classes))}.")
         return k
 
     def _outputs(self) -> _Outputs:
@@ -331,6 +336,10 @@ class Translator:
         with torch.no_grad():
             detected = self.pipe.classify(x, side=in_side) if judge is not None else None
             k = given if given is not None else int(detected[0][0])
+            if k not in self.classes:
+                raise _error(f"The {self.plural[in_side]} judge took this for "
+                             f"{self.names[in_side][k]}, a class this model's map was not trained "
+                             "on: pick the class yourself.")
             out = self.pipe(x, classes=k, direction=direction, morph_steps=MORPH_STEPS)
         files = self._outputs()
         translation = files.png(_upscale(out.images[0], DISPLAY_SIZE), "translation")
@@ -420,14 +429,14 @@ class Translator:
         if not paths:
             raise _error(f"No examples of {self.plural[in_side]} ship with the app for this "
                            "model: the grid needs one per class.")
-        inputs = [Image.open(p).convert("L") for p in paths]
+        inputs = [Image.open(paths[k]).convert("L") for k in self.classes]
         with torch.no_grad():
-            out = self.pipe(inputs, classes=list(range(len(inputs))), direction=direction)
+            out = self.pipe(inputs, classes=self.classes, direction=direction)
         files = self._outputs()
         return [
             (files.png(_pair(src, dst), f"pair_{k}"),
              f"{self.names[in_side][k]} → {self.names[out_side][k]}")
-            for k, (src, dst) in enumerate(zip(inputs, out.images, strict=True))
+            for k, src, dst in zip(self.classes, inputs, out.images, strict=True)
         ]
 
 

@@ -73,6 +73,15 @@ class Judge(nn.Module):
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    @property
+    def num_classes(self) -> int | None:
+        """How many classes the classifier scores (its logits' width): the timm model's own
+        count, else its config's; None where neither says."""
+        n = getattr(self.model, "num_classes", None)
+        if n is None:
+            n = (self.config.get("model_kwargs") or {}).get("num_classes")
+        return int(n) if isinstance(n, int) and not isinstance(n, bool) else None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of images already in [0, 1], ``(n, 1, 28, 28)`` (no checks; for training)."""
         return self.model((x - self.mean) / self.std)

@@ -436,8 +436,9 @@ class TranslationPipeline:
         for side, lst in (("source", self.source_class_names), ("target", self.target_class_names)):
             if k is not None and lst is not None and len(lst) < k:
                 raise ValueError(f"{side}_class_names has {len(lst)} names for {k} classes.")
-            judged = len(getattr(self._judge(side), "classes", None) or []) or None
-            if k is not None and judged is not None and judged < k:
+            # the logits' width where the judge says it (its class names may be a default)
+            judged = getattr(self._judge(side), "num_classes", None)
+            if k is not None and isinstance(judged, int) and judged < k:
                 raise ValueError(_judge_too_small(side, judged, k))
         #: folders the parts were loaded from (copied by save_pretrained to keep their cards,
         #: where the parts are unchanged)
@@ -1016,7 +1017,28 @@ class TranslationPipeline:
         if bad:
             span = f"0..{k - 1}" if k is not None else ">= 0"
             raise ValueError(f"Class {bad[0]} is out of range: classes must lie in {span}.")
+        self._check_trained(out)
         return out
+
+    @property
+    def trained_classes(self) -> list[int] | None:
+        """The classes the map was trained on, which it translates (None: classes unknown)."""
+        k = self.num_classes
+        untrained = set(getattr(self.map, "untrained_classes", []) or [])
+        return None if k is None else [c for c in range(k) if c not in untrained]
+
+    def _check_trained(self, labels: list[int], detected_by: str | None = None) -> None:
+        """Refuse, before any image is encoded, a class the map had no samples of
+        (``detected_by``: the side whose judge gave the labels)."""
+        trained = self.trained_classes
+        missing = sorted(set(labels) - set(trained)) if trained is not None else []
+        if missing:
+            what = (f"The {detected_by}-side judge detected class {missing[0]}, which"
+                    if detected_by else f"Class {missing[0]}")
+            raise ValueError(f"{what} had no samples when this pipeline's map was trained, so "
+                             f"it is not translated; the map translates classes "
+                             f"{', '.join(map(str, trained))}"
+                             + (": pass classes= explicitly." if detected_by else "."))
 
     def __call__(
         self,
@@ -1072,6 +1094,7 @@ class TranslationPipeline:
                         f"The {in_side}-side judge predicted class {max(labels)}, outside the "
                         f"map's 0..{k - 1}: pass classes= explicitly."
                     )
+                self._check_trained(labels, detected_by=in_side)
         else:
             labels = self._classes(classes, n)
 

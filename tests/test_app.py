@@ -422,6 +422,27 @@ def test_a_model_without_judges_offers_classes_only():
     assert [value for _, value in choices] == [str(k) for k in range(10)]
 
 
+def test_classes_the_map_was_not_trained_on_are_not_offered(monkeypatch):
+    """A map refuses the classes it had no samples of: the app leaves them out of its choices
+    and its grid, and says so for a class typed or detected."""
+    import gradio as gr
+    from hjtranslate_apps.translate import Translator
+
+    from hjtranslate.pipeline import TranslationPipeline
+
+    pipe = TranslationPipeline.from_pretrained(MODELS / "digits-to-fashion")
+    pipe.map.untrained_classes = [3, 7]
+    app = Translator(pipe)
+    assert [v for _, v in app.class_choices()] == ["auto", *(str(k) for k in (0, 1, 2, 4, 5, 6, 8, 9))]
+    assert [caption.split(" → ")[0].removeprefix("digit ") for _, caption in app.grid("forward")] == [
+        str(k) for k in (0, 1, 2, 4, 5, 6, 8, 9)]
+    with pytest.raises(gr.Error, match="Class 3 had no samples when this model's map was trained"):
+        app._klass("3")
+    digit_3 = Image.open(EXAMPLES / "digit_3.png")
+    with pytest.raises(gr.Error, match="judge took this for digit 3, a class this model's map was not"):
+        app.translate_image(digit_3, "auto", "forward", [], "blank")
+
+
 def test_empty_output_folders_are_swept(tmp_path):
     """Gradio's cache cleaning removes a request's files but not its folder: the next request
     removes folders emptied a minute ago or more (not one a request is writing into)."""

@@ -347,9 +347,31 @@ def test_a_judge_of_fewer_classes_than_the_map_is_refused(pipes, data):
     assert pipe(data[0][:2], classes=[1, 4]).confidences is not None
     with pytest.raises(ValueError, match=r"target-side judge scores 5 classes and the map has 10"):
         pipe(data[0][:2], classes=[1, 7])
-    FiveClasses.classes = list("abcde")
+    FiveClasses.num_classes = 5
     with pytest.raises(ValueError, match=r"target-side judge scores 5 classes and the map has 10"):
         TranslationPipeline(base.vae, base.map, judge_target=FiveClasses())
+    # a shipped-kind judge: its model's width counts, not its (default) class names
+    from hjtranslate.judges import Judge, build_classifier
+
+    wide = Judge(build_classifier(num_classes=20), {"model_kwargs": {"num_classes": 20}})
+    assert len(wide.classes) == 10 and wide.num_classes == 20
+    TranslationPipeline(base.vae, base.map, judge_target=wide)
+    assert base.judge_target.num_classes == 10
+
+
+def test_classes_the_map_was_not_trained_on_are_refused_before_encoding(pipes, data, monkeypatch):
+    pipe = pipes["conditional"]
+    monkeypatch.setattr(pipe.map, "untrained_classes", [3])
+    assert pipe.trained_classes == [0, 1, 2, 4, 5, 6, 7, 8, 9]
+    monkeypatch.setattr(pipe.vae, "encode", lambda x: pytest.fail("encoded before the check"))
+    with pytest.raises(ValueError, match=r"Class 3 had no samples when this pipeline's map was "
+                       r"trained, so it is not translated; the map translates classes 0, 1, 2, 4"):
+        pipe(data[0][:2], classes=[1, 3])
+    k = pipe.classify(data[0][:1])[0][0]
+    monkeypatch.setattr(pipe.map, "untrained_classes", [k])
+    with pytest.raises(ValueError, match=f"The source-side judge detected class {k}, which had no "
+                       "samples.*pass classes= explicitly"):
+        pipe(data[0][:1])
 
 
 def test_a_blank_picture_is_noted(pipes, data):
