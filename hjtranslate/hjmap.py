@@ -504,15 +504,22 @@ class HJMap(
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> HJMap:  # type: ignore[override]
         """Load a map from a local folder or a Hub repo id (``revision=``, ``cache_dir=``,
-        ``local_files_only=``, ``HF_HUB_OFFLINE=1`` work as in huggingface_hub)."""
+        ``local_files_only=``, ``HF_HUB_OFFLINE=1`` work as in huggingface_hub).
+        ``subfolder=``: the map's folder inside the folder or repo, e.g. ``"map"`` for the map
+        of a saved pipeline or training run (without downloading the pipeline's other parts)."""
         model_id = str(pretrained_model_name_or_path)
         if model_id.startswith("~"):  # as the pipeline reads it: a path, never a repo id
             model_id = os.path.expanduser(model_id)
-        unknown = sorted(set(kwargs) - set(_HUB_KW) - {"map_location"})
+        unknown = sorted(set(kwargs) - set(_HUB_KW) - {"map_location", "subfolder"})
         if unknown:  # a misspelt revision, or device= for map_location=, would pass unnoticed
             hint = " (the device is map_location=)" if "device" in unknown else ""
             raise TypeError(f"HJMap.from_pretrained got unknown keyword arguments {unknown}{hint}; "
-                            f"it takes {', '.join(('map_location',) + _HUB_KW)}.")
+                            f"it takes {', '.join(('map_location', 'subfolder') + _HUB_KW)}.")
+        subfolder = kwargs.get("subfolder") or None
+        if subfolder is not None and (not isinstance(subfolder, str) or Path(subfolder).is_absolute()
+                                      or ".." in Path(subfolder).parts):
+            raise ValueError(f"subfolder must be a relative folder name inside the map's folder or "
+                             f"repo (e.g. 'map'), got {subfolder!r}.")
         # token=False is kept: it keeps a saved token from being sent
         hub = {k: kwargs[k] for k in _HUB_KW
                if kwargs.get(k) is not None and (kwargs[k] is not False or k == "token")}
@@ -521,17 +528,18 @@ class HJMap(
             warnings.warn(f"{model_id} is a local folder, which is loaded; {', '.join(given)} "
                           "apply to Hub repos only and are ignored (move or rename the folder to "
                           "load the Hub repo of that name).", stacklevel=2)
-        config_file = resolve_file(model_id, CONFIG_NAME, **hub)
+        config_file = resolve_file(model_id, CONFIG_NAME, subfolder, **hub)
         config = read_json_object(config_file, _REDO_MAP)
-        if "dim" not in config and os.path.isdir(model_id) and Path(model_id, "map", CONFIG_NAME).is_file():
-            raise _run_folder_error(model_id)
+        local = Path(model_id, subfolder or "")
+        if "dim" not in config and local.is_dir() and Path(local, "map", CONFIG_NAME).is_file():
+            raise _run_folder_error(str(local))
         _check_describes_a_map(config, config_file)
-        snapshot = Path(config_file).parent
+        snapshot = Path(config_file).parents[len(Path(subfolder).parts) if subfolder else 0]
         if not os.path.isdir(model_id) and re.fullmatch("[0-9a-f]{40}", snapshot.name):
             # the weights of the same commit: a push between the two downloads must not pair
             # this config with the next commit's weights
             hub = {**hub, "revision": snapshot.name}
-        weights = resolve_file(model_id, WEIGHTS_NAME, **hub)
+        weights = resolve_file(model_id, WEIGHTS_NAME, subfolder, **hub)
         return cls.from_config_and_weights(config, weights, kwargs.get("map_location", "cpu"))
 
     @classmethod

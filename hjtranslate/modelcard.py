@@ -69,8 +69,11 @@ def write_model_card(
         "A transport map trained with [hjtranslate](https://github.com/hjtranslate/hjtranslate) "
         "(Park, Liu, Zhou, Osher 2025: Hamilton-Jacobi characteristic flows).", "",
         "```python",
-        *(["from hjtranslate.pipeline import TranslationPipeline",
-           f"m = TranslationPipeline.from_pretrained({pipeline!r}{at}).map"] if pipeline else
+        *(["import hjtranslate as hjt",
+           f"m = hjt.HJMap.from_pretrained({pipeline!r}, subfolder={Path(folder).name!r}{at})",
+           "# or with the pipeline's VAE and judges: from hjtranslate.pipeline import "
+           f"TranslationPipeline; TranslationPipeline.from_pretrained({pipeline!r}{at}).map"]
+          if pipeline else
           ["import hjtranslate as hjt",
            f"m = hjt.HJMap.from_pretrained({name or card_name(Path(folder), repo_id)!r}{at})"]),
         "y = m.forward(x); x_back = m.backward(y)",

@@ -425,6 +425,14 @@ def test_cli_push_pipeline_folder(hub, tmp_path, capsys):
     assert b"TranslationPipeline.from_pretrained('user/pipe')" in files["README.md"]
     assert b"TranslationPipeline.from_pretrained('user/pipe').map" in files["map/README.md"]
     assert b"from_pretrained('models/digits-to-fashion')" in (folder / "README.md").read_bytes()
+    # the map alone, without the pipeline's VAE and judges, as its card says
+    assert b"HJMap.from_pretrained('user/pipe', subfolder='map')" in files["map/README.md"]
+    alone = HJMap.from_pretrained("user/pipe", subfolder="map")
+    local = HJMap.from_pretrained(folder, subfolder="map")
+    x = torch.randn(4, alone.dim)
+    torch.testing.assert_close(alone.forward(x, 1), local.forward(x, 1))
+    with pytest.raises(ValueError, match="subfolder must be a relative folder name"):
+        HJMap.from_pretrained(folder, subfolder="../elsewhere")
 
 
 def _free_port() -> int:
