@@ -256,6 +256,11 @@ def test_the_shipped_pipeline_evaluates_offline(capsys, tmp_path):
     assert json.loads(capsys.readouterr().out)["accuracy_forward"] == metrics["accuracy_forward"]
     assert main(["evaluate", str(folder), "--n", "100", "--data-dir", str(tmp_path)]) == 2
     assert str(tmp_path) in capsys.readouterr().err  # it looked there
+    # a sample too small for every class: the per-class summaries say how many they cover
+    with pytest.warns(UserWarning, match=r"The evaluation sample \(10 images a side\) holds 2 "
+                      "or more images of only"):
+        assert main(["evaluate", str(folder), "--n", "10"]) == 0
+    assert json.loads(capsys.readouterr().out)["classes_evaluated"] < 10
 
 
 def test_a_killed_encodings_temporary_files_are_removed(tmp_path):

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -437,6 +438,12 @@ def evaluate_translation(m, enc, args: argparse.Namespace, out: Path | None) -> 
         certified.append(certified_dual(m, xk, yk, kk) / exact)
         # share of digits where the map is locally (c-)monotone
         monotone.append(monotone_share(m, xk, kk, max_n=256))
+    res["classes_evaluated"] = evaluated = sum(r is not None for r in ratios)
+    if evaluated < len(ratios):
+        warnings.warn(f"The evaluation sample ({n} images a side) holds 2 or more images of only "
+                      f"{evaluated} of the {len(ratios)} classes on both sides: the per-class "
+                      "figures, and their max and min, cover those classes only (evaluate on 200 "
+                      "images or more).", stacklevel=1)  # a note of ours (under no_grad's wrapper)
     res["cost_ratio_per_class"] = ratios
     res["cost_ratio_max_deviation"] = max((abs(r - 1) for r in ratios if r is not None), default=None)
     res["duality_gap_per_class"] = gaps
