@@ -17,7 +17,8 @@ Rules (``preprocess``, which ``TranslationPipeline.preprocess`` calls; each chan
 2. Colour. RGB becomes grey by the ITU-R BT.601 luma ``0.299 R + 0.587 G + 0.114 B`` (as PIL's
    ``convert("L")`` and the VAE). Transparency: the image is composited onto white if its
    visible strokes are dark (mean luma under 0.5, weighted by alpha), else onto black, so the
-   strokes survive either way. 16-bit PIL images are scaled by 65535.
+   strokes survive either way. 16-bit and 32-bit integer PIL images are scaled by the white
+   level of the smallest bit depth (8, 10, 12, 14 or 16) that holds their largest value.
 3. Polarity. MNIST and Fashion-MNIST are light on dark. If the mean of the image's border
    (the outer ``max(1, min(H, W) // 14)`` pixels) exceeds 0.5, the image is inverted
    (``light_on_dark=False`` keeps it: a pipeline built with ``light_on_dark=False``, for
@@ -181,13 +182,16 @@ def pil_to_array(img: Any, notes: list[str]) -> np.ndarray:
         notes.append(note)
     mode = img.mode
     if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
-        notes.append(f"scaled 16-bit image (mode {mode}) by 1/65535")
-        return np.asarray(img, dtype=np.float32) / 65535.0
+        a = np.asarray(img, dtype=np.float32)
+        peak = _bit_depth_peak(float(a.max()) if a.size else 0.0)
+        depth = "" if peak == 65535 else f" holding {int(peak).bit_length()}-bit values"
+        notes.append(f"scaled 16-bit image (mode {mode}){depth} by 1/{peak:g}")
+        return np.clip(a / peak, 0.0, 1.0)
     if mode in ("I", "F"):
         a = np.asarray(img, dtype=np.float32)
         if not np.isfinite(a).all():  # np.clip below would keep a NaN
             raise ValueError("The image has NaN or infinite pixel values.")
-        peak = 1.0 if a.size and a.max() <= 1.0 else 255.0 if a.max() <= 255 else 65535.0
+        peak = 1.0 if a.size and a.max() <= 1.0 else _bit_depth_peak(float(a.max()))
         notes.append(f"scaled mode-{mode} image by 1/{peak:g}")
         return np.clip(a / peak, 0.0, 1.0)
     has_alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
@@ -198,6 +202,16 @@ def pil_to_array(img: Any, notes: list[str]) -> np.ndarray:
     elif mode not in ("L", "RGB"):
         img = img.convert("RGB" if mode not in ("1",) else "L")
     return np.asarray(img).astype(np.float32) / 255.0
+
+
+#: the white levels of the sensors' bit depths that 16-bit files carry (8, 10, 12, 14, 16 bits)
+BIT_DEPTH_PEAKS = (255.0, 1023.0, 4095.0, 16383.0, 65535.0)
+
+
+def _bit_depth_peak(top: float) -> float:
+    """The white level of the smallest common bit depth that holds ``top``: a 12-bit camera's
+    picture in a 16-bit file reaches at most 4095, which on the 16-bit scale reads as black."""
+    return next((p for p in BIT_DEPTH_PEAKS if top <= p), BIT_DEPTH_PEAKS[-1])
 
 
 def image_too_large(path: str | Path, exc: Exception, what: str = "image") -> ValueError:

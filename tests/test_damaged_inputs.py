@@ -538,3 +538,20 @@ def test_a_numpy_image_with_channels_first_in_a_list_is_read_as_one_image():
     assert notes[0][0] == "read (1, 28, 28) as one image with its 1 channel(s) first"
     with pytest.raises(ValueError, match=r"each item of a list is one image"):
         preprocess([np.zeros((5, 28, 28))])
+
+
+@pytest.mark.parametrize(("scale", "bits"), [(1, 8), (4, 10), (16, 12), (64, 14), (257, 16)])
+def test_16_bit_files_are_scaled_by_their_bit_depth(tmp_path, scale, bits):
+    """A 12-bit camera's picture in a 16-bit PNG reaches 4095 at most: on the 16-bit scale it
+    would read as a blank, dark picture; its bit depth's white level makes it the same picture."""
+    from hjtranslate.images import preprocess
+
+    digit = np.zeros((28, 28), np.uint8)
+    digit[6:22, 12:16] = 255
+    path = tmp_path / f"digit{bits}.png"
+    Image.fromarray(digit.astype(np.uint16) * scale).save(path)
+    x, notes = preprocess([str(path)])
+    torch.testing.assert_close(x[0, 0], torch.from_numpy(digit / 255.0).float(), atol=5e-3, rtol=0)
+    depth = "" if bits == 16 else f" holding {bits}-bit values"
+    assert any(n.startswith("scaled 16-bit image") and n.endswith(f"{depth} by 1/{2**bits - 1}")
+               for n in notes[0])
