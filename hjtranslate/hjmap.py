@@ -659,7 +659,13 @@ def resolve_file(model_id: str, filename: str, subfolder: str | None = None, **h
         if not local_looking:
             raise
         raise CheckpointError(f"There is no local folder {Path(model_id).absolute()}, and as a "
-                              f"Hub id: {exc}") from None
+                              f"Hub id: {as_hub_id(exc)}") from None
+
+
+def as_hub_id(exc: BaseException) -> str:
+    """The Hub's half of a "neither a local folder nor a Hub repository" error, for a message
+    that names the local folder itself."""
+    return str(exc).replace("is neither a local folder nor a Hub", "is not a Hub")
 
 
 def _hub_file(model_id: str, filename: str, subfolder: str | None, **hub_kwargs: Any) -> str:

@@ -186,7 +186,7 @@ def push_folder(
     the repo is what was pushed; its other files stay."""
     import warnings
 
-    from huggingface_hub import HfApi
+    from huggingface_hub import HfApi, get_token
 
     check_repo_id(repo_id)  # before the folder is loaded
     check_revision(revision)
@@ -251,6 +251,8 @@ def push_folder(
                 pass
             advice = ("Check the repo id and --revision against the reason given."
                       if status in (400, 404, 409, 422) else
+                      "No token was sent: log in with `hf auth login` (or set HF_TOKEN), then push "
+                      "again." if status == 401 and not api.token and not get_token() else
                       "Check the network, HF_ENDPOINT and your token (`hf auth login` or "
                       "HF_TOKEN), then push again.")
             raise ValueError(f"Could not publish {folder} to {repo_id!r} on {api.endpoint}: "

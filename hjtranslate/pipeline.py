@@ -54,6 +54,7 @@ from .hjmap import (
     CheckpointError,
     HJMap,
     _version_tuple,
+    as_hub_id,
     describes_a_map,
     folder_config,
     is_run_folder,
@@ -298,10 +299,10 @@ def _resolve_folder(name_or_path: str | Path, what: str, **hub: Any) -> Path:
         raise CheckpointError(f"{what}: no such folder: {text}{hint}")
     try:
         return _hub_snapshot(text, **hub)
-    except CheckpointError as exc:  # name both readings of the argument
+    except CheckpointError as exc:  # name both readings of the argument, each once
         raise CheckpointError(
-            f"{what}: there is no local folder {path.absolute()}, and as a Hub id: {exc}"
-        ) from None
+            f"{what}: there is no local folder {path.absolute()}, and as a Hub id: "
+            f"{as_hub_id(exc)}") from None
 
 
 def _sentence(exc: BaseException) -> str:
@@ -622,6 +623,11 @@ class TranslationPipeline:
                         "TranslationPipeline.from_components.")
             elif inside := sorted(str(p.parent) for p in root.glob(f"*/{INDEX_FILE}")):
                 hint = f" It holds {'a pipeline' if len(inside) == 1 else 'pipelines'}: {', '.join(inside)}."
+            elif not Path(folder_or_hub_id).expanduser().is_dir() and not (
+                    root.is_dir() and any(root.iterdir())):
+                # a Hub repo with nothing at this revision: pushed to a branch only?
+                hint = (f" The repo holds no files at revision {revision or 'main'!r}: if the "
+                        "pipeline was pushed to a branch, pass revision= (--revision) with its name.")
             raise CheckpointError(
                 f"{folder_or_hub_id} has no {INDEX_FILE}: not a saved TranslationPipeline.{hint}"
             )

@@ -138,6 +138,8 @@ class HubState:
             self.lfs_suffixes: tuple[str, ...] = DEFAULT_LFS_SUFFIXES
             #: answer every request with 403 (a Hub that refuses), to test cache fallbacks
             self.refuse = False
+            #: answer writes without a token 401, as the real Hub does
+            self.require_token = False
             self.requests: list[tuple[str, str]] = []  # (method, path)
             self.auth_headers: list[str] = []
             self.uploads: list[dict[str, str]] = []  # {"repo", "path", "mode"} per committed file
@@ -265,6 +267,8 @@ class _Handler(BaseHTTPRequestHandler):
                     self.state.auth_headers.append(auth)
                 if self.state.refuse:
                     raise HubError(403, "This test Hub refuses every request (refuse=True).")
+                if self.state.require_token and not auth and self.command != "GET":
+                    raise HubError(401, "Invalid username or password.")
                 self._route(segs, query, body, auth)
         except HubError as err:
             self._error(err)

@@ -464,6 +464,12 @@ def test_cli_push_errors(hub, tmp_path, capsys, monkeypatch):
     assert "expected 'user/name'" in push(str(folder), "--repo-id", "bad id!!/x/y")
     assert hub.repos == {}  # nothing was created on the Hub
 
+    # no token at all: the Hub answers 401, and the error says that none was sent
+    hub.require_token = True
+    monkeypatch.delenv("HF_TOKEN")
+    err = push(str(folder), "--repo-id", "user/x")
+    assert "Could not publish" in err and "No token was sent: log in with `hf auth login`" in err
+    assert hub.repos == {}
     monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{_free_port()}")
     err = push(str(folder), "--repo-id", "user/x")
     assert "Could not publish" in err and "127.0.0.1" in err
@@ -548,6 +554,12 @@ def test_a_branch_push_card_loads_the_branch_and_dot_is_a_folder(hub, tmp_path, 
     assert main(["push", ".", "--repo-id", "user/dev-only", "--revision", "dev"]) == 0
     card = hub.files("user/dev-only", "dev")["README.md"]
     assert b"HJMap.from_pretrained('user/dev-only', revision='dev')" in card
+    # main holds nothing: loading it says so, and names revision=
+    from hjtranslate.pipeline import TranslationPipeline
+
+    with pytest.raises(CheckpointError, match=r"holds no files at revision 'main': if the "
+                       r"pipeline was pushed to a branch, pass revision="):
+        TranslationPipeline.from_pretrained("user/dev-only")
 
 
 def test_a_local_folder_named_like_a_hub_id_says_it_wins(hub, tmp_path, monkeypatch):
