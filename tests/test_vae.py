@@ -178,6 +178,24 @@ def test_a_resumed_vae_run_keeps_its_options(shared_data: Path, tmp_path: Path, 
         3e-3, 8, 0.01, 3)
 
 
+def test_resume_without_output_dir_finds_the_default_folder(shared_data: Path, tmp_path: Path,
+                                                            capsys, monkeypatch) -> None:
+    """`train vae` trains into models/vae by default: `--resume` there restores that run's
+    options (it looked in runs/vae, found nothing and went on with the defaults)."""
+    import hjtranslate.shipped as shipped
+    from hjtranslate.cli import main
+
+    monkeypatch.setattr(shipped, "training_root", lambda: tmp_path / "models")
+    small = ["--widths", "8,8,8,8", "--eval-images", "300", "--stats-images", "400",
+             "--keep-checkpoints"]
+    assert main(["train", "vae", *small, "--steps", "2", "--lr", "3e-3", "--batch-size", "8"]) == 0
+    capsys.readouterr()
+    assert main(["train", "vae", "--steps", "3", "--resume"]) == 0
+    assert "as recorded in" in capsys.readouterr().err
+    record = json.loads((tmp_path / "models" / "vae" / "training_metrics.json").read_text())
+    assert (record["lr"], record["batch_size"], record["steps"]) == (3e-3, 8, 3)
+
+
 def test_resume_of_a_finished_vae_keeps_it(shared_data: Path, tmp_path: Path, capsys) -> None:
     """A finished VAE has no checkpoints left: `--resume` keeps it, and with other options it
     refuses (it trained a new VAE with the defaults over it, from step 0)."""

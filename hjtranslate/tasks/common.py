@@ -214,7 +214,12 @@ def restore_recorded_options(args: argparse.Namespace, explicit: set[str],
     if args.task == "judges":
         recorded, recorded_path, run_dir = _judges_record(args)
     else:
-        run_dir = Path(args.output_dir or Path("runs") / args.task)
+        if args.task == "vae":  # where `train vae` trains without --output-dir
+            from ..shipped import training_root
+
+            run_dir = Path(args.output_dir or training_root() / "vae")
+        else:
+            run_dir = Path(args.output_dir or Path("runs") / args.task)
         if args.task != "vae" and not run_dir.exists():  # a typo would start a whole new run
             raise ValueError(f"--resume: there is no run in {run_dir} (no such folder): check "
                              "--output-dir, or leave --resume out to start a run there.")
