@@ -194,6 +194,11 @@ def test_resume_without_output_dir_finds_the_default_folder(shared_data: Path, t
     assert "as recorded in" in capsys.readouterr().err
     record = json.loads((tmp_path / "models" / "vae" / "training_metrics.json").read_text())
     assert (record["lr"], record["batch_size"], record["steps"]) == (3e-3, 8, 3)
+    # its card and record name the command it started with, and the one that finished it
+    assert record["command"].startswith("hjtranslate train vae --widths 8,8,8,8")
+    assert record["resumed_with"] == "hjtranslate train vae --steps 3 --resume"
+    card = (tmp_path / "models" / "vae" / "README.md").read_text()
+    assert record["command"] in card and "Resumed with `hjtranslate train vae --steps 3 --resume`" in card
 
 
 def test_resume_of_a_finished_vae_keeps_it(shared_data: Path, tmp_path: Path, capsys) -> None:

@@ -138,6 +138,29 @@ LAUNCH_OPTIONS = {"task", "command", "func", "num_processes", "resume", "output_
 PATH_OPTIONS = ("vae", "data_dir", "init_from", "export")
 
 
+def note_started_as(args: argparse.Namespace) -> None:
+    """Set ``args._started_as``, which the run's record keeps: the command the run started with
+    (a resume keeps its record's; a resume of a run recorded before this was leaves it None)."""
+    args._started_as = getattr(args, "_started_as", None) or (
+        None if args.resume else getattr(args, "_command", None))
+
+
+def run_commands(args: argparse.Namespace, task: str) -> dict[str, str]:
+    """For a model card: ``command``, the command the run started with, and for a resumed run
+    ``resumed_with``, the one that finished it (``cli.main`` sets ``args._command``)."""
+    launched = getattr(args, "_command", None) or f"hjtranslate train {task}"
+    started = getattr(args, "_started_as", None)
+    out = {"command": started or launched}
+    if args.resume and started and launched != started:
+        out["resumed_with"] = launched
+    return out
+
+
+def resumed_line(info: dict[str, Any]) -> str:
+    """The model card's line under the command for a resumed run (empty for one launch)."""
+    return f"\nResumed with `{info['resumed_with']}`.\n" if info.get("resumed_with") else ""
+
+
 def recorded_options(args: argparse.Namespace) -> dict[str, Any]:
     """What a run records of its options: local paths made absolute, so that a --resume
     launched from another folder finds the same images, VAE and data."""
@@ -596,10 +619,7 @@ def fit_from_args(
         mmd_options["blur"] = args.sinkhorn_blur
     out = output_dir(args, task)
     acc = make_accelerator(report_to=getattr(args, "report_to", None), logging_dir=out / "logs")
-    # config.json records the command the run started with: a resumed run's card shows it
-    # (a resume of a run recorded before this was: unknown, and this launch's command stands)
-    args._started_as = getattr(args, "_started_as", None) or (
-        None if args.resume else getattr(args, "_command", None))
+    note_started_as(args)  # config.json records it: a resumed run's card shows it
 
     def start_run() -> None:
         """Once fit has accepted every option: record them and take away a finished-looking
@@ -634,11 +654,7 @@ def fit_from_args(
     )
     if getattr(args, "init_from", None):
         m.metrics["init_from"] = args.init_from
-    launched = getattr(args, "_command", None)
-    if args._started_as or launched:
-        m.metrics["command"] = args._started_as or launched
-        if args.resume and args._started_as and launched:
-            m.metrics["resumed_with"] = launched
+    m.metrics.update(run_commands(args, task))
     return m, result, acc
 
 

@@ -13,7 +13,6 @@ import argparse
 import json
 import math
 import os
-import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -36,9 +35,12 @@ from .common import (
     check_count,
     check_output_folder,
     move_outputs,
+    note_started_as,
     recorded_options,
     refuse_to_replace,
     require_at_least,
+    resumed_line,
+    run_commands,
     staged_outputs,
 )
 
@@ -128,6 +130,7 @@ def write_card(folder: Path, info: dict[str, Any]) -> Path:
                          metrics=["accuracy"])
     blur = (f"; each image blurred with probability 1/2, Gaussian sigma up to {info['blur']:g} px"
             if info.get("blur") else "")
+    resumed = resumed_line(info)
     text = f"""---
 {data.to_yaml()}
 ---
@@ -150,7 +153,7 @@ its penultimate features).
 ```bash
 {info['command']}
 ```
-
+{resumed}
 ```python
 from hjtranslate.judges import load_judge
 judge = load_judge("{info['folder']}")
@@ -249,8 +252,7 @@ def train_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "device": f"{acc.num_processes} x {acc.device.type} process(es), "
                   f"{torch.get_num_threads()} thread(s)",
         "folder": name if Path(args.output_root).resolve() == models_dir().resolve() else str(out),
-        "command": "hjtranslate train judges " + shlex.join(sys.argv[3:])
-        if sys.argv[1:3] == ["train", "judges"] else "hjtranslate train judges",
+        **run_commands(args, "judges"),
     }
     write_card(stage, info)
     move_outputs(stage, out, weights=WEIGHTS_FILE)
@@ -265,6 +267,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         from ..shipped import training_root
 
         args.output_root = str(training_root())
+    note_started_as(args)  # the checkpoints' record keeps it
     names = [s.strip() for s in str(args.datasets).split(",") if s.strip()]
     for name in names:
         if name not in DATASET_NAMES:

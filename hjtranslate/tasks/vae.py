@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -30,9 +29,12 @@ from ..data import load_dataset, to_float
 from .common import (
     check_output_folder,
     move_outputs,
+    note_started_as,
     recorded_options,
     refuse_to_replace,
     require_at_least,
+    resumed_line,
+    run_commands,
     staged_outputs,
 )
 
@@ -169,6 +171,7 @@ def write_card(folder: Path, info: dict[str, Any]) -> Path:
         metrics=["mse", "psnr"],
     )
     m = info["metrics"]
+    resumed = resumed_line(info)
     rows = "\n".join(
         f"| {name} test ({info['eval_images'][name]:,}) | {m[name]['mse']:.5f} | {m[name]['psnr']:.2f} | "
         f"{m[name]['psnr_per_image_mean']:.2f} |" for name in DATASET_NAMES
@@ -205,7 +208,7 @@ hjtranslate learns its digits-to-fashion transport maps.
 ```bash
 {info['command']}
 ```
-
+{resumed}
 ## Reconstruction (encode -> decode through the posterior mean, 28x28, pixels in [0, 1])
 
 | test set | MSE | PSNR of the mean MSE (dB) | mean per-image PSNR (dB) |
@@ -315,6 +318,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.output_dir is None:
         args.output_dir = str(training_root() / "vae")
     out = Path(args.output_dir)
+    note_started_as(args)  # the checkpoints' record keeps it
     widths = parse_widths(args.widths)
     require_at_least(args, batch_size=1, eval_images=1, stats_images=1, latent_channels=1)
     if not 0.0 <= args.kl_weight < math.inf:  # also refuses NaN
@@ -388,13 +392,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "options": _model_options(args),  # what a later --resume compares (_finished)
         "device": f"{acc.num_processes} x {acc.device.type} process(es), "
                   f"{torch.get_num_threads()} thread(s)",
-        "command": "hjtranslate train vae " + shlex.join(sys.argv[3:])
-        if sys.argv[1:3] == ["train", "vae"] else "hjtranslate train vae",
+        **run_commands(args, "vae"),
     }
     write_card(stage, info)
     (stage / "training_metrics.json").write_text(
-        json.dumps({k: v for k, v in info.items() if k != "command"} | {
-            "final": result["final"], "command": info["command"]}, indent=2, sort_keys=True) + "\n")
+        json.dumps(info | {"final": result["final"]}, indent=2, sort_keys=True) + "\n")
     move_outputs(stage, out, weights="diffusion_pytorch_model.safetensors")
     if not args.keep_checkpoints:
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
