@@ -39,6 +39,9 @@ def gaussian_ot_map(m0: torch.Tensor, s0: torch.Tensor, m1: torch.Tensor, s1: to
 def l2_uvp(pred: torch.Tensor, true: torch.Tensor, target: torch.Tensor) -> float:
     """``100 * E|T(x) - T*(x)|^2 / Var(nu)`` with ``Var(nu) = trace(Cov(nu))``."""
     _need_samples("l2_uvp", pred=pred, true=true, target=target)
+    if len(target) < 2:  # its variance is undefined (NaN)
+        raise ValueError("l2_uvp needs at least 2 target samples for the target's variance, "
+                         f"got {len(target)}.")
     pred, true, target = (t.detach().double().cpu() for t in (pred, true, target))  # any devices
     var = target.var(0).sum()
     return float(100 * (pred - true).pow(2).sum(1).mean() / var)

@@ -1350,6 +1350,8 @@ def test_map_metrics_refuse_an_empty_sample(name, side):
         getattr(metrics, name)(m, args["x"], args["y"])
     with pytest.raises(ValueError, match="energy needs at least one sample in y"):
         metrics.energy(x, x[:0])
+    with pytest.raises(ValueError, match="l2_uvp needs at least 2 target samples"):
+        metrics.l2_uvp(x, x, x[:1])
 
 
 def test_a_horizon_far_from_one_is_warned_of():
