@@ -241,7 +241,7 @@ def test_translate_says_it_asks_the_hub(tmp_path, monkeypatch, capsys, hub_serve
                  "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "note: no local folder fp/none; looking it up as a Hub repo id" in err
-    assert "neither a local folder nor a Hub repository" in err and "Traceback" not in err
+    assert "and as a Hub id: 'fp/none' is not a Hub repository that exists" in err and "Traceback" not in err
 
 
 # -- extreme sizes and counts ---------------------------------------------------------------

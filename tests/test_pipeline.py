@@ -758,7 +758,8 @@ def test_push_to_hub_load_and_offline(pipes, data, hub_server, hf_cache, monkeyp
             VAEEncoder("user/vae")
     assert len(hub_server.requests) == n_requests
 
-    with pytest.raises(CheckpointError, match="neither a local folder nor a Hub repository"):
+    with pytest.raises(CheckpointError, match="there is no local folder .*, and as a Hub id: .* is "
+                       "not a Hub repository that exists"):
         TranslationPipeline.from_pretrained("user/does-not-exist")
     # a second version on a branch; main keeps the first
     other = pipes["shared"]
