@@ -305,6 +305,21 @@ def _resolve_folder(name_or_path: str | Path, what: str, **hub: Any) -> Path:
             f"{as_hub_id(exc)}") from None
 
 
+#: the names of a pipeline's sides where no dataset is known (from_components)
+NEUTRAL_DATASETS = ("source", "target")
+
+
+def _default_datasets(map: HJMap, encoder: Any) -> tuple[str, str]:
+    """The datasets a pipeline translates between, where from_components is not told them."""
+    recorded = (map.encoder_config or {}).get("datasets") if isinstance(map.encoder_config, dict) else None
+    if isinstance(recorded, list) and len(recorded) == 2 and all(isinstance(d, str) for d in recorded):
+        return recorded[0].replace("_", "-"), recorded[1].replace("_", "-")  # fashion_mnist
+    stats = getattr(encoder, "latent_stats", None) or {}
+    if isinstance(stats, dict) and stats.get("input_transform") == "pad":
+        return "mnist", "fashion-mnist"  # `train vae`'s kind: 28x28, both datasets
+    return NEUTRAL_DATASETS
+
+
 def _sentence(exc: BaseException) -> str:
     """An error's message ending in a full stop, to append advice to."""
     text = str(exc).strip()
@@ -517,8 +532,8 @@ class TranslationPipeline:
         map: HJMap | str | Path,
         judge_source: str | Path | None = None,
         judge_target: str | Path | None = None,
-        source_dataset: str = "mnist",
-        target_dataset: str = "fashion-mnist",
+        source_dataset: str | None = None,
+        target_dataset: str | None = None,
         source_class_names: list[str] | None = None,
         target_class_names: list[str] | None = None,
         device: str | torch.device = "cpu",
@@ -530,7 +545,11 @@ class TranslationPipeline:
         ``map`` an :class:`HJMap` or its folder / Hub id; judges a judge folder, a shipped
         judge's name (``"mnist"``, ``"fashion-mnist"``), a ``Judge`` or ``None``.
         ``light_on_dark=False`` keeps inputs' polarity (a light picture is not inverted): for
-        datasets whose pictures are dark on light, as the encoder learnt them."""
+        datasets whose pictures are dark on light, as the encoder learnt them.
+        ``source_dataset``, ``target_dataset`` (which give class names and the framing of
+        pictures): by default the datasets the map records (digits-to-fashion's do), else
+        MNIST and Fashion-MNIST for a VAE of this package's 28x28 kind, else the neutral
+        ``"source"`` and ``"target"`` (no dataset's names or framing)."""
         from hjtranslate_plugins.vae import VAEEncoder
 
         from .judges import CLASSES, Judge, load_judge
@@ -566,8 +585,10 @@ class TranslationPipeline:
             folder = models_dir() / f"judge-{judge}" if str(judge) in CLASSES else Path(judge)
             judges[key], sources[key] = load_judge(folder, device=device), folder
         sources["map"] = map_dir
-        return cls(encoder, map, judges["judge_source"], judges["judge_target"], source_dataset,
-                   target_dataset, source_class_names, target_class_names, sources=sources,
+        default = _default_datasets(map, encoder)
+        return cls(encoder, map, judges["judge_source"], judges["judge_target"],
+                   source_dataset or default[0], target_dataset or default[1],
+                   source_class_names, target_class_names, sources=sources,
                    light_on_dark=light_on_dark)
 
     @classmethod
@@ -828,13 +849,15 @@ class TranslationPipeline:
         from huggingface_hub import ModelCard, ModelCardData
 
         metrics = _flat_metrics(self.map.metrics)
-        datasets = [HUB_DATASETS.get(d, d) for d in (self.source_dataset, self.target_dataset)]
+        datasets = [HUB_DATASETS.get(d, d) for d in (self.source_dataset, self.target_dataset)
+                    if d not in NEUTRAL_DATASETS]
         data = ModelCardData(
             library_name="hjtranslate",
             license="apache-2.0",
             pipeline_tag="image-to-image",
             tags=["optimal-transport", "hamilton-jacobi", "image-to-image", "hjtranslate",
-                  self.source_dataset, self.target_dataset],
+                  *(d for d in (self.source_dataset, self.target_dataset)
+                    if d not in NEUTRAL_DATASETS)],
             datasets=list(dict.fromkeys(datasets)),
             metrics=hub_metric_names(metrics),
         )

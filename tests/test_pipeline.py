@@ -1049,6 +1049,17 @@ def test_a_pipeline_with_a_third_party_encoder(data, tmp_path):
     with pytest.raises(registry.PluginError, match="not a registered encoder plugin"):
         TranslationPipeline.from_components(enc, m).save_pretrained(tmp_path / "unregistered")
     assert not (tmp_path / "unregistered").exists()
+    # no dataset named: neither MNIST's class names nor its framing for this encoder's data
+    neutral = TranslationPipeline.from_components(enc, m)
+    assert (neutral.source_dataset, neutral.target_dataset) == ("source", "target")
+    assert neutral.target_class_names is None and neutral.framing("source") is None
+    # the shipped VAE's kind: MNIST and Fashion-MNIST; a map that records its datasets: those
+    shipped = TranslationPipeline.from_pretrained(MODELS / "digits-to-fashion")
+    vae_kind = TranslationPipeline.from_components(shipped.vae, HJMap(64))
+    assert (vae_kind.source_dataset, vae_kind.target_dataset) == ("mnist", "fashion-mnist")
+    flipped = copy.deepcopy(shipped.map)
+    flipped.encoder_config = {**flipped.encoder_config, "datasets": ["fashion_mnist", "mnist"]}
+    assert TranslationPipeline.from_components(shipped.vae, flipped).source_dataset == "fashion-mnist"
     registry.register("encoder", "t_linear", LinearEncoder, package="pipeline-test 0.1")
     try:
         pipe = TranslationPipeline.from_components(enc, m, "mnist", "fashion-mnist")
