@@ -171,6 +171,10 @@ def test_above_64_dimensions_the_default_part_solves_once_per_call():
     # a part the caller names keeps the heads' gain
     chosen = hjt.fit(x, x * scale + 1.0, steps=1, batch_size=256, head_kwargs={"quadratic": "hopf_lax_basis"})
     assert chosen.head.head_config["quadratic_gain"] == 10.0 and m.head.head_config["quadratic_gain"] == 1.0
+    # the affine head has no eigenbasis part: it keeps its own first kind (it refused to build)
+    affine = hjt.fit(x, x * scale + 1.0, head="affine", steps=1, batch_size=256)
+    assert affine.head.head_config == {**affine.head.head_config, "quadratic": "hopf_lax_spd",
+                                       "quadratic_gain": 10.0}
 
 
 def test_duality_gap_splits_into_residual_and_match_and_its_error_bar_is_calibrated():

@@ -452,13 +452,16 @@ class AffineHead(PotentialHead):
     ``fit`` asks for) is the better-conditioned form; ``"hopf_lax"`` loads earlier maps."""
 
     uses_fit_defaults = True
+    #: the quadratic parts it takes, the one fit should default to first (fit's default above
+    #: 64 dimensions, the eigenbasis part, has no closed-form gradient here)
+    quadratic_kinds = ("hopf_lax_spd", "hopf_lax")
 
     def __init__(self, dim: int, t_max: float = 1.0, quadratic_gain: float = 10.0,
                  quadratic: str = "hopf_lax") -> None:
         super().__init__()
         if int(dim) < 1:
             raise ValueError(f"dim must be a positive integer, got {dim!r}.")
-        if quadratic not in ("hopf_lax", "hopf_lax_spd"):
+        if quadratic not in self.quadratic_kinds:
             raise ValueError(
                 f"The affine head is the Hopf-Lax quadratic of the quadratic cost: quadratic must be "
                 f"'hopf_lax' or 'hopf_lax_spd', got {quadratic!r}."
