@@ -186,6 +186,21 @@ def fit(
     """Learn the optimal transport map from samples ``x_source`` (n, d) to ``y_target`` (m, d).
 
     ``cost``: a registered cost name or a :class:`Cost` (``hjt.get_cost("pnorm", p=3)``).
+    ``head``: a registered head (default ``"mlp"``, ``"conditional"`` with
+    ``conditional=True``); ``head_kwargs`` override fit's defaults for it
+    (:func:`default_head_kwargs`: width, depth, the quadratic part; naming a ``quadratic`` part
+    keeps that part's own ``quadratic_gain`` unless given, while fit's eigenbasis default above
+    64 dimensions comes with gain 1). ``steps`` of ``batch_size`` samples a side at learning
+    rate ``lr`` (Adam, cosine decay), stopping early after ``time_budget`` seconds;
+    ``n_colloc`` HJ collocation points a step (default: as many as a batch, at most 4,096),
+    drawn by ``sampler``; ``seed`` seeds the weights and batches; ``ema_decay`` keeps an
+    exponential moving average of the weights and returns it (e.g. 0.999; None = off).
+    ``progress`` shows a progress bar; ``accelerator`` an ``accelerate.Accelerator`` to train
+    through (default: one made for this machine, CPU processes under ``accelerate launch``).
+    ``class_names``, ``target_class_names`` and ``encoder`` (a JSON-able record of how the
+    samples were encoded) are saved with the map. ``return_history=True`` returns ``(map,
+    info)``, ``info`` holding ``steps``, ``seconds``, ``final`` (the last step's losses),
+    ``history``, ``num_processes`` and ``ranks_in_sync``.
     ``t_f``: the time horizon of the characteristics; for the built-in (homogeneous) costs the
     optimal map does not depend on it, and the defaults are tuned at 1 (far from it is warned of).
     ``labels=(ls, lt)`` makes the transport class-conditional: class ``k`` goes to class ``k``;
@@ -230,7 +245,8 @@ def fit(
     starting afresh: its architecture, weights and normalisation carry over (no warm start);
     cost, ``t_f``, dimension and classes must match the data and arguments. A smaller ``lr``
     (e.g. 3e-4) keeps the first steps from undoing what it learnt.
-    ``output_dir``: checkpoints go to ``output_dir/checkpoints`` (four times a run, atomically);
+    ``output_dir``: checkpoints go to ``output_dir/checkpoints`` (four times a run and every
+    10 minutes, atomically);
     ``resume=True`` continues from the last of them: the weights, optimiser, step count,
     adaptive lambda and random state. Pass the same data and the same arguments as the run it
     continues (another cost, ``t_f`` or architecture is refused; the CLI's ``--resume``

@@ -363,11 +363,14 @@ class HJMap(
         return out if grad else out.detach()
 
     def forward(self, x: torch.Tensor, k: Any = None, create_graph: bool = False) -> torch.Tensor:
-        """Forward map ``T(x) = x + t_f grad H(grad_x u(x, 0))`` (source to target)."""
+        """Forward map ``T(x) = x + t_f grad H(grad_x u(x, 0))`` (source to target). ``k``: the
+        class of each sample (or one for all) for a conditional map; ``create_graph=True``
+        keeps the graph, to differentiate through the map."""
         return self._map(x, k, 0.0, 1.0, "x", create_graph)
 
     def backward(self, y: torch.Tensor, k: Any = None, create_graph: bool = False) -> torch.Tensor:
-        """Backward map ``T^-1(y) = y - t_f grad H(grad_y u(y, t_f))`` (target to source)."""
+        """Backward map ``T^-1(y) = y - t_f grad H(grad_y u(y, t_f))`` (target to source);
+        ``k`` and ``create_graph`` as in :meth:`forward`."""
         return self._map(y, k, self.t_f, -1.0, "y", create_graph)
 
     def interpolate(
@@ -504,7 +507,8 @@ class HJMap(
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> HJMap:  # type: ignore[override]
         """Load a map from a local folder or a Hub repo id (``revision=``, ``cache_dir=``,
-        ``local_files_only=``, ``HF_HUB_OFFLINE=1`` work as in huggingface_hub).
+        ``force_download=``, ``local_files_only=``, ``token=``, ``HF_HUB_OFFLINE=1`` work as in
+        huggingface_hub); ``map_location``: the device to load it on.
         ``subfolder=``: the map's folder inside the folder or repo, e.g. ``"map"`` for the map
         of a saved pipeline or training run (without downloading the pipeline's other parts)."""
         model_id = str(pretrained_model_name_or_path)

@@ -112,7 +112,8 @@ def duality_gap(m: HJMap, x: torch.Tensor, y: torch.Tensor, kx=None, ky=None) ->
     ``gap_match``, ``E u(T(x), t_f) - E u(y, t_f)`` (zero when the pushed samples match the
     target as ``u`` sees them). ``duality_gap_sd`` is the standard error of ``(P - D) / P`` from
     the finite samples, ``x`` and ``y`` drawn independently: a gap below about twice it is not
-    distinguishable from zero.
+    distinguishable from zero. ``kx``, ``ky``: the class labels of ``x`` and ``y`` for a
+    conditional head (one class per call, as the task evaluates per class).
     """
     x, y = m._check(x, "x"), m._check(y, "y")
     _need_samples("duality_gap", x=x, y=y)
@@ -225,7 +226,8 @@ def forward_jacobian(m: HJMap, x: torch.Tensor, k=None) -> torch.Tensor:
 def monotone_share(m: HJMap, x: torch.Tensor, k=None, max_n: int = 512) -> float:
     """Share of samples where :func:`forward_jacobian` is positive definite: where the map is
     locally monotone (its Jacobian ``I + t_f Hess u`` symmetric positive definite) for the
-    quadratic cost, locally c-monotone for another cost."""
+    quadratic cost, locally c-monotone for another cost. Read on the first ``max_n`` samples
+    (a Jacobian each); ``k``: their classes for a conditional head."""
     if k is not None:  # labels in any form the map takes (a list, numpy, a tensor, one class)
         k = _class_ids(k, m.shift.device)
         k = k[:max_n] if k.numel() > 1 else k
