@@ -1,4 +1,4 @@
-"""Which VAE latent is best for transport? Train the digits-to-fashion map in the latent of each
+r"""Which VAE latent is best for transport? Train the digits-to-fashion map in the latent of each
 given VAE with the same settings, and tabulate reconstruction quality, the judges' accuracy on
 VAE reconstructions (the ceiling any latent map can reach through that VAE) and the accuracy
 and Frechet distances the map reaches.

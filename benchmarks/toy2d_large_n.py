@@ -28,7 +28,7 @@ the moons, so its samples are not quite i.i.d.). One draw's energy has a heavy r
 sit far from the mean.
 
 ``--cost-draws K`` reads the cost goal the same way: the ratio on K fresh independent draws of
-``--blocks`` x ``--n`` points per side, mean and standard error.
+``max(--blocks, 1)`` x ``--n`` points per side, mean and standard error.
 
     python benchmarks/toy2d_large_n.py runs/bench/toy2d-skm10-* --blocks 4
 """
@@ -242,7 +242,7 @@ def main() -> None:
                     help="also the forward energy on this many fresh independent draws of --n points, "
                     "beside two target samples' and a perfect map's (0 = skip)")
     ap.add_argument("--cost-draws", type=int, default=0,
-                    help="also the cost ratio on this many fresh independent draws of --blocks x --n "
+                    help="also the cost ratio on this many fresh independent draws of max(--blocks, 1) x --n "
                     "points per side (about 2 minutes each at 16,000; 0 = skip)")
     ap.add_argument("--out", default="benchmarks/results/toy2d-large-n.json")
     args = ap.parse_args()

@@ -67,6 +67,8 @@ from .shipped import models_dir
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
+    from .judges import Judge
+
 INDEX_FILE = PIPELINE_INDEX_FILE
 CLASS_NAME = "TranslationPipeline"
 VAE_STATS_FILE = "latent_stats.json"
@@ -528,10 +530,10 @@ class TranslationPipeline:
     @classmethod
     def from_components(
         cls,
-        vae: str | Path,
+        vae: str | Path | Encoder,
         map: HJMap | str | Path,
-        judge_source: str | Path | None = None,
-        judge_target: str | Path | None = None,
+        judge_source: str | Path | Judge | None = None,
+        judge_target: str | Path | Judge | None = None,
         source_dataset: str | None = None,
         target_dataset: str | None = None,
         source_class_names: list[str] | None = None,
