@@ -336,6 +336,9 @@ class Translator:
         with torch.no_grad():
             detected = self.pipe.classify(x, side=in_side) if judge is not None else None
             k = given if given is not None else int(detected[0][0])
+            if not 0 <= k < self.k:  # a judge of more classes than the map
+                raise _error(f"The {self.plural[in_side]} judge took this for class {k}, outside "
+                             f"this model's 0..{self.k - 1}: pick the class yourself.")
             if k not in self.classes:
                 raise _error(f"The {self.plural[in_side]} judge took this for "
                              f"{self.names[in_side][k]}, a class this model's map was not trained "

@@ -454,7 +454,8 @@ def _new_map(xs, yt, cost_name, cost_kwargs, t_f, num_classes, head, conditional
     defaults = {k: v for k, v in default_head_kwargs(dim, cost_name, t_f).items()
                 if k in accepted or takes_all}
     kinds = getattr(head_cls, "quadratic_kinds", None)  # a head that takes only some parts
-    if kinds and defaults.get("quadratic") not in kinds:
+    # (a named part only: True, another cost's affine part, stays for the head to refuse)
+    if kinds and isinstance(defaults.get("quadratic"), str) and defaults["quadratic"] not in kinds:
         defaults["quadratic"] = kinds[0]
         defaults.pop("quadratic_gain", None)  # the gain of fit's default part: not this one's
     if "quadratic" in (head_kwargs or {}):  # a part chosen by the caller: its own gain

@@ -15,7 +15,7 @@ import os
 import re
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -520,10 +520,14 @@ class HJMap(
             raise TypeError(f"HJMap.from_pretrained got unknown keyword arguments {unknown}{hint}; "
                             f"it takes {', '.join(('map_location', 'subfolder') + _HUB_KW)}.")
         subfolder = kwargs.get("subfolder") or None
+        if isinstance(subfolder, os.PathLike):
+            subfolder = os.fspath(subfolder)
         if subfolder is not None and (not isinstance(subfolder, str) or Path(subfolder).is_absolute()
                                       or ".." in Path(subfolder).parts):
             raise ValueError(f"subfolder must be a relative folder name inside the map's folder or "
                              f"repo (e.g. 'map'), got {subfolder!r}.")
+        if subfolder is not None:  # "map/" or "./map": the Hub's path is "map/config.json"
+            subfolder = PurePosixPath(Path(subfolder).as_posix()).as_posix().strip("/") or None
         # token=False is kept: it keeps a saved token from being sent
         hub = {k: kwargs[k] for k in _HUB_KW
                if kwargs.get(k) is not None and (kwargs[k] is not False or k == "token")}
@@ -638,7 +642,7 @@ def resolve_file(model_id: str, filename: str, subfolder: str | None = None, **h
                 )
             if not subfolder and Path(model_id, "map", filename).is_file():
                 raise _run_folder_error(model_id)
-            raise CheckpointError(f"{path} is missing: is {model_id} a saved hjtranslate map?")
+            raise CheckpointError(f"{path} is missing: is {path.parent} a saved hjtranslate map?")
         return str(path)
     if os.path.isfile(model_id):
         raise CheckpointError(f"{model_id} is a file: pass the folder that holds the map's "
@@ -669,7 +673,7 @@ def resolve_file(model_id: str, filename: str, subfolder: str | None = None, **h
 def as_hub_id(exc: BaseException) -> str:
     """The Hub's half of a "neither a local folder nor a Hub repository" error, for a message
     that names the local folder itself."""
-    return str(exc).replace("is neither a local folder nor a Hub", "is not a Hub")
+    return str(exc).replace("is neither a local folder nor a ", "is not a ")
 
 
 def _hub_file(model_id: str, filename: str, subfolder: str | None, **hub_kwargs: Any) -> str:

@@ -132,7 +132,7 @@ def _cards_for_the_hub(loaded: Any, kind: str, folder: Path, repo_id: str,
         loaded._write_model_card(folder, repo_id, revision)
         part = json.loads((folder / PIPELINE_FILE).read_text())["map"]  # map/, or as named
         write_model_card(folder / part, loaded.map.config_dict(), pipeline=repo_id,
-                         revision=revision)
+                         revision=revision, subfolder=Path(part).as_posix())
     else:
         write_model_card(folder, loaded.config_dict(), repo_id=repo_id, revision=revision)
 

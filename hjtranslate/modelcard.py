@@ -30,7 +30,7 @@ def revision_argument(revision: str | None) -> str:
 
 #: numbers a run records beside its metrics that are its settings or timings, not measures of
 #: the map: left out of the card's Hub metadata (the card's table keeps them)
-RUN_SETTINGS = frozenset({"seed", "steps", "num_processes", "lambda", "preset"})
+RUN_SETTINGS = frozenset({"seed", "steps", "num_processes", "lambda", "preset", "classes_evaluated"})
 
 
 def hub_metric_names(metrics: dict[str, Any]) -> list[str] | None:
@@ -45,10 +45,12 @@ def hub_metric_names(metrics: dict[str, Any]) -> list[str] | None:
 def write_model_card(
     folder: Path, config: dict[str, Any], extra: str = "", repo_id: str | None = None,
     name: str | None = None, pipeline: str | None = None, revision: str | None = None,
+    subfolder: str | None = None,
 ) -> Path:
     """Write ``README.md`` with Hub metadata and the metrics stored in the config; the usage
     snippet loads ``name``, else ``card_name(folder, repo_id)``, or, for the map of a pipeline
-    on the Hub, the map of the pipeline ``pipeline`` (at ``revision``, a branch other than main)."""
+    on the Hub, the map of the pipeline ``pipeline`` (at ``revision``, a branch other than main)
+    in its ``subfolder`` (default: the folder's name)."""
     from huggingface_hub import ModelCard, ModelCardData
 
     at = revision_argument(revision)
@@ -70,7 +72,8 @@ def write_model_card(
         "(Park, Liu, Zhou, Osher 2025: Hamilton-Jacobi characteristic flows).", "",
         "```python",
         *(["import hjtranslate as hjt",
-           f"m = hjt.HJMap.from_pretrained({pipeline!r}, subfolder={Path(folder).name!r}{at})",
+           f"m = hjt.HJMap.from_pretrained({pipeline!r}, subfolder={subfolder or Path(folder).name!r}"
+           f"{at})",
            "# or with the pipeline's VAE and judges: from hjtranslate.pipeline import "
            f"TranslationPipeline; TranslationPipeline.from_pretrained({pipeline!r}{at}).map"]
           if pipeline else

@@ -454,8 +454,12 @@ class TranslationPipeline:
         for side, lst in (("source", self.source_class_names), ("target", self.target_class_names)):
             if k is not None and lst is not None and len(lst) < k:
                 raise ValueError(f"{side}_class_names has {len(lst)} names for {k} classes.")
-            # the logits' width where the judge says it (its class names may be a default)
-            judged = getattr(self._judge(side), "num_classes", None)
+            # the logits' width where the judge says it (a Judge's class names may be a
+            # default), else its class names' count
+            judge = self._judge(side)
+            judged = getattr(judge, "num_classes", None)
+            if not isinstance(judged, int) and isinstance(getattr(judge, "classes", None), list):
+                judged = len(judge.classes)
             if k is not None and isinstance(judged, int) and judged < k:
                 raise ValueError(_judge_too_small(side, judged, k))
         #: folders the parts were loaded from (copied by save_pretrained to keep their cards,
@@ -649,8 +653,9 @@ class TranslationPipeline:
             elif not Path(folder_or_hub_id).expanduser().is_dir() and not (
                     root.is_dir() and any(root.iterdir())):
                 # a Hub repo with nothing at this revision: pushed to a branch only?
-                hint = (f" The repo holds no files at revision {revision or 'main'!r}: if the "
-                        "pipeline was pushed to a branch, pass revision= (--revision) with its name.")
+                hint = (f" The repo holds no .json or .safetensors files at revision "
+                        f"{revision or 'main'!r}: if the pipeline was pushed to a branch, pass "
+                        "revision= (--revision) with its name.")
             raise CheckpointError(
                 f"{folder_or_hub_id} has no {INDEX_FILE}: not a saved TranslationPipeline.{hint}"
             )

@@ -441,6 +441,10 @@ def test_classes_the_map_was_not_trained_on_are_not_offered(monkeypatch):
     digit_3 = Image.open(EXAMPLES / "digit_3.png")
     with pytest.raises(gr.Error, match="judge took this for digit 3, a class this model's map was not"):
         app.translate_image(digit_3, "auto", "forward", [], "blank")
+    # a judge of more classes than the map: its class 15 is out of the map's range
+    monkeypatch.setattr(pipe, "classify", lambda *a, **k: ([15], [0.9]))
+    with pytest.raises(gr.Error, match="judge took this for class 15, outside this model's 0..9"):
+        app.translate_image(digit_3, "auto", "forward", [], "blank")
 
 
 def test_empty_output_folders_are_swept(tmp_path):

@@ -739,6 +739,8 @@ def test_resume_in_a_folder_that_does_not_exist_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"--resume: there is no run in {tmp_path / 'tpyo'} (no such folder)" in err
     assert not (tmp_path / "tpyo").exists()
+    assert main(["train", "vae", "--resume", "--output-dir", str(tmp_path / "tpyo")]) == 2
+    assert "--resume: there is no run in" in capsys.readouterr().err
 
 
 def test_api_advice_is_given_in_option_names(tmp_path, capsys):

@@ -175,6 +175,8 @@ def test_above_64_dimensions_the_default_part_solves_once_per_call():
     affine = hjt.fit(x, x * scale + 1.0, head="affine", steps=1, batch_size=256)
     assert affine.head.head_config == {**affine.head.head_config, "quadratic": "hopf_lax_spd",
                                        "quadratic_gain": 10.0}
+    with pytest.raises(ValueError, match="The affine head is the Hopf-Lax quadratic of the quadratic"):
+        hjt.fit(x[:, :2], x[:, :2] + 1, cost=hjt.get_cost("pnorm", p=3), head="affine", steps=1)
 
 
 def test_duality_gap_splits_into_residual_and_match_and_its_error_bar_is_calibrated():

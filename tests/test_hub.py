@@ -427,12 +427,14 @@ def test_cli_push_pipeline_folder(hub, tmp_path, capsys):
     assert b"from_pretrained('models/digits-to-fashion')" in (folder / "README.md").read_bytes()
     # the map alone, without the pipeline's VAE and judges, as its card says
     assert b"HJMap.from_pretrained('user/pipe', subfolder='map')" in files["map/README.md"]
-    alone = HJMap.from_pretrained("user/pipe", subfolder="map")
-    local = HJMap.from_pretrained(folder, subfolder="map")
+    alone = HJMap.from_pretrained("user/pipe", subfolder="map/")
+    local = HJMap.from_pretrained(folder, subfolder=Path("map"))
     x = torch.randn(4, alone.dim)
     torch.testing.assert_close(alone.forward(x, 1), local.forward(x, 1))
     with pytest.raises(ValueError, match="subfolder must be a relative folder name"):
         HJMap.from_pretrained(folder, subfolder="../elsewhere")
+    with pytest.raises(CheckpointError, match=f"is {folder / 'mpa'} a saved hjtranslate map"):
+        HJMap.from_pretrained(folder, subfolder="mpa")
 
 
 def _free_port() -> int:
@@ -557,8 +559,8 @@ def test_a_branch_push_card_loads_the_branch_and_dot_is_a_folder(hub, tmp_path, 
     # main holds nothing: loading it says so, and names revision=
     from hjtranslate.pipeline import TranslationPipeline
 
-    with pytest.raises(CheckpointError, match=r"holds no files at revision 'main': if the "
-                       r"pipeline was pushed to a branch, pass revision="):
+    with pytest.raises(CheckpointError, match=r"holds no .json or .safetensors files at revision "
+                       r"'main': if the pipeline was pushed to a branch, pass revision="):
         TranslationPipeline.from_pretrained("user/dev-only")
 
 

@@ -347,6 +347,9 @@ def test_a_judge_of_fewer_classes_than_the_map_is_refused(pipes, data):
     assert pipe(data[0][:2], classes=[1, 4]).confidences is not None
     with pytest.raises(ValueError, match=r"target-side judge scores 5 classes and the map has 10"):
         pipe(data[0][:2], classes=[1, 7])
+    FiveClasses.classes = list("abcde")  # its class names say how many it scores
+    with pytest.raises(ValueError, match=r"target-side judge scores 5 classes and the map has 10"):
+        TranslationPipeline(base.vae, base.map, judge_target=FiveClasses())
     FiveClasses.num_classes = 5
     with pytest.raises(ValueError, match=r"target-side judge scores 5 classes and the map has 10"):
         TranslationPipeline(base.vae, base.map, judge_target=FiveClasses())

@@ -62,7 +62,8 @@ def add_map_arguments(p: argparse.ArgumentParser, steps: int = 3000, batch_size:
     p.add_argument("--quadratic-gain", type=float, default=None,
                    help="the Hopf-Lax quadratic learns this many times faster than the network "
                    "(default: gaussians 1, or 300 with --no-warm-start; digits-to-fashion 1 from "
-                   "its warm start, 10 from a cold one or with hopf_lax; otherwise 1 for fit's "
+                   "its warm start, 10 from a cold one, with hopf_lax or another cost; otherwise "
+                   "1 for fit's "
                    "hopf_lax_basis above 64 dimensions, else the head's 10)")
     p.add_argument("--fourier-features", type=int, default=None,
                    help="mlp head: add sin/cos of this many random projections of x to its "
@@ -245,7 +246,7 @@ def restore_recorded_options(args: argparse.Namespace, explicit: set[str],
             run_dir = Path(args.output_dir or training_root() / "vae")
         else:
             run_dir = Path(args.output_dir or Path("runs") / args.task)
-        if args.task != "vae" and not run_dir.exists():  # a typo would start a whole new run
+        if not run_dir.exists():  # a typo would start a whole new run
             raise ValueError(f"--resume: there is no run in {run_dir} (no such folder): check "
                              "--output-dir, or leave --resume out to start a run there.")
         recorded_path = run_dir / "config.json"
