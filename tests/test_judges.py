@@ -200,3 +200,23 @@ def test_frechet_distance_refuses_nan_images() -> None:
     bad[0, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN or infinite pixels"):
         frechet_distance(tiny_judge(), images, bad)
+
+
+def test_a_judge_trained_by_a_resume_records_the_command_the_run_started_with(tmp_path):
+    """A run stopped after its first judge: the resume trains the second, whose card names the
+    command the run started with (kept in the first judge's config.json) and the resume."""
+    import shutil
+
+    from hjtranslate.cli import main
+
+    root = tmp_path / "judges"
+    first = ["train", "judges", "--output-root", str(root), "--datasets", "mnist,fashion-mnist",
+             "--steps", "2", "--batch-size", "16"]
+    assert main(first) == 0
+    shutil.rmtree(root / "judge-fashion-mnist")  # as if stopped before its first checkpoint
+    resume = ["train", "judges", "--output-root", str(root), "--datasets", "mnist,fashion-mnist",
+              "--resume"]
+    assert main(resume) == 0
+    card = (root / "judge-fashion-mnist" / "README.md").read_text()
+    assert "hjtranslate " + " ".join(first) in card
+    assert "Resumed with `hjtranslate " + " ".join(resume) + "`" in card

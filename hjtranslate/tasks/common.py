@@ -342,9 +342,11 @@ def _judges_record(args: argparse.Namespace) -> tuple[dict[str, Any], Path, Path
         if recorded:
             return recorded, where, folder
     for folder in folders:
-        training = folder_config(folder).get("training")
+        config = folder_config(folder)
+        training = config.get("training")
         if isinstance(training, dict):
-            return {"task": "judges", **training}, folder / "config.json", folder
+            return ({"task": "judges", **training, "_started_as": config.get("started_as")},
+                    folder / "config.json", folder)
     return {}, root, root
 
 

@@ -241,6 +241,8 @@ def train_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
     test_acc = judge.accuracy(test_x, test_y)
     config["test_accuracy"] = test_acc
     config["training"] = _training_options(args)  # what --resume compares (_finished)
+    if getattr(args, "_started_as", None):  # the run's first command, for a resume's next judge
+        config["started_as"] = args._started_as
     judge.config = config
     stage = staged_outputs(out)
     judge.save_pretrained(stage)
