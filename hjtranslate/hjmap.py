@@ -15,7 +15,7 @@ import os
 import re
 import warnings
 from collections.abc import Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -527,7 +527,8 @@ class HJMap(
             raise ValueError(f"subfolder must be a relative folder name inside the map's folder or "
                              f"repo (e.g. 'map'), got {subfolder!r}.")
         if subfolder is not None:  # "map/" or "./map": the Hub's path is "map/config.json"
-            subfolder = PurePosixPath(Path(subfolder).as_posix()).as_posix().strip("/") or None
+            subfolder = Path(subfolder).as_posix().strip("/")
+            subfolder = None if subfolder in ("", ".") else subfolder
         # token=False is kept: it keeps a saved token from being sent
         hub = {k: kwargs[k] for k in _HUB_KW
                if kwargs.get(k) is not None and (kwargs[k] is not False or k == "token")}

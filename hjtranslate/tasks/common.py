@@ -63,8 +63,7 @@ def add_map_arguments(p: argparse.ArgumentParser, steps: int = 3000, batch_size:
                    help="the Hopf-Lax quadratic learns this many times faster than the network "
                    "(default: gaussians 1, or 300 with --no-warm-start; digits-to-fashion 1 from "
                    "its warm start, 10 from a cold one, with hopf_lax or another cost; otherwise "
-                   "1 for fit's "
-                   "hopf_lax_basis above 64 dimensions, else the head's 10)")
+                   "1 for fit's hopf_lax_basis above 64 dimensions, else the head's 10)")
     p.add_argument("--fourier-features", type=int, default=None,
                    help="mlp head: add sin/cos of this many random projections of x to its "
                    "inputs (sharper maps in low dimensions; default 128 in 2-D with the "
