@@ -17,7 +17,7 @@ from . import registry
 from .checks import check_folder_path, real_number, whole_number
 from .contracts import json_safe
 from .costs import Cost, cost_spec
-from .hjmap import PIPELINE_INDEX_FILE, HJMap, _plain, as_sample_tensor
+from .hjmap import PIPELINE_INDEX_FILE, HJMap, as_sample_tensor, dense_tensor
 from .objective import HJObjective, ObjectiveConfig
 from .sampling import CollocationSampler
 from .training import TrainConfig, make_accelerator, train
@@ -92,10 +92,7 @@ def _check_float32_resolves(x: torch.Tensor, name: str) -> None:
 
 def check_labels(k: Any, n: int, name: str) -> torch.Tensor:
     try:
-        k = torch.as_tensor(_plain(k))
-        if k.is_meta:
-            raise ValueError("a meta tensor holds no values")
-        k = k if k.layout == torch.strided else k.to_dense()
+        k = dense_tensor(k)
     except (TypeError, ValueError, RuntimeError, KeyError):
         raise ValueError(f"{name} must be integer class labels 0..K-1 (a 1-D tensor, array or "
                          f"list), got {type(k).__name__}.") from None

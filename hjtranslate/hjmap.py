@@ -100,35 +100,37 @@ def as_sample_tensor(x: Any, what: str, shape: str = "(n, d)") -> torch.Tensor:
     """``x`` as a real tensor (a tensor, array or nested list of numbers); a clear error for
     anything else. A pandas or polars frame is read through its ``to_numpy()``; a sparse tensor
     is made dense."""
+    if isinstance(x, torch.Tensor) and x.is_meta:
+        raise ValueError(f"{what} is a meta tensor, which holds no values: pass the samples "
+                         "themselves (e.g. load the model's weights before encoding).")
     try:
-        x = x if isinstance(x, torch.Tensor) else torch.as_tensor(_plain(x))
+        x = dense_tensor(x)
     except (TypeError, ValueError, RuntimeError, KeyError):
         raise ValueError(f"{what} must be a tensor or array of numbers of shape {shape}, got "
                          f"{type(x).__name__}.") from None
-    if x.is_meta:
-        raise ValueError(f"{what} is a meta tensor, which holds no values: pass the samples "
-                         "themselves (e.g. load the model's weights before encoding).")
-    if x.layout != torch.strided:
-        x = x.to_dense()
     if x.is_complex() or x.dtype == torch.bool:
         raise ValueError(f"{what} must hold real numbers, got dtype {x.dtype}.")
     return x
 
 
-def _plain(x: Any) -> Any:
-    """A pandas or polars frame or series as its numpy array (``torch.as_tensor`` of a frame
-    fails with a KeyError); anything else as it is."""
+def dense_tensor(x: Any, device: torch.device | str | None = None) -> torch.Tensor:
+    """``x`` (a tensor, array, nested list, or a pandas or polars frame or series, read through
+    ``to_numpy()``: ``torch.as_tensor`` of a frame fails with a KeyError) as a dense tensor, a
+    sparse one made dense. A meta tensor, which holds no values, is a ``ValueError``; what is not
+    numbers raises as ``torch.as_tensor`` does."""
     if not isinstance(x, (torch.Tensor, np.ndarray)) and callable(getattr(x, "to_numpy", None)):
-        return np.array(x.to_numpy())  # a copy: pandas may lend a read-only view
-    return x
+        x = np.array(x.to_numpy())  # a copy: pandas may lend a read-only view
+    t = torch.as_tensor(x, device=device)
+    if t.is_meta:
+        raise ValueError("a meta tensor holds no values")
+    return t if t.layout == torch.strided else t.to_dense()
 
 
 def _class_ids(k: Any, device: torch.device) -> torch.Tensor:
     """Class ids (an int, a sequence, an array or tensor of integers, a pandas series) as a
     flat long tensor."""
     try:
-        t = torch.as_tensor(_plain(k), device=device)
-        t = None if t.is_meta else (t if t.layout == torch.strided else t.to_dense()).reshape(-1)
+        t = dense_tensor(k, device).reshape(-1)
     except (TypeError, ValueError, RuntimeError, KeyError):
         t = None
     if t is None or t.dtype == torch.bool or t.is_complex() or (
@@ -287,9 +289,12 @@ class HJMap(
         return k if self.conditional else None
 
     def _check_trained(self, k: Any, n: int, device: torch.device) -> None:
-        """The maps refuse the classes a conditional head was not trained on (fit warned)."""
+        """The maps refuse the classes a conditional head was not trained on (fit warned); with
+        no samples, only ``k`` itself is checked (a conditional map needs it)."""
+        if n and not self.untrained_classes:
+            return  # the head's own call checks k: no second pass over it
         k = self._labels(k, n, device)
-        if k is None or not self.untrained_classes or not n:
+        if k is None or not n:
             return
         seen = set(torch.unique(k).tolist()) & set(self.untrained_classes)
         if seen:
@@ -354,7 +359,7 @@ class HJMap(
 
     def _map(self, x: torch.Tensor, k: Any, t0: float, sign: float, what: str, grad: bool):
         x = self._check(x, what)
-        self._check_trained(k, len(x), x.device)  # a conditional map needs its k, even for none
+        self._check_trained(k, len(x), x.device)
         if len(x) == 0:  # nothing to move
             return x.clone()
         z = (x - self.shift) / self.scale
@@ -392,7 +397,7 @@ class HJMap(
         if len(bad):
             raise ValueError(f"Interpolation times must lie in [0, t_f={self.t_f}], got "
                              f"{float(bad[0]):g}.")
-        self._check_trained(k, len(x), x.device)  # a conditional map needs its k, even for none
+        self._check_trained(k, len(x), x.device)
         if len(x) == 0:
             return x.new_zeros(len(ts), 0, self.dim)
         z = (x - self.shift) / self.scale

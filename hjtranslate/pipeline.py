@@ -313,7 +313,7 @@ NEUTRAL_DATASETS = ("source", "target")
 
 def _default_datasets(map: HJMap, encoder: Any) -> tuple[str, str]:
     """The datasets a pipeline translates between, where from_components is not told them."""
-    recorded = (map.encoder_config or {}).get("datasets") if isinstance(map.encoder_config, dict) else None
+    recorded = map.encoder_config.get("datasets") if isinstance(map.encoder_config, dict) else None
     if isinstance(recorded, list) and len(recorded) == 2 and all(isinstance(d, str) for d in recorded):
         return recorded[0].replace("_", "-"), recorded[1].replace("_", "-")  # fashion_mnist
     stats = getattr(encoder, "latent_stats", None) or {}
@@ -1060,8 +1060,7 @@ class TranslationPipeline:
     def trained_classes(self) -> list[int] | None:
         """The classes the map was trained on, which it translates (None: classes unknown)."""
         k = self.num_classes
-        untrained = set(getattr(self.map, "untrained_classes", []) or [])
-        return None if k is None else [c for c in range(k) if c not in untrained]
+        return None if k is None else [c for c in range(k) if c not in self.map.untrained_classes]
 
     def _check_trained(self, labels: list[int], detected_by: str | None = None) -> None:
         """Refuse, before any image is encoded, a class the map had no samples of
