@@ -12,8 +12,9 @@ Rules (``preprocess``, which ``TranslationPipeline.preprocess`` calls; each chan
    ``(C, H, W)``, a tensor or a numpy array whose last axis is too long for channels, is one
    image. A batch of 2 to 4 pictures other than 28x28 may be one colour
    picture with channels first: it is read as a batch, with a note saying how to pass the
-   other. uint8 and other integer arrays are on the 0..255 scale, floats must lie in [0, 1]
-   (else ``ValueError``), bools are 0/1.
+   other. uint8 and other integer arrays are on the 0..255 scale, or, holding larger values
+   (up to 65535), on the white level of the smallest bit depth that holds them (as 16-bit files,
+   rule 2); floats must lie in [0, 1] (else ``ValueError``), bools are 0/1.
 2. Colour. RGB becomes grey by the ITU-R BT.601 luma ``0.299 R + 0.587 G + 0.114 B`` (as PIL's
    ``convert("L")`` and the VAE). Transparency: the image is composited onto white if its
    visible strokes are dark (mean luma under 0.5, weighted by alpha), else onto black, so the
@@ -84,15 +85,23 @@ MAX_AMBIGUOUS_CHANNELS = 16
 
 
 # -- input conversion ---------------------------------------------------------------------------
-def _to_float01(a: np.ndarray, what: str) -> np.ndarray:
+def _to_float01(a: np.ndarray, what: str, notes: list[str]) -> np.ndarray:
     if a.dtype == np.bool_:
         return a.astype(np.float32)
     if np.issubdtype(a.dtype, np.integer):
-        if a.size and (a.min() < 0 or a.max() > 255):
+        top = int(a.max()) if a.size else 0
+        if a.size and (a.min() < 0 or top > BIT_DEPTH_PEAKS[-1]):
             raise ValueError(
-                f"{what}: integer pixel values must lie in 0..255, got {a.min()}..{a.max()}."
+                f"{what}: integer pixel values must lie in 0..255 (or 0..65535 for 10- to 16-bit "
+                f"pictures), got {a.min()}..{top}; pass floats in [0, 1] for other ranges."
             )
-        return a.astype(np.float32) / 255.0
+        # as for 16-bit image files: 0..255 is 8-bit, larger values the white level of the
+        # smallest bit depth holding them (a 12-bit camera's 0..4095)
+        peak = _bit_depth_peak(top)
+        if peak > 255:
+            notes.append(f"scaled integer values up to {top} as {int(peak).bit_length()}-bit "
+                         f"pixels (by 1/{peak:g})")
+        return a.astype(np.float32) / peak
     if np.issubdtype(a.dtype, np.floating):
         a = a.astype(np.float32)
         if not np.isfinite(a).all():
@@ -284,21 +293,21 @@ def _as_array(item: Any, notes: list[str], single: bool, what: str) -> list[np.n
     if torch.is_tensor(item):
         t = item.detach().cpu()
         if t.dim() == 2:
-            return [_to_float01(t.numpy(), what)]
+            return [_to_float01(t.numpy(), what, notes)]
         if t.dim() == 3 and single:  # (C, H, W)
             if t.shape[0] not in (1, 2, 3, 4):
                 raise ValueError(f"{what}: a tensor image must be (C, H, W) with C <= 4, got "
                                  f"{tuple(t.shape)}.")
-            return [_to_float01(t.permute(1, 2, 0).numpy(), what)]
+            return [_to_float01(t.permute(1, 2, 0).numpy(), what, notes)]
         if t.dim() == 3:  # (N, H, W)
             _note_channels_first(tuple(t.shape), notes, "pass it in a list, or as (1, C, H, W)")
-            a = _to_float01(t.numpy(), what)
+            a = _to_float01(t.numpy(), what, notes)
             return list(a)
         if t.dim() == 4 and not single:  # (N, C, H, W)
             if t.shape[1] not in (1, 2, 3, 4):
                 raise ValueError(f"{what}: tensors must be (N, C, H, W) with C in 1..4, got "
                                  f"{tuple(t.shape)}.")
-            a = _to_float01(t.permute(0, 2, 3, 1).numpy(), what)
+            a = _to_float01(t.permute(0, 2, 3, 1).numpy(), what, notes)
             return list(a)
         raise ValueError(
             f"{what}: cannot read a tensor of shape {tuple(t.shape)} as "
@@ -309,9 +318,9 @@ def _as_array(item: Any, notes: list[str], single: bool, what: str) -> list[np.n
     if isinstance(item, np.ndarray):
         a = item
         if a.ndim == 2:
-            return [_to_float01(a, what)]
+            return [_to_float01(a, what, notes)]
         if a.ndim == 3 and a.shape[2] in (1, 2, 3, 4):  # (H, W, C)
-            return [_to_float01(a, what)]
+            return [_to_float01(a, what, notes)]
         if a.ndim == 3 and not single and a.shape[2] <= MAX_AMBIGUOUS_CHANNELS and a.shape[2] < a.shape[1]:
             raise ValueError(
                 f"{what}: an array of shape {a.shape} reads as one image with {a.shape[2]} "
@@ -320,13 +329,13 @@ def _as_array(item: Any, notes: list[str], single: bool, what: str) -> list[np.n
             )
         if a.ndim == 3 and not single:  # (N, H, W)
             _note_channels_first(a.shape, notes, "pass it as (H, W, C): a.transpose(1, 2, 0)")
-            return list(_to_float01(a, what))
+            return list(_to_float01(a, what, notes))
         if a.ndim == 4 and not single and a.shape[3] in (1, 2, 3, 4):  # (N, H, W, C)
-            return list(_to_float01(a, what))
+            return list(_to_float01(a, what, notes))
         if single and a.ndim == 3 and a.shape[0] in (1, 2, 3, 4):
             # channels first, as a torch image is: unambiguous, the last axis being no channels
             notes.append(f"read {a.shape} as one image with its {a.shape[0]} channel(s) first")
-            return [_to_float01(a.transpose(1, 2, 0), what)]
+            return [_to_float01(a.transpose(1, 2, 0), what, notes)]
         if single:
             raise ValueError(
                 f"{what}: cannot read an array of shape {a.shape} as one image (each item of a "

@@ -555,3 +555,26 @@ def test_16_bit_files_are_scaled_by_their_bit_depth(tmp_path, scale, bits):
     depth = "" if bits == 16 else f" holding {bits}-bit values"
     assert any(n.startswith("scaled 16-bit image") and n.endswith(f"{depth} by 1/{2**bits - 1}")
                for n in notes[0])
+
+
+@pytest.mark.parametrize("bits", [8, 12, 16])
+def test_integer_arrays_are_scaled_by_their_bit_depth_as_files_are(bits):
+    """A 12-bit camera's frame read with OpenCV or tifffile is a uint16 array up to 4095: it reads
+    as the same picture as its 8-bit copy (it was refused as outside 0..255)."""
+    from hjtranslate.images import preprocess
+
+    digit = np.zeros((28, 28), np.uint8)
+    digit[6:22, 12:16] = 255
+    deep = (digit.astype(np.int64) * (2**bits - 1) // 255).astype(np.uint16)
+    for item in (deep, torch.from_numpy(deep.astype(np.int32))):
+        x, notes = preprocess(item)
+        torch.testing.assert_close(x[0, 0], torch.from_numpy(digit / 255.0).float(), atol=1e-6,
+                                   rtol=0)
+        scaled = [n for n in notes[0] if n.startswith("scaled integer values")]
+        assert scaled == ([] if bits == 8 else
+                          [f"scaled integer values up to {2**bits - 1} as {bits}-bit pixels "
+                           f"(by 1/{2**bits - 1})"])
+    for bad in (np.full((28, 28), 70000, np.int32), np.full((28, 28), -1, np.int16)):
+        with pytest.raises(ValueError, match=r"must lie in 0\.\.255 \(or 0\.\.65535 for 10- to "
+                                             r"16-bit pictures\), got"):
+            preprocess(bad)
