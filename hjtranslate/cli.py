@@ -56,8 +56,11 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
 def _cmd_env(args: argparse.Namespace) -> int:
     import importlib.metadata as md
     import platform
+    import warnings
 
     import torch
+
+    from . import registry
 
     print(f"hjtranslate {__version__}")
     print(f"python {platform.python_version()} on {platform.platform()}")
@@ -68,6 +71,15 @@ def _cmd_env(args: argparse.Namespace) -> int:
         except md.PackageNotFoundError:
             print(f"{pkg} not installed")
     print(f"cuda available: {torch.cuda.is_available()}; threads: {torch.get_num_threads()}")
+    with warnings.catch_warnings():  # `hjtranslate plugins` names the skipped ones
+        warnings.simplefilter("ignore")
+        others: dict[str, list[str]] = {}
+        for kind in registry.GROUPS:
+            for name, plugin in sorted(registry.plugins(kind).items()):
+                if not plugin.builtin:
+                    others.setdefault(plugin.package, []).append(f"{kind} {name}")
+    print("plugins from other packages: " + ("; ".join(
+        f"{package} ({', '.join(names)})" for package, names in others.items()) or "none"))
     from .shipped import is_checkout, models_dir
 
     found = [p.name for p in sorted(models_dir().glob("*")) if p.is_dir()]

@@ -57,7 +57,13 @@ def check_cost(cost: Cost, name: str, who: str, dim: int) -> None:
                               f"{want}, got {_shape(out)}.")
         if not torch.isfinite(out).all():
             raise PluginError(f"{who}: {method} returns NaN or Inf near 0 (|v| about 0.1).")
+    pairs = cost.lagrangian(torch.stack([v, v.flip(0)]))  # pairwise costs pass (n, m, d)
+    if not isinstance(pairs, torch.Tensor) or tuple(pairs.shape) != (2, _PROBE):
+        raise PluginError(f"{who}: lagrangian of a (2, {_PROBE}, {dim}) batch must return shape "
+                          f"(2, {_PROBE}), got {_shape(pairs)}: cost matrices pass (n, m, d) "
+                          "displacements, so reduce over the last axis (sum(-1), norm(dim=-1)).")
     _check_cost_differentiable(cost, who, v)
+    _check_cost_is_a_legendre_pair(cost, who, v)
     _warn_if_not_homogeneous(cost, who, v)
     config = cost.config()
     if not isinstance(config, dict) or not json_safe(config):
@@ -91,6 +97,53 @@ def _check_cost_differentiable(cost: Any, who: str, v: torch.Tensor) -> None:
                               "it: write it in torch operations.")
 
 
+def _check_cost_is_a_legendre_pair(cost: Any, who: str, v: torch.Tensor) -> None:
+    """The maps move along ``grad H`` and the losses price moves with ``L``: ``grad_hamiltonian``
+    must be the gradient of ``hamiltonian``, ``L`` and ``H`` convex, and ``L`` the Legendre dual
+    of ``H`` (``L(grad H(p)) = p . grad H(p) - H(p)``); otherwise a map trains silently to wrong
+    figures (a forgotten factor 1/2 halves every cost ratio). Probed in float64 where the
+    plugin allows it, at the points of ``check_cost`` and the midpoints between them."""
+    try:
+        p = v.double()
+        cost.hamiltonian(p)
+    except Exception:  # a float32-only plugin: probe in float32, with a looser tolerance
+        p = v
+    rtol = 1e-6 if p.dtype == torch.float64 else 1e-3
+
+    def close(got: torch.Tensor, want: torch.Tensor) -> bool:
+        return torch.allclose(got.to(want.dtype), want, rtol=rtol,
+                              atol=rtol * (float(want.abs().max()) + 1e-12))
+
+    with torch.enable_grad():
+        q = p.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(cost.hamiltonian(q).sum(), q)
+    with torch.no_grad():
+        dh = cost.grad_hamiltonian(p)
+        if not close(dh, grad):
+            raise PluginError(f"{who}: grad_hamiltonian(p) is not the gradient of hamiltonian(p) "
+                              f"(at p = {p[0].tolist()}: {dh[0].tolist()} against autograd's "
+                              f"{grad[0].tolist()}): the maps move along it.")
+        dual, action = cost.lagrangian(dh), (p * dh).sum(-1) - cost.hamiltonian(p)
+        if not close(dual, action):
+            raise PluginError(f"{who}: lagrangian is not the Legendre dual of hamiltonian: "
+                              "L(grad H(p)) must equal p . grad H(p) - H(p), got "
+                              f"{dual.tolist()} against {action.tolist()} (a factor such "
+                              "as 1/2 on one side only?).")
+        if type(cost).action is not Cost.action and not close(cost.action(p), action):
+            raise PluginError(f"{who}: action(p) differs from p . grad H(p) - H(p) (got "
+                              f"{cost.action(p).tolist()} against {action.tolist()}): fix it, or "
+                              "remove it to use the base class's.")
+        for method, point in (("lagrangian", p), ("hamiltonian", p)):
+            f = getattr(cost, method)
+            a, b = point, point.roll(1, 0)
+            mid, ends = f((a + b) / 2), (f(a) + f(b)) / 2
+            if (mid > ends + rtol * ends.abs().max()).any():
+                raise PluginError(f"{who}: {method} is not convex (at the midpoint of two probe "
+                                  f"points it is {mid.max().item():.4g}, above the mean "
+                                  f"{ends.max().item():.4g} of its ends): an optimal transport "
+                                  "cost needs a convex L and its convex dual H.")
+
+
 def _warn_if_not_homogeneous(cost: Any, who: str, v: torch.Tensor) -> None:
     """Maps train on standardised data and read costs back with ``scale ** degree``: a
     Lagrangian that is not homogeneous of the cost's ``degree`` gets rescaled figures wrong."""
@@ -116,8 +169,9 @@ def _warn_if_not_homogeneous(cost: Any, who: str, v: torch.Tensor) -> None:
 def check_image_encoder(encoder: Any, who: str, device: Any = "cpu",
                         dtype: torch.dtype = torch.float32) -> None:
     """An encoder standing in a pipeline: a whole ``latent_dim``, ``encode`` and ``decode``
-    implemented, and ``decode`` of two latents (on ``device``, in ``dtype``: the map's, as the
-    pipeline passes them) giving two grey 28x28 images."""
+    implemented, ``decode`` of two latents (on ``device``, in ``dtype``: the map's, as the
+    pipeline passes them) giving two grey 28x28 images, and ``encode`` of those giving two
+    latents of ``latent_dim``."""
     from .encoders import Encoder
 
     dim = getattr(encoder, "latent_dim", None)
@@ -140,6 +194,15 @@ def check_image_encoder(encoder: Any, who: str, device: Any = "cpu",
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, 1, 28, 28):
         raise PluginError(f"{who}: decode of latents (2, {dim}) must return grey images of shape "
                           f"(2, 1, 28, 28) in [0, 1] to stand in a pipeline, got {_shape(out)}.")
+    try:
+        with torch.no_grad():
+            latents = encoder.encode(out.clamp(0, 1))
+    except Exception as exc:  # the plugin's own code
+        raise PluginError(f"{who}: encode fails on grey images of shape (2, 1, 28, 28): "
+                          f"{type(exc).__name__}: {exc}") from None
+    if not isinstance(latents, torch.Tensor) or tuple(latents.shape) != (2, dim):
+        raise PluginError(f"{who}: encode of grey images (2, 1, 28, 28) must return flat latents "
+                          f"of shape (2, {dim}) (its latent_dim), got {_shape(latents)}.")
 
 
 def check_head(head: nn.Module, who: str, dim: int, num_classes: int | None,
@@ -193,6 +256,22 @@ def _probe_head(head: nn.Module, who: str, dim: int, num_classes: int | None,
                           f"({_PROBE},) for {_PROBE} points, got {_shape(u)}.")
     if not (torch.isfinite(u).all() and torch.isfinite(p).all()):
         raise PluginError(f"{who}: forward gives NaN or Inf (or a NaN gradient) at ordinary points.")
+    try:
+        with torch.no_grad():
+            alone = head(z[:1].detach(), t[:1], None if k is None else k[:1])
+    except Exception as exc:
+        raise PluginError(f"{who}: forward(x, t, k) fails on one point (x of shape (1, {dim})): "
+                          f"{type(exc).__name__}: {exc}") from None
+    want = u[:1].detach()
+    if (not isinstance(alone, torch.Tensor) or tuple(alone.shape) != (1,)
+            or not torch.allclose(alone.to(want.dtype), want, rtol=1e-4,
+                                  atol=1e-5 * (1 + float(u.detach().abs().max())))):
+        got = (f"{alone.item():.6g}" if isinstance(alone, torch.Tensor) and alone.numel() == 1
+               else _shape(alone))
+        raise PluginError(f"{who}: forward(x, t, k) gives a point another potential alone "
+                          f"({got}) than in a batch ({want.item():.6g}): u must be a function of each "
+                          "point's own x, t and k (no batch statistics such as u - u.mean(), "
+                          "no mixing of the batch).")
     _warn_if_piecewise_linear(head, who, z, t, k, g)
     closed_form = getattr(head, "momentum", None)
     if closed_form is not None:

@@ -215,6 +215,13 @@ class HJMap(
             head_kwargs["t_max"] = self.t_f
         if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
             unknown = sorted(set(head_kwargs) - set(params))
+            required = [a for a in ("dim", "num_classes") if a in unknown]
+            if required:
+                raise registry.PluginError(
+                    f"The head plugin {head!r} ({head_plugin.package}) does not take "
+                    f"{' and '.join(required)}: a head's constructor must take dim (the data's "
+                    "dimension)" + (" and, being conditional, num_classes" if
+                                    "num_classes" in head_kwargs else "") + ", which the map passes.")
             if unknown:
                 raise ValueError(f"The {head!r} head takes no option {', '.join(unknown)}; its "
                                  f"options: {', '.join(k for k in params if k != 'dim')}.")
@@ -225,6 +232,10 @@ class HJMap(
             error = registry.PluginError if isinstance(exc, TypeError) else ValueError
             raise error(f"The head plugin {head!r} ({head_plugin.package}) cannot be built with "
                         f"the options {shown}: {exc}") from None
+        except Exception as exc:
+            if head_plugin.builtin:
+                raise
+            raise registry.PluginError(registry.failed_to_build(head_plugin, exc)) from exc
         self.register_buffer("shift", torch.zeros(self.dim))
         self.register_buffer("scale", torch.ones(()))
         self.plugin_packages = plugin_packages or {

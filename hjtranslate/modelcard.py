@@ -33,6 +33,23 @@ def revision_argument(revision: str | None) -> str:
 RUN_SETTINGS = frozenset({"seed", "steps", "num_processes", "lambda", "preset", "classes_evaluated"})
 
 
+def plugin_line(packages: dict[str, Any], names: dict[str, Any]) -> str | None:
+    """A card's line naming the plugins from packages other than hjtranslate that loading needs
+    (``packages``: kind -> ``"pkg 1.0"`` as a map records them; ``names``: kind -> plugin name),
+    or None when hjtranslate's own plugins are all it needs."""
+    from .registry import RUNTIME
+
+    needs = []
+    for kind, package in (packages or {}).items():
+        if not package or str(package).split()[0] == "hjtranslate":
+            continue
+        where = ("registered at run time with hjtranslate.registry.register: register it "
+                 "before loading" if package == RUNTIME else f"`pip install {str(package).split()[0]}`"
+                 f" (saved with {package})")
+        needs.append(f"the {kind} plugin `{names.get(kind)}` ({where})")
+    return f"- needs {'; '.join(needs)}" if needs else None
+
+
 def hub_metric_names(metrics: dict[str, Any]) -> list[str] | None:
     """The names of ``metrics`` that the Hub's ``metrics`` metadata lists: the measured numbers,
     not booleans, settings (seed, steps) or timings (``*_seconds``)."""
@@ -85,6 +102,10 @@ def write_model_card(
         f"{json.dumps(config.get('cost_kwargs') or {})}; head: {config.get('head')}; "
         f"t_f: {config.get('t_f')}",
     ]
+    needs = plugin_line(config.get("plugin_packages") or {},
+                        {"cost": config.get("cost"), "head": config.get("head")})
+    if needs:
+        lines.append(needs)
     if config.get("num_classes"):
         lines.append(f"- classes: {config.get('num_classes')}")
     if metrics:

@@ -61,7 +61,7 @@ from .hjmap import (
     read_json_object,
 )
 from .images import FRAMINGS, IMAGE_SIZE, is_blank, preprocess, to_pil
-from .modelcard import HUB_DATASETS, card_name, hub_metric_names, revision_argument
+from .modelcard import HUB_DATASETS, card_name, hub_metric_names, plugin_line, revision_argument
 from .shipped import models_dir
 
 if TYPE_CHECKING:
@@ -897,6 +897,13 @@ class TranslationPipeline:
             f"- map: cost {self.map.cost_name}, head {self.map.head_name} "
             f"({'class-conditional' if self.map.conditional else 'shared'}), t_f {self.map.t_f}",
         ]
+        packages = dict(self.map.plugin_packages)
+        if self.encoder_name != "vae":
+            packages["encoder"] = registry.plugins("encoder")[self.encoder_name].package
+        needs = plugin_line(packages, {"cost": self.map.cost_name, "head": self.map.head_name,
+                                       "encoder": self.encoder_name})
+        if needs:
+            lines.append(needs)
         if pairs:
             lines += ["", "## Classes", "", f"| k | {self.source_dataset} | {self.target_dataset} |",
                       "|---|---|---|", *pairs]

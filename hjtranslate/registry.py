@@ -2,15 +2,19 @@
 
 Costs, encoders and potential heads are found in the entry-point groups ``hjtranslate.costs``,
 ``hjtranslate.encoders`` and ``hjtranslate.heads``. The built-ins in ``plugins/`` take the same
-path as any third-party package: nothing here knows their names. Each group is read once and
-cached. A plugin that fails to import, or that is not a class of its kind (a :class:`Cost`,
-an ``nn.Module`` head, an :class:`Encoder`), is named in a warning and skipped; two plugins that
-claim one name make that name an error when it is used (the other names keep working).
+path as any third-party package; only a clash of names tells them apart. Each group is read
+once and cached. A plugin that fails to import, or that is not a class of its kind (a
+:class:`Cost`, an ``nn.Module`` head, an :class:`Encoder`), is named in a warning and skipped;
+two plugins that claim one name make that name an error when it is used (the other names keep
+working), except that a third-party plugin claiming a built-in's name is skipped with a
+warning: the built-ins are every task's defaults.
 """
 
 from __future__ import annotations
 
 import inspect
+import os
+import sys
 import warnings
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
@@ -43,6 +47,11 @@ class Plugin:
     package: str
     target: str
 
+    @property
+    def builtin(self) -> bool:
+        """Whether it ships with hjtranslate (``plugins/``)."""
+        return self.target.startswith(BUILTIN_MODULE + ".")
+
 
 _cache: dict[str, dict[str, Plugin]] = {}
 #: names claimed by two installed plugins of one kind, with the message that names both
@@ -51,6 +60,10 @@ _clashes: dict[str, dict[str, str]] = {}
 _skipped: dict[str, dict[str, str]] = {}
 # Plugins registered at run time (tests, notebooks) on top of the entry points.
 _injected: dict[str, dict[str, Plugin]] = {kind: {} for kind in GROUPS}
+
+
+#: the module of the plugins that ship with hjtranslate (the defaults of every task)
+BUILTIN_MODULE = "hjtranslate_plugins"
 
 
 def _package_of(ep: EntryPoint) -> str:
@@ -91,6 +104,22 @@ def _not_a_plugin(kind: str, obj: Any) -> str | None:
             "the entry point at such a class")
 
 
+def _skip(kind: str, ep: EntryPoint, skipped: dict[str, str], why: str) -> None:
+    note = f"{kind} plugin {ep.name!r} ({ep.value}, from {_package_of(ep)}): {why}"
+    skipped.setdefault(ep.name, note)
+    warnings.warn(f"Skipping {note}", RuntimeWarning, stacklevel=_outside_package())
+
+
+def _outside_package() -> int:
+    """The ``stacklevel`` of the first caller outside this package, for a warning raised in the
+    function calling this one (the user's line, wherever in the package the lookup began)."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def _load_group(kind: str, eps: list[EntryPoint] | None = None) -> dict[str, Plugin]:
     group = GROUPS[kind]
     if eps is None:
@@ -100,12 +129,27 @@ def _load_group(kind: str, eps: list[EntryPoint] | None = None) -> dict[str, Plu
             seen.setdefault((ep.name, ep.value), ep)
         eps = list(seen.values())
     found: dict[str, Plugin] = {}
-    claims: dict[str, list[str]] = {}
     skipped: dict[str, str] = {}
+    _clashes[kind] = {}
+    by_name: dict[str, list[EntryPoint]] = {}
     for ep in eps:
-        claims.setdefault(ep.name, []).append(f"{ep.value} ({_package_of(ep)})")
-        if len(claims[ep.name]) > 1:
+        by_name.setdefault(ep.name, []).append(ep)
+    for name, claimants in by_name.items():
+        own = [ep for ep in claimants if ep.value.startswith(BUILTIN_MODULE + ".")]
+        if len(claimants) > 1 and len(own) == 1:
+            # a third-party name clashing with a built-in one must not disable hjtranslate's
+            # own default (every task and shipped map uses it): the third party's is skipped
+            for ep in claimants:
+                if ep is not own[0]:
+                    _skip(kind, ep, skipped, f"the name {name!r} is hjtranslate's own {kind}: "
+                          "rename this entry point (the name users pass) in its package")
+            claimants = own
+        if len(claimants) > 1:
+            targets = " and ".join(f"{ep.value} ({_package_of(ep)})" for ep in claimants)
+            _clashes[kind][name] = (f"Two {kind} plugins are named {name!r}: {targets}. "
+                                    "Uninstall one of the packages or rename its entry point.")
             continue
+        (ep,) = claimants
         try:
             obj = ep.load()
         except Exception as exc:  # a broken plugin must not take the others down
@@ -113,19 +157,10 @@ def _load_group(kind: str, eps: list[EntryPoint] | None = None) -> dict[str, Plu
         else:
             why = _not_a_plugin(kind, obj)
             if why is None:
-                found[ep.name] = Plugin(kind, ep.name, obj, _package_of(ep), ep.value)
+                found[name] = Plugin(kind, name, obj, _package_of(ep), ep.value)
                 continue
-        note = f"{kind} plugin {ep.name!r} ({ep.value}, from {_package_of(ep)}): {why}"
-        skipped[ep.name] = note
-        warnings.warn(f"Skipping {note}", RuntimeWarning, stacklevel=3)
+        _skip(kind, ep, skipped, why)
     _skipped[kind] = skipped
-    _clashes[kind] = {}
-    for name, targets in claims.items():
-        if len(targets) > 1:
-            found.pop(name, None)
-            _clashes[kind][name] = (f"Two {kind} plugins are named {name!r}: "
-                                    f"{' and '.join(targets)}. Uninstall one of the packages or "
-                                    "rename its entry point.")
     return found
 
 
@@ -217,11 +252,24 @@ def create(kind: str, name: str, **kwargs: Any) -> Any:
         ) from None
     try:
         return plugin.obj(**kwargs)
+    except PluginError:
+        raise
     except (TypeError, ValueError, KeyError, IndexError) as exc:  # the plugin's check of a value
         raise PluginValueError(
             f"The {kind} plugin {name!r} could not be built with {kwargs or 'no options'}: "
             f"{type(exc).__name__}: {exc}"
         ) from None
+    except Exception as exc:
+        if plugin.builtin:  # the built-ins' own errors (a missing VAE folder) say what to do
+            raise
+        raise PluginError(failed_to_build(plugin, exc)) from exc
+
+
+def failed_to_build(plugin: Plugin, exc: Exception) -> str:
+    """What to say when a third-party plugin's constructor raises something other than a
+    check of its options: a bare traceback would not say which plugin it came from."""
+    return (f"The {plugin.kind} plugin {plugin.name!r} ({plugin.package}) failed to build: "
+            f"{type(exc).__name__}: {exc}")
 
 
 def missing_plugin_message(kind: str, name: str, package: str | None, what: str = "checkpoint") -> str:

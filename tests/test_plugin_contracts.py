@@ -2,6 +2,8 @@
 training, from the API and the command line, instead of a shape error deep in the loss, a map
 trained on broadcast values, or one that saves and cannot be loaded."""
 
+import math
+
 import pytest
 import torch
 from hjtranslate_plugins.costs import QuadraticCost
@@ -103,6 +105,70 @@ class NoForward(PotentialHead):
         self.w = nn.Parameter(torch.ones(dim))
 
 
+class HalfForgotten(Cost):
+    """L = |v|^2 / 2 against H = |p|^2: every cost ratio came out half."""
+
+    def lagrangian(self, v):
+        return (v ** 2).sum(-1) / 2
+
+    def hamiltonian(self, p):
+        return (p ** 2).sum(-1)
+
+    def grad_hamiltonian(self, p):
+        return 2 * p
+
+
+class WrongGradH(QuadraticCost):
+    def grad_hamiltonian(self, p):
+        return 3 * p
+
+
+class WrongAction(QuadraticCost):
+    def action(self, p):
+        return (p ** 2).sum(-1)
+
+
+class Concave(Cost):
+    def lagrangian(self, v):
+        return -(v ** 2).sum(-1) / 2
+
+    def hamiltonian(self, p):
+        return -(p ** 2).sum(-1) / 2
+
+    def grad_hamiltonian(self, p):
+        return -p
+
+
+class RowsOnly(QuadraticCost):
+    """Written for (n, d) displacements only: cost matrices pass (n, m, d)."""
+
+    def lagrangian(self, v):
+        return 0.5 * (v * v).sum(1)
+
+
+class BatchMixing(Tiny):
+    def forward(self, x, t, k=None):
+        u = super().forward(x, t, k)
+        return u - u.mean()
+
+
+class NoDim(nn.Module):
+    def __init__(self, d=2):
+        super().__init__()
+        self.head_config = {"d": d}
+        self.w = nn.Parameter(torch.ones(d))
+
+
+class Boom(QuadraticCost):
+    def __init__(self):
+        raise RuntimeError("license server unreachable")
+
+
+class BoomHead(Tiny):
+    def __init__(self, dim):
+        raise AttributeError("no GPU kernel")
+
+
 @pytest.fixture
 def plugin():
     added = []
@@ -127,6 +193,14 @@ def plugin():
     (DetachedH, "grad_hamiltonian's output does not depend on its input through autograd"),
     (NumpyH, "hamiltonian cannot be differentiated by autograd .*without .detach\\(\\), "
              ".item\\(\\) or numpy"),
+    (HalfForgotten, r"lagrangian is not the Legendre dual of hamiltonian: L\(grad H\(p\)\) must "
+                    r"equal p \. grad H\(p\) - H\(p\)"),
+    (WrongGradH, r"grad_hamiltonian\(p\) is not the gradient of hamiltonian\(p\)"),
+    (WrongAction, r"action\(p\) differs from p \. grad H\(p\) - H\(p\)"),
+    (Concave, "lagrangian is not convex"),
+    (RowsOnly, r"lagrangian of a \(2, 3, 2\) batch must return shape \(2, 3\), got \(2, 2\): "
+               r"cost matrices pass \(n, m, d\)"),
+    (Boom, "failed to build: RuntimeError: license server unreachable"),
 ])
 def test_a_broken_cost_is_named_before_training(plugin, cls, message, tmp_path, capsys):
     name = plugin("cost", cls)
@@ -150,6 +224,10 @@ def test_a_broken_cost_is_named_before_training(plugin, cls, message, tmp_path, 
     ({}, NoWeights, "has no parameters to train"),
     ({}, DetachedHead, "does not depend on x"),
     ({}, NoForward, r"does not implement forward\(x, t, k\)"),
+    ({}, BatchMixing, r"gives a point another potential alone .* than in a batch .*no batch "
+                      r"statistics such as u - u.mean\(\)"),
+    ({}, NoDim, "does not take dim: a head's constructor must take dim"),
+    ({}, BoomHead, "failed to build: AttributeError: no GPU kernel"),
 ])
 def test_a_broken_head_is_named_before_training(plugin, kwargs, cls, message, tmp_path):
     name = plugin("head", cls)
@@ -368,11 +446,17 @@ def test_a_piecewise_linear_head_is_warned_about(plugin, recwarn):
     assert not [w for w in recwarn if "second derivative" in str(w.message)]
 
 
-class CubicL(QuadraticCost):
-    """|v|^3 / 3 with the quadratic cost's degree (2) left in place."""
+class CubicL(Cost):
+    """|v|^3 / 3 with the base class's degree (2) left in place."""
 
     def lagrangian(self, v):
         return v.norm(dim=-1) ** 3 / 3
+
+    def hamiltonian(self, p):
+        return p.norm(dim=-1) ** 1.5 * 2 / 3
+
+    def grad_hamiltonian(self, p):
+        return p * p.norm(dim=-1, keepdim=True) ** -0.5
 
 
 class BadValues(QuadraticCost):
@@ -428,6 +512,10 @@ def test_an_encoder_in_a_pipeline_is_checked_when_the_pipeline_is_built():
         def decode(self, z):
             return torch.sigmoid(z @ self.w.T).reshape(len(z), 1, 28, 28)
 
+    class Wide(Linear64):  # latents wider than its latent_dim: the map blamed "x" on a call
+        def encode(self, x):
+            return torch.cat([super().encode(x)] * 2, 1)
+
     pipe = TranslationPipeline(Linear64(), hjt.HJMap(4).double())
     images = pipe(torch.rand(2, 1, 28, 28), classes=0, output_type="np").images
     assert images.shape == (2, 28, 28, 1)
@@ -438,3 +526,43 @@ def test_an_encoder_in_a_pipeline_is_checked_when_the_pipeline_is_built():
                              (NoDecode(), "does not implement decode")):
         with pytest.raises(registry.PluginError, match=message):
             TranslationPipeline(encoder, m)
+    with pytest.raises(registry.PluginError, match=r"encode of grey images \(2, 1, 28, 28\) must "
+                       r"return flat latents of shape \(2, 4\) \(its latent_dim\), got \(2, 8\)"):
+        TranslationPipeline(Wide(), hjt.HJMap(4).double())
+
+
+def test_exact_ot_with_a_cost_infinite_off_its_domain():
+    """Pairs out of a bounded-speed cost's reach stay unused; with no plan avoiding them the
+    exact cost is infinite and the ratios to it NaN (the evaluation crashed after training)."""
+    from hjtranslate.metrics import evaluate_map, exact_ot_cost
+
+    g = torch.Generator().manual_seed(0)
+    x = 0.2 * torch.randn(60, 2, generator=g)
+    y = x.flip(0) + 0.3
+    cost = Relativistic()
+    assert bool(torch.isinf(cost.pairwise(x, y)).any())  # some pairs out of reach
+    near = exact_ot_cost(x, y, cost)
+    assert 0 < near <= float(cost.cost(x, x + 0.3).mean()) + 1e-9  # the shift is a plan in reach
+    assert exact_ot_cost(x, y + 5, cost) == float("inf")
+    with pytest.raises(ValueError, match="NaN or infinite values"):
+        exact_ot_cost(x, y * float("nan"), cost)
+    m = hjt.HJMap(2, cost="quadratic")
+    m.cost = cost  # a fresh map near the identity, priced with the bounded cost
+    out = evaluate_map(m, x, y + 5, exact_n=60, energy_n=60)
+    assert out["exact_ot_cost"] == float("inf")
+    assert math.isnan(out["cost_ratio"]) and math.isnan(out["cost_ratio_extrapolated"])
+
+
+def test_cards_and_env_name_the_plugin_packages_a_map_needs(plugin, tmp_path, capsys):
+    name = plugin("cost", CubicL)
+    x = torch.randn(40, 2)
+    with pytest.warns(RuntimeWarning, match="homogeneous of degree 3"):
+        m = hjt.fit(x, x + 1, cost=name, steps=1)
+    m.save_pretrained(tmp_path / "m")
+    card = (tmp_path / "m" / "README.md").read_text()
+    assert (f"- needs the cost plugin `{name}` (`pip install contract-test` (saved with "
+            "contract-test 0.1))") in card
+    hjt.fit(x, x + 1, steps=1).save_pretrained(tmp_path / "own")
+    assert "- needs" not in (tmp_path / "own" / "README.md").read_text()
+    assert main(["env"]) == 0
+    assert f"plugins from other packages: contract-test 0.1 (cost {name})" in capsys.readouterr().out

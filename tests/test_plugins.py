@@ -97,17 +97,35 @@ def test_the_plugins_table_names_a_skipped_plugin_once(fake_entry_points, capsys
 
 
 def test_two_plugins_with_one_name_make_that_name_an_error_only(fake_entry_points, capsys):
-    fake_entry_points("hjtranslate.costs", [("quadratic", "thirdparty_ot:QuarticCost")])
-    assert "quadratic" not in registry.plugins("cost") and "pnorm" in registry.plugins("cost")
-    with pytest.raises(registry.PluginError, match="Two cost plugins are named 'quadratic'.*"
+    fake_entry_points("hjtranslate.costs", [("quartic", "thirdparty_ot:QuarticCost"),
+                                            ("quartic", "thirdparty_ot:make_quartic")])
+    assert "quartic" not in registry.plugins("cost") and "pnorm" in registry.plugins("cost")
+    with pytest.raises(registry.PluginError, match="Two cost plugins are named 'quartic'.*"
                        "thirdparty_ot:QuarticCost.*Uninstall one"):
-        hjt.get_cost("quadratic")
+        hjt.get_cost("quartic")
     assert hjt.get_cost("pnorm", p=3).p == 3  # the other costs keep working
     assert main(["plugins"]) == 0
-    assert "quadratic    unusable: Two cost plugins" in capsys.readouterr().out
+    assert "quartic      unusable: Two cost plugins" in capsys.readouterr().out
     # a map that needs the name says why it cannot be built, not "not installed"
-    with pytest.raises(registry.PluginError, match="Two cost plugins are named 'quadratic'"):
-        hjt.HJMap.from_pretrained("models/digits-to-fashion/map")
+    m = hjt.fit(torch.randn(50, 2), torch.randn(50, 2), cost="pnorm", steps=2)
+    m.cost_name = "quartic"
+    with pytest.raises(registry.PluginError, match="Two cost plugins are named 'quartic'"):
+        hjt.HJMap(**m.config_dict())
+
+
+def test_a_third_party_plugin_with_a_built_in_name_is_skipped_not_the_built_in(fake_entry_points,
+                                                                               capsys):
+    """One stray package claiming 'quadratic' disabled every task and the shipped map."""
+    fake_entry_points("hjtranslate.costs", [("quadratic", "thirdparty_ot:QuarticCost")])
+    with pytest.warns(RuntimeWarning, match=r"Skipping cost plugin 'quadratic' "
+                      r"\(thirdparty_ot:QuarticCost.*the name 'quadratic' is hjtranslate's own "
+                      "cost: rename this entry point") as caught:
+        table = registry.plugins("cost")
+    assert caught[0].filename == __file__  # the user's line, not the registry's
+    assert table["quadratic"].target == "hjtranslate_plugins.costs:QuadraticCost"
+    assert hjt.HJMap.from_pretrained("models/digits-to-fashion/map").cost_name == "quadratic"
+    assert main(["plugins"]) == 0
+    assert "skipped: cost plugin 'quadratic' (thirdparty_ot" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("target,what", [("thirdparty_ot:make_quartic", "a function"),
