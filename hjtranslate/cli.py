@@ -28,7 +28,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     # task says as it goes ("Wrote ...") goes to stderr
     with contextlib.redirect_stdout(sys.stderr):
         metrics = load_task(args.task).run(args)
-    if metrics is not None:
+    if metrics is not None and os.environ.get("RANK", "0") == "0":  # once for several processes
         print(json.dumps(metrics, indent=2, default=str))
     return 0
 
@@ -119,6 +119,14 @@ class _DefaultsHelp(argparse.HelpFormatter):
         return f"{text} (default {shown})".strip()
 
 
+LAUNCH_HELP = """\
+Several processes: accelerate launch --multi_gpu --num_processes N [--main_process_port 0] \
+-m hjtranslate train TASK ... (two gloo processes on a CPU machine too; a bare --num_processes N, \
+--cpu or a MULTI_CPU config starts one). --batch-size is per process. accelerate's \
+--mixed_precision bf16 is recorded in the metrics; gradient accumulation is refused \
+(use --batch-size)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .tasks import TASKS, load_task
 
@@ -130,11 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    train = sub.add_parser("train", help="train a task (see `hjtranslate train -h`)")
+    train = sub.add_parser("train", help="train a task (see `hjtranslate train -h`)",
+                           epilog=LAUNCH_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     tsub = train.add_subparsers(dest="task", metavar="TASK")
     tsub.required = True
     for name, (_, help_text) in TASKS.items():
-        p = tsub.add_parser(name, help=help_text, description=help_text,
+        p = tsub.add_parser(name, help=help_text, description=help_text, epilog=LAUNCH_HELP,
                             formatter_class=_DefaultsHelp)
         p.add_argument("--print-metrics", action="store_true", help="print the metrics JSON")
         # Each task's options come from its own module; a task whose optional dependency is
@@ -402,7 +411,8 @@ def _main(argv: Sequence[str] | None) -> int:
         if isinstance(exc, RuntimeError) and any(t in text for t in _PEER_LOST):
             # a multi-process run whose other process died (killed, out of memory)
             return _fail(f"error: another process of this run ended ({text.splitlines()[0][:200]}). "
-                         "The checkpoints written so far are kept: continue with --resume.")
+                         "The checkpoints written so far, if any, are kept: continue with "
+                         "--resume.")
         if not (isinstance(exc, MemoryError) or "can't allocate memory" in text
                 or "out of memory" in text.lower()):
             raise

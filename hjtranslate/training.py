@@ -25,7 +25,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checks import is_real, process_alive, process_start, real_number, scalar, whole_number
+from .checks import (
+    is_real,
+    process_alive,
+    process_start,
+    real_number,
+    scalar,
+    shared_as_umask_says,
+    whole_number,
+)
 from .stopping import Terminated
 
 
@@ -134,6 +142,17 @@ def make_accelerator(cpu: bool | None = None, report_to: str | None = None,
             "--num_processes N ...` (on a CPU machine hjtranslate builds Accelerator(cpu=True), "
             "which makes that use gloo)."
         )
+    if acc.gradient_accumulation_steps > 1:
+        # accelerate would scale each loss down and the loop would still step every batch
+        raise TrainingError(
+            f"accelerate asks for gradient accumulation over {acc.gradient_accumulation_steps} "
+            "steps (ACCELERATE_GRADIENT_ACCUMULATION_STEPS, or a config file), which hjtranslate's "
+            "training does not do: each step trains on its batch. Give a larger --batch-size "
+            "instead, and unset it.")
+    if acc.mixed_precision == "fp16" and acc.device.type == "cpu":
+        warnings.warn("fp16 mixed precision does nothing on a CPU (accelerate trains in float32 "
+                      "there): use --mixed_precision bf16, or leave it off.", UserWarning,
+                      stacklevel=2)
     return acc
 
 
@@ -433,6 +452,7 @@ def _train(model, batch_fn, config, acc, after_step, save_fn, parameters, on_sta
             (tmp / "trainer_state.json").write_text(json.dumps(
                 {"step": step, "seconds": clock, "history": history, "config": asdict(config)},
                 default=str))
+            shared_as_umask_says(tmp, recursive=True)  # another user's --resume reads them
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
             for old in _checkpoints(root)[: -config.keep_checkpoints]:
@@ -563,6 +583,7 @@ def _train(model, batch_fn, config, acc, after_step, save_fn, parameters, on_sta
         "final": logs,
         "history": history,
         "num_processes": acc.num_processes,
+        "mixed_precision": str(acc.mixed_precision),
     }
 
 

@@ -172,6 +172,53 @@ def test_print_metrics_writes_json_alone_on_stdout(tmp_path, capsys):
     assert "Wrote " in said.err
 
 
+def test_print_metrics_prints_once_for_several_processes(tmp_path, capsys, monkeypatch):
+    """Every rank returns the metrics; two JSON documents on stdout made `> metrics.json` fail."""
+    import types
+
+    import hjtranslate.tasks
+
+    task = types.SimpleNamespace(run=lambda args: {"steps": 2}, add_arguments=lambda p: None)
+    monkeypatch.setattr(hjtranslate.tasks, "load_task", lambda name: task)
+    args = ["train", "gaussians", "--print-metrics"]
+    for rank, printed in (("1", ""), ("0", '{\n  "steps": 2\n}\n')):
+        monkeypatch.setenv("RANK", rank)
+        assert main(args) == 0
+        assert capsys.readouterr().out == printed
+
+
+def test_accelerate_launch_settings_the_loop_does_not_follow(tmp_path, capsys, monkeypatch):
+    """Gradient accumulation from accelerate's environment was honoured in part, silently (the
+    loss scaled down, --steps counting micro-batches): refused. fp16 on a CPU is warned of, and
+    the precision is recorded."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    def fresh_process():  # accelerate keeps its settings for the process: as a new launch
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+
+    args = ["train", "gaussians", "--steps", "2", "--n", "200", "--eval-n", "100",
+            "--batch-size", "32", "--no-progress"]
+    fresh_process()
+    monkeypatch.setenv("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", "4")
+    assert main([*args, "--output-dir", str(tmp_path / "ga")]) == 2
+    assert "gradient accumulation over 4 steps" in capsys.readouterr().err
+    monkeypatch.delenv("ACCELERATE_GRADIENT_ACCUMULATION_STEPS")
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")
+    fresh_process()
+    with pytest.warns(UserWarning, match="fp16 mixed precision does nothing on a CPU"):
+        assert main([*args, "--output-dir", str(tmp_path / "fp16")]) == 0
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    fresh_process()
+    assert main([*args, "--output-dir", str(tmp_path / "bf16")]) == 0
+    assert json.loads((tmp_path / "bf16" / "metrics.json").read_text())["mixed_precision"] == "bf16"
+    modes = {f.stat().st_mode & 0o777 for f in (tmp_path / "bf16" / "checkpoints").rglob("*")
+             if f.is_file()}
+    assert modes == {(tmp_path / "bf16" / "config.json").stat().st_mode & 0o777}  # not 0600
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION")
+    fresh_process()
+
+
 def test_pnorm_without_p_says_its_exponent(tmp_path):
     with pytest.warns(UserWarning, match="--cost pnorm without --p uses its default exponent p = 2"):
         assert main(["train", "gaussians", "--cost", "pnorm", "--steps", "2", "--n", "200",

@@ -40,8 +40,10 @@ def add_map_arguments(p: argparse.ArgumentParser, steps: int = 3000, batch_size:
     p.add_argument("--output-dir", default=None, help="where to write the run (default: runs/TASK)")
     p.add_argument("--steps", type=int, default=steps, help="training steps")
     p.add_argument("--time-budget", type=float, default=None, help="stop after this many seconds")
-    p.add_argument("--batch-size", type=int, default=batch_size, help="samples per side per step")
-    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (AdamW, cosine decay)")
+    p.add_argument("--batch-size", type=int, default=batch_size, help="samples per side per step, in each "
+                   "process: N processes (accelerate launch --multi_gpu --num_processes N) train "
+                   "on N times that, each matching its own batch")
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (Adam, cosine decay)")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and batches")
     p.add_argument("--cost", default="quadratic", help="a cost plugin (see `hjtranslate plugins`)")
     p.add_argument("--p", type=float, default=None,
@@ -125,7 +127,7 @@ def add_map_arguments(p: argparse.ArgumentParser, steps: int = 3000, batch_size:
     p.add_argument("--resume", action="store_true",
                    help="continue from the last checkpoint, with the options the run's config.json "
                    "records for those not typed again")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 # What a run's config.json records that belongs to one launch rather than to the run
@@ -568,10 +570,12 @@ def check_inert_options(args: argparse.Namespace, typed: set[str] | None) -> Non
 def run_figures(result: dict[str, Any], t0: float) -> dict[str, Any]:
     """What every map task's metrics.json says of its training: this launch's wall time since
     ``t0`` (set-up included), the training loop's seconds over all launches of the run (a
-    ``--resume`` counts the earlier ones), steps, processes and whether the ranks agree."""
+    ``--resume`` counts the earlier ones), steps, processes, whether the ranks agree, and
+    accelerate's mixed precision (``no``, ``bf16``: a launch option that changes the figures)."""
     return {"train_seconds": time.perf_counter() - t0,
             "train_loop_seconds_all_launches": result["seconds"], "steps": result["steps"],
-            "num_processes": result["num_processes"], "ranks_in_sync": result["ranks_in_sync"]}
+            "num_processes": result["num_processes"], "ranks_in_sync": result["ranks_in_sync"],
+            "mixed_precision": result["mixed_precision"]}
 
 
 def fit_from_args(

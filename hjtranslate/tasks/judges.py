@@ -75,7 +75,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="JSON keyword arguments of timm.create_model")
     p.add_argument("--steps", type=int, default=900, help="training steps")
     p.add_argument("--time-budget", type=float, default=None, help="seconds per judge")
-    p.add_argument("--batch-size", type=int, default=128, help="images per step")
+    p.add_argument("--batch-size", type=int, default=128, help="images per step, in each process "
+                   "(N processes train on N times that)")
     p.add_argument("--lr", type=float, default=2e-3, help="learning rate")
     p.add_argument("--label-smoothing", type=float, default=0.0,
                    help="label smoothing of the cross-entropy (0: off)")

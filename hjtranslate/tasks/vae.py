@@ -114,7 +114,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "installed from a wheel, ./models/vae)")
     p.add_argument("--steps", type=int, default=900, help="training steps")
     p.add_argument("--time-budget", type=float, default=None, help="seconds; stops early")
-    p.add_argument("--batch-size", type=int, default=128, help="images per step")
+    p.add_argument("--batch-size", type=int, default=128, help="images per step, in each process "
+                   "(N processes train on N times that)")
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate")
     p.add_argument("--kl-weight", type=float, default=2e-3,
                    help="weight of the per-pixel KL against the per-pixel squared error")
