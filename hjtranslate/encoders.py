@@ -31,14 +31,19 @@ class Encoder:
         return {}
 
     @classmethod
+    def _label(cls) -> str:
+        """Its name in messages: the plugin's own ``name``, else its class's."""
+        return repr(cls.name) if cls.name != Encoder.name else cls.__name__
+
+    @classmethod
     def from_pretrained(cls, folder: str | Path, device: str | torch.device = "cpu") -> Encoder:
         raise NotImplementedError(
-            f"The {cls.name!r} encoder cannot be loaded from a folder: an encoder that is part "
+            f"The {cls._label()} encoder cannot be loaded from a folder: an encoder that is part "
             "of a pipeline defines from_pretrained(folder, device) and save_pretrained(folder).")
 
     def save_pretrained(self, folder: str | Path) -> None:
         raise NotImplementedError(
-            f"The {self.name!r} encoder cannot be saved: an encoder that is part of a pipeline "
+            f"The {self._label()} encoder cannot be saved: an encoder that is part of a pipeline "
             "defines save_pretrained(folder) and from_pretrained(folder, device).")
 
     def to(self, device: str | torch.device) -> Encoder:

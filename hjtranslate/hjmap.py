@@ -611,9 +611,17 @@ class HJMap(
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as exc:
+            changed = [f"the {kind} plugin {getattr(model, f'{kind}_name')!r} was saved with "
+                       f"{packages[kind]} and {now} is installed"
+                       for kind in ("cost", "head") if packages.get(kind)
+                       and (now := registry.resolve(kind, getattr(model, f"{kind}_name")).package)
+                       != packages[kind] and str(packages[kind]).split()[0] != "hjtranslate"]
+            detail = " ".join(line.strip() for line in str(exc).splitlines()[1:])
             raise CheckpointError(
                 f"The weights in {weights} do not match the architecture in its config.json "
-                f"(strict loading): {str(exc).splitlines()[0]} ..."
+                f"(strict loading): {detail[:400]}{' ...' if len(detail) > 400 else ''}"
+                + (f" ({'; '.join(changed)}: install the version it was saved with.)"
+                   if changed else "")
             ) from None
         return model.to(map_location).eval()
 

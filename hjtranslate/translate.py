@@ -123,6 +123,9 @@ def cmd_translate(args: argparse.Namespace) -> int:
               "(HF_HUB_OFFLINE=1 keeps to the local cache).", file=sys.stderr)
     pipe = TranslationPipeline.from_pretrained(model, **hub_options(args))
     in_side = "source" if args.direction == "forward" else "target"
+    if args.klass is None and pipe._judge(in_side) is None:
+        raise ValueError(f"{model} bundles no {in_side}-side judge (judge_{in_side}/) to detect "
+                         "the classes of the pictures: pass --class K.")
     pictures, conv = pipe._preprocess([img for _, img in inputs], in_side, args.frame)
     blank = [is_blank(x) for x in pictures]
     for (path, _), empty, notes in zip(inputs, blank, conv, strict=True):

@@ -384,7 +384,7 @@ def test_a_blank_picture_is_noted(pipes, data):
     assert not any("blank" in n for n in out.notes[1])
 
 
-def test_no_judge_needs_classes(pipes, data, tmp_path):
+def test_no_judge_needs_classes(pipes, data, tmp_path, capsys):
     pipe = TranslationPipeline.from_components(MODELS / "vae", pipes["conditional"].map)
     assert pipe.judge_source is None and pipe.judge_target is None
     with pytest.raises(ValueError, match="no source-side judge.*pass classes="):
@@ -400,6 +400,16 @@ def test_no_judge_needs_classes(pipes, data, tmp_path):
     assert index["judge_source"] is None and not (folder / "judge_source").exists()
     loaded = TranslationPipeline.from_pretrained(folder)
     assert_same_outputs(out, loaded(data[0][:2], data[1][:2].tolist()))
+    # the command line names its own option, not the Python argument
+    digit = np.zeros((28, 28), np.uint8)
+    digit[6:22, 12:16] = 255
+    Image.fromarray(digit).save(tmp_path / "d.png")
+    run = ["translate", "--model", str(folder), "--input", str(tmp_path / "d.png"), "--out",
+           str(tmp_path / "out")]
+    assert main(run) == 2
+    assert "bundles no source-side judge (judge_source/) to detect the classes of the pictures: " \
+           "pass --class K." in capsys.readouterr().err
+    assert main([*run, "--class", "3"]) == 0, capsys.readouterr().err
 
 
 def test_a_map_from_another_latent_space_is_refused(tmp_path):

@@ -519,6 +519,8 @@ def test_an_encoder_in_a_pipeline_is_checked_when_the_pipeline_is_built():
     pipe = TranslationPipeline(Linear64(), hjt.HJMap(4).double())
     images = pipe(torch.rand(2, 1, 28, 28), classes=0, output_type="np").images
     assert images.shape == (2, 28, 28, 1)
+    with pytest.raises(NotImplementedError, match="The Linear64 encoder cannot be saved"):
+        pipe.vae.save_pretrained("unused")  # named by its class, not the base's 'encoder'
     m = hjt.HJMap(4)
     for encoder, message in ((Flat(), r"decode of latents \(2, 4\) must return grey images of "
                               r"shape \(2, 1, 28, 28\).*got \(2, 784\)"),
@@ -566,3 +568,30 @@ def test_cards_and_env_name_the_plugin_packages_a_map_needs(plugin, tmp_path, ca
     assert "- needs" not in (tmp_path / "own" / "README.md").read_text()
     assert main(["env"]) == 0
     assert f"plugins from other packages: contract-test 0.1 (cost {name})" in capsys.readouterr().out
+
+
+class TinyV2(Tiny):
+    """Tiny as a later release of its package: one more layer."""
+
+    def __init__(self, dim, width=8, out=None):
+        super().__init__(dim, width, out)
+        self.net = nn.Sequential(nn.Linear(dim + 1, width), nn.SiLU(), nn.Linear(width, width),
+                                 nn.SiLU(), nn.Linear(width, 1))
+
+
+def test_weights_of_an_older_plugin_release_name_both_versions(tmp_path):
+    registry.register("head", "t_release", Tiny, package="contract-test 0.1")
+    try:
+        x = torch.randn(40, 2)
+        hjt.fit(x, x + 1, head="t_release", steps=1).save_pretrained(tmp_path / "m")
+    finally:
+        registry.unregister("head", "t_release")
+    registry.register("head", "t_release", TinyV2, package="contract-test 0.2")
+    try:
+        with pytest.raises(hjt.CheckpointError, match=r"do not match the architecture .*strict "
+                           r"loading\): Missing key\(s\).*head.net.4.weight.*the head plugin "
+                           r"'t_release' was saved with contract-test 0.1 and contract-test 0.2 "
+                           r"is installed: install the version it was saved with"):
+            hjt.HJMap.from_pretrained(tmp_path / "m")
+    finally:
+        registry.unregister("head", "t_release")
