@@ -10,7 +10,8 @@ setup:
 	bash scripts/setup.sh
 
 # The main job: class-conditional digits -> clothing transport (add ACCELERATE_ARGS to scale out,
-# e.g. ACCELERATE_ARGS="--multi_gpu --num_processes 2 --main_process_port 0").
+# e.g. ACCELERATE_ARGS="--multi_gpu --num_processes 2 --main_process_port 0" OMP_NUM_THREADS=1:
+# the threads are per process).
 # --quiet: a failed run ends on its own one-line error, not on the launcher's traceback too;
 # under --multi_gpu, torchrun gives a stopped run 120 s (not 30) to write its checkpoint.
 TORCH_ELASTIC_SHUTDOWN_TIMEOUT ?= 120

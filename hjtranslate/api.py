@@ -17,7 +17,7 @@ from . import registry
 from .checks import check_folder_path, real_number, whole_number
 from .contracts import json_safe
 from .costs import Cost, cost_spec
-from .hjmap import PIPELINE_INDEX_FILE, HJMap, as_sample_tensor, dense_tensor
+from .hjmap import PIPELINE_INDEX_FILE, WEIGHTS_NAME, HJMap, as_sample_tensor, dense_tensor
 from .objective import HJObjective, ObjectiveConfig
 from .sampling import CollocationSampler
 from .training import TrainConfig, make_accelerator, train
@@ -472,8 +472,42 @@ def _new_map(xs, yt, cost_name, cost_kwargs, t_f, num_classes, head, conditional
         num_classes=num_classes, class_names=class_names,
         target_class_names=target_class_names, encoder=encoder,
     )
-    zs, zt = standardise(hjmap, xs, yt)
-    return hjmap, zs, zt
+    saved = _checkpoint_normalisation(output_dir) if resume and output_dir else None
+    if saved is None:
+        return hjmap, *standardise(hjmap, xs, yt)
+    # the checkpoint's weights live in its own coordinates: the batches must too
+    both = torch.cat([xs, yt])
+    shift, spread = both.double().mean(0), common_spread(both) or 1.0
+    moved = float((shift - saved[0].double()).norm()) / float(saved[1])
+    if abs(spread / float(saved[1]) - 1) > RESUMED_DATA_TOLERANCE or moved > RESUMED_DATA_TOLERANCE:
+        warnings.warn(f"resume: these samples' mean and spread differ from those of the run in "
+                      f"{output_dir} (spread {spread:.4g} against {float(saved[1]):.4g}; mean "
+                      f"moved by {moved:.3g} spreads): the map keeps the run's coordinates. "
+                      "Resume with the same data, or fine-tune on new data (init_from / "
+                      "--init-from).", UserWarning, stacklevel=3)
+    hjmap.set_normalization(*saved)
+    return hjmap, *standardise(hjmap, xs, yt, keep=True)
+
+
+#: a resume whose samples' mean or spread moved by more than this share of the run's spread
+#: is warned of (the tasks draw the same samples again: no change at all)
+RESUMED_DATA_TOLERANCE = 0.05
+
+
+def _checkpoint_normalisation(output_dir: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The shift and scale of the newest checkpoint's map in ``output_dir`` (None: none)."""
+    from safetensors import safe_open
+
+    from .training import last_checkpoint_json
+
+    found = last_checkpoint_json(output_dir, "model/config.json")
+    if found is None:
+        return None
+    try:
+        with safe_open(str(found[1].parent / WEIGHTS_NAME), framework="pt") as f:
+            return f.get_tensor("shift"), f.get_tensor("scale")
+    except Exception:  # noqa: BLE001 - a damaged checkpoint: train() passes over it as well
+        return None
 
 
 def _fine_tune_start(init_from: str | Path | HJMap, dim: int, cost_name: str, cost_kwargs: dict,

@@ -209,6 +209,12 @@ class HJMap(
                 raise ValueError(f"The conditional head {head!r} needs num_classes (with hjt.fit: "
                              "labels=(source_labels, target_labels)).")
             head_kwargs["num_classes"] = self.num_classes
+        solves = getattr(head_cls, "costs", None)
+        if solves is not None and cost not in solves:
+            raise ValueError(
+                f"The {head!r} head solves the HJ equation of the {' or '.join(solves)} cost only "
+                f"(its potential has no network to learn another), not of the cost {cost!r}: use "
+                "the 'mlp' head (or 'conditional' for classes) with this cost.")
         params = inspect.signature(head_cls).parameters
         if "t_max" in params and "t_max" not in head_kwargs:
             # a Hopf-Lax part stays a valid (monotone) map only up to t_max: the map's horizon

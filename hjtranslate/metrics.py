@@ -134,7 +134,8 @@ def duality_gap(m: HJMap, x: torch.Tensor, y: torch.Tensor, kx=None, ky=None) ->
     _need_samples("duality_gap", x=x, y=y)
     with torch.no_grad():
         pushed = m.forward(x, kx)
-        cost = m.cost.cost(x, pushed, m.t_f).double()
+        # in float64, as the dual side: |d|**p / p of a large move overflows float32
+        cost = m.cost.cost(x.double(), pushed.double(), m.t_f)
         ux = _potential_in_data_units(m, x, 0.0, kx)
         uy = _potential_in_data_units(m, y, m.t_f, ky)
         up = _potential_in_data_units(m, pushed, m.t_f, kx)
@@ -270,7 +271,7 @@ def evaluate_map(
     xs, ys = x[i], y[j]
     exact = exact_ot_cost(xs, ys, m.cost, m.t_f)
     pushed_s = m.forward(xs, None if kx is None else kx if kx.numel() == 1 else kx[i])
-    learned = float(m.cost.cost(xs, pushed_s, m.t_f).mean())
+    learned = float(m.cost.cost(xs.double(), pushed_s.double(), m.t_f).mean())
     # Discrete OT between finite samples overestimates the population cost (sampling bias), so
     # cost_ratio < 1 need not mean undershoot. optimality_ratio compares the map's own pairing
     # with the best pairing of the same points and pushed points: >= 1, and 1 iff the map is

@@ -809,3 +809,15 @@ def test_an_interrupted_command_other_than_train_says_only_that(tmp_path, monkey
     Image.new("L", (28, 28)).save(image)
     assert main(["translate", "--input", str(image), "--out", str(tmp_path / "o")]) == 130
     assert capsys.readouterr().err == "interrupted.\n"
+
+
+def test_a_resume_on_another_number_of_processes_says_the_batch_changed(tmp_path, capsys):
+    run = ["train", "gaussians", "--steps", "2", "--n", "200", "--eval-n", "100",
+           "--batch-size", "32", "--no-progress", "--output-dir", str(tmp_path / "g")]
+    assert main(run) == 0
+    record = tmp_path / "g" / "config.json"
+    record.write_text(record.read_text().replace('"num_processes": 1', '"num_processes": 2'))
+    capsys.readouterr()
+    assert main([*run, "--resume", "--steps", "3"]) == 0
+    assert ("note: this run trained on 2 process(es) and goes on with 1: a step now takes "
+            "1 x --batch-size 32 samples per side (it took 2 x).") in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """The HJ loss, the maps, saving and loading, bad input."""
 
 import copy
+import math
 
 import numpy as np
 import pytest
@@ -1401,3 +1402,29 @@ def test_data_given_as_columns_is_warned_of():
     x = torch.randn(40, 2)
     with pytest.warns(UserWarning, match=r"hold 2 and 2 samples of 40 dimensions.*x_source.T"):
         hjt.fit(x.T, (x + 1).T, steps=1, batch_size=2)
+
+
+def test_costs_of_large_moves_are_measured_in_float64():
+    """|d|**10 / 10 of a move of 10^4 overflows float32: the primal side of the duality gap
+    was inf beside a float64 dual."""
+    from hjtranslate.metrics import duality_gap
+
+    torch.manual_seed(0)
+    m = hjt.HJMap(2, cost="pnorm", cost_kwargs={"p": 10})
+    m.set_normalization(torch.zeros(2), 1e4)
+    x = torch.randn(200, 2) * 1e4
+    assert not torch.isfinite(m.transport_cost(x)).all()  # float32, as the map
+    gap = duality_gap(m, x, x + 1)
+    assert math.isfinite(gap["primal"]) and gap["primal"] > 3.4e38 / 200
+    assert math.isfinite(gap["duality_gap"])
+
+
+def test_the_affine_head_takes_the_quadratic_cost_only():
+    """Its potential is the Hopf-Lax quadratic alone: with a p-norm cost it trained a map whose
+    backward was no inverse of its forward (round trip 0.97 of the spread)."""
+    with pytest.raises(ValueError, match="The 'affine' head solves the HJ equation of the "
+                       "quadratic cost only .* use the 'mlp' head"):
+        hjt.HJMap(2, cost="pnorm", cost_kwargs={"p": 3}, head="affine")
+    with pytest.raises(ValueError, match="quadratic cost only"):
+        hjt.fit(torch.randn(50, 2), torch.randn(50, 2), cost="pnorm", head="affine", steps=2)
+    hjt.HJMap(2, cost="quadratic", head="affine")

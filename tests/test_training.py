@@ -51,6 +51,21 @@ def test_checkpoints_are_atomic_and_resume_continues(tmp_path, ema_decay):
     shutil.rmtree(tmp_path)
 
 
+def test_a_resume_keeps_the_runs_coordinates_and_warns_of_other_data(tmp_path, recwarn):
+    """The checkpoint's map reads points in the run's standardised coordinates: the resumed
+    batches were standardised by the new samples' own mean and spread, silently."""
+    x, y = _data()
+    first = hjt.fit(x, y, steps=8, batch_size=64, output_dir=str(tmp_path))
+    hjt.fit(x, y, steps=10, batch_size=64, output_dir=str(tmp_path), resume=True)
+    assert not [w for w in recwarn if "resume:" in str(w.message)]  # the same data: no word
+    with pytest.warns(UserWarning, match=r"resume: these samples' mean and spread differ .*"
+                      r"spread 2\.225 against 1\.113.*the map keeps the run's coordinates"):
+        again = hjt.fit(2 * x, 2 * y, steps=12, batch_size=64, output_dir=str(tmp_path),
+                        resume=True)
+    torch.testing.assert_close(again.scale, first.scale)
+    torch.testing.assert_close(again.shift, first.shift)
+
+
 def test_resume_falls_back_past_a_damaged_checkpoint(tmp_path, capsys):
     x, y = _data()
     m_full = hjt.fit(x, y, steps=30, batch_size=64, output_dir=str(tmp_path))

@@ -322,6 +322,7 @@ def restore_recorded_options(args: argparse.Namespace, explicit: set[str],
     current.update(restored)
     if isinstance(recorded.get("_started_as"), str):  # the command the run started with
         args._started_as = recorded["_started_as"]
+    args._recorded_num_processes = recorded.get("num_processes")
     _check_run_plugins(current, run_dir)
     if changed and os.environ.get("RANK", "0") == "0":
         print(f"--resume: as recorded in {recorded_path}: "
@@ -628,6 +629,11 @@ def fit_from_args(
     out = output_dir(args, task)
     acc = make_accelerator(report_to=getattr(args, "report_to", None), logging_dir=out / "logs")
     note_started_as(args)  # config.json records it: a resumed run's card shows it
+    before = getattr(args, "_recorded_num_processes", None)
+    if args.resume and isinstance(before, int) and before != acc.num_processes:
+        acc.print(f"note: this run trained on {before} process(es) and goes on with "
+                  f"{acc.num_processes}: a step now takes {acc.num_processes} x --batch-size "
+                  f"{args.batch_size} samples per side (it took {before} x).", file=sys.stderr)
 
     def start_run() -> None:
         """Once fit has accepted every option: record them and take away a finished-looking

@@ -455,6 +455,8 @@ class AffineHead(PotentialHead):
     #: the quadratic parts it takes, the one fit should default to first (fit's default above
     #: 64 dimensions, the eigenbasis part, has no closed-form gradient here)
     quadratic_kinds = ("hopf_lax_spd", "hopf_lax")
+    #: the costs whose HJ equation it solves (a head without this attribute takes any)
+    costs = ("quadratic",)
 
     def __init__(self, dim: int, t_max: float = 1.0, quadratic_gain: float = 10.0,
                  quadratic: str = "hopf_lax") -> None:
