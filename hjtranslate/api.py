@@ -666,8 +666,9 @@ def linear_warm_start(hjmap: HJMap, zs: torch.Tensor, zt: torch.Tensor,
         return min(v0, v1) > 1e-6 * max(v0, v1)
 
     if not spread(z0, z1):
-        warnings.warn("The source or target samples hardly spread (a single colour?): no linear "
-                      "warm start, the map is learned from scratch.", stacklevel=3)
+        warnings.warn("the source or target samples hardly spread (a single colour?): no linear "
+                      "warm start, the map is learned from scratch (a short run may barely "
+                      "move: a few hundred steps reach one colour).", stacklevel=3)
         return False
     if not per_class:
         quad.set_affine_map(*gaussian_map(z0, z1))

@@ -102,6 +102,8 @@ def write_model_card(
         f"{json.dumps(config.get('cost_kwargs') or {})}; head: {config.get('head')}; "
         f"t_f: {config.get('t_f')}",
     ]
+    if isinstance(encoder, dict) and encoder.get("space"):  # what the map's points are
+        lines.append(f"- inputs: {encoder['space']}, as rows of shape (n, {config.get('dim')})")
     needs = plugin_line(config.get("plugin_packages") or {},
                         {"cost": config.get("cost"), "head": config.get("head")})
     if needs:

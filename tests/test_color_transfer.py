@@ -154,7 +154,8 @@ def test_a_single_colour_image_trains_without_the_linear_warm_start(images, tmp_
     flat blue recoloured to a clipped cyan, worse than before); it now trains from scratch."""
     flat = _save(tmp_path / "flat.png", np.full((16, 16, 3), (40, 120, 200), np.uint8))
     out = tmp_path / "run"
-    with pytest.warns(UserWarning, match=r"hardly spread \(a single colour\?\): no linear warm start"):
+    with pytest.warns(UserWarning, match=r"^the source or target samples hardly spread \(a single colour\?\): no linear "
+                      r"warm start"):
         assert main(["train", "color-transfer", "--source", flat, "--target", images[1], "--steps",
                      "30", "--pixels", "500", "--batch-size", "128", "--bins", "8", "--output-dir",
                      str(out), "--no-progress"]) == 0
@@ -239,3 +240,48 @@ def test_a_phone_photo_is_turned_upright_and_big_images_are_scored_in_blocks(tmp
     monkeypatch.setattr(ct, "_BLOCK", 700)
     np.testing.assert_array_equal(colour_histogram(px, 8), whole[0])
     assert off_palette_share(px, ref, radius=0.02) == whole[1]
+
+
+def test_transparent_pixels_are_left_out_and_the_alpha_kept(images, tmp_path, capsys):
+    """A cut-out's hidden pixels (magenta under a transparent half) were half the training
+    pixels and painted the recoloured image; its alpha was dropped."""
+    warm = np.asarray(Image.open(images[0]))
+    rgba = np.dstack([warm, np.full(warm.shape[:2], 255, np.uint8)])
+    rgba[:, :16] = (255, 0, 255, 0)  # the left half: transparent, magenta underneath
+    cut = _save(tmp_path / "cut.png", rgba)
+    out = tmp_path / "run"
+    args = ["train", "color-transfer", "--target", images[1], "--steps", "2", "--pixels", "10000",
+            "--batch-size", "64", "--bins", "8", "--no-progress"]
+    assert main([*args, "--source", cut, "--output-dir", str(out)]) == 0
+    assert "its 512 fully transparent pixels are left out" in capsys.readouterr().err
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["train_pixels"] == [512, 1024] == m["visible_pixels"]
+    recoloured = np.asarray(Image.open(out / "source_recoloured.png"))
+    assert recoloured.shape == (32, 32, 4) and (recoloured[:, :16, 3] == 0).all()
+    assert (recoloured[:, 16:, 3] == 255).all()
+    # the metrics read the visible pixels alone: as the opaque right half by itself
+    _save(tmp_path / "half.png", warm[:, 16:])
+    assert main([*args, "--source", str(tmp_path / "half.png"),
+                 "--output-dir", str(tmp_path / "half")]) == 0
+    half = json.loads((tmp_path / "half" / "metrics.json").read_text())
+    assert m["emd_before"] == pytest.approx(half["emd_before"])
+    rgba[..., 3] = 0
+    _save(tmp_path / "none.png", rgba)
+    assert main([*args, "--source", str(tmp_path / "none.png"),
+                 "--output-dir", str(tmp_path / "none")]) == 2
+    assert "transparent all over" in capsys.readouterr().err
+
+
+def test_the_readmes_recipe_recolours_another_picture(images, tmp_path, monkeypatch):
+    """The README's Python recipe, run as written (its paths pointed here)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    recipe = next(block for block in readme.split("```python")[1:]
+                  if "color_transfer import apply_map" in block).split("```")[0]
+    out = tmp_path / "runs" / "color-transfer"
+    assert main(["train", "color-transfer", "--source", images[0], "--target", images[1],
+                 "--steps", "2", "--pixels", "200", "--batch-size", "64", "--bins", "4",
+                 "--output-dir", str(out), "--no-progress"]) == 0
+    Image.open(images[1]).save(tmp_path / "another.jpg")
+    monkeypatch.chdir(tmp_path)
+    exec(recipe, {})  # noqa: S102 - the README's own code
+    assert Image.open(tmp_path / "recoloured.png").size == (32, 32)

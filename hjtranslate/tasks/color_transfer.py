@@ -79,12 +79,20 @@ COLOUR_STEPS = 3000
 
 # -- images ----------------------------------------------------------------------------------
 def load_image(path: str | Path, what: str = "") -> np.ndarray:
-    """An RGB image as a float32 array ``(H, W, 3)`` in ``[0, 1]``.
+    """An RGB image as a float32 array ``(H, W, 3)`` in ``[0, 1]`` (``load_image_alpha`` also
+    gives its transparency)."""
+    return load_image_alpha(path, what)[0]
 
-    Greyscale images are converted to RGB (all three channels equal) and an alpha channel is
-    dropped, each with a note on stderr. 16-bit greyscale is scaled by 1/65535; 32-bit integer
-    (mode ``I``) and float (mode ``F``) greyscale by the range their values fit: ``[0, 1]``
-    (floats only), ``0..255`` or ``0..65535`` (values outside are clipped; NaN or Inf refused).
+
+def load_image_alpha(path: str | Path, what: str = "") -> tuple[np.ndarray, np.ndarray | None]:
+    """An RGB image as a float32 array ``(H, W, 3)`` in ``[0, 1]``, and its alpha channel
+    ``(H, W)`` in ``[0, 1]`` (None for an opaque image).
+
+    Greyscale images are converted to RGB (all three channels equal), with a note on stderr.
+    16-bit greyscale is scaled by 1/65535; 32-bit integer (mode ``I``) and float (mode ``F``)
+    greyscale by the range their values fit: ``[0, 1]`` (floats only), ``0..255`` or
+    ``0..65535`` (values outside are clipped; NaN or Inf refused). An image with transparent
+    pixels says how many, with a note: the task leaves them out of training and metrics.
     Missing, unreadable or too large files (over twice ``PIL.Image.MAX_IMAGE_PIXELS``) raise
     clear errors."""
     from PIL import Image, UnidentifiedImageError
@@ -120,9 +128,11 @@ def load_image(path: str | Path, what: str = "") -> np.ndarray:
                         scale += "; all below 256, so it is dark: if it holds 8-bit data, save it as 8-bit"
                 print(f"note: the {label} {path.name} is greyscale ({mode}); converting it to "
                       f"RGB (three equal channels{scale}).", file=sys.stderr)
-            elif mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
-                print(f"note: the {label} {path.name} has an alpha channel; it is ignored.",
-                      file=sys.stderr)
+            alpha = None
+            if mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info:
+                alpha = np.asarray(img.convert("RGBA").getchannel("A"), dtype=np.float32) / 255
+                if alpha.min() == 1.0:
+                    alpha = None  # an alpha channel with nothing transparent
             rgb = img.convert("RGB")
     except Image.DecompressionBombError as exc:  # not an OSError: caught on its own
         raise image_too_large(path, exc, label) from None
@@ -136,7 +146,15 @@ def load_image(path: str | Path, what: str = "") -> np.ndarray:
     arr /= 255.0  # in place: a 64-megapixel photo is 768 MB in float32
     if arr.shape[0] * arr.shape[1] < 2:
         raise ValueError(f"The {label} {str(path)!r} has fewer than 2 pixels.")
-    return arr
+    if alpha is not None:
+        hidden = int((alpha == 0).sum())
+        if alpha.size - hidden < 2:
+            raise ValueError(f"The {label} {str(path)!r} is transparent all over (fewer than 2 "
+                             "visible pixels): there are no colours to transfer.")
+        print(f"note: the {label} {path.name} has transparency: its {hidden} fully transparent "
+              "pixels are left out of the training and the metrics, and its recoloured image "
+              "keeps the alpha channel.", file=sys.stderr)
+    return arr, alpha
 
 
 def _grey_peak(a: np.ndarray, mode: str, what: str) -> float:
@@ -151,15 +169,26 @@ def _grey_peak(a: np.ndarray, mode: str, what: str) -> float:
     return 255.0 if peak <= 255 else 65535.0
 
 
-def save_image(path: Path, rgb: np.ndarray) -> None:
+def save_image(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = None) -> None:
+    """``rgb`` ``(H, W, 3)`` in ``[0, 1]`` as an 8-bit image (its format from the suffix),
+    RGBA where ``alpha`` is given."""
     from PIL import Image
 
-    with written_whole(path) as tmp:
-        Image.fromarray((np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)).save(tmp)
+    with written_whole(Path(path)) as tmp:
+        Image.fromarray((np.clip(with_alpha(rgb, alpha), 0, 1) * 255 + 0.5).astype(np.uint8)).save(tmp)
 
 
-def pixels_of(img: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(img.reshape(-1, 3), dtype=np.float32))
+def with_alpha(rgb: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
+    """``(H, W, 3)`` RGB with its alpha as a fourth channel (the RGB itself without one)."""
+    return rgb if alpha is None else np.concatenate([rgb, alpha[..., None]], axis=2)
+
+
+def pixels_of(img: np.ndarray, alpha: np.ndarray | None = None) -> torch.Tensor:
+    """The image's pixels ``(n, 3)``; with ``alpha``, its visible ones only (alpha above 0)."""
+    px = np.ascontiguousarray(img.reshape(-1, 3), dtype=np.float32)
+    if alpha is not None:
+        px = px[alpha.reshape(-1) > 0]
+    return torch.from_numpy(px)
 
 
 def subsample(px: torch.Tensor, n: int, seed: int) -> torch.Tensor:
@@ -169,11 +198,22 @@ def subsample(px: torch.Tensor, n: int, seed: int) -> torch.Tensor:
     return px[torch.randperm(len(px), generator=g)[:n]]
 
 
-def apply_map(fn, px: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
+#: images with more pixels than this get a progress bar as the map recolours them: a
+#: 48-megapixel photo takes minutes on a CPU, far longer than the training
+APPLY_PROGRESS_PIXELS = 1_000_000
+
+
+def apply_map(fn, px: torch.Tensor, chunk: int = 65536, desc: str | None = None) -> torch.Tensor:
     """Apply a map to all pixels in chunks, clipped to ``[0, 1]`` (filled in place: a list of
-    chunks and their concatenation would hold a 64-megapixel photo twice)."""
+    chunks and their concatenation would hold a 64-megapixel photo twice). ``desc``: a progress
+    bar with this label, for images above ``APPLY_PROGRESS_PIXELS``."""
+    from tqdm.auto import tqdm
+
     out = torch.empty_like(px, device="cpu")
-    for i in range(0, len(px), chunk):
+    starts = range(0, len(px), chunk)
+    bar = tqdm(starts, desc=desc, unit="chunk", dynamic_ncols=True,
+               disable=desc is None or len(px) <= APPLY_PROGRESS_PIXELS)
+    for i in bar:
         out[i:i + chunk] = fn(px[i:i + chunk]).detach().clamp(0, 1).cpu()  # a map may sit on a GPU
     return out
 
@@ -366,9 +406,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 raise ValueError(f"--{flag} {getattr(args, flag)} is where the run writes its "
                                  f"{name}: it would be replaced. Move the image, or pick another "
                                  "--output-dir.")
-    src = load_image(args.source, "source")
-    tgt = load_image(args.target, "target")
-    ps, pt = pixels_of(src), pixels_of(tgt)
+    src, src_alpha = load_image_alpha(args.source, "source")
+    tgt, tgt_alpha = load_image_alpha(args.target, "target")
+    ps, pt = pixels_of(src, src_alpha), pixels_of(tgt, tgt_alpha)  # the visible ones
+    if ps.shape == pt.shape and torch.equal(ps, pt):
+        print("note: the source and target images have the same pixels: the optimal map is the "
+              "identity (the learned one comes near it).", file=sys.stderr)
     xs = subsample(ps, args.pixels, seed=1 + 2 * args.seed)
     yt = subsample(pt, args.pixels, seed=2 + 2 * args.seed)
     t0 = time.perf_counter()
@@ -381,28 +424,37 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "source": str(Path(args.source).expanduser().resolve()),
         "target": str(Path(args.target).expanduser().resolve()),
         "source_shape": list(src.shape), "target_shape": list(tgt.shape),
-        "train_pixels": [len(xs), len(yt)], **run_figures(result, t0), **result["final"],
+        "train_pixels": [len(xs), len(yt)], "visible_pixels": [len(ps), len(pt)],
+        **run_figures(result, t0), **result["final"],
         "histogram": f"{args.bins}^3 RGB bins on [0,1], normalised to sum 1",
         "emd_ground_cost": "squared Euclidean between bin centres (POT ot.emd2)",
     }
     if acc.is_main_process:
         t1 = time.perf_counter()
-        fwd = apply_map(m.forward, ps)
-        bwd = apply_map(m.backward, pt)
+        show = not args.no_progress
+        # every pixel is recoloured (a hidden one may be shown by another program); the
+        # metrics read the visible ones
+        fwd = apply_map(m.forward, pixels_of(src), desc="recolour source" if show else None)
+        bwd = apply_map(m.backward, pixels_of(tgt), desc="recolour target" if show else None)
         metrics["apply_seconds"] = time.perf_counter() - t1
         src_rec = fwd.reshape(src.shape).numpy()
         tgt_rec = bwd.reshape(tgt.shape).numpy()
+        if src_alpha is not None:
+            fwd = fwd[torch.from_numpy(src_alpha.reshape(-1) > 0)]
+        if tgt_alpha is not None:
+            bwd = bwd[torch.from_numpy(tgt_alpha.reshape(-1) > 0)]
         for key, (res, ref) in {
             "forward": (fwd, pt), "backward": (bwd, ps), "before": (ps, pt),
         }.items():
             for name, v in colour_metrics(res, ref, args.bins).items():
                 metrics[f"{name}_{key}"] = v
         out.mkdir(parents=True, exist_ok=True)
-        save_image(out / "source_recoloured.png", src_rec)
-        save_image(out / "target_recoloured.png", tgt_rec)
+        save_image(out / "source_recoloured.png", src_rec, src_alpha)
+        save_image(out / "target_recoloured.png", tgt_rec, tgt_alpha)
         panel(out / "panel.png", {
-            "source": src, "target": tgt,
-            "source -> target palette": src_rec, "target -> source palette": tgt_rec,
+            "source": with_alpha(src, src_alpha), "target": with_alpha(tgt, tgt_alpha),
+            "source -> target palette": with_alpha(src_rec, src_alpha),
+            "target -> source palette": with_alpha(tgt_rec, tgt_alpha),
         }, f"EMD {metrics['emd_before']:.4g} -> {metrics['emd_forward']:.4g} (forward), "
            f"intersection {metrics['intersection_before']:.3f} -> "
            f"{metrics['intersection_forward']:.3f}")
