@@ -128,6 +128,7 @@ Several processes: accelerate launch --multi_gpu --num_processes N [--main_proce
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .data import DATA_DIR_HELP
     from .tasks import TASKS, load_task
 
     parser = argparse.ArgumentParser(
@@ -163,8 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="digits-to-fashion: decode through this VAE instead of the run's (the "
                     "same latent space, e.g. a `train vae --decoder-only` fine-tune)")
     ev.add_argument("--data-dir", default=None,
-                    help="digits-to-fashion: the MNIST / Fashion-MNIST folder (default: the run's, "
-                    "else $HJT_DATA_DIR, else the user cache)")
+                    help="digits-to-fashion: " + DATA_DIR_HELP.replace("(default: ", "(default: "
+                                                                       "the run's, else "))
     ev.set_defaults(func=_cmd_evaluate)
 
     sub.add_parser("plugins", help="list costs, encoders and heads with their packages").set_defaults(

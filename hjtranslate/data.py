@@ -61,6 +61,12 @@ def file_names(split: str) -> tuple[str, str]:
     return f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"
 
 
+#: the help of every --data-dir (the order resolve_data_dir follows)
+DATA_DIR_HELP = ("the MNIST / Fashion-MNIST folder (default: $HJT_DATA_DIR, else "
+                 "$XDG_CACHE_HOME/hjtranslate/datasets, i.e. ~/.cache/hjtranslate/datasets; "
+                 "Fashion-MNIST is also looked for where Debian's dataset-fashion-mnist installs it)")
+
+
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "hjtranslate" / "datasets"
@@ -123,6 +129,9 @@ def _candidate_folders(name: str, root: Path, explicit: bool) -> list[Path]:
     return folders
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+
+
 def _read_idx(path: Path, ndim: int, count: int | None = None) -> np.ndarray:
     """Parse an IDX file of unsigned bytes (``.gz`` or plain), checking its header and size."""
     stat = path.stat()
@@ -134,11 +143,9 @@ def _read_idx(path: Path, ndim: int, count: int | None = None) -> np.ndarray:
         "http://yann.lecun.com/exdb/mnist/ and https://github.com/zalandoresearch/fashion-mnist)."
     )
     try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as f:
-                raw = f.read()
-        else:
-            raw = path.read_bytes()
+        raw = path.read_bytes()
+        if raw[:2] == GZIP_MAGIC:  # a .gz, or one saved without its suffix
+            raw = gzip.decompress(raw)
     except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
         raise ValueError(f"Cannot read {path}: it is not a valid gzip file ({exc}). {hint}") from exc
     except OSError as exc:  # permissions, a disk error: the file may well be intact

@@ -154,8 +154,8 @@ def test_a_single_colour_image_trains_without_the_linear_warm_start(images, tmp_
     flat blue recoloured to a clipped cyan, worse than before); it now trains from scratch."""
     flat = _save(tmp_path / "flat.png", np.full((16, 16, 3), (40, 120, 200), np.uint8))
     out = tmp_path / "run"
-    with pytest.warns(UserWarning, match=r"^the source or target samples hardly spread \(a single colour\?\): no linear "
-                      r"warm start"):
+    with pytest.warns(UserWarning, match=r"^the source or target samples hardly spread \(a "
+                      r"single colour\?\): no linear warm start"):
         assert main(["train", "color-transfer", "--source", flat, "--target", images[1], "--steps",
                      "30", "--pixels", "500", "--batch-size", "128", "--bins", "8", "--output-dir",
                      str(out), "--no-progress"]) == 0

@@ -71,6 +71,17 @@ def test_truncated_gzip_is_a_clear_error(shared_data: Path, tmp_path: Path) -> N
         data.load_dataset("mnist", "test", data_dir=root)
 
 
+def test_a_gzip_file_without_its_suffix_is_read(shared_data: Path, tmp_path: Path) -> None:
+    """Saved as t10k-images-idx3-ubyte but still compressed: it was "not an IDX file"."""
+    good = data.load_dataset("mnist", "test", data_dir=shared_data)
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    for stem in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        shutil.copy(shared_data / "mnist" / f"{stem}.gz", folder / stem)
+    again = data.load_dataset("mnist", "test", data_dir=tmp_path)
+    assert torch.equal(again[0], good[0]) and torch.equal(again[1], good[1])
+
+
 def test_short_payload_and_bad_magic(shared_data: Path, tmp_path: Path) -> None:
     with gzip.open(shared_data / "mnist" / "t10k-images-idx3-ubyte.gz") as f:
         content = f.read()
@@ -149,6 +160,6 @@ def test_a_folder_of_one_dataset_is_not_read_as_both(shared_data: Path, tmp_path
         raise PermissionError(13, "Permission denied")
 
     data._cache.clear()
-    monkeypatch.setattr(gzip, "open", unreadable)
+    monkeypatch.setattr(Path, "read_bytes", unreadable)
     with pytest.raises(ValueError, match="Permission denied. Check that this process may read it"):
         data.load_dataset("mnist", "train", data_dir=digits)

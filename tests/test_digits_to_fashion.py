@@ -225,6 +225,25 @@ def test_latent_cache_tells_apart_subsets_with_the_same_labels(tmp_path):
     assert torch.allclose(zb, enc.encode(images_b).cpu(), atol=1e-5)
 
 
+def test_latent_cache_tells_apart_other_images_with_the_same_labels(tmp_path, monkeypatch):
+    """An edited copy of a dataset (inverted images, the same labels) read the cached latents
+    of the original: the evaluation mixed stale figures with fresh ones."""
+    from hjtranslate_plugins.vae import VAEEncoder
+
+    import hjtranslate.data
+    from hjtranslate.data import load_dataset
+    from hjtranslate.tasks.digits_to_fashion import balanced_subset, encoded
+
+    enc = VAEEncoder()
+    images, labels = load_dataset("mnist", "test", None)
+    index = balanced_subset(labels, 2, seed=0)
+    _, z, _ = encoded(enc, "mnist", "test", None, index, tmp_path)
+    monkeypatch.setattr(hjtranslate.data, "load_dataset", lambda *a, **k: (255 - images, labels))
+    inverted, z_inv, _ = encoded(enc, "mnist", "test", None, index, tmp_path)
+    assert len(list(tmp_path.glob("*.safetensors"))) == 2 and not torch.equal(z, z_inv)
+    assert torch.allclose(z_inv, enc.encode(inverted).cpu(), atol=1e-5)
+
+
 def test_gpu_preset_builds_its_larger_head_and_runs_on_a_cpu(tmp_path):
     """The `gpu` preset's architecture end to end (a few steps; no GPU is needed to build it)."""
     from hjtranslate.tasks.digits_to_fashion import PRESETS

@@ -220,3 +220,18 @@ def test_a_judge_trained_by_a_resume_records_the_command_the_run_started_with(tm
     card = (root / "judge-fashion-mnist" / "README.md").read_text()
     assert "hjtranslate " + " ".join(first) in card
     assert "Resumed with `hjtranslate " + " ".join(resume) + "`" in card
+
+
+def test_train_judges_finds_every_dataset_before_the_first_judge_trains(tmp_path, shared_data,
+                                                                         capsys):
+    """With Fashion-MNIST missing, the whole MNIST judge trained before the error."""
+    from hjtranslate.cli import main
+
+    only = tmp_path / "onlymnist"
+    only.mkdir()
+    (only / "mnist").symlink_to(shared_data / "mnist")
+    root = tmp_path / "judges"
+    assert main(["train", "judges", "--output-root", str(root), "--data-dir", str(only),
+                 "--steps", "2", "--batch-size", "16"]) == 2
+    assert "fashion-mnist" in capsys.readouterr().err
+    assert not (root / "judge-mnist" / "model.safetensors").exists()

@@ -23,6 +23,7 @@ import torch
 
 from .. import registry
 from ..checks import process_alive
+from ..data import DATA_DIR_HELP
 from ..metrics import exact_ot_cost
 from ..shipped import models_dir
 from .common import (
@@ -65,7 +66,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="cpu: about 15 minutes on 2 cores; gpu: longer and larger")
     p.add_argument("--mode", choices=["shared", "conditional"], default="conditional",
                    help="shared potential with class-wise MMD (the paper) or a conditional head")
-    p.add_argument("--data-dir", default=None, help="MNIST / Fashion-MNIST folder (or $HJT_DATA_DIR)")
+    p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     p.add_argument("--download", action="store_true",
                    help="let torchvision download missing MNIST / Fashion-MNIST files (online)")
     p.add_argument("--vae", default=None, help="VAE folder or Hub id (default: models/vae)")
@@ -154,8 +155,10 @@ def encoded(enc, name: str, split: str, data_dir: str | None, index: torch.Tenso
     images, labels = load_dataset(name, split, data_dir)
     if index is not None:
         images, labels = images[index], labels[index]
-    # The key names the images: two subsets with the same labels (other seeds) must not collide.
+    # The key names the images by their bytes (other files with the same labels, as an edited
+    # copy of a dataset, must not read these latents) and the subset taken.
     h = hashlib.sha256(labels.numpy().tobytes())
+    h.update(images.numpy().tobytes())
     if index is not None:
         h.update(torch.as_tensor(index).numpy().tobytes())
     key = h.hexdigest()[:12]
@@ -180,7 +183,12 @@ def encoded(enc, name: str, split: str, data_dir: str | None, index: torch.Tenso
 
 
 def _cache_dir() -> Path:
-    base = os.environ.get("HJT_CACHE_DIR") or Path.home() / ".cache" / "hjtranslate"
+    """Where encoded latents (``latents/``) and map-independent figures (``references/``) are
+    kept: ``$HJT_CACHE_DIR``, else ``$XDG_CACHE_HOME/hjtranslate`` (``~/.cache/hjtranslate``).
+    Entries are keyed by what they were computed from and never go stale; delete the folder to
+    free the space."""
+    base = os.environ.get("HJT_CACHE_DIR") or Path(
+        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hjtranslate"
     return Path(base) / "latents"
 
 
@@ -348,8 +356,8 @@ def reference_metrics(enc, args: argparse.Namespace, cost, t_f: float,
     """The evaluation's figures that do not depend on the map: the judges' accuracy on the real
     test images and on their VAE reconstructions, the Frechet floors, the accuracy and Frechet
     distances of a perfect map and, per class, the exact OT cost (POT) on up to 1,000 test
-    latents. Cached beside the latents (keyed by VAE, judges, test labels, --eval-n, seed, cost
-    and t_f): a second run pays for its own map only. ``inputs``: ``_eval_inputs`` when already
+    latents. Cached beside the latents (keyed by VAE, judges, test images and labels, --eval-n,
+    seed, cost and t_f): a second run pays for its own map only. ``inputs``: ``_eval_inputs`` when already
     read."""
     from ..judges import frechet_distances
 
@@ -358,7 +366,9 @@ def reference_metrics(enc, args: argparse.Namespace, cost, t_f: float,
     key = {"version": 2, "vae": _vae_digest(enc), "judge_mnist": _digest(judge_m.state_dict()),
            "judge_fashion": _digest(judge_f.state_dict()), "n": len(ks), "seed": seed,
            "cost": repr(cost), "t_f": t_f,
-           "labels": hashlib.sha256(ks.numpy().tobytes() + kt.numpy().tobytes()).hexdigest()}
+           "labels": hashlib.sha256(ks.numpy().tobytes() + kt.numpy().tobytes()).hexdigest(),
+           # the test images, through their latents (whose cache key holds their bytes)
+           "latents": hashlib.sha256(zs.numpy().tobytes() + zt.numpy().tobytes()).hexdigest()}
     path = _cache_dir().parent / "references" / f"{_digest({}, key)}.json"
     if path.is_file():
         return json.loads(path.read_text())

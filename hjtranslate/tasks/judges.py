@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data import load_dataset, to_float
+from ..data import DATA_DIR_HELP, load_dataset, to_float
 from ..judges import (
     CLASSES,
     DEFAULT_ARCH,
@@ -60,8 +60,7 @@ class ClassifierObjective(nn.Module):
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", default=None, help="datasets folder (default: $HJT_DATA_DIR, "
-                   "then ~/.cache/hjtranslate/datasets)")
+    p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     p.add_argument("--download", action="store_true",
                    help="let torchvision download missing MNIST / Fashion-MNIST files (online)")
     p.add_argument("--output-root", default=None,
@@ -285,6 +284,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             refuse_to_replace(Path(args.output_root) / f"judge-{name}",
                               f"--output-root {args.output_root}", f"{name} judge",
                               "model.safetensors", args)
+            for split in ("train", "test"):  # all data found before the first judge trains
+                load_dataset(name, split, args.data_dir, download=args.download)
     return {name: finished[name] or train_one(name, args) for name in names}
 
 

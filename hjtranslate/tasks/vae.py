@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data import load_dataset, to_float
+from ..data import DATA_DIR_HELP, load_dataset, to_float
 from .common import (
     check_output_folder,
     move_outputs,
@@ -104,8 +104,7 @@ def parse_widths(text: str, groups: int = 8) -> tuple[int, ...]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", default=None, help="datasets folder (default: $HJT_DATA_DIR, "
-                   "then ~/.cache/hjtranslate/datasets)")
+    p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     p.add_argument("--download", action="store_true",
                    help="let torchvision download missing MNIST / Fashion-MNIST files (online)")
     p.add_argument("--output-dir", default=None,
