@@ -129,6 +129,7 @@ def test_train_a_vae_then_fine_tune_its_decoder_only(shared_data: Path, tmp_path
     from safetensors.torch import load_file
 
     from hjtranslate.cli import main
+    from hjtranslate.data import resolve_data_dir
 
     base, tuned = tmp_path / "base", tmp_path / "tuned"
     small = ["--widths", "8,8,8,8", "--batch-size", "16", "--steps", "2", "--eval-images", "300",
@@ -144,7 +145,11 @@ def test_train_a_vae_then_fine_tune_its_decoder_only(shared_data: Path, tmp_path
     assert (base / "latent_stats.json").read_bytes() == (tuned / "latent_stats.json").read_bytes()
     assert "encoder frozen" in (tuned / "README.md").read_text()
     assert "| mnist test (300) |" in (base / "README.md").read_text()
-    assert json.loads((base / "training_metrics.json").read_text())["stats_images"] == 800
+    record = json.loads((base / "training_metrics.json").read_text())
+    assert record["stats_images"] == 800
+    assert record["data_dir"] == str(resolve_data_dir(None))  # where the images came from
+    # the card's snippet loads the VAE where it was written (a tmp path: by its folder's name)
+    assert f"enc = VAEEncoder('{base.name}')" in (base / "README.md").read_text()
     assert not (tuned / "checkpoints").exists()
     enc = VAEEncoder(tuned)
     assert enc.latent_dim == 64 and enc.decode(torch.zeros(2, 64)).shape == (2, 1, 28, 28)

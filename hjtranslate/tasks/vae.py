@@ -25,7 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data import DATA_DIR_HELP, load_dataset, to_float
+from ..data import DATA_DIR_HELP, load_dataset, resolve_data_dir, to_float
+from ..modelcard import card_name
 from .common import (
     check_output_folder,
     move_outputs,
@@ -161,7 +162,8 @@ def reconstruction_metrics(encoder: Any, images: torch.Tensor) -> dict[str, floa
             "psnr_per_image_mean": float((10.0 * torch.log10(1.0 / per_image.clamp_min(1e-10))).mean())}
 
 
-def write_card(folder: Path, info: dict[str, Any]) -> Path:
+def write_card(folder: Path, info: dict[str, Any], name: str = "models/vae") -> Path:
+    """The VAE's model card in ``folder``; its snippet loads ``name`` (where the VAE ends up)."""
     from huggingface_hub import ModelCard, ModelCardData
 
     data = ModelCardData(
@@ -219,7 +221,7 @@ hjtranslate learns its digits-to-fashion transport maps.
 
 ```python
 from hjtranslate_plugins.vae import VAEEncoder
-enc = VAEEncoder("models/vae")           # or VAEEncoder() for the shipped one
+enc = VAEEncoder({name!r})  # VAEEncoder() loads the shipped one
 z = enc.encode(images)                   # (n, 1, 28, 28) in [0, 1] -> (n, {info['latent_dim']})
 images_back = enc.decode(z)              # -> (n, 1, 28, 28) in [0, 1]
 ```
@@ -393,8 +395,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "device": f"{acc.num_processes} x {acc.device.type} process(es), "
                   f"{torch.get_num_threads()} thread(s)",
         **run_commands(args, "vae"),
+        "data_dir": str(resolve_data_dir(args.data_dir)),  # where the images came from
     }
-    write_card(stage, info)
+    write_card(stage, info, card_name(out))
     (stage / "training_metrics.json").write_text(
         json.dumps(info | {"final": result["final"]}, indent=2, sort_keys=True) + "\n")
     move_outputs(stage, out, weights="diffusion_pytorch_model.safetensors")
