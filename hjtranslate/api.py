@@ -17,7 +17,14 @@ from . import registry
 from .checks import check_folder_path, real_number, whole_number
 from .contracts import json_safe
 from .costs import Cost, cost_spec
-from .hjmap import PIPELINE_INDEX_FILE, WEIGHTS_NAME, HJMap, as_sample_tensor, dense_tensor
+from .hjmap import (
+    PIPELINE_INDEX_FILE,
+    WEIGHTS_NAME,
+    HJMap,
+    as_sample_tensor,
+    dense_tensor,
+    head_cost_mismatch,
+)
 from .objective import HJObjective, ObjectiveConfig
 from .sampling import CollocationSampler
 from .training import TrainConfig, make_accelerator, train
@@ -466,6 +473,10 @@ def _new_map(xs, yt, cost_name, cost_kwargs, t_f, num_classes, head, conditional
         hk = _resumed_head_kwargs(output_dir, hk) or hk
     # Seed before the head draws its initial weights (torch's own start seed differs per
     # process); train() seeds again for the steps.
+    wrong_cost = head_cost_mismatch(head_cls, head, registry.create("cost", cost_name,
+                                                                    **cost_kwargs), cost_name)
+    if wrong_cost:
+        raise ValueError(wrong_cost)
     set_seed(seed)
     hjmap = HJMap(
         dim, cost=cost_name, cost_kwargs=cost_kwargs, head=head, head_kwargs=hk, t_f=t_f,

@@ -147,6 +147,28 @@ def _version_tuple(v: str) -> tuple[int, ...]:
     return tuple(out)
 
 
+def head_cost_mismatch(head_cls: type, head: str, cost: Cost, cost_name: str) -> str | None:
+    """Why the head ``head`` cannot solve the HJ equation of ``cost`` (None: it can). A head
+    lists the costs it solves in ``costs`` (none: any); a cost whose Hamiltonian is
+    ``|p|^2 / 2`` (``pnorm`` or ``lp`` with p = 2) is the quadratic one."""
+    solves = getattr(head_cls, "costs", None)
+    if solves is None or cost_name in solves:
+        return None
+    if "quadratic" in solves:
+        p = torch.randn(3, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        try:
+            with torch.no_grad():
+                if (torch.allclose(cost.hamiltonian(p).double(), (p * p).sum(-1) / 2)
+                        and torch.allclose(cost.grad_hamiltonian(p).double(), p)):
+                    return None
+        except Exception:  # noqa: BLE001 - a cost that cannot be probed so: not the quadratic
+            pass
+    return (f"The {head!r} head solves the HJ equation of the {' or '.join(solves)} cost only "
+            f"(its potential has no network to learn another), not of the cost {cost_name!r}: "
+            "its maps are not optimal for it. Use the 'mlp' head (or 'conditional' for classes) "
+            "with this cost.")
+
+
 class HJMap(
     nn.Module,
     ModelHubMixin,
@@ -209,12 +231,9 @@ class HJMap(
                 raise ValueError(f"The conditional head {head!r} needs num_classes (with hjt.fit: "
                              "labels=(source_labels, target_labels)).")
             head_kwargs["num_classes"] = self.num_classes
-        solves = getattr(head_cls, "costs", None)
-        if solves is not None and cost not in solves:
-            raise ValueError(
-                f"The {head!r} head solves the HJ equation of the {' or '.join(solves)} cost only "
-                f"(its potential has no network to learn another), not of the cost {cost!r}: use "
-                "the 'mlp' head (or 'conditional' for classes) with this cost.")
+        wrong_cost = head_cost_mismatch(head_cls, head, self.cost, cost)
+        if wrong_cost:  # fit refuses it; a map saved so still loads, with the warning
+            warnings.warn(wrong_cost, UserWarning, stacklevel=2)
         params = inspect.signature(head_cls).parameters
         if "t_max" in params and "t_max" not in head_kwargs:
             # a Hopf-Lax part stays a valid (monotone) map only up to t_max: the map's horizon

@@ -111,6 +111,16 @@ def exact_ot_cost(x: torch.Tensor, y: torch.Tensor, cost, t_f: float = 1.0) -> f
     return float((plan * c).sum())
 
 
+def _cost_in_float64(m: HJMap, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``c(x, y)`` per pair in float64, as the dual side is: ``|d|**p / p`` of a large move
+    overflows float32. A cost plugin that only runs in float32 (a float32 matrix inside) is
+    priced in float32."""
+    try:
+        return m.cost.cost(x.double(), y.double(), m.t_f)
+    except RuntimeError:  # "expected ... the same dtype": the plugin's own float32 tensors
+        return m.cost.cost(x, y, m.t_f).double()
+
+
 def _potential_in_data_units(m: HJMap, x: torch.Tensor, t: float, k=None) -> torch.Tensor:
     """``u(x, t)`` in float64 and data units: u lives in standardised units, and costs scale by
     ``scale ** degree``."""
@@ -134,8 +144,7 @@ def duality_gap(m: HJMap, x: torch.Tensor, y: torch.Tensor, kx=None, ky=None) ->
     _need_samples("duality_gap", x=x, y=y)
     with torch.no_grad():
         pushed = m.forward(x, kx)
-        # in float64, as the dual side: |d|**p / p of a large move overflows float32
-        cost = m.cost.cost(x.double(), pushed.double(), m.t_f)
+        cost = _cost_in_float64(m, x, pushed)
         ux = _potential_in_data_units(m, x, 0.0, kx)
         uy = _potential_in_data_units(m, y, m.t_f, ky)
         up = _potential_in_data_units(m, pushed, m.t_f, kx)
@@ -271,7 +280,7 @@ def evaluate_map(
     xs, ys = x[i], y[j]
     exact = exact_ot_cost(xs, ys, m.cost, m.t_f)
     pushed_s = m.forward(xs, None if kx is None else kx if kx.numel() == 1 else kx[i])
-    learned = float(m.cost.cost(xs.double(), pushed_s.double(), m.t_f).mean())
+    learned = float(_cost_in_float64(m, xs, pushed_s).mean())
     # Discrete OT between finite samples overestimates the population cost (sampling bias), so
     # cost_ratio < 1 need not mean undershoot. optimality_ratio compares the map's own pairing
     # with the best pairing of the same points and pushed points: >= 1, and 1 iff the map is

@@ -143,12 +143,13 @@ def make_accelerator(cpu: bool | None = None, report_to: str | None = None,
             "which makes that use gloo)."
         )
     if acc.gradient_accumulation_steps > 1:
-        # accelerate would scale each loss down and the loop would still step every batch
+        # accelerate's optimizer would step every N batches, while --steps, the learning-rate
+        # schedule, the weight average and the MMD weight's updates count every batch
         raise TrainingError(
             f"accelerate asks for gradient accumulation over {acc.gradient_accumulation_steps} "
             "steps (ACCELERATE_GRADIENT_ACCUMULATION_STEPS, or a config file), which hjtranslate's "
-            "training does not do: each step trains on its batch. Give a larger --batch-size "
-            "instead, and unset it.")
+            "training does not follow: --steps, the learning-rate schedule and the MMD weight "
+            "would count micro-batches. Give a larger --batch-size instead, and unset it.")
     if acc.mixed_precision == "fp16" and acc.device.type == "cpu":
         warnings.warn("fp16 mixed precision does nothing on a CPU (accelerate trains in float32 "
                       "there): use --mixed_precision bf16, or leave it off.", UserWarning,
@@ -583,7 +584,8 @@ def _train(model, batch_fn, config, acc, after_step, save_fn, parameters, on_sta
         "final": logs,
         "history": history,
         "num_processes": acc.num_processes,
-        "mixed_precision": str(acc.mixed_precision),
+        # what ran: fp16 asked on a CPU trains in float32 (make_accelerator warned)
+        "mixed_precision": str(acc.mixed_precision) if acc.native_amp else "no",
     }
 
 

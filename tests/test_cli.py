@@ -208,6 +208,7 @@ def test_accelerate_launch_settings_the_loop_does_not_follow(tmp_path, capsys, m
     fresh_process()
     with pytest.warns(UserWarning, match="fp16 mixed precision does nothing on a CPU"):
         assert main([*args, "--output-dir", str(tmp_path / "fp16")]) == 0
+    assert json.loads((tmp_path / "fp16" / "metrics.json").read_text())["mixed_precision"] == "no"
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
     fresh_process()
     assert main([*args, "--output-dir", str(tmp_path / "bf16")]) == 0

@@ -64,3 +64,12 @@ def test_fit_warns_of_a_p_norm_exponent_too_close_to_one():
     x = torch.randn(64, 2)
     with pytest.warns(UserWarning, match=r"p = 1\.1: grad H\(p\).*p >= 1\.15 trains"):
         hjt.fit(x, x + 1, cost=hjt.get_cost("pnorm", p=1.1), steps=1, batch_size=32)
+
+
+@pytest.mark.parametrize("name", ["pnorm", "lp"])
+def test_the_contract_checks_take_the_built_in_costs_at_every_exponent_and_dimension(name):
+    """At probe momenta of norm 0.1 a separable cost near p = 1 is of order 1e-13, below its
+    smoothing floor: the Legendre check refused the built-ins there (and maps saved with them)."""
+    for p in (1.01, 1.1, 1.15, 1.5, 3.0, 10.0):
+        for dim in (1, 8, 784):
+            hjt.HJMap(dim, cost=name, cost_kwargs={"p": p})

@@ -197,9 +197,9 @@ def plugin():
                     r"equal p \. grad H\(p\) - H\(p\)"),
     (WrongGradH, r"grad_hamiltonian\(p\) is not the gradient of hamiltonian\(p\)"),
     (WrongAction, r"action\(p\) differs from p \. grad H\(p\) - H\(p\)"),
-    (Concave, "lagrangian is not convex"),
-    (RowsOnly, r"lagrangian of a \(2, 3, 2\) batch must return shape \(2, 3\), got \(2, 2\): "
-               r"cost matrices pass \(n, m, d\)"),
+    (Concave, "hamiltonian is not convex"),
+    (RowsOnly, r"pairwise\(x, y\) of two \(3, 2\) batches must return the \(3, 3\) cost "
+               r"matrix, got \(3, 2\): the base class passes lagrangian the \(n, m, d\)"),
     (Boom, "failed to build: RuntimeError: license server unreachable"),
 ])
 def test_a_broken_cost_is_named_before_training(plugin, cls, message, tmp_path, capsys):
@@ -346,8 +346,48 @@ class Lazy(PotentialHead):
         return self.net(torch.cat([x, t], 1))[:, 0]
 
 
+class Squeezed(Tiny):
+    def forward(self, x, t, k=None):
+        return self.net(torch.cat([x, t], 1)).squeeze()  # () for one point
+
+
+class OwnPairwise(QuadraticCost):
+    """A lagrangian written for (n, d), its own pairwise for cost matrices."""
+
+    def lagrangian(self, v):
+        return torch.einsum("nd,nd->n", v, v) / 2
+
+    def pairwise(self, x, y, t_f=1.0):
+        return torch.cdist(x, y) ** 2 / (2 * t_f)
+
+
+class Float32Only(QuadraticCost):
+    """Its metric held as a float32 matrix: float64 inputs fail inside it."""
+
+    def __init__(self):
+        self.a = torch.eye(2)
+
+    def lagrangian(self, v):
+        return ((v @ self.a) * v).sum(-1) / 2
+
+    def hamiltonian(self, p):
+        return ((p @ self.a) * p).sum(-1) / 2
+
+    def grad_hamiltonian(self, p):
+        return p @ self.a
+
+    def action(self, p):
+        return self.hamiltonian(p)
+
+
 def test_the_checks_do_not_refuse_legitimate_plugins(plugin, tmp_path):
+    from hjtranslate.metrics import duality_gap
+
     x = torch.randn(60, 2) * 0.2
+    for cls in (Squeezed, OwnPairwise, Float32Only):  # refused, or crashing, at first
+        kind = "head" if cls is Squeezed else "cost"
+        m = hjt.fit(x, x + 0.1, steps=2, **{kind: plugin(kind, cls)})
+        assert math.isfinite(duality_gap(m, x, x + 0.1)["duality_gap"])
     m = hjt.fit(x, x + 0.1, cost=plugin("cost", Relativistic), steps=3)
     m.save_pretrained(tmp_path / "rel")
     assert hjt.HJMap.from_pretrained(tmp_path / "rel").cost_name == m.cost_name

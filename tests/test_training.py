@@ -64,6 +64,14 @@ def test_a_resume_keeps_the_runs_coordinates_and_warns_of_other_data(tmp_path, r
                         resume=True)
     torch.testing.assert_close(again.scale, first.scale)
     torch.testing.assert_close(again.shift, first.shift)
+    # what trains: the resumed batches are in the run's coordinates, not the new samples' own
+    from hjtranslate.api import _new_map
+
+    with pytest.warns(UserWarning, match="the map keeps the run's coordinates"):
+        _, zs, zt = _new_map(2 * x, 2 * y, "quadratic", {}, 1.0, None, None, False, None, 0,
+                             True, str(tmp_path), None, None, None)
+    torch.testing.assert_close(zs, (2 * x - first.shift) / first.scale)
+    torch.testing.assert_close(zt, (2 * y - first.shift) / first.scale)
 
 
 def test_resume_falls_back_past_a_damaged_checkpoint(tmp_path, capsys):

@@ -174,7 +174,11 @@ def save_image(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = Non
     RGBA where ``alpha`` is given."""
     from PIL import Image
 
-    with written_whole(Path(path)) as tmp:
+    path = Path(path)
+    if alpha is not None and path.suffix.lower() in (".jpg", ".jpeg"):
+        raise ValueError(f"{path}: JPEG holds no transparency; save it as .png (or without "
+                         "its alpha).")
+    with written_whole(path) as tmp:
         Image.fromarray((np.clip(with_alpha(rgb, alpha), 0, 1) * 255 + 0.5).astype(np.uint8)).save(tmp)
 
 
@@ -366,7 +370,9 @@ def _colour_match_defaults(args: argparse.Namespace) -> None:
 PANEL_PIXELS = 1024  # the most pixels a side an image is drawn with in a panel
 
 
-def panel(path: Path, images: dict[str, np.ndarray], title: str = "") -> None:
+def panel(path: Path, images: dict[str, np.ndarray | tuple[np.ndarray, np.ndarray | None]],
+          title: str = "") -> None:
+    """The images side by side, each given as RGB or as ``(rgb, alpha)``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -374,10 +380,12 @@ def panel(path: Path, images: dict[str, np.ndarray], title: str = "") -> None:
 
     fig, axes = plt.subplots(1, len(images), figsize=(3.2 * len(images), 3.4), dpi=110)
     for ax, (name, img) in zip(np.atleast_1d(axes), images.items(), strict=True):
+        img, alpha = img if isinstance(img, tuple) else (img, None)
         # a panel shows about 350 pixels a side: matplotlib would make a float64 RGBA copy of a
-        # 64-megapixel photo (2 GB) to show it
+        # 64-megapixel photo (2 GB) to show it (the alpha joins the shrunk copy)
         step = max(1, -(-max(img.shape[:2]) // PANEL_PIXELS))
-        ax.imshow(np.clip(img[::step, ::step], 0, 1))
+        ax.imshow(np.clip(with_alpha(img[::step, ::step],
+                                     None if alpha is None else alpha[::step, ::step]), 0, 1))
         ax.set_title(name, fontsize=9)
         ax.axis("off")
     if title:
@@ -452,9 +460,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         save_image(out / "source_recoloured.png", src_rec, src_alpha)
         save_image(out / "target_recoloured.png", tgt_rec, tgt_alpha)
         panel(out / "panel.png", {
-            "source": with_alpha(src, src_alpha), "target": with_alpha(tgt, tgt_alpha),
-            "source -> target palette": with_alpha(src_rec, src_alpha),
-            "target -> source palette": with_alpha(tgt_rec, tgt_alpha),
+            "source": (src, src_alpha), "target": (tgt, tgt_alpha),
+            "source -> target palette": (src_rec, src_alpha),
+            "target -> source palette": (tgt_rec, tgt_alpha),
         }, f"EMD {metrics['emd_before']:.4g} -> {metrics['emd_forward']:.4g} (forward), "
            f"intersection {metrics['intersection_before']:.3f} -> "
            f"{metrics['intersection_forward']:.3f}")

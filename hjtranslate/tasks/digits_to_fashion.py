@@ -135,6 +135,18 @@ def _digest(state: dict[str, torch.Tensor], extra: Any = None) -> str:
     return h.hexdigest()[:16]
 
 
+def _images_digest(names: tuple[str, ...], split: str, data_dir: str | None) -> str:
+    """A digest of the images and labels of a split of the datasets ``names``."""
+    from ..data import load_dataset
+
+    h = hashlib.sha256()
+    for name in names:
+        images, labels = load_dataset(name, split, data_dir)
+        h.update(images.numpy().tobytes())
+        h.update(labels.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def _vae_digest(enc) -> str:
     return _digest(enc.vae.state_dict(), enc.latent_stats)
 
@@ -368,7 +380,9 @@ def reference_metrics(enc, args: argparse.Namespace, cost, t_f: float,
            "cost": repr(cost), "t_f": t_f,
            "labels": hashlib.sha256(ks.numpy().tobytes() + kt.numpy().tobytes()).hexdigest(),
            # the test images, through their latents (whose cache key holds their bytes)
-           "latents": hashlib.sha256(zs.numpy().tobytes() + zt.numpy().tobytes()).hexdigest()}
+           "latents": hashlib.sha256(zs.numpy().tobytes() + zt.numpy().tobytes()).hexdigest(),
+           # and the training images a perfect map's decodes are drawn from
+           "train_images": _images_digest(("mnist", "fashion-mnist"), "train", args.data_dir)}
     path = _cache_dir().parent / "references" / f"{_digest({}, key)}.json"
     if path.is_file():
         return json.loads(path.read_text())
