@@ -548,6 +548,9 @@ def _fine_tune_start(init_from: str | Path | HJMap, dim: int, cost_name: str, co
         problems.append("its head is conditional: pass the class labels")
     elif base.conditional and num_classes > base.num_classes:
         problems.append(f"it knows {base.num_classes} classes and the labels hold {num_classes}")
+    wrong_cost = head_cost_mismatch(type(base.head), base.head_name, base.cost, base.cost_name)
+    if wrong_cost:  # a map saved so loads (with a warning); training it on would not help
+        problems.append(wrong_cost[0].lower() + wrong_cost[1:].rstrip("."))
     if problems:
         raise ValueError(f"Cannot fine-tune {what}: " + "; ".join(problems) + ".")
     _name_overridden_head_settings(head_kwargs or {}, base.config_dict()["head_kwargs"],

@@ -57,18 +57,22 @@ def check_cost(cost: Cost, name: str, who: str, dim: int) -> None:
                               f"{want}, got {_shape(out)}.")
         if not torch.isfinite(out).all():
             raise PluginError(f"{who}: {method} returns NaN or Inf near 0 (|v| about 0.1).")
+    # 2 x 3 pairs: a square probe would let a reduction over the wrong axis keep its shape
+    x, y = v[:2], v.flip(0)
+    advice = ("the base class passes lagrangian the (n, m, d) displacements: reduce over the "
+              "last axis (sum(-1), norm(dim=-1)), or define pairwise(x, y, t_f)")
     try:
-        pairs = cost.pairwise(v, v.flip(0))
+        pairs = cost.pairwise(x, y)
     except Exception as exc:  # the plugin's own code
-        raise PluginError(f"{who}: pairwise fails on two ({_PROBE}, {dim}) batches: "
-                          f"{type(exc).__name__}: {exc} (the base class passes lagrangian the "
-                          "(n, m, d) displacements: reduce over the last axis, as sum(-1) or "
-                          "norm(dim=-1) do).") from None
-    if not isinstance(pairs, torch.Tensor) or tuple(pairs.shape) != (_PROBE, _PROBE):
-        raise PluginError(f"{who}: pairwise(x, y) of two ({_PROBE}, {dim}) batches must return "
-                          f"the ({_PROBE}, {_PROBE}) cost matrix, got {_shape(pairs)}: the base "
-                          "class passes lagrangian the (n, m, d) displacements, so reduce over "
-                          "the last axis (sum(-1), norm(dim=-1)).")
+        raise PluginError(f"{who}: pairwise fails on batches of 2 and {_PROBE} points: "
+                          f"{type(exc).__name__}: {exc} ({advice}).") from None
+    if not isinstance(pairs, torch.Tensor) or tuple(pairs.shape) != (2, _PROBE):
+        raise PluginError(f"{who}: pairwise(x, y) of batches of 2 and {_PROBE} points must return "
+                          f"the (2, {_PROBE}) cost matrix, got {_shape(pairs)}: {advice}.")
+    each = torch.stack([cost.cost(x[i].expand(_PROBE, dim), y) for i in range(2)])
+    if not torch.allclose(pairs, each, rtol=1e-4, atol=1e-6 * (float(each.abs().max()) + 1)):
+        raise PluginError(f"{who}: pairwise(x, y)[i, j] differs from cost(x_i, y_j) (got "
+                          f"{pairs.tolist()} against {each.tolist()}): {advice}.")
     _check_cost_differentiable(cost, who, v)
     _check_cost_is_a_legendre_pair(cost, who, v)
     _warn_if_not_homogeneous(cost, who, v)
@@ -109,10 +113,11 @@ def _check_cost_is_a_legendre_pair(cost: Any, who: str, v: torch.Tensor) -> None
     must be the gradient of ``hamiltonian``, ``L`` and ``H`` convex, and ``L`` the Legendre dual
     of ``H`` (``L(grad H(p)) = p . grad H(p) - H(p)``); otherwise a map trains silently to wrong
     figures (a forgotten factor 1/2 halves every cost ratio). Probed in float64 where the plugin
-    allows it, at momenta of norm 1 and at momenta whose every coordinate is about 1 (a norm
-    cost's and a separable cost's terms are then of order 1, far above a built-in's smoothing
-    floor): a cost is refused only where both disagree. A value that is infinite (off a
-    bounded domain) gives no verdict."""
+    allows it, at momenta of norm 0.5 and 2 and at momenta whose every coordinate is about 0.5
+    and 2 (a wrong power of ``|p|`` shows only off norm 1; a separable cost's terms are of order
+    1 only where its coordinates are), with an absolute tolerance far below order 1 and above
+    the built-ins' smoothing floors. A value that is infinite (off a bounded domain, or beyond
+    float64) gives no verdict."""
     try:
         with torch.no_grad():
             for method in COST_METHODS:
@@ -123,35 +128,42 @@ def _check_cost_is_a_legendre_pair(cost: Any, who: str, v: torch.Tensor) -> None
     rtol = 1e-6 if v.dtype == torch.float64 else 1e-3
     unit = v / v.norm(dim=-1, keepdim=True)
     coordinates = torch.sign(v) * (0.5 + v.abs() / v.abs().amax(-1, keepdim=True) / 2)
-    found = [_legendre_problem(cost, p, rtol) for p in (unit, coordinates)]
-    if all(found):
-        raise PluginError(f"{who}: {found[0]}")
+    for p in (0.5 * unit, 2 * unit, 0.5 * coordinates, 2 * coordinates):
+        problem = _legendre_problem(cost, p, rtol)
+        if problem:
+            raise PluginError(f"{who}: {problem}")
 
 
 def _legendre_problem(cost: Any, p: torch.Tensor, rtol: float) -> str | None:
     """What ``_check_cost_is_a_legendre_pair`` finds wrong at the momenta ``p`` (None: nothing)."""
+    atol = 1e-3 * rtol  # 1e-9 in float64: far below order 1, above a smoothing floor
 
-    def close(got: torch.Tensor, want: torch.Tensor, scale: torch.Tensor) -> bool:
+    def close(got: torch.Tensor, want: torch.Tensor, *scales: torch.Tensor) -> bool:
         finite = torch.isfinite(got) & torch.isfinite(want)
-        return bool((got - want)[finite].abs().le(rtol * (scale + 1e-12)).all())
+        scale = max((float(s[torch.isfinite(s)].abs().max()) for s in scales
+                     if bool(torch.isfinite(s).any())), default=0.0)
+        return bool((got - want)[finite].abs().le(rtol * scale + atol).all())
 
     with torch.enable_grad():
         q = p.clone().requires_grad_(True)
         (grad,) = torch.autograd.grad(cost.hamiltonian(q).sum(), q)
     with torch.no_grad():
         h, dh = cost.hamiltonian(p), cost.grad_hamiltonian(p)
-        if not close(dh, grad, grad[torch.isfinite(grad)].abs().max()):
+        inside = torch.isfinite(h)  # off H's domain its gradient means nothing
+        if not inside.any():
+            return None
+        p, h, dh, grad = p[inside], h[inside], dh[inside], grad[inside]
+        if not close(dh, grad, grad):
             return (f"grad_hamiltonian(p) is not the gradient of hamiltonian(p) (at p = "
                     f"{p[0].tolist()}: {dh[0].tolist()} against autograd's {grad[0].tolist()}): "
                     "the maps move along it.")
         work = (p * dh).sum(-1)
         dual, action = cost.lagrangian(dh), work - h
-        scale = (work.abs() + h.abs())[torch.isfinite(work + h)].max()
-        if not close(dual, action, scale):
+        if not close(dual, action, work, h):
             return ("lagrangian is not the Legendre dual of hamiltonian: L(grad H(p)) must equal "
                     f"p . grad H(p) - H(p), got {dual.tolist()} against {action.tolist()} (a "
                     "factor such as 1/2 on one side only?).")
-        if type(cost).action is not Cost.action and not close(cost.action(p), action, scale):
+        if type(cost).action is not Cost.action and not close(cost.action(p), action, work, h):
             return (f"action(p) differs from p . grad H(p) - H(p) (got {cost.action(p).tolist()} "
                     f"against {action.tolist()}): fix it, or remove it to use the base class's.")
         # H between momenta, L between the velocities grad H gives (inside L's domain)
@@ -159,12 +171,14 @@ def _legendre_problem(cost: Any, p: torch.Tensor, rtol: float) -> str | None:
             f = getattr(cost, method)
             b = 0.5 * a.roll(1, 0)
             mid, ends = f((a + b) / 2), (f(a) + f(b)) / 2
-            if not (torch.isfinite(mid).all() and torch.isfinite(ends).all()):
+            finite = torch.isfinite(mid) & torch.isfinite(ends)
+            if not finite.any():
                 continue
-            if (mid > ends + rtol * (ends.abs().max() + 1e-12)).any():
+            if (mid - ends)[finite].max() > rtol * float(ends[finite].abs().max()) + atol:
                 return (f"{method} is not convex (at the midpoint of two probe points it is "
-                        f"{mid.max().item():.4g}, above the mean {ends.max().item():.4g} of its "
-                        "ends): an optimal transport cost needs a convex L and its convex dual H.")
+                        f"{mid[finite].max().item():.4g}, above the mean "
+                        f"{ends[finite].max().item():.4g} of its ends): an optimal transport "
+                        "cost needs a convex L and its convex dual H.")
     return None
 
 

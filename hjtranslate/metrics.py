@@ -89,7 +89,7 @@ def exact_ot_cost(x: torch.Tensor, y: torch.Tensor, cost, t_f: float = 1.0) -> f
     import ot
 
     _need_samples("exact_ot_cost", x=x, y=y)
-    c = cost.pairwise(x.double(), y.double().to(x.device), t_f).cpu().numpy()
+    c = pairwise_float64(cost, x, y.to(x.device), t_f).cpu().numpy()
     if (not (bool(torch.isfinite(x).all()) and bool(torch.isfinite(y).all())) or t_f == 0
             or np.isnan(c).any() or (c == -np.inf).any()):  # POT would answer 0.0 ("unbounded")
         raise ValueError("exact_ot_cost: the cost matrix holds NaN or infinite values (NaN or "
@@ -109,6 +109,15 @@ def exact_ot_cost(x: torch.Tensor, y: torch.Tensor, cost, t_f: float = 1.0) -> f
     if plan[out_of_reach].sum() > 1e-9:
         return math.inf
     return float((plan * c).sum())
+
+
+def pairwise_float64(cost, x: torch.Tensor, y: torch.Tensor, t_f: float = 1.0) -> torch.Tensor:
+    """The cost matrix ``C[i, j] = c(x_i, y_j)`` in float64 (as ``_cost_in_float64`` prices
+    pairs: a float32-only plugin's in float32)."""
+    try:
+        return cost.pairwise(x.double(), y.double(), t_f)
+    except RuntimeError:  # "expected ... the same dtype": the plugin's own float32 tensors
+        return cost.pairwise(x.float(), y.float(), t_f).double()
 
 
 def _cost_in_float64(m: HJMap, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -174,7 +183,9 @@ def certified_dual(m: HJMap, x: torch.Tensor, y: torch.Tensor, kx=None) -> float
     _need_samples("certified_dual", x=x, y=y)
     with torch.no_grad():
         ux = _potential_in_data_units(m, x, 0.0, kx)
-        return float(c_transform_dual(ux, x.double(), y.double(), m.cost, m.t_f))
+        return float(_c_transform(ux, x.double(), y.double(),
+                                  lambda a, b, t: pairwise_float64(m.cost, a, b, t), m.t_f,
+                                  None, None))
 
 
 def c_transform_dual(ux: torch.Tensor, x: torch.Tensor, y: torch.Tensor, cost, t_f: float = 1.0,
@@ -245,7 +256,10 @@ def forward_jacobian(m: HJMap, x: torch.Tensor, k=None) -> torch.Tensor:
         p = m.momentum(z, 0.0, k, create_graph=True)[1]
         dv = batch_jacobian(m.cost.grad_hamiltonian(p), z)
     jac = torch.eye(m.dim, dtype=torch.float64, device=dv.device) + m.t_f * dv.detach().double()
-    return cost_monotone_matrix(m.cost, p.double(), jac)
+    try:
+        return cost_monotone_matrix(m.cost, p.detach().double(), jac)
+    except RuntimeError:  # a float32-only cost plugin (its own float32 tensors)
+        return cost_monotone_matrix(m.cost, p.detach(), jac.to(p.dtype)).double()
 
 
 def monotone_share(m: HJMap, x: torch.Tensor, k=None, max_n: int = 512) -> float:

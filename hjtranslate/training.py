@@ -585,7 +585,8 @@ def _train(model, batch_fn, config, acc, after_step, save_fn, parameters, on_sta
         "history": history,
         "num_processes": acc.num_processes,
         # what ran: fp16 asked on a CPU trains in float32 (make_accelerator warned)
-        "mixed_precision": str(acc.mixed_precision) if acc.native_amp else "no",
+        "mixed_precision": ("no" if acc.mixed_precision == "fp16" and acc.device.type == "cpu"
+                            else str(acc.mixed_precision)),
     }
 
 

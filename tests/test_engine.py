@@ -1433,6 +1433,9 @@ def test_the_affine_head_takes_the_quadratic_cost_only(tmp_path, recwarn):
     saved.save_pretrained(tmp_path / "old")
     with pytest.warns(UserWarning, match="quadratic cost only"):
         assert hjt.HJMap.from_pretrained(tmp_path / "old").head_name == "affine"
+    with pytest.warns(UserWarning, match="quadratic cost only"), pytest.raises(
+            ValueError, match="Cannot fine-tune .*the 'affine' head solves the HJ equation"):
+        hjt.fit(x, x + 1, cost=hjt.get_cost("pnorm", p=3), init_from=tmp_path / "old", steps=1)
     recwarn.clear()
     for cost in ("quadratic", hjt.get_cost("pnorm", p=2), hjt.get_cost("lp", p=2)):
         hjt.fit(x, x + 1, cost=cost, head="affine", steps=1,  # p = 2 is the quadratic cost

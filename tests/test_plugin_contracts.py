@@ -198,8 +198,8 @@ def plugin():
     (WrongGradH, r"grad_hamiltonian\(p\) is not the gradient of hamiltonian\(p\)"),
     (WrongAction, r"action\(p\) differs from p \. grad H\(p\) - H\(p\)"),
     (Concave, "hamiltonian is not convex"),
-    (RowsOnly, r"pairwise\(x, y\) of two \(3, 2\) batches must return the \(3, 3\) cost "
-               r"matrix, got \(3, 2\): the base class passes lagrangian the \(n, m, d\)"),
+    (RowsOnly, r"pairwise\(x, y\) of batches of 2 and 3 points must return the \(2, 3\) cost "
+               r"matrix, got \(2, 2\): the base class passes lagrangian the \(n, m, d\)"),
     (Boom, "failed to build: RuntimeError: license server unreachable"),
 ])
 def test_a_broken_cost_is_named_before_training(plugin, cls, message, tmp_path, capsys):
@@ -635,3 +635,55 @@ def test_weights_of_an_older_plugin_release_name_both_versions(tmp_path):
             hjt.HJMap.from_pretrained(tmp_path / "m")
     finally:
         registry.unregister("head", "t_release")
+
+
+class WrongPower(Cost):
+    """A p = 3 cost whose grad H has the exponent q - 1 instead of q - 2: equal at |p| = 1."""
+
+    degree = 3.0
+
+    def lagrangian(self, v):
+        return v.norm(dim=-1) ** 3 / 3
+
+    def hamiltonian(self, p):
+        return p.norm(dim=-1) ** 1.5 / 1.5
+
+    def grad_hamiltonian(self, p):
+        return p.norm(dim=-1, keepdim=True) ** 0.5 * p
+
+
+class BoundedMomentum(Cost):
+    """Huber's L, whose dual H = |p|^2 / 2 is infinite beyond |p| = 1 (no verdict there)."""
+
+    def lagrangian(self, v):
+        n = v.norm(dim=-1)
+        return torch.where(n <= 1, n ** 2 / 2, n - 0.5)
+
+    def hamiltonian(self, p):
+        n = (p * p).sum(-1)
+        return torch.where(n <= 1, n / 2, torch.full_like(n, float("inf")))
+
+    def grad_hamiltonian(self, p):
+        return p
+
+
+def test_the_legendre_check_sees_a_wrong_power_and_passes_a_bounded_domain(plugin):
+    x = torch.randn(40, 3) * 0.2
+    with pytest.raises(registry.PluginError, match="grad_hamiltonian.* is not the gradient"):
+        hjt.HJMap(3, cost=plugin("cost", WrongPower))
+    with pytest.raises(registry.PluginError, match=r"pairwise\(x, y\)\[i, j\] differs from "
+                       r"cost\(x_i, y_j\)"):  # at d = 3 the 3 x 3 matrix had the right shape
+        hjt.HJMap(3, cost=plugin("cost", RowsOnly))
+    name = plugin("cost", BoundedMomentum)
+    for d in (1, 2, 8):
+        hjt.HJMap(d, cost=name)
+    hjt.fit(x, x + 0.1, cost=name, steps=2)
+
+
+def test_float32_only_costs_are_evaluated(plugin):
+    from hjtranslate.metrics import certified_dual, evaluate_map
+
+    x = torch.randn(60, 2) * 0.2
+    m = hjt.fit(x, x + 0.1, cost=plugin("cost", Float32Only), steps=2)
+    assert math.isfinite(certified_dual(m, x, x + 0.1))
+    assert math.isfinite(evaluate_map(m, x, x + 0.1, exact_n=60, energy_n=60)["cost_ratio"])
