@@ -47,32 +47,23 @@ def check_cost(cost: Cost, name: str, who: str, dim: int) -> None:
     # |v| about 0.1: inside the domain of costs with a bounded speed or momentum
     v = 0.1 * torch.randn(_PROBE, dim, generator=torch.Generator().manual_seed(0)) / dim ** 0.5
     for method, want in zip(COST_METHODS, [(_PROBE,), (_PROBE,), (_PROBE, dim)], strict=True):
-        try:
-            out = getattr(cost, method)(v)
-        except Exception as exc:  # the plugin's own code: any error is its own
-            raise PluginError(f"{who}: {method} fails on a ({_PROBE}, {dim}) batch: "
-                              f"{type(exc).__name__}: {exc}") from None
-        if not isinstance(out, torch.Tensor) or tuple(out.shape) != want:
-            raise PluginError(f"{who}: {method} of a ({_PROBE}, {dim}) batch must return shape "
-                              f"{want}, got {_shape(out)}.")
+        out = _probed(lambda method=method: getattr(cost, method)(v), want, who,
+                      f"{method} fails on a ({_PROBE}, {dim}) batch",
+                      f"{method} of a ({_PROBE}, {dim}) batch must return shape {want}")
         if not torch.isfinite(out).all():
             raise PluginError(f"{who}: {method} returns NaN or Inf near 0 (|v| about 0.1).")
     # 2 x 3 pairs: a square probe would let a reduction over the wrong axis keep its shape
     x, y = v[:2], v.flip(0)
-    advice = ("the base class passes lagrangian the (n, m, d) displacements: reduce over the "
+    advice = (": the base class passes lagrangian the (n, m, d) displacements: reduce over the "
               "last axis (sum(-1), norm(dim=-1)), or define pairwise(x, y, t_f)")
-    try:
-        pairs = cost.pairwise(x, y)
-    except Exception as exc:  # the plugin's own code
-        raise PluginError(f"{who}: pairwise fails on batches of 2 and {_PROBE} points: "
-                          f"{type(exc).__name__}: {exc} ({advice}).") from None
-    if not isinstance(pairs, torch.Tensor) or tuple(pairs.shape) != (2, _PROBE):
-        raise PluginError(f"{who}: pairwise(x, y) of batches of 2 and {_PROBE} points must return "
-                          f"the (2, {_PROBE}) cost matrix, got {_shape(pairs)}: {advice}.")
+    pairs = _probed(lambda: cost.pairwise(x, y), (2, _PROBE), who,
+                    f"pairwise fails on batches of 2 and {_PROBE} points",
+                    f"pairwise(x, y) of batches of 2 and {_PROBE} points must return the "
+                    f"(2, {_PROBE}) cost matrix", advice)
     each = torch.stack([cost.cost(x[i].expand(_PROBE, dim), y) for i in range(2)])
     if not torch.allclose(pairs, each, rtol=1e-4, atol=1e-6 * (float(each.abs().max()) + 1)):
         raise PluginError(f"{who}: pairwise(x, y)[i, j] differs from cost(x_i, y_j) (got "
-                          f"{pairs.tolist()} against {each.tolist()}): {advice}.")
+                          f"{pairs.tolist()} against {each.tolist()}){advice}.")
     _check_cost_differentiable(cost, who, v)
     _check_cost_is_a_legendre_pair(cost, who, v)
     _warn_if_not_homogeneous(cost, who, v)
@@ -223,24 +214,29 @@ def check_image_encoder(encoder: Any, who: str, device: Any = "cpu",
         raise PluginError(f"{who} does not implement {' and '.join(missing)}: in a pipeline, "
                           "encode takes grey images (n, 1, 28, 28) in [0, 1] to (n, latent_dim) "
                           "latents and decode the reverse.")
+    out = _probed(lambda: encoder.decode(torch.zeros(2, dim, device=device, dtype=dtype)),
+                  (2, 1, 28, 28), who, f"decode fails on latents of shape (2, {dim})",
+                  f"decode of latents (2, {dim}) must return grey images of shape (2, 1, 28, 28) "
+                  "in [0, 1] to stand in a pipeline")
+    _probed(lambda: encoder.encode(out.clamp(0, 1)), (2, dim), who,
+            "encode fails on grey images of shape (2, 1, 28, 28)",
+            f"encode of grey images (2, 1, 28, 28) must return flat latents of shape (2, {dim}) "
+            "(its latent_dim)")
+
+
+def _probed(call: Any, want: tuple[int, ...], who: str, fails: str, returns: str,
+            advice: str = "") -> torch.Tensor:
+    """``call()``, a plugin's method on probe inputs, checked to give a tensor of shape ``want``;
+    else a PluginError: ``fails`` and the error where it raises, ``returns`` and what it gave
+    where the shape differs (each followed by ``advice``)."""
     try:
         with torch.no_grad():
-            out = encoder.decode(torch.zeros(2, dim, device=device, dtype=dtype))
+            out = call()
     except Exception as exc:  # the plugin's own code
-        raise PluginError(f"{who}: decode fails on latents of shape (2, {dim}): "
-                          f"{type(exc).__name__}: {exc}") from None
-    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, 1, 28, 28):
-        raise PluginError(f"{who}: decode of latents (2, {dim}) must return grey images of shape "
-                          f"(2, 1, 28, 28) in [0, 1] to stand in a pipeline, got {_shape(out)}.")
-    try:
-        with torch.no_grad():
-            latents = encoder.encode(out.clamp(0, 1))
-    except Exception as exc:  # the plugin's own code
-        raise PluginError(f"{who}: encode fails on grey images of shape (2, 1, 28, 28): "
-                          f"{type(exc).__name__}: {exc}") from None
-    if not isinstance(latents, torch.Tensor) or tuple(latents.shape) != (2, dim):
-        raise PluginError(f"{who}: encode of grey images (2, 1, 28, 28) must return flat latents "
-                          f"of shape (2, {dim}) (its latent_dim), got {_shape(latents)}.")
+        raise PluginError(f"{who}: {fails}: {type(exc).__name__}: {exc}{advice}") from None
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != want:
+        raise PluginError(f"{who}: {returns}, got {_shape(out)}{advice}.")
+    return out
 
 
 def check_head(head: nn.Module, who: str, dim: int, num_classes: int | None,
