@@ -471,12 +471,12 @@ def _new_map(xs, yt, cost_name, cost_kwargs, t_f, num_classes, head, conditional
         hk.pop("fourier_scale", None)
     if resume and output_dir:
         hk = _resumed_head_kwargs(output_dir, hk) or hk
-    # Seed before the head draws its initial weights (torch's own start seed differs per
-    # process); train() seeds again for the steps.
     wrong_cost = head_cost_mismatch(head_cls, head, registry.create("cost", cost_name,
                                                                     **cost_kwargs), cost_name)
     if wrong_cost:
         raise ValueError(wrong_cost)
+    # Seed before the head draws its initial weights (torch's own start seed differs per
+    # process); train() seeds again for the steps.
     set_seed(seed)
     hjmap = HJMap(
         dim, cost=cost_name, cost_kwargs=cost_kwargs, head=head, head_kwargs=hk, t_f=t_f,
