@@ -159,3 +159,21 @@ def test_accuracy_rows_put_each_class_beside_its_yardsticks(tmp_path: Path, monk
         mix = out[f"perfect_map_class_mix_{side}"]
         assert [m["seed"] for m in mix] == [0, 1]
         assert all(m["source_mix"] > 0.5 and m["own_mix"] > 0.5 for m in mix)
+
+
+def test_gpu_step_and_fake_datasets_run_on_the_cpu(tmp_path: Path) -> None:
+    """The two scripts of the real-GPU check (BENCHMARKS.md) run where there is no GPU too."""
+    import gpu_step
+
+    out = gpu_step.main(["--batches", "32", "--steps", "2", "--n", "200",
+                         "--out", str(tmp_path / "g.json")])
+    assert out["steps"][0]["batch"] == 32 and out["forward_samples_per_s"] > 0
+    assert json.loads((tmp_path / "g.json").read_text())["steps"] == out["steps"]
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    import fake_datasets
+
+    from hjtranslate.data import load_dataset
+
+    fake_datasets.write(tmp_path / "data")
+    images, labels = load_dataset("fashion-mnist", "test", tmp_path / "data")
+    assert images.shape == (10000, 28, 28) and labels[:3].tolist() == [0, 1, 2]
