@@ -111,23 +111,24 @@ def exact_ot_cost(x: torch.Tensor, y: torch.Tensor, cost, t_f: float = 1.0) -> f
     return float((plan * c).sum())
 
 
-def pairwise_float64(cost, x: torch.Tensor, y: torch.Tensor, t_f: float = 1.0) -> torch.Tensor:
-    """The cost matrix ``C[i, j] = c(x_i, y_j)`` in float64 (as ``_cost_in_float64`` prices
-    pairs: a float32-only plugin's in float32)."""
+def in_float64(fn, *tensors: torch.Tensor) -> torch.Tensor:
+    """``fn(*tensors)`` computed in float64 (``|d|**p / p`` of a large move overflows float32),
+    or, for a cost plugin that only runs in float32 (a float32 matrix inside), in float32 and
+    returned as float64."""
     try:
-        return cost.pairwise(x.double(), y.double(), t_f)
+        return fn(*(t.double() for t in tensors))
     except RuntimeError:  # "expected ... the same dtype": the plugin's own float32 tensors
-        return cost.pairwise(x.float(), y.float(), t_f).double()
+        return fn(*(t.float() for t in tensors)).double()
+
+
+def pairwise_float64(cost, x: torch.Tensor, y: torch.Tensor, t_f: float = 1.0) -> torch.Tensor:
+    """The cost matrix ``C[i, j] = c(x_i, y_j)`` in float64 (see :func:`in_float64`)."""
+    return in_float64(lambda a, b: cost.pairwise(a, b, t_f), x, y)
 
 
 def _cost_in_float64(m: HJMap, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``c(x, y)`` per pair in float64, as the dual side is: ``|d|**p / p`` of a large move
-    overflows float32. A cost plugin that only runs in float32 (a float32 matrix inside) is
-    priced in float32."""
-    try:
-        return m.cost.cost(x.double(), y.double(), m.t_f)
-    except RuntimeError:  # "expected ... the same dtype": the plugin's own float32 tensors
-        return m.cost.cost(x, y, m.t_f).double()
+    """``c(x, y)`` per pair in float64, as the dual side is (see :func:`in_float64`)."""
+    return in_float64(lambda a, b: m.cost.cost(a, b, m.t_f), x, y)
 
 
 def _potential_in_data_units(m: HJMap, x: torch.Tensor, t: float, k=None) -> torch.Tensor:
@@ -256,10 +257,7 @@ def forward_jacobian(m: HJMap, x: torch.Tensor, k=None) -> torch.Tensor:
         p = m.momentum(z, 0.0, k, create_graph=True)[1]
         dv = batch_jacobian(m.cost.grad_hamiltonian(p), z)
     jac = torch.eye(m.dim, dtype=torch.float64, device=dv.device) + m.t_f * dv.detach().double()
-    try:
-        return cost_monotone_matrix(m.cost, p.detach().double(), jac)
-    except RuntimeError:  # a float32-only cost plugin (its own float32 tensors)
-        return cost_monotone_matrix(m.cost, p.detach(), jac.to(p.dtype)).double()
+    return in_float64(lambda q, j: cost_monotone_matrix(m.cost, q, j), p.detach(), jac)
 
 
 def monotone_share(m: HJMap, x: torch.Tensor, k=None, max_n: int = 512) -> float:

@@ -150,11 +150,16 @@ def make_accelerator(cpu: bool | None = None, report_to: str | None = None,
             "steps (ACCELERATE_GRADIENT_ACCUMULATION_STEPS, or a config file), which hjtranslate's "
             "training does not follow: --steps, the learning-rate schedule and the MMD weight "
             "would count micro-batches. Give a larger --batch-size instead, and unset it.")
-    if acc.mixed_precision == "fp16" and acc.device.type == "cpu":
+    if precision_that_runs(acc) != acc.mixed_precision:
         warnings.warn("fp16 mixed precision does nothing on a CPU (accelerate trains in float32 "
                       "there): use --mixed_precision bf16, or leave it off.", UserWarning,
                       stacklevel=2)
     return acc
+
+
+def precision_that_runs(acc: Any) -> str:
+    """accelerate's mixed precision as it trains: fp16 asked on a CPU runs in float32 ("no")."""
+    return "no" if acc.mixed_precision == "fp16" and acc.device.type == "cpu" else str(acc.mixed_precision)
 
 
 #: run folders this process holds (open, locked files): a command holds its run folder until it
@@ -584,9 +589,7 @@ def _train(model, batch_fn, config, acc, after_step, save_fn, parameters, on_sta
         "final": logs,
         "history": history,
         "num_processes": acc.num_processes,
-        # what ran: fp16 asked on a CPU trains in float32 (make_accelerator warned)
-        "mixed_precision": ("no" if acc.mixed_precision == "fp16" and acc.device.type == "cpu"
-                            else str(acc.mixed_precision)),
+        "mixed_precision": precision_that_runs(acc),
     }
 
 
