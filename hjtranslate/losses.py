@@ -10,6 +10,11 @@ import torch
 
 from .costs import Cost
 
+# The matches and floors below take samples ``(n, d)``, or ``(B, n, d)`` for ``B`` independent
+# pairs of samples (one value each): the class-wise match of a balanced batch is then one batch
+# of matrix products instead of a Python loop over classes (see classwise).
+_PAIR = (-2, -1)
+
 
 def _pdist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     # |a|^2 + |b|^2 - 2 a.b through one matrix product (an (n, m, d) difference tensor costs
@@ -19,21 +24,21 @@ def _pdist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _sqdist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return (a * a).sum(-1)[:, None] + (b * b).sum(-1)[None, :] - 2 * a @ b.T
+    return (a * a).sum(-1)[..., :, None] + (b * b).sum(-1)[..., None, :] - 2 * a @ b.transpose(-2, -1)
 
 
 def energy_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Squared energy distance ``2E|X-Y| - E|X-X'| - E|Y-Y'|`` (V-statistic): the MMD of the
     kernel ``k(x, y) = -|x - y|``. Between two independent samples of one law its expectation
     is ``E|X-X'| (1/n + 1/m)`` (see :func:`energy_floor`)."""
-    return 2 * _pdist(x, y).mean() - _pdist(x, x).mean() - _pdist(y, y).mean()
+    return 2 * _pdist(x, y).mean(_PAIR) - _pdist(x, x).mean(_PAIR) - _pdist(y, y).mean(_PAIR)
 
 
 def energy_floor(y: torch.Tensor, n: int) -> torch.Tensor:
     """Expected V-statistic energy distance between ``n`` samples of the law of ``y`` and ``y``
     itself (``m = len(y)``): ``E|Y-Y'| (1/n + 1/m)``, estimated from ``y``."""
-    m = y.shape[0]
-    mean_dist = _pdist(y, y).sum() / max(m * (m - 1), 1)
+    m = y.shape[-2]
+    mean_dist = _pdist(y, y).sum(_PAIR) / max(m * (m - 1), 1)
     return mean_dist * (1.0 / n + 1.0 / m)
 
 
@@ -46,24 +51,29 @@ def gaussian_mmd(
     """Squared MMD (V-statistic) with a sum of Gaussian kernels; bandwidths are relative to the
     median pairwise distance of ``y``."""
     dxx, dyy, dxy = _pdist(x, x) ** 2, _pdist(y, y) ** 2, _pdist(x, y) ** 2
-    med = dyy.detach().median().clamp_min(1e-12)
+    med = _median_of_pairs(dyy.detach())
     total = x.new_zeros(())
     for h in bandwidths:
         s = h * h * med
-        total = total + torch.exp(-dxx / s).mean() + torch.exp(-dyy / s).mean()
-        total = total - 2 * torch.exp(-dxy / s).mean()
+        total = total + torch.exp(-dxx / s).mean(_PAIR) + torch.exp(-dyy / s).mean(_PAIR)
+        total = total - 2 * torch.exp(-dxy / s).mean(_PAIR)
     return total
+
+
+def _median_of_pairs(d2: torch.Tensor) -> torch.Tensor:
+    """The (lower) median of each ``(n, m)`` matrix of squared distances, shaped to divide it."""
+    return d2.flatten(-2).median(-1).values.clamp_min(1e-12)[..., None, None]
 
 
 def gaussian_floor(y: torch.Tensor, n: int, bandwidths: tuple[float, ...] = BANDWIDTHS) -> torch.Tensor:
     """What :func:`energy_floor` is for :func:`gaussian_mmd`: ``(1/n + 1/m) (k(0) - E k(Y, Y'))``
     (the expected V-statistic between two independent samples of one law, for any kernel)."""
-    m = y.shape[0]
+    m = y.shape[-2]
     dyy = _pdist(y, y) ** 2
-    med = dyy.median().clamp_min(1e-12)
-    off = ~torch.eye(m, dtype=torch.bool, device=y.device)
-    gap = sum(1 - torch.exp(-dyy[off] / (h * h * med)).mean() for h in bandwidths)
-    return gap * (1.0 / n + 1.0 / m)
+    med = _median_of_pairs(dyy)
+    off = 1 - torch.eye(m, dtype=y.dtype, device=y.device)  # the pairs i != j
+    gap = sum(((1 - torch.exp(-dyy / (h * h * med))) * off).sum(_PAIR) for h in bandwidths)
+    return gap / max(m * (m - 1), 1) * (1.0 / n + 1.0 / m)
 
 
 # Entropic blur per unit of the typical distance sqrt(2 d) between two points of a standardised
@@ -177,13 +187,43 @@ def get_mmd(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     return MMDS[name]
 
 
+# The matches that take a batch of sample pairs (B, n, d) (the Sinkhorn divergence does not).
+BATCHED_MMDS = ("energy", "gaussian")
+
+
 def classwise(
     mmd: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     x: torch.Tensor, kx: torch.Tensor, y: torch.Tensor, ky: torch.Tensor, num_classes: int,
+    block: int | None = None,
 ) -> torch.Tensor:
-    """``(1/K) sum_k MMD(x[kx == k], y[ky == k])`` over the classes present in both."""
+    """``(1/K) sum_k MMD(x[kx == k], y[ky == k])`` over the classes present in both.
+
+    ``block``: both sides are sorted by class in blocks of this many samples with the same
+    labels (see :func:`class_blocks`), and ``mmd`` takes batches (``BATCHED_MMDS``): the
+    classes are then matched in one batched call. A loop over classes launches dozens of small
+    kernels and a host synchronisation per class (the masks' ``nonzero``), which made a GPU
+    step host-bound (BENCHMARKS.md)."""
+    if block is not None:
+        d = x.shape[-1]
+        return mmd(x.reshape(-1, block, d), y.reshape(-1, block, d)).mean()
     return torch.stack([mmd(x[kx == k], y[ky == k])
                         for k in classes_on_both_sides(kx, ky, num_classes)]).mean()
+
+
+def class_blocks(kx: torch.Tensor, ky: torch.Tensor) -> tuple[bool, int | None]:
+    """Whether ``kx`` and ``ky`` are the same labels (source ``i`` and target ``i`` share a
+    class), and if they also come sorted in equal blocks of at least two samples per class
+    (the balanced batches of ``api.make_batch_fn``), the block's size; else None. One host
+    synchronisation."""
+    if kx.shape != ky.shape or kx.ndim != 1 or len(kx) == 0:
+        return False, None
+    counts = torch.bincount(kx - kx.min())
+    flags = torch.stack([(kx == ky).all(), (kx[1:] >= kx[:-1]).all()]).to(counts)
+    *counts_list, same, ordered = torch.cat([counts, flags]).tolist()
+    present = {c for c in counts_list if c}
+    if same and ordered and len(present) == 1 and min(present) >= 2:
+        return True, present.pop()
+    return bool(same), None
 
 
 def classes_on_both_sides(kx: torch.Tensor, ky: torch.Tensor, num_classes: int) -> list[int]:

@@ -29,9 +29,11 @@ from torch import nn
 
 from .hjmap import HJMap
 from .losses import (
+    BATCHED_MMDS,
     FLOORS,
     POOLED_KERNELS,
     batch_jacobian,
+    class_blocks,
     classes_on_both_sides,
     classwise,
     cost_monotone_matrix,
@@ -256,10 +258,21 @@ class HJObjective(nn.Module):
     def adaptive(self) -> bool:
         return self.config.lambda_mmd == "auto"
 
-    def _match(self, a, ka, b, kb) -> torch.Tensor:
+    def _match(self, a, ka, b, kb, block: int | None = None) -> torch.Tensor:
         if self.config.classwise and ka is not None:
-            return classwise(self.mmd, a, ka, b, kb, self.map.num_classes or int(ka.max()) + 1)
+            return classwise(self.mmd, a, ka, b, kb, self.map.num_classes or int(ka.max()) + 1,
+                             block=block)
         return self.mmd(a, b)
+
+    def _block(self, ks: torch.Tensor | None, kt: torch.Tensor | None) -> tuple[bool, int | None]:
+        """Whether the batch is aligned (source i and target i share a class), and the block
+        size that lets the class-wise match and floor run batched (losses.class_blocks)."""
+        if ks is None or kt is None:
+            return False, None
+        aligned, block = class_blocks(ks, kt)
+        if not (self.config.classwise and self.config.mmd in BATCHED_MMDS):
+            block = None
+        return aligned, block
 
     def _pooled_match(self, side: str, x: torch.Tensor, kx: torch.Tensor | None, y: torch.Tensor,
                       ky: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -313,7 +326,7 @@ class HJObjective(nn.Module):
             gen = torch.Generator(device=xs.device).manual_seed(int(generator_seed))
         # Collocation points; with labels, batches are aligned (source i and target i share
         # a class), so segments stay within a class and each point keeps its source's class.
-        aligned = ks is not None and kt is not None and torch.equal(ks, kt)
+        aligned, block = self._block(ks, kt)
         xc, tc, src = self.sampler(xs, yt, self.config.n_colloc, t_f, generator=gen, aligned=aligned)
         kc = ks[src] if m.conditional else None
 
@@ -331,7 +344,7 @@ class HJObjective(nn.Module):
         if pooled:
             mmd, floor = self._pooled_match("forward", pushed, ks, yt, kt)
         else:
-            mmd = self._match(pushed, ks, yt, kt)
+            mmd = self._match(pushed, ks, yt, kt, block)
         monotone = None
         if self.config.monotone_weight:
             monotone = self._monotone_penalty(pushed, xs, p0, gen)
@@ -349,7 +362,7 @@ class HJObjective(nn.Module):
                 terms["mmd_back"], floor_back = self._pooled_match("backward", pulled, kt, xs.detach(), ks)
                 floor = 0.5 * (floor + floor_back)
             else:
-                terms["mmd_back"] = self._match(pulled, kt, xs.detach(), ks)
+                terms["mmd_back"] = self._match(pulled, kt, xs.detach(), ks, block)
             match = 0.5 * (mmd + terms["mmd_back"])
         cycle = hj.new_zeros(())
         if self.config.cycle_weight:
@@ -365,10 +378,10 @@ class HJObjective(nn.Module):
         lam = self.log_lambda.exp().to(hj.dtype)
         with torch.no_grad():
             if not pooled:  # (the pooled match gave its own floor)
-                floor = self._floor(yt, kt, xs, ks)
+                floor = self._floor(yt, kt, xs, ks, block)
                 if self.config.backward_mmd:
                     # The backward match lives on the source side: its floor is the source's.
-                    floor = 0.5 * (floor + self._floor(xs, ks, yt, kt))
+                    floor = 0.5 * (floor + self._floor(xs, ks, yt, kt, block))
         terms["loss"] = hj + self.config.cycle_weight * cycle + lam * match
         if self.config.manifold_weight:
             parts = [self._manifold(pushed, 1)]  # pushed sources should look like targets
@@ -436,9 +449,12 @@ class HJObjective(nn.Module):
         return torch.relu(-(jw * hw).sum(1)).pow(2).mean()
 
     def _floor(self, ref: torch.Tensor, kref: torch.Tensor | None, other: torch.Tensor,
-               kother: torch.Tensor | None) -> torch.Tensor:
+               kother: torch.Tensor | None, block: int | None = None) -> torch.Tensor:
         """Expected match between ``len(other)`` samples of the law of ``ref`` and ``ref``
-        (class-wise, averaged over classes, when the match is)."""
+        (class-wise, averaged over classes, when the match is; batched over the classes with
+        a ``block``, as in losses.classwise)."""
+        if self.config.classwise and block is not None:
+            return self.mmd_floor(ref.reshape(-1, block, ref.shape[-1]), block).mean()
         if self.config.classwise and kref is not None and kother is not None:
             return torch.stack([
                 self.mmd_floor(ref[kref == k], int((kother == k).sum()))

@@ -303,6 +303,70 @@ def test_mmd_floor_matches_two_independent_samples(kind, n, dim, reps, tol):
     assert shifted > 5 * floor
 
 
+@pytest.mark.parametrize("kind", ["energy", "gaussian"])
+def test_a_balanced_batch_is_matched_class_by_class_in_one_batched_call(kind):
+    """The batched class-wise match (losses.classwise with a block) gives the loop's value and
+    gradient, and the batched floor the loop's floor: it only runs the classes side by side."""
+    from hjtranslate.losses import class_blocks, classwise
+
+    g = torch.Generator().manual_seed(0)
+    k = torch.arange(4).repeat_interleave(6)
+    x = torch.randn(24, 3, generator=g, dtype=torch.float64).requires_grad_(True)
+    y = torch.randn(24, 3, generator=g, dtype=torch.float64) + k[:, None]
+    assert class_blocks(k, k) == (True, 6)
+    loop = classwise(MMDS[kind], x, k, y, k, 4)
+    batched = classwise(MMDS[kind], x, k, y, k, 4, block=6)
+    assert float(batched.detach()) == pytest.approx(float(loop.detach()), rel=1e-12)
+    (g_loop,) = torch.autograd.grad(loop, x)
+    (g_batched,) = torch.autograd.grad(batched, x)
+    torch.testing.assert_close(g_batched, g_loop, rtol=1e-10, atol=1e-12)
+    floors = FLOORS[kind](y.reshape(4, 6, 3), 6)
+    assert floors.shape == (4,)
+    torch.testing.assert_close(floors, torch.stack([FLOORS[kind](y[k == c], 6) for c in range(4)]))
+
+
+def test_only_same_sorted_equal_blocks_of_labels_run_batched():
+    from hjtranslate.losses import class_blocks
+
+    k = torch.tensor([0, 0, 2, 2, 5, 5])
+    assert class_blocks(k, k.clone()) == (True, 2)
+    assert class_blocks(k, torch.tensor([0, 0, 2, 2, 5, 4])) == (False, None)  # not aligned
+    assert class_blocks(torch.tensor([0, 0, 2, 2, 2, 5]), torch.tensor([0, 0, 2, 2, 2, 5])) \
+        == (True, None)  # unequal classes
+    assert class_blocks(torch.tensor([2, 2, 0, 0]), torch.tensor([2, 2, 0, 0])) == (True, None)
+    assert class_blocks(torch.tensor([0, 1, 2]), torch.tensor([0, 1, 2])) == (True, None)  # 1 each
+    assert class_blocks(k, k[:4]) == (False, None)
+
+
+@pytest.mark.parametrize("mmd", ["energy", "gaussian", "sinkhorn"])
+def test_the_objective_matches_a_balanced_batch_as_the_loop_does(mmd, monkeypatch):
+    """fit's balanced batches (sorted by class, equal counts) take the batched class-wise match
+    and floor; every term of the objective is the loop's."""
+    import hjtranslate.objective as objective
+    from hjtranslate.objective import HJObjective, ObjectiveConfig
+
+    m = tiny_map(num_classes=3).double()
+    obj = HJObjective(m, ObjectiveConfig(mmd=mmd, classwise=True, n_colloc=32)).double()
+    g = torch.Generator().manual_seed(1)
+    k = torch.arange(3).repeat_interleave(8)
+    x = torch.randn(24, 2, generator=g, dtype=torch.float64)
+    y = torch.randn(24, 2, generator=g, dtype=torch.float64) + k[:, None]
+    calls = []
+    original = objective.classwise
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("block"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(objective, "classwise", spy)
+    batched = obj(x, y, k, k, generator_seed=0)
+    assert calls == ([8, 8] if mmd != "sinkhorn" else [None, None])
+    monkeypatch.setattr(obj, "_block", lambda ks, kt: (True, None))
+    loop = obj(x, y, k, k, generator_seed=0)
+    for name in ("loss", "mmd", "mmd_back", "ratio", "hj", "cycle"):
+        assert float(batched[name].detach()) == pytest.approx(float(loop[name].detach()), rel=1e-9), name
+
+
 def test_sinkhorn_match_pulls_a_stray_point_that_the_energy_distance_lets_go():
     """The reason the Sinkhorn match exists: once the bulk of two samples agrees, the energy
     distance barely pulls a point left far outside the target, an OT-based match must move it."""
