@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import re
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from . import __version__
@@ -28,7 +30,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     # task says as it goes ("Wrote ...") goes to stderr
     with contextlib.redirect_stdout(sys.stderr):
         metrics = load_task(args.task).run(args)
-    if metrics is not None and os.environ.get("RANK", "0") == "0":  # once for several processes
+    if metrics is not None and _rank_zero():  # once for several processes
         print(json.dumps(metrics, indent=2, default=str))
     return 0
 
@@ -319,6 +321,47 @@ def _disk_full(exc: BaseException) -> str | None:
             "written before the disk filled are kept).")
 
 
+def _launched_as() -> str:
+    """How this command was launched, for the model card: ``accelerate launch`` with the flags
+    that shaped the run (its processes, its mixed precision) when it came so, from the
+    environment accelerate's launcher sets; else ``hjtranslate``."""
+    world = int(os.environ.get("WORLD_SIZE") or 1)
+    precision = os.environ.get("ACCELERATE_MIXED_PRECISION") or "no"
+    flags = []
+    if world > 1:
+        flags += ["--multi_gpu", "--num_processes", str(world)]
+        per_machine = int(os.environ.get("LOCAL_WORLD_SIZE") or world)
+        if per_machine != world:
+            flags += ["--num_machines", str(world // per_machine)]
+    if precision != "no":
+        flags += ["--mixed_precision", precision]
+    return f"accelerate launch {shlex.join(flags)} hjtranslate" if flags else "hjtranslate"
+
+
+def _rank_zero() -> bool:
+    """Whether this process prints what every process of a launch would print alike."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+@contextlib.contextmanager
+def _parsing() -> Iterator[None]:
+    """argparse prints its error and exits. Every process of a multi-process launch parses the
+    same command line, so only rank 0 prints the error (a two-process launch printed it twice);
+    every rank leaves its last line in torchrun's error file (see _fail)."""
+    said = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(said):
+            yield
+    except SystemExit as exc:
+        lines = said.getvalue().strip().splitlines()
+        if exc.code not in (0, None) and lines:
+            _fail(lines[-1], show=False)
+        if _rank_zero():
+            sys.stderr.write(said.getvalue())
+        raise
+    sys.stderr.write(said.getvalue())
+
+
 def _fail(message: str, code: int = 2, show: bool = True) -> int:
     """Print a one-line failure (``show``) and, under torchrun (``accelerate launch
     --multi_gpu``), leave it in the launcher's error file as well, so that the failure table the
@@ -364,9 +407,10 @@ def _main(argv: Sequence[str] | None) -> int:
 
     _plain_warnings()
     parser = build_parser()
-    args, unknown = parser.parse_known_args(argv)
-    if unknown:  # argparse would show the top-level usage; the command's own is the useful one
-        _command_parser(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
+    with _parsing():
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:  # argparse would show the top-level usage; the command's own is the useful one
+            _command_parser(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
     if getattr(args, "_import_error", None):
         return _fail(f"error: task {args.task!r} needs a missing package: {args._import_error}")
     actions: dict[str, argparse.Action] = {}
@@ -376,7 +420,7 @@ def _main(argv: Sequence[str] | None) -> int:
         if args.command == "train":
             args._typed = _explicit_options(argv)  # a task's defaults give way to --head-options
             # this launch's command line, for the model card (tests pass argv, not sys.argv)
-            args._command = "hjtranslate " + shlex.join(sys.argv[1:] if argv is None else argv)
+            args._command = _launched_as() + " " + shlex.join(sys.argv[1:] if argv is None else argv)
         if args.command == "train" and getattr(args, "resume", False):
             from .tasks.common import restore_recorded_options
 
@@ -401,7 +445,9 @@ def _main(argv: Sequence[str] | None) -> int:
                 training.release_all()  # the run folders this command held: outputs written
     except (ValueError, PluginError, TrainingError, CheckpointError, FileNotFoundError,
             NotADirectoryError, PermissionError) as exc:
-        return _fail(f"error: {_name_options(str(exc), actions)}")
+        # Bad options and inputs, alike on every rank of a launch: printed once (the other ranks
+        # name it in torchrun's error file, which the launcher's failure table reads).
+        return _fail(f"error: {_name_options(str(exc), actions)}", show=_rank_zero())
     except (MemoryError, RuntimeError) as exc:
         # numpy raises MemoryError; torch a RuntimeError ("can't allocate memory", CUDA "out of
         # memory"). Anything else is a bug and keeps its traceback.
@@ -425,7 +471,7 @@ def _main(argv: Sequence[str] | None) -> int:
         return _fail("interrupted: the checkpoints written so far, if any, are kept; continue "
                      "with --resume." if args.command == "train" else "interrupted.",
                      128 + getattr(exc, "signum", 2),  # as a shell reports it: 130 for Ctrl-C
-                     show=os.environ.get("RANK", "0") == "0")  # once for a multi-process launch
+                     show=_rank_zero())  # once for a multi-process launch
     except BrokenPipeError:  # `hjtranslate plugins | head`: the reader left, nothing is wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

@@ -822,3 +822,49 @@ def test_a_resume_on_another_number_of_processes_says_the_batch_changed(tmp_path
     assert main([*run, "--resume", "--steps", "3"]) == 0
     assert ("note: this run trained on 2 process(es) and goes on with 1: a step now takes "
             "1 x --batch-size 32 samples per side (it took 2 x).") in capsys.readouterr().err
+
+
+def test_an_argument_error_is_printed_once_for_several_processes(tmp_path, capsys, monkeypatch):
+    """Every process of `accelerate launch --num_processes 2` parses the same command line: its
+    error (argparse's or a task's check) is printed by rank 0 only; every rank leaves it in
+    torchrun's error file, which the launcher's failure table reads."""
+    error_file = tmp_path / "error.json"
+    monkeypatch.setenv("TORCHELASTIC_ERROR_FILE", str(error_file))
+    for argv, wanted in ((["train", "toy2d", "--no-such-option"], "unrecognized arguments"),
+                         (["train", "toy2d", "--steps", "x"], "invalid"),
+                         (["train", "toy2d", "--steps", "0", "--output-dir", str(tmp_path / "r")],
+                          "--steps")):
+        for rank in ("1", "0"):
+            monkeypatch.setenv("RANK", rank)
+            error_file.unlink(missing_ok=True)
+            try:
+                code = main(argv)
+            except SystemExit as exc:
+                code = exc.code
+            assert code == 2
+            said = capsys.readouterr().err
+            assert (wanted in said) == (rank == "0"), (argv, rank, said)
+            assert wanted in json.loads(error_file.read_text())["message"]["message"]
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "toy2d", "--help"])
+    assert exc.value.code == 0 and "usage:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("env", "launched"), [
+    ({}, "hjtranslate"),
+    ({"WORLD_SIZE": "1", "ACCELERATE_MIXED_PRECISION": "no"}, "hjtranslate"),
+    ({"WORLD_SIZE": "4", "LOCAL_WORLD_SIZE": "4", "ACCELERATE_MIXED_PRECISION": "bf16"},
+     "accelerate launch --multi_gpu --num_processes 4 --mixed_precision bf16 hjtranslate"),
+    ({"WORLD_SIZE": "8", "LOCAL_WORLD_SIZE": "4"},
+     "accelerate launch --multi_gpu --num_processes 8 --num_machines 2 hjtranslate"),
+    ({"ACCELERATE_MIXED_PRECISION": "fp16"}, "accelerate launch --mixed_precision fp16 hjtranslate"),
+])
+def test_a_run_records_how_it_was_launched(env, launched, monkeypatch):
+    from hjtranslate.cli import _launched_as
+
+    for name in ("WORLD_SIZE", "LOCAL_WORLD_SIZE", "ACCELERATE_MIXED_PRECISION"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert _launched_as() == launched

@@ -464,6 +464,9 @@ def test_two_cpu_processes_train_one_model(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["num_processes"] == 2 and metrics["ranks_in_sync"] is True
+    # the card's command says how the run was launched (it lacked the launcher and its flags)
+    assert metrics["command"].startswith(
+        "accelerate launch --multi_gpu --num_processes 2 hjtranslate train gaussians --dim 2 ")
     assert proc.stdout.count("Wrote ") == 1  # one writer
     assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "config.json", "map", "metrics.json"]
 
