@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import warnings
@@ -27,7 +28,7 @@ from .hjmap import (
 )
 from .objective import HJObjective, ObjectiveConfig
 from .sampling import CollocationSampler
-from .training import TrainConfig, make_accelerator, train
+from .training import TrainConfig, check_accelerator, make_accelerator, train
 
 
 def check_samples(x: Any, name: str, dim: int | None = None) -> torch.Tensor:
@@ -36,6 +37,9 @@ def check_samples(x: Any, name: str, dim: int | None = None) -> torch.Tensor:
     given = as_sample_tensor(x, name).detach()  # real numbers: floats or integers of any width
     try:
         x = given.cpu().float()  # training moves its batches to the accelerator's device
+        if x.is_inference():  # made under torch.inference_mode(): autograd cannot save it
+            with torch.inference_mode(False):
+                x = x.clone()
     except (RuntimeError, TypeError):
         raise ValueError(f"{name} must hold real numbers that convert to float32, got dtype "
                          f"{x.dtype}.") from None
@@ -141,6 +145,19 @@ def default_head_kwargs(dim: int, cost_name: str = "quadratic", t_f: float = 1.0
     return kwargs
 
 
+def _with_autograd(fn: Callable) -> Callable:
+    """``fit`` trains by gradients, also when called under ``torch.no_grad()`` or
+    ``torch.inference_mode()`` (where encoding the samples often happens): a bare autograd
+    error was all it said."""
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with torch.inference_mode(False), torch.enable_grad():
+            return fn(*args, **kwargs)
+
+    return run
+
+
+@_with_autograd
 def fit(
     x_source: Any,
     y_target: Any,
@@ -292,6 +309,14 @@ def fit(
     if conditional and labels is None and init_from is None:
         raise ValueError("conditional=True needs labels=(source_labels, target_labels): the "
                          "head takes the class of each sample.")
+    if conditional and head is not None and init_from is None \
+            and not getattr(registry.resolve("head", head).obj, "conditional", False):
+        raise ValueError(f"conditional=True asks for a head that takes each sample's class, and "
+                         f"the {head!r} head does not (one potential for every class): leave head "
+                         "unset (the 'conditional' head), or set conditional=False for a shared "
+                         "potential with a class-wise match.")
+    if accelerator is not None:
+        check_accelerator(accelerator, stacklevel=4)  # before any work: the caller's settings
     dim = xs.shape[1]
     cost_name, cost_kwargs = cost_spec(cost)
     built = registry.create("cost", cost_name, **cost_kwargs)  # fail early on unknown names

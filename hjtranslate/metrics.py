@@ -21,6 +21,36 @@ def _need_samples(fn: str, **sides: torch.Tensor) -> None:
                              f"(shape {tuple(t.shape)}): pass the samples to evaluate.")
 
 
+def _classes(fn: str, x: torch.Tensor, y: torch.Tensor, kx: Any, ky: Any
+             ) -> list[tuple[int, torch.Tensor, torch.Tensor]] | None:
+    """With samples of several classes, each class's id and masks of its rows of ``x`` and
+    ``y`` (the classes found on both sides); None for one class or no labels. A class-
+    conditional map is judged class by class: an exact plan or a dual over the mixed classes
+    would pair samples of different classes (it made a map correct in each class read 111 times
+    the exact cost)."""
+    if kx is None:
+        return None
+    kx = _class_ids(kx, x.device)
+    if kx.numel() <= 1 or bool((kx == kx[0]).all()):
+        return None
+    if kx.numel() != len(x):
+        raise ValueError(f"{fn}: got {kx.numel()} class labels for {len(x)} samples of x.")
+    if ky is None or _class_ids(ky, y.device).numel() != len(y):
+        raise ValueError(f"{fn}: x holds samples of several classes; pass ky, the class of each "
+                         f"of the {len(y)} samples of y, so that each class is compared with its "
+                         "own (or call it once per class).")
+    ky = _class_ids(ky, y.device)
+    groups = [(c, kx == c, ky == c) for c in torch.unique(kx).tolist()]
+    groups = [(c, ix, iy) for c, ix, iy in groups if bool(iy.any())]
+    if not groups:
+        raise ValueError(f"{fn}: no class of x is found in y.")
+    return groups
+
+
+def _class_weighted(per: dict[int, dict[str, Any]], weights: dict[int, float], key: str) -> float:
+    return sum(weights[c] * per[c][key] for c in per)
+
+
 def _sqrtm_psd(a: torch.Tensor) -> torch.Tensor:
     w, v = torch.linalg.eigh(a)
     return (v * w.clamp_min(0).sqrt()) @ v.T
@@ -152,6 +182,20 @@ def duality_gap(m: HJMap, x: torch.Tensor, y: torch.Tensor, kx=None, ky=None) ->
     """
     x, y = m._check(x, "x"), m._check(y, "y")
     _need_samples("duality_gap", x=x, y=y)
+    groups = _classes("duality_gap", x, y, kx, ky)
+    if groups:  # the class-conditional problem: each class's gap, weighted by its share of x
+        per = {c: duality_gap(m, x[ix], y[iy], c, c) for c, ix, iy in groups}
+        w = {c: float(ix.sum()) / sum(float(i.sum()) for _, i, _ in groups) for c, ix, _ in groups}
+        primal, dual = _class_weighted(per, w, "primal"), _class_weighted(per, w, "dual")
+        scale = max(abs(primal), 1e-12)
+        return {
+            "primal": primal, "dual": dual, "duality_gap": abs(primal - dual) / scale,
+            "duality_gap_sd": sum((w[c] * g["duality_gap_sd"] * abs(g["primal"])) ** 2
+                                  for c, g in per.items()) ** 0.5 / scale,
+            **{part: sum(w[c] * g[part] * abs(g["primal"]) for c, g in per.items()) / scale
+               for part in ("gap_residual", "gap_match")},
+            "duality_gap_max": max(g["duality_gap"] for g in per.values()),
+        }
     with torch.no_grad():
         pushed = m.forward(x, kx)
         cost = _cost_in_float64(m, x, pushed)
@@ -169,7 +213,7 @@ def duality_gap(m: HJMap, x: torch.Tensor, y: torch.Tensor, kx=None, ky=None) ->
     }
 
 
-def certified_dual(m: HJMap, x: torch.Tensor, y: torch.Tensor, kx=None) -> float:
+def certified_dual(m: HJMap, x: torch.Tensor, y: torch.Tensor, kx=None, ky=None) -> float:
     """``D_c = E_y min_i [u(x_i, 0) + c(x_i, y)] - E_x u(x, 0)``, in data units.
 
     ``u(., 0)`` and its c-transform over the sample ``x`` are feasible for the discrete dual
@@ -178,15 +222,20 @@ def certified_dual(m: HJMap, x: torch.Tensor, y: torch.Tensor, kx=None) -> float
     training cannot inflate, unlike the dual value of :func:`duality_gap` (which certifies only
     if ``u`` solves the HJ equation everywhere). ``D_c`` over the exact cost is 1 exactly when
     ``u(., 0)`` is an optimal Kantorovich potential for the sample. ``kx``: labels of ``x`` for
-    a conditional head (one class per call).
+    a conditional head; with several classes, ``ky`` too: the minimum then runs over each
+    ``y``'s own class (the class-conditional problem's dual).
     """
     x, y = m._check(x, "x"), m._check(y, "y")
     _need_samples("certified_dual", x=x, y=y)
+    groups = _classes("certified_dual", x, y, kx, ky)
+    ka = kb = None
+    if groups:
+        ka, kb = _class_ids(kx, x.device), _class_ids(ky, y.device)
     with torch.no_grad():
         ux = _potential_in_data_units(m, x, 0.0, kx)
         return float(_c_transform(ux, x.double(), y.double(),
                                   lambda a, b, t: pairwise_float64(m.cost, a, b, t), m.t_f,
-                                  None, None))
+                                  ka, kb))
 
 
 def c_transform_dual(ux: torch.Tensor, x: torch.Tensor, y: torch.Tensor, cost, t_f: float = 1.0,
@@ -277,15 +326,40 @@ def evaluate_map(
     m: HJMap, x: torch.Tensor, y: torch.Tensor, kx=None, ky=None, exact_n: int = 1000,
     energy_n: int = 4000, seed: int = 0,
 ) -> dict[str, Any]:
-    """The sample-based metrics of a map (no ground truth needed)."""
+    """The sample-based metrics of a map (no ground truth needed).
+
+    With labels of several classes (``kx`` and ``ky``) the map is judged as a class-conditional
+    transport: ``per_class`` holds each class's own metrics, and the cost, dual and gap figures
+    are those of the class-conditional problem (each class's, weighted by its share of ``x``;
+    ``duality_gap_max`` the largest class's). The energy distances compare the whole laws."""
     out: dict[str, Any] = {}
     x, y = m._check(x, "x"), m._check(y, "y")  # on the map's device, in its dtype
     _need_samples("evaluate_map", x=x, y=y)
+    groups = _classes("evaluate_map", x, y, kx, ky)
     kx, ky = (None if k is None else _class_ids(k, m.shift.device) for k in (kx, ky))
     for side, pred, ref in (("forward", m.forward(x, kx), y), ("backward", m.backward(y, ky), x)):
         e, floor = energy_with_floor(pred, ref, energy_n, seed)
         out.update({f"energy_{side}": e, f"energy_floor_{side}": floor,
                     f"energy_{side}_over_floor": e / max(floor, 1e-300)})
+    if groups:
+        per = {c: evaluate_map(m, x[ix], y[iy], c, c, exact_n, energy_n, seed) for c, ix, iy in groups}
+        total = sum(float(ix.sum()) for _, ix, _ in groups)
+        w = {c: float(ix.sum()) / total for c, ix, _ in groups}
+        exact, learned = _class_weighted(per, w, "exact_ot_cost"), _class_weighted(per, w, "map_cost")
+        own = sum(w[c] * r["map_cost"] / max(r["optimality_ratio"], 1e-300) for c, r in per.items())
+        extrapolated = sum(w[c] * (2 * r["exact_ot_cost"] - r["exact_ot_cost_half_n"])
+                           for c, r in per.items())
+        dual_c = _class_weighted(per, w, "dual_certified")
+        out.update({"exact_ot_cost": exact, "map_cost": learned,
+                    "cost_ratio": learned / exact if math.isfinite(exact) else math.nan,
+                    "cost_ratio_extrapolated": (learned / max(extrapolated, 1e-300)
+                                                if math.isfinite(extrapolated) else math.nan),
+                    "optimality_ratio": learned / max(own, 1e-300), "dual_certified": dual_c,
+                    "dual_certified_over_exact_ot": dual_c / exact if math.isfinite(exact) else math.nan,
+                    **duality_gap(m, x, y, kx, ky),
+                    "monotone_share": _class_weighted(per, w, "monotone_share"),
+                    "per_class": per})
+        return out
     g = torch.Generator().manual_seed(seed)
     n = min(exact_n, len(x), len(y))
     i, j = torch.randperm(len(x), generator=g)[:n], torch.randperm(len(y), generator=g)[:n]
@@ -304,15 +378,14 @@ def evaluate_map(
     # a cost infinite off a bounded domain: no plan between these samples keeps every move in
     # reach, and a ratio to it says nothing (NaN, not 0)
     over_exact = (lambda a: a / exact) if math.isfinite(exact) else (lambda a: math.nan)
-    if kx is None:  # with labels the exact cost above mixes classes
-        dual_c = certified_dual(m, xs, ys)
-        out.update({"dual_certified": dual_c, "dual_certified_over_exact_ot": over_exact(dual_c)})
+    dual_c = certified_dual(m, xs, ys, None if kx is None else kx if kx.numel() == 1 else kx[i])
+    out.update({"dual_certified": dual_c, "dual_certified_over_exact_ot": over_exact(dual_c)})
     out.update({"exact_ot_cost": exact, "exact_ot_cost_half_n": half, "map_cost": learned,
                 "cost_ratio": over_exact(learned),
                 "cost_ratio_extrapolated": (learned / max(2 * exact - half, 1e-300)
                                             if math.isfinite(exact + half) else math.nan),
                 "optimality_ratio": learned / max(own, 1e-300)})
-    if kx is None and len(y) >= 2 * n:
+    if len(y) >= 2 * n:
         # A sharper match test than the energy distance (which barely sees a few points left
         # between or outside the target's pieces): exact OT between pushed and target samples,
         # beside the same between two disjoint target samples (its floor at this size).

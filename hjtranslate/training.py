@@ -142,19 +142,30 @@ def make_accelerator(cpu: bool | None = None, report_to: str | None = None,
             "--num_processes N ...` (on a CPU machine hjtranslate builds Accelerator(cpu=True), "
             "which makes that use gloo)."
         )
+    check_accelerator(acc, stacklevel=3)
+    return acc
+
+
+def check_accelerator(acc: Any, stacklevel: int = 2) -> None:
+    """Refuse the accelerate settings the loop does not follow, and warn of those that do
+    nothing here: every Accelerator ``train`` uses is checked, a caller's own too (once)."""
+    if getattr(acc, "_hjtranslate_checked", False):
+        return
     if acc.gradient_accumulation_steps > 1:
         # accelerate's optimizer would step every N batches, while --steps, the learning-rate
-        # schedule, the weight average and the MMD weight's updates count every batch
+        # schedule, the weight average and the MMD weight's updates count every batch (a
+        # caller's Accelerator(gradient_accumulation_steps=4) left a 3-step fit untrained)
         raise TrainingError(
             f"accelerate asks for gradient accumulation over {acc.gradient_accumulation_steps} "
-            "steps (ACCELERATE_GRADIENT_ACCUMULATION_STEPS, or a config file), which hjtranslate's "
-            "training does not follow: --steps, the learning-rate schedule and the MMD weight "
-            "would count micro-batches. Give a larger --batch-size instead, and unset it.")
+            "steps (Accelerator(gradient_accumulation_steps=...), ACCELERATE_GRADIENT_ACCUMULATION"
+            "_STEPS or a config file), which hjtranslate's training does not follow: --steps, the "
+            "learning-rate schedule and the MMD weight would count micro-batches. Give a larger "
+            "batch size instead, and leave accumulation off.")
     if precision_that_runs(acc) != acc.mixed_precision:
         warnings.warn("fp16 mixed precision does nothing on a CPU (accelerate trains in float32 "
                       "there): use --mixed_precision bf16, or leave it off.", UserWarning,
-                      stacklevel=2)
-    return acc
+                      stacklevel=stacklevel)
+    acc._hjtranslate_checked = True
 
 
 def precision_that_runs(acc: Any) -> str:
@@ -325,6 +336,7 @@ def train(
     until the process (or the command, :func:`release_all`) ends.
     """
     acc = accelerator or make_accelerator()
+    check_accelerator(acc, stacklevel=3)
     out = Path(config.output_dir) if config.output_dir else None
     locked, refused = False, None
     if out is not None and acc.is_main_process:

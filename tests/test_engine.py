@@ -1505,3 +1505,67 @@ def test_the_affine_head_takes_the_quadratic_cost_only(tmp_path, recwarn):
         hjt.fit(x, x + 1, cost=cost, head="affine", steps=1,  # p = 2 is the quadratic cost
                 head_kwargs={"quadratic": "hopf_lax_spd"})
     assert not [w for w in recwarn if "quadratic cost only" in str(w.message)]
+
+
+def test_a_class_conditional_map_is_evaluated_class_by_class():
+    """With labels of several classes the metrics judge the class-conditional problem: each
+    class against its own exact plan, weighted by its share (an exact plan over the mixed
+    classes made a map correct in each class read 111 times the exact cost); the certified dual
+    takes the minimum within each class; ky is asked for, not guessed."""
+    from hjtranslate import metrics
+
+    m = tiny_map(head="conditional", num_classes=2, head_kwargs={"width": 16, "depth": 2}).double()
+    g = torch.Generator().manual_seed(0)
+    kx, ky = torch.arange(200) % 2, torch.arange(300) % 2
+    x = torch.randn(200, 2, generator=g, dtype=torch.float64) + 5 * kx[:, None]
+    y = torch.randn(300, 2, generator=g, dtype=torch.float64) + 5 * (1 - ky[:, None])
+    out = metrics.evaluate_map(m, x, y, kx, ky, exact_n=60, energy_n=100)
+    per = [metrics.evaluate_map(m, x[kx == c], y[ky == c], c, c, exact_n=60, energy_n=100)
+           for c in (0, 1)]
+    assert out["per_class"][1]["cost_ratio"] == pytest.approx(per[1]["cost_ratio"])
+    for key in ("exact_ot_cost", "map_cost", "dual_certified", "monotone_share"):
+        assert out[key] == pytest.approx(0.5 * (per[0][key] + per[1][key])), key
+    assert out["cost_ratio"] == pytest.approx(out["map_cost"] / out["exact_ot_cost"])
+    gap = metrics.duality_gap(m, x, y, kx, ky)
+    assert gap["primal"] == pytest.approx(0.5 * (per[0]["primal"] + per[1]["primal"]))
+    assert gap["duality_gap_max"] == pytest.approx(max(p["duality_gap"] for p in per))
+    both = metrics.certified_dual(m, x[:100], y[:100], kx[:100], ky[:100])
+    each = [metrics.certified_dual(m, x[:100][kx[:100] == c], y[:100][ky[:100] == c], c) for c in (0, 1)]
+    assert both == pytest.approx(sum(each) / 2)
+    for fn in (lambda: metrics.evaluate_map(m, x, y, kx), lambda: metrics.certified_dual(m, x, y, kx),
+               lambda: metrics.duality_gap(m, x, y, kx)):
+        with pytest.raises(ValueError, match="pass ky"):
+            fn()
+    with pytest.raises(ValueError, match="no class of x is found in y"):
+        metrics.duality_gap(m, x, y, kx, torch.full((300,), 5))
+
+
+def test_fit_trains_under_no_grad_and_inference_mode():
+    """Encoding the samples under torch.no_grad() or torch.inference_mode() and fitting in the
+    same block gave a bare autograd error."""
+    g = torch.Generator().manual_seed(0)
+    for mode in (torch.no_grad, torch.inference_mode):
+        with mode():
+            x = torch.randn(200, 2, generator=g)
+            m = hjt.fit(x, x + 1, steps=3, batch_size=64, n_colloc=32)
+            assert torch.isfinite(m.forward(x[:4])).all()
+
+
+def test_fit_refuses_what_it_would_silently_not_do():
+    """conditional=True with a head that takes no class, and a caller's Accelerator that
+    accumulates gradients (the optimizer never stepped in a short fit): named before training."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+
+    from hjtranslate.training import TrainingError
+
+    x, k = torch.randn(100, 2), torch.arange(100) % 2
+    with pytest.raises(ValueError, match="the 'mlp' head does not"):
+        hjt.fit(x, x + 1, labels=(k, k), conditional=True, head="mlp", steps=2)
+    try:
+        acc = Accelerator(cpu=True, gradient_accumulation_steps=4)
+        with pytest.raises(TrainingError, match="gradient accumulation over 4 steps"):
+            hjt.fit(x, x + 1, steps=2, accelerator=acc)
+    finally:  # accelerate keeps its settings for the process
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
