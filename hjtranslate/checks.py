@@ -72,6 +72,16 @@ def parse_device(value: Any, name: str = "device") -> torch.device:
                          "... or a torch.device.") from None
 
 
+def check_dtype(dtype: Any) -> torch.dtype:
+    """The map's dtype: float32 or float64 (as a torch dtype or its name). Half precision
+    cannot run the heads' matrix inverses on the CPU."""
+    named = getattr(torch, dtype, None) if isinstance(dtype, str) else dtype
+    if named not in (torch.float32, torch.float64):
+        raise ValueError(f"dtype must be torch.float32 or torch.float64 (the map's precision), "
+                         f"got {dtype!r}.")
+    return named
+
+
 def check_device(value: Any, name: str = "device") -> torch.device:
     """A device that can compute here, or a clear error naming the argument (a bad one used to
     surface as a damaged weights file, or as torch's own assertion)."""

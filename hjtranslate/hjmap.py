@@ -26,6 +26,7 @@ from torch import nn
 from . import __version__, registry
 from .checks import (
     check_device,
+    check_dtype,
     check_folder_path,
     hub_unreachable,
     real_number,
@@ -271,6 +272,24 @@ class HJMap(
                    {k: head_kwargs[k] for k in ("dim", "num_classes") if k in head_kwargs})
 
     # -- configuration -------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        """Where the map computes (as a diffusers model says it)."""
+        return self.shift.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The map's precision: float32, or float64."""
+        return self.shift.dtype
+
+    def to(self, *args: Any, **kwargs: Any) -> HJMap:
+        """``nn.Module.to``, with a clear error for a device that cannot compute here (torch's
+        own said "Found no NVIDIA driver")."""
+        device = torch._C._nn._parse_to(*args, **kwargs)[0]
+        if device is not None:
+            check_device(device)
+        return super().to(*args, **kwargs)
+
     @property
     def conditional(self) -> bool:
         return bool(getattr(self.head, "conditional", False))
@@ -523,7 +542,7 @@ class HJMap(
             self.save_pretrained(folder)
             return push_folder(folder, repo_id, private=bool(private), revision=revision or branch,
                                commit_message=commit_message or "Upload hjtranslate HJMap",
-                               token=token)
+                               token=token, shown="the map")  # not the temporary folder
 
     @classmethod
     def _from_pretrained(  # type: ignore[override]
@@ -551,15 +570,21 @@ class HJMap(
         ``force_download=``, ``local_files_only=``, ``token=``, ``HF_HUB_OFFLINE=1`` work as in
         huggingface_hub); ``map_location``: the device to load it on.
         ``subfolder=``: the map's folder inside the folder or repo, e.g. ``"map"`` for the map
-        of a saved pipeline or training run (without downloading the pipeline's other parts)."""
+        of a saved pipeline or training run (without downloading the pipeline's other parts).
+        ``torch_dtype=`` (diffusers' name) or ``dtype=``: its precision, float32 or float64."""
         model_id = str(pretrained_model_name_or_path)
         if model_id.startswith("~"):  # as the pipeline reads it: a path, never a repo id
             model_id = os.path.expanduser(model_id)
-        unknown = sorted(set(kwargs) - set(_HUB_KW) - {"map_location", "subfolder"})
+        own = ("map_location", "subfolder", "torch_dtype", "dtype")
+        unknown = sorted(set(kwargs) - set(_HUB_KW) - set(own))
         if unknown:  # a misspelt revision, or device= for map_location=, would pass unnoticed
             hint = " (the device is map_location=)" if "device" in unknown else ""
             raise TypeError(f"HJMap.from_pretrained got unknown keyword arguments {unknown}{hint}; "
-                            f"it takes {', '.join(('map_location', 'subfolder') + _HUB_KW)}.")
+                            f"it takes {', '.join(own + _HUB_KW)}.")
+        dtypes = {check_dtype(kwargs[k]) for k in ("torch_dtype", "dtype") if kwargs.get(k) is not None}
+        if len(dtypes) > 1:
+            raise ValueError(f"dtype={kwargs['dtype']} and torch_dtype={kwargs['torch_dtype']} "
+                             "disagree: pass one.")
         subfolder = kwargs.get("subfolder") or None
         if isinstance(subfolder, os.PathLike):
             subfolder = os.fspath(subfolder)
@@ -590,7 +615,8 @@ class HJMap(
             # this config with the next commit's weights
             hub = {**hub, "revision": snapshot.name}
         weights = resolve_file(model_id, WEIGHTS_NAME, subfolder, **hub)
-        return cls.from_config_and_weights(config, weights, kwargs.get("map_location", "cpu"))
+        model = cls.from_config_and_weights(config, weights, kwargs.get("map_location", "cpu"))
+        return model.to(dtypes.pop()) if dtypes else model
 
     @classmethod
     def from_config_and_weights(

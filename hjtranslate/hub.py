@@ -176,9 +176,10 @@ def check_revision(revision: str | None) -> None:
 
 def push_folder(
     folder: str | Path, repo_id: str, private: bool = False, revision: str | None = None,
-    commit_message: str | None = None, token: str | bool | None = None,
+    commit_message: str | None = None, token: str | bool | None = None, shown: str | None = None,
 ):
     """Create ``repo_id`` (if needed) and upload the map or pipeline in ``folder`` as one commit;
+    ``shown``: what a failure calls it (the folder's path by default);
     returns the ``CommitInfo``. ``revision`` is a branch, created from ``main`` if it does not
     exist. Only the files that make up the map or pipeline are uploaded (the others are named in
     a warning), and the commit deletes the repo's other ``.json``, ``.safetensors`` and ``.md``
@@ -255,7 +256,7 @@ def push_folder(
                       "again." if status == 401 and not api.token and not get_token() else
                       "Check the network, HF_ENDPOINT and your token (`hf auth login` or "
                       "HF_TOKEN), then push again.")
-            raise ValueError(f"Could not publish {folder} to {repo_id!r} on {api.endpoint}: "
+            raise ValueError(f"Could not publish {shown or folder} to {repo_id!r} on {api.endpoint}: "
                              f"{first}. {advice}") from None
 
 

@@ -9,8 +9,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from .hjmap import HJMap, _class_ids
+from .hjmap import HJMap, _class_ids, as_sample_tensor
 from .losses import batch_jacobian, cost_monotone_matrix, energy_distance, energy_floor
+
+
+def _samples(fn: str, **sides: Any) -> list[torch.Tensor]:
+    """Each sample set as a tensor (an array or a nested list as ``fit`` takes them), checked by
+    :func:`_need_samples`."""
+    tensors = {name: as_sample_tensor(t, f"{fn}'s {name}") for name, t in sides.items()}
+    _need_samples(fn, **tensors)
+    return list(tensors.values())
 
 
 def _need_samples(fn: str, **sides: torch.Tensor) -> None:
@@ -68,7 +76,11 @@ def gaussian_ot_map(m0: torch.Tensor, s0: torch.Tensor, m1: torch.Tensor, s1: to
 
 def l2_uvp(pred: torch.Tensor, true: torch.Tensor, target: torch.Tensor) -> float:
     """``100 * E|T(x) - T*(x)|^2 / Var(nu)`` with ``Var(nu) = trace(Cov(nu))``."""
-    _need_samples("l2_uvp", pred=pred, true=true, target=target)
+    pred, true, target = _samples("l2_uvp", pred=pred, true=true, target=target)
+    if pred.shape != true.shape:
+        raise ValueError(f"l2_uvp compares each prediction with the true map's image of the same "
+                         f"point: pred and true must have one shape, got {tuple(pred.shape)} and "
+                         f"{tuple(true.shape)}.")
     if len(target) < 2:  # its variance is undefined (NaN)
         raise ValueError("l2_uvp needs at least 2 target samples for the target's variance, "
                          f"got {len(target)}.")
@@ -79,6 +91,10 @@ def l2_uvp(pred: torch.Tensor, true: torch.Tensor, target: torch.Tensor) -> floa
 
 def cosine_similarity(x: torch.Tensor, pred: torch.Tensor, true: torch.Tensor) -> float:
     """Cosine between the displacements ``T(x) - x`` and ``T*(x) - x`` (as in the W2 benchmark)."""
+    x, pred, true = _samples("cosine_similarity", x=x, pred=pred, true=true)
+    if not x.shape == pred.shape == true.shape:
+        raise ValueError(f"cosine_similarity needs x, pred and true of one shape, got "
+                         f"{tuple(x.shape)}, {tuple(pred.shape)} and {tuple(true.shape)}.")
     x, pred, true = (t.detach().double().cpu() for t in (x, pred, true))  # any devices
     a, b = pred - x, true - x
     return float((a * b).sum() / (a.norm() * b.norm()).clamp_min(1e-300))
@@ -92,7 +108,7 @@ def _subsamples(x: torch.Tensor, y: torch.Tensor, max_n: int, seed: int):
 
 def energy(x: torch.Tensor, y: torch.Tensor, max_n: int = 4000, seed: int = 0) -> float:
     """Energy distance (V-statistic) between subsamples of at most ``max_n`` points."""
-    _need_samples("energy", x=x, y=y)
+    x, y = _samples("energy", x=x, y=y)
     return float(energy_distance(*_subsamples(x, y, max_n, seed)))
 
 

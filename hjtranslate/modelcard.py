@@ -78,7 +78,10 @@ def write_model_card(
     data = ModelCardData(
         library_name="hjtranslate",
         license="apache-2.0",
-        tags=["optimal-transport", "hamilton-jacobi", "image-to-image", "hjtranslate"],
+        # a map of encoded images (a VAE's latents, pixel colours) translates images; one fitted
+        # to plain vectors does not
+        tags=["optimal-transport", "hamilton-jacobi",
+              *(["image-to-image"] if isinstance(encoder, dict) and encoder else []), "hjtranslate"],
         datasets=datasets or None,
         metrics=hub_metric_names(metrics),
     )

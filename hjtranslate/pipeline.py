@@ -40,6 +40,7 @@ import torch
 from . import __version__, registry
 from .checks import (
     check_device,
+    check_dtype,
     check_folder_path,
     hub_unreachable,
     is_int,
@@ -1196,16 +1197,6 @@ class TranslationPipeline:
             latents=latents,
         )
         return result if return_dict else (result.images, result.frames)
-
-
-def check_dtype(dtype: Any) -> torch.dtype:
-    """The map's dtype: float32 or float64 (as a torch dtype or its name). Half precision
-    cannot run the heads' matrix inverses on the CPU."""
-    named = getattr(torch, dtype, None) if isinstance(dtype, str) else dtype
-    if named not in (torch.float32, torch.float64):
-        raise ValueError(f"dtype must be torch.float32 or torch.float64 (the map's precision), "
-                         f"got {dtype!r}.")
-    return named
 
 
 def check_morph_steps(value: Any, name: str = "morph_steps") -> None:

@@ -1569,3 +1569,35 @@ def test_fit_refuses_what_it_would_silently_not_do():
     finally:  # accelerate keeps its settings for the process
         AcceleratorState._reset_state(reset_partial_state=True)
         GradientState._reset_state()
+
+
+def test_a_map_loads_in_a_precision_and_says_where_it_computes(tmp_path):
+    """As a diffusers model: from_pretrained(torch_dtype=...), .device and .dtype; a device
+    that cannot compute here is named (torch said "Found no NVIDIA driver")."""
+    tiny_map().save_pretrained(tmp_path / "m")
+    m = hjt.HJMap.from_pretrained(tmp_path / "m", torch_dtype=torch.float64)
+    assert (m.dtype, m.device.type) == (torch.float64, "cpu")
+    assert m.forward(torch.zeros(2, 2, dtype=torch.float64)).dtype == torch.float64
+    assert hjt.HJMap.from_pretrained(tmp_path / "m", dtype="float64").dtype == torch.float64
+    assert m.to(torch.float32).dtype == torch.float32
+    with pytest.raises(ValueError, match="float32 or torch.float64"):
+        hjt.HJMap.from_pretrained(tmp_path / "m", torch_dtype=torch.float16)
+    with pytest.raises(ValueError, match="disagree"):
+        hjt.HJMap.from_pretrained(tmp_path / "m", torch_dtype=torch.float32, dtype=torch.float64)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="torch sees no CUDA device here"):
+            m.to("cuda")
+
+
+def test_the_metric_helpers_take_arrays_and_name_mismatched_samples():
+    from hjtranslate import metrics
+
+    g = np.random.default_rng(0)
+    x, y = g.normal(size=(50, 2)), g.normal(size=(60, 2))
+    assert metrics.energy(x, y) == pytest.approx(metrics.energy(torch.tensor(x), torch.tensor(y)))
+    assert metrics.l2_uvp(x, x + 0.1, y) > 0
+    assert metrics.cosine_similarity(x, x + 1, x + 1) == pytest.approx(1)
+    with pytest.raises(ValueError, match="pred and true must have one shape"):
+        metrics.l2_uvp(x[:10], x, y)
+    with pytest.raises(ValueError, match="must be a tensor or array of numbers"):
+        metrics.energy("x", y)
