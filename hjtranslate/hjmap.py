@@ -364,7 +364,10 @@ class HJMap(
         if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[1] != self.dim:
             raise ValueError(f"z must be a tensor of shape (n, {self.dim}) (standardised "
                              f"coordinates), got {tuple(getattr(z, 'shape', ())) or type(z).__name__}.")
-        t = torch.as_tensor(t, dtype=z.dtype, device=z.device).reshape(-1, 1)
+        if isinstance(t, (int, float)):  # made on the device: no copy from the host
+            t = z.new_full((1, 1), float(t))
+        else:
+            t = torch.as_tensor(t, dtype=z.dtype, device=z.device).reshape(-1, 1)
         return z, t.expand(z.shape[0], 1), self._labels(k, z.shape[0], z.device)
 
     def potential(self, z: torch.Tensor, t: float | torch.Tensor, k: Any = None) -> torch.Tensor:

@@ -143,9 +143,11 @@ class _HopfLaxSPD(_HopfLaxPart):
         # One time for the whole batch (the maps): one inverse. Not when u is differentiated in
         # t (the shared value would hide each sample's own time from autograd).
         if not (t.requires_grad and torch.is_grad_enabled()) and bool((t == t[:1]).all()):
-            y = rhs @ torch.linalg.inv(eye + t[0, 0] * a)  # symmetric; 2x faster than a solve
+            # (the _ex forms skip the error check, a host synchronisation on a GPU: I + t A is
+            # positive definite for t in [0, t_max], and a NaN would reach the loss's check)
+            y = rhs @ torch.linalg.inv_ex(eye + t[0, 0] * a)[0]  # symmetric; 2x faster than a solve
         else:
-            y = torch.linalg.solve(eye + t[:, :, None] * a, rhs.unsqueeze(-1)).squeeze(-1)
+            y = torch.linalg.solve_ex(eye + t[:, :, None] * a, rhs.unsqueeze(-1))[0].squeeze(-1)
         ya = y @ a
         grad0 = ya + b  # grad u0(y) (a is symmetric), the momentum along the characteristic
         return (y * (0.5 * ya + b)).sum(-1) + 0.5 * t[:, 0] * (grad0 * grad0).sum(-1), grad0
@@ -199,7 +201,8 @@ class _ClassHopfLax(_HopfLaxPart):
         eye = torch.eye(d, dtype=x.dtype, device=x.device)
         # The Cayley transform, about exp(2 skew) near the identity and orthogonal everywhere:
         # 4x cheaper (with its double backward) than matrix_exp at K = 10, d = 64.
-        q = self.q0.to(x.dtype) @ torch.linalg.solve(eye - skew, eye + skew)  # (K, d, d)
+        # (I - S is invertible for every skew S: solve_ex skips the check, a GPU synchronisation)
+        q = self.q0.to(x.dtype) @ torch.linalg.solve_ex(eye - skew, eye + skew)[0]  # (K, d, d)
         lam = torch.expm1(self.gain * self.log_mu).to(x.dtype)[k] / self.t_max
         br = torch.einsum("kij,ki->kj", q, (self.gain * self.b).to(x.dtype))[k]  # Q_k^T b_k
         # Q_k^T x for every sample: one product with all bases side by side, then each sample's
