@@ -5,6 +5,8 @@ Heads need smooth activations: the HJ loss differentiates through ``grad_x u``.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -37,3 +39,35 @@ class PotentialHead(nn.Module):
         self, x: torch.Tensor, t: torch.Tensor, k: torch.Tensor | None = None
     ) -> torch.Tensor:
         raise NotImplementedError
+
+
+class ComputedOnce:
+    """For the parts of a head that derive tensors from their parameters alone (a matrix
+    exponential, a rotation solved from its generator): within :func:`parameters_fixed` each is
+    computed once per key and grad mode and reused by every call. A training step evaluates
+    the head about eight times (collocation points, both maps, the round trip, the gaps); on a
+    GPU every extra solve is a chain of small kernels."""
+
+    _once: dict[Any, Any] | None = None
+
+    def once(self, key: Any, make: Callable[[], Any]) -> Any:
+        if self._once is None:  # outside a training step: always afresh
+            return make()
+        key = (key, torch.is_grad_enabled())  # a value made without a graph cannot train
+        if key not in self._once:
+            self._once[key] = make()
+        return self._once[key]
+
+
+@contextlib.contextmanager
+def parameters_fixed(module: nn.Module) -> Iterator[None]:
+    """While ``module``'s parameters stay as they are (one forward pass of a training step, which
+    builds one graph), its :class:`ComputedOnce` parts compute what they derive from them once."""
+    parts = [m for m in module.modules() if isinstance(m, ComputedOnce)]
+    for part in parts:
+        part._once = {}
+    try:
+        yield
+    finally:
+        for part in parts:
+            part._once = None

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .heads import parameters_fixed
 from .hjmap import HJMap
 from .losses import (
     BATCHED_MMDS,
@@ -320,6 +321,12 @@ class HJObjective(nn.Module):
         kt: torch.Tensor | None = None,
         generator_seed: int | None = None,
     ) -> dict[str, torch.Tensor]:
+        # one graph, one set of parameters: the head's parts derived from them are made once
+        with parameters_fixed(self.map.head):
+            return self._terms(xs, yt, ks, kt, generator_seed)
+
+    def _terms(self, xs: torch.Tensor, yt: torch.Tensor, ks: torch.Tensor | None,
+               kt: torch.Tensor | None, generator_seed: int | None) -> dict[str, torch.Tensor]:
         m, cost, t_f = self.map, self.map.cost, self.map.t_f
         gen = None
         if generator_seed is not None:

@@ -1601,3 +1601,42 @@ def test_the_metric_helpers_take_arrays_and_name_mismatched_samples():
         metrics.l2_uvp(x[:10], x, y)
     with pytest.raises(ValueError, match="must be a tensor or array of numbers"):
         metrics.energy("x", y)
+
+
+@pytest.mark.parametrize(("head", "quadratic", "part"), [
+    ("conditional", "hopf_lax_per_class", "_ClassHopfLax"), ("mlp", "hopf_lax_spd", "_HopfLaxSPD")])
+def test_a_training_step_derives_the_quadratic_part_once_with_the_same_gradients(head, quadratic,
+                                                                                   part, monkeypatch):
+    """Within one forward pass of the objective the Hopf-Lax part's matrices (a Cayley solve, a
+    matrix exponential) are made once per grad mode, not at every one of the head's ~8 calls;
+    the loss and every gradient are those of computing them afresh each time."""
+    import hjtranslate_plugins.heads as heads
+
+    from hjtranslate.objective import HJObjective, ObjectiveConfig
+
+    m = tiny_map(head=head, num_classes=3, head_kwargs={"width": 16, "depth": 2,
+                                                        "quadratic": quadratic}).double()
+    obj = HJObjective(m, ObjectiveConfig(classwise=True, n_colloc=32, mmd="gaussian")).double()
+    g = torch.Generator().manual_seed(1)
+    k = torch.arange(3).repeat_interleave(8)
+    x = torch.randn(24, 2, generator=g, dtype=torch.float64)
+    y = torch.randn(24, 2, generator=g, dtype=torch.float64) + k[:, None]
+    cls = getattr(heads, part)
+    derive = "_bases" if part == "_ClassHopfLax" else "_matrices"
+    made = []
+    original = getattr(cls, derive)
+    monkeypatch.setattr(cls, derive, lambda self, *a: made.append(1) or original(self, *a))
+
+    def grads(terms):
+        return torch.autograd.grad(terms["loss"], list(m.parameters()), allow_unused=True)
+
+    once = obj(x, y, k, k, generator_seed=0)
+    assert 1 <= len(made) <= 2  # with a graph, and without one for the batch's duality gap
+    made.clear()
+    afresh = obj._terms(x, y, k, k, 0)  # outside the scope: at every call of the head
+    assert len(made) > 4
+    assert float(once["loss"].detach()) == pytest.approx(float(afresh["loss"].detach()), rel=1e-12)
+    for a, b in zip(grads(once), grads(afresh), strict=True):
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    assert all(getattr(mod, "_once", None) is None for mod in m.modules())  # the scope closed

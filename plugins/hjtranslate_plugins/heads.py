@@ -31,7 +31,7 @@ import math
 import torch
 from torch import nn
 
-from hjtranslate.heads import PotentialHead
+from hjtranslate.heads import ComputedOnce, PotentialHead
 
 ACTIVATIONS = {"silu": nn.SiLU, "softplus": nn.Softplus, "tanh": nn.Tanh, "gelu": nn.GELU}
 
@@ -116,7 +116,7 @@ class _HopfLaxQuadratic(_HopfLaxPart):
         return u, grad0 @ q.T
 
 
-class _HopfLaxSPD(_HopfLaxPart):
+class _HopfLaxSPD(_HopfLaxPart, ComputedOnce):
     """The Hopf-Lax quadratic of :class:`_HopfLaxQuadratic` with ``I + t_max A = exp(S)`` for a
     symmetric ``S``: then ``I + t A = (1 - t / t_max) I + (t / t_max) exp(S)`` is positive definite
     for every ``t`` in ``[0, t_max]`` (a convex combination of two such matrices), and ``u`` is
@@ -133,11 +133,7 @@ class _HopfLaxSPD(_HopfLaxPart):
 
     def value_and_grad(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``u(x, t)`` and, in closed form, ``grad_x u(x, t)``: the momentum ``A y + b``."""
-        s = (self.gain * 0.5 * (self.sym + self.sym.T)).to(x.dtype)
-        b = (self.gain * self.b).to(x.dtype)
-        eye = torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
-        a = (torch.linalg.matrix_exp(s) - eye) / self.t_max
-        a = 0.5 * (a + a.T)  # symmetric to round-off, as used below
+        a, b, eye = self.once((x.dtype, x.device), lambda: self._matrices(x.dtype, x.device))
         t = t.reshape(-1, 1).to(x.dtype)
         rhs = x - t * b
         # One time for the whole batch (the maps): one inverse. Not when u is differentiated in
@@ -151,6 +147,13 @@ class _HopfLaxSPD(_HopfLaxPart):
         ya = y @ a
         grad0 = ya + b  # grad u0(y) (a is symmetric), the momentum along the characteristic
         return (y * (0.5 * ya + b)).sum(-1) + 0.5 * t[:, 0] * (grad0 * grad0).sum(-1), grad0
+
+    def _matrices(self, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
+        """``A``, ``b`` and the identity, from the parameters alone."""
+        s = (self.gain * 0.5 * (self.sym + self.sym.T)).to(dtype)
+        eye = torch.eye(self.sym.shape[0], dtype=dtype, device=device)
+        a = (torch.linalg.matrix_exp(s) - eye) / self.t_max
+        return 0.5 * (a + a.T), (self.gain * self.b).to(dtype), eye  # A symmetric to round-off
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return self.value_and_grad(x, t)[0]
@@ -168,7 +171,7 @@ class _HopfLaxSPD(_HopfLaxPart):
         self.b.copy_((offset.double() / (self.t_max * self.gain)).to(self.b))
 
 
-class _ClassHopfLax(_HopfLaxPart):
+class _ClassHopfLax(_HopfLaxPart, ComputedOnce):
     """One Hopf-Lax quadratic per class (``quadratic="hopf_lax_per_class"``, conditional head
     only): ``u(x, t; k)`` is the exact solution from ``u0(y) = y^T A_k y / 2 + b_k . y``, in the
     eigenbasis form of :class:`_HopfLaxQuadratic`: ``I + t_max A_k = Q_k diag(exp(log_mu_k)) Q_k^T``
@@ -194,20 +197,28 @@ class _ClassHopfLax(_HopfLaxPart):
         self.skew = nn.Parameter(torch.zeros(k, dim, dim))
         self.log_mu = nn.Parameter(torch.zeros(k, dim))
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        n, d = x.shape
-        skew = (self.gain * self.skew).to(x.dtype)
+    def _bases(self, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
+        """Every class's basis side by side ``(d, K d)``, eigenvalues ``(K, d)`` and ``Q_k^T b_k``
+        ``(K, d)``, from the parameters alone."""
+        d = self.skew.shape[-1]
+        skew = (self.gain * self.skew).to(dtype)
         skew = skew - skew.transpose(1, 2)
-        eye = torch.eye(d, dtype=x.dtype, device=x.device)
+        eye = torch.eye(d, dtype=dtype, device=device)
         # The Cayley transform, about exp(2 skew) near the identity and orthogonal everywhere:
         # 4x cheaper (with its double backward) than matrix_exp at K = 10, d = 64.
         # (I - S is invertible for every skew S: solve_ex skips the check, a GPU synchronisation)
-        q = self.q0.to(x.dtype) @ torch.linalg.solve_ex(eye - skew, eye + skew)[0]  # (K, d, d)
-        lam = torch.expm1(self.gain * self.log_mu).to(x.dtype)[k] / self.t_max
-        br = torch.einsum("kij,ki->kj", q, (self.gain * self.b).to(x.dtype))[k]  # Q_k^T b_k
+        q = self.q0.to(dtype) @ torch.linalg.solve_ex(eye - skew, eye + skew)[0]  # (K, d, d)
+        lam = torch.expm1(self.gain * self.log_mu).to(dtype) / self.t_max
+        br = torch.einsum("kij,ki->kj", q, (self.gain * self.b).to(dtype))  # Q_k^T b_k
+        return q.permute(1, 0, 2).reshape(d, -1), lam, br
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        n, d = x.shape
+        bases, lam, br = self.once((x.dtype, x.device), lambda: self._bases(x.dtype, x.device))
+        lam, br = lam[k], br[k]
         # Q_k^T x for every sample: one product with all bases side by side, then each sample's
         # own block (much faster than per-sample matrices).
-        xr = (x @ q.permute(1, 0, 2).reshape(d, -1)).view(n, q.shape[0], d)
+        xr = (x @ bases).view(n, -1, d)
         xr = xr.gather(1, k.view(n, 1, 1).expand(n, 1, d)).squeeze(1)
         t = t.reshape(-1, 1).to(x.dtype)
         y = (xr - t * br) / (1 + t * lam)
