@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import inspect
 import json
 import warnings
@@ -145,19 +144,6 @@ def default_head_kwargs(dim: int, cost_name: str = "quadratic", t_f: float = 1.0
     return kwargs
 
 
-def _with_autograd(fn: Callable) -> Callable:
-    """``fit`` trains by gradients, also when called under ``torch.no_grad()`` or
-    ``torch.inference_mode()`` (where encoding the samples often happens): a bare autograd
-    error was all it said."""
-    @functools.wraps(fn)
-    def run(*args: Any, **kwargs: Any) -> Any:
-        with torch.inference_mode(False), torch.enable_grad():
-            return fn(*args, **kwargs)
-
-    return run
-
-
-@_with_autograd
 def fit(
     x_source: Any,
     y_target: Any,
@@ -275,6 +261,13 @@ def fit(
     ``on_start()`` runs on the main process once every argument is checked, before the first
     step (the CLI writes a run's config.json there, so a rejected option leaves the folder as it was).
     """
+    if torch.is_inference_mode_enabled() or not torch.is_grad_enabled():
+        # fit trains by gradients, also when called under torch.no_grad() or
+        # torch.inference_mode(), where encoding the samples often happens (a bare autograd
+        # error was all it said); not a wrapper, which would move every warning's location
+        given = dict(locals())
+        with torch.inference_mode(False), torch.enable_grad():
+            return fit(**given)
     xs = check_samples(x_source, "x_source")
     yt = check_samples(y_target, "y_target", dim=xs.shape[1])
     if max(len(xs), len(yt)) <= xs.shape[1]:
@@ -316,7 +309,7 @@ def fit(
                          "unset (the 'conditional' head), or set conditional=False for a shared "
                          "potential with a class-wise match.")
     if accelerator is not None:
-        check_accelerator(accelerator, stacklevel=4)  # before any work: the caller's settings
+        check_accelerator(accelerator, stacklevel=3)  # before any work: the caller's settings
     dim = xs.shape[1]
     cost_name, cost_kwargs = cost_spec(cost)
     built = registry.create("cost", cost_name, **cost_kwargs)  # fail early on unknown names

@@ -339,8 +339,9 @@ def _launched_as() -> str:
 
 
 def _rank_zero() -> bool:
-    """Whether this process prints what every process of a launch would print alike."""
-    return os.environ.get("RANK", "0") == "0"
+    """Whether this process prints what every process of a launch would print alike (a RANK
+    left in the environment without a multi-process launch does not silence it)."""
+    return os.environ.get("RANK", "0") == "0" or int(os.environ.get("WORLD_SIZE") or 1) <= 1
 
 
 @contextlib.contextmanager
@@ -358,6 +359,9 @@ def _parsing() -> Iterator[None]:
             _fail(lines[-1], show=False)
         if _rank_zero():
             sys.stderr.write(said.getvalue())
+        raise
+    except BaseException:
+        sys.stderr.write(said.getvalue())
         raise
     sys.stderr.write(said.getvalue())
 
@@ -446,8 +450,10 @@ def _main(argv: Sequence[str] | None) -> int:
     except (ValueError, PluginError, TrainingError, CheckpointError, FileNotFoundError,
             NotADirectoryError, PermissionError) as exc:
         # Bad options and inputs, alike on every rank of a launch: printed once (the other ranks
-        # name it in torchrun's error file, which the launcher's failure table reads).
-        return _fail(f"error: {_name_options(str(exc), actions)}", show=_rank_zero())
+        # name it in torchrun's error file, which the launcher's failure table reads; without
+        # one, each prints its own: it may be its own, a data folder missing on one machine).
+        return _fail(f"error: {_name_options(str(exc), actions)}",
+                     show=_rank_zero() or not os.environ.get("TORCHELASTIC_ERROR_FILE"))
     except (MemoryError, RuntimeError) as exc:
         # numpy raises MemoryError; torch a RuntimeError ("can't allocate memory", CUDA "out of
         # memory"). Anything else is a bug and keeps its traceback.

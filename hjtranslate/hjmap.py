@@ -283,11 +283,14 @@ class HJMap(
         return self.shift.dtype
 
     def to(self, *args: Any, **kwargs: Any) -> HJMap:
-        """``nn.Module.to``, with a clear error for a device that cannot compute here (torch's
-        own said "Found no NVIDIA driver")."""
+        """``nn.Module.to``, with a clear error for a CUDA device torch does not see (its own
+        said "Found no NVIDIA driver"); other devices are torch's to judge."""
         device = torch._C._nn._parse_to(*args, **kwargs)[0]
-        if device is not None:
-            check_device(device)
+        if device is not None and device.type == "cuda" and (
+                not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+            raise ValueError(f"HJMap.to({str(device)!r}): torch sees "
+                             f"{torch.cuda.device_count() if torch.cuda.is_available() else 'no'} "
+                             "CUDA device(s) here; keep the map on 'cpu' (or name one it sees).")
         return super().to(*args, **kwargs)
 
     @property

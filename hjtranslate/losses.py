@@ -61,8 +61,7 @@ def _kernel_scales(dyy: torch.Tensor, bandwidths: tuple[float, ...]) -> torch.Te
     divide squared distances: every bandwidth's kernel in one tensor operation (a loop over the
     bandwidths was a tenth of a training step's operations)."""
     med = dyy.flatten(-2).median(-1).values.clamp_min(1e-12)[..., None, None]  # the lower median
-    h2 = torch.tensor(bandwidths, dtype=dyy.dtype, device=dyy.device) ** 2
-    return h2.reshape(-1, *[1] * med.ndim) * med
+    return torch.stack([h * h * med for h in bandwidths])  # (no host-to-GPU copy of the h's)
 
 
 def _kernel_means(d2: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:

@@ -206,10 +206,11 @@ def duality_gap(m: HJMap, x: torch.Tensor, y: torch.Tensor, kx=None, ky=None) ->
         scale = max(abs(primal), 1e-12)
         return {
             "primal": primal, "dual": dual, "duality_gap": abs(primal - dual) / scale,
-            "duality_gap_sd": sum((w[c] * g["duality_gap_sd"] * abs(g["primal"])) ** 2
+            # (each class's parts are relative to its own primal, clamped as there)
+            "duality_gap_sd": sum((w[c] * g["duality_gap_sd"] * max(abs(g["primal"]), 1e-12)) ** 2
                                   for c, g in per.items()) ** 0.5 / scale,
-            **{part: sum(w[c] * g[part] * abs(g["primal"]) for c, g in per.items()) / scale
-               for part in ("gap_residual", "gap_match")},
+            **{part: sum(w[c] * g[part] * max(abs(g["primal"]), 1e-12) for c, g in per.items())
+               / scale for part in ("gap_residual", "gap_match")},
             "duality_gap_max": max(g["duality_gap"] for g in per.values()),
         }
     with torch.no_grad():
@@ -244,14 +245,17 @@ def certified_dual(m: HJMap, x: torch.Tensor, y: torch.Tensor, kx=None, ky=None)
     x, y = m._check(x, "x"), m._check(y, "y")
     _need_samples("certified_dual", x=x, y=y)
     groups = _classes("certified_dual", x, y, kx, ky)
-    ka = kb = None
-    if groups:
-        ka, kb = _class_ids(kx, x.device), _class_ids(ky, y.device)
+    if groups:  # each class's certificate, weighted by its share of x: a lower bound on the
+        # class-conditional exact cost (one c-transform over the mixed classes, weighted by y's
+        # shares, moved with a constant added to one class's potential)
+        total = sum(float(ix.sum()) for _, ix, _ in groups)
+        return sum(float(ix.sum()) / total * certified_dual(m, x[ix], y[iy], c)
+                   for c, ix, iy in groups)
     with torch.no_grad():
         ux = _potential_in_data_units(m, x, 0.0, kx)
         return float(_c_transform(ux, x.double(), y.double(),
                                   lambda a, b, t: pairwise_float64(m.cost, a, b, t), m.t_f,
-                                  ka, kb))
+                                  None, None))
 
 
 def c_transform_dual(ux: torch.Tensor, x: torch.Tensor, y: torch.Tensor, cost, t_f: float = 1.0,
@@ -367,6 +371,7 @@ def evaluate_map(
                            for c, r in per.items())
         dual_c = _class_weighted(per, w, "dual_certified")
         out.update({"exact_ot_cost": exact, "map_cost": learned,
+                    "exact_ot_cost_half_n": _class_weighted(per, w, "exact_ot_cost_half_n"),
                     "cost_ratio": learned / exact if math.isfinite(exact) else math.nan,
                     "cost_ratio_extrapolated": (learned / max(extrapolated, 1e-300)
                                                 if math.isfinite(extrapolated) else math.nan),

@@ -181,6 +181,7 @@ def test_print_metrics_prints_once_for_several_processes(tmp_path, capsys, monke
     task = types.SimpleNamespace(run=lambda args: {"steps": 2}, add_arguments=lambda p: None)
     monkeypatch.setattr(hjtranslate.tasks, "load_task", lambda name: task)
     args = ["train", "gaussians", "--print-metrics"]
+    monkeypatch.setenv("WORLD_SIZE", "2")
     for rank, printed in (("1", ""), ("0", '{\n  "steps": 2\n}\n')):
         monkeypatch.setenv("RANK", rank)
         assert main(args) == 0
@@ -717,6 +718,8 @@ def test_an_interrupted_run_says_so_once_across_ranks(tmp_path, monkeypatch, cap
     monkeypatch.setattr(api, "train", interrupted)
     argv = ["train", "toy2d", "--n", "500", "--eval-n", "100", "--steps", "4",
             "--output-dir", str(tmp_path / "run"), "--no-progress"]
+    # as under a two-process launch (a WORLD_SIZE of 2 would have accelerate look for its peer)
+    monkeypatch.setattr("hjtranslate.cli._rank_zero", lambda: os.environ["RANK"] == "0")
     for rank, said in (("0", True), ("1", False)):
         monkeypatch.setenv("RANK", rank)
         assert main(argv) == 130
@@ -830,10 +833,11 @@ def test_an_argument_error_is_printed_once_for_several_processes(tmp_path, capsy
     torchrun's error file, which the launcher's failure table reads."""
     error_file = tmp_path / "error.json"
     monkeypatch.setenv("TORCHELASTIC_ERROR_FILE", str(error_file))
+    monkeypatch.setenv("WORLD_SIZE", "2")
     for argv, wanted in ((["train", "toy2d", "--no-such-option"], "unrecognized arguments"),
                          (["train", "toy2d", "--steps", "x"], "invalid"),
-                         (["train", "toy2d", "--steps", "0", "--output-dir", str(tmp_path / "r")],
-                          "--steps")):
+                         (["train", "toy2d", "--seed", "-1", "--output-dir", str(tmp_path / "r")],
+                          "--seed")):
         for rank in ("1", "0"):
             monkeypatch.setenv("RANK", rank)
             error_file.unlink(missing_ok=True)
@@ -849,6 +853,12 @@ def test_an_argument_error_is_printed_once_for_several_processes(tmp_path, capsy
     with pytest.raises(SystemExit) as exc:
         main(["train", "toy2d", "--help"])
     assert exc.value.code == 0 and "usage:" in capsys.readouterr().out
+    # a RANK left in the environment without a launch, or no error file: the error is printed
+    for unset in ("WORLD_SIZE", "TORCHELASTIC_ERROR_FILE"):
+        with monkeypatch.context() as env:
+            env.delenv(unset)
+            assert main(["train", "toy2d", "--seed", "-1", "--output-dir", str(tmp_path / "r")]) == 2
+            assert "--seed" in capsys.readouterr().err, unset
 
 
 @pytest.mark.parametrize(("env", "launched"), [
