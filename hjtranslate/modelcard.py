@@ -30,7 +30,15 @@ def revision_argument(revision: str | None) -> str:
 
 #: numbers a run records beside its metrics that are its settings or timings, not measures of
 #: the map: left out of the card's Hub metadata (the card's table keeps them)
-RUN_SETTINGS = frozenset({"seed", "steps", "num_processes", "lambda", "preset", "classes_evaluated"})
+RUN_SETTINGS = frozenset({"seed", "steps", "num_processes", "lambda", "train_lambda", "preset",
+                          "classes_evaluated", "energy_draws", "energy_draws_n"})
+
+
+def _reference_value(name: str) -> bool:
+    """A timing, or what a figure is compared with (a floor, a perfect map's figure), not a
+    measure of the map (a ratio over a floor is one)."""
+    return (name.endswith(("_of_a_perfect_map", "_seconds", "_seconds_all_launches"))
+            or (name.endswith("_floor") and not name.endswith("_over_floor")))
 
 
 def plugin_line(packages: dict[str, Any], names: dict[str, Any]) -> str | None:
@@ -52,11 +60,22 @@ def plugin_line(packages: dict[str, Any], names: dict[str, Any]) -> str | None:
 
 def hub_metric_names(metrics: dict[str, Any]) -> list[str] | None:
     """The names of ``metrics`` that the Hub's ``metrics`` metadata lists: the measured numbers,
-    not booleans, settings (seed, steps) or timings (``*_seconds``)."""
+    not booleans, settings (seed, steps), timings (``*_seconds``) or reference values (floors,
+    a perfect map's figures)."""
     names = sorted(k for k, v in metrics.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool)
-                   and k.rsplit("/", 1)[-1] not in RUN_SETTINGS and not k.endswith("_seconds"))
+                   and k.rsplit("/", 1)[-1] not in RUN_SETTINGS and not _reference_value(k))
     return names or None
+
+
+def _conditional(config: dict[str, Any]) -> bool:
+    """Whether a map's head takes each point's class (its plugin says; an unknown one: no)."""
+    from . import registry
+
+    try:
+        return bool(getattr(registry.resolve("head", config.get("head", "mlp")).obj, "conditional", False))
+    except registry.PluginError:
+        return False
 
 
 def write_model_card(
@@ -99,7 +118,9 @@ def write_model_card(
           if pipeline else
           ["import hjtranslate as hjt",
            f"m = hjt.HJMap.from_pretrained({name or card_name(Path(folder), repo_id)!r}{at})"]),
-        "y = m.forward(x); x_back = m.backward(y)",
+        *(["# x: (n, dim) points; k: the class of each (an int for all), mapped to the same class",
+           "y = m.forward(x, k); x_back = m.backward(y, k)"] if _conditional(config) else
+          ["y = m.forward(x); x_back = m.backward(y)"]),
         "```", "",
         f"- dimension: {config.get('dim')}; cost: {config.get('cost')} "
         f"{json.dumps(config.get('cost_kwargs') or {})}; head: {config.get('head')}; "

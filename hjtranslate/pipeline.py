@@ -869,6 +869,10 @@ class TranslationPipeline:
             datasets=list(dict.fromkeys(datasets)),
             metrics=hub_metric_names(metrics),
         )
+        parts = [f"`{part}/`" for part, judge in (("judge_source", self.judge_source),
+                                                     ("judge_target", self.judge_target))
+                 if judge is not None]
+        judges = f"judge classifier{'s' if len(parts) > 1 else ''} ({', '.join(parts)})" if parts else ""
         pairs = []
         if self.source_class_names and self.target_class_names:
             pairs = [f"| {k} | {s} | {t} |" for k, (s, t) in
@@ -880,14 +884,15 @@ class TranslationPipeline:
             + ("a VAE" if self.encoder_name == "vae" else f"an encoder (the `{self.encoder_name}` plugin)")
             + f" (`vae/`), a Hamilton-Jacobi optimal transport map in its {self.map.dim}-dimensional "
             "latent space (`map/`)"
-            + (" and judge classifiers (`judge_source/`, `judge_target/`)"
-               if self.judge_source is not None or self.judge_target is not None else "")
+            + (f" and {judges}" if judges else "")
             + f". Class k of {self.source_dataset} is translated to class k of "
             f"{self.target_dataset}, and back.", "",
             "```python",
             "from hjtranslate.pipeline import TranslationPipeline",
             f"pipe = TranslationPipeline.from_pretrained({name!r}{revision_argument(revision)})",
-            "out = pipe(images, classes=None)  # classes detected by the judge when None",
+            ("out = pipe(images, classes=None)  # classes detected by the judge when None"
+             if self.judge_source is not None else
+             "out = pipe(images, classes=[0, 3])  # the class of each image (no judge to detect it)"),
             "out.images[0].save('translated.png')",
             "back = pipe(out.images, classes=out.target_classes, direction='backward')",
             "```", "",

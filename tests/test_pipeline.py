@@ -1213,3 +1213,33 @@ def test_a_vae_instance_without_latent_statistics_is_refused_when_bundled(pipes)
     enc.latent_stats = None
     with pytest.raises(CheckpointError, match="no latent statistics.*fit_latent_stats"):
         TranslationPipeline.from_components(enc, pipes["shared"].map)
+
+
+def _snippet(card: str) -> str:
+    return card.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_cards_usage_snippets_run(data, tmp_path, monkeypatch):
+    """The shipped class-conditional map's card called m.forward(x) without the classes (an
+    error); a pipeline without a source judge promised classes detected by one."""
+    xs, ls, _, _ = data
+    monkeypatch.chdir(REPO)
+    snippet = _snippet((MODELS / "digits-to-fashion" / "map" / "README.md").read_text())
+    space = {"x": torch.randn(4, 64), "k": 3}
+    exec(snippet, space)
+    assert space["x_back"].shape == (4, 64)
+    shared = HJMap(2, head_kwargs={"width": 8, "depth": 2})
+    shared.save_pretrained(tmp_path / "shared")
+    monkeypatch.chdir(tmp_path)
+    space = {"x": torch.randn(4, 2)}
+    exec(_snippet((tmp_path / "shared" / "README.md").read_text()), space)
+    assert space["x_back"].shape == (4, 2)
+    no_judge = TranslationPipeline.from_components(MODELS / "vae", MODELS / "digits-to-fashion" / "map",
+                                                   None, MODELS / "judge-fashion-mnist", "mnist",
+                                                   "fashion-mnist")
+    no_judge.save_pretrained(tmp_path / "pipe")
+    card = (tmp_path / "pipe" / "README.md").read_text()
+    assert "judge classifier (`judge_target/`)" in card and "judge_source/" not in card
+    space = {"images": [xs[0], xs[1]]}
+    exec(_snippet(card).replace("out.images[0].save('translated.png')", ""), space)
+    assert len(space["back"].images) == 2
