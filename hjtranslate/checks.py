@@ -104,6 +104,33 @@ def check_device(value: Any, name: str = "device") -> torch.device:
     return device
 
 
+def network_errors() -> tuple[type[BaseException], ...]:
+    """The exception types a failed Hub call raises (the HTTP library depends on the version)."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    errors: list[type[BaseException]] = [HfHubHTTPError, OSError]
+    for module in ("httpx2", "httpx", "requests"):
+        try:
+            mod = __import__(module)
+        except ImportError:
+            continue
+        for name in ("HTTPError", "RequestException"):
+            if isinstance(getattr(mod, name, None), type):
+                errors.append(getattr(mod, name))
+    return tuple(errors)
+
+
+def refuse_offline_force_download(force_download: bool, what: str) -> None:
+    """force_download asks for a fresh download, which HF_HUB_OFFLINE=1 forbids: an error, not
+    the cached copy it was asked to replace (nor huggingface_hub's OfflineModeIsEnabled)."""
+    from huggingface_hub import constants
+
+    if force_download and constants.HF_HUB_OFFLINE:
+        raise ValueError(f"force_download: {what} cannot be downloaded with HF_HUB_OFFLINE=1. Unset "
+                         "HF_HUB_OFFLINE to download it again, or drop force_download to load the "
+                         "copy in the cache.")
+
+
 def hub_unreachable(local_files_only: bool = False) -> str | None:
     """Why the Hub cannot be reached at all, or None. huggingface_hub retries a failed lookup
     for about 25 s before it falls back to its local cache; where the Hub's host name does not

@@ -29,7 +29,9 @@ from .checks import (
     check_dtype,
     check_folder_path,
     hub_unreachable,
+    network_errors,
     real_number,
+    refuse_offline_force_download,
     shared_as_umask_says,
     whole_number,
 )
@@ -770,6 +772,10 @@ def _hub_file(model_id: str, filename: str, subfolder: str | None, **hub_kwargs:
     from huggingface_hub.utils import HFValidationError
 
     hub_kwargs = {k: v for k, v in hub_kwargs.items() if v is not None}
+    try:
+        refuse_offline_force_download(bool(hub_kwargs.get("force_download")), f"{filename} of {model_id!r}")
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
     unreachable = hub_unreachable(bool(hub_kwargs.get("local_files_only")))
     if unreachable and hub_kwargs.get("force_download"):
         raise CheckpointError(f"force_download: {filename} of {model_id!r} cannot be downloaded "
@@ -816,3 +822,7 @@ def _hub_file(model_id: str, filename: str, subfolder: str | None, **hub_kwargs:
         raise CheckpointError(f"{model_id!r} has no file {filename!r}.{hint}") from None
     except HfHubHTTPError as exc:
         raise CheckpointError(f"Could not download {filename} of {model_id!r}: {exc}") from None
+    except (*network_errors(), ConnectionError) as exc:  # e.g. force_download, server down
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"Could not download {filename} of {model_id!r} ({first}): check the "
+                              "network and HF_ENDPOINT, or pass a local folder.") from None

@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from .checks import network_errors
 from .hjmap import PIPELINE_INDEX_FILE as PIPELINE_FILE
 from .pipeline import HUB_PATTERNS, PICKLE_SUFFIXES
 
@@ -101,7 +102,7 @@ def _remote_parts(api: Any, repo_id: str, revision: str | None, remote: list[str
     try:
         index = json.loads(Path(api.hf_hub_download(repo_id, PIPELINE_FILE, revision=revision))
                            .read_text())
-    except (*_network_errors(), ValueError):
+    except (*network_errors(), ValueError):
         return set()
     if not isinstance(index, dict):
         return set()
@@ -147,22 +148,6 @@ def check_repo_id(repo_id: str) -> str:
     except HFValidationError as exc:
         raise ValueError(f"Invalid --repo-id {repo_id!r}: {exc}") from None
     return repo_id
-
-
-def _network_errors() -> tuple[type[BaseException], ...]:
-    """The exception types a failed Hub call raises (the HTTP library depends on the version)."""
-    from huggingface_hub.errors import HfHubHTTPError
-
-    errors: list[type[BaseException]] = [HfHubHTTPError, OSError]
-    for module in ("httpx2", "httpx", "requests"):
-        try:
-            mod = __import__(module)
-        except ImportError:
-            continue
-        for name in ("HTTPError", "RequestException"):
-            if isinstance(getattr(mod, name, None), type):
-                errors.append(getattr(mod, name))
-    return tuple(errors)
 
 
 def check_revision(revision: str | None) -> None:
@@ -236,7 +221,7 @@ def push_folder(
                 delete_patterns=[glob.escape(f) for f in stale] or None,
                 commit_message=commit_message or f"Upload hjtranslate {kind} with `hjtranslate push`",
             )
-        except (*_network_errors(), RuntimeError) as exc:  # RuntimeError: a failed file upload
+        except (*network_errors(), RuntimeError) as exc:  # RuntimeError: a failed file upload
             # The client's messages name the URL and the server's answer, never the token.
             # the server's reason may be on the lines after the status ("Bad request:\n...")
             lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
@@ -248,7 +233,7 @@ def push_folder(
                 elif new_branch is not None and set(
                         api.list_repo_files(repo_id, revision=new_branch)) == before:
                     api.delete_branch(repo_id, branch=new_branch)
-            except (*_network_errors(), RuntimeError):
+            except (*network_errors(), RuntimeError):
                 pass
             advice = ("Check the repo id and --revision against the reason given."
                       if status in (400, 404, 409, 422) else

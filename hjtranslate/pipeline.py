@@ -45,7 +45,9 @@ from .checks import (
     hub_unreachable,
     is_int,
     is_real,
+    network_errors,
     process_alive,
+    refuse_offline_force_download,
     shared_as_umask_says,
 )
 from .contracts import check_image_encoder
@@ -203,6 +205,10 @@ def _hub_snapshot(repo_id: str, revision: str | None, cache_dir: Any, local_file
     )
     from huggingface_hub.utils import HFValidationError
 
+    try:
+        refuse_offline_force_download(force_download, repr(repo_id))
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
     unreachable = hub_unreachable(local_files_only)
     if unreachable and force_download:
         raise CheckpointError(f"force_download: {repo_id!r} cannot be downloaded ({unreachable}).")
@@ -234,7 +240,7 @@ def _hub_snapshot(repo_id: str, revision: str | None, cache_dir: Any, local_file
             f"({unreachable or 'offline mode?'}). Download it once while online, or pass a local "
             "folder."
         ) from None
-    except HfHubHTTPError as exc:
+    except (HfHubHTTPError, *network_errors(), ConnectionError) as exc:  # e.g. the server is down
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"Could not download {repo_id!r}: {first}") from None
 

@@ -695,3 +695,30 @@ def test_card_metadata_lists_measures_not_settings(tmp_path):
     card = ModelCard.load(tmp_path / "map" / "README.md")
     assert card.data.metrics == ["accuracy_forward", "fd_forward"]
     assert "| seed | 0 |" in card.text and "| run_seconds | 3.5 |" in card.text
+
+
+def test_force_download_offline_or_without_a_server_is_an_error_that_says_so(hub, monkeypatch):
+    """HF_HUB_OFFLINE=1 with force_download raised huggingface_hub's OfflineModeIsEnabled from the
+    map (and the pipeline silently loaded the cached copy it was asked to replace); a Hub that
+    refuses the connection raised the HTTP library's ConnectError."""
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    from hjtranslate.pipeline import TranslationPipeline
+
+    tiny_map().push_to_hub("user/fd")
+    HJMap.from_pretrained("user/fd")  # cached
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    for load in (lambda: HJMap.from_pretrained("user/fd", force_download=True),
+                 lambda: TranslationPipeline.from_pretrained("user/fd", force_download=True)):
+        with pytest.raises(CheckpointError, match="cannot be downloaded with HF_HUB_OFFLINE=1"):
+            load()
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+
+    def refused(*args, **kwargs):  # the Hub's server down (the URLs are fixed at import)
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", refused)
+    with pytest.raises(CheckpointError, match="Could not download config.json of 'user/fd' "
+                       r"\(\[Errno 111\] Connection refused\)"):
+        HJMap.from_pretrained("user/fd", force_download=True)
