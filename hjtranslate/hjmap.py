@@ -819,7 +819,10 @@ def _hub_file(model_id: str, filename: str, subfolder: str | None, **hub_kwargs:
     except EntryNotFoundError:
         hint = (f" If it is a translation pipeline, load TranslationPipeline.from_pretrained("
                 f"{model_id!r}); its map is the pipeline's .map." if filename == CONFIG_NAME else "")
-        raise CheckpointError(f"{model_id!r} has no file {filename!r}.{hint}") from None
+        if not hub_kwargs.get("revision"):  # a push to a branch leaves main without the map
+            hint += " If the map was pushed to a branch, pass revision='BRANCH'."
+        where = f" at revision {hub_kwargs['revision']!r}" if hub_kwargs.get("revision") else ""
+        raise CheckpointError(f"{model_id!r}{where} has no file {filename!r}.{hint}") from None
     except HfHubHTTPError as exc:
         raise CheckpointError(f"Could not download {filename} of {model_id!r}: {exc}") from None
     except (*network_errors(), ConnectionError) as exc:  # e.g. force_download, server down

@@ -12,6 +12,7 @@ from typing import Any
 
 from .checks import network_errors
 from .hjmap import PIPELINE_INDEX_FILE as PIPELINE_FILE
+from .modelcard import WITH_THE_PIPELINE
 from .pipeline import HUB_PATTERNS, PICKLE_SUFFIXES
 
 MAP_FILES = ("config.json", "model.safetensors")
@@ -123,19 +124,56 @@ def _stage(root: Path, kind: str, staged: Path) -> list[str]:
 
 def _cards_for_the_hub(loaded: Any, kind: str, folder: Path, repo_id: str,
                        revision: str | None = None) -> None:
-    """Rewrite the model cards of ``folder`` (a copy) so that their snippets load ``repo_id``
-    (at ``revision``, a branch other than main) rather than the local folder they were saved to."""
-    from .modelcard import write_model_card
+    """Make the model cards of ``folder`` (a copy) load ``repo_id`` (at ``revision``, a branch
+    other than main) rather than the local folder they were saved to. A card's snippets are
+    rewritten in place, so that the rest of it (a user's notes, a run's record) is published as
+    it is in the folder; a card without a snippet to rewrite is written afresh."""
+    from .modelcard import revision_argument, write_model_card
 
+    at = revision_argument(revision)
     if kind == "pipeline":
         import json
 
-        loaded._write_model_card(folder, repo_id, revision)
-        part = json.loads((folder / PIPELINE_FILE).read_text())["map"]  # map/, or as named
-        write_model_card(folder / part, loaded.map.config_dict(), pipeline=repo_id,
-                         revision=revision, subfolder=Path(part).as_posix())
-    else:
+        index = json.loads((folder / PIPELINE_FILE).read_text())
+        pipe = f"TranslationPipeline.from_pretrained({repo_id!r}{at})"
+        command = f"--model {repo_id}" + (f" --revision {revision}" if at else "")
+        if not _retarget(folder / "README.md", [(_PIPELINE_CALL, pipe), (_MODEL_OPTION, command)]):
+            loaded._write_model_card(folder, repo_id, revision)
+        part = index["map"]  # map/, or as named
+        call = (f"HJMap.from_pretrained({repo_id!r}, subfolder={Path(part).as_posix()!r}{at})\n"
+                f"{WITH_THE_PIPELINE} from hjtranslate.pipeline import TranslationPipeline; {pipe}.map")
+        if not _retarget(folder / part / "README.md", [(_MAP_CALL, call)]):
+            write_model_card(folder / part, loaded.map.config_dict(), pipeline=repo_id,
+                             revision=revision, subfolder=Path(part).as_posix())
+        for name in ("vae", "judge_source", "judge_target"):  # their snippets load local copies
+            if index.get(name):
+                _retarget(folder / index[name] / "README.md", [(
+                    _PYTHON_BLOCK, "```python\nfrom hjtranslate.pipeline import TranslationPipeline\n"
+                    f"{name} = {pipe}.{name}  # this repo's {index[name]}/\n```")])
+    elif not _retarget(folder / "README.md", [(_MAP_CALL, f"HJMap.from_pretrained({repo_id!r}{at})")]):
         write_model_card(folder, loaded.config_dict(), repo_id=repo_id, revision=revision)
+
+
+# (with the line a pipeline's map card adds after it, so that a card pushed again keeps one)
+_MAP_CALL = re.compile(r"HJMap\.from_pretrained\([^)\n]*\)(\n" + re.escape(WITH_THE_PIPELINE)
+                       + r"[^\n]*)?")
+_PIPELINE_CALL = re.compile(r"TranslationPipeline\.from_pretrained\([^)\n]*\)")
+_MODEL_OPTION = re.compile(r"--model \S+( --revision \S+)?")
+_PYTHON_BLOCK = re.compile(r"```python\n.*?```", re.DOTALL)
+
+
+def _retarget(card: Path, rewrites: list[tuple[re.Pattern, str]]) -> bool:
+    """Rewrite what ``rewrites`` match in ``card`` (pattern -> text); False, writing nothing,
+    when the card is missing or its first pattern matches nothing."""
+    if not card.is_file():
+        return False
+    text = card.read_text(encoding="utf-8", errors="replace")
+    if not rewrites[0][0].search(text):
+        return False
+    for pattern, replacement in rewrites:
+        text = pattern.sub(lambda _, new=replacement: new, text)  # taken as it is, no escapes
+    card.write_text(text, encoding="utf-8")
+    return True
 
 
 def check_repo_id(repo_id: str) -> str:

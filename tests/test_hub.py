@@ -424,7 +424,17 @@ def test_cli_push_pipeline_folder(hub, tmp_path, capsys):
     assert files["map/model.safetensors"] == whole
     assert b"TranslationPipeline.from_pretrained('user/pipe')" in files["README.md"]
     assert b"TranslationPipeline.from_pretrained('user/pipe').map" in files["map/README.md"]
+    assert b"--model user/pipe --input" in files["README.md"]
     assert b"from_pretrained('models/digits-to-fashion')" in (folder / "README.md").read_bytes()
+    # the parts' cards load this repo's parts (they loaded the local copy, or the installed judge)
+    for part in ("vae", "judge_source", "judge_target"):
+        card = files[f"{part}/README.md"].decode()
+        assert f"{part} = TranslationPipeline.from_pretrained('user/pipe').{part}" in card
+        assert card.split("```python", 1)[0] == (folder / part / "README.md").read_text().split(
+            "```python", 1)[0]  # the rest of the card as it is
+        space: dict = {}
+        exec(card.split("```python\n", 1)[1].split("```", 1)[0], space)
+        assert space[part] is not None
     # the map alone, without the pipeline's VAE and judges, as its card says
     assert b"HJMap.from_pretrained('user/pipe', subfolder='map')" in files["map/README.md"]
     alone = HJMap.from_pretrained("user/pipe", subfolder="map/")
@@ -722,3 +732,25 @@ def test_force_download_offline_or_without_a_server_is_an_error_that_says_so(hub
     with pytest.raises(CheckpointError, match="Could not download config.json of 'user/fd' "
                        r"\(\[Errno 111\] Connection refused\)"):
         HJMap.from_pretrained("user/fd", force_download=True)
+
+
+def test_a_push_keeps_what_the_folders_card_says(hub, tmp_path):
+    """Notes written into a map's card were dropped: a push wrote a fresh card. Only its snippet
+    is rewritten to load the repo; pushed again, one snippet still loads it."""
+    folder = tmp_path / "noted"
+    tiny_map().save_pretrained(folder)
+    card = folder / "README.md"
+    card.write_text(card.read_text() + "\n## My notes\n\nTrained on the lab's data.\n")
+    assert main(["push", str(folder), "--repo-id", "user/noted"]) == 0
+    pushed = hub.files("user/noted")["README.md"].decode()
+    assert "## My notes" in pushed and "HJMap.from_pretrained('user/noted')" in pushed
+    assert "from_pretrained('noted')" in card.read_text()  # the folder's own card unchanged
+    card.write_text(pushed)  # a card downloaded from the repo, pushed again to a branch
+    assert main(["push", str(folder), "--repo-id", "user/noted", "--revision", "dev"]) == 0
+    again = hub.files("user/noted", revision="dev")["README.md"].decode()
+    assert again.count("HJMap.from_pretrained(") == 1
+    assert "HJMap.from_pretrained('user/noted', revision='dev')" in again and "## My notes" in again
+    tiny_map().push_to_hub("user/branch-only", branch="exp")
+    with pytest.raises(CheckpointError, match="If the map was pushed to a branch, pass revision='BRANCH'"):
+        HJMap.from_pretrained("user/branch-only")
+    assert HJMap.from_pretrained("user/branch-only", revision="exp").dim == 2
