@@ -325,6 +325,10 @@ class HJMap(
         self.scale.copy_(torch.as_tensor(scale, dtype=self.scale.dtype))
 
     # -- potential and maps (standardised coordinates) ----------------------------------
+    #: set by the training objective for one step: its labels were checked once by ``fit``, and
+    #: a range check reads them back to the host (a GPU synchronisation) at every head call
+    _labels_checked = False
+
     def _labels(self, k: Any, n: int, device: torch.device) -> torch.Tensor | None:
         """The head's class labels (None for a shared potential); a ``k`` given to a shared
         potential is checked as well, though it does not change the map."""
@@ -341,6 +345,8 @@ class HJMap(
             raise ValueError(f"Got {k.numel()} class labels for {n} samples.")
         if not self.conditional and not self.num_classes:
             return None  # no classes to check against
+        if self._labels_checked:  # a training step's labels, checked by fit once
+            return k if self.conditional else None
         if n and (int(k.min()) < 0 or int(k.max()) >= (self.num_classes or 0)):
             raise ValueError(
                 f"Class labels must lie in 0..{(self.num_classes or 0) - 1}, got "

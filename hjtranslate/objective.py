@@ -321,9 +321,15 @@ class HJObjective(nn.Module):
         kt: torch.Tensor | None = None,
         generator_seed: int | None = None,
     ) -> dict[str, torch.Tensor]:
-        # one graph, one set of parameters: the head's parts derived from them are made once
-        with parameters_fixed(self.map.head):
-            return self._terms(xs, yt, ks, kt, generator_seed)
+        # one graph, one set of parameters: the head's parts derived from them are made once;
+        # the labels were checked by fit (a conditional head checks them itself on a CPU, and
+        # asserts on a GPU without a synchronisation)
+        self.map._labels_checked = True
+        try:
+            with parameters_fixed(self.map.head):
+                return self._terms(xs, yt, ks, kt, generator_seed)
+        finally:
+            self.map._labels_checked = False
 
     def _terms(self, xs: torch.Tensor, yt: torch.Tensor, ks: torch.Tensor | None,
                kt: torch.Tensor | None, generator_seed: int | None) -> dict[str, torch.Tensor]:

@@ -1650,3 +1650,7 @@ def test_a_training_step_derives_the_quadratic_part_once_with_the_same_gradients
         if a is not None:
             torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
     assert all(getattr(mod, "_once", None) is None for mod in m.modules())  # the scope closed
+    assert not m._labels_checked  # the map's own calls check their labels again
+    if head == "conditional":
+        with pytest.raises(ValueError, match="Class labels must lie in 0..2"):
+            m.forward(x, 3)

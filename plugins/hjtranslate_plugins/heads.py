@@ -436,7 +436,10 @@ class ConditionalHead(PotentialHead):
         if k is None:
             raise ValueError("The conditional head needs class labels k (one per sample).")
         k = torch.as_tensor(k, device=x.device).long().reshape(-1).expand(x.shape[0])
-        if k.numel() and (int(k.min()) < 0 or int(k.max()) >= self.num_classes):
+        if k.numel() and k.device.type != "cpu":  # (a map checked them; no synchronisation here)
+            torch._assert_async((k.min() >= 0) & (k.max() < self.num_classes),
+                                f"Class labels must lie in 0..{self.num_classes - 1}.")
+        elif k.numel() and (int(k.min()) < 0 or int(k.max()) >= self.num_classes):
             raise ValueError(
                 f"Class labels must lie in 0..{self.num_classes - 1}, got "
                 f"{int(k.min())}..{int(k.max())}."
