@@ -122,6 +122,56 @@ def _stage(root: Path, kind: str, staged: Path) -> list[str]:
                   if p.is_file() and p.relative_to(root).as_posix() not in kept)
 
 
+def _local_paths(value: Any) -> set[str]:
+    """The absolute paths in a JSON value's strings (a recorded path, or inside a recorded
+    command line)."""
+    import os
+    import shlex
+
+    if isinstance(value, dict):
+        return set().union(*map(_local_paths, value.values())) if value else set()
+    if isinstance(value, list):
+        return set().union(*map(_local_paths, value)) if value else set()
+    if not isinstance(value, str) or not value.strip():
+        return set()
+    try:
+        words = shlex.split(value) if " " in value else [value]
+    except ValueError:  # not a command line
+        words = value.split()
+    found = set()
+    for word in words:
+        path = word.split("=", 1)[1] if word.startswith("--") and "=" in word else word
+        if os.path.isabs(path) and len(Path(path).parts) > 1:
+            found.add(path)
+    return found
+
+
+def _shorten_local_paths(staged: Path) -> None:
+    """What a push publishes names no local folder: each absolute path the staged configs record
+    (the commands of the run, ``--init-from``, a data folder) becomes its last part, in every
+    staged JSON file and card (the folder itself keeps them). Home folders and user names
+    stay on the machine."""
+    import json
+
+    texts = [p for p in staged.rglob("*") if p.is_file() and p.suffix in (".json", ".md")]
+    paths: set[str] = set()
+    for path in texts:
+        if path.suffix == ".json":
+            try:
+                paths |= _local_paths(json.loads(path.read_text()))
+            except (ValueError, UnicodeDecodeError):
+                continue
+    if not paths:
+        return
+    for path in texts:
+        text = original = path.read_text(encoding="utf-8", errors="replace")
+        for local in sorted(paths, key=len, reverse=True):  # the longest first: no partial match
+            short = Path(local).name
+            text = text.replace(json.dumps(local)[1:-1], short).replace(local, short)
+        if text != original:
+            path.write_text(text, encoding="utf-8")
+
+
 def _cards_for_the_hub(loaded: Any, kind: str, folder: Path, repo_id: str,
                        revision: str | None = None) -> None:
     """Make the model cards of ``folder`` (a copy) load ``repo_id`` (at ``revision``, a branch
@@ -227,6 +277,7 @@ def push_folder(
                           + (" Pickle files never are: unpickling can run arbitrary code."
                              if pickles else ""), stacklevel=2)
         _cards_for_the_hub(loaded, kind, staged, repo_id, revision)  # local: before any request
+        _shorten_local_paths(staged)
         uploaded = {p.relative_to(staged).as_posix() for p in staged.rglob("*") if p.is_file()}
         created = new_branch = before = None
         try:

@@ -754,3 +754,21 @@ def test_a_push_keeps_what_the_folders_card_says(hub, tmp_path):
     with pytest.raises(CheckpointError, match="If the map was pushed to a branch, pass revision='BRANCH'"):
         HJMap.from_pretrained("user/branch-only")
     assert HJMap.from_pretrained("user/branch-only", revision="exp").dim == 2
+
+
+def test_a_push_publishes_no_local_folder(hub, tmp_path):
+    """A run's card and config record its command with absolute paths (a home folder, a user
+    name): the published copy names only their last parts; the folder keeps them."""
+    run = tmp_path / "home" / "alice" / "runs" / "toy"
+    assert main(["train", "toy2d", "--n", "400", "--eval-n", "100", "--steps", "2",
+                 "--output-dir", str(run), "--no-progress"]) == 0
+    local = (run / "map" / "config.json").read_text()
+    assert str(run) in local
+    assert main(["push", str(run / "map"), "--repo-id", "user/toy"]) == 0
+    files = hub.files("user/toy")
+    for name in ("config.json", "README.md"):
+        assert str(tmp_path) not in files[name].decode() and "alice" not in files[name].decode()
+    assert json.loads(files["config.json"])["metrics"]["command"].endswith(
+        "--output-dir toy --no-progress")
+    assert HJMap.from_pretrained("user/toy").dim == 2
+    assert (run / "map" / "config.json").read_text() == local
