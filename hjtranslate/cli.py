@@ -180,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--repo-id", required=True, help="user/name")
     push.add_argument("--private", action="store_true", help="create the repo private")
     push.add_argument("--revision", default=None, help="branch to push to")
+    push.add_argument("--commit-message", default=None, metavar="TEXT",
+                      help="the commit's message (default: Upload hjtranslate map/pipeline ...)")
     push.set_defaults(func=_lazy("hjtranslate.hub", "cmd_push"))
 
     tr = sub.add_parser("translate", help="translate images with a pipeline folder or Hub id")

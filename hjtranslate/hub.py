@@ -335,8 +335,10 @@ def push_folder(
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    """``hjtranslate push FOLDER --repo-id user/name [--private] [--revision BRANCH]``."""
-    info = push_folder(args.folder, args.repo_id, private=args.private, revision=args.revision)
+    """``hjtranslate push FOLDER --repo-id user/name [--private] [--revision BRANCH]
+    [--commit-message TEXT]`` (the token: ``hf auth login`` or ``HF_TOKEN``)."""
+    info = push_folder(args.folder, args.repo_id, private=args.private, revision=args.revision,
+                       commit_message=getattr(args, "commit_message", None) or None)
     print(f"Pushed {args.folder} to {info.repo_url.repo_id}: {info.commit_url}")
     return 0
 

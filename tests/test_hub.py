@@ -772,3 +772,20 @@ def test_a_push_publishes_no_local_folder(hub, tmp_path):
         "--output-dir toy --no-progress")
     assert HJMap.from_pretrained("user/toy").dim == 2
     assert (run / "map" / "config.json").read_text() == local
+
+
+def test_push_takes_a_commit_message_and_a_pipeline_a_branch(hub, tmp_path):
+    """`hjtranslate push` had no --commit-message; a pipeline's push_to_hub refused branch=,
+    which a map's takes."""
+    folder = tmp_path / "m"
+    tiny_map().save_pretrained(folder)
+    assert main(["push", str(folder), "--repo-id", "user/msg", "--commit-message", "First map"]) == 0
+    repo = hub.repo("user/msg")
+    assert repo.commits[repo.branches["main"]].title == "First map"
+    from hjtranslate.pipeline import TranslationPipeline
+
+    pipe = TranslationPipeline.from_pretrained(ROOT / "models" / "digits-to-fashion")
+    pipe.push_to_hub("user/pipe-branch", branch="exp")
+    assert set(hub.repo("user/pipe-branch").branches) == {"main", "exp"}
+    with pytest.raises(ValueError, match="name two branches"):
+        pipe.push_to_hub("user/pipe-branch", branch="exp", revision="dev")
