@@ -120,6 +120,16 @@ def network_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+def hub_refusal_advice(exc: BaseException) -> str:
+    """What to do about a Hub download's HTTP error: for a refused token (401), how to send
+    another or none ("Invalid credentials" alone named no token)."""
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if status == 401:
+        return (" The Hub refused the token sent: log in again (`hf auth login`) or set HF_TOKEN "
+                "to a valid one; a public repo also loads with token=False (no token sent).")
+    return ""
+
+
 def refuse_offline_force_download(force_download: bool, what: str) -> None:
     """force_download asks for a fresh download, which HF_HUB_OFFLINE=1 forbids: an error, not
     the cached copy it was asked to replace (nor huggingface_hub's OfflineModeIsEnabled)."""

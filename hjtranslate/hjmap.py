@@ -28,6 +28,7 @@ from .checks import (
     check_device,
     check_dtype,
     check_folder_path,
+    hub_refusal_advice,
     hub_unreachable,
     network_errors,
     real_number,
@@ -830,7 +831,8 @@ def _hub_file(model_id: str, filename: str, subfolder: str | None, **hub_kwargs:
         where = f" at revision {hub_kwargs['revision']!r}" if hub_kwargs.get("revision") else ""
         raise CheckpointError(f"{model_id!r}{where} has no file {filename!r}.{hint}") from None
     except HfHubHTTPError as exc:
-        raise CheckpointError(f"Could not download {filename} of {model_id!r}: {exc}") from None
+        raise CheckpointError(f"Could not download {filename} of {model_id!r}: {exc}"
+                              f"{hub_refusal_advice(exc)}") from None
     except (*network_errors(), ConnectionError) as exc:  # e.g. force_download, server down
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"Could not download {filename} of {model_id!r} ({first}): check the "

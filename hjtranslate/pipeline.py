@@ -42,6 +42,7 @@ from .checks import (
     check_device,
     check_dtype,
     check_folder_path,
+    hub_refusal_advice,
     hub_unreachable,
     is_int,
     is_real,
@@ -242,7 +243,7 @@ def _hub_snapshot(repo_id: str, revision: str | None, cache_dir: Any, local_file
         ) from None
     except (HfHubHTTPError, *network_errors(), ConnectionError) as exc:  # e.g. the server is down
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"Could not download {repo_id!r}: {first}") from None
+        raise CheckpointError(f"Could not download {repo_id!r}: {first}{hub_refusal_advice(exc)}") from None
 
 
 _HOST = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "host"

@@ -789,3 +789,25 @@ def test_push_takes_a_commit_message_and_a_pipeline_a_branch(hub, tmp_path):
     assert set(hub.repo("user/pipe-branch").branches) == {"main", "exp"}
     with pytest.raises(ValueError, match="name two branches"):
         pipe.push_to_hub("user/pipe-branch", branch="exp", revision="dev")
+
+
+def test_a_refused_token_says_how_to_send_another_or_none(hub, monkeypatch):
+    """A token the Hub refuses (401) while loading: "Invalid credentials" alone named no token."""
+    import httpx2
+    import huggingface_hub
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from hjtranslate.pipeline import TranslationPipeline
+
+    def refused(*args, **kwargs):
+        response = httpx2.Response(401, request=httpx2.Request("GET", f"{hub.url}/user/x"))
+        raise HfHubHTTPError("401 Client Error: Invalid credentials in Authorization header",
+                             response=response)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", refused)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", refused)
+    for load in (lambda: HJMap.from_pretrained("user/x"),
+                 lambda: TranslationPipeline.from_pretrained("user/x")):
+        with pytest.raises(CheckpointError, match=r"Invalid credentials.*refused the token sent: "
+                           r"log in again .*token=False"):
+            load()
