@@ -104,11 +104,13 @@ def check_device(value: Any, name: str = "device") -> torch.device:
     return device
 
 
-def network_errors() -> tuple[type[BaseException], ...]:
-    """The exception types a failed Hub call raises (the HTTP library depends on the version)."""
+def network_errors(os_errors: bool = True) -> tuple[type[BaseException], ...]:
+    """The exception types a failed Hub call raises (the HTTP library depends on the version);
+    without ``os_errors`` only a refused or dropped connection among the OSErrors (a download's
+    full disk or read-only cache is no network's fault)."""
     from huggingface_hub.errors import HfHubHTTPError
 
-    errors: list[type[BaseException]] = [HfHubHTTPError, OSError]
+    errors: list[type[BaseException]] = [HfHubHTTPError, OSError if os_errors else ConnectionError]
     for module in ("httpx2", "httpx", "requests"):
         try:
             mod = __import__(module)

@@ -833,7 +833,7 @@ def _hub_file(model_id: str, filename: str, subfolder: str | None, **hub_kwargs:
     except HfHubHTTPError as exc:
         raise CheckpointError(f"Could not download {filename} of {model_id!r}: {exc}"
                               f"{hub_refusal_advice(exc)}") from None
-    except (*network_errors(), ConnectionError) as exc:  # e.g. force_download, server down
+    except network_errors(os_errors=False) as exc:  # e.g. force_download, server down
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"Could not download {filename} of {model_id!r} ({first}): check the "
                               "network and HF_ENDPOINT, or pass a local folder.") from None

@@ -12,7 +12,6 @@ from typing import Any
 
 from .checks import network_errors
 from .hjmap import PIPELINE_INDEX_FILE as PIPELINE_FILE
-from .modelcard import WITH_THE_PIPELINE
 from .pipeline import HUB_PATTERNS, PICKLE_SUFFIXES
 
 MAP_FILES = ("config.json", "model.safetensors")
@@ -123,8 +122,9 @@ def _stage(root: Path, kind: str, staged: Path) -> list[str]:
 
 
 def _local_paths(value: Any) -> set[str]:
-    """The absolute paths in a JSON value's strings (a recorded path, or inside a recorded
-    command line)."""
+    """The absolute paths of three parts or more in a JSON value's strings: a string that is a
+    path (spaces and all), or the words of a recorded command line. (``/data`` alone names no
+    one, and as a bare word it is too common to replace.)"""
     import os
     import shlex
 
@@ -132,16 +132,19 @@ def _local_paths(value: Any) -> set[str]:
         return set().union(*map(_local_paths, value.values())) if value else set()
     if isinstance(value, list):
         return set().union(*map(_local_paths, value)) if value else set()
-    if not isinstance(value, str) or not value.strip():
+    if not isinstance(value, str) or not value.strip() or "\n" in value:
         return set()
-    try:
-        words = shlex.split(value) if " " in value else [value]
-    except ValueError:  # not a command line
-        words = value.split()
+    if os.path.isabs(value):  # a recorded path, not a command
+        words = [value]
+    else:
+        try:
+            words = shlex.split(value)
+        except ValueError:  # not a command line
+            words = value.split()
     found = set()
     for word in words:
         path = word.split("=", 1)[1] if word.startswith("--") and "=" in word else word
-        if os.path.isabs(path) and len(Path(path).parts) > 1:
+        if os.path.isabs(path) and len(Path(path).parts) > 2:
             found.add(path)
     return found
 
@@ -149,81 +152,120 @@ def _local_paths(value: Any) -> set[str]:
 def _shorten_local_paths(staged: Path) -> None:
     """What a push publishes names no local folder: each absolute path the staged configs record
     (the commands of the run, ``--init-from``, a data folder) becomes its last part, in every
-    staged JSON file and card (the folder itself keeps them). Home folders and user names
-    stay on the machine."""
+    staged JSON file and card, where it stands as a whole (not inside a URL or another path);
+    the folder itself keeps them. Home folders and user names stay on the machine."""
     import json
 
-    texts = [p for p in staged.rglob("*") if p.is_file() and p.suffix in (".json", ".md")]
+    texts = {}
+    for path in staged.rglob("*"):
+        if path.is_file() and path.suffix in (".json", ".md"):
+            try:
+                texts[path] = path.read_text(encoding="utf-8")
+            except UnicodeDecodeError:  # not ours to rewrite
+                continue
     paths: set[str] = set()
-    for path in texts:
+    for path, text in texts.items():
         if path.suffix == ".json":
             try:
-                paths |= _local_paths(json.loads(path.read_text()))
-            except (ValueError, UnicodeDecodeError):
+                paths |= _local_paths(json.loads(text))
+            except ValueError:
                 continue
     if not paths:
         return
-    for path in texts:
-        text = original = path.read_text(encoding="utf-8", errors="replace")
-        for local in sorted(paths, key=len, reverse=True):  # the longest first: no partial match
-            short = Path(local).name
-            text = text.replace(json.dumps(local)[1:-1], short).replace(local, short)
-        if text != original:
-            path.write_text(text, encoding="utf-8")
+    # a path, as written or JSON-escaped, with no path or word character on either side
+    forms = {form: Path(local).name for local in paths
+             for form in (local, json.dumps(local)[1:-1])}
+    found = re.compile("(?<![\\w/.~-])(" + "|".join(
+        re.escape(f) for f in sorted(forms, key=len, reverse=True)) + ")(?![\\w/.-])")
+    for path, text in texts.items():
+        short = found.sub(lambda m: forms[m.group(1)], text)
+        if short != text:
+            path.write_text(short, encoding="utf-8")
 
 
 def _cards_for_the_hub(loaded: Any, kind: str, folder: Path, repo_id: str,
                        revision: str | None = None) -> None:
     """Make the model cards of ``folder`` (a copy) load ``repo_id`` (at ``revision``, a branch
-    other than main) rather than the local folder they were saved to. A card's snippets are
-    rewritten in place, so that the rest of it (a user's notes, a run's record) is published as
-    it is in the folder; a card without a snippet to rewrite is written afresh."""
+    other than main) rather than the local folder they were saved to. Each card is written
+    afresh and then merged with the folder's: the fresh Hub metadata and usage snippet (and a
+    pipeline's command line) replace the folder card's, and the rest of that card (a user's
+    notes, a run's record) is published as it is. A part's card (vae/, judge_*/) gets its
+    snippet's loading line replaced by the repo's part."""
+    import tempfile
+
     from .modelcard import revision_argument, write_model_card
 
     at = revision_argument(revision)
-    if kind == "pipeline":
-        import json
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh = Path(tmp)
+        if kind == "pipeline":
+            import json
 
-        index = json.loads((folder / PIPELINE_FILE).read_text())
-        pipe = f"TranslationPipeline.from_pretrained({repo_id!r}{at})"
-        command = f"--model {repo_id}" + (f" --revision {revision}" if at else "")
-        if not _retarget(folder / "README.md", [(_PIPELINE_CALL, pipe), (_MODEL_OPTION, command)]):
-            loaded._write_model_card(folder, repo_id, revision)
-        part = index["map"]  # map/, or as named
-        call = (f"HJMap.from_pretrained({repo_id!r}, subfolder={Path(part).as_posix()!r}{at})\n"
-                f"{WITH_THE_PIPELINE} from hjtranslate.pipeline import TranslationPipeline; {pipe}.map")
-        if not _retarget(folder / part / "README.md", [(_MAP_CALL, call)]):
-            write_model_card(folder / part, loaded.map.config_dict(), pipeline=repo_id,
-                             revision=revision, subfolder=Path(part).as_posix())
-        for name in ("vae", "judge_source", "judge_target"):  # their snippets load local copies
-            if index.get(name):
-                _retarget(folder / index[name] / "README.md", [(
-                    _PYTHON_BLOCK, "```python\nfrom hjtranslate.pipeline import TranslationPipeline\n"
-                    f"{name} = {pipe}.{name}  # this repo's {index[name]}/\n```")])
-    elif not _retarget(folder / "README.md", [(_MAP_CALL, f"HJMap.from_pretrained({repo_id!r}{at})")]):
-        write_model_card(folder, loaded.config_dict(), repo_id=repo_id, revision=revision)
+            index = json.loads((folder / PIPELINE_FILE).read_text())
+            loaded._write_model_card(fresh, repo_id, revision)
+            _merge_card(folder / "README.md", fresh / "README.md")
+            part = Path(index["map"]).as_posix()  # map/, or as named
+            (fresh / part).mkdir(parents=True)
+            write_model_card(fresh / part, loaded.map.config_dict(), pipeline=repo_id,
+                             revision=revision, subfolder=part)
+            _merge_card(folder / part / "README.md", fresh / part / "README.md")
+            pipe = f"TranslationPipeline.from_pretrained({repo_id!r}{at})"
+            for name in ("vae", "judge_source", "judge_target"):  # their snippets load local copies
+                if index.get(name):
+                    _retarget_part_card(folder / index[name] / "README.md", pipe, name)
+        else:
+            write_model_card(fresh, loaded.config_dict(), repo_id=repo_id, revision=revision)
+            _merge_card(folder / "README.md", fresh / "README.md")
 
 
-# (with the line a pipeline's map card adds after it, so that a card pushed again keeps one)
-_MAP_CALL = re.compile(r"HJMap\.from_pretrained\([^)\n]*\)(\n" + re.escape(WITH_THE_PIPELINE)
-                       + r"[^\n]*)?")
-_PIPELINE_CALL = re.compile(r"TranslationPipeline\.from_pretrained\([^)\n]*\)")
-_MODEL_OPTION = re.compile(r"--model \S+( --revision \S+)?")
+_HEADER = re.compile(r"\A---\n.*?\n---\n", re.DOTALL)
 _PYTHON_BLOCK = re.compile(r"```python\n.*?```", re.DOTALL)
+_COMMAND_LINE = re.compile(r"^Command line: `hjtranslate translate --model .*$", re.MULTILINE)
 
 
-def _retarget(card: Path, rewrites: list[tuple[re.Pattern, str]]) -> bool:
-    """Rewrite what ``rewrites`` match in ``card`` (pattern -> text); False, writing nothing,
-    when the card is missing or its first pattern matches nothing."""
-    if not card.is_file():
-        return False
-    text = card.read_text(encoding="utf-8", errors="replace")
-    if not rewrites[0][0].search(text):
-        return False
-    for pattern, replacement in rewrites:
-        text = pattern.sub(lambda _, new=replacement: new, text)  # taken as it is, no escapes
-    card.write_text(text, encoding="utf-8")
-    return True
+def _merge_card(card: Path, fresh: Path) -> None:
+    """Write into ``card`` the fresh card's Hub metadata, its first python block and its command
+    line in place of the card's own, keeping the rest; the fresh card whole where the card
+    lacks the metadata or the block (not written by hjtranslate, or gone)."""
+    new = fresh.read_text(encoding="utf-8")
+    try:
+        old = card.read_text(encoding="utf-8").replace("\r\n", "\n")
+    except (OSError, UnicodeDecodeError):
+        old = ""
+    if not (_HEADER.search(old) and _PYTHON_BLOCK.search(old)):
+        card.write_text(new, encoding="utf-8")
+        return
+    for pattern in (_HEADER, _PYTHON_BLOCK, _COMMAND_LINE):
+        found = pattern.search(new)
+        if found is not None:
+            text = found.group(0)
+            old = pattern.sub(lambda _, r=text: r, old, count=1)  # as it is: no escapes
+    card.write_text(old, encoding="utf-8")
+
+
+def _retarget_part_card(card: Path, pipe: str, part: str) -> None:
+    """In a pipeline part's card, the usage block's imports and its first assignment (which
+    loaded the local copy, or the installed judge) become the repo's part; the block's other
+    lines (encode, predict, ...) stay."""
+    try:
+        text = card.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return
+    block = _PYTHON_BLOCK.search(text)
+    if block is None:
+        return
+    lines, out, named = block.group(0).splitlines()[1:-1], [], False
+    for line in lines:
+        if line.startswith(("from ", "import ")):
+            continue
+        assigned = re.match(r"(\w+) = ", line)
+        if assigned and not named:
+            line, named = f"{assigned.group(1)} = {pipe}.{part}  # this repo's {part}/", True
+        out.append(line)
+    if not named:
+        out.insert(0, f"{part} = {pipe}.{part}  # this repo's {part}/")
+    snippet = "\n".join(["```python", "from hjtranslate.pipeline import TranslationPipeline", *out, "```"])
+    card.write_text(text[:block.start()] + snippet + text[block.end():], encoding="utf-8")
 
 
 def check_repo_id(repo_id: str) -> str:

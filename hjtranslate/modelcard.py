@@ -34,10 +34,6 @@ RUN_SETTINGS = frozenset({"seed", "steps", "num_processes", "lambda", "train_lam
                           "classes_evaluated", "energy_draws", "energy_draws_n"})
 
 
-#: the comment a pipeline's map card adds under its snippet (hub.py finds it again)
-WITH_THE_PIPELINE = "# or with the pipeline's VAE and judges:"
-
-
 def _reference_value(name: str) -> bool:
     """A timing, or what a figure is compared with (a floor, a perfect map's figure), not a
     measure of the map (a ratio over a floor is one)."""
@@ -117,7 +113,7 @@ def write_model_card(
         *(["import hjtranslate as hjt",
            f"m = hjt.HJMap.from_pretrained({pipeline!r}, subfolder={subfolder or Path(folder).name!r}"
            f"{at})",
-           f"{WITH_THE_PIPELINE} from hjtranslate.pipeline import "
+           "# or with the pipeline's VAE and judges: from hjtranslate.pipeline import "
            f"TranslationPipeline; TranslationPipeline.from_pretrained({pipeline!r}{at}).map"]
           if pipeline else
           ["import hjtranslate as hjt",

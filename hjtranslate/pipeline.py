@@ -241,7 +241,7 @@ def _hub_snapshot(repo_id: str, revision: str | None, cache_dir: Any, local_file
             f"({unreachable or 'offline mode?'}). Download it once while online, or pass a local "
             "folder."
         ) from None
-    except (HfHubHTTPError, *network_errors(), ConnectionError) as exc:  # e.g. the server is down
+    except (HfHubHTTPError, *network_errors(os_errors=False)) as exc:  # e.g. the server is down
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"Could not download {repo_id!r}: {first}{hub_refusal_advice(exc)}") from None
 
@@ -899,7 +899,7 @@ class TranslationPipeline:
             f"pipe = TranslationPipeline.from_pretrained({name!r}{revision_argument(revision)})",
             ("out = pipe(images, classes=None)  # classes detected by the judge when None"
              if self.judge_source is not None else
-             "out = pipe(images, classes=[0, 3])  # the class of each image (no judge to detect it)"),
+             "out = pipe(images, classes=[0] * len(images))  # each image's class: no judge detects it"),
             "out.images[0].save('translated.png')",
             "back = pipe(out.images, classes=out.target_classes, direction='backward')",
             "```", "",

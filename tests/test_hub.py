@@ -429,12 +429,11 @@ def test_cli_push_pipeline_folder(hub, tmp_path, capsys):
     # the parts' cards load this repo's parts (they loaded the local copy, or the installed judge)
     for part in ("vae", "judge_source", "judge_target"):
         card = files[f"{part}/README.md"].decode()
-        assert f"{part} = TranslationPipeline.from_pretrained('user/pipe').{part}" in card
+        assert f" = TranslationPipeline.from_pretrained('user/pipe').{part}  # this repo's" in card
         assert card.split("```python", 1)[0] == (folder / part / "README.md").read_text().split(
             "```python", 1)[0]  # the rest of the card as it is
-        space: dict = {}
-        exec(card.split("```python\n", 1)[1].split("```", 1)[0], space)
-        assert space[part] is not None
+        space: dict = {"images": torch.zeros(2, 1, 28, 28)}
+        exec(card.split("```python\n", 1)[1].split("```", 1)[0], space)  # encodes, predicts
     # the map alone, without the pipeline's VAE and judges, as its card says
     assert b"HJMap.from_pretrained('user/pipe', subfolder='map')" in files["map/README.md"]
     alone = HJMap.from_pretrained("user/pipe", subfolder="map/")
@@ -811,3 +810,48 @@ def test_a_refused_token_says_how_to_send_another_or_none(hub, monkeypatch):
         with pytest.raises(CheckpointError, match=r"Invalid credentials.*refused the token sent: "
                            r"log in again .*token=False"):
             load()
+
+
+def test_what_a_push_rewrites_stays_where_it_belongs(tmp_path):
+    """Path shortening replaces only whole recorded paths (not inside a URL, a repo id or another
+    path; a path with spaces whole); the card merge replaces the Hub metadata and the first
+    python block only: a user's second block and their notes keep their own calls."""
+    from hjtranslate.hub import _merge_card, _shorten_local_paths
+
+    staged = tmp_path / "staged"
+    staged.mkdir()
+    config = {"metrics": {"command": "hjtranslate train toy2d --data-dir /data --output-dir "
+                                     "'/home/al ice/runs/a'", "init_from": "/Users/Jane Doe/maps/d2f",
+                          "note": "see /mnt/x"}}
+    (staged / "config.json").write_text(json.dumps(config, indent=2))
+    card = ("m = hjt.HJMap.from_pretrained('me/data-map')\nhttps://huggingface.co/datasets/mnist\n"
+            "| command | hjtranslate train toy2d --data-dir /data --output-dir '/home/al ice/runs/a' |\n"
+            "from /Users/Jane Doe/maps/d2f and /Users/Jane Doe/maps/d2f2, "
+            "/home/al ice/runs/a/data.npz\n")
+    (staged / "README.md").write_text(card)
+    _shorten_local_paths(staged)
+    out = json.loads((staged / "config.json").read_text())["metrics"]
+    assert out == {"command": "hjtranslate train toy2d --data-dir /data --output-dir 'a'",
+                   "init_from": "d2f", "note": "see x"}
+    assert (staged / "README.md").read_text() == (
+        "m = hjt.HJMap.from_pretrained('me/data-map')\nhttps://huggingface.co/datasets/mnist\n"
+        "| command | hjtranslate train toy2d --data-dir /data --output-dir 'a' |\n"
+        "from d2f and /Users/Jane Doe/maps/d2f2, /home/al ice/runs/a/data.npz\n")
+
+    fresh, mine = tmp_path / "fresh.md", tmp_path / "mine.md"
+    fresh.write_text("---\nlibrary_name: hjtranslate\n---\n\n# Map\n\n```python\n"
+                     "m = hjt.HJMap.from_pretrained('me/m')\n```\n")
+    mine.write_text("---\nlibrary_name: old\n---\n\n# Map\n\n```python\n"
+                    "m = hjt.HJMap.from_pretrained('runs/m')\n```\n\n## Notes\n\nCompare with "
+                    "`hjtranslate translate --model other/base`.\n\n```python\n"
+                    "base = hjt.HJMap.from_pretrained('runs/baseline/map').to('cuda')\n```\n")
+    _merge_card(mine, fresh)
+    assert mine.read_text() == (
+        "---\nlibrary_name: hjtranslate\n---\n\n# Map\n\n```python\n"
+        "m = hjt.HJMap.from_pretrained('me/m')\n```\n\n## Notes\n\nCompare with "
+        "`hjtranslate translate --model other/base`.\n\n```python\n"
+        "base = hjt.HJMap.from_pretrained('runs/baseline/map').to('cuda')\n```\n")
+    plain = tmp_path / "plain.md"
+    plain.write_text("My own card, no snippet.\n")
+    _merge_card(plain, fresh)
+    assert plain.read_text() == fresh.read_text()
