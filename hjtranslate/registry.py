@@ -255,8 +255,9 @@ def create(kind: str, name: str, **kwargs: Any) -> Any:
     except PluginError:
         raise
     except (TypeError, ValueError, KeyError, IndexError) as exc:  # the plugin's check of a value
+        origin = "" if plugin.builtin else f" ({plugin.package})"  # whose check it was
         raise PluginValueError(
-            f"The {kind} plugin {name!r} could not be built with {kwargs or 'no options'}: "
+            f"The {kind} plugin {name!r}{origin} could not be built with {kwargs or 'no options'}: "
             f"{type(exc).__name__}: {exc}"
         ) from None
     except Exception as exc:

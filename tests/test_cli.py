@@ -878,3 +878,16 @@ def test_a_run_records_how_it_was_launched(env, launched, monkeypatch):
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert _launched_as() == launched
+
+
+def test_resume_refuses_a_head_setting_the_run_left_to_its_defaults(tmp_path, capsys):
+    """A run that left --depth to the task's default recorded none: a --resume with --depth 5
+    went on with the checkpoint's depth 3 and recorded 5. The checkpoints' map decides."""
+    out = str(tmp_path / "r")
+    base = ["train", "toy2d", "--n", "500", "--eval-n", "100", "--output-dir", out, "--no-progress"]
+    assert main([*base, "--steps", "4"]) == 0
+    capsys.readouterr()
+    assert main([*base, "--resume", "--steps", "6", "--depth", "5"]) == 2
+    assert "--depth 5 differs from the run's 3" in capsys.readouterr().err
+    assert main([*base, "--resume", "--steps", "6", "--depth", "3"]) == 0
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["depth"] == 3

@@ -513,7 +513,8 @@ def test_a_cost_of_another_degree_is_warned_about_and_a_refused_value_is_one_lin
     name = plugin("cost", BadValues)
     assert main(["train", "toy2d", "--cost", name, "--cost-options", '{"weights": 5}', "--steps",
                  "2", "--n", "500", "--output-dir", str(tmp_path / "cli")]) == 2
-    assert (f"error: The cost plugin '{name}' could not be built with {{'weights': 5}}: "
+    assert (f"error: The cost plugin '{name}' (contract-test 0.1) could not be built with "
+            "{'weights': 5}: "  # the package whose check it was
             "TypeError: 'int' object is not iterable. Check the values of --cost-options"
             ) in capsys.readouterr().err
 

@@ -191,6 +191,8 @@ IDENTITY_OPTIONS = ("cost", "p", "cost_options", "vae", "source", "target", "dim
                     "head", "head_options", "t_f", "data_seed", "width", "depth", "quadratic",
                     "quadratic_gain", "fourier_features", "fourier_scale",
                     "widths", "latent_channels", "latent_size", "arch", "model_kwargs")
+#: the head's architecture as the task options name it (and its head_kwargs do)
+HEAD_SETTINGS = ("width", "depth", "quadratic", "quadratic_gain", "fourier_features", "fourier_scale")
 _IDENTITY_WHAT = {"cost": "cost", "p": "cost", "cost_options": "cost",
                   "vae": "latent space (VAE)", "source": "data",
                   "target": "data", "dim": "data", "data_seed": "data", "mode": "mode",
@@ -285,6 +287,15 @@ def restore_recorded_options(args: argparse.Namespace, explicit: set[str],
         found = last_checkpoint_json(run_dir, "model/config.json")
         if found and isinstance(found[0].get("head"), str):
             recorded, where["head"] = {**recorded, "head": found[0]["head"]}, found[1]
+    if any(recorded.get(k) in (None, "") for k in HEAD_SETTINGS if k in explicit):
+        # left to the task's or fit's defaults when the run started: its checkpoints' map has
+        # them (a typed --depth 5 went unchecked, and the record said 5 of a depth-3 map)
+        found = last_checkpoint_json(run_dir, "model/config.json")
+        kwargs = found[0].get("head_kwargs") if found else None
+        if isinstance(kwargs, dict):
+            for k in HEAD_SETTINGS:
+                if recorded.get(k) in (None, "") and kwargs.get(k) is not None:
+                    recorded, where[k] = {**recorded, k: kwargs[k]}, found[1]
     for k in IDENTITY_OPTIONS:
         unrecorded = recorded.get(k) in (None, "") and k != "vae"  # None: the shipped VAE
         if not unrecorded and actions and k in actions:
