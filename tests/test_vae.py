@@ -148,6 +148,12 @@ def test_train_a_vae_then_fine_tune_its_decoder_only(shared_data: Path, tmp_path
     record = json.loads((base / "training_metrics.json").read_text())
     assert record["stats_images"] == 800
     assert record["data_dir"] == str(resolve_data_dir(None))  # where the images came from
+    assert record["lr"] == 1e-3
+    # a fine-tune's default rate is the measured fine-tune's (1e-3 took 2.7 dB off in 30 steps)
+    again = tmp_path / "again"
+    assert main(["train", "vae", "--output-dir", str(again), "--init-from", str(base),
+                 "--decoder-only", *small[2:]]) == 0
+    assert json.loads((again / "training_metrics.json").read_text())["lr"] == 3e-4
     # the card's snippet loads the VAE where it was written (a tmp path: by its folder's name)
     assert f"enc = VAEEncoder('{base.name}')" in (base / "README.md").read_text()
     assert not (tuned / "checkpoints").exists()

@@ -40,6 +40,11 @@ from .common import (
 )
 
 DATASET_NAMES = ("mnist", "fashion-mnist")
+# A fine-tune starts from trained weights, which Adam's first steps (each parameter moved by about
+# the rate) disturb: 30 decoder-only steps at 1e-3 took the shipped VAE from 24.50 / 21.26 dB to
+# 21.80 / 19.39 dB, at 3e-4 to 24.22 / 21.03 dB, from which 4,489 steps reached 25.38 / 21.72 dB
+# (BENCHMARKS.md, "A sharper decoder in the same latent space").
+FRESH_LR, FINE_TUNE_LR = 1e-3, 3e-4
 
 
 class VAEObjective(nn.Module):
@@ -116,7 +121,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--time-budget", type=float, default=None, help="seconds; stops early")
     p.add_argument("--batch-size", type=int, default=128, help="images per step, in each process "
                    "(N processes train on N times that)")
-    p.add_argument("--lr", type=float, default=1e-3, help="learning rate")
+    p.add_argument("--lr", type=float, default=None,
+                   help=f"learning rate (default {FRESH_LR:g}; {FINE_TUNE_LR:g} with --init-from)")
     p.add_argument("--kl-weight", type=float, default=2e-3,
                    help="weight of the per-pixel KL against the per-pixel squared error")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and batches")
@@ -326,6 +332,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if not 0.0 <= args.kl_weight < math.inf:  # also refuses NaN
         raise ValueError(f"--kl-weight must be a finite number >= 0 (the KL term's weight "
                          f"beside the per-pixel error; default 0.002), got {args.kl_weight:g}.")
+    if args.lr is None:  # (a --resume restores the rate its run recorded)
+        args.lr = FINE_TUNE_LR if args.init_from else FRESH_LR
     init = _load_init(args)
     check_output_folder(out, "--output-dir", lambda cfg: cfg.get("_class_name") == "AutoencoderKL",
                         "a VAE")
