@@ -890,4 +890,11 @@ def test_resume_refuses_a_head_setting_the_run_left_to_its_defaults(tmp_path, ca
     assert main([*base, "--resume", "--steps", "6", "--depth", "5"]) == 2
     assert "--depth 5 differs from the run's 3" in capsys.readouterr().err
     assert main([*base, "--resume", "--steps", "6", "--depth", "3"]) == 0
-    assert json.loads((tmp_path / "r" / "config.json").read_text())["depth"] == 3
+    record = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert record["depth"] == 3 and record["width"] is None  # untyped settings stay as recorded
+    # the p-norm cost's head stores quadratic=True, which --quadratic cannot take: not checked
+    # unless typed (a resume repeating its --depth was refused)
+    pnorm = ["train", "toy2d", "--n", "500", "--eval-n", "100", "--output-dir", str(tmp_path / "p"),
+             "--no-progress", "--cost", "pnorm", "--p", "3"]
+    assert main([*pnorm, "--steps", "2"]) == 0
+    assert main([*pnorm, "--resume", "--steps", "3", "--depth", "3"]) == 0

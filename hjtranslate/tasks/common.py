@@ -293,8 +293,8 @@ def restore_recorded_options(args: argparse.Namespace, explicit: set[str],
         found = last_checkpoint_json(run_dir, "model/config.json")
         kwargs = found[0].get("head_kwargs") if found else None
         if isinstance(kwargs, dict):
-            for k in HEAD_SETTINGS:
-                if recorded.get(k) in (None, "") and kwargs.get(k) is not None:
+            for k in HEAD_SETTINGS:  # the typed ones only: the others stay as recorded
+                if k in explicit and recorded.get(k) in (None, "") and kwargs.get(k) is not None:
                     recorded, where[k] = {**recorded, k: kwargs[k]}, found[1]
     for k in IDENTITY_OPTIONS:
         unrecorded = recorded.get(k) in (None, "") and k != "vae"  # None: the shipped VAE
