@@ -55,6 +55,12 @@ def _classes(fn: str, x: torch.Tensor, y: torch.Tensor, kx: Any, ky: Any
     return groups
 
 
+def _shares(groups: list[tuple[int, torch.Tensor, torch.Tensor]]) -> dict[int, float]:
+    """Each class's share of ``x``: the weight of its figures in the class-conditional ones."""
+    counts = {c: float(ix.sum()) for c, ix, _ in groups}
+    return {c: n / sum(counts.values()) for c, n in counts.items()}
+
+
 def _class_weighted(per: dict[int, dict[str, Any]], weights: dict[int, float], key: str) -> float:
     return sum(weights[c] * per[c][key] for c in per)
 
@@ -201,7 +207,7 @@ def duality_gap(m: HJMap, x: torch.Tensor, y: torch.Tensor, kx=None, ky=None) ->
     groups = _classes("duality_gap", x, y, kx, ky)
     if groups:  # the class-conditional problem: each class's gap, weighted by its share of x
         per = {c: duality_gap(m, x[ix], y[iy], c, c) for c, ix, iy in groups}
-        w = {c: float(ix.sum()) / sum(float(i.sum()) for _, i, _ in groups) for c, ix, _ in groups}
+        w = _shares(groups)
         primal, dual = _class_weighted(per, w, "primal"), _class_weighted(per, w, "dual")
         scale = max(abs(primal), 1e-12)
         return {
@@ -248,9 +254,8 @@ def certified_dual(m: HJMap, x: torch.Tensor, y: torch.Tensor, kx=None, ky=None)
     if groups:  # each class's certificate, weighted by its share of x: a lower bound on the
         # class-conditional exact cost (one c-transform over the mixed classes, weighted by y's
         # shares, moved with a constant added to one class's potential)
-        total = sum(float(ix.sum()) for _, ix, _ in groups)
-        return sum(float(ix.sum()) / total * certified_dual(m, x[ix], y[iy], c)
-                   for c, ix, iy in groups)
+        w = _shares(groups)
+        return sum(w[c] * certified_dual(m, x[ix], y[iy], c) for c, ix, iy in groups)
     with torch.no_grad():
         ux = _potential_in_data_units(m, x, 0.0, kx)
         return float(_c_transform(ux, x.double(), y.double(),
@@ -363,8 +368,7 @@ def evaluate_map(
                     f"energy_{side}_over_floor": e / max(floor, 1e-300)})
     if groups:
         per = {c: evaluate_map(m, x[ix], y[iy], c, c, exact_n, energy_n, seed) for c, ix, iy in groups}
-        total = sum(float(ix.sum()) for _, ix, _ in groups)
-        w = {c: float(ix.sum()) / total for c, ix, _ in groups}
+        w = _shares(groups)
         exact, learned = _class_weighted(per, w, "exact_ot_cost"), _class_weighted(per, w, "map_cost")
         own = sum(w[c] * r["map_cost"] / max(r["optimality_ratio"], 1e-300) for c, r in per.items())
         extrapolated = sum(w[c] * (2 * r["exact_ot_cost"] - r["exact_ot_cost_half_n"])
