@@ -3,10 +3,13 @@ numbers, or one-element tensors, with a clear error naming the argument otherwis
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
 import numbers
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -215,3 +218,22 @@ def process_alive(pid: int) -> bool:
     except OSError:  # PermissionError: alive, another user's
         return True
     return True
+
+
+@contextlib.contextmanager
+def written_whole(path: Path) -> Iterator[Path]:
+    """A temporary name beside ``path`` to write to (same suffix, so writers pick the format
+    from it); renamed to ``path`` once written: a kill leaves the earlier file or none, never
+    part of one."""
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json_atomically(path: Path, value: Any) -> None:
+    """``path`` holds the whole JSON or what it held before, never a part (temp file, rename)."""
+    with written_whole(path) as tmp:
+        tmp.write_text(json.dumps(value, indent=2, sort_keys=True, default=str))

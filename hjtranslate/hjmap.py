@@ -151,6 +151,17 @@ def _version_tuple(v: str) -> tuple[int, ...]:
     return tuple(out)
 
 
+def refuse_newer(saved: Any, what: str) -> None:
+    """A checkpoint or pipeline ``what`` saved by a newer hjtranslate than this one is refused
+    with the upgrade to make (an older one loads)."""
+    saved = str(saved or "0")
+    if _version_tuple(saved) > _version_tuple(__version__):
+        raise CheckpointError(
+            f"This {what} was written by hjtranslate {saved}, newer than the installed "
+            f"{__version__}. Upgrade with: pip install -U 'hjtranslate>={saved}'."
+        )
+
+
 def head_cost_mismatch(head_cls: type, head: str, cost: Cost, cost_name: str) -> str | None:
     """Why the head ``head`` cannot solve the HJ equation of ``cost`` (None: it can). A head
     lists the costs it solves in ``costs`` (none: any); a cost whose Hamiltonian is
@@ -638,12 +649,8 @@ class HJMap(
         cls, config: dict[str, Any], weights: str | Path, map_location: str = "cpu"
     ) -> HJMap:
 
-        saved = str(config.get("hjtranslate_version", "0"))
-        if _version_tuple(saved) > _version_tuple(__version__):
-            raise CheckpointError(
-                f"This checkpoint was written by hjtranslate {saved}, newer than the installed "
-                f"{__version__}. Upgrade with: pip install -U 'hjtranslate>={saved}'."
-            )
+        saved = str(config.get("hjtranslate_version") or "0")
+        refuse_newer(saved, "checkpoint")
         packages = config.get("plugin_packages") or {}
         for kind in ("cost", "head"):
             name = config.get(kind, "quadratic" if kind == "cost" else "mlp")

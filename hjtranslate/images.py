@@ -616,7 +616,7 @@ def _frame(x: torch.Tensor, framing: str, notes: list[str]) -> torch.Tensor | No
         coarse = _otsu(_resize(x, max(1, round(h * scale)), max(1, round(w * scale))))
         if coarse is None or coarse[2] - coarse[1] < 0.05:  # uniform noise, 300x300: 0.04
             return None
-    threshold, paper, ink_level = levels
+    threshold = levels[0]
     ink = x > threshold
     background = float(x[~ink].median()) if bool((~ink).any()) else 0.0
     # the box takes in the strokes' soft edges (half way to the threshold) of the subject: the

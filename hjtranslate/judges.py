@@ -17,6 +17,8 @@ import torch
 from torch import nn
 
 from .checks import shared_as_umask_says
+from .data import to_float
+from .images import IMAGE_SIZE
 from .shipped import models_dir
 
 CONFIG_FILE = "config.json"
@@ -46,10 +48,8 @@ def build_classifier(arch: str = DEFAULT_ARCH, **kwargs: Any) -> nn.Module:
 
 
 def _as_images(images: torch.Tensor) -> torch.Tensor:
-    x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
-    if x.dim() == 3:
-        x = x.unsqueeze(1)
-    if x.dim() != 4 or x.shape[1] != 1 or tuple(x.shape[-2:]) != (28, 28):
+    x = to_float(images)
+    if x.dim() != 4 or x.shape[1] != 1 or tuple(x.shape[-2:]) != (IMAGE_SIZE, IMAGE_SIZE):
         raise ValueError(
             f"Judges take grey 28x28 images shaped (n, 1, 28, 28) or (n, 28, 28), got "
             f"{tuple(images.shape)}."

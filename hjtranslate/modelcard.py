@@ -79,7 +79,7 @@ def _conditional(config: dict[str, Any]) -> bool:
 
 
 def write_model_card(
-    folder: Path, config: dict[str, Any], extra: str = "", repo_id: str | None = None,
+    folder: Path, config: dict[str, Any], repo_id: str | None = None,
     name: str | None = None, pipeline: str | None = None, revision: str | None = None,
     subfolder: str | None = None,
 ) -> Path:
@@ -141,8 +141,6 @@ def write_model_card(
             if isinstance(value, float):
                 value = f"{value:.6g}"
             lines.append(f"| {key} | {value} |")
-    if extra:
-        lines += ["", extra]
     text = "\n".join(lines) + "\n"
     ModelCard(text)  # validates the YAML header
     path = folder / "README.md"

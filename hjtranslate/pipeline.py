@@ -57,12 +57,12 @@ from .hjmap import (
     PIPELINE_INDEX_FILE,
     CheckpointError,
     HJMap,
-    _version_tuple,
     as_hub_id,
     describes_a_map,
     folder_config,
     is_run_folder,
     read_json_object,
+    refuse_newer,
 )
 from .images import FRAMINGS, IMAGE_SIZE, is_blank, preprocess, to_pil
 from .modelcard import HUB_DATASETS, card_name, hub_metric_names, plugin_line, revision_argument
@@ -674,12 +674,7 @@ class TranslationPipeline:
                 f"{index.get('_class_name')!r}, not {CLASS_NAME!r}). Download or save the "
                 "pipeline again."
             )
-        saved = str(index.get("_hjtranslate_version", "0"))
-        if _version_tuple(saved) > _version_tuple(__version__):
-            raise CheckpointError(
-                f"This pipeline was written by hjtranslate {saved}, newer than the installed "
-                f"{__version__}. Upgrade with: pip install -U 'hjtranslate>={saved}'."
-            )
+        refuse_newer(index.get("_hjtranslate_version"), "pipeline")
         parts: dict[str, Path | None] = {}
         for key in ("vae", "map", "judge_source", "judge_target"):
             name = index.get(key)

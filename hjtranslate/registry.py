@@ -120,14 +120,13 @@ def _outside_package() -> int:
     return level
 
 
-def _load_group(kind: str, eps: list[EntryPoint] | None = None) -> dict[str, Plugin]:
+def _load_group(kind: str) -> dict[str, Plugin]:
     group = GROUPS[kind]
-    if eps is None:
-        # Editable installs can list one distribution twice; keep one entry per (name, target).
-        seen: dict[tuple[str, str], EntryPoint] = {}
-        for ep in entry_points(group=group):
-            seen.setdefault((ep.name, ep.value), ep)
-        eps = list(seen.values())
+    # Editable installs can list one distribution twice; keep one entry per (name, target).
+    seen: dict[tuple[str, str], EntryPoint] = {}
+    for ep in entry_points(group=group):
+        seen.setdefault((ep.name, ep.value), ep)
+    eps = list(seen.values())
     found: dict[str, Plugin] = {}
     skipped: dict[str, str] = {}
     _clashes[kind] = {}

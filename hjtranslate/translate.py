@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from .checks import check_folder_path
+from .checks import check_folder_path, written_whole
 from .hjmap import PIPELINE_INDEX_FILE
 from .images import IMAGE_SIZE, is_blank, open_image
 from .pipeline import (
@@ -220,9 +219,8 @@ def cmd_translate(args: argparse.Namespace) -> int:
             kept.append(item)
     if kept:
         report["earlier_items"] = kept
-    tmp = out_dir / "translations.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, out_dir / "translations.json")
+    with written_whole(out_dir / "translations.json") as tmp:
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
     for s in skipped:
         print(f"skipped {s['input']}: {s['reason']}", file=sys.stderr)
     print(f"Wrote {len(items)} translation{'s' if len(items) != 1 else ''} to {out_dir} "

@@ -200,7 +200,7 @@ def test_an_image_where_the_run_writes_its_pictures_is_refused(images, tmp_path,
 
 def test_pictures_are_written_whole(tmp_path):
     """A writer that fails (or is killed) leaves the earlier picture, and no temporary file."""
-    from hjtranslate.tasks.common import written_whole
+    from hjtranslate.checks import written_whole
 
     path = tmp_path / "panel.png"
     path.write_bytes(b"earlier")

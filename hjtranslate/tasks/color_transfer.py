@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..checks import written_whole
 from ..training import finish_run
 from .common import (
     add_map_arguments,
@@ -45,7 +46,6 @@ from .common import (
     require_at_least,
     run_figures,
     write_outputs,
-    written_whole,
 )
 
 #: the pictures the task writes beside the map (removed when a run starts afresh)

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
@@ -13,7 +12,7 @@ import shutil
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,12 @@ import numpy as np
 import torch
 
 from ..api import fit
-from ..checks import check_folder_path, shared_as_umask_says
+from ..checks import (
+    check_folder_path,
+    shared_as_umask_says,
+    write_json_atomically,
+    written_whole,
+)
 from ..hjmap import HJMap, describes_a_map, folder_config, read_json_object
 from ..losses import MMDS, SINKHORN_BLUR
 from ..objective import MONOTONE_DIRECTIONS, SEMIDUAL_SIDES
@@ -703,25 +707,6 @@ def move_outputs(stage: Path, out: Path, weights: str) -> None:
     for f in sorted(stage.iterdir(), key=lambda f: (f.name == weights, f.name)):
         os.replace(f, out / f.name)
     stage.rmdir()
-
-
-@contextlib.contextmanager
-def written_whole(path: Path) -> Iterator[Path]:
-    """A temporary name beside ``path`` to write to (same suffix, so writers pick the format
-    from it); renamed to ``path`` once written: a kill leaves the earlier file or none, never
-    part of one."""
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_json_atomically(path: Path, value: Any) -> None:
-    """``path`` holds the whole JSON or what it held before, never a part (temp file, rename)."""
-    with written_whole(path) as tmp:
-        tmp.write_text(json.dumps(value, indent=2, sort_keys=True, default=str))
 
 
 def write_outputs(out: Path, m: HJMap, metrics: dict[str, Any], acc: Any) -> None:

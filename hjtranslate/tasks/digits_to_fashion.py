@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from .. import registry
-from ..checks import process_alive
+from ..checks import process_alive, written_whole
 from ..data import DATA_DIR_HELP
 from ..metrics import exact_ot_cost
 from ..shipped import models_dir
@@ -36,7 +36,6 @@ from .common import (
     require_at_least,
     run_figures,
     write_outputs,
-    written_whole,
 )
 
 #: the pictures the task writes beside the map (removed when a run starts afresh)

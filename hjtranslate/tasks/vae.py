@@ -76,8 +76,12 @@ class VAEObjective(nn.Module):
         return {"loss": loss, "mse01": mse.detach() / 4.0, "kl": kl.detach()}
 
 
-def build_vae(latent_channels: int = 4, latent_size: int = 4, widths: tuple[int, ...] = (16, 32, 64, 64),
-              norm_groups: int = 8):
+#: the VAE's group normalisation splits each block's channels into this many groups
+NORM_GROUPS = 8
+
+
+def build_vae(latent_channels: int = 4, latent_size: int = 4,
+              widths: tuple[int, ...] = (16, 32, 64, 64)) -> Any:
     """A small one-channel AutoencoderKL with a ``latent_channels x latent_size^2`` latent for
     32x32 inputs."""
     from diffusers import AutoencoderKL
@@ -91,21 +95,21 @@ def build_vae(latent_channels: int = 4, latent_size: int = 4, widths: tuple[int,
         in_channels=1, out_channels=1, latent_channels=latent_channels, sample_size=32,
         down_block_types=("DownEncoderBlock2D",) * n_blocks,
         up_block_types=("UpDecoderBlock2D",) * n_blocks,
-        block_out_channels=widths, layers_per_block=1, norm_num_groups=norm_groups,
+        block_out_channels=widths, layers_per_block=1, norm_num_groups=NORM_GROUPS,
         scaling_factor=1.0,
     )
 
 
-def parse_widths(text: str, groups: int = 8) -> tuple[int, ...]:
-    """``--widths``: comma-separated channel counts, each a positive multiple of ``groups``
+def parse_widths(text: str) -> tuple[int, ...]:
+    """``--widths``: comma-separated channel counts, each a positive multiple of ``NORM_GROUPS``
     (the VAE's group normalisation splits the channels into that many groups)."""
     try:
         widths = tuple(int(w) for w in str(text).split(","))
     except ValueError:
         widths = ()
-    if not widths or any(w < 1 or w % groups for w in widths):
+    if not widths or any(w < 1 or w % NORM_GROUPS for w in widths):
         raise ValueError(f"--widths must be comma-separated channel counts, each a positive "
-                         f"multiple of {groups}, e.g. 16,32,64,64; got {text!r}.")
+                         f"multiple of {NORM_GROUPS}, e.g. 16,32,64,64; got {text!r}.")
     return widths
 
 
@@ -150,11 +154,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a trained VAE in --output-dir (refused without it)")
-
-
-def pad_to_32(x01: torch.Tensor) -> torch.Tensor:
-    """(n, 1, 28, 28) in [0, 1] -> (n, 1, 32, 32) in [-1, 1], padded with black."""
-    return nn.functional.pad(x01 * 2.0 - 1.0, (2, 2, 2, 2), value=-1.0)
 
 
 @torch.no_grad()
@@ -318,7 +317,7 @@ def _load_init(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from accelerate.utils import set_seed
-    from hjtranslate_plugins.vae import VAEEncoder
+    from hjtranslate_plugins.vae import VAEEncoder, to_vae_input
 
     from ..shipped import training_root
     from ..training import TrainConfig, make_accelerator, train
@@ -360,7 +359,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     def batch_fn(step: int, rank: int) -> dict[str, torch.Tensor]:
         g = torch.Generator().manual_seed(args.seed * 1_000_003 + step * 7919 + rank)
         idx = torch.randint(0, n_train, (args.batch_size,), generator=g)
-        return {"x": pad_to_32(to_float(train_images[idx]))}
+        return {"x": to_vae_input(to_float(train_images[idx]), 32, 1, "pad")}  # as it encodes
 
     config = TrainConfig(
         steps=args.steps, time_budget=args.time_budget, lr=args.lr, seed=args.seed,

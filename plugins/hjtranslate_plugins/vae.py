@@ -34,11 +34,10 @@ import torch.nn.functional as F
 from hjtranslate.checks import hub_unreachable, parse_device
 from hjtranslate.encoders import Encoder
 from hjtranslate.hjmap import CheckpointError, read_json_object
+from hjtranslate.images import IMAGE_SIZE, LUMA
 from hjtranslate.shipped import models_dir
 
-IMAGE_SIZE = 28
 STATS_FILE = "latent_stats.json"
-LUMA = (0.299, 0.587, 0.114)
 
 
 def default_vae_path() -> Path:
