@@ -42,9 +42,10 @@ os.environ.update({
 })
 for _var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_TOKEN_PATH", "HUGGING_FACE_HUB_TOKEN"):
     os.environ.pop(_var, None)
-SHARED = _HERE.parents[1] / "shared" / "datasets"
-if SHARED.is_dir():
-    os.environ.setdefault("HJT_DATA_DIR", str(SHARED))
+from data_paths import SHARED  # noqa: E402
+
+if SHARED.is_dir() and not os.environ.get("HJT_DATA_DIR"):
+    os.environ["HJT_DATA_DIR"] = str(SHARED)
 
 import pytest  # noqa: E402
 

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from data_paths import SHARED
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "models"
 EXAMPLES = REPO / "apps" / "examples"
-SHARED = REPO.parent / "shared" / "datasets"
 CLOTHES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
            "Bag", "Ankle boot"]
 

@@ -40,7 +40,9 @@ def test_grad_hamiltonian_is_finite_at_zero(name, kwargs):
     v = cost.grad_hamiltonian(p)
     assert torch.isfinite(v).all()
     (g,) = torch.autograd.grad(v.sum(), p)
-    assert torch.isfinite(g).all() or kwargs.get("p", 2) > 2  # q < 2: H is not C^2 at 0
+    assert not torch.isnan(g).any()
+    if kwargs.get("p", 2) <= 2:  # (q < 2: H is not C^2 at 0, its second derivative may be huge)
+        assert torch.isfinite(g).all()
 
 
 def test_cost_is_t_f_times_lagrangian():

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from data_paths import SHARED
 
 from hjtranslate import data
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
          "t10k-labels-idx1-ubyte"]
 

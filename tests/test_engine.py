@@ -962,6 +962,14 @@ def test_monotone_share_of_a_conditional_map_takes_more_labels_than_it_checks():
     m = hjt.HJMap(dim=3, head="conditional", num_classes=2, head_kwargs={"width": 8, "depth": 2})
     x, k = torch.randn(40, 3), torch.arange(40) % 2
     assert monotone_share(m, x, k, max_n=16) == 1.0  # the untrained map is the identity
+    torch.manual_seed(0)
+    with torch.no_grad():  # large random weights: a map that folds at some points, not others
+        for p in m.head.parameters():
+            p.normal_(0, 1.5)
+    x = torch.randn(40, 3, generator=torch.Generator().manual_seed(1)) * 2
+    first = monotone_share(m, x[:16], k[:16])
+    assert monotone_share(m, x, k, max_n=16) == first
+    assert 0 < first < 1 and monotone_share(m, x, k, max_n=40) != first  # max_n is read
 
 
 def test_power_directions_of_the_monotone_penalty_need_the_quadratic_cost():

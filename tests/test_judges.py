@@ -16,8 +16,6 @@ from hjtranslate.judges import (
     models_dir,
 )
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-
 
 def tiny_judge() -> Judge:
     torch.manual_seed(0)
@@ -38,6 +36,9 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     assert torch.allclose(again.logits(x), judge.logits(x), atol=1e-5)
     assert again.features(x).shape == (5, 16)
     assert again.accuracy(x, labels) == 1.0
+    assert again.accuracy(x, (labels + 1) % 10) == 0.0  # the labels are read
+    half = torch.where(torch.arange(4) < 2, labels[:4], (labels[:4] + 1) % 10)
+    assert again.accuracy(x[:4], half) == 0.5
 
 
 def test_strict_loading_and_errors(tmp_path: Path, monkeypatch) -> None:

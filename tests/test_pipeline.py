@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from data_paths import SHARED
 from hjtranslate_plugins.vae import VAEEncoder
 from huggingface_hub import HfApi, ModelCard, constants
 from PIL import Image, ImageDraw
@@ -26,7 +27,6 @@ from hjtranslate.pipeline import INDEX_FILE, TranslationOutput, TranslationPipel
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "models"
-SHARED = REPO.parent / "shared" / "datasets"
 N_TRAIN = 200
 
 pytestmark = pytest.mark.skipif(
