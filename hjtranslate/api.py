@@ -199,7 +199,8 @@ def fit(
     keeps that part's own ``quadratic_gain`` unless given, while fit's eigenbasis default above
     64 dimensions comes with gain 1). ``steps`` of ``batch_size`` samples a side at learning
     rate ``lr`` (Adam, cosine decay), stopping early after ``time_budget`` seconds;
-    ``n_colloc`` HJ collocation points a step (default: as many as a batch, at most 4,096),
+    ``n_colloc`` HJ collocation points a step (default: as many as a batch, capped at the larger
+    of the data's size and 4,096),
     drawn by ``sampler``; ``seed`` seeds the weights and batches; ``ema_decay`` keeps an
     exponential moving average of the weights and returns it (e.g. 0.999; None = off).
     ``progress`` shows a progress bar; ``accelerator`` an ``accelerate.Accelerator`` to train

@@ -67,9 +67,13 @@ DATA_DIR_HELP = ("the MNIST / Fashion-MNIST folder (default: $HJT_DATA_DIR, else
                  "Fashion-MNIST is also looked for where Debian's dataset-fashion-mnist installs it)")
 
 
+def user_cache_root() -> Path:
+    """``$XDG_CACHE_HOME/hjtranslate``, i.e. ``~/.cache/hjtranslate`` by default."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hjtranslate"
+
+
 def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "hjtranslate" / "datasets"
+    return user_cache_root() / "datasets"
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None, create: bool = False) -> Path:

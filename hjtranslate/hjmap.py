@@ -219,8 +219,8 @@ class HJMap(
         encoder: dict | None = None,
         plugin_packages: dict | None = None,
         metrics: dict | None = None,
-        hjtranslate_version: str = __version__,
-    ) -> None:
+        hjtranslate_version: str = __version__,  # taken so HJMap(**m.config_dict()) works;
+    ) -> None:  # the saved one is checked on loading (from_config_and_weights), not here
         super().__init__()
         self.dim = whole_number("dim", dim, 1)
         self.t_f = real_number("t_f (the time horizon)", t_f)
@@ -552,23 +552,20 @@ class HJMap(
         file handling of `hjtranslate push` (:func:`hjtranslate.hub.push_folder`): the repo is
         created if needed, ``revision`` (or huggingface_hub's ``branch``) is created from main,
         and the card loads the repo. Returns the commit URL (a ``CommitInfo``)."""
-        import tempfile
-
-        from .hub import push_folder
+        from .hub import push_saved
 
         kwargs.pop("model_card_kwargs", None)  # the card is written for the repo
         if kwargs:
             raise TypeError(f"HJMap.push_to_hub got unknown keyword arguments {sorted(kwargs)}; "
                             "it takes private, revision (or branch), commit_message and token.")
-        if revision and branch and revision != branch:
-            raise ValueError(f"revision={revision!r} and branch={branch!r} name two branches: "
-                             "pass one.")
-        with tempfile.TemporaryDirectory(prefix="hjt-map-") as tmp:
-            folder = Path(tmp) / "map"
+
+        def save(folder: Path) -> Path:
             self.save_pretrained(folder)
-            return push_folder(folder, repo_id, private=bool(private), revision=revision or branch,
-                               commit_message=commit_message or "Upload hjtranslate HJMap",
-                               token=token, shown="the map")  # not the temporary folder
+            return folder
+
+        return push_saved(save, repo_id, what="map", private=bool(private), revision=revision,
+                          branch=branch, token=token,
+                          commit_message=commit_message or "Upload hjtranslate HJMap")
 
     @classmethod
     def _from_pretrained(  # type: ignore[override]

@@ -7,6 +7,7 @@ import glob
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -374,6 +375,22 @@ def push_folder(
                       "HF_TOKEN), then push again.")
             raise ValueError(f"Could not publish {shown or folder} to {repo_id!r} on {api.endpoint}: "
                              f"{first}. {advice}") from None
+
+
+def push_saved(save: Callable[[Path], Path], repo_id: str, *, what: str, private: bool = False,
+               revision: str | None = None, branch: str | None = None,
+               commit_message: str | None = None, token: str | bool | None = None) -> Any:
+    """``push_to_hub`` of a map or pipeline: ``save(folder)`` writes it into a temporary folder
+    (and returns the folder to push), which is published as :func:`push_folder` does;
+    ``revision`` or huggingface_hub's ``branch`` names the branch. Returns the ``CommitInfo``."""
+    if revision and branch and revision != branch:
+        raise ValueError(f"revision={revision!r} and branch={branch!r} name two branches: "
+                         "pass one.")
+    with tempfile.TemporaryDirectory(prefix="hjt-push-") as tmp:
+        folder = save(Path(tmp) / what)
+        return push_folder(folder, repo_id, private=private, revision=revision or branch,
+                           commit_message=commit_message, token=token,
+                           shown=f"the {what}")  # not the temporary folder
 
 
 def cmd_push(args: argparse.Namespace) -> int:

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .checks import real_number
 from .heads import parameters_fixed
 from .hjmap import HJMap
 from .losses import (
@@ -129,8 +130,8 @@ class ObjectiveConfig:
                 raise ValueError(
                     f"lambda must be 'auto' or a positive number, got {self.lambda_mmd!r}."
                 ) from None
-        if not isinstance(self.lambda_mmd, str) and not 0 < self.lambda_mmd < math.inf:
-            raise ValueError(f"lambda must be a finite number > 0, got {self.lambda_mmd}.")
+        if not isinstance(self.lambda_mmd, str):
+            real_number("lambda", self.lambda_mmd)
         for name in ("cycle_weight", "monotone_weight", "semidual_weight", "lambda_slack",
                      "manifold_weight"):
             if not 0 <= getattr(self, name) < math.inf:

@@ -928,24 +928,16 @@ class TranslationPipeline:
 
     def push_to_hub(self, repo_id: str, private: bool = False, revision: str | None = None,
                     commit_message: str | None = None, token: str | bool | None = None,
-                    branch: str | None = None):
+                    branch: str | None = None) -> Any:
         """Save into a temporary folder and upload it as one commit (creating the repo, and the
         branch ``revision``, or huggingface_hub's ``branch``, if needed). Returns the
         ``CommitInfo`` (a str: the commit URL)."""
-        import tempfile
+        from .hub import push_saved
 
-        from .hub import push_folder
-
-        if revision and branch and revision != branch:
-            raise ValueError(f"revision={revision!r} and branch={branch!r} name two branches: "
-                             "pass one.")
-        with tempfile.TemporaryDirectory(prefix="hjt-pipeline-") as tmp:
-            folder = self.save_pretrained(Path(tmp) / "pipeline", repo_id=repo_id)
-            return push_folder(
-                folder, repo_id, private=private, revision=revision or branch,
-                commit_message=commit_message or "Upload hjtranslate TranslationPipeline",
-                token=token, shown="the pipeline",  # not its temporary folder
-            )
+        return push_saved(lambda folder: self.save_pretrained(folder, repo_id=repo_id), repo_id,
+                          what="pipeline", private=private, revision=revision, branch=branch,
+                          token=token,
+                          commit_message=commit_message or "Upload hjtranslate TranslationPipeline")
 
     # -- use ---------------------------------------------------------------------------------
     @staticmethod

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shlex
 import shutil
@@ -22,6 +21,7 @@ import torch
 from ..api import fit
 from ..checks import (
     check_folder_path,
+    real_number,
     shared_as_umask_says,
     write_json_atomically,
     written_whole,
@@ -607,9 +607,7 @@ def fit_from_args(
     # Options left unset keep the head's (or fit's) defaults; the heads take QUADRATIC_KINDS for
     # `quadratic` as given.
     head_kwargs = json_options(args, "head_options")
-    given = {k: getattr(args, k) for k in ("width", "depth", "quadratic", "quadratic_gain",
-                                           "fourier_features", "fourier_scale")
-             if getattr(args, k, None) is not None}
+    given = {k: getattr(args, k) for k in HEAD_SETTINGS if getattr(args, k, None) is not None}
     for key in ("dim", "num_classes"):
         if key in head_kwargs:
             raise ValueError(f"--head-options {key}: the data sets it (the samples' dimension "
@@ -638,8 +636,7 @@ def fit_from_args(
     if getattr(args, "sinkhorn_blur", None) is not None:
         if args.mmd != "sinkhorn":
             raise ValueError(f"--sinkhorn-blur applies to --mmd sinkhorn, not --mmd {args.mmd}.")
-        if not 0 < args.sinkhorn_blur < math.inf:
-            raise ValueError(f"--sinkhorn-blur must be a finite number > 0, got {args.sinkhorn_blur}.")
+        real_number("--sinkhorn-blur", args.sinkhorn_blur)
         mmd_options["blur"] = args.sinkhorn_blur
     out = output_dir(args, task)
     acc = make_accelerator(report_to=getattr(args, "report_to", None), logging_dir=out / "logs")

@@ -23,7 +23,7 @@ import torch
 
 from .. import registry
 from ..checks import process_alive, written_whole
-from ..data import DATA_DIR_HELP
+from ..data import DATA_DIR_HELP, user_cache_root
 from ..metrics import exact_ot_cost
 from ..shipped import models_dir
 from .common import (
@@ -198,9 +198,7 @@ def _cache_dir() -> Path:
     kept: ``$HJT_CACHE_DIR``, else ``$XDG_CACHE_HOME/hjtranslate`` (``~/.cache/hjtranslate``).
     Entries are keyed by what they were computed from and never go stale; delete the folder to
     free the space."""
-    base = os.environ.get("HJT_CACHE_DIR") or Path(
-        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hjtranslate"
-    return Path(base) / "latents"
+    return Path(os.environ.get("HJT_CACHE_DIR") or user_cache_root()) / "latents"
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -50,15 +50,22 @@ class QuadraticCost(Cost):
         return 0.5 * (p * p).sum(-1)
 
 
-class PNormCost(Cost):
-    """``L(v) = |v|^p / p`` with the Euclidean norm; ``H(p) = |p|^q / q``, ``q = p / (p - 1)``."""
-
-    name = "pnorm"
+class _PowerCost(Cost):
+    """A cost ``|v|^p / p`` of some norm: ``p > 1``, its dual exponent ``q = p / (p - 1)``."""
 
     def __init__(self, p: float = 2.0) -> None:
         self.p = _check_p(p)
         self.q = self.p / (self.p - 1.0)
         self.degree = self.p
+
+    def config(self) -> dict[str, Any]:
+        return {"p": self.p}
+
+
+class PNormCost(_PowerCost):
+    """``L(v) = |v|^p / p`` with the Euclidean norm; ``H(p) = |p|^q / q``, ``q = p / (p - 1)``."""
+
+    name = "pnorm"
 
     def _norm(self, a: torch.Tensor) -> torch.Tensor:
         return torch.sqrt((a * a).sum(-1) + _eps(a))
@@ -72,19 +79,11 @@ class PNormCost(Cost):
     def grad_hamiltonian(self, p: torch.Tensor) -> torch.Tensor:
         return (self._norm(p) ** (self.q - 2.0))[..., None] * p
 
-    def config(self) -> dict[str, Any]:
-        return {"p": self.p}
 
-
-class SeparableLpCost(Cost):
+class SeparableLpCost(_PowerCost):
     """``L(v) = sum_i |v_i|^p / p``; ``grad H(p)_i = sign(p_i) |p_i|^(q - 1)``."""
 
     name = "lp"
-
-    def __init__(self, p: float = 2.0) -> None:
-        self.p = _check_p(p)
-        self.q = self.p / (self.p - 1.0)
-        self.degree = self.p
 
     @staticmethod
     def _abs(a: torch.Tensor) -> torch.Tensor:
@@ -98,6 +97,3 @@ class SeparableLpCost(Cost):
 
     def grad_hamiltonian(self, p: torch.Tensor) -> torch.Tensor:
         return self._abs(p) ** (self.q - 2.0) * p
-
-    def config(self) -> dict[str, Any]:
-        return {"p": self.p}
