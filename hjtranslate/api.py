@@ -725,7 +725,8 @@ def _batch_seed(seed: int, step: int, rank: int) -> int:
     return int(np.random.SeedSequence((seed, rank, step)).generate_state(1)[0])
 
 
-def make_batch_fn(zs, zt, ks, kt, batch_size: int, seed: int):
+def make_batch_fn(zs: torch.Tensor, zt: torch.Tensor, ks: torch.Tensor | None, kt: torch.Tensor | None,
+                  batch_size: int, seed: int) -> Callable[[int, int], dict[str, Any]]:
     """Random minibatches seeded by (seed, step, rank). With labels, each batch is balanced
     over classes and sources and targets are sorted alike (source i and target i share a class)."""
     if ks is not None:

@@ -237,3 +237,12 @@ def write_json_atomically(path: Path, value: Any) -> None:
     """``path`` holds the whole JSON or what it held before, never a part (temp file, rename)."""
     with written_whole(path) as tmp:
         tmp.write_text(json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+def folder_config(folder: str | Path) -> dict[str, Any]:
+    """A folder's config.json as a dict ({} when it has none that reads as one)."""
+    try:
+        config = json.loads(Path(folder, "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}

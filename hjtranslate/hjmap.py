@@ -28,6 +28,7 @@ from .checks import (
     check_device,
     check_dtype,
     check_folder_path,
+    folder_config,
     hub_refusal_advice,
     hub_unreachable,
     network_errors,
@@ -62,15 +63,6 @@ def read_json_object(path: str | Path, remedy: str) -> dict[str, Any]:
 
 #: the file that makes a folder a translation pipeline (``pipeline.INDEX_FILE``)
 PIPELINE_INDEX_FILE = "hjtranslate_pipeline.json"
-
-
-def folder_config(folder: str | Path) -> dict[str, Any]:
-    """A folder's config.json as a dict ({} when it has none that reads as one)."""
-    try:
-        config = json.loads(Path(folder, "config.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return config if isinstance(config, dict) else {}
 
 
 def is_run_folder(folder: str | Path) -> bool:

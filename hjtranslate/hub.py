@@ -293,7 +293,7 @@ def check_revision(revision: str | None) -> None:
 def push_folder(
     folder: str | Path, repo_id: str, private: bool = False, revision: str | None = None,
     commit_message: str | None = None, token: str | bool | None = None, shown: str | None = None,
-):
+) -> Any:
     """Create ``repo_id`` (if needed) and upload the map or pipeline in ``folder`` as one commit;
     ``shown``: what a failure calls it (the folder's path by default);
     returns the ``CommitInfo``. ``revision`` is a branch, created from ``main`` if it does not

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
+from .costs import Cost
 from .hjmap import HJMap, _class_ids, as_sample_tensor
 from .losses import batch_jacobian, cost_monotone_matrix, energy_distance, energy_floor
 
@@ -70,7 +71,8 @@ def _sqrtm_psd(a: torch.Tensor) -> torch.Tensor:
     return (v * w.clamp_min(0).sqrt()) @ v.T
 
 
-def gaussian_ot_map(m0: torch.Tensor, s0: torch.Tensor, m1: torch.Tensor, s1: torch.Tensor):
+def gaussian_ot_map(m0: torch.Tensor, s0: torch.Tensor, m1: torch.Tensor, s1: torch.Tensor
+                    ) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
     """The quadratic-cost OT map between Gaussians, ``T*(x) = m1 + A (x - m0)`` with
     ``A = S0^-1/2 (S0^1/2 S1 S0^1/2)^1/2 S0^-1/2``. Returns ``(A, T*)``."""
     r = _sqrtm_psd(s0)
@@ -134,7 +136,7 @@ def energy_with_floor(pred: torch.Tensor, ref: torch.Tensor, max_n: int = 4000,
     return float(e), float(floor)
 
 
-def exact_ot_cost(x: torch.Tensor, y: torch.Tensor, cost, t_f: float = 1.0) -> float:
+def exact_ot_cost(x: torch.Tensor, y: torch.Tensor, cost: Cost, t_f: float = 1.0) -> float:
     """Exact discrete OT cost between equal-weight samples (POT ``emd``). A cost that is infinite
     off a bounded domain (a bounded speed) is infinite for the pairs out of reach: they stay
     unused, and the answer is ``inf`` only when no plan avoids them."""
@@ -163,7 +165,7 @@ def exact_ot_cost(x: torch.Tensor, y: torch.Tensor, cost, t_f: float = 1.0) -> f
     return float((plan * c).sum())
 
 
-def in_float64(fn, *tensors: torch.Tensor) -> torch.Tensor:
+def in_float64(fn: Callable[..., torch.Tensor], *tensors: torch.Tensor) -> torch.Tensor:
     """``fn(*tensors)`` computed in float64 (``|d|**p / p`` of a large move overflows float32),
     or, for a cost plugin that only runs in float32 (a float32 matrix inside), in float32 and
     returned as float64."""
@@ -173,7 +175,7 @@ def in_float64(fn, *tensors: torch.Tensor) -> torch.Tensor:
         return fn(*(t.float() for t in tensors)).double()
 
 
-def pairwise_float64(cost, x: torch.Tensor, y: torch.Tensor, t_f: float = 1.0) -> torch.Tensor:
+def pairwise_float64(cost: Cost, x: torch.Tensor, y: torch.Tensor, t_f: float = 1.0) -> torch.Tensor:
     """The cost matrix ``C[i, j] = c(x_i, y_j)`` in float64 (see :func:`in_float64`)."""
     return in_float64(lambda a, b: cost.pairwise(a, b, t_f), x, y)
 
@@ -190,7 +192,8 @@ def _potential_in_data_units(m: HJMap, x: torch.Tensor, t: float, k=None) -> tor
     return m.potential((x - m.shift) / m.scale, t, k).double() * float(m.scale) ** m.cost.degree
 
 
-def duality_gap(m: HJMap, x: torch.Tensor, y: torch.Tensor, kx=None, ky=None) -> dict[str, float]:
+def duality_gap(m: HJMap, x: torch.Tensor, y: torch.Tensor, kx: Any = None,
+                ky: Any = None) -> dict[str, float]:
     """Primal ``P = E c(x, T(x))``, dual ``D = E u(y, t_f) - E u(x, 0)`` (method.md section 7),
     in data units, and the relative gap ``|P - D| / P``.
 
@@ -236,7 +239,7 @@ def duality_gap(m: HJMap, x: torch.Tensor, y: torch.Tensor, kx=None, ky=None) ->
     }
 
 
-def certified_dual(m: HJMap, x: torch.Tensor, y: torch.Tensor, kx=None, ky=None) -> float:
+def certified_dual(m: HJMap, x: torch.Tensor, y: torch.Tensor, kx: Any = None, ky: Any = None) -> float:
     """``D_c = E_y min_i [u(x_i, 0) + c(x_i, y)] - E_x u(x, 0)``, in data units.
 
     ``u(., 0)`` and its c-transform over the sample ``x`` are feasible for the discrete dual
@@ -263,7 +266,7 @@ def certified_dual(m: HJMap, x: torch.Tensor, y: torch.Tensor, kx=None, ky=None)
                                   None, None))
 
 
-def c_transform_dual(ux: torch.Tensor, x: torch.Tensor, y: torch.Tensor, cost, t_f: float = 1.0,
+def c_transform_dual(ux: torch.Tensor, x: torch.Tensor, y: torch.Tensor, cost: Cost, t_f: float = 1.0,
                      kx: torch.Tensor | None = None, ky: torch.Tensor | None = None) -> torch.Tensor:
     """``mean_j min_i [ux_i + c(x_i, y_j)] - mean_i ux_i`` from potential values ``ux`` at ``x``,
     differentiable through ``ux`` (the batch semi-dual of objective.py; :func:`certified_dual`).
@@ -272,7 +275,7 @@ def c_transform_dual(ux: torch.Tensor, x: torch.Tensor, y: torch.Tensor, cost, t
     return _c_transform(ux, x, y, cost.pairwise, t_f, kx, ky)
 
 
-def c_transform_dual_target(uy: torch.Tensor, x: torch.Tensor, y: torch.Tensor, cost,
+def c_transform_dual_target(uy: torch.Tensor, x: torch.Tensor, y: torch.Tensor, cost: Cost,
                             t_f: float = 1.0, kx: torch.Tensor | None = None,
                             ky: torch.Tensor | None = None) -> torch.Tensor:
     """The same dual read from the target side: ``mean_j uy_j - mean_i max_j [uy_j - c(x_i,
@@ -321,7 +324,7 @@ def perfect_map_max_gap(sds: Sequence[float], draws: int = 100000, seed: int = 0
     return {"median_max_gap": float(top.median()), "p_max_under_2pct": float((top < 0.02).double().mean())}
 
 
-def forward_jacobian(m: HJMap, x: torch.Tensor, k=None) -> torch.Tensor:
+def forward_jacobian(m: HJMap, x: torch.Tensor, k: Any = None) -> torch.Tensor:
     """The matrix whose positivity makes the forward map locally optimal, in standardised
     coordinates, shape ``(n, dim, dim)``, float64: for the quadratic cost the symmetric part of
     the map's Jacobian ``I + t_f Hess u(x, 0)``; for any cost that of the Jacobian times
@@ -334,7 +337,7 @@ def forward_jacobian(m: HJMap, x: torch.Tensor, k=None) -> torch.Tensor:
     return in_float64(lambda q, j: cost_monotone_matrix(m.cost, q, j), p.detach(), jac)
 
 
-def monotone_share(m: HJMap, x: torch.Tensor, k=None, max_n: int = 512) -> float:
+def monotone_share(m: HJMap, x: torch.Tensor, k: Any = None, max_n: int = 512) -> float:
     """Share of samples where :func:`forward_jacobian` is positive definite: where the map is
     locally monotone (its Jacobian ``I + t_f Hess u`` symmetric positive definite) for the
     quadratic cost, locally c-monotone for another cost. Read on the first ``max_n`` samples
@@ -348,7 +351,7 @@ def monotone_share(m: HJMap, x: torch.Tensor, k=None, max_n: int = 512) -> float
 
 
 def evaluate_map(
-    m: HJMap, x: torch.Tensor, y: torch.Tensor, kx=None, ky=None, exact_n: int = 1000,
+    m: HJMap, x: torch.Tensor, y: torch.Tensor, kx: Any = None, ky: Any = None, exact_n: int = 1000,
     energy_n: int = 4000, seed: int = 0,
 ) -> dict[str, Any]:
     """The sample-based metrics of a map (no ground truth needed).

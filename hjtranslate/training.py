@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from .checks import (
+    folder_config,
     is_real,
     process_alive,
     process_start,
@@ -83,12 +84,8 @@ def _tracked_config(config: TrainConfig, out: Path | None) -> dict[str, Any]:
     training loop's, and the task's options its run record (config.json) holds."""
     flat = {k: v for k, v in asdict(config).items() if k != "extra"}
     flat.update({f"extra/{k}": v for k, v in config.extra.items()})
-    try:
-        record = json.loads((out / "config.json").read_text()) if out is not None else {}
-    except (OSError, ValueError):
-        record = {}
-    if isinstance(record, dict):
-        flat.update({k: v for k, v in record.items() if not k.startswith("_") and k not in flat})
+    record = folder_config(out) if out is not None else {}
+    flat.update({k: v for k, v in record.items() if not k.startswith("_") and k not in flat})
     return {k: v for k, v in flat.items() if isinstance(v, (bool, int, float, str))}
 
 
@@ -121,7 +118,7 @@ def check_tracker(report_to: str | None) -> str | None:
 
 
 def make_accelerator(cpu: bool | None = None, report_to: str | None = None,
-                     logging_dir: str | Path | None = None, **kwargs: Any):
+                     logging_dir: str | Path | None = None, **kwargs: Any) -> Any:
     """An ``Accelerator`` that also gives several gloo processes on a CPU-only machine, and
     refuses a launch that would silently train the same model several times. ``report_to``:
     an accelerate tracker (``tensorboard``, ``wandb``, ... or ``all``) that ``train`` logs the
@@ -241,13 +238,6 @@ def folder_holder(out: Path) -> str | None:
     return f"pid {pid}"
 
 
-def _is_run_record(path: Path) -> bool:
-    try:
-        return "task" in json.loads(path.read_text())
-    except (OSError, ValueError, TypeError):
-        return False
-
-
 def keep_folder(out: Path) -> None:
     """Hold ``out`` until the process ends (a command that writes outputs after training)."""
     lock_folder(out)
@@ -317,7 +307,7 @@ def train(
     model: nn.Module,
     batch_fn: Callable[[int, int], dict[str, Any]],
     config: TrainConfig,
-    accelerator=None,
+    accelerator: Any = None,
     after_step: Callable[[nn.Module, dict[str, float]], None] | None = None,
     save_fn: Callable[[nn.Module, Path], None] | None = None,
     parameters: list[nn.Parameter] | None = None,
@@ -409,7 +399,7 @@ def _train(model, batch_fn, config, acc, after_step, save_fn, parameters, on_sta
         previous = out / "checkpoints-previous"
         shutil.rmtree(previous, ignore_errors=True)
         os.replace(out / "checkpoints", previous)
-        if _is_run_record(out / "config.json"):  # a VAE folder's is diffusers' config
+        if "task" in folder_config(out):  # a VAE folder's is diffusers' config
             shutil.copy2(out / "config.json", previous / RUN_RECORD)
         acc.print(f"Starting afresh (no --resume): the earlier run's checkpoints moved to "
                   f"{previous}, removed once this run writes its first regular checkpoint (not "

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -207,7 +208,8 @@ def subsample(px: torch.Tensor, n: int, seed: int) -> torch.Tensor:
 APPLY_PROGRESS_PIXELS = 1_000_000
 
 
-def apply_map(fn, px: torch.Tensor, chunk: int = 65536, desc: str | None = None) -> torch.Tensor:
+def apply_map(fn: Callable[[torch.Tensor], torch.Tensor], px: torch.Tensor, chunk: int = 65536,
+              desc: str | None = None) -> torch.Tensor:
     """Apply a map to all pixels in chunks, clipped to ``[0, 1]`` (filled in place: a list of
     chunks and their concatenation would hold a 64-megapixel photo twice). ``desc``: a progress
     bar with this label, for images above ``APPLY_PROGRESS_PIXELS``."""

@@ -731,7 +731,7 @@ def write_outputs(out: Path, m: HJMap, metrics: dict[str, Any], acc: Any) -> Non
     print(f"Wrote {out / 'map'} and {out / 'metrics.json'}")
 
 
-def draw_transport(ax, x: torch.Tensor, y: torch.Tensor, pushed: torch.Tensor, title: str,
+def draw_transport(ax: Any, x: torch.Tensor, y: torch.Tensor, pushed: torch.Tensor, title: str,
                    n_lines: int = 300) -> None:
     """Source, target, pushed samples and straight transport segments on a matplotlib axis."""
     from matplotlib.collections import LineCollection

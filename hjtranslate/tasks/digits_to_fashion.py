@@ -17,13 +17,15 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .. import registry
 from ..checks import process_alive, written_whole
+from ..costs import Cost
 from ..data import DATA_DIR_HELP, user_cache_root
+from ..hjmap import HJMap
 from ..metrics import exact_ot_cost
 from ..shipped import models_dir
 from .common import (
@@ -37,6 +39,9 @@ from .common import (
     run_figures,
     write_outputs,
 )
+
+if TYPE_CHECKING:  # the plugin imports hjtranslate: loaded where a run needs it
+    from hjtranslate_plugins.vae import VAEEncoder
 
 #: the pictures the task writes beside the map (removed when a run starts afresh)
 OUTPUTS = ("grid_forward.png", "grid_backward.png")
@@ -156,7 +161,7 @@ def balanced_subset(labels: torch.Tensor, per_class: int, seed: int) -> torch.Te
     return torch.cat([i[torch.randperm(len(i), generator=g)[:per_class]] for i in idx])
 
 
-def encoded(enc, name: str, split: str, data_dir: str | None, index: torch.Tensor | None,
+def encoded(enc: VAEEncoder, name: str, split: str, data_dir: str | None, index: torch.Tensor | None,
             cache: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(images, latents, labels) of a dataset split (or a subset), latents cached on disk."""
     from safetensors.torch import load_file, save_file
@@ -285,7 +290,7 @@ def run_seconds() -> float:
     return time.time() - psutil.Process().create_time()
 
 
-def training_budget(args: argparse.Namespace, acc, enc, z: torch.Tensor) -> float:
+def training_budget(args: argparse.Namespace, acc: Any, enc: VAEEncoder, z: torch.Tensor) -> float:
     """The training seconds that end the run by ``args.deadline``: what is left after the time
     spent so far and the evaluation to come. Rank 0, which evaluates, decides for all ranks."""
     from accelerate.utils import broadcast_object_list
@@ -306,7 +311,7 @@ def training_budget(args: argparse.Namespace, acc, enc, z: torch.Tensor) -> floa
 
 
 @torch.no_grad()
-def estimate_eval_seconds(enc, z: torch.Tensor, n: int) -> float:
+def estimate_eval_seconds(enc: VAEEncoder, z: torch.Tensor, n: int) -> float:
     """About how long the evaluation takes once ``reference_metrics`` is cached: per direction,
     n decodes and three judge passes (accuracy, fake and real features), timed on a probe of
     256 latents, plus a margin for the per-class metrics, the grids and saving."""
@@ -326,7 +331,7 @@ def estimate_eval_seconds(enc, z: torch.Tensor, n: int) -> float:
     return 1.25 * 2 * n * per_image + 30.0
 
 
-def encoder_record(enc, vae: str | None) -> dict[str, Any]:
+def encoder_record(enc: VAEEncoder, vae: str | None) -> dict[str, Any]:
     """What the map's config.json records of its encoder: the VAE and its latent scale/shift."""
     stats = enc.latent_stats or {}
     return {"name": "vae", "pretrained": vae or "models/vae", "latent_dim": enc.latent_dim,
@@ -334,7 +339,7 @@ def encoder_record(enc, vae: str | None) -> dict[str, Any]:
             "input_transform": stats.get("input_transform"), "datasets": ["mnist", "fashion_mnist"]}
 
 
-def evaluate(m, args: argparse.Namespace, n: int = 10000) -> dict[str, Any]:
+def evaluate(m: HJMap, args: argparse.Namespace, n: int = 10000) -> dict[str, Any]:
     """``hjtranslate evaluate RUN``: the translation metrics of a saved run."""
     from ..pipeline import check_same_latent
 
@@ -360,7 +365,7 @@ def _eval_inputs(enc, args: argparse.Namespace) -> tuple:
 
 
 @torch.no_grad()
-def reference_metrics(enc, args: argparse.Namespace, cost, t_f: float,
+def reference_metrics(enc: VAEEncoder, args: argparse.Namespace, cost: Cost, t_f: float,
                       inputs: tuple | None = None) -> dict[str, Any]:
     """The evaluation's figures that do not depend on the map: the judges' accuracy on the real
     test images and on their VAE reconstructions, the Frechet floors, the accuracy and Frechet
@@ -417,7 +422,8 @@ def reference_metrics(enc, args: argparse.Namespace, cost, t_f: float,
 
 
 @torch.no_grad()
-def evaluate_translation(m, enc, args: argparse.Namespace, out: Path | None) -> dict[str, Any]:
+def evaluate_translation(m: HJMap, enc: VAEEncoder, args: argparse.Namespace,
+                         out: Path | None) -> dict[str, Any]:
     """Class accuracy under the judges, Frechet distances with their VAE floors, per-class
     latent cost against exact OT, duality gaps and the round-trip error, both directions."""
     from ..judges import frechet_distance
@@ -487,7 +493,7 @@ def evaluate_translation(m, enc, args: argparse.Namespace, out: Path | None) -> 
 
 
 @torch.no_grad()
-def perfect_map_images(enc, args: argparse.Namespace, name: str, source_labels: torch.Tensor,
+def perfect_map_images(enc: VAEEncoder, args: argparse.Namespace, name: str, source_labels: torch.Tensor,
                        seed: int) -> tuple[torch.Tensor, torch.Tensor] | None:
     """What a map whose pushed latents had exactly the target's law would produce: decodes of
     the target's *training* latents, drawn with the class counts of the translated test set
@@ -505,7 +511,8 @@ def perfect_map_images(enc, args: argparse.Namespace, name: str, source_labels: 
 
 
 @torch.no_grad()
-def save_grid(path: Path, m, enc, images, z, labels, direction: str, per_class: int = 4,
+def save_grid(path: Path, m: HJMap, enc: VAEEncoder, images: torch.Tensor, z: torch.Tensor,
+              labels: torch.Tensor, direction: str, per_class: int = 4,
               frames: int = 8) -> None:
     """One row per class: sources, their translations, then the morph of the first source."""
     from torchvision.utils import save_image

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from ..checks import whole_number
+from ..hjmap import HJMap
 from ..metrics import cosine_similarity, evaluate_map, gaussian_ot_map, l2_uvp
 from ..training import finish_run
 from .common import (
@@ -72,7 +73,7 @@ def sample(pair: dict[str, torch.Tensor], side: int, n: int, seed: int) -> torch
 MAX_EVAL_N = 1_000_000  # fresh samples per side, held in memory with their true maps
 
 
-def evaluate(m, args: argparse.Namespace, n: int = 10000) -> dict[str, Any]:
+def evaluate(m: HJMap, args: argparse.Namespace, n: int = 10000) -> dict[str, Any]:
     check_count("--n", n, 20, MAX_EVAL_N)
     pair = gaussian_pair(args.dim, args.data_seed)
     seed_x, seed_y = held_out_seeds(args.data_seed)  # never the training seeds

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from ..hjmap import HJMap
 from ..losses import energy_distance
 from ..metrics import evaluate_map
 from ..training import finish_run
@@ -121,7 +122,7 @@ _EXACT_OT = " (exact OT on n points takes n^2 memory; benchmarks/toy2d_large_n.p
 ENERGY_DRAWS = 16
 
 
-def energy_over_draws(m, source: str, target: str, n: int, draws: int = ENERGY_DRAWS,
+def energy_over_draws(m: HJMap, source: str, target: str, n: int, draws: int = ENERGY_DRAWS,
                       seed: int = 0, keep_raw: bool = False) -> dict[str, Any]:
     """The energy goal as issue #2 words it, "at the level of two independent target samples
     of that size": over ``draws`` fresh independent draws of ``n`` points per side, the mean
@@ -188,7 +189,7 @@ def plot_points(source: str, target: str, n: int = 2000) -> tuple[torch.Tensor, 
     return toy_samples(source, n, seed=99), toy_samples(target, n, seed=98)
 
 
-def evaluate(m, args: argparse.Namespace, n: int = 4000) -> dict[str, Any]:
+def evaluate(m: HJMap, args: argparse.Namespace, n: int = 4000) -> dict[str, Any]:
     check_count("--n", n, 20, MAX_EVAL_N, _EXACT_OT)
     # Energy distances average 4 blocks of n held-out points; exact OT takes one block.
     x, y = held_out(args.source, args.target, 4 * n, args.seed)
