@@ -35,6 +35,7 @@ from .checks import (
     shared_as_umask_says,
     whole_number,
 )
+from .registry import _outside_package
 from .stopping import Terminated
 
 
@@ -349,6 +350,91 @@ def train(
             release_folder(out)
 
 
+def _set_aside_earlier_checkpoints(out: Path | None, resume: bool, acc: Any
+                                   ) -> tuple[Path | None, Path | None]:
+    """Before training in ``out``: clear half-written checkpoints, and move an earlier run's
+    checkpoints aside for a fresh start (they would outrank this run's). Returns ``previous``
+    (checkpoints set aside, removed at this run's first regular checkpoint) and
+    ``previous_at_end`` (the run before a fresh start that a resume continues: removed when
+    this run finishes)."""
+    previous = previous_at_end = None
+    if out is not None and acc.is_main_process and (out / "checkpoints").is_dir():
+        for stale in (out / "checkpoints").glob("step-*.tmp"):  # a kill during a checkpoint
+            shutil.rmtree(stale, ignore_errors=True)
+    if resume and out is not None and acc.is_main_process and (
+            out / "checkpoints-previous").is_dir():
+        # a fresh start moved them aside and was stopped before it could remove them: they are
+        # the run before it. Resuming that fresh start's own checkpoints (the stop may have been
+        # meant to undo it: say so) removes them once it finishes; with none, they stay
+        if checkpoints(out):
+            previous_at_end = out / "checkpoints-previous"
+        else:
+            warnings.warn(f"{out / 'checkpoints-previous'} holds the checkpoints of the run "
+                          "before the last fresh start here. To resume that run instead (its "
+                          f"options come back with it): rm -r {out / 'checkpoints'} && mv "
+                          f"{out / 'checkpoints-previous'} {out / 'checkpoints'}, then --resume; "
+                          "or delete it.", stacklevel=_outside_package())
+    if not resume and out is not None and acc.is_main_process and checkpoints(out):
+        # A fresh run in the folder of an earlier one replaces it: the old checkpoints would
+        # outrank this run's own (they are pruned by step) and a later --resume would pick them.
+        # They move aside, and go once this run has a checkpoint of its own. The run's record
+        # goes with them: this run writes its own config.json, and moved back, the checkpoints
+        # must resume with the options they were trained with (restore_recorded_options).
+        previous = out / "checkpoints-previous"
+        shutil.rmtree(previous, ignore_errors=True)
+        os.replace(out / "checkpoints", previous)
+        if "task" in folder_config(out):  # a VAE folder's is diffusers' config
+            shutil.copy2(out / "config.json", previous / RUN_RECORD)
+        acc.print(f"Starting afresh (no --resume): the earlier run's checkpoints moved to "
+                  f"{previous}, removed once this run writes its first regular checkpoint (not "
+                  "one written on stopping it).")
+    elif not resume and out is not None and (out / "checkpoints-previous").is_dir():
+        previous = out / "checkpoints-previous"  # left by a fresh start stopped before its first
+    return previous, previous_at_end
+
+
+def _resume_from_checkpoints(acc: Any, out: Path, config: TrainConfig,
+                             previous_at_end: Path | None) -> tuple[int, list[dict[str, float]], float]:
+    """``--resume``: load the newest checkpoint in ``out`` that loads (a damaged one falls back
+    to the one before it). Returns the step, the logged history and the training seconds
+    spent so far (0, [], 0.0 with none)."""
+    start_step, history, spent = 0, [], 0.0
+    found = checkpoints(out)
+    if not found and acc.is_main_process:
+        warnings.warn(f"--resume: no checkpoint in {out / 'checkpoints'}; starting afresh.",
+                      stacklevel=_outside_package())
+    # Checkpoints are written atomically, but a disk can still damage one: fall back to
+    # the one before it rather than lose the run.
+    for last in reversed(found):
+        try:
+            state = json.loads((last / "trainer_state.json").read_text())
+            start_step, history = int(state["step"]), state.get("history", [])
+            spent = float(state.get("seconds", 0.0))
+            acc.load_state(str(last))
+        except Exception as exc:  # torch, safetensors, accelerate and json each raise their own
+            acc.print(f"--resume: cannot load the checkpoint {last} ({type(exc).__name__}: "
+                      f"{exc}); trying the one before it.")
+            continue
+        acc.print(f"Resuming from {last} (step {start_step}).")
+        if previous_at_end is not None:
+            acc.print(f"{previous_at_end} holds the run before the last fresh start here: "
+                      "it is removed when this run finishes. To resume that run instead, "
+                      f"stop now: rm -r {out / 'checkpoints'} && mv {previous_at_end} "
+                      f"{out / 'checkpoints'}, then --resume.")
+        if start_step >= config.steps:
+            acc.print(f"The checkpoint is at step {start_step}, not before --steps "
+                      f"{config.steps}: no further training (raise --steps to train longer).")
+        break
+    else:
+        if found:
+            raise TrainingError(
+                f"--resume: none of the {len(found)} checkpoints in {out / 'checkpoints'} "
+                "can be loaded (the reasons are above). If this launch's options differ from "
+                "the run's (the head, --ema-decay, ...), launch with the run's own; if the "
+                "checkpoints are damaged, move that folder away and train without --resume.")
+    return start_step, history, spent
+
+
 def _train(model, batch_fn, config, acc, after_step, save_fn, parameters, on_start,
            out: Path | None) -> dict[str, Any]:
     from accelerate.utils import set_seed
@@ -373,73 +459,9 @@ def _train(model, batch_fn, config, acc, after_step, save_fn, parameters, on_sta
     start_step = 0
     spent = 0.0  # training seconds of earlier launches of this run (a resumed time budget)
     history: list[dict[str, float]] = []
-    previous = previous_at_end = None
-    if out is not None and acc.is_main_process and (out / "checkpoints").is_dir():
-        for stale in (out / "checkpoints").glob("step-*.tmp"):  # a kill during a checkpoint
-            shutil.rmtree(stale, ignore_errors=True)
-    if config.resume and out is not None and acc.is_main_process and (
-            out / "checkpoints-previous").is_dir():
-        # a fresh start moved them aside and was stopped before it could remove them: they are
-        # the run before it. Resuming that fresh start's own checkpoints (the stop may have been
-        # meant to undo it: say so) removes them once it finishes; with none, they stay
-        if checkpoints(out):
-            previous_at_end = out / "checkpoints-previous"
-        else:
-            warnings.warn(f"{out / 'checkpoints-previous'} holds the checkpoints of the run "
-                          "before the last fresh start here. To resume that run instead (its "
-                          f"options come back with it): rm -r {out / 'checkpoints'} && mv "
-                          f"{out / 'checkpoints-previous'} {out / 'checkpoints'}, then --resume; "
-                          "or delete it.", stacklevel=3)
-    if not config.resume and out is not None and acc.is_main_process and checkpoints(out):
-        # A fresh run in the folder of an earlier one replaces it: the old checkpoints would
-        # outrank this run's own (they are pruned by step) and a later --resume would pick them.
-        # They move aside, and go once this run has a checkpoint of its own. The run's record
-        # goes with them: this run writes its own config.json, and moved back, the checkpoints
-        # must resume with the options they were trained with (restore_recorded_options).
-        previous = out / "checkpoints-previous"
-        shutil.rmtree(previous, ignore_errors=True)
-        os.replace(out / "checkpoints", previous)
-        if "task" in folder_config(out):  # a VAE folder's is diffusers' config
-            shutil.copy2(out / "config.json", previous / RUN_RECORD)
-        acc.print(f"Starting afresh (no --resume): the earlier run's checkpoints moved to "
-                  f"{previous}, removed once this run writes its first regular checkpoint (not "
-                  "one written on stopping it).")
-    elif not config.resume and out is not None and (out / "checkpoints-previous").is_dir():
-        previous = out / "checkpoints-previous"  # left by a fresh start stopped before its first
+    previous, previous_at_end = _set_aside_earlier_checkpoints(out, config.resume, acc)
     if config.resume and out is not None:
-        found = checkpoints(out)
-        if not found and acc.is_main_process:
-            warnings.warn(f"--resume: no checkpoint in {out / 'checkpoints'}; starting afresh.",
-                          stacklevel=2)
-        # Checkpoints are written atomically, but a disk can still damage one: fall back to
-        # the one before it rather than lose the run.
-        for last in reversed(found):
-            try:
-                state = json.loads((last / "trainer_state.json").read_text())
-                start_step, history = int(state["step"]), state.get("history", [])
-                spent = float(state.get("seconds", 0.0))
-                acc.load_state(str(last))
-            except Exception as exc:  # torch, safetensors, accelerate and json each raise their own
-                acc.print(f"--resume: cannot load the checkpoint {last} ({type(exc).__name__}: "
-                          f"{exc}); trying the one before it.")
-                continue
-            acc.print(f"Resuming from {last} (step {start_step}).")
-            if previous_at_end is not None:
-                acc.print(f"{previous_at_end} holds the run before the last fresh start here: "
-                          "it is removed when this run finishes. To resume that run instead, "
-                          f"stop now: rm -r {out / 'checkpoints'} && mv {previous_at_end} "
-                          f"{out / 'checkpoints'}, then --resume.")
-            if start_step >= config.steps:
-                acc.print(f"The checkpoint is at step {start_step}, not before --steps "
-                          f"{config.steps}: no further training (raise --steps to train longer).")
-            break
-        else:
-            if found:
-                raise TrainingError(
-                    f"--resume: none of the {len(found)} checkpoints in {out / 'checkpoints'} "
-                    "can be loaded (the reasons are above). If this launch's options differ from "
-                    "the run's (the head, --ema-decay, ...), launch with the run's own; if the "
-                    "checkpoints are damaged, move that folder away and train without --resume.")
+        start_step, history, spent = _resume_from_checkpoints(acc, out, config, previous_at_end)
     if on_start is not None and acc.is_main_process:
         on_start()
 

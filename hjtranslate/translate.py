@@ -132,15 +132,15 @@ def cmd_translate(args: argparse.Namespace) -> int:
             skipped.append({"input": str(path), "reason": "blank once framed and shrunk to 28x28 "
                             "(no ink or strokes to translate)" + (f"; {', '.join(notes)}"
                                                                    if notes else "")})
-    kept = [i for i, empty in enumerate(blank) if not empty]
-    inputs = [inputs[i] for i in kept]
+    inked = [i for i, empty in enumerate(blank) if not empty]
+    inputs = [inputs[i] for i in inked]
     if not inputs:
         raise ValueError(f"--input: every image is blank once shrunk to 28x28 ({len(blank)}): "
                          "nothing to translate.")
     # the pictures as preprocessed above (28x28: not framed again), their notes kept
-    result = pipe(pictures[kept], classes=args.klass, direction=args.direction,
+    result = pipe(pictures[inked], classes=args.klass, direction=args.direction,
                   morph_steps=morph_steps)
-    result.notes = [conv[i] + notes for i, notes in zip(kept, result.notes, strict=True)]
+    result.notes = [conv[i] + notes for i, notes in zip(inked, result.notes, strict=True)]
     other = (pipe.looks_like_other_side([img for _, img in inputs], in_side, args.frame)
              if pipe.tells_sides_apart else [False] * len(inputs))
     other_dataset = pipe.target_dataset if in_side == "source" else pipe.source_dataset
@@ -207,7 +207,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     # the earlier runs' translations still in the folder stay listed, after this run's; one of
     # an input translated again (the same way) is replaced, its files removed
     written = {item["output"] for item in items} | {item["morph"] for item in items}
-    kept = []
+    earlier_kept = []
     for item in earlier:
         if (Path(item["input"]).resolve() in done
                 and item.get("direction", args.direction) == args.direction):
@@ -216,15 +216,16 @@ def cmd_translate(args: argparse.Namespace) -> int:
                     Path(old).unlink(missing_ok=True)
             continue
         if item["output"] not in written and Path(item["output"]).is_file():
-            kept.append(item)
-    if kept:
-        report["earlier_items"] = kept
+            earlier_kept.append(item)
+    if earlier_kept:
+        report["earlier_items"] = earlier_kept
     with written_whole(out_dir / "translations.json") as tmp:
         tmp.write_text(json.dumps(report, indent=2) + "\n")
     for s in skipped:
         print(f"skipped {s['input']}: {s['reason']}", file=sys.stderr)
+    also = f"; it lists {len(earlier_kept)} from earlier runs too" if earlier_kept else ""
     print(f"Wrote {len(items)} translation{'s' if len(items) != 1 else ''} to {out_dir} "
-          "(translations.json" + (f"; it lists {len(kept)} from earlier runs too)" if kept else ")"))
+          f"(translations.json{also})")
     return 0
 
 
