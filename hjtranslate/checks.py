@@ -222,15 +222,46 @@ def process_alive(pid: int) -> bool:
 
 @contextlib.contextmanager
 def written_whole(path: Path) -> Iterator[Path]:
-    """A temporary name beside ``path`` to write to (same suffix, so writers pick the format
+    """A new temporary file beside ``path`` to write to (same suffix, so writers pick the format
     from it); renamed to ``path`` once written: a kill leaves the earlier file or none, never
-    part of one."""
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    part of one. The name is new and random (a link planted at a fixed name would be written
+    through), and the rename replaces a link at ``path`` rather than writing into its target."""
+    import tempfile
+
+    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}",
+                                dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    shared_as_umask_says(tmp)  # mkstemp makes it 0600; a plain write gets the umask's mode
     try:
         yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def hub_cache_blobs(folder: Path) -> Path | None:
+    """The ``blobs/`` folder of the Hugging Face cache repo whose snapshot holds ``folder``
+    (its files are links into it), else None."""
+    for parent in (folder.absolute(), *folder.absolute().parents):
+        if parent.parent.name == "snapshots":
+            return parent.parent.parent / "blobs"
+    return None
+
+
+def stays_inside(path: Path, root: Path) -> bool:
+    """Whether ``path``, a file or folder under ``root``, is one with links followed: a regular
+    file or folder inside ``root`` (or, in a Hub cache snapshot, a blob of its repo). A folder
+    from a stranger can link a secret (a token, a key) or a device (/dev/zero) into a model's
+    folder: saving or publishing it again must not copy what such links reach."""
+    real = path.resolve()
+    if not (real.is_file() or real.is_dir()):
+        return False  # a device, a pipe, a dangling link
+    inside = [root.resolve()]
+    blobs = hub_cache_blobs(root)
+    if blobs is not None:
+        inside.append(blobs.resolve())
+    return any(real.is_relative_to(folder) for folder in inside)
 
 
 def write_json_atomically(path: Path, value: Any) -> None:

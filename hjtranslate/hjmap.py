@@ -36,6 +36,7 @@ from .checks import (
     refuse_offline_force_download,
     shared_as_umask_says,
     whole_number,
+    written_whole,
 )
 from .contracts import check_cost, check_head
 from .costs import Cost, cost_spec
@@ -487,9 +488,11 @@ class HJMap(
         from safetensors.torch import save_file
 
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, str(save_directory / WEIGHTS_NAME), metadata={"format": "pt"})
+        with written_whole(save_directory / WEIGHTS_NAME) as tmp:  # never through a link
+            save_file(state, str(tmp), metadata={"format": "pt"})
         text = json.dumps(self.config_dict(), sort_keys=True, indent=2)
-        (save_directory / CONFIG_NAME).write_text(text + "\n")
+        with written_whole(save_directory / CONFIG_NAME) as tmp:
+            tmp.write_text(text + "\n")
 
     def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> str | None:  # type: ignore[override]
         """Write ``config.json``, ``model.safetensors`` and a model card into a folder."""

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .checks import network_errors
+from .checks import network_errors, stays_inside
 from .hjmap import PIPELINE_INDEX_FILE as PIPELINE_FILE
 from .pipeline import HUB_PATTERNS, PICKLE_SUFFIXES
 
@@ -79,7 +79,7 @@ def _publishable(root: Path, kind: str) -> list[Path]:
 
     if kind == "map":
         names = [*MAP_FILES, "README.md"]
-        return [Path(n) for n in names if (root / n).is_file()]
+        return [Path(n) for n in names if (root / n).is_file() and stays_inside(root / n, root)]
     index = json.loads((root / PIPELINE_FILE).read_text())
     files = [Path(n) for n in (PIPELINE_FILE, "README.md") if (root / n).is_file()]
     for key in ("map", "vae", "judge_source", "judge_target"):
@@ -89,7 +89,7 @@ def _publishable(root: Path, kind: str) -> list[Path]:
         for f in sorted((root / part).iterdir()):
             wanted = (f.name in (*MAP_FILES, "README.md") if key == "map"
                       else not f.name.startswith(".") and f.name.endswith(HUB_SUFFIXES))
-            if f.is_file() and wanted:
+            if f.is_file() and wanted and stays_inside(f, root):  # no link out of the folder
                 files.append(f.relative_to(root))
     return files
 

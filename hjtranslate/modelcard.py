@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .checks import written_whole
+
 # Hub dataset ids of the datasets the tasks read, for the cards' metadata.
 HUB_DATASETS = {"mnist": "mnist", "fashion-mnist": "zalando-datasets/fashion_mnist",
                 "fashion_mnist": "zalando-datasets/fashion_mnist"}
@@ -144,5 +146,6 @@ def write_model_card(
     text = "\n".join(lines) + "\n"
     ModelCard(text)  # validates the YAML header
     path = folder / "README.md"
-    path.write_text(text)
+    with written_whole(path) as tmp:  # a link at README.md is replaced, not written through
+        tmp.write_text(text)
     return path

@@ -29,6 +29,7 @@ import shutil
 import socket
 import tempfile
 import uuid
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -50,6 +51,7 @@ from .checks import (
     process_alive,
     refuse_offline_force_download,
     shared_as_umask_says,
+    stays_inside,
 )
 from .contracts import check_image_encoder
 from .encoders import Encoder
@@ -176,10 +178,15 @@ def _check_bool(value: Any, name: str) -> bool:
 
 # -- loading helpers ----------------------------------------------------------------------------
 def _subpath(root: Path, name: Any, key: str) -> Path:
-    """A part's folder named in the index; refuses names that leave the pipeline folder."""
+    """A part's folder named in the index; refuses names, and links, that leave the pipeline
+    folder."""
     if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts:
         raise CheckpointError(f"{INDEX_FILE}: {key!r} must be a subfolder name, got {name!r}.")
-    return root / name
+    part = root / name
+    if part.exists() and not stays_inside(part, root):
+        raise CheckpointError(f"{part} ({key!r}) is a link to {part.resolve()}, outside the "
+                              "pipeline folder: copy that folder in instead of linking it.")
+    return part
 
 
 def _check_vae_folder(folder: Path, what: str) -> None:
@@ -337,12 +344,21 @@ def _sentence(exc: BaseException) -> str:
 
 
 def _copy_part(src: Path, dst: Path) -> None:
-    """Copy a part's folder, following symlinks (Hub cache), skipping pickles and hidden files."""
+    """Copy a part's folder, following symlinks (Hub cache), skipping pickles and hidden files,
+    and skipping (with a warning) links to what lies outside it: a folder from a stranger can
+    link a secret or a device into a part, which a copy would write out in full."""
+    left_out: list[str] = []
 
     def ignore(folder: str, names: list[str]) -> list[str]:
-        return [n for n in names if n.startswith(".") or n.lower().endswith(PICKLE_SUFFIXES)]
+        skip = [n for n in names if n.startswith(".") or n.lower().endswith(PICKLE_SUFFIXES)]
+        links_out = [n for n in names if n not in skip and not stays_inside(Path(folder, n), src)]
+        left_out.extend(str(Path(folder, n).relative_to(src)) for n in links_out)
+        return skip + links_out
 
     shutil.copytree(src, dst, ignore=ignore)
+    if left_out:
+        warnings.warn(f"Not copied from {src}: {', '.join(left_out)} (links to what lies outside "
+                      "the folder, or not regular files).", stacklevel=registry._outside_package())
 
 
 def _same_part(written: Path, source: Path) -> bool:

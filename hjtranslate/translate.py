@@ -166,11 +166,13 @@ def cmd_translate(args: argparse.Namespace) -> int:
             stem = f"{stem}_{i}"
         used.add(stem)
         target = out_dir / f"{stem}_{args.direction}.png"
-        result.images[i].save(target)
+        with written_whole(target) as tmp:  # a link planted in --out is replaced, not followed
+            result.images[i].save(tmp)
         morph = None
         if result.frames is not None:
             morph = out_dir / f"{stem}_{args.direction}_morph.png"
-            _strip(result.frames[i]).save(morph)
+            with written_whole(morph) as tmp:
+                _strip(result.frames[i]).save(tmp)
         k_in, k_out = result.source_classes[i], result.target_classes[i]
         items.append({
             "input": str(path),

@@ -1243,3 +1243,63 @@ def test_the_cards_usage_snippets_run(data, tmp_path, monkeypatch):
     space = {"images": [xs[0], xs[1]]}
     exec(_snippet(card).replace("out.images[0].save('translated.png')", ""), space)
     assert len(space["back"].images) == 2
+
+
+def test_links_out_of_a_pipeline_folder_are_not_followed_into_copies(saved, tmp_path):
+    """A folder from a stranger can link a secret or a device into a part: re-saving or
+    publishing it copies neither, and a part folder linked from elsewhere is refused."""
+    import warnings
+
+    from hjtranslate.hub import _stage
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("hf_SECRET")
+    pipe = tmp_path / "received"
+    shutil.copytree(saved, pipe)
+    os.symlink(secret, pipe / "vae" / "NOTES.md")
+    os.symlink("/dev/zero", pipe / "vae" / "zeros.json")
+    os.symlink("config.json", pipe / "vae" / "alias.json")  # a link inside the part is fine
+    loaded = TranslationPipeline.from_pretrained(pipe)
+    again = tmp_path / "resaved"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded.save_pretrained(again)
+    assert any("NOTES.md" in str(w.message) and "zeros.json" in str(w.message) for w in caught)
+    assert not (again / "vae" / "NOTES.md").exists() and not (again / "vae" / "zeros.json").exists()
+    assert (again / "vae" / "alias.json").is_file()
+    staged = tmp_path / "staged"
+    left_out = _stage(pipe.resolve(), "pipeline", staged)
+    assert "vae/NOTES.md" in left_out and not (staged / "vae" / "NOTES.md").exists()
+    assert (staged / "vae" / "config.json").is_file()
+    assert "hf_SECRET" not in "".join(p.read_text(errors="replace") for p in staged.rglob("*.md"))
+
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    for f in saved.iterdir():
+        (linked / f.name).symlink_to(f) if f.name == "vae" else (
+            shutil.copytree(f, linked / f.name) if f.is_dir() else shutil.copy(f, linked / f.name))
+    with pytest.raises(CheckpointError, match="outside the pipeline folder: copy that folder in"):
+        TranslationPipeline.from_pretrained(linked)
+
+
+def test_saving_and_translating_replace_links_rather_than_write_through_them(saved, inputs,
+                                                                            tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    m = HJMap.from_pretrained(saved / "map")
+    folder = tmp_path / "map"
+    m.save_pretrained(folder)
+    (folder / "README.md").unlink()
+    os.symlink(victim, folder / "README.md")  # an earlier map's folder, its card a link out
+    m.save_pretrained(folder)
+    assert victim.read_text() == "keep me"
+    assert not (folder / "README.md").is_symlink() and HJMap.from_pretrained(folder).dim == m.dim
+
+    out = tmp_path / "out"
+    out.mkdir()
+    first = sorted(inputs.iterdir())[0]
+    os.symlink(victim, out / f"{first.stem}_forward.png")
+    assert main(["translate", "--model", str(saved), "--input", str(first), "--out", str(out)]) == 0
+    assert victim.read_text() == "keep me"
+    assert not (out / f"{first.stem}_forward.png").is_symlink()
+    assert not [p.name for p in out.iterdir() if ".tmp" in p.name]
