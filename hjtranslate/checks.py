@@ -270,10 +270,25 @@ def write_json_atomically(path: Path, value: Any) -> None:
         tmp.write_text(json.dumps(value, indent=2, sort_keys=True, default=str))
 
 
+#: the largest settings file read (a model's config.json is a few kB): a file linked to a
+#: device (/dev/zero) or a huge one is refused unread
+MAX_SETTINGS_BYTES = 16 * 2**20
+
+
+def settings_text(path: Path) -> str:
+    """The text of a JSON settings file; OSError where it is not a regular file of at most
+    ``MAX_SETTINGS_BYTES``."""
+    if not path.is_file():
+        raise FileNotFoundError(f"not a regular file: {path}")
+    if path.stat().st_size > MAX_SETTINGS_BYTES:
+        raise OSError(f"{path.stat().st_size:,} bytes, more than a settings file holds")
+    return path.read_text()
+
+
 def folder_config(folder: str | Path) -> dict[str, Any]:
     """A folder's config.json as a dict ({} when it has none that reads as one)."""
     try:
-        config = json.loads(Path(folder, "config.json").read_text())
+        config = json.loads(settings_text(Path(folder, "config.json")))
     except (OSError, ValueError):
         return {}
     return config if isinstance(config, dict) else {}

@@ -34,6 +34,7 @@ from .checks import (
     network_errors,
     real_number,
     refuse_offline_force_download,
+    settings_text,
     shared_as_umask_says,
     whole_number,
     written_whole,
@@ -53,7 +54,7 @@ class CheckpointError(ValueError):
 def read_json_object(path: str | Path, remedy: str) -> dict[str, Any]:
     """The JSON object (settings) in ``path``, or a CheckpointError naming the file and ``remedy``."""
     try:
-        value = json.loads(Path(path).read_text())
+        value = json.loads(settings_text(Path(path)))
     except (OSError, ValueError) as exc:  # ValueError: JSON and Unicode decoding
         raise CheckpointError(f"{path} is not readable JSON ({exc}). {remedy}") from None
     if not isinstance(value, dict):

@@ -32,6 +32,9 @@ CLASSES = {
 # whose stride-4 stem leaves 7x7 maps at 28x28 input; fast enough to train on a CPU in minutes.
 DEFAULT_ARCH = "resnet10t"
 DEFAULT_KWARGS: dict[str, Any] = {"channels": [32, 64, 128, 256]}
+#: timm.create_model keywords that load weights or settings from elsewhere
+REACHING_KWARGS = {"checkpoint_path", "pretrained", "pretrained_cfg", "pretrained_cfg_overlay",
+                   "cache_dir", "pretrained_strict"}
 
 
 def build_classifier(arch: str = DEFAULT_ARCH, **kwargs: Any) -> nn.Module:
@@ -156,6 +159,16 @@ def load_judge(name_or_path: str | Path, device: str | torch.device = "cpu",
             f"{folder / CONFIG_FILE} does not describe a judge (it needs an 'architecture' name, "
             f"'model_kwargs' settings and, if any, a 'normalize' with 'mean' and 'std'). {redo}"
         )
+    # timm reads files and Hub repos that a model name or keyword points it to: a judge's
+    # config (a stranger's folder) names a model of timm's registry and its shape, no more
+    reaching = sorted(set(config.get("model_kwargs", {})) & REACHING_KWARGS)
+    if ":" in config["architecture"] or reaching:
+        raise CheckpointError(
+            f"{folder / CONFIG_FILE}: a judge names a timm model and its settings; "
+            + (f"{config['architecture']!r} names a source instead (hf-hub:, local-dir:)"
+               if ":" in config["architecture"] else
+               f"model_kwargs {reaching} would make timm read other files")
+            + f", which a judge folder may not. {redo}")
     try:
         model = build_classifier(config["architecture"], **config.get("model_kwargs", {}))
     except (TypeError, ValueError) as exc:  # an unknown architecture or setting

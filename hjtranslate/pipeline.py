@@ -50,6 +50,7 @@ from .checks import (
     network_errors,
     process_alive,
     refuse_offline_force_download,
+    settings_text,
     shared_as_umask_says,
     stays_inside,
 )
@@ -369,7 +370,7 @@ def _same_part(written: Path, source: Path) -> bool:
     from safetensors.torch import load_file
 
     def settings(path: Path) -> Any:
-        value = json.loads(path.read_text())
+        value = json.loads(settings_text(path))
         return ({k: v for k, v in value.items() if not str(k).startswith("_")}
                 if isinstance(value, dict) else value)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from hjtranslate import CheckpointError
 from hjtranslate.judges import (
     Judge,
     build_classifier,
@@ -57,6 +58,25 @@ def test_strict_loading_and_errors(tmp_path: Path, monkeypatch) -> None:
         load_judge("mnist")
     with pytest.raises(ValueError, match="28x28"):
         tiny_judge().predict(torch.rand(2, 1, 32, 32))
+
+
+def test_a_judge_config_cannot_point_timm_elsewhere(tmp_path: Path, monkeypatch) -> None:
+    """A stranger's judge folder names a timm model, not a Hub repo or folder for timm to read
+    (hf-hub:, local-dir:), nor a checkpoint file: refused before timm is called."""
+    import json
+
+    import timm
+
+    judge = tiny_judge()
+    judge.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    monkeypatch.setattr(timm, "create_model", lambda *a, **k: pytest.fail("timm was called"))
+    for change in ({"architecture": "hf-hub:someone/beacon"},
+                   {"architecture": "local-dir:/somewhere"},
+                   {"model_kwargs": {**config["model_kwargs"], "checkpoint_path": "/etc/x.pth"}}):
+        (tmp_path / "config.json").write_text(json.dumps({**config, **change}))
+        with pytest.raises(CheckpointError, match="which a judge folder may not"):
+            load_judge(tmp_path)
 
 
 def test_frechet_distance_with_tiny_judge() -> None:

@@ -1303,3 +1303,17 @@ def test_saving_and_translating_replace_links_rather_than_write_through_them(sav
     assert victim.read_text() == "keep me"
     assert not (out / f"{first.stem}_forward.png").is_symlink()
     assert not [p.name for p in out.iterdir() if ".tmp" in p.name]
+
+
+def test_a_settings_file_linked_to_a_device_is_refused_unread(saved, tmp_path):
+    folder = tmp_path / "zero"
+    (folder / "map").mkdir(parents=True)
+    os.symlink("/dev/zero", folder / "config.json")  # read whole, it would fill the memory
+    with pytest.raises(CheckpointError):
+        TranslationPipeline.from_pretrained(folder)
+    pipe = tmp_path / "pipe"
+    shutil.copytree(saved, pipe)
+    (pipe / INDEX_FILE).unlink()
+    os.symlink("/dev/zero", pipe / INDEX_FILE)
+    with pytest.raises(CheckpointError, match=f"has no {INDEX_FILE}"):  # not read
+        TranslationPipeline.from_pretrained(pipe)
