@@ -258,12 +258,28 @@ def open_image(path: str | Path) -> Any:
         raise FileNotFoundError(f"No such image file: {p}")
     try:
         with Image.open(p) as img:
+            size = img.size  # read from the header: nothing is decoded yet
+    except Image.DecompressionBombError as exc:
+        raise image_too_large(p, exc) from None
+    except errors as exc:
+        raise ValueError(f"{p} is not a readable image ({type(exc).__name__}: {exc}).") from None
+    # a few kB of PNG can decode to gigabytes: past PIL's warning level (89 megapixels; it
+    # refuses twice that), refused before anything is decoded
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and size[0] * size[1] > limit:
+        raise ValueError(f"The image {str(p)!r} is {size[0]}x{size[1]} pixels, more than {limit:,}: "
+                         "too large to open safely. Downscale it and try again (it is translated "
+                         "at 28x28 anyway).")
+    try:
+        with Image.open(p) as img:
+            factor = -(-max(size) // MAX_OPEN_SIDE)
+            if factor > 1 and img.format == "JPEG":  # decoded at 1/2, 1/4 or 1/8 of its size
+                img.draft(img.mode, (size[0] // factor, size[1] // factor))
             img.load()
-            factor = -(-max(img.size) // MAX_OPEN_SIDE)
-            out = img.copy()
+            left = -(-max(img.size) // MAX_OPEN_SIDE)  # what the draft left to reduce
+            out = _reduced(img, left) if left > 1 else img.copy()
             if factor > 1:
-                out = _reduced(out, factor)
-                out.info[REDUCED_KEY] = (*img.size, factor)
+                out.info[REDUCED_KEY] = (*size, factor)
             # a copy forgets the frames; pil_to_array notes that only the first was used
             out.info[FRAMES_KEY] = frame_count(img)
             return out

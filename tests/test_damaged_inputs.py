@@ -102,6 +102,12 @@ def test_pipeline_image_reader_refuses_a_too_large_image_clearly(tmp_path, tiny_
     big = _png(tmp_path / "big.png", np.zeros((8, 8), np.uint8))
     with pytest.raises(ValueError, match=r"big\.png' is too large to open safely.*Downscale"):
         open_image(big)
+    # between PIL's warning level and its refusal (twice that), refused before decoding
+    from PIL import Image
+
+    near = _png(tmp_path / "near.png", np.zeros((1, Image.MAX_IMAGE_PIXELS + 1), np.uint8))
+    with pytest.raises(ValueError, match=r"near\.png' is \d+x1 pixels.*too large to open safely"):
+        open_image(near)
 
 
 # -- corrupt VAE, judge and pipeline folders -------------------------------------------------
@@ -266,6 +272,11 @@ def test_a_long_thin_image_is_shrunk_before_it_is_padded(tmp_path):
     opened = open_image(tmp_path / "deep.png")
     assert opened.mode == "I;16" and opened.size == (3000, 3)
     assert np.asarray(opened)[:, 1333:1667].max() == 0 and np.asarray(opened)[:, :1333].min() == 60000
+    # a JPEG is decoded at a fraction of its size (PIL's draft), then reduced the rest of the way
+    Image.fromarray(np.full((160, 12000), 200, np.uint8)).save(tmp_path / "wide.jpg")
+    opened = open_image(tmp_path / "wide.jpg")
+    assert opened.size == (3000, 40) and opened.info["hjtranslate_reduced"] == (12000, 160, 3)
+    assert abs(float(np.asarray(opened).mean()) - 200) < 2
 
 
 def test_morph_steps_have_an_upper_bound(tmp_path, capsys):
