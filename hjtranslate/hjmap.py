@@ -274,6 +274,8 @@ class HJMap(
         self.register_buffer("scale", torch.ones(()))
         self.plugin_packages = plugin_packages or {
             "cost": cost_plugin.package, "head": head_plugin.package}
+        if self.shift.is_meta:  # a loader's dry build (sizes only): nothing to evaluate
+            return
         check_cost(self.cost, cost, f"The cost plugin {cost!r} ({cost_plugin.package})", self.dim)
         check_head(self.head, f"The head plugin {head!r} ({head_plugin.package})",
                    self.dim, self.num_classes,
@@ -653,6 +655,7 @@ class HJMap(
         _check_describes_a_map(config, weights)
         known = set(inspect.signature(cls.__init__).parameters) - {"self"}
         kwargs = {k: v for k, v in config.items() if k in known}
+        _check_sizes(cls, kwargs, weights)
         try:
             model = cls(**kwargs)
         except registry.PluginError:
@@ -677,22 +680,70 @@ class HJMap(
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as exc:
-            changed = [f"the {kind} plugin {getattr(model, f'{kind}_name')!r} was saved with "
-                       f"{packages[kind]} and {now} is installed"
-                       for kind in ("cost", "head") if packages.get(kind)
-                       and (now := registry.resolve(kind, getattr(model, f"{kind}_name")).package)
-                       != packages[kind] and str(packages[kind]).split()[0] != "hjtranslate"]
             detail = " ".join(line.strip() for line in str(exc).splitlines()[1:])
             raise CheckpointError(
                 f"The weights in {weights} do not match the architecture in its config.json "
                 f"(strict loading): {detail[:400]}{' ...' if len(detail) > 400 else ''}"
-                + (f" ({'; '.join(changed)}: install the version it was saved with.)"
-                   if changed else "")
-            ) from None
+                + _changed_plugins(config)) from None
         return model.to(map_location).eval()
 
 
 _REDO_MAP = "Save the map again (save_pretrained) or download it again."
+
+
+def _check_sizes(cls: type, kwargs: dict[str, Any], weights: str | Path) -> None:
+    """Refuse a config whose map would not have the weights file's tensor shapes before the map
+    is built: a config.json can ask for any width or dimension (10^9 allocated hundreds of GB
+    before the weights were read). The map is built on the meta device, which allocates
+    nothing, and compared with the file's header; where that cannot be done (a head that does
+    not build there, a damaged file), the full build and the strict loading judge as before."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(weights), "pt") as f:
+            saved = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # the header only
+    except Exception:  # noqa: BLE001 (a damaged file: the loading names it)
+        return
+    if "shift" in saved and saved["shift"] != (kwargs.get("dim"),):  # every map's, (dim,)
+        raise CheckpointError(
+            f"The weights in {weights} are a {saved['shift'][0] if saved['shift'] else '?'}-d "
+            f"map's and its config.json says dim {kwargs.get('dim')!r}: it was edited or "
+            f"damaged. {_REDO_MAP}")
+    try:
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            wanted = {k: tuple(v.shape) for k, v in cls(**kwargs).state_dict().items()}
+    except Exception:  # noqa: BLE001 (any failure here is judged again by the real build)
+        return
+    wrong = sorted(k for k in wanted.keys() | saved.keys() if wanted.get(k) != saved.get(k))
+    if wrong:
+        shown = ", ".join(f"{k} {wanted.get(k, 'absent')} against {saved.get(k, 'absent')}"
+                          for k in wrong[:3])
+        raise CheckpointError(
+            f"The weights in {weights} do not match the architecture in its config.json "
+            f"(strict loading, checked before building it): the config asks for {shown}"
+            f"{', ...' if len(wrong) > 3 else ''} in the file"
+            + (_changed_plugins(kwargs) or f": it was edited or damaged. {_REDO_MAP}"))
+
+
+def _changed_plugins(config: dict[str, Any]) -> str:
+    """Where weights do not fit their config: a note naming the third-party cost or head plugin
+    whose installed version is not the one the map was saved with ("" when none is)."""
+    packages = config.get("plugin_packages") or {}
+    changed = []
+    for kind in ("cost", "head"):
+        name = config.get(kind, "quadratic" if kind == "cost" else "mlp")
+        saved = packages.get(kind)
+        if not saved or str(saved).split()[0] == "hjtranslate":
+            continue
+        try:
+            now = registry.resolve(kind, name).package
+        except registry.PluginError:
+            continue
+        if now != saved:
+            changed.append(f"the {kind} plugin {name!r} was saved with {saved} and {now} is "
+                           "installed")
+    return f" ({'; '.join(changed)}: install the version it was saved with.)" if changed else ""
 
 
 def describes_a_map(config: dict[str, Any]) -> bool:

@@ -60,6 +60,32 @@ def _as_images(images: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def _check_sizes(config: dict[str, Any], weights: Path, redo: str) -> None:
+    """Refuse a judge config whose model would not have the weights file's tensor shapes before
+    the model is built (built on the meta device, which allocates nothing, against the file's
+    header): a config can ask for any width. Where that cannot be done, the real build and the
+    strict loading judge as before."""
+    from safetensors import safe_open
+
+    from .hjmap import CheckpointError
+
+    try:
+        with safe_open(str(weights), "pt") as f:
+            saved = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        with torch.device("meta"):
+            model = build_classifier(config["architecture"], **config.get("model_kwargs", {}))
+        wanted = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    except Exception:  # noqa: BLE001 (judged again by the real build and loading)
+        return
+    wrong = sorted(k for k in wanted.keys() | saved.keys() if wanted.get(k) != saved.get(k))
+    if wrong:
+        raise CheckpointError(
+            f"The weights in {weights} do not fit {config['architecture']} "
+            f"{config.get('model_kwargs', {})} of its {CONFIG_FILE} (it asks for "
+            f"{wrong[0]} {wanted.get(wrong[0], 'absent')}, the file holds "
+            f"{saved.get(wrong[0], 'absent')}). {redo}")
+
+
 class Judge(nn.Module):
     """A classifier with its input normalisation; ``predict``, ``features``, ``accuracy``."""
 
@@ -169,6 +195,7 @@ def load_judge(name_or_path: str | Path, device: str | torch.device = "cpu",
                if ":" in config["architecture"] else
                f"model_kwargs {reaching} would make timm read other files")
             + f", which a judge folder may not. {redo}")
+    _check_sizes(config, folder / WEIGHTS_FILE, redo)
     try:
         model = build_classifier(config["architecture"], **config.get("model_kwargs", {}))
     except (TypeError, ValueError) as exc:  # an unknown architecture or setting

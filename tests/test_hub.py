@@ -336,6 +336,21 @@ def test_config_from_a_newer_version(tmp_path):
         HJMap.from_pretrained(folder)
 
 
+@pytest.mark.parametrize("change", [{"dim": 10**9}, {"num_classes": 10**9},
+                                    {"head_kwargs": {"width": 10**9}}])
+def test_a_config_asking_for_a_huge_map_is_refused_before_it_is_built(tmp_path, change):
+    """A config.json can ask for any size: compared with the weights file's header first (a
+    width of 10^9 tried to allocate hundreds of GB before the weights were read)."""
+    folder = tmp_path / "m"
+    tiny_map(head="conditional", num_classes=3).save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    if "head_kwargs" in change:
+        change = {"head_kwargs": {**config["head_kwargs"], **change["head_kwargs"]}}
+    (folder / "config.json").write_text(json.dumps({**config, **change}))
+    with pytest.raises(CheckpointError, match="edited or damaged"):
+        HJMap.from_pretrained(folder)
+
+
 def test_pickle_only_folder_is_refused(tmp_path):
     folder = tmp_path / "m"
     tiny_map().save_pretrained(folder)

@@ -256,3 +256,14 @@ def test_train_judges_finds_every_dataset_before_the_first_judge_trains(tmp_path
                  "--steps", "2", "--batch-size", "16"]) == 2
     assert "fashion-mnist" in capsys.readouterr().err
     assert not (root / "judge-mnist" / "model.safetensors").exists()
+
+
+def test_a_judge_config_asking_for_a_huge_model_is_refused_before_it_is_built(tmp_path: Path):
+    import json
+
+    tiny_judge().save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["model_kwargs"]["num_classes"] = 10**9  # 10^9 x width floats, were it built
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"do not fit .*asks for fc\.\w+ \(1000000000"):
+        load_judge(tmp_path)
