@@ -228,8 +228,8 @@ def written_whole(path: Path) -> Iterator[Path]:
     through), and the rename replaces a link at ``path`` rather than writing into its target."""
     import tempfile
 
-    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}",
-                                dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.stem[:40]}.", suffix=f".tmp{path.suffix}",
+                                dir=path.parent)  # (a long name's stem cut: 255 bytes at most)
     os.close(fd)
     tmp = Path(name)
     shared_as_umask_says(tmp)  # mkstemp makes it 0600; a plain write gets the umask's mode
@@ -241,27 +241,30 @@ def written_whole(path: Path) -> Iterator[Path]:
 
 
 def hub_cache_blobs(folder: Path) -> Path | None:
-    """The ``blobs/`` folder of the Hugging Face cache repo whose snapshot holds ``folder``
-    (its files are links into it), else None."""
-    for parent in (folder.absolute(), *folder.absolute().parents):
-        if parent.parent.name == "snapshots":
-            return parent.parent.parent / "blobs"
+    """The ``blobs/`` folder of the Hugging Face cache repo (``models--user--name/``) whose
+    snapshot holds ``folder`` (its files are links into it), else None; a ``blobs`` that is
+    itself a link is no cache's (a folder from a stranger could link it anywhere)."""
+    for parent in (folder.resolve(), *folder.resolve().parents):
+        repo = parent.parent.parent
+        if (parent.parent.name == "snapshots" and repo.name.startswith(("models--", "datasets--",
+                                                                          "spaces--"))
+                and (repo / "blobs").is_dir() and not (repo / "blobs").is_symlink()):
+            return repo / "blobs"
     return None
 
 
 def stays_inside(path: Path, root: Path) -> bool:
     """Whether ``path``, a file or folder under ``root``, is one with links followed: a regular
-    file or folder inside ``root`` (or, in a Hub cache snapshot, a blob of its repo). A folder
-    from a stranger can link a secret (a token, a key) or a device (/dev/zero) into a model's
-    folder: saving or publishing it again must not copy what such links reach."""
+    file or folder inside ``root`` (or, in a Hub cache snapshot, a file of its repo's blobs/).
+    A folder from a stranger can link a secret (a token, a key) or a device (/dev/zero) into a
+    model's folder: saving or publishing it again must not copy what such links reach."""
     real = path.resolve()
     if not (real.is_file() or real.is_dir()):
         return False  # a device, a pipe, a dangling link
-    inside = [root.resolve()]
+    if real.is_relative_to(root.resolve()):
+        return True
     blobs = hub_cache_blobs(root)
-    if blobs is not None:
-        inside.append(blobs.resolve())
-    return any(real.is_relative_to(folder) for folder in inside)
+    return blobs is not None and real.is_file() and real.parent == blobs.resolve()
 
 
 def write_json_atomically(path: Path, value: Any) -> None:

@@ -79,7 +79,7 @@ def _publishable(root: Path, kind: str) -> list[Path]:
 
     if kind == "map":
         names = [*MAP_FILES, "README.md"]
-        return [Path(n) for n in names if (root / n).is_file() and stays_inside(root / n, root)]
+        return [Path(n) for n in names if (root / n).is_file() and _not_linked_out(root / n, root)]
     index = json.loads((root / PIPELINE_FILE).read_text())
     files = [Path(n) for n in (PIPELINE_FILE, "README.md") if (root / n).is_file()]
     for key in ("map", "vae", "judge_source", "judge_target"):
@@ -89,9 +89,21 @@ def _publishable(root: Path, kind: str) -> list[Path]:
         for f in sorted((root / part).iterdir()):
             wanted = (f.name in (*MAP_FILES, "README.md") if key == "map"
                       else not f.name.startswith(".") and f.name.endswith(HUB_SUFFIXES))
-            if f.is_file() and wanted and stays_inside(f, root):  # no link out of the folder
+            if f.is_file() and wanted and _not_linked_out(f, root):
                 files.append(f.relative_to(root))
     return files
+
+
+#: the files of a part that loading reads and checks (a weights file linked from git-annex,
+#: DVC or an old --local-dir download is published: the push loaded it first)
+_LOADED = ("config.json", "latent_stats.json", PIPELINE_FILE)
+
+
+def _not_linked_out(f: Path, root: Path) -> bool:
+    """Not a link to what lies outside ``root`` (a stranger's folder can link a secret into it),
+    unless it is a file that loading the folder read and checked."""
+    return stays_inside(f, root) or (
+        f.resolve().is_file() and (f.suffix == ".safetensors" or f.name in _LOADED))
 
 
 def _remote_parts(api: Any, repo_id: str, revision: str | None, remote: list[str]) -> set[str]:
@@ -118,7 +130,9 @@ def _stage(root: Path, kind: str, staged: Path) -> list[str]:
         (staged / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(root / rel, staged / rel)
     kept = {rel.as_posix() for rel in keep}
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
+    return sorted(p.relative_to(root).as_posix()
+                  + (" (a link to a file outside the folder)" if not stays_inside(p, root) else "")
+                  for p in root.rglob("*")
                   if p.is_file() and p.relative_to(root).as_posix() not in kept)
 
 

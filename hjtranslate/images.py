@@ -276,10 +276,11 @@ def open_image(path: str | Path) -> Any:
             if factor > 1 and img.format == "JPEG":  # decoded at 1/2, 1/4 or 1/8 of its size
                 img.draft(img.mode, (size[0] // factor, size[1] // factor))
             img.load()
+            drafted = round(size[0] / img.size[0])  # 1, 2, 4 or 8
             left = -(-max(img.size) // MAX_OPEN_SIDE)  # what the draft left to reduce
             out = _reduced(img, left) if left > 1 else img.copy()
             if factor > 1:
-                out.info[REDUCED_KEY] = (*size, factor)
+                out.info[REDUCED_KEY] = (*size, drafted * left)
             # a copy forgets the frames; pil_to_array notes that only the first was used
             out.info[FRAMES_KEY] = frame_count(img)
             return out

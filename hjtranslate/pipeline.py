@@ -345,18 +345,22 @@ def _sentence(exc: BaseException) -> str:
 
 
 def _copy_part(src: Path, dst: Path) -> None:
-    """Copy a part's folder, following symlinks (Hub cache), skipping pickles and hidden files,
-    and skipping (with a warning) links to what lies outside it: a folder from a stranger can
-    link a secret or a device into a part, which a copy would write out in full."""
+    """Copy a part's folder over ``dst`` (the part as saved from memory: the same tensors and
+    settings), following symlinks (Hub cache), skipping pickles and hidden files, and skipping
+    links to what lies outside it: a folder from a stranger can link a secret or a device into
+    a part, which a copy would write out in full. A skipped file that ``dst`` holds (weights
+    linked from git-annex, DVC or an old ``--local-dir`` download) stays as saved; the others
+    are named in a warning."""
     left_out: list[str] = []
 
     def ignore(folder: str, names: list[str]) -> list[str]:
         skip = [n for n in names if n.startswith(".") or n.lower().endswith(PICKLE_SUFFIXES)]
         links_out = [n for n in names if n not in skip and not stays_inside(Path(folder, n), src)]
-        left_out.extend(str(Path(folder, n).relative_to(src)) for n in links_out)
+        left_out.extend(rel for n in links_out
+                        if not (dst / (rel := str(Path(folder, n).relative_to(src)))).exists())
         return skip + links_out
 
-    shutil.copytree(src, dst, ignore=ignore)
+    shutil.copytree(src, dst, ignore=ignore, dirs_exist_ok=True)
     if left_out:
         warnings.warn(f"Not copied from {src}: {', '.join(left_out)} (links to what lies outside "
                       "the folder, or not regular files).", stacklevel=registry._outside_package())
@@ -835,7 +839,6 @@ class TranslationPipeline:
         src = self._sources.get(key)
         if src is None or not Path(src).is_dir() or not _same_part(out / key, Path(src)):
             return None
-        shutil.rmtree(out / key)
         _copy_part(Path(src), out / key)
         return Path(src)
 

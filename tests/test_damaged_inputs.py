@@ -275,7 +275,7 @@ def test_a_long_thin_image_is_shrunk_before_it_is_padded(tmp_path):
     # a JPEG is decoded at a fraction of its size (PIL's draft), then reduced the rest of the way
     Image.fromarray(np.full((160, 12000), 200, np.uint8)).save(tmp_path / "wide.jpg")
     opened = open_image(tmp_path / "wide.jpg")
-    assert opened.size == (3000, 40) and opened.info["hjtranslate_reduced"] == (12000, 160, 3)
+    assert opened.size == (3000, 40) and opened.info["hjtranslate_reduced"] == (12000, 160, 4)
     assert abs(float(np.asarray(opened).mean()) - 200) < 2
 
 

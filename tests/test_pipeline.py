@@ -1269,7 +1269,8 @@ def test_links_out_of_a_pipeline_folder_are_not_followed_into_copies(saved, tmp_
     assert (again / "vae" / "alias.json").is_file()
     staged = tmp_path / "staged"
     left_out = _stage(pipe.resolve(), "pipeline", staged)
-    assert "vae/NOTES.md" in left_out and not (staged / "vae" / "NOTES.md").exists()
+    assert "vae/NOTES.md (a link to a file outside the folder)" in left_out
+    assert not (staged / "vae" / "NOTES.md").exists()
     assert (staged / "vae" / "config.json").is_file()
     assert "hf_SECRET" not in "".join(p.read_text(errors="replace") for p in staged.rglob("*.md"))
 
@@ -1303,6 +1304,10 @@ def test_saving_and_translating_replace_links_rather_than_write_through_them(sav
     assert victim.read_text() == "keep me"
     assert not (out / f"{first.stem}_forward.png").is_symlink()
     assert not [p.name for p in out.iterdir() if ".tmp" in p.name]
+    long = tmp_path / ("d" * 235 + ".png")  # its output's name fits in 255 bytes, a temp name too
+    shutil.copy(first, long)
+    assert main(["translate", "--model", str(saved), "--input", str(long), "--out", str(out)]) == 0
+    assert (out / f"{long.stem}_forward.png").is_file()
 
 
 def test_a_settings_file_linked_to_a_device_is_refused_unread(saved, tmp_path):
@@ -1311,9 +1316,68 @@ def test_a_settings_file_linked_to_a_device_is_refused_unread(saved, tmp_path):
     os.symlink("/dev/zero", folder / "config.json")  # read whole, it would fill the memory
     with pytest.raises(CheckpointError):
         TranslationPipeline.from_pretrained(folder)
+    from hjtranslate import checks
+
     pipe = tmp_path / "pipe"
     shutil.copytree(saved, pipe)
-    (pipe / INDEX_FILE).unlink()
-    os.symlink("/dev/zero", pipe / INDEX_FILE)
-    with pytest.raises(CheckpointError, match=f"has no {INDEX_FILE}"):  # not read
-        TranslationPipeline.from_pretrained(pipe)
+    size = (pipe / "map" / "config.json").stat().st_size
+    with pytest.MonkeyPatch.context() as mp:  # a settings file larger than any config
+        mp.setattr(checks, "MAX_SETTINGS_BYTES", size - 1)
+        with pytest.raises(CheckpointError, match=r"more than a settings file holds"):
+            TranslationPipeline.from_pretrained(pipe)
+
+
+def _as_hub_cache(pipe: Path, cache: Path) -> Path:
+    """``pipe`` laid out as a Hugging Face cache snapshot: its files moved into the repo's blobs/
+    and linked from snapshots/REV/ (relative links, as huggingface_hub makes them)."""
+    repo = cache / "models--user--pipe"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    (repo / "blobs").mkdir(parents=True)
+    for i, f in enumerate(sorted(p for p in pipe.rglob("*") if p.is_file())):
+        rel = f.relative_to(pipe)
+        shutil.copy(f, repo / "blobs" / f"blob{i}")
+        (snapshot / rel).parent.mkdir(parents=True, exist_ok=True)
+        (snapshot / rel).symlink_to(os.path.relpath(repo / "blobs" / f"blob{i}", (snapshot / rel).parent))
+    return snapshot
+
+
+def test_linked_weights_cache_snapshots_and_forged_blobs(saved, tmp_path):
+    """Re-saving keeps what loading read even where it is a link out (git-annex, DVC, an old
+    --local-dir download): the weights stay; a Hub cache snapshot, opened directly or through a
+    link, is copied whole; a blobs/ folder that is itself a link is no cache's."""
+    import warnings
+
+    annexed = tmp_path / "annexed"
+    shutil.copytree(saved, annexed)
+    store = tmp_path / "annex"
+    store.mkdir()
+    weights = annexed / "vae" / "diffusion_pytorch_model.safetensors"
+    shutil.move(weights, store / "w.safetensors")
+    weights.symlink_to(store / "w.safetensors")
+    TranslationPipeline.from_pretrained(annexed).save_pretrained(tmp_path / "resaved")
+    again = TranslationPipeline.from_pretrained(tmp_path / "resaved")
+    assert (tmp_path / "resaved" / "vae" / "diffusion_pytorch_model.safetensors").is_file()
+    assert again.vae is not None
+
+    snapshot = _as_hub_cache(saved, tmp_path / "cache")
+    link = tmp_path / "link"
+    link.symlink_to(snapshot)
+    for folder, out in ((snapshot, "from-snapshot"), (link, "through-link")):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # nothing skipped
+            TranslationPipeline.from_pretrained(folder).save_pretrained(tmp_path / out)
+        names = {p.relative_to(tmp_path / out).as_posix() for p in (tmp_path / out).rglob("*")}
+        assert {"vae/diffusion_pytorch_model.safetensors", "judge_source/model.safetensors",
+                "map/model.safetensors"} <= names
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "secret.txt").write_text("hf_SECRET")
+    forged = tmp_path / "forged" / "models--evil--pipe"
+    shutil.copytree(saved, forged / "snapshots" / "r")
+    (forged / "blobs").symlink_to(home)
+    (forged / "snapshots" / "r" / "vae" / "NOTES.md").symlink_to("../../../blobs/secret.txt")
+    with pytest.warns(UserWarning, match="NOTES.md"):
+        TranslationPipeline.from_pretrained(forged / "snapshots" / "r").save_pretrained(
+            tmp_path / "from-forged")
+    assert not (tmp_path / "from-forged" / "vae" / "NOTES.md").exists()
