@@ -152,8 +152,10 @@ def test_train_a_vae_then_fine_tune_its_decoder_only(shared_data: Path, tmp_path
     # a fine-tune's default rate is the measured fine-tune's (1e-3 took 2.7 dB off in 30 steps)
     again = tmp_path / "again"
     assert main(["train", "vae", "--output-dir", str(again), "--init-from", str(base),
-                 "--decoder-only", *small[2:]]) == 0
-    assert json.loads((again / "training_metrics.json").read_text())["lr"] == 3e-4
+                 "--decoder-only", "--latent-noise", "0.2", *small[2:]]) == 0
+    record = json.loads((again / "training_metrics.json").read_text())
+    assert record["lr"] == 3e-4 and record["latent_noise"] == 0.2
+    assert "Gaussian noise of 0.2 standardised units" in (again / "README.md").read_text()
     # the card's snippet loads the VAE where it was written (a tmp path: by its folder's name)
     assert f"enc = VAEEncoder('{base.name}')" in (base / "README.md").read_text()
     assert not (tuned / "checkpoints").exists()
@@ -166,6 +168,12 @@ def test_train_a_vae_then_fine_tune_its_decoder_only(shared_data: Path, tmp_path
     assert "--widths applies with a new VAE" in capsys.readouterr().err
     assert main(["train", "vae", "--output-dir", str(tmp_path / "x"), "--decoder-only"]) != 0
     assert "add --init-from DIR" in capsys.readouterr().err
+    assert main(["train", "vae", "--output-dir", str(tmp_path / "x"), "--init-from", str(base),
+                 "--latent-noise", "0.1"]) == 2
+    assert "--latent-noise trains the decoder" in capsys.readouterr().err
+    assert main(["train", "vae", "--output-dir", str(tmp_path / "x"), "--init-from", str(base),
+                 "--decoder-only", "--latent-noise", "-1"]) == 2
+    assert "--latent-noise must be a finite number >= 0" in capsys.readouterr().err
     assert main(["train", "vae", "--output-dir", str(base), "--init-from", str(base)]) != 0
     assert "is the --init-from folder" in capsys.readouterr().err
 
@@ -272,3 +280,21 @@ def test_a_vae_killed_while_its_outputs_move_does_not_load(shared_data: Path, tm
     assert main(["train", "vae", *small, "--steps", "3", "--resume"]) == 0
     assert json.loads((out / "training_metrics.json").read_text())["steps"] == 3
     assert VAEEncoder(out).latent_dim == 64
+
+
+def test_the_decoder_reads_noised_latents_with_latent_noise() -> None:
+    """VAEObjective's latent_noise: the decoder learns from latents moved by Gaussian noise of
+    that size per entry (none: the posterior's own sample)."""
+    from hjtranslate.tasks.vae import VAEObjective, build_vae
+
+    torch.manual_seed(0)
+    vae = build_vae(2, 4, (8, 8, 8, 8))
+    x = torch.rand(4, 1, 32, 32) * 2 - 1
+    seen = []
+    vae.decode = (lambda decode: lambda z: (seen.append(z.detach().clone()), decode(z))[1])(vae.decode)
+    for noise in (None, torch.full((1, 2, 4, 4), 3.0)):
+        torch.manual_seed(1)
+        VAEObjective(vae, 1e-3, decoder_only=True, latent_noise=noise)(x)
+    moved = (seen[1] - seen[0]).std().item()
+    assert 2.5 < moved < 3.5  # the same posterior draw (seeded), moved by noise of std 3
+

@@ -55,11 +55,16 @@ class VAEObjective(nn.Module):
     valid while their decodes get sharper (the way Stable Diffusion's ft-MSE VAE was made).
     """
 
-    def __init__(self, vae: nn.Module, kl_weight: float, decoder_only: bool = False) -> None:
+    def __init__(self, vae: nn.Module, kl_weight: float, decoder_only: bool = False,
+                 latent_noise: torch.Tensor | None = None) -> None:
         super().__init__()
         self.vae = vae
         self.kl_weight = kl_weight
         self.decoder_only = decoder_only
+        # Gaussian noise added to the latents the decoder reads, per latent entry (raw units):
+        # the decoder learns to draw a neighbourhood of each latent, where maps' translations
+        # land (BENCHMARKS.md, a decoder for translated latents)
+        self.register_buffer("latent_noise", latent_noise, persistent=False)
         if decoder_only:
             vae.encoder.requires_grad_(False)
             if getattr(vae, "quant_conv", None) is not None:
@@ -68,7 +73,10 @@ class VAEObjective(nn.Module):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.decoder_only):
             posterior = self.vae.encode(x).latent_dist
-        y = self.vae.decode(posterior.sample()).sample
+        z = posterior.sample()
+        if self.latent_noise is not None:
+            z = z + self.latent_noise * torch.randn_like(z)
+        y = self.vae.decode(z).sample
         mse = ((y - x) ** 2).mean()
         kl = posterior.kl().mean() / x[0].numel()
         loss = mse if self.decoder_only else mse + self.kl_weight * kl
@@ -139,6 +147,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --init-from: fine-tune the decoder only; the encoder, and so the "
                         "latent space and latent_stats.json, stay exactly as they were, and maps "
                         "trained in that latent keep working with the sharper decodes")
+    p.add_argument("--latent-noise", type=float, default=0.0, metavar="SIGMA",
+                   help="with --decoder-only: add Gaussian noise of this size (in the standardised "
+                        "latent units maps work in) to the latents the decoder learns to draw, so "
+                        "that it draws the latents of translations, which lie off the encoder's "
+                        "own, as it draws real ones (0.15 for the shipped VAE; 0: off)")
     p.add_argument("--latent-channels", type=int, default=4,
                    help="latent channels (the latent has channels x size x size numbers)")
     p.add_argument("--latent-size", type=int, default=4, help="latent height = width")
@@ -192,6 +205,10 @@ def write_card(folder: Path, info: dict[str, Any], name: str = "models/vae") -> 
         objective = (f"the decoder of the VAE in `{info['init_from']}`{made_by} fine-tuned on the "
                      "per-pixel squared error, its encoder frozen (same latent space and "
                      "latent_stats.json, so maps trained in that latent stay valid)")
+        if info.get("latent_noise"):
+            objective += (f", drawing latents with Gaussian noise of {info['latent_noise']:g} "
+                          "standardised units added (so that it draws translated latents, which "
+                          "lie off the encoder's own, as it draws real ones)")
     elif info.get("init_from"):
         objective += f", starting from the VAE in `{info['init_from']}`{made_by}"
     text = f"""---
@@ -252,7 +269,7 @@ def _training_record(folder: str | None) -> dict[str, Any] | None:
 #: the options that make a VAE what it is: a --resume that finds a finished VAE made with
 #: others refuses, rather than train a new one over it
 MODEL_OPTIONS = ("steps", "time_budget", "batch_size", "lr", "kl_weight", "seed", "init_from",
-                 "decoder_only", "latent_channels", "latent_size", "widths", "eval_images",
+                 "decoder_only", "latent_noise", "latent_channels", "latent_size", "widths", "eval_images",
                  "stats_images")
 
 
@@ -276,6 +293,8 @@ def _finished(out: Path, args: argparse.Namespace) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None  # a damaged record: the run's own --resume logic decides
     recorded = record.get("options")
+    if isinstance(recorded, dict):
+        recorded.setdefault("latent_noise", 0.0)  # recorded before the option was
     if recorded == _model_options(args):
         print(f"--resume: the VAE in {out} is finished ({record.get('steps')} steps); kept. "
               "Train it again with --overwrite.", file=sys.stderr)
@@ -300,6 +319,11 @@ def _load_init(args: argparse.Namespace) -> Any:
     """The ``--init-from`` VAE as a ``VAEEncoder`` (None without the flag), checked for use."""
     from hjtranslate_plugins.vae import VAEEncoder
 
+    if not 0.0 <= args.latent_noise < math.inf:
+        raise ValueError(f"--latent-noise must be a finite number >= 0, got {args.latent_noise:g}.")
+    if args.latent_noise and not args.decoder_only:
+        raise ValueError("--latent-noise trains the decoder of a VAE whose latent space stays as "
+                         "it is: add --decoder-only (and --init-from DIR).")
     if args.init_from is None:
         if args.decoder_only:
             raise ValueError("--decoder-only fine-tunes a trained VAE: add --init-from DIR "
@@ -353,7 +377,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         vae = build_vae(args.latent_channels, args.latent_size, widths)
     else:
         vae = init.vae.train().requires_grad_(True)
-    model = VAEObjective(vae, args.kl_weight, decoder_only=args.decoder_only)
+    noise = None
+    if args.latent_noise:  # standardised units -> the VAE's own, per latent entry
+        noise = args.latent_noise * torch.tensor(
+            init.latent_stats["scale"], dtype=torch.float32).view(1, *init.latent_shape)
+    model = VAEObjective(vae, args.kl_weight, decoder_only=args.decoder_only, latent_noise=noise)
     n_train = train_images.shape[0]
 
     def batch_fn(step: int, rank: int) -> dict[str, torch.Tensor]:
@@ -397,6 +425,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "steps": result["steps"], "batch_size": args.batch_size, "lr": args.lr,
         "seconds": result["seconds"], "seed": args.seed,
         "init_from": args.init_from, "decoder_only": bool(args.decoder_only),
+        "latent_noise": args.latent_noise,
         "init_training": _training_record(args.init_from),
         "options": _model_options(args),  # what a later --resume compares (_finished)
         "device": f"{acc.num_processes} x {acc.device.type} process(es), "
