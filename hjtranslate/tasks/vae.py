@@ -63,7 +63,7 @@ class VAEObjective(nn.Module):
         self.decoder_only = decoder_only
         # Gaussian noise added to the latents the decoder reads, per latent entry (raw units):
         # the decoder learns to draw a neighbourhood of each latent, where maps' translations
-        # land (BENCHMARKS.md, a decoder for translated latents)
+        # land (BENCHMARKS.md, "A decoder trained on noised latents")
         self.register_buffer("latent_noise", latent_noise, persistent=False)
         if decoder_only:
             vae.encoder.requires_grad_(False)
@@ -151,7 +151,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --decoder-only: add Gaussian noise of this size (in the standardised "
                         "latent units maps work in) to the latents the decoder learns to draw, so "
                         "that it draws the latents of translations, which lie off the encoder's "
-                        "own, as it draws real ones (0.15 for the shipped VAE; 0: off)")
+                        "own, as it draws real ones (0: off; 0.15 and 0.3 measured on the shipped "
+                        "VAE in BENCHMARKS.md)")
     p.add_argument("--latent-channels", type=int, default=4,
                    help="latent channels (the latent has channels x size x size numbers)")
     p.add_argument("--latent-size", type=int, default=4, help="latent height = width")
