@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import os
 import re
 import warnings
@@ -704,7 +705,10 @@ def _check_sizes(cls: type, kwargs: dict[str, Any], weights: str | Path) -> None
             saved = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # the header only
     except Exception:  # noqa: BLE001 (a damaged file: the loading names it)
         return
-    if "shift" in saved and saved["shift"] != (kwargs.get("dim"),):  # every map's, (dim,)
+    if "shift" not in saved:  # every map has one: a file without it holds no map's weights
+        raise CheckpointError(f"The weights in {weights} are not a map's (no 'shift' tensor): "
+                              f"it was renamed, edited or damaged. {_REDO_MAP}")
+    if saved["shift"] != (kwargs.get("dim"),):  # (dim,)
         raise CheckpointError(
             f"The weights in {weights} are a {saved['shift'][0] if saved['shift'] else '?'}-d "
             f"map's and its config.json says dim {kwargs.get('dim')!r}: it was edited or "
@@ -718,6 +722,13 @@ def _check_sizes(cls: type, kwargs: dict[str, Any], weights: str | Path) -> None
     # shapes of the names both hold (a plugin's load_state_dict hooks may rename keys of an
     # older release: missing and extra names are the strict loading's to judge)
     wrong = sorted(k for k in wanted.keys() & saved.keys() if wanted[k] != saved[k])
+    values = {name: sum(math.prod(v) for v in shapes.values())
+              for name, shapes in (("wanted", wanted), ("saved", saved))}
+    if not wrong and values["wanted"] > 4 * values["saved"] + 2**20:  # new names of a huge size
+        raise CheckpointError(
+            f"The weights in {weights} hold {values['saved']:,} values and its config.json asks "
+            f"for a map of {values['wanted']:,}: it was edited or damaged. {_REDO_MAP}"
+            + _changed_plugins(kwargs))
     if wrong:
         shown = ", ".join(f"{k} {wanted[k]} against {saved[k]}" for k in wrong[:3])
         raise CheckpointError(

@@ -79,9 +79,11 @@ def _publishable(root: Path, kind: str) -> list[Path]:
 
     if kind == "map":
         names = [*MAP_FILES, "README.md"]
-        return [Path(n) for n in names if (root / n).is_file() and _not_linked_out(root / n, root)]
+        return [Path(n) for n in names
+                if (root / n).is_file() and _not_linked_out(root / n, root, "map")]
     index = json.loads((root / PIPELINE_FILE).read_text())
-    files = [Path(n) for n in (PIPELINE_FILE, "README.md") if (root / n).is_file()]
+    files = [Path(n) for n in (PIPELINE_FILE, "README.md")
+             if (root / n).is_file() and _not_linked_out(root / n, root, "")]
     for key in ("map", "vae", "judge_source", "judge_target"):
         part = index.get(key)
         if not isinstance(part, str) or not (root / part).is_dir():
@@ -89,21 +91,24 @@ def _publishable(root: Path, kind: str) -> list[Path]:
         for f in sorted((root / part).iterdir()):
             wanted = (f.name in (*MAP_FILES, "README.md") if key == "map"
                       else not f.name.startswith(".") and f.name.endswith(HUB_SUFFIXES))
-            if f.is_file() and wanted and _not_linked_out(f, root):
+            if f.is_file() and wanted and _not_linked_out(f, root, key):
                 files.append(f.relative_to(root))
     return files
 
 
-#: the files of a part that loading reads and checks (a weights file linked from git-annex,
-#: DVC or an old --local-dir download is published: the push loaded it first)
-_LOADED = ("config.json", "latent_stats.json", PIPELINE_FILE)
+#: per part, the files its loader reads and checks: a push loads the folder first, so where
+#: one of these is a link out of the folder (git-annex, DVC, an old --local-dir download) it
+#: is what was checked, and is published; no other file a link leads out to is
+_LOADED = {"": {PIPELINE_FILE}, "map": {"config.json", "model.safetensors"},
+           "vae": {"config.json", "diffusion_pytorch_model.safetensors", "latent_stats.json"},
+           "judge_source": {"config.json", "model.safetensors"},
+           "judge_target": {"config.json", "model.safetensors"}}
 
 
-def _not_linked_out(f: Path, root: Path) -> bool:
+def _not_linked_out(f: Path, root: Path, part: str) -> bool:
     """Not a link to what lies outside ``root`` (a stranger's folder can link a secret into it),
-    unless it is a file that loading the folder read and checked."""
-    return stays_inside(f, root) or (
-        f.resolve().is_file() and (f.suffix == ".safetensors" or f.name in _LOADED))
+    unless it is a file the loader of ``part`` ("" for the pipeline's own) read and checked."""
+    return stays_inside(f, root) or (f.resolve().is_file() and f.name in _LOADED[part])
 
 
 def _remote_parts(api: Any, repo_id: str, revision: str | None, remote: list[str]) -> set[str]:

@@ -274,9 +274,9 @@ def open_image(path: str | Path) -> Any:
         with Image.open(p) as img:
             factor = -(-max(size) // MAX_OPEN_SIDE)
             if factor > 1 and img.format == "JPEG":  # decoded at 1/2, 1/4 or 1/8 of its size
-                img.draft(img.mode, (size[0] // factor, size[1] // factor))
+                img.draft(img.mode, (max(1, size[0] // factor), max(1, size[1] // factor)))
             img.load()
-            drafted = round(size[0] / img.size[0])  # 1, 2, 4 or 8
+            drafted = round(max(size) / max(img.size))  # 1, 2, 4 or 8
             left = -(-max(img.size) // MAX_OPEN_SIDE)  # what the draft left to reduce
             out = _reduced(img, left) if left > 1 else img.copy()
             if factor > 1:

@@ -77,14 +77,13 @@ def _check_sizes(config: dict[str, Any], weights: Path, redo: str) -> None:
         wanted = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     except Exception:  # noqa: BLE001 (judged again by the real build and loading)
         return
-    # shapes of the names both hold (a plugin's load_state_dict hooks may rename keys of an
-    # older release: missing and extra names are the strict loading's to judge)
-    wrong = sorted(k for k in wanted.keys() & saved.keys() if wanted[k] != saved[k])
+    wrong = sorted(k for k in wanted.keys() | saved.keys() if wanted.get(k) != saved.get(k))
     if wrong:
         raise CheckpointError(
             f"The weights in {weights} do not fit {config['architecture']} "
             f"{config.get('model_kwargs', {})} of its {CONFIG_FILE} (it asks for "
-            f"{wrong[0]} {wanted[wrong[0]]}, the file holds {saved[wrong[0]]}). {redo}")
+            f"{wrong[0]} {wanted.get(wrong[0], 'absent')}, the file holds "
+            f"{saved.get(wrong[0], 'absent')}). {redo}")
 
 
 class Judge(nn.Module):

@@ -277,6 +277,10 @@ def test_a_long_thin_image_is_shrunk_before_it_is_padded(tmp_path):
     opened = open_image(tmp_path / "wide.jpg")
     assert opened.size == (3000, 40) and opened.info["hjtranslate_reduced"] == (12000, 160, 4)
     assert abs(float(np.asarray(opened).mean()) - 200) < 2
+    Image.fromarray(np.full((20000, 3), 200, np.uint8)).save(tmp_path / "thin.jpg")  # 3 wide
+    opened = open_image(tmp_path / "thin.jpg")
+    w, h, factor = opened.info["hjtranslate_reduced"]
+    assert (w, h) == (3, 20000) and max(opened.size) * factor >= 20000 > max(opened.size) * factor // 2
 
 
 def test_morph_steps_have_an_upper_bound(tmp_path, capsys):

@@ -351,6 +351,27 @@ def test_a_config_asking_for_a_huge_map_is_refused_before_it_is_built(tmp_path, 
         HJMap.from_pretrained(folder)
 
 
+def test_a_weights_file_of_no_map_or_of_far_fewer_values_is_refused_before_building(tmp_path):
+    """Names the dry build does not share with the file (a renamed, emptied or cut file) are not
+    compared one by one: a file without the map's 'shift' is refused, and a config asking for
+    far more values than the file holds."""
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "m"
+    tiny_map(head="conditional", num_classes=3).save_pretrained(folder)
+    weights = folder / "model.safetensors"
+    state = load_file(str(weights))
+    save_file({"other": torch.zeros(1)}, str(weights))
+    with pytest.raises(CheckpointError, match="are not a map's \\(no 'shift' tensor\\)"):
+        HJMap.from_pretrained(folder)
+    save_file({k: v for k, v in state.items() if not k.startswith("head.")}, str(weights))
+    config = json.loads((folder / "config.json").read_text())
+    config["head_kwargs"]["width"] = 10**6  # 10^12 values, were it built
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"hold \d+ values and its config.json asks for"):
+        HJMap.from_pretrained(folder)
+
+
 def test_pickle_only_folder_is_refused(tmp_path):
     folder = tmp_path / "m"
     tiny_map().save_pretrained(folder)

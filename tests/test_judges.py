@@ -267,3 +267,9 @@ def test_a_judge_config_asking_for_a_huge_model_is_refused_before_it_is_built(tm
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match=r"do not fit .*asks for fc\.\w+ \(1000000000"):
         load_judge(tmp_path)
+    config["model_kwargs"]["num_classes"] = 10
+    config["model_kwargs"]["layers"] = [1, 1, 1, 3]  # only names the file lacks: compared too
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"do not fit .*asks for layer4\.\d+\.\S+ \(.*holds absent"):
+        load_judge(tmp_path)
+

@@ -1271,6 +1271,12 @@ def test_links_out_of_a_pipeline_folder_are_not_followed_into_copies(saved, tmp_
     left_out = _stage(pipe.resolve(), "pipeline", staged)
     assert "vae/NOTES.md (a link to a file outside the folder)" in left_out
     assert not (staged / "vae" / "NOTES.md").exists()
+    # a name some other part's loader reads is no pass: only what this part's loader read
+    os.symlink(secret, pipe / "judge_source" / "latent_stats.json")
+    shutil.rmtree(staged)
+    assert any(f.startswith("judge_source/latent_stats.json") for f in
+               _stage(pipe.resolve(), "pipeline", staged))
+    assert not (staged / "judge_source" / "latent_stats.json").exists()
     assert (staged / "vae" / "config.json").is_file()
     assert "hf_SECRET" not in "".join(p.read_text(errors="replace") for p in staged.rglob("*.md"))
 
