@@ -692,18 +692,26 @@ class HJMap(
 _REDO_MAP = "Save the map again (save_pretrained) or download it again."
 
 
+def safetensors_shapes(path: str | Path) -> dict[str, tuple[int, ...]] | None:
+    """The tensor shapes a safetensors file's header lists (nothing else is read); None where
+    the header does not read."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception:  # noqa: BLE001 (safetensors, OSError: the loading that follows names it)
+        return None
+
+
 def _check_sizes(cls: type, kwargs: dict[str, Any], weights: str | Path) -> None:
     """Refuse a config whose map would not have the weights file's tensor shapes before the map
     is built: a config.json can ask for any width or dimension (10^9 allocated hundreds of GB
     before the weights were read). The map is built on the meta device, which allocates
     nothing, and compared with the file's header; where that cannot be done (a head that does
     not build there, a damaged file), the full build and the strict loading judge as before."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(weights), "pt") as f:
-            saved = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # the header only
-    except Exception:  # noqa: BLE001 (a damaged file: the loading names it)
+    saved = safetensors_shapes(weights)
+    if saved is None:  # a damaged file: the loading names it
         return
     if "shift" not in saved:  # every map has one: a file without it holds no map's weights
         raise CheckpointError(f"The weights in {weights} are not a map's (no 'shift' tensor): "

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from . import judges
 from .checks import network_errors, stays_inside
 from .hjmap import PIPELINE_INDEX_FILE as PIPELINE_FILE
 from .pipeline import HUB_PATTERNS, PICKLE_SUFFIXES
@@ -99,10 +100,10 @@ def _publishable(root: Path, kind: str) -> list[Path]:
 #: per part, the files its loader reads and checks: a push loads the folder first, so where
 #: one of these is a link out of the folder (git-annex, DVC, an old --local-dir download) it
 #: is what was checked, and is published; no other file a link leads out to is
-_LOADED = {"": {PIPELINE_FILE}, "map": {"config.json", "model.safetensors"},
-           "vae": {"config.json", "diffusion_pytorch_model.safetensors", "latent_stats.json"},
-           "judge_source": {"config.json", "model.safetensors"},
-           "judge_target": {"config.json", "model.safetensors"}}
+_JUDGE_FILES = {judges.CONFIG_FILE, judges.WEIGHTS_FILE}
+_LOADED = {"": {PIPELINE_FILE}, "map": MAP_FILES, "judge_source": _JUDGE_FILES,
+           "judge_target": _JUDGE_FILES,  # (the VAE's, as diffusers and the vae plugin read it)
+           "vae": {"config.json", "diffusion_pytorch_model.safetensors", "latent_stats.json"}}
 
 
 def _not_linked_out(f: Path, root: Path, part: str) -> bool:

@@ -65,13 +65,12 @@ def _check_sizes(config: dict[str, Any], weights: Path, redo: str) -> None:
     the model is built (built on the meta device, which allocates nothing, against the file's
     header): a config can ask for any width. Where that cannot be done, the real build and the
     strict loading judge as before."""
-    from safetensors import safe_open
+    from .hjmap import CheckpointError, safetensors_shapes
 
-    from .hjmap import CheckpointError
-
+    saved = safetensors_shapes(weights)
+    if saved is None:  # a damaged file: the loading names it
+        return
     try:
-        with safe_open(str(weights), "pt") as f:
-            saved = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
         with torch.device("meta"):
             model = build_classifier(config["architecture"], **config.get("model_kwargs", {}))
         wanted = {k: tuple(v.shape) for k, v in model.state_dict().items()}
