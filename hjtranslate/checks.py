@@ -9,7 +9,8 @@ import math
 import numbers
 import os
 import threading
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -295,3 +296,43 @@ def folder_config(folder: str | Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return config if isinstance(config, dict) else {}
+
+
+def safetensors_shapes(path: str | Path) -> dict[str, tuple[int, ...]] | None:
+    """The tensor shapes a safetensors file's header lists (nothing else is read); None where
+    the header does not read."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception:  # noqa: BLE001 (safetensors, OSError: the loading that follows names it)
+        return None
+
+
+def dry_build_misfit(build: Callable[[], torch.nn.Module], saved: dict[str, tuple[int, ...]],
+                     all_names: bool = False) -> str | None:
+    """Why the module ``build()`` makes cannot take weights of the ``saved`` shapes, found before
+    anything is allocated: a config file can ask for any width, and 10^9 tried to allocate
+    hundreds of GB before the weights were read. The module is built on the meta device, which
+    allocates nothing. Compared: the names both hold (``all_names``: every name, a missing one
+    too), and, where those agree, the total size (new names of a huge size). None where it fits,
+    or where it does not build on the meta device (the real build and strict loading judge it)."""
+    try:
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            wanted = {k: tuple(v.shape) for k, v in build().state_dict().items()}
+    except Exception:  # noqa: BLE001 (any failure here is judged again by the real build)
+        return None
+    names = wanted.keys() | saved.keys() if all_names else wanted.keys() & saved.keys()
+    wrong = sorted(k for k in names if wanted.get(k) != saved.get(k))
+    if wrong:
+        shown = ", ".join(f"{k} {wanted.get(k, 'absent')} where the file holds "
+                          f"{saved.get(k, 'absent')}" for k in wrong[:3])
+        return f"the config asks for {shown}{', ...' if len(wrong) > 3 else ''}"
+    values = {name: sum(math.prod(v) for v in shapes.values())
+              for name, shapes in (("wanted", wanted), ("saved", saved))}
+    if values["wanted"] > 4 * values["saved"] + 2**20:
+        return (f"the file holds {values['saved']:,} values and the config asks for "
+                f"{values['wanted']:,}")
+    return None

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import math
 import os
 import re
 import warnings
@@ -29,12 +28,14 @@ from .checks import (
     check_device,
     check_dtype,
     check_folder_path,
+    dry_build_misfit,
     folder_config,
     hub_refusal_advice,
     hub_unreachable,
     network_errors,
     real_number,
     refuse_offline_force_download,
+    safetensors_shapes,
     settings_text,
     shared_as_umask_says,
     whole_number,
@@ -692,24 +693,10 @@ class HJMap(
 _REDO_MAP = "Save the map again (save_pretrained) or download it again."
 
 
-def safetensors_shapes(path: str | Path) -> dict[str, tuple[int, ...]] | None:
-    """The tensor shapes a safetensors file's header lists (nothing else is read); None where
-    the header does not read."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), "pt") as f:
-            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-    except Exception:  # noqa: BLE001 (safetensors, OSError: the loading that follows names it)
-        return None
-
-
 def _check_sizes(cls: type, kwargs: dict[str, Any], weights: str | Path) -> None:
     """Refuse a config whose map would not have the weights file's tensor shapes before the map
-    is built: a config.json can ask for any width or dimension (10^9 allocated hundreds of GB
-    before the weights were read). The map is built on the meta device, which allocates
-    nothing, and compared with the file's header; where that cannot be done (a head that does
-    not build there, a damaged file), the full build and the strict loading judge as before."""
+    is built (:func:`dry_build_misfit`); where that cannot be judged (a head that does not build
+    on the meta device, a damaged file), the full build and the strict loading judge as before."""
     saved = safetensors_shapes(weights)
     if saved is None:  # a damaged file: the loading names it
         return
@@ -721,28 +708,13 @@ def _check_sizes(cls: type, kwargs: dict[str, Any], weights: str | Path) -> None
             f"The weights in {weights} are a {saved['shift'][0] if saved['shift'] else '?'}-d "
             f"map's and its config.json says dim {kwargs.get('dim')!r}: it was edited or "
             f"damaged. {_REDO_MAP}")
-    try:
-        with torch.device("meta"), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            wanted = {k: tuple(v.shape) for k, v in cls(**kwargs).state_dict().items()}
-    except Exception:  # noqa: BLE001 (any failure here is judged again by the real build)
-        return
-    # shapes of the names both hold (a plugin's load_state_dict hooks may rename keys of an
-    # older release: missing and extra names are the strict loading's to judge)
-    wrong = sorted(k for k in wanted.keys() & saved.keys() if wanted[k] != saved[k])
-    values = {name: sum(math.prod(v) for v in shapes.values())
-              for name, shapes in (("wanted", wanted), ("saved", saved))}
-    if not wrong and values["wanted"] > 4 * values["saved"] + 2**20:  # new names of a huge size
-        raise CheckpointError(
-            f"The weights in {weights} hold {values['saved']:,} values and its config.json asks "
-            f"for a map of {values['wanted']:,}: it was edited or damaged. {_REDO_MAP}"
-            + _changed_plugins(kwargs))
-    if wrong:
-        shown = ", ".join(f"{k} {wanted[k]} against {saved[k]}" for k in wrong[:3])
+    # the names both hold: a plugin's load_state_dict hooks may rename keys of an older release
+    # (missing and extra names are the strict loading's to judge)
+    misfit = dry_build_misfit(lambda: cls(**kwargs), saved)
+    if misfit:
         raise CheckpointError(
             f"The weights in {weights} do not match the architecture in its config.json "
-            f"(strict loading, checked before building it): the config asks for {shown}"
-            f"{', ...' if len(wrong) > 3 else ''} in the file"
+            f"(strict loading, checked before building it): {misfit}"
             + (_changed_plugins(kwargs) or f": it was edited or damaged. {_REDO_MAP}"))
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checks import shared_as_umask_says
+from .checks import dry_build_misfit, safetensors_shapes, shared_as_umask_says
 from .data import to_float
 from .images import IMAGE_SIZE
 from .shipped import models_dir
@@ -62,27 +62,20 @@ def _as_images(images: torch.Tensor) -> torch.Tensor:
 
 def _check_sizes(config: dict[str, Any], weights: Path, redo: str) -> None:
     """Refuse a judge config whose model would not have the weights file's tensor shapes before
-    the model is built (built on the meta device, which allocates nothing, against the file's
-    header): a config can ask for any width. Where that cannot be done, the real build and the
-    strict loading judge as before."""
-    from .hjmap import CheckpointError, safetensors_shapes
+    the model is built (:func:`dry_build_misfit`, every name compared); where that cannot be
+    judged, the real build and the strict loading judge as before."""
+    from .hjmap import CheckpointError
 
     saved = safetensors_shapes(weights)
     if saved is None:  # a damaged file: the loading names it
         return
-    try:
-        with torch.device("meta"):
-            model = build_classifier(config["architecture"], **config.get("model_kwargs", {}))
-        wanted = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    except Exception:  # noqa: BLE001 (judged again by the real build and loading)
-        return
-    wrong = sorted(k for k in wanted.keys() | saved.keys() if wanted.get(k) != saved.get(k))
-    if wrong:
+    misfit = dry_build_misfit(
+        lambda: build_classifier(config["architecture"], **config.get("model_kwargs", {})),
+        saved, all_names=True)
+    if misfit:
         raise CheckpointError(
             f"The weights in {weights} do not fit {config['architecture']} "
-            f"{config.get('model_kwargs', {})} of its {CONFIG_FILE} (it asks for "
-            f"{wrong[0]} {wanted.get(wrong[0], 'absent')}, the file holds "
-            f"{saved.get(wrong[0], 'absent')}). {redo}")
+            f"{config.get('model_kwargs', {})} of its {CONFIG_FILE} ({misfit}). {redo}")
 
 
 class Judge(nn.Module):

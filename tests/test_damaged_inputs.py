@@ -134,6 +134,23 @@ def test_corrupt_vae_folder_is_a_checkpoint_error(tmp_path, damage):
 
 
 @_needs("vae")
+def test_a_vae_config_asking_for_a_huge_model_is_refused_before_it_is_built(tmp_path):
+    """A config.json whose block widths do not fit the weights: refused from the file's header
+    before diffusers builds it (a width of 200,000 asked for 1.4 TB)."""
+    import json
+
+    from hjtranslate_plugins.vae import VAEEncoder
+
+    folder = _copy("vae", tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    config["block_out_channels"][-1] = 200_000
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"VAE in .* cannot be loaded: its weights do not "
+                                              r"fit its config.json .*\(200000, 4, 3, 3\)"):
+        VAEEncoder(str(folder))
+
+
+@_needs("vae")
 def test_corrupt_latent_stats_is_a_checkpoint_error(tmp_path):
     from hjtranslate_plugins.vae import VAEEncoder
 

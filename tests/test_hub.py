@@ -368,7 +368,7 @@ def test_a_weights_file_of_no_map_or_of_far_fewer_values_is_refused_before_build
     config = json.loads((folder / "config.json").read_text())
     config["head_kwargs"]["width"] = 10**6  # 10^12 values, were it built
     (folder / "config.json").write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match=r"hold \d+ values and its config.json asks for"):
+    with pytest.raises(CheckpointError, match=r"holds [\d,]+ values and the config asks for"):
         HJMap.from_pretrained(folder)
 
 

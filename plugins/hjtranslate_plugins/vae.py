@@ -31,7 +31,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from hjtranslate.checks import hub_unreachable, parse_device
+from hjtranslate.checks import (
+    dry_build_misfit,
+    folder_config,
+    hub_unreachable,
+    parse_device,
+    safetensors_shapes,
+)
 from hjtranslate.encoders import Encoder
 from hjtranslate.hjmap import CheckpointError, read_json_object
 from hjtranslate.images import IMAGE_SIZE, LUMA
@@ -126,6 +132,8 @@ def _load_autoencoder(autoencoder_cls: Any, source: str | Path, local: Path,
     weights, unknown Hub id) or ValueError / TypeError (a config that does not fit the weights)."""
     if local.is_dir() and not hub_kwargs.get("subfolder"):
         _check_autoencoder_folder(local)
+        if not hub_kwargs.get("variant"):
+            _check_sizes(autoencoder_cls, local)
     unreachable = None if local.exists() else hub_unreachable(bool(hub_kwargs.get("local_files_only")))
     if unreachable:  # the cache alone, without huggingface_hub's 25 s of retries
         hub_kwargs = {**hub_kwargs, "local_files_only": True}
@@ -182,6 +190,22 @@ def _check_autoencoder_folder(folder: Path) -> None:
     hint = " (a translation pipeline: its VAE is in vae/)" if (folder / "vae").is_dir() else ""
     raise CheckpointError(f"{folder} is not a diffusers AutoencoderKL folder: {what}{hint}. "
                           "Pass the folder of a VAE, such as models/vae.")
+
+
+def _check_sizes(autoencoder_cls: Any, folder: Path) -> None:
+    """Refuse a config.json whose autoencoder would not have the weights file's tensor shapes
+    before diffusers builds it (:func:`dry_build_misfit`): a block width of 200,000 asked
+    diffusers for 1.4 TB. Where that cannot be judged, diffusers' loading does."""
+    weights = folder / "diffusion_pytorch_model.safetensors"
+    saved = safetensors_shapes(weights) if weights.is_file() else None
+    config = folder_config(folder)
+    if saved is None or not config:  # damaged: diffusers' loading names it
+        return
+    misfit = dry_build_misfit(lambda: autoencoder_cls.from_config(config), saved)
+    if misfit:
+        raise CheckpointError(
+            f"The VAE in {folder} cannot be loaded: its weights do not fit its config.json "
+            f"({misfit}; checked before building it). {_REDO_VAE}")
 
 
 def _read_latent_stats(path: Path) -> dict[str, Any]:
