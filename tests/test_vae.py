@@ -298,3 +298,20 @@ def test_the_decoder_reads_noised_latents_with_latent_noise() -> None:
     moved = (seen[1] - seen[0]).std().item()
     assert 2.5 < moved < 3.5  # the same posterior draw (seeded), moved by noise of std 3
 
+
+
+def test_the_vae_objectives_noise_follows_its_generator_seed() -> None:
+    """Training gives VAEObjective a seed per step and process: the same seed draws the same
+    posterior sample and latent noise (a resumed run draws what it would have), another seed
+    (another process) other noise, whatever the global random state."""
+    from hjtranslate.tasks.vae import VAEObjective, build_vae
+
+    torch.manual_seed(0)
+    vae = build_vae(2, 4, (8, 8, 8, 8))
+    x = torch.rand(4, 1, 32, 32) * 2 - 1
+    objective = VAEObjective(vae, 1e-3, decoder_only=True, latent_noise=torch.full((1, 2, 4, 4), 0.5))
+    losses = []
+    for global_seed, seed in ((1, 7), (2, 7), (1, 8)):
+        torch.manual_seed(global_seed)
+        losses.append(objective(x, generator_seed=seed)["loss"].item())
+    assert losses[0] == losses[1] != losses[2]

@@ -70,12 +70,18 @@ class VAEObjective(nn.Module):
             if getattr(vae, "quant_conv", None) is not None:
                 vae.quant_conv.requires_grad_(False)
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, generator_seed: int | None = None) -> dict[str, torch.Tensor]:
+        """``generator_seed``: the seed of the posterior sample and the latent noise (training
+        gives one per step and process, so that processes draw different noise and a resumed
+        run the noise it would have drawn); None: the global random state."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.decoder_only):
             posterior = self.vae.encode(x).latent_dist
-        z = posterior.sample()
+        gen = (None if generator_seed is None
+               else torch.Generator(device=x.device).manual_seed(int(generator_seed)))
+        z = posterior.sample(generator=gen)
         if self.latent_noise is not None:
-            z = z + self.latent_noise * torch.randn_like(z)
+            z = z + self.latent_noise * torch.randn(z.shape, generator=gen, device=z.device,
+                                                    dtype=z.dtype)
         y = self.vae.decode(z).sample
         mse = ((y - x) ** 2).mean()
         kl = posterior.kl().mean() / x[0].numel()
@@ -388,7 +394,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     def batch_fn(step: int, rank: int) -> dict[str, torch.Tensor]:
         g = torch.Generator().manual_seed(args.seed * 1_000_003 + step * 7919 + rank)
         idx = torch.randint(0, n_train, (args.batch_size,), generator=g)
-        return {"x": to_vae_input(to_float(train_images[idx]), 32, 1, "pad")}  # as it encodes
+        return {"x": to_vae_input(to_float(train_images[idx]), 32, 1, "pad"),  # as it encodes
+                "generator_seed": int(torch.randint(2**31, (1,), generator=g))}
 
     config = TrainConfig(
         steps=args.steps, time_budget=args.time_budget, lr=args.lr, seed=args.seed,
