@@ -6,8 +6,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from .checks import check_folder_path, written_whole
 from .hjmap import PIPELINE_INDEX_FILE
@@ -20,18 +23,20 @@ from .pipeline import (
 )
 
 
-def _collect_inputs(path: Path, one_of_many: bool = False
+def _collect_inputs(path: Path, one_of_many: bool = False,
+                    reduce: Callable[[Any], Any] = lambda image: image,
                     ) -> tuple[list[tuple[Path, Any]], list[dict[str, str]]]:
-    """Images of a file or a folder (not recursive, sorted by name), and the skipped files. A
-    file that is not an image is an error when it is the only input, else skipped (a shell glob
-    picks up a README as a folder would hold one)."""
+    """Images of a file or a folder (not recursive, sorted by name), each passed through
+    ``reduce`` as soon as it is opened (so that a folder of large pictures is not held at once),
+    and the skipped files. A file that is not an image is an error when it is the only input,
+    else skipped (a shell glob picks up a README as a folder would hold one)."""
     if not path.exists():
         raise FileNotFoundError(f"--input {path}: no such file or folder.")
     if path.is_file():
         if not one_of_many:
-            return [(path, open_image(path))], []
+            return [(path, reduce(open_image(path)))], []
         try:
-            return [(path, open_image(path))], []
+            return [(path, reduce(open_image(path)))], []
         except ValueError as exc:
             return [], [{"input": str(path), "reason": str(exc)}]
     files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
@@ -41,9 +46,11 @@ def _collect_inputs(path: Path, one_of_many: bool = False
                         "searched: name it as an --input of its own)"})
     for p in files:
         try:
-            images.append((p, open_image(p)))
+            image = open_image(p)
         except ValueError as exc:
             skipped.append({"input": str(p), "reason": str(exc)})
+        else:
+            images.append((p, reduce(image)))
     if not images:
         folders = sum(1 for s in skipped if Path(s["input"]).is_dir())
         detail = "; ".join(([f"{len(skipped) - folders} files skipped: not images"]
@@ -97,22 +104,9 @@ def cmd_translate(args: argparse.Namespace) -> int:
         if out_dir.resolve() == folder.resolve():
             raise ValueError(f"--out {out_dir} is the folder of the --input images: a later run "
                              "would translate these translations too. Write them to another folder.")
-    inputs, skipped, seen = [], [], set()
-    for in_path in in_paths:
-        try:
-            found, passed_over = _collect_inputs(in_path, one_of_many=len(in_paths) > 1)
-        except ValueError as exc:  # a folder without images, among several paths
-            if len(in_paths) == 1:
-                raise
-            found, passed_over = [], [{"input": str(in_path), "reason": str(exc)}]
-        for path, image in found:  # an image named twice (a file and its folder) is done once
-            if path.resolve() not in seen:
-                seen.add(path.resolve())
-                inputs.append((path, image))
-        skipped += passed_over
-    if not inputs:
-        raise ValueError(f"--input: none of the {len(in_paths)} paths holds an image "
-                         f"({len(skipped)} files skipped: not images).")
+    for in_path in in_paths:  # before the model loads
+        if not in_path.exists():
+            raise FileNotFoundError(f"--input {in_path}: no such file or folder.")
     from huggingface_hub import constants
 
     if (not constants.HF_HUB_OFFLINE and not Path(model).expanduser().exists()
@@ -125,7 +119,33 @@ def cmd_translate(args: argparse.Namespace) -> int:
     if args.klass is None and pipe._judge(in_side) is None:
         raise ValueError(f"{model} bundles no {in_side}-side judge (judge_{in_side}/) to detect "
                          "the classes of the pictures: pass --class K.")
-    pictures, conv = pipe._preprocess([img for _, img in inputs], in_side, args.frame)
+
+    def reduce(image: Any) -> tuple[torch.Tensor, list[str], bool]:
+        """A picture as the map reads it (28x28, its conversion notes) and whether it looks
+        like the other side's; the full-size picture is let go."""
+        pictures, notes = pipe._preprocess([image], in_side, args.frame)
+        other = (pipe.looks_like_other_side([image], in_side, args.frame)[0]
+                 if pipe.tells_sides_apart else False)
+        return pictures[0], notes[0], other
+
+    inputs, skipped, seen = [], [], set()
+    for in_path in in_paths:
+        try:
+            found, passed_over = _collect_inputs(in_path, len(in_paths) > 1, reduce)
+        except ValueError as exc:  # a folder without images, among several paths
+            if len(in_paths) == 1:
+                raise
+            found, passed_over = [], [{"input": str(in_path), "reason": str(exc)}]
+        for path, image in found:  # an image named twice (a file and its folder) is done once
+            if path.resolve() not in seen:
+                seen.add(path.resolve())
+                inputs.append((path, image))
+        skipped += passed_over
+    if not inputs:
+        raise ValueError(f"--input: none of the {len(in_paths)} paths holds an image "
+                         f"({len(skipped)} files skipped: not images).")
+    pictures = torch.stack([picture for _, (picture, _, _) in inputs])
+    conv = [notes for _, (_, notes, _) in inputs]
     blank = [is_blank(x) for x in pictures]
     for (path, _), empty, notes in zip(inputs, blank, conv, strict=True):
         if empty:
@@ -133,6 +153,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
                             "(no ink or strokes to translate)" + (f"; {', '.join(notes)}"
                                                                    if notes else "")})
     inked = [i for i, empty in enumerate(blank) if not empty]
+    other = [inputs[i][1][2] for i in inked]
     inputs = [inputs[i] for i in inked]
     if not inputs:
         raise ValueError(f"--input: every image is blank once shrunk to 28x28 ({len(blank)}): "
@@ -141,8 +162,6 @@ def cmd_translate(args: argparse.Namespace) -> int:
     result = pipe(pictures[inked], classes=args.klass, direction=args.direction,
                   morph_steps=morph_steps)
     result.notes = [conv[i] + notes for i, notes in zip(inked, result.notes, strict=True)]
-    other = (pipe.looks_like_other_side([img for _, img in inputs], in_side, args.frame)
-             if pipe.tells_sides_apart else [False] * len(inputs))
     other_dataset = pipe.target_dataset if in_side == "source" else pipe.source_dataset
     other_direction = "backward" if args.direction == "forward" else "forward"
     try:

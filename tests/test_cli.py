@@ -898,3 +898,33 @@ def test_resume_refuses_a_head_setting_the_run_left_to_its_defaults(tmp_path, ca
              "--no-progress", "--cost", "pnorm", "--p", "3"]
     assert main([*pnorm, "--steps", "2"]) == 0
     assert main([*pnorm, "--resume", "--steps", "3", "--depth", "3"]) == 0
+
+
+def test_translate_lets_each_full_size_picture_go_once_reduced(tmp_path, monkeypatch):
+    """`translate` reduces each picture (to 28x28) as soon as it is opened: a folder of large
+    pictures is never held at once."""
+    import gc
+    import weakref
+
+    from hjtranslate import translate
+
+    for i in range(3):
+        Image.new("L", (300, 200), 40 * i).save(tmp_path / f"{i}.png")
+    opened, real_open = [], translate.open_image
+
+    def open_image(path):
+        image = real_open(path)
+        opened.append(weakref.ref(image))
+        return image
+
+    monkeypatch.setattr(translate, "open_image", open_image)
+    alive = []
+
+    def reduce(image):
+        gc.collect()
+        alive.append(sum(ref() is not None for ref in opened))
+        return image.size
+
+    found, skipped = translate._collect_inputs(tmp_path, reduce=reduce)
+    assert [value for _, value in found] == [(300, 200)] * 3 and not skipped
+    assert alive == [1, 1, 1]  # only the picture being reduced
