@@ -716,6 +716,25 @@ def test_a_hub_vae_loads_its_latent_statistics(hub, tmp_path):
     torch.testing.assert_close(remote.encode(x), local.encode(x))
 
 
+def test_a_hub_vae_whose_config_does_not_fit_its_weights_is_refused_before_it_is_built(hub, tmp_path):
+    """A Hub VAE's config.json asking for a block width its weights do not have: refused from the
+    downloaded file's header before diffusers builds it (200,000 asked for 1.4 TB)."""
+    import shutil
+
+    from hjtranslate_plugins.vae import VAEEncoder, default_vae_path
+
+    folder = tmp_path / "vae"
+    shutil.copytree(default_vae_path(), folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["block_out_channels"][-1] = 200_000
+    (folder / "config.json").write_text(json.dumps(config))
+    HfApi().create_repo("user/big-vae")
+    HfApi().upload_folder(repo_id="user/big-vae", folder_path=str(folder))
+    with pytest.raises(CheckpointError, match=r"VAE 'user/big-vae' \(from the Hub\) cannot be "
+                                              r"loaded: its weights do not fit .*\(200000, 4, 3, 3\)"):
+        VAEEncoder("user/big-vae")
+
+
 def test_local_files_only_says_it_kept_the_download_from_being_tried(hub):
     from hjtranslate.pipeline import TranslationPipeline
 

@@ -44,6 +44,7 @@ from hjtranslate.images import IMAGE_SIZE, LUMA
 from hjtranslate.shipped import models_dir
 
 STATS_FILE = "latent_stats.json"
+_WEIGHTS = "diffusion_pytorch_model.safetensors"  # diffusers' name for them
 
 
 def default_vae_path() -> Path:
@@ -132,11 +133,17 @@ def _load_autoencoder(autoencoder_cls: Any, source: str | Path, local: Path,
     weights, unknown Hub id) or ValueError / TypeError (a config that does not fit the weights)."""
     if local.is_dir() and not hub_kwargs.get("subfolder"):
         _check_autoencoder_folder(local)
-        if not hub_kwargs.get("variant"):
-            _check_sizes(autoencoder_cls, local)
     unreachable = None if local.exists() else hub_unreachable(bool(hub_kwargs.get("local_files_only")))
     if unreachable:  # the cache alone, without huggingface_hub's 25 s of retries
         hub_kwargs = {**hub_kwargs, "local_files_only": True}
+    if not hub_kwargs.get("variant"):
+        if local.is_dir():
+            _check_sizes(autoencoder_cls, local / hub_kwargs.get("subfolder", ""), local)
+        else:  # the two files diffusers would fetch, fetched first (into the same cache)
+            fetched = _hub_files(str(source), ("config.json", _WEIGHTS), hub_kwargs)
+            if fetched is not None:
+                _check_sizes(autoencoder_cls, fetched[0].parent, source)
+                hub_kwargs = {k: v for k, v in hub_kwargs.items() if k != "force_download"}
     try:
         return autoencoder_cls.from_pretrained(str(local) if local.exists() else str(source),
                                                **hub_kwargs)
@@ -161,16 +168,17 @@ def _load_autoencoder(autoencoder_cls: Any, source: str | Path, local: Path,
         ) from None
 
 
-def _hub_stats_file(repo_id: str, hub_kwargs: dict[str, Any]) -> str | None:
-    """The latent statistics beside a Hub VAE (downloaded to the cache), or None where the
-    repo has none (an SD VAE) or they cannot be fetched (the warning about them follows)."""
+def _hub_files(repo_id: str, names: tuple[str, ...], hub_kwargs: dict[str, Any]) -> list[Path] | None:
+    """Files of a Hub VAE, downloaded to the cache, or None where one cannot be fetched (missing
+    from the repo, offline, no access: what follows names it, or does without it)."""
     from huggingface_hub import hf_hub_download
 
     keys = ("subfolder", "revision", "cache_dir", "force_download", "local_files_only", "token")
     try:
-        return hf_hub_download(repo_id, STATS_FILE,
-                               **{k: hub_kwargs[k] for k in keys if k in hub_kwargs})
-    except Exception:  # noqa: BLE001 - missing entry, offline, no access: no stats
+        return [Path(hf_hub_download(repo_id, name, **{k: hub_kwargs[k] for k in keys
+                                                         if k in hub_kwargs}))
+                for name in names]
+    except Exception:  # noqa: BLE001 - see the docstring
         return None
 
 
@@ -192,19 +200,20 @@ def _check_autoencoder_folder(folder: Path) -> None:
                           "Pass the folder of a VAE, such as models/vae.")
 
 
-def _check_sizes(autoencoder_cls: Any, folder: Path) -> None:
+def _check_sizes(autoencoder_cls: Any, folder: Path, named: str | Path) -> None:
     """Refuse a config.json whose autoencoder would not have the weights file's tensor shapes
     before diffusers builds it (:func:`dry_build_misfit`): a block width of 200,000 asked
     diffusers for 1.4 TB. Where that cannot be judged, diffusers' loading does."""
-    weights = folder / "diffusion_pytorch_model.safetensors"
+    weights = folder / _WEIGHTS
     saved = safetensors_shapes(weights) if weights.is_file() else None
     config = folder_config(folder)
     if saved is None or not config:  # damaged: diffusers' loading names it
         return
     misfit = dry_build_misfit(lambda: autoencoder_cls.from_config(config), saved)
     if misfit:
+        where = f"in {named}" if Path(named).exists() else f"{str(named)!r} (from the Hub)"
         raise CheckpointError(
-            f"The VAE in {folder} cannot be loaded: its weights do not fit its config.json "
+            f"The VAE {where} cannot be loaded: its weights do not fit its config.json "
             f"({misfit}; checked before building it). {_REDO_VAE}")
 
 
@@ -266,9 +275,9 @@ class VAEEncoder(Encoder):
             if latent_stats is None and local.is_dir() and (local / STATS_FILE).is_file():
                 latent_stats = _read_latent_stats(local / STATS_FILE)
             elif latent_stats is None and not local.exists():  # a Hub id: its stats beside it
-                stats_file = _hub_stats_file(str(source), hub_kwargs)
+                stats_file = _hub_files(str(source), (STATS_FILE,), hub_kwargs)
                 if stats_file is not None:
-                    latent_stats = _read_latent_stats(Path(stats_file))
+                    latent_stats = _read_latent_stats(stats_file[0])
         self.pretrained = None if pretrained is None else str(pretrained)
         self.vae = vae.to(self.device).eval()
         for p in self.vae.parameters():
@@ -363,7 +372,7 @@ class VAEEncoder(Encoder):
         from hjtranslate.checks import shared_as_umask_says
 
         self.vae.save_pretrained(str(folder))
-        shared_as_umask_says(Path(folder) / "diffusion_pytorch_model.safetensors")
+        shared_as_umask_says(Path(folder) / _WEIGHTS)
         self.save_latent_stats(folder)
 
     def save_latent_stats(self, folder: str | Path) -> Path:
