@@ -246,11 +246,15 @@ def _reduced(img: Any, factor: int) -> Any:
     return flat.reduce(factor)
 
 
-def open_image(path: str | Path) -> Any:
-    from PIL import Image, UnidentifiedImageError
+_READ_ERRORS = (OSError, SyntaxError, ValueError)  # with PIL's UnidentifiedImageError (an OSError)
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """The (width, height) of an image file, read from its header (nothing is decoded): a
+    ValueError naming the file where it is no readable image or too large to open safely."""
+    from PIL import Image
 
     p = Path(path)
-    errors = (UnidentifiedImageError, OSError, SyntaxError, ValueError)
     if p.is_dir():
         raise ValueError(f"{p} is a folder, not an image file: pass the image files in it "
                          "(`hjtranslate translate --input` also takes a folder on its own).")
@@ -261,7 +265,7 @@ def open_image(path: str | Path) -> Any:
             size = img.size  # read from the header: nothing is decoded yet
     except Image.DecompressionBombError as exc:
         raise image_too_large(p, exc) from None
-    except errors as exc:
+    except _READ_ERRORS as exc:
         raise ValueError(f"{p} is not a readable image ({type(exc).__name__}: {exc}).") from None
     # a few kB of PNG can decode to gigabytes: past PIL's warning level (89 megapixels; it
     # refuses twice that), refused before anything is decoded
@@ -270,6 +274,16 @@ def open_image(path: str | Path) -> Any:
         raise ValueError(f"The image {str(p)!r} is {size[0]}x{size[1]} pixels, more than {limit:,}: "
                          "too large to open safely. Downscale it and try again (it is translated "
                          "at 28x28 anyway).")
+    return size
+
+
+def open_image(path: str | Path) -> Any:
+    """An image file as a PIL image, checked first (:func:`image_size`) and decoded at most
+    ``MAX_OPEN_SIDE`` a side (large JPEGs decoded at a fraction of their size)."""
+    from PIL import Image
+
+    p = Path(path)
+    size = image_size(p)
     try:
         with Image.open(p) as img:
             factor = -(-max(size) // MAX_OPEN_SIDE)
@@ -286,7 +300,7 @@ def open_image(path: str | Path) -> Any:
             return out
     except Image.DecompressionBombError as exc:
         raise image_too_large(p, exc) from None
-    except errors as exc:
+    except _READ_ERRORS as exc:
         raise ValueError(f"{p} is not a readable image ({type(exc).__name__}: {exc}).") from None
 
 

@@ -1006,11 +1006,15 @@ class TranslationPipeline:
         it to say when an input looks like the other side's (``benchmarks/input_side.py``)."""
         if self.judge_source is None or self.judge_target is None:
             raise ValueError("source_likeness needs both judges (judge_source, judge_target).")
-        energy = []
-        with torch.no_grad():  # each judge sees the picture framed as its dataset frames them
-            for side, judge in (("source", self.judge_source), ("target", self.judge_target)):
-                x = self._preprocess(images, side, frame)[0]
-                energy.append(judge.logits(x).float().logsumexp(-1).cpu())
+        # each judge sees the picture framed as its dataset frames them
+        return self._likeness(*(self._preprocess(images, side, frame)[0]
+                                for side in ("source", "target")))
+
+    @torch.no_grad()
+    def _likeness(self, x_source: torch.Tensor, x_target: torch.Tensor) -> list[float]:
+        """``source_likeness`` of pictures already framed for each side, ``(n, 1, 28, 28)``."""
+        energy = [judge.logits(x).float().logsumexp(-1).cpu()
+                  for judge, x in ((self.judge_source, x_source), (self.judge_target, x_target))]
         return (energy[0] - energy[1]).tolist()
 
     def calibrate_other_side(self, source_images: Any, target_images: Any,
@@ -1057,7 +1061,10 @@ class TranslationPipeline:
         if self.other_side is None:
             raise ValueError("This pipeline has not measured where its judges tell the sides "
                              "apart: call calibrate_other_side(source_images, target_images).")
-        likeness = self.source_likeness(images, frame)
+        return self._beyond_thresholds(self.source_likeness(images, frame), side)
+
+    def _beyond_thresholds(self, likeness: list[float], side: str) -> list[bool]:
+        """``looks_like_other_side`` from the ``source_likeness`` of inputs given as ``side``'s."""
         if side == "source":
             return [v < self.other_side["source_below"] for v in likeness]
         return [v > self.other_side["target_above"] for v in likeness]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ import torch
 
 from .checks import check_folder_path, written_whole
 from .hjmap import PIPELINE_INDEX_FILE
-from .images import IMAGE_SIZE, is_blank, open_image
+from .images import IMAGE_SIZE, image_size, is_blank, open_image
 from .pipeline import (
     TranslationPipeline,
     check_morph_steps,
@@ -23,22 +22,21 @@ from .pipeline import (
 )
 
 
-def _collect_inputs(path: Path, one_of_many: bool = False,
-                    reduce: Callable[[Any], Any] = lambda image: image,
-                    ) -> tuple[list[tuple[Path, Any]], list[dict[str, str]]]:
-    """Images of a file or a folder (not recursive, sorted by name), each passed through
-    ``reduce`` as soon as it is opened (so that a folder of large pictures is not held at once),
-    and the skipped files. A file that is not an image is an error when it is the only input,
-    else skipped (a shell glob picks up a README as a folder would hold one)."""
+def _list_inputs(path: Path, one_of_many: bool = False) -> tuple[list[Path], list[dict[str, str]]]:
+    """The image files of a file or a folder (not recursive, sorted by name), checked from their
+    headers (nothing is decoded yet), and the skipped files. A file that is not an image is an
+    error when it is the only input, else skipped (a shell glob picks up a README as a folder
+    would hold one)."""
     if not path.exists():
         raise FileNotFoundError(f"--input {path}: no such file or folder.")
     if path.is_file():
-        if not one_of_many:
-            return [(path, reduce(open_image(path)))], []
         try:
-            return [(path, reduce(open_image(path)))], []
+            image_size(path)
         except ValueError as exc:
+            if not one_of_many:
+                raise
             return [], [{"input": str(path), "reason": str(exc)}]
+        return [path], []
     files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
     images, skipped = [], []
     for sub in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
@@ -46,11 +44,11 @@ def _collect_inputs(path: Path, one_of_many: bool = False,
                         "searched: name it as an --input of its own)"})
     for p in files:
         try:
-            image = open_image(p)
+            image_size(p)
         except ValueError as exc:
             skipped.append({"input": str(p), "reason": str(exc)})
         else:
-            images.append((p, reduce(image)))
+            images.append(p)
     if not images:
         folders = sum(1 for s in skipped if Path(s["input"]).is_dir())
         detail = "; ".join(([f"{len(skipped) - folders} files skipped: not images"]
@@ -60,6 +58,30 @@ def _collect_inputs(path: Path, one_of_many: bool = False,
         raise ValueError(f"--input {path}: the folder holds no images"
                          + (f" ({detail})." if detail else "."))
     return images, skipped
+
+
+def _read_inputs(paths: list[Path], pipe: TranslationPipeline, sides: tuple[str, ...],
+                 frame: Any, skipped: list[dict[str, str]]
+                 ) -> list[tuple[Path, dict[str, torch.Tensor], list[str]]]:
+    """Each image decoded and at once framed and shrunk for each of ``sides`` (28x28), with the
+    first side's conversion notes: the full-size picture is let go before the next is opened,
+    so a folder of large pictures is never held at once. One that does not decode is skipped
+    under its name (an error when it is the only input)."""
+    read = []
+    for path in paths:
+        try:
+            image = open_image(path)
+            framed = {side: pipe._preprocess([image], side, frame) for side in sides}
+        except ValueError as exc:
+            if len(paths) == 1:
+                raise
+            skipped.append({"input": str(path), "reason": str(exc)})
+            continue
+        read.append((path, {side: x[0] for side, (x, _) in framed.items()}, framed[sides[0]][1][0]))
+    if not read:
+        raise ValueError(f"--input: none of the {len(paths)} images could be read: "
+                         f"{skipped[-1]['reason']}")
+    return read
 
 
 def _strip(frames: list) -> Any:
@@ -104,9 +126,22 @@ def cmd_translate(args: argparse.Namespace) -> int:
         if out_dir.resolve() == folder.resolve():
             raise ValueError(f"--out {out_dir} is the folder of the --input images: a later run "
                              "would translate these translations too. Write them to another folder.")
-    for in_path in in_paths:  # before the model loads
-        if not in_path.exists():
-            raise FileNotFoundError(f"--input {in_path}: no such file or folder.")
+    paths, skipped, seen = [], [], set()
+    for in_path in in_paths:  # listed and their headers read before the model loads
+        try:
+            found, passed_over = _list_inputs(in_path, one_of_many=len(in_paths) > 1)
+        except ValueError as exc:  # a folder without images, among several paths
+            if len(in_paths) == 1:
+                raise
+            found, passed_over = [], [{"input": str(in_path), "reason": str(exc)}]
+        for path in found:  # an image named twice (a file and its folder) is done once
+            if path.resolve() not in seen:
+                seen.add(path.resolve())
+                paths.append(path)
+        skipped += passed_over
+    if not paths:
+        raise ValueError(f"--input: none of the {len(in_paths)} paths holds an image "
+                         f"({len(skipped)} files skipped: not images).")
     from huggingface_hub import constants
 
     if (not constants.HF_HUB_OFFLINE and not Path(model).expanduser().exists()
@@ -119,41 +154,22 @@ def cmd_translate(args: argparse.Namespace) -> int:
     if args.klass is None and pipe._judge(in_side) is None:
         raise ValueError(f"{model} bundles no {in_side}-side judge (judge_{in_side}/) to detect "
                          "the classes of the pictures: pass --class K.")
-
-    def reduce(image: Any) -> tuple[torch.Tensor, list[str], bool]:
-        """A picture as the map reads it (28x28, its conversion notes) and whether it looks
-        like the other side's; the full-size picture is let go."""
-        pictures, notes = pipe._preprocess([image], in_side, args.frame)
-        other = (pipe.looks_like_other_side([image], in_side, args.frame)[0]
-                 if pipe.tells_sides_apart else False)
-        return pictures[0], notes[0], other
-
-    inputs, skipped, seen = [], [], set()
-    for in_path in in_paths:
-        try:
-            found, passed_over = _collect_inputs(in_path, len(in_paths) > 1, reduce)
-        except ValueError as exc:  # a folder without images, among several paths
-            if len(in_paths) == 1:
-                raise
-            found, passed_over = [], [{"input": str(in_path), "reason": str(exc)}]
-        for path, image in found:  # an image named twice (a file and its folder) is done once
-            if path.resolve() not in seen:
-                seen.add(path.resolve())
-                inputs.append((path, image))
-        skipped += passed_over
-    if not inputs:
-        raise ValueError(f"--input: none of the {len(in_paths)} paths holds an image "
-                         f"({len(skipped)} files skipped: not images).")
-    pictures = torch.stack([picture for _, (picture, _, _) in inputs])
-    conv = [notes for _, (_, notes, _) in inputs]
+    other_side = "target" if in_side == "source" else "source"
+    sides = (in_side, other_side) if pipe.tells_sides_apart else (in_side,)
+    inputs = _read_inputs(paths, pipe, sides, args.frame, skipped)
+    pictures = torch.stack([framed[in_side] for _, framed, _ in inputs])
+    conv = [notes for _, _, notes in inputs]
     blank = [is_blank(x) for x in pictures]
-    for (path, _), empty, notes in zip(inputs, blank, conv, strict=True):
+    for (path, _, _), empty, notes in zip(inputs, blank, conv, strict=True):
         if empty:
             skipped.append({"input": str(path), "reason": "blank once framed and shrunk to 28x28 "
                             "(no ink or strokes to translate)" + (f"; {', '.join(notes)}"
                                                                    if notes else "")})
     inked = [i for i, empty in enumerate(blank) if not empty]
-    other = [inputs[i][1][2] for i in inked]
+    other = [False] * len(inked)
+    if pipe.tells_sides_apart and inked:  # both judges, each once on the whole batch
+        framed = {side: torch.stack([inputs[i][1][side] for i in inked]) for side in sides}
+        other = pipe._beyond_thresholds(pipe._likeness(framed["source"], framed["target"]), in_side)
     inputs = [inputs[i] for i in inked]
     if not inputs:
         raise ValueError(f"--input: every image is blank once shrunk to 28x28 ({len(blank)}): "
@@ -174,12 +190,12 @@ def cmd_translate(args: argparse.Namespace) -> int:
                            else (pipe.target_class_names, pipe.source_class_names))
     earlier = _earlier_translations(out_dir)
     # an earlier run's output of another input keeps its name; the same input's is replaced
-    done = {path.resolve() for path, _ in inputs}  # what this run translates
+    done = {path.resolve() for path, _, _ in inputs}  # what this run translates
     taken = {Path(item["output"]).name for item in earlier
              if Path(item["input"]).resolve() not in done}
     used: set[str] = set()
     items = []
-    for i, (path, _) in enumerate(inputs):
+    for i, (path, _, _) in enumerate(inputs):
         stem = path.stem if path.stem not in used else f"{path.stem}_{path.suffix.lstrip('.')}"
         while stem in used or f"{stem}_{args.direction}.png" in taken:
             stem = f"{stem}_{i}"

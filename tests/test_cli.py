@@ -900,16 +900,24 @@ def test_resume_refuses_a_head_setting_the_run_left_to_its_defaults(tmp_path, ca
     assert main([*pnorm, "--resume", "--steps", "3", "--depth", "3"]) == 0
 
 
-def test_translate_lets_each_full_size_picture_go_once_reduced(tmp_path, monkeypatch):
-    """`translate` reduces each picture (to 28x28) as soon as it is opened: a folder of large
-    pictures is never held at once."""
+def test_translate_lets_each_full_size_picture_go_once_reduced(tmp_path, monkeypatch, capsys):
+    """`translate` frames and shrinks each picture (to 28x28) as soon as it is decoded: a folder
+    of large pictures is never held at once; a picture that does not decode is skipped under its
+    name, the others translated."""
     import gc
     import weakref
 
     from hjtranslate import translate
+    from hjtranslate.pipeline import TranslationPipeline
 
+    pictures = tmp_path / "in"
+    pictures.mkdir()
     for i in range(3):
-        Image.new("L", (300, 200), 40 * i).save(tmp_path / f"{i}.png")
+        Image.new("L", (300, 200), 0).save(pictures / f"{i}.png")
+        with Image.open(pictures / f"{i}.png") as im:
+            im.paste(255, (100 + 20 * i, 50, 160, 150))
+            im.save(pictures / f"{i}.png")
+    (pictures / "3.png").write_bytes((pictures / "0.png").read_bytes()[:120])  # a header only
     opened, real_open = [], translate.open_image
 
     def open_image(path):
@@ -917,14 +925,19 @@ def test_translate_lets_each_full_size_picture_go_once_reduced(tmp_path, monkeyp
         opened.append(weakref.ref(image))
         return image
 
-    monkeypatch.setattr(translate, "open_image", open_image)
-    alive = []
+    alive, real_preprocess = [], TranslationPipeline._preprocess
 
-    def reduce(image):
+    def preprocess(self, images, side, frame):
         gc.collect()
         alive.append(sum(ref() is not None for ref in opened))
-        return image.size
+        return real_preprocess(self, images, side, frame)
 
-    found, skipped = translate._collect_inputs(tmp_path, reduce=reduce)
-    assert [value for _, value in found] == [(300, 200)] * 3 and not skipped
-    assert alive == [1, 1, 1]  # only the picture being reduced
+    monkeypatch.setattr(translate, "open_image", open_image)
+    monkeypatch.setattr(TranslationPipeline, "_preprocess", preprocess)
+    out = tmp_path / "out"
+    assert main(["translate", "--input", str(pictures), "--out", str(out)]) == 0
+    report = json.loads((out / "translations.json").read_text())
+    assert [Path(item["input"]).name for item in report["items"]] == ["0.png", "1.png", "2.png"]
+    assert [Path(s["input"]).name for s in report["skipped"]] == ["3.png"]
+    assert "3.png" in capsys.readouterr().err
+    assert len(opened) == 3 and max(alive) == 1  # only the picture being framed

@@ -142,12 +142,14 @@ def test_a_vae_config_asking_for_a_huge_model_is_refused_before_it_is_built(tmp_
     from hjtranslate_plugins.vae import VAEEncoder
 
     folder = _copy("vae", tmp_path)
+    assert VAEEncoder(str(folder), subfolder=None).latent_dim == 64  # diffusers' own default
     config = json.loads((folder / "config.json").read_text())
     config["block_out_channels"][-1] = 200_000
     (folder / "config.json").write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match=r"VAE in .* cannot be loaded: its weights do not "
-                                              r"fit its config.json .*\(200000, 4, 3, 3\)"):
-        VAEEncoder(str(folder))
+    for hub_kwargs in ({}, {"subfolder": None}):
+        with pytest.raises(CheckpointError, match=r"VAE in .* cannot be loaded: its weights do "
+                                                  r"not fit its config.json .*\(200000, 4, 3, 3\)"):
+            VAEEncoder(str(folder), **hub_kwargs)
 
 
 @_needs("vae")

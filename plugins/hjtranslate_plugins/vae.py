@@ -136,9 +136,12 @@ def _load_autoencoder(autoencoder_cls: Any, source: str | Path, local: Path,
     unreachable = None if local.exists() else hub_unreachable(bool(hub_kwargs.get("local_files_only")))
     if unreachable:  # the cache alone, without huggingface_hub's 25 s of retries
         hub_kwargs = {**hub_kwargs, "local_files_only": True}
-    if not hub_kwargs.get("variant"):
+    # diffusers reads another file with a variant or use_safetensors=False, and takes weights
+    # of other shapes with ignore_mismatched_sizes
+    if not any(hub_kwargs.get(k) for k in ("variant", "ignore_mismatched_sizes")) and \
+            hub_kwargs.get("use_safetensors") is not False:
         if local.is_dir():
-            _check_sizes(autoencoder_cls, local / hub_kwargs.get("subfolder", ""), local)
+            _check_sizes(autoencoder_cls, local / (hub_kwargs.get("subfolder") or ""), local)
         else:  # the two files diffusers would fetch, fetched first (into the same cache)
             fetched = _hub_files(str(source), ("config.json", _WEIGHTS), hub_kwargs)
             if fetched is not None:
@@ -209,7 +212,14 @@ def _check_sizes(autoencoder_cls: Any, folder: Path, named: str | Path) -> None:
     config = folder_config(folder)
     if saved is None or not config:  # damaged: diffusers' loading names it
         return
-    misfit = dry_build_misfit(lambda: autoencoder_cls.from_config(config), saved)
+    from diffusers.utils import logging as diffusers_logging
+
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()  # its notes on the config come with the real load
+    try:
+        misfit = dry_build_misfit(lambda: autoencoder_cls.from_config(config), saved)
+    finally:
+        diffusers_logging.set_verbosity(level)
     if misfit:
         where = f"in {named}" if Path(named).exists() else f"{str(named)!r} (from the Hub)"
         raise CheckpointError(
