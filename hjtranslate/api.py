@@ -418,6 +418,7 @@ def fit(
         sampler,
         projection=projection,
     )
+    obj.labels_checked = True  # above, against the map's classes
     if manifold_weight:
         obj.set_manifold_floor(zs, zt)
     batch_fn = make_batch_fn(zs, zt, ks, kt, batch_size, seed)

@@ -205,6 +205,8 @@ class HJObjective(nn.Module):
         projection: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
+        #: set by ``fit``, which checked every label of its data against the map's classes
+        self.labels_checked = False
         if config.manifold_weight and projection is None:
             raise ValueError("manifold_weight needs a projection (for a VAE latent, the "
                              "encoder's round_trip); set manifold_weight=0 or pass one.")
@@ -322,15 +324,30 @@ class HJObjective(nn.Module):
         kt: torch.Tensor | None = None,
         generator_seed: int | None = None,
     ) -> dict[str, torch.Tensor]:
-        # one graph, one set of parameters: the head's parts derived from them are made once;
-        # the labels were checked by fit (a conditional head checks them itself on a CPU, and
-        # asserts on a GPU without a synchronisation)
-        self.map._labels_checked = True
+        # one graph, one set of parameters: the head's parts derived from them are made once.
+        # Labels fit checked once are not checked again at each head call (a GPU
+        # synchronisation; a conditional head still asserts on a GPU without one); an objective
+        # used on its own has them checked, so a wrong label is a clear error, not a device assert.
+        if not self.labels_checked:
+            self._check_labels(ks, kt)
+        self.map._labels_checked = self.labels_checked
         try:
             with parameters_fixed(self.map.head):
                 return self._terms(xs, yt, ks, kt, generator_seed)
         finally:
             self.map._labels_checked = False
+
+    def _check_labels(self, *labels: torch.Tensor | None) -> None:
+        """Class labels within the map's classes (a shared potential's labels only pick the
+        class-wise match, which would pass over a class outside them)."""
+        n = self.map.num_classes
+        for k in labels:
+            if k is None or not k.numel():
+                continue
+            low, high = int(k.min()), int(k.max())
+            if low < 0 or (n and high >= n):
+                raise ValueError(f"Class labels must lie in 0..{n - 1 if n else 'K-1'}, got "
+                                 f"{low}..{high}.")
 
     def _terms(self, xs: torch.Tensor, yt: torch.Tensor, ks: torch.Tensor | None,
                kt: torch.Tensor | None, generator_seed: int | None) -> dict[str, torch.Tensor]:

@@ -1662,3 +1662,20 @@ def test_a_training_step_derives_the_quadratic_part_once_with_the_same_gradients
     if head == "conditional":
         with pytest.raises(ValueError, match="Class labels must lie in 0..2"):
             m.forward(x, 3)
+
+
+@pytest.mark.parametrize("head", ["mlp", "conditional"])
+def test_an_objective_used_on_its_own_checks_its_labels(head):
+    """fit checks its labels once and the objective then skips the check at each head call (a
+    GPU synchronisation); an HJObjective used on its own has them checked, so a class outside
+    the map's is a clear error (on a GPU it was a device assertion)."""
+    from hjtranslate.objective import HJObjective, ObjectiveConfig
+
+    obj = HJObjective(tiny_map(num_classes=3, head=head), ObjectiveConfig(classwise=True, n_colloc=16))
+    x, y = torch.randn(6, 2), torch.randn(6, 2)
+    k = torch.tensor([0, 0, 1, 1, 2, 2])
+    assert torch.isfinite(obj(x, y, k, k)["loss"])
+    bad = torch.tensor([0, 0, 1, 1, 5, 5])
+    with pytest.raises(ValueError, match=r"Class labels must lie in 0\.\.2"):
+        obj(x, y, bad, bad)
+    assert not obj.map._labels_checked  # the map is left as it was
