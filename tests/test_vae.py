@@ -152,10 +152,13 @@ def test_train_a_vae_then_fine_tune_its_decoder_only(shared_data: Path, tmp_path
     # a fine-tune's default rate is the measured fine-tune's (1e-3 took 2.7 dB off in 30 steps)
     again = tmp_path / "again"
     assert main(["train", "vae", "--output-dir", str(again), "--init-from", str(base),
-                 "--decoder-only", "--latent-noise", "0.2", *small[2:]]) == 0
+                 "--decoder-only", "--latent-noise", "0.2", "--latent-noise-on", "mnist",
+                 *small[2:]]) == 0
     record = json.loads((again / "training_metrics.json").read_text())
     assert record["lr"] == 3e-4 and record["latent_noise"] == 0.2
-    assert "Gaussian noise of 0.2 standardised units" in (again / "README.md").read_text()
+    assert record["latent_noise_on"] == "mnist"
+    assert ("Gaussian noise of 0.2 standardised units added to those of mnist images only"
+            in (again / "README.md").read_text())
     # the card's snippet loads the VAE where it was written (a tmp path: by its folder's name)
     assert f"enc = VAEEncoder('{base.name}')" in (base / "README.md").read_text()
     assert not (tuned / "checkpoints").exists()
@@ -174,6 +177,9 @@ def test_train_a_vae_then_fine_tune_its_decoder_only(shared_data: Path, tmp_path
     assert main(["train", "vae", "--output-dir", str(tmp_path / "x"), "--init-from", str(base),
                  "--decoder-only", "--latent-noise", "-1"]) == 2
     assert "--latent-noise must be a finite number >= 0" in capsys.readouterr().err
+    assert main(["train", "vae", "--output-dir", str(tmp_path / "x"), "--init-from", str(base),
+                 "--decoder-only", "--latent-noise-on", "mnist"]) == 2
+    assert "add --latent-noise SIGMA" in capsys.readouterr().err
     assert main(["train", "vae", "--output-dir", str(base), "--init-from", str(base)]) != 0
     assert "is the --init-from folder" in capsys.readouterr().err
 
@@ -315,3 +321,20 @@ def test_the_vae_objectives_noise_follows_its_generator_seed() -> None:
         torch.manual_seed(global_seed)
         losses.append(objective(x, generator_seed=seed)["loss"].item())
     assert losses[0] == losses[1] != losses[2]
+
+
+def test_the_latent_noise_reaches_the_images_its_weight_says() -> None:
+    """``noise_weight`` (`--latent-noise-on`): images of weight 0 are drawn from their own
+    latents, the others from noised ones."""
+    from hjtranslate.tasks.vae import VAEObjective, build_vae
+
+    torch.manual_seed(0)
+    vae = build_vae(2, 4, (8, 8, 8, 8))
+    x = torch.rand(4, 1, 32, 32) * 2 - 1
+    seen = []
+    vae.decode = (lambda decode: lambda z: (seen.append(z.detach().clone()), decode(z))[1])(vae.decode)
+    VAEObjective(vae, 1e-3, decoder_only=True)(x, generator_seed=3)
+    VAEObjective(vae, 1e-3, decoder_only=True, latent_noise=torch.full((1, 2, 4, 4), 3.0))(
+        x, generator_seed=3, noise_weight=torch.tensor([1.0, 0.0, 1.0, 0.0]))
+    moved = (seen[1] - seen[0]).flatten(1).std(1)
+    assert moved[1] == moved[3] == 0 and (moved[[0, 2]] > 2).all()

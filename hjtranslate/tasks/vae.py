@@ -70,18 +70,23 @@ class VAEObjective(nn.Module):
             if getattr(vae, "quant_conv", None) is not None:
                 vae.quant_conv.requires_grad_(False)
 
-    def forward(self, x: torch.Tensor, generator_seed: int | None = None) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, generator_seed: int | None = None,
+                noise_weight: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """``generator_seed``: the seed of the posterior sample and the latent noise (training
         gives one per step and process, so that processes draw different noise and a resumed
-        run the noise it would have drawn); None: the global random state."""
+        run the noise it would have drawn); None: the global random state. ``noise_weight``:
+        a factor on the latent noise per image (0: none for that image; None: 1 for all)."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.decoder_only):
             posterior = self.vae.encode(x).latent_dist
         gen = (None if generator_seed is None
                else torch.Generator(device=x.device).manual_seed(int(generator_seed)))
         z = posterior.sample(generator=gen)
         if self.latent_noise is not None:
-            z = z + self.latent_noise * torch.randn(z.shape, generator=gen, device=z.device,
+            noise = self.latent_noise * torch.randn(z.shape, generator=gen, device=z.device,
                                                     dtype=z.dtype)
+            if noise_weight is not None:
+                noise = noise * noise_weight.to(noise).view(-1, *([1] * (z.dim() - 1)))
+            z = z + noise
         y = self.vae.decode(z).sample
         mse = ((y - x) ** 2).mean()
         kl = posterior.kl().mean() / x[0].numel()
@@ -159,6 +164,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "that it draws the latents of translations, which lie off the encoder's "
                         "own, as it draws real ones (0: off; 0.15 and 0.3 measured on the shipped "
                         "VAE in BENCHMARKS.md)")
+    p.add_argument("--latent-noise-on", choices=("both", *DATASET_NAMES), default="both",
+                   help="with --latent-noise: the training images whose latents get the noise "
+                        "(the others are drawn from their own latents, as sharp as without it)")
     p.add_argument("--latent-channels", type=int, default=4,
                    help="latent channels (the latent has channels x size x size numbers)")
     p.add_argument("--latent-size", type=int, default=4, help="latent height = width")
@@ -213,9 +221,12 @@ def write_card(folder: Path, info: dict[str, Any], name: str = "models/vae") -> 
                      "per-pixel squared error, its encoder frozen (same latent space and "
                      "latent_stats.json, so maps trained in that latent stay valid)")
         if info.get("latent_noise"):
+            on = info.get("latent_noise_on") or "both"
             objective += (f", drawing latents with Gaussian noise of {info['latent_noise']:g} "
-                          "standardised units added (so that it draws translated latents, which "
-                          "lie off the encoder's own, as it draws real ones)")
+                          "standardised units added"
+                          + ("" if on == "both" else f" to those of {on} images only")
+                          + " (so that it draws translated latents, which lie off the encoder's "
+                          "own, as it draws real ones)")
     elif info.get("init_from"):
         objective += f", starting from the VAE in `{info['init_from']}`{made_by}"
     text = f"""---
@@ -276,8 +287,8 @@ def _training_record(folder: str | None) -> dict[str, Any] | None:
 #: the options that make a VAE what it is: a --resume that finds a finished VAE made with
 #: others refuses, rather than train a new one over it
 MODEL_OPTIONS = ("steps", "time_budget", "batch_size", "lr", "kl_weight", "seed", "init_from",
-                 "decoder_only", "latent_noise", "latent_channels", "latent_size", "widths", "eval_images",
-                 "stats_images")
+                 "decoder_only", "latent_noise", "latent_noise_on", "latent_channels", "latent_size",
+                 "widths", "eval_images", "stats_images")
 
 
 def _model_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -301,7 +312,8 @@ def _finished(out: Path, args: argparse.Namespace) -> dict[str, Any] | None:
         return None  # a damaged record: the run's own --resume logic decides
     recorded = record.get("options")
     if isinstance(recorded, dict):
-        recorded.setdefault("latent_noise", 0.0)  # recorded before the option was
+        recorded.setdefault("latent_noise", 0.0)  # recorded before the options were
+        recorded.setdefault("latent_noise_on", "both")
     if recorded == _model_options(args):
         print(f"--resume: the VAE in {out} is finished ({record.get('steps')} steps); kept. "
               "Train it again with --overwrite.", file=sys.stderr)
@@ -328,6 +340,9 @@ def _load_init(args: argparse.Namespace) -> Any:
 
     if not 0.0 <= args.latent_noise < math.inf:
         raise ValueError(f"--latent-noise must be a finite number >= 0, got {args.latent_noise:g}.")
+    if args.latent_noise_on != "both" and not args.latent_noise:
+        raise ValueError(f"--latent-noise-on {args.latent_noise_on} says which images get the "
+                         "latent noise: add --latent-noise SIGMA.")
     if args.latent_noise and not args.decoder_only:
         raise ValueError("--latent-noise trains the decoder of a VAE whose latent space stays as "
                          "it is: add --decoder-only (and --init-from DIR).")
@@ -390,12 +405,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             init.latent_stats["scale"], dtype=torch.float32).view(1, *init.latent_shape)
     model = VAEObjective(vae, args.kl_weight, decoder_only=args.decoder_only, latent_noise=noise)
     n_train = train_images.shape[0]
+    # which dataset each training image is of (train_images holds them in DATASET_NAMES' order)
+    dataset_of = torch.cat([torch.full((len(data[n, "train"]),), i)
+                            for i, n in enumerate(DATASET_NAMES)])
 
-    def batch_fn(step: int, rank: int) -> dict[str, torch.Tensor]:
+    def batch_fn(step: int, rank: int) -> dict[str, Any]:
         g = torch.Generator().manual_seed(args.seed * 1_000_003 + step * 7919 + rank)
         idx = torch.randint(0, n_train, (args.batch_size,), generator=g)
-        return {"x": to_vae_input(to_float(train_images[idx]), 32, 1, "pad"),  # as it encodes
-                "generator_seed": int(torch.randint(2**31, (1,), generator=g))}
+        batch = {"x": to_vae_input(to_float(train_images[idx]), 32, 1, "pad"),  # as it encodes
+                 "generator_seed": int(torch.randint(2**31, (1,), generator=g))}
+        if args.latent_noise_on != "both":
+            chosen = DATASET_NAMES.index(args.latent_noise_on)
+            batch["noise_weight"] = (dataset_of[idx] == chosen).float()
+        return batch
 
     config = TrainConfig(
         steps=args.steps, time_budget=args.time_budget, lr=args.lr, seed=args.seed,
@@ -433,7 +455,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "steps": result["steps"], "batch_size": args.batch_size, "lr": args.lr,
         "seconds": result["seconds"], "seed": args.seed,
         "init_from": args.init_from, "decoder_only": bool(args.decoder_only),
-        "latent_noise": args.latent_noise,
+        "latent_noise": args.latent_noise, "latent_noise_on": args.latent_noise_on,
         "init_training": _training_record(args.init_from),
         "options": _model_options(args),  # what a later --resume compares (_finished)
         "device": f"{acc.num_processes} x {acc.device.type} process(es), "
