@@ -325,12 +325,12 @@ class HJObjective(nn.Module):
         generator_seed: int | None = None,
     ) -> dict[str, torch.Tensor]:
         # one graph, one set of parameters: the head's parts derived from them are made once.
-        # Labels fit checked once are not checked again at each head call (a GPU
-        # synchronisation; a conditional head still asserts on a GPU without one); an objective
-        # used on its own has them checked, so a wrong label is a clear error, not a device assert.
+        # The labels are checked once (by fit for all its data, else here for this step), not
+        # again at each head call (a GPU synchronisation each; a conditional head still asserts
+        # on a GPU without one), so a wrong label is a clear error, not a device assertion.
         if not self.labels_checked:
-            self._check_labels(ks, kt)
-        self.map._labels_checked = self.labels_checked
+            self._check_labels(ks, kt)  # once a step, not again at each head call
+        self.map._labels_checked = True
         try:
             with parameters_fixed(self.map.head):
                 return self._terms(xs, yt, ks, kt, generator_seed)

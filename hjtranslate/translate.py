@@ -67,21 +67,29 @@ def _read_inputs(paths: list[Path], pipe: TranslationPipeline, sides: tuple[str,
     first side's conversion notes: the full-size picture is let go before the next is opened,
     so a folder of large pictures is never held at once. One that does not decode is skipped
     under its name (an error when it is the only input)."""
-    read = []
+    read, failed = [], []
     for path in paths:
         try:
             image = open_image(path)
             framed = {side: pipe._preprocess([image], side, frame) for side in sides}
-        except ValueError as exc:
+            del image  # before the next one is decoded
+        except (ValueError, OSError) as exc:  # OSError: a file gone since it was listed
             if len(paths) == 1:
                 raise
-            skipped.append({"input": str(path), "reason": str(exc)})
+            failed.append({"input": str(path), "reason": str(exc)})
             continue
         read.append((path, {side: x[0] for side, (x, _) in framed.items()}, framed[sides[0]][1][0]))
+    skipped += failed
     if not read:
         raise ValueError(f"--input: none of the {len(paths)} images could be read: "
-                         f"{skipped[-1]['reason']}")
+                         + _listed(failed))
     return read
+
+
+def _listed(skipped: list[dict[str, str]], most: int = 3) -> str:
+    """Skipped inputs and why, for an error message (the first ``most`` of them)."""
+    shown = "; ".join(f"{s['input']}: {s['reason']}" for s in skipped[:most])
+    return shown + (f"; and {len(skipped) - most} more" if len(skipped) > most else "")
 
 
 def _strip(frames: list) -> Any:
@@ -138,7 +146,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
             if path.resolve() not in seen:
                 seen.add(path.resolve())
                 paths.append(path)
-        skipped += passed_over
+        skipped += [s for s in passed_over if s not in skipped]  # one named twice: once
     if not paths:
         raise ValueError(f"--input: none of the {len(in_paths)} paths holds an image "
                          f"({len(skipped)} files skipped: not images).")
@@ -173,7 +181,8 @@ def cmd_translate(args: argparse.Namespace) -> int:
     inputs = [inputs[i] for i in inked]
     if not inputs:
         raise ValueError(f"--input: every image is blank once shrunk to 28x28 ({len(blank)}): "
-                         "nothing to translate.")
+                         "nothing to translate" + (f" (also skipped: {_listed(skipped[:-len(blank)])})"
+                                                   if len(skipped) > len(blank) else "."))
     # the pictures as preprocessed above (28x28: not framed again), their notes kept
     result = pipe(pictures[inked], classes=args.klass, direction=args.direction,
                   morph_steps=morph_steps)

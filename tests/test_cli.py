@@ -941,3 +941,17 @@ def test_translate_lets_each_full_size_picture_go_once_reduced(tmp_path, monkeyp
     assert [Path(s["input"]).name for s in report["skipped"]] == ["3.png"]
     assert "3.png" in capsys.readouterr().err
     assert len(opened) == 3 and max(alive) == 1  # only the picture being framed
+
+
+def test_translate_names_every_picture_that_would_not_decode(tmp_path, capsys):
+    """Pictures whose headers read but whose data does not: the error names each of them."""
+    pictures = tmp_path / "in"
+    pictures.mkdir()
+    noise = torch.randint(0, 256, (200, 300), dtype=torch.uint8).numpy()
+    Image.fromarray(noise).save(tmp_path / "whole.png")
+    for name in ("a.png", "b.png"):  # the header and a part of the data
+        (pictures / name).write_bytes((tmp_path / "whole.png").read_bytes()[:2000])
+    assert main(["translate", "--input", str(pictures), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "none of the 2 images could be read" in err and "a.png" in err and "b.png" in err
+    assert "Traceback" not in err and not (tmp_path / "out").exists()
