@@ -190,3 +190,15 @@ def test_a_training_step_launches_no_operation_per_class(tmp_path: Path) -> None
     step = out["digits-to-fashion"]
     assert step["operations"] < 3000 and step["host_reads"] < 100, step
     assert json.loads((tmp_path / "ops.json").read_text())["fit-defaults"] == out["fit-defaults"]
+
+
+def test_d2f_grids_redraws_both_pictures(tmp_path: Path, shared_data: Path) -> None:
+    """`benchmarks/d2f_grids.py` draws the README's two grids (10 class rows of 4 sources, 4
+    translations and 8 morph frames, 28x28 tiles with a 1-pixel border) from the shipped map."""
+    import d2f_grids
+    from PIL import Image
+
+    d2f_grids.main(["--out-dir", str(tmp_path), "--n", "300"])
+    for name in ("digits_to_fashion.png", "fashion_to_digits.png"):
+        with Image.open(tmp_path / name) as im:
+            assert im.size == (16 * 29 + 1, 10 * 29 + 1)
