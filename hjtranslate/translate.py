@@ -181,7 +181,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     inputs = [inputs[i] for i in inked]
     if not inputs:
         raise ValueError(f"--input: every image is blank once shrunk to 28x28 ({len(blank)}): "
-                         "nothing to translate" + (f" (also skipped: {_listed(skipped[:-len(blank)])})"
+                         "nothing to translate" + (f" (also skipped: {_listed(skipped[:-len(blank)])})."
                                                    if len(skipped) > len(blank) else "."))
     # the pictures as preprocessed above (28x28: not framed again), their notes kept
     result = pipe(pictures[inked], classes=args.klass, direction=args.direction,

@@ -955,3 +955,15 @@ def test_translate_names_every_picture_that_would_not_decode(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "none of the 2 images could be read" in err and "a.png" in err and "b.png" in err
     assert "Traceback" not in err and not (tmp_path / "out").exists()
+
+
+def test_translate_of_blank_pictures_says_what_else_it_skipped(tmp_path, capsys):
+    """Every picture blank once shrunk: the error also names the files passed over before."""
+    pictures = tmp_path / "in"
+    pictures.mkdir()
+    Image.new("L", (64, 64), 0).save(pictures / "empty.png")
+    (pictures / "notes.txt").write_text("not a picture")
+    assert main(["translate", "--input", str(pictures), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "every image is blank once shrunk to 28x28 (1): nothing to translate (also skipped: " in err
+    assert "notes.txt" in err and "Traceback" not in err
