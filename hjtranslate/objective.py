@@ -338,16 +338,12 @@ class HJObjective(nn.Module):
             self.map._labels_checked = False
 
     def _check_labels(self, *labels: torch.Tensor | None) -> None:
-        """Class labels within the map's classes (a shared potential's labels only pick the
-        class-wise match, which would pass over a class outside them)."""
-        n = self.map.num_classes
+        """Class labels within the map's classes, as the map's own calls check them (a shared
+        potential's labels only pick the class-wise match, which would pass over a class outside
+        them)."""
         for k in labels:
-            if k is None or not k.numel():
-                continue
-            low, high = int(k.min()), int(k.max())
-            if low < 0 or (n and high >= n):
-                raise ValueError(f"Class labels must lie in 0..{n - 1 if n else 'K-1'}, got "
-                                 f"{low}..{high}.")
+            if k is not None:
+                self.map._labels(k, k.numel(), k.device)
 
     def _terms(self, xs: torch.Tensor, yt: torch.Tensor, ks: torch.Tensor | None,
                kt: torch.Tensor | None, generator_seed: int | None) -> dict[str, torch.Tensor]:

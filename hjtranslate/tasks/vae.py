@@ -43,8 +43,7 @@ DATASET_NAMES = ("mnist", "fashion-mnist")
 # A fine-tune starts from trained weights, which Adam's first steps (each parameter moved by about
 # the rate) disturb: 30 decoder-only steps at 1e-3 took the VAE shipped until 2026-12-06 from
 # 24.50 / 21.26 dB to 21.80 / 19.39 dB, at 3e-4 to 24.22 / 21.03 dB, from which 4,489 steps reached
-# 25.38 / 21.72 dB
-# (BENCHMARKS.md, "A sharper decoder in the same latent space").
+# 25.38 / 21.72 dB (BENCHMARKS.md, "A sharper decoder in the same latent space").
 FRESH_LR, FINE_TUNE_LR = 1e-3, 3e-4
 
 
