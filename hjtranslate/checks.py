@@ -310,6 +310,35 @@ def safetensors_shapes(path: str | Path) -> dict[str, tuple[int, ...]] | None:
         return None
 
 
+class _TooManyTensors(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _tensor_count_limit(limit: int) -> Iterator[None]:
+    """Stops a module build in this thread once it has made more than ``limit`` parameters and
+    buffers: a config asking for a depth of 10^5 builds for minutes module by
+    module, even on the meta device, before its names can be compared. Other threads' builds
+    (the app loads models in worker threads) are not counted."""
+    from torch.nn.modules import module as nn_module
+
+    me, made = threading.get_ident(), [0]
+
+    def count(*_: Any) -> None:
+        if threading.get_ident() == me:
+            made[0] += 1
+            if made[0] > limit:
+                raise _TooManyTensors
+
+    handles = [nn_module.register_module_parameter_registration_hook(count),
+               nn_module.register_module_buffer_registration_hook(count)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def dry_build_misfit(build: Callable[[], torch.nn.Module], saved: dict[str, tuple[int, ...]],
                      all_names: bool = False) -> str | None:
     """Why the module ``build()`` makes cannot take weights of the ``saved`` shapes, found before
@@ -317,11 +346,16 @@ def dry_build_misfit(build: Callable[[], torch.nn.Module], saved: dict[str, tupl
     hundreds of GB before the weights were read. The module is built on the meta device, which
     allocates nothing. Compared: the names both hold (``all_names``: every name, a missing one
     too), and, where those agree, the total size (new names of a huge size). None where it fits,
-    or where it does not build on the meta device (the real build and strict loading judge it)."""
+    or where it does not build on the meta device (the real build and strict loading judge it).
+    A build making more than four times the file's tensors (a huge depth) is stopped there."""
+    limit = 4 * len(saved) + 1024
     try:
-        with torch.device("meta"), warnings.catch_warnings():
+        with torch.device("meta"), warnings.catch_warnings(), _tensor_count_limit(limit):
             warnings.simplefilter("ignore")
             wanted = {k: tuple(v.shape) for k, v in build().state_dict().items()}
+    except _TooManyTensors:
+        return (f"the file holds {len(saved):,} tensors and the config asks for more than "
+                f"{limit:,}, a depth far beyond the file's")
     except Exception:  # noqa: BLE001 (any failure here is judged again by the real build)
         return None
     names = wanted.keys() | saved.keys() if all_names else wanted.keys() & saved.keys()

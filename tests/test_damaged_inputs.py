@@ -150,6 +150,12 @@ def test_a_vae_config_asking_for_a_huge_model_is_refused_before_it_is_built(tmp_
         with pytest.raises(CheckpointError, match=r"VAE in .* cannot be loaded: its weights do "
                                                   r"not fit its config.json .*\(200000, 4, 3, 3\)"):
             VAEEncoder(str(folder), **hub_kwargs)
+    config["block_out_channels"][-1] = 64
+    config["layers_per_block"] = 10**5  # built module by module, this took minutes
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"do not fit its config.json \(the file holds 184 "
+                                              r"tensors .* more than 1,760, a depth far beyond"):
+        VAEEncoder(str(folder))
 
 
 @_needs("vae")

@@ -337,7 +337,8 @@ def test_config_from_a_newer_version(tmp_path):
 
 
 @pytest.mark.parametrize("change", [{"dim": 10**9}, {"num_classes": 10**9},
-                                    {"head_kwargs": {"width": 10**9}}])
+                                    {"head_kwargs": {"width": 10**9}},
+                                    {"head_kwargs": {"depth": 10**7}}])
 def test_a_config_asking_for_a_huge_map_is_refused_before_it_is_built(tmp_path, change):
     """A config.json can ask for any size: compared with the weights file's header first (a
     width of 10^9 tried to allocate hundreds of GB before the weights were read)."""
@@ -349,6 +350,36 @@ def test_a_config_asking_for_a_huge_map_is_refused_before_it_is_built(tmp_path, 
     (folder / "config.json").write_text(json.dumps({**config, **change}))
     with pytest.raises(CheckpointError, match="edited or damaged"):
         HJMap.from_pretrained(folder)
+
+
+def test_the_dry_build_stops_a_huge_depth_and_counts_only_its_own_thread():
+    """The meta-device build is stopped at four times the file's tensors (a depth of 10^5 built
+    for minutes); a build in another thread meanwhile (the app's workers) is not counted, and
+    nothing is left hooked after."""
+    import threading
+
+    from torch.nn.modules import module as nn_module
+
+    from hjtranslate.checks import dry_build_misfit
+
+    saved = {f"{i}.weight": (4, 4) for i in range(3)}
+    other: list[int] = []
+
+    def deep() -> torch.nn.Module:
+        worker = threading.Thread(
+            target=lambda: other.append(len(torch.nn.Sequential(
+                *(torch.nn.Linear(4, 4) for _ in range(600))).state_dict())))
+        worker.start()
+        worker.join()
+        return torch.nn.Sequential(*(torch.nn.Linear(4, 4, bias=False) for _ in range(10**5)))
+
+    assert dry_build_misfit(deep, saved) == ("the file holds 3 tensors and the config asks for "
+                                             "more than 1,036, a depth far beyond the file's")
+    assert other == [1200]
+    assert not nn_module._global_parameter_registration_hooks
+    assert not nn_module._global_buffer_registration_hooks
+    shallow = lambda: torch.nn.Sequential(*(torch.nn.Linear(4, 4, bias=False) for _ in range(3)))  # noqa: E731
+    assert dry_build_misfit(shallow, saved) is None
 
 
 def test_a_weights_file_of_no_map_or_of_far_fewer_values_is_refused_before_building(tmp_path):

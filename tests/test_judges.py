@@ -272,4 +272,8 @@ def test_a_judge_config_asking_for_a_huge_model_is_refused_before_it_is_built(tm
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match=r"do not fit .*asks for layer4\.\d+\.\S+ \(.*holds absent"):
         load_judge(tmp_path)
+    config["model_kwargs"]["layers"] = [1, 1, 1, 10**6]  # built on the meta device: hours
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"do not fit .*a depth far beyond the file's"):
+        load_judge(tmp_path)
 
