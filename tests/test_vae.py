@@ -150,15 +150,17 @@ def test_train_a_vae_then_fine_tune_its_decoder_only(shared_data: Path, tmp_path
     assert record["data_dir"] == str(resolve_data_dir(None))  # where the images came from
     assert record["lr"] == 1e-3
     # a fine-tune's default rate is the measured fine-tune's (1e-3 took 2.7 dB off in 30 steps)
-    again = tmp_path / "again"
-    assert main(["train", "vae", "--output-dir", str(again), "--init-from", str(base),
+    again = tmp_path / "again"  # a fine-tune of the fine-tune: its card names both runs before it
+    assert main(["train", "vae", "--output-dir", str(again), "--init-from", str(tuned),
                  "--decoder-only", "--latent-noise", "0.2", "--latent-noise-on", "mnist",
                  *small[2:]]) == 0
     record = json.loads((again / "training_metrics.json").read_text())
     assert record["lr"] == 3e-4 and record["latent_noise"] == 0.2
     assert record["latent_noise_on"] == "mnist"
-    assert ("Gaussian noise of 0.2 standardised units added to those of mnist images only"
-            in (again / "README.md").read_text())
+    card = (again / "README.md").read_text()
+    assert "Gaussian noise of 0.2 standardised units added to those of mnist images only" in card
+    made = [json.loads((f / "training_metrics.json").read_text())["command"] for f in (base, tuned)]
+    assert f"(made by `{made[0]}` (2 steps, " in card and f" s), then `{made[1]}` (2 steps, " in card
     # the card's snippet loads the VAE where it was written (a tmp path: by its folder's name)
     assert f"enc = VAEEncoder('{base.name}')" in (base / "README.md").read_text()
     assert not (tuned / "checkpoints").exists()

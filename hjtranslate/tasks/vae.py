@@ -213,9 +213,7 @@ def write_card(folder: Path, info: dict[str, Any], name: str = "models/vae") -> 
     )
     shape = "x".join(str(s) for s in info["latent_shape"])
     objective = f"per-pixel squared error + {info['kl_weight']} x per-pixel KL to N(0, I)"
-    base = info.get("init_training") or {}
-    made_by = (f" (made by `{base['command']}`: {base.get('steps')} steps, "
-               f"{base.get('seconds') or 0:.0f} s)" if base.get("command") else "")
+    made_by = _made_by(info.get("init_training"))
     if info.get("decoder_only"):
         objective = (f"the decoder of the VAE in `{info['init_from']}`{made_by} fine-tuned on the "
                      "per-pixel squared error, its encoder frozen (same latent space and "
@@ -273,6 +271,17 @@ Zalando 2017; MIT).
     path = folder / "README.md"
     path.write_text(text)
     return path
+
+
+def _made_by(record: dict[str, Any] | None) -> str:
+    """How the --init-from VAE was made, first command first: a fine-tune of a fine-tune names
+    the run that trained its encoder as well as the one that last tuned its decoder."""
+    runs = []
+    while isinstance(record, dict) and record.get("command"):
+        runs.append(f"`{record['command']}` ({record.get('steps')} steps, "
+                    f"{record.get('seconds') or 0:.0f} s)")
+        record = record.get("init_training")
+    return f" (made by {', then '.join(reversed(runs))})" if runs else ""
 
 
 def _training_record(folder: str | None) -> dict[str, Any] | None:
