@@ -275,6 +275,18 @@ def test_the_shipped_pipeline_evaluates_offline(capsys, tmp_path):
     assert json.loads(capsys.readouterr().out)["accuracy_forward"] == metrics["accuracy_forward"]
     assert main(["evaluate", str(folder), "--n", "100", "--data-dir", str(tmp_path)]) == 2
     assert str(tmp_path) in capsys.readouterr().err  # it looked there
+    # beside the test sets alone: everything but the perfect-map yardsticks (training decodes)
+    for name in ("mnist", "fashion-mnist"):
+        (tmp_path / name).mkdir()
+        for f in Path(data_dir, name).glob("t10k-*"):
+            (tmp_path / name / f.name).symlink_to(f)
+    with pytest.warns(UserWarning, match=r"perfect-map yardsticks are not measured .*mnist "
+                      r"\(train\) not found"):
+        assert main(["evaluate", str(folder), "--n", "100", "--data-dir", str(tmp_path)]) == 0
+    alone = json.loads(capsys.readouterr().out)
+    assert alone["accuracy_forward"] == metrics["accuracy_forward"]
+    assert alone["accuracy_forward_of_a_perfect_map"] is None
+    assert alone["fd_backward_of_a_perfect_map"] is None and alone["fd_backward_floor"] > 0
     # a sample too small for every class: the per-class summaries say how many they cover
     with pytest.warns(UserWarning, match=r"The evaluation sample \(10 images a side\) holds 2 "
                       "or more images of only"):
