@@ -40,9 +40,9 @@ from typing import Any
 import gradio as gr
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from hjtranslate.images import frame_count, is_blank, pil_to_array, upright
+from hjtranslate.images import READ_ERRORS, frame_count, is_blank, pil_to_array, upright
 from hjtranslate.pipeline import TranslationPipeline, shipped_pipeline
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
@@ -177,7 +177,7 @@ def read_upload(path: str | os.PathLike | None) -> tuple[Image.Image, list[str]]
     except Image.DecompressionBombError:  # PIL refuses to open it at all: over 179 Mpixels
         raise _error(f"The image has too many pixels to open; the limit is {MAX_SIDE} pixels on "
                      "a side. Downscale it first (the app works at 28x28 anyway).") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
+    except (*READ_ERRORS, ValueError):  # UnidentifiedImageError is an OSError
         raise _error(NOT_AN_IMAGE) from None
     if frames > 1:
         notes.append(f"used the first of {frames} frames")

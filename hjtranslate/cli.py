@@ -269,6 +269,23 @@ def _refuse_empty_values(args: argparse.Namespace, actions: dict[str, argparse.A
             raise ValueError(f"{flag} is empty: give it a value{hint}.")
 
 
+#: the options that name a file or folder (or a Hub id, which never starts with "~")
+PATH_DESTS = ("data_dir", "export", "folder", "init_from", "input", "model", "out", "output_dir",
+              "output_root", "source", "target", "vae")
+
+
+def _expand_home(args: argparse.Namespace) -> None:
+    """``--output-dir=~/runs`` and quoted paths reach us with the ``~`` the shell left: read as
+    the home folder, as the shell does (a folder named "~" in the current one would be made)."""
+    for dest in PATH_DESTS:
+        value = getattr(args, dest, None)
+        if isinstance(value, str) and value.startswith("~"):
+            setattr(args, dest, os.path.expanduser(value))
+        elif isinstance(value, list):
+            setattr(args, dest, [os.path.expanduser(v) if isinstance(v, str) and v.startswith("~")
+                                 else v for v in value])
+
+
 def _explicit_options(argv: Sequence[str] | None) -> set[str]:
     """The options the command line itself sets: argv parsed again by a parser whose every
     default is suppressed, so that only what was typed lands in the namespace."""
@@ -423,6 +440,7 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         actions = _command_actions(parser, args)
         _refuse_empty_values(args, actions)
+        _expand_home(args)
         if args.command == "train":
             args._typed = _explicit_options(argv)  # a task's defaults give way to --head-options
             # this launch's command line, for the model card (tests pass argv, not sys.argv)
@@ -450,7 +468,7 @@ def _main(argv: Sequence[str] | None) -> int:
             if training is not None:
                 training.release_all()  # the run folders this command held: outputs written
     except (ValueError, PluginError, TrainingError, CheckpointError, FileNotFoundError,
-            NotADirectoryError, PermissionError) as exc:
+            NotADirectoryError, IsADirectoryError, PermissionError) as exc:
         # Bad options and inputs, alike on every rank of a launch: printed once (the other ranks
         # name it in torchrun's error file, which the launcher's failure table reads; without
         # one, each prints its own: it may be its own, a data folder missing on one machine).

@@ -51,6 +51,7 @@ Rules (``preprocess``, which ``TranslationPipeline.preprocess`` calls; each chan
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -97,7 +98,7 @@ def _to_float01(a: np.ndarray, what: str, notes: list[str]) -> np.ndarray:
             )
         # as for 16-bit image files: 0..255 is 8-bit, larger values the white level of the
         # smallest bit depth holding them (a 12-bit camera's 0..4095)
-        peak = _bit_depth_peak(top)
+        peak = bit_depth_peak(top)
         if peak > 255:
             notes.append(f"scaled integer values up to {top} as {int(peak).bit_length()}-bit "
                          f"pixels (by 1/{peak:g})")
@@ -156,7 +157,16 @@ def is_blank(x: torch.Tensor) -> bool:
 def frame_count(img: Any) -> int:
     """Frames of an opened image (animations, multi-page TIFFs). A phone's JPEG that PIL opens
     as MPO counts as one: its other frames are previews or depth maps of the same photo."""
-    return 1 if getattr(img, "format", None) == "MPO" else int(getattr(img, "n_frames", 1))
+    if getattr(img, "format", None) == "MPO":
+        return 1
+    try:
+        return int(getattr(img, "n_frames", 1))
+    except READ_ERRORS:  # a damaged later frame (a TIFF page without its size): 2 at least
+        try:
+            img.seek(0)  # counting left the file at the damaged frame
+        except READ_ERRORS:
+            pass
+        return 2
 
 
 EXIF_ORIENTATION = 0x0112
@@ -192,7 +202,7 @@ def pil_to_array(img: Any, notes: list[str]) -> np.ndarray:
     mode = img.mode
     if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
         a = np.asarray(img, dtype=np.float32)
-        peak = _bit_depth_peak(float(a.max()) if a.size else 0.0)
+        peak = bit_depth_peak(float(a.max()) if a.size else 0.0)
         depth = "" if peak == 65535 else f" holding {int(peak).bit_length()}-bit values"
         notes.append(f"scaled 16-bit image (mode {mode}){depth} by 1/{peak:g}")
         return np.clip(a / peak, 0.0, 1.0)
@@ -200,7 +210,7 @@ def pil_to_array(img: Any, notes: list[str]) -> np.ndarray:
         a = np.asarray(img, dtype=np.float32)
         if not np.isfinite(a).all():  # np.clip below would keep a NaN
             raise ValueError("The image has NaN or infinite pixel values.")
-        peak = 1.0 if a.size and a.max() <= 1.0 else _bit_depth_peak(float(a.max()))
+        peak = 1.0 if a.size and a.max() <= 1.0 else bit_depth_peak(float(a.max()))
         notes.append(f"scaled mode-{mode} image by 1/{peak:g}")
         return np.clip(a / peak, 0.0, 1.0)
     has_alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
@@ -217,7 +227,7 @@ def pil_to_array(img: Any, notes: list[str]) -> np.ndarray:
 BIT_DEPTH_PEAKS = (255.0, 1023.0, 4095.0, 16383.0, 65535.0)
 
 
-def _bit_depth_peak(top: float) -> float:
+def bit_depth_peak(top: float) -> float:
     """The white level of the smallest common bit depth that holds ``top``: a 12-bit camera's
     picture in a 16-bit file reaches at most 4095, which on the 16-bit scale reads as black."""
     return next((p for p in BIT_DEPTH_PEAKS if top <= p), BIT_DEPTH_PEAKS[-1])
@@ -246,7 +256,10 @@ def _reduced(img: Any, factor: int) -> Any:
     return flat.reduce(factor)
 
 
-_READ_ERRORS = (OSError, SyntaxError, ValueError)  # with PIL's UnidentifiedImageError (an OSError)
+#: what PIL raises for a damaged file: UnidentifiedImageError (an OSError), SyntaxError ("broken
+#: PNG file"), and from a damaged TIFF page TypeError ("Missing dimensions") or KeyError
+READ_ERRORS = (OSError, SyntaxError, TypeError, KeyError, IndexError, EOFError, struct.error)
+_READ_ERRORS = (*READ_ERRORS, ValueError)
 
 
 def image_size(path: str | Path) -> tuple[int, int]:

@@ -181,12 +181,89 @@ def test_missing_and_unreadable_files_give_clear_errors(images, tmp_path, capsys
     assert "not a readable image" in capsys.readouterr().err
 
 
+def test_damaged_files_and_pages_give_clear_errors(images, tmp_path, capsys):
+    """PIL raises more than OSError for a damaged file: a PNG chunk's length (SyntaxError), a
+    TIFF page without its size (TypeError)."""
+    data = bytearray(Path(images[0]).read_bytes())
+    data[36] = 38  # the first IDAT chunk's length
+    (tmp_path / "chunk.png").write_bytes(bytes(data))
+    assert main(["train", "color-transfer", "--source", str(tmp_path / "chunk.png"), "--target",
+                 images[1], "--output-dir", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "could not be read (SyntaxError: broken PNG file" in err and "Traceback" not in err
+    pages = [Image.open(images[0]).convert("RGB")] * 3
+    pages[0].save(tmp_path / "pages.tif", save_all=True, append_images=pages[1:])
+    tif = bytearray((tmp_path / "pages.tif").read_bytes())
+    offset, page = int.from_bytes(tif[4:8], "little"), 0
+    while offset:  # the second page's ImageWidth tag (256) renamed: PIL cannot size that page
+        page += 1
+        count = int.from_bytes(tif[offset:offset + 2], "little")
+        for entry in range(offset + 2, offset + 2 + 12 * count, 12):
+            if page == 2 and int.from_bytes(tif[entry:entry + 2], "little") == 256:
+                tif[entry:entry + 2] = (32767).to_bytes(2, "little")
+        offset = int.from_bytes(tif[offset + 2 + 12 * count:offset + 6 + 12 * count], "little")
+    (tmp_path / "pages.tif").write_bytes(bytes(tif))
+    first = load_image(tmp_path / "pages.tif")  # the first page is whole: it is used
+    assert first.shape == (32, 32, 3)
+    assert "frames; the first is used" in capsys.readouterr().err
+
+
+def test_a_folder_of_other_files_is_not_taken_as_a_run(images, tmp_path, capsys):
+    """--output-dir naming a folder of the user's (no run's config.json) is refused before its
+    map/ or README.md is replaced; so is one whose config.json is not a JSON object."""
+    out = tmp_path / "mine"
+    (out / "map").mkdir(parents=True)
+    (out / "map" / "notes.txt").write_text("precious")
+    run = ["train", "color-transfer", "--source", images[0], "--target", images[1], "--steps",
+           "2", "--pixels", "100", "--batch-size", "32", "--no-progress", "--output-dir", str(out)]
+    assert main(run) == 2
+    assert "holds files but no config.json of a color-transfer run (map)" in capsys.readouterr().err
+    assert (out / "map" / "notes.txt").read_text() == "precious"
+    (out / "config.json").write_text("{ // my settings }")
+    assert main(run) == 2
+    assert "holds a config.json that is not a JSON object" in capsys.readouterr().err
+    assert (out / "config.json").read_text() == "{ // my settings }"
+
+
+def test_home_paths_sixteen_bit_greys_and_a_moved_image_on_resume(images, tmp_path, capsys,
+                                                                   monkeypatch):
+    """`--source=~/x.png` (the shell leaves that ~) is the home folder's; a 12-bit picture in a
+    16-bit file is scaled by 1/4095, not read as black; a run whose image moved resumes with
+    the image's new path, and without it says so."""
+    import shutil
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    grey = np.mgrid[0:16, 0:16][1] / 15 * 4095
+    Image.fromarray(grey.astype(np.uint16)).save(tmp_path / "g12.png")
+    assert load_image(tmp_path / "g12.png").max() == 1.0
+    assert "I;16 values scaled by 1/4095 (its values fit 12 bits)" in capsys.readouterr().err
+    shutil.copy(images[0], tmp_path / "a.png")
+    run = ["train", "color-transfer", "--target", images[1], "--steps", "4", "--pixels", "100",
+           "--batch-size", "32", "--no-progress"]
+    assert main([*run, "--source=~/a.png", "--output-dir=~/run"]) == 0
+    out = tmp_path / "run"
+    assert (out / "map").is_dir() and not Path("~").exists()
+    (tmp_path / "a.png").rename(tmp_path / "b.png")
+    capsys.readouterr()
+    assert main(["train", "color-transfer", "--resume", "--output-dir", str(out), "--steps", "6",
+                 "--no-progress"]) == 2
+    assert "the run's source image" in (err := capsys.readouterr().err) and "If it moved" in err
+    assert main(["train", "color-transfer", "--resume", "--output-dir", str(out), "--steps", "6",
+                 "--no-progress", "--source", str(tmp_path / "b.png")]) == 0
+    assert json.loads((out / "config.json").read_text())["source"].endswith("b.png")
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 6
+
+
 def test_an_image_where_the_run_writes_its_pictures_is_refused(images, tmp_path, capsys):
     import shutil
 
     out = tmp_path / "o"
     out.mkdir()
     shutil.copy(images[0], out / "panel.png")
+    assert main(["train", "color-transfer", "--source", str(out / "panel.png"), "--target",
+                 images[1], "--output-dir", str(out)]) == 2
+    assert "holds files but no config.json of a color-transfer run (panel.png)" in capsys.readouterr().err
+    (out / "config.json").write_text('{"task": "color-transfer"}')  # an earlier run's folder
     assert main(["train", "color-transfer", "--source", str(out / "panel.png"), "--target",
                  images[1], "--output-dir", str(out)]) == 2
     assert "is where the run writes its panel.png: it would be replaced" in capsys.readouterr().err

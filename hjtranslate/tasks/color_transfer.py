@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ import numpy as np
 import torch
 
 from ..checks import written_whole
+from ..images import bit_depth_peak
 from ..training import finish_run
 from .common import (
     add_map_arguments,
@@ -98,17 +100,25 @@ def load_image_alpha(path: str | Path, what: str = "") -> tuple[np.ndarray, np.n
     clear errors."""
     from PIL import Image, UnidentifiedImageError
 
-    from ..images import frame_count, image_too_large, upright
+    from ..images import READ_ERRORS, frame_count, image_too_large, upright
 
     label = f"{what} image" if what else "image"
 
-    path = Path(path)
+    path = Path(path).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"The {label} {str(path)!r} does not exist.")
     if path.is_dir():
         raise ValueError(f"The {label} {str(path)!r} is a folder; pass an image file.")
     try:
-        with Image.open(path) as img:
+        # PIL warns past 89 megapixels and refuses twice that; in between the image is taken
+        # (a 64-megapixel photo fits in 1.5 GB), with a note rather than PIL's warning
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(path)
+        with opened as img:
+            if Image.MAX_IMAGE_PIXELS and img.width * img.height > Image.MAX_IMAGE_PIXELS:
+                print(f"note: the {label} {path.name} is {img.width}x{img.height} pixels; "
+                      "reading it takes a while and several GB of memory.", file=sys.stderr)
             img.load()
             mode = img.mode
             frames = frame_count(img)
@@ -125,8 +135,8 @@ def load_image_alpha(path: str | Path, what: str = "") -> tuple[np.ndarray, np.n
                     top = _grey_peak(a, mode, f"The {label} {str(path)!r}")
                     img = Image.fromarray((np.clip(a / top, 0, 1) * 255 + 0.5).astype(np.uint8))
                     scale = f", {mode} values scaled by 1/{top:g}"
-                    if mode.startswith("I;16") and a.size and a.max() <= 255:  # read as 16-bit
-                        scale += "; all below 256, so it is dark: if it holds 8-bit data, save it as 8-bit"
+                    if mode.startswith("I") and top < 65535:  # 16-bit files hold 10-14-bit data
+                        scale += f" (its values fit {int(top).bit_length()} bits)"
                 print(f"note: the {label} {path.name} is greyscale ({mode}); converting it to "
                       f"RGB (three equal channels{scale}).", file=sys.stderr)
             alpha = None
@@ -141,8 +151,9 @@ def load_image_alpha(path: str | Path, what: str = "") -> tuple[np.ndarray, np.n
         raise ValueError(
             f"The {label} {str(path)!r} is not a readable image (PNG, JPEG, ...)."
         ) from None
-    except OSError as exc:
-        raise ValueError(f"The {label} {str(path)!r} could not be read: {exc}") from None
+    except READ_ERRORS as exc:  # a damaged file: PIL raises more than OSError
+        raise ValueError(f"The {label} {str(path)!r} could not be read ({type(exc).__name__}: "
+                         f"{exc}); is it a whole image file?") from None
     arr = np.asarray(rgb, dtype=np.float32)
     arr /= 255.0  # in place: a 64-megapixel photo is 768 MB in float32
     if arr.shape[0] * arr.shape[1] < 2:
@@ -162,12 +173,10 @@ def _grey_peak(a: np.ndarray, mode: str, what: str) -> float:
     """The value that stands for white in a 16/32-bit or float greyscale image."""
     if not np.isfinite(a).all():
         raise ValueError(f"{what} holds NaN or infinite pixel values.")
-    if mode.startswith("I;16"):
-        return 65535.0
     peak = float(a.max()) if a.size else 0.0
     if mode == "F" and peak <= 1.0:  # floats in [0, 1], the usual float image
         return 1.0
-    return 255.0 if peak <= 255 else 65535.0
+    return bit_depth_peak(peak)  # a 12-bit camera's 0..4095 in a 16-bit file is not black
 
 
 def save_image(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = None) -> None:
@@ -416,6 +425,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 raise ValueError(f"--{flag} {getattr(args, flag)} is where the run writes its "
                                  f"{name}: it would be replaced. Move the image, or pick another "
                                  "--output-dir.")
+    for flag in ("source", "target"):
+        recorded = args.resume and flag not in getattr(args, "_typed", {flag})
+        if recorded and not Path(getattr(args, flag)).exists():
+            raise FileNotFoundError(
+                f"--resume: the run's {flag} image {getattr(args, flag)!r} (recorded in "
+                f"{out / 'config.json'}) does not exist. If it moved, resume with --{flag} "
+                "and its new path.")
     src, src_alpha = load_image_alpha(args.source, "source")
     tgt, tgt_alpha = load_image_alpha(args.target, "target")
     ps, pt = pixels_of(src, src_alpha), pixels_of(tgt, tgt_alpha)  # the visible ones

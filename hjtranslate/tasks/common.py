@@ -22,6 +22,7 @@ from ..api import fit
 from ..checks import (
     check_folder_path,
     real_number,
+    settings_text,
     shared_as_umask_says,
     write_json_atomically,
     written_whole,
@@ -218,7 +219,10 @@ def _same_option(name: str, typed: Any, recorded: Any) -> bool:
     if isinstance(typed, (int, float)) and isinstance(recorded, (int, float)):
         return float(typed) == float(recorded)
     if isinstance(typed, str) and isinstance(recorded, str) and Path(typed).is_file():
-        return Path(typed).resolve() == Path(recorded).resolve()  # an image, named another way
+        # an image, named another way; or moved, where the run's path holds nothing now (the
+        # resumed data's mean and spread are then checked against the run's coordinates)
+        return (Path(typed).resolve() == Path(recorded).resolve()
+                or not Path(recorded).expanduser().exists())
     return typed == recorded
 
 
@@ -319,7 +323,7 @@ def restore_recorded_options(args: argparse.Namespace, explicit: set[str],
                     "shares its latent space: a --decoder-only fine-tune)" if k == "vae" else "")
             raise ValueError(
                 f"--resume: {flag} {current[k]} differs from the run's {theirs} (recorded in "
-                f"{where[k]}); its checkpoints belong to that {what}. Resume without {flag}, "
+                f"{where[k]}); its checkpoints belong to that {what}. Resume without {flag}, or "
                 f"start a new run in another --output-dir{tune}.")
     typed_init = current.get("init_from") if "init_from" in explicit else None
     if typed_init and not (recorded.get("init_from") and Path(typed_init).expanduser().resolve()
@@ -424,11 +428,23 @@ def check_count(flag: str, value: int, low: int, high: int | None = None, why: s
         raise ValueError(f"{flag} must be {bound}{why}, got {value}.")
 
 
+def remove_path(path: Path) -> None:
+    """Remove ``path``, a file, a link or a folder, where it exists."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def output_dir(args: argparse.Namespace, task: str) -> Path:
     """The run folder, ``--output-dir`` or ``runs/TASK``: new, or a run of this same task."""
     out = Path(args.output_dir or Path("runs") / task)
     check_output_folder(out, "--output-dir", lambda cfg: cfg.get("task") == task, f"a {task} run")
     return out
+
+
+#: what a run or training writes in its folder before its config.json (a killed start)
+RUN_BOOKKEEPING = ("checkpoints", "logs")
 
 
 def check_output_folder(out: Path, flag: str, ours: Callable[[dict[str, Any]], bool],
@@ -441,11 +457,28 @@ def check_output_folder(out: Path, flag: str, ours: Callable[[dict[str, Any]], b
     if (out / INDEX_FILE).is_file():
         raise ValueError(f"{flag} {out} is a translation pipeline folder, which {what} would "
                          f"overwrite in part: {new_folder} (--export writes pipelines).")
+    config = out / "config.json"
+    if not config.is_file():
+        # a run writes config.json first: a folder without one holds no run, and its files
+        # (a map/ of notes, a README.md) would be removed or overwritten
+        theirs = sorted(p.name for p in out.iterdir()
+                        if not p.name.startswith(".") and p.name not in RUN_BOOKKEEPING
+                        ) if out.is_dir() else []
+        if theirs:
+            shown = ", ".join(theirs[:4]) + (", ..." if len(theirs) > 4 else "")
+            raise ValueError(f"{flag} {out} holds files but no config.json of {what} ({shown}), "
+                             f"which it could overwrite or remove: {new_folder}, or an empty "
+                             "one.")
+        return
     try:
-        recorded = json.loads((out / "config.json").read_text())
+        recorded = json.loads(settings_text(config))
     except (OSError, ValueError):
-        return  # no config.json, or a damaged one that this run replaces
-    if not isinstance(recorded, dict) or ours(recorded):
+        recorded = None
+    if not isinstance(recorded, dict):
+        raise ValueError(f"{flag} {out} holds a config.json that is not a JSON object (another "
+                         f"program's, or damaged), which {what} would overwrite: {new_folder}; "
+                         "if it is a damaged run's, remove the folder first.")
+    if ours(recorded):
         return
     if "task" in recorded:
         raise ValueError(f"{flag} {out} holds a {recorded['task']} run, which {what} would mix "
@@ -652,9 +685,8 @@ def fit_from_args(
         map, so that a folder without a new map does not look complete."""
         out.mkdir(parents=True, exist_ok=True)
         keep_folder(out)  # train() holds it already; now until the outputs are written
-        shutil.rmtree(out / "map", ignore_errors=True)
-        for name in ("metrics.json", *outputs):  # the task's pictures of the run it replaces
-            (out / name).unlink(missing_ok=True)
+        for name in ("map", "metrics.json", *outputs):  # the task's pictures of the run it replaces
+            remove_path(out / name)
         # atomic: the other ranks of a resumed run read it (restore_recorded_options)
         write_json_atomically(out / "config.json", {
             "task": task, **recorded_options(args), "num_processes": acc.num_processes,
@@ -725,7 +757,7 @@ def write_outputs(out: Path, m: HJMap, metrics: dict[str, Any], acc: Any) -> Non
     # an earlier run's metrics must not sit beside this map: gone first, the new ones written
     # whole (a kill in between leaves the map without metrics, which `evaluate` writes again)
     (out / "metrics.json").unlink(missing_ok=True)
-    shutil.rmtree(out / "map", ignore_errors=True)
+    remove_path(out / "map")
     os.replace(tmp, out / "map")
     write_json_atomically(out / "metrics.json", metrics)
     print(f"Wrote {out / 'map'} and {out / 'metrics.json'}")
