@@ -32,6 +32,7 @@ from .checks import (
     folder_config,
     hub_refusal_advice,
     hub_unreachable,
+    is_real,
     network_errors,
     real_number,
     refuse_offline_force_download,
@@ -249,6 +250,11 @@ class HJMap(
         if "t_max" in params and "t_max" not in head_kwargs:
             # a Hopf-Lax part stays a valid (monotone) map only up to t_max: the map's horizon
             head_kwargs["t_max"] = self.t_f
+        t_max = head_kwargs.get("t_max")
+        if is_real(t_max) and self.t_f > float(t_max) * (1 + 1e-9):
+            raise ValueError(f"t_f {self.t_f:g} is past the head's t_max {float(t_max):g}: its "
+                             "Hopf-Lax part is a valid map only up to t_max (fit sets t_max to "
+                             "t_f; a map trained to one horizon is not read at a later one).")
         if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
             unknown = sorted(set(head_kwargs) - set(params))
             required = [a for a in ("dim", "num_classes") if a in unknown]
@@ -638,16 +644,24 @@ class HJMap(
             # this config with the next commit's weights
             hub = {**hub, "revision": snapshot.name}
         weights = resolve_file(model_id, WEIGHTS_NAME, subfolder, **hub)
-        model = cls.from_config_and_weights(config, weights, kwargs.get("map_location", "cpu"))
-        return model.to(dtypes.pop()) if dtypes else model
+        return cls.from_config_and_weights(config, weights, kwargs.get("map_location", "cpu"),
+                                           dtype=dtypes.pop() if dtypes else None)
 
     @classmethod
     def from_config_and_weights(
-        cls, config: dict[str, Any], weights: str | Path, map_location: str = "cpu"
+        cls, config: dict[str, Any], weights: str | Path, map_location: str = "cpu",
+        dtype: torch.dtype | None = None,
     ) -> HJMap:
+        """The map a config and weights file describe, checked part by part; ``dtype``: its
+        precision, set before the weights are copied in (float64 weights stay exact)."""
 
         saved = str(config.get("hjtranslate_version") or "0")
         refuse_newer(saved, "checkpoint")
+        wrong = [f"{key} {config[key]!r}" for key, kinds in _CONFIG_TYPES.items()
+                 if config.get(key) is not None and not isinstance(config[key], kinds)]
+        if wrong:  # they reach the registry and the pipeline, which would fail deep inside
+            raise CheckpointError(f"The config.json beside {weights} holds {', '.join(wrong)} "
+                                  f"(of the wrong kind): it was edited or damaged. {_REDO_MAP}")
         packages = config.get("plugin_packages") or {}
         for kind in ("cost", "head"):
             name = config.get(kind, "quadratic" if kind == "cost" else "mlp")
@@ -679,6 +693,8 @@ class HJMap(
                                   f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}): "
                                   "the file is damaged (download or copy it again), or its "
                                   "training diverged (train it again, e.g. with a lower --lr).")
+        if dtype is not None:
+            model = model.to(dtype)
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as exc:
@@ -691,6 +707,13 @@ class HJMap(
 
 
 _REDO_MAP = "Save the map again (save_pretrained) or download it again."
+
+#: what a map's config.json keys must hold, where present (the others are checked as the map
+#: is built; the encoder record is its plugin's own, any JSON)
+_CONFIG_TYPES: dict[str, type | tuple[type, ...]] = {
+    "cost": str, "head": str, "plugin_packages": dict, "cost_kwargs": dict, "head_kwargs": dict,
+    "metrics": dict, "class_names": list, "target_class_names": list,
+    "untrained_classes": list}
 
 
 def _check_sizes(cls: type, kwargs: dict[str, Any], weights: str | Path) -> None:

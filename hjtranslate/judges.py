@@ -10,6 +10,7 @@ takes a folder or one of the shipped names, ``"mnist"`` and ``"fashion-mnist"``
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +188,7 @@ def load_judge(name_or_path: str | Path, device: str | torch.device = "cpu",
                if ":" in config["architecture"] else
                f"model_kwargs {reaching} would make timm read other files")
             + f", which a judge folder may not. {redo}")
+    _check_settings(config, folder / CONFIG_FILE, redo)
     _check_sizes(config, folder / WEIGHTS_FILE, redo)
     try:
         model = build_classifier(config["architecture"], **config.get("model_kwargs", {}))
@@ -201,10 +203,32 @@ def load_judge(name_or_path: str | Path, device: str | torch.device = "cpu",
             f"The weights in {folder / WEIGHTS_FILE} do not fit {config['architecture']} "
             f"{config.get('model_kwargs', {})} of its {CONFIG_FILE}: {' '.join(first)} {redo}"
         ) from exc
+    broken = [k for k, v in state.items() if v.is_floating_point() and not bool(v.isfinite().all())]
+    if broken:  # every image would be judged class 0, with confidence NaN
+        raise CheckpointError(f"The weights in {folder / WEIGHTS_FILE} hold NaN or infinite values "
+                              f"({', '.join(broken[:3])}{', ...' if len(broken) > 3 else ''}). "
+                              f"{redo}")
     judge = Judge(model, config).to(device).eval()
     for p in judge.parameters():
         p.requires_grad_(False)
     return judge
+
+
+def _check_settings(config: dict[str, Any], path: Path, redo: str) -> None:
+    """The input normalisation (finite numbers, a positive spread) and the class names (a list
+    of names) of a judge's config: a spread of 0 judged every image class 0."""
+    from .checks import is_real
+    from .hjmap import CheckpointError
+
+    norm = config.get("normalize", {"mean": 0.5, "std": 0.5})
+    if not (isinstance(norm, dict) and all(is_real(norm.get(k)) and math.isfinite(norm[k])
+                                           for k in ("mean", "std")) and norm["std"] > 0):
+        raise CheckpointError(f"{path}: 'normalize' must hold a finite 'mean' and a positive "
+                              f"'std' (numbers), got {norm!r}. {redo}")
+    classes = config.get("classes", [])
+    if not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
+        raise CheckpointError(f"{path}: 'classes' must be a list of class names, got "
+                              f"{classes!r}. {redo}")
 
 
 class _JudgeFeatures(nn.Module):

@@ -467,10 +467,21 @@ class TranslationPipeline:
         check_same_latent(map, vae)
         self.vae, self.map = vae, map.eval()
         self.judge_source, self.judge_target = judge_source, judge_target
-        self.source_dataset, self.target_dataset = str(source_dataset), str(target_dataset)
+        for side, dataset in (("source", source_dataset), ("target", target_dataset)):
+            if not isinstance(dataset, str) or not dataset:
+                raise ValueError(f"{side}_dataset must be a dataset's name, got {dataset!r}.")
+        self.source_dataset, self.target_dataset = source_dataset, target_dataset
+        judged = [(getattr(j, "config", None) or {}).get("dataset") for j in (judge_source,
+                                                                          judge_target)]
+        if source_dataset != target_dataset and judged == [target_dataset, source_dataset]:
+            raise ValueError(f"the source judge was trained on {target_dataset} and the target "
+                             f"judge on {source_dataset}: the two judges are swapped.")
 
         def names(given: Any, from_map: Any, dataset: str, judge: Any) -> list[str] | None:
             for cand in (given, from_map, CLASSES.get(dataset), getattr(judge, "classes", None)):
+                if cand is not None and (not isinstance(cand, (list, tuple)) or not all(
+                        isinstance(c, (str, int)) and not isinstance(c, bool) for c in cand)):
+                    raise ValueError(f"class names must be a list of names, got {cand!r}.")
                 if cand:
                     return [str(c) for c in cand]
             return None
@@ -753,6 +764,8 @@ class TranslationPipeline:
                 other_side=index.get("other_side"),
                 light_on_dark=index.get("light_on_dark", True),  # older pipelines: they were
             )
+        except CheckpointError:
+            raise  # about a part (the map, the VAE), which it names
         except ValueError as exc:  # what the index says does not fit its parts
             raise CheckpointError(f"{index_file}: {_sentence(exc)} Download or save the "
                                   "pipeline again.") from None
@@ -1272,13 +1285,18 @@ def check_same_latent(map: HJMap, vae: Any) -> None:
     """A map records the latent statistics of the VAE it was trained with; another encoder
     (a retrained VAE) gives another latent space, where the map would translate into noise."""
     record = map.encoder_config or {}
-    if record.get("latent_shift") is None:
+    if not isinstance(record, dict) or record.get("latent_shift") is None:
         return
     stats = getattr(vae, "latent_stats", None) or {}
     same = stats.get("shift") is not None
     for key, ours in (("latent_shift", "shift"), ("latent_scale", "scale")):
         if same and record.get(key) is not None:
-            a = torch.as_tensor(record[key], dtype=torch.float64).flatten()
+            try:
+                a = torch.as_tensor(record[key], dtype=torch.float64).flatten()
+            except (TypeError, ValueError, RuntimeError):  # not a list of numbers
+                raise CheckpointError(f"The map's config.json records encoder.{key} "
+                                      f"{record[key]!r}, not a list of numbers: it was edited "
+                                      "or damaged. Save or download the map again.") from None
             b = torch.as_tensor(stats[ours], dtype=torch.float64).flatten()
             unit = torch.as_tensor(stats["scale"], dtype=torch.float64).flatten()
             same = a.shape == b.shape == unit.shape and float(((a - b).abs() / unit).max()) <= 1e-3

@@ -618,3 +618,103 @@ def test_integer_arrays_are_scaled_by_their_bit_depth_as_files_are(bits):
         with pytest.raises(ValueError, match=r"must lie in 0\.\.255 \(or 0\.\.65535 for 10- to "
                                              r"16-bit pictures\), got"):
             preprocess(bad)
+
+
+# -- a pipeline folder edited or damaged part by part: a CheckpointError naming what is wrong --
+def _edit(path: Path, **changes) -> None:
+    config = json.loads(path.read_text())
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            config[key].update(value)
+        else:
+            config[key] = value
+    path.write_text(json.dumps(config))
+
+
+def _weights(path: Path, change) -> None:
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(path)
+    change(state)
+    save_file(state, path)
+
+
+_VAE_WEIGHTS = "vae/diffusion_pytorch_model.safetensors"
+_DAMAGES = {
+    "a tensor missing from the VAE": (
+        lambda p: _weights(p / _VAE_WEIGHTS, lambda s: s.pop("decoder.conv_out.bias")),
+        r"lacks 1 of the tensors its config.json asks for \(decoder.conv_out.bias\)"),
+    "NaN in the VAE": (
+        lambda p: _weights(p / _VAE_WEIGHTS, lambda s: s["decoder.conv_out.bias"].fill_(np.nan)),
+        r"VAE .* weights hold NaN or infinite values \(decoder.conv_out.bias\)"),
+    "the VAE in a pickle only": (
+        lambda p: (torch.save({}, p / "vae/diffusion_pytorch_model.bin"),
+                   (p / _VAE_WEIGHTS).unlink()),
+        r"pickle file only .* pass use_safetensors=False"),
+    "a VAE sample size below 1": (
+        lambda p: _edit(p / "vae/config.json", sample_size=-32), r"sample_size -32 is outside"),
+    "latent stats of text": (
+        lambda p: _edit(p / "vae/latent_stats.json", shift="abc"),
+        r"VAE .*vae cannot be used: latent_stats.json's 'shift' and 'scale' must be lists"),
+    "NaN latent stats": (
+        lambda p: _edit(p / "vae/latent_stats.json", shift=[float("nan")] * 64),
+        r"latent_stats.json holds NaN or infinite"),
+    "a judge's spread of 0": (
+        lambda p: _edit(p / "judge_source/config.json", normalize={"mean": 0.5, "std": 0}),
+        r"judge_source/config.json: 'normalize' must hold a finite 'mean' and a positive 'std'"),
+    "a judge's classes not a list": (
+        lambda p: _edit(p / "judge_source/config.json", classes=10),
+        r"'classes' must be a list of class names, got 10"),
+    "NaN in a judge": (
+        lambda p: _weights(p / "judge_target/model.safetensors", lambda s: s["fc.bias"].fill_(np.nan)),
+        r"judge_target/model.safetensors hold NaN or infinite values \(fc.bias\)"),
+    "the judges swapped": (
+        lambda p: _edit(p / "hjtranslate_pipeline.json", judge_source="judge_target",
+                        judge_target="judge_source"),
+        r"the source judge was trained on fashion-mnist and the target judge on mnist: the two "
+        r"judges are swapped"),
+    "a horizon past the head's": (
+        lambda p: _edit(p / "map/config.json", t_f=2.0), r"t_f 2 is past the head's t_max 1"),
+    "a cost of the wrong kind": (
+        lambda p: _edit(p / "map/config.json", cost=["quadratic"]),
+        r"holds cost \['quadratic'\] \(of the wrong kind\)"),
+    "latent statistics of text in the map": (
+        lambda p: _edit(p / "map/config.json", encoder={"latent_shift": "abc"}),
+        r"The map's config.json records encoder.latent_shift 'abc', not a list of numbers"),
+    "class names of one string": (
+        lambda p: _edit(p / "hjtranslate_pipeline.json", source_class_names="0123456789"),
+        r"hjtranslate_pipeline.json: class names must be a list of names"),
+    "no source dataset": (
+        lambda p: _edit(p / "hjtranslate_pipeline.json", source_dataset=None),
+        r"source_dataset must be a dataset's name, got None"),
+}
+
+
+@_needs("digits-to-fashion")
+@pytest.mark.parametrize("damage", list(_DAMAGES))
+def test_a_damaged_pipeline_part_is_refused_by_name(tmp_path, damage):
+    """Each loaded without a word before (and translated into NaN or class 0 of every image) or
+    failed deep inside torch with a bare traceback."""
+    from hjtranslate.pipeline import TranslationPipeline
+
+    folder = _copy("digits-to-fashion", tmp_path)
+    change, message = _DAMAGES[damage]
+    change(folder)
+    with pytest.raises(CheckpointError, match=message):
+        TranslationPipeline.from_pretrained(str(folder))
+
+
+@_needs("vae")
+def test_latent_stats_that_are_a_folder_or_a_broken_link_are_named(tmp_path):
+    """Not taken for absent (a warning, then latents that are not standardised)."""
+    from hjtranslate_plugins.vae import VAEEncoder
+
+    folder = _copy("vae", tmp_path)
+    (folder / "latent_stats.json").unlink()
+    (folder / "latent_stats.json").symlink_to(tmp_path / "gone.json")
+    with pytest.raises(CheckpointError, match=r"latent_stats.json is not readable JSON"):
+        VAEEncoder(str(folder))
+    (folder / "latent_stats.json").unlink()
+    (folder / "latent_stats.json").mkdir()
+    with pytest.raises(CheckpointError, match=r"latent_stats.json is not readable JSON"):
+        VAEEncoder(str(folder))

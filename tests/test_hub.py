@@ -352,6 +352,20 @@ def test_a_config_asking_for_a_huge_map_is_refused_before_it_is_built(tmp_path, 
         HJMap.from_pretrained(folder)
 
 
+def test_a_float64_map_loads_back_exactly_in_float64(tmp_path):
+    """The weights are copied into a map of the asked precision: a float64 map was built in
+    float32 first, and its weights rounded on the way (4.6e-9)."""
+    m = tiny_map(head="conditional", num_classes=3).double()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(1e-12)  # below float32's resolution
+    m.save_pretrained(tmp_path / "m")
+    back = HJMap.from_pretrained(tmp_path / "m", torch_dtype=torch.float64)
+    assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), back.state_dict().values(),
+                                                 strict=True))
+    assert HJMap.from_pretrained(tmp_path / "m").shift.dtype == torch.float32  # the default
+
+
 def test_the_dry_build_stops_a_huge_depth_and_counts_only_its_own_thread():
     """The meta-device build is stopped at four times the file's tensors (a depth of 10^5 built
     for minutes); a build in another thread meanwhile (the app's workers) is not counted, and

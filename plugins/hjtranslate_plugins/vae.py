@@ -120,6 +120,9 @@ def from_vae_output(y: torch.Tensor, transform: str) -> torch.Tensor:
     return ((y + 1.0) / 2.0).clamp(0.0, 1.0)
 
 
+#: the largest image side a VAE's config may name (SD VAEs: 512 to 1,024)
+MAX_SAMPLE_SIZE = 4096
+
 _REDO_VAE = ("Download it again, or save it again (AutoencoderKL.save_pretrained); the shipped "
              "VAE is retrained with `hjtranslate train vae` (writes models/vae).")
 _REDO_STATS = ("Recompute it (VAEEncoder.fit_latent_stats, then save_latent_stats), download the "
@@ -131,8 +134,11 @@ def _load_autoencoder(autoencoder_cls: Any, source: str | Path, local: Path,
     """``AutoencoderKL.from_pretrained`` with a :class:`CheckpointError` that names the folder
     (or Hub id) for what diffusers reports as a bare OSError (unreadable config.json, truncated
     weights, unknown Hub id) or ValueError / TypeError (a config that does not fit the weights)."""
+    # safetensors only, as for maps: a pickled .bin is read only where use_safetensors=False
+    # asks for it
+    hub_kwargs = {"use_safetensors": True, **hub_kwargs}
     if local.is_dir() and not hub_kwargs.get("subfolder"):
-        _check_autoencoder_folder(local)
+        _check_autoencoder_folder(local, hub_kwargs["use_safetensors"])
     unreachable = None if local.exists() else hub_unreachable(bool(hub_kwargs.get("local_files_only")))
     if unreachable:  # the cache alone, without huggingface_hub's 25 s of retries
         hub_kwargs = {**hub_kwargs, "local_files_only": True}
@@ -185,14 +191,20 @@ def _hub_files(repo_id: str, names: tuple[str, ...], hub_kwargs: dict[str, Any])
         return None
 
 
-def _check_autoencoder_folder(folder: Path) -> None:
-    """A folder of something else (a judge, a map, a pipeline) named as the VAE: say so, before
-    diffusers tries it and logs its own fallbacks."""
+def _check_autoencoder_folder(folder: Path, use_safetensors: bool | None = True) -> None:
+    """A folder of something else (a judge, a map, a pipeline) named as the VAE, or of pickled
+    weights only: say so, before diffusers tries it and logs its own fallbacks."""
     try:
         kind = read_json_object(folder / "config.json", _REDO_VAE).get("_class_name")
     except CheckpointError:
         return  # a damaged config.json: the load below names it as the VAE's
     weights = any(folder.glob("diffusion_pytorch_model.*"))
+    if use_safetensors and weights and not (folder / _WEIGHTS).exists():
+        raise CheckpointError(
+            f"The VAE in {folder} has its weights in a pickle file only (no {_WEIGHTS}), and "
+            "pickle files are not read by default: unpickling can run arbitrary code. Save it "
+            "again as safetensors (AutoencoderKL.save_pretrained), or, for a file you trust, "
+            "pass use_safetensors=False.")
     if kind == "AutoencoderKL" and weights:
         return
     what = (f"its config.json describes a {kind}" if kind and kind != "AutoencoderKL" else
@@ -225,6 +237,24 @@ def _check_sizes(autoencoder_cls: Any, folder: Path, named: str | Path) -> None:
         raise CheckpointError(
             f"The VAE {where} cannot be loaded: its weights do not fit its config.json "
             f"({misfit}; checked before building it). {_REDO_VAE}")
+
+
+def _check_loaded(vae: Any, named: str | Path) -> None:
+    """Weights diffusers could not fill (missing from the file: it leaves them on the meta
+    device, where the first use fails deep in torch) or that are not finite (NaN decodes)."""
+    where = f"in {named}" if Path(named).exists() else f"{str(named)!r}"
+    tensors = [*vae.named_parameters(), *vae.named_buffers()]
+    missing = [name for name, t in tensors if t.is_meta]
+    if missing:
+        raise CheckpointError(
+            f"The VAE {where} cannot be loaded: its weights file lacks {len(missing)} of the "
+            f"tensors its config.json asks for ({', '.join(missing[:3])}"
+            f"{', ...' if len(missing) > 3 else ''}). {_REDO_VAE}")
+    broken = [name for name, t in tensors if t.is_floating_point() and not bool(t.isfinite().all())]
+    if broken:
+        raise CheckpointError(
+            f"The VAE {where} cannot be used: its weights hold NaN or infinite values "
+            f"({', '.join(broken[:3])}{', ...' if len(broken) > 3 else ''}). {_REDO_VAE}")
 
 
 def _read_latent_stats(path: Path) -> dict[str, Any]:
@@ -282,8 +312,11 @@ class VAEEncoder(Encoder):
                     f"{local} holds no config.json: not a diffusers AutoencoderKL folder ({hint})."
                 )
             vae = _load_autoencoder(AutoencoderKL, source, local, hub_kwargs)
-            if latent_stats is None and local.is_dir() and (local / STATS_FILE).is_file():
-                latent_stats = _read_latent_stats(local / STATS_FILE)
+            _check_loaded(vae, local if local.exists() else source)
+            stats_path = local / STATS_FILE
+            if latent_stats is None and local.is_dir() and (stats_path.exists()
+                                                            or stats_path.is_symlink()):
+                latent_stats = _read_latent_stats(stats_path)  # a folder, a broken link: named
             elif latent_stats is None and not local.exists():  # a Hub id: its stats beside it
                 stats_file = _hub_files(str(source), (STATS_FILE,), hub_kwargs)
                 if stats_file is not None:
@@ -296,12 +329,22 @@ class VAEEncoder(Encoder):
         self.sample_size = int(cfg.sample_size if isinstance(cfg.sample_size, int)
                                else cfg.sample_size[0])
         self.in_channels = int(cfg.in_channels)
+        if not 1 <= self.sample_size <= MAX_SAMPLE_SIZE:  # the probe below is that large
+            raise CheckpointError(f"The VAE {self.pretrained or 'handed in'}: its config.json's "
+                                  f"sample_size {self.sample_size} is outside 1..{MAX_SAMPLE_SIZE}. "
+                                  f"{_REDO_VAE}")
         with torch.no_grad():
             probe = torch.zeros(1, self.in_channels, self.sample_size, self.sample_size,
                                 device=self.device, dtype=self.vae.dtype)
             self.latent_shape = tuple(self.vae.encode(probe).latent_dist.mean.shape[1:])
         self.latent_dim = int(torch.tensor(self.latent_shape).prod())
-        self.set_latent_stats(latent_stats)
+        try:
+            self.set_latent_stats(latent_stats)
+        except ValueError as exc:
+            if not self._loaded:
+                raise
+            raise CheckpointError(f"The VAE {self.pretrained or default_vae_path()} cannot be "
+                                  f"used: {exc} {_REDO_STATS}") from None
 
     # -- latent standardisation ---------------------------------------------------------------
     def set_latent_stats(self, stats: dict[str, Any] | None) -> None:
@@ -319,8 +362,14 @@ class VAEEncoder(Encoder):
             scale = torch.full((self.latent_dim,), 1.0 / sf)
             transform = "resize"
         else:
-            shift = torch.as_tensor(stats["shift"], dtype=torch.float32).flatten()
-            scale = torch.as_tensor(stats["scale"], dtype=torch.float32).flatten()
+            try:
+                shift = torch.as_tensor(stats["shift"], dtype=torch.float32).flatten()
+                scale = torch.as_tensor(stats["scale"], dtype=torch.float32).flatten()
+            except (TypeError, ValueError, RuntimeError):  # strings, None, ragged lists
+                raise ValueError(f"{STATS_FILE}'s 'shift' and 'scale' must be lists of numbers, "
+                                 f"one per latent dimension.") from None
+            if not bool(shift.isfinite().all() and scale.isfinite().all()):
+                raise ValueError(f"{STATS_FILE} holds NaN or infinite shifts or scales.")
             if shift.numel() != self.latent_dim or scale.numel() != self.latent_dim:
                 raise ValueError(
                     f"{STATS_FILE} has {shift.numel()} shifts and {scale.numel()} scales but the "
