@@ -19,6 +19,10 @@ Image geometry. Inputs are grey 28x28 images, float in [0, 1] (uint8 is divided 
 
 Colour input (``(n, 3, 28, 28)``) is converted to grey with the ITU-R BT.601 luma rule
 ``0.299 R + 0.587 G + 0.114 B``; any other shape is an error.
+
+Weights are read from safetensors only, as a map's are: a VAE with a pickled ``.bin`` alone
+loads only with ``use_safetensors=False`` (for a file you trust). A VAE whose file lacks tensors
+its config asks for, or holds NaN, is refused when loaded.
 """
 
 from __future__ import annotations
