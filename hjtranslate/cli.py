@@ -414,8 +414,13 @@ def _plain_warnings() -> None:
                   if (spec := importlib.util.find_spec(name)) is not None and spec.origin)
     default = warnings.formatwarning
 
+    # hjtranslate's warnings name their caller, outside the package: from the command line that
+    # is Python's own runner (<frozen runpy>) or the console script
+    script = os.path.realpath(sys.argv[0]) if sys.argv and sys.argv[0] else None
+
     def note(message, category, filename, lineno, line=None) -> str:
-        if str(filename).startswith(roots):
+        if str(filename).startswith((*roots, "<")) or (
+                script and os.path.realpath(str(filename)) == script):
             return f"note: {message}\n"
         return default(message, category, filename, lineno, line)
 

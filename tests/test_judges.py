@@ -277,3 +277,24 @@ def test_a_judge_config_asking_for_a_huge_model_is_refused_before_it_is_built(tm
     with pytest.raises(CheckpointError, match=r"do not fit .*a depth far beyond the file's"):
         load_judge(tmp_path)
 
+
+
+def test_judge_options_that_cannot_make_a_ten_class_judge_are_refused(tmp_path, capsys):
+    """Caught before any data is read (they ended in tracebacks after it), and nothing trains
+    twice or not at all without a word."""
+    from hjtranslate.cli import main
+
+    root = tmp_path / "judges"
+    run = ["train", "judges", "--output-root", str(root), "--steps", "2", "--batch-size", "16"]
+    for extra, message in (
+            (["--model-kwargs", '{"num_classes": 5}'], "gives scores of shape (5,) per image"),
+            (["--model-kwargs", '{"in_chans": 3}'], "cannot classify one-channel 28x28 images"),
+            (["--datasets", ","], "--datasets names no dataset"),
+            (["--blur", "1e9"], "--blur must be between 0 and 14"),
+            (["--resume", "--output-root", str(tmp_path / "typo")], "there are no judges in")):
+        assert main([*run, *extra]) == 2, extra
+        err = capsys.readouterr().err.replace("\n", " ")
+        assert message in err, (extra, err)
+    assert not root.exists() and not (tmp_path / "typo").exists()
+    assert main([*run, "--datasets", "mnist,mnist"]) == 0  # trained once
+    assert capsys.readouterr().out.count("judge-mnist") == 1

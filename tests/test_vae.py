@@ -340,3 +340,40 @@ def test_the_latent_noise_reaches_the_images_its_weight_says() -> None:
         x, generator_seed=3, noise_weight=torch.tensor([1.0, 0.0, 1.0, 0.0]))
     moved = (seen[1] - seen[0]).flatten(1).std(1)
     assert moved[1] == moved[3] == 0 and (moved[[0, 2]] > 2).all()
+
+
+def test_a_kept_vae_an_unfinished_judge_run_and_bad_sizes_are_not_trained_over(
+        shared_data: Path, tmp_path: Path, capsys) -> None:
+    """A finished VAE kept with its checkpoints is replaced only on --overwrite; the checkpoints
+    of an unfinished `train judges` run are not set aside by `train vae`; latent sizes that
+    cannot build say why; a damaged record of the --init-from VAE only leaves its card shorter."""
+    import json
+
+    from hjtranslate.cli import main
+
+    small = ["--widths", "8,8,8,8", "--batch-size", "16", "--steps", "2", "--eval-images", "200",
+             "--stats-images", "200", "--no-progress"]
+    kept = tmp_path / "kept"
+    assert main(["train", "vae", "--output-dir", str(kept), "--keep-checkpoints", *small]) == 0
+    before = (kept / "diffusion_pytorch_model.safetensors").read_bytes()
+    capsys.readouterr()
+    assert main(["train", "vae", "--output-dir", str(kept), "--seed", "5", *small]) == 2
+    assert "holds a trained VAE" in capsys.readouterr().err
+    assert (kept / "diffusion_pytorch_model.safetensors").read_bytes() == before
+    judges = tmp_path / "judge-mnist" / "checkpoints" / "step-0000002"
+    judges.mkdir(parents=True)
+    (judges / "trainer_state.json").write_text(json.dumps(
+        {"step": 2, "config": {"extra": {"task": "judges"}}}))
+    assert main(["train", "vae", "--output-dir", str(judges.parents[1]), *small]) == 2
+    assert ("holds the checkpoints of an unfinished `hjtranslate train judges` run"
+            in capsys.readouterr().err)
+    assert judges.is_dir()
+    for size, message in (("64", "--latent-size must be 32 / 2**k"),
+                          ("1", "needs a last --widths entry of at least 16")):
+        assert main(["train", "vae", "--output-dir", str(tmp_path / "x"), *small,
+                     "--latent-size", size]) == 2
+        assert message in capsys.readouterr().err
+    (kept / "training_metrics.json").write_text("[1]")
+    assert main(["train", "vae", "--output-dir", str(tmp_path / "tuned"), "--init-from", str(kept),
+                 "--decoder-only", *small[2:]]) == 0
+    assert "the decoder of the VAE in" in (tmp_path / "tuned" / "README.md").read_text()

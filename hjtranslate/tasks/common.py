@@ -356,6 +356,9 @@ def _judges_record(args: argparse.Namespace) -> tuple[dict[str, Any], Path, Path
     from ..shipped import training_root
 
     root = Path(args.output_root) if args.output_root else training_root()
+    if not root.exists():  # a typo would train both judges afresh
+        raise ValueError(f"--resume: there are no judges in {root} (no such folder): check "
+                         "--output-root, or leave --resume out to train judges there.")
     names = [n.strip() for n in str(getattr(args, "datasets", "") or "").split(",") if n.strip()]
     folders = [root / f"judge-{name}" for name in names or ("mnist", "fashion-mnist")]
     for folder in folders:
@@ -439,7 +442,8 @@ def remove_path(path: Path) -> None:
 def output_dir(args: argparse.Namespace, task: str) -> Path:
     """The run folder, ``--output-dir`` or ``runs/TASK``: new, or a run of this same task."""
     out = Path(args.output_dir or Path("runs") / task)
-    check_output_folder(out, "--output-dir", lambda cfg: cfg.get("task") == task, f"a {task} run")
+    check_output_folder(out, "--output-dir", lambda cfg: cfg.get("task") == task, f"a {task} run",
+                        task=task)
     return out
 
 
@@ -448,7 +452,7 @@ RUN_BOOKKEEPING = ("checkpoints", "logs")
 
 
 def check_output_folder(out: Path, flag: str, ours: Callable[[dict[str, Any]], bool],
-                        what: str) -> None:
+                        what: str, task: str | None = None) -> None:
     """``out`` must be new, or hold what this command writes there (``ours(config)`` of its
     config.json): a run rewrites its config.json, README and map and removes old checkpoints, so
     another run's, a model's or a pipeline's folder would lose files or be mixed with ``what``."""
@@ -469,6 +473,18 @@ def check_output_folder(out: Path, flag: str, ours: Callable[[dict[str, Any]], b
             raise ValueError(f"{flag} {out} holds files but no config.json of {what} ({shown}), "
                              f"which it could overwrite or remove: {new_folder}, or an empty "
                              "one.")
+        # `train vae` and `train judges` write theirs at the end: until then their checkpoints
+        # say which command trains there (an interrupted run of another would be set aside)
+        from ..training import last_checkpoint_json
+
+        state = last_checkpoint_json(out, "trainer_state.json") if task else None
+        extra = ((state[0].get("config") or {}).get("extra") or {}) if state else {}
+        other = extra.get("task") if isinstance(extra, dict) else None
+        if isinstance(other, str) and other != task:
+            raise ValueError(f"{flag} {out} holds the checkpoints of an unfinished `hjtranslate "
+                             f"train {other}` run, which {what} would set aside: {new_folder}, "
+                             f"or continue that run (`hjtranslate train {other} --resume` with "
+                             "its folder).")
         return
     try:
         recorded = json.loads(settings_text(config))
@@ -499,8 +515,9 @@ def refuse_to_replace(out: Path, flag: str, what: str, weights: str,
 
     from ..training import checkpoints
 
-    if getattr(args, "overwrite", False) or checkpoints(out) or not (out / weights).is_file():
-        return
+    if getattr(args, "overwrite", False) or not (out / weights).is_file() or (
+            getattr(args, "resume", False) and checkpoints(out)):
+        return  # (a finished model kept with its checkpoints is replaced only on --overwrite)
     try:
         with safe_open(str(out / weights), "pt") as f:
             f.keys()

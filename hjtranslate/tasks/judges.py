@@ -187,6 +187,10 @@ def build_judge_model(arch: str, kwargs: dict[str, Any]) -> nn.Module:
                          f"{exc}. Check the names against the timm model's arguments.") from None
 
 
+#: the largest --blur sigma, in pixels: beyond a few pixels a 28x28 image is a flat smudge
+MAX_BLUR = 14.0
+
+
 def check_arguments(args: argparse.Namespace) -> None:
     """Clear errors for bad options, before any data is loaded or training starts."""
     if not 0.0 <= args.label_smoothing < 1.0:
@@ -195,10 +199,23 @@ def check_arguments(args: argparse.Namespace) -> None:
     require_at_least(args, batch_size=1)
     # a shift of half the image or more moves the whole digit out of the 28x28 frame
     check_count("--shift", args.shift, 0, 13, " pixels (random translations of a 28x28 image)")
-    if not args.blur >= 0.0:  # also refuses NaN
-        raise ValueError(f"--blur must be >= 0 (the largest blur sigma in pixels; 0: no blur), "
-                         f"got {args.blur:g}.")
-    build_judge_model(args.arch, model_kwargs_of(args))  # small; unknown arguments fail here
+    if not 0.0 <= args.blur <= MAX_BLUR:  # also refuses NaN
+        raise ValueError(f"--blur must be between 0 and {MAX_BLUR:g} (the largest blur sigma in "
+                         f"pixels of a 28x28 image; 0: no blur), got {args.blur:g}.")
+    model = build_judge_model(args.arch, model_kwargs_of(args))  # small; unknown arguments fail here
+    try:  # a judge scores 10 classes of one-channel 28x28 images: one batch of two says so
+        with torch.no_grad():
+            shape = tuple(model.eval()(torch.zeros(2, 1, 28, 28)).shape)
+    except Exception as exc:  # noqa: BLE001 (timm models fail in their own ways)
+        raise ValueError(f"--arch {args.arch} with --model-kwargs {json.dumps(model_kwargs_of(args))} "
+                         f"cannot classify one-channel 28x28 images ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''}). Use an architecture that "
+                         "takes small inputs (e.g. resnet10t) and leave num_classes and in_chans "
+                         "as they are.") from None
+    if shape != (2, 10):
+        raise ValueError(f"--arch {args.arch} with --model-kwargs {json.dumps(model_kwargs_of(args))} "
+                         f"gives scores of shape {shape[1:]} per image, not the 10 classes' "
+                         "(leave num_classes as it is).")
 
 
 def train_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -270,14 +287,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         args.output_root = str(training_root())
     note_started_as(args)  # the checkpoints' record keeps it
-    names = [s.strip() for s in str(args.datasets).split(",") if s.strip()]
+    names = list(dict.fromkeys(s.strip() for s in str(args.datasets).split(",") if s.strip()))
+    if not names:
+        raise ValueError(f"--datasets names no dataset; use {', '.join(DATASET_NAMES)} "
+                         "(comma-separated).")
     for name in names:
         if name not in DATASET_NAMES:
             raise ValueError(f"Unknown dataset {name!r} in --datasets; use {', '.join(DATASET_NAMES)}.")
     check_arguments(args)
     for name in names:  # every judge's folder, before the first judge trains
         check_output_folder(Path(args.output_root) / f"judge-{name}", "--output-root",
-                            lambda cfg, name=name: cfg.get("dataset") == name, f"the {name} judge")
+                            lambda cfg, name=name: cfg.get("dataset") == name, f"the {name} judge",
+                            task="judges")
     finished = {name: _finished(name, args) for name in names}  # a --resume keeps them
     for name in names:
         if finished[name] is None:
@@ -311,7 +332,8 @@ def _finished(name: str, args: argparse.Namespace) -> dict[str, Any] | None:
         return None
     if os.environ.get("RANK", "0") == "0":
         print(f"--resume: the {name} judge in {out} is finished (test accuracy "
-              f"{config['test_accuracy']:.4f}); kept. Train it again with --overwrite.",
+              f"{config['test_accuracy']:.4f}); kept. To train it again, leave --resume out and pass "
+              "--overwrite.",
               file=sys.stderr)
     return {"test_accuracy": config["test_accuracy"], "kept": True}
 

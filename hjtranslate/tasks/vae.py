@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..checks import settings_text
 from ..data import DATA_DIR_HELP, load_dataset, resolve_data_dir, to_float
 from ..modelcard import card_name
 from .common import (
@@ -105,11 +106,15 @@ def build_vae(latent_channels: int = 4, latent_size: int = 4,
     32x32 inputs."""
     from diffusers import AutoencoderKL
 
-    downs = math.log2(32 // latent_size) if latent_size > 0 else -1
-    if latent_size < 1 or 32 % latent_size or downs != int(downs):
+    downs = math.log2(32 // latent_size) if 1 <= latent_size <= 32 else -1
+    if downs < 0 or 32 % latent_size or downs != int(downs):
         raise ValueError(f"--latent-size must be 32 / 2**k (32, 16, 8, 4, 2, 1), got {latent_size}.")
     n_blocks = int(downs) + 1
     widths = tuple(widths[:n_blocks]) + (widths[-1],) * max(0, n_blocks - len(widths))
+    if widths[-1] // NORM_GROUPS * latent_size**2 < 2:  # one value per group: GroupNorm fails
+        raise ValueError(f"--latent-size {latent_size} with a last width of {widths[-1]}: the "
+                         f"group normalisation of the {latent_size}x{latent_size} latent needs "
+                         f"a last --widths entry of at least {2 * NORM_GROUPS}.")
     return AutoencoderKL(
         in_channels=1, out_channels=1, latent_channels=latent_channels, sample_size=32,
         down_block_types=("DownEncoderBlock2D",) * n_blocks,
@@ -278,8 +283,9 @@ def _made_by(record: dict[str, Any] | None) -> str:
     the run that trained its encoder as well as the one that last tuned its decoder."""
     runs = []
     while isinstance(record, dict) and record.get("command"):
-        runs.append(f"`{record['command']}` ({record.get('steps')} steps, "
-                    f"{record.get('seconds') or 0:.0f} s)")
+        seconds = record.get("seconds")
+        took = f", {seconds:.0f} s" if isinstance(seconds, (int, float)) else ""
+        runs.append(f"`{record['command']}` ({record.get('steps')} steps{took})")
         record = record.get("init_training")
     return f" (made by {', then '.join(reversed(runs))})" if runs else ""
 
@@ -289,8 +295,19 @@ def _training_record(folder: str | None) -> dict[str, Any] | None:
     path = Path(folder) / "training_metrics.json" if folder else None
     if path is None or not path.is_file():
         return None
-    record = json.loads(path.read_text())
-    return {k: record.get(k) for k in ("command", "steps", "seconds", "init_training")}
+    try:
+        record = json.loads(settings_text(path))
+    except (OSError, ValueError):
+        record = None
+    if not isinstance(record, dict):  # damaged: the card then names the folder alone
+        return None
+    kept = {k: record.get(k) for k in ("command", "steps", "seconds", "init_training")}
+    if not isinstance(kept["command"], str) or not all(
+            isinstance(kept[k], (int, float, type(None))) for k in ("steps", "seconds")):
+        return None
+    if not isinstance(kept["init_training"], dict):
+        kept["init_training"] = None
+    return kept
 
 
 #: the options that make a VAE what it is: a --resume that finds a finished VAE made with
@@ -325,7 +342,7 @@ def _finished(out: Path, args: argparse.Namespace) -> dict[str, Any] | None:
         recorded.setdefault("latent_noise_on", "both")
     if recorded == _model_options(args):
         print(f"--resume: the VAE in {out} is finished ({record.get('steps')} steps); kept. "
-              "Train it again with --overwrite.", file=sys.stderr)
+              "To train it again, leave --resume out and pass --overwrite.", file=sys.stderr)
         return {"metrics": record.get("metrics"), "seconds": 0.0, "steps": record.get("steps"),
                 "kept": True}
     if isinstance(recorded, dict):
@@ -390,7 +407,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         args.lr = FINE_TUNE_LR if args.init_from else FRESH_LR
     init = _load_init(args)
     check_output_folder(out, "--output-dir", lambda cfg: cfg.get("_class_name") == "AutoencoderKL",
-                        "a VAE")
+                        "a VAE", task="vae")
     if args.resume:
         kept = _finished(out, args)
         if kept is not None:
