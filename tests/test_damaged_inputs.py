@@ -353,7 +353,7 @@ JUDGE_OPTIONS = {
                           "--label-smoothing must be at least 0 and below 1"),
     "label smoothing -0.1": (["--label-smoothing", "-0.1"],
                              "--label-smoothing must be at least 0 and below 1"),
-    "negative blur": (["--blur", "-1"], r"--blur must be >= 0"),
+    "negative blur": (["--blur", "-1"], r"--blur must be between 0 and 14"),
     "batch size 0": (["--batch-size", "0"], r"--batch-size must be >= 1, got 0"),
     "negative shift": (["--shift", "-1"], r"--shift must be between 0 and 13 pixels"),
     "shift beyond the image": (["--shift", "1000"], r"--shift must be between 0 and 13 .*got 1000"),

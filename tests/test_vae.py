@@ -153,8 +153,9 @@ def test_train_a_vae_then_fine_tune_its_decoder_only(shared_data: Path, tmp_path
     again = tmp_path / "again"  # a fine-tune of the fine-tune: its card names both runs before it
     assert main(["train", "vae", "--output-dir", str(again), "--init-from", str(tuned),
                  "--decoder-only", "--latent-noise", "0.2", "--latent-noise-on", "mnist",
-                 *small[2:]]) == 0
+                 *small[2:], "--stats-images", "100"]) == 0
     record = json.loads((again / "training_metrics.json").read_text())
+    assert record["stats_images"] == 800  # its statistics are base's, copied: not 200
     assert record["lr"] == 3e-4 and record["latent_noise"] == 0.2
     assert record["latent_noise_on"] == "mnist"
     card = (again / "README.md").read_text()
@@ -368,10 +369,11 @@ def test_a_kept_vae_an_unfinished_judge_run_and_bad_sizes_are_not_trained_over(
     assert ("holds the checkpoints of an unfinished `hjtranslate train judges` run"
             in capsys.readouterr().err)
     assert judges.is_dir()
-    for size, message in (("64", "--latent-size must be 32 / 2**k"),
-                          ("1", "needs a last --widths entry of at least 16")):
-        assert main(["train", "vae", "--output-dir", str(tmp_path / "x"), *small,
-                     "--latent-size", size]) == 2
+    for extra, message in ((["--latent-size", "64"], "--latent-size must be 32 / 2**k"),
+                           (["--latent-size", "1", "--widths", "8,8,8,8,8,8"],
+                            "needs a last --widths entry of at least 16"),
+                           (["--widths", "8,8"], "--widths 8,8 names 2 stages; a 4x4 latent")):
+        assert main(["train", "vae", "--output-dir", str(tmp_path / "x"), *small, *extra]) == 2
         assert message in capsys.readouterr().err
     (kept / "training_metrics.json").write_text("[1]")
     assert main(["train", "vae", "--output-dir", str(tmp_path / "tuned"), "--init-from", str(kept),

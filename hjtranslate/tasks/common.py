@@ -195,14 +195,16 @@ def _checkpoint_record(out: Path) -> tuple[dict[str, Any], Path]:
 IDENTITY_OPTIONS = ("cost", "p", "cost_options", "vae", "source", "target", "dim", "mode",
                     "head", "head_options", "t_f", "data_seed", "width", "depth", "quadratic",
                     "quadratic_gain", "fourier_features", "fourier_scale",
-                    "widths", "latent_channels", "latent_size", "arch", "model_kwargs")
+                    "widths", "latent_channels", "latent_size", "decoder_only", "arch",
+                    "model_kwargs")
 #: the head's architecture as the task options name it (and its head_kwargs do)
 HEAD_SETTINGS = ("width", "depth", "quadratic", "quadratic_gain", "fourier_features", "fourier_scale")
 _IDENTITY_WHAT = {"cost": "cost", "p": "cost", "cost_options": "cost",
                   "vae": "latent space (VAE)", "source": "data",
                   "target": "data", "dim": "data", "data_seed": "data", "mode": "mode",
                   "t_f": "time horizon", "widths": "VAE", "latent_channels": "VAE",
-                  "latent_size": "VAE", "arch": "judge architecture",
+                  "latent_size": "VAE", "decoder_only": "VAE training (decoder only or whole)",
+                  "arch": "judge architecture",
                   "model_kwargs": "judge architecture"}  # the rest: the head's architecture
 
 

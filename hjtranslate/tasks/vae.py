@@ -217,6 +217,9 @@ def write_card(folder: Path, info: dict[str, Any], name: str = "models/vae") -> 
         f"{m[name]['psnr_per_image_mean']:.2f} |" for name in DATASET_NAMES
     )
     shape = "x".join(str(s) for s in info["latent_shape"])
+    stats = (f"{info['stats_images']:,} training images, half of each dataset"
+             if isinstance(info.get("stats_images"), int) else
+             "the training images of the VAE it was fine-tuned from, copied with its encoder")
     objective = f"per-pixel squared error + {info['kl_weight']} x per-pixel KL to N(0, I)"
     made_by = _made_by(info.get("init_training"))
     if info.get("decoder_only"):
@@ -244,8 +247,7 @@ hjtranslate learns its digits-to-fashion transport maps.
 
 - input: 28x28 grey images in [0, 1], scaled to [-1, 1] and padded by 2 black pixels to 32x32;
 - latent: {shape} = {info['latent_dim']} dimensions (posterior mean), standardised per dimension
-  with `latent_stats.json` (mean and standard deviation over {info['stats_images']:,} training
-  images, half of each dataset);
+  with `latent_stats.json` (mean and standard deviation over {stats});
 - objective: {objective};
 - training: {info['steps']} steps of batch {info['batch_size']} (Adam, lr {info['lr']} with cosine
   decay), {info['seconds']:.0f} s on {info['device']}, seed {info['seed']}.
@@ -288,6 +290,16 @@ def _made_by(record: dict[str, Any] | None) -> str:
         runs.append(f"`{record['command']}` ({record.get('steps')} steps{took})")
         record = record.get("init_training")
     return f" (made by {', then '.join(reversed(runs))})" if runs else ""
+
+
+def _init_stats_images(folder: str | None) -> int | None:
+    """How many images the --init-from VAE's latent statistics were measured on (its record)."""
+    try:
+        record = json.loads(settings_text(Path(folder or "", "training_metrics.json")))
+    except (OSError, ValueError):
+        return None
+    count = record.get("stats_images") if isinstance(record, dict) else None
+    return count if isinstance(count, int) and not isinstance(count, bool) else None
 
 
 def _training_record(folder: str | None) -> dict[str, Any] | None:
@@ -399,6 +411,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.output_dir)
     note_started_as(args)  # the checkpoints' record keeps it
     widths = parse_widths(args.widths)
+    stages = math.log2(32 // args.latent_size) + 1 if 1 <= args.latent_size <= 32 else 0
+    if "widths" in getattr(args, "_typed", ()) and stages >= 1 and stages == int(stages) \
+            and len(widths) != stages:
+        raise ValueError(f"--widths {args.widths} names {len(widths)} stages; a "
+                         f"{args.latent_size}x{args.latent_size} latent of a 32x32 input takes "
+                         f"{int(stages)} (one per halving, and the first): give {int(stages)} "
+                         "widths.")
     require_at_least(args, batch_size=1, eval_images=1, stats_images=1, latent_channels=1)
     if not 0.0 <= args.kl_weight < math.inf:  # also refuses NaN
         raise ValueError(f"--kl-weight must be a finite number >= 0 (the KL term's weight "
@@ -476,7 +495,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     info = {
         "metrics": metrics, "eval_images": {n: len(tests[n]) for n in DATASET_NAMES},
         "latent_shape": list(encoder.latent_shape),
-        "latent_dim": encoder.latent_dim, "stats_images": 2 * half,
+        # --decoder-only copies the --init-from VAE's statistics, and with them its count
+        "latent_dim": encoder.latent_dim,
+        "stats_images": _init_stats_images(args.init_from) if args.decoder_only else 2 * half,
         "parameters": sum(p.numel() for p in vae.parameters()), "kl_weight": args.kl_weight,
         "steps": result["steps"], "batch_size": args.batch_size, "lr": args.lr,
         "seconds": result["seconds"], "seed": args.seed,
