@@ -10,7 +10,7 @@ import numbers
 import os
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -337,6 +337,13 @@ def _tensor_count_limit(limit: int) -> Iterator[None]:
     finally:
         for handle in handles:
             handle.remove()
+
+
+def non_finite_tensors(named: Iterable[tuple[str, torch.Tensor]]) -> str | None:
+    """The names (the first three, sorted) of the floating-point tensors holding NaN or
+    infinite values: a damaged file, or a training that diverged; None where all are finite."""
+    bad = sorted(name for name, t in named if t.is_floating_point() and not bool(t.isfinite().all()))
+    return (", ".join(bad[:3]) + (", ..." if len(bad) > 3 else "")) if bad else None
 
 
 def dry_build_misfit(build: Callable[[], torch.nn.Module], saved: dict[str, tuple[int, ...]],

@@ -34,6 +34,7 @@ from .checks import (
     hub_unreachable,
     is_real,
     network_errors,
+    non_finite_tensors,
     real_number,
     refuse_offline_force_download,
     safetensors_shapes,
@@ -687,10 +688,9 @@ class HJMap(
             ) from None
         check_device(map_location, "map_location")
         state = load_safetensors(weights, _REDO_MAP, device=str(map_location))
-        bad = sorted(k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all())
+        bad = non_finite_tensors(state.items())
         if bad:  # a damaged file, or a training that diverged: every map it gives is NaN
-            raise CheckpointError(f"The weights in {weights} hold NaN or infinite values "
-                                  f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}): "
+            raise CheckpointError(f"The weights in {weights} hold NaN or infinite values ({bad}): "
                                   "the file is damaged (download or copy it again), or its "
                                   "training diverged (train it again, e.g. with a lower --lr).")
         if dtype is not None:

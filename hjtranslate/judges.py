@@ -17,7 +17,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checks import dry_build_misfit, safetensors_shapes, shared_as_umask_says
+from .checks import (
+    dry_build_misfit,
+    is_real,
+    non_finite_tensors,
+    safetensors_shapes,
+    shared_as_umask_says,
+)
 from .data import to_float
 from .images import IMAGE_SIZE
 from .shipped import models_dir
@@ -203,11 +209,10 @@ def load_judge(name_or_path: str | Path, device: str | torch.device = "cpu",
             f"The weights in {folder / WEIGHTS_FILE} do not fit {config['architecture']} "
             f"{config.get('model_kwargs', {})} of its {CONFIG_FILE}: {' '.join(first)} {redo}"
         ) from exc
-    broken = [k for k, v in state.items() if v.is_floating_point() and not bool(v.isfinite().all())]
+    broken = non_finite_tensors(state.items())
     if broken:  # every image would be judged class 0, with confidence NaN
         raise CheckpointError(f"The weights in {folder / WEIGHTS_FILE} hold NaN or infinite values "
-                              f"({', '.join(broken[:3])}{', ...' if len(broken) > 3 else ''}). "
-                              f"{redo}")
+                              f"({broken}). {redo}")
     judge = Judge(model, config).to(device).eval()
     for p in judge.parameters():
         p.requires_grad_(False)
@@ -217,7 +222,6 @@ def load_judge(name_or_path: str | Path, device: str | torch.device = "cpu",
 def _check_settings(config: dict[str, Any], path: Path, redo: str) -> None:
     """The input normalisation (finite numbers, a positive spread) and the class names (a list
     of names) of a judge's config: a spread of 0 judged every image class 0."""
-    from .checks import is_real
     from .hjmap import CheckpointError
 
     norm = config.get("normalize", {"mean": 0.5, "std": 0.5})

@@ -329,7 +329,7 @@ class HJObjective(nn.Module):
         # again at each head call (a GPU synchronisation each; a conditional head still asserts
         # on a GPU without one), so a wrong label is a clear error, not a device assertion.
         if not self.labels_checked:
-            self._check_labels(ks, kt)  # once a step, not again at each head call
+            self._check_labels(ks, kt)
         self.map._labels_checked = True
         try:
             with parameters_fixed(self.map.head):

@@ -292,26 +292,26 @@ def _made_by(record: dict[str, Any] | None) -> str:
     return f" (made by {', then '.join(reversed(runs))})" if runs else ""
 
 
+def _init_record(folder: str | None) -> dict[str, Any]:
+    """The --init-from VAE's training_metrics.json; empty where there is none or it is damaged
+    (the new VAE's card then names the folder alone)."""
+    try:
+        record = json.loads(settings_text(Path(folder, "training_metrics.json"))) if folder else {}
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
 def _init_stats_images(folder: str | None) -> int | None:
     """How many images the --init-from VAE's latent statistics were measured on (its record)."""
-    try:
-        record = json.loads(settings_text(Path(folder or "", "training_metrics.json")))
-    except (OSError, ValueError):
-        return None
-    count = record.get("stats_images") if isinstance(record, dict) else None
+    count = _init_record(folder).get("stats_images")
     return count if isinstance(count, int) and not isinstance(count, bool) else None
 
 
 def _training_record(folder: str | None) -> dict[str, Any] | None:
     """How the ``--init-from`` VAE was made (its training_metrics.json), for the new card."""
-    path = Path(folder) / "training_metrics.json" if folder else None
-    if path is None or not path.is_file():
-        return None
-    try:
-        record = json.loads(settings_text(path))
-    except (OSError, ValueError):
-        record = None
-    if not isinstance(record, dict):  # damaged: the card then names the folder alone
+    record = _init_record(folder)
+    if not record:
         return None
     kept = {k: record.get(k) for k in ("command", "steps", "seconds", "init_training")}
     if not isinstance(kept["command"], str) or not all(

@@ -39,6 +39,7 @@ from hjtranslate.checks import (
     dry_build_misfit,
     folder_config,
     hub_unreachable,
+    non_finite_tensors,
     parse_device,
     safetensors_shapes,
 )
@@ -254,11 +255,11 @@ def _check_loaded(vae: Any, named: str | Path) -> None:
             f"The VAE {where} cannot be loaded: its weights file lacks {len(missing)} of the "
             f"tensors its config.json asks for ({', '.join(missing[:3])}"
             f"{', ...' if len(missing) > 3 else ''}). {_REDO_VAE}")
-    broken = [name for name, t in tensors if t.is_floating_point() and not bool(t.isfinite().all())]
+    broken = non_finite_tensors(tensors)
     if broken:
         raise CheckpointError(
             f"The VAE {where} cannot be used: its weights hold NaN or infinite values "
-            f"({', '.join(broken[:3])}{', ...' if len(broken) > 3 else ''}). {_REDO_VAE}")
+            f"({broken}). {_REDO_VAE}")
 
 
 def _read_latent_stats(path: Path) -> dict[str, Any]:
