@@ -4,6 +4,7 @@ numbers, or one-element tensors, with a clear error naming the argument otherwis
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import numbers
@@ -254,14 +255,38 @@ def hub_cache_blobs(folder: Path) -> Path | None:
     return None
 
 
+def missing_reason(path: str | Path) -> str:
+    """Why ``path``, which does not exist as a file or folder, does not: the words that end an
+    error message. A link loop or a broken link would otherwise read as a plain "missing" to
+    someone looking at a name they can see in the folder."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "is a loop of symbolic links (a link that leads back to itself)"
+        if os.path.islink(path):
+            return f"is a broken link (to {os.readlink(path)}, which does not exist)"
+        return "does not exist"
+    return "is not a regular file or folder"  # a device, a pipe, a socket
+
+
+def resolved(path: Path) -> Path | None:
+    """``path`` with links followed, or None where they loop (``Path.resolve`` raises
+    RuntimeError for a loop up to Python 3.12, OSError from 3.13)."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError):
+        return None
+
+
 def stays_inside(path: Path, root: Path) -> bool:
     """Whether ``path``, a file or folder under ``root``, is one with links followed: a regular
     file or folder inside ``root`` (or, in a Hub cache snapshot, a file of its repo's blobs/).
     A folder from a stranger can link a secret (a token, a key) or a device (/dev/zero) into a
     model's folder: saving or publishing it again must not copy what such links reach."""
-    real = path.resolve()
-    if not (real.is_file() or real.is_dir()):
-        return False  # a device, a pipe, a dangling link
+    real = resolved(path)
+    if real is None or not (real.is_file() or real.is_dir()):
+        return False  # a device, a pipe, a dangling link, a loop
     if real.is_relative_to(root.resolve()):
         return True
     blobs = hub_cache_blobs(root)

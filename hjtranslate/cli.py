@@ -486,6 +486,11 @@ def _main(argv: Sequence[str] | None) -> int:
         full = _disk_full(exc)
         if full:
             return _fail(full)
+        if isinstance(exc, RuntimeError) and text.startswith("Symlink loop from "):
+            # Path.resolve() on a link loop (Python < 3.13) wherever a path was not checked first
+            return _fail(f"error: {text.removeprefix('Symlink loop from ')} is a loop of symbolic "
+                         "links (a link that leads back to itself): point the option at a real "
+                         "file or folder.")
         if isinstance(exc, RuntimeError) and any(t in text for t in _PEER_LOST):
             # a multi-process run whose other process died (killed, out of memory)
             return _fail(f"error: another process of this run ended ({text.splitlines()[0][:200]}). "

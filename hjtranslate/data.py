@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .checks import missing_reason
+
 DATASETS: dict[str, dict[str, list[str]]] = {
     # dataset name -> folder names to try (ours first, then torchvision's `<Class>/raw`)
     "mnist": {"folders": ["mnist", "MNIST/raw"]},
@@ -90,7 +92,7 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None, create: bool = F
                 raise FileNotFoundError(f"Cannot create the data folder {str(path)!r} (from "
                                         f"{source}) to download into: {exc.strerror}.") from None
         if not path.is_dir():
-            what = "is a file, not a folder" if path.exists() else "does not exist"
+            what = "is a file, not a folder" if path.exists() else missing_reason(path)
             raise FileNotFoundError(f"Data folder {str(path)!r} (from {source}) {what}.")
         return path
     return default_cache_dir()

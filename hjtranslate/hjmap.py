@@ -33,6 +33,7 @@ from .checks import (
     hub_refusal_advice,
     hub_unreachable,
     is_real,
+    missing_reason,
     network_errors,
     non_finite_tensors,
     real_number,
@@ -804,6 +805,9 @@ def resolve_file(model_id: str, filename: str, subfolder: str | None = None, **h
     if os.path.isfile(model_id):
         raise CheckpointError(f"{model_id} is a file: pass the folder that holds the map's "
                               f"{CONFIG_NAME} and {WEIGHTS_NAME}.")
+    if os.path.lexists(model_id):  # a link that leads nowhere: not a Hub id either
+        raise CheckpointError(f"{model_id} {missing_reason(model_id)}: pass the folder that holds "
+                              f"the map's {CONFIG_NAME} and {WEIGHTS_NAME}.")
     if os.path.sep in model_id and not model_id.count("/") == 1 or model_id.startswith("."):
         raise CheckpointError(f"No such folder: {model_id}")
     if "/" not in model_id:  # a Hub id has the form user/name: this is a missing local folder

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import os
 import re
 import shutil
 import tempfile
@@ -12,7 +13,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from . import judges
-from .checks import network_errors, stays_inside
+from .checks import missing_reason, network_errors, stays_inside
 from .hjmap import PIPELINE_INDEX_FILE as PIPELINE_FILE
 from .pipeline import HUB_PATTERNS, PICKLE_SUFFIXES
 
@@ -26,7 +27,8 @@ def check_folder(folder: str | Path) -> tuple[str, Any]:
 
     path = Path(folder)
     if not path.is_dir():
-        raise ValueError(f"No such folder: {folder}")
+        raise ValueError(f"No such folder: {folder}" if not os.path.lexists(path)
+                         else f"{folder} {missing_reason(path)}.")
     if is_run_folder(path) and not (path / PIPELINE_FILE).is_file():
         raise ValueError(
             f"{folder} is a training run folder, not a saved map or pipeline: publish the map "

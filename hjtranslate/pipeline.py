@@ -47,6 +47,7 @@ from .checks import (
     hub_unreachable,
     is_int,
     is_real,
+    missing_reason,
     network_errors,
     process_alive,
     refuse_offline_force_download,
@@ -310,6 +311,8 @@ def _resolve_folder(name_or_path: str | Path, what: str, **hub: Any) -> Path:
     text = str(name_or_path)
     if path.exists():
         raise CheckpointError(f"{what}: {text} is a file, not a folder.")
+    if path.is_symlink():  # a link that leads nowhere: not a Hub id either
+        raise CheckpointError(f"{what}: {text} {missing_reason(path)}.")
     if not looks_like_hub_id(text):
         moved = [p for p, kind in _interrupted_saves(path) if kind == "old"]
         hint = (f" (a save into it was killed: {moved[-1]} holds the pipeline it replaced; "

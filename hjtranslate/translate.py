@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from .checks import check_folder_path, written_whole
+from .checks import check_folder_path, missing_reason, written_whole
 from .hjmap import PIPELINE_INDEX_FILE
 from .images import IMAGE_SIZE, image_size, is_blank, open_image
 from .pipeline import (
@@ -28,7 +28,9 @@ def _list_inputs(path: Path, one_of_many: bool = False) -> tuple[list[Path], lis
     error when it is the only input, else skipped (a shell glob picks up a README as a folder
     would hold one)."""
     if not path.exists():
-        raise FileNotFoundError(f"--input {path}: no such file or folder.")
+        reason = missing_reason(path)
+        raise FileNotFoundError(f"--input {path}: no such file or folder." if reason == "does not exist"
+                                else f"--input {path} {reason}.")
     if path.is_file():
         try:
             image_size(path)

@@ -163,6 +163,35 @@ def test_bad_input_gives_a_clear_error_and_no_traceback(args, message, tmp_path,
     assert {name: (tmp_path / name).read_text() for name in finished} == finished
 
 
+def test_link_loops_and_broken_links_are_named_as_such(tmp_path, capsys, monkeypatch):
+    # ls shows the name, so "does not exist" would mislead; Path.resolve() raised a bare
+    # RuntimeError for a loop (Python < 3.13) where a path was not checked first
+    monkeypatch.chdir(tmp_path)
+    os.symlink("loop", "loop")
+    os.symlink("nowhere", "broken.png")
+    image = str(ROOT / "apps" / "examples" / "digit_3.png")
+    loop = "is a loop of symbolic links"
+    for args, message in [
+        (["train", "color-transfer", "--source", "loop", "--target", image], loop),
+        (["train", "color-transfer", "--source", "broken.png", "--target", image],
+         "is a broken link (to nowhere, which does not exist)"),
+        (["train", "digits-to-fashion", "--data-dir", "loop"],
+         f"Data folder 'loop' (from --data-dir) {loop}"),
+        (["train", "digits-to-fashion", "--vae", "loop"], f"The VAE 'loop' {loop}"),
+        (["train", "toy2d", "--init-from", "loop"], f"loop {loop}"),
+        (["train", "vae", "--init-from", "loop"], loop),
+        (["translate", "--input", "loop", "--out", "out"], f"--input loop {loop}"),
+        (["translate", "--model", "loop", "--input", image, "--out", "out"], f"pipeline: loop {loop}"),
+        (["evaluate", "loop"], f"loop {loop} (a link that leads back to itself): pass the output"),
+        (["push", "loop", "--repo-id", "user/x"], f"loop {loop}"),
+    ]:
+        capsys.readouterr()
+        extra = ["--output-dir", "run", "--steps", "2"] if args[0] == "train" else []
+        assert main([*args, *extra]) == 2, args
+        assert message in capsys.readouterr().err, args
+    assert sorted(os.listdir()) == ["broken.png", "loop"]  # no output folder left behind
+
+
 def test_print_metrics_writes_json_alone_on_stdout(tmp_path, capsys):
     assert main(["train", "gaussians", "--steps", "2", "--n", "200", "--eval-n", "100",
                  "--batch-size", "32", "--output-dir", str(tmp_path / "g"), "--no-progress",

@@ -1259,6 +1259,7 @@ def test_links_out_of_a_pipeline_folder_are_not_followed_into_copies(saved, tmp_
     os.symlink(secret, pipe / "vae" / "NOTES.md")
     os.symlink("/dev/zero", pipe / "vae" / "zeros.json")
     os.symlink("config.json", pipe / "vae" / "alias.json")  # a link inside the part is fine
+    os.symlink("loop.json", pipe / "vae" / "loop.json")  # a loop: left out, not a RuntimeError
     loaded = TranslationPipeline.from_pretrained(pipe)
     again = tmp_path / "resaved"
     with warnings.catch_warnings(record=True) as caught:
@@ -1266,6 +1267,7 @@ def test_links_out_of_a_pipeline_folder_are_not_followed_into_copies(saved, tmp_
         loaded.save_pretrained(again)
     assert any("NOTES.md" in str(w.message) and "zeros.json" in str(w.message) for w in caught)
     assert not (again / "vae" / "NOTES.md").exists() and not (again / "vae" / "zeros.json").exists()
+    assert not os.path.lexists(again / "vae" / "loop.json")
     assert (again / "vae" / "alias.json").is_file()
     staged = tmp_path / "staged"
     left_out = _stage(pipe.resolve(), "pipeline", staged)

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..checks import written_whole
+from ..checks import missing_reason, resolved, written_whole
 from ..images import bit_depth_peak
 from ..training import finish_run
 from .common import (
@@ -106,7 +106,7 @@ def load_image_alpha(path: str | Path, what: str = "") -> tuple[np.ndarray, np.n
 
     path = Path(path).expanduser()
     if not path.exists():
-        raise FileNotFoundError(f"The {label} {str(path)!r} does not exist.")
+        raise FileNotFoundError(f"The {label} {str(path)!r} {missing_reason(path)}.")
     if path.is_dir():
         raise ValueError(f"The {label} {str(path)!r} is a folder; pass an image file.")
     try:
@@ -419,9 +419,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     _colour_match_defaults(args)
     out = output_dir(args, "color-transfer")
     for flag in ("source", "target"):
-        image = Path(getattr(args, flag)).expanduser().resolve()  # through links too
+        image = resolved(Path(getattr(args, flag)).expanduser())  # through links too
         for name in OUTPUTS:
-            if image == (out / name).resolve():
+            if image is not None and image == resolved(out / name):
                 raise ValueError(f"--{flag} {getattr(args, flag)} is where the run writes its "
                                  f"{name}: it would be replaced. Move the image, or pick another "
                                  "--output-dir.")

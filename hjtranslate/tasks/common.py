@@ -21,6 +21,7 @@ import torch
 from ..api import fit
 from ..checks import (
     check_folder_path,
+    missing_reason,
     real_number,
     settings_text,
     shared_as_umask_says,
@@ -822,7 +823,7 @@ def evaluate_folder(args: argparse.Namespace) -> dict[str, Any]:
     """``hjtranslate evaluate FOLDER``: re-run a task's evaluation from its saved config."""
     folder = Path(args.folder)
     if not folder.is_dir():
-        what = "is a file" if folder.exists() else "does not exist"
+        what = "is a file" if folder.exists() else missing_reason(folder)
         hub = (" evaluate reads local folders: for a Hub repo, download it first (`hf download "
                f"{args.folder} --local-dir DIR`)." if not folder.exists()
                and str(args.folder).count("/") == 1 and not str(args.folder).startswith((".", "/", "~"))

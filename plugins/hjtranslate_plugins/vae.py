@@ -39,6 +39,7 @@ from hjtranslate.checks import (
     dry_build_misfit,
     folder_config,
     hub_unreachable,
+    missing_reason,
     non_finite_tensors,
     parse_device,
     safetensors_shapes,
@@ -142,6 +143,8 @@ def _load_autoencoder(autoencoder_cls: Any, source: str | Path, local: Path,
     # safetensors only, as for maps: a pickled .bin is read only where use_safetensors=False
     # asks for it
     hub_kwargs = {"use_safetensors": True, **hub_kwargs}
+    if local.is_symlink() and not local.exists():  # not a Hub id either: a link that leads nowhere
+        raise CheckpointError(f"The VAE {str(source)!r} {missing_reason(local)}.")
     if local.is_dir() and not hub_kwargs.get("subfolder"):
         _check_autoencoder_folder(local, hub_kwargs["use_safetensors"])
     unreachable = None if local.exists() else hub_unreachable(bool(hub_kwargs.get("local_files_only")))
