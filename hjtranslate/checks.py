@@ -256,9 +256,9 @@ def hub_cache_blobs(folder: Path) -> Path | None:
 
 
 def missing_reason(path: str | Path) -> str:
-    """Why ``path``, which does not exist as a file or folder, does not: the words that end an
-    error message. A link loop or a broken link would otherwise read as a plain "missing" to
-    someone looking at a name they can see in the folder."""
+    """Why ``path`` is no regular file or folder: the words that end an error message. A link
+    loop, a broken link or a link to a device (/dev/zero) would otherwise read as a plain
+    "missing" to someone looking at a name they can see in the folder."""
     try:
         os.stat(path)
     except OSError as exc:
@@ -267,7 +267,9 @@ def missing_reason(path: str | Path) -> str:
         if os.path.islink(path):
             return f"is a broken link (to {os.readlink(path)}, which does not exist)"
         return "does not exist"
-    return "is not a regular file or folder"  # a device, a pipe, a socket
+    if os.path.islink(path):
+        return f"is a link to {os.readlink(path)}, not a regular file or folder"
+    return "is not a regular file or folder (a device, a pipe or a socket)"
 
 
 def resolved(path: Path) -> Path | None:

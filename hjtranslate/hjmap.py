@@ -800,6 +800,9 @@ def resolve_file(model_id: str, filename: str, subfolder: str | None = None, **h
                 )
             if not subfolder and Path(model_id, "map", filename).is_file():
                 raise _run_folder_error(model_id)
+            if os.path.lexists(path):  # a link loop, a broken link, /dev/zero
+                raise CheckpointError(f"{path} {missing_reason(path)}: is {path.parent} a saved "
+                                      "hjtranslate map?")
             raise CheckpointError(f"{path} is missing: is {path.parent} a saved hjtranslate map?")
         return str(path)
     if os.path.isfile(model_id):

@@ -192,6 +192,8 @@ def _subpath(root: Path, name: Any, key: str) -> Path:
 
 
 def _check_vae_folder(folder: Path, what: str) -> None:
+    if os.path.lexists(folder / "config.json") and not (folder / "config.json").is_file():
+        raise CheckpointError(f"{what}: {folder / 'config.json'} {missing_reason(folder / 'config.json')}.")
     if not (folder / "config.json").is_file():
         raise CheckpointError(
             f"{what}: {folder} holds no config.json; expected a diffusers AutoencoderKL folder."
@@ -679,6 +681,8 @@ class TranslationPipeline:
         index_file = root / INDEX_FILE
         if not index_file.is_file():
             hint = ""
+            if os.path.lexists(index_file):  # a link loop, a broken link, /dev/zero
+                raise CheckpointError(f"{index_file} {missing_reason(index_file)}.")
             if is_run_folder(root):
                 hint = (f" It looks like a training run folder: its map is {root / 'map'} "
                         "(HJMap.from_pretrained); bundle it with a VAE into a pipeline with "

@@ -1318,6 +1318,32 @@ def test_saving_and_translating_replace_links_rather_than_write_through_them(sav
     assert (out / f"{long.stem}_forward.png").is_file()
 
 
+@pytest.mark.parametrize("part", ["index", "map", "vae", "judge"])
+def test_a_model_file_that_is_a_link_loop_or_a_device_is_named_as_such(saved, tmp_path, part):
+    # each read "is missing" / "holds no config.json" before: misleading beside `ls`
+    from hjtranslate_plugins.vae import VAEEncoder
+
+    from hjtranslate.judges import load_judge
+
+    pipe = tmp_path / "pipe"
+    shutil.copytree(saved, pipe)
+    file = {"index": pipe / "hjtranslate_pipeline.json", "map": pipe / "map" / "config.json",
+            "vae": pipe / "vae" / "config.json", "judge": pipe / "judge_source" / "config.json"}[part]
+    load = {"index": lambda: TranslationPipeline.from_pretrained(pipe),
+            "map": lambda: HJMap.from_pretrained(pipe / "map"),
+            "vae": lambda: VAEEncoder(pretrained=str(pipe / "vae")),
+            "judge": lambda: load_judge(pipe / "judge_source")}[part]
+    for target, reason in [(file.name, "is a loop of symbolic links"),
+                           ("/dev/zero", "is a link to /dev/zero, not a regular file")]:
+        file.unlink()
+        os.symlink(target, file)
+        with pytest.raises((CheckpointError, FileNotFoundError), match=f"{file}.* {reason}"):
+            load()
+        if part == "vae":  # inside a pipeline too
+            with pytest.raises(CheckpointError, match=f"{file}.* {reason}"):
+                TranslationPipeline.from_pretrained(pipe)
+
+
 def test_a_settings_file_linked_to_a_device_is_refused_unread(saved, tmp_path):
     folder = tmp_path / "zero"
     (folder / "map").mkdir(parents=True)
