@@ -43,14 +43,9 @@ SPLITS = {"train": "train", "test": "t10k"}
 SIZES = {"train": 60000, "test": 10000}
 ENV_VAR = "HJT_DATA_DIR"
 
-# Debian's `dataset-fashion-mnist` package. `apt-cache show` gives no file list and this machine
-# cannot fetch the .deb, so these paths are a guess from the package name (Debian's data
-# packages install under /usr/share/<package>); `dpkg -L dataset-fashion-mnist` tells the truth.
-DEBIAN_FASHION_DIRS = [
-    Path("/usr/share/dataset-fashion-mnist"),
-    Path("/usr/share/dataset-fashion-mnist/data/fashion"),
-    Path("/usr/share/fashion-mnist"),
-]
+# Where Debian's `dataset-fashion-mnist` package (0.0~git20200523.55506a9-1, bookworm) puts the
+# four .gz files, as `dpkg -c` of its .deb lists them.
+DEBIAN_FASHION_DIRS = [Path("/usr/share/datasets/fashion-mnist")]
 
 _cache: dict[tuple[str, int, float], np.ndarray] = {}
 

@@ -104,6 +104,26 @@ def test_missing_files_are_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         data.load_dataset("fashion-mnist", "train")
 
 
+def test_fashion_mnist_is_found_where_debian_installs_it() -> None:
+    # `dpkg -c dataset-fashion-mnist_0.0~git20200523.55506a9-1_all.deb`: the files lie in
+    # ./usr/share/datasets/fashion-mnist/
+    assert data.DEBIAN_FASHION_DIRS == [Path("/usr/share/datasets/fashion-mnist")]
+
+
+def test_the_debian_folder_is_looked_in_last(shared_data: Path, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    debian = tmp_path / "usr" / "share" / "datasets" / "fashion-mnist"
+    debian.mkdir(parents=True)
+    for f in FILES:
+        (debian / f"{f}.gz").symlink_to(shared_data / "fashion-mnist" / f"{f}.gz")
+    monkeypatch.setattr(data, "DEBIAN_FASHION_DIRS", [debian])
+    monkeypatch.setenv("HJT_DATA_DIR", str(tmp_path / "empty"))
+    (tmp_path / "empty").mkdir()
+    assert data.load_dataset("fashion-mnist", "test")[1][:5].tolist() == [9, 2, 1, 1, 6]
+    with pytest.raises(FileNotFoundError):  # MNIST is not in the package
+        data.load_dataset("mnist", "test")
+
+
 def test_a_download_that_fails_is_a_message_and_a_new_folder_is_made_for_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Offline, torchvision's download raises after trying every mirror: one message that says
