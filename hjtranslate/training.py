@@ -299,6 +299,24 @@ def trained_seconds(output_dir: str | Path) -> float:
         return 0.0
 
 
+def _set_aside_failed_checkpoint(out: Path | None, step: int, main: bool) -> str:
+    """The checkpoint words of a non-finite loss at ``step``. A checkpoint of that very step holds
+    the weights that gave the loss (after a huge update, say): resuming from it would fail the
+    same way, so it is set aside (kept, under another name, not read by --resume), and
+    --resume continues from the one before it where there is one."""
+    found = checkpoints(out) if out is not None else []
+    if not found or found[-1].name != f"step-{step:07d}":
+        return f" The last good checkpoint is kept: {found[-1]}." if found else ""
+    failed = found[-1].with_name(f"nonfinite-{found[-1].name}")
+    if main:
+        shutil.rmtree(failed, ignore_errors=True)  # one of an earlier failure at this step
+        found[-1].rename(failed)
+    before = found[:-1]
+    return (f" The checkpoint of step {step} holds the weights that gave it, so it is set aside "
+            f"as {failed}; " + (f"--resume continues from {before[-1]}." if before else
+                                "no earlier checkpoint is left: train again without --resume."))
+
+
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
     found = checkpoints(output_dir)
     return found[-1] if found else None
@@ -542,8 +560,7 @@ def _train(model, batch_fn, config, acc, after_step, save_fn, parameters, on_sta
                     group["lr"] = lr_at(progress)
                 if packed[-2] > 0:
                     bar.close()
-                    last = latest_checkpoint(out) if out else None
-                    keep = f" The last good checkpoint is kept: {last}." if last else ""
+                    keep = _set_aside_failed_checkpoint(out, step, acc.is_main_process)
                     # before any update of this launch the learning rate cannot be the cause
                     remedy = ("Lower the learning rate (--lr), or check the data and the loss weights."
                               if step > 0 else "No update has been made yet, so the learning "

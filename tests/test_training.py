@@ -16,6 +16,7 @@ from hjtranslate.training import (
     LOCK_FILE,
     TrainConfig,
     TrainingError,
+    checkpoints,
     folder_holder,
     latest_checkpoint,
     train,
@@ -174,6 +175,22 @@ def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     with pytest.raises(TrainingError, match=r"NaN/Inf at step 7.*step-0000005"):
         train(model, lambda step, rank: {"step": step}, cfg)
     assert latest_checkpoint(tmp_path).name == "step-0000005"
+
+
+@pytest.mark.parametrize("earlier", [True, False])
+def test_a_checkpoint_of_the_failing_step_is_set_aside_not_called_good(tmp_path, earlier):
+    # (a huge update leaves finite weights whose loss is NaN) the checkpoint written after the
+    # update holds them: --resume from it would fail again, and the message called it good
+    cfg = TrainConfig(steps=20, checkpoint_every=1 if earlier else 7, keep_checkpoints=3,
+                      output_dir=str(tmp_path), progress=False)
+    said = ("--resume continues from .*step-0000006" if earlier else
+            "no earlier checkpoint is left: train again without --resume")
+    with pytest.raises(TrainingError, match=r"NaN/Inf at step 7 .*The checkpoint of step 7 holds "
+                       rf"the weights that gave it, so it is set aside as .*nonfinite-step-0000007; {said}"):
+        train(_Exploding(), lambda step, rank: {"step": step}, cfg)
+    left = [p.name for p in checkpoints(tmp_path)]
+    assert left == (["step-0000005", "step-0000006"] if earlier else [])
+    assert (tmp_path / "checkpoints" / "nonfinite-step-0000007").is_dir()
 
 
 def test_nan_at_the_first_step_does_not_blame_the_learning_rate(tmp_path):
