@@ -192,6 +192,15 @@ def test_link_loops_and_broken_links_are_named_as_such(tmp_path, capsys, monkeyp
     assert sorted(os.listdir()) == ["broken.png", "loop"]  # no output folder left behind
 
 
+def test_resume_without_the_run_record_is_refused_not_run_on_defaults(tmp_path, capsys):
+    # a killed run whose config.json went missing resumed with the task's defaults (another
+    # --steps, --batch-size, --n) over checkpoints of other settings
+    (tmp_path / "checkpoints" / "step-0000007").mkdir(parents=True)
+    assert main(["train", "toy2d", "--resume", "--output-dir", str(tmp_path)]) == 2
+    assert "holds checkpoints (the newest step-0000007) but no config.json" in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path)) == ["checkpoints"]
+
+
 def test_print_metrics_writes_json_alone_on_stdout(tmp_path, capsys):
     assert main(["train", "gaussians", "--steps", "2", "--n", "200", "--eval-n", "100",
                  "--batch-size", "32", "--output-dir", str(tmp_path / "g"), "--no-progress",

@@ -270,6 +270,15 @@ def restore_recorded_options(args: argparse.Namespace, explicit: set[str],
         try:
             recorded = json.loads(recorded_path.read_text())
         except (FileNotFoundError, NotADirectoryError):
+            from ..training import checkpoints
+
+            if args.task != "vae" and checkpoints(run_dir):
+                raise ValueError(
+                    f"--resume: {run_dir} holds checkpoints (the newest {checkpoints(run_dir)[-1].name}) "
+                    f"but no {recorded_path.name}, the record of the run's options: resumed "
+                    "with this command line alone, it would train on with the task's defaults "
+                    "for every option not typed. Put the run's config.json back, or start a new "
+                    "run without --resume.") from None
             if args.task != "vae":
                 return {}
             recorded = {}  # a VAE killed before its first output: its checkpoints hold the record
