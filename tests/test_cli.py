@@ -201,6 +201,18 @@ def test_resume_without_the_run_record_is_refused_not_run_on_defaults(tmp_path, 
     assert sorted(os.listdir(tmp_path)) == ["checkpoints"]
 
 
+def test_resume_of_a_finished_map_without_checkpoints_is_refused(tmp_path, capsys):
+    # it trained a new map from step 0 over the finished one, after a note
+    out = tmp_path / "run"
+    assert main(["train", "toy2d", "--n", "500", "--eval-n", "100", "--steps", "3", "--output-dir",
+                 str(out), "--no-progress"]) == 0
+    shutil.rmtree(out / "checkpoints")
+    weights = (out / "map" / "model.safetensors").read_bytes()
+    assert main(["train", "toy2d", "--resume", "--steps", "5", "--output-dir", str(out)]) == 2
+    assert f"--resume: {out} holds a finished map and no checkpoint to resume" in capsys.readouterr().err
+    assert (out / "map" / "model.safetensors").read_bytes() == weights
+
+
 def test_print_metrics_writes_json_alone_on_stdout(tmp_path, capsys):
     assert main(["train", "gaussians", "--steps", "2", "--n", "200", "--eval-n", "100",
                  "--batch-size", "32", "--output-dir", str(tmp_path / "g"), "--no-progress",
@@ -580,7 +592,10 @@ def test_resume_refuses_another_cost_data_or_latent_space(tmp_path, capsys):
                          "quadratic"), (["--target", "circles"], "--target circles differs"),
                         # the run recorded no --head (the task chose mlp): its checkpoints say
                         (["--head", "affine"], "--head affine differs from the run's mlp (recorded "
-                         f"in {out / 'checkpoints'}")):
+                         f"in {out / 'checkpoints'}"),
+                        # toy2d draws its points with the seed; the warm start made the first weights
+                        (["--seed", "5"], "--seed 5 differs from the run's 0"),
+                        (["--no-warm-start"], "--no-warm-start was not given when the run started")):
         assert main([*common, "--resume", *extra]) == 2
         err = capsys.readouterr().err
         # --init-from keeps a map's cost, data and head: not offered for them
@@ -640,6 +655,8 @@ def test_a_lost_peer_process_is_a_message(monkeypatch, capsys):
     (["--monotone-directions", "all"], "--monotone-directions applies with --monotone-weight"),
     (["--fourier-features", "0", "--fourier-scale", "3"], "--fourier-scale applies with --fourier-features"),
     (["--quadratic", "none", "--quadratic-gain", "5"], "--quadratic-gain applies with a quadratic part"),
+    (["--init-from", str(ROOT / "benchmarks" / "maps" / "swissroll-moons-s30"), "--no-warm-start"],
+     "--no-warm-start applies with a run from scratch (not --init-from)"),
 ])
 def test_an_option_its_switch_turns_off_is_refused(tmp_path, capsys, extra, option):
     out = tmp_path / "run"

@@ -50,7 +50,9 @@ def add_map_arguments(p: argparse.ArgumentParser, steps: int = 3000, batch_size:
                    "process: N processes (accelerate launch --multi_gpu --num_processes N) train "
                    "on N times that, each matching its own batch")
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate (Adam, cosine decay)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the weights and batches")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the weights, the batches and the task's data draws (training "
+                   "points and subsets, held-out points)")
     p.add_argument("--cost", default="quadratic", help="a cost plugin (see `hjtranslate plugins`)")
     p.add_argument("--p", type=float, default=None,
                    help="exponent of the pnorm / lp costs (default 2, the quadratic's)")
@@ -192,12 +194,12 @@ def _checkpoint_record(out: Path) -> tuple[dict[str, Any], Path]:
 
 
 # Options a checkpoint belongs to: a resume may not change them (--init-from may, where it fits).
-# The last five are the VAE's and the judges' architectures.
+# "widths" to "model_kwargs" are the VAE's and the judges' architectures.
 IDENTITY_OPTIONS = ("cost", "p", "cost_options", "vae", "source", "target", "dim", "mode",
                     "head", "head_options", "t_f", "data_seed", "width", "depth", "quadratic",
                     "quadratic_gain", "fourier_features", "fourier_scale",
                     "widths", "latent_channels", "latent_size", "decoder_only", "arch",
-                    "model_kwargs")
+                    "model_kwargs", "seed", "no_warm_start")
 #: the head's architecture as the task options name it (and its head_kwargs do)
 HEAD_SETTINGS = ("width", "depth", "quadratic", "quadratic_gain", "fourier_features", "fourier_scale")
 _IDENTITY_WHAT = {"cost": "cost", "p": "cost", "cost_options": "cost",
@@ -206,7 +208,11 @@ _IDENTITY_WHAT = {"cost": "cost", "p": "cost", "cost_options": "cost",
                   "t_f": "time horizon", "widths": "VAE", "latent_channels": "VAE",
                   "latent_size": "VAE", "decoder_only": "VAE training (decoder only or whole)",
                   "arch": "judge architecture",
-                  "model_kwargs": "judge architecture"}  # the rest: the head's architecture
+                  "model_kwargs": "judge architecture",
+                  # toy2d, color-transfer and digits-to-fashion draw their training data with it
+                  "seed": "seed (it drew the run's data, first weights and batches)",
+                  "no_warm_start": "start (with or without the linear warm start)",
+                  }  # the rest: the head's architecture
 
 
 def _same_option(name: str, typed: Any, recorded: Any) -> bool:
@@ -263,6 +269,7 @@ def restore_recorded_options(args: argparse.Namespace, explicit: set[str],
         if not run_dir.exists():  # a typo would start a whole new run
             raise ValueError(f"--resume: there is no run in {run_dir} (no such folder): check "
                              "--output-dir, or leave --resume out to start a run there.")
+        _refuse_resuming_a_finished_map(run_dir, args.task)
         recorded_path = run_dir / "config.json"
         if (run_dir / "checkpoints" / RUN_RECORD).is_file():
             # checkpoints moved back after a fresh start: their own run's record, not the fresh one's
@@ -333,10 +340,12 @@ def restore_recorded_options(args: argparse.Namespace, explicit: set[str],
             # of the same latent space (a decoder-only fine-tune)
             tune = (f", or fine-tune this map there with --init-from {run_dir} (where that VAE "
                     "shares its latent space: a --decoder-only fine-tune)" if k == "vae" else "")
+            differs = (f"{flag} was not given when the run started" if current[k] is True
+                       and recorded[k] is False else  # a flag: --no-warm-start, --decoder-only
+                       f"{flag} {current[k]} differs from the run's {theirs}")
             raise ValueError(
-                f"--resume: {flag} {current[k]} differs from the run's {theirs} (recorded in "
-                f"{where[k]}); its checkpoints belong to that {what}. Resume without {flag}, or "
-                f"start a new run in another --output-dir{tune}.")
+                f"--resume: {differs} (recorded in {where[k]}); its checkpoints belong to that "
+                f"{what}. Resume without {flag}, or start a new run in another --output-dir{tune}.")
     typed_init = current.get("init_from") if "init_from" in explicit else None
     if typed_init and not (recorded.get("init_from") and Path(typed_init).expanduser().resolve()
                            == Path(recorded["init_from"]).expanduser().resolve()):
@@ -359,6 +368,21 @@ def restore_recorded_options(args: argparse.Namespace, explicit: set[str],
         print(f"--resume: as recorded in {recorded_path}: "
               + ", ".join(f"{k}={v}" for k, v in sorted(changed.items())), file=sys.stderr)
     return restored
+
+
+def _refuse_resuming_a_finished_map(run_dir: Path, task: str) -> None:
+    """A map task's finished run whose checkpoints are gone: --resume would train a new map
+    from step 0 over it (as `train vae` and `train judges` refuse to)."""
+    from ..training import checkpoints
+
+    if (task in ("vae", "judges") or checkpoints(run_dir) or (run_dir / "checkpoints-previous").is_dir()
+            or not (run_dir / "map" / "config.json").is_file() or not (run_dir / "metrics.json").is_file()):
+        return
+    raise ValueError(
+        f"--resume: {run_dir} holds a finished map and no checkpoint to resume ({run_dir / 'checkpoints'} "
+        "is gone): resumed, a new map would train from step 0 over it. To train it further: "
+        f"--init-from {run_dir} --output-dir NEW_FOLDER; to train a new map in its place: the "
+        "same command without --resume.")
 
 
 def _judges_record(args: argparse.Namespace) -> tuple[dict[str, Any], Path, Path]:
@@ -630,6 +654,9 @@ _INERT = (
     ("monotone_directions", "--monotone-weight > 0", lambda a: not a.monotone_weight),
     ("fourier_scale", "--fourier-features > 0", lambda a: a.fourier_features == 0),
     ("quadratic_gain", "a quadratic part (not --quadratic none)", lambda a: a.quadratic == "none"),
+    # a fine-tune starts from the trained map's weights: there is nothing to warm-start
+    ("no_warm_start", "a run from scratch (not --init-from)",
+     lambda a: getattr(a, "init_from", None) is not None),
     # train vae: a VAE started from --init-from keeps its architecture
     *((name, "a new VAE (--init-from keeps the trained VAE's)", lambda a: a.init_from is not None)
       for name in ("latent_channels", "latent_size", "widths")),
