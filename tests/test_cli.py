@@ -600,6 +600,10 @@ def test_resume_refuses_another_cost_data_or_latent_space(tmp_path, capsys):
         err = capsys.readouterr().err
         # --init-from keeps a map's cost, data and head: not offered for them
         assert what in err and "--init-from" not in err
+    # accelerate cannot load checkpoints without the average into a run with it: said up front
+    assert main([*common, "--resume", "--ema-decay", "0.9"]) == 2
+    assert ("--ema-decay 0.9 turns weight averaging on, and the run trained without it"
+            in capsys.readouterr().err)
     assert (out / "config.json").read_text() == before
     assert main([*common, "--resume", "--cost", "quadratic", "--steps", "6"]) == 0
     (tmp_path / "config.json").write_text(json.dumps({"task": "digits-to-fashion", "vae": None}))

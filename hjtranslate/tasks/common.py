@@ -346,6 +346,13 @@ def restore_recorded_options(args: argparse.Namespace, explicit: set[str],
             raise ValueError(
                 f"--resume: {differs} (recorded in {where[k]}); its checkpoints belong to that "
                 f"{what}. Resume without {flag}, or start a new run in another --output-dir{tune}.")
+    if "ema_decay" in explicit and "ema_decay" in recorded and recorded["ema_decay"] is None:
+        # the checkpoints hold the average, or none: accelerate cannot load them across the change
+        raise ValueError(
+            f"--resume: --ema-decay {current.get('ema_decay')} turns weight averaging on, and the "
+            f"run trained without it (recorded in {recorded_path}): its checkpoints hold no "
+            f"average. Resume without --ema-decay, or fine-tune with averaging: --init-from "
+            f"{run_dir} --ema-decay {current.get('ema_decay')} --output-dir NEW_FOLDER.")
     typed_init = current.get("init_from") if "init_from" in explicit else None
     if typed_init and not (recorded.get("init_from") and Path(typed_init).expanduser().resolve()
                            == Path(recorded["init_from"]).expanduser().resolve()):
