@@ -267,6 +267,12 @@ def _refuse_empty_values(args: argparse.Namespace, actions: dict[str, argparse.A
             flag = max(action.option_strings, key=len)
             hint = "" if action.required else ", or leave the option out for its default"
             raise ValueError(f"{flag} is empty: give it a value{hint}.")
+        if action.option_strings and isinstance(value, int) and not isinstance(value, bool) \
+                and abs(value) >= 2**63:
+            # torch and numpy take 64-bit integers: beyond, an overflow deep inside them
+            flag = max(action.option_strings, key=len)
+            raise ValueError(f"{flag} {value} is beyond any size or count this command can use "
+                             "(a 64-bit integer): give a smaller value.")
 
 
 #: the options that name a file or folder (or a Hub id, which never starts with "~")

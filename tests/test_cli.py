@@ -145,6 +145,9 @@ def test_pnorm_cost_from_the_cli(tmp_path):
         (["translate", "--revision", "dev", "--input", str(ROOT / "apps" / "examples" / "digit_3.png"),
           "--out", "/nonexistent/out"], "--revision and --force-download apply to a Hub --model"),
         (["evaluate", "user/d2f"], "for a Hub repo, download it first (`hf download user/d2f"),
+        # past 64 bits: an overflow inside torch.randn with C++ frames
+        (["train", "gaussians", "--dim", "1" + "0" * 22], "--dim 1" + "0" * 22 + " is beyond any size"),
+        (["train", "toy2d", "--n", "-" + "9" * 20], "is beyond any size or count"),
     ],
 )
 def test_bad_input_gives_a_clear_error_and_no_traceback(args, message, tmp_path, capsys):
