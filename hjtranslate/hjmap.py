@@ -442,7 +442,21 @@ class HJMap(
                              "runs in float32 or float64 (its per-class quadratic part solves "
                              "linear systems, and its gradients need the precision); call "
                              ".float() on it.")
-        return x.to(self.shift.device, self.shift.dtype)
+        converted = x.to(self.shift.device, self.shift.dtype)
+        if converted.dtype != x.dtype and not torch.isfinite(converted).all():
+            raise ValueError(f"{what} holds values beyond the range of this map's "
+                             f"{str(self.shift.dtype).removeprefix('torch.')} (largest |value| "
+                             f"{float(x.abs().max()):.3g}): they would map to NaN.")
+        return converted
+
+    def _warn_non_finite(self, out: torch.Tensor, what: str, stacklevel: int = 3) -> None:
+        """Finite inputs far outside the data the map learnt (|x| ~ 1e38 in float32) overflow
+        inside the potential's network: say so rather than hand back NaN in silence."""
+        bad = ~torch.isfinite(out.detach()).reshape(len(out), -1).all(dim=1)
+        if bad.any():
+            warnings.warn(f"{int(bad.sum())} of {len(out)} {what} came out NaN or Inf: their "
+                          "inputs lie far outside the data this map was trained on (an "
+                          "overflow inside its potential).", RuntimeWarning, stacklevel=stacklevel)
 
     def _map(self, x: torch.Tensor, k: Any, t0: float, sign: float, what: str, grad: bool):
         x = self._check(x, what)
@@ -452,6 +466,7 @@ class HJMap(
         z = (x - self.shift) / self.scale
         v = self.velocity(z, t0, k, create_graph=grad)
         out = x + sign * self.t_f * self.scale * v
+        self._warn_non_finite(out, "mapped samples", stacklevel=4)  # the caller of forward()
         return out if grad else out.detach()
 
     def forward(self, x: torch.Tensor, k: Any = None, create_graph: bool = False) -> torch.Tensor:
@@ -489,6 +504,7 @@ class HJMap(
             return x.new_zeros(len(ts), 0, self.dim)
         z = (x - self.shift) / self.scale
         v = self.velocity(z, 0.0, k).detach()
+        self._warn_non_finite(v, "samples' velocities")
         return (x[None] + ts[:, None, None] * self.scale * v[None]).detach()
 
     def transport_cost(self, x: torch.Tensor, k: Any = None) -> torch.Tensor:

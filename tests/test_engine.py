@@ -2,6 +2,7 @@
 
 import copy
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -523,6 +524,17 @@ def test_map_rejects_bad_input():
         m.forward(torch.tensor([[0.0, float("nan")]]))
     assert m.forward(torch.empty(0, 2)).shape == (0, 2)  # nothing to move
     assert m.backward(torch.empty(0, 2)).shape == (0, 2)
+    # finite in float64, infinite in the map's float32: it mapped to NaN in silence
+    with pytest.raises(ValueError, match=r"beyond the range of this map.s float32 \(largest "
+                       r"\|value\| 1e\+300"):
+        m.forward(torch.tensor([[1e300, 0.0]], dtype=torch.float64))
+    # finite in float32 and overflowing inside the potential (a kept 2-D map's): said, not silent
+    m = hjt.HJMap.from_pretrained(Path(__file__).parents[1] / "benchmarks" / "maps" / "swissroll-moons-s30")
+    with pytest.warns(RuntimeWarning, match="1 of 2 mapped samples came out NaN or Inf"):
+        out = m.forward(torch.tensor([[3e38, 3e38], [0.5, 0.5]]))
+    assert torch.isfinite(out[1]).all()
+    with pytest.warns(RuntimeWarning, match="velocities came out NaN or Inf"):
+        m.interpolate(torch.tensor([[3e38, 3e38]]), [0.0, 0.5])
     with pytest.raises(ValueError, match="t_f"):
         hjt.HJMap(dim=2, t_f=0.0)
     with pytest.raises(hjt.PluginError, match="Available costs: .*quadratic"):
