@@ -490,6 +490,24 @@ def test_evaluate_says_a_vae_or_judge_is_not_a_map(tmp_path, capsys):
     assert "is not the output folder of `hjtranslate train`" in capsys.readouterr().err
 
 
+def test_evaluate_checks_an_edited_run_record(tmp_path, capsys):
+    # "dim": "2" compared a str with an int, "seed": null reached torch: bare tracebacks
+    out = tmp_path / "g"
+    assert main(["train", "gaussians", "--dim", "2", "--steps", "2", "--n", "300", "--eval-n", "50",
+                 "--output-dir", str(out), "--no-progress"]) == 0
+    good = json.loads((out / "config.json").read_text())
+    for edit, message in [({"seed": None}, "records seed=null, which --seed cannot take"),
+                          ({"data_seed": 1.5}, "records data_seed=1.5, which --data-seed cannot"),
+                          ({"dim": 2.0}, "records dim=2.0, which --dim cannot take"),
+                          ({"dim": 3}, "records dim=3, and its map")]:
+        (out / "config.json").write_text(json.dumps({**good, **edit}))
+        capsys.readouterr()
+        assert main(["evaluate", str(out)]) == 2, edit
+        assert f"evaluate: {out / 'config.json'} {message}" in capsys.readouterr().err
+    (out / "config.json").write_text(json.dumps({**good, "dim": "2"}))  # as --dim 2 reads it
+    assert main(["evaluate", str(out)]) == 0
+
+
 def test_evaluate_names_what_an_unfinished_run_needs(tmp_path, capsys):
     import shutil
 

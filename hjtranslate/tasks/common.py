@@ -209,8 +209,8 @@ _IDENTITY_WHAT = {"cost": "cost", "p": "cost", "cost_options": "cost",
                   "latent_size": "VAE", "decoder_only": "VAE training (decoder only or whole)",
                   "arch": "judge architecture",
                   "model_kwargs": "judge architecture",
-                  # toy2d, color-transfer and digits-to-fashion draw their training data with it
-                  "seed": "seed (it drew the run's data, first weights and batches)",
+                  "seed": "seed (it drew the run's first weights, its batches and, but for "
+                          "gaussians, its data)",
                   "no_warm_start": "start (with or without the linear warm start)",
                   }  # the rest: the head's architecture
 
@@ -324,6 +324,8 @@ def restore_recorded_options(args: argparse.Namespace, explicit: set[str],
                 if k in explicit and recorded.get(k) in (None, "") and kwargs.get(k) is not None:
                     recorded, where[k] = {**recorded, k: kwargs[k]}, found[1]
     for k in IDENTITY_OPTIONS:
+        if k == "seed" and args.task in ("vae", "judges"):
+            continue  # there it draws batches only; a finished model's own check names it
         unrecorded = recorded.get(k) in (None, "") and k != "vae"  # None: the shipped VAE
         if not unrecorded and actions and k in actions:
             try:  # a damaged record ("width": "wide") is replaced by the typed value
@@ -433,7 +435,8 @@ def _check_run_plugins(options: dict[str, Any], run_dir: Path) -> None:
                 raise registry.PluginError(f"--resume: {why}")
 
 
-def _recorded_value(key: str, value: Any, action: argparse.Action, path: Path) -> Any:
+def _recorded_value(key: str, value: Any, action: argparse.Action, path: Path,
+                    command: str = "--resume") -> Any:
     """``value``, as recorded for ``key`` in a run's config.json, as its option reads it; a clear
     error when the option could not have produced it."""
     flag = action.option_strings[0] if action.option_strings else key
@@ -454,8 +457,9 @@ def _recorded_value(key: str, value: Any, action: argparse.Action, path: Path) -
                 ok = False
         ok = ok and (action.choices is None or value in action.choices)
     if not ok:
-        raise ValueError(f"--resume: {path} records {key}={json.dumps(value)}, which {flag} cannot "
-                         f"take; type {flag} again (it wins over the record), or correct that entry.")
+        again = "type {flag} again (it wins over the record), or " if command == "--resume" else ""
+        raise ValueError(f"{command}: {path} records {key}={json.dumps(value)}, which {flag} cannot "
+                         f"take; {again.format(flag=flag)}correct that entry.")
     return value
 
 
@@ -954,7 +958,16 @@ def _evaluate(cfg: dict[str, Any], map_dir: Path, args: argparse.Namespace,
     task = load_task(cfg["task"])
     if not hasattr(task, "evaluate"):
         raise ValueError(f"Task {cfg['task']!r} has no stand-alone evaluation.")
+    if cfg_path.name == "config.json":  # a run's record, perhaps edited: read as its options would
+        parser = argparse.ArgumentParser(add_help=False)
+        task.add_arguments(parser)
+        actions = {a.dest: a for a in parser._actions}
+        cfg = {k: _recorded_value(k, v, actions[k], cfg_path, "evaluate")
+               if k in actions and not k.startswith("_") else v for k, v in cfg.items()}
     m = HJMap.from_pretrained(map_dir)
+    if isinstance(cfg.get("dim"), int) and cfg["dim"] != m.dim:
+        raise ValueError(f"evaluate: {cfg_path} records dim={cfg['dim']}, and its map {map_dir} is "
+                         f"{m.dim}-dimensional: one of them was edited or replaced. {_REDO_RUN}")
     t0 = time.perf_counter()
     try:
         # no --n: as many samples as the run evaluated on when it trained, else the task's default
