@@ -287,6 +287,11 @@ def fit(
     seed = train_config.seed
     # the match compares sample sets: at least 2 per batch
     batch_size = whole_number("batch_size", batch_size, 2)
+    if labels is None and batch_size > max(len(xs), len(yt)):
+        warnings.warn(f"batch_size {batch_size} is more than the samples ({len(xs)} and "
+                      f"{len(yt)}): each batch draws {min(batch_size, len(xs))} and "
+                      f"{min(batch_size, len(yt))} of them (a larger one would only repeat points).",
+                      stacklevel=2)
     if n_colloc is not None:
         n_colloc = whole_number("n_colloc", n_colloc, 1)  # collocation points per step
     match_pool = whole_number("match_pool", match_pool, 0)

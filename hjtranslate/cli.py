@@ -263,12 +263,15 @@ def _refuse_empty_values(args: argparse.Namespace, actions: dict[str, argparse.A
     or the current folder."""
     for dest, action in actions.items():
         value = getattr(args, dest, None)
-        if action.option_strings and isinstance(value, str) and not value.strip():
-            flag = max(action.option_strings, key=len)
-            hint = "" if action.required else ", or leave the option out for its default"
+        if isinstance(value, str) and not value.strip() and dest != "help":
+            # a positional too: `evaluate ""` read the current folder's config.json
+            flag = (max(action.option_strings, key=len) if action.option_strings
+                    else str(action.metavar or dest.upper()))
+            hint = "" if action.required or not action.option_strings else \
+                ", or leave the option out for its default"
             raise ValueError(f"{flag} is empty: give it a value{hint}.")
         if action.option_strings and isinstance(value, int) and not isinstance(value, bool) \
-                and abs(value) >= 2**63:
+                and abs(value) >= 2**63 and dest != "seed":  # the seed's own check names its range
             # torch and numpy take 64-bit integers: beyond, an overflow deep inside them
             flag = max(action.option_strings, key=len)
             raise ValueError(f"{flag} {value} is beyond any size or count this command can use "

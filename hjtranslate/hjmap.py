@@ -785,6 +785,13 @@ def describes_a_map(config: dict[str, Any]) -> bool:
 
 
 def _check_describes_a_map(config: dict[str, Any], near: str | Path) -> None:
+    if not describes_a_map(config) and isinstance(config.get("task"), str):
+        run = Path(near).parent  # a run's record: its map is written into map/ when it ends
+        unfinished = "" if (run / "map").is_dir() else (
+            f", which is not written yet: the run is unfinished (`hjtranslate train {config['task']} "
+            f"--output-dir {run} --resume` trains it on and writes it)")
+        raise CheckpointError(f"{run} is the folder of a `hjtranslate train {config['task']}` "
+                              f"run, not a map: its map is {run / 'map'}{unfinished}.")
     if not describes_a_map(config):
         kind = (config.get("_class_name") or config.get("architecture")
                 or ", ".join(map(str, config.get("architectures") or [])) or config.get("model_type")

@@ -148,6 +148,10 @@ def test_pnorm_cost_from_the_cli(tmp_path):
         # past 64 bits: an overflow inside torch.randn with C++ frames
         (["train", "gaussians", "--dim", "1" + "0" * 22], "--dim 1" + "0" * 22 + " is beyond any size"),
         (["train", "toy2d", "--n", "-" + "9" * 20], "is beyond any size or count"),
+        # hjt.fit's hint (labels=...) is no use on the command line
+        (["train", "gaussians", "--head", "conditional"], "--head conditional is a class-conditional "
+         "head, and the gaussians task's samples have no classes"),
+        (["evaluate", ""], "FOLDER is empty: give it a value."),  # read ./config.json
     ],
 )
 def test_bad_input_gives_a_clear_error_and_no_traceback(args, message, tmp_path, capsys):
@@ -214,6 +218,22 @@ def test_resume_of_a_finished_map_without_checkpoints_is_refused(tmp_path, capsy
     assert main(["train", "toy2d", "--resume", "--steps", "5", "--output-dir", str(out)]) == 2
     assert f"--resume: {out} holds a finished map and no checkpoint to resume" in capsys.readouterr().err
     assert (out / "map" / "model.safetensors").read_bytes() == weights
+
+
+def test_the_cli_notes_speak_of_options_not_python(tmp_path):
+    # a batch larger than the data was cut silently (config.json kept 1000); fit's hint to pass
+    # x_source.T is meaningless for a task's own samples
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["train", "gaussians", "--dim", "300", "--n", "100", "--eval-n", "50", "--steps",
+                     "2", "--batch-size", "1000", "--output-dir", str(tmp_path / "g"),
+                     "--no-progress"]) == 0
+    said = [str(w.message) for w in caught]
+    assert any(m.startswith("--batch-size 1000 is more than the 100 training samples: each batch "
+                            "draws 100") for m in said), said
+    assert not any("x_source.T" in m or "batch_size 1000" in m for m in said), said
 
 
 def test_print_metrics_writes_json_alone_on_stdout(tmp_path, capsys):

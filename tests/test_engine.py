@@ -1,6 +1,7 @@
 """The HJ loss, the maps, saving and loading, bad input."""
 
 import copy
+import json
 import math
 from pathlib import Path
 
@@ -447,6 +448,13 @@ def test_save_load_round_trip(tmp_path):
         hjt.HJMap.from_pretrained(_around(tmp_path))
     with pytest.raises(hjt.CheckpointError, match="is a file: pass the folder"):
         hjt.HJMap.from_pretrained(tmp_path / "config.json")
+    # an unfinished run's folder (its record, no map/ yet): said so, not "no 'dim'"
+    run = tmp_path / "unfinished"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"task": "toy2d", "steps": 30}))
+    with pytest.raises(hjt.CheckpointError, match=r"unfinished is the folder of a `hjtranslate train "
+                       r"toy2d` run, not a map: its map is .*map, which is not written yet"):
+        hjt.HJMap.from_pretrained(run)
     m.save_pretrained(tmp_path)  # an earlier map's folder: replaced
     # a folder of other files is not: a VAE's config.json, a user's README.md
     for name, text in (("config.json", '{"_class_name": "AutoencoderKL"}'), ("README.md", "notes")):

@@ -704,6 +704,13 @@ def fit_from_args(
     ``outputs``: the files the task writes beside the map, removed when the run starts so that
     they cannot pass for this run's."""
     cost = cost_from_args(args)
+    if labels is None and args.head and getattr(args, "init_from", None) is None:
+        from .. import registry
+
+        if getattr(registry.resolve("head", args.head).obj, "conditional", False):
+            raise ValueError(f"--head {args.head} is a class-conditional head, and the "
+                             f"{task} task's samples have no classes: choose another --head "
+                             "(digits-to-fashion trains a conditional one with --mode conditional).")
     # Options left unset keep the head's (or fit's) defaults; the heads take QUADRATIC_KINDS for
     # `quadratic` as given.
     head_kwargs = json_options(args, "head_options")
@@ -760,23 +767,32 @@ def fit_from_args(
             "_time_budget_typed": True})
         (out / "checkpoints" / RUN_RECORD).unlink(missing_ok=True)  # config.json holds it now
 
-    m, result = fit(
-        xs, yt, cost=cost, labels=labels, head=args.head, head_kwargs=head_kwargs or None,
-        t_f=args.t_f, steps=args.steps, batch_size=args.batch_size,
-        time_budget=kwargs.pop("time_budget", args.time_budget),
-        lr=args.lr, lambda_mmd=args.lambda_mmd, lambda_slack=args.lambda_slack, mmd=args.mmd,
-        mmd_options=mmd_options,
-        backward_mmd=not args.no_backward_mmd, monotone_weight=args.monotone_weight,
-        monotone_directions=args.monotone_directions, seed=args.seed,
-        cycle_weight=args.cycle_weight, cycle_share=args.cycle_share,
-        semidual_weight=args.semidual_weight, semidual_side=args.semidual_side,
-        match_pool=args.match_pool, warm_start=not args.no_warm_start,
-        ema_decay=args.ema_decay,
-        output_dir=str(out), resume=args.resume, progress=not args.no_progress,
-        accelerator=acc, return_history=True, on_start=start_run,
-        init_from=kwargs.pop("init_from") if "init_from" in kwargs else init_map_from_args(args),
-        **kwargs,
-    )
+    # The tasks make (n, d) samples themselves: fit's hint to transpose (d, n) data is for
+    # Python callers, and its batch note names the option as the CLI does
+    if args.batch_size > max(len(xs), len(yt)) and labels is None:
+        warnings.warn(f"--batch-size {args.batch_size} is more than the {max(len(xs), len(yt))} "
+                      f"training samples: each batch draws {max(len(xs), len(yt))} (with repeats; "
+                      "a larger one would only repeat points).", stacklevel=2)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*no more samples than dimensions")
+        warnings.filterwarnings("ignore", message="batch_size .* is more than the samples")
+        m, result = fit(
+            xs, yt, cost=cost, labels=labels, head=args.head, head_kwargs=head_kwargs or None,
+            t_f=args.t_f, steps=args.steps, batch_size=args.batch_size,
+            time_budget=kwargs.pop("time_budget", args.time_budget),
+            lr=args.lr, lambda_mmd=args.lambda_mmd, lambda_slack=args.lambda_slack, mmd=args.mmd,
+            mmd_options=mmd_options,
+            backward_mmd=not args.no_backward_mmd, monotone_weight=args.monotone_weight,
+            monotone_directions=args.monotone_directions, seed=args.seed,
+            cycle_weight=args.cycle_weight, cycle_share=args.cycle_share,
+            semidual_weight=args.semidual_weight, semidual_side=args.semidual_side,
+            match_pool=args.match_pool, warm_start=not args.no_warm_start,
+            ema_decay=args.ema_decay,
+            output_dir=str(out), resume=args.resume, progress=not args.no_progress,
+            accelerator=acc, return_history=True, on_start=start_run,
+            init_from=kwargs.pop("init_from") if "init_from" in kwargs else init_map_from_args(args),
+            **kwargs,
+        )
     if getattr(args, "init_from", None):
         m.metrics["init_from"] = args.init_from
     m.metrics.update(run_commands(args, task))
@@ -963,7 +979,8 @@ def _evaluate(cfg: dict[str, Any], map_dir: Path, args: argparse.Namespace,
         task.add_arguments(parser)
         actions = {a.dest: a for a in parser._actions}
         cfg = {k: _recorded_value(k, v, actions[k], cfg_path, "evaluate")
-               if k in actions and not k.startswith("_") else v for k, v in cfg.items()}
+               if k in actions and k != "eval_n" else v  # eval_n: checked below, --n replaces it
+               for k, v in cfg.items()}
     m = HJMap.from_pretrained(map_dir)
     if isinstance(cfg.get("dim"), int) and cfg["dim"] != m.dim:
         raise ValueError(f"evaluate: {cfg_path} records dim={cfg['dim']}, and its map {map_dir} is "
