@@ -287,7 +287,7 @@ def fit(
     seed = train_config.seed
     # the match compares sample sets: at least 2 per batch
     batch_size = whole_number("batch_size", batch_size, 2)
-    if labels is None and batch_size > max(len(xs), len(yt)):
+    if labels is None and batch_size > min(len(xs), len(yt)):
         warnings.warn(f"batch_size {batch_size} is more than the samples ({len(xs)} and "
                       f"{len(yt)}): each batch draws {min(batch_size, len(xs))} and "
                       f"{min(batch_size, len(yt))} of them (a larger one would only repeat points).",

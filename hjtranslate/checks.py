@@ -9,6 +9,7 @@ import json
 import math
 import numbers
 import os
+import stat
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -260,16 +261,16 @@ def missing_reason(path: str | Path) -> str:
     loop, a broken link or a link to a device (/dev/zero) would otherwise read as a plain
     "missing" to someone looking at a name they can see in the folder."""
     try:
-        os.stat(path)
+        mode = os.stat(path).st_mode
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             return "is a loop of symbolic links (a link that leads back to itself)"
         if os.path.islink(path):
             return f"is a broken link (to {os.readlink(path)}, which does not exist)"
         return "does not exist"
-    if os.path.islink(path):
-        return f"is a link to {os.readlink(path)}, not a regular file or folder"
-    return "is not a regular file or folder (a device, a pipe or a socket)"
+    kind = ("a folder" if stat.S_ISDIR(mode) else "a file" if stat.S_ISREG(mode)
+            else "not a regular file or folder (a device, a pipe or a socket)")
+    return f"is a link to {os.readlink(path)}, {kind}" if os.path.islink(path) else f"is {kind}"
 
 
 def resolved(path: Path) -> Path | None:

@@ -236,6 +236,10 @@ def _command_actions(parser: argparse.ArgumentParser,
     return {a.dest: a for a in _command_parser(parser, args)._actions}
 
 
+#: what torch and numpy say of an integer beyond 64 bits
+_OVERFLOW = ("Overflow when unpacking long", "too large to convert to C", "int too big to convert",
+             "Python int too large")
+
 #: what torch.distributed (gloo, NCCL) says when a peer process is gone
 _PEER_LOST = ("Connection reset by peer", "Connection closed by peer",
               "NCCL communicator was aborted")
@@ -270,12 +274,6 @@ def _refuse_empty_values(args: argparse.Namespace, actions: dict[str, argparse.A
             hint = "" if action.required or not action.option_strings else \
                 ", or leave the option out for its default"
             raise ValueError(f"{flag} is empty: give it a value{hint}.")
-        if action.option_strings and isinstance(value, int) and not isinstance(value, bool) \
-                and abs(value) >= 2**63 and dest != "seed":  # the seed's own check names its range
-            # torch and numpy take 64-bit integers: beyond, an overflow deep inside them
-            flag = max(action.option_strings, key=len)
-            raise ValueError(f"{flag} {value} is beyond any size or count this command can use "
-                             "(a 64-bit integer): give a smaller value.")
 
 
 #: the options that name a file or folder (or a Hub id, which never starts with "~")
@@ -488,6 +486,14 @@ def _main(argv: Sequence[str] | None) -> int:
         # one, each prints its own: it may be its own, a data folder missing on one machine).
         return _fail(f"error: {_name_options(str(exc), actions)}",
                      show=_rank_zero() or not os.environ.get("TORCHELASTIC_ERROR_FILE"))
+    except (TypeError, OverflowError) as exc:
+        # torch and numpy take 64-bit sizes: a larger --n or --dim overflows deep inside them
+        # (--steps or --pixels that large are fine: they are caps). Anything else is a bug.
+        if not any(t in str(exc) for t in _OVERFLOW):
+            raise
+        return _fail(f"error: a size or count given is beyond what torch can take (a 64-bit "
+                     f"integer; {str(exc).splitlines()[0][:120]}): lower the sizes given (--n, "
+                     "--eval-n, --batch-size, --dim, --width, ...).")
     except (MemoryError, RuntimeError) as exc:
         # numpy raises MemoryError; torch a RuntimeError ("can't allocate memory", CUDA "out of
         # memory"). Anything else is a bug and keeps its traceback.

@@ -30,6 +30,7 @@ from .checks import (
     check_folder_path,
     dry_build_misfit,
     folder_config,
+    hub_cache_blobs,
     hub_refusal_advice,
     hub_unreachable,
     is_real,
@@ -274,8 +275,10 @@ class HJMap(
         except (TypeError, ValueError) as exc:  # a plugin's own check of an option's value
             shown = {k: v for k, v in head_kwargs.items() if k not in ("dim", "num_classes")}
             error = registry.PluginError if isinstance(exc, TypeError) else ValueError
+            # torch's size errors carry a C++ stack after their first line
+            said = str(exc).split("\nException raised from")[0].strip()
             raise error(f"The head plugin {head!r} ({head_plugin.package}) cannot be built with "
-                        f"the options {shown}: {exc}") from None
+                        f"the options {shown}: {said}") from None
         except Exception as exc:
             if head_plugin.builtin:
                 raise
@@ -449,14 +452,15 @@ class HJMap(
                              f"{float(x.abs().max()):.3g}): they would map to NaN.")
         return converted
 
-    def _warn_non_finite(self, out: torch.Tensor, what: str, stacklevel: int = 3) -> None:
+    def _warn_non_finite(self, out: torch.Tensor, what: str) -> None:
         """Finite inputs far outside the data the map learnt (|x| ~ 1e38 in float32) overflow
         inside the potential's network: say so rather than hand back NaN in silence."""
         bad = ~torch.isfinite(out.detach()).reshape(len(out), -1).all(dim=1)
         if bad.any():
             warnings.warn(f"{int(bad.sum())} of {len(out)} {what} came out NaN or Inf: their "
                           "inputs lie far outside the data this map was trained on (an "
-                          "overflow inside its potential).", RuntimeWarning, stacklevel=stacklevel)
+                          "overflow inside its potential).", RuntimeWarning,
+                          stacklevel=registry._outside_package())
 
     def _map(self, x: torch.Tensor, k: Any, t0: float, sign: float, what: str, grad: bool):
         x = self._check(x, what)
@@ -466,7 +470,7 @@ class HJMap(
         z = (x - self.shift) / self.scale
         v = self.velocity(z, t0, k, create_graph=grad)
         out = x + sign * self.t_f * self.scale * v
-        self._warn_non_finite(out, "mapped samples", stacklevel=4)  # the caller of forward()
+        self._warn_non_finite(out, "mapped samples")
         return out if grad else out.detach()
 
     def forward(self, x: torch.Tensor, k: Any = None, create_graph: bool = False) -> torch.Tensor:
@@ -787,6 +791,10 @@ def describes_a_map(config: dict[str, Any]) -> bool:
 def _check_describes_a_map(config: dict[str, Any], near: str | Path) -> None:
     if not describes_a_map(config) and isinstance(config.get("task"), str):
         run = Path(near).parent  # a run's record: its map is written into map/ when it ends
+        if hub_cache_blobs(run) is not None:  # a Hub repo's snapshot: only what was fetched is here
+            raise CheckpointError(f"The repo holds a `hjtranslate train {config['task']}` run's "
+                                  "folder, not a map at its top: load its map with "
+                                  "subfolder=\"map\".")
         unfinished = "" if (run / "map").is_dir() else (
             f", which is not written yet: the run is unfinished (`hjtranslate train {config['task']} "
             f"--output-dir {run} --resume` trains it on and writes it)")

@@ -28,7 +28,8 @@ def check_folder(folder: str | Path) -> tuple[str, Any]:
     path = Path(folder)
     if not path.is_dir():
         raise ValueError(f"No such folder: {folder}" if not os.path.lexists(path)
-                         else f"{folder} {missing_reason(path)}.")
+                         else f"{folder} {missing_reason(path)}: pass the folder of a saved map "
+                         "or pipeline.")
     if is_run_folder(path) and not (path / PIPELINE_FILE).is_file():
         raise ValueError(
             f"{folder} is a training run folder, not a saved map or pipeline: publish the map "

@@ -111,11 +111,14 @@ def _skip(kind: str, ep: EntryPoint, skipped: dict[str, str], why: str) -> None:
 
 
 def _outside_package() -> int:
-    """The ``stacklevel`` of the first caller outside this package, for a warning raised in the
-    function calling this one (the user's line, wherever in the package the lookup began)."""
-    package = os.path.dirname(os.path.abspath(__file__))
+    """The ``stacklevel`` of the first caller outside this package (and torch's, whose
+    ``Module.__call__`` stands between ``m(x)`` and a map's ``forward``), for a warning raised in
+    the function calling this one: the user's line, wherever in the package the lookup began."""
+    import torch
+
+    inside = tuple(os.path.dirname(os.path.abspath(f)) + os.sep for f in (__file__, torch.__file__))
     frame, level = sys._getframe(1), 1
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package + os.sep):
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(inside):
         frame, level = frame.f_back, level + 1
     return level
 

@@ -299,13 +299,14 @@ def trained_seconds(output_dir: str | Path) -> float:
         return 0.0
 
 
-def _set_aside_failed_checkpoint(out: Path | None, step: int, main: bool) -> str:
-    """The checkpoint words of a non-finite loss at ``step``. A checkpoint of that very step holds
-    the weights that gave the loss (after a huge update, say): resuming from it would fail the
-    same way, so it is set aside (kept, under another name, not read by --resume), and
-    --resume continues from the one before it where there is one."""
+def _set_aside_failed_checkpoint(out: Path | None, step: int, start_step: int, main: bool) -> str:
+    """The checkpoint words of a non-finite loss at ``step``. A checkpoint of that very step that
+    this launch's updates made holds the weights that gave the loss (after a huge update, say):
+    resuming from it would fail the same way, so it is set aside (kept, under another name, not
+    read by --resume), and --resume continues from the one before it where there is one. The
+    checkpoint a launch resumed from (``start_step``) stays: its options may be the cause."""
     found = checkpoints(out) if out is not None else []
-    if not found or found[-1].name != f"step-{step:07d}":
+    if not found or found[-1].name != f"step-{step:07d}" or step <= start_step:
         return f" The last good checkpoint is kept: {found[-1]}." if found else ""
     failed = found[-1].with_name(f"nonfinite-{found[-1].name}")
     if main:
@@ -560,12 +561,16 @@ def _train(model, batch_fn, config, acc, after_step, save_fn, parameters, on_sta
                     group["lr"] = lr_at(progress)
                 if packed[-2] > 0:
                     bar.close()
-                    keep = _set_aside_failed_checkpoint(out, step, acc.is_main_process)
+                    keep = _set_aside_failed_checkpoint(out, step, start_step, acc.is_main_process)
                     # before any update of this launch the learning rate cannot be the cause
                     remedy = ("Lower the learning rate (--lr), or check the data and the loss weights."
-                              if step > 0 else "No update has been made yet, so the learning "
-                              "rate is not the cause: check the data, the loss weights, and the cost "
-                              "and head (a plugin's own code) on these samples.")
+                              if step > start_step else
+                              "No update has been made yet, so the learning rate is not the cause: "
+                              "check the data, the loss weights, and the cost and head (a plugin's "
+                              "own code) on these samples." if step == 0 else
+                              "This launch has made no update yet, so its learning rate is not the "
+                              "cause: check the options given with --resume (a loss weight, say), "
+                              "the data, and the cost and head on these samples.")
                     raise TrainingError(
                         f"The loss became NaN/Inf at step {step} "
                         f"({', '.join(f'{k}={float(terms[k].detach()):.4g}' for k in names)}).{keep} "

@@ -145,9 +145,10 @@ def test_pnorm_cost_from_the_cli(tmp_path):
         (["translate", "--revision", "dev", "--input", str(ROOT / "apps" / "examples" / "digit_3.png"),
           "--out", "/nonexistent/out"], "--revision and --force-download apply to a Hub --model"),
         (["evaluate", "user/d2f"], "for a Hub repo, download it first (`hf download user/d2f"),
-        # past 64 bits: an overflow inside torch.randn with C++ frames
-        (["train", "gaussians", "--dim", "1" + "0" * 22], "--dim 1" + "0" * 22 + " is beyond any size"),
-        (["train", "toy2d", "--n", "-" + "9" * 20], "is beyond any size or count"),
+        # past 64 bits: an overflow inside torch.randn (a huge --steps or --pixels is a cap, and fine)
+        (["train", "gaussians", "--dim", "1" + "0" * 22], "a size or count given is beyond what torch"),
+        (["train", "toy2d", "--n", "1" + "0" * 22], "a size or count given is beyond what torch can take"),
+        (["train", "toy2d", "--width", "1" + "0" * 22], 'error "Overflow when unpacking long long'),
         # hjt.fit's hint (labels=...) is no use on the command line
         (["train", "gaussians", "--head", "conditional"], "--head conditional is a class-conditional "
          "head, and the gaussians task's samples have no classes"),
@@ -191,6 +192,8 @@ def test_link_loops_and_broken_links_are_named_as_such(tmp_path, capsys, monkeyp
         (["translate", "--model", "loop", "--input", image, "--out", "out"], f"pipeline: loop {loop}"),
         (["evaluate", "loop"], f"loop {loop} (a link that leads back to itself): pass the output"),
         (["push", "loop", "--repo-id", "user/x"], f"loop {loop}"),
+        (["push", "broken.png", "--repo-id", "user/x"], "broken.png is a broken link"),
+        (["push", image, "--repo-id", "user/x"], f"{image} is a file: pass the folder"),
     ]:
         capsys.readouterr()
         extra = ["--output-dir", "run", "--steps", "2"] if args[0] == "train" else []
@@ -231,8 +234,8 @@ def test_the_cli_notes_speak_of_options_not_python(tmp_path):
                      "2", "--batch-size", "1000", "--output-dir", str(tmp_path / "g"),
                      "--no-progress"]) == 0
     said = [str(w.message) for w in caught]
-    assert any(m.startswith("--batch-size 1000 is more than the 100 training samples: each batch "
-                            "draws 100") for m in said), said
+    assert any(m.startswith("--batch-size 1000 is more than the training samples (100 source, 100 "
+                            "target): each batch draws 100 and 100") for m in said), said
     assert not any("x_source.T" in m or "batch_size 1000" in m for m in said), said
 
 
@@ -517,6 +520,8 @@ def test_evaluate_checks_an_edited_run_record(tmp_path, capsys):
                  "--output-dir", str(out), "--no-progress"]) == 0
     good = json.loads((out / "config.json").read_text())
     for edit, message in [({"seed": None}, "records seed=null, which --seed cannot take"),
+                          ({"seed": -1}, "records seed=-1, which --seed cannot take"),
+                          ({"n": 10**22}, "records n=10000000000000000000000, which --n cannot"),
                           ({"data_seed": 1.5}, "records data_seed=1.5, which --data-seed cannot"),
                           ({"dim": 2.0}, "records dim=2.0, which --dim cannot take"),
                           ({"dim": 3}, "records dim=3, and its map")]:

@@ -104,22 +104,22 @@ def test_missing_files_are_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         data.load_dataset("fashion-mnist", "train")
 
 
-def test_fashion_mnist_is_found_where_debian_installs_it() -> None:
-    # `dpkg -c dataset-fashion-mnist_0.0~git20200523.55506a9-1_all.deb`: the files lie in
-    # ./usr/share/datasets/fashion-mnist/
-    assert data.DEBIAN_FASHION_DIRS == [Path("/usr/share/datasets/fashion-mnist")]
-
-
 def test_the_debian_folder_is_looked_in_last(shared_data: Path, tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    # where `dpkg -c dataset-fashion-mnist_0.0~git20200523.55506a9-1_all.deb` lists the files
+    assert data.DEBIAN_FASHION_DIRS == [Path("/usr/share/datasets/fashion-mnist")]
     debian = tmp_path / "usr" / "share" / "datasets" / "fashion-mnist"
     debian.mkdir(parents=True)
-    for f in FILES:
-        (debian / f"{f}.gz").symlink_to(shared_data / "fashion-mnist" / f"{f}.gz")
+    for f in FILES:  # MNIST's files in the Debian folder: its labels say where a load came from
+        (debian / f"{f}.gz").symlink_to(shared_data / "mnist" / f"{f}.gz")
     monkeypatch.setattr(data, "DEBIAN_FASHION_DIRS", [debian])
+    data._cache.clear()
+    # HJT_DATA_DIR's Fashion-MNIST comes first ...
+    assert data.load_dataset("fashion-mnist", "test")[1][:5].tolist() == [9, 2, 1, 1, 6]
+    # ... and the Debian folder is read where nothing else holds it
     monkeypatch.setenv("HJT_DATA_DIR", str(tmp_path / "empty"))
     (tmp_path / "empty").mkdir()
-    assert data.load_dataset("fashion-mnist", "test")[1][:5].tolist() == [9, 2, 1, 1, 6]
+    assert data.load_dataset("fashion-mnist", "test")[1][:5].tolist() == [7, 2, 1, 0, 4]
     with pytest.raises(FileNotFoundError):  # MNIST is not in the package
         data.load_dataset("mnist", "test")
 

@@ -455,6 +455,15 @@ def test_save_load_round_trip(tmp_path):
     with pytest.raises(hjt.CheckpointError, match=r"unfinished is the folder of a `hjtranslate train "
                        r"toy2d` run, not a map: its map is .*map, which is not written yet"):
         hjt.HJMap.from_pretrained(run)
+    # the same in a Hub repo's snapshot: the run was not unfinished, its map/ was not fetched
+    from hjtranslate.hjmap import _check_describes_a_map
+
+    snapshot = tmp_path / "models--user--run" / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    (tmp_path / "models--user--run" / "blobs").mkdir()
+    with pytest.raises(hjt.CheckpointError, match=r"run's folder, not a map at its top: load its map "
+                       r"with subfolder=\"map\""):
+        _check_describes_a_map({"task": "toy2d"}, snapshot / "config.json")
     m.save_pretrained(tmp_path)  # an earlier map's folder: replaced
     # a folder of other files is not: a VAE's config.json, a user's README.md
     for name, text in (("config.json", '{"_class_name": "AutoencoderKL"}'), ("README.md", "notes")):

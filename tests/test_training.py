@@ -193,6 +193,18 @@ def test_a_checkpoint_of_the_failing_step_is_set_aside_not_called_good(tmp_path,
     assert (tmp_path / "checkpoints" / "nonfinite-step-0000007").is_dir()
 
 
+def test_the_checkpoint_a_launch_resumed_from_is_kept_when_its_first_loss_fails(tmp_path):
+    # no update of this launch made it: an option typed with --resume may be the cause, and
+    # setting it aside lost a finished run's last checkpoint
+    train(_Exploding(), lambda step, rank: {"step": step},
+          TrainConfig(steps=7, checkpoint_every=7, output_dir=str(tmp_path), progress=False))
+    with pytest.raises(TrainingError, match=r"at step 7 .*The last good checkpoint is kept: .*"
+                       r"step-0000007\. This launch has made no update yet"):
+        train(_Exploding(), lambda step, rank: {"step": step},
+              TrainConfig(steps=20, output_dir=str(tmp_path), resume=True, progress=False))
+    assert [p.name for p in checkpoints(tmp_path)] == ["step-0000007"]
+
+
 def test_nan_at_the_first_step_does_not_blame_the_learning_rate(tmp_path):
     cfg = TrainConfig(steps=5, output_dir=str(tmp_path), progress=False)
     with pytest.raises(TrainingError, match="at step 0 .*No update has been made yet, so the "

@@ -356,7 +356,8 @@ def restore_recorded_options(args: argparse.Namespace, explicit: set[str],
             f"average. Resume without --ema-decay, or fine-tune with averaging: --init-from "
             f"{run_dir} --ema-decay {current.get('ema_decay')} --output-dir NEW_FOLDER.")
     typed_init = current.get("init_from") if "init_from" in explicit else None
-    if typed_init and not (recorded.get("init_from") and Path(typed_init).expanduser().resolve()
+    if typed_init and not (isinstance(recorded.get("init_from"), str) and recorded["init_from"]
+                           and Path(typed_init).expanduser().resolve()
                            == Path(recorded["init_from"]).expanduser().resolve()):
         raise ValueError(
             f"--resume continues the run in {run_dir} from its own checkpoints, and --init-from "
@@ -456,6 +457,8 @@ def _recorded_value(key: str, value: Any, action: argparse.Action, path: Path,
             except (TypeError, ValueError, argparse.ArgumentTypeError):
                 ok = False
         ok = ok and (action.choices is None or value in action.choices)
+    if ok and key == "seed" and isinstance(value, int) and not 0 <= value < 2**32:
+        ok = False  # --seed refuses it typed (numpy's seed range)
     if not ok:
         again = "type {flag} again (it wins over the record), or " if command == "--resume" else ""
         raise ValueError(f"{command}: {path} records {key}={json.dumps(value)}, which {flag} cannot "
@@ -667,7 +670,7 @@ _INERT = (
     ("quadratic_gain", "a quadratic part (not --quadratic none)", lambda a: a.quadratic == "none"),
     # a fine-tune starts from the trained map's weights: there is nothing to warm-start
     ("no_warm_start", "a run from scratch (not --init-from)",
-     lambda a: getattr(a, "init_from", None) is not None),
+     lambda a: getattr(a, "init_from", None) is not None and not getattr(a, "resume", False)),
     # train vae: a VAE started from --init-from keeps its architecture
     *((name, "a new VAE (--init-from keeps the trained VAE's)", lambda a: a.init_from is not None)
       for name in ("latent_channels", "latent_size", "widths")),
@@ -769,10 +772,11 @@ def fit_from_args(
 
     # The tasks make (n, d) samples themselves: fit's hint to transpose (d, n) data is for
     # Python callers, and its batch note names the option as the CLI does
-    if args.batch_size > max(len(xs), len(yt)) and labels is None:
-        warnings.warn(f"--batch-size {args.batch_size} is more than the {max(len(xs), len(yt))} "
-                      f"training samples: each batch draws {max(len(xs), len(yt))} (with repeats; "
-                      "a larger one would only repeat points).", stacklevel=2)
+    if args.batch_size > min(len(xs), len(yt)) and labels is None:
+        warnings.warn(f"--batch-size {args.batch_size} is more than the training samples "
+                      f"({len(xs)} source, {len(yt)} target): each batch draws "
+                      f"{min(args.batch_size, len(xs))} and {min(args.batch_size, len(yt))} (with "
+                      "repeats; a larger batch would only repeat points).", stacklevel=2)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*no more samples than dimensions")
         warnings.filterwarnings("ignore", message="batch_size .* is more than the samples")
