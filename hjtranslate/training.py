@@ -311,7 +311,11 @@ def _set_aside_failed_checkpoint(out: Path | None, step: int, start_step: int, m
     failed = found[-1].with_name(f"nonfinite-{found[-1].name}")
     if main:
         shutil.rmtree(failed, ignore_errors=True)  # one of an earlier failure at this step
-        found[-1].rename(failed)
+        try:
+            found[-1].rename(failed)
+        except OSError as exc:  # read-only now, say: name it, and let --resume meet it
+            return (f" The checkpoint of step {step} holds the weights that gave it and could not "
+                    f"be set aside ({exc.strerror or exc}): move {found[-1]} away before --resume.")
     before = found[:-1]
     return (f" The checkpoint of step {step} holds the weights that gave it, so it is set aside "
             f"as {failed}; " + (f"--resume continues from {before[-1]}." if before else
