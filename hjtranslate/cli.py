@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shlex
+import signal
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -314,8 +315,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         with stop_signals_interrupt():  # SIGTERM anywhere (evaluation too): a message, not silence
             code = _main(argv)
     except KeyboardInterrupt as exc:  # while torch and the task load (later ones _main says itself)
-        code = _fail("interrupted while starting: nothing was written.",
-                     128 + getattr(exc, "signum", 2))
+        signum = getattr(exc, "signum", 2)
+        if int(os.environ.get("WORLD_SIZE") or 1) > 1 and signum == signal.SIGTERM:
+            # torchrun ends the other processes when one fails: that one's error is the news
+            code = _fail("stopped by the launcher: another process of this run ended first (its "
+                         "error is above, or in the launcher's failure table).", 128 + signum,
+                         show=_rank_zero())
+        else:
+            code = _fail("interrupted while starting: nothing was written.", 128 + signum,
+                         show=_rank_zero())
     if argv is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # A gloo rank whose work is done (outputs written, process group destroyed by
         # finish_run) can still abort in its C++ teardown at interpreter exit with "terminate
@@ -406,7 +414,18 @@ def _fail(message: str, code: int = 2, show: bool = True) -> int:
                                        "extraInfo": {"timestamp": str(int(time.time()))}}}, f)
         except OSError:
             pass
+        if code and not _rank_zero():
+            # Rank 0 prints what every rank meets alike; when this rank gets there first,
+            # torchrun would end rank 0 before it prints: give it the time to.
+            try:
+                time.sleep(FIRST_RANK_GRACE_SECONDS)
+            except KeyboardInterrupt:  # rank 0 has reported and ended: torchrun ends this one
+                pass
     return code
+
+
+#: how long a failing rank other than 0 waits before it exits (see _fail)
+FIRST_RANK_GRACE_SECONDS = 5.0
 
 
 def _plain_warnings() -> None:

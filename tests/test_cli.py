@@ -935,9 +935,14 @@ def test_an_argument_error_is_printed_once_for_several_processes(tmp_path, capsy
     """Every process of `accelerate launch --num_processes 2` parses the same command line: its
     error (argparse's or a task's check) is printed by rank 0 only; every rank leaves it in
     torchrun's error file, which the launcher's failure table reads."""
+    import hjtranslate.cli as cli
+
     error_file = tmp_path / "error.json"
     monkeypatch.setenv("TORCHELASTIC_ERROR_FILE", str(error_file))
     monkeypatch.setenv("WORLD_SIZE", "2")
+    # a rank other than 0 waits before it exits: torchrun would end rank 0 before it printed
+    slept = []
+    monkeypatch.setattr(cli.time, "sleep", slept.append)
     for argv, wanted in ((["train", "toy2d", "--no-such-option"], "unrecognized arguments"),
                          (["train", "toy2d", "--steps", "x"], "invalid"),
                          (["train", "toy2d", "--seed", "-1", "--output-dir", str(tmp_path / "r")],
@@ -953,6 +958,8 @@ def test_an_argument_error_is_printed_once_for_several_processes(tmp_path, capsy
             said = capsys.readouterr().err
             assert (wanted in said) == (rank == "0"), (argv, rank, said)
             assert wanted in json.loads(error_file.read_text())["message"]["message"]
+            assert slept == ([cli.FIRST_RANK_GRACE_SECONDS] if rank == "1" else []), (argv, rank)
+            slept.clear()
     monkeypatch.setenv("RANK", "1")
     with pytest.raises(SystemExit) as exc:
         main(["train", "toy2d", "--help"])
@@ -963,6 +970,27 @@ def test_an_argument_error_is_printed_once_for_several_processes(tmp_path, capsy
             env.delenv(unset)
             assert main(["train", "toy2d", "--seed", "-1", "--output-dir", str(tmp_path / "r")]) == 2
             assert "--seed" in capsys.readouterr().err, unset
+
+
+def test_a_rank_stopped_by_the_launcher_does_not_say_nothing_was_written(monkeypatch, capsys):
+    # torchrun ends the other ranks when one fails: "interrupted while starting: nothing was
+    # written" was all rank 0 said, after a NaN at step 1 had written a checkpoint
+    import signal
+
+    import hjtranslate.cli as cli
+
+    def stopped(argv):
+        exc = KeyboardInterrupt()
+        exc.signum = signal.SIGTERM
+        raise exc
+
+    monkeypatch.setattr(cli, "_main", stopped)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    assert cli.main(["train", "toy2d"]) == 128 + signal.SIGTERM
+    said = capsys.readouterr().err
+    assert "stopped by the launcher: another process of this run ended first" in said
+    assert "nothing was written" not in said
 
 
 @pytest.mark.parametrize(("env", "launched"), [
