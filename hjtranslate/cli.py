@@ -256,6 +256,9 @@ def _name_options(text: str, actions: dict[str, argparse.Action]) -> str:
                 # "match_pool needs": only a name with "_" is surely code ("every class needs")
                 verbs = r" must\b| needs\b" if "_" in name else r" must\b"
                 text = re.sub(rf"(?<![\w-]){re.escape(name)}(?={verbs}| [<>]=? )", flag, text)
+                # "monotone_directions='power' needs ..." -> "--monotone-directions power needs"
+                text = re.sub(rf"(?<![\w-]){re.escape(name)}=(['\"]?)([\w.+-]+)\1(?={verbs})",
+                              rf"{flag} \2", text)
                 # advice: "set match_pool=0 or choose mmd='energy'" -> --match-pool 0, --mmd energy
                 # (not a record's entry: "records lr=null", "--cost-options p=3")
                 text = re.sub(rf"\b(set|choose|pass|use) {re.escape(name)}=(['\"]?)([\w.+-]+)\2",

@@ -153,6 +153,9 @@ def test_pnorm_cost_from_the_cli(tmp_path):
         (["train", "gaussians", "--head", "conditional"], "--head conditional is a class-conditional "
          "head, and the gaussians task's samples have no classes"),
         (["evaluate", ""], "FOLDER is empty: give it a value."),  # read ./config.json
+        # the API's check names its argument with a value: the option's form on the command line
+        (["train", "toy2d", "--cost", "pnorm", "--p", "3", "--monotone-weight", "1",
+          "--monotone-directions", "power"], "error: --monotone-directions power needs the quadratic"),
     ],
 )
 def test_bad_input_gives_a_clear_error_and_no_traceback(args, message, tmp_path, capsys):
