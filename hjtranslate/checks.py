@@ -273,6 +273,15 @@ def missing_reason(path: str | Path) -> str:
     return f"is a link to {os.readlink(path)}, {kind}" if os.path.islink(path) else f"is {kind}"
 
 
+def unusable_file(path: str | Path) -> str | None:
+    """``"PATH is ..."`` where a name is in its folder and is no regular file (a link loop, a
+    broken link, a link to /dev/zero, a folder), for the error of a loader that needs the file;
+    None where it is a file, or absent (the loader's own "missing" message fits)."""
+    if os.path.lexists(path) and not os.path.isfile(path):
+        return f"{path} {missing_reason(path)}"
+    return None
+
+
 def resolved(path: Path) -> Path | None:
     """``path`` with links followed, or None where they loop (``Path.resolve`` raises
     RuntimeError for a loop up to Python 3.12, OSError from 3.13)."""

@@ -319,14 +319,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = _main(argv)
     except KeyboardInterrupt as exc:  # while torch and the task load (later ones _main says itself)
         signum = getattr(exc, "signum", 2)
-        if int(os.environ.get("WORLD_SIZE") or 1) > 1 and signum == signal.SIGTERM:
-            # torchrun ends the other processes when one fails: that one's error is the news
-            code = _fail("stopped by the launcher: another process of this run ended first (its "
-                         "error is above, or in the launcher's failure table).", 128 + signum,
-                         show=_rank_zero())
-        else:
-            code = _fail("interrupted while starting: nothing was written.", 128 + signum,
-                         show=_rank_zero())
+        # torchrun ends the other processes when one fails: that one's error is the news
+        by_launcher = int(os.environ.get("WORLD_SIZE") or 1) > 1 and signum == signal.SIGTERM
+        code = _fail("stopped by the launcher: another process of this run ended first (its "
+                     "error is above, or in the launcher's failure table)." if by_launcher else
+                     "interrupted while starting: nothing was written.", 128 + signum,
+                     show=_rank_zero())
     if argv is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # A gloo rank whose work is done (outputs written, process group destroyed by
         # finish_run) can still abort in its C++ teardown at interpreter exit with "terminate

@@ -42,6 +42,7 @@ from .checks import (
     safetensors_shapes,
     settings_text,
     shared_as_umask_says,
+    unusable_file,
     whole_number,
     written_whole,
 )
@@ -831,9 +832,8 @@ def resolve_file(model_id: str, filename: str, subfolder: str | None = None, **h
                 )
             if not subfolder and Path(model_id, "map", filename).is_file():
                 raise _run_folder_error(model_id)
-            if os.path.lexists(path):  # a link loop, a broken link, /dev/zero
-                raise CheckpointError(f"{path} {missing_reason(path)}: is {path.parent} a saved "
-                                      "hjtranslate map?")
+            if why := unusable_file(path):
+                raise CheckpointError(f"{why}: is {path.parent} a saved hjtranslate map?")
             raise CheckpointError(f"{path} is missing: is {path.parent} a saved hjtranslate map?")
         return str(path)
     if os.path.isfile(model_id):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +20,10 @@ from torch import nn
 from .checks import (
     dry_build_misfit,
     is_real,
-    missing_reason,
     non_finite_tensors,
     safetensors_shapes,
     shared_as_umask_says,
+    unusable_file,
 )
 from .data import to_float
 from .images import IMAGE_SIZE
@@ -168,8 +167,8 @@ def load_judge(name_or_path: str | Path, device: str | torch.device = "cpu",
     folder = models_dir() / f"judge-{key}" if key in CLASSES else Path(key).expanduser()
     if not (folder / CONFIG_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
         for file in (folder / CONFIG_FILE, folder / WEIGHTS_FILE):
-            if os.path.lexists(file) and not file.is_file():  # a link loop, a broken link, /dev/zero
-                raise CheckpointError(f"{file} {missing_reason(file)}.")
+            if why := unusable_file(file):
+                raise CheckpointError(f"{why}.")
         if key in CLASSES:
             raise FileNotFoundError(
                 f"The shipped {key} judge is missing from {folder} (it needs {CONFIG_FILE} and "

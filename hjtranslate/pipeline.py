@@ -54,6 +54,7 @@ from .checks import (
     settings_text,
     shared_as_umask_says,
     stays_inside,
+    unusable_file,
 )
 from .contracts import check_image_encoder
 from .encoders import Encoder
@@ -192,8 +193,8 @@ def _subpath(root: Path, name: Any, key: str) -> Path:
 
 
 def _check_vae_folder(folder: Path, what: str) -> None:
-    if os.path.lexists(folder / "config.json") and not (folder / "config.json").is_file():
-        raise CheckpointError(f"{what}: {folder / 'config.json'} {missing_reason(folder / 'config.json')}.")
+    if why := unusable_file(folder / "config.json"):
+        raise CheckpointError(f"{what}: {why}.")
     if not (folder / "config.json").is_file():
         raise CheckpointError(
             f"{what}: {folder} holds no config.json; expected a diffusers AutoencoderKL folder."
@@ -681,8 +682,8 @@ class TranslationPipeline:
         index_file = root / INDEX_FILE
         if not index_file.is_file():
             hint = ""
-            if os.path.lexists(index_file):  # a link loop, a broken link, /dev/zero
-                raise CheckpointError(f"{index_file} {missing_reason(index_file)}.")
+            if why := unusable_file(index_file):
+                raise CheckpointError(f"{why}.")
             if is_run_folder(root):
                 hint = (f" It looks like a training run folder: its map is {root / 'map'} "
                         "(HJMap.from_pretrained); bundle it with a VAE into a pipeline with "

@@ -32,7 +32,7 @@ from ..hjmap import HJMap, describes_a_map, folder_config, read_json_object
 from ..losses import MMDS, SINKHORN_BLUR
 from ..objective import MONOTONE_DIRECTIONS, SEMIDUAL_SIDES
 from ..pipeline import INDEX_FILE
-from ..training import RUN_RECORD, keep_folder, last_checkpoint_json, make_accelerator
+from ..training import RUN_RECORD, checkpoints, keep_folder, last_checkpoint_json, make_accelerator
 
 # The built-in heads' quadratic parts (plugins/hjtranslate_plugins/heads.py).
 QUADRATIC_KINDS = ["none", "affine", "hopf_lax", "hopf_lax_spd", "hopf_lax_basis", "hopf_lax_per_class"]
@@ -277,8 +277,6 @@ def restore_recorded_options(args: argparse.Namespace, explicit: set[str],
         try:
             recorded = json.loads(recorded_path.read_text())
         except (FileNotFoundError, NotADirectoryError):
-            from ..training import checkpoints
-
             if args.task != "vae" and checkpoints(run_dir):
                 raise ValueError(
                     f"--resume: {run_dir} holds checkpoints (the newest {checkpoints(run_dir)[-1].name}) "
@@ -383,8 +381,6 @@ def restore_recorded_options(args: argparse.Namespace, explicit: set[str],
 def _refuse_resuming_a_finished_map(run_dir: Path, task: str) -> None:
     """A map task's finished run whose checkpoints are gone: --resume would train a new map
     from step 0 over it (as `train vae` and `train judges` refuse to)."""
-    from ..training import checkpoints
-
     if (task in ("vae", "judges") or checkpoints(run_dir) or (run_dir / "checkpoints-previous").is_dir()
             or not (run_dir / "map" / "config.json").is_file() or not (run_dir / "metrics.json").is_file()):
         return
@@ -525,8 +521,6 @@ def check_output_folder(out: Path, flag: str, ours: Callable[[dict[str, Any]], b
                              "one.")
         # `train vae` and `train judges` write theirs at the end: until then their checkpoints
         # say which command trains there (an interrupted run of another would be set aside)
-        from ..training import last_checkpoint_json
-
         state = last_checkpoint_json(out, "trainer_state.json") if task else None
         extra = ((state[0].get("config") or {}).get("extra") or {}) if state else {}
         other = extra.get("task") if isinstance(extra, dict) else None
@@ -562,8 +556,6 @@ def refuse_to_replace(out: Path, flag: str, what: str, weights: str,
     too, where this run never wrote a checkpoint), the shipped models by default: refused
     unless ``--overwrite``. ``flag`` is the option and the value that named ``out``."""
     from safetensors import SafetensorError, safe_open
-
-    from ..training import checkpoints
 
     if getattr(args, "overwrite", False) or not (out / weights).is_file() or (
             getattr(args, "resume", False) and checkpoints(out)):
@@ -915,7 +907,7 @@ def evaluate_folder(args: argparse.Namespace) -> dict[str, Any]:
         cfg_path = folder / "config.json"
         cfg = read_json_object(cfg_path, _REDO_RUN)
     if "task" in cfg and not (folder / "map").is_dir():
-        from ..training import checkpoints, folder_holder
+        from ..training import folder_holder
 
         holder = folder_holder(folder)
         if holder:

@@ -100,16 +100,22 @@ class VAEObjective(nn.Module):
 NORM_GROUPS = 8
 
 
+def _stages(latent_size: int) -> int | None:
+    """The encoder's stages for a ``latent_size`` x ``latent_size`` latent of a 32x32 input (one
+    per halving, and the first); None where the size is not 32 / 2**k."""
+    downs = math.log2(32 // latent_size) if 1 <= latent_size <= 32 else -1
+    return int(downs) + 1 if downs >= 0 and not 32 % latent_size and downs == int(downs) else None
+
+
 def build_vae(latent_channels: int = 4, latent_size: int = 4,
               widths: tuple[int, ...] = (16, 32, 64, 64)) -> Any:
     """A small one-channel AutoencoderKL with a ``latent_channels x latent_size^2`` latent for
     32x32 inputs."""
     from diffusers import AutoencoderKL
 
-    downs = math.log2(32 // latent_size) if 1 <= latent_size <= 32 else -1
-    if downs < 0 or 32 % latent_size or downs != int(downs):
+    n_blocks = _stages(latent_size)
+    if n_blocks is None:
         raise ValueError(f"--latent-size must be 32 / 2**k (32, 16, 8, 4, 2, 1), got {latent_size}.")
-    n_blocks = int(downs) + 1
     widths = tuple(widths[:n_blocks]) + (widths[-1],) * max(0, n_blocks - len(widths))
     if widths[-1] // NORM_GROUPS * latent_size**2 < 2:  # one value per group: GroupNorm fails
         raise ValueError(f"--latent-size {latent_size} with a last width of {widths[-1]}: the "
@@ -411,13 +417,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.output_dir)
     note_started_as(args)  # the checkpoints' record keeps it
     widths = parse_widths(args.widths)
-    stages = math.log2(32 // args.latent_size) + 1 if 1 <= args.latent_size <= 32 else 0
-    if "widths" in getattr(args, "_typed", ()) and stages >= 1 and stages == int(stages) \
-            and len(widths) != stages:
+    stages = _stages(args.latent_size)
+    if "widths" in getattr(args, "_typed", ()) and stages is not None and len(widths) != stages:
         raise ValueError(f"--widths {args.widths} names {len(widths)} stages; a "
                          f"{args.latent_size}x{args.latent_size} latent of a 32x32 input takes "
-                         f"{int(stages)} (one per halving, and the first): give {int(stages)} "
-                         "widths.")
+                         f"{stages} (one per halving, and the first): give {stages} widths.")
     require_at_least(args, batch_size=1, eval_images=1, stats_images=1, latent_channels=1)
     if not 0.0 <= args.kl_weight < math.inf:  # also refuses NaN
         raise ValueError(f"--kl-weight must be a finite number >= 0 (the KL term's weight "

@@ -28,7 +28,6 @@ its config asks for, or holds NaN, is refused when loaded.
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,7 @@ from hjtranslate.checks import (
     non_finite_tensors,
     parse_device,
     safetensors_shapes,
+    unusable_file,
 )
 from hjtranslate.encoders import Encoder
 from hjtranslate.hjmap import CheckpointError, read_json_object
@@ -313,10 +313,8 @@ class VAEEncoder(Encoder):
                     "Hub id of a diffusers AutoencoderKL (--vae on the command line, "
                     "pretrained= in Python)."
                 )
-            if local.exists() and os.path.lexists(local / "config.json") and not (
-                    local / "config.json").is_file():  # a link loop, a broken link, /dev/zero
-                raise FileNotFoundError(
-                    f"{local / 'config.json'} {missing_reason(local / 'config.json')}.")
+            if local.exists() and (why := unusable_file(local / "config.json")):
+                raise FileNotFoundError(f"{why}.")
             if local.exists() and not (local / "config.json").is_file():
                 hint = ("a translation pipeline: its VAE is in vae/" if (local / "vae").is_dir()
                         else "save one with save_pretrained, or train one with `hjtranslate "
